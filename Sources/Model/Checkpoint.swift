@@ -1,0 +1,130 @@
+import Foundation
+
+/// Hugging Face checkpoint directories: `config.json` plus `model.safetensors`, or shards listed
+/// in `model.safetensors.index.json`.
+public enum Checkpoint {
+    /// Loads a model, verifying that every tensor the config implies is present with its exact
+    /// shape and that nothing else is left over. With tied embeddings `lm_head.weight` may be
+    /// present only if it equals the embedding.
+    /// - Throws: ``ModelError`` naming the directory and tensor.
+    public static func load(_ directory: URL) throws -> DecoderModel {
+        let configURL = directory.appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: configURL.path) else {
+            throw ModelError.io(path: directory.path, reason: "no config.json here (not a checkpoint directory?)")
+        }
+        let config = try ModelConfig.load(configURL)
+        let model = DecoderModel(config: config)
+        try loadWeights(into: model, from: directory)
+        return model
+    }
+
+    /// The safetensors files of a checkpoint and which file holds which tensor.
+    static func openFiles(_ directory: URL) throws -> [String: SafeTensorsFile] {
+        let single = directory.appendingPathComponent("model.safetensors")
+        let index = directory.appendingPathComponent("model.safetensors.index.json")
+        var byTensor: [String: SafeTensorsFile] = [:]
+        if FileManager.default.fileExists(atPath: single.path) {
+            let file = try SafeTensorsFile(url: single)
+            for name in file.tensors.keys { byTensor[name] = file }
+        } else if FileManager.default.fileExists(atPath: index.path) {
+            guard let data = try? Data(contentsOf: index), let map = JSON.parse(data)?["weight_map"]?.object else {
+                throw ModelError.io(path: index.path, reason: "not a safetensors index (no weight_map object)")
+            }
+            var files: [String: SafeTensorsFile] = [:]
+            for (name, fileJSON) in map {
+                guard let fileName = fileJSON.string, !fileName.contains("/") else {
+                    throw ModelError.io(path: index.path, reason: "weight_map entry for '\(name)' is not a file name")
+                }
+                if files[fileName] == nil { files[fileName] = try SafeTensorsFile(url: directory.appendingPathComponent(fileName)) }
+                guard files[fileName]!.tensors[name] != nil else {
+                    throw ModelError.checkpoint(path: directory.appendingPathComponent(fileName).path, tensor: name,
+                                                reason: "listed in model.safetensors.index.json but not in the shard")
+                }
+                byTensor[name] = files[fileName]
+            }
+            for (fileName, file) in files { for name in file.tensors.keys where map[name] == nil {
+                throw ModelError.checkpoint(path: directory.appendingPathComponent(fileName).path, tensor: name,
+                                            reason: "in the shard but not listed in model.safetensors.index.json")
+            } }
+        } else {
+            throw ModelError.io(path: directory.path, reason: "no model.safetensors or model.safetensors.index.json")
+        }
+        return byTensor
+    }
+
+    /// Reads the weights of `directory` into `model`'s parameters.
+    public static func loadWeights(into model: DecoderModel, from directory: URL) throws {
+        let byTensor = try openFiles(directory)
+        var remaining = Set(byTensor.keys)
+        for e in model.layout.entries {
+            guard let file = byTensor[e.name] else {
+                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "missing (the config implies it with shape \(e.shape))")
+            }
+            let info = try file.info(e.name)
+            guard info.shape == e.shape else {
+                throw ModelError.checkpoint(path: file.path, tensor: e.name, reason: "shape \(info.shape) does not match config.json, which implies \(e.shape)")
+            }
+            try file.read(e.name, into: model.parameters.pointer + e.offset)
+            remaining.remove(e.name)
+        }
+        if model.config.tieWordEmbeddings, remaining.contains("lm_head.weight"), let file = byTensor["lm_head.weight"] {
+            let head = try file.floats("lm_head.weight")
+            let embed = Array(model.tensor("model.embed_tokens.weight")!)
+            guard head == embed else {
+                throw ModelError.checkpoint(path: file.path, tensor: "lm_head.weight",
+                                            reason: "config.json ties word embeddings but lm_head.weight differs from model.embed_tokens.weight")
+            }
+            remaining.remove("lm_head.weight")
+        }
+        if let extra = remaining.sorted().first {
+            throw ModelError.checkpoint(path: byTensor[extra]!.path, tensor: extra,
+                                        reason: "unexpected: config.json (\(model.config.family.rawValue)) has no such tensor\(remaining.count > 1 ? " (and \(remaining.count - 1) more)" : "")")
+        }
+        for e in model.layout.entries {
+            let p = model.parameters.pointer + e.offset
+            for i in 0..<e.count where !p[i].isFinite {
+                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "holds a NaN or infinite value at index \(i)")
+            }
+        }
+    }
+
+    /// Writes `config.json` and the weights (one `model.safetensors`, or shards of at most
+    /// `shardBytes` with an index) into `directory`, every file atomically. Refuses weights that
+    /// hold NaN or infinity.
+    public static func save(_ model: DecoderModel, to directory: URL, shardBytes: Int? = nil,
+                            metadata: [String: String] = [:]) throws {
+        for e in model.layout.entries {
+            let p = model.parameters.pointer + e.offset
+            for i in 0..<e.count where !p[i].isFinite {
+                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "holds a NaN or infinite value; refusing to write it")
+            }
+        }
+        let slices = model.layout.entries.map {
+            TensorSlice(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(start: model.parameters.pointer + $0.offset, count: $0.count))
+        }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let fm = FileManager.default
+        if let shardBytes, model.layout.count * 4 > shardBytes {
+            var shards: [[TensorSlice]] = [[]]
+            var size = 0
+            for s in slices {
+                if size > 0 && size + s.values.count * 4 > shardBytes { shards.append([]); size = 0 }
+                shards[shards.count - 1].append(s)
+                size += s.values.count * 4
+            }
+            var map: [String: JSON] = [:]
+            for (i, shard) in shards.enumerated() {
+                let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
+                try SafeTensorsWriter.write(shard, metadata: metadata, to: directory.appendingPathComponent(name))
+                for s in shard { map[s.name] = .string(name) }
+            }
+            let index: JSON = ["metadata": ["total_size": JSON(model.layout.count * 4)], "weight_map": .object(map)]
+            try AtomicFile.write(index.data(), to: directory.appendingPathComponent("model.safetensors.index.json"))
+            try? fm.removeItem(at: directory.appendingPathComponent("model.safetensors"))
+        } else {
+            try SafeTensorsWriter.write(slices, metadata: metadata, to: directory.appendingPathComponent("model.safetensors"))
+            try? fm.removeItem(at: directory.appendingPathComponent("model.safetensors.index.json"))
+        }
+        try model.config.write(to: directory)
+    }
+}

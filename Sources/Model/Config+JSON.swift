@@ -1,0 +1,195 @@
+import Foundation
+
+extension ModelConfig {
+    /// Keys transformers writes that carry no arithmetic; accepted and dropped.
+    static let metadataKeys: Set<String> = [
+        "architectures", "transformers_version", "torch_dtype", "dtype", "use_cache", "_name_or_path",
+        "output_attentions", "output_hidden_states", "return_dict", "tokenizer_class", "problem_type",
+        "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "auto_map",
+    ]
+
+    /// Reads a `config.json`.
+    /// - Throws: ``ModelError`` naming the file and key for unreadable JSON, an unknown
+    ///   `model_type`, an unknown key, or an option the engine does not implement.
+    public static func load(_ url: URL) throws -> ModelConfig {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw ModelError.io(path: url.path, reason: "cannot read config: \(error.localizedDescription)")
+        }
+        return try decode(data, file: url.path)
+    }
+
+    /// Decodes `config.json` bytes; see ``load(_:)``.
+    public static func decode(_ data: Data, file: String = "config.json") throws -> ModelConfig {
+        guard let json = JSON.parse(data)?.object else {
+            throw ModelError.invalidConfig(file: file, key: "(root)", reason: "not a JSON object")
+        }
+        return try ConfigReader(json: json, file: file).modelConfig()
+    }
+
+    /// The `config.json` object that transformers (v4 and v5) loads into the same model.
+    public var json: JSON {
+        var rope: [String: JSON] = ["rope_type": "default", "rope_theta": .number(ropeTheta)]
+        var json: [String: JSON] = [
+            "architectures": [.string(family.architecture)],
+            "model_type": .string(family.rawValue),
+            "vocab_size": JSON(vocabSize),
+            "hidden_size": JSON(hiddenSize),
+            "intermediate_size": JSON(intermediateSize),
+            "num_hidden_layers": JSON(numHiddenLayers),
+            "num_attention_heads": JSON(numAttentionHeads),
+            "num_key_value_heads": JSON(numKeyValueHeads),
+            "head_dim": JSON(headDim),
+            "max_position_embeddings": JSON(maxPositionEmbeddings),
+            "initializer_range": JSON(initializerRange),
+            "tie_word_embeddings": .bool(tieWordEmbeddings),
+            "attention_bias": false,
+            "attention_dropout": 0.0,
+            "mlp_bias": false,
+            "rope_theta": JSON(ropeTheta),
+            "use_cache": true,
+            "dtype": "float32",
+        ]
+        switch family {
+        case .llama:
+            json["hidden_act"] = "silu"
+            json["rms_norm_eps"] = JSON(normEps)
+            json["pretraining_tp"] = 1
+        case .nemotron:
+            json["hidden_act"] = "relu2"
+            json["norm_eps"] = JSON(normEps)
+            json["partial_rotary_factor"] = JSON(partialRotaryFactor)
+            rope["partial_rotary_factor"] = JSON(partialRotaryFactor)
+        }
+        json["rope_parameters"] = .object(rope)
+        json["bos_token_id"] = bosTokenId.map { JSON($0) } ?? JSON.null
+        json["pad_token_id"] = padTokenId.map { JSON($0) } ?? JSON.null
+        json["eos_token_id"] = eosTokenIds.count == 1 ? JSON(eosTokenIds[0])
+            : (eosTokenIds.isEmpty ? JSON.null : JSON.array(eosTokenIds.map { JSON($0) }))
+        return .object(json)
+    }
+
+    /// Writes `config.json` into `directory` atomically.
+    public func write(to directory: URL) throws {
+        try AtomicFile.write(json.data(), to: directory.appendingPathComponent("config.json"))
+    }
+}
+
+/// Walks a decoded `config.json`, remembering which keys were read so that any key left over is
+/// reported instead of ignored.
+private struct ConfigReader {
+    let json: [String: JSON]
+    let file: String
+
+    func fail(_ key: String, _ reason: String) -> ModelError { .invalidConfig(file: file, key: key, reason: reason) }
+    func unsupported(_ key: String, _ reason: String) -> ModelError { .unsupportedConfig(file: file, key: key, reason: reason) }
+
+    func value(_ key: String, in dict: [String: JSON]? = nil) -> JSON? {
+        guard let v = (dict ?? json)[key], !v.isNull else { return nil }
+        return v
+    }
+    func int(_ key: String) throws -> Int? {
+        guard let v = value(key) else { return nil }
+        guard let n = v.int else { throw fail(key, "expected an integer, got \(v)") }
+        return n
+    }
+    func requiredInt(_ key: String) throws -> Int {
+        guard let n = try int(key) else { throw fail(key, "missing") }
+        return n
+    }
+    func double(_ key: String, in dict: [String: JSON]? = nil, path: String? = nil) throws -> Double? {
+        guard let v = value(key, in: dict) else { return nil }
+        guard let n = v.double else { throw fail(path ?? key, "expected a number, got \(v)") }
+        return n
+    }
+    func bool(_ key: String) throws -> Bool? {
+        guard let v = value(key) else { return nil }
+        guard let b = v.bool else { throw fail(key, "expected true or false, got \(v)") }
+        return b
+    }
+
+    func modelConfig() throws -> ModelConfig {
+        guard let type = json["model_type"]?.string else { throw fail("model_type", "missing") }
+        guard let family = Family(rawValue: type) else {
+            throw unsupported("model_type", "'\(type)'; supported: \(Family.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        var used: Set<String> = ["model_type"]
+
+        // Options that would change the arithmetic: refuse anything but their neutral value.
+        for key in ["attention_bias", "mlp_bias"] {
+            used.insert(key)
+            if try bool(key) == true { throw unsupported(key, "biases on projections are not implemented") }
+        }
+        used.insert("attention_dropout")
+        if let p = try double("attention_dropout"), p != 0 { throw unsupported("attention_dropout", "dropout \(p) is not implemented") }
+        used.insert("pretraining_tp")
+        if let tp = try int("pretraining_tp"), tp != 1 { throw unsupported("pretraining_tp", "\(tp); only 1 is implemented") }
+        for key in ["sliding_window", "use_sliding_window"] {
+            used.insert(key)
+            if let v = value(key), v != .bool(false) { throw unsupported(key, "sliding-window attention is not implemented") }
+        }
+        used.insert("hidden_act")
+        let expectedAct = family == .llama ? "silu" : "relu2"
+        if let v = value("hidden_act"), v.string != expectedAct {
+            throw unsupported("hidden_act", "\(v); \(family.rawValue) is implemented with '\(expectedAct)'")
+        }
+
+        // Rotary: transformers v5 writes `rope_parameters`, v4 `rope_theta` / `rope_scaling` /
+        // `partial_rotary_factor` at the top level. Both are read; the nested form wins.
+        var ropeTheta = 10000.0
+        var partial: Double? = nil
+        for key in ["rope_theta", "partial_rotary_factor", "rope_scaling", "rope_parameters"] { used.insert(key) }
+        if let t = try double("rope_theta") { ropeTheta = t }
+        if let p = try double("partial_rotary_factor") { partial = p }
+        for key in ["rope_scaling", "rope_parameters"] {
+            guard let v = value(key) else { continue }
+            guard let dict = v.object else { throw fail(key, "expected an object, got \(v)") }
+            let ropeType = (dict["rope_type"] ?? dict["type"])?.string ?? "default"
+            if ropeType != "default" { throw unsupported("\(key).rope_type", "'\(ropeType)' rope scaling is not implemented") }
+            for sub in dict.keys.sorted() where !["rope_type", "type", "rope_theta", "partial_rotary_factor"].contains(sub) {
+                throw unsupported("\(key).\(sub)", "rope option not implemented")
+            }
+            if let t = try double("rope_theta", in: dict, path: "\(key).rope_theta") { ropeTheta = t }
+            if let p = try double("partial_rotary_factor", in: dict, path: "\(key).partial_rotary_factor") { partial = p }
+        }
+        if family == .llama, let p = partial, p != 1 {
+            throw unsupported("partial_rotary_factor", "llama applies rotary embeddings to every head dimension")
+        }
+
+        let epsKey = family == .llama ? "rms_norm_eps" : "norm_eps"
+        for key in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "head_dim", epsKey, "tie_word_embeddings", "max_position_embeddings",
+                    "initializer_range", "bos_token_id", "pad_token_id", "eos_token_id"] { used.insert(key) }
+        var eos: [Int] = []
+        if let v = value("eos_token_id") {
+            if let list = v.array {
+                eos = try list.map { guard let n = $0.int else { throw fail("eos_token_id", "expected integers") }; return n }
+            } else if let id = try int("eos_token_id") { eos = [id] }
+        }
+        let config = ModelConfig(
+            family: family,
+            vocabSize: try requiredInt("vocab_size"),
+            hiddenSize: try requiredInt("hidden_size"),
+            intermediateSize: try requiredInt("intermediate_size"),
+            numHiddenLayers: try requiredInt("num_hidden_layers"),
+            numAttentionHeads: try requiredInt("num_attention_heads"),
+            numKeyValueHeads: try int("num_key_value_heads"),
+            headDim: try int("head_dim"),
+            normEps: try double(epsKey),
+            ropeTheta: ropeTheta,
+            partialRotaryFactor: partial,
+            tieWordEmbeddings: try bool("tie_word_embeddings") ?? false,
+            maxPositionEmbeddings: try int("max_position_embeddings") ?? (family == .llama ? 2048 : 4096),
+            initializerRange: try double("initializer_range") ?? 0.02,
+            bosTokenId: try int("bos_token_id"),
+            eosTokenIds: eos,
+            padTokenId: try int("pad_token_id"))
+
+        let unknown = json.keys.filter { !used.contains($0) && !ModelConfig.metadataKeys.contains($0) }.sorted()
+        if let key = unknown.first {
+            throw unsupported(key, "unknown key for model_type '\(type)': the engine does not know what it changes")
+        }
+        try config.validate(file: file)
+        return config
+    }
+}

@@ -1,0 +1,205 @@
+import Foundation
+
+// Shape legend (used in every doc comment of this module):
+//   B batch, T sequence, N = B·T rows, C hidden, H query heads, G key/value heads,
+//   D head dim, F MLP width, V vocabulary, L layers.
+
+/// A dense decoder-only language model (llama or nemotron) with its parameters and gradients
+/// in flat buffers carved by a ``ParameterLayout``.
+///
+/// A training step is `forward` → `loss(gradient: true)` (or any loss that writes dlogits into
+/// `activations.logits`) → `backward`. Backward accumulates into ``gradients``; the caller
+/// zeroes them (``zeroGradients()``) before each step.
+public final class DecoderModel {
+    public let config: ModelConfig
+    public let layout: ParameterLayout
+    public let parameters: FloatBuffer
+    public let gradients: FloatBuffer
+    let layerOffsets: [LayerOffsets]
+    let embedding: Int
+    let lmHead: Int
+    let finalNorm: Int
+    let finalNormBias: Int?
+
+    /// A model with zero parameters (load or ``initialize(seed:)`` next).
+    public init(config: ModelConfig) {
+        self.config = config
+        layout = ParameterLayout(config: config)
+        parameters = FloatBuffer(count: layout.count)
+        gradients = FloatBuffer(count: layout.count)
+        let layout = layout
+        layerOffsets = (0..<config.numHiddenLayers).map { LayerOffsets(layout: layout, layer: $0, family: config.family) }
+        embedding = layout.offset("model.embed_tokens.weight")
+        lmHead = config.tieWordEmbeddings ? embedding : layout.offset("lm_head.weight")
+        finalNorm = layout.offset("model.norm.weight")
+        finalNormBias = layout.entry("model.norm.bias")?.offset
+    }
+
+    /// Initialises as transformers does: every matrix ~ N(0, initializer_range²); RMSNorm weights
+    /// 1; LayerNorm1P weights and biases 0 (an effective scale of 1). Deterministic for a seed.
+    public func initialize(seed: UInt64) {
+        var rng = SeededGenerator(seed: seed)
+        let std = config.initializerRange
+        for e in layout.entries {
+            let p = parameters.pointer + e.offset
+            if e.shape.count >= 2 {
+                for i in 0..<e.count { p[i] = Float(rng.normal() * std) }
+            } else {
+                let isRMSWeight = config.family == .llama && e.name.hasSuffix(".weight")
+                p.update(repeating: isRMSWeight ? 1 : 0, count: e.count)
+            }
+        }
+    }
+
+    public func zeroGradients() { gradients.zero() }
+
+    /// One tensor's parameters.
+    public func tensor(_ name: String) -> UnsafeMutableBufferPointer<Float>? {
+        layout.entry(name).map { .init(start: parameters.pointer + $0.offset, count: $0.count) }
+    }
+
+    // MARK: forward
+
+    /// Runs the model on `tokens` (B·T ids, row-major) and leaves the logits in
+    /// `acts.logits` (N, V). Token ids must be in 0..<V (checked).
+    public func forward(tokens: [Int32], _ acts: Activations) throws {
+        let (N, C, V) = (acts.N, config.hiddenSize, config.vocabSize)
+        guard tokens.count == N else { throw ModelError.invalidInput("expected \(N) tokens (B \(acts.B) × T \(acts.T)), got \(tokens.count)") }
+        for (i, t) in tokens.enumerated() where t < 0 || Int(t) >= V {
+            throw ModelError.invalidInput("token id \(t) at position \(i) is outside the vocabulary 0..<\(V)")
+        }
+        acts.tokens = tokens
+        let P = parameters.pointer
+        // Embedding: residual[0][n] = wte[token[n]]
+        let x0 = acts.residual[0]
+        for n in 0..<N { (x0 + n * C).update(from: P + embedding + Int(tokens[n]) * C, count: C) }
+        for l in 0..<config.numHiddenLayers { layerForward(l, acts) }
+        let xL = acts.residual[config.numHiddenLayers]
+        normForward(acts.finalNorm, acts.finalMean, acts.finalRstd, xL, weight: finalNorm, bias: finalNormBias, N: N)
+        // logits (N, V) = finalNorm (N, C) · W_lm (V, C)ᵀ
+        gemm(transB: true, m: N, n: V, k: C, a: acts.finalNorm, lda: C, b: P + lmHead, ldb: C, c: acts.logitsPointer, ldc: V)
+    }
+
+    func normForward(_ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
+                     _ x: UnsafePointer<Float>, weight: Int, bias: Int?, N: Int) {
+        let P = parameters.pointer, C = config.hiddenSize, eps = Float(config.normEps)
+        if let bias {
+            layerNorm1PForward(y, mean, rstd, x, P + weight, P + bias, N: N, C: C, eps: eps)
+        } else {
+            rmsNormForward(y, rstd, x, P + weight, N: N, C: C, eps: eps)
+        }
+    }
+
+    func normBackward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                      _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, weight: Int, bias: Int?, N: Int) {
+        let P = parameters.pointer, Gr = gradients.pointer, C = config.hiddenSize
+        if let bias {
+            layerNorm1PBackward(dx, Gr + weight, Gr + bias, dy, x, P + weight, mean, rstd, N: N, C: C)
+        } else {
+            rmsNormBackward(dx, Gr + weight, dy, x, P + weight, rstd, N: N, C: C)
+        }
+    }
+
+    func attentionShape(_ B: Int, _ T: Int) -> AttentionShape {
+        AttentionShape(B: B, T: T, H: config.numAttentionHeads, G: config.numKeyValueHeads, D: config.headDim)
+    }
+
+    func layerForward(_ l: Int, _ acts: Activations) {
+        let c = config, o = layerOffsets[l], a = acts.layers[l], P = parameters.pointer
+        let (N, C, F) = (acts.N, c.hiddenSize, c.intermediateSize)
+        let s = attentionShape(acts.B, acts.T)
+        let x = acts.residual[l], out = acts.residual[l + 1]
+        normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
+        // qkv (N, (H+2G)D) = norm1 (N, C) · W_qkv ((H+2G)D, C)ᵀ
+        gemm(transB: true, m: N, n: s.qkvWidth, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv, ldc: s.qkvWidth)
+        // Rotary on the H query heads and the G key heads (adjacent in each row).
+        acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
+        attentionForward(a.attn, a.probs, a.qkv, s)
+        // mid = x + attn (N, HD) · W_o (C, HD)ᵀ
+        a.mid.update(from: x, count: N * C)
+        gemm(transB: true, m: N, n: C, k: s.outWidth, a: a.attn, lda: s.outWidth, b: P + o.o, ldb: s.outWidth, beta: 1, c: a.mid, ldc: C)
+        normForward(a.norm2, a.mean2, a.rstd2, a.mid, weight: o.norm2, bias: o.norm2Bias, N: N)
+        let preWidth = c.family == .llama ? 2 * F : F
+        // mlpPre (N, 2F|F) = norm2 (N, C) · W_in (2F|F, C)ᵀ
+        gemm(transB: true, m: N, n: preWidth, k: C, a: a.norm2, lda: C, b: P + o.mlpIn, ldb: C, c: a.mlpPre, ldc: preWidth)
+        if c.family == .llama { swigluForward(a.mlpAct, a.mlpPre, N: N, F: F) } else { relu2Forward(a.mlpAct, a.mlpPre, count: N * F) }
+        // out = mid + mlpAct (N, F) · W_down (C, F)ᵀ
+        out.update(from: a.mid, count: N * C)
+        gemm(transB: true, m: N, n: C, k: F, a: a.mlpAct, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
+    }
+
+    // MARK: loss
+
+    /// Sets next-token targets for `tokens` laid out as B rows of T: target[b, t] = token[b, t+1],
+    /// and the last position of each row is ignored (transformers' shift convention).
+    public static func shiftedTargets(_ tokens: [Int32], batch B: Int, sequence T: Int) -> [Int32] {
+        var t = [Int32](repeating: -1, count: B * T)
+        for b in 0..<B { for i in 0..<(T - 1) { t[b * T + i] = tokens[b * T + i + 1] } }
+        return t
+    }
+
+    /// Mean cross-entropy of the current logits against `targets` (N, -1 = ignored). With
+    /// `gradient`, the logits are replaced by dLoss/dlogits, ready for ``backward(_:)``.
+    public func loss(_ acts: Activations, targets: [Int32], gradient: Bool) throws -> Double {
+        guard targets.count == acts.N else { throw ModelError.invalidInput("expected \(acts.N) targets, got \(targets.count)") }
+        for (i, t) in targets.enumerated() where Int(t) >= config.vocabSize {
+            throw ModelError.invalidInput("target id \(t) at position \(i) is outside the vocabulary 0..<\(config.vocabSize)")
+        }
+        acts.targets = targets
+        return targets.withUnsafeBufferPointer { tp in
+            crossEntropy(acts.logitsPointer, targets: tp.baseAddress!, rowLoss: acts.rowLoss, N: acts.N, V: config.vocabSize, gradient: gradient)
+        }
+    }
+
+    // MARK: backward
+
+    /// Backpropagates dlogits (left in `acts.logits` by a loss) through the model, adding into
+    /// ``gradients``.
+    public func backward(_ acts: Activations) {
+        let (N, C, V) = (acts.N, config.hiddenSize, config.vocabSize)
+        let P = parameters.pointer, Gr = gradients.pointer
+        let dlogits = acts.logitsPointer
+        // dW_lm (V, C) += dlogitsᵀ (V, N) · finalNorm (N, C)
+        gemm(transA: true, m: V, n: C, k: N, a: dlogits, lda: V, b: acts.finalNorm, ldb: C, beta: 1, c: Gr + lmHead, ldc: C)
+        // dNorm (N, C) = dlogits (N, V) · W_lm (V, C)
+        gemm(m: N, n: C, k: V, a: dlogits, lda: V, b: P + lmHead, ldb: C, c: acts.dNorm, ldc: C)
+        let L = config.numHiddenLayers
+        acts.dResidual.update(repeating: 0, count: N * C)
+        normBackward(acts.dResidual, acts.dNorm, acts.residual[L], acts.finalMean, acts.finalRstd, weight: finalNorm, bias: finalNormBias, N: N)
+        for l in stride(from: L - 1, through: 0, by: -1) { layerBackward(l, acts) }
+        // Embedding: dwte[token[n]] += dResidual[n]
+        let dx = acts.dResidual
+        for n in 0..<N {
+            let row = Gr + embedding + Int(acts.tokens[n]) * C, d = dx + n * C
+            for i in 0..<C { row[i] += d[i] }
+        }
+    }
+
+    /// On entry `acts.dResidual` holds dLoss/d(residual[l+1]); on exit dLoss/d(residual[l]).
+    func layerBackward(_ l: Int, _ acts: Activations) {
+        let c = config, o = layerOffsets[l], a = acts.layers[l]
+        let P = parameters.pointer, Gr = gradients.pointer
+        let (N, C, F) = (acts.N, c.hiddenSize, c.intermediateSize)
+        let s = attentionShape(acts.B, acts.T)
+        let preWidth = c.family == .llama ? 2 * F : F
+        let dres = acts.dResidual
+        // MLP. dW_down (C, F) += dresᵀ (C, N) · mlpAct (N, F); dAct (N, F) = dres (N, C) · W_down (C, F)
+        gemm(transA: true, m: C, n: F, k: N, a: dres, lda: C, b: a.mlpAct, ldb: F, beta: 1, c: Gr + o.down, ldc: F)
+        gemm(m: N, n: F, k: C, a: dres, lda: C, b: P + o.down, ldb: F, c: acts.dMLPAct, ldc: F)
+        if c.family == .llama { swigluBackward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, N: N, F: F) }
+        else { relu2Backward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, count: N * F) }
+        // dW_in (2F|F, C) += dPreᵀ · norm2; dNorm (N, C) = dPre (N, 2F|F) · W_in (2F|F, C)
+        gemm(transA: true, m: preWidth, n: C, k: N, a: acts.dMLPPre, lda: preWidth, b: a.norm2, ldb: C, beta: 1, c: Gr + o.mlpIn, ldc: C)
+        gemm(m: N, n: C, k: preWidth, a: acts.dMLPPre, lda: preWidth, b: P + o.mlpIn, ldb: C, c: acts.dNorm, ldc: C)
+        normBackward(dres, acts.dNorm, a.mid, a.mean2, a.rstd2, weight: o.norm2, bias: o.norm2Bias, N: N)
+        // Attention. dW_o (C, HD) += dresᵀ · attn; dAttn (N, HD) = dres (N, C) · W_o (C, HD)
+        gemm(transA: true, m: C, n: s.outWidth, k: N, a: dres, lda: C, b: a.attn, ldb: s.outWidth, beta: 1, c: Gr + o.o, ldc: s.outWidth)
+        gemm(m: N, n: s.outWidth, k: C, a: dres, lda: C, b: P + o.o, ldb: s.outWidth, c: acts.dAttn, ldc: s.outWidth)
+        attentionBackward(acts.dQKV, acts.dAttn, a.qkv, a.probs, acts.dScores, s)
+        acts.rotary.apply(acts.dQKV, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: true)
+        // dW_qkv += dQKVᵀ · norm1; dNorm (N, C) = dQKV (N, (H+2G)D) · W_qkv ((H+2G)D, C)
+        gemm(transA: true, m: s.qkvWidth, n: C, k: N, a: acts.dQKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv, ldc: C)
+        gemm(m: N, n: C, k: s.qkvWidth, a: acts.dQKV, lda: s.qkvWidth, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)
+        normBackward(dres, acts.dNorm, acts.residual[l], a.mean1, a.rstd1, weight: o.norm1, bias: o.norm1Bias, N: N)
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+
+// Point-wise parts of the MLPs. The projections are `gemm` calls in the model.
+
+/// SwiGLU (llama): pre is (N, 2F) = [gate | up]; `act = silu(gate) · up`, act is (N, F).
+func swigluForward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Float>, N: Int, F: Int) {
+    Parallel.chunks(N, minimumPerChunk: 16) { _, rows in
+        for n in rows {
+            let g = pre + n * 2 * F, u = g + F, a = act + n * F
+            for i in 0..<F {
+                let x = g[i]
+                a[i] = x / (1 + expf(-x)) * u[i]
+            }
+        }
+    }
+}
+
+/// Backward of ``swigluForward``: with s = σ(gate),
+/// `d gate = dact · up · s · (1 + gate·(1 − s))`, `d up = dact · gate · s`.
+func swigluBackward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
+                    _ pre: UnsafePointer<Float>, N: Int, F: Int) {
+    Parallel.chunks(N, minimumPerChunk: 16) { _, rows in
+        for n in rows {
+            let g = pre + n * 2 * F, u = g + F, da = dact + n * F
+            let dg = dpre + n * 2 * F, du = dg + F
+            for i in 0..<F {
+                let x = g[i]
+                let sg = 1 / (1 + expf(-x))
+                du[i] = da[i] * x * sg
+                dg[i] = da[i] * u[i] * sg * (1 + x * (1 - sg))
+            }
+        }
+    }
+}
+
+/// Squared ReLU (nemotron's `relu2`): `act = max(up, 0)²`; pre and act are (N, F).
+func relu2Forward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Float>, count: Int) {
+    Parallel.chunks(count, minimumPerChunk: 4096) { _, range in
+        for i in range { let r = max(pre[i], 0); act[i] = r * r }
+    }
+}
+
+/// Backward of ``relu2Forward``: `dpre = dact · 2·max(pre, 0)`.
+func relu2Backward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
+                   _ pre: UnsafePointer<Float>, count: Int) {
+    Parallel.chunks(count, minimumPerChunk: 4096) { _, range in
+        for i in range { dpre[i] = dact[i] * 2 * max(pre[i], 0) }
+    }
+}

@@ -1,0 +1,212 @@
+import Foundation
+
+/// Element types a safetensors header may name. The engine reads F32, F16 and BF16 (converted
+/// to F32) and writes F32; the other types are known so that their sizes can be checked.
+public enum DType: String, Sendable, CaseIterable {
+    case F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL
+    public var size: Int {
+        switch self {
+        case .F64, .I64: return 8
+        case .F32, .I32: return 4
+        case .F16, .BF16, .I16: return 2
+        case .I8, .U8, .BOOL: return 1
+        }
+    }
+}
+
+/// One tensor's entry in a safetensors header.
+public struct TensorInfo: Sendable, Equatable {
+    public var name: String
+    public var dtype: DType
+    public var shape: [Int]
+    /// Byte range inside the data section (after the 8-byte length and the header).
+    public var begin: Int
+    public var end: Int
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// A safetensors file, memory-mapped and validated.
+///
+/// Layout: an 8-byte little-endian header length n, n bytes of JSON header
+/// (`{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {…}}`), then the data.
+/// Opening checks, before any tensor is touched: the file holds the 8 length bytes, n fits in the
+/// file and under ``maxHeaderBytes``, the header is a JSON object, every entry has a known dtype,
+/// a non-negative shape and offsets inside the data section whose span equals
+/// `count × dtype.size`, and no two tensors overlap. Every failure names the file and tensor.
+public struct SafeTensorsFile: @unchecked Sendable {
+    /// Headers larger than this are refused as lies (real headers are kilobytes to a few MB).
+    public static let maxHeaderBytes = 100 << 20
+
+    public let path: String
+    public let tensors: [String: TensorInfo]
+    public let metadata: [String: String]
+    private let data: Data
+    private let dataStart: Int
+
+    /// Names in file order (by offset).
+    public var names: [String] { tensors.values.sorted { $0.begin < $1.begin }.map(\.name) }
+
+    public init(url: URL) throws {
+        let data: Data
+        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
+            throw ModelError.io(path: url.path, reason: "cannot read: \(error.localizedDescription)")
+        }
+        try self.init(data: data, path: url.path)
+    }
+
+    public init(data: Data, path: String) throws {
+        self.path = path
+        self.data = data
+        let fileSize = data.count
+        func fail(_ tensor: String?, _ reason: String) -> ModelError { .safetensors(file: path, tensor: tensor, reason: reason) }
+        guard fileSize >= 8 else { throw fail(nil, "truncated: \(fileSize) bytes, shorter than the 8-byte header length") }
+        let headerLength = data.withUnsafeBytes { raw in UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) }
+        guard headerLength <= UInt64(Self.maxHeaderBytes) else {
+            throw fail(nil, "header claims \(headerLength) bytes, more than the \(Self.maxHeaderBytes >> 20) MiB limit (corrupt or not safetensors)")
+        }
+        guard headerLength <= UInt64(fileSize - 8) else {
+            throw fail(nil, "truncated: header claims \(headerLength) bytes but only \(fileSize - 8) follow the length")
+        }
+        let n = Int(headerLength)
+        dataStart = 8 + n
+        let dataSize = fileSize - dataStart
+        guard let header = JSON.parse(data.subdata(in: 8..<(8 + n)))?.object else {
+            throw fail(nil, "header is not a JSON object")
+        }
+        var tensors: [String: TensorInfo] = [:]
+        var metadata: [String: String] = [:]
+        for (name, entry) in header {
+            if name == "__metadata__" {
+                guard let dict = entry.object else { throw fail(nil, "__metadata__ is not an object") }
+                for (k, v) in dict { metadata[k] = v.string ?? v.description }
+                continue
+            }
+            guard let dict = entry.object else { throw fail(name, "header entry is not an object") }
+            guard let dtypeName = dict["dtype"]?.string else { throw fail(name, "missing dtype") }
+            guard let dtype = DType(rawValue: dtypeName) else { throw fail(name, "unknown dtype '\(dtypeName)'") }
+            guard let shapeJSON = dict["shape"]?.array else { throw fail(name, "missing shape") }
+            var shape: [Int] = []
+            for dim in shapeJSON {
+                guard let d = dim.int, d >= 0 else { throw fail(name, "shape \(dict["shape"]!) has a dimension that is not a non-negative integer") }
+                shape.append(d)
+            }
+            guard let offsets = dict["data_offsets"]?.array, offsets.count == 2,
+                  let begin = offsets[0].int, let end = offsets[1].int else {
+                throw fail(name, "data_offsets must be two integers")
+            }
+            guard begin >= 0, begin <= end, end <= dataSize else {
+                throw fail(name, "data_offsets [\(begin), \(end)] fall outside the \(dataSize)-byte data section (truncated file?)")
+            }
+            let (count, overflow) = shape.reduce((1, false)) { acc, d in
+                let (p, o) = acc.0.multipliedReportingOverflow(by: d); return (p, acc.1 || o)
+            }
+            guard !overflow, count.multipliedReportingOverflow(by: dtype.size).overflow == false,
+                  count * dtype.size == end - begin else {
+                throw fail(name, "shape \(shape) of \(dtype.rawValue) needs \(overflow ? "too many" : String(count * dtype.size)) bytes but data_offsets span \(end - begin)")
+            }
+            tensors[name] = TensorInfo(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
+        }
+        let ordered = tensors.values.sorted { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        for (a, b) in zip(ordered, ordered.dropFirst()) where b.begin < a.end {
+            throw fail(b.name, "data_offsets [\(b.begin), \(b.end)] overlap tensor '\(a.name)' [\(a.begin), \(a.end)]")
+        }
+        self.tensors = tensors
+        self.metadata = metadata
+    }
+
+    /// The tensor's info, or an error naming it.
+    public func info(_ name: String) throws -> TensorInfo {
+        guard let info = tensors[name] else { throw ModelError.safetensors(file: path, tensor: name, reason: "not in file") }
+        return info
+    }
+
+    /// Copies a tensor into `destination` as F32, converting F16 and BF16.
+    /// - Precondition: `destination` has room for `info.count` floats.
+    public func read(_ name: String, into destination: UnsafeMutablePointer<Float>) throws {
+        let info = try info(name)
+        let count = info.count
+        data.withUnsafeBytes { raw in
+            let base = raw.baseAddress!.advanced(by: dataStart + info.begin)
+            switch info.dtype {
+            case .F32:
+                memcpy(destination, base, count * 4)
+            case .F16:
+                for i in 0..<count {
+                    let bits = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    destination[i] = Float(Float16(bitPattern: bits))
+                }
+            case .BF16:
+                for i in 0..<count {
+                    let bits = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    destination[i] = Float(bitPattern: UInt32(bits) << 16)
+                }
+            default:
+                break
+            }
+        }
+        if ![.F32, .F16, .BF16].contains(info.dtype) {
+            throw ModelError.safetensors(file: path, tensor: name, reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)")
+        }
+    }
+
+    /// A tensor as a new F32 array.
+    public func floats(_ name: String) throws -> [Float] {
+        let count = try info(name).count
+        return try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            try read(name, into: buffer.baseAddress!)
+            initialized = count
+        }
+    }
+
+    /// An I64 or I32 tensor as integers.
+    public func integers(_ name: String) throws -> [Int] {
+        let info = try info(name)
+        return try data.withUnsafeBytes { raw in
+            let base = raw.baseAddress!.advanced(by: dataStart + info.begin)
+            switch info.dtype {
+            case .I64: return (0..<info.count).map { Int(Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
+            case .I32: return (0..<info.count).map { Int(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+            default: throw ModelError.safetensors(file: path, tensor: name, reason: "dtype \(info.dtype.rawValue) is not an integer type")
+            }
+        }
+    }
+}
+
+/// A tensor to be written: a name, a shape and `shape.product` floats.
+public struct TensorSlice {
+    public var name: String
+    public var shape: [Int]
+    public var values: UnsafeBufferPointer<Float>
+    public init(name: String, shape: [Int], values: UnsafeBufferPointer<Float>) {
+        self.name = name; self.shape = shape; self.values = values
+    }
+}
+
+public enum SafeTensorsWriter {
+    /// Writes F32 tensors to `url` atomically (temporary name, then rename), in the given order,
+    /// with `{"format": "pt"}` metadata as transformers expects.
+    public static func write(_ tensors: [TensorSlice], metadata: [String: String] = [:], to url: URL) throws {
+        var header: [String: JSON] = [:]
+        var offset = 0
+        for t in tensors {
+            precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape")
+            let bytes = t.values.count * 4
+            header[t.name] = ["dtype": "F32", "shape": .array(t.shape.map { JSON($0) }),
+                              "data_offsets": [JSON(offset), JSON(offset + bytes)]]
+            offset += bytes
+        }
+        var meta = metadata
+        if meta["format"] == nil { meta["format"] = "pt" }
+        header["__metadata__"] = .object(meta.mapValues { .string($0) })
+        var headerBytes = JSON.object(header).data(pretty: false)
+        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+        try AtomicFile.write(to: url) { handle in
+            var length = UInt64(headerBytes.count).littleEndian
+            try handle.write(contentsOf: Data(bytes: &length, count: 8))
+            try handle.write(contentsOf: headerBytes)
+            for t in tensors where t.values.count > 0 {
+                try handle.write(contentsOf: Data(buffer: t.values))
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+import Model
+
+/// Importance scores, pruning and distillation (issue: Proxy). Not built yet.
+public enum Proxy {}
