@@ -1,0 +1,53 @@
+import Foundation
+import Model
+import Testing
+
+/// Logits, loss and every gradient against transformers, on checkpoints transformers saved.
+@Suite struct ConformanceTests {
+    @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial"])
+    func matchesTransformers(_ name: String) throws {
+        let dir = fixtures.appendingPathComponent(name)
+        let model = try Checkpoint.load(dir)
+        let ids = try JSONDecoder().decode([String: [[Int]]].self,
+                                           from: Data(contentsOf: dir.appendingPathComponent("input_ids.json")))["input_ids"]!
+        let report = try LogitsReport(model: model, inputIDs: ids, gradients: true)
+        let expected = try SafeTensorsFile(url: dir.appendingPathComponent("expected.safetensors"))
+        #expect(try expected.info("logits").shape == [report.batch, report.sequence, report.vocabulary])
+        let logitError = relativeError(report.logits, try expected.floats("logits"))
+        #expect(logitError < 1e-4, "logits relative error \(logitError)")
+        let hfLoss = try expected.floats("loss")[0]
+        #expect(abs(report.loss - hfLoss) / hfLoss < 1e-5, "loss \(report.loss) vs transformers \(hfLoss)")
+        let gradNames = Set(expected.tensors.keys.filter { $0.hasPrefix("grad:") })
+        #expect(gradNames == Set(report.gradients.map { "grad:" + $0.name }))
+        for g in report.gradients {
+            let error = relativeError(g.values, try expected.floats("grad:" + g.name))
+            #expect(error < 1e-3, "gradient of \(g.name): relative error \(error)")
+        }
+    }
+
+    @Test(arguments: ["f16", "bf16"])
+    func readsShardedHalfPrecision(_ tag: String) throws {
+        let dir = fixtures.appendingPathComponent("llama_gqa_sharded_" + tag)
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors.index.json").path))
+        let model = try Checkpoint.load(dir)
+        let reference = try SafeTensorsFile(url: dir.appendingPathComponent("reference_f32.safetensors"))
+        for e in model.layout.entries {
+            #expect(Array(model.tensor(e.name)!) == (try reference.floats(e.name)), "\(e.name) differs after \(tag) conversion")
+        }
+    }
+
+    @Test func savedCheckpointRoundTrips() throws {
+        let model = try Checkpoint.load(fixtures.appendingPathComponent("nemotron_partial"))
+        for shard in [nil, 4096] as [Int?] {
+            let out = temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: out) }
+            try Checkpoint.save(model, to: out, shardBytes: shard)
+            let again = try Checkpoint.load(out)
+            #expect(again.config == model.config)
+            #expect(again.parameters.array == model.parameters.array)
+            let files = try FileManager.default.contentsOfDirectory(atPath: out.path)
+            #expect(files.contains("model.safetensors.index.json") == (shard != nil))
+            #expect(!files.contains { $0.contains(".tmp") })
+        }
+    }
+}

@@ -1,0 +1,32 @@
+import Foundation
+import Model
+
+/// Where the committed transformers fixtures live.
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+/// ‖a − b‖ / ‖b‖ (with ‖b‖ floored so that an all-zero reference compares absolutely).
+func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+    precondition(a.count == b.count, "length \(a.count) vs \(b.count)")
+    var num = 0.0, den = 0.0
+    for i in 0..<a.count {
+        let d = Double(a[i]) - Double(b[i])
+        num += d * d
+        den += Double(b[i]) * Double(b[i])
+    }
+    return num.squareRoot() / max(den.squareRoot(), 1e-12)
+}
+
+func temporaryDirectory(_ name: String = #function) -> URL {
+    let url = FileManager.default.temporaryDirectory
+        .appendingPathComponent("topiary-tests-\(getpid())-\(name.filter { $0.isLetter || $0.isNumber })-\(UInt32.random(in: 0...UInt32.max))")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// A tiny config for numerical checks.
+func tinyConfig(_ family: Family, tied: Bool = false, vocab: Int = 23, layers: Int = 2) -> ModelConfig {
+    ModelConfig(family: family, vocabSize: vocab, hiddenSize: 16, intermediateSize: family == .llama ? 20 : 24,
+                numHiddenLayers: layers, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4,
+                ropeTheta: 100, partialRotaryFactor: family == .llama ? 1 : 0.5, tieWordEmbeddings: tied,
+                maxPositionEmbeddings: 64, initializerRange: 0.3)
+}
