@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import Model
+
+/// Engine options shared by every command that computes.
+struct EngineOptions: ParsableArguments {
+    @Option(help: "Worker threads for OpenBLAS and the element-wise kernels (default: all cores, or TOPIARY_THREADS).")
+    var threads: Int?
+
+    func apply() {
+        Parallel.configureFromEnvironment()
+        if let threads { Parallel.setThreads(threads) }
+    }
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+}
+
+func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirectory: true) }
+func fileURL(_ path: String) -> URL { URL(fileURLWithPath: path) }
+
+/// Peak resident memory of this process (VmHWM), in bytes.
+func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kb * 1024
+    }
+    return 0
+}
+
+func formatCount(_ n: Int) -> String {
+    switch n {
+    case 1_000_000_000...: return String(format: "%.2fB", Double(n) / 1e9)
+    case 1_000_000...: return String(format: "%.2fM", Double(n) / 1e6)
+    case 1_000...: return String(format: "%.1fK", Double(n) / 1e3)
+    default: return "\(n)"
+    }
+}
+
+func formatBytes(_ n: Int) -> String {
+    switch n {
+    case (1 << 30)...: return String(format: "%.2f GiB", Double(n) / Double(1 << 30))
+    case (1 << 20)...: return String(format: "%.1f MiB", Double(n) / Double(1 << 20))
+    case (1 << 10)...: return String(format: "%.1f KiB", Double(n) / Double(1 << 10))
+    default: return "\(n) B"
+    }
+}
+
+func printJSON(_ value: JSON) { print(String(decoding: value.data(), as: UTF8.self)) }

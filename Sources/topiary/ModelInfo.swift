@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import Model
+
+struct ModelInfo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info",
+        abstract: "Family, shapes, parameter counts, FLOPs per token and training memory of a checkpoint or config.")
+
+    @Argument(help: "Checkpoint directory, or a config.json file.") var path: String
+    @Option(help: "Sequence length for FLOPs and memory.") var seq = 256
+    @Option(help: "Batch size for training memory.") var batch = 16
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ModelError.io(path: path, reason: "does not exist")
+        }
+        let configURL = isDirectory.boolValue ? directoryURL(path).appendingPathComponent("config.json") : fileURL(path)
+        let c = try ModelConfig.load(configURL)
+        let flops = c.forwardFLOPsPerToken(sequence: seq)
+        let memory = c.trainingMemory(batch: batch, sequence: seq)
+        if json {
+            printJSON([
+                "family": .string(c.family.rawValue), "config": c.json,
+                "parameters": JSON(c.parameterCount), "non_embedding_parameters": JSON(c.nonEmbeddingParameterCount),
+                "forward_flops_per_token": JSON(flops), "sequence_length": JSON(seq), "batch_size": JSON(batch),
+                "training_memory_bytes": ["parameters_gradients_adam": JSON(memory.state), "activations": JSON(memory.activations),
+                                          "total": JSON(memory.state + memory.activations)],
+            ])
+            return
+        }
+        print("""
+        family            \(c.family.rawValue) (\(c.family.architecture))
+        layers            \(c.numHiddenLayers)
+        hidden            \(c.hiddenSize)
+        heads             \(c.numAttentionHeads) query, \(c.numKeyValueHeads) key/value, head_dim \(c.headDim), rotary dims \(c.rotaryDim)
+        mlp               \(c.intermediateSize) (\(c.family == .llama ? "SwiGLU" : "squared ReLU"))
+        vocabulary        \(c.vocabSize)\(c.tieWordEmbeddings ? " (tied embeddings)" : "")
+        parameters        \(c.parameterCount) (\(formatCount(c.parameterCount))), non-embedding \(c.nonEmbeddingParameterCount) (\(formatCount(c.nonEmbeddingParameterCount)))
+        FLOPs/token       \(flops) forward at sequence \(seq) (training ≈ 3×)
+        training memory   \(formatBytes(memory.state + memory.activations)) at batch \(batch) × sequence \(seq): \(formatBytes(memory.state)) parameters+gradients+AdamW, \(formatBytes(memory.activations)) activations
+        """)
+    }
+}
