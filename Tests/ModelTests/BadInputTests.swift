@@ -1,0 +1,158 @@
+import Foundation
+import Model
+import Testing
+
+/// Malformed, truncated and lying files get an error that names the file and the tensor or key.
+@Suite struct SafeTensorsBadInputTests {
+    /// A valid two-tensor file's bytes: header length, header JSON, data.
+    func file(header: String, dataBytes: Int) -> Data {
+        var h = Data(header.utf8)
+        while h.count % 8 != 0 { h.append(0x20) }
+        var d = Data()
+        var n = UInt64(h.count).littleEndian
+        d.append(Data(bytes: &n, count: 8))
+        d.append(h)
+        d.append(Data(repeating: 0, count: dataBytes))
+        return d
+    }
+
+    func error(_ data: Data) -> String? {
+        do { _ = try SafeTensorsFile(data: data, path: "x.safetensors"); return nil } catch { return "\(error)" }
+    }
+
+    @Test func validFileOpens() throws {
+        let d = file(header: #"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[24,32]}}"#, dataBytes: 32)
+        let f = try SafeTensorsFile(data: d, path: "x")
+        #expect(f.names == ["a", "b"])
+        #expect(try f.floats("b") == [0, 0, 0, 0])
+    }
+
+    @Test func shorterThanLength() { #expect(error(Data([1, 2, 3]))?.contains("truncated") == true) }
+
+    @Test func headerClaimsGigabytes() {
+        var d = Data()
+        var n = UInt64(5 << 30).littleEndian
+        d.append(Data(bytes: &n, count: 8))
+        d.append(Data(repeating: 0x20, count: 64))
+        #expect(error(d)?.contains("header claims") == true)
+    }
+
+    @Test func headerLongerThanFile() {
+        var d = Data()
+        var n = UInt64(1000).littleEndian
+        d.append(Data(bytes: &n, count: 8))
+        d.append(Data("{}".utf8))
+        #expect(error(d)?.contains("truncated") == true)
+    }
+
+    @Test func truncatedData() {
+        let d = file(header: #"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, dataBytes: 10)
+        let e = error(d)
+        #expect(e?.contains("'w'") == true && e?.contains("outside") == true, "\(e ?? "no error")")
+    }
+
+    @Test func overlappingTensors() {
+        let d = file(header: #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#, dataBytes: 16)
+        let e = error(d)
+        #expect(e?.contains("overlap") == true && e?.contains("'b'") == true, "\(e ?? "no error")")
+    }
+
+    @Test func shapeDisagreesWithOffsets() {
+        let d = file(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#, dataBytes: 16)
+        #expect(error(d)?.contains("'a'") == true)
+    }
+
+    @Test func unknownDtypeAndGarbageHeader() {
+        #expect(error(file(header: #"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#, dataBytes: 1))?.contains("unknown dtype") == true)
+        #expect(error(file(header: "not json", dataBytes: 0))?.contains("not a JSON object") == true)
+    }
+}
+
+@Suite struct CheckpointBadInputTests {
+    func copyFixture(_ name: String) throws -> URL {
+        let dir = temporaryDirectory(name)
+        for f in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: fixtures.appendingPathComponent(name).appendingPathComponent(f), to: dir.appendingPathComponent(f))
+        }
+        return dir
+    }
+
+    func loadError(_ dir: URL) -> String? {
+        do { _ = try Checkpoint.load(dir); return nil } catch { return "\(error)" }
+    }
+
+    func editConfig(_ dir: URL, _ edit: (inout [String: JSON]) -> Void) throws {
+        let url = dir.appendingPathComponent("config.json")
+        var json = JSON.parse(try Data(contentsOf: url))!.object!
+        edit(&json)
+        try JSON.object(json).data().write(to: url)
+    }
+
+    @Test func configShapeDoesNotMatchWeights() throws {
+        let dir = try copyFixture("llama_gqa")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try editConfig(dir) { $0["intermediate_size"] = 48 }
+        let e = loadError(dir)
+        #expect(e?.contains("mlp.gate_proj.weight") == true && e?.contains("shape") == true, "\(e ?? "no error")")
+    }
+
+    @Test func missingAndExtraTensors() throws {
+        let dir = try copyFixture("llama_gqa")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try editConfig(dir) { $0["num_hidden_layers"] = 3 }
+        #expect(loadError(dir)?.contains("model.layers.2.") == true)
+        try editConfig(dir) { $0["num_hidden_layers"] = 1 }
+        let e = loadError(dir)
+        #expect(e?.contains("unexpected") == true && e?.contains("model.layers.1.") == true, "\(e ?? "no error")")
+    }
+
+    @Test func tiedHeadMustEqualEmbedding() throws {
+        let dir = try copyFixture("llama_gqa")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try editConfig(dir) { $0["tie_word_embeddings"] = true }
+        #expect(loadError(dir)?.contains("lm_head.weight") == true)
+    }
+
+    @Test(arguments: [
+        ("model_type", JSON.string("gpt2"), "model_type"),
+        ("rope_scaling", JSON.object(["rope_type": "linear", "factor": 2.0]), "rope_scaling"),
+        ("attention_bias", JSON.bool(true), "attention_bias"),
+        ("sliding_window", JSON.number(128), "sliding_window"),
+        ("hidden_act", JSON.string("gelu"), "hidden_act"),
+        ("mystery_option", JSON.number(1), "mystery_option"),
+        ("num_key_value_heads", JSON.number(3), "num_key_value_heads"),
+    ])
+    func unsupportedConfigNamesKey(_ key: String, _ value: JSON, _ expected: String) throws {
+        let dir = try copyFixture("llama_gqa")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try editConfig(dir) { $0[key] = value }
+        let e = loadError(dir)
+        #expect(e?.contains(expected) == true, "\(e ?? "no error")")
+    }
+
+    @Test func hiddenNotMultipleOfHeadsIsRefused() throws {
+        var c = tinyConfig(.llama)
+        c.hiddenSize = 18
+        #expect(throws: ModelError.self) { try c.validate() }
+    }
+
+    @Test func nanWeightsAreNeverWritten() throws {
+        let model = try Checkpoint.load(fixtures.appendingPathComponent("llama_tied"))
+        model.parameters[5] = .nan
+        let out = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: out) }
+        #expect(throws: ModelError.self) { try Checkpoint.save(model, to: out) }
+        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("model.safetensors").path))
+    }
+
+    @Test func unwritableOutputIsAnError() throws {
+        let model = try Checkpoint.load(fixtures.appendingPathComponent("llama_tied"))
+        #expect(throws: (any Error).self) { try Checkpoint.save(model, to: URL(fileURLWithPath: "/proc/topiary-cannot-write")) }
+    }
+
+    @Test func outOfVocabularyTokenIsAnError() throws {
+        let model = try Checkpoint.load(fixtures.appendingPathComponent("llama_tied"))
+        #expect(throws: ModelError.self) { _ = try LogitsReport(model: model, inputIDs: [[1, 2, 61]], gradients: false) }
+        #expect(throws: ModelError.self) { _ = try LogitsReport(model: model, inputIDs: [[1, 2], [3]], gradients: false) }
+    }
+}

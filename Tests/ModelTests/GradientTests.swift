@@ -1,0 +1,80 @@
+import Foundation
+import Model
+import Testing
+
+/// Finite-difference checks of every backward pass, through the whole model: embedding, both
+/// norms, full and partial rotary, grouped-query attention, both MLPs, tied and untied LM heads,
+/// and cross-entropy with ignored targets.
+@Suite struct GradientTests {
+    static let cases: [(Family, Bool)] = [(.llama, false), (.llama, true), (.nemotron, false)]
+
+    @Test(arguments: 0..<3)
+    func finiteDifferences(_ which: Int) throws {
+        let (family, tied) = Self.cases[which]
+        let config = tinyConfig(family, tied: tied)
+        let model = DecoderModel(config: config)
+        model.initialize(seed: 42)
+        // Random norm weights and biases so that their gradients are not a special case.
+        var rng = SeededGenerator(seed: 7)
+        for e in model.layout.entries where e.shape.count == 1 {
+            let p = model.tensor(e.name)!
+            for i in 0..<p.count { p[i] += Float(0.2 * rng.normal()) }
+        }
+        let (B, T) = (2, 5)
+        let tokens = (0..<(B * T)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
+        var targets = DecoderModel.shiftedTargets(tokens, batch: B, sequence: T)
+        targets[2] = -100  // an ignored position in the middle
+        let acts = Activations(config: config, batch: B, sequence: T)
+
+        func loss() throws -> Double {
+            try model.forward(tokens: tokens, acts)
+            return try model.loss(acts, targets: targets, gradient: false)
+        }
+        model.zeroGradients()
+        try model.forward(tokens: tokens, acts)
+        _ = try model.loss(acts, targets: targets, gradient: true)
+        model.backward(acts)
+        let analytic = model.gradients.array
+
+        let h: Float = 1e-2
+        for e in model.layout.entries {
+            // The largest gradients of the tensor plus a few random entries.
+            let indices = Array(Set((0..<e.count).sorted { abs(analytic[e.offset + $0]) > abs(analytic[e.offset + $1]) }.prefix(3)
+                + (0..<4).map { _ in Int(rng.next() % UInt64(e.count)) }))
+            var numeric: [Float] = [], exact: [Float] = []
+            for i in indices {
+                let p = model.parameters.pointer + e.offset + i
+                let saved = p.pointee
+                p.pointee = saved + h
+                let plus = try loss()
+                p.pointee = saved - h
+                let minus = try loss()
+                p.pointee = saved
+                numeric.append(Float((plus - minus) / Double(2 * h)))
+                exact.append(analytic[e.offset + i])
+            }
+            let error = relativeError(exact, numeric)
+            let scale = numeric.map { abs($0) }.max() ?? 0
+            #expect(error < 2e-2 || scale < 1e-4, "\(family) tied=\(tied) \(e.name): relative error \(error) (analytic \(exact), numeric \(numeric))")
+        }
+    }
+
+    /// The gradient really flows everywhere: no tensor's gradient is identically zero.
+    @Test func everyTensorGetsGradient() throws {
+        for (family, tied) in Self.cases {
+            let config = tinyConfig(family, tied: tied)
+            let model = DecoderModel(config: config)
+            model.initialize(seed: 3)
+            let acts = Activations(config: config, batch: 1, sequence: 6)
+            let tokens: [Int32] = [1, 5, 9, 2, 7, 3]
+            try model.forward(tokens: tokens, acts)
+            _ = try model.loss(acts, targets: DecoderModel.shiftedTargets(tokens, batch: 1, sequence: 6), gradient: true)
+            model.zeroGradients()
+            model.backward(acts)
+            for e in model.layout.entries {
+                let g = UnsafeBufferPointer(start: model.gradients.pointer + e.offset, count: e.count)
+                #expect(g.contains { $0 != 0 }, "\(family) \(e.name) has an all-zero gradient")
+            }
+        }
+    }
+}

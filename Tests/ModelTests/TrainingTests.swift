@@ -1,0 +1,92 @@
+import Foundation
+import Model
+import Testing
+
+@Suite struct TrainingTests {
+    @Test func adamWMatchesHandComputation() throws {
+        // Two tensors: a matrix (decays) and a vector (does not).
+        let config = tinyConfig(.llama, layers: 1)
+        let layout = ParameterLayout(config: config)
+        let params = FloatBuffer(count: layout.count), grads = FloatBuffer(count: layout.count)
+        for i in 0..<layout.count { params[i] = 0.5; grads[i] = i % 2 == 0 ? 0.1 : -0.2 }
+        let opt = AdamW(layout: layout, settings: .init(beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0.1, gradientClip: nil))
+        try opt.update(parameters: params, gradients: grads, lr: 0.01)
+        // Step 1: m̂ = g, v̂ = g², so the update is lr·(sign(g) + λθ) up to ε.
+        let matrix = layout.entry("model.layers.0.self_attn.q_proj.weight")!
+        let vector = layout.entry("model.layers.0.input_layernorm.weight")!
+        for (e, decay) in [(matrix, 0.1), (vector, 0.0)] {
+            for i in e.offset..<(e.offset + 4) {
+                let g = Double(grads[i])
+                let expected = 0.5 - 0.01 * (g / (abs(g) + 1e-8) + decay * 0.5)
+                #expect(abs(Double(params[i]) - expected) < 1e-6, "\(e.name)[\(i - e.offset)]: \(params[i]) vs \(expected)")
+            }
+        }
+    }
+
+    @Test func clippingScalesGradient() throws {
+        let layout = ParameterLayout(config: tinyConfig(.llama, layers: 1))
+        let grads = FloatBuffer(count: layout.count)
+        for i in 0..<layout.count { grads[i] = 1 }
+        #expect(abs(AdamW.norm(grads) - Double(layout.count).squareRoot()) < 1e-3)
+        let a = FloatBuffer(count: layout.count), b = FloatBuffer(count: layout.count)
+        let clipped = AdamW(layout: layout, settings: .init(weightDecay: 0, gradientClip: 1))
+        let unclipped = AdamW(layout: layout, settings: .init(weightDecay: 0, gradientClip: nil))
+        try clipped.update(parameters: a, gradients: grads, lr: 0.1)
+        try unclipped.update(parameters: b, gradients: grads, lr: 0.1)
+        // Adam's first step is scale-invariant, so both move by ≈ lr; the moments differ by the clip factor.
+        #expect(abs(clipped.m[0] - 0.1 / Float(layout.count).squareRoot()) < 1e-6)
+        #expect(abs(unclipped.m[0] - 0.1) < 1e-6)
+    }
+
+    @Test func nonFiniteGradientStopsAndLeavesParameters() throws {
+        let layout = ParameterLayout(config: tinyConfig(.llama, layers: 1))
+        let params = FloatBuffer(count: layout.count), grads = FloatBuffer(count: layout.count)
+        grads[3] = .nan
+        let opt = AdamW(layout: layout)
+        #expect(throws: ModelError.nonFinite(step: 1, what: "gradient norm")) { try opt.update(parameters: params, gradients: grads, lr: 0.1) }
+        #expect(params.array.allSatisfy { $0 == 0 })
+    }
+
+    @Test func schedules() {
+        let cosine = LearningRateSchedule.cosine(warmup: 10, minRatio: 0.1)
+        #expect(abs(cosine.rate(step: 5, total: 110, peak: 1) - 0.5) < 1e-12)
+        #expect(abs(cosine.rate(step: 10, total: 110, peak: 1) - 1) < 1e-12)
+        #expect(abs(cosine.rate(step: 60, total: 110, peak: 1) - 0.55) < 1e-12)
+        #expect(abs(cosine.rate(step: 110, total: 110, peak: 1) - 0.1) < 1e-12)
+        let wsd = LearningRateSchedule.warmupStableDecay(warmup: 10, decayFraction: 0.2, minRatio: 0)
+        #expect(wsd.rate(step: 80, total: 100, peak: 2) == 2)
+        #expect(abs(wsd.rate(step: 90, total: 100, peak: 2) - 1) < 1e-12)
+        #expect(abs(wsd.rate(step: 100, total: 100, peak: 2)) < 1e-12)
+    }
+
+    func train(_ family: Family, steps: Int, seed: UInt64) throws -> (losses: [Double], params: [Float]) {
+        let config = tinyConfig(family)
+        let model = DecoderModel(config: config)
+        model.initialize(seed: seed)
+        let trainer = Trainer(model: model, batch: 2, sequence: 8, schedule: .cosine(warmup: 2, minRatio: 0.1),
+                              peakLearningRate: 3e-2, totalSteps: steps)
+        // A learnable sequence: each token is the previous plus one.
+        let tokens = (0..<16).map { Int32(($0 * 1 + $0 / 8 * 5) % config.vocabSize) }
+        let targets = DecoderModel.shiftedTargets(tokens, batch: 2, sequence: 8)
+        var losses: [Double] = []
+        for _ in 0..<steps { losses.append(try trainer.step(tokens: tokens, targets: targets).loss) }
+        return (losses, model.parameters.array)
+    }
+
+    @Test(arguments: [Family.llama, .nemotron])
+    func trainingLowersLossAndIsDeterministic(_ family: Family) throws {
+        let a = try train(family, steps: 30, seed: 5)
+        let b = try train(family, steps: 30, seed: 5)
+        #expect(a.losses.last! < 0.5 * a.losses.first!, "loss \(a.losses.first!) → \(a.losses.last!)")
+        #expect(a.params == b.params, "same seed and thread count must give identical weights")
+    }
+
+    @Test func nanLossNamesTheStep() throws {
+        let config = tinyConfig(.llama)
+        let model = DecoderModel(config: config)
+        model.initialize(seed: 1)
+        model.parameters[0] = .infinity
+        let trainer = Trainer(model: model, batch: 1, sequence: 4, schedule: .constant(warmup: 0), peakLearningRate: 1e-3, totalSteps: 1)
+        #expect(throws: ModelError.self) { _ = try trainer.step(tokens: [0, 1, 2, 3], targets: [1, 2, 3, -1]) }
+    }
+}
