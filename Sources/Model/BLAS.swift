@@ -5,11 +5,36 @@ import Foundation
 /// `C (m×n) = alpha · op(A) · op(B) + beta · C`, with `op(A)` m×k and `op(B)` k×n.
 /// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored (before any transpose).
 /// Every matrix product in Topiary goes through this one function.
+///
+/// OpenBLAS itself runs single-threaded; large products are split by rows of C across
+/// ``Parallel/threads`` workers here. (OpenBLAS's own pool spins in `sched_yield` between calls
+/// and stole a core from the element-wise kernels: 15% of a training step's samples.)
+/// Row blocks are fixed by the thread count, so results are deterministic per thread count.
 @inline(__always)
 public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                  b: UnsafePointer<Float>, ldb: Int,
                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    let workers = Parallel.inWorker ? 1 : min(Parallel.threads, m / 32)
+    if workers <= 1 || m * n * k < 1 << 18 {
+        sgemmDirect(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    }
+    Parallel.chunks(workers, minimumPerChunk: 1) { _, range in
+        for w in range {
+            // Rows in multiples of 16 so that every block but the last is kernel-aligned.
+            let lo = (m * w / workers) & ~15, hi = w == workers - 1 ? m : (m * (w + 1) / workers) & ~15
+            guard lo < hi else { continue }
+            let aBlock = transA ? a + lo : a + lo * lda
+            sgemmDirect(transA, transB, hi - lo, n, k, alpha, aBlock, lda, b, ldb, beta, c + lo * ldc, ldc)
+        }
+    }
+}
+
+@inline(__always)
+func sgemmDirect(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                 _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                 _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
@@ -24,13 +49,13 @@ public enum Parallel {
     /// `TOPIARY_THREADS`).
     public static var threads: Int { _threads }
 
-    /// Sets the worker count here and in OpenBLAS.
+    /// Sets the worker count. OpenBLAS is held to one thread; ``gemm`` splits large products.
     public static func setThreads(_ n: Int) {
         _threads = max(1, n)
-        openblas_set_num_threads(Int32(_threads))
+        openblas_set_num_threads(1)
     }
 
-    /// Reads `TOPIARY_THREADS` once at start-up and hands the count to OpenBLAS.
+    /// Reads `TOPIARY_THREADS` (default: all cores).
     public static func configureFromEnvironment() {
         if let s = ProcessInfo.processInfo.environment["TOPIARY_THREADS"], let n = Int(s), n > 0 {
             setThreads(n)
@@ -39,27 +64,37 @@ public enum Parallel {
         }
     }
 
-    /// Calls `body(chunk, range)` for `threads` contiguous chunks of `0..<count`, concurrently.
-    /// Chunk boundaries depend only on `count` and ``threads``.
+    /// True on a thread running a ``chunks(_:minimumPerChunk:_:)`` body: nested work runs inline.
+    static var inWorker: Bool { workerFlag.pointee != 0 }
+    nonisolated(unsafe) static let workerKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+    static var workerFlag: UnsafeMutablePointer<Int> {
+        if let p = pthread_getspecific(workerKey) { return p.assumingMemoryBound(to: Int.self) }
+        let p = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        p.pointee = 0
+        pthread_setspecific(workerKey, p)
+        return p
+    }
+
+    /// Calls `body(chunk, range)` for up to ``threads`` contiguous chunks of `0..<count`,
+    /// concurrently. Chunk boundaries depend only on `count`, `minimumPerChunk` and ``threads``.
+    /// Called from inside a chunk, it runs inline on one chunk.
     @inline(__always)
     public static func chunks(_ count: Int, minimumPerChunk: Int = 1, _ body: (Int, Range<Int>) -> Void) {
-        let workers = min(threads, max(1, count / max(1, minimumPerChunk)))
+        let workers = inWorker ? 1 : min(threads, max(1, count / max(1, minimumPerChunk)))
         if workers <= 1 {
             if count > 0 { body(0, 0..<count) }
             return
         }
         DispatchQueue.concurrentPerform(iterations: workers) { w in
+            let flag = workerFlag
+            flag.pointee = 1
+            defer { flag.pointee = 0 }
             let lo = count * w / workers, hi = count * (w + 1) / workers
             if lo < hi { body(w, lo..<hi) }
         }
-    }
-
-    /// Runs `body` with OpenBLAS held to one thread, for sections that call `gemm` from
-    /// several of our own workers at once.
-    @inline(__always)
-    public static func singleThreadedBLAS<R>(_ body: () -> R) -> R {
-        if threads > 1 { openblas_set_num_threads(1) }
-        defer { if threads > 1 { openblas_set_num_threads(Int32(threads)) } }
-        return body()
     }
 }
