@@ -1,0 +1,86 @@
+import Foundation
+
+/// Validation loss overall and per language.
+public struct EvaluationResult: Sendable, Equatable {
+    /// Mean next-token loss per language (nats/token).
+    public var perLanguage: [String: Double]
+    /// Tokens scored per language.
+    public var tokens: [String: Int]
+    /// Token-weighted mean over every scored token.
+    public var overall: Double
+    /// Unweighted mean of the per-language losses.
+    public var languageMean: Double
+    /// The worst language's loss.
+    public var worst: Double
+
+    public var json: JSON {
+        ["overall": JSON(overall), "language_mean": JSON(languageMean), "worst": JSON(worst),
+         "per_language": .object(perLanguage.mapValues { JSON($0) }), "tokens": .object(tokens.mapValues { JSON($0) })]
+    }
+}
+
+public enum Evaluation {
+    /// Scores `model` on consecutive, non-overlapping windows of T+1 tokens from the start of each
+    /// language's validation range, up to `maxTokensPerLanguage` predicted tokens per language
+    /// (every language at least one window).
+    /// - Throws: ``ModelError/nonFinite(step:what:)`` if a loss is NaN (`step` names the caller's step).
+    public static func validationLoss(model: DecoderModel, shards: TokenShards, split: String = "validation",
+                                      batch: Int, sequence T: Int, maxTokensPerLanguage: Int, step: Int = 0,
+                                      activations: Activations? = nil) throws -> EvaluationResult {
+        let acts = activations ?? Activations(config: model.config, batch: batch, sequence: T)
+        let B = acts.B
+        precondition(acts.T == T)
+        var perLanguage: [String: Double] = [:], counts: [String: Int] = [:]
+        for lang in shards.languages {
+            guard let st = shards.stats[split]?[lang], st.tokens >= 2 else { continue }
+            // Windows of T+1 tokens; a short language gets one window of what it has.
+            let windowsAvailable = max(1, (st.tokens - 1) / T)
+            let windows = min(windowsAvailable, max(1, maxTokensPerLanguage / T))
+            var sum = 0.0, n = 0
+            var w = 0
+            while w < windows {
+                let rows = min(B, windows - w)
+                var tokens = [Int32](repeating: 0, count: B * T), targets = [Int32](repeating: -1, count: B * T)
+                for r in 0..<rows {
+                    let start = st.tokenStart + (w + r) * T
+                    let len = min(T + 1, st.tokenEnd - start)
+                    let window = shards.tokens(split, start: start, count: len)
+                    for t in 0..<(len - 1) { tokens[r * T + t] = window[t]; targets[r * T + t] = window[t + 1] }
+                }
+                try model.forward(tokens: tokens, acts)
+                _ = try model.loss(acts, targets: targets, gradient: false)
+                let rowLoss = acts.rowLosses
+                for i in 0..<(B * T) where targets[i] >= 0 { sum += Double(rowLoss[i]); n += 1 }
+                w += rows
+            }
+            let mean = sum / Double(max(n, 1))
+            guard mean.isFinite else { throw ModelError.nonFinite(step: step, what: "validation loss for '\(lang)'") }
+            perLanguage[lang] = mean
+            counts[lang] = n
+        }
+        let total = counts.values.reduce(0, +)
+        let overall = perLanguage.reduce(0.0) { $0 + $1.value * Double(counts[$1.key]!) } / Double(max(total, 1))
+        let mean = perLanguage.values.reduce(0, +) / Double(max(perLanguage.count, 1))
+        return EvaluationResult(perLanguage: perLanguage, tokens: counts, overall: overall, languageMean: mean,
+                                worst: perLanguage.values.max() ?? 0)
+    }
+
+    /// Unigram baseline: the cross-entropy of validation tokens under the training split's token
+    /// frequencies (add-one smoothed), per language — what a model must clearly beat.
+    public static func unigramLoss(shards: TokenShards, maxTokensPerLanguage: Int) -> [String: Double] {
+        let V = shards.vocabularySize
+        var result: [String: Double] = [:]
+        for lang in shards.languages {
+            guard let train = shards.stats["train"]?[lang], let val = shards.stats["validation"]?[lang] else { continue }
+            var counts = [Double](repeating: 1, count: V)
+            for t in shards.tokens("train", start: train.tokenStart, count: train.tokens) { counts[Int(t)] += 1 }
+            let total = counts.reduce(0, +)
+            let n = min(val.tokens, maxTokensPerLanguage + 1)
+            let tokens = shards.tokens("validation", start: val.tokenStart, count: n)
+            var sum = 0.0
+            for t in tokens.dropFirst() { sum -= log(counts[Int(t)] / total) }
+            result[lang] = sum / Double(max(n - 1, 1))
+        }
+        return result
+    }
+}

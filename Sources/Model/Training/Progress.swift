@@ -1,0 +1,51 @@
+import Foundation
+
+/// Progress of long work: one updating line on a terminal, plain log lines otherwise.
+public final class ProgressReporter {
+    let total: Int
+    let label: String
+    let isTerminal: Bool
+    let start = DispatchTime.now().uptimeNanoseconds
+    let firstStep: Int
+    /// Plain-line interval when not on a terminal.
+    let every: Int
+    var lastDraw: UInt64 = 0
+
+    public init(label: String, total: Int, firstStep: Int = 0, every: Int = 10) {
+        self.label = label
+        self.total = total
+        self.firstStep = firstStep
+        self.every = max(1, every)
+        isTerminal = isatty(STDERR_FILENO) != 0 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
+    }
+
+    /// Reports `step` with `fields` (e.g. loss) and `tokens` processed since `firstStep`.
+    public func update(step: Int, tokens: Int, fields: [(String, String)]) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let elapsed = Double(now - start) / 1e9
+        let done = step - firstStep
+        let rate = elapsed > 0 ? Double(tokens) / elapsed : 0
+        let eta = done > 0 ? elapsed / Double(done) * Double(total - step) : 0
+        let text = "\(label) step \(step)/\(total) " + fields.map { "\($0.0) \($0.1)" }.joined(separator: " ")
+            + String(format: " %.0f tok/s ETA %@", rate, Self.duration(eta))
+        if isTerminal {
+            guard now - lastDraw > 100_000_000 || step == total else { return }
+            lastDraw = now
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+            if step == total { FileHandle.standardError.write(Data("\n".utf8)) }
+        } else if step % every == 0 || step == total || step == firstStep + 1 {
+            print(text)
+            fflush(stdout)
+        }
+    }
+
+    /// A line that must not be overwritten (evaluations, checkpoints).
+    public func note(_ line: String) {
+        if isTerminal { FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8)) } else { print(line); fflush(stdout) }
+    }
+
+    public static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s % 3600 / 60) : String(format: "%dm%02ds", s / 60, s % 60)
+    }
+}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import Model
+
+struct TeacherCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "teacher", abstract: "Train a teacher model from scratch.", subcommands: [TeacherTrain.self])
+}
+
+struct TeacherTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a model from scratch on a prepared corpus; resumes from its last checkpoint.",
+        discussion: "Rerunning the same command after an interruption continues from OUT/checkpoints with the same data order and optimizer state.")
+
+    @Option(help: "config.json of the model to train (any supported family).") var config: String
+    @Option(help: "Prepared corpus directory (topiary data prepare).") var data: String
+    @Option(help: "Output directory: final checkpoint, log.jsonl, checkpoints/.") var out: String
+    @Option(help: "Training steps.") var steps: Int
+    @Option(help: "Batch size.") var batch = 16
+    @Option(help: "Sequence length.") var seq = 128
+    @Option(help: "Peak learning rate.") var lr = 3e-3
+    @Option(help: "Schedule: cosine, wsd or constant.") var schedule = "cosine"
+    @Option(help: "Warmup steps.") var warmup = 100
+    @Option(help: "Final learning rate as a fraction of the peak.") var minRatio = 0.1
+    @Option(help: "AdamW weight decay (matrices only).") var weightDecay = 0.1
+    @Option(help: "Gradient-norm clip.") var clip = 1.0
+    @Option(help: "Language sampling exponent α: q ∝ p^α (1 natural, 0 uniform).") var alpha = 0.3
+    @Option(help: "Use UniMax with this cap on epochs per language instead of α.") var unimaxEpochs: Double?
+    @Option(help: "Evaluate every K steps.") var evalEvery = 200
+    @Option(help: "Validation tokens per language per evaluation.") var evalTokens = 16384
+    @Option(help: "Checkpoint every K steps.") var checkpointEvery = 200
+    @Option(help: "Seed (initialisation and data order).") var seed: UInt64 = 0
+    @OptionGroup var engine: EngineOptions
+
+    func validate() throws {
+        if steps < 1 || batch < 1 || seq < 2 || evalEvery < 1 || checkpointEvery < 1 { throw ValidationError("steps, batch, eval-every and checkpoint-every must be ≥ 1, seq ≥ 2") }
+        if LearningRateSchedule.named(schedule, warmup: 0) == nil { throw ValidationError("--schedule must be cosine, wsd or constant") }
+    }
+
+    func run() throws {
+        engine.apply()
+        let c = try ModelConfig.load(fileURL(config))
+        let corpus = try TokenShards(directory: directoryURL(data))
+        var recipe = TrainingRecipe(steps: steps)
+        recipe.batch = batch; recipe.sequence = seq; recipe.learningRate = lr; recipe.schedule = schedule
+        recipe.warmup = warmup; recipe.minRatio = minRatio; recipe.weightDecay = weightDecay; recipe.gradientClip = clip
+        recipe.alpha = alpha; recipe.unimaxEpochs = unimaxEpochs; recipe.evalEvery = evalEvery; recipe.evalTokens = evalTokens
+        recipe.checkpointEvery = checkpointEvery; recipe.seed = seed
+        print("training \(c.family.rawValue) with \(c.parameterCount) parameters on \(corpus.tokenCount("train")) tokens, \(steps) steps of \(batch)×\(seq)")
+        let outcome = try LanguageModelTraining.run(config: c, corpus: corpus, recipe: recipe, output: directoryURL(out))
+        let unigram = Evaluation.unigramLoss(shards: corpus, maxTokensPerLanguage: evalTokens)
+        print("language  validation  unigram")
+        for (lang, loss) in outcome.evaluation.perLanguage.sorted(by: { $0.key < $1.key }) {
+            print(String(format: "%-9@ %10.4f %8.4f", lang as NSString, loss, unigram[lang] ?? .nan))
+        }
+        print(String(format: "overall   %10.4f   (language mean %.4f, worst %.4f)", outcome.evaluation.overall, outcome.evaluation.languageMean, outcome.evaluation.worst))
+        let summary: JSON = ["config": c.json, "recipe": recipe.json, "data": .string(data),
+                             "validation": outcome.evaluation.json, "unigram": .object(unigram.mapValues { JSON($0) }),
+                             "final_train_loss": JSON(outcome.finalLoss)]
+        try AtomicFile.write(summary.data(), to: directoryURL(out).appendingPathComponent("training.json"))
+        print("wrote \(out)")
+    }
+}
