@@ -46,12 +46,15 @@ public enum LanguageModelTraining {
         public var resumedFrom: Int?
         public var finalLoss: Double
         public var evaluation: EvaluationResult
+        public var finished: Bool
     }
 
     /// - Throws: ``ModelError`` for a mismatched vocabulary, a checkpoint from another recipe, a
     ///   non-finite loss (naming the step; no checkpoint with NaN weights is written), or I/O.
+    /// - Parameter stopAfter: end the process's work after this step, as a kill would (for tests
+    ///   of resumption); the run is then unfinished and `Outcome.finished` is false.
     public static func run(config: ModelConfig, corpus: TokenShards, recipe: TrainingRecipe, output: URL,
-                           log: (String) -> Void = { print($0) }) throws -> Outcome {
+                           stopAfter: Int? = nil, log: (String) -> Void = { print($0) }) throws -> Outcome {
         guard config.vocabSize >= corpus.vocabularySize else {
             throw ModelError.invalidConfig(file: "config", key: "vocab_size",
                 reason: "\(config.vocabSize) is smaller than the corpus tokenizer's \(corpus.vocabularySize) ids")
@@ -111,11 +114,14 @@ public enum LanguageModelTraining {
                 if step % recipe.checkpointEvery == 0 || step == recipe.steps {
                     try TrainingCheckpoint.save(model: model, optimizer: trainer.optimizer, run: runJSON, in: checkpoints)
                 }
+                if let stopAfter, step >= stopAfter {
+                    return Outcome(resumedFrom: resumedFrom, finalLoss: loss, evaluation: try evaluate(step), finished: false)
+                }
             }
         }
         let final = try evaluate(recipe.steps)
         try Checkpoint.save(model, to: output)
-        return Outcome(resumedFrom: resumedFrom, finalLoss: loss, evaluation: final)
+        return Outcome(resumedFrom: resumedFrom, finalLoss: loss, evaluation: final, finished: true)
     }
 }
 
