@@ -35,9 +35,21 @@ public final class FloatBuffer: @unchecked Sendable {
 }
 
 /// A small, fast, seedable generator (SplitMix64) so that every run is reproducible from its seed.
+///
+/// The seed is scrambled through the SplitMix finaliser first: SplitMix's stream for seed s + k·γ
+/// is the stream for s shifted by k draws, so related seeds (say `seed ^ step·γ`) would otherwise
+/// give overlapping streams (a sampler keyed that way served nearly the same batch every step).
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
     public private(set) var state: UInt64
-    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    public init(seed: UInt64) { state = SeededGenerator.mix(seed &+ 0x9E37_79B9_7F4A_7C15) }
+
+    /// SplitMix64's finaliser: a bijective scramble of 64 bits.
+    public static func mix(_ x: UInt64) -> UInt64 {
+        var z = x
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state

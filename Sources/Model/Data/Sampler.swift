@@ -67,7 +67,7 @@ public struct BatchSampler: Sendable {
 
     /// Tokens (B·T) and next-token targets (B·T) of batch `step`, and each row's language index.
     public func batch(step: Int) -> (tokens: [Int32], targets: [Int32], languages: [Int]) {
-        var rng = SeededGenerator(seed: seed ^ (UInt64(step) &* 0x9E37_79B9_7F4A_7C15))
+        var rng = SeededGenerator(seed: seed ^ SeededGenerator.mix(UInt64(step) &+ 0x5851_F42D_4C95_7F2D))
         let T = sequence
         var tokens = [Int32](repeating: 0, count: batch * T), targets = tokens
         var rowLanguages: [Int] = []
