@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Outside check: checkpoints written by Topiary load in transformers and give the same logits.
+
+For each family (llama untied, llama tied, nemotron) it trains a tiny model for a few steps with
+`topiary teacher train` (so the weights are Topiary's own), loads the output directory with
+AutoModelForCausalLM.from_pretrained, and compares transformers' logits with
+`topiary model logits`. Needs a prepared corpus (data/fortunes) and a built topiary.
+
+    .venv/bin/python scripts/check_transformers_load.py [--topiary .build/release/topiary]
+"""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+CONFIGS = {
+    "llama": {"model_type": "llama", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 500.0},
+    "llama_tied": {"model_type": "llama", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 4, "tie_word_embeddings": True},
+    "nemotron": {"model_type": "nemotron", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.5},
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--topiary", default=".build/release/topiary")
+    ap.add_argument("--data", default="data/fortunes")
+    a = ap.parse_args()
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = torch.randint(0, 257, (2, 16), generator=torch.Generator().manual_seed(0))
+        ids_path = os.path.join(tmp, "ids.json")
+        json.dump({"input_ids": ids.tolist()}, open(ids_path, "w"))
+        for name, cfg in CONFIGS.items():
+            cfg_path = os.path.join(tmp, name + ".json")
+            json.dump(cfg, open(cfg_path, "w"))
+            out = os.path.join(tmp, name)
+            subprocess.run([a.topiary, "teacher", "train", "--config", cfg_path, "--data", a.data, "--out", out, "--steps", "5",
+                            "--batch", "2", "--seq", "16", "--warmup", "1", "--eval-every", "5", "--eval-tokens", "64"],
+                           check=True, stdout=subprocess.DEVNULL)
+            model = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
+            model.eval()
+            with torch.no_grad():
+                ref = model(input_ids=ids, labels=ids)
+            got_path = os.path.join(tmp, name + ".safetensors")
+            subprocess.run([a.topiary, "model", "logits", out, "--input-ids", ids_path, "--out", got_path], check=True, stdout=subprocess.DEVNULL)
+            got = load_file(got_path)
+            err = ((got["logits"] - ref.logits).norm() / ref.logits.norm()).item()
+            worst = max(worst, err)
+            print(f"{name:11s} {type(model).__name__:22s} params {model.num_parameters():7d} logits rel. error {err:.2e} "
+                  f"loss {got['loss'].item():.6f} vs {ref.loss.item():.6f}")
+    print("OK" if worst < 1e-4 else "FAIL", f"worst {worst:.2e}")
+
+
+if __name__ == "__main__":
+    main()
