@@ -90,3 +90,17 @@ import Testing
         #expect(throws: ModelError.self) { _ = try trainer.step(tokens: [0, 1, 2, 3], targets: [1, 2, 3, -1]) }
     }
 }
+
+@Suite struct FastMathTests {
+    @Test func fastExpIsAccurate() {
+        var worst = 0.0
+        var x: Float = -87
+        while x < 88 {
+            let exact = Foundation.exp(Double(x))
+            worst = max(worst, abs(Double(_fastExp(x)) - exact) / exact)
+            x += 0.01337
+        }
+        #expect(worst < 3e-7, "worst relative error \(worst)")
+        #expect(_fastExp(-.infinity) < 1e-37)
+    }
+}

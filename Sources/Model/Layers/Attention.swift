@@ -28,11 +28,8 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutable
             gemm(transB: true, m: T, n: T, k: D, alpha: s.scale, a: q, lda: W, b: k, ldb: W, c: p, ldc: T)
             for i in 0..<T {
                 let row = p + i * T
-                var m = -Float.infinity
-                for j in 0...i { m = max(m, row[j]) }
-                var sum: Float = 0
-                for j in 0...i { let e = expf(row[j] - m); row[j] = e; sum += e }
-                let inv = 1 / sum
+                let m = maximum(row, count: i + 1)
+                let inv = 1 / expShifted(row, count: i + 1, shift: m)
                 for j in 0...i { row[j] *= inv }
                 for j in (i + 1)..<T { row[j] = 0 }
             }

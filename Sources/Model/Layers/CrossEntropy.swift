@@ -20,15 +20,16 @@ func crossEntropy(_ logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<
                 if gradient { row.update(repeating: 0, count: V) }
                 continue
             }
-            var m = -Float.infinity
-            for j in 0..<V { m = max(m, row[j]) }
-            var sum: Float = 0
-            for j in 0..<V { sum += expf(row[j] - m) }
-            let lse = m + logf(sum)
-            rowLoss[n] = lse - row[t]
+            let m = maximum(row, count: V)
+            let target = row[t]
             if gradient {
-                for j in 0..<V { row[j] = expf(row[j] - lse) * scale }
+                let sum = expShifted(row, count: V, shift: m)
+                rowLoss[n] = m + logf(sum) - target
+                let k = scale / sum
+                for j in 0..<V { row[j] *= k }
                 row[t] -= scale
+            } else {
+                rowLoss[n] = m + logf(sumExpShifted(row, count: V, shift: m)) - target
             }
         }
     }
