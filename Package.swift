@@ -32,6 +32,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -16,14 +16,17 @@ public final class Activations {
     public internal(set) var targets: [Int32]
     let rotary: RotaryTable
 
-    struct Layer {
-        var mid, norm1, mean1, rstd1, qkv, probs, attn, norm2, mean2, rstd2, mlpPre, mlpAct: UnsafeMutablePointer<Float>
+    public struct Layer {
+        public var mid, norm1, mean1, rstd1, qkv, probs, attn, norm2, mean2, rstd2, mlpPre, mlpAct: UnsafeMutablePointer<Float>
     }
-    var residual: [UnsafeMutablePointer<Float>] = []
-    var layers: [Layer] = []
-    var finalNorm, finalMean, finalRstd, logitsPointer, rowLoss: UnsafeMutablePointer<Float>
+    public internal(set) var residual: [UnsafeMutablePointer<Float>] = []
+    /// Per-layer activations of the last forward pass (read by importance scoring).
+    public internal(set) var layers: [Layer] = []
+    public internal(set) var finalNorm: UnsafeMutablePointer<Float>
+    var finalMean, finalRstd, logitsPointer, rowLoss: UnsafeMutablePointer<Float>
     // Gradient scratch, shared by all layers.
-    var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores: UnsafeMutablePointer<Float>
+    public internal(set) var dResidual: UnsafeMutablePointer<Float>
+    var dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores: UnsafeMutablePointer<Float>
 
     /// Floats needed for shape (B, T), used by ``ModelConfig/trainingMemory(batch:sequence:)``.
     public static func floatCount(config c: ModelConfig, B: Int, T: Int, threads: Int = Parallel.threads) -> Int {

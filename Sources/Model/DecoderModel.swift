@@ -21,6 +21,10 @@ public final class DecoderModel {
     let finalNorm: Int
     let finalNormBias: Int?
 
+    /// Units to switch off in the forward pass, for importance analysis and for checking pruning
+    /// against masking. Forward only: `backward` ignores masks.
+    public var masks = ForwardMasks()
+
     /// A model with zero parameters (load or ``initialize(seed:)`` next).
     public init(config: ModelConfig) {
         self.config = config
@@ -73,7 +77,13 @@ public final class DecoderModel {
         // Embedding: residual[0][n] = wte[token[n]]
         let x0 = acts.residual[0]
         for n in 0..<N { (x0 + n * C).update(from: P + embedding + Int(tokens[n]) * C, count: C) }
-        for l in 0..<config.numHiddenLayers { layerForward(l, acts) }
+        for l in 0..<config.numHiddenLayers {
+            if masks.skipLayers.contains(l) {
+                acts.residual[l + 1].update(from: acts.residual[l], count: N * C)
+            } else {
+                layerForward(l, acts)
+            }
+        }
         let xL = acts.residual[config.numHiddenLayers]
         normForward(acts.finalNorm, acts.finalMean, acts.finalRstd, xL, weight: finalNorm, bias: finalNormBias, N: N)
         // logits (N, V) = finalNorm (N, C) · W_lm (V, C)ᵀ
@@ -115,6 +125,7 @@ public final class DecoderModel {
         // Rotary on the H query heads and the G key heads (adjacent in each row).
         acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
         attentionForward(a.attn, a.probs, a.qkv, s)
+        for h in masks.heads[l] ?? [] { for n in 0..<N { (a.attn + n * s.outWidth + h * s.D).update(repeating: 0, count: s.D) } }
         // mid = x + attn (N, HD) · W_o (C, HD)ᵀ
         a.mid.update(from: x, count: N * C)
         gemm(transB: true, m: N, n: C, k: s.outWidth, a: a.attn, lda: s.outWidth, b: P + o.o, ldb: s.outWidth, beta: 1, c: a.mid, ldc: C)
@@ -123,6 +134,7 @@ public final class DecoderModel {
         // mlpPre (N, 2F|F) = norm2 (N, C) · W_in (2F|F, C)ᵀ
         gemm(transB: true, m: N, n: preWidth, k: C, a: a.norm2, lda: C, b: P + o.mlpIn, ldb: C, c: a.mlpPre, ldc: preWidth)
         if c.family == .llama { swigluForward(a.mlpAct, a.mlpPre, N: N, F: F) } else { relu2Forward(a.mlpAct, a.mlpPre, count: N * F) }
+        for i in masks.neurons[l] ?? [] { for n in 0..<N { a.mlpAct[n * F + i] = 0 } }
         // out = mid + mlpAct (N, F) · W_down (C, F)ᵀ
         out.update(from: a.mid, count: N * C)
         gemm(transB: true, m: N, n: C, k: F, a: a.mlpAct, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
@@ -154,8 +166,10 @@ public final class DecoderModel {
     // MARK: backward
 
     /// Backpropagates dlogits (left in `acts.logits` by a loss) through the model, adding into
-    /// ``gradients``.
-    public func backward(_ acts: Activations) {
+    /// ``gradients``. `residualGradients[l]` (N, C), when given, is added to the gradient of the
+    /// residual stream entering layer l (l = L: the last layer's output) — how a loss on hidden
+    /// states (distillation) enters the backward pass.
+    public func backward(_ acts: Activations, residualGradients: [Int: UnsafePointer<Float>] = [:]) {
         let (N, C, V) = (acts.N, config.hiddenSize, config.vocabSize)
         let P = parameters.pointer, Gr = gradients.pointer
         let dlogits = acts.logitsPointer
@@ -166,7 +180,16 @@ public final class DecoderModel {
         let L = config.numHiddenLayers
         acts.dResidual.update(repeating: 0, count: N * C)
         normBackward(acts.dResidual, acts.dNorm, acts.residual[L], acts.finalMean, acts.finalRstd, weight: finalNorm, bias: finalNormBias, N: N)
-        for l in stride(from: L - 1, through: 0, by: -1) { layerBackward(l, acts) }
+        func addResidualGradient(_ l: Int) {
+            guard let g = residualGradients[l] else { return }
+            let d = acts.dResidual
+            for i in 0..<(N * C) { d[i] += g[i] }
+        }
+        for l in stride(from: L - 1, through: 0, by: -1) {
+            addResidualGradient(l + 1)
+            layerBackward(l, acts)
+        }
+        addResidualGradient(0)
         // Embedding: dwte[token[n]] += dResidual[n]
         let dx = acts.dResidual
         for n in 0..<N {
@@ -201,5 +224,18 @@ public final class DecoderModel {
         gemm(transA: true, m: s.qkvWidth, n: C, k: N, a: acts.dQKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv, ldc: C)
         gemm(m: N, n: C, k: s.qkvWidth, a: acts.dQKV, lda: s.qkvWidth, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)
         normBackward(dres, acts.dNorm, acts.residual[l], a.mean1, a.rstd1, weight: o.norm1, bias: o.norm1Bias, N: N)
+    }
+}
+
+/// Units switched off in a forward pass: whole layers (the residual stream passes through),
+/// query heads (their attention output is zero) and MLP neurons (their activation is zero).
+public struct ForwardMasks: Sendable, Equatable {
+    public var skipLayers: Set<Int> = []
+    /// layer → masked query heads
+    public var heads: [Int: [Int]] = [:]
+    /// layer → masked MLP neurons
+    public var neurons: [Int: [Int]] = [:]
+    public init(skipLayers: Set<Int> = [], heads: [Int: [Int]] = [:], neurons: [Int: [Int]] = [:]) {
+        self.skipLayers = skipLayers; self.heads = heads; self.neurons = neurons
     }
 }

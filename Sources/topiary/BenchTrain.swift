@@ -22,6 +22,7 @@ struct BenchTrain: ParsableCommand {
     func run() throws {
         engine.apply()
         let c = try ModelConfig.load(fileURL(config))
+        let baseline = residentBytes()
         let model = DecoderModel(config: c)
         model.initialize(seed: seed)
         let trainer = Trainer(model: model, batch: batch, sequence: seq, schedule: .constant(warmup: 0),
@@ -41,12 +42,13 @@ struct BenchTrain: ParsableCommand {
         let peak = peakResidentBytes()
         if json {
             printJSON(["tokens_per_second": JSON(tokensPerSecond), "gflops": JSON(gflops), "peak_rss_bytes": JSON(peak),
-                       "predicted_bytes": JSON(memory.state + memory.activations), "seconds_per_step": JSON(seconds / Double(steps)),
+                       "predicted_bytes": JSON(memory.state + memory.activations),
+                       "baseline_rss_bytes": JSON(baseline), "seconds_per_step": JSON(seconds / Double(steps)),
                        "threads": JSON(Parallel.threads), "final_loss": JSON(loss)])
         } else {
-            print(String(format: "%.0f tokens/s, %.1f GFLOP/s, %.1f ms/step, peak RSS %@ (predicted %@), %d threads, loss %.4f",
-                         tokensPerSecond, gflops, seconds * 1000 / Double(steps), formatBytes(peak),
-                         formatBytes(memory.state + memory.activations), Parallel.threads, loss))
+            print(String(format: "%.0f tokens/s, %.1f GFLOP/s, %.1f ms/step, peak RSS %@ = %@ runtime before the model + %@ (predicted %@), %d threads, loss %.4f",
+                         tokensPerSecond, gflops, seconds * 1000 / Double(steps), formatBytes(peak), formatBytes(baseline),
+                         formatBytes(peak - baseline), formatBytes(memory.state + memory.activations), Parallel.threads, loss))
         }
     }
 }

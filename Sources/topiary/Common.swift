@@ -21,9 +21,14 @@ func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirector
 func fileURL(_ path: String) -> URL { URL(fileURLWithPath: path) }
 
 /// Peak resident memory of this process (VmHWM), in bytes.
-func peakResidentBytes() -> Int {
+func peakResidentBytes() -> Int { procStatus("VmHWM:") }
+
+/// Current resident memory of this process (VmRSS), in bytes.
+func residentBytes() -> Int { procStatus("VmRSS:") }
+
+func procStatus(_ key: String) -> Int {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+    for line in status.split(separator: "\n") where line.hasPrefix(key) {
         let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
         return kb * 1024
     }

@@ -1,0 +1,196 @@
+import Foundation
+import Model
+
+/// The distillation objective. Defaults follow Minitron's best practice: logit KL only, τ = 1.
+public struct DistillationLoss: Sendable, Equatable, Codable {
+    public enum Direction: String, Sendable, Codable { case forward, reverse }
+    /// Weight of KL between teacher and student token distributions at temperature τ.
+    public var kl = 1.0
+    /// Weight of the cross-entropy with the data's next tokens.
+    public var lm = 0.0
+    public var temperature = 1.0
+    /// forward: KL(teacher ‖ student); reverse: KL(student ‖ teacher).
+    public var direction = Direction.forward
+    public init() {}
+}
+
+/// One step's losses for one student.
+public struct DistillationStep: Sendable {
+    public var loss: Double
+    public var kl: Double
+    public var lm: Double
+}
+
+/// Computes the distillation loss of `studentLogits` against the teacher's log-probabilities at
+/// temperature τ (`teacherLogProbs`, (N, V)) and, when `gradient`, overwrites the student logits
+/// with dLoss/dlogits. KL is scaled by τ² (Hinton et al.) so that its gradient does not shrink
+/// with τ; losses are means over rows whose target is not ignored.
+///
+/// Forward KL(p‖q), p teacher, q = softmax(s/τ): Σ p (log p − log q), ∂/∂s = τ (q − p).
+/// Reverse KL(q‖p): Σ q (log q − log p), ∂/∂sⱼ = τ qⱼ (log qⱼ − log pⱼ − KL).
+/// Cross-entropy at τ = 1: ∂/∂s = softmax(s) − onehot.
+func distillationLoss(_ s: UnsafeMutablePointer<Float>, teacherLogProbs lp: UnsafePointer<Float>,
+                      targets: [Int32], N: Int, V: Int, loss: DistillationLoss, gradient: Bool,
+                      scratch: UnsafeMutablePointer<Float>) -> DistillationStep {
+    let valid = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+    guard valid > 0 else { return DistillationStep(loss: 0, kl: 0, lm: 0) }
+    let tau = Float(loss.temperature), wkl = Float(loss.kl), wlm = Float(loss.lm)
+    let scale = 1 / Float(valid)
+    var klRows = [Double](repeating: 0, count: N), lmRows = [Double](repeating: 0, count: N)
+    klRows.withUnsafeMutableBufferPointer { klp in
+        lmRows.withUnsafeMutableBufferPointer { lmp in
+            let klp = klp.baseAddress!, lmp = lmp.baseAddress!
+            Parallel.chunks(N, minimumPerChunk: 8) { w, rows in
+                let q = scratch + w * 2 * V, ce = q + V
+                for n in rows {
+                    let t = Int(targets[n])
+                    let row = s + n * V, p = lp + n * V
+                    guard t >= 0 else {
+                        if gradient { row.update(repeating: 0, count: V) }
+                        continue
+                    }
+                    // Student log-probabilities at τ: log q = s/τ − lse(s/τ).
+                    var m = -Float.infinity
+                    for j in 0..<V { m = max(m, row[j]) }
+                    var sumT: Float = 0, sum1: Float = 0
+                    for j in 0..<V {
+                        sumT += expf((row[j] - m) / tau)
+                        sum1 += expf(row[j] - m)
+                    }
+                    let lseT = logf(sumT), lse1 = m + logf(sum1)
+                    var kl: Float = 0
+                    for j in 0..<V {
+                        let logq = (row[j] - m) / tau - lseT
+                        q[j] = logq
+                        let logp = p[j]
+                        if loss.direction == .forward { let pj = expf(logp); if pj > 0 { kl += pj * (logp - logq) } }
+                        else { kl += expf(logq) * (logq - logp) }
+                    }
+                    klp[n] = Double(kl * tau * tau)
+                    lmp[n] = Double(lse1 - row[t])
+                    if gradient {
+                        for j in 0..<V { ce[j] = expf(row[j] - lse1) }
+                        ce[t] -= 1
+                        for j in 0..<V {
+                            let qj = expf(q[j]), pj = expf(p[j])
+                            let gkl = loss.direction == .forward ? tau * (qj - pj) : tau * qj * (q[j] - p[j] - kl)
+                            row[j] = (wkl * gkl + wlm * ce[j]) * scale
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let kl = klRows.reduce(0, +) / Double(valid), lm = lmRows.reduce(0, +) / Double(valid)
+    return DistillationStep(loss: loss.kl * kl + loss.lm * lm, kl: kl, lm: lm)
+}
+
+/// Teacher log-probabilities at temperature τ for logits (N, V), written to `out`.
+func logSoftmax(_ logits: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, N: Int, V: Int, temperature: Float) {
+    Parallel.chunks(N, minimumPerChunk: 8) { _, rows in
+        for n in rows {
+            let row = logits + n * V, o = out + n * V
+            var m = -Float.infinity
+            for j in 0..<V { m = max(m, row[j]) }
+            var sum: Float = 0
+            for j in 0..<V { sum += expf((row[j] - m) / temperature) }
+            let lse = logf(sum)
+            for j in 0..<V { o[j] = (row[j] - m) / temperature - lse }
+        }
+    }
+}
+
+/// Several students distilled from one teacher on the same batches: the teacher's forward pass
+/// and log-probabilities are computed once per batch and shared.
+public final class Distiller {
+    public struct Student {
+        public var name: String
+        public var trainer: Trainer
+    }
+    public let teacher: DecoderModel
+    public private(set) var students: [Student]
+    public let loss: DistillationLoss
+    let teacherActs: Activations
+    let teacherLogProbs: FloatBuffer
+    let scratch: FloatBuffer
+
+    public init(teacher: DecoderModel, students: [(String, DecoderModel)], batch: Int, sequence: Int, loss: DistillationLoss,
+                learningRate: Double, schedule: LearningRateSchedule, steps: Int, settings: AdamW.Settings = .init()) throws {
+        for (name, s) in students {
+            guard s.config.family == teacher.config.family else {
+                throw ProxyError.invalidTarget(field: "model_type", reason: "student \(name) is \(s.config.family.rawValue), teacher is \(teacher.config.family.rawValue)")
+            }
+            guard s.config.vocabSize == teacher.config.vocabSize else {
+                throw ProxyError.invalidTarget(field: "vocab_size", reason: "student \(name) has \(s.config.vocabSize), teacher \(teacher.config.vocabSize)")
+            }
+        }
+        guard loss.temperature > 0 else { throw ProxyError.invalidOption(field: "temperature", reason: "must be positive") }
+        self.teacher = teacher
+        self.loss = loss
+        self.students = students.map { Student(name: $0.0, trainer: Trainer(model: $0.1, batch: batch, sequence: sequence, settings: settings,
+                                                                             schedule: schedule, peakLearningRate: learningRate, totalSteps: steps)) }
+        teacherActs = Activations(config: teacher.config, batch: batch, sequence: sequence)
+        teacherLogProbs = FloatBuffer(count: batch * sequence * teacher.config.vocabSize)
+        scratch = FloatBuffer(count: Parallel.threads * 2 * teacher.config.vocabSize)
+    }
+
+    /// One step for every student (or those in `only`) on one batch; returns each student's losses.
+    /// - Throws: ``ProxyError/diverged(student:step:what:)`` naming the student and step when a
+    ///   loss or gradient is not finite; that student's weights are left as they were.
+    public func step(tokens: [Int32], targets: [Int32], only: Set<Int>? = nil) throws -> [Int: DistillationStep] {
+        let V = teacher.config.vocabSize, N = teacherActs.N
+        try teacher.forward(tokens: tokens, teacherActs)
+        logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: N, V: V, temperature: Float(loss.temperature))
+        var result: [Int: DistillationStep] = [:]
+        for (i, s) in students.enumerated() where only?.contains(i) ?? true {
+            let t = s.trainer, model = t.model
+            let stepNumber = t.optimizer.step + 1
+            model.zeroGradients()
+            try model.forward(tokens: tokens, t.activations)
+            let r = distillationLoss(t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
+                                     N: N, V: V, loss: loss, gradient: true, scratch: scratch.pointer)
+            guard r.loss.isFinite else { throw ProxyError.diverged(student: s.name, step: stepNumber, what: "distillation loss") }
+            model.backward(t.activations)
+            let lr = t.schedule.rate(step: stepNumber, total: t.totalSteps, peak: t.peakLearningRate)
+            do { try t.optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr) } catch {
+                throw ProxyError.diverged(student: s.name, step: stepNumber, what: "gradient norm")
+            }
+            result[i] = r
+        }
+        return result
+    }
+
+    /// Mean KL(teacher ‖ student) at τ on validation windows (up to `maxTokensPerLanguage` per
+    /// language), for each student.
+    public func validationKL(corpus: TokenShards, maxTokensPerLanguage: Int, only: Set<Int>? = nil) throws -> [Int: Double] {
+        let T = teacherActs.T, B = teacherActs.B, V = teacher.config.vocabSize
+        var sums: [Int: Double] = [:], counts = 0
+        for lang in corpus.languages {
+            guard let st = corpus.stats["validation"]?[lang], st.tokens > T else { continue }
+            let windows = min((st.tokens - 1) / T, max(1, maxTokensPerLanguage / T))
+            var w = 0
+            while w < windows {
+                let rows = min(B, windows - w)
+                var tokens = [Int32](repeating: 0, count: B * T), targets = [Int32](repeating: -1, count: B * T)
+                for r in 0..<rows {
+                    let window = corpus.tokens("validation", start: st.tokenStart + (w + r) * T, count: T + 1)
+                    for t in 0..<T { tokens[r * T + t] = window[t]; targets[r * T + t] = window[t + 1] }
+                }
+                try teacher.forward(tokens: tokens, teacherActs)
+                logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: B * T, V: V, temperature: Float(loss.temperature))
+                let valid = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+                var klOnly = loss
+                klOnly.kl = 1; klOnly.lm = 0; klOnly.direction = .forward
+                for (i, s) in students.enumerated() where only?.contains(i) ?? true {
+                    try s.trainer.model.forward(tokens: tokens, s.trainer.activations)
+                    let r = distillationLoss(s.trainer.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer,
+                                             targets: targets, N: B * T, V: V, loss: klOnly, gradient: false, scratch: scratch.pointer)
+                    sums[i, default: 0] += r.kl * Double(valid)
+                }
+                counts += valid
+                w += rows
+            }
+        }
+        return sums.mapValues { $0 / Double(max(counts, 1)) }
+    }
+}

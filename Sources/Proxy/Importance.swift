@@ -1,0 +1,183 @@
+import Foundation
+import Model
+
+/// How per-token activation values are reduced: over the sequence within a sample, then over
+/// the samples of the calibration batch (Minitron §2.2, Table 11).
+public enum Aggregation: String, Sendable, Codable, CaseIterable {
+    /// Mean of absolute values.
+    case mean
+    /// L2 norm: √Σv².
+    case l2
+    /// Variance.
+    case variance
+
+    func reduce(_ v: UnsafeBufferPointer<Double>) -> Double {
+        let n = Double(max(v.count, 1))
+        switch self {
+        case .mean: return v.reduce(0) { $0 + abs($1) } / n
+        case .l2: return v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        case .variance:
+            let mu = v.reduce(0, +) / n
+            return v.reduce(0) { $0 + ($1 - mu) * ($1 - mu) } / n
+        }
+    }
+}
+
+/// Settings that decide importance scores (part of the cache key).
+public struct ImportanceSettings: Sendable, Equatable, Codable {
+    public var samples = 256
+    public var sequence = 128
+    public var batchAggregation = Aggregation.l2
+    public var sequenceAggregation = Aggregation.mean
+    /// nil: language-balanced calibration; otherwise only this language.
+    public var language: String? = nil
+    public var seed: UInt64 = 1234
+    /// Validation tokens per language for the layer-skip loss rise.
+    public var lossTokensPerLanguage = 4096
+    public init() {}
+}
+
+/// Activation-based importance of every prunable unit of a dense decoder, from forward passes
+/// on a calibration set. Larger is more important.
+public struct ImportanceScores: Sendable, Equatable, Codable {
+    public var teacherFingerprint: String
+    public var calibrationFingerprint: String
+    public var settings: ImportanceSettings
+    /// [layer][query head]: aggregated L2 norm of the head's attention output.
+    public var heads: [[Double]]
+    /// [layer][neuron]: aggregated activation feeding the down projection.
+    public var neurons: [[Double]]
+    /// [channel]: aggregated normalised hidden state, summed over every norm of the network.
+    public var channels: [Double]
+    /// [layer]: Block Importance, 1 − mean cosine(layer input, layer output).
+    public var blockImportance: [Double]
+    /// [layer]: validation loss with the layer skipped minus the full model's.
+    public var layerLossRise: [Double]
+    public var baseValidationLoss: Double
+
+    public init(teacherFingerprint: String, calibrationFingerprint: String, settings: ImportanceSettings, heads: [[Double]],
+                neurons: [[Double]], channels: [Double], blockImportance: [Double], layerLossRise: [Double], baseValidationLoss: Double) {
+        self.teacherFingerprint = teacherFingerprint; self.calibrationFingerprint = calibrationFingerprint; self.settings = settings
+        self.heads = heads; self.neurons = neurons; self.channels = channels; self.blockImportance = blockImportance
+        self.layerLossRise = layerLossRise; self.baseValidationLoss = baseValidationLoss
+    }
+
+    /// Ranks `scores` from most to least important (ties: lower index first).
+    public static func ranking(_ scores: [Double]) -> [Int] {
+        scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+    }
+}
+
+public enum Importance {
+    /// Computes every score for `teacher` on `calibration` (and the validation split of `corpus`
+    /// for the layer-skip loss rise).
+    public static func compute(teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet,
+                               settings: ImportanceSettings, batch: Int = 16, log: (String) -> Void = { _ in }) throws -> ImportanceScores {
+        let c = teacher.config
+        let (L, H, D, F, C) = (c.numHiddenLayers, c.numAttentionHeads, c.headDim, c.intermediateSize, c.hiddenSize)
+        let T = calibration.sequence, S = calibration.samples
+        let B = min(batch, S)
+        let acts = Activations(config: c, batch: B, sequence: T)
+        // Per-sample sequence aggregates: [layer][unit][sample].
+        var headSeq = [[Double]](repeating: [Double](repeating: 0, count: H * S), count: L)
+        var neuronSeq = [[Double]](repeating: [Double](repeating: 0, count: F * S), count: L)
+        var channelSeq = [[Double]](repeating: [Double](repeating: 0, count: C * S), count: 2 * L + 1)
+        var cosineSum = [Double](repeating: 0, count: L)
+        var tokensSeen = 0
+        let saved = teacher.masks
+        teacher.masks = ForwardMasks()
+        defer { teacher.masks = saved }
+        var scratch = [Double](repeating: 0, count: T)
+        let seqAgg = settings.sequenceAggregation
+        var start = 0
+        while start < S {
+            let rows = min(B, S - start)
+            var tokens = [Int32](repeating: 0, count: B * T)
+            for r in 0..<rows { for t in 0..<T { tokens[r * T + t] = calibration.tokens[(start + r) * T + t] } }
+            try teacher.forward(tokens: tokens, acts)
+            try scratch.withUnsafeMutableBufferPointer { seq in
+                func aggregate(_ value: (Int) -> Double) -> Double {
+                    for t in 0..<T { seq[t] = value(t) }
+                    return seqAgg.reduce(UnsafeBufferPointer(seq))
+                }
+                for l in 0..<L {
+                    let a = acts.layers[l]
+                    for r in 0..<rows {
+                        let sample = start + r
+                        for h in 0..<H {
+                            headSeq[l][h * S + sample] = aggregate { t in
+                                let p = a.attn + (r * T + t) * H * D + h * D
+                                var s: Float = 0
+                                for d in 0..<D { s += p[d] * p[d] }
+                                return Double(s.squareRoot())
+                            }
+                        }
+                        for i in 0..<F { neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) } }
+                        for (k, y) in [a.norm1, a.norm2].enumerated() {
+                            for ch in 0..<C { channelSeq[2 * l + k][ch * S + sample] = aggregate { t in Double(y[(r * T + t) * C + ch]) } }
+                        }
+                        // Block importance: cosine between the layer's input and output per token.
+                        let x = acts.residual[l], y = acts.residual[l + 1]
+                        for t in 0..<T {
+                            let px = x + (r * T + t) * C, py = y + (r * T + t) * C
+                            var dot: Float = 0, nx: Float = 0, ny: Float = 0
+                            for ch in 0..<C { dot += px[ch] * py[ch]; nx += px[ch] * px[ch]; ny += py[ch] * py[ch] }
+                            cosineSum[l] += Double(dot / max((nx * ny).squareRoot(), 1e-12))
+                        }
+                    }
+                }
+                for r in 0..<rows {
+                    for ch in 0..<C { channelSeq[2 * L][ch * S + start + r] = aggregate { t in Double(acts.finalNorm[(r * T + t) * C + ch]) } }
+                }
+            }
+            tokensSeen += rows * T
+            start += rows
+        }
+        let batchAgg = settings.batchAggregation
+        func reduceSamples(_ v: [Double], units: Int) -> [Double] {
+            v.withUnsafeBufferPointer { p in (0..<units).map { batchAgg.reduce(UnsafeBufferPointer(rebasing: p[($0 * S)..<($0 * S + S)])) } }
+        }
+        let heads = headSeq.map { reduceSamples($0, units: H) }
+        let neurons = neuronSeq.map { reduceSamples($0, units: F) }
+        var channels = [Double](repeating: 0, count: C)
+        for norm in channelSeq { for (i, v) in reduceSamples(norm, units: C).enumerated() { channels[i] += v } }
+        let blockImportance = cosineSum.map { 1 - $0 / Double(tokensSeen) }
+
+        // Loss rise when each layer is skipped, on validation data.
+        func validation() throws -> Double {
+            try Evaluation.validationLoss(model: teacher, shards: corpus, batch: B, sequence: T,
+                                          maxTokensPerLanguage: settings.lossTokensPerLanguage, activations: acts).overall
+        }
+        let base = try validation()
+        var rise: [Double] = []
+        for l in 0..<L {
+            teacher.masks = ForwardMasks(skipLayers: [l])
+            rise.append(try validation() - base)
+            log("layer \(l): block importance \(String(format: "%.4f", blockImportance[l])), loss rise when skipped \(String(format: "%.4f", rise[l]))")
+        }
+        return ImportanceScores(teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
+                                settings: settings, heads: heads, neurons: neurons, channels: channels,
+                                blockImportance: blockImportance, layerLossRise: rise, baseValidationLoss: base)
+    }
+
+    /// Scores from `cache` when a file for this teacher, calibration set and settings exists;
+    /// otherwise computes and stores them there (atomically).
+    public static func cached(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
+                              log: (String) -> Void = { _ in }) throws -> (ImportanceScores, fromCache: Bool) {
+        let calibration = try CalibrationSet(corpus: corpus, samples: settings.samples, sequence: settings.sequence,
+                                             language: settings.language, seed: settings.seed)
+        var key = Fingerprint()
+        key.add(Fingerprint.of(teacher))
+        key.add(calibration.fingerprint)
+        key.add(String(decoding: try JSONEncoder().encode(settings), as: UTF8.self))
+        let url = cache.appendingPathComponent("importance-\(key.hex).json")
+        if let data = try? Data(contentsOf: url), let scores = try? JSONDecoder().decode(ImportanceScores.self, from: data) {
+            return (scores, true)
+        }
+        let scores = try compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings, log: log)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        try AtomicFile.write(try encoder.encode(scores), to: url)
+        return (scores, false)
+    }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import Model
+@testable import Proxy
+import Testing
+
+@Suite struct DistillationTests {
+    /// Finite differences of the distillation loss with respect to the student logits.
+    @Test(arguments: [(DistillationLoss.Direction.forward, 1.0, 0.0, 1.0), (.forward, 0.7, 0.3, 2.0), (.reverse, 1.0, 0.5, 1.5)])
+    func gradientMatchesFiniteDifferences(_ direction: DistillationLoss.Direction, _ kl: Double, _ lm: Double, _ tau: Double) {
+        let (N, V) = (3, 7)
+        var rng = SeededGenerator(seed: 4)
+        var s = (0..<(N * V)).map { _ in Float(rng.normal()) }
+        let t = (0..<(N * V)).map { _ in Float(rng.normal() * 2) }
+        var loss = DistillationLoss()
+        loss.direction = direction; loss.kl = kl; loss.lm = lm; loss.temperature = tau
+        let targets: [Int32] = [2, -100, 5]
+        var lp = [Float](repeating: 0, count: N * V)
+        let scratch = FloatBuffer(count: Parallel.threads * 2 * V)
+        t.withUnsafeBufferPointer { tp in lp.withUnsafeMutableBufferPointer { logSoftmax(tp.baseAddress!, into: $0.baseAddress!, N: N, V: V, temperature: Float(tau)) } }
+        func value(_ x: [Float]) -> Double {
+            var x = x
+            return x.withUnsafeMutableBufferPointer { xp in
+                distillationLoss(xp.baseAddress!, teacherLogProbs: lp, targets: targets, N: N, V: V, loss: loss, gradient: false, scratch: scratch.pointer).loss
+            }
+        }
+        var grad = s
+        _ = grad.withUnsafeMutableBufferPointer { distillationLoss($0.baseAddress!, teacherLogProbs: lp, targets: targets, N: N, V: V, loss: loss, gradient: true, scratch: scratch.pointer) }
+        for i in 0..<(N * V) {
+            let h: Float = 1e-2
+            let saved = s[i]
+            s[i] = saved + h; let plus = value(s)
+            s[i] = saved - h; let minus = value(s)
+            s[i] = saved
+            let numeric = (plus - minus) / Double(2 * h)
+            #expect(abs(numeric - Double(grad[i])) < 2e-3 + 2e-2 * abs(numeric), "\(direction) [\(i)]: analytic \(grad[i]) numeric \(numeric)")
+        }
+        // The teacher against itself has zero KL.
+        var same = t
+        let selfKL = same.withUnsafeMutableBufferPointer {
+            distillationLoss($0.baseAddress!, teacherLogProbs: lp, targets: targets, N: N, V: V, loss: loss, gradient: false, scratch: scratch.pointer).kl
+        }
+        #expect(abs(selfKL) < 1e-5)
+    }
+
+    @Test func studentsApproachTheTeacher() throws {
+        let teacher = teacherModel()
+        var target = teacher.config
+        target.intermediateSize = 10
+        target.numHiddenLayers = 2
+        let scores = randomScores(teacher.config)
+        let a = try Pruning.prune(teacher: teacher, to: target, scores: scores)
+        let b = try Pruning.prune(teacher: teacher, to: target, scores: randomScores(teacher.config, seed: 3))
+        let d = try Distiller(teacher: teacher, students: [("a", a), ("b", b)], batch: 2, sequence: 8, loss: DistillationLoss(),
+                              learningRate: 1e-2, schedule: .constant(warmup: 0), steps: 40)
+        let targets = DecoderModel.shiftedTargets(sampleTokens, batch: 2, sequence: 8)
+        let first = try d.step(tokens: sampleTokens, targets: targets)
+        var last = first
+        for _ in 0..<39 { last = try d.step(tokens: sampleTokens, targets: targets) }
+        for i in 0..<2 { #expect(last[i]!.kl < 0.5 * first[i]!.kl, "student \(i): KL \(first[i]!.kl) → \(last[i]!.kl)") }
+        // Family mismatch is refused.
+        let nemo = teacherModel(.nemotron)
+        #expect(throws: ProxyError.self) { _ = try Distiller(teacher: teacher, students: [("n", nemo)], batch: 1, sequence: 4, loss: DistillationLoss(), learningRate: 1e-3, schedule: .constant(warmup: 0), steps: 1) }
+    }
+
+    @Test func divergenceNamesStudentAndStep() throws {
+        let teacher = teacherModel()
+        let s = teacherModel(seed: 2)
+        s.parameters[3] = .nan
+        let d = try Distiller(teacher: teacher, students: [("bad", s)], batch: 2, sequence: 8, loss: DistillationLoss(),
+                              learningRate: 1e-2, schedule: .constant(warmup: 0), steps: 2)
+        #expect(throws: ProxyError.diverged(student: "bad", step: 1, what: "distillation loss")) {
+            _ = try d.step(tokens: sampleTokens, targets: DecoderModel.shiftedTargets(sampleTokens, batch: 2, sequence: 8))
+        }
+    }
+}

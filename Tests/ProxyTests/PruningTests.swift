@@ -1,0 +1,120 @@
+import Foundation
+import Model
+import Proxy
+import Testing
+
+func teacherModel(_ family: Family = .llama, seed: UInt64 = 1) -> DecoderModel {
+    let c = ModelConfig(family: family, vocabSize: 31, hiddenSize: 24, intermediateSize: 20, numHiddenLayers: 4,
+                        numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, ropeTheta: 100,
+                        partialRotaryFactor: family == .llama ? 1 : 0.5, maxPositionEmbeddings: 64, initializerRange: 0.3)
+    let m = DecoderModel(config: c)
+    m.initialize(seed: seed)
+    var rng = SeededGenerator(seed: seed + 100)
+    for e in m.layout.entries where e.shape.count == 1 {
+        let p = m.tensor(e.name)!
+        for i in 0..<p.count { p[i] += Float(0.2 * rng.normal()) }
+    }
+    return m
+}
+
+/// Random but fixed importance scores for a teacher.
+func randomScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores {
+    var rng = SeededGenerator(seed: seed)
+    func r(_ n: Int) -> [Double] { (0..<n).map { _ in rng.uniform() } }
+    return ImportanceScores(teacherFingerprint: "", calibrationFingerprint: "", settings: ImportanceSettings(),
+                            heads: (0..<c.numHiddenLayers).map { _ in r(c.numAttentionHeads) },
+                            neurons: (0..<c.numHiddenLayers).map { _ in r(c.intermediateSize) },
+                            channels: r(c.hiddenSize), blockImportance: r(c.numHiddenLayers),
+                            layerLossRise: r(c.numHiddenLayers), baseValidationLoss: 0)
+}
+
+func logits(_ m: DecoderModel, _ tokens: [Int32], B: Int, T: Int) throws -> [Float] {
+    let acts = Activations(config: m.config, batch: B, sequence: T)
+    try m.forward(tokens: tokens, acts)
+    return Array(acts.logits)
+}
+
+let sampleTokens: [Int32] = [3, 17, 5, 29, 0, 11, 8, 2, 30, 14, 6, 1, 21, 9, 12, 4]
+
+@Suite struct PruningTests {
+    @Test(arguments: [Family.llama, .nemotron])
+    func pruningToOwnShapeIsIdentity(_ family: Family) throws {
+        let t = teacherModel(family)
+        let s = try Pruning.prune(teacher: t, to: t.config, scores: randomScores(t.config))
+        #expect(s.config == t.config)
+        #expect(s.parameters.array == t.parameters.array)
+    }
+
+    @Test(arguments: [Family.llama, .nemotron])
+    func headAndNeuronPruningEqualsMasking(_ family: Family) throws {
+        let t = teacherModel(family)
+        var target = t.config
+        target.numAttentionHeads = 3   // one of two heads in each of the three groups
+        target.intermediateSize = 13
+        let scores = randomScores(t.config)
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: scores, options: PruneOptions())
+        #expect(plan.layers == [0, 1, 2, 3] && plan.channels == Array(0..<24))
+        for heads in plan.heads { #expect(Set(heads.map { $0 / 2 }) == [0, 1, 2], "one head kept per group: \(heads)") }
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        var masks = ForwardMasks()
+        for l in 0..<4 {
+            masks.heads[l] = (0..<6).filter { !plan.heads[l].contains($0) }
+            masks.neurons[l] = (0..<20).filter { !plan.neurons[l].contains($0) }
+        }
+        t.masks = masks
+        let masked = try logits(t, sampleTokens, B: 2, T: 8)
+        let pruned = try logits(student, sampleTokens, B: 2, T: 8)
+        let err = zip(masked, pruned).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-5, "max |Δlogit| \(err)")
+    }
+
+    @Test func wholeGroupPruningEqualsMaskingTheGroup() throws {
+        let t = teacherModel()
+        var target = t.config
+        target.numKeyValueHeads = 2
+        target.numAttentionHeads = 4
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: randomScores(t.config), options: PruneOptions())
+        #expect(plan.groups[0].count == 2)
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        var masks = ForwardMasks()
+        for l in 0..<4 { masks.heads[l] = (0..<6).filter { !plan.heads[l].contains($0) } }
+        t.masks = masks
+        let err = zip(try logits(t, sampleTokens, B: 2, T: 8), try logits(student, sampleTokens, B: 2, T: 8)).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-5)
+    }
+
+    @Test(arguments: [false, true])
+    func layerPruningEqualsSkipping(_ contiguous: Bool) throws {
+        let t = teacherModel(.nemotron)
+        var target = t.config
+        target.numHiddenLayers = 2
+        var options = PruneOptions()
+        options.contiguousLayers = contiguous
+        options.layerMetric = .lossRise
+        let scores = randomScores(t.config)
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: scores, options: options)
+        if contiguous { #expect(plan.layers == [0, 1] || plan.layers == [0, 3] || plan.layers == [2, 3]) }
+        else { #expect(plan.layers == ImportanceScores.ranking(scores.layerLossRise).prefix(2).sorted()) }
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        t.masks = ForwardMasks(skipLayers: Set((0..<4).filter { !plan.layers.contains($0) }))
+        let err = zip(try logits(t, sampleTokens, B: 2, T: 8), try logits(student, sampleTokens, B: 2, T: 8)).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-5)
+    }
+
+    @Test func badTargetsNameTheField() throws {
+        let t = teacherModel()
+        func field(_ edit: (inout ModelConfig) -> Void) -> String {
+            var c = t.config
+            edit(&c)
+            do { _ = try Pruning.prune(teacher: t, to: c, scores: randomScores(t.config)); return "no error" } catch { return "\(error)" }
+        }
+        #expect(field { $0.hiddenSize = 48 }.contains("hidden_size"))
+        #expect(field { $0.numHiddenLayers = 5 }.contains("num_hidden_layers"))
+        #expect(field { $0.numAttentionHeads = 4 }.contains("num_attention_heads"))   // 4 over 3 groups
+        #expect(field { $0.numKeyValueHeads = 1; $0.numAttentionHeads = 3 }.contains("num_attention_heads"))  // 3 per group > 2
+        #expect(field { $0.family = .nemotron }.contains("model_type"))
+        #expect(field { $0.hiddenSize = 20 }.contains("hidden_size"))   // not a multiple of 6 heads
+        #expect(throws: ProxyError.self) { _ = try Pruning.targetConfig(teacher: t.config, target: ["num_layers": 2]) }
+        #expect(try Pruning.targetConfig(teacher: t.config, target: ["hidden_size": 12]).hiddenSize == 12)
+    }
+}
