@@ -134,14 +134,14 @@ public final class Distiller {
         scratch = FloatBuffer(count: Parallel.threads * 2 * teacher.config.vocabSize)
     }
 
-    /// One step for every student (or those in `only`) on one batch; returns each student's losses.
-    /// - Throws: ``ProxyError/diverged(student:step:what:)`` naming the student and step when a
-    ///   loss or gradient is not finite; that student's weights are left as they were.
-    public func step(tokens: [Int32], targets: [Int32], only: Set<Int>? = nil) throws -> [Int: DistillationStep] {
+    /// One step for every student (or those in `only`) on one batch. A student whose loss or
+    /// gradient is not finite gets ``ProxyError/diverged(student:step:what:)`` naming it and the
+    /// step; its weights are left as they were and the other students are not disturbed.
+    public func step(tokens: [Int32], targets: [Int32], only: Set<Int>? = nil) throws -> [Int: Result<DistillationStep, ProxyError>] {
         let V = teacher.config.vocabSize, N = teacherActs.N
         try teacher.forward(tokens: tokens, teacherActs)
         logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: N, V: V, temperature: Float(loss.temperature))
-        var result: [Int: DistillationStep] = [:]
+        var result: [Int: Result<DistillationStep, ProxyError>] = [:]
         for (i, s) in students.enumerated() where only?.contains(i) ?? true {
             let t = s.trainer, model = t.model
             let stepNumber = t.optimizer.step + 1
@@ -149,13 +149,17 @@ public final class Distiller {
             try model.forward(tokens: tokens, t.activations)
             let r = distillationLoss(t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
                                      N: N, V: V, loss: loss, gradient: true, scratch: scratch.pointer)
-            guard r.loss.isFinite else { throw ProxyError.diverged(student: s.name, step: stepNumber, what: "distillation loss") }
+            guard r.loss.isFinite else {
+                result[i] = .failure(.diverged(student: s.name, step: stepNumber, what: "distillation loss"))
+                continue
+            }
             model.backward(t.activations)
             let lr = t.schedule.rate(step: stepNumber, total: t.totalSteps, peak: t.peakLearningRate)
             do { try t.optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr) } catch {
-                throw ProxyError.diverged(student: s.name, step: stepNumber, what: "gradient norm")
+                result[i] = .failure(.diverged(student: s.name, step: stepNumber, what: "gradient norm"))
+                continue
             }
-            result[i] = r
+            result[i] = .success(r)
         }
         return result
     }

@@ -6,7 +6,8 @@ struct Topiary: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "topiary",
         abstract: "Neural architecture search that prunes and distils a large language model into small ones.",
-        subcommands: [ModelCommand.self, DataCommand.self, TokenizerCommand.self, TeacherCommand.self, BenchCommand.self])
+        subcommands: [ModelCommand.self, DataCommand.self, TokenizerCommand.self, TeacherCommand.self,
+                      ImportanceCommand.self, PruneCommand.self, DistillCommand.self, BenchCommand.self])
 
     /// Runs once before any subcommand: thread count from `TOPIARY_THREADS`.
     static func prepare() { Parallel.configureFromEnvironment() }

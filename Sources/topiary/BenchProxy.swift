@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import Model
+import Proxy
+
+struct BenchProxy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxy",
+        abstract: "Cost per student of a distillation step with K students sharing one teacher pass, against a plain LM step.")
+
+    @Option(help: "Teacher checkpoint directory.") var teacher: String
+    @Option(help: "Student config.json (students start from random weights; cost does not depend on them).") var studentConfig: String
+    @Option(help: "Students sharing the teacher.") var students = 4
+    @Option(help: "Batch size.") var batch = 16
+    @Option(help: "Sequence length.") var seq = 128
+    @Option(help: "Timed steps (after one warm-up step).") var steps = 5
+    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var engine: EngineOptions
+
+    func run() throws {
+        engine.apply()
+        let t = try Checkpoint.load(directoryURL(teacher))
+        let c = try ModelConfig.load(fileURL(studentConfig))
+        var rng = SeededGenerator(seed: 5)
+        let n = batch * seq
+        let tokens = (0..<n).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) }
+        let targets = DecoderModel.shiftedTargets(tokens, batch: batch, sequence: seq)
+        func time(_ body: () throws -> Void) rethrows -> Double {
+            try body()
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<steps { try body() }
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(steps)
+        }
+        let plainModel = DecoderModel(config: c)
+        plainModel.initialize(seed: 1)
+        let trainer = Trainer(model: plainModel, batch: batch, sequence: seq, schedule: .constant(warmup: 0), peakLearningRate: 1e-4, totalSteps: steps + 1)
+        let plain = try time { _ = try trainer.step(tokens: tokens, targets: targets) }
+        let models = (0..<students).map { i -> (String, DecoderModel) in
+            let m = DecoderModel(config: c); m.initialize(seed: UInt64(i + 10)); return ("s\(i)", m)
+        }
+        let distiller = try Distiller(teacher: t, students: models, batch: batch, sequence: seq, loss: DistillationLoss(),
+                                      learningRate: 1e-4, schedule: .constant(warmup: 0), steps: steps + 1)
+        let proxy = try time { _ = try distiller.step(tokens: tokens, targets: targets) }
+        let ratio = proxy / Double(students) / plain
+        if json {
+            printJSON(["plain_step_seconds": JSON(plain), "proxy_step_seconds": JSON(proxy), "students": JSON(students),
+                       "per_student_ratio": JSON(ratio)])
+        } else {
+            print(String(format: "plain LM step %.1f ms; proxy step with %d students %.1f ms = %.1f ms per student; ratio %.3f",
+                         plain * 1000, students, proxy * 1000, proxy * 1000 / Double(students), ratio))
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import Model
+import Proxy
+
+/// Distillation options shared by `distill` and the benchmarks.
+struct DistillOptions: ParsableArguments {
+    @Option(help: "Steps.") var steps: Int
+    @Option(help: "Batch size.") var batch = 16
+    @Option(help: "Sequence length.") var seq = 128
+    @Option(help: "Peak learning rate.") var lr = 1e-3
+    @Option(help: "Schedule: cosine, wsd or constant.") var schedule = "cosine"
+    @Option(help: "Warmup steps.") var warmup = 10
+    @Option(help: "Weight of KL(teacher ‖ student) on logits.") var kl = 1.0
+    @Option(help: "Weight of the language-model loss on the data.") var lm = 0.0
+    @Option(help: "Softmax temperature τ for the KL.") var temperature = 1.0
+    @Flag(help: "Reverse KL(student ‖ teacher) instead of forward.") var reverse = false
+    @Option(help: "Record a curve point every K steps.") var evalEvery = 25
+    @Option(help: "Validation tokens per language per curve point.") var evalTokens = 4096
+    @Option(help: "Language sampling exponent α.") var alpha = 0.3
+    @Option(help: "Seed for the data order.") var seed: UInt64 = 0
+
+    func validate() throws {
+        if steps < 1 || batch < 1 || seq < 2 || evalEvery < 1 { throw ValidationError("--steps, --batch, --eval-every ≥ 1 and --seq ≥ 2") }
+        if temperature <= 0 { throw ValidationError("--temperature must be positive") }
+    }
+
+    var recipe: DistillationRecipe {
+        var r = DistillationRecipe(steps: steps)
+        r.batch = batch; r.sequence = seq; r.learningRate = lr; r.schedule = schedule; r.warmup = warmup
+        r.evalEvery = evalEvery; r.evalTokens = evalTokens; r.alpha = alpha; r.seed = seed
+        r.loss.kl = kl; r.loss.lm = lm; r.loss.temperature = temperature; r.loss.direction = reverse ? .reverse : .forward
+        return r
+    }
+}
+
+struct DistillCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "distill",
+        abstract: "Distil one or more students from a teacher on the same batches (one teacher pass per batch).",
+        discussion: "With one --student the result goes to OUT; with several, to OUT/<student directory name>. Each gets config.json, model.safetensors and curve.jsonl.")
+
+    @Option(help: "Teacher checkpoint directory.") var teacher: String
+    @Option(help: "Student checkpoint directory (repeat for several).") var student: [String]
+    @Option(help: "Prepared corpus.") var data: String
+    @Option(help: "Output directory.") var out: String
+    @OptionGroup var options: DistillOptions
+    @OptionGroup var engine: EngineOptions
+
+    func run() throws {
+        engine.apply()
+        let t = try Checkpoint.load(directoryURL(teacher))
+        let corpus = try TokenShards(directory: directoryURL(data))
+        let students = try student.map { (directoryURL($0).lastPathComponent, try Checkpoint.load(directoryURL($0))) }
+        let outputs = student.count == 1 ? [directoryURL(out)] : students.map { directoryURL(out).appendingPathComponent($0.0) }
+        var curves = [[String]](repeating: [], count: students.count)
+        let outcome = try DistillationRun.run(teacher: t, students: students, corpus: corpus, recipe: options.recipe) { i, point in
+            curves[i].append(point.json.description)
+            try AtomicFile.write(Data((curves[i].joined(separator: "\n") + "\n").utf8), to: outputs[i].appendingPathComponent("curve.jsonl"))
+            print("\(students[i].0) step \(point.step): validation \(String(format: "%.4f", point.validation.overall)) (language mean \(String(format: "%.4f", point.validation.languageMean))), KL to teacher \(String(format: "%.4f", point.validationKL))")
+        }
+        for (i, (name, model)) in students.enumerated() {
+            if let failure = outcome.failures[i] { print("\(name): FAILED: \(failure)"); continue }
+            try Checkpoint.save(model, to: outputs[i])
+            print("wrote \(outputs[i].path)")
+        }
+        if outcome.failures.count == students.count { throw outcome.failures.values.first! }
+    }
+}

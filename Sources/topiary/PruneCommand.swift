@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import Model
+import Proxy
+
+struct PruneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Prune a teacher to a target shape by keeping its most important units; writes an HF checkpoint.",
+        discussion: "TARGET.json names any of num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, intermediate_size; the rest is the teacher's.")
+
+    @Option(help: "Teacher checkpoint directory.") var teacher: String
+    @Option(help: "Target shape (JSON).") var to: String
+    @Option(help: "Output checkpoint directory.") var out: String
+    @Option(help: "Prepared corpus for importance scores.") var data: String
+    @Option(help: "Layer metric: block_importance or loss_rise.") var layerMetric = "block_importance"
+    @Flag(help: "Remove the least important contiguous block of layers.") var contiguous = false
+    @OptionGroup var importance: ImportanceOptions
+    @OptionGroup var engine: EngineOptions
+
+    func validate() throws {
+        guard LayerMetric(rawValue: layerMetric) != nil else { throw ValidationError("--layer-metric takes block_importance or loss_rise") }
+    }
+
+    func run() throws {
+        engine.apply()
+        let model = try Checkpoint.load(directoryURL(teacher))
+        guard let data0 = try? Data(contentsOf: fileURL(to)), let json = JSON.parse(data0)?.object else {
+            throw ModelError.invalidInput("\(to): not a JSON object")
+        }
+        let target = try Pruning.targetConfig(teacher: model.config, target: json)
+        try Pruning.validate(target: target, teacher: model.config)
+        let corpus = try TokenShards(directory: directoryURL(data))
+        let scores = try importance.scores(teacher: model, corpus: corpus)
+        var options = PruneOptions()
+        options.layerMetric = LayerMetric(rawValue: layerMetric)!
+        options.contiguousLayers = contiguous
+        let plan = try Pruning.plan(teacher: model.config, target: target, scores: scores, options: options)
+        let student = Pruning.apply(plan, teacher: model, target: target)
+        try Checkpoint.save(student, to: directoryURL(out))
+        let planJSON: JSON = ["layers": .array(plan.layers.map { JSON($0) }), "key_value_groups": .array(plan.groups[0].map { JSON($0) }),
+                              "heads": .array(plan.heads.map { .array($0.map { JSON($0) }) }),
+                              "teacher": .string(teacher), "teacher_fingerprint": .string(scores.teacherFingerprint),
+                              "layer_metric": .string(layerMetric), "contiguous": .bool(contiguous)]
+        try AtomicFile.write(planJSON.data(), to: directoryURL(out).appendingPathComponent("prune_plan.json"))
+        print("wrote \(out): \(target.parameterCount) parameters (teacher \(model.config.parameterCount)); kept layers \(plan.layers)")
+    }
+}
