@@ -169,7 +169,9 @@ public enum Importance {
         var key = Fingerprint()
         key.add(Fingerprint.of(teacher))
         key.add(calibration.fingerprint)
-        key.add(String(decoding: try JSONEncoder().encode(settings), as: UTF8.self))
+        let keyEncoder = JSONEncoder()
+        keyEncoder.outputFormatting = [.sortedKeys]
+        key.add(String(decoding: try keyEncoder.encode(settings), as: UTF8.self))
         let url = cache.appendingPathComponent("importance-\(key.hex).json")
         if let data = try? Data(contentsOf: url), let scores = try? JSONDecoder().decode(ImportanceScores.self, from: data) {
             return (scores, true)
