@@ -1,0 +1,59 @@
+import Foundation
+import Model
+
+/// How the ranking of candidates by validation loss changes with the length of the proxy's
+/// distillation (Minitron Fig. 9, at our scale): every candidate is pruned from the teacher,
+/// scored after pruning alone, then all are distilled together on the same batches and scored
+/// after each of `checkpoints` steps.
+///
+/// One run of the longest length with a constant learning rate (after warmup) gives every
+/// checkpoint, so the scores at N steps are those of a run still under way, as in Minitron's figure.
+public enum RankingStudy {
+    public struct Result: Sendable {
+        public var candidates: [String]
+        public var parameters: [Int]
+        /// Steps of each column; 0 is "pruned only".
+        public var checkpoints: [Int]
+        /// losses[candidate][column]: validation loss (mean over languages).
+        public var losses: [[Double]]
+        /// Kendall τ of each column's ranking against the last column's.
+        public var tau: [Double?]
+
+        public var markdown: String {
+            var lines = ["| candidate | parameters | " + checkpoints.map { $0 == 0 ? "pruned only" : "\($0) steps" }.joined(separator: " | ") + " |",
+                         "|---|---|" + String(repeating: "---|", count: checkpoints.count)]
+            let rankColumns = checkpoints.indices.map { c in RankStatistics.ranks(losses.map { $0[c] }) }
+            for (i, name) in candidates.enumerated() {
+                let cells = checkpoints.indices.map { c in String(format: "%.4f (#%d)", losses[i][c], rankColumns[c][i]) }
+                lines.append("| \(name) | \(parameters[i]) | " + cells.joined(separator: " | ") + " |")
+            }
+            lines.append("| Kendall τ vs \(checkpoints.last!) steps | | " + tau.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") + " |")
+            return lines.joined(separator: "\n")
+        }
+    }
+
+    public static func run(teacher: DecoderModel, corpus: TokenShards, candidates: [(String, ModelConfig)], scores: ImportanceScores,
+                           options: PruneOptions, recipe: DistillationRecipe, checkpoints: [Int]) throws -> Result {
+        let sorted = checkpoints.sorted()
+        guard let last = sorted.last, sorted.first! > 0 else { throw ProxyError.invalidOption(field: "checkpoints", reason: "need positive step counts") }
+        var r = recipe
+        r.steps = last
+        r.evalEvery = sorted.reduce(sorted[0]) { gcd($0, $1) }
+        let students = try candidates.map { ($0.0, try Pruning.prune(teacher: teacher, to: $0.1, scores: scores, options: options)) }
+        var losses = [[Double]](repeating: [], count: students.count)
+        for (i, s) in students.enumerated() {
+            let e = try Evaluation.validationLoss(model: s.1, shards: corpus, batch: r.batch, sequence: r.sequence, maxTokensPerLanguage: r.evalTokens)
+            losses[i].append(e.languageMean)
+        }
+        let outcome = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r, progressLabel: "ranking") { i, p in
+            if sorted.contains(p.step) { losses[i].append(p.validation.languageMean) }
+        }
+        if let (i, e) = outcome.failures.first { throw ProxyError.diverged(student: candidates[i].0, step: 0, what: "\(e)") }
+        let columns = [0] + sorted
+        let final = losses.map { $0.last! }
+        let tau = columns.indices.map { c in RankStatistics.kendallTau(losses.map { $0[c] }, final) }
+        return Result(candidates: candidates.map(\.0), parameters: candidates.map { $0.1.parameterCount }, checkpoints: columns, losses: losses, tau: tau)
+    }
+
+    static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+}

@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import Model
+import Proxy
+
+struct RankingCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ranking",
+        abstract: "How candidates' ranking changes with proxy length: rank after pruning alone and after each number of distillation steps, with Kendall's τ against the longest.")
+
+    @Argument(help: "Ranking spec (JSON), e.g. experiments/ranking-stability.json.") var spec: String
+    @Option(help: "Directory for results (results/<name>/ranking.{json,md}).") var results = "results"
+    @Option(help: "Directory caching importance scores.") var importanceCache = "results/importance"
+    @OptionGroup var engine: EngineOptions
+
+    func run() throws {
+        engine.apply()
+        guard let data = try? Data(contentsOf: fileURL(spec)), let json = JSON.parse(data) else {
+            throw ModelError.invalidInput("\(spec): not readable JSON")
+        }
+        let s = try RankingSpec(json: json, file: spec)
+        let teacher = try Checkpoint.load(directoryURL(s.teacher))
+        let corpus = try TokenShards(directory: directoryURL(s.data))
+        let candidates = try s.candidates.map { ($0.0, try Pruning.targetConfig(teacher: teacher.config, target: $0.1)) }
+        for (name, c) in candidates {
+            do { try Pruning.validate(target: c, teacher: teacher.config) } catch let e as ProxyError {
+                throw ProxyError.invalidOption(field: "\(spec): candidates.\(name)", reason: "\(e)")
+            }
+        }
+        let (scores, cached) = try Importance.cached(teacher: teacher, corpus: corpus, settings: s.importance,
+                                                     cache: directoryURL(importanceCache), log: { print($0) })
+        if cached { print("importance: reusing cached scores") }
+        let result = try RankingStudy.run(teacher: teacher, corpus: corpus, candidates: candidates, scores: scores,
+                                          options: s.prune, recipe: s.recipe, checkpoints: s.steps)
+        print(result.markdown)
+        let out = directoryURL(results).appendingPathComponent(s.name)
+        try AtomicFile.write(Data((result.markdown + "\n").utf8), to: out.appendingPathComponent("ranking.md"))
+        let j: JSON = ["candidates": .array(result.candidates.map { .string($0) }), "parameters": .array(result.parameters.map { JSON($0) }),
+                       "checkpoints": .array(result.checkpoints.map { JSON($0) }),
+                       "losses": .array(result.losses.map { .array($0.map { JSON($0) }) }),
+                       "kendall_tau": .array(result.tau.map { $0.map { JSON($0) } ?? .null })]
+        try AtomicFile.write(j.data(), to: out.appendingPathComponent("ranking.json"))
+        print("wrote \(out.path)/ranking.{md,json}")
+    }
+}
