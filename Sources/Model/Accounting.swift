@@ -2,12 +2,20 @@
 /// the scaling-law literature use.
 extension ModelConfig {
     /// Every parameter, tied embeddings counted once: what transformers' `num_parameters()` reports.
-    public var parameterCount: Int { ParameterLayout(config: self).count }
+    /// Closed form (no layout is built, so enumerating 100,000 shapes is cheap); equal to
+    /// `ParameterLayout(config:).count` (tested).
+    public var parameterCount: Int { embeddingParameterCount + nonEmbeddingParameterCount }
+
+    /// `embed_tokens` plus an untied `lm_head`.
+    public var embeddingParameterCount: Int { vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) }
 
     /// Parameters outside the token embedding and the LM head.
     public var nonEmbeddingParameterCount: Int {
-        let layout = ParameterLayout(config: self)
-        return layout.count - layout.embeddingCount
+        let C = hiddenSize, D = headDim, F = intermediateSize
+        let normWidth = family == .nemotron ? 2 * C : C   // LayerNorm1P has a bias
+        let attention = C * (numAttentionHeads + 2 * numKeyValueHeads) * D + numAttentionHeads * D * C
+        let mlp = (family == .llama ? 3 : 2) * C * F
+        return numHiddenLayers * (2 * normWidth + attention + mlp) + normWidth
     }
 
     /// Weights that take part in a matrix product per token: every layer's projections plus the

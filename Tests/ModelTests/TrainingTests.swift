@@ -104,3 +104,19 @@ import Testing
         #expect(_fastExp(-.infinity) < 1e-37)
     }
 }
+
+@Suite struct AccountingTests {
+    @Test func closedFormCountsEqualTheLayout() {
+        var rng = SeededGenerator(seed: 8)
+        for _ in 0..<200 {
+            let family: Family = rng.next() % 2 == 0 ? .llama : .nemotron
+            let g = 1 + Int(rng.next() % 4), h = g * (1 + Int(rng.next() % 3)), d = 2 * (1 + Int(rng.next() % 8))
+            let c = ModelConfig(family: family, vocabSize: 1 + Int(rng.next() % 500), hiddenSize: h * (1 + Int(rng.next() % 10)),
+                                intermediateSize: 1 + Int(rng.next() % 300), numHiddenLayers: 1 + Int(rng.next() % 6),
+                                numAttentionHeads: h, numKeyValueHeads: g, headDim: d, tieWordEmbeddings: rng.next() % 2 == 0)
+            let layout = ParameterLayout(config: c)
+            #expect(c.parameterCount == layout.count)
+            #expect(c.nonEmbeddingParameterCount == layout.count - layout.embeddingCount)
+        }
+    }
+}

@@ -1,0 +1,320 @@
+import Foundation
+import Model
+import Proxy
+
+/// The architecture axes a search space may vary, by their HF config keys.
+public enum Axis: String, CaseIterable, Sendable, Codable {
+    case numHiddenLayers = "num_hidden_layers"
+    case hiddenSize = "hidden_size"
+    case numAttentionHeads = "num_attention_heads"
+    case numKeyValueHeads = "num_key_value_heads"
+    case intermediateSize = "intermediate_size"
+
+    func value(_ c: ModelConfig) -> Int {
+        switch self {
+        case .numHiddenLayers: return c.numHiddenLayers
+        case .hiddenSize: return c.hiddenSize
+        case .numAttentionHeads: return c.numAttentionHeads
+        case .numKeyValueHeads: return c.numKeyValueHeads
+        case .intermediateSize: return c.intermediateSize
+        }
+    }
+    func set(_ c: inout ModelConfig, _ v: Int) {
+        switch self {
+        case .numHiddenLayers: c.numHiddenLayers = v
+        case .hiddenSize: c.hiddenSize = v
+        case .numAttentionHeads: c.numAttentionHeads = v
+        case .numKeyValueHeads: c.numKeyValueHeads = v
+        case .intermediateSize: c.intermediateSize = v
+        }
+    }
+}
+
+/// What a parameter budget counts.
+public enum BudgetCount: String, Sendable, Codable {
+    case total, nonEmbedding = "non_embedding", active
+}
+
+public struct Budget: Sendable, Equatable {
+    public var count = BudgetCount.total
+    public var minimum: Int
+    public var maximum: Int
+    /// Optional cap on forward FLOPs per token at the proxy's sequence length.
+    public var maxFLOPsPerToken: Int?
+
+    func counted(_ c: ModelConfig) -> Int {
+        switch count {
+        case .total, .active: return c.parameterCount
+        case .nonEmbedding: return c.nonEmbeddingParameterCount
+        }
+    }
+}
+
+public enum Strategy: Sendable, Equatable {
+    case grid
+    case random(samples: Int, seed: UInt64)
+    case successiveHalving(minSteps: Int, eta: Int)
+    case evolution(population: Int, generations: Int, mutation: Double, crossover: Double, seed: UInt64)
+
+    public var name: String {
+        switch self {
+        case .grid: return "grid"
+        case .random: return "random"
+        case .successiveHalving: return "successive_halving"
+        case .evolution: return "evolution"
+        }
+    }
+}
+
+/// Which validation number a search minimises.
+public enum Objective: String, Sendable, Codable {
+    /// Token-weighted over every language.
+    case overall
+    /// Unweighted mean over languages.
+    case mean
+    /// The worst language.
+    case worst
+
+    public func value(_ e: EvaluationResult) -> Double {
+        switch self {
+        case .overall: return e.overall
+        case .mean: return e.languageMean
+        case .worst: return e.worst
+        }
+    }
+}
+
+/// A parsed, validated search spec. See docs/search.md for every key and its default.
+public struct SearchSpec: Sendable {
+    public var study: String
+    public var teacher: String
+    public var data: String
+    /// axis → values to consider (ascending); axes not named keep the teacher's value.
+    public var space: [Axis: [Int]]
+    public var budget: Budget
+    public var importance = ImportanceSettings()
+    public var prune = PruneOptions()
+    public var proxy = DistillationRecipe(steps: 100)
+    public var strategy = Strategy.grid
+    /// Keep only the best `prefilter` candidates by loss after pruning alone (nil: off).
+    public var prefilter: Int?
+    public var objective = Objective.mean
+    public var exportTop = 3
+    /// The spec's JSON as given (stored with the study).
+    public var json: JSON
+    public var file: String
+
+    static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export"]
+
+    /// Parses and validates a spec against the teacher's config.
+    /// - Throws: ``SearchError/spec(file:path:reason:)`` naming the JSON path and rule.
+    public init(json root: JSON, file: String, teacherConfig: (String) throws -> ModelConfig) throws {
+        self.file = file
+        json = root
+        func fail(_ path: String, _ reason: String) -> SearchError { .spec(file: file, path: path, reason: reason) }
+        func check(_ dict: [String: JSON], _ path: String, _ allowed: [String]) throws {
+            for k in dict.keys.sorted() where !allowed.contains(k) {
+                let p = path.isEmpty ? k : "\(path).\(k)"
+                let hint = closest(k, in: allowed).map { "; did you mean '\($0)'?" } ?? " (allowed: \(allowed.joined(separator: ", ")))"
+                throw fail(p, "unknown key\(hint)")
+            }
+        }
+        func object(_ v: JSON?, _ path: String) throws -> [String: JSON]? {
+            guard let v else { return nil }
+            guard let o = v.object else { throw fail(path, "expected an object") }
+            return o
+        }
+        func string(_ v: JSON?, _ path: String) throws -> String {
+            guard let s = v?.string, !s.isEmpty else { throw fail(path, v == nil ? "missing" : "expected a non-empty string") }
+            return s
+        }
+        func int(_ v: JSON?, _ path: String, min: Int = 1) throws -> Int {
+            guard let n = v?.int else { throw fail(path, v == nil ? "missing" : "expected an integer, got \(v!)") }
+            guard n >= min else { throw fail(path, "\(n) is below the minimum \(min)") }
+            return n
+        }
+        func number(_ v: JSON?, _ path: String, positive: Bool = false) throws -> Double {
+            guard let x = v?.double else { throw fail(path, v == nil ? "missing" : "expected a number, got \(v!)") }
+            guard x >= 0, !positive || x > 0 else { throw fail(path, "\(x) must be \(positive ? "positive" : "non-negative")") }
+            return x
+        }
+        guard let o = root.object else { throw fail("(root)", "not a JSON object") }
+        try check(o, "", Self.topKeys)
+        study = try string(o["study"], "study")
+        guard study.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else { throw fail("study", "use letters, digits, '-', '_' or '.'") }
+        teacher = try string(o["teacher"], "teacher")
+        let t: ModelConfig
+        do { t = try teacherConfig(teacher) } catch { throw fail("teacher", "\(error)") }
+
+        // data: a path, or {"corpus": path, "sampling": {"temperature": α}}
+        if let d = o["data"]?.object {
+            try check(d, "data", ["corpus", "sampling"])
+            data = try string(d["corpus"], "data.corpus")
+            if let s = try object(d["sampling"], "data.sampling") {
+                try check(s, "data.sampling", ["temperature", "alpha"])
+                if let a = s["temperature"] ?? s["alpha"] { proxy.alpha = try number(a, "data.sampling.temperature") }
+            }
+        } else {
+            data = try string(o["data"], "data")
+        }
+
+        // space
+        guard let sp = try object(o["space"], "space") else { throw fail("space", "missing") }
+        try check(sp, "space", Axis.allCases.map(\.rawValue))
+        var space: [Axis: [Int]] = [:]
+        for axis in Axis.allCases {
+            let path = "space.\(axis.rawValue)"
+            let teacherValue = axis.value(t)
+            guard let v = sp[axis.rawValue] else { space[axis] = [teacherValue]; continue }
+            var values: [Int]
+            if let list = v.array {
+                guard !list.isEmpty else { throw fail(path, "empty list") }
+                values = try list.enumerated().map { try int($1, "\(path)[\($0)]") }
+                for (i, x) in values.enumerated() where x > teacherValue {
+                    throw fail("\(path)[\(i)]", "\(x) is larger than the teacher's \(teacherValue)")
+                }
+            } else if let r = v.object {
+                try check(r, path, ["min", "max", "step"])
+                let lo = try int(r["min"], "\(path).min"), hi = try int(r["max"], "\(path).max")
+                let step = try r["step"].map { try int($0, "\(path).step") } ?? 1
+                guard lo <= hi else { throw fail(path, "min \(lo) is above max \(hi)") }
+                guard hi <= teacherValue else { throw fail("\(path).max", "\(hi) is larger than the teacher's \(teacherValue)") }
+                values = Array(stride(from: lo, through: hi, by: step))
+            } else {
+                values = [try int(v, path)]
+                if values[0] > teacherValue { throw fail(path, "\(values[0]) is larger than the teacher's \(teacherValue)") }
+            }
+            if axis == .hiddenSize {
+                // transformers 5 refuses hidden_size not divisible by the head count; say so per value
+                // when no head count in the space could divide it.
+                let heads = sp[Axis.numAttentionHeads.rawValue] == nil ? [t.numAttentionHeads] : nil
+                if let heads {
+                    for (i, x) in values.enumerated() where x % heads[0] != 0 {
+                        throw fail(sp[axis.rawValue]?.array != nil ? "\(path)[\(i)]" : path,
+                                   "\(x) is not a multiple of num_attention_heads \(heads[0]) (transformers refuses such a config)")
+                    }
+                }
+            }
+            space[axis] = Array(Set(values)).sorted()
+        }
+        self.space = space
+
+        // budget
+        guard let b = try object(o["budget"], "budget") else { throw fail("budget", "missing") }
+        try check(b, "budget", ["parameters", "tolerance", "min", "max", "count", "flops_per_token"])
+        let count: BudgetCount
+        if let c = b["count"] {
+            guard let s = c.string, let bc = BudgetCount(rawValue: s) else { throw fail("budget.count", "total, non_embedding or active") }
+            count = bc
+        } else { count = .total }
+        var minimum: Int, maximum: Int
+        if let p = b["parameters"] {
+            let target = try int(p, "budget.parameters")
+            let tol = try b["tolerance"].map { try number($0, "budget.tolerance") } ?? 0.05
+            guard tol < 1 else { throw fail("budget.tolerance", "must be below 1") }
+            minimum = Int((Double(target) * (1 - tol)).rounded(.up))
+            maximum = Int((Double(target) * (1 + tol)).rounded(.down))
+            if b["min"] != nil || b["max"] != nil { throw fail("budget", "give either parameters (with tolerance) or min/max, not both") }
+        } else {
+            guard b["min"] != nil || b["max"] != nil else { throw fail("budget", "give parameters (with tolerance) or min and/or max") }
+            minimum = try b["min"].map { try int($0, "budget.min", min: 0) } ?? 0
+            maximum = try b["max"].map { try int($0, "budget.max") } ?? Int.max
+            guard minimum <= maximum else { throw fail("budget", "min \(minimum) is above max \(maximum)") }
+        }
+        let teacherCount = count == .nonEmbedding ? t.nonEmbeddingParameterCount : t.parameterCount
+        if minimum > teacherCount {
+            throw fail(b["parameters"] != nil ? "budget.parameters" : "budget.min", "asks for at least \(minimum) \(count.rawValue) parameters but the teacher has \(teacherCount)")
+        }
+        let flops = try b["flops_per_token"].map { try int($0, "budget.flops_per_token") }
+        budget = Budget(count: count, minimum: minimum, maximum: maximum, maxFLOPsPerToken: flops)
+
+        // importance
+        if let imp = try object(o["importance"], "importance") {
+            try check(imp, "importance", ["calibration_samples", "sequence_length", "batch", "sequence", "depth", "contiguous", "language"])
+            if let v = imp["calibration_samples"] { importance.samples = try int(v, "importance.calibration_samples") }
+            if let v = imp["sequence_length"] { importance.sequence = try int(v, "importance.sequence_length", min: 2) }
+            for (key, kp) in [("batch", \ImportanceSettings.batchAggregation), ("sequence", \.sequenceAggregation)] {
+                if let v = imp[key] {
+                    guard let a = v.string.flatMap(Aggregation.init) else { throw fail("importance.\(key)", "mean, l2 or variance") }
+                    importance[keyPath: kp] = a
+                }
+            }
+            if let v = imp["depth"] {
+                guard let m = v.string.flatMap(LayerMetric.init) else { throw fail("importance.depth", "block_importance or loss_rise") }
+                prune.layerMetric = m
+            }
+            if let v = imp["contiguous"] { guard let x = v.bool else { throw fail("importance.contiguous", "true or false") }; prune.contiguousLayers = x }
+            if let v = imp["language"] { importance.language = try string(v, "importance.language") }
+        }
+
+        // proxy
+        if let p = try object(o["proxy"], "proxy") {
+            try check(p, "proxy", ["steps", "batch_size", "sequence_length", "learning_rate", "warmup", "schedule", "loss", "temperature", "reverse_kl", "eval_tokens", "seed"])
+            if let v = p["steps"] { proxy.steps = try int(v, "proxy.steps") }
+            if let v = p["batch_size"] { proxy.batch = try int(v, "proxy.batch_size") }
+            if let v = p["sequence_length"] { proxy.sequence = try int(v, "proxy.sequence_length", min: 2) }
+            if let v = p["learning_rate"] { proxy.learningRate = try number(v, "proxy.learning_rate", positive: true) }
+            if let v = p["warmup"] { proxy.warmup = try int(v, "proxy.warmup", min: 0) }
+            if let v = p["schedule"] {
+                let s = try string(v, "proxy.schedule")
+                guard ["cosine", "wsd", "constant"].contains(s) else { throw fail("proxy.schedule", "cosine, wsd or constant") }
+                proxy.schedule = s
+            }
+            if let l = try object(p["loss"], "proxy.loss") {
+                try check(l, "proxy.loss", ["logits_kl", "lm", "hidden"])
+                if let v = l["logits_kl"] { proxy.loss.kl = try number(v, "proxy.loss.logits_kl") }
+                if let v = l["lm"] { proxy.loss.lm = try number(v, "proxy.loss.lm") }
+                if let v = l["hidden"], try number(v, "proxy.loss.hidden") != 0 {
+                    throw fail("proxy.loss.hidden", "hidden-state distillation is not implemented yet; use 0")
+                }
+                if proxy.loss.kl == 0 && proxy.loss.lm == 0 { throw fail("proxy.loss", "every weight is zero") }
+            }
+            if let v = p["temperature"] { proxy.loss.temperature = try number(v, "proxy.temperature", positive: true) }
+            if let v = p["reverse_kl"] { guard let x = v.bool else { throw fail("proxy.reverse_kl", "true or false") }; proxy.loss.direction = x ? .reverse : .forward }
+            if let v = p["eval_tokens"] { proxy.evalTokens = try int(v, "proxy.eval_tokens") }
+            if let v = p["seed"] { proxy.seed = UInt64(try int(v, "proxy.seed", min: 0)) }
+        }
+        proxy.evalEvery = proxy.steps
+
+        // strategy
+        if let s = try object(o["strategy"], "strategy") {
+            let name = try string(s["name"], "strategy.name")
+            switch name {
+            case "grid":
+                try check(s, "strategy", ["name"])
+                strategy = .grid
+            case "random":
+                try check(s, "strategy", ["name", "samples", "seed"])
+                strategy = .random(samples: try int(s["samples"], "strategy.samples"), seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
+            case "successive_halving":
+                try check(s, "strategy", ["name", "min_steps", "eta"])
+                let minSteps = try s["min_steps"].map { try int($0, "strategy.min_steps") } ?? max(1, proxy.steps / 9)
+                let eta = try s["eta"].map { try int($0, "strategy.eta", min: 2) } ?? 3
+                guard minSteps <= proxy.steps else { throw fail("strategy.min_steps", "\(minSteps) is above proxy.steps \(proxy.steps)") }
+                strategy = .successiveHalving(minSteps: minSteps, eta: eta)
+            case "evolution":
+                try check(s, "strategy", ["name", "population", "generations", "mutation", "crossover", "seed"])
+                strategy = .evolution(population: try s["population"].map { try int($0, "strategy.population", min: 2) } ?? 8,
+                                      generations: try s["generations"].map { try int($0, "strategy.generations") } ?? 3,
+                                      mutation: try s["mutation"].map { try number($0, "strategy.mutation") } ?? 0.3,
+                                      crossover: try s["crossover"].map { try number($0, "strategy.crossover") } ?? 0.5,
+                                      seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
+            default:
+                throw fail("strategy.name", "'\(name)' is not grid, random, successive_halving or evolution" + (closest(name, in: ["grid", "random", "successive_halving", "evolution"]).map { "; did you mean '\($0)'?" } ?? ""))
+            }
+        }
+        if let v = o["prefilter"] { prefilter = try int(v, "prefilter") }
+        if let ob = try object(o["objective"], "objective") {
+            try check(ob, "objective", ["metric", "languages"])
+            if let m = ob["metric"], m.string != "val_loss" { throw fail("objective.metric", "only val_loss is available") }
+            if let l = ob["languages"] {
+                guard let x = l.string.flatMap(Objective.init) else { throw fail("objective.languages", "overall, mean or worst") }
+                objective = x
+            }
+        }
+        if let e = try object(o["export"], "export") {
+            try check(e, "export", ["top"])
+            if let v = e["top"] { exportTop = try int(v, "export.top") }
+        }
+    }
+}
