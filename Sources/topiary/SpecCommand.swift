@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import Model
+import Search
+
+struct SpecCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spec", abstract: "Validate search specs.", subcommands: [SpecCheck.self])
+}
+
+/// Loads and validates a spec file, reading the teacher's config.json (not its weights).
+func loadSpec(_ path: String) throws -> SearchSpec {
+    let data: Data
+    do { data = try Data(contentsOf: fileURL(path)) } catch { throw SearchError.spec(file: path, path: "(file)", reason: "cannot read: \(error.localizedDescription)") }
+    guard let json = JSON.parse(data) else { throw SearchError.spec(file: path, path: "(root)", reason: "malformed JSON") }
+    return try SearchSpec(json: json, file: path) { teacher in
+        let url = directoryURL(teacher).appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: url.path) else { throw ModelError.io(path: teacher, reason: "no teacher checkpoint here (config.json missing)") }
+        return try ModelConfig.load(url)
+    }
+}
+
+struct SpecCheck: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Validate a search spec and print the candidates it would run, with exact parameter counts; touches no store.")
+
+    @Argument(help: "Search spec (JSON).") var spec: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let s = try loadSpec(spec)
+        let teacher = try ModelConfig.load(directoryURL(s.teacher).appendingPathComponent("config.json"))
+        let start = DispatchTime.now().uptimeNanoseconds
+        let e = Enumeration.of(s, teacher: teacher)
+        let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+        guard !e.candidates.isEmpty else { throw SearchError.emptySpace(e.explanation) }
+        if json {
+            printJSON(.array(e.candidates.map { c in
+                ["candidate": .string(c.hash), "architecture": c.architecture, "parameters": JSON(c.parameters),
+                 "non_embedding_parameters": JSON(c.nonEmbeddingParameters), "active_parameters": JSON(c.activeParameters),
+                 "flops_per_token": JSON(c.flopsPerToken)]
+            }))
+            return
+        }
+        print("study \(s.study): teacher \(s.teacher) (\(teacher.parameterCount) parameters), strategy \(s.strategy.name), objective \(s.objective.rawValue)")
+        print("budget: \(s.budget.count.rawValue) parameters in [\(s.budget.minimum), \(s.budget.maximum == Int.max ? "∞" : String(s.budget.maximum))]")
+        print("candidate      layers hidden heads kv  mlp   parameters  non-embedding  FLOPs/token")
+        for c in e.candidates {
+            let k = c.config
+            print(String(format: "%@ %6d %6d %5d %2d %5d %12d %14d %12d", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
+                         k.numAttentionHeads, k.numKeyValueHeads, k.intermediateSize, c.parameters, c.nonEmbeddingParameters, c.flopsPerToken))
+        }
+        print("\(e.candidates.count) candidates of \(e.explanation) (enumerated in \(String(format: "%.1f", ms)) ms)")
+    }
+}
