@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -23,7 +24,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Ounchecked"])]
         ),
         .target(name: "Proxy", dependencies: ["Model"]),
-        .target(name: "Search", dependencies: ["Proxy", "Model"]),
+        .target(name: "Search", dependencies: ["Proxy", "Model", .product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(
             name: "topiary",
             dependencies: [
@@ -33,6 +34,7 @@ let package = Package(
         ),
         .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model"]),
+        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,284 @@
+import Foundation
+import GRDB
+import Model
+
+/// The study store: SQLite through GRDB in WAL mode, append-only named migrations, invariants as
+/// constraints. Schema (docs/search.md documents it for sqlite3 and pandas users):
+///
+/// - `study(id, name UNIQUE, spec JSON, teacher_fingerprint, created_at, state)`
+/// - `candidate(id, study_id → study, hash, architecture JSON, parameters, non_embedding_parameters,
+///   active_parameters, flops_per_token, UNIQUE(study_id, hash))`
+/// - `trial(id, candidate_id → candidate, rung, fidelity, parent_trial_id → trial, state ∈ waiting |
+///   running | complete | failed | pruned, worker, heartbeat_at, started_at, finished_at, error,
+///   attempt, score, checkpoint, UNIQUE(candidate_id, rung))`
+/// - `metric(trial_id → trial, step, name, value)`: curves and final scores (`val_loss`,
+///   `val_loss/de`, `val_kl`, `train_loss`, `seconds`).
+public final class StudyStore: @unchecked Sendable {
+    public let path: String
+    let pool: DatabasePool
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-studies-candidates-trials-metrics") { db in
+            try db.create(table: "study") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("name", .text).notNull().unique()
+                t.column("spec", .text).notNull()
+                t.column("teacher_fingerprint", .text).notNull()
+                t.column("created_at", .datetime).notNull()
+                t.column("state", .text).notNull().check(sql: "state IN ('running', 'complete')")
+            }
+            try db.create(table: "candidate") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.belongsTo("study", onDelete: .cascade).notNull()
+                t.column("hash", .text).notNull()
+                t.column("architecture", .text).notNull()
+                t.column("parameters", .integer).notNull().check { $0 > 0 }
+                t.column("non_embedding_parameters", .integer).notNull()
+                t.column("active_parameters", .integer).notNull()
+                t.column("flops_per_token", .integer).notNull()
+                t.uniqueKey(["studyId", "hash"])
+            }
+            try db.create(table: "trial") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.belongsTo("candidate", onDelete: .cascade).notNull()
+                t.column("rung", .integer).notNull().check { $0 >= 0 }
+                t.column("fidelity", .integer).notNull().check { $0 > 0 }
+                t.column("parent_trial_id", .integer).references("trial")
+                t.column("state", .text).notNull().check(sql: "state IN ('waiting', 'running', 'complete', 'failed', 'pruned')")
+                t.column("worker", .text)
+                t.column("heartbeat_at", .double)
+                t.column("started_at", .double)
+                t.column("finished_at", .double)
+                t.column("error", .text)
+                t.column("attempt", .integer).notNull().defaults(to: 0)
+                t.column("score", .double)
+                t.column("checkpoint", .text)
+                t.uniqueKey(["candidateId", "rung"])
+            }
+            try db.create(index: "trial_state", on: "trial", columns: ["state"])
+            try db.create(table: "metric") { t in
+                t.belongsTo("trial", onDelete: .cascade).notNull()
+                t.column("step", .integer).notNull()
+                t.column("name", .text).notNull()
+                t.column("value", .double).notNull()
+                t.primaryKey(["trialId", "step", "name"])
+            }
+        }
+        return m
+    }
+
+    /// Opens (creating if needed) a store.
+    /// - Throws: ``SearchError/store(_:)`` when the file was written by a newer Topiary (unknown
+    ///   migrations) or cannot be opened.
+    public init(path: String) throws {
+        self.path = path
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var config = Configuration()
+        config.busyMode = .timeout(60)
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA foreign_keys = ON") }
+        do { pool = try DatabasePool(path: path, configuration: config) } catch {
+            throw SearchError.store("\(path): cannot open: \(error)")
+        }
+        let migrator = Self.migrator
+        let superseded = try pool.read { db in try migrator.hasBeenSuperseded(db) }
+        if superseded { throw SearchError.store("\(path) was written by a newer Topiary (unknown schema migrations); refusing to touch it") }
+        try migrator.migrate(pool)
+    }
+
+    /// Default location: `TOPIARY_DB`, else `results/topiary.sqlite`.
+    public static func defaultPath(_ explicit: String?) -> String {
+        explicit ?? ProcessInfo.processInfo.environment["TOPIARY_DB"] ?? "results/topiary.sqlite"
+    }
+
+    /// A write transaction that takes the write lock at once (BEGIN IMMEDIATE), waiting on contention.
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.writeWithoutTransaction { db in
+            var result: T?
+            try db.inTransaction(.immediate) {
+                result = try body(db)
+                return .commit
+            }
+            return result!
+        }
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws -> T { try pool.read(body) }
+}
+
+// MARK: studies and candidates
+
+extension StudyStore {
+    public struct StudyRow: Sendable {
+        public var id: Int64, name: String, spec: JSON, teacherFingerprint: String, createdAt: Date, state: String
+    }
+
+    public func study(named name: String) throws -> StudyRow? {
+        try read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM study WHERE name = ?", arguments: [name]).map(Self.studyRow)
+        }
+    }
+
+    static func studyRow(_ r: Row) -> StudyRow {
+        StudyRow(id: r["id"], name: r["name"], spec: JSON.parse(Data((r["spec"] as String).utf8)) ?? .null,
+                 teacherFingerprint: r["teacher_fingerprint"], createdAt: r["created_at"], state: r["state"])
+    }
+
+    public func studies() throws -> [StudyRow] {
+        try read { db in try Row.fetchAll(db, sql: "SELECT * FROM study ORDER BY id").map(Self.studyRow) }
+    }
+
+    /// Creates a study with its candidates, or returns the existing one when the spec is the same.
+    /// A study of that name with a different spec is refused unless `extend` (then new candidates
+    /// are added and the stored spec replaced). All in one transaction: nothing half-written.
+    @discardableResult
+    public func openStudy(name: String, spec: JSON, teacherFingerprint: String, candidates: [Candidate], extend: Bool) throws -> Int64 {
+        try write { db in
+            let id: Int64
+            if let existing = try Row.fetchOne(db, sql: "SELECT id, spec, teacher_fingerprint FROM study WHERE name = ?", arguments: [name]) {
+                id = existing["id"]
+                let oldSpec = JSON.parse(Data((existing["spec"] as String).utf8))
+                if oldSpec != spec || (existing["teacher_fingerprint"] as String) != teacherFingerprint {
+                    guard extend else {
+                        throw SearchError.store("study '\(name)' exists with a different spec or teacher; rename the study, or pass --extend to add to it")
+                    }
+                    try db.execute(sql: "UPDATE study SET spec = ?, state = 'running' WHERE id = ?", arguments: [spec.description, id])
+                }
+            } else {
+                try db.execute(sql: "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES (?, ?, ?, ?, 'running')",
+                               arguments: [name, spec.description, teacherFingerprint, Date()])
+                id = db.lastInsertedRowID
+            }
+            for c in candidates {
+                try db.execute(sql: """
+                    INSERT OR IGNORE INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [id, c.hash, c.architecture.description, c.parameters, c.nonEmbeddingParameters, c.activeParameters, c.flopsPerToken])
+            }
+            return id
+        }
+    }
+
+    public func setStudyState(_ id: Int64, _ state: String) throws {
+        try write { db in try db.execute(sql: "UPDATE study SET state = ? WHERE id = ?", arguments: [state, id]) }
+    }
+
+    /// candidate hash → id for a study.
+    public func candidateIDs(study: Int64) throws -> [String: Int64] {
+        try read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT id, hash FROM candidate WHERE studyId = ?", arguments: [study])
+                .map { ($0["hash"] as String, $0["id"] as Int64) })
+        }
+    }
+}
+
+// MARK: trials
+
+extension StudyStore {
+    public struct TrialRow: Sendable, Equatable {
+        public var id: Int64, candidateID: Int64, hash: String, architecture: JSON, rung: Int, fidelity: Int
+        public var parentTrialID: Int64?, state: String, attempt: Int, score: Double?, checkpoint: String?, error: String?
+        public var parameters: Int
+    }
+
+    static func trialRow(_ r: Row) -> TrialRow {
+        TrialRow(id: r["id"], candidateID: r["candidateId"], hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
+                 rung: r["rung"], fidelity: r["fidelity"], parentTrialID: r["parent_trial_id"], state: r["state"], attempt: r["attempt"],
+                 score: r["score"], checkpoint: r["checkpoint"], error: r["error"], parameters: r["parameters"])
+    }
+
+    static let trialSelect = """
+        SELECT trial.*, candidate.hash, candidate.architecture, candidate.parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
+        """
+
+    /// Adds waiting trials (skipping any that already exist for that candidate and rung).
+    public func addTrials(_ trials: [(candidate: Int64, rung: Int, fidelity: Int, parent: Int64?)]) throws {
+        try write { db in
+            for t in trials {
+                try db.execute(sql: "INSERT OR IGNORE INTO trial (candidateId, rung, fidelity, parent_trial_id, state) VALUES (?, ?, ?, ?, 'waiting')",
+                               arguments: [t.candidate, t.rung, t.fidelity, t.parent])
+            }
+        }
+    }
+
+    public func trials(study: Int64, rung: Int? = nil) throws -> [TrialRow] {
+        try read { db in
+            if let rung {
+                return try Row.fetchAll(db, sql: Self.trialSelect + " WHERE candidate.studyId = ? AND trial.rung = ? ORDER BY trial.id", arguments: [study, rung]).map(Self.trialRow)
+            }
+            return try Row.fetchAll(db, sql: Self.trialSelect + " WHERE candidate.studyId = ? ORDER BY trial.id", arguments: [study]).map(Self.trialRow)
+        }
+    }
+
+    /// In one write transaction: returns trials whose worker stopped beating for `staleAfter`
+    /// seconds to waiting (attempt counted; failed after `maxAttempts`, the error kept), then
+    /// claims up to `limit` waiting trials of one study and rung for `worker`.
+    public func claim(study: Int64?, worker: String, limit: Int, staleAfter: Double, maxAttempts: Int) throws -> [TrialRow] {
+        try write { db in
+            let now = Date().timeIntervalSince1970
+            try db.execute(sql: """
+                UPDATE trial SET state = CASE WHEN attempt + 1 >= ? THEN 'failed' ELSE 'waiting' END,
+                    attempt = attempt + 1, worker = NULL,
+                    error = 'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for ' || CAST(? AS INTEGER) || ' s)',
+                    finished_at = CASE WHEN attempt + 1 >= ? THEN ? ELSE NULL END
+                WHERE state = 'running' AND heartbeat_at < ?
+                """, arguments: [maxAttempts, staleAfter, maxAttempts, now, now - staleAfter])
+            let studyFilter = study.map { "AND candidate.studyId = \($0)" } ?? ""
+            guard let first = try Row.fetchOne(db, sql: Self.trialSelect + " WHERE trial.state = 'waiting' \(studyFilter) ORDER BY trial.rung, trial.id LIMIT 1") else {
+                return []
+            }
+            let rows = try Row.fetchAll(db, sql: Self.trialSelect + """
+                 WHERE trial.state = 'waiting' AND candidate.studyId = (SELECT studyId FROM candidate WHERE id = ?) AND trial.rung = ?
+                 ORDER BY trial.id LIMIT ?
+                """, arguments: [first["candidateId"] as Int64, first["rung"] as Int, limit])
+            let claimed = rows.map(Self.trialRow)
+            for t in claimed {
+                try db.execute(sql: "UPDATE trial SET state = 'running', worker = ?, heartbeat_at = ?, started_at = ? WHERE id = ?",
+                               arguments: [worker, now, now, t.id])
+            }
+            return claimed
+        }
+    }
+
+    public func heartbeat(_ trials: [Int64], worker: String) throws {
+        guard !trials.isEmpty else { return }
+        try write { db in
+            try db.execute(sql: "UPDATE trial SET heartbeat_at = ? WHERE worker = ? AND state = 'running' AND id IN (\(trials.map(String.init).joined(separator: ",")))",
+                           arguments: [Date().timeIntervalSince1970, worker])
+        }
+    }
+
+    /// Records a finished trial and its curve in one transaction — only if this worker still owns it.
+    public func complete(_ trial: Int64, worker: String, score: Double, checkpoint: String, metrics: [(step: Int, name: String, value: Double)]) throws {
+        try write { db in
+            try db.execute(sql: "DELETE FROM metric WHERE trialId = ?", arguments: [trial])
+            for m in metrics {
+                try db.execute(sql: "INSERT OR REPLACE INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?)", arguments: [trial, m.step, m.name, m.value])
+            }
+            try db.execute(sql: """
+                UPDATE trial SET state = 'complete', score = ?, checkpoint = ?, finished_at = ?, error = NULL
+                WHERE id = ? AND worker = ? AND state = 'running'
+                """, arguments: [score, checkpoint, Date().timeIntervalSince1970, trial, worker])
+        }
+    }
+
+    public func fail(_ trial: Int64, worker: String, error: String) throws {
+        try write { db in
+            try db.execute(sql: "UPDATE trial SET state = 'failed', error = ?, finished_at = ? WHERE id = ? AND worker = ?",
+                           arguments: [error, Date().timeIntervalSince1970, trial, worker])
+        }
+    }
+
+    public func markPruned(_ trials: [Int64]) throws {
+        guard !trials.isEmpty else { return }
+        try write { db in try db.execute(sql: "UPDATE trial SET state = 'pruned' WHERE state = 'complete' AND id IN (\(trials.map(String.init).joined(separator: ",")))") }
+    }
+
+    public func metrics(trial: Int64) throws -> [(step: Int, name: String, value: Double)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT step, name, value FROM metric WHERE trialId = ? ORDER BY step, name", arguments: [trial])
+                .map { ($0["step"], $0["name"], $0["value"]) }
+        }
+    }
+}
