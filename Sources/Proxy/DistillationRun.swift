@@ -46,9 +46,16 @@ public enum DistillationRun {
     /// - Parameters:
     ///   - startStep: steps already taken by these students (continuing a run, e.g. a successive-halving rung).
     ///   - onPoint: called with (student, point) as each point is recorded.
+    ///   - endStep: stop after this step (default `recipe.steps`); the schedule always spans
+    ///     `recipe.steps`, so a run stopped early and continued later is the same run.
+    ///   - resume: student → training checkpoint (weights, AdamW moments, step) to continue from;
+    ///     every resumed student must be at the same step.
+    ///   - onStep: called after every step with (step, student → loss).
     public static func run(teacher: DecoderModel, students: [(String, DecoderModel)], corpus: TokenShards,
-                           recipe: DistillationRecipe, progressLabel: String = "distill",
-                           onPoint: (Int, CurvePoint) throws -> Void = { _, _ in }) throws -> Outcome {
+                           recipe: DistillationRecipe, endStep: Int? = nil, resume: [Int: URL] = [:],
+                           progressLabel: String = "distill",
+                           onStep: (Int, [Int: Double]) throws -> Void = { _, _ in },
+                           onPoint: (Int, CurvePoint) throws -> Void = { _, _ in }) throws -> (Outcome, Distiller) {
         guard recipe.steps >= 1 else { throw ProxyError.invalidOption(field: "steps", reason: "must be at least 1") }
         guard let schedule = LearningRateSchedule.named(recipe.schedule, warmup: recipe.warmup, minRatio: recipe.minRatio) else {
             throw ProxyError.invalidOption(field: "schedule", reason: "'\(recipe.schedule)' is not cosine, wsd or constant")
@@ -58,14 +65,25 @@ public enum DistillationRun {
                                       settings: .init(weightDecay: recipe.weightDecay, gradientClip: recipe.gradientClip))
         let sampler = try BatchSampler(shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
                                        sampling: .temperature(recipe.alpha), seed: recipe.seed)
+        var startStep = 0
+        for (i, url) in resume.sorted(by: { $0.key < $1.key }) {
+            let t = distiller.students[i].trainer
+            _ = try TrainingCheckpoint.load(url, model: t.model, optimizer: t.optimizer)
+            if i == resume.keys.min() { startStep = t.optimizer.step }
+            guard t.optimizer.step == startStep else {
+                throw ProxyError.invalidOption(field: "resume", reason: "students resume from different steps (\(t.optimizer.step) and \(startStep))")
+            }
+        }
+        let end = min(endStep ?? recipe.steps, recipe.steps)
+        guard end > startStep else { throw ProxyError.invalidOption(field: "endStep", reason: "\(end) is not after the resumed step \(startStep)") }
         var curves = [[CurvePoint]](repeating: [], count: students.count)
         var failures: [Int: ProxyError] = [:]
         var active = Set(students.indices)
         let evalActs = students.map { Activations(config: $0.1.config, batch: recipe.batch, sequence: recipe.sequence) }
-        let progress = ProgressReporter(label: progressLabel, total: recipe.steps, every: max(1, recipe.evalEvery))
+        let progress = ProgressReporter(label: progressLabel, total: end, firstStep: startStep, every: max(1, min(recipe.evalEvery, 50)))
         var tokens = 0
         var lastLoss = [Double](repeating: .nan, count: students.count)
-        for step in 1...recipe.steps {
+        for step in (startStep + 1)...end {
             let b = sampler.batch(step: step)
             for (i, r) in try distiller.step(tokens: b.tokens, targets: b.targets, only: active) {
                 switch r {
@@ -79,7 +97,8 @@ public enum DistillationRun {
             tokens += recipe.batch * recipe.sequence * max(active.count, 1)
             let shown = active.sorted().prefix(4).map { (students[$0].0, String(format: "%.4f", lastLoss[$0])) }
             progress.update(step: step, tokens: tokens, fields: shown)
-            if step % recipe.evalEvery == 0 || step == recipe.steps {
+            try onStep(step, Dictionary(uniqueKeysWithValues: active.map { ($0, lastLoss[$0]) }))
+            if step % recipe.evalEvery == 0 || step == end {
                 let kl = try distiller.validationKL(corpus: corpus, maxTokensPerLanguage: recipe.evalTokens, only: active)
                 for i in active.sorted() {
                     let e = try Evaluation.validationLoss(model: students[i].1, shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
@@ -91,6 +110,6 @@ public enum DistillationRun {
             }
             if active.isEmpty { break }
         }
-        return Outcome(curves: curves, failures: failures)
+        return (Outcome(curves: curves, failures: failures), distiller)
     }
 }

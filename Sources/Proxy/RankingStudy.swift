@@ -45,7 +45,7 @@ public enum RankingStudy {
             let e = try Evaluation.validationLoss(model: s.1, shards: corpus, batch: r.batch, sequence: r.sequence, maxTokensPerLanguage: r.evalTokens)
             losses[i].append(e.languageMean)
         }
-        let outcome = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r, progressLabel: "ranking") { i, p in
+        let (outcome, _) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r, progressLabel: "ranking") { i, p in
             if sorted.contains(p.step) { losses[i].append(p.validation.languageMean) }
         }
         if let (i, e) = outcome.failures.first { throw ProxyError.diverged(student: candidates[i].0, step: 0, what: "\(e)") }

@@ -1,0 +1,233 @@
+import Foundation
+import Model
+import Proxy
+
+/// Runs a study: plans trials by strategy, executes them (several students per claim, sharing
+/// the teacher), advances successive-halving rungs and evolutionary generations, and resumes
+/// whatever a killed process left unfinished.
+public final class SearchRunner {
+    public let spec: SearchSpec
+    public let store: StudyStore
+    public let results: URL
+    public let teacher: DecoderModel
+    public let corpus: TokenShards
+    public let enumeration: Enumeration
+    public var studentsPerClaim = 4
+    public var staleAfter = 60.0
+    public var maxAttempts = 3
+    public var log: (String) -> Void = { print($0); fflush(stdout) }
+    let importanceCache: URL
+    var scores: ImportanceScores?
+
+    /// Loads the teacher and corpus and enumerates the space. Nothing is written yet.
+    public init(spec: SearchSpec, store: StudyStore, results: URL, importanceCache: URL) throws {
+        self.spec = spec
+        self.store = store
+        self.results = results
+        self.importanceCache = importanceCache
+        teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
+        corpus = try TokenShards(directory: URL(fileURLWithPath: spec.data, isDirectory: true))
+        guard teacher.config.vocabSize >= corpus.vocabularySize else {
+            throw SearchError.spec(file: spec.file, path: "data", reason: "the corpus tokenizer has \(corpus.vocabularySize) ids but the teacher's vocab_size is \(teacher.config.vocabSize)")
+        }
+        enumeration = Enumeration.of(spec, teacher: teacher.config)
+        guard !enumeration.candidates.isEmpty else { throw SearchError.emptySpace(enumeration.explanation) }
+    }
+
+    var rungFidelities: [Int] {
+        switch spec.strategy {
+        case let .successiveHalving(minSteps, eta):
+            var f = [minSteps]
+            while f.last! < spec.proxy.steps { f.append(min(spec.proxy.steps, f.last! * eta)) }
+            return f
+        default:
+            return [spec.proxy.steps]
+        }
+    }
+
+    /// The candidates a strategy starts from.
+    func initialCandidates() -> [Candidate] {
+        let all = enumeration.candidates
+        switch spec.strategy {
+        case .grid, .successiveHalving: return all
+        case let .random(samples, seed):
+            var rng = SeededGenerator(seed: seed)
+            return Array(all.shuffled(using: &rng).prefix(samples))
+        case let .evolution(population, _, _, _, seed):
+            var rng = SeededGenerator(seed: seed)
+            return Array(all.shuffled(using: &rng).prefix(population))
+        }
+    }
+
+    /// Creates the study (or finds it) and its first trials. Returns the study id.
+    @discardableResult
+    public func prepare(extend: Bool) throws -> Int64 {
+        var candidates = initialCandidates()
+        if let keep = spec.prefilter, keep < candidates.count {
+            log("prefilter: keeping the best \(keep) of \(candidates.count) by loss after pruning alone (Minitron found this ranking unreliable; use with care)")
+            let s = try importance()
+            let losses = try candidates.map { c -> Double in
+                let m = try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)
+                return spec.objective.value(try Evaluation.validationLoss(model: m, shards: corpus, batch: spec.proxy.batch, sequence: spec.proxy.sequence,
+                                                                           maxTokensPerLanguage: spec.proxy.evalTokens))
+            }
+            candidates = zip(candidates, losses).sorted { $0.1 < $1.1 }.prefix(keep).map(\.0)
+        }
+        let id = try store.openStudy(name: spec.study, spec: spec.json, teacherFingerprint: Fingerprint.of(teacher),
+                                     candidates: spec.strategy.name == "evolution" ? enumeration.candidates : candidates, extend: extend)
+        let ids = try store.candidateIDs(study: id)
+        if try store.trials(study: id).isEmpty {
+            try store.addTrials(candidates.map { (ids[$0.hash]!, 0, rungFidelities[0], nil) })
+        }
+        return id
+    }
+
+    func importance() throws -> ImportanceScores {
+        if let scores { return scores }
+        let (s, cached) = try Importance.cached(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
+        if cached { log("importance: reusing cached scores (teacher \(s.teacherFingerprint), calibration \(s.calibrationFingerprint))") }
+        scores = s
+        return s
+    }
+
+    /// Where a trial's student checkpoint lives.
+    func checkpointURL(_ t: StudyStore.TrialRow) -> URL {
+        results.appendingPathComponent(spec.study).appendingPathComponent("trials").appendingPathComponent(t.hash)
+            .appendingPathComponent("rung-\(t.rung)")
+    }
+
+    /// Claims and runs trials until none is waiting. Returns how many ran.
+    @discardableResult
+    public func work(study: Int64, worker: String) throws -> Int {
+        var ran = 0
+        while true {
+            let claimed = try store.claim(study: study, worker: worker, limit: studentsPerClaim, staleAfter: staleAfter, maxAttempts: maxAttempts)
+            if claimed.isEmpty { return ran }
+            try run(claimed, worker: worker)
+            ran += claimed.count
+        }
+    }
+
+    func run(_ trials: [StudyStore.TrialRow], worker: String) throws {
+        let s = try importance()
+        let byHash = Dictionary(uniqueKeysWithValues: enumeration.candidates.map { ($0.hash, $0) })
+        var students: [(String, DecoderModel)] = []
+        var resume: [Int: URL] = [:]
+        let all = try store.trials(study: try store.study(named: spec.study)!.id)
+        for (i, t) in trials.enumerated() {
+            guard let c = byHash[t.hash] else { throw SearchError.store("candidate \(t.hash) is not in the spec's space any more") }
+            students.append((t.hash, try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)))
+            if let parent = t.parentTrialID, let p = all.first(where: { $0.id == parent }), let ck = p.checkpoint {
+                resume[i] = URL(fileURLWithPath: ck, isDirectory: true)
+            }
+        }
+        log("\(worker): running \(trials.count) trial(s) at rung \(trials[0].rung) to \(trials[0].fidelity) steps: \(trials.map(\.hash).joined(separator: ", "))")
+        // Heartbeat while the trials run.
+        let ids = trials.map(\.id)
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
+        timer.schedule(deadline: .now() + 5, repeating: 5)
+        let store = self.store
+        timer.setEventHandler { try? store.heartbeat(ids, worker: worker) }
+        timer.resume()
+        defer { timer.cancel() }
+        var recipe = spec.proxy
+        recipe.evalEvery = Int.max / 2
+        var trainLoss: [Int: [(Int, Double)]] = [:]
+        let start = Date()
+        let (outcome, distiller) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: recipe,
+                                                           endStep: trials[0].fidelity, resume: resume, progressLabel: "trial") { step, losses in
+            if step % 10 == 0 { for (i, l) in losses { trainLoss[i, default: []].append((step, l)) } }
+        }
+        let kl = try distiller.validationKL(corpus: corpus, maxTokensPerLanguage: recipe.evalTokens, only: Set(trials.indices).subtracting(outcome.failures.keys))
+        let seconds = Date().timeIntervalSince(start) / Double(trials.count)
+        for (i, t) in trials.enumerated() {
+            if let failure = outcome.failures[i] {
+                try store.fail(t.id, worker: worker, error: "\(failure)")
+                log("trial \(t.hash) rung \(t.rung) FAILED: \(failure)")
+                continue
+            }
+            guard let point = outcome.curves[i].last else { continue }
+            let model = distiller.students[i].trainer
+            let url = checkpointURL(t)
+            try TrainingCheckpoint.save(model: model.model, optimizer: model.optimizer, run: ["study": .string(spec.study), "candidate": .string(t.hash)],
+                                        in: url)
+            let ckpt = try TrainingCheckpoint.latest(in: url)!.path
+            var metrics: [(step: Int, name: String, value: Double)] = trainLoss[i, default: []].map { ($0.0, "train_loss", $0.1) }
+            metrics.append((point.step, "val_loss", point.validation.overall))
+            metrics.append((point.step, "val_loss/mean", point.validation.languageMean))
+            metrics.append((point.step, "val_loss/worst", point.validation.worst))
+            for (lang, v) in point.validation.perLanguage { metrics.append((point.step, "val_loss/\(lang)", v)) }
+            metrics.append((point.step, "val_kl", kl[i] ?? .nan))
+            metrics.append((point.step, "seconds", seconds))
+            let score = spec.objective.value(point.validation)
+            try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics)
+            log(String(format: "trial %@ rung %d (%d steps): score %.4f", t.hash, t.rung, t.fidelity, score))
+        }
+    }
+
+    /// Moves the study forward when a rung or generation is finished; returns true when the study is done.
+    public func advance(study: Int64) throws -> Bool {
+        let trials = try store.trials(study: study)
+        if trials.contains(where: { $0.state == "waiting" || $0.state == "running" }) { return false }
+        let rung = trials.map(\.rung).max() ?? 0
+        let current = trials.filter { $0.rung == rung && $0.state == "complete" }
+        switch spec.strategy {
+        case let .successiveHalving(_, eta):
+            let fidelities = rungFidelities
+            guard rung + 1 < fidelities.count, current.count > 1 else { break }
+            let keep = max(1, Int((Double(current.count) / Double(eta)).rounded(.up)))
+            let ranked = current.sorted { ($0.score ?? .infinity) < ($1.score ?? .infinity) }
+            try store.markPruned(ranked.dropFirst(keep).map(\.id))
+            try store.addTrials(ranked.prefix(keep).map { ($0.candidateID, rung + 1, fidelities[rung + 1], $0.id) })
+            log("rung \(rung) done: \(keep) of \(current.count) continue to \(fidelities[rung + 1]) steps")
+            return false
+        case let .evolution(population, generations, mutation, crossover, seed):
+            guard rung + 1 < generations else { break }
+            var rng = SeededGenerator(seed: seed &+ UInt64(rung + 1))
+            let scored = trials.filter { $0.state == "complete" }.sorted { ($0.score ?? .infinity) < ($1.score ?? .infinity) }
+            let parents = Array(scored.prefix(max(2, population / 2)))
+            let tried = Set(trials.map(\.hash))
+            let byHash = Dictionary(uniqueKeysWithValues: enumeration.candidates.map { ($0.hash, $0) })
+            var children: [Candidate] = []
+            var attempts = 0
+            while children.count < population && attempts < population * 50 {
+                attempts += 1
+                let a = byHash[parents[Int(rng.next() % UInt64(parents.count))].hash]!
+                let b = byHash[parents[Int(rng.next() % UInt64(parents.count))].hash]!
+                var c = a.config
+                for axis in Axis.allCases {
+                    if rng.uniform() < crossover { axis.set(&c, axis.value(b.config)) }
+                    let values = spec.space[axis]!
+                    if rng.uniform() < mutation, values.count > 1 {
+                        let i = values.firstIndex(of: axis.value(c)) ?? 0
+                        axis.set(&c, values[max(0, min(values.count - 1, i + (rng.next() % 2 == 0 ? -1 : 1)))])
+                    }
+                }
+                let child = Candidate(config: c, sequence: spec.proxy.sequence)
+                if let known = byHash[child.hash], !tried.contains(known.hash), !children.contains(known) { children.append(known) }
+            }
+            guard !children.isEmpty else { break }
+            let ids = try store.candidateIDs(study: study)
+            try store.addTrials(children.map { (ids[$0.hash]!, rung + 1, spec.proxy.steps, nil) })
+            log("generation \(rung) done: \(children.count) children")
+            return false
+        default: break
+        }
+        try store.setStudyState(study, "complete")
+        return true
+    }
+
+    /// prepare → (work → advance)* until done.
+    public func run(worker: String, extend: Bool) throws -> Int64 {
+        let study = try prepare(extend: extend)
+        while true {
+            try work(study: study, worker: worker)
+            if try advance(study: study) { return study }
+            // Another worker may still hold running trials: wait for them (or for them to go stale).
+            let trials = try store.trials(study: study)
+            if !trials.contains(where: { $0.state == "waiting" }) && trials.contains(where: { $0.state == "running" }) {
+                Thread.sleep(forTimeInterval: 2)
+            }
+        }
+    }
+}
