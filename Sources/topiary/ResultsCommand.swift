@@ -1,0 +1,155 @@
+import ArgumentParser
+import Foundation
+import Model
+import Search
+
+struct ResultsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "results", abstract: "Query the study store.",
+        subcommands: [ResultsStudies.self, ResultsTop.self, ResultsShow.self, ResultsPareto.self, ResultsCompare.self])
+}
+
+struct FormatOption: ParsableArguments {
+    @Option(help: "table, csv or json (default: table on a terminal, csv otherwise).") var format: String?
+    var resolved: String { format ?? (isatty(STDOUT_FILENO) != 0 ? "table" : "csv") }
+    func validate() throws {
+        if let format, !["table", "csv", "json"].contains(format) { throw ValidationError("--format takes table, csv or json") }
+    }
+}
+
+/// Prints rows as an aligned table, CSV or a JSON array of objects.
+func printRows(_ header: [String], _ rows: [[JSON]], format: String) {
+    switch format {
+    case "json":
+        printJSON(.array(rows.map { .object(Dictionary(uniqueKeysWithValues: zip(header, $0).map { ($0, $1) })) }))
+    case "csv":
+        print(header.joined(separator: ","))
+        for r in rows { print(r.map { v in let s = v.string ?? v.description; return s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s }.joined(separator: ",")) }
+    default:
+        let cells = rows.map { $0.map { v -> String in
+            if let d = v.double, v.int == nil { return String(format: "%.4f", d) }
+            return v.string ?? v.description
+        } }
+        let widths = header.indices.map { i in max(header[i].count, cells.map { $0[i].count }.max() ?? 0) }
+        print(zip(header, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        for r in cells { print(zip(r, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")) }
+    }
+}
+
+func requireStudy(_ st: StudyStore, _ name: String) throws -> StudyStore.StudyRow {
+    guard let s = try st.study(named: name) else {
+        let known = try st.studies().map(\.name)
+        throw SearchError.store("no study '\(name)'\(known.isEmpty ? "" : " (studies: \(known.joined(separator: ", ")))")")
+    }
+    return s
+}
+
+func architectureText(_ a: JSON) -> String {
+    let o = a.object ?? [:]
+    return "L\(o["num_hidden_layers"]?.int ?? 0) C\(o["hidden_size"]?.int ?? 0) H\(o["num_attention_heads"]?.int ?? 0)/\(o["num_key_value_heads"]?.int ?? 0) F\(o["intermediate_size"]?.int ?? 0)"
+}
+
+struct ResultsStudies: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "studies", abstract: "Every study with its progress and best score.")
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var format: FormatOption
+    func run() throws {
+        let st = try store.open()
+        let rows = try st.studies().map { try st.summary($0) }.map { s -> [JSON] in
+            [.string(s.study.name), .string(s.study.state), JSON(s.candidates), JSON(s.complete), JSON(s.pruned), JSON(s.running), JSON(s.waiting),
+             JSON(s.failed), s.best.map { JSON($0) } ?? .null, JSON(s.stepsRun)]
+        }
+        printRows(["study", "state", "candidates", "complete", "pruned", "running", "waiting", "failed", "best", "steps"], rows, format: format.resolved)
+    }
+}
+
+struct ResultsTop: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "top", abstract: "A study's candidates, best first (ties within --noise shown as ties).")
+    @Argument(help: "Study name.") var study: String
+    @Option(help: "Rank by this metric (default: the study's objective), e.g. val_loss/de.") var by: String?
+    @Option(help: "Show at most K.") var limit: Int?
+    @Option(help: "Scores closer than this are ties (nats).") var noise = 0.0
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var format: FormatOption
+
+    func run() throws {
+        let st = try store.open()
+        try Self.printTop(st, study: try requireStudy(st, study).id, metric: by, limit: limit, format: format.resolved, noise: noise)
+    }
+
+    static func printTop(_ st: StudyStore, study: Int64, metric: String?, limit: Int?, format: String, noise: Double) throws {
+        let ranked = try st.top(study: study, metric: metric, limit: limit, noise: noise)
+        let rows = ranked.map { r -> [JSON] in
+            let score = metric.map { r.metrics[$0] ?? .nan } ?? (r.trial.score ?? .nan)
+            return [JSON(r.rank) , .string(r.trial.hash), format == "json" ? r.trial.architecture : .string(architectureText(r.trial.architecture)),
+                    JSON(r.trial.parameters), JSON(score), JSON(r.trial.fidelity), .string(r.trial.state == "pruned" ? "stopped" : (r.tiedWithPrevious ? "tie" : ""))]
+        }
+        printRows(["rank", "candidate", "architecture", "parameters", "score", "steps", "note"], rows, format: format)
+    }
+}
+
+struct ResultsShow: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "One candidate: architecture, counts, every trial, curve and per-language scores.")
+    @Argument(help: "Study name.") var study: String
+    @Argument(help: "Candidate hash (a unique prefix is enough).") var candidate: String
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var format: FormatOption
+
+    func run() throws {
+        let st = try store.open()
+        let s = try requireStudy(st, study)
+        let trials = try st.trials(study: s.id).filter { $0.hash.hasPrefix(candidate) }
+        guard let first = trials.first else { throw SearchError.store("no candidate '\(candidate)' in study '\(study)'") }
+        guard Set(trials.map(\.hash)).count == 1 else { throw SearchError.store("'\(candidate)' matches several candidates; give more of the hash") }
+        var out: [String: JSON] = ["candidate": .string(first.hash), "architecture": first.architecture, "parameters": JSON(first.parameters)]
+        out["trials"] = .array(try trials.map { t in
+            let m = try st.metrics(trial: t.id)
+            return ["rung": JSON(t.rung), "steps": JSON(t.fidelity), "state": .string(t.state), "attempt": JSON(t.attempt),
+                    "score": t.score.map { JSON($0) } ?? .null, "error": t.error.map { .string($0) } ?? .null,
+                    "metrics": .array(m.map { ["step": JSON($0.step), "name": .string($0.name), "value": JSON($0.value)] })]
+        })
+        if format.resolved == "json" { printJSON(.object(out)); return }
+        print("candidate \(first.hash): \(architectureText(first.architecture)), \(first.parameters) parameters")
+        for t in trials {
+            print("rung \(t.rung): \(t.fidelity) steps, \(t.state), attempt \(t.attempt), score \(t.score.map { String(format: "%.4f", $0) } ?? "–")\(t.error.map { ", error: \($0)" } ?? "")")
+            let m = try st.metrics(trial: t.id)
+            let finals = m.filter { $0.name.hasPrefix("val") || $0.name == "seconds" }.map { "\($0.name) \(String(format: "%.4f", $0.value))" }
+            if !finals.isEmpty { print("  " + finals.joined(separator: ", ")) }
+            let curve = m.filter { $0.name == "train_loss" }.map { "\($0.step):\(String(format: "%.3f", $0.value))" }
+            if !curve.isEmpty { print("  train loss " + curve.joined(separator: " ")) }
+        }
+    }
+}
+
+struct ResultsPareto: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pareto", abstract: "Candidates no other beats on both parameters and score.")
+    @Argument(help: "Study name.") var study: String
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var format: FormatOption
+    func run() throws {
+        let st = try store.open()
+        let rows = try st.pareto(study: try requireStudy(st, study).id).map { r -> [JSON] in
+            [.string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters), JSON(r.trial.score ?? .nan)]
+        }
+        printRows(["candidate", "architecture", "parameters", "score"], rows, format: format.resolved)
+    }
+}
+
+struct ResultsCompare: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "compare", abstract: "Two studies side by side: progress, compute and their best candidates.")
+    @Argument(help: "First study.") var a: String
+    @Argument(help: "Second study.") var b: String
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var format: FormatOption
+    func run() throws {
+        let st = try store.open()
+        let rows = try [a, b].map { name -> [JSON] in
+            let s = try requireStudy(st, name)
+            let sum = try st.summary(s)
+            let best = try st.top(study: s.id, limit: 1).first
+            return [.string(name), JSON(sum.candidates), JSON(sum.stepsRun), .string(best?.trial.hash ?? "–"),
+                    .string(best.map { architectureText($0.trial.architecture) } ?? "–"), best?.trial.score.map { JSON($0) } ?? .null]
+        }
+        printRows(["study", "candidates", "distillation steps", "best", "architecture", "score"], rows, format: format.resolved)
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import Model
+import Search
+
+struct StoreOptions: ParsableArguments {
+    @Option(help: "Study store (default: TOPIARY_DB or results/topiary.sqlite).") var db: String?
+    var path: String { StudyStore.defaultPath(db) }
+    func open() throws -> StudyStore { try StudyStore(path: path) }
+}
+
+struct SearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search", abstract: "Run architecture searches.", subcommands: [SearchRun.self])
+}
+
+struct SearchRun: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run (or resume) the study a spec describes; rerunning the same command finishes an interrupted study.")
+
+    @Argument(help: "Search spec (JSON).") var spec: String
+    @Option(help: "Worker processes (this one included). On 2 cores, 1 with several students per claim is fastest.") var workers = 1
+    @Option(help: "Students distilled together per claim (they share the teacher's forward pass).") var studentsPerClaim = 4
+    @Option(help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
+    @Flag(help: "Add to an existing study of the same name even though its spec differs.") var extend = false
+    @Option(help: "Results directory (trial checkpoints).") var results = "results"
+    @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var engine: EngineOptions
+
+    func run() throws {
+        engine.apply()
+        let s = try loadSpec(spec)
+        let st = try store.open()
+        let runner = try SearchRunner(spec: s, store: st, results: directoryURL(results), importanceCache: directoryURL(importanceCache))
+        runner.studentsPerClaim = studentsPerClaim
+        runner.staleAfter = staleAfter
+        let start = Date()
+        let study = try runner.prepare(extend: extend)
+        var children: [Process] = []
+        for i in 1..<max(1, workers) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+            p.arguments = ["worker", "--db", store.path, "--spec", spec, "--results", results, "--importance-cache", importanceCache,
+                           "--name", "worker-\(getpid())-\(i)", "--students-per-claim", String(studentsPerClaim), "--threads", "1"]
+            try p.run()
+            children.append(p)
+        }
+        _ = try runner.run(worker: "main-\(getpid())", extend: extend)
+        for p in children { p.waitUntilExit() }
+        let summary = try st.summary(try st.study(named: s.study)!)
+        print(String(format: "study %@ done in %.0f s: %d trials complete, %d pruned, %d failed; %d distillation steps", s.study,
+                     Date().timeIntervalSince(start), summary.complete, summary.pruned, summary.failed, summary.stepsRun))
+        try ResultsTop.printTop(st, study: study, metric: nil, limit: 10, format: "table", noise: 0)
+    }
+}
+
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Claim and run waiting trials of a study from a store until none is left.")
+
+    @Option(help: "Search spec of the study.") var spec: String
+    @Option(help: "Worker name (default: host-pid).") var name: String?
+    @Option(help: "Students distilled together per claim.") var studentsPerClaim = 4
+    @Option(help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
+    @Option(help: "Results directory.") var results = "results"
+    @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+    @OptionGroup var store: StoreOptions
+    @OptionGroup var engine: EngineOptions
+
+    func run() throws {
+        engine.apply()
+        let s = try loadSpec(spec)
+        let st = try store.open()
+        guard let study = try st.study(named: s.study) else { throw SearchError.store("no study '\(s.study)' in \(store.path); start it with `topiary search run`") }
+        let runner = try SearchRunner(spec: s, store: st, results: directoryURL(results), importanceCache: directoryURL(importanceCache))
+        runner.studentsPerClaim = studentsPerClaim
+        runner.staleAfter = staleAfter
+        let worker = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        while true {
+            let ran = try runner.work(study: study.id, worker: worker)
+            if try runner.advance(study: study.id) { break }
+            if ran == 0 { Thread.sleep(forTimeInterval: 2) }
+        }
+    }
+}
