@@ -34,7 +34,7 @@ let package = Package(
         ),
         .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model"]),
-        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model"]),
+        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v5]
 )

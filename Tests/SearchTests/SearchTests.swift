@@ -1,0 +1,181 @@
+import Foundation
+import GRDB
+import Model
+import Proxy
+import Search
+import Testing
+
+/// A tiny trained-from-random teacher and a small corpus on disk.
+struct Fixture {
+    let root: URL
+    var teacher: URL { root.appendingPathComponent("teacher") }
+    var corpus: URL { root.appendingPathComponent("corpus") }
+    var db: String { root.appendingPathComponent("store.sqlite").path }
+    let config: ModelConfig
+
+    init(_ name: String = #function) throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-search-\(getpid())-\(name.filter(\.isLetter))-\(UInt32.random(in: 0...UInt32.max))")
+        config = ModelConfig(family: .llama, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
+                             numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1)
+        let m = DecoderModel(config: config)
+        m.initialize(seed: 1)
+        try Checkpoint.save(m, to: teacher)
+        var rng = SeededGenerator(seed: 2)
+        var docs: [Document] = []
+        for lang in ["en", "ga"] {
+            for i in 0..<12 {
+                let words = (0..<12).map { _ in String((0..<4).map { _ in Character(Unicode.Scalar(UInt8(97 + rng.next() % 26))) }) }
+                docs.append(Document(text: "\(lang) \(i) " + words.joined(separator: " "), language: lang))
+            }
+        }
+        _ = try ShardWriter.write(documents: docs, tokenizer: ByteTokenizer(), to: corpus, validationFraction: 0.25)
+    }
+
+    func spec(_ extra: [String: JSON] = [:]) -> JSON {
+        var s: [String: JSON] = [
+            "study": "tiny", "teacher": .string(teacher.path), "data": .string(corpus.path),
+            "space": ["num_hidden_layers": [2, 3], "hidden_size": [12, 18, 24], "intermediate_size": [16, 32]],
+            "budget": ["min": 1, "max": JSON(config.parameterCount)],
+            "importance": ["calibration_samples": 4, "sequence_length": 8],
+            "proxy": ["steps": 6, "batch_size": 2, "sequence_length": 8, "eval_tokens": 16, "learning_rate": 1e-3],
+            "strategy": ["name": "successive_halving", "min_steps": 2, "eta": 3],
+        ]
+        for (k, v) in extra { s[k] = v }
+        return .object(s)
+    }
+
+    func parse(_ json: JSON) throws -> SearchSpec {
+        try SearchSpec(json: json, file: "spec.json") { try ModelConfig.load(URL(fileURLWithPath: $0).appendingPathComponent("config.json")) }
+    }
+
+    func cleanup() { try? FileManager.default.removeItem(at: root) }
+}
+
+@Suite struct SpecTests {
+    @Test func errorsNameThePathAndRule() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        func error(_ edit: (inout [String: JSON]) -> Void) -> String {
+            var s = f.spec().object!
+            edit(&s)
+            do { _ = try f.parse(.object(s)); return "no error" } catch { return "\(error)" }
+        }
+        #expect(error { $0["budgit"] = 1 }.contains("did you mean 'budget'"))
+        #expect(error { $0["space"] = ["hidden_size": [12, 30]] }.contains("space.hidden_size[1]"))
+        #expect(error { $0["space"] = ["hidden_size": [10]] }.contains("not a multiple of num_attention_heads"))
+        #expect(error { $0["budget"] = ["parameters": 10_000_000] }.contains("budget.parameters"))
+        #expect(error { $0["strategy"] = ["name": "succesive_halving"] }.contains("did you mean 'successive_halving'"))
+        #expect(error { $0["teacher"] = "/nonexistent" }.contains("teacher"))
+        #expect(error { $0["proxy"] = ["steps": 0] }.contains("proxy.steps"))
+    }
+
+    @Test func enumerationKeepsBudgetAndExplainsEmpty() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["budget": ["min": 20000, "max": 30000]]))
+        let e = Enumeration.of(spec, teacher: f.config)
+        #expect(e.combinations == 12)
+        for c in e.candidates {
+            #expect((20000...30000).contains(c.parameters))
+            #expect(c.parameters == ParameterLayout(config: c.config).count)
+            #expect(c.config.hiddenSize <= 24 && c.config.numHiddenLayers <= 3)
+        }
+        let empty = Enumeration.of(try f.parse(f.spec(["budget": ["min": 1, "max": 100]])), teacher: f.config)
+        #expect(empty.candidates.isEmpty && empty.explanation.contains("above the budget maximum"))
+    }
+
+    @Test func largeSpaceEnumeratesEveryCombination() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["space": ["num_hidden_layers": [1, 2, 3], "hidden_size": ["min": 6, "max": 24, "step": 6],
+                                                  "num_attention_heads": [3, 6], "num_key_value_heads": [1, 3], "intermediate_size": ["min": 1, "max": 32]]]))
+        let e = Enumeration.of(spec, teacher: f.config)
+        #expect(e.combinations == 3 * 4 * 2 * 2 * 32)
+        #expect(!e.candidates.isEmpty)
+        #expect(e.candidates.allSatisfy { $0.config.numAttentionHeads % $0.config.numKeyValueHeads == 0 && $0.config.hiddenSize % $0.config.numAttentionHeads == 0 })
+    }
+}
+
+@Suite struct StoreTests {
+    @Test func staleTrialsAreRetriedThenFailed() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let store = try StudyStore(path: f.db)
+        let spec = try f.parse(f.spec())
+        let cands = Enumeration.of(spec, teacher: f.config).candidates
+        let id = try store.openStudy(name: "s", spec: spec.json, teacherFingerprint: "fp", candidates: Array(cands.prefix(2)), extend: false)
+        let ids = try store.candidateIDs(study: id)
+        try store.addTrials(ids.values.map { ($0, 0, 5, nil) })
+        let a = try store.claim(study: id, worker: "a", limit: 1, staleAfter: 60, maxAttempts: 2)
+        let b = try store.claim(study: id, worker: "b", limit: 5, staleAfter: 60, maxAttempts: 2)
+        #expect(a.count == 1 && b.count == 1 && a[0].id != b[0].id, "a claimed trial is never handed out twice")
+        // Worker a dies: with staleAfter 0 its trial goes back to waiting, attempt 1.
+        Thread.sleep(forTimeInterval: 0.01)
+        let c = try store.claim(study: id, worker: "c", limit: 5, staleAfter: 0, maxAttempts: 3)
+        #expect(Set(c.map(\.id)) == Set([a[0].id, b[0].id]) && c.allSatisfy { $0.attempt == 1 })
+        // Completing under a worker that lost the trial does nothing.
+        try store.complete(a[0].id, worker: "a", score: 1, checkpoint: "x", metrics: [])
+        #expect(try store.trials(study: id).first { $0.id == a[0].id }!.state == "running")
+        Thread.sleep(forTimeInterval: 0.01)
+        _ = try store.claim(study: id, worker: "d", limit: 5, staleAfter: 0, maxAttempts: 2)
+        let states = try store.trials(study: id).map(\.state)
+        #expect(states == ["failed", "failed"], "\(states)")
+        #expect(try store.trials(study: id).allSatisfy { $0.error?.contains("stopped") == true })
+    }
+
+    @Test func differentSpecIsRefusedAndNewerSchemaUntouched() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let store = try StudyStore(path: f.db)
+        let spec = try f.parse(f.spec())
+        try store.openStudy(name: "s", spec: spec.json, teacherFingerprint: "fp", candidates: [], extend: false)
+        #expect(throws: SearchError.self) { try store.openStudy(name: "s", spec: ["other": 1], teacherFingerprint: "fp", candidates: [], extend: false) }
+        // A migration this version does not know: refuse to open.
+        let queue = try DatabaseQueue(path: f.db)
+        try queue.write { try $0.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')") }
+        try queue.close()
+        #expect(throws: SearchError.self) { _ = try StudyStore(path: f.db) }
+        let studies = try DatabaseQueue(path: f.db).read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM study") }
+        #expect(studies == 1)
+    }
+}
+
+@Suite struct SearchRunTests {
+    @Test func successiveHalvingScoresEveryCandidateOnceAndResumesAfterAKill() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["budget": ["min": 15000, "max": JSON(f.config.parameterCount)]]))
+        let store = try StudyStore(path: f.db)
+        let results = f.root.appendingPathComponent("results"), cache = f.root.appendingPathComponent("importance")
+        let runner = try SearchRunner(spec: spec, store: store, results: results, importanceCache: cache)
+        runner.log = { _ in }
+        runner.staleAfter = 0.05
+        let n = runner.enumeration.candidates.count
+        #expect(n >= 3)
+        // A worker claims two trials and is killed before finishing them.
+        let study = try runner.prepare(extend: false)
+        let orphaned = try store.claim(study: study, worker: "killed", limit: 2, staleAfter: 60, maxAttempts: 3)
+        #expect(orphaned.count == 2)
+        Thread.sleep(forTimeInterval: 0.1)
+        // Rerunning finishes the study.
+        _ = try runner.run(worker: "again", extend: false)
+        let trials = try store.trials(study: study)
+        let rung0 = trials.filter { $0.rung == 0 }
+        #expect(rung0.count == n && Set(rung0.map(\.hash)).count == n, "every candidate exactly once at rung 0")
+        #expect(rung0.allSatisfy { $0.state == "complete" || $0.state == "pruned" })
+        #expect(rung0.filter { orphaned.map(\.id).contains($0.id) }.allSatisfy { $0.attempt == 1 })
+        let last = trials.filter { $0.rung == trials.map(\.rung).max()! }
+        #expect(last.allSatisfy { $0.fidelity == 6 && $0.state == "complete" && $0.parentTrialID != nil })
+        #expect(try store.study(named: "tiny")!.state == "complete")
+        let top = try store.top(study: study)
+        #expect(top.first!.trial.rung == trials.map(\.rung).max()!)
+        // Export writes loadable checkpoints and the NeMo keys.
+        let out = f.root.appendingPathComponent("export")
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out, importanceCache: cache, log: { _ in })
+        let m = try Checkpoint.load(dirs[0])
+        #expect(m.config.parameterCount == top[0].trial.parameters)
+        _ = try Checkpoint.load(dirs[0].appendingPathComponent("proxy"))
+        let distill = JSON.parse(try Data(contentsOf: dirs[0].appendingPathComponent("distill.json")))!
+        #expect(distill["nemo_modelopt"]?["num_query_groups"]?.int == m.config.numKeyValueHeads)
+    }
+}
