@@ -74,6 +74,12 @@ def main():
                                               initializer_range=0.2, **common))
     make("nemotron_partial", nemo, 61, seed=2)
 
+    # A longer sequence, so that attention's causal row blocks (32 rows) are exercised.
+    torch.manual_seed(5)
+    long = LlamaForCausalLM(LlamaConfig(intermediate_size=44, num_key_value_heads=2, initializer_range=0.2,
+                                        **{**common, "max_position_embeddings": 128}))
+    make("llama_long", long, 61, batch=1, seq=75, seed=3)
+
     # Sharded half-precision copies of llama_gqa, with the values they hold as F32 for comparison.
     for dtype, tag in [(torch.float16, "f16"), (torch.bfloat16, "bf16")]:
         out = os.path.join(ROOT, "llama_gqa_sharded_" + tag)

@@ -16,7 +16,7 @@ public func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: 
                  b: UnsafePointer<Float>, ldb: Int,
                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
     let workers = Parallel.inWorker ? 1 : min(Parallel.threads, m / 32)
-    if workers <= 1 || m * n * k < 1 << 18 {
+    if workers <= 1 || m * n * k < 1 << 20 {
         sgemmDirect(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
     }

@@ -4,7 +4,7 @@ import Testing
 
 /// Logits, loss and every gradient against transformers, on checkpoints transformers saved.
 @Suite struct ConformanceTests {
-    @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial"])
+    @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "llama_long"])
     func matchesTransformers(_ name: String) throws {
         let dir = fixtures.appendingPathComponent(name)
         let model = try Checkpoint.load(dir)

@@ -11,7 +11,7 @@ func crossEntropy(_ logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<
     var valid = 0
     for n in 0..<N where targets[n] >= 0 { valid += 1 }
     let scale = valid > 0 ? 1 / Float(valid) : 0
-    Parallel.chunks(N, minimumPerChunk: 8) { _, rows in
+    Parallel.chunks(N, minimumPerChunk: max(8, 16384 / V)) { _, rows in
         for n in rows {
             let row = logits + n * V
             let t = Int(targets[n])

@@ -4,7 +4,7 @@ import Foundation
 
 /// SwiGLU (llama): pre is (N, 2F) = [gate | up]; `act = silu(gate) · up`, act is (N, F).
 func swigluForward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Float>, N: Int, F: Int) {
-    Parallel.chunks(N, minimumPerChunk: 16) { _, rows in
+    Parallel.chunks(N, minimumPerChunk: max(16, 16384 / F)) { _, rows in
         for n in rows {
             let g = pre + n * 2 * F, u = g + F, a = act + n * F
             var i = 0
@@ -22,7 +22,7 @@ func swigluForward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Floa
 /// `d gate = dact · up · s · (1 + gate·(1 − s))`, `d up = dact · gate · s`.
 func swigluBackward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
                     _ pre: UnsafePointer<Float>, N: Int, F: Int) {
-    Parallel.chunks(N, minimumPerChunk: 16) { _, rows in
+    Parallel.chunks(N, minimumPerChunk: max(16, 16384 / F)) { _, rows in
         for n in rows {
             let g = pre + n * 2 * F, u = g + F, da = dact + n * F
             let dg = dpre + n * 2 * F, du = dg + F
@@ -47,7 +47,7 @@ func swigluBackward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<F
 
 /// Squared ReLU (nemotron's `relu2`): `act = max(up, 0)²`; pre and act are (N, F).
 func relu2Forward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Float>, count: Int) {
-    Parallel.chunks(count, minimumPerChunk: 4096) { _, range in
+    Parallel.chunks(count, minimumPerChunk: 16384) { _, range in
         for i in range { let r = max(pre[i], 0); act[i] = r * r }
     }
 }
@@ -55,7 +55,7 @@ func relu2Forward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Float
 /// Backward of ``relu2Forward``: `dpre = dact · 2·max(pre, 0)`.
 func relu2Backward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
                    _ pre: UnsafePointer<Float>, count: Int) {
-    Parallel.chunks(count, minimumPerChunk: 4096) { _, range in
+    Parallel.chunks(count, minimumPerChunk: 16384) { _, range in
         for i in range { dpre[i] = dact[i] * 2 * max(pre[i], 0) }
     }
 }

@@ -6,7 +6,7 @@ import Foundation
 /// Stores `rstd = 1 / sqrt(mean(x²) + eps)` per row for the backward pass.
 func rmsNormForward(_ y: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
                     _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, N: Int, C: Int, eps: Float) {
-    Parallel.chunks(N, minimumPerChunk: 64) { _, rows in
+    Parallel.chunks(N, minimumPerChunk: max(64, 16384 / C)) { _, rows in
         for n in rows {
             let xr = x + n * C, yr = y + n * C
             var ss: Float = 0
@@ -22,7 +22,7 @@ func rmsNormForward(_ y: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePoint
 func rmsNormBackward(_ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
                      _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                      _ rstd: UnsafePointer<Float>, N: Int, C: Int) {
-    Parallel.chunks(N, minimumPerChunk: 64) { _, rows in
+    Parallel.chunks(N, minimumPerChunk: max(64, 16384 / C)) { _, rows in
         for n in rows {
             let xr = x + n * C, dyr = dy + n * C, dxr = dx + n * C
             let r = rstd[n]
@@ -44,7 +44,7 @@ func rmsNormBackward(_ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutablePoint
 func layerNorm1PForward(_ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>,
                         _ rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                         _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>, N: Int, C: Int, eps: Float) {
-    Parallel.chunks(N, minimumPerChunk: 64) { _, rows in
+    Parallel.chunks(N, minimumPerChunk: max(64, 16384 / C)) { _, rows in
         for n in rows {
             let xr = x + n * C, yr = y + n * C
             var s: Float = 0
@@ -66,7 +66,7 @@ func layerNorm1PBackward(_ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutableP
                          _ db: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>,
                          _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                          _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, N: Int, C: Int) {
-    Parallel.chunks(N, minimumPerChunk: 64) { _, rows in
+    Parallel.chunks(N, minimumPerChunk: max(64, 16384 / C)) { _, rows in
         for n in rows {
             let xr = x + n * C, dyr = dy + n * C, dxr = dx + n * C
             let mu = mean[n], r = rstd[n]

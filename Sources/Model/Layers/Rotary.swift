@@ -37,7 +37,7 @@ struct RotaryTable {
         cos.withUnsafeBufferPointer { cp in
             sin.withUnsafeBufferPointer { sp in
                 let cp = cp.baseAddress!, sp = sp.baseAddress!
-                Parallel.chunks(N, minimumPerChunk: 64) { _, rows in
+                Parallel.chunks(N, minimumPerChunk: max(64, 8192 / max(1, heads * D))) { _, rows in
                     for n in rows {
                         let t = n % T
                         let cr = cp + t * half, sr = sp + t * half
