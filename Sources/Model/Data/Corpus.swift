@@ -99,7 +99,8 @@ public enum CorpusReader {
     /// The fortune files each installed package owns (from `dpkg -L`), language from the
     /// package. Leaves out `.dat` indexes, symlinks, offensive sections (any `off` directory),
     /// symlinks (the `.u8` names are mostly links to the same file), and a file whose UTF-8 twin
-    /// (`NAME.u8`) is a file of its own (the original is then in a legacy encoding).
+    /// (`NAME.u8`) is a non-empty file of its own (the original is then in a legacy encoding;
+    /// `fortunes-pl` ships empty `.u8` placeholders beside UTF-8 originals, which are kept).
     /// - Throws: ``ModelError/io(path:reason:)`` naming a package that is not installed.
     public static func debianFortuneFiles(skipped: inout SkipReport) throws -> [(URL, String)] {
         var result: [(URL, String)] = []
@@ -118,6 +119,7 @@ public enum CorpusReader {
             }
             let paths = String(decoding: output, as: UTF8.self).split(separator: "\n").map(String.init)
                 .filter { $0.contains("/games/fortunes/") && !$0.hasSuffix(".dat") }
+            func fileSize(_ path: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0 }
             func isRegularFile(_ path: String) -> Bool {
                 var isDirectory: ObjCBool = false
                 return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
@@ -126,7 +128,8 @@ public enum CorpusReader {
             for path in paths.sorted() {
                 guard isRegularFile(path) else { continue }
                 if path.split(separator: "/").contains("off") { skipped.offensiveFiles.append(path); continue }
-                if isRegularFile(path + ".u8") { skipped.replacedByUTF8Twin.append(path); continue }
+                if isRegularFile(path + ".u8"), fileSize(path + ".u8") > 0 { skipped.replacedByUTF8Twin.append(path); continue }
+                if path.hasSuffix(".u8"), fileSize(path) == 0 { continue }   // fortunes-pl ships empty .u8 placeholders
                 result.append((URL(fileURLWithPath: path), language))
             }
         }

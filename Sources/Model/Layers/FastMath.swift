@@ -5,8 +5,12 @@ import Foundation
 /// 3e-7 on [-87, 88]; inputs are clamped to that range (so −∞ gives about 1e-38, not 0).
 @inline(__always)
 func exp8(_ v: SIMD8<Float>) -> SIMD8<Float> {
-    let x = v.clamped(lowerBound: SIMD8(repeating: -87.0), upperBound: SIMD8(repeating: 88.0))
-    let n = (x * 1.442_695_04).rounded(.toNearestOrEven)
+    var x = v
+    for i in 0..<8 { x[i] = min(max(v[i], -87), 88) }   // lane by lane: SIMD `clamped` is not inlined
+    // Round x·log2(e) to the nearest integer with the 1.5·2²³ trick (plain float adds, which
+    // vectorise; Swift's generic SIMD float→int conversion runs lane by lane through a slow path).
+    let magic = SIMD8<Float>(repeating: 12_582_912)
+    let n = (x * 1.442_695_04 + magic) - magic
     let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4
     var p = SIMD8<Float>(repeating: 1.987_569_15e-4)
     p = p * r + 1.398_199_95e-3
@@ -15,8 +19,10 @@ func exp8(_ v: SIMD8<Float>) -> SIMD8<Float> {
     p = p * r + 1.666_666_55e-1
     p = p * r + 5.000_000_12e-1
     p = p * (r * r) + r + 1
-    let bits = (SIMD8<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
-    return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
+    // 2ⁿ from the exponent bits, lane by lane with scalar conversions.
+    var scale = SIMD8<Float>()
+    for i in 0..<8 { scale[i] = Float(bitPattern: UInt32(truncatingIfNeeded: Int32(n[i]) &+ 127) &<< 23) }
+    return p * scale
 }
 
 /// `x[i] = exp(x[i] − shift)` for i < count; returns the sum of the new values (Float, summed
@@ -35,7 +41,7 @@ func expShifted(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> F
     }
     var sum = acc.sum()
     if i < count {
-        var tail = SIMD8<Float>(repeating: -.infinity)
+        var tail = SIMD8<Float>(repeating: shift)
         for j in i..<count { tail[j - i] = x[j] }
         let e = exp8(tail - s)
         for j in i..<count { x[j] = e[j - i]; sum += e[j - i] }
@@ -46,12 +52,8 @@ func expShifted(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> F
 /// The maximum of `count` floats (count ≥ 1).
 @inline(__always)
 func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
-    var i = 0
-    var m = SIMD8<Float>(repeating: -.infinity)
-    let raw = UnsafeRawPointer(x)
-    while i + 8 <= count { m = pointwiseMax(m, raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)); i += 8 }
-    var r = m.max()
-    while i < count { r = max(r, x[i]); i += 1 }
+    var r = x[0]
+    for i in 1..<max(count, 1) where x[i] > r { r = x[i] }
     return r
 }
 
