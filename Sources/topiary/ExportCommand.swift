@@ -28,9 +28,7 @@ struct BatchCommand: ParsableCommand {
         commandName: "batch", abstract: "Run every spec in a folder as its own study (finished ones skipped, unfinished resumed); print a summary.")
 
     @Argument(help: "Folder of search specs (*.json).") var directory: String
-    @Option(help: "Students distilled together per claim.") var studentsPerClaim = 4
-    @Option(help: "Results directory.") var results = "results"
-    @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+    @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
 
@@ -46,9 +44,7 @@ struct BatchCommand: ParsableCommand {
             let start = Date()
             if try st.study(named: spec.study)?.state != "complete" {
                 print("== \(spec.study) (\(f))")
-                let runner = try SearchRunner(spec: spec, store: st, results: directoryURL(results), importanceCache: directoryURL(importanceCache))
-                runner.studentsPerClaim = studentsPerClaim
-                _ = try runner.run(worker: "batch-\(getpid())", extend: false)
+                _ = try options.runner(spec, st).run(worker: "batch-\(getpid())", extend: false)
             }
             let s = try st.summary(try st.study(named: spec.study)!)
             let best = try st.top(study: s.study.id, limit: 1).first

@@ -9,6 +9,21 @@ struct StoreOptions: ParsableArguments {
     func open() throws -> StudyStore { try StudyStore(path: path) }
 }
 
+/// Options of every command that runs trials.
+struct RunnerOptions: ParsableArguments {
+    @Option(help: "Students distilled together per claim (they share the teacher's forward pass).") var studentsPerClaim = 4
+    @Option(help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
+    @Option(help: "Results directory (trial checkpoints).") var results = "results"
+    @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+
+    func runner(_ spec: SearchSpec, _ store: StudyStore) throws -> SearchRunner {
+        let r = try SearchRunner(spec: spec, store: store, results: directoryURL(results), importanceCache: directoryURL(importanceCache))
+        r.studentsPerClaim = studentsPerClaim
+        r.staleAfter = staleAfter
+        return r
+    }
+}
+
 struct SearchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "search", abstract: "Run architecture searches.", subcommands: [SearchRun.self])
@@ -21,11 +36,8 @@ struct SearchRun: ParsableCommand {
 
     @Argument(help: "Search spec (JSON).") var spec: String
     @Option(help: "Worker processes (this one included). On 2 cores, 1 with several students per claim is fastest.") var workers = 1
-    @Option(help: "Students distilled together per claim (they share the teacher's forward pass).") var studentsPerClaim = 4
-    @Option(help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
     @Flag(help: "Add to an existing study of the same name even though its spec differs.") var extend = false
-    @Option(help: "Results directory (trial checkpoints).") var results = "results"
-    @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+    @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
 
@@ -33,17 +45,16 @@ struct SearchRun: ParsableCommand {
         engine.apply()
         let s = try loadSpec(spec)
         let st = try store.open()
-        let runner = try SearchRunner(spec: s, store: st, results: directoryURL(results), importanceCache: directoryURL(importanceCache))
-        runner.studentsPerClaim = studentsPerClaim
-        runner.staleAfter = staleAfter
+        let runner = try options.runner(s, st)
         let start = Date()
         let study = try runner.prepare(extend: extend)
         var children: [Process] = []
         for i in 1..<max(1, workers) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
-            p.arguments = ["worker", "--db", store.path, "--spec", spec, "--results", results, "--importance-cache", importanceCache,
-                           "--name", "worker-\(getpid())-\(i)", "--students-per-claim", String(studentsPerClaim), "--threads", "1"]
+            p.arguments = ["worker", "--db", store.path, "--spec", spec, "--results", options.results, "--importance-cache", options.importanceCache,
+                           "--name", "worker-\(getpid())-\(i)", "--students-per-claim", String(options.studentsPerClaim),
+                           "--stale-after", String(options.staleAfter), "--threads", "1"]
             try p.run()
             children.append(p)
         }
@@ -62,10 +73,7 @@ struct WorkerCommand: ParsableCommand {
 
     @Option(help: "Search spec of the study.") var spec: String
     @Option(help: "Worker name (default: host-pid).") var name: String?
-    @Option(help: "Students distilled together per claim.") var studentsPerClaim = 4
-    @Option(help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
-    @Option(help: "Results directory.") var results = "results"
-    @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+    @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
 
@@ -74,9 +82,7 @@ struct WorkerCommand: ParsableCommand {
         let s = try loadSpec(spec)
         let st = try store.open()
         guard let study = try st.study(named: s.study) else { throw SearchError.store("no study '\(s.study)' in \(store.path); start it with `topiary search run`") }
-        let runner = try SearchRunner(spec: s, store: st, results: directoryURL(results), importanceCache: directoryURL(importanceCache))
-        runner.studentsPerClaim = studentsPerClaim
-        runner.staleAfter = staleAfter
+        let runner = try options.runner(s, st)
         let worker = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         while true {
             let ran = try runner.work(study: study.id, worker: worker)
