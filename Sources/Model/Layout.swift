@@ -23,6 +23,11 @@ public struct ParameterLayout: Sendable, Equatable {
 
     public init() {}
 
+    /// A layout of arbitrary named tensors, in order (for auxiliary trainable parameters).
+    public init(tensors: [(String, [Int])]) {
+        for (name, shape) in tensors { add(name, shape) }
+    }
+
     mutating func add(_ name: String, _ shape: [Int]) {
         index[name] = entries.count
         entries.append(ParameterEntry(name: name, shape: shape, offset: count))

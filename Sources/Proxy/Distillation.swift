@@ -11,6 +11,8 @@ public struct DistillationLoss: Sendable, Equatable, Codable {
     public var temperature = 1.0
     /// forward: KL(teacher ‖ student); reverse: KL(student ‖ teacher).
     public var direction = Direction.forward
+    /// Distance between chosen hidden states through a learned linear map (off by default).
+    public var hidden = HiddenLoss()
     public init() {}
 }
 
@@ -19,6 +21,7 @@ public struct DistillationStep: Sendable {
     public var loss: Double
     public var kl: Double
     public var lm: Double
+    public var hidden: Double = 0
 }
 
 /// Computes the distillation loss of `studentLogits` against the teacher's log-probabilities at
@@ -106,6 +109,8 @@ public final class Distiller {
     public struct Student {
         public var name: String
         public var trainer: Trainer
+        /// The learned hidden-state map, when the loss has a hidden term.
+        public var projector: HiddenProjector?
     }
     public let teacher: DecoderModel
     public private(set) var students: [Student]
@@ -127,8 +132,12 @@ public final class Distiller {
         guard loss.temperature > 0 else { throw ProxyError.invalidOption(field: "temperature", reason: "must be positive") }
         self.teacher = teacher
         self.loss = loss
-        self.students = students.map { Student(name: $0.0, trainer: Trainer(model: $0.1, batch: batch, sequence: sequence, settings: settings,
-                                                                             schedule: schedule, peakLearningRate: learningRate, totalSteps: steps)) }
+        self.students = try students.map {
+            Student(name: $0.0, trainer: Trainer(model: $0.1, batch: batch, sequence: sequence, settings: settings,
+                                                 schedule: schedule, peakLearningRate: learningRate, totalSteps: steps),
+                    projector: loss.hidden.weight > 0
+                        ? try HiddenProjector(loss: loss.hidden, student: $0.1.config, teacher: teacher.config, rows: batch * sequence) : nil)
+        }
         teacherActs = Activations(config: teacher.config, batch: batch, sequence: sequence)
         teacherLogProbs = FloatBuffer(count: batch * sequence * teacher.config.vocabSize)
         scratch = FloatBuffer(count: Parallel.threads * 2 * teacher.config.vocabSize)
@@ -147,15 +156,25 @@ public final class Distiller {
             let stepNumber = t.optimizer.step + 1
             model.zeroGradients()
             try model.forward(tokens: tokens, t.activations)
-            let r = distillationLoss(t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
+            var r = distillationLoss(t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
                                      N: N, V: V, loss: loss, gradient: true, scratch: scratch.pointer)
+            var residualGradients: [Int: UnsafePointer<Float>] = [:]
+            if let projector = s.projector {
+                let h = projector.evaluate(student: t.activations, teacher: teacherActs, gradient: true)
+                r.hidden = h.loss
+                r.loss += loss.hidden.weight * h.loss
+                residualGradients = h.residualGradients
+            }
             guard r.loss.isFinite else {
                 result[i] = .failure(.diverged(student: s.name, step: stepNumber, what: "distillation loss"))
                 continue
             }
-            model.backward(t.activations)
+            model.backward(t.activations, residualGradients: residualGradients)
             let lr = t.schedule.rate(step: stepNumber, total: t.totalSteps, peak: t.peakLearningRate)
-            do { try t.optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr) } catch {
+            do {
+                try t.optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr)
+                try s.projector?.update(lr: lr)
+            } catch {
                 result[i] = .failure(.diverged(student: s.name, step: stepNumber, what: "gradient norm"))
                 continue
             }

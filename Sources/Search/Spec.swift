@@ -248,6 +248,7 @@ public struct SearchSpec: Sendable {
         }
 
         // proxy
+        let teacherConfigLayers = t.numHiddenLayers
         if let p = try object(o["proxy"], "proxy") {
             try check(p, "proxy", ["steps", "batch_size", "sequence_length", "learning_rate", "warmup", "schedule", "loss", "temperature", "reverse_kl", "eval_tokens", "seed"])
             if let v = p["steps"] { proxy.steps = try int(v, "proxy.steps") }
@@ -261,13 +262,24 @@ public struct SearchSpec: Sendable {
                 proxy.schedule = s
             }
             if let l = try object(p["loss"], "proxy.loss") {
-                try check(l, "proxy.loss", ["logits_kl", "lm", "hidden"])
+                try check(l, "proxy.loss", ["logits_kl", "lm", "hidden", "hidden_distance", "hidden_layers"])
                 if let v = l["logits_kl"] { proxy.loss.kl = try number(v, "proxy.loss.logits_kl") }
                 if let v = l["lm"] { proxy.loss.lm = try number(v, "proxy.loss.lm") }
-                if let v = l["hidden"], try number(v, "proxy.loss.hidden") != 0 {
-                    throw fail("proxy.loss.hidden", "hidden-state distillation is not implemented yet; use 0")
+                if let v = l["hidden"] { proxy.loss.hidden.weight = try number(v, "proxy.loss.hidden") }
+                if let v = l["hidden_distance"] {
+                    guard let d = v.string.flatMap(HiddenLoss.Distance.init) else { throw fail("proxy.loss.hidden_distance", "cosine or mse") }
+                    proxy.loss.hidden.distance = d
                 }
-                if proxy.loss.kl == 0 && proxy.loss.lm == 0 { throw fail("proxy.loss", "every weight is zero") }
+                if let v = l["hidden_layers"] {
+                    guard let pairs = v.array else { throw fail("proxy.loss.hidden_layers", "a list of [student, teacher] residual indices") }
+                    proxy.loss.hidden.layers = try pairs.enumerated().map { i, p in
+                        guard let a = p.array, a.count == 2, let s = a[0].int, let t = a[1].int, s >= 0, t >= 0, t <= teacherConfigLayers else {
+                            throw fail("proxy.loss.hidden_layers[\(i)]", "expected [student, teacher] with teacher in 0...\(teacherConfigLayers)")
+                        }
+                        return [s, t]
+                    }
+                }
+                if proxy.loss.kl == 0 && proxy.loss.lm == 0 && proxy.loss.hidden.weight == 0 { throw fail("proxy.loss", "every weight is zero") }
             }
             if let v = p["temperature"] { proxy.loss.temperature = try number(v, "proxy.temperature", positive: true) }
             if let v = p["reverse_kl"] { guard let x = v.bool else { throw fail("proxy.reverse_kl", "true or false") }; proxy.loss.direction = x ? .reverse : .forward }

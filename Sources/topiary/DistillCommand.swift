@@ -15,6 +15,9 @@ struct DistillOptions: ParsableArguments {
     @Option(help: "Weight of the language-model loss on the data.") var lm = 0.0
     @Option(help: "Softmax temperature τ for the KL.") var temperature = 1.0
     @Flag(help: "Reverse KL(student ‖ teacher) instead of forward.") var reverse = false
+    @Option(help: "Weight of the hidden-state loss (through a learned linear map).") var hidden = 0.0
+    @Option(help: "Hidden-state distance: cosine or mse.") var hiddenDistance = "cosine"
+    @Option(help: "Hidden-state pairs as STUDENT:TEACHER residual indices, comma-separated (default: last:last).") var hiddenLayers: String?
     @Option(help: "Record a curve point every K steps.") var evalEvery = 25
     @Option(help: "Validation tokens per language per curve point.") var evalTokens = 4096
     @Option(help: "Language sampling exponent α.") var alpha = 0.3
@@ -23,6 +26,8 @@ struct DistillOptions: ParsableArguments {
     func validate() throws {
         if steps < 1 || batch < 1 || seq < 2 || evalEvery < 1 { throw ValidationError("--steps, --batch, --eval-every ≥ 1 and --seq ≥ 2") }
         if temperature <= 0 { throw ValidationError("--temperature must be positive") }
+        if HiddenLoss.Distance(rawValue: hiddenDistance) == nil { throw ValidationError("--hidden-distance takes cosine or mse") }
+        if hiddenLayers != nil && hiddenPairs == nil { throw ValidationError("--hidden-layers takes pairs like 3:5,6:10") }
     }
 
     var recipe: DistillationRecipe {
@@ -30,7 +35,16 @@ struct DistillOptions: ParsableArguments {
         r.batch = batch; r.sequence = seq; r.learningRate = lr; r.schedule = schedule; r.warmup = warmup
         r.evalEvery = evalEvery; r.evalTokens = evalTokens; r.alpha = alpha; r.seed = seed
         r.loss.kl = kl; r.loss.lm = lm; r.loss.temperature = temperature; r.loss.direction = reverse ? .reverse : .forward
+        r.loss.hidden.weight = hidden
+        r.loss.hidden.distance = HiddenLoss.Distance(rawValue: hiddenDistance) ?? .cosine
+        r.loss.hidden.layers = hiddenPairs ?? []
         return r
+    }
+
+    var hiddenPairs: [[Int]]? {
+        guard let hiddenLayers else { return [] }
+        let pairs = hiddenLayers.split(separator: ",").map { $0.split(separator: ":").compactMap { Int($0) } }
+        return pairs.allSatisfy { $0.count == 2 } ? pairs : nil
     }
 }
 

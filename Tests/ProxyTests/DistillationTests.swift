@@ -75,3 +75,71 @@ import Testing
         #expect(good.parameters.array != before, "the healthy student still trains")
     }
 }
+
+@Suite struct HiddenDistillationTests {
+    @Test(arguments: [HiddenLoss.Distance.cosine, .mse])
+    func gradientsMatchFiniteDifferences(_ distance: HiddenLoss.Distance) throws {
+        let teacher = teacherModel(seed: 1)
+        var target = teacher.config
+        target.hiddenSize = 12; target.numAttentionHeads = 3; target.numHiddenLayers = 2
+        let student = try Pruning.prune(teacher: teacher, to: target, scores: randomScores(teacher.config))
+        var loss = HiddenLoss()
+        loss.weight = 0.7; loss.distance = distance; loss.layers = [[1, 2], [2, 4]]
+        let (B, T) = (2, 8)
+        let projector = try HiddenProjector(loss: loss, student: student.config, teacher: teacher.config, rows: B * T)
+        let ta = Activations(config: teacher.config, batch: B, sequence: T), sa = Activations(config: student.config, batch: B, sequence: T)
+        try teacher.forward(tokens: sampleTokens, ta)
+        func value() throws -> Double {
+            try student.forward(tokens: sampleTokens, sa)
+            return 0.7 * projector.evaluate(student: sa, teacher: ta, gradient: false).loss
+        }
+        try student.forward(tokens: sampleTokens, sa)
+        let r = projector.evaluate(student: sa, teacher: ta, gradient: true)
+        sa.logits.update(repeating: 0)   // only the hidden term
+        student.zeroGradients()
+        student.backward(sa, residualGradients: r.residualGradients)
+        let h: Float = 1e-2
+        var rng = SeededGenerator(seed: 3)
+        // Student parameters, through the backward pass.
+        for e in student.layout.entries where e.name.contains("layers.0.") || e.name.contains("embed") {
+            for _ in 0..<3 {
+                let i = e.offset + Int(rng.next() % UInt64(e.count))
+                let saved = student.parameters[i]
+                student.parameters[i] = saved + h; let plus = try value()
+                student.parameters[i] = saved - h; let minus = try value()
+                student.parameters[i] = saved
+                let numeric = (plus - minus) / Double(2 * h), analytic = Double(student.gradients[i])
+                #expect(abs(numeric - analytic) < 1e-3 + 3e-2 * abs(numeric), "\(distance) \(e.name): \(analytic) vs \(numeric)")
+            }
+        }
+        // The learned maps.
+        try student.forward(tokens: sampleTokens, sa)
+        _ = projector.evaluate(student: sa, teacher: ta, gradient: true)
+        let analyticW = projector.gradientsForTesting
+        for _ in 0..<8 {
+            let i = Int(rng.next() % UInt64(projector.weights.count))
+            let saved = projector.weights[i]
+            projector.weights[i] = saved + h; let plus = try value()
+            projector.weights[i] = saved - h; let minus = try value()
+            projector.weights[i] = saved
+            let numeric = (plus - minus) / Double(2 * h)
+            #expect(abs(numeric - Double(analyticW[i])) < 1e-3 + 3e-2 * abs(numeric), "\(distance) W[\(i)]: \(analyticW[i]) vs \(numeric)")
+        }
+    }
+
+    @Test func hiddenTermTrainsWithTheStudent() throws {
+        let teacher = teacherModel()
+        var target = teacher.config
+        target.numHiddenLayers = 2
+        let s = try Pruning.prune(teacher: teacher, to: target, scores: randomScores(teacher.config))
+        var loss = DistillationLoss()
+        loss.hidden.weight = 1; loss.hidden.distance = .mse
+        let d = try Distiller(teacher: teacher, students: [("s", s)], batch: 2, sequence: 8, loss: loss, learningRate: 1e-2,
+                              schedule: .constant(warmup: 0), steps: 30)
+        let targets = DecoderModel.shiftedTargets(sampleTokens, batch: 2, sequence: 8)
+        let first = try d.step(tokens: sampleTokens, targets: targets)[0]!.get()
+        var last = first
+        for _ in 0..<29 { last = try d.step(tokens: sampleTokens, targets: targets)[0]!.get() }
+        #expect(first.hidden > 0 && last.hidden < 0.7 * first.hidden, "hidden \(first.hidden) → \(last.hidden)")
+    }
+}
