@@ -50,9 +50,10 @@ public enum DistillationRun {
     ///     `recipe.steps`, so a run stopped early and continued later is the same run.
     ///   - resume: student → training checkpoint (weights, AdamW moments, step) to continue from;
     ///     every resumed student must be at the same step.
+    ///   - evaluateAt: record curve points at exactly these steps (default: every `evalEvery` and at the end).
     ///   - onStep: called after every step with (step, student → loss).
     public static func run(teacher: DecoderModel, students: [(String, DecoderModel)], corpus: TokenShards,
-                           recipe: DistillationRecipe, endStep: Int? = nil, resume: [Int: URL] = [:],
+                           recipe: DistillationRecipe, endStep: Int? = nil, resume: [Int: URL] = [:], evaluateAt: Set<Int>? = nil,
                            progressLabel: String = "distill",
                            onStep: (Int, [Int: Double]) throws -> Void = { _, _ in },
                            onPoint: (Int, CurvePoint) throws -> Void = { _, _ in }) throws -> (Outcome, Distiller) {
@@ -98,7 +99,7 @@ public enum DistillationRun {
             let shown = active.sorted().prefix(4).map { (students[$0].0, String(format: "%.4f", lastLoss[$0])) }
             progress.update(step: step, tokens: tokens, fields: shown)
             try onStep(step, Dictionary(uniqueKeysWithValues: active.map { ($0, lastLoss[$0]) }))
-            if step % recipe.evalEvery == 0 || step == end {
+            if evaluateAt?.contains(step) ?? (step % recipe.evalEvery == 0 || step == end) {
                 let kl = try distiller.validationKL(corpus: corpus, maxTokensPerLanguage: recipe.evalTokens, only: active)
                 for i in active.sorted() {
                     let e = try Evaluation.validationLoss(model: students[i].1, shards: corpus, batch: recipe.batch, sequence: recipe.sequence,

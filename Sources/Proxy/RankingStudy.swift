@@ -38,14 +38,15 @@ public enum RankingStudy {
         guard let last = sorted.last, sorted.first! > 0 else { throw ProxyError.invalidOption(field: "checkpoints", reason: "need positive step counts") }
         var r = recipe
         r.steps = last
-        r.evalEvery = sorted.reduce(sorted[0]) { gcd($0, $1) }
+        r.evalEvery = last
         let students = try candidates.map { ($0.0, try Pruning.prune(teacher: teacher, to: $0.1, scores: scores, options: options)) }
         var losses = [[Double]](repeating: [], count: students.count)
         for (i, s) in students.enumerated() {
             let e = try Evaluation.validationLoss(model: s.1, shards: corpus, batch: r.batch, sequence: r.sequence, maxTokensPerLanguage: r.evalTokens)
             losses[i].append(e.languageMean)
         }
-        let (outcome, _) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r, progressLabel: "ranking") { i, p in
+        let (outcome, _) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r,
+                                                   evaluateAt: Set(sorted), progressLabel: "ranking") { i, p in
             if sorted.contains(p.step) { losses[i].append(p.validation.languageMean) }
         }
         if let (i, e) = outcome.failures.first { throw ProxyError.diverged(student: candidates[i].0, step: 0, what: "\(e)") }
@@ -55,5 +56,4 @@ public enum RankingStudy {
         return Result(candidates: candidates.map(\.0), parameters: candidates.map { $0.1.parameterCount }, checkpoints: columns, losses: losses, tau: tau)
     }
 
-    static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 }
