@@ -91,20 +91,6 @@ import Testing
     }
 }
 
-@Suite struct FastMathTests {
-    @Test func fastExpIsAccurate() {
-        var worst = 0.0
-        var x: Float = -87
-        while x < 88 {
-            let exact = Foundation.exp(Double(x))
-            worst = max(worst, abs(Double(_fastExp(x)) - exact) / exact)
-            x += 0.01337
-        }
-        #expect(worst < 3e-7, "worst relative error \(worst)")
-        #expect(_fastExp(-.infinity) < 1e-37)
-    }
-}
-
 @Suite struct AccountingTests {
     @Test func closedFormCountsEqualTheLayout() {
         var rng = SeededGenerator(seed: 8)

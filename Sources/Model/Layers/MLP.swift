@@ -7,13 +7,10 @@ func swigluForward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Floa
     Parallel.chunks(N, minimumPerChunk: max(16, 16384 / F)) { _, rows in
         for n in rows {
             let g = pre + n * 2 * F, u = g + F, a = act + n * F
-            var i = 0
-            while i + 8 <= F {
-                let x = load8(g + i)
-                store8(x * sigmoid8(x) * load8(u + i), a + i)
-                i += 8
+            for i in 0..<F {
+                let x = g[i]
+                a[i] = x / (1 + expf(-x)) * u[i]
             }
-            while i < F { let x = g[i]; a[i] = x / (1 + expf(-x)) * u[i]; i += 1 }
         }
     }
 }
@@ -26,20 +23,11 @@ func swigluBackward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<F
         for n in rows {
             let g = pre + n * 2 * F, u = g + F, da = dact + n * F
             let dg = dpre + n * 2 * F, du = dg + F
-            var i = 0
-            while i + 8 <= F {
-                let x = load8(g + i), d = load8(da + i)
-                let sg = sigmoid8(x)
-                store8(d * x * sg, du + i)
-                store8(d * load8(u + i) * sg * (1 + x * (1 - sg)), dg + i)
-                i += 8
-            }
-            while i < F {
+            for i in 0..<F {
                 let x = g[i]
                 let sg = 1 / (1 + expf(-x))
                 du[i] = da[i] * x * sg
                 dg[i] = da[i] * u[i] * sg * (1 + x * (1 - sg))
-                i += 1
             }
         }
     }
@@ -59,6 +47,3 @@ func relu2Backward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Fl
         for i in range { dpre[i] = dact[i] * 2 * max(pre[i], 0) }
     }
 }
-
-@inline(__always) func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
-@inline(__always) func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) }
