@@ -177,3 +177,22 @@ func makeCorpus(_ name: String = #function, languages: [String: Int] = ["en": 40
         }
     }
 }
+
+@Suite struct FortuneSelectionTests {
+    /// Debian's layouts: `.u8` names that are symlinks (fortunes), legacy files with a real UTF-8
+    /// twin, empty `.u8` placeholders beside UTF-8 originals (fortunes-pl), `off/` directories.
+    @Test func selectionFollowsDebianLayouts() {
+        let files: [String: (regular: Bool, size: Int)] = [
+            "/f/art": (true, 100), "/f/art.u8": (false, 3), "/f/art.dat": (true, 10),
+            "/f/ru/legacy": (true, 50), "/f/ru/legacy.u8": (true, 60),
+            "/f/pl/bajki": (true, 70), "/f/pl/bajki.u8": (true, 0),
+            "/f/es/off/racistas.fortunes": (true, 80), "/f/es/vida.fortunes": (true, 90),
+        ]
+        var skipped = SkipReport()
+        let chosen = CorpusReader.selectFortuneFiles(Array(files.keys), skipped: &skipped,
+                                                     isRegularFile: { files[$0]?.regular ?? false }, size: { files[$0]?.size ?? 0 })
+        #expect(chosen == ["/f/art", "/f/es/vida.fortunes", "/f/pl/bajki", "/f/ru/legacy.u8"])
+        #expect(skipped.offensiveFiles == ["/f/es/off/racistas.fortunes"])
+        #expect(skipped.replacedByUTF8Twin == ["/f/ru/legacy"])
+    }
+}

@@ -119,19 +119,28 @@ public enum CorpusReader {
             }
             let paths = String(decoding: output, as: UTF8.self).split(separator: "\n").map(String.init)
                 .filter { $0.contains("/games/fortunes/") && !$0.hasSuffix(".dat") }
-            func fileSize(_ path: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0 }
-            func isRegularFile(_ path: String) -> Bool {
+            let selected = selectFortuneFiles(paths, skipped: &skipped, isRegularFile: { path in
                 var isDirectory: ObjCBool = false
                 return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
                     && (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) == nil
-            }
-            for path in paths.sorted() {
-                guard isRegularFile(path) else { continue }
-                if path.split(separator: "/").contains("off") { skipped.offensiveFiles.append(path); continue }
-                if isRegularFile(path + ".u8"), fileSize(path + ".u8") > 0 { skipped.replacedByUTF8Twin.append(path); continue }
-                if path.hasSuffix(".u8"), fileSize(path) == 0 { continue }   // fortunes-pl ships empty .u8 placeholders
-                result.append((URL(fileURLWithPath: path), language))
-            }
+            }, size: { ((try? FileManager.default.attributesOfItem(atPath: $0))?[.size] as? NSNumber)?.intValue ?? 0 })
+            result += selected.map { (URL(fileURLWithPath: $0), language) }
+        }
+        return result
+    }
+
+    /// The rule of ``debianFortuneFiles(skipped:)`` on a package's file list: regular files only
+    /// (no symlinks, no `.dat`), no `off` directory, the UTF-8 twin `NAME.u8` instead of `NAME`
+    /// when the twin is a non-empty file, and never an empty `.u8` placeholder.
+    public static func selectFortuneFiles(_ paths: [String], skipped: inout SkipReport,
+                                          isRegularFile: (String) -> Bool, size: (String) -> Int) -> [String] {
+        var result: [String] = []
+        for path in paths.sorted() where !path.hasSuffix(".dat") {
+            guard isRegularFile(path) else { continue }
+            if path.split(separator: "/").contains("off") { skipped.offensiveFiles.append(path); continue }
+            if isRegularFile(path + ".u8"), size(path + ".u8") > 0 { skipped.replacedByUTF8Twin.append(path); continue }
+            if path.hasSuffix(".u8"), size(path) == 0 { continue }   // fortunes-pl ships empty .u8 placeholders
+            result.append(path)
         }
         return result
     }
