@@ -138,7 +138,6 @@ public final class SearchRunner {
                                                            endStep: trials[0].fidelity, resume: resume, progressLabel: "trial") { step, losses in
             if step % 10 == 0 { for (i, l) in losses { trainLoss[i, default: []].append((step, l)) } }
         }
-        let kl = try distiller.validationKL(corpus: corpus, maxTokensPerLanguage: recipe.evalTokens, only: Set(trials.indices).subtracting(outcome.failures.keys))
         let seconds = Date().timeIntervalSince(start) / Double(trials.count)
         for (i, t) in trials.enumerated() {
             if let failure = outcome.failures[i] {
@@ -157,7 +156,7 @@ public final class SearchRunner {
             metrics.append((point.step, "val_loss/mean", point.validation.languageMean))
             metrics.append((point.step, "val_loss/worst", point.validation.worst))
             for (lang, v) in point.validation.perLanguage { metrics.append((point.step, "val_loss/\(lang)", v)) }
-            metrics.append((point.step, "val_kl", kl[i] ?? .nan))
+            metrics.append((point.step, "val_kl", point.validationKL))
             metrics.append((point.step, "seconds", seconds))
             let score = spec.objective.value(point.validation)
             try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics)
