@@ -183,37 +183,37 @@ public final class Distiller {
         return result
     }
 
-    /// Mean KL(teacher ‖ student) at τ on validation windows (up to `maxTokensPerLanguage` per
-    /// language), for each student.
-    public func validationKL(corpus: TokenShards, maxTokensPerLanguage: Int, only: Set<Int>? = nil) throws -> [Int: Double] {
+    /// Each student's validation loss (per language, as ``Evaluation/validationLoss(model:shards:split:batch:sequence:maxTokensPerLanguage:step:activations:)``)
+    /// and mean KL(teacher ‖ student) at τ, from one forward pass of the teacher and of each student
+    /// per window batch. The KL averages over languages with more than T validation tokens.
+    public func validate(corpus: TokenShards, maxTokensPerLanguage: Int, step: Int = 0, only: Set<Int>? = nil) throws -> [Int: (EvaluationResult, kl: Double)] {
         let T = teacherActs.T, B = teacherActs.B, V = teacher.config.vocabSize
+        let chosen = students.indices.filter { only?.contains($0) ?? true }
+        var tallies = [Int: LossTally](uniqueKeysWithValues: chosen.map { ($0, LossTally()) })
         var sums: [Int: Double] = [:], counts = 0
-        for lang in corpus.languages {
-            guard let st = corpus.stats["validation"]?[lang], st.tokens > T else { continue }
-            let windows = min((st.tokens - 1) / T, max(1, maxTokensPerLanguage / T))
-            var w = 0
-            while w < windows {
-                let rows = min(B, windows - w)
-                var tokens = [Int32](repeating: 0, count: B * T), targets = [Int32](repeating: -1, count: B * T)
-                for r in 0..<rows {
-                    let window = corpus.tokens("validation", start: st.tokenStart + (w + r) * T, count: T + 1)
-                    for t in 0..<T { tokens[r * T + t] = window[t]; targets[r * T + t] = window[t + 1] }
-                }
+        var klOnly = loss
+        klOnly.kl = 1; klOnly.lm = 0; klOnly.direction = .forward
+        try corpus.forEachWindowBatch(batch: B, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) { lang, tokens, targets in
+            let withKL = (corpus.stats["validation"]?[lang]?.tokens ?? 0) > T
+            if withKL {
                 try teacher.forward(tokens: tokens, teacherActs)
                 logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: B * T, V: V, temperature: Float(loss.temperature))
-                let valid = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
-                var klOnly = loss
-                klOnly.kl = 1; klOnly.lm = 0; klOnly.direction = .forward
-                for (i, s) in students.enumerated() where only?.contains(i) ?? true {
-                    try s.trainer.model.forward(tokens: tokens, s.trainer.activations)
-                    let r = distillationLoss(s.trainer.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer,
+                counts += targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+            }
+            for i in chosen {
+                let model = students[i].trainer.model, acts = students[i].trainer.activations
+                try model.forward(tokens: tokens, acts)
+                if withKL {
+                    let r = distillationLoss(acts.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer,
                                              targets: targets, N: B * T, V: V, loss: klOnly, gradient: false, scratch: scratch.pointer)
-                    sums[i, default: 0] += r.kl * Double(valid)
+                    sums[i, default: 0] += r.kl * Double(targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) })
                 }
-                counts += valid
-                w += rows
+                _ = try model.loss(acts, targets: targets, gradient: false)
+                tallies[i]!.add(lang, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: targets)
             }
         }
-        return sums.mapValues { $0 / Double(max(counts, 1)) }
+        var result: [Int: (EvaluationResult, kl: Double)] = [:]
+        for i in chosen { result[i] = (try tallies[i]!.result(step: step), (sums[i] ?? 0) / Double(max(counts, 1))) }
+        return result
     }
 }

@@ -80,7 +80,6 @@ public enum DistillationRun {
         var curves = [[CurvePoint]](repeating: [], count: students.count)
         var failures: [Int: ProxyError] = [:]
         var active = Set(students.indices)
-        let evalActs = students.map { Activations(config: $0.1.config, batch: recipe.batch, sequence: recipe.sequence) }
         let progress = ProgressReporter(label: progressLabel, total: end, firstStep: startStep, every: max(1, min(recipe.evalEvery, 50)))
         var tokens = 0
         var lastLoss = [Double](repeating: .nan, count: students.count)
@@ -100,11 +99,10 @@ public enum DistillationRun {
             progress.update(step: step, tokens: tokens, fields: shown)
             try onStep(step, Dictionary(uniqueKeysWithValues: active.map { ($0, lastLoss[$0]) }))
             if evaluateAt?.contains(step) ?? (step % recipe.evalEvery == 0 || step == end) {
-                let kl = try distiller.validationKL(corpus: corpus, maxTokensPerLanguage: recipe.evalTokens, only: active)
+                let scores = try distiller.validate(corpus: corpus, maxTokensPerLanguage: recipe.evalTokens, step: step, only: active)
                 for i in active.sorted() {
-                    let e = try Evaluation.validationLoss(model: students[i].1, shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
-                                                          maxTokensPerLanguage: recipe.evalTokens, step: step, activations: evalActs[i])
-                    let point = CurvePoint(step: step, trainLoss: lastLoss[i], validation: e, validationKL: kl[i] ?? .nan)
+                    let (e, kl) = scores[i]!
+                    let point = CurvePoint(step: step, trainLoss: lastLoss[i], validation: e, validationKL: kl)
                     curves[i].append(point)
                     try onPoint(i, point)
                 }

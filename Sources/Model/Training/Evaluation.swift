@@ -22,47 +22,20 @@ public struct EvaluationResult: Sendable, Equatable {
 public enum Evaluation {
     /// Scores `model` on consecutive, non-overlapping windows of T+1 tokens from the start of each
     /// language's validation range, up to `maxTokensPerLanguage` predicted tokens per language
-    /// (every language at least one window).
+    /// (every language at least one window; see ``TokenShards/forEachWindowBatch(_:batch:sequence:maxTokensPerLanguage:_:)``).
     /// - Throws: ``ModelError/nonFinite(step:what:)`` if a loss is NaN (`step` names the caller's step).
     public static func validationLoss(model: DecoderModel, shards: TokenShards, split: String = "validation",
                                       batch: Int, sequence T: Int, maxTokensPerLanguage: Int, step: Int = 0,
                                       activations: Activations? = nil) throws -> EvaluationResult {
         let acts = activations ?? Activations(config: model.config, batch: batch, sequence: T)
-        let B = acts.B
         precondition(acts.T == T)
-        var perLanguage: [String: Double] = [:], counts: [String: Int] = [:]
-        for lang in shards.languages {
-            guard let st = shards.stats[split]?[lang], st.tokens >= 2 else { continue }
-            // Windows of T+1 tokens; a short language gets one window of what it has.
-            let windowsAvailable = max(1, (st.tokens - 1) / T)
-            let windows = min(windowsAvailable, max(1, maxTokensPerLanguage / T))
-            var sum = 0.0, n = 0
-            var w = 0
-            while w < windows {
-                let rows = min(B, windows - w)
-                var tokens = [Int32](repeating: 0, count: B * T), targets = [Int32](repeating: -1, count: B * T)
-                for r in 0..<rows {
-                    let start = st.tokenStart + (w + r) * T
-                    let len = min(T + 1, st.tokenEnd - start)
-                    let window = shards.tokens(split, start: start, count: len)
-                    for t in 0..<(len - 1) { tokens[r * T + t] = window[t]; targets[r * T + t] = window[t + 1] }
-                }
-                try model.forward(tokens: tokens, acts)
-                _ = try model.loss(acts, targets: targets, gradient: false)
-                let rowLoss = acts.rowLosses
-                for i in 0..<(B * T) where targets[i] >= 0 { sum += Double(rowLoss[i]); n += 1 }
-                w += rows
-            }
-            let mean = sum / Double(max(n, 1))
-            guard mean.isFinite else { throw ModelError.nonFinite(step: step, what: "validation loss for '\(lang)'") }
-            perLanguage[lang] = mean
-            counts[lang] = n
+        var tally = LossTally()
+        try shards.forEachWindowBatch(split, batch: acts.B, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) { lang, tokens, targets in
+            try model.forward(tokens: tokens, acts)
+            _ = try model.loss(acts, targets: targets, gradient: false)
+            tally.add(lang, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: targets)
         }
-        let total = counts.values.reduce(0, +)
-        let overall = perLanguage.reduce(0.0) { $0 + $1.value * Double(counts[$1.key]!) } / Double(max(total, 1))
-        let mean = perLanguage.values.reduce(0, +) / Double(max(perLanguage.count, 1))
-        return EvaluationResult(perLanguage: perLanguage, tokens: counts, overall: overall, languageMean: mean,
-                                worst: perLanguage.values.max() ?? 0)
+        return try tally.result(step: step)
     }
 
     /// Unigram baseline: the cross-entropy of validation tokens under the training split's token
@@ -82,5 +55,66 @@ public enum Evaluation {
             result[lang] = sum / Double(max(n - 1, 1))
         }
         return result
+    }
+}
+
+/// Per-language sums of per-token losses, turned into an ``EvaluationResult``.
+public struct LossTally: Sendable {
+    var sums: [String: Double] = [:]
+    var counts: [String: Int] = [:]
+    var order: [String] = []
+    public init() {}
+
+    /// Adds the losses of the rows whose target is not ignored.
+    public mutating func add(_ language: String, rowLosses: UnsafeBufferPointer<Float>, targets: [Int32]) {
+        if sums[language] == nil { order.append(language) }
+        var sum = sums[language] ?? 0, n = counts[language] ?? 0
+        for i in 0..<targets.count where targets[i] >= 0 { sum += Double(rowLosses[i]); n += 1 }
+        sums[language] = sum
+        counts[language] = n
+    }
+
+    /// Means per language, token-weighted overall, unweighted mean and worst.
+    /// - Throws: ``ModelError/nonFinite(step:what:)`` naming the language whose loss is not finite.
+    public func result(step: Int) throws -> EvaluationResult {
+        var perLanguage: [String: Double] = [:]
+        for lang in order {
+            let mean = sums[lang]! / Double(max(counts[lang]!, 1))
+            guard mean.isFinite else { throw ModelError.nonFinite(step: step, what: "validation loss for '\(lang)'") }
+            perLanguage[lang] = mean
+        }
+        let total = counts.values.reduce(0, +)
+        let overall = perLanguage.reduce(0.0) { $0 + $1.value * Double(counts[$1.key]!) } / Double(max(total, 1))
+        let mean = perLanguage.values.reduce(0, +) / Double(max(perLanguage.count, 1))
+        return EvaluationResult(perLanguage: perLanguage, tokens: counts, overall: overall, languageMean: mean,
+                                worst: perLanguage.values.max() ?? 0)
+    }
+}
+
+extension TokenShards {
+    /// Consecutive, non-overlapping windows of T+1 tokens from the start of each language's range
+    /// in `split`, at most `max(1, maxTokensPerLanguage / T)` per language, batched B rows at a time:
+    /// `body(language, tokens (B·T), targets (B·T, −1 = ignored))`. A language shorter than one
+    /// window gets one partial window; a language with fewer than two tokens is skipped. Unused
+    /// rows of the last batch have every target ignored.
+    public func forEachWindowBatch(_ split: String = "validation", batch B: Int, sequence T: Int, maxTokensPerLanguage: Int,
+                                   _ body: (_ language: String, _ tokens: [Int32], _ targets: [Int32]) throws -> Void) rethrows {
+        for lang in languages {
+            guard let st = stats[split]?[lang], st.tokens >= 2 else { continue }
+            let windows = min(max(1, (st.tokens - 1) / T), max(1, maxTokensPerLanguage / T))
+            var w = 0
+            while w < windows {
+                let rows = min(B, windows - w)
+                var tokens = [Int32](repeating: 0, count: B * T), targets = [Int32](repeating: -1, count: B * T)
+                for r in 0..<rows {
+                    let start = st.tokenStart + (w + r) * T
+                    let len = min(T + 1, st.tokenEnd - start)
+                    let window = self.tokens(split, start: start, count: len)
+                    for t in 0..<(len - 1) { tokens[r * T + t] = window[t]; targets[r * T + t] = window[t + 1] }
+                }
+                try body(lang, tokens, targets)
+                w += rows
+            }
+        }
     }
 }
