@@ -10,6 +10,11 @@ For each tiny random model it writes, with transformers' own save_pretrained:
   <name>/input_ids.json                          {"input_ids": [[...], ...]}
   <name>/expected.safetensors                    logits [B,T,V], loss [1], grad:<tensor> for every parameter
 The loss is transformers' causal-LM loss with labels = input_ids (shifted inside the model).
+For the mixture-of-experts models (output_router_logits=True) transformers' loss also holds
+coef × load-balancing loss: `loss` stores the cross-entropy alone, `aux_loss` the unweighted
+load-balancing loss, and the gradients are those of transformers' total loss. Gradients are
+stored under the tensor names of the saved checkpoint (transformers 5 fuses Mixtral's experts
+in memory; they are split back into block_sparse_moe.experts.N.w1/w2/w3).
 It also writes sharded F16 and BF16 copies of one model for the reader tests.
 """
 import json
@@ -18,7 +23,8 @@ import shutil
 
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM, NemotronConfig, NemotronForCausalLM
+from transformers import (JetMoeConfig, JetMoeForCausalLM, LlamaConfig, LlamaForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, NemotronConfig, NemotronForCausalLM)
 import transformers
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "Tests", "ModelTests", "Fixtures")
@@ -30,6 +36,24 @@ def perturb_norms(model, generator):
         for name, p in model.named_parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn(p.shape, generator=generator))
+
+
+def checkpoint_names(name, grad):
+    """The saved checkpoint's tensor names for one in-memory parameter (Mixtral's fused experts split)."""
+    if ".mlp.experts.gate_up_proj" in name:
+        prefix = name.replace(".mlp.experts.gate_up_proj", ".block_sparse_moe.experts.")
+        F = grad.shape[1] // 2
+        for e in range(grad.shape[0]):
+            yield f"{prefix}{e}.w1.weight", grad[e, :F]
+            yield f"{prefix}{e}.w3.weight", grad[e, F:]
+    elif ".mlp.experts.down_proj" in name:
+        prefix = name.replace(".mlp.experts.down_proj", ".block_sparse_moe.experts.")
+        for e in range(grad.shape[0]):
+            yield f"{prefix}{e}.w2.weight", grad[e]
+    elif ".mlp.gate.weight" in name and "layers" in name and grad.dim() == 2 and "block_sparse_moe" not in name:
+        yield name.replace(".mlp.gate.weight", ".block_sparse_moe.gate.weight"), grad
+    else:
+        yield name, grad
 
 
 def make(name, model, vocab, batch=2, seq=7, seed=0):
@@ -44,13 +68,20 @@ def make(name, model, vocab, batch=2, seq=7, seed=0):
         json.dump({"input_ids": ids.tolist()}, f)
     out_ = model(input_ids=ids, labels=ids)
     out_.loss.backward()
-    tensors = {"logits": out_.logits.detach().contiguous(), "loss": out_.loss.detach().reshape(1)}
+    loss = out_.loss.detach()
+    tensors = {"logits": out_.logits.detach().contiguous()}
+    if getattr(out_, "aux_loss", None) is not None:
+        coef = getattr(model.config, "router_aux_loss_coef", None) or model.config.aux_loss_coef
+        tensors["aux_loss"] = out_.aux_loss.detach().reshape(1).float()
+        loss = loss - coef * out_.aux_loss.detach()
+    tensors["loss"] = loss.reshape(1)
     seen = set()
     for pname, p in model.named_parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
-        tensors["grad:" + pname] = p.grad.detach().contiguous()
+        for saved_name, g in checkpoint_names(pname, p.grad.detach()):
+            tensors["grad:" + saved_name] = g.contiguous()
     save_file(tensors, os.path.join(out, "expected.safetensors"), metadata={"transformers": transformers.__version__})
     print(name, "loss", out_.loss.item(), "tensors", len(tensors))
     return model
@@ -79,6 +110,22 @@ def main():
     long = LlamaForCausalLM(LlamaConfig(intermediate_size=44, num_key_value_heads=2, initializer_range=0.2,
                                         **{**common, "max_position_embeddings": 128}))
     make("llama_long", long, 61, batch=1, seq=75, seed=3)
+
+    # Mixture of experts: Mixtral (softmax, top-k, renormalise) and JetMoE (attention experts
+    # and MLP experts, top-k logits then softmax), with the load-balancing loss in the loss.
+    torch.manual_seed(11)
+    mixtral = MixtralForCausalLM(MixtralConfig(intermediate_size=24, num_key_value_heads=2, num_local_experts=4,
+                                               num_experts_per_tok=2, output_router_logits=True,
+                                               router_aux_loss_coef=0.1, initializer_range=0.2, **common))
+    make("mixtral_moe", mixtral, 61, seed=4)
+
+    torch.manual_seed(13)
+    jet_common = {k: v for k, v in common.items() if k != "num_attention_heads"}
+    jetmoe = JetMoeForCausalLM(JetMoeConfig(intermediate_size=24, num_key_value_heads=2, kv_channels=8,
+                                            num_local_experts=4, num_experts_per_tok=2, output_router_logits=True,
+                                            aux_loss_coef=0.1, initializer_range=0.2, tie_word_embeddings=True,
+                                            **jet_common))
+    make("jetmoe_moa", jetmoe, 61, seed=5)
 
     # Sharded half-precision copies of llama_gqa, with the values they hold as F32 for comparison.
     for dtype, tag in [(torch.float16, "f16"), (torch.bfloat16, "bf16")]:

@@ -10,21 +10,50 @@ extension ModelConfig {
     public var embeddingParameterCount: Int { vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) }
 
     /// Parameters outside the token embedding and the LM head.
-    public var nonEmbeddingParameterCount: Int {
-        let C = hiddenSize, D = headDim, F = intermediateSize
-        let normWidth = family == .nemotron ? 2 * C : C   // LayerNorm1P has a bias
-        let attention = C * (numAttentionHeads + 2 * numKeyValueHeads) * D + numAttentionHeads * D * C
-        let mlp = (family == .llama ? 3 : 2) * C * F
-        return numHiddenLayers * (2 * normWidth + attention + mlp) + normWidth
+    public var nonEmbeddingParameterCount: Int { layerParameters(active: false) * numHiddenLayers + normWidth }
+
+    /// Parameters one token touches (``activeNonEmbeddingParameterCount`` plus the embedding and
+    /// LM head); equal to ``parameterCount`` for dense families.
+    public var activeParameterCount: Int { embeddingParameterCount + activeNonEmbeddingParameterCount }
+
+    /// Shared parts (norms, routers, dense attention, JetMoE's key/value projection and biases)
+    /// plus k of the E experts in every mixture.
+    public var activeNonEmbeddingParameterCount: Int { layerParameters(active: true) * numHiddenLayers + normWidth }
+
+    var normWidth: Int { family.hasNormBias ? 2 * hiddenSize : hiddenSize }   // LayerNorm1P has a bias
+
+    /// One layer's parameters; `active`: with k experts instead of E.
+    func layerParameters(active: Bool) -> Int {
+        let C = hiddenSize
+        let used = active ? numExpertsPerTok : numLocalExperts
+        return 2 * normWidth + attentionMatrices(experts: used) + mlpMatrices(experts: used)
+            + (family.isMixture ? numLocalExperts * C : 0)             // MLP router
+            + (family == .jetmoe ? numLocalExperts * C + 2 * C : 0)    // attention router, both biases
     }
 
-    /// Weights that take part in a matrix product per token: every layer's projections plus the
-    /// LM head (the embedding lookup is not a product; a tied LM head still is).
+    /// Attention projection weights with `experts` JetMoE attention experts.
+    func attentionMatrices(experts: Int) -> Int {
+        let C = hiddenSize, D = headDim
+        if family == .jetmoe {
+            let GD = attentionExpertWidth
+            return experts * 2 * GD * C + 2 * GD * C
+        }
+        return C * (numAttentionHeads + 2 * numKeyValueHeads) * D + numAttentionHeads * D * C
+    }
+
+    /// MLP projection weights with `experts` experts (dense: one MLP).
+    func mlpMatrices(experts: Int) -> Int {
+        let perMLP = (family.isGated ? 3 : 2) * hiddenSize * intermediateSize
+        return family.isMixture ? experts * perMLP : perMLP
+    }
+
+    /// Weights that take part in a matrix product per token: every layer's projections (with the
+    /// k chosen experts, and the routers) plus the LM head (the embedding lookup is not a
+    /// product; a tied LM head still is).
     public var matmulParameterCount: Int {
-        let C = hiddenSize, F = intermediateSize, D = headDim
-        let attention = C * (numAttentionHeads + 2 * numKeyValueHeads) * D + numAttentionHeads * D * C
-        let mlp = (family == .llama ? 3 : 2) * C * F
-        return numHiddenLayers * (attention + mlp) + vocabSize * C
+        let k = numExpertsPerTok, C = hiddenSize
+        let routers = family.isMixture ? numLocalExperts * C * (family == .jetmoe ? 2 : 1) : 0
+        return numHiddenLayers * (attentionMatrices(experts: k) + mlpMatrices(experts: k) + routers) + vocabSize * C
     }
 
     /// Forward FLOPs per token at sequence length T, PaLM's convention:

@@ -4,8 +4,11 @@
 /// Per layer: `residual[l]` (N, C) the stream entering layer l (`residual[L]` leaves the
 /// last layer), `mid` (N, C) after attention, `norm1`/`norm2` (N, C) normalised inputs with
 /// `mean`/`rstd` (N) each, `qkv` (N, (H+2G)·D) after rotary, `probs` (B, H, T, T), `attn`
-/// (N, H·D), `mlpPre` (N, 2F or F), `mlpAct` (N, F). Then `finalNorm` (N, C) and `logits`
-/// (N, V) (overwritten by dlogits in the backward pass). Gradient scratch is shared by layers.
+/// (N, H·D), `mlpPre` (R, 2F or F), `mlpAct` (R, F) with R = N for a dense MLP and N·k
+/// (one row per token and chosen expert, grouped by expert) for a mixture. Then `finalNorm`
+/// (N, C) and `logits` (N, V) (overwritten by dlogits in the backward pass). Mixture layers
+/// add a ``RouterState`` per router and the gathered expert inputs and outputs (N·k, ·).
+/// Gradient scratch is shared by layers.
 public final class Activations {
     public let B: Int, T: Int
     public var N: Int { B * T }
@@ -18,6 +21,13 @@ public final class Activations {
 
     public struct Layer {
         public var mid, norm1, mean1, rstd1, qkv, probs, attn, norm2, mean2, rstd2, mlpPre, mlpAct: UnsafeMutablePointer<Float>
+        /// Mixture MLP: its router, gathered inputs (N·k, C) and expert outputs (N·k, C).
+        public var mlpRouter: RouterState?
+        var mlpGathered, mlpExpertOut: UnsafeMutablePointer<Float>?
+        /// Mixture of attention: its router, gathered inputs (N·k, C), gathered attention
+        /// outputs (N·k, G·D) and expert outputs (N·k, C).
+        public var attentionRouter: RouterState?
+        var attnGathered, attnSlots, attnExpertOut: UnsafeMutablePointer<Float>?
     }
     public internal(set) var residual: [UnsafeMutablePointer<Float>] = []
     /// Per-layer activations of the last forward pass (read by importance scoring).
@@ -27,46 +37,92 @@ public final class Activations {
     // Gradient scratch, shared by all layers.
     public internal(set) var dResidual: UnsafeMutablePointer<Float>
     var dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores: UnsafeMutablePointer<Float>
+    /// Mixture scratch: dGates (N·k), dLogits (N·E), per-row expert gradients (N·k, max(C, G·D)).
+    var dGates, dRouterLogits, dExpertRows: UnsafeMutablePointer<Float>
+
+    /// Hands out consecutive pieces of one allocation; with no base it only counts.
+    private struct Carver {
+        let base: UnsafeMutablePointer<Float>?
+        var used = 0
+        mutating func take(_ n: Int) -> UnsafeMutablePointer<Float> {
+            defer { used += n }
+            // While counting, a never-dereferenced placeholder.
+            return base.map { $0 + used } ?? UnsafeMutablePointer(bitPattern: 64)!
+        }
+    }
 
     /// Floats needed for shape (B, T), used by ``ModelConfig/trainingMemory(batch:sequence:)``.
     public static func floatCount(config c: ModelConfig, B: Int, T: Int, threads: Int = Parallel.threads) -> Int {
-        let N = B * T, C = c.hiddenSize, F = c.intermediateSize
-        let qkvW = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim
-        let attnW = c.numAttentionHeads * c.headDim
-        let pre = c.family == .llama ? 2 * F : F
-        let perLayer = N * C * 3 + N * 4 + N * qkvW + B * c.numAttentionHeads * T * T + N * attnW + N * pre + N * F
-        let final = N * C + 3 * N + N * c.vocabSize
-        let scratch = N * C * 2 + N * qkvW + N * attnW + N * pre + N * F + threads * T * T
-        return N * C * (c.numHiddenLayers + 1) + perLayer * c.numHiddenLayers + final + scratch
+        var carver = Carver(base: nil)
+        _ = Plan(config: c, B: B, T: T, threads: threads, carver: &carver)
+        return carver.used
+    }
+
+    /// Every pointer of one shape, in carving order (the one place that sizes activations).
+    private struct Plan {
+        var residual: [UnsafeMutablePointer<Float>] = []
+        var layers: [Layer] = []
+        var finalNorm, finalMean, finalRstd, logits, rowLoss: UnsafeMutablePointer<Float>
+        var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores, dGates, dRouterLogits, dExpertRows: UnsafeMutablePointer<Float>
+
+        init(config c: ModelConfig, B: Int, T: Int, threads: Int, carver: inout Carver) {
+            let N = B * T, C = c.hiddenSize, F = c.intermediateSize
+            let qkvW = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim
+            let attnW = c.numAttentionHeads * c.headDim
+            let pre = c.family.isGated ? 2 * F : F
+            let k = c.family.isMixture ? c.numExpertsPerTok : 1, E = c.numLocalExperts
+            let rows = c.family.isMixture ? N * k : N
+            let GD = c.attentionExpertWidth
+            for _ in 0...c.numHiddenLayers { residual.append(carver.take(N * C)) }
+            for _ in 0..<c.numHiddenLayers {
+                var layer = Layer(mid: carver.take(N * C), norm1: carver.take(N * C), mean1: carver.take(N), rstd1: carver.take(N),
+                                  qkv: carver.take(N * qkvW), probs: carver.take(B * c.numAttentionHeads * T * T),
+                                  attn: carver.take(N * attnW), norm2: carver.take(N * C), mean2: carver.take(N), rstd2: carver.take(N),
+                                  mlpPre: carver.take(rows * pre), mlpAct: carver.take(rows * F))
+                if c.family.isMixture {
+                    layer.mlpRouter = RouterState(N: N, E: E, k: k, carver: { carver.take($0) })
+                    layer.mlpGathered = carver.take(rows * C)
+                    layer.mlpExpertOut = carver.take(rows * C)
+                }
+                if c.family.hasAttentionExperts {
+                    layer.attentionRouter = RouterState(N: N, E: E, k: k, carver: { carver.take($0) })
+                    layer.attnGathered = carver.take(rows * C)
+                    layer.attnSlots = carver.take(rows * GD)
+                    layer.attnExpertOut = carver.take(rows * C)
+                }
+                layers.append(layer)
+            }
+            finalNorm = carver.take(N * C); finalMean = carver.take(N); finalRstd = carver.take(N)
+            logits = carver.take(N * c.vocabSize); rowLoss = carver.take(N)
+            dResidual = carver.take(N * C); dNorm = carver.take(N * C); dQKV = carver.take(N * qkvW); dAttn = carver.take(N * attnW)
+            dMLPPre = carver.take(rows * pre); dMLPAct = carver.take(rows * F); dScores = carver.take(threads * T * T)
+            let mixture = c.family.isMixture
+            dGates = carver.take(mixture ? N * k : 0)
+            dRouterLogits = carver.take(mixture ? N * E : 0)
+            dExpertRows = carver.take(mixture ? 2 * rows * max(C, GD) : 0)
+        }
     }
 
     public init(config c: ModelConfig, batch B: Int, sequence T: Int) {
         self.B = B
         self.T = T
         config = c
-        let N = B * T, C = c.hiddenSize, F = c.intermediateSize
-        let qkvW = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim
-        let attnW = c.numAttentionHeads * c.headDim
-        let pre = c.family == .llama ? 2 * F : F
+        let N = B * T
         let threads = Parallel.threads
         storage = FloatBuffer(count: Activations.floatCount(config: c, B: B, T: T, threads: threads))
         tokens = [Int32](repeating: 0, count: N)
         targets = [Int32](repeating: -1, count: N)
         rotary = RotaryTable(config: c, T: T)
-        var cursor = storage.pointer
-        func carve(_ n: Int) -> UnsafeMutablePointer<Float> { defer { cursor += n }; return cursor }
-        for _ in 0...c.numHiddenLayers { residual.append(carve(N * C)) }
-        for _ in 0..<c.numHiddenLayers {
-            layers.append(Layer(mid: carve(N * C), norm1: carve(N * C), mean1: carve(N), rstd1: carve(N),
-                                qkv: carve(N * qkvW), probs: carve(B * c.numAttentionHeads * T * T),
-                                attn: carve(N * attnW), norm2: carve(N * C), mean2: carve(N), rstd2: carve(N),
-                                mlpPre: carve(N * pre), mlpAct: carve(N * F)))
-        }
-        finalNorm = carve(N * C); finalMean = carve(N); finalRstd = carve(N)
-        logitsPointer = carve(N * c.vocabSize); rowLoss = carve(N)
-        dResidual = carve(N * C); dNorm = carve(N * C); dQKV = carve(N * qkvW); dAttn = carve(N * attnW)
-        dMLPPre = carve(N * pre); dMLPAct = carve(N * F); dScores = carve(threads * T * T)
-        precondition(cursor - storage.pointer <= storage.count)
+        var carver = Carver(base: storage.pointer)
+        let plan = Plan(config: c, B: B, T: T, threads: threads, carver: &carver)
+        precondition(carver.used <= storage.count)
+        residual = plan.residual
+        layers = plan.layers
+        finalNorm = plan.finalNorm; finalMean = plan.finalMean; finalRstd = plan.finalRstd
+        logitsPointer = plan.logits; rowLoss = plan.rowLoss
+        dResidual = plan.dResidual; dNorm = plan.dNorm; dQKV = plan.dQKV; dAttn = plan.dAttn
+        dMLPPre = plan.dMLPPre; dMLPAct = plan.dMLPAct; dScores = plan.dScores
+        dGates = plan.dGates; dRouterLogits = plan.dRouterLogits; dExpertRows = plan.dExpertRows
     }
 
     /// Logits (N, V) of the last forward pass (or dlogits after a loss with gradient).
@@ -75,4 +131,8 @@ public final class Activations {
     public func hidden(_ l: Int) -> UnsafeMutableBufferPointer<Float> { .init(start: residual[l], count: N * config.hiddenSize) }
     /// Each row's loss from the last ``DecoderModel/loss(_:gradient:)``, (N).
     public var rowLosses: UnsafeMutableBufferPointer<Float> { .init(start: rowLoss, count: N) }
+    /// Every router of the last forward pass, in layer order (JetMoE: attention, then MLP).
+    public var routers: [RouterState] {
+        layers.flatMap { [$0.attentionRouter, $0.mlpRouter].compactMap { $0 } }
+    }
 }

@@ -39,17 +39,19 @@ extension ModelConfig {
             "num_hidden_layers": JSON(numHiddenLayers),
             "num_attention_heads": JSON(numAttentionHeads),
             "num_key_value_heads": JSON(numKeyValueHeads),
-            "head_dim": JSON(headDim),
             "max_position_embeddings": JSON(maxPositionEmbeddings),
             "initializer_range": JSON(initializerRange),
             "tie_word_embeddings": .bool(tieWordEmbeddings),
-            "attention_bias": false,
             "attention_dropout": 0.0,
-            "mlp_bias": false,
             "rope_theta": JSON(ropeTheta),
             "use_cache": true,
             "dtype": "float32",
         ]
+        if family != .jetmoe { json["head_dim"] = JSON(headDim) }
+        if family == .llama || family == .nemotron {
+            json["attention_bias"] = false
+            json["mlp_bias"] = false
+        }
         switch family {
         case .llama:
             json["hidden_act"] = "silu"
@@ -60,6 +62,23 @@ extension ModelConfig {
             json["norm_eps"] = JSON(normEps)
             json["partial_rotary_factor"] = JSON(partialRotaryFactor)
             rope["partial_rotary_factor"] = JSON(partialRotaryFactor)
+        case .mixtral:
+            json["hidden_act"] = "silu"
+            json["rms_norm_eps"] = JSON(normEps)
+            json["num_local_experts"] = JSON(numLocalExperts)
+            json["num_experts_per_tok"] = JSON(numExpertsPerTok)
+            json["router_aux_loss_coef"] = JSON(routerAuxLossCoef)
+            json["router_jitter_noise"] = 0.0
+            json["output_router_logits"] = .bool(outputRouterLogits)
+            json["sliding_window"] = JSON.null
+        case .jetmoe:
+            json["activation_function"] = "silu"
+            json["rms_norm_eps"] = JSON(normEps)
+            json["kv_channels"] = JSON(headDim)
+            json["num_local_experts"] = JSON(numLocalExperts)
+            json["num_experts_per_tok"] = JSON(numExpertsPerTok)
+            json["aux_loss_coef"] = JSON(routerAuxLossCoef)
+            json["output_router_logits"] = .bool(outputRouterLogits)
         }
         json["rope_parameters"] = .object(rope)
         json["bos_token_id"] = bosTokenId.map { JSON($0) } ?? JSON.null
@@ -128,10 +147,25 @@ private struct ConfigReader {
             used.insert(key)
             if let v = value(key), v != .bool(false) { throw unsupported(key, "sliding-window attention is not implemented") }
         }
-        used.insert("hidden_act")
-        let expectedAct = family == .llama ? "silu" : "relu2"
-        if let v = value("hidden_act"), v.string != expectedAct {
-            throw unsupported("hidden_act", "\(v); \(family.rawValue) is implemented with '\(expectedAct)'")
+        let actKey = family == .jetmoe ? "activation_function" : "hidden_act"
+        used.insert(actKey)
+        let expectedAct = family == .nemotron ? "relu2" : "silu"
+        if let v = value(actKey), v.string != expectedAct {
+            throw unsupported(actKey, "\(v); \(family.rawValue) is implemented with '\(expectedAct)'")
+        }
+        // Mixture-of-experts keys.
+        var experts = 0, perToken = 0, auxCoef: Double? = nil, routerLogits = false
+        if family.isMixture {
+            let coefKey = family == .jetmoe ? "aux_loss_coef" : "router_aux_loss_coef"
+            for key in ["num_local_experts", "num_experts_per_tok", coefKey, "output_router_logits", "router_jitter_noise"] { used.insert(key) }
+            if family == .mixtral, let j = try double("router_jitter_noise"), j != 0 {
+                throw unsupported("router_jitter_noise", "\(j); router jitter is not implemented")
+            }
+            if family == .jetmoe, value("router_jitter_noise") != nil { throw unsupported("router_jitter_noise", "not a JetMoE key") }
+            experts = try int("num_local_experts") ?? 8
+            perToken = try int("num_experts_per_tok") ?? 2
+            auxCoef = try double(coefKey)
+            routerLogits = try bool("output_router_logits") ?? false
         }
 
         // Rotary: transformers v5 writes `rope_parameters`, v4 `rope_theta` / `rope_scaling` /
@@ -152,11 +186,21 @@ private struct ConfigReader {
             if let t = try double("rope_theta", in: dict, path: "\(key).rope_theta") { ropeTheta = t }
             if let p = try double("partial_rotary_factor", in: dict, path: "\(key).partial_rotary_factor") { partial = p }
         }
-        if family == .llama, let p = partial, p != 1 {
-            throw unsupported("partial_rotary_factor", "llama applies rotary embeddings to every head dimension")
+        if family != .nemotron, let p = partial, p != 1 {
+            throw unsupported("partial_rotary_factor", "\(family.rawValue) applies rotary embeddings to every head dimension")
         }
 
-        let epsKey = family == .llama ? "rms_norm_eps" : "norm_eps"
+        let epsKey = family == .nemotron ? "norm_eps" : "rms_norm_eps"
+        // JetMoE names the head width kv_channels and derives its query heads from the top-k.
+        var headDim = try int("head_dim")
+        var heads = try int("num_attention_heads")
+        if family == .jetmoe {
+            used.insert("kv_channels")
+            headDim = try int("kv_channels") ?? headDim ?? 128
+            let g = try int("num_key_value_heads") ?? 16
+            if heads == nil { heads = g * perToken }
+        }
+        guard let heads else { throw fail("num_attention_heads", "missing") }
         for key in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                     "num_key_value_heads", "head_dim", epsKey, "tie_word_embeddings", "max_position_embeddings",
                     "initializer_range", "bos_token_id", "pad_token_id", "eos_token_id"] { used.insert(key) }
@@ -172,18 +216,20 @@ private struct ConfigReader {
             hiddenSize: try requiredInt("hidden_size"),
             intermediateSize: try requiredInt("intermediate_size"),
             numHiddenLayers: try requiredInt("num_hidden_layers"),
-            numAttentionHeads: try requiredInt("num_attention_heads"),
-            numKeyValueHeads: try int("num_key_value_heads"),
-            headDim: try int("head_dim"),
+            numAttentionHeads: heads,
+            numKeyValueHeads: try int("num_key_value_heads") ?? (family == .jetmoe ? 16 : nil),
+            headDim: headDim,
             normEps: try double(epsKey),
             ropeTheta: ropeTheta,
             partialRotaryFactor: partial,
-            tieWordEmbeddings: try bool("tie_word_embeddings") ?? false,
+            tieWordEmbeddings: try bool("tie_word_embeddings") ?? (family == .jetmoe),
             maxPositionEmbeddings: try int("max_position_embeddings") ?? (family == .llama ? 2048 : 4096),
-            initializerRange: try double("initializer_range") ?? 0.02,
+            initializerRange: try double("initializer_range") ?? (family == .jetmoe ? 0.01 : 0.02),
             bosTokenId: try int("bos_token_id"),
             eosTokenIds: eos,
-            padTokenId: try int("pad_token_id"))
+            padTokenId: try int("pad_token_id"),
+            numLocalExperts: experts, numExpertsPerTok: perToken, routerAuxLossCoef: auxCoef,
+            outputRouterLogits: routerLogits)
 
         let unknown = json.keys.filter { !used.contains($0) && !ModelConfig.metadataKeys.contains($0) }.sorted()
         if let key = unknown.first {

@@ -6,14 +6,32 @@ public enum Family: String, Sendable, Equatable, CaseIterable, Codable {
     case llama
     /// `NemotronForCausalLM`: LayerNorm1P with bias, partial rotary, squared-ReLU MLP.
     case nemotron
+    /// `MixtralForCausalLM`: llama attention; the MLP is a router choosing the top-k of E
+    /// SwiGLU experts (softmax over all experts, then top-k, renormalised).
+    case mixtral
+    /// `JetMoeForCausalLM`: mixture of attention heads (per-expert query and output projections,
+    /// one shared key/value projection) and a mixture-of-experts SwiGLU MLP, each with its own
+    /// router (top-k logits, softmax over the chosen k) and an output bias.
+    case jetmoe
 
     /// The `architectures` entry transformers writes for this family.
     public var architecture: String {
         switch self {
         case .llama: return "LlamaForCausalLM"
         case .nemotron: return "NemotronForCausalLM"
+        case .mixtral: return "MixtralForCausalLM"
+        case .jetmoe: return "JetMoeForCausalLM"
         }
     }
+
+    /// SwiGLU MLPs (every family but nemotron's squared ReLU).
+    public var isGated: Bool { self != .nemotron }
+    /// LayerNorm1P with biases (nemotron) rather than RMSNorm.
+    public var hasNormBias: Bool { self == .nemotron }
+    /// The MLP is a mixture of experts.
+    public var isMixture: Bool { self == .mixtral || self == .jetmoe }
+    /// Attention is a mixture of experts too (JetMoE's MoA).
+    public var hasAttentionExperts: Bool { self == .jetmoe }
 }
 
 /// A decoder-only model's shape and numerics, read from and written to a Hugging Face
@@ -50,6 +68,14 @@ public struct ModelConfig: Sendable, Equatable {
     public var bosTokenId: Int?
     public var eosTokenIds: [Int]
     public var padTokenId: Int?
+    /// E: experts per mixture layer (`num_local_experts`; 0 for dense families).
+    public var numLocalExperts: Int
+    /// k: experts each token is routed to (`num_experts_per_tok`; 0 for dense families).
+    public var numExpertsPerTok: Int
+    /// Coefficient of the load-balancing loss (`router_aux_loss_coef`, JetMoE `aux_loss_coef`).
+    public var routerAuxLossCoef: Double
+    /// transformers adds the load-balancing loss to its `loss` only when this is set.
+    public var outputRouterLogits: Bool
 
     /// Rotary dimensions per head: `Int(D × partial_rotary_factor)` as transformers computes it.
     public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
@@ -59,7 +85,9 @@ public struct ModelConfig: Sendable, Equatable {
                 headDim: Int? = nil, normEps: Double? = nil, ropeTheta: Double = 10000,
                 partialRotaryFactor: Double? = nil, tieWordEmbeddings: Bool = false,
                 maxPositionEmbeddings: Int = 2048, initializerRange: Double = 0.02,
-                bosTokenId: Int? = nil, eosTokenIds: [Int] = [], padTokenId: Int? = nil) {
+                bosTokenId: Int? = nil, eosTokenIds: [Int] = [], padTokenId: Int? = nil,
+                numLocalExperts: Int = 0, numExpertsPerTok: Int = 0, routerAuxLossCoef: Double? = nil,
+                outputRouterLogits: Bool = false) {
         self.family = family
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
@@ -68,16 +96,23 @@ public struct ModelConfig: Sendable, Equatable {
         self.numAttentionHeads = numAttentionHeads
         self.numKeyValueHeads = numKeyValueHeads ?? numAttentionHeads
         self.headDim = headDim ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
-        self.normEps = normEps ?? (family == .llama ? 1e-6 : 1e-5)
+        self.normEps = normEps ?? (family == .nemotron || family == .mixtral ? 1e-5 : 1e-6)
         self.ropeTheta = ropeTheta
-        self.partialRotaryFactor = partialRotaryFactor ?? (family == .llama ? 1.0 : 0.5)
+        self.partialRotaryFactor = partialRotaryFactor ?? (family == .nemotron ? 0.5 : 1.0)
         self.tieWordEmbeddings = tieWordEmbeddings
         self.maxPositionEmbeddings = maxPositionEmbeddings
         self.initializerRange = initializerRange
         self.bosTokenId = bosTokenId
         self.eosTokenIds = eosTokenIds
         self.padTokenId = padTokenId
+        self.numLocalExperts = numLocalExperts
+        self.numExpertsPerTok = numExpertsPerTok
+        self.routerAuxLossCoef = routerAuxLossCoef ?? (family == .jetmoe ? 0.01 : 0.001)
+        self.outputRouterLogits = outputRouterLogits
     }
+
+    /// The JetMoE key/value width G·D, also the width of one attention expert's queries.
+    public var attentionExpertWidth: Int { numKeyValueHeads * headDim }
 
     /// Checks the shape rules every family shares and transformers enforces.
     /// - Throws: ``ModelError/invalidConfig(file:key:reason:)`` naming the offending key.
@@ -92,11 +127,26 @@ public struct ModelConfig: Sendable, Equatable {
         try positive(numAttentionHeads, "num_attention_heads")
         try positive(numKeyValueHeads, "num_key_value_heads")
         try positive(headDim, "head_dim")
-        if numAttentionHeads % numKeyValueHeads != 0 {
+        if family != .jetmoe, numAttentionHeads % numKeyValueHeads != 0 {
             throw ModelError.invalidConfig(file: file, key: "num_key_value_heads",
                 reason: "num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)")
         }
-        if hiddenSize % numAttentionHeads != 0 {
+        if family.isMixture {
+            try positive(numLocalExperts, "num_local_experts")
+            try positive(numExpertsPerTok, "num_experts_per_tok")
+            if numExpertsPerTok > numLocalExperts {
+                throw ModelError.invalidConfig(file: file, key: "num_experts_per_tok",
+                    reason: "top-k \(numExpertsPerTok) is larger than num_local_experts \(numLocalExperts)")
+            }
+            if !(routerAuxLossCoef >= 0) {
+                throw ModelError.invalidConfig(file: file, key: family == .jetmoe ? "aux_loss_coef" : "router_aux_loss_coef", reason: "must be non-negative")
+            }
+        }
+        if family == .jetmoe, numAttentionHeads != numKeyValueHeads * numExpertsPerTok {
+            throw ModelError.invalidConfig(file: file, key: "num_attention_heads",
+                reason: "JetMoE has num_key_value_heads × num_experts_per_tok = \(numKeyValueHeads) × \(numExpertsPerTok) = \(numKeyValueHeads * numExpertsPerTok) query heads, got \(numAttentionHeads)")
+        }
+        if family != .jetmoe, hiddenSize % numAttentionHeads != 0 {
             throw ModelError.invalidConfig(file: file, key: "hidden_size",
                 reason: "\(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads) (transformers refuses such a config)")
         }
@@ -105,7 +155,7 @@ public struct ModelConfig: Sendable, Equatable {
                 reason: "head_dim \(headDim) × \(partialRotaryFactor) = \(rotaryDim) rotary dimensions; need an even number in 2...\(headDim)")
         }
         if !(normEps > 0) {
-            throw ModelError.invalidConfig(file: file, key: family == .llama ? "rms_norm_eps" : "norm_eps", reason: "must be positive")
+            throw ModelError.invalidConfig(file: file, key: family == .nemotron ? "norm_eps" : "rms_norm_eps", reason: "must be positive")
         }
         if !(ropeTheta > 0) { throw ModelError.invalidConfig(file: file, key: "rope_theta", reason: "must be positive") }
     }

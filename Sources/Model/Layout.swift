@@ -42,25 +42,53 @@ public struct ParameterLayout: Sendable, Equatable {
         return entries[i].offset
     }
 
-    /// The layout of a dense decoder (llama, nemotron).
+    /// The layout of a decoder of any family.
+    ///
+    /// Mixtral experts are laid out `w1`, `w3`, `w2` so that each expert's gate and up
+    /// projections form one (2F, C) matrix; JetMoE's expert tensors are already (E, …) stacks.
     public init(config c: ModelConfig) {
         let (C, F, V, D) = (c.hiddenSize, c.intermediateSize, c.vocabSize, c.headDim)
-        let (H, G) = (c.numAttentionHeads, c.numKeyValueHeads)
-        let hasBias = c.family == .nemotron
+        let (H, G, E) = (c.numAttentionHeads, c.numKeyValueHeads, c.numLocalExperts)
+        let hasBias = c.family.hasNormBias
         add("model.embed_tokens.weight", [V, C])
         for l in 0..<c.numHiddenLayers {
             let p = "model.layers.\(l)."
             add(p + "input_layernorm.weight", [C])
             if hasBias { add(p + "input_layernorm.bias", [C]) }
-            add(p + "self_attn.q_proj.weight", [H * D, C])
-            add(p + "self_attn.k_proj.weight", [G * D, C])
-            add(p + "self_attn.v_proj.weight", [G * D, C])
-            add(p + "self_attn.o_proj.weight", [C, H * D])
+            if c.family == .jetmoe {
+                let GD = G * D
+                add(p + "self_attention.experts.router.layer.weight", [E, C])
+                add(p + "self_attention.experts.input_linear.weight", [E, GD, C])
+                add(p + "self_attention.kv_proj.weight", [2 * GD, C])
+                add(p + "self_attention.experts.output_linear.weight", [E, C, GD])
+                add(p + "self_attention.experts.bias", [C])
+            } else {
+                add(p + "self_attn.q_proj.weight", [H * D, C])
+                add(p + "self_attn.k_proj.weight", [G * D, C])
+                add(p + "self_attn.v_proj.weight", [G * D, C])
+                add(p + "self_attn.o_proj.weight", [C, H * D])
+            }
             add(p + "post_attention_layernorm.weight", [C])
             if hasBias { add(p + "post_attention_layernorm.bias", [C]) }
-            if c.family == .llama { add(p + "mlp.gate_proj.weight", [F, C]) }
-            add(p + "mlp.up_proj.weight", [F, C])
-            add(p + "mlp.down_proj.weight", [C, F])
+            switch c.family {
+            case .llama, .nemotron:
+                if c.family == .llama { add(p + "mlp.gate_proj.weight", [F, C]) }
+                add(p + "mlp.up_proj.weight", [F, C])
+                add(p + "mlp.down_proj.weight", [C, F])
+            case .mixtral:
+                add(p + "block_sparse_moe.gate.weight", [E, C])
+                for e in 0..<E {
+                    let x = p + "block_sparse_moe.experts.\(e)."
+                    add(x + "w1.weight", [F, C])
+                    add(x + "w3.weight", [F, C])
+                    add(x + "w2.weight", [C, F])
+                }
+            case .jetmoe:
+                add(p + "mlp.router.layer.weight", [E, C])
+                add(p + "mlp.input_linear.weight", [E, 2 * F, C])
+                add(p + "mlp.output_linear.weight", [E, C, F])
+                add(p + "mlp.bias", [C])
+            }
         }
         add("model.norm.weight", [C])
         if hasBias { add("model.norm.bias", [C]) }
@@ -76,20 +104,61 @@ public struct ParameterLayout: Sendable, Equatable {
 /// Offsets of one decoder layer's tensors in the flat buffer (resolved once, used every step).
 struct LayerOffsets {
     var norm1: Int, norm1Bias: Int?
+    /// Dense attention: fused q/k/v and o. JetMoE: `qkv` is `kv_proj` (keys then values).
     var qkv: Int, o: Int
     var norm2: Int, norm2Bias: Int?
-    /// Fused gate+up for SwiGLU, or up alone for squared ReLU.
+    /// Dense MLP: fused gate+up for SwiGLU, or up alone for squared ReLU; down.
     var mlpIn: Int, down: Int
+    /// Mixture MLP (mixtral, jetmoe): router and the expert stacks; JetMoE's output bias.
+    var mlpExperts: ExpertOffsets?
+    /// JetMoE's mixture of attention: router, per-expert query (`in`) and output projections.
+    var attentionExperts: ExpertOffsets?
 
-    init(layout: ParameterLayout, layer l: Int, family: Family) {
+    init(layout: ParameterLayout, layer l: Int, config c: ModelConfig) {
         let p = "model.layers.\(l)."
         norm1 = layout.offset(p + "input_layernorm.weight")
         norm1Bias = layout.entry(p + "input_layernorm.bias")?.offset
-        qkv = layout.offset(p + "self_attn.q_proj.weight")
-        o = layout.offset(p + "self_attn.o_proj.weight")
         norm2 = layout.offset(p + "post_attention_layernorm.weight")
         norm2Bias = layout.entry(p + "post_attention_layernorm.bias")?.offset
-        mlpIn = layout.offset(p + (family == .llama ? "mlp.gate_proj.weight" : "mlp.up_proj.weight"))
-        down = layout.offset(p + "mlp.down_proj.weight")
+        let (C, F, E) = (c.hiddenSize, c.intermediateSize, c.numLocalExperts)
+        (qkv, o, mlpIn, down) = (0, 0, 0, 0)
+        switch c.family {
+        case .jetmoe:
+            let GD = c.attentionExpertWidth
+            qkv = layout.offset(p + "self_attention.kv_proj.weight")
+            attentionExperts = ExpertOffsets(router: layout.offset(p + "self_attention.experts.router.layer.weight"),
+                                             input: layout.offset(p + "self_attention.experts.input_linear.weight"), inputStride: GD * C,
+                                             output: layout.offset(p + "self_attention.experts.output_linear.weight"), outputStride: C * GD,
+                                             bias: layout.offset(p + "self_attention.experts.bias"), count: E)
+            mlpExperts = ExpertOffsets(router: layout.offset(p + "mlp.router.layer.weight"),
+                                       input: layout.offset(p + "mlp.input_linear.weight"), inputStride: 2 * F * C,
+                                       output: layout.offset(p + "mlp.output_linear.weight"), outputStride: C * F,
+                                       bias: layout.offset(p + "mlp.bias"), count: E)
+        case .mixtral:
+            qkv = layout.offset(p + "self_attn.q_proj.weight")
+            o = layout.offset(p + "self_attn.o_proj.weight")
+            let first = layout.offset(p + "block_sparse_moe.experts.0.w1.weight")
+            mlpExperts = ExpertOffsets(router: layout.offset(p + "block_sparse_moe.gate.weight"),
+                                       input: first, inputStride: 3 * F * C,
+                                       output: layout.offset(p + "block_sparse_moe.experts.0.w2.weight"), outputStride: 3 * F * C,
+                                       bias: nil, count: E)
+        case .llama, .nemotron:
+            qkv = layout.offset(p + "self_attn.q_proj.weight")
+            o = layout.offset(p + "self_attn.o_proj.weight")
+            mlpIn = layout.offset(p + (c.family == .llama ? "mlp.gate_proj.weight" : "mlp.up_proj.weight"))
+            down = layout.offset(p + "mlp.down_proj.weight")
+        }
     }
+}
+
+/// Where one mixture's tensors sit: expert e's input matrix at `input + e·inputStride`, its
+/// output matrix at `output + e·outputStride`.
+struct ExpertOffsets {
+    var router: Int
+    var input: Int, inputStride: Int
+    var output: Int, outputStride: Int
+    var bias: Int?
+    var count: Int
+    func input(_ e: Int) -> Int { input + e * inputStride }
+    func output(_ e: Int) -> Int { output + e * outputStride }
 }

@@ -17,6 +17,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case nonFinite(step: Int, what: String)
     /// Anything else a caller passed in that cannot be used.
     case invalidInput(String)
+    /// A mixture router produced NaN or infinite logits (names the layer and router tensor).
+    case router(layer: Int, tensor: String, reason: String)
 
     public var description: String {
         switch self {
@@ -29,6 +31,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
         case let .io(path, reason): return "\(path): \(reason)"
         case let .nonFinite(step, what): return "step \(step): \(what) is not finite (NaN or infinity); stopped"
         case let .invalidInput(reason): return reason
+        case let .router(layer, tensor, reason): return "layer \(layer): \(tensor): \(reason)"
         }
     }
 }

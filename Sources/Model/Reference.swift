@@ -7,7 +7,11 @@ public struct LogitsReport {
     public var batch: Int, sequence: Int, vocabulary: Int
     /// Mean next-token cross-entropy with labels = input_ids (HF shift).
     public var loss: Float
-    /// dLoss/dθ per HF tensor name (empty unless asked for).
+    /// Mixture families: the unweighted load-balancing loss (nil for dense models).
+    public var auxLoss: Float?
+    /// dLoss/dθ per HF tensor name (empty unless asked for). For a mixture whose config sets
+    /// `output_router_logits`, the gradient of loss + coef × auxLoss, as transformers'
+    /// `loss.backward()` gives it.
     public var gradients: [(name: String, shape: [Int], values: [Float])]
 
     /// Computes logits, the causal-LM loss and, when asked, every parameter's gradient for rows
@@ -25,8 +29,13 @@ public struct LogitsReport {
         batch = B; sequence = T; vocabulary = V
         let targets = DecoderModel.shiftedTargets(tokens, batch: B, sequence: T)
         loss = Float(try model.loss(acts, targets: targets, gradient: wantGradients))
+        if model.config.family.isMixture { auxLoss = Float(model.routerLosses(acts).loadBalancing) }
         gradients = []
         if wantGradients {
+            let saved = model.routerLossWeights
+            defer { model.routerLossWeights = saved }
+            model.routerLossWeights = RouterLossWeights(
+                loadBalancing: model.config.outputRouterLogits ? model.config.routerAuxLossCoef : 0, zLoss: 0)
             model.zeroGradients()
             model.backward(acts)
             gradients = model.layout.entries.map {
@@ -38,6 +47,7 @@ public struct LogitsReport {
     /// Writes `logits`, `loss` and `grad:<name>` tensors to a safetensors file.
     public func write(to url: URL) throws {
         var storage: [(String, [Int], [Float])] = [("logits", [batch, sequence, vocabulary], logits), ("loss", [1], [loss])]
+        if let auxLoss { storage.append(("aux_loss", [1], [auxLoss])) }
         storage += gradients.map { ("grad:" + $0.name, $0.shape, $0.values) }
         try withSlices(storage, []) { try SafeTensorsWriter.write($0, to: url) }
     }

@@ -20,7 +20,7 @@ public struct Candidate: Sendable, Hashable {
         hash = String(f.hex.prefix(12))
         parameters = config.parameterCount
         nonEmbeddingParameters = config.nonEmbeddingParameterCount
-        activeParameters = parameters
+        activeParameters = config.activeParameterCount
         flopsPerToken = config.forwardFLOPsPerToken(sequence: sequence)
     }
 

@@ -44,7 +44,8 @@ public struct Budget: Sendable, Equatable {
 
     func counted(_ c: ModelConfig) -> Int {
         switch count {
-        case .total, .active: return c.parameterCount
+        case .total: return c.parameterCount
+        case .active: return c.activeParameterCount
         case .nonEmbedding: return c.nonEmbeddingParameterCount
         }
     }
@@ -221,7 +222,7 @@ public struct SearchSpec: Sendable {
             maximum = try b["max"].map { try int($0, "budget.max") } ?? Int.max
             guard minimum <= maximum else { throw fail("budget", "min \(minimum) is above max \(maximum)") }
         }
-        let teacherCount = count == .nonEmbedding ? t.nonEmbeddingParameterCount : t.parameterCount
+        let teacherCount = Budget(count: count, minimum: 0, maximum: 0).counted(t)
         if minimum > teacherCount {
             throw fail(b["parameters"] != nil ? "budget.parameters" : "budget.min", "asks for at least \(minimum) \(count.rawValue) parameters but the teacher has \(teacherCount)")
         }

@@ -25,20 +25,29 @@ struct ModelInfo: ParsableCommand {
             printJSON([
                 "family": .string(c.family.rawValue), "config": c.json,
                 "parameters": JSON(c.parameterCount), "non_embedding_parameters": JSON(c.nonEmbeddingParameterCount),
+                "active_parameters": JSON(c.activeParameterCount), "active_non_embedding_parameters": JSON(c.activeNonEmbeddingParameterCount),
                 "forward_flops_per_token": JSON(flops), "sequence_length": JSON(seq), "batch_size": JSON(batch),
                 "training_memory_bytes": ["parameters_gradients_adam": JSON(memory.state), "activations": JSON(memory.activations),
                                           "total": JSON(memory.state + memory.activations)],
             ])
             return
         }
+        let mlpKind = c.family.isGated ? "SwiGLU" : "squared ReLU"
+        let mlp = c.family.isMixture
+            ? "\(c.numLocalExperts) experts of \(c.intermediateSize) (\(mlpKind)), top \(c.numExpertsPerTok) per token"
+                + (c.family.hasAttentionExperts ? "; attention: \(c.numLocalExperts) experts of \(c.numKeyValueHeads) query heads each" : "")
+            : "\(c.intermediateSize) (\(mlpKind))"
+        let active = c.family.isMixture
+            ? "\nactive/token      \(c.activeParameterCount) (\(formatCount(c.activeParameterCount))), non-embedding \(c.activeNonEmbeddingParameterCount) (\(formatCount(c.activeNonEmbeddingParameterCount)))"
+            : ""
         print("""
         family            \(c.family.rawValue) (\(c.family.architecture))
         layers            \(c.numHiddenLayers)
         hidden            \(c.hiddenSize)
         heads             \(c.numAttentionHeads) query, \(c.numKeyValueHeads) key/value, head_dim \(c.headDim), rotary dims \(c.rotaryDim)
-        mlp               \(c.intermediateSize) (\(c.family == .llama ? "SwiGLU" : "squared ReLU"))
+        mlp               \(mlp)
         vocabulary        \(c.vocabSize)\(c.tieWordEmbeddings ? " (tied embeddings)" : "")
-        parameters        \(c.parameterCount) (\(formatCount(c.parameterCount))), non-embedding \(c.nonEmbeddingParameterCount) (\(formatCount(c.nonEmbeddingParameterCount)))
+        parameters        \(c.parameterCount) (\(formatCount(c.parameterCount))), non-embedding \(c.nonEmbeddingParameterCount) (\(formatCount(c.nonEmbeddingParameterCount)))\(active)
         FLOPs/token       \(flops) forward at sequence \(seq) (training ≈ 3×)
         training memory   \(formatBytes(memory.state + memory.activations)) at batch \(batch) × sequence \(seq): \(formatBytes(memory.state)) parameters+gradients+AdamW, \(formatBytes(memory.activations)) activations
         """)

@@ -4,7 +4,7 @@ import Testing
 
 /// Logits, loss and every gradient against transformers, on checkpoints transformers saved.
 @Suite struct ConformanceTests {
-    @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "llama_long"])
+    @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "llama_long", "mixtral_moe", "jetmoe_moa"])
     func matchesTransformers(_ name: String) throws {
         let dir = fixtures.appendingPathComponent(name)
         let model = try Checkpoint.load(dir)
@@ -17,6 +17,12 @@ import Testing
         #expect(logitError < 1e-4, "logits relative error \(logitError)")
         let hfLoss = try expected.floats("loss")[0]
         #expect(abs(report.loss - hfLoss) / hfLoss < 1e-5, "loss \(report.loss) vs transformers \(hfLoss)")
+        if expected.tensors["aux_loss"] != nil {
+            let hfAux = try expected.floats("aux_loss")[0]
+            #expect(report.auxLoss != nil && abs(report.auxLoss! - hfAux) / hfAux < 1e-5, "load-balancing loss \(String(describing: report.auxLoss)) vs transformers \(hfAux)")
+        } else {
+            #expect(report.auxLoss == nil)
+        }
         let gradNames = Set(expected.tensors.keys.filter { $0.hasPrefix("grad:") })
         #expect(gradNames == Set(report.gradients.map { "grad:" + $0.name }))
         for g in report.gradients {

@@ -3,10 +3,16 @@ import Foundation
 /// Shapes of causal grouped-query attention over a fused QKV buffer.
 ///
 /// qkv is (B, T, (H+2G)·D): per row the H query heads, then G key heads, then G value heads.
-/// Query head h reads key/value head g = h / (H/G). probs is (B, H, T, T) with zeros above
-/// the diagonal; out is (B, T, H·D).
+/// Query head h reads key/value head g = h / (H/G) (grouped-query attention), or g = h mod G
+/// when `interleaved` (JetMoE repeats the G key/value heads once per chosen expert). probs is
+/// (B, H, T, T) with zeros above the diagonal; out is (B, T, H·D).
 struct AttentionShape {
     let B: Int, T: Int, H: Int, G: Int, D: Int
+    var interleaved = false
+    /// The key/value head query head h reads.
+    func group(_ h: Int) -> Int { interleaved ? h % G : h / groupSize }
+    /// The r-th query head reading key/value head g.
+    func head(group g: Int, _ r: Int) -> Int { interleaved ? r * G + g : g * groupSize + r }
     var qkvWidth: Int { (H + 2 * G) * D }
     var outWidth: Int { H * D }
     var groupSize: Int { H / G }
@@ -22,7 +28,7 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutable
     let (T, H, G, D, W) = (s.T, s.H, s.G, s.D, s.qkvWidth)
     Parallel.chunks(s.B * H) { _, range in
         for bh in range {
-            let b = bh / H, h = bh % H, g = h / s.groupSize
+            let b = bh / H, h = bh % H, g = s.group(h)
             let q = qkv + b * T * W + h * D
             let k = qkv + b * T * W + (H + g) * D
             let v = qkv + b * T * W + (H + G + g) * D
@@ -69,7 +75,7 @@ func attentionBackward(_ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointe
                 (dv + t * W).update(repeating: 0, count: D)
             }
             for r in 0..<s.groupSize {
-                let h = g * s.groupSize + r
+                let h = s.head(group: g, r)
                 let q = qkv + b * T * W + h * D
                 let dq = dqkv + b * T * W + h * D
                 let p = probs + (b * H + h) * T * T
