@@ -62,23 +62,20 @@ extension ModelConfig {
             json["norm_eps"] = JSON(normEps)
             json["partial_rotary_factor"] = JSON(partialRotaryFactor)
             rope["partial_rotary_factor"] = JSON(partialRotaryFactor)
-        case .mixtral:
-            json["hidden_act"] = "silu"
+        case .mixtral, .jetmoe:
+            let jet = family == .jetmoe
+            json[jet ? "activation_function" : "hidden_act"] = "silu"
             json["rms_norm_eps"] = JSON(normEps)
             json["num_local_experts"] = JSON(numLocalExperts)
             json["num_experts_per_tok"] = JSON(numExpertsPerTok)
-            json["router_aux_loss_coef"] = JSON(routerAuxLossCoef)
-            json["router_jitter_noise"] = 0.0
+            json[jet ? "aux_loss_coef" : "router_aux_loss_coef"] = JSON(routerAuxLossCoef)
             json["output_router_logits"] = .bool(outputRouterLogits)
-            json["sliding_window"] = JSON.null
-        case .jetmoe:
-            json["activation_function"] = "silu"
-            json["rms_norm_eps"] = JSON(normEps)
-            json["kv_channels"] = JSON(headDim)
-            json["num_local_experts"] = JSON(numLocalExperts)
-            json["num_experts_per_tok"] = JSON(numExpertsPerTok)
-            json["aux_loss_coef"] = JSON(routerAuxLossCoef)
-            json["output_router_logits"] = .bool(outputRouterLogits)
+            if jet {
+                json["kv_channels"] = JSON(headDim)
+            } else {
+                json["router_jitter_noise"] = 0.0
+                json["sliding_window"] = JSON.null
+            }
         }
         json["rope_parameters"] = .object(rope)
         json["bos_token_id"] = bosTokenId.map { JSON($0) } ?? JSON.null

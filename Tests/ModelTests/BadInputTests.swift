@@ -130,6 +130,45 @@ import Testing
         #expect(e?.contains(expected) == true, "\(e ?? "no error")")
     }
 
+    /// Mixture configs: each impossible combination names its key.
+    @Test(arguments: [
+        ("mixtral_moe", "num_experts_per_tok", JSON.number(5), "num_experts_per_tok"),
+        ("mixtral_moe", "num_local_experts", JSON.number(0), "num_local_experts"),
+        ("mixtral_moe", "router_jitter_noise", JSON.number(0.1), "router_jitter_noise"),
+        ("jetmoe_moa", "num_attention_heads", JSON.number(6), "num_attention_heads"),
+        ("jetmoe_moa", "num_experts_per_tok", JSON.number(7), "num_experts_per_tok"),
+        ("jetmoe_moa", "activation_function", JSON.string("gelu"), "activation_function"),
+    ])
+    func mixtureConfigErrorsNameTheKey(_ fixture: String, _ key: String, _ value: JSON, _ expected: String) throws {
+        let dir = try copyFixture(fixture)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try editConfig(dir) { $0[key] = value }
+        let e = loadError(dir)
+        #expect(e?.contains(expected) == true, "\(e ?? "no error")")
+    }
+
+    @Test func configWithMoreExpertsThanTheCheckpoint() throws {
+        let dir = try copyFixture("mixtral_moe")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try editConfig(dir) { $0["num_local_experts"] = 5 }
+        let e = loadError(dir)
+        #expect(e?.contains("block_sparse_moe.gate.weight") == true && e?.contains("[5, 32]") == true, "\(e ?? "no error")")
+    }
+
+    @Test(arguments: ["mixtral_moe", "jetmoe_moa"])
+    func nanRouterIsAnErrorNamingTheRouter(_ fixture: String) throws {
+        let model = try Checkpoint.load(fixtures.appendingPathComponent(fixture))
+        let name = fixture == "mixtral_moe" ? "model.layers.1.block_sparse_moe.gate.weight" : "model.layers.1.mlp.router.layer.weight"
+        model.tensor(name)![3] = .nan
+        let acts = Activations(config: model.config, batch: 1, sequence: 4)
+        do {
+            try model.forward(tokens: [1, 2, 3, 4], acts)
+            Issue.record("a NaN router weight went unnoticed")
+        } catch {
+            #expect("\(error)".contains(name) && "\(error)".contains("layer 1"), "\(error)")
+        }
+    }
+
     @Test func hiddenNotMultipleOfHeadsIsRefused() throws {
         var c = tinyConfig(.llama)
         c.hiddenSize = 18

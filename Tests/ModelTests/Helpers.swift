@@ -23,10 +23,12 @@ func temporaryDirectory(_ name: String = #function) -> URL {
     return url
 }
 
-/// A tiny config for numerical checks.
+/// A tiny config for numerical checks (mixtures: 4 experts, top 2; JetMoE: 2 kv heads × top 2).
 func tinyConfig(_ family: Family, tied: Bool = false, vocab: Int = 23, layers: Int = 2) -> ModelConfig {
-    ModelConfig(family: family, vocabSize: vocab, hiddenSize: 16, intermediateSize: family == .llama ? 20 : 24,
-                numHiddenLayers: layers, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4,
-                ropeTheta: 100, partialRotaryFactor: family == .llama ? 1 : 0.5, tieWordEmbeddings: tied,
-                maxPositionEmbeddings: 64, initializerRange: 0.3)
+    let moe = family.isMixture
+    return ModelConfig(family: family, vocabSize: vocab, hiddenSize: 16, intermediateSize: moe ? 12 : (family == .llama ? 20 : 24),
+                       numHiddenLayers: layers, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4,
+                       ropeTheta: 100, partialRotaryFactor: family == .nemotron ? 0.5 : 1, tieWordEmbeddings: tied,
+                       maxPositionEmbeddings: 64, initializerRange: 0.3,
+                       numLocalExperts: moe ? 4 : 0, numExpertsPerTok: moe ? 2 : 0, routerAuxLossCoef: moe ? 0.05 : nil)
 }

@@ -95,14 +95,45 @@ import Testing
     @Test func closedFormCountsEqualTheLayout() {
         var rng = SeededGenerator(seed: 8)
         for _ in 0..<200 {
-            let family: Family = rng.next() % 2 == 0 ? .llama : .nemotron
-            let g = 1 + Int(rng.next() % 4), h = g * (1 + Int(rng.next() % 3)), d = 2 * (1 + Int(rng.next() % 8))
+            let family = Family.allCases[Int(rng.next() % 4)]
+            let e = 1 + Int(rng.next() % 8), k = 1 + Int(rng.next() % UInt64(e))
+            let g = 1 + Int(rng.next() % 4), h = family == .jetmoe ? g * k : g * (1 + Int(rng.next() % 3)), d = 2 * (1 + Int(rng.next() % 8))
             let c = ModelConfig(family: family, vocabSize: 1 + Int(rng.next() % 500), hiddenSize: h * (1 + Int(rng.next() % 10)),
                                 intermediateSize: 1 + Int(rng.next() % 300), numHiddenLayers: 1 + Int(rng.next() % 6),
-                                numAttentionHeads: h, numKeyValueHeads: g, headDim: d, tieWordEmbeddings: rng.next() % 2 == 0)
+                                numAttentionHeads: h, numKeyValueHeads: g, headDim: d, tieWordEmbeddings: rng.next() % 2 == 0,
+                                numLocalExperts: family.isMixture ? e : 0, numExpertsPerTok: family.isMixture ? k : 0)
             let layout = ParameterLayout(config: c)
             #expect(c.parameterCount == layout.count)
             #expect(c.nonEmbeddingParameterCount == layout.count - layout.embeddingCount)
+            // Active: every tensor of an expert counts k/E (JetMoE stacks experts in one tensor).
+            var active = 0, mixtralExperts = 0
+            for t in layout.entries {
+                let perExpert = t.name.contains(".experts.") && !t.name.contains("router") && !t.name.hasSuffix("experts.bias")
+                    || t.name.hasSuffix("mlp.input_linear.weight") || t.name.hasSuffix("mlp.output_linear.weight")
+                if perExpert && family == .mixtral { mixtralExperts += t.count }     // one tensor set per expert: k of E
+                else if perExpert { active += t.count / e * k }                      // (E, …) stack
+                else { active += t.count }
+            }
+            active += mixtralExperts / e * k
+            #expect(c.activeParameterCount == (family.isMixture ? active : c.parameterCount), "\(family) E \(e) k \(k)")
         }
+    }
+
+    /// JetMoE-8B's published shape, counted by hand: about 8.5B parameters, about 2.2B active
+    /// without embeddings.
+    @Test func jetMoE8BMatchesAHandCount() throws {
+        let c = try ModelConfig.load(URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../experiments/moe/jetmoe-8b-config.json").standardized)
+        let (C, GD, F, E, k, L, V) = (2048, 16 * 128, 5632, 8, 2, 24, 32000)
+        let norms = 2 * C, routers = 2 * E * C, biases = 2 * C
+        let attention = { (experts: Int) in experts * (GD * C + C * GD) + 2 * GD * C }
+        let mlp = { (experts: Int) in experts * (2 * F * C + C * F) }
+        let total = L * (norms + routers + biases + attention(E) + mlp(E)) + C
+        let active = L * (norms + routers + biases + attention(k) + mlp(k)) + C
+        #expect(c.nonEmbeddingParameterCount == total)
+        #expect(c.parameterCount == total + V * C)                       // tied embeddings
+        #expect(c.activeNonEmbeddingParameterCount == active)
+        #expect(abs(Double(c.parameterCount) / 8.5e9 - 1) < 0.01, "\(c.parameterCount)")
+        #expect(abs(Double(c.activeNonEmbeddingParameterCount) / 2.2e9 - 1) < 0.04, "\(c.activeNonEmbeddingParameterCount)")
     }
 }
