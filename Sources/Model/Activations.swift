@@ -23,11 +23,11 @@ public final class Activations {
         public var mid, norm1, mean1, rstd1, qkv, probs, attn, norm2, mean2, rstd2, mlpPre, mlpAct: UnsafeMutablePointer<Float>
         /// Mixture MLP: its router, gathered inputs (N·k, C) and expert outputs (N·k, C).
         public var mlpRouter: RouterState?
-        var mlpGathered, mlpExpertOut: UnsafeMutablePointer<Float>?
+        public internal(set) var mlpGathered, mlpExpertOut: UnsafeMutablePointer<Float>?
         /// Mixture of attention: its router, gathered inputs (N·k, C), gathered attention
         /// outputs (N·k, G·D) and expert outputs (N·k, C).
         public var attentionRouter: RouterState?
-        var attnGathered, attnSlots, attnExpertOut: UnsafeMutablePointer<Float>?
+        public internal(set) var attnGathered, attnSlots, attnExpertOut: UnsafeMutablePointer<Float>?
     }
     public internal(set) var residual: [UnsafeMutablePointer<Float>] = []
     /// Per-layer activations of the last forward pass (read by importance scoring).

@@ -54,18 +54,97 @@ public struct ImportanceScores: Sendable, Equatable, Codable {
     /// [layer]: validation loss with the layer skipped minus the full model's.
     public var layerLossRise: [Double]
     public var baseValidationLoss: Double
+    /// Mixtures: the MLP experts of every layer.
+    public var mlpExperts: ExpertScores?
+    /// JetMoE: the attention experts of every layer.
+    public var attentionExperts: ExpertScores?
 
     public init(teacherFingerprint: String, calibrationFingerprint: String, settings: ImportanceSettings, heads: [[Double]],
-                neurons: [[Double]], channels: [Double], blockImportance: [Double], layerLossRise: [Double], baseValidationLoss: Double) {
+                neurons: [[Double]], channels: [Double], blockImportance: [Double], layerLossRise: [Double], baseValidationLoss: Double,
+                mlpExperts: ExpertScores? = nil, attentionExperts: ExpertScores? = nil) {
         self.teacherFingerprint = teacherFingerprint; self.calibrationFingerprint = calibrationFingerprint; self.settings = settings
         self.heads = heads; self.neurons = neurons; self.channels = channels; self.blockImportance = blockImportance
         self.layerLossRise = layerLossRise; self.baseValidationLoss = baseValidationLoss
+        self.mlpExperts = mlpExperts; self.attentionExperts = attentionExperts
     }
 
     /// Ranks `scores` from most to least important (ties: lower index first).
     public static func ranking(_ scores: [Double]) -> [Int] {
         scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
     }
+}
+
+/// Importance of the experts of one kind (MLP or attention) in every layer, from the routing of
+/// the calibration set.
+public struct ExpertScores: Sendable, Equatable, Codable {
+    /// [layer][expert]: fraction of tokens that choose the expert (summing to k over experts).
+    public var frequency: [[Double]]
+    /// [layer][expert]: mean over the tokens routed to the expert of ‖gate · expert output‖ — the
+    /// router-weighted output norm of Minitron's MoE pruning and REAP (0 for an expert never chosen).
+    public var gatedOutputNorm: [[Double]]
+    /// language → [layer][expert] routing frequency (calibration language shifts which experts look
+    /// important).
+    public var frequencyByLanguage: [String: [[Double]]]
+
+    public init(frequency: [[Double]], gatedOutputNorm: [[Double]], frequencyByLanguage: [String: [[Double]]]) {
+        self.frequency = frequency; self.gatedOutputNorm = gatedOutputNorm; self.frequencyByLanguage = frequencyByLanguage
+    }
+
+    /// The scores `metric` ranks by.
+    public func scores(_ metric: ExpertMetric) -> [[Double]] { metric == .frequency ? frequency : gatedOutputNorm }
+
+    /// Accumulates routing statistics over forward passes.
+    struct Accumulator {
+        let E: Int
+        var count: [[Double]], normSum: [[Double]], tokens = 0
+        var byLanguage: [String: [[Double]]] = [:], tokensByLanguage: [String: Int] = [:]
+        init(layers: Int, experts: Int) {
+            E = experts
+            count = [[Double]](repeating: [Double](repeating: 0, count: experts), count: layers)
+            normSum = count
+        }
+
+        /// Adds one forward pass's routing of rows `0..<rows·T` (sample r has language languages[r]).
+        mutating func add(layer l: Int, router r: RouterState, expertOutput y: UnsafePointer<Float>, C: Int,
+                          T: Int, rows: Int, languages: [String]) {
+            let limit = rows * T
+            for e in 0..<E {
+                for row in r.expertStart[e]..<r.expertStart[e + 1] {
+                    let n = r.token(ofRow: row)
+                    guard n < limit else { continue }
+                    let p = y + row * C
+                    var s: Float = 0
+                    for i in 0..<C { s += p[i] * p[i] }
+                    count[l][e] += 1
+                    normSum[l][e] += Double(r.gate(ofRow: row) * s.squareRoot())
+                    let lang = languages[n / T]
+                    if byLanguage[lang] == nil { byLanguage[lang] = [[Double]](repeating: [Double](repeating: 0, count: E), count: count.count) }
+                    byLanguage[lang]![l][e] += 1
+                }
+            }
+            if l == 0 {
+                tokens += limit
+                for r in 0..<rows { tokensByLanguage[languages[r], default: 0] += T }
+            }
+        }
+
+        var scores: ExpertScores {
+            ExpertScores(frequency: count.map { $0.map { $0 / Double(max(tokens, 1)) } },
+                         gatedOutputNorm: zip(normSum, count).map { zip($0, $1).map { $1 > 0 ? $0 / $1 : 0 } },
+                         frequencyByLanguage: Dictionary(uniqueKeysWithValues: byLanguage.map { lang, layers in
+                             let n = Double(max(tokensByLanguage[lang] ?? 1, 1))
+                             return (lang, layers.map { $0.map { $0 / n } })
+                         }))
+        }
+    }
+}
+
+/// How experts are ranked for pruning.
+public enum ExpertMetric: String, Sendable, Codable, CaseIterable {
+    /// Mean ‖gate · expert output‖ over routed tokens (Minitron, REAP).
+    case gatedOutputNorm = "gated_output_norm"
+    /// Routing frequency.
+    case frequency
 }
 
 public enum Importance {
@@ -75,12 +154,17 @@ public enum Importance {
                                settings: ImportanceSettings, batch: Int = 16, log: (String) -> Void = { _ in }) throws -> ImportanceScores {
         let c = teacher.config
         let (L, H, D, F, C) = (c.numHiddenLayers, c.numAttentionHeads, c.headDim, c.intermediateSize, c.hiddenSize)
+        let E = c.numLocalExperts, mixture = c.family.isMixture
+        var mlpExperts = ExpertScores.Accumulator(layers: L, experts: E), attentionExperts = ExpertScores.Accumulator(layers: L, experts: E)
+        // Mixture neurons (id e·F + i): summed |activation| and routed rows per expert.
+        var expertNeuronSum = [[Double]](repeating: [Double](repeating: 0, count: mixture ? E * F : 0), count: L)
+        var expertRows = [[Double]](repeating: [Double](repeating: 0, count: E), count: L)
         let T = calibration.sequence, S = calibration.samples
         let B = min(batch, S)
         let acts = Activations(config: c, batch: B, sequence: T)
         // Per-sample sequence aggregates: [layer][unit][sample].
         var headSeq = [[Double]](repeating: [Double](repeating: 0, count: H * S), count: L)
-        var neuronSeq = [[Double]](repeating: [Double](repeating: 0, count: F * S), count: L)
+        var neuronSeq = [[Double]](repeating: [Double](repeating: 0, count: mixture ? 0 : F * S), count: L)
         var channelSeq = [[Double]](repeating: [Double](repeating: 0, count: C * S), count: 2 * L + 1)
         var cosineSum = [Double](repeating: 0, count: L)
         var tokensSeen = 0
@@ -112,7 +196,9 @@ public enum Importance {
                                 return Double(s.squareRoot())
                             }
                         }
-                        for i in 0..<F { neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) } }
+                        if !mixture {
+                            for i in 0..<F { neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) } }
+                        }
                         for (k, y) in [a.norm1, a.norm2].enumerated() {
                             for ch in 0..<C { channelSeq[2 * l + k][ch * S + sample] = aggregate { t in Double(y[(r * T + t) * C + ch]) } }
                         }
@@ -129,6 +215,21 @@ public enum Importance {
                 for r in 0..<rows {
                     for ch in 0..<C { channelSeq[2 * L][ch * S + start + r] = aggregate { t in Double(acts.finalNorm[(r * T + t) * C + ch]) } }
                 }
+                let languages = Array(calibration.languages[start..<(start + rows)])
+                for l in 0..<L where mixture {
+                    let a = acts.layers[l]
+                    if let router = a.mlpRouter, let y = a.mlpExpertOut {
+                        mlpExperts.add(layer: l, router: router, expertOutput: y, C: C, T: T, rows: rows, languages: languages)
+                        for row in 0..<(router.N * router.k) where router.token(ofRow: row) < rows * T {
+                            let e = router.expert(ofRow: row), act = a.mlpAct + row * F
+                            expertRows[l][e] += 1
+                            for i in 0..<F { expertNeuronSum[l][e * F + i] += Double(abs(act[i])) }
+                        }
+                    }
+                    if let router = a.attentionRouter, let y = a.attnExpertOut {
+                        attentionExperts.add(layer: l, router: router, expertOutput: y, C: C, T: T, rows: rows, languages: languages)
+                    }
+                }
             }
             tokensSeen += rows * T
             start += rows
@@ -138,7 +239,10 @@ public enum Importance {
             v.withUnsafeBufferPointer { p in (0..<units).map { batchAgg.reduce(UnsafeBufferPointer(rebasing: p[($0 * S)..<($0 * S + S)])) } }
         }
         let heads = headSeq.map { reduceSamples($0, units: H) }
-        let neurons = neuronSeq.map { reduceSamples($0, units: F) }
+        // Mixture neurons: mean |activation| over the rows routed to their expert.
+        let neurons = mixture
+            ? (0..<L).map { l in (0..<(E * F)).map { expertNeuronSum[l][$0] / max(expertRows[l][$0 / F], 1) } }
+            : neuronSeq.map { reduceSamples($0, units: F) }
         var channels = [Double](repeating: 0, count: C)
         for norm in channelSeq { for (i, v) in reduceSamples(norm, units: C).enumerated() { channels[i] += v } }
         let blockImportance = cosineSum.map { 1 - $0 / Double(tokensSeen) }
@@ -157,7 +261,9 @@ public enum Importance {
         }
         return ImportanceScores(teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
                                 settings: settings, heads: heads, neurons: neurons, channels: channels,
-                                blockImportance: blockImportance, layerLossRise: rise, baseValidationLoss: base)
+                                blockImportance: blockImportance, layerLossRise: rise, baseValidationLoss: base,
+                                mlpExperts: mixture ? mlpExperts.scores : nil,
+                                attentionExperts: c.family.hasAttentionExperts ? attentionExperts.scores : nil)
     }
 
     /// Scores from `cache` when a file for this teacher, calibration set and settings exists;

@@ -13,6 +13,8 @@ public struct PruneOptions: Sendable, Equatable, Codable {
     public var layerMetric = LayerMetric.blockImportance
     /// Remove the least important contiguous block of layers instead of the least important ones.
     public var contiguousLayers = false
+    /// How experts are ranked (mixtures).
+    public var expertMetric = ExpertMetric.gatedOutputNorm
     public init() {}
 }
 
@@ -24,8 +26,14 @@ public struct PrunePlan: Sendable, Equatable {
     public var heads: [[Int]]
     /// Kept key/value groups (the same for every layer).
     public var groups: [[Int]]
-    /// Per kept layer: kept neurons.
+    /// Per kept layer: kept neurons (dense MLP).
     public var neurons: [[Int]]
+    /// Mixtures, per kept layer: kept MLP experts (teacher indices, in order).
+    public var experts: [[Int]] = []
+    /// Mixtures, per kept layer and kept expert: that expert's kept neurons.
+    public var expertNeurons: [[[Int]]] = []
+    /// JetMoE, per kept layer: kept attention experts.
+    public var attentionExperts: [[Int]] = []
 }
 
 public enum Pruning {
@@ -47,6 +55,8 @@ public enum Pruning {
             case "num_attention_heads": c.numAttentionHeads = try int()
             case "num_key_value_heads": c.numKeyValueHeads = try int()
             case "intermediate_size": c.intermediateSize = try int()
+            case "num_local_experts" where teacher.family.isMixture: c.numLocalExperts = try int()
+            case "num_experts_per_tok" where teacher.family.isMixture: c.numExpertsPerTok = try int()
             case "head_dim":
                 guard try int() == teacher.headDim else { throw ProxyError.invalidTarget(field: key, reason: "\(value) differs from the teacher's \(teacher.headDim); head_dim is kept") }
             case "model_type":
@@ -54,9 +64,11 @@ public enum Pruning {
                     throw ProxyError.invalidTarget(field: key, reason: "student family \(value) differs from the teacher's '\(teacher.family.rawValue)'")
                 }
             default:
-                throw ProxyError.invalidTarget(field: key, reason: "not a prunable axis (num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, intermediate_size)")
+                throw ProxyError.invalidTarget(field: key, reason: "not a prunable axis (num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, intermediate_size\(teacher.family.isMixture ? ", num_local_experts, num_experts_per_tok" : ""))")
             }
         }
+        // JetMoE's query heads follow from its key/value heads and top-k.
+        if teacher.family == .jetmoe, target["num_attention_heads"] == nil { c.numAttentionHeads = c.numKeyValueHeads * c.numExpertsPerTok }
         return c
     }
 
@@ -68,17 +80,28 @@ public enum Pruning {
         guard t.family == teacher.family else { throw ProxyError.invalidTarget(field: "model_type", reason: "student family '\(t.family.rawValue)' differs from the teacher's '\(teacher.family.rawValue)'") }
         try notLarger(t.numHiddenLayers, teacher.numHiddenLayers, "num_hidden_layers")
         try notLarger(t.hiddenSize, teacher.hiddenSize, "hidden_size")
-        try notLarger(t.numAttentionHeads, teacher.numAttentionHeads, "num_attention_heads")
+        if t.family != .jetmoe { try notLarger(t.numAttentionHeads, teacher.numAttentionHeads, "num_attention_heads") }  // JetMoE: G × k
         try notLarger(t.numKeyValueHeads, teacher.numKeyValueHeads, "num_key_value_heads")
         try notLarger(t.intermediateSize, teacher.intermediateSize, "intermediate_size")
+        if teacher.family.isMixture {
+            try notLarger(t.numLocalExperts, teacher.numLocalExperts, "num_local_experts")
+            try notLarger(t.numExpertsPerTok, teacher.numExpertsPerTok, "num_experts_per_tok")
+            if t.numLocalExperts < t.numExpertsPerTok {
+                throw ProxyError.invalidTarget(field: "num_local_experts",
+                    reason: "\(t.numLocalExperts) experts is fewer than num_experts_per_tok \(t.numExpertsPerTok): every token must reach top-k experts")
+            }
+        }
+        if teacher.family == .jetmoe, t.numKeyValueHeads != teacher.numKeyValueHeads {
+            throw ProxyError.invalidTarget(field: "num_key_value_heads", reason: "pruning JetMoE's key/value heads is not implemented; keep \(teacher.numKeyValueHeads)")
+        }
         for (key, a, b) in [("head_dim", t.headDim, teacher.headDim), ("vocab_size", t.vocabSize, teacher.vocabSize)] where a != b {
             throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
         }
-        guard t.numAttentionHeads % t.numKeyValueHeads == 0 else {
+        guard t.family == .jetmoe || t.numAttentionHeads % t.numKeyValueHeads == 0 else {
             throw ProxyError.invalidTarget(field: "num_attention_heads", reason: "\(t.numAttentionHeads) heads do not divide into \(t.numKeyValueHeads) key/value groups")
         }
         let perGroup = t.numAttentionHeads / t.numKeyValueHeads, teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
-        if perGroup > teacherPerGroup {
+        if t.family != .jetmoe, perGroup > teacherPerGroup {
             throw ProxyError.invalidTarget(field: "num_attention_heads",
                 reason: "\(t.numAttentionHeads) heads over \(t.numKeyValueHeads) groups is \(perGroup) per group; the teacher's groups hold \(teacherPerGroup)")
         }
@@ -128,7 +151,28 @@ public enum Pruning {
             heads.append(kept)
             neurons.append(Array(ImportanceScores.ranking(scores.neurons[l]).prefix(t.intermediateSize)).sorted())
         }
-        return PrunePlan(layers: layers, channels: channels, heads: heads, groups: [keptGroups], neurons: neurons)
+        var plan = PrunePlan(layers: layers, channels: channels, heads: heads, groups: [keptGroups], neurons: neurons)
+        if teacher.family.isMixture {
+            guard let mlp = scores.mlpExperts, mlp.frequency.count == L else {
+                throw ProxyError.invalidTarget(field: "num_local_experts", reason: "the importance scores hold no expert statistics for this mixture teacher; recompute them")
+            }
+            let F = teacher.intermediateSize, byExpert = mlp.scores(options.expertMetric)
+            for l in layers {
+                let kept = Array(ImportanceScores.ranking(byExpert[l]).prefix(t.numLocalExperts)).sorted()
+                plan.experts.append(kept)
+                plan.expertNeurons.append(kept.map { e in
+                    Array(ImportanceScores.ranking((0..<F).map { scores.neurons[l][e * F + $0] }).prefix(t.intermediateSize)).sorted()
+                })
+            }
+            if teacher.family.hasAttentionExperts {
+                guard let attention = scores.attentionExperts else {
+                    throw ProxyError.invalidTarget(field: "num_local_experts", reason: "the importance scores hold no attention-expert statistics; recompute them")
+                }
+                let byAttention = attention.scores(options.expertMetric)
+                plan.attentionExperts = layers.map { Array(ImportanceScores.ranking(byAttention[$0]).prefix(t.numLocalExperts)).sorted() }
+            }
+        }
+        return plan
     }
 
     /// A new model of shape `target` holding the teacher's weights for the units `plan` keeps.
@@ -153,6 +197,22 @@ public enum Pruning {
                 for (j, c) in cl.enumerated() { d[j] = s[c] }
             }
         }
+        /// Copies a stack (E, R, K) selecting experts, rows and columns.
+        func copyStack(_ name: String, to newName: String, experts: [Int], rows: [Int]?, cols: [Int]?, into first: Int = 0) {
+            guard let src = teacher.layout.entry(name), let dst = student.layout.entry(newName) else {
+                preconditionFailure("pruning: missing tensor \(name)")
+            }
+            let (R, K) = (src.shape[1], src.shape[2])
+            let r = rows ?? Array(0..<R), cl = cols ?? Array(0..<K)
+            precondition(dst.shape[1...] == [r.count, cl.count] && first + experts.count <= dst.shape[0], "pruning \(name): \(dst.shape)")
+            let sp = teacher.parameters.pointer + src.offset, dp = student.parameters.pointer + dst.offset
+            for (ne, e) in experts.enumerated() {
+                for (i, row) in r.enumerated() {
+                    let s = sp + (e * R + row) * K, d = dp + ((first + ne) * r.count + i) * cl.count
+                    for (j, c) in cl.enumerated() { d[j] = s[c] }
+                }
+            }
+        }
         func expand(_ units: [Int]) -> [Int] { units.flatMap { u in (0..<D).map { u * D + $0 } } }
         copy("model.embed_tokens.weight", rows: nil, cols: channels)
         let keptGroups = plan.groups[0]
@@ -162,15 +222,50 @@ public enum Pruning {
             where teacher.layout.entry(p + n) != nil {
                 copy(p + n, to: q + n, rows: nil, cols: channels)
             }
-            copy(p + "self_attn.q_proj.weight", to: q + "self_attn.q_proj.weight", rows: expand(plan.heads[newL]), cols: channels)
-            copy(p + "self_attn.k_proj.weight", to: q + "self_attn.k_proj.weight", rows: expand(keptGroups), cols: channels)
-            copy(p + "self_attn.v_proj.weight", to: q + "self_attn.v_proj.weight", rows: expand(keptGroups), cols: channels)
-            copy(p + "self_attn.o_proj.weight", to: q + "self_attn.o_proj.weight", rows: channels, cols: expand(plan.heads[newL]))
-            if teacher.config.family == .llama {
-                copy(p + "mlp.gate_proj.weight", to: q + "mlp.gate_proj.weight", rows: plan.neurons[newL], cols: channels)
+            if teacher.config.family == .jetmoe {
+                let a = p + "self_attention.", b = q + "self_attention."
+                let kept = plan.attentionExperts[newL]
+                copy(a + "experts.router.layer.weight", to: b + "experts.router.layer.weight", rows: kept, cols: channels)
+                copyStack(a + "experts.input_linear.weight", to: b + "experts.input_linear.weight", experts: kept, rows: nil, cols: channels)
+                copyStack(a + "experts.output_linear.weight", to: b + "experts.output_linear.weight", experts: kept, rows: channels, cols: nil)
+                copy(a + "experts.bias", to: b + "experts.bias", rows: nil, cols: channels)
+                copy(a + "kv_proj.weight", to: b + "kv_proj.weight", rows: nil, cols: channels)
+            } else {
+                copy(p + "self_attn.q_proj.weight", to: q + "self_attn.q_proj.weight", rows: expand(plan.heads[newL]), cols: channels)
+                copy(p + "self_attn.k_proj.weight", to: q + "self_attn.k_proj.weight", rows: expand(keptGroups), cols: channels)
+                copy(p + "self_attn.v_proj.weight", to: q + "self_attn.v_proj.weight", rows: expand(keptGroups), cols: channels)
+                copy(p + "self_attn.o_proj.weight", to: q + "self_attn.o_proj.weight", rows: channels, cols: expand(plan.heads[newL]))
             }
-            copy(p + "mlp.up_proj.weight", to: q + "mlp.up_proj.weight", rows: plan.neurons[newL], cols: channels)
-            copy(p + "mlp.down_proj.weight", to: q + "mlp.down_proj.weight", rows: channels, cols: plan.neurons[newL])
+            switch teacher.config.family {
+            case .llama, .nemotron:
+                if teacher.config.family == .llama {
+                    copy(p + "mlp.gate_proj.weight", to: q + "mlp.gate_proj.weight", rows: plan.neurons[newL], cols: channels)
+                }
+                copy(p + "mlp.up_proj.weight", to: q + "mlp.up_proj.weight", rows: plan.neurons[newL], cols: channels)
+                copy(p + "mlp.down_proj.weight", to: q + "mlp.down_proj.weight", rows: channels, cols: plan.neurons[newL])
+            case .mixtral:
+                let kept = plan.experts[newL]
+                copy(p + "block_sparse_moe.gate.weight", to: q + "block_sparse_moe.gate.weight", rows: kept, cols: channels)
+                for (ne, e) in kept.enumerated() {
+                    let x = p + "block_sparse_moe.experts.\(e).", y = q + "block_sparse_moe.experts.\(ne)."
+                    let neurons = plan.expertNeurons[newL][ne]
+                    copy(x + "w1.weight", to: y + "w1.weight", rows: neurons, cols: channels)
+                    copy(x + "w3.weight", to: y + "w3.weight", rows: neurons, cols: channels)
+                    copy(x + "w2.weight", to: y + "w2.weight", rows: channels, cols: neurons)
+                }
+            case .jetmoe:
+                let kept = plan.experts[newL], F = teacher.config.intermediateSize
+                copy(p + "mlp.router.layer.weight", to: q + "mlp.router.layer.weight", rows: kept, cols: channels)
+                copy(p + "mlp.bias", to: q + "mlp.bias", rows: nil, cols: channels)
+                // Per expert: the gate half and the up half of input_linear keep the same neurons.
+                for (ne, e) in kept.enumerated() {
+                    let neurons = plan.expertNeurons[newL][ne]
+                    copyStack(p + "mlp.input_linear.weight", to: q + "mlp.input_linear.weight", experts: [e],
+                              rows: neurons + neurons.map { F + $0 }, cols: channels, into: ne)
+                    copyStack(p + "mlp.output_linear.weight", to: q + "mlp.output_linear.weight", experts: [e],
+                              rows: channels, cols: neurons, into: ne)
+                }
+            }
         }
         copy("model.norm.weight", rows: nil, cols: channels)
         if teacher.layout.entry("model.norm.bias") != nil { copy("model.norm.bias", rows: nil, cols: channels) }

@@ -31,6 +31,7 @@ struct TeacherTrain: ParsableCommand {
     @Option(help: "Validation tokens per language per evaluation.") var evalTokens = 16384
     @Option(help: "Checkpoint every K steps.") var checkpointEvery = 200
     @Option(help: "Seed (initialisation and data order).") var seed: UInt64 = 0
+    @Option(help: "Mixture-of-experts: router z-loss weight (JetMoE trained with 0.001). The load-balancing weight is the config's router_aux_loss_coef / aux_loss_coef.") var routerZLoss = 0.0
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
@@ -46,7 +47,7 @@ struct TeacherTrain: ParsableCommand {
         recipe.batch = batch; recipe.sequence = seq; recipe.learningRate = lr; recipe.schedule = schedule
         recipe.warmup = warmup; recipe.minRatio = minRatio; recipe.weightDecay = weightDecay; recipe.gradientClip = clip
         recipe.alpha = alpha; recipe.unimaxEpochs = unimaxEpochs; recipe.evalEvery = evalEvery; recipe.evalTokens = evalTokens
-        recipe.checkpointEvery = checkpointEvery; recipe.seed = seed
+        recipe.checkpointEvery = checkpointEvery; recipe.seed = seed; recipe.routerZLoss = routerZLoss
         print("training \(c.family.rawValue) with \(c.parameterCount) parameters on \(corpus.tokenCount("train")) tokens, \(steps) steps of \(batch)×\(seq)")
         let outcome = try LanguageModelTraining.run(config: c, corpus: corpus, recipe: recipe, output: directoryURL(out))
         let unigram = Evaluation.unigramLoss(shards: corpus, maxTokensPerLanguage: evalTokens)

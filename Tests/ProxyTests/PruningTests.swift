@@ -118,3 +118,96 @@ let sampleTokens: [Int32] = [3, 17, 5, 29, 0, 11, 8, 2, 30, 14, 6, 1, 21, 9, 12,
         #expect(try Pruning.targetConfig(teacher: t.config, target: ["hidden_size": 12]).hiddenSize == 12)
     }
 }
+
+/// A mixture teacher: 4 layers, 6 experts of 10 neurons, top 2.
+func mixtureTeacher(_ family: Family, seed: UInt64 = 3) -> DecoderModel {
+    let c = ModelConfig(family: family, vocabSize: 31, hiddenSize: 24, intermediateSize: 10, numHiddenLayers: 4,
+                        numAttentionHeads: family == .jetmoe ? 4 : 6, numKeyValueHeads: 2, headDim: 4, ropeTheta: 100,
+                        maxPositionEmbeddings: 64, initializerRange: 0.3, numLocalExperts: 6, numExpertsPerTok: 2)
+    let m = DecoderModel(config: c)
+    m.initialize(seed: seed)
+    var rng = SeededGenerator(seed: seed + 100)
+    for e in m.layout.entries where e.shape.count == 1 {
+        let p = m.tensor(e.name)!
+        for i in 0..<p.count { p[i] += Float(0.2 * rng.normal()) }
+    }
+    return m
+}
+
+/// Random scores, with expert statistics and per-expert neurons (id e·F + i).
+func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores {
+    var s = randomScores(c, seed: seed)
+    var rng = SeededGenerator(seed: seed + 1)
+    func r() -> [[Double]] { (0..<c.numHiddenLayers).map { _ in (0..<c.numLocalExperts).map { _ in rng.uniform() } } }
+    s.neurons = (0..<c.numHiddenLayers).map { _ in (0..<(c.numLocalExperts * c.intermediateSize)).map { _ in rng.uniform() } }
+    s.mlpExperts = ExpertScores(frequency: r(), gatedOutputNorm: r(), frequencyByLanguage: [:])
+    if c.family.hasAttentionExperts { s.attentionExperts = ExpertScores(frequency: r(), gatedOutputNorm: r(), frequencyByLanguage: [:]) }
+    return s
+}
+
+@Suite struct ExpertPruningTests {
+    /// Removing experts (and neurons inside the kept experts) gives the logits of the teacher with
+    /// those experts' router logits at −∞ (and those neurons at zero).
+    @Test(arguments: [Family.mixtral, .jetmoe])
+    func expertAndExpertWidthPruningEqualsMasking(_ family: Family) throws {
+        let t = mixtureTeacher(family)
+        let target = try Pruning.targetConfig(teacher: t.config, target: ["num_local_experts": 4, "intermediate_size": 7])
+        let scores = randomMixtureScores(t.config)
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: scores, options: PruneOptions())
+        #expect(plan.experts.count == 4 && plan.experts.allSatisfy { $0.count == 4 })
+        for l in 0..<4 {
+            let expected = Array(ImportanceScores.ranking(scores.mlpExperts!.gatedOutputNorm[l]).prefix(4)).sorted()
+            #expect(plan.experts[l] == expected, "layer \(l) keeps the 4 experts with the largest gated output norm")
+        }
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        #expect(student.config.numLocalExperts == 4 && student.config.parameterCount == student.layout.count)
+        var masks = ForwardMasks()
+        for l in 0..<4 {
+            masks.experts[l] = (0..<6).filter { !plan.experts[l].contains($0) }
+            masks.neurons[l] = plan.experts[l].enumerated().flatMap { ne, e in
+                (0..<10).filter { !plan.expertNeurons[l][ne].contains($0) }.map { e * 10 + $0 }
+            }
+            if family == .jetmoe { masks.attentionExperts[l] = (0..<6).filter { !plan.attentionExperts[l].contains($0) } }
+        }
+        t.masks = masks
+        let masked = try logits(t, sampleTokens, B: 2, T: 8)
+        let pruned = try logits(student, sampleTokens, B: 2, T: 8)
+        let err = zip(masked, pruned).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-5, "max |Δlogit| \(err)")
+        // And masking really changed something (the check is not vacuous).
+        t.masks = ForwardMasks()
+        let full = try logits(t, sampleTokens, B: 2, T: 8)
+        #expect(zip(full, pruned).map { abs($0 - $1) }.max()! > 1e-3)
+    }
+
+    @Test(arguments: [Family.mixtral, .jetmoe])
+    func topKAndChannelPruningKeepTheShapeRules(_ family: Family) throws {
+        let t = mixtureTeacher(family)
+        let target = try Pruning.targetConfig(teacher: t.config, target: ["num_experts_per_tok": 1, "hidden_size": 18, "num_hidden_layers": 3])
+        #expect(target.numExpertsPerTok == 1)
+        if family == .jetmoe { #expect(target.numAttentionHeads == 2, "JetMoE heads follow kv heads × top-k") }
+        let student = try Pruning.prune(teacher: t, to: target, scores: randomMixtureScores(t.config))
+        #expect(student.config == target)
+        _ = try logits(student, sampleTokens, B: 2, T: 8)
+    }
+
+    @Test func impossibleMixtureTargetsNameTheField() throws {
+        let t = mixtureTeacher(.jetmoe)
+        func field(_ target: [String: JSON]) -> String {
+            do {
+                let c = try Pruning.targetConfig(teacher: t.config, target: target)
+                _ = try Pruning.plan(teacher: t.config, target: c, scores: randomMixtureScores(t.config), options: PruneOptions())
+                return "no error"
+            } catch { return "\(error)" }
+        }
+        #expect(field(["num_local_experts": 1]).contains("num_local_experts"))          // below top-k 2
+        #expect(field(["num_local_experts": 8]).contains("larger than the teacher"))
+        #expect(field(["num_experts_per_tok": 3]).contains("num_experts_per_tok"))
+        #expect(field(["num_key_value_heads": 1]).contains("num_key_value_heads"))
+        var scores = randomMixtureScores(t.config)
+        scores.mlpExperts = nil
+        #expect(throws: ProxyError.self) {
+            _ = try Pruning.plan(teacher: t.config, target: t.config, scores: scores, options: PruneOptions())
+        }
+    }
+}

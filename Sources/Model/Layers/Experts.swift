@@ -36,6 +36,13 @@ public final class RouterState {
         expertStart = [Int](repeating: 0, count: E + 1)
     }
 
+    /// The token of dispatch row `r`.
+    public func token(ofRow r: Int) -> Int { Int(rowToken[r]) }
+    /// The gate weight of dispatch row `r`.
+    public func gate(ofRow r: Int) -> Float { gates[Int(rowToken[r]) * k + Int(rowSlot[r])] }
+    /// The expert of dispatch row `r`.
+    public func expert(ofRow r: Int) -> Int { Int(chosen[Int(rowToken[r]) * k + Int(rowSlot[r])]) }
+
     /// Tokens routed to expert e in the last forward pass.
     public func load(_ e: Int) -> Int { expertStart[e + 1] - expertStart[e] }
 

@@ -20,6 +20,8 @@ public struct TrainingRecipe: Sendable, Equatable {
     public var evalEvery: Int = 200
     public var evalTokens: Int = 16384
     public var checkpointEvery: Int = 200
+    /// Mixtures: router z-loss weight (the load-balancing weight is the config's coefficient).
+    public var routerZLoss: Double = 0
 
     public init(steps: Int) { self.steps = steps }
 
@@ -33,7 +35,7 @@ public struct TrainingRecipe: Sendable, Equatable {
          "schedule": .string(schedule), "warmup": JSON(warmup), "min_ratio": JSON(minRatio), "weight_decay": JSON(weightDecay),
          "gradient_clip": JSON(gradientClip), "seed": JSON(Int(seed)), "alpha": JSON(alpha),
          "unimax_epochs": unimaxEpochs.map { JSON($0) } ?? .null, "eval_every": JSON(evalEvery), "eval_tokens": JSON(evalTokens),
-         "checkpoint_every": JSON(checkpointEvery)]
+         "checkpoint_every": JSON(checkpointEvery), "router_z_loss": JSON(routerZLoss)]
     }
 }
 
@@ -64,6 +66,7 @@ public enum LanguageModelTraining {
         }
         let model = DecoderModel(config: config)
         model.initialize(seed: recipe.seed)
+        model.routerLossWeights.zLoss = recipe.routerZLoss
         let trainer = Trainer(model: model, batch: recipe.batch, sequence: recipe.sequence,
                               settings: .init(weightDecay: recipe.weightDecay, gradientClip: recipe.gradientClip),
                               schedule: schedule, peakLearningRate: recipe.learningRate, totalSteps: recipe.steps)
