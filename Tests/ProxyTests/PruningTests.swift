@@ -7,6 +7,11 @@ func teacherModel(_ family: Family = .llama, seed: UInt64 = 1) -> DecoderModel {
     let c = ModelConfig(family: family, vocabSize: 31, hiddenSize: 24, intermediateSize: 20, numHiddenLayers: 4,
                         numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, ropeTheta: 100,
                         partialRotaryFactor: family == .llama ? 1 : 0.5, maxPositionEmbeddings: 64, initializerRange: 0.3)
+    return initializedWithRandomNorms(c, seed: seed)
+}
+
+/// A model initialised from `seed` with random norm weights and biases.
+func initializedWithRandomNorms(_ c: ModelConfig, seed: UInt64) -> DecoderModel {
     let m = DecoderModel(config: c)
     m.initialize(seed: seed)
     var rng = SeededGenerator(seed: seed + 100)
@@ -124,14 +129,7 @@ func mixtureTeacher(_ family: Family, seed: UInt64 = 3) -> DecoderModel {
     let c = ModelConfig(family: family, vocabSize: 31, hiddenSize: 24, intermediateSize: 10, numHiddenLayers: 4,
                         numAttentionHeads: family == .jetmoe ? 4 : 6, numKeyValueHeads: 2, headDim: 4, ropeTheta: 100,
                         maxPositionEmbeddings: 64, initializerRange: 0.3, numLocalExperts: 6, numExpertsPerTok: 2)
-    let m = DecoderModel(config: c)
-    m.initialize(seed: seed)
-    var rng = SeededGenerator(seed: seed + 100)
-    for e in m.layout.entries where e.shape.count == 1 {
-        let p = m.tensor(e.name)!
-        for i in 0..<p.count { p[i] += Float(0.2 * rng.normal()) }
-    }
-    return m
+    return initializedWithRandomNorms(c, seed: seed)
 }
 
 /// Random scores, with expert statistics and per-expert neurons (id e·F + i).
