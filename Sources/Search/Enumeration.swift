@@ -16,7 +16,7 @@ public struct Candidate: Sendable, Hashable {
     public init(config: ModelConfig, sequence: Int) {
         self.config = config
         var f = Fingerprint()
-        f.add(Axis.allCases.map { "\($0.rawValue)=\($0.value(config))" }.joined(separator: ","))
+        f.add(Axis.axes(for: config.family).map { "\($0.rawValue)=\($0.value(config))" }.joined(separator: ","))
         hash = String(f.hex.prefix(12))
         parameters = config.parameterCount
         nonEmbeddingParameters = config.nonEmbeddingParameterCount
@@ -25,7 +25,11 @@ public struct Candidate: Sendable, Hashable {
     }
 
     /// The HF config keys a search varies, with this candidate's values.
-    public var architecture: JSON { .object(Dictionary(uniqueKeysWithValues: Axis.allCases.map { ($0.rawValue, JSON($0.value(config))) })) }
+    public var architecture: JSON {
+        var keys = Axis.axes(for: config.family)
+        if config.family == .jetmoe { keys.append(.numAttentionHeads) }   // derived, shown for reading
+        return .object(Dictionary(uniqueKeysWithValues: keys.map { ($0.rawValue, JSON($0.value(config))) }))
+    }
 
     public func hash(into hasher: inout Hasher) { hasher.combine(hash) }
     public static func == (a: Candidate, b: Candidate) -> Bool { a.hash == b.hash }
@@ -50,14 +54,16 @@ public struct Enumeration: Sendable {
 
     /// Enumerates `spec`'s space against `teacher`.
     public static func of(_ spec: SearchSpec, teacher: ModelConfig) -> Enumeration {
-        let axes = Axis.allCases
+        let axes = Axis.axes(for: teacher.family)
         let values = axes.map { spec.space[$0] ?? [$0.value(teacher)] }
         let teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
         var counts = ["break head grouping (num_attention_heads not a multiple of num_key_value_heads)": 0,
                       "put more query heads in a group than the teacher's groups hold": 0,
                       "have hidden_size not a multiple of num_attention_heads (transformers refuses them)": 0,
                       "are below the budget minimum": 0, "are above the budget maximum": 0,
-                      "exceed budget.flops_per_token": 0]
+                      "exceed budget.flops_per_token": 0,
+                      "have fewer experts than num_experts_per_tok": 0]
+        for bound in spec.budget.bounds { counts["are outside budget.\(bound.count.rawValue)"] = 0 }
         var candidates: [Candidate] = []
         var smallest: Int?, largest: Int?
         var index = [Int](repeating: 0, count: axes.count)
@@ -67,9 +73,11 @@ public struct Enumeration: Sendable {
             var c = teacher
             for (k, axis) in axes.enumerated() { axis.set(&c, values[k][index[k]]) }
             let (H, G) = (c.numAttentionHeads, c.numKeyValueHeads)
-            if H % G != 0 { counts["break head grouping (num_attention_heads not a multiple of num_key_value_heads)"]! += 1 }
-            else if H / G > teacherPerGroup { counts["put more query heads in a group than the teacher's groups hold"]! += 1 }
-            else if c.hiddenSize % H != 0 { counts["have hidden_size not a multiple of num_attention_heads (transformers refuses them)"]! += 1 }
+            let jet = c.family == .jetmoe
+            if c.family.isMixture && c.numLocalExperts < c.numExpertsPerTok { counts["have fewer experts than num_experts_per_tok"]! += 1 }
+            else if !jet && H % G != 0 { counts["break head grouping (num_attention_heads not a multiple of num_key_value_heads)"]! += 1 }
+            else if !jet && H / G > teacherPerGroup { counts["put more query heads in a group than the teacher's groups hold"]! += 1 }
+            else if !jet && c.hiddenSize % H != 0 { counts["have hidden_size not a multiple of num_attention_heads (transformers refuses them)"]! += 1 }
             else {
                 let n = spec.budget.counted(c)
                 smallest = min(smallest ?? n, n); largest = max(largest ?? n, n)
@@ -77,6 +85,8 @@ public struct Enumeration: Sendable {
                 else if n > spec.budget.maximum { counts["are above the budget maximum"]! += 1 }
                 else if let cap = spec.budget.maxFLOPsPerToken, c.forwardFLOPsPerToken(sequence: spec.proxy.sequence) > cap {
                     counts["exceed budget.flops_per_token"]! += 1
+                } else if let bound = spec.budget.violatedBound(c) {
+                    counts["are outside budget.\(bound.count.rawValue)"]! += 1
                 } else {
                     candidates.append(Candidate(config: c, sequence: spec.proxy.sequence))
                 }

@@ -37,6 +37,14 @@ public enum Exporter {
                     try fm.copyItem(at: URL(fileURLWithPath: ck).appendingPathComponent(f), to: proxy.appendingPathComponent(f))
                 }
             }
+            var nemo: [String: JSON] = ["hidden_size": JSON(target.hiddenSize), "ffn_hidden_size": JSON(target.intermediateSize),
+                                        "num_attention_heads": JSON(target.numAttentionHeads), "num_query_groups": JSON(target.numKeyValueHeads),
+                                        "num_layers": JSON(target.numHiddenLayers)]
+            if target.family.isMixture {
+                nemo["num_moe_experts"] = JSON(target.numLocalExperts)
+                nemo["moe_router_topk"] = JSON(target.numExpertsPerTok)
+                nemo["moe_ffn_hidden_size"] = JSON(target.intermediateSize)
+            }
             let proxyTokens = w.trial.fidelity * spec.proxy.batch * spec.proxy.sequence
             let r = spec.proxy
             let distill: JSON = [
@@ -55,9 +63,7 @@ public enum Exporter {
                 "proxy_scores": .object(w.metrics.mapValues { JSON($0) }),
                 "proxy_steps": JSON(w.trial.fidelity),
                 "objective": .string(spec.objective.rawValue), "score": w.trial.score.map { JSON($0) } ?? .null,
-                "nemo_modelopt": ["hidden_size": JSON(target.hiddenSize), "ffn_hidden_size": JSON(target.intermediateSize),
-                                  "num_attention_heads": JSON(target.numAttentionHeads), "num_query_groups": JSON(target.numKeyValueHeads),
-                                  "num_layers": JSON(target.numHiddenLayers)],
+                "nemo_modelopt": .object(nemo),
             ]
             try AtomicFile.write(distill.data(), to: tmp.appendingPathComponent("distill.json"))
             try? fm.removeItem(at: dir)

@@ -194,7 +194,7 @@ public final class SearchRunner {
                 let a = byHash[parents[Int(rng.next() % UInt64(parents.count))].hash]!
                 let b = byHash[parents[Int(rng.next() % UInt64(parents.count))].hash]!
                 var c = a.config
-                for axis in Axis.allCases {
+                for axis in Axis.axes(for: c.family) {
                     if rng.uniform() < crossover { axis.set(&c, axis.value(b.config)) }
                     let values = spec.space[axis]!
                     if rng.uniform() < mutation, values.count > 1 {

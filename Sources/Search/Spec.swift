@@ -9,6 +9,19 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     case numAttentionHeads = "num_attention_heads"
     case numKeyValueHeads = "num_key_value_heads"
     case intermediateSize = "intermediate_size"
+    /// Mixtures only.
+    case numLocalExperts = "num_local_experts"
+    case numExpertsPerTok = "num_experts_per_tok"
+
+    /// The axes of a family: dense models the first five; Mixtral all seven; JetMoE all but
+    /// num_attention_heads, which it derives as num_key_value_heads × num_experts_per_tok.
+    public static func axes(for family: Family) -> [Axis] {
+        switch family {
+        case .llama, .nemotron: return [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize]
+        case .mixtral: return allCases
+        case .jetmoe: return allCases.filter { $0 != .numAttentionHeads }
+        }
+    }
 
     func value(_ c: ModelConfig) -> Int {
         switch self {
@@ -17,8 +30,11 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numAttentionHeads: return c.numAttentionHeads
         case .numKeyValueHeads: return c.numKeyValueHeads
         case .intermediateSize: return c.intermediateSize
+        case .numLocalExperts: return c.numLocalExperts
+        case .numExpertsPerTok: return c.numExpertsPerTok
         }
     }
+    /// Sets the axis (JetMoE's query heads follow its key/value heads and top-k).
     func set(_ c: inout ModelConfig, _ v: Int) {
         switch self {
         case .numHiddenLayers: c.numHiddenLayers = v
@@ -26,7 +42,10 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numAttentionHeads: c.numAttentionHeads = v
         case .numKeyValueHeads: c.numKeyValueHeads = v
         case .intermediateSize: c.intermediateSize = v
+        case .numLocalExperts: c.numLocalExperts = v
+        case .numExpertsPerTok: c.numExpertsPerTok = v
         }
+        if c.family == .jetmoe { c.numAttentionHeads = c.numKeyValueHeads * c.numExpertsPerTok }
     }
 }
 
@@ -41,13 +60,28 @@ public struct Budget: Sendable, Equatable {
     public var maximum: Int
     /// Optional cap on forward FLOPs per token at the proxy's sequence length.
     public var maxFLOPsPerToken: Int?
+    /// Further bounds on other counts (`budget.total`, `budget.active`, `budget.non_embedding`),
+    /// e.g. an active-parameter target with a cap on total parameters.
+    public var bounds: [Bound] = []
 
-    func counted(_ c: ModelConfig) -> Int {
+    public struct Bound: Sendable, Equatable {
+        public var count: BudgetCount
+        public var minimum: Int, maximum: Int
+    }
+
+    func counted(_ c: ModelConfig) -> Int { Budget.count(count, c) }
+
+    static func count(_ count: BudgetCount, _ c: ModelConfig) -> Int {
         switch count {
         case .total: return c.parameterCount
         case .active: return c.activeParameterCount
         case .nonEmbedding: return c.nonEmbeddingParameterCount
         }
+    }
+
+    /// The first further bound `c` violates, if any.
+    func violatedBound(_ c: ModelConfig) -> Bound? {
+        bounds.first { let n = Budget.count($0.count, c); return n < $0.minimum || n > $0.maximum }
     }
 }
 
@@ -161,9 +195,18 @@ public struct SearchSpec: Sendable {
 
         // space
         guard let sp = try object(o["space"], "space") else { throw fail("space", "missing") }
-        try check(sp, "space", Axis.allCases.map(\.rawValue))
+        let axes = Axis.axes(for: t.family)
+        for axis in Axis.allCases where !axes.contains(axis) && sp[axis.rawValue] != nil {
+            throw fail("space.\(axis.rawValue)", t.family == .jetmoe
+                ? "JetMoE derives num_attention_heads as num_key_value_heads × num_experts_per_tok; vary those instead"
+                : "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture teacher (mixtral, jetmoe)")
+        }
+        try check(sp, "space", axes.map(\.rawValue))
+        if t.family == .jetmoe, let v = sp[Axis.numKeyValueHeads.rawValue], v != JSON(t.numKeyValueHeads), v != [JSON(t.numKeyValueHeads)] {
+            throw fail("space.num_key_value_heads", "pruning JetMoE's key/value heads is not implemented; keep \(t.numKeyValueHeads)")
+        }
         var space: [Axis: [Int]] = [:]
-        for axis in Axis.allCases {
+        for axis in axes {
             let path = "space.\(axis.rawValue)"
             let teacherValue = axis.value(t)
             guard let v = sp[axis.rawValue] else { space[axis] = [teacherValue]; continue }
@@ -185,7 +228,7 @@ public struct SearchSpec: Sendable {
                 values = [try int(v, path)]
                 if values[0] > teacherValue { throw fail(path, "\(values[0]) is larger than the teacher's \(teacherValue)") }
             }
-            if axis == .hiddenSize {
+            if axis == .hiddenSize && t.family != .jetmoe {
                 // transformers 5 refuses hidden_size not divisible by the head count; say so per value
                 // when no head count in the space could divide it.
                 let heads = sp[Axis.numAttentionHeads.rawValue] == nil ? [t.numAttentionHeads] : nil
@@ -202,7 +245,7 @@ public struct SearchSpec: Sendable {
 
         // budget
         guard let b = try object(o["budget"], "budget") else { throw fail("budget", "missing") }
-        try check(b, "budget", ["parameters", "tolerance", "min", "max", "count", "flops_per_token"])
+        try check(b, "budget", ["parameters", "tolerance", "min", "max", "count", "flops_per_token", "total", "active", "non_embedding"])
         let count: BudgetCount
         if let c = b["count"] {
             guard let s = c.string, let bc = BudgetCount(rawValue: s) else { throw fail("budget.count", "total, non_embedding or active") }
@@ -228,10 +271,27 @@ public struct SearchSpec: Sendable {
         }
         let flops = try b["flops_per_token"].map { try int($0, "budget.flops_per_token") }
         budget = Budget(count: count, minimum: minimum, maximum: maximum, maxFLOPsPerToken: flops)
+        for other in [BudgetCount.total, .active, .nonEmbedding] {
+            guard let bound = try object(b[other.rawValue], "budget.\(other.rawValue)") else { continue }
+            let path = "budget.\(other.rawValue)"
+            guard other != count else { throw fail(path, "is the budget's own count; give its bounds with parameters or min/max") }
+            try check(bound, path, ["min", "max"])
+            guard bound["min"] != nil || bound["max"] != nil else { throw fail(path, "give min and/or max") }
+            let lo = try bound["min"].map { try int($0, "\(path).min", min: 0) } ?? 0
+            let hi = try bound["max"].map { try int($0, "\(path).max") } ?? Int.max
+            guard lo <= hi else { throw fail(path, "min \(lo) is above max \(hi)") }
+            budget.bounds.append(.init(count: other, minimum: lo, maximum: hi))
+        }
 
         // importance
         if let imp = try object(o["importance"], "importance") {
-            try check(imp, "importance", ["calibration_samples", "sequence_length", "batch", "sequence", "depth", "contiguous", "language"])
+            try check(imp, "importance", ["calibration_samples", "sequence_length", "batch", "sequence", "depth", "contiguous", "language", "experts"])
+            if let v = imp["experts"] {
+                guard let m = v.string.flatMap(ExpertMetric.init(rawValue:)) else {
+                    throw fail("importance.experts", "gated_output_norm or frequency, got \(v)")
+                }
+                prune.expertMetric = m
+            }
             if let v = imp["calibration_samples"] { importance.samples = try int(v, "importance.calibration_samples") }
             if let v = imp["sequence_length"] { importance.sequence = try int(v, "importance.sequence_length", min: 2) }
             for (key, kp) in [("batch", \ImportanceSettings.batchAggregation), ("sequence", \.sequenceAggregation)] {

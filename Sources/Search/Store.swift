@@ -180,16 +180,19 @@ extension StudyStore {
         public var id: Int64, candidateID: Int64, hash: String, architecture: JSON, rung: Int, fidelity: Int
         public var parentTrialID: Int64?, state: String, attempt: Int, score: Double?, checkpoint: String?, error: String?
         public var parameters: Int
+        /// Parameters one token touches (= parameters for dense models).
+        public var activeParameters: Int
     }
 
     static func trialRow(_ r: Row) -> TrialRow {
         TrialRow(id: r["id"], candidateID: r["candidateId"], hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
                  rung: r["rung"], fidelity: r["fidelity"], parentTrialID: r["parent_trial_id"], state: r["state"], attempt: r["attempt"],
-                 score: r["score"], checkpoint: r["checkpoint"], error: r["error"], parameters: r["parameters"])
+                 score: r["score"], checkpoint: r["checkpoint"], error: r["error"], parameters: r["parameters"],
+                 activeParameters: r["active_parameters"])
     }
 
     static let trialSelect = """
-        SELECT trial.*, candidate.hash, candidate.architecture, candidate.parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
+        SELECT trial.*, candidate.hash, candidate.architecture, candidate.parameters, candidate.active_parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
         """
 
     /// Adds waiting trials (skipping any that already exist for that candidate and rung).

@@ -46,7 +46,8 @@ func requireStudy(_ st: StudyStore, _ name: String) throws -> StudyStore.StudyRo
 
 func architectureText(_ a: JSON) -> String {
     let o = a.object ?? [:]
-    return "L\(o["num_hidden_layers"]?.int ?? 0) C\(o["hidden_size"]?.int ?? 0) H\(o["num_attention_heads"]?.int ?? 0)/\(o["num_key_value_heads"]?.int ?? 0) F\(o["intermediate_size"]?.int ?? 0)"
+    let experts = o["num_local_experts"]?.int.map { " E\($0)k\(o["num_experts_per_tok"]?.int ?? 0)" } ?? ""
+    return "L\(o["num_hidden_layers"]?.int ?? 0) C\(o["hidden_size"]?.int ?? 0) H\(o["num_attention_heads"]?.int ?? 0)/\(o["num_key_value_heads"]?.int ?? 0) F\(o["intermediate_size"]?.int ?? 0)\(experts)"
 }
 
 struct ResultsStudies: ParsableCommand {
@@ -82,9 +83,10 @@ struct ResultsTop: ParsableCommand {
         let rows = ranked.map { r -> [JSON] in
             let score = metric.map { r.metrics[$0] ?? .nan } ?? (r.trial.score ?? .nan)
             return [JSON(r.rank) , .string(r.trial.hash), format == "json" ? r.trial.architecture : .string(architectureText(r.trial.architecture)),
-                    JSON(r.trial.parameters), JSON(score), JSON(r.trial.fidelity), .string(r.trial.state == "pruned" ? "stopped" : (r.tiedWithPrevious ? "tie" : ""))]
+                    JSON(r.trial.parameters), JSON(r.trial.activeParameters), JSON(score), JSON(r.trial.fidelity),
+                    .string(r.trial.state == "pruned" ? "stopped" : (r.tiedWithPrevious ? "tie" : ""))]
         }
-        printRows(["rank", "candidate", "architecture", "parameters", "score", "steps", "note"], rows, format: format)
+        printRows(["rank", "candidate", "architecture", "parameters", "active", "score", "steps", "note"], rows, format: format)
     }
 }
 
@@ -101,7 +103,8 @@ struct ResultsShow: ParsableCommand {
         let trials = try st.trials(study: s.id).filter { $0.hash.hasPrefix(candidate) }
         guard let first = trials.first else { throw SearchError.store("no candidate '\(candidate)' in study '\(study)'") }
         guard Set(trials.map(\.hash)).count == 1 else { throw SearchError.store("'\(candidate)' matches several candidates; give more of the hash") }
-        var out: [String: JSON] = ["candidate": .string(first.hash), "architecture": first.architecture, "parameters": JSON(first.parameters)]
+        var out: [String: JSON] = ["candidate": .string(first.hash), "architecture": first.architecture, "parameters": JSON(first.parameters),
+                                   "active_parameters": JSON(first.activeParameters)]
         out["trials"] = .array(try trials.map { t in
             let m = try st.metrics(trial: t.id)
             return ["rung": JSON(t.rung), "steps": JSON(t.fidelity), "state": .string(t.state), "attempt": JSON(t.attempt),
@@ -109,7 +112,7 @@ struct ResultsShow: ParsableCommand {
                     "metrics": .array(m.map { ["step": JSON($0.step), "name": .string($0.name), "value": JSON($0.value)] })]
         })
         if format.resolved == "json" { printJSON(.object(out)); return }
-        print("candidate \(first.hash): \(architectureText(first.architecture)), \(first.parameters) parameters")
+        print("candidate \(first.hash): \(architectureText(first.architecture)), \(first.parameters) parameters (\(first.activeParameters) active)")
         for t in trials {
             print("rung \(t.rung): \(t.fidelity) steps, \(t.state), attempt \(t.attempt), score \(t.score.map { String(format: "%.4f", $0) } ?? "–")\(t.error.map { ", error: \($0)" } ?? "")")
             let m = try st.metrics(trial: t.id)
@@ -129,9 +132,10 @@ struct ResultsPareto: ParsableCommand {
     func run() throws {
         let st = try store.open()
         let rows = try st.pareto(study: try requireStudy(st, study).id).map { r -> [JSON] in
-            [.string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters), JSON(r.trial.score ?? .nan)]
+            [.string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
+             JSON(r.trial.activeParameters), JSON(r.trial.score ?? .nan)]
         }
-        printRows(["candidate", "architecture", "parameters", "score"], rows, format: format.resolved)
+        printRows(["candidate", "architecture", "parameters", "active", "score"], rows, format: format.resolved)
     }
 }
 

@@ -44,12 +44,17 @@ struct SpecCheck: ParsableCommand {
             return
         }
         print("study \(s.study): teacher \(s.teacher) (\(teacher.parameterCount) parameters), strategy \(s.strategy.name), objective \(s.objective.rawValue)")
-        print("budget: \(s.budget.count.rawValue) parameters in [\(s.budget.minimum), \(s.budget.maximum == Int.max ? "∞" : String(s.budget.maximum))]")
-        print("candidate      layers hidden heads kv  mlp   parameters  non-embedding  FLOPs/token")
+        func range(_ lo: Int, _ hi: Int) -> String { "[\(lo), \(hi == Int.max ? "∞" : String(hi))]" }
+        print("budget: \(s.budget.count.rawValue) parameters in \(range(s.budget.minimum, s.budget.maximum))"
+              + s.budget.bounds.map { ", \($0.count.rawValue) in \(range($0.minimum, $0.maximum))" }.joined())
+        let moe = teacher.family.isMixture
+        print("candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "") + "  parameters  non-embedding  FLOPs/token")
         for c in e.candidates {
             let k = c.config
-            print(String(format: "%@ %6d %6d %5d %2d %5d %12d %14d %12d", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
-                         k.numAttentionHeads, k.numKeyValueHeads, k.intermediateSize, c.parameters, c.nonEmbeddingParameters, c.flopsPerToken))
+            let experts = moe ? String(format: "%7d %5d %12d ", k.numLocalExperts, k.numExpertsPerTok, c.activeParameters) : ""
+            print(String(format: "%@ %6d %6d %5d %2d %5d ", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
+                         k.numAttentionHeads, k.numKeyValueHeads, k.intermediateSize) + experts
+                  + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken))
         }
         print("\(e.candidates.count) candidates of \(e.explanation) (enumerated in \(String(format: "%.1f", ms)) ms)")
     }

@@ -13,10 +13,15 @@ struct Fixture {
     var db: String { root.appendingPathComponent("store.sqlite").path }
     let config: ModelConfig
 
-    init(_ name: String = #function) throws {
+    /// `mixture`: a JetMoE teacher (4 experts of 16, top 2, 2 kv heads) instead of a dense llama.
+    init(_ name: String = #function, mixture: Bool = false) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-search-\(getpid())-\(name.filter(\.isLetter))-\(UInt32.random(in: 0...UInt32.max))")
-        config = ModelConfig(family: .llama, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
-                             numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1)
+        config = mixture
+            ? ModelConfig(family: .jetmoe, vocabSize: 257, hiddenSize: 24, intermediateSize: 16, numHiddenLayers: 3,
+                          numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
+                          numLocalExperts: 4, numExpertsPerTok: 2)
+            : ModelConfig(family: .llama, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
+                          numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1)
         let m = DecoderModel(config: config)
         m.initialize(seed: 1)
         try Checkpoint.save(m, to: teacher)
@@ -177,5 +182,72 @@ struct Fixture {
         _ = try Checkpoint.load(dirs[0].appendingPathComponent("proxy"))
         let distill = JSON.parse(try Data(contentsOf: dirs[0].appendingPathComponent("distill.json")))!
         #expect(distill["nemo_modelopt"]?["num_query_groups"]?.int == m.config.numKeyValueHeads)
+    }
+}
+
+@Suite struct MixtureSearchTests {
+    @Test func expertAxesAndActiveBudgets() throws {
+        let f = try Fixture(mixture: true)
+        defer { f.cleanup() }
+        let total = f.config.parameterCount, active = f.config.activeParameterCount
+        let spec = try f.parse(f.spec([
+            "space": ["num_local_experts": [2, 3, 4], "num_experts_per_tok": [1, 2], "intermediate_size": [8, 16]],
+            "budget": ["count": "active", "max": JSON(active * 9 / 10), "total": ["max": JSON(total * 8 / 10)]],
+        ]))
+        let e = Enumeration.of(spec, teacher: f.config)
+        // Brute force over the same space.
+        var expected = Set<String>()
+        for E in [2, 3, 4] { for k in [1, 2] where k <= E { for F in [8, 16] {
+            var c = f.config
+            c.numLocalExperts = E; c.numExpertsPerTok = k; c.intermediateSize = F; c.numAttentionHeads = c.numKeyValueHeads * k
+            if c.activeParameterCount <= active * 9 / 10 && c.parameterCount <= total * 8 / 10 { expected.insert("\(E)/\(k)/\(F)") }
+        } } }
+        #expect(!expected.isEmpty)
+        #expect(Set(e.candidates.map { "\($0.config.numLocalExperts)/\($0.config.numExpertsPerTok)/\($0.config.intermediateSize)" }) == expected)
+        #expect(e.candidates.allSatisfy { $0.activeParameters == $0.config.activeParameterCount && $0.activeParameters <= $0.parameters })
+        #expect(e.candidates.allSatisfy { $0.config.numAttentionHeads == 2 * $0.config.numExpertsPerTok })
+        #expect(e.explanation.contains("outside budget.total"), "\(e.explanation)")
+    }
+
+    @Test func mixtureSpecErrorsNameThePath() throws {
+        let dense = try Fixture()
+        defer { dense.cleanup() }
+        func error(_ f: Fixture, _ extra: [String: JSON]) -> String {
+            do { _ = try f.parse(f.spec(extra)); return "no error" } catch { return "\(error)" }
+        }
+        #expect(error(dense, ["space": ["num_local_experts": [2]]]).contains("space.num_local_experts"))
+        let moe = try Fixture(mixture: true)
+        defer { moe.cleanup() }
+        #expect(error(moe, ["space": ["num_attention_heads": [2]]]).contains("space.num_attention_heads"))
+        #expect(error(moe, ["space": ["num_local_experts": [8]]]).contains("larger than the teacher"))
+        #expect(error(moe, ["space": ["num_local_experts": [3]], "budget": ["count": "active", "max": 1000, "active": ["max": 5]]]).contains("budget.active"))
+    }
+
+    @Test func jetMoESearchRunsAndExports() throws {
+        let f = try Fixture(mixture: true)
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec([
+            "space": ["num_local_experts": [3, 4], "num_experts_per_tok": [1, 2]],
+            "budget": ["count": "active", "max": JSON(f.config.activeParameterCount)],
+            "strategy": ["name": "grid"], "proxy": ["steps": 3, "batch_size": 2, "sequence_length": 8, "eval_tokens": 16, "learning_rate": 1e-3],
+        ]))
+        let store = try StudyStore(path: f.db)
+        let cache = f.root.appendingPathComponent("importance")
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"), importanceCache: cache)
+        runner.log = { _ in }
+        #expect(runner.enumeration.candidates.count == 4)
+        let study = try runner.run(worker: "w", extend: false)
+        let top = try store.top(study: study)
+        #expect(top.count == 4 && top.allSatisfy { $0.trial.state == "complete" })
+        let scores = try Importance.cached(teacher: runner.teacher, corpus: TokenShards(directory: f.corpus), settings: spec.importance, cache: cache).0
+        #expect(scores.mlpExperts?.frequency.count == 3 && scores.attentionExperts != nil)
+        // Routing frequencies sum to k per layer.
+        for l in 0..<3 { #expect(abs(scores.mlpExperts!.frequency[l].reduce(0, +) - 2) < 1e-9) }
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: f.root.appendingPathComponent("export"), importanceCache: cache, log: { _ in })
+        let m = try Checkpoint.load(dirs[0])
+        #expect(m.config.activeParameterCount == top[0].trial.activeParameters)
+        let distill = JSON.parse(try Data(contentsOf: dirs[0].appendingPathComponent("distill.json")))!
+        #expect(distill["parameters"]?["active"]?.int == m.config.activeParameterCount)
+        #expect(distill["nemo_modelopt"]?["num_moe_experts"]?.int == m.config.numLocalExperts)
     }
 }
