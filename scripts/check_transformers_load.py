@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Outside check: checkpoints written by Topiary load in transformers and give the same logits.
 
-For each family (llama untied, llama tied, nemotron) it trains a tiny model for a few steps with
+For each family (llama untied, llama tied, nemotron, mixtral, jetmoe) it trains a tiny model for a few steps with
 `topiary teacher train` (so the weights are Topiary's own), loads the output directory with
 AutoModelForCausalLM.from_pretrained, and compares transformers' logits with
 `topiary model logits`. Needs a prepared corpus (data/fortunes) and a built topiary.
@@ -25,6 +25,10 @@ CONFIGS = {
                    "num_attention_heads": 4, "num_key_value_heads": 4, "tie_word_embeddings": True},
     "nemotron": {"model_type": "nemotron", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                  "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.5},
+    "mixtral": {"model_type": "mixtral", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 24, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "jetmoe": {"model_type": "jetmoe", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 24, "num_hidden_layers": 2,
+               "num_key_value_heads": 2, "kv_channels": 8, "num_local_experts": 4, "num_experts_per_tok": 2},
 }
 
 

@@ -29,7 +29,7 @@ extension ModelConfig {
 
     /// The `config.json` object that transformers (v4 and v5) loads into the same model.
     public var json: JSON {
-        var rope: [String: JSON] = ["rope_type": "default", "rope_theta": .number(ropeTheta)]
+        var rope: [String: JSON] = ["rope_type": "default", "rope_theta": .float(ropeTheta)]
         var json: [String: JSON] = [
             "architectures": [.string(family.architecture)],
             "model_type": .string(family.rawValue),
@@ -40,10 +40,10 @@ extension ModelConfig {
             "num_attention_heads": JSON(numAttentionHeads),
             "num_key_value_heads": JSON(numKeyValueHeads),
             "max_position_embeddings": JSON(maxPositionEmbeddings),
-            "initializer_range": JSON(initializerRange),
+            "initializer_range": .float(initializerRange),
             "tie_word_embeddings": .bool(tieWordEmbeddings),
-            "attention_dropout": 0.0,
-            "rope_theta": JSON(ropeTheta),
+            "attention_dropout": .float(0),
+            "rope_theta": .float(ropeTheta),
             "use_cache": true,
             "dtype": "float32",
         ]
@@ -55,25 +55,25 @@ extension ModelConfig {
         switch family {
         case .llama:
             json["hidden_act"] = "silu"
-            json["rms_norm_eps"] = JSON(normEps)
+            json["rms_norm_eps"] = .float(normEps)
             json["pretraining_tp"] = 1
         case .nemotron:
             json["hidden_act"] = "relu2"
-            json["norm_eps"] = JSON(normEps)
-            json["partial_rotary_factor"] = JSON(partialRotaryFactor)
-            rope["partial_rotary_factor"] = JSON(partialRotaryFactor)
+            json["norm_eps"] = .float(normEps)
+            json["partial_rotary_factor"] = .float(partialRotaryFactor)
+            rope["partial_rotary_factor"] = .float(partialRotaryFactor)
         case .mixtral, .jetmoe:
             let jet = family == .jetmoe
             json[jet ? "activation_function" : "hidden_act"] = "silu"
-            json["rms_norm_eps"] = JSON(normEps)
+            json["rms_norm_eps"] = .float(normEps)
             json["num_local_experts"] = JSON(numLocalExperts)
             json["num_experts_per_tok"] = JSON(numExpertsPerTok)
-            json[jet ? "aux_loss_coef" : "router_aux_loss_coef"] = JSON(routerAuxLossCoef)
+            json[jet ? "aux_loss_coef" : "router_aux_loss_coef"] = .float(routerAuxLossCoef)
             json["output_router_logits"] = .bool(outputRouterLogits)
             if jet {
                 json["kv_channels"] = JSON(headDim)
             } else {
-                json["router_jitter_noise"] = 0.0
+                json["router_jitter_noise"] = .float(0)
                 json["sliding_window"] = JSON.null
             }
         }

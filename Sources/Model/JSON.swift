@@ -6,6 +6,9 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
     case null
     case bool(Bool)
     case number(Double)
+    /// A number always written with a fraction (`0.0`, not `0`): transformers 5 validates float
+    /// config fields strictly. Never produced by decoding.
+    case float(Double)
     case string(String)
     case array([JSON])
     case object([String: JSON])
@@ -27,6 +30,7 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
         case let .bool(b): try c.encode(b)
         case let .number(n):
             if n == n.rounded(), abs(n) < 9e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case let .float(n): try c.encode(n)
         case let .string(s): try c.encode(s)
         case let .array(a): try c.encode(a)
         case let .object(o): try c.encode(o)
@@ -36,11 +40,65 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
     /// Parses bytes; nil when they are not JSON.
     public static func parse(_ data: Data) -> JSON? { try? JSONDecoder().decode(JSON.self, from: data) }
 
-    /// Pretty-printed, key-sorted bytes.
+    /// Pretty-printed (two-space indent), key-sorted bytes. Integral numbers are written without
+    /// a fraction, ``float(_:)`` values always with one; non-finite numbers as `null`.
     public func data(pretty: Bool = true) -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
-        return (try? encoder.encode(self)) ?? Data()
+        var out = ""
+        write(to: &out, pretty: pretty, indent: 0)
+        return Data(out.utf8)
+    }
+
+    private func write(to out: inout String, pretty: Bool, indent: Int) {
+        func number(_ n: Double, fraction: Bool) -> String {
+            guard n.isFinite else { return "null" }
+            if n == n.rounded(), abs(n) < 9e15 { return "\(Int64(n))" + (fraction ? ".0" : "") }
+            return "\(n)"
+        }
+        let pad = pretty ? String(repeating: "  ", count: indent + 1) : "", end = pretty ? String(repeating: "  ", count: indent) : ""
+        let newline = pretty ? "\n" : ""
+        switch self {
+        case .null: out += "null"
+        case let .bool(b): out += b ? "true" : "false"
+        case let .number(n): out += number(n, fraction: false)
+        case let .float(n): out += number(n, fraction: true)
+        case let .string(s): out += JSON.quoted(s)
+        case let .array(a):
+            if a.isEmpty { out += "[]"; return }
+            out += "[" + newline
+            for (i, v) in a.enumerated() {
+                out += pad
+                v.write(to: &out, pretty: pretty, indent: indent + 1)
+                out += (i < a.count - 1 ? "," : "") + newline
+            }
+            out += end + "]"
+        case let .object(o):
+            if o.isEmpty { out += "{}"; return }
+            out += "{" + newline
+            let keys = o.keys.sorted()
+            for (i, k) in keys.enumerated() {
+                out += pad + JSON.quoted(k) + (pretty ? ": " : ":")
+                o[k]!.write(to: &out, pretty: pretty, indent: indent + 1)
+                out += (i < keys.count - 1 ? "," : "") + newline
+            }
+            out += end + "}"
+        }
+    }
+
+    /// A JSON string literal.
+    static func quoted(_ s: String) -> String {
+        var r = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": r += "\\\""
+            case "\\": r += "\\\\"
+            case "\n": r += "\\n"
+            case "\r": r += "\\r"
+            case "\t": r += "\\t"
+            case _ where u.value < 0x20: r += String(format: "\\u%04x", u.value)
+            default: r.unicodeScalars.append(u)
+            }
+        }
+        return r + "\""
     }
 
     public var description: String { String(decoding: data(pretty: false), as: UTF8.self) }
@@ -50,13 +108,28 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
     public var array: [JSON]? { if case let .array(a) = self { return a }; return nil }
     public var string: String? { if case let .string(s) = self { return s }; return nil }
     public var bool: Bool? { if case let .bool(b) = self { return b }; return nil }
-    public var double: Double? { if case let .number(n) = self { return n }; return nil }
+    public var double: Double? {
+        switch self { case let .number(n), let .float(n): return n; default: return nil }
+    }
     /// The value as an integer when it is a number without a fraction.
     public var int: Int? {
         if case let .number(n) = self, n == n.rounded(), abs(n) < 9e15 { return Int(n) }
         return nil
     }
     public subscript(key: String) -> JSON? { object?[key] }
+
+    /// Equality of values: `float(x)` equals `number(x)` (they differ only in how they are written).
+    public static func == (a: JSON, b: JSON) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case let (.bool(x), .bool(y)): return x == y
+        case let (.string(x), .string(y)): return x == y
+        case let (.array(x), .array(y)): return x == y
+        case let (.object(x), .object(y)): return x == y
+        case (.number, _), (.float, _): return a.double != nil && a.double == b.double
+        default: return false
+        }
+    }
 }
 
 extension JSON: ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral, ExpressibleByStringLiteral,

@@ -65,10 +65,22 @@ struct ImportanceCommand: ParsableCommand {
         for (l, h) in s.heads.enumerated() { print("  layer \(l): " + ImportanceScores.ranking(h).map { "\($0) (\(fmt(h[$0])))" }.joined(separator: ", ")) }
         let ch = ImportanceScores.ranking(s.channels)
         print("embedding channels: top 8 " + ch.prefix(8).map { "\($0)" }.joined(separator: " ") + "; bottom 8 " + ch.suffix(8).map { "\($0)" }.joined(separator: " "))
-        print("MLP neurons per layer: top 5 and bottom 5")
+        print("MLP neurons per layer: top 5 and bottom 5" + (s.mlpExperts != nil ? " (neuron i of expert e is e·F + i)" : ""))
         for (l, n) in s.neurons.enumerated() {
             let r = ImportanceScores.ranking(n)
             print("  layer \(l): " + r.prefix(5).map { "\($0)" }.joined(separator: " ") + " … " + r.suffix(5).map { "\($0)" }.joined(separator: " "))
+        }
+        for (kind, experts) in [("MLP", s.mlpExperts), ("attention", s.attentionExperts)] {
+            guard let experts else { continue }
+            print("\(kind) experts per layer, most important first (gated output norm | routing frequency):")
+            for l in experts.frequency.indices {
+                let g = experts.gatedOutputNorm[l], f = experts.frequency[l]
+                print("  layer \(l): " + ImportanceScores.ranking(g).map { "\($0) (\(fmt(g[$0])) | \(String(format: "%.3f", f[$0])))" }.joined(separator: ", "))
+            }
+            print("\(kind) expert routing frequency by calibration language (layer 0; each row sums to k):")
+            for (lang, layers) in experts.frequencyByLanguage.sorted(by: { $0.key < $1.key }) {
+                print("  \(lang.padding(toLength: 4, withPad: " ", startingAt: 0)) " + layers[0].map { String(format: "%.3f", $0) }.joined(separator: " "))
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ struct PruneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prune",
         abstract: "Prune a teacher to a target shape by keeping its most important units; writes an HF checkpoint.",
-        discussion: "TARGET.json names any of num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, intermediate_size; the rest is the teacher's.")
+        discussion: "TARGET.json names any of num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, intermediate_size (and, for mixture teachers, num_local_experts and num_experts_per_tok; intermediate_size is then the width of each expert); the rest is the teacher's.")
 
     @Option(help: "Teacher checkpoint directory.") var teacher: String
     @Option(help: "Target shape (JSON).") var to: String
@@ -15,11 +15,13 @@ struct PruneCommand: ParsableCommand {
     @Option(help: "Prepared corpus for importance scores.") var data: String
     @Option(help: "Layer metric: block_importance or loss_rise.") var layerMetric = "block_importance"
     @Flag(help: "Remove the least important contiguous block of layers.") var contiguous = false
+    @Option(help: "Mixtures: rank experts by gated_output_norm (router weight × output norm) or frequency.") var expertMetric = "gated_output_norm"
     @OptionGroup var importance: ImportanceOptions
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
         guard LayerMetric(rawValue: layerMetric) != nil else { throw ValidationError("--layer-metric takes block_importance or loss_rise") }
+        guard ExpertMetric(rawValue: expertMetric) != nil else { throw ValidationError("--expert-metric takes gated_output_norm or frequency") }
     }
 
     func run() throws {
@@ -35,13 +37,17 @@ struct PruneCommand: ParsableCommand {
         var options = PruneOptions()
         options.layerMetric = LayerMetric(rawValue: layerMetric)!
         options.contiguousLayers = contiguous
+        options.expertMetric = ExpertMetric(rawValue: expertMetric)!
         let plan = try Pruning.plan(teacher: model.config, target: target, scores: scores, options: options)
         let student = Pruning.apply(plan, teacher: model, target: target)
         try Checkpoint.save(student, to: directoryURL(out))
         let planJSON: JSON = ["layers": .array(plan.layers.map { JSON($0) }), "key_value_groups": .array(plan.groups[0].map { JSON($0) }),
                               "heads": .array(plan.heads.map { .array($0.map { JSON($0) }) }),
                               "teacher": .string(teacher), "teacher_fingerprint": .string(scores.teacherFingerprint),
-                              "layer_metric": .string(layerMetric), "contiguous": .bool(contiguous)]
+                              "layer_metric": .string(layerMetric), "contiguous": .bool(contiguous),
+                              "experts": .array(plan.experts.map { .array($0.map { JSON($0) }) }),
+                              "attention_experts": .array(plan.attentionExperts.map { .array($0.map { JSON($0) }) }),
+                              "expert_metric": .string(expertMetric)]
         try AtomicFile.write(planJSON.data(), to: directoryURL(out).appendingPathComponent("prune_plan.json"))
         print("wrote \(out): \(target.parameterCount) parameters (teacher \(model.config.parameterCount)); kept layers \(plan.layers)")
     }

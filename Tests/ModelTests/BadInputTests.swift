@@ -195,3 +195,15 @@ import Testing
         #expect(throws: ModelError.self) { _ = try LogitsReport(model: model, inputIDs: [[1, 2], [3]], gradients: false) }
     }
 }
+
+@Suite struct JSONWriterTests {
+    @Test func floatsKeepAFractionAndValuesRoundTrip() throws {
+        let v: JSON = ["a": .float(0), "b": 3, "c": .float(1e-5), "d": "quote \" slash / tab \t é", "e": [true, nil, 2.5], "f": [:]]
+        let text = String(decoding: v.data(), as: UTF8.self)
+        #expect(text.contains("\"a\": 0.0") && text.contains("\"b\": 3,") && text.contains("\"c\": 1e-05"), "\(text)")
+        #expect(JSON.parse(v.data()) == v && JSON.parse(v.data(pretty: false)) == v)
+        // transformers 5 refuses an int where its config declares a float: every float field is written as one.
+        let config = String(decoding: tinyConfig(.mixtral).json.data(), as: UTF8.self)
+        #expect(config.contains("\"router_jitter_noise\": 0.0") && config.contains("\"attention_dropout\": 0.0"), "\(config)")
+    }
+}
