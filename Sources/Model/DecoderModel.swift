@@ -32,10 +32,23 @@ public final class DecoderModel {
     var routingStyle: RoutingStyle { config.family == .jetmoe ? .topKThenSoftmax : .softmaxThenTopK }
 
     /// A model with zero parameters (load or ``initialize(seed:)`` next).
-    public init(config: ModelConfig) {
+    public convenience init(config: ModelConfig) {
+        let layout = ParameterLayout(config: config)
+        self.init(config: config, layout: layout, parameters: FloatBuffer(count: layout.count))
+    }
+
+    /// A replica for data-parallel steps: it reads `source`'s parameters (the same buffer) and
+    /// accumulates into its own gradients.
+    public convenience init(replicaOf source: DecoderModel) {
+        self.init(config: source.config, layout: source.layout, parameters: source.parameters)
+        masks = source.masks
+        routerLossWeights = source.routerLossWeights
+    }
+
+    private init(config: ModelConfig, layout: ParameterLayout, parameters: FloatBuffer) {
         self.config = config
-        layout = ParameterLayout(config: config)
-        parameters = FloatBuffer(count: layout.count)
+        self.layout = layout
+        self.parameters = parameters
         gradients = FloatBuffer(count: layout.count)
         let layout = layout
         layerOffsets = (0..<config.numHiddenLayers).map { LayerOffsets(layout: layout, layer: $0, config: config) }

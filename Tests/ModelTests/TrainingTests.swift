@@ -137,3 +137,29 @@ import Testing
         #expect(abs(Double(c.activeNonEmbeddingParameterCount) / 2.2e9 - 1) < 0.04, "\(c.activeNonEmbeddingParameterCount)")
     }
 }
+
+@Suite struct DataParallelTests {
+    /// Splitting the batch over workers gives the gradient and loss of the whole batch (up to
+    /// summation order), with ignored targets counted per worker.
+    @Test(arguments: [2, 3])
+    func splitBatchStepEqualsWholeBatchStep(_ workers: Int) throws {
+        let config = tinyConfig(.llama, vocab: 23, layers: 2)
+        var rng = SeededGenerator(seed: 4)
+        let (B, T) = (5, 6)
+        let tokens = (0..<(B * T)).map { _ in Int32(rng.next() % 23) }
+        var targets = DecoderModel.shiftedTargets(tokens, batch: B, sequence: T)
+        for i in [0, 1, 2, 3, 7] { targets[i] = -100 }   // the first worker's rows lose more targets
+        var results: [(loss: Double, params: [Float])] = []
+        for w in [1, workers] {
+            let model = DecoderModel(config: config)
+            model.initialize(seed: 9)
+            let trainer = Trainer(model: model, batch: B, sequence: T, schedule: .constant(warmup: 0), peakLearningRate: 1e-2,
+                                  totalSteps: 3, dataParallelWorkers: w)
+            var loss = 0.0
+            for _ in 0..<3 { loss = try trainer.step(tokens: tokens, targets: targets).loss }
+            results.append((loss, model.parameters.array))
+        }
+        #expect(abs(results[0].loss - results[1].loss) < 1e-5, "\(results[0].loss) vs \(results[1].loss)")
+        #expect(relativeError(results[1].params, results[0].params) < 1e-5)
+    }
+}

@@ -10,9 +10,28 @@ public final class Trainer {
     public var peakLearningRate: Double
     public var totalSteps: Int
 
+    /// How many workers ``step(tokens:targets:)`` splits the batch across (1: none; default
+    /// ``dataParallelByDefault(config:batch:)``). Fixed at the first step.
+    public var dataParallelWorkers: Int
+    /// Data-parallel workers after the first step: a model replica (worker 0: the model itself),
+    /// activations for its rows of the batch, and those rows.
+    private var workers: [(model: DecoderModel, activations: Activations, rows: Range<Int>)] = []
+    private let batch: Int, sequence: Int
+
+    /// Data parallelism pays when the batch can be shared and the model is dense: each worker then
+    /// runs its rows' forward and backward alone, with no synchronisation inside the step, and the
+    /// gradients are summed once. (Mixtures are excluded: their load-balancing loss is defined over
+    /// the whole batch.)
+    public static func dataParallelByDefault(config: ModelConfig, batch: Int) -> Int {
+        Parallel.threads > 1 && batch >= Parallel.threads && !config.family.isMixture ? Parallel.threads : 1
+    }
+
     public init(model: DecoderModel, batch: Int, sequence: Int, settings: AdamW.Settings = .init(),
-                schedule: LearningRateSchedule, peakLearningRate: Double, totalSteps: Int) {
+                schedule: LearningRateSchedule, peakLearningRate: Double, totalSteps: Int, dataParallelWorkers: Int? = nil) {
         self.model = model
+        self.batch = batch
+        self.sequence = sequence
+        self.dataParallelWorkers = dataParallelWorkers ?? Trainer.dataParallelByDefault(config: model.config, batch: batch)
         activations = Activations(config: model.config, batch: batch, sequence: sequence)
         optimizer = AdamW(layout: model.layout, settings: settings)
         self.schedule = schedule
@@ -27,13 +46,73 @@ public final class Trainer {
     ///   gradient is NaN or infinite; the parameters are then left as they were.
     public func step(tokens: [Int32], targets: [Int32]) throws -> StepResult {
         let stepNumber = optimizer.step + 1
-        model.zeroGradients()
-        try model.forward(tokens: tokens, activations)
-        let loss = try model.loss(activations, targets: targets, gradient: true)
+        let loss: Double
+        let split = min(dataParallelWorkers, batch) > 1
+        if split {
+            loss = try dataParallelGradients(tokens: tokens, targets: targets)
+        } else {
+            model.zeroGradients()
+            try model.forward(tokens: tokens, activations)
+            loss = try model.loss(activations, targets: targets, gradient: true)
+        }
         guard loss.isFinite else { throw ModelError.nonFinite(step: stepNumber, what: "training loss") }
-        model.backward(activations)
+        if !split { model.backward(activations) }
         let lr = schedule.rate(step: stepNumber, total: totalSteps, peak: peakLearningRate)
         let norm = try optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr)
         return StepResult(loss: loss, gradientNorm: norm, learningRate: lr)
+    }
+
+    /// Each worker runs forward, loss and backward on its rows of the batch (single-threaded, into
+    /// its own gradients); the model's gradients become Σ_w (n_w / n) · g_w with n_w the worker's
+    /// counted targets, which is the gradient of the mean loss over the whole batch. Returns
+    /// that mean loss. Deterministic for a thread count.
+    private func dataParallelGradients(tokens: [Int32], targets: [Int32]) throws -> Double {
+        guard tokens.count == batch * sequence, targets.count == batch * sequence else {
+            throw ModelError.invalidInput("expected \(batch * sequence) tokens and targets (B \(batch) × T \(sequence)), got \(tokens.count) and \(targets.count)")
+        }
+        if workers.isEmpty {
+            let W = min(dataParallelWorkers, batch)
+            workers = (0..<W).map { w in
+                let rows = (batch * w / W)..<(batch * (w + 1) / W)
+                return (w == 0 ? model : DecoderModel(replicaOf: model), Activations(config: model.config, batch: rows.count, sequence: sequence), rows)
+            }
+        }
+        let W = workers.count, T = sequence
+        var losses = [Double](repeating: 0, count: W), counted = [Int](repeating: 0, count: W)
+        var errors = [Error?](repeating: nil, count: W)
+        losses.withUnsafeMutableBufferPointer { lossOut in
+            counted.withUnsafeMutableBufferPointer { countOut in
+                errors.withUnsafeMutableBufferPointer { errorOut in
+                    Parallel.chunks(W, minimumPerChunk: 1) { _, range in
+                        for w in range {
+                            let (m, acts, rows) = workers[w]
+                            let slice = (rows.lowerBound * T)..<(rows.upperBound * T)
+                            let t = Array(targets[slice])
+                            do {
+                                m.zeroGradients()
+                                m.masks = model.masks
+                                try m.forward(tokens: Array(tokens[slice]), acts)
+                                lossOut[w] = try m.loss(acts, targets: t, gradient: true)
+                                countOut[w] = t.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+                                m.backward(acts)
+                            } catch { errorOut[w] = error }
+                        }
+                    }
+                }
+            }
+        }
+        if let error = errors.compactMap({ $0 }).first { throw error }
+        let total = counted.reduce(0, +)
+        guard total > 0 else { return .nan }
+        let weights = counted.map { Float(Double($0) / Double(total)) }
+        let g = model.gradients.pointer, others = workers.dropFirst().map { ($0.model.gradients.pointer) }
+        Parallel.chunks(model.layout.count, minimumPerChunk: 1 << 14) { _, range in
+            for i in range {
+                var sum = weights[0] * g[i]
+                for (k, o) in others.enumerated() { sum += weights[k + 1] * o[i] }
+                g[i] = sum
+            }
+        }
+        return zip(losses, counted).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(total)
     }
 }
