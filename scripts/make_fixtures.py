@@ -123,7 +123,7 @@ def main():
     jet_common = {k: v for k, v in common.items() if k != "num_attention_heads"}
     jetmoe = JetMoeForCausalLM(JetMoeConfig(intermediate_size=24, num_key_value_heads=2, kv_channels=8,
                                             num_local_experts=4, num_experts_per_tok=2, output_router_logits=True,
-                                            aux_loss_coef=0.1, initializer_range=0.2, tie_word_embeddings=True,
+                                            aux_loss_coef=0.1, initializer_range=0.2, tie_word_embeddings=True, rms_norm_eps=1e-2,
                                             **jet_common))
     make("jetmoe_moa", jetmoe, 61, seed=5)
 

@@ -112,7 +112,10 @@ public final class DecoderModel {
 
     func normForward(_ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
                      _ x: UnsafePointer<Float>, weight: Int, bias: Int?, N: Int) {
-        let P = parameters.pointer, C = config.hiddenSize, eps = Float(config.normEps)
+        let P = parameters.pointer, C = config.hiddenSize
+        // transformers builds JetMoE's per-layer norms with RMSNorm's default ε = 1e-6 whatever
+        // rms_norm_eps says; only the final norm reads the config.
+        let eps = Float(config.family == .jetmoe && weight != finalNorm ? 1e-6 : config.normEps)
         if let bias {
             layerNorm1PForward(y, mean, rstd, x, P + weight, P + bias, N: N, C: C, eps: eps)
         } else {
