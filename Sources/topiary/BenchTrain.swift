@@ -12,6 +12,7 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Sequence length.") var seq = 256
     @Option(help: "Timed steps (after one untimed warm-up step).") var steps = 10
     @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(help: "Data-parallel workers to split the batch across (1: one model, work split inside each product; default: all threads for dense models).") var dataParallel: Int?
     @Flag(help: "Print {\"tokens_per_second\", \"gflops\", \"peak_rss_bytes\", …} as JSON.") var json = false
     @OptionGroup var engine: EngineOptions
 
@@ -26,7 +27,8 @@ struct BenchTrain: ParsableCommand {
         let model = DecoderModel(config: c)
         model.initialize(seed: seed)
         let trainer = Trainer(model: model, batch: batch, sequence: seq, schedule: .constant(warmup: 0),
-                              peakLearningRate: 1e-3, totalSteps: steps + 1)
+                              peakLearningRate: 1e-3, totalSteps: steps + 1, dataParallelWorkers: dataParallel)
+        let workers = min(trainer.dataParallelWorkers, batch)
         var rng = SeededGenerator(seed: seed &+ 1)
         let n = batch * seq
         let tokens = (0..<n).map { _ in Int32(rng.next() % UInt64(c.vocabSize)) }
@@ -38,17 +40,17 @@ struct BenchTrain: ParsableCommand {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let tokensPerSecond = Double(n * steps) / seconds
         let gflops = tokensPerSecond * 3 * Double(c.forwardFLOPsPerToken(sequence: seq)) / 1e9
-        let memory = c.trainingMemory(batch: batch, sequence: seq)
+        let memory = c.trainingMemory(batch: batch, sequence: seq, dataParallelWorkers: workers)
         let peak = peakResidentBytes()
         if json {
             printJSON(["tokens_per_second": JSON(tokensPerSecond), "gflops": JSON(gflops), "peak_rss_bytes": JSON(peak),
                        "predicted_bytes": JSON(memory.state + memory.activations),
                        "baseline_rss_bytes": JSON(baseline), "seconds_per_step": JSON(seconds / Double(steps)),
-                       "threads": JSON(Parallel.threads), "final_loss": JSON(loss)])
+                       "threads": JSON(Parallel.threads), "data_parallel_workers": JSON(workers), "final_loss": JSON(loss)])
         } else {
-            print(String(format: "%.0f tokens/s, %.1f GFLOP/s, %.1f ms/step, peak RSS %@ = %@ runtime before the model + %@ (predicted %@), %d threads, loss %.4f",
+            print(String(format: "%.0f tokens/s, %.1f GFLOP/s, %.1f ms/step, peak RSS %@ = %@ runtime before the model + %@ (predicted %@), %d threads, %d data-parallel workers, loss %.4f",
                          tokensPerSecond, gflops, seconds * 1000 / Double(steps), formatBytes(peak), formatBytes(baseline),
-                         formatBytes(peak - baseline), formatBytes(memory.state + memory.activations), Parallel.threads, loss))
+                         formatBytes(peak - baseline), formatBytes(memory.state + memory.activations), Parallel.threads, workers, loss))
         }
     }
 }

@@ -4,7 +4,8 @@ import Foundation
 /// language-model training step every higher layer (teacher training, benchmarks) uses.
 public final class Trainer {
     public let model: DecoderModel
-    public let activations: Activations
+    /// Whole-batch activations (allocated on first use: data-parallel steps use per-worker ones).
+    public private(set) lazy var activations = Activations(config: model.config, batch: batch, sequence: sequence)
     public let optimizer: AdamW
     public var schedule: LearningRateSchedule
     public var peakLearningRate: Double
@@ -32,7 +33,6 @@ public final class Trainer {
         self.batch = batch
         self.sequence = sequence
         self.dataParallelWorkers = dataParallelWorkers ?? Trainer.dataParallelByDefault(config: model.config, batch: batch)
-        activations = Activations(config: model.config, batch: batch, sequence: sequence)
         optimizer = AdamW(layout: model.layout, settings: settings)
         self.schedule = schedule
         self.peakLearningRate = peakLearningRate
