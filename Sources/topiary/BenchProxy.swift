@@ -33,7 +33,10 @@ struct BenchProxy: ParsableCommand {
         }
         let plainModel = DecoderModel(config: c)
         plainModel.initialize(seed: 1)
-        let trainer = Trainer(model: plainModel, batch: batch, sequence: seq, schedule: .constant(warmup: 0), peakLearningRate: 1e-4, totalSteps: steps + 1)
+        // The distiller splits work inside each product, not across the batch: compare with a plain
+        // step parallelised the same way.
+        let trainer = Trainer(model: plainModel, batch: batch, sequence: seq, schedule: .constant(warmup: 0), peakLearningRate: 1e-4,
+                              totalSteps: steps + 1, dataParallelWorkers: 1)
         let plain = try time { _ = try trainer.step(tokens: tokens, targets: targets) }
         let models = (0..<students).map { i -> (String, DecoderModel) in
             let m = DecoderModel(config: c); m.initialize(seed: UInt64(i + 10)); return ("s\(i)", m)
