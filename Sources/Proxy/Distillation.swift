@@ -140,47 +140,76 @@ public final class Distiller {
         }
         teacherActs = Activations(config: teacher.config, batch: batch, sequence: sequence)
         teacherLogProbs = FloatBuffer(count: batch * sequence * teacher.config.vocabSize)
-        scratch = FloatBuffer(count: Parallel.threads * 2 * teacher.config.vocabSize)
+        // One block of per-chunk rows for each worker that may run a student.
+        scratch = FloatBuffer(count: Parallel.threads * Parallel.threads * 2 * teacher.config.vocabSize)
     }
 
     /// One step for every student (or those in `only`) on one batch. A student whose loss or
     /// gradient is not finite gets ``ProxyError/diverged(student:step:what:)`` naming it and the
     /// step; its weights are left as they were and the other students are not disturbed.
+    ///
+    /// The teacher's pass uses every core; then, with two or more students, each worker takes
+    /// whole students (worker w: students w, w + W, …) and runs them single-threaded — no
+    /// synchronisation inside a student's step. The result does not depend on the scheduling.
     public func step(tokens: [Int32], targets: [Int32], only: Set<Int>? = nil) throws -> [Int: Result<DistillationStep, ProxyError>] {
-        let V = teacher.config.vocabSize, N = teacherActs.N
+        let V = teacher.config.vocabSize
         try teacher.forward(tokens: tokens, teacherActs)
-        logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: N, V: V, temperature: Float(loss.temperature))
+        logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: teacherActs.N, V: V, temperature: Float(loss.temperature))
+        let chosen = students.indices.filter { only?.contains($0) ?? true }
+        var outcomes = [Result<DistillationStep, Error>?](repeating: nil, count: chosen.count)
+        outcomes.withUnsafeMutableBufferPointer { out in
+            forEachStudent(chosen.count) { j, worker in
+                out[j] = Result { try stepStudent(chosen[j], tokens: tokens, targets: targets, scratch: scratch.pointer + worker * Parallel.threads * 2 * V) }
+            }
+        }
         var result: [Int: Result<DistillationStep, ProxyError>] = [:]
-        for (i, s) in students.enumerated() where only?.contains(i) ?? true {
-            let t = s.trainer, model = t.model
-            let stepNumber = t.optimizer.step + 1
-            model.zeroGradients()
-            try model.forward(tokens: tokens, t.activations)
-            var r = distillationLoss(t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
-                                     N: N, V: V, loss: loss, gradient: true, scratch: scratch.pointer)
-            var residualGradients: [Int: UnsafePointer<Float>] = [:]
-            if let projector = s.projector {
-                let h = projector.evaluate(student: t.activations, teacher: teacherActs, gradient: true)
-                r.hidden = h.loss
-                r.loss += loss.hidden.weight * h.loss
-                residualGradients = h.residualGradients
+        for (j, i) in chosen.enumerated() {
+            switch outcomes[j]! {
+            case let .success(r): result[i] = .success(r)
+            case let .failure(e as ProxyError): result[i] = .failure(e)
+            case let .failure(e): throw e
             }
-            guard r.loss.isFinite else {
-                result[i] = .failure(.diverged(student: s.name, step: stepNumber, what: "distillation loss"))
-                continue
-            }
-            model.backward(t.activations, residualGradients: residualGradients)
-            let lr = t.schedule.rate(step: stepNumber, total: t.totalSteps, peak: t.peakLearningRate)
-            do {
-                try t.optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr)
-                try s.projector?.update(lr: lr)
-            } catch {
-                result[i] = .failure(.diverged(student: s.name, step: stepNumber, what: "gradient norm"))
-                continue
-            }
-            result[i] = .success(r)
         }
         return result
+    }
+
+    /// Runs `body(j, worker)` for j in 0..<count: inline for one, spread over workers (each taking
+    /// every W-th j) for more.
+    func forEachStudent(_ count: Int, _ body: (Int, Int) -> Void) {
+        let W = min(Parallel.threads, count)
+        if W <= 1 { for j in 0..<count { body(j, 0) }; return }
+        Parallel.chunks(W, minimumPerChunk: 1) { _, workers in
+            for w in workers { for j in stride(from: w, to: count, by: W) { body(j, w) } }
+        }
+    }
+
+    /// One student's distillation step. Throws ``ProxyError/diverged(student:step:what:)`` when it
+    /// diverges (its weights untouched).
+    func stepStudent(_ i: Int, tokens: [Int32], targets: [Int32], scratch: UnsafeMutablePointer<Float>) throws -> DistillationStep {
+        let s = students[i], t = s.trainer, model = t.model
+        let V = teacher.config.vocabSize, N = teacherActs.N
+        let stepNumber = t.optimizer.step + 1
+        model.zeroGradients()
+        try model.forward(tokens: tokens, t.activations)
+        var r = distillationLoss(t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
+                                 N: N, V: V, loss: loss, gradient: true, scratch: scratch)
+        var residualGradients: [Int: UnsafePointer<Float>] = [:]
+        if let projector = s.projector {
+            let h = projector.evaluate(student: t.activations, teacher: teacherActs, gradient: true)
+            r.hidden = h.loss
+            r.loss += loss.hidden.weight * h.loss
+            residualGradients = h.residualGradients
+        }
+        guard r.loss.isFinite else { throw ProxyError.diverged(student: s.name, step: stepNumber, what: "distillation loss") }
+        model.backward(t.activations, residualGradients: residualGradients)
+        let lr = t.schedule.rate(step: stepNumber, total: t.totalSteps, peak: t.peakLearningRate)
+        do {
+            try t.optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr)
+            try s.projector?.update(lr: lr)
+        } catch {
+            throw ProxyError.diverged(student: s.name, step: stepNumber, what: "gradient norm")
+        }
+        return r
     }
 
     /// Each student's validation loss (per language, as ``Evaluation/validationLoss(model:shards:split:batch:sequence:maxTokensPerLanguage:step:activations:)``)
@@ -200,16 +229,30 @@ public final class Distiller {
                 logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: B * T, V: V, temperature: Float(loss.temperature))
                 counts += targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
             }
-            for i in chosen {
-                let model = students[i].trainer.model, acts = students[i].trainer.activations
-                try model.forward(tokens: tokens, acts)
-                if withKL {
-                    let r = distillationLoss(acts.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer,
-                                             targets: targets, N: B * T, V: V, loss: klOnly, gradient: false, scratch: scratch.pointer)
-                    sums[i, default: 0] += r.kl * Double(targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) })
+            // Students in parallel (as in `step`); tallies are added afterwards in student order.
+            var kls = [Double](repeating: 0, count: chosen.count)
+            var failures = [Error?](repeating: nil, count: chosen.count)
+            kls.withUnsafeMutableBufferPointer { klOut in
+                failures.withUnsafeMutableBufferPointer { failOut in
+                    forEachStudent(chosen.count) { j, worker in
+                        let acts = students[chosen[j]].trainer.activations
+                        do {
+                            try students[chosen[j]].trainer.model.forward(tokens: tokens, acts)
+                            if withKL {
+                                klOut[j] = distillationLoss(acts.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
+                                                            N: B * T, V: V, loss: klOnly, gradient: false,
+                                                            scratch: scratch.pointer + worker * Parallel.threads * 2 * V).kl
+                            }
+                            _ = try students[chosen[j]].trainer.model.loss(acts, targets: targets, gradient: false)
+                        } catch { failOut[j] = error }
+                    }
                 }
-                _ = try model.loss(acts, targets: targets, gradient: false)
-                tallies[i]!.add(lang, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: targets)
+            }
+            if let failure = failures.compactMap({ $0 }).first { throw failure }
+            let counted = Double(targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) })
+            for (j, i) in chosen.enumerated() {
+                if withKL { sums[i, default: 0] += kls[j] * counted }
+                tallies[i]!.add(lang, rowLosses: UnsafeBufferPointer(students[i].trainer.activations.rowLosses), targets: targets)
             }
         }
         var result: [Int: (EvaluationResult, kl: Double)] = [:]

@@ -62,6 +62,29 @@ import Testing
         #expect(throws: ProxyError.self) { _ = try Distiller(teacher: teacher, students: [("n", nemo)], batch: 1, sequence: 4, loss: DistillationLoss(), learningRate: 1e-3, schedule: .constant(warmup: 0), steps: 1) }
     }
 
+    /// Students run on separate workers: a student trained beside two others ends where it ends alone.
+    @Test func aStudentBesideOthersEndsWhereItEndsAlone() throws {
+        let teacher = teacherModel()
+        var target = teacher.config
+        target.intermediateSize = 12
+        func student(_ seed: UInt64) throws -> DecoderModel {
+            try Pruning.prune(teacher: teacher, to: target, scores: randomScores(teacher.config, seed: seed))
+        }
+        let targets = DecoderModel.shiftedTargets(sampleTokens, batch: 2, sequence: 8)
+        func run(_ models: [(String, DecoderModel)]) throws -> [Double] {
+            let d = try Distiller(teacher: teacher, students: models, batch: 2, sequence: 8, loss: DistillationLoss(),
+                                  learningRate: 1e-2, schedule: .constant(warmup: 0), steps: 5)
+            var kl: [Double] = []
+            for _ in 0..<5 { kl = try d.step(tokens: sampleTokens, targets: targets).sorted { $0.key < $1.key }.map { try $0.value.get().kl } }
+            return kl
+        }
+        let alone = try student(5), together = try student(5)
+        let klAlone = try run([("x", alone)])
+        let klTogether = try run([("a", try student(6)), ("x", together), ("b", try student(7))])
+        #expect(abs(klAlone[0] - klTogether[1]) < 1e-5 * max(1, klAlone[0]), "\(klAlone[0]) vs \(klTogether[1])")
+        #expect(zip(together.parameters.array, alone.parameters.array).map { abs($0 - $1) }.max()! < 1e-5)
+    }
+
     @Test func divergenceNamesStudentAndStep() throws {
         let teacher = teacherModel()
         let s = teacherModel(seed: 2), good = teacherModel(seed: 3)
