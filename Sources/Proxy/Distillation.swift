@@ -118,6 +118,9 @@ public final class Distiller {
     let teacherActs: Activations
     let teacherLogProbs: FloatBuffer
     let scratch: FloatBuffer
+    /// Run students on separate workers (default) or one after the other, each spread over every
+    /// worker (for comparison in `topiary bench proxy`).
+    public var studentsInParallel = true
 
     public init(teacher: DecoderModel, students: [(String, DecoderModel)], batch: Int, sequence: Int, loss: DistillationLoss,
                 learningRate: Double, schedule: LearningRateSchedule, steps: Int, settings: AdamW.Settings = .init()) throws {
@@ -176,7 +179,7 @@ public final class Distiller {
     /// Runs `body(j, worker)` for j in 0..<count: inline for one, spread over workers (each taking
     /// every W-th j) for more.
     func forEachStudent(_ count: Int, _ body: (Int, Int) -> Void) {
-        let W = min(Parallel.threads, count)
+        let W = studentsInParallel ? min(Parallel.threads, count) : 1
         if W <= 1 { for j in 0..<count { body(j, 0) }; return }
         Parallel.chunks(W, minimumPerChunk: 1) { _, workers in
             for w in workers { for j in stride(from: w, to: count, by: W) { body(j, w) } }
