@@ -1,24 +1,25 @@
+import CKernels
 import Foundation
 
-// Row helpers for softmax and cross-entropy. They call libm's `expf`: an 8-wide polynomial
-// written with Swift's SIMD8 types was measured 1.3× slower per training step (Swift lowers
-// SIMD8 float→int conversion and clamping lane by lane without AVX), so it was removed.
+// Row helpers for softmax and cross-entropy. The exponentials run in C (`Sources/CKernels`):
+// an AVX2+FMA polynomial chosen at run time, libm's `expf` otherwise. (An 8-wide polynomial
+// written with Swift's SIMD8 types was measured 1.3× slower per step than plain `expf`: without
+// AVX in Swift's code generation it lowers float→int conversion and clamping lane by lane.)
 
 /// `x[i] = exp(x[i] − shift)` for i < count; returns the sum of the new values.
 @inline(__always)
 func expShifted(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {
-    var sum: Float = 0
-    for i in 0..<count { let e = expf(x[i] - shift); x[i] = e; sum += e }
-    return sum
+    tp_exp_shifted(x, count, shift)
 }
 
 /// Σ exp(x[i] − shift) for i < count, without writing.
 @inline(__always)
 func sumExpShifted(_ x: UnsafePointer<Float>, count: Int, shift: Float) -> Float {
-    var sum: Float = 0
-    for i in 0..<count { sum += expf(x[i] - shift) }
-    return sum
+    tp_sum_exp_shifted(x, count, shift)
 }
+
+/// Whether the element-wise kernels use their AVX2 path on this CPU.
+public var vectorisedKernels: Bool { tp_kernels_vectorised() != 0 }
 
 /// The maximum of `count` floats (count ≥ 1).
 @inline(__always)

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // Point-wise parts of the MLPs. The projections are `gemm` calls in the model.
@@ -5,13 +6,7 @@ import Foundation
 /// SwiGLU (llama): pre is (N, 2F) = [gate | up]; `act = silu(gate) · up`, act is (N, F).
 func swigluForward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Float>, N: Int, F: Int) {
     Parallel.chunks(N, minimumPerChunk: max(16, 16384 / F)) { _, rows in
-        for n in rows {
-            let g = pre + n * 2 * F, u = g + F, a = act + n * F
-            for i in 0..<F {
-                let x = g[i]
-                a[i] = x / (1 + expf(-x)) * u[i]
-            }
-        }
+        tp_swiglu_forward(act + rows.lowerBound * F, pre + rows.lowerBound * 2 * F, rows.count, F)
     }
 }
 
@@ -20,16 +15,7 @@ func swigluForward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Floa
 func swigluBackward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
                     _ pre: UnsafePointer<Float>, N: Int, F: Int) {
     Parallel.chunks(N, minimumPerChunk: max(16, 16384 / F)) { _, rows in
-        for n in rows {
-            let g = pre + n * 2 * F, u = g + F, da = dact + n * F
-            let dg = dpre + n * 2 * F, du = dg + F
-            for i in 0..<F {
-                let x = g[i]
-                let sg = 1 / (1 + expf(-x))
-                du[i] = da[i] * x * sg
-                dg[i] = da[i] * u[i] * sg * (1 + x * (1 - sg))
-            }
-        }
+        tp_swiglu_backward(dpre + rows.lowerBound * 2 * F, dact + rows.lowerBound * F, pre + rows.lowerBound * 2 * F, rows.count, F)
     }
 }
 

@@ -1,0 +1,49 @@
+import CKernels
+import Foundation
+import Testing
+
+/// The C element-wise kernels against libm, on whichever path this CPU takes (AVX2 or scalar).
+@Suite struct KernelTests {
+    @Test func expMatchesLibm() {
+        var rng = SystemRandomNumberGenerator()
+        // Lengths that exercise the 8-wide body and the scalar tail; values across the float range.
+        for n in [1, 7, 8, 9, 31, 257] {
+            let x = (0..<n).map { _ in Float.random(in: -100...20, using: &rng) }
+            var y = x
+            let sum = y.withUnsafeMutableBufferPointer { tp_exp_shifted($0.baseAddress!, n, 1.5) }
+            let reference = x.map { expf($0 - 1.5) }
+            for i in 0..<n {
+                let err = abs(y[i] - reference[i])
+                #expect(err <= 4e-7 * reference[i] || err < 1e-37, "exp(\(x[i]) - 1.5): \(y[i]) vs \(reference[i])")
+            }
+            let total = reference.reduce(0, +)
+            #expect(abs(sum - total) <= 1e-6 * total)
+            #expect(abs(x.withUnsafeBufferPointer { tp_sum_exp_shifted($0.baseAddress!, n, 1.5) } - total) <= 1e-6 * total)
+        }
+        // Far below the range the result is 0, not a denormal or garbage.
+        var tiny: [Float] = [-200, -1000, -.infinity, -90, -88, 0, 0, 0, 0]
+        _ = tiny.withUnsafeMutableBufferPointer { tp_exp_shifted($0.baseAddress!, 9, 0) }
+        #expect(tiny[0] == 0 && tiny[1] == 0 && tiny[2] == 0 && tiny[5] == 1)
+    }
+
+    @Test func swigluMatchesItsDefinition() {
+        let (rows, F) = (3, 13)
+        var rng = SystemRandomNumberGenerator()
+        let pre = (0..<(rows * 2 * F)).map { _ in Float.random(in: -12...12, using: &rng) }
+        let dact = (0..<(rows * F)).map { _ in Float.random(in: -1...1, using: &rng) }
+        var act = [Float](repeating: 0, count: rows * F), dpre = [Float](repeating: 0, count: rows * 2 * F)
+        act.withUnsafeMutableBufferPointer { tp_swiglu_forward($0.baseAddress!, pre, rows, F) }
+        dpre.withUnsafeMutableBufferPointer { tp_swiglu_backward($0.baseAddress!, dact, pre, rows, F) }
+        for r in 0..<rows {
+            for i in 0..<F {
+                let g = Double(pre[r * 2 * F + i]), u = Double(pre[r * 2 * F + F + i]), d = Double(dact[r * F + i])
+                let s = 1 / (1 + exp(-g))
+                func close(_ a: Float, _ b: Double) -> Bool { abs(Double(a) - b) <= 1e-5 * max(1, abs(b)) }
+                #expect(close(act[r * F + i], g * s * u))
+                #expect(close(dpre[r * 2 * F + F + i], d * g * s))
+                #expect(close(dpre[r * 2 * F + i], d * u * s * (1 + g * (1 - s))))
+            }
+        }
+        print("element-wise kernels: \(tp_kernels_vectorised() != 0 ? "AVX2" : "scalar") path")
+    }
+}
