@@ -260,7 +260,12 @@ public final class DecoderModel {
     /// ``gradients``. `residualGradients[l]` (N, C), when given, is added to the gradient of the
     /// residual stream entering layer l (l = L: the last layer's output) — how a loss on hidden
     /// states (distillation) enters the backward pass.
-    public func backward(_ acts: Activations, residualGradients: [Int: UnsafePointer<Float>] = [:]) {
+    ///
+    /// `batchActivations`: when this pass is one worker's share of a larger batch, the activations
+    /// of every share (this one included), so that the auxiliary router losses are those of the
+    /// whole batch (their routing statistics and normalisation span all shares).
+    public func backward(_ acts: Activations, residualGradients: [Int: UnsafePointer<Float>] = [:],
+                         batchActivations: [Activations]? = nil) {
         let (N, C, V) = (acts.N, config.hiddenSize, config.vocabSize)
         let P = parameters.pointer, Gr = gradients.pointer
         let dlogits = acts.logitsPointer
@@ -276,7 +281,7 @@ public final class DecoderModel {
             let d = acts.dResidual
             for i in 0..<(N * C) { d[i] += g[i] }
         }
-        let routing = routerGradientTerms(acts)
+        let routing = routerGradientTerms((batchActivations ?? [acts]).flatMap(\.routers))
         for l in stride(from: L - 1, through: 0, by: -1) {
             addResidualGradient(l + 1)
             layerBackward(l, acts, routing)
@@ -335,8 +340,7 @@ public final class DecoderModel {
         var zScale: Float = 0
     }
 
-    func routerGradientTerms(_ acts: Activations) -> RouterGradientTerms {
-        let routers = acts.routers
+    func routerGradientTerms(_ routers: [RouterState]) -> RouterGradientTerms {
         guard !routers.isEmpty else { return RouterGradientTerms() }
         let (f, _, rows) = balanceStatistics(routers)
         var terms = RouterGradientTerms()

@@ -141,9 +141,10 @@ import Testing
 @Suite struct DataParallelTests {
     /// Splitting the batch over workers gives the gradient and loss of the whole batch (up to
     /// summation order), with ignored targets counted per worker.
-    @Test(arguments: [2, 3])
-    func splitBatchStepEqualsWholeBatchStep(_ workers: Int) throws {
-        let config = tinyConfig(.llama, vocab: 23, layers: 2)
+    /// Mixtures too: their load-balancing and z-losses span every worker's routing.
+    @Test(arguments: [(Family.llama, 2), (.llama, 3), (.mixtral, 2), (.jetmoe, 3)])
+    func splitBatchStepEqualsWholeBatchStep(_ family: Family, _ workers: Int) throws {
+        let config = tinyConfig(family, vocab: 23, layers: 2)
         var rng = SeededGenerator(seed: 4)
         let (B, T) = (5, 6)
         let tokens = (0..<(B * T)).map { _ in Int32(rng.next() % 23) }
@@ -153,6 +154,7 @@ import Testing
         for w in [1, workers] {
             let model = DecoderModel(config: config)
             model.initialize(seed: 9)
+            model.routerLossWeights = RouterLossWeights(loadBalancing: 0.5, zLoss: 0.1)
             let trainer = Trainer(model: model, batch: B, sequence: T, schedule: .constant(warmup: 0), peakLearningRate: 1e-2,
                                   totalSteps: 3, dataParallelWorkers: w)
             var loss = 0.0

@@ -19,12 +19,11 @@ public final class Trainer {
     private var workers: [(model: DecoderModel, activations: Activations, rows: Range<Int>)] = []
     private let batch: Int, sequence: Int
 
-    /// Data parallelism pays when the batch can be shared and the model is dense: each worker then
-    /// runs its rows' forward and backward alone, with no synchronisation inside the step, and the
-    /// gradients are summed once. (Mixtures are excluded: their load-balancing loss is defined over
-    /// the whole batch.)
+    /// Data parallelism pays whenever the batch can be shared: each worker then runs its rows'
+    /// forward and backward alone, with no synchronisation inside either pass, and the gradients
+    /// are summed once.
     public static func dataParallelByDefault(config: ModelConfig, batch: Int) -> Int {
-        Parallel.threads > 1 && batch >= Parallel.threads && !config.family.isMixture ? Parallel.threads : 1
+        Parallel.threads > 1 && batch >= Parallel.threads ? Parallel.threads : 1
     }
 
     public init(model: DecoderModel, batch: Int, sequence: Int, settings: AdamW.Settings = .init(),
@@ -62,10 +61,12 @@ public final class Trainer {
         return StepResult(loss: loss, gradientNorm: norm, learningRate: lr)
     }
 
-    /// Each worker runs forward, loss and backward on its rows of the batch (single-threaded, into
-    /// its own gradients); the model's gradients become Σ_w (n_w / n) · g_w with n_w the worker's
-    /// counted targets, which is the gradient of the mean loss over the whole batch. Returns
-    /// that mean loss. Deterministic for a thread count.
+    /// Each worker runs forward and loss on its rows of the batch (single-threaded); then, with
+    /// n_w its counted targets of n, it scales its dlogits by n_w / n and runs backward into its own
+    /// gradients, and the model's gradients become their sum — the gradient of the mean loss over
+    /// the whole batch. Mixtures' auxiliary router losses see every worker's routing (their
+    /// statistics and normalisation span the batch), as in one pass. Returns the mean loss.
+    /// Deterministic for a worker count.
     private func dataParallelGradients(tokens: [Int32], targets: [Int32]) throws -> Double {
         guard tokens.count == batch * sequence, targets.count == batch * sequence else {
             throw ModelError.invalidInput("expected \(batch * sequence) tokens and targets (B \(batch) × T \(sequence)), got \(tokens.count) and \(targets.count)")
@@ -80,6 +81,7 @@ public final class Trainer {
         let W = workers.count, T = sequence
         var losses = [Double](repeating: 0, count: W), counted = [Int](repeating: 0, count: W)
         var errors = [Error?](repeating: nil, count: W)
+        // Forward and loss.
         losses.withUnsafeMutableBufferPointer { lossOut in
             counted.withUnsafeMutableBufferPointer { countOut in
                 errors.withUnsafeMutableBufferPointer { errorOut in
@@ -89,12 +91,11 @@ public final class Trainer {
                             let slice = (rows.lowerBound * T)..<(rows.upperBound * T)
                             let t = Array(targets[slice])
                             do {
-                                m.zeroGradients()
                                 m.masks = model.masks
+                                m.routerLossWeights = model.routerLossWeights
                                 try m.forward(tokens: Array(tokens[slice]), acts)
                                 lossOut[w] = try m.loss(acts, targets: t, gradient: true)
                                 countOut[w] = t.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
-                                m.backward(acts)
                             } catch { errorOut[w] = error }
                         }
                     }
@@ -104,15 +105,27 @@ public final class Trainer {
         if let error = errors.compactMap({ $0 }).first { throw error }
         let total = counted.reduce(0, +)
         guard total > 0 else { return .nan }
-        let weights = counted.map { Float(Double($0) / Double(total)) }
+        let loss = zip(losses, counted).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(total)
+        guard loss.isFinite else { return loss }
+        // Backward.
+        let all = workers.map(\.activations), V = model.config.vocabSize
+        Parallel.chunks(W, minimumPerChunk: 1) { _, range in
+            for w in range {
+                let (m, acts, _) = workers[w]
+                let scale = Float(Double(counted[w]) / Double(total)), d = acts.logits
+                for i in 0..<(acts.N * V) { d[i] *= scale }
+                m.zeroGradients()
+                m.backward(acts, batchActivations: all)
+            }
+        }
         let g = model.gradients.pointer, others = workers.dropFirst().map { ($0.model.gradients.pointer) }
         Parallel.chunks(model.layout.count, minimumPerChunk: 1 << 14) { _, range in
             for i in range {
-                var sum = weights[0] * g[i]
-                for (k, o) in others.enumerated() { sum += weights[k + 1] * o[i] }
+                var sum = g[i]
+                for o in others { sum += o[i] }
                 g[i] = sum
             }
         }
-        return zip(losses, counted).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(total)
+        return loss
     }
 }
