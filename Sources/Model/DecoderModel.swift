@@ -172,65 +172,6 @@ public final class DecoderModel {
         gemm(transB: true, m: N, n: C, k: F, a: a.mlpAct, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
     }
 
-    /// Router logits (N, E) = x (N, C) · W_r (E, C)ᵀ, then the routing decisions.
-    func routerForward(_ r: RouterState, _ x: UnsafePointer<Float>, weight: Int, masked: [Int], layer l: Int, name: String) throws {
-        gemm(transB: true, m: r.N, n: r.E, k: config.hiddenSize, a: x, lda: config.hiddenSize, b: parameters.pointer + weight,
-             ldb: config.hiddenSize, c: r.logits, ldc: r.E)
-        guard r.route(style: routingStyle, masked: masked) else {
-            throw ModelError.router(layer: l, tensor: "model.layers.\(l).\(name).weight",
-                                    reason: "router logits are not finite (NaN or infinity); the router weights or its input hold NaN")
-        }
-    }
-
-    /// Mixture MLP: out (already = mid) += Σ_j gate_j · expert_j(norm2) (+ JetMoE's bias).
-    /// Expert e: pre = x · W_in,eᵀ (2F), act = silu(gate) · up, y = act · W_out,eᵀ (C).
-    func mixtureMLPForward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState) throws {
-        let a = acts.layers[l], P = parameters.pointer
-        let (C, F) = (config.hiddenSize, config.intermediateSize)
-        try routerForward(r, a.norm2, weight: ex.router, masked: masks.experts[l] ?? [], layer: l,
-                          name: config.family == .jetmoe ? "mlp.router.layer" : "block_sparse_moe.gate")
-        let xg = a.mlpGathered!, y = a.mlpExpertOut!, rows = r.N * r.k
-        gatherRows(xg, a.norm2, width: C, router: r)
-        expertsForward(a.mlpPre, xg, m: 2 * F, kk: C, weights: { P + ex.input($0) }, router: r)
-        swigluForward(a.mlpAct, a.mlpPre, N: rows, F: F)
-        if let masked = masks.neurons[l], !masked.isEmpty {
-            // Neuron ids of a mixture are e·F + i.
-            for row in 0..<rows {
-                let e = Int(r.chosen[Int(r.rowToken[row]) * r.k + Int(r.rowSlot[row])])
-                for id in masked where id / F == e { a.mlpAct[row * F + id % F] = 0 }
-            }
-        }
-        expertsForward(y, a.mlpAct, m: C, kk: F, weights: { P + ex.output($0) }, router: r)
-        combineExperts(acts.residual[l + 1], y, bias: ex.bias.map { UnsafePointer(P + $0) }, C: C, router: r)
-    }
-
-    /// JetMoE's mixture of attention: each token's k chosen experts each project it to G query
-    /// heads (query head j·G + g reads key/value head g), one shared kv_proj gives the G key and
-    /// value heads, and expert j's output projection maps its G heads back, weighted by its gate.
-    func mixtureOfAttentionForward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState) throws {
-        let a = acts.layers[l], o = layerOffsets[l], P = parameters.pointer
-        let (N, C) = (acts.N, config.hiddenSize)
-        let s = attentionShape(acts.B, acts.T), GD = config.attentionExpertWidth
-        try routerForward(r, a.norm1, weight: ex.router, masked: masks.attentionExperts[l] ?? [], layer: l,
-                          name: "self_attention.experts.router.layer")
-        let xg = a.attnGathered!, slots = a.attnSlots!, y = a.attnExpertOut!
-        gatherRows(xg, a.norm1, width: C, router: r)
-        // Queries per row (N·k, GD), then into each token's slot j of qkv.
-        expertsForward(slots, xg, m: GD, kk: C, weights: { P + ex.input($0) }, router: r)
-        for row in 0..<(r.N * r.k) {
-            let n = Int(r.rowToken[row]), j = Int(r.rowSlot[row])
-            (a.qkv + n * s.qkvWidth + j * GD).update(from: slots + row * GD, count: GD)
-        }
-        // Keys and values (N, 2GD) = norm1 · W_kvᵀ, after the H query heads of each row.
-        gemm(transB: true, m: N, n: 2 * GD, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv + s.H * s.D, ldc: s.qkvWidth)
-        acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
-        attentionForward(a.attn, a.probs, a.qkv, s)
-        gatherRows(slots, a.attn, width: GD, stride: s.outWidth, offset: { Int($0) * GD }, router: r)
-        expertsForward(y, slots, m: C, kk: GD, weights: { P + ex.output($0) }, router: r)
-        a.mid.update(from: acts.residual[l], count: N * C)
-        combineExperts(a.mid, y, bias: ex.bias.map { UnsafePointer(P + $0) }, C: C, router: r)
-    }
-
     // MARK: loss
 
     /// Sets next-token targets for `tokens` laid out as B rows of T: target[b, t] = token[b, t+1],
@@ -295,65 +236,6 @@ public final class DecoderModel {
         }
     }
 
-    /// The auxiliary router losses of the last forward pass, unweighted (0 for dense models):
-    /// load balancing as Switch/Mixtral/transformers compute it, E · Σ_e f_e · P_e with f_e the
-    /// fraction of (token, choice) pairs sent to expert e and P_e the mean router probability of
-    /// e, both over every router of the model (JetMoE: attention and MLP routers); and the
-    /// router z-loss of ST-MoE, the mean over routers and tokens of logsumexp(logits)².
-    public func routerLosses(_ acts: Activations) -> (loadBalancing: Double, zLoss: Double) {
-        let routers = acts.routers
-        guard let first = routers.first else { return (0, 0) }
-        let (f, P, rows) = balanceStatistics(routers)
-        var balance = 0.0
-        for e in 0..<first.E { balance += f[e] * P[e] }
-        var z = 0.0
-        for r in routers {
-            for n in 0..<r.N {
-                let l = r.logits + n * r.E
-                var mx = -Float.infinity
-                for e in 0..<r.E { mx = max(mx, l[e]) }
-                var s = 0.0
-                for e in 0..<r.E where l[e] > -.infinity { s += Double(expf(l[e] - mx)) }
-                let lse = Double(mx) + log(s)
-                z += lse * lse
-            }
-        }
-        return (Double(first.E) * balance, z / Double(rows))
-    }
-
-    /// f_e (fraction of routed rows, summing to k) and P_e (mean probability), over `rows` rows.
-    func balanceStatistics(_ routers: [RouterState]) -> (f: [Double], P: [Double], rows: Int) {
-        let E = routers[0].E
-        var f = [Double](repeating: 0, count: E), P = f
-        var rows = 0
-        for r in routers {
-            for e in 0..<E { f[e] += Double(r.load(e)) }
-            for n in 0..<r.N { for e in 0..<E { P[e] += Double(r.probs[n * E + e]) } }
-            rows += r.N
-        }
-        return (f.map { $0 / Double(rows) }, P.map { $0 / Double(rows) }, rows)
-    }
-
-    /// What every router's backward adds for the weighted auxiliary losses.
-    struct RouterGradientTerms {
-        var balance: [Float]?
-        var zScale: Float = 0
-    }
-
-    func routerGradientTerms(_ routers: [RouterState]) -> RouterGradientTerms {
-        guard !routers.isEmpty else { return RouterGradientTerms() }
-        let (f, _, rows) = balanceStatistics(routers)
-        var terms = RouterGradientTerms()
-        let w = routerLossWeights
-        if w.loadBalancing != 0 {
-            // d(E Σ f_e P_e)/d p_{n,e} = E · f_e / rows (f is not differentiable).
-            let E = Double(routers[0].E)
-            terms.balance = f.map { Float(w.loadBalancing * E * $0 / Double(rows)) }
-        }
-        terms.zScale = Float(w.zLoss / Double(rows))
-        return terms
-    }
-
     /// On entry `acts.dResidual` holds dLoss/d(residual[l+1]); on exit dLoss/d(residual[l]).
     func layerBackward(_ l: Int, _ acts: Activations, _ routing: RouterGradientTerms) {
         let c = config, o = layerOffsets[l], a = acts.layers[l]
@@ -390,69 +272,6 @@ public final class DecoderModel {
         normBackward(dres, acts.dNorm, acts.residual[l], a.mean1, a.rstd1, weight: o.norm1, bias: o.norm1Bias, N: N)
     }
 
-    /// Router backward: dLogits from dGates and the auxiliary terms; dW_r += dLogitsᵀ · x,
-    /// dx (N, C) += dLogits (N, E) · W_r (E, C).
-    func routerBackward(_ r: RouterState, _ x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, weight: Int,
-                        _ acts: Activations, _ routing: RouterGradientTerms) {
-        let C = config.hiddenSize
-        r.backward(style: routingStyle, dGates: acts.dGates, dLogits: acts.dRouterLogits, balance: routing.balance, zScale: routing.zScale)
-        gemm(transA: true, m: r.E, n: C, k: r.N, a: acts.dRouterLogits, lda: r.E, b: x, ldb: C, beta: 1, c: gradients.pointer + weight, ldc: C)
-        gemm(m: r.N, n: C, k: r.E, a: acts.dRouterLogits, lda: r.E, b: parameters.pointer + weight, ldb: C, beta: 1, c: dx, ldc: C)
-    }
-
-    /// Backward of ``mixtureMLPForward``: leaves dLoss/d(norm2) in `acts.dNorm`.
-    func mixtureMLPBackward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState, _ routing: RouterGradientTerms) {
-        let a = acts.layers[l], P = parameters.pointer, Gr = gradients.pointer
-        let (C, F) = (config.hiddenSize, config.intermediateSize)
-        let rows = r.N * r.k, dRows = acts.dExpertRows
-        combineExpertsBackward(dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, acts.dResidual, a.mlpExpertOut!, C: C, router: r)
-        expertsBackward(dInput: acts.dMLPAct, dWeights: { Gr + ex.output($0) }, dRows, a.mlpAct, m: C, kk: F,
-                        weights: { P + ex.output($0) }, router: r)
-        swigluBackward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, N: rows, F: F)
-        expertsBackward(dInput: dRows, dWeights: { Gr + ex.input($0) }, acts.dMLPPre, a.mlpGathered!, m: 2 * F, kk: C,
-                        weights: { P + ex.input($0) }, router: r)
-        acts.dNorm.update(repeating: 0, count: r.N * C)
-        scatterAddRows(acts.dNorm, dRows, width: C, router: r)
-        routerBackward(r, a.norm2, dx: acts.dNorm, weight: ex.router, acts, routing)
-    }
-
-    /// Backward of ``mixtureOfAttentionForward``: leaves dLoss/d(norm1) in `acts.dNorm`.
-    func mixtureOfAttentionBackward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState, _ routing: RouterGradientTerms) {
-        let a = acts.layers[l], o = layerOffsets[l], P = parameters.pointer, Gr = gradients.pointer
-        let (N, C) = (acts.N, config.hiddenSize)
-        let s = attentionShape(acts.B, acts.T), GD = config.attentionExpertWidth
-        let rows = r.N * r.k, dRows = acts.dExpertRows, dRows2 = acts.dExpertRows + rows * max(C, GD)
-        combineExpertsBackward(dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, acts.dResidual, a.attnExpertOut!, C: C, router: r)
-        // dSlots (rows, GD) into dQKV's space (free until attention's backward writes it).
-        let dSlots = acts.dQKV
-        expertsBackward(dInput: dSlots, dWeights: { Gr + ex.output($0) }, dRows, a.attnSlots!, m: C, kk: GD,
-                        weights: { P + ex.output($0) }, router: r)
-        for row in 0..<rows {
-            let n = Int(r.rowToken[row]), j = Int(r.rowSlot[row])
-            (acts.dAttn + n * s.outWidth + j * GD).update(from: dSlots + row * GD, count: GD)
-        }
-        attentionBackward(acts.dQKV, acts.dAttn, a.qkv, a.probs, acts.dScores, s)
-        acts.rotary.apply(acts.dQKV, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: true)
-        // kv_proj: dW_kv (2GD, C) += dKVᵀ · norm1; dNorm (N, C) = dKV (N, 2GD) · W_kv.
-        let dKV = acts.dQKV + s.H * s.D
-        gemm(transA: true, m: 2 * GD, n: C, k: N, a: dKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv, ldc: C)
-        gemm(m: N, n: C, k: 2 * GD, a: dKV, lda: s.qkvWidth, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)
-        // Query experts: gather each row's dQ, then dW_in,e and dx rows.
-        gatherRows(dRows, acts.dQKV, width: GD, stride: s.qkvWidth, offset: { Int($0) * GD }, router: r)
-        expertsBackward(dInput: dRows2, dWeights: { Gr + ex.input($0) }, dRows, a.attnGathered!, m: GD, kk: C,
-                        weights: { P + ex.input($0) }, router: r)
-        scatterAddRows(acts.dNorm, dRows2, width: C, router: r)
-        routerBackward(r, a.norm1, dx: acts.dNorm, weight: ex.router, acts, routing)
-    }
-}
-
-/// Weights of the auxiliary router losses in training (mixture families).
-public struct RouterLossWeights: Sendable, Equatable {
-    /// Load balancing (Switch/Mixtral), the config's `router_aux_loss_coef` / `aux_loss_coef` by default.
-    public var loadBalancing: Double
-    /// Router z-loss (ST-MoE; JetMoE trains with 0.001).
-    public var zLoss: Double
-    public init(loadBalancing: Double, zLoss: Double) { self.loadBalancing = loadBalancing; self.zLoss = zLoss }
 }
 
 /// Units switched off in a forward pass: whole layers (the residual stream passes through),
