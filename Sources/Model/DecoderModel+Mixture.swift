@@ -59,6 +59,7 @@ extension DecoderModel {
         gemm(transB: true, m: N, n: 2 * GD, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv + s.H * s.D, ldc: s.qkvWidth)
         acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
         attentionForward(a.attn, a.probs, a.qkv, s)
+        maskHeads(l, a.attn, s, N: N)
         gatherRows(slots, a.attn, width: GD, stride: s.outWidth, offset: { Int($0) * GD }, router: r)
         expertsForward(y, slots, m: C, kk: GD, weights: { P + ex.output($0) }, router: r)
         a.mid.update(from: acts.residual[l], count: N * C)

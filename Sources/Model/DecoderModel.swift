@@ -152,7 +152,7 @@ public final class DecoderModel {
             // Rotary on the H query heads and the G key heads (adjacent in each row).
             acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
             attentionForward(a.attn, a.probs, a.qkv, s)
-            for h in masks.heads[l] ?? [] { for n in 0..<N { (a.attn + n * s.outWidth + h * s.D).update(repeating: 0, count: s.D) } }
+            maskHeads(l, a.attn, s, N: N)
             // mid = x + attn (N, HD) · W_o (C, HD)ᵀ
             a.mid.update(from: x, count: N * C)
             gemm(transB: true, m: N, n: C, k: s.outWidth, a: a.attn, lda: s.outWidth, b: P + o.o, ldb: s.outWidth, beta: 1, c: a.mid, ldc: C)
@@ -170,6 +170,11 @@ public final class DecoderModel {
         for i in masks.neurons[l] ?? [] { for n in 0..<N { a.mlpAct[n * F + i] = 0 } }
         // out = mid + mlpAct (N, F) · W_down (C, F)ᵀ
         gemm(transB: true, m: N, n: C, k: F, a: a.mlpAct, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
+    }
+
+    /// Zeroes the attention output (N, H·D) of the query heads masked in layer l.
+    func maskHeads(_ l: Int, _ attn: UnsafeMutablePointer<Float>, _ s: AttentionShape, N: Int) {
+        for h in masks.heads[l] ?? [] { for n in 0..<N { (attn + n * s.outWidth + h * s.D).update(repeating: 0, count: s.D) } }
     }
 
     // MARK: loss

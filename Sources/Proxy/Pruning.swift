@@ -91,9 +91,7 @@ public enum Pruning {
                     reason: "\(t.numLocalExperts) experts is fewer than num_experts_per_tok \(t.numExpertsPerTok): every token must reach top-k experts")
             }
         }
-        if teacher.family == .jetmoe, t.numKeyValueHeads != teacher.numKeyValueHeads {
-            throw ProxyError.invalidTarget(field: "num_key_value_heads", reason: "pruning JetMoE's key/value heads is not implemented; keep \(teacher.numKeyValueHeads)")
-        }
+
         for (key, a, b) in [("head_dim", t.headDim, teacher.headDim), ("vocab_size", t.vocabSize, teacher.vocabSize)] where a != b {
             throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
         }
@@ -137,12 +135,20 @@ public enum Pruning {
         // summed importance of their heads over every layer (one choice for all layers, since
         // num_key_value_heads is one number).
         var groupScore = [Double](repeating: 0, count: G)
-        for l in 0..<L { for h in 0..<teacher.numAttentionHeads { groupScore[h / perGroup] += scores.heads[l][h] } }
+        // (JetMoE: query head j·G + g of choice j reads key/value head g.)
+        let groupOf = { (h: Int) in teacher.family == .jetmoe ? h % G : h / perGroup }
+        for l in 0..<L { for h in 0..<teacher.numAttentionHeads { groupScore[groupOf(h)] += scores.heads[l][h] } }
         let keptGroups = Array(ImportanceScores.ranking(groupScore).prefix(t.numKeyValueHeads)).sorted()
         var heads: [[Int]] = []
         var neurons: [[Int]] = []
         for l in layers {
             var kept: [Int] = []
+            if teacher.family == .jetmoe {
+                // Every choice keeps the kept groups' heads (the experts' query projections are sliced).
+                heads.append((0..<teacher.numAttentionHeads).filter { keptGroups.contains($0 % G) })
+                neurons.append([])
+                continue
+            }
             for g in keptGroups {
                 let members = (0..<perGroup).map { g * perGroup + $0 }
                 let ranked = ImportanceScores.ranking(members.map { scores.heads[l][$0] })
@@ -224,12 +230,13 @@ public enum Pruning {
             }
             if teacher.config.family == .jetmoe {
                 let a = p + "self_attention.", b = q + "self_attention."
-                let kept = plan.attentionExperts[newL]
+                let kept = plan.attentionExperts[newL], groups = expand(keptGroups)
+                let GD = teacher.config.attentionExpertWidth
                 copy(a + "experts.router.layer.weight", to: b + "experts.router.layer.weight", rows: kept, cols: channels)
-                copyStack(a + "experts.input_linear.weight", to: b + "experts.input_linear.weight", experts: kept, rows: nil, cols: channels)
-                copyStack(a + "experts.output_linear.weight", to: b + "experts.output_linear.weight", experts: kept, rows: channels, cols: nil)
+                copyStack(a + "experts.input_linear.weight", to: b + "experts.input_linear.weight", experts: kept, rows: groups, cols: channels)
+                copyStack(a + "experts.output_linear.weight", to: b + "experts.output_linear.weight", experts: kept, rows: channels, cols: groups)
                 copy(a + "experts.bias", to: b + "experts.bias", rows: nil, cols: channels)
-                copy(a + "kv_proj.weight", to: b + "kv_proj.weight", rows: nil, cols: channels)
+                copy(a + "kv_proj.weight", to: b + "kv_proj.weight", rows: groups + groups.map { GD + $0 }, cols: channels)
             } else {
                 copy(p + "self_attn.q_proj.weight", to: q + "self_attn.q_proj.weight", rows: expand(plan.heads[newL]), cols: channels)
                 copy(p + "self_attn.k_proj.weight", to: q + "self_attn.k_proj.weight", rows: expand(keptGroups), cols: channels)

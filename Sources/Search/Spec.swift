@@ -202,9 +202,6 @@ public struct SearchSpec: Sendable {
                 : "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture teacher (mixtral, jetmoe)")
         }
         try check(sp, "space", axes.map(\.rawValue))
-        if t.family == .jetmoe, let v = sp[Axis.numKeyValueHeads.rawValue], v != JSON(t.numKeyValueHeads), v != [JSON(t.numKeyValueHeads)] {
-            throw fail("space.num_key_value_heads", "pruning JetMoE's key/value heads is not implemented; keep \(t.numKeyValueHeads)")
-        }
         var space: [Axis: [Int]] = [:]
         for axis in axes {
             let path = "space.\(axis.rawValue)"

@@ -178,6 +178,27 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
         #expect(zip(full, pruned).map { abs($0 - $1) }.max()! > 1e-3)
     }
 
+    /// JetMoE's key/value heads: removing group g slices every attention expert's query and output
+    /// projections and kv_proj; equal to the teacher with the heads reading g masked (every choice).
+    @Test func jetMoEKeyValueHeadPruningEqualsMasking() throws {
+        let t = mixtureTeacher(.jetmoe)
+        let target = try Pruning.targetConfig(teacher: t.config, target: ["num_key_value_heads": 1])
+        #expect(target.numAttentionHeads == 2 && target.attentionExpertWidth == 4)
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: randomMixtureScores(t.config), options: PruneOptions())
+        let kept = plan.groups[0]
+        #expect(kept.count == 1)
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        var masks = ForwardMasks()
+        for l in 0..<4 { masks.heads[l] = (0..<4).filter { $0 % 2 != kept[0] } }
+        t.masks = masks
+        let masked = try logits(t, sampleTokens, B: 2, T: 8)
+        let pruned = try logits(student, sampleTokens, B: 2, T: 8)
+        let err = zip(masked, pruned).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-5, "max |Δlogit| \(err)")
+        t.masks = ForwardMasks()
+        #expect(zip(try logits(t, sampleTokens, B: 2, T: 8), pruned).map { abs($0 - $1) }.max()! > 1e-3)
+    }
+
     @Test(arguments: [Family.mixtral, .jetmoe])
     func topKAndChannelPruningKeepTheShapeRules(_ family: Family) throws {
         let t = mixtureTeacher(family)
@@ -201,7 +222,7 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
         #expect(field(["num_local_experts": 1]).contains("num_local_experts"))          // below top-k 2
         #expect(field(["num_local_experts": 8]).contains("larger than the teacher"))
         #expect(field(["num_experts_per_tok": 3]).contains("num_experts_per_tok"))
-        #expect(field(["num_key_value_heads": 1]).contains("num_key_value_heads"))
+        #expect(field(["num_key_value_heads": 3]).contains("num_key_value_heads"))
         var scores = randomMixtureScores(t.config)
         scores.mlpExperts = nil
         #expect(throws: ProxyError.self) {
