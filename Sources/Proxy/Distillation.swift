@@ -193,7 +193,11 @@ public final class Distiller {
         let V = teacher.config.vocabSize, N = teacherActs.N
         let stepNumber = t.optimizer.step + 1
         model.zeroGradients()
-        try model.forward(tokens: tokens, t.activations)
+        do { try model.forward(tokens: tokens, t.activations) } catch let error as ModelError {
+            // A mixture router gone non-finite: this student diverged; the others carry on.
+            if case .router = error { throw ProxyError.diverged(student: s.name, step: stepNumber, what: "\(error)") }
+            throw error
+        }
         var r = distillationLoss(t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
                                  N: N, V: V, loss: loss, gradient: true, scratch: scratch)
         var residualGradients: [Int: UnsafePointer<Float>] = [:]

@@ -85,6 +85,23 @@ import Testing
         #expect(zip(together.parameters.array, alone.parameters.array).map { abs($0 - $1) }.max()! < 1e-5)
     }
 
+    /// A mixture student whose router turns NaN diverges alone, named; the others carry on.
+    @Test func nanRouterStudentDivergesAlone() throws {
+        let teacher = mixtureTeacher(.jetmoe)
+        let bad = mixtureTeacher(.jetmoe, seed: 4), good = mixtureTeacher(.jetmoe, seed: 5)
+        bad.tensor("model.layers.2.mlp.router.layer.weight")![0] = .nan
+        let d = try Distiller(teacher: teacher, students: [("bad", bad), ("good", good)], batch: 2, sequence: 8, loss: DistillationLoss(),
+                              learningRate: 1e-2, schedule: .constant(warmup: 0), steps: 2)
+        let r = try d.step(tokens: sampleTokens, targets: DecoderModel.shiftedTargets(sampleTokens, batch: 2, sequence: 8))
+        switch r[0]! {
+        case .success: Issue.record("the NaN router went unnoticed")
+        case let .failure(error):
+            let text = "\(error)"
+            #expect(text.contains("bad") && text.contains("step 1") && text.contains("model.layers.2.mlp.router.layer.weight"), "\(text)")
+        }
+        #expect(try r[1]!.get().loss.isFinite)
+    }
+
     @Test func divergenceNamesStudentAndStep() throws {
         let teacher = teacherModel()
         let s = teacherModel(seed: 2), good = teacherModel(seed: 3)
