@@ -164,6 +164,30 @@ extension StudyStore {
         try write { db in try db.execute(sql: "UPDATE study SET state = ? WHERE id = ?", arguments: [state, id]) }
     }
 
+    /// Deletes a study with its candidates, trials and metrics, in one transaction (the foreign
+    /// keys cascade). Returns how many trials went.
+    /// - Throws: ``SearchError/store(_:)`` when there is no such study, or when a trial is running
+    ///   and `evenIfRunning` is false (a live worker would lose its trial).
+    @discardableResult
+    public func deleteStudy(named name: String, evenIfRunning: Bool = false) throws -> Int {
+        try write { db in
+            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM study WHERE name = ?", arguments: [name]) else {
+                throw SearchError.store("no study '\(name)'")
+            }
+            let count = { (state: String?) in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ?"
+                                 + (state == nil ? "" : " AND trial.state = '\(state!)'"), arguments: [id]) ?? 0
+            }
+            let running = try count("running")
+            if running > 0 && !evenIfRunning {
+                throw SearchError.store("study '\(name)' has \(running) running trial(s); stop its workers first (or force)")
+            }
+            let trials = try count(nil)
+            try db.execute(sql: "DELETE FROM study WHERE id = ?", arguments: [id])
+            return trials
+        }
+    }
+
     /// candidate hash → id for a study.
     public func candidateIDs(study: Int64) throws -> [String: Int64] {
         try read { db in

@@ -6,7 +6,7 @@ import Search
 struct ResultsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "results", abstract: "Query the study store.",
-        subcommands: [ResultsStudies.self, ResultsTop.self, ResultsShow.self, ResultsPareto.self, ResultsCompare.self])
+        subcommands: [ResultsStudies.self, ResultsTop.self, ResultsShow.self, ResultsPareto.self, ResultsCompare.self, ResultsDelete.self])
 }
 
 struct FormatOption: ParsableArguments {
@@ -155,5 +155,20 @@ struct ResultsCompare: ParsableCommand {
                     .string(best.map { architectureText($0.trial.architecture) } ?? "–"), best?.trial.score.map { JSON($0) } ?? .null]
         }
         printRows(["study", "candidates", "distillation steps", "best", "architecture", "score"], rows, format: format.resolved)
+    }
+}
+
+struct ResultsDelete: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete a study and everything it recorded from the store (to rerun it from scratch).",
+        discussion: "Trial checkpoints on disk (results/<study>/trials) are left; delete them by hand if you want the space.")
+    @Argument(help: "Study name.") var study: String
+    @Flag(help: "Delete even if trials are running (their workers will fail to record).") var force = false
+    @OptionGroup var store: StoreOptions
+    func run() throws {
+        let st = try store.open()
+        _ = try requireStudy(st, study)
+        let trials = try st.deleteStudy(named: study, evenIfRunning: force)
+        print("deleted study \(study) and its \(trials) trials")
     }
 }

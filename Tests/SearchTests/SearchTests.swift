@@ -249,5 +249,22 @@ struct Fixture {
         let distill = JSON.parse(try Data(contentsOf: dirs[0].appendingPathComponent("distill.json")))!
         #expect(distill["parameters"]?["active"]?.int == m.config.activeParameterCount)
         #expect(distill["nemo_modelopt"]?["num_moe_experts"]?.int == m.config.numLocalExperts)
+        // Deleting the study removes its candidates, trials and metrics, and nothing else.
+        #expect(try store.deleteStudy(named: "tiny") == 4)
+        #expect(try store.study(named: "tiny") == nil && (try store.trials(study: study)).isEmpty)
+        #expect(throws: SearchError.self) { try store.deleteStudy(named: "tiny") }
+    }
+
+    @Test func deletingAStudyWithRunningTrialsIsRefused() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: try f.parse(f.spec()), store: store, results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        let study = try runner.prepare(extend: false)
+        _ = try store.claim(study: study, worker: "w", limit: 1, staleAfter: 60, maxAttempts: 3)
+        #expect(throws: SearchError.self) { try store.deleteStudy(named: "tiny") }
+        #expect(try store.study(named: "tiny") != nil)
+        #expect(try store.deleteStudy(named: "tiny", evenIfRunning: true) > 0)
     }
 }
