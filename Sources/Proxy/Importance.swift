@@ -266,19 +266,35 @@ public enum Importance {
                                 attentionExperts: c.family.hasAttentionExperts ? attentionExperts.scores : nil)
     }
 
+    /// What identifies a set of scores: the teacher's and the calibration set's fingerprints and
+    /// the settings (as key-sorted JSON).
+    public struct Key: Sendable, Hashable {
+        public var teacher: String, calibration: String, settings: String
+        /// One hex digest of the three (the file cache's name).
+        public var digest: String {
+            var f = Fingerprint()
+            f.add(teacher); f.add(calibration); f.add(settings)
+            return f.hex
+        }
+    }
+
+    /// The key of `teacher`'s scores on `corpus` with `settings` (draws the calibration set).
+    public static func key(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings) throws -> (Key, CalibrationSet) {
+        let calibration = try CalibrationSet(corpus: corpus, samples: settings.samples, sequence: settings.sequence,
+                                             language: settings.language, seed: settings.seed)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let key = Key(teacher: Fingerprint.of(teacher), calibration: calibration.fingerprint,
+                      settings: String(decoding: try encoder.encode(settings), as: UTF8.self))
+        return (key, calibration)
+    }
+
     /// Scores from `cache` when a file for this teacher, calibration set and settings exists;
     /// otherwise computes and stores them there (atomically).
     public static func cached(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
                               log: (String) -> Void = { _ in }) throws -> (ImportanceScores, fromCache: Bool) {
-        let calibration = try CalibrationSet(corpus: corpus, samples: settings.samples, sequence: settings.sequence,
-                                             language: settings.language, seed: settings.seed)
-        var key = Fingerprint()
-        key.add(Fingerprint.of(teacher))
-        key.add(calibration.fingerprint)
-        let keyEncoder = JSONEncoder()
-        keyEncoder.outputFormatting = [.sortedKeys]
-        key.add(String(decoding: try keyEncoder.encode(settings), as: UTF8.self))
-        let url = cache.appendingPathComponent("importance-\(key.hex).json")
+        let (key, calibration) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
+        let url = cache.appendingPathComponent("importance-\(key.digest).json")
         if let data = try? Data(contentsOf: url), let scores = try? JSONDecoder().decode(ImportanceScores.self, from: data) {
             return (scores, true)
         }

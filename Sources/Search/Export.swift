@@ -17,7 +17,7 @@ public enum Exporter {
             throw SearchError.store("the teacher at \(spec.teacher) is not the one study '\(name)' ran with (fingerprint differs)")
         }
         let corpus = try TokenShards(directory: URL(fileURLWithPath: spec.data, isDirectory: true))
-        let (scores, _) = try Importance.cached(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
+        let scores = try store.importance(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
         let winners = try store.top(study: study.id, limit: k)
         guard !winners.isEmpty else { throw SearchError.store("study '\(name)' has no completed trial to export") }
         let fm = FileManager.default

@@ -84,8 +84,7 @@ public final class SearchRunner {
 
     func importance() throws -> ImportanceScores {
         if let scores { return scores }
-        let (s, cached) = try Importance.cached(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
-        if cached { log("importance: reusing cached scores (teacher \(s.teacherFingerprint), calibration \(s.calibrationFingerprint))") }
+        let s = try store.importance(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
         scores = s
         return s
     }

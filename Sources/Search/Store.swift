@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Model
+import Proxy
 
 /// The study store: SQLite through GRDB in WAL mode, append-only named migrations, invariants as
 /// constraints. Schema (docs/search.md documents it for sqlite3 and pandas users):
@@ -13,6 +14,9 @@ import Model
 ///   attempt, score, checkpoint, UNIQUE(candidate_id, rung))`
 /// - `metric(trial_id → trial, step, name, value)`: curves and final scores (`val_loss`,
 ///   `val_loss/de`, `val_kl`, `train_loss`, `seconds`).
+/// - `importance(teacher_fingerprint, calibration_fingerprint, settings JSON, scores JSON,
+///   created_at, PRIMARY KEY(teacher_fingerprint, calibration_fingerprint, settings))`: the scores
+///   the studies pruned with, computed once per teacher, calibration set and settings.
 public final class StudyStore: @unchecked Sendable {
     public let path: String
     let pool: DatabasePool
@@ -63,6 +67,16 @@ public final class StudyStore: @unchecked Sendable {
                 t.column("name", .text).notNull()
                 t.column("value", .double).notNull()
                 t.primaryKey(["trialId", "step", "name"])
+            }
+        }
+        m.registerMigration("v2-importance") { db in
+            try db.create(table: "importance") { t in
+                t.column("teacher_fingerprint", .text).notNull()
+                t.column("calibration_fingerprint", .text).notNull()
+                t.column("settings", .text).notNull()
+                t.column("scores", .text).notNull()
+                t.column("created_at", .datetime).notNull()
+                t.primaryKey(["teacher_fingerprint", "calibration_fingerprint", "settings"])
             }
         }
         return m
@@ -307,5 +321,49 @@ extension StudyStore {
             try Row.fetchAll(db, sql: "SELECT step, name, value FROM metric WHERE trialId = ? ORDER BY step, name", arguments: [trial])
                 .map { ($0["step"], $0["name"], $0["value"]) }
         }
+    }
+}
+
+// MARK: importance
+
+extension StudyStore {
+    /// Scores recorded for `key`, if any.
+    public func importance(_ key: Importance.Key) throws -> ImportanceScores? {
+        let text = try read { db in
+            try String.fetchOne(db, sql: "SELECT scores FROM importance WHERE teacher_fingerprint = ? AND calibration_fingerprint = ? AND settings = ?",
+                                arguments: [key.teacher, key.calibration, key.settings])
+        }
+        guard let text else { return nil }
+        do { return try JSONDecoder().decode(ImportanceScores.self, from: Data(text.utf8)) } catch {
+            throw SearchError.store("\(path): importance scores for teacher \(key.teacher) cannot be read: \(error)")
+        }
+    }
+
+    /// Records scores once per key (a second record of the same key is ignored).
+    public func recordImportance(_ key: Importance.Key, _ scores: ImportanceScores) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let text = String(decoding: try encoder.encode(scores), as: UTF8.self)
+        try write { db in
+            try db.execute(sql: """
+                INSERT OR IGNORE INTO importance (teacher_fingerprint, calibration_fingerprint, settings, scores, created_at)
+                VALUES (?, ?, ?, ?, ?)
+                """, arguments: [key.teacher, key.calibration, key.settings, text, Date()])
+        }
+    }
+
+    /// A study's importance scores: from the store, else from the file cache or computed (and then
+    /// recorded in the store), so that a store carries the scores its studies pruned with.
+    public func importance(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
+                           log: (String) -> Void) throws -> ImportanceScores {
+        let (key, _) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
+        if let scores = try importance(key) {
+            log("importance: reusing the scores recorded in the store (teacher \(key.teacher), calibration \(key.calibration))")
+            return scores
+        }
+        let (scores, cached) = try Importance.cached(teacher: teacher, corpus: corpus, settings: settings, cache: cache, log: log)
+        if cached { log("importance: reusing cached scores (teacher \(key.teacher), calibration \(key.calibration))") }
+        try recordImportance(key, scores)
+        return scores
     }
 }

@@ -240,6 +240,13 @@ struct Fixture {
         let top = try store.top(study: study)
         #expect(top.count == 4 && top.allSatisfy { $0.trial.state == "complete" })
         let scores = try Importance.cached(teacher: runner.teacher, corpus: TokenShards(directory: f.corpus), settings: spec.importance, cache: cache).0
+        // The store recorded the scores the study pruned with: with the file cache gone they come
+        // from the store, identical, without being recomputed.
+        try FileManager.default.removeItem(at: cache)
+        var lines: [String] = []
+        let fromStore = try store.importance(teacher: runner.teacher, corpus: TokenShards(directory: f.corpus), settings: spec.importance,
+                                             cache: cache, log: { lines.append($0) })
+        #expect(fromStore == scores && lines.count == 1 && lines[0].contains("recorded in the store"), "\(lines)")
         #expect(scores.mlpExperts?.frequency.count == 3 && scores.attentionExperts != nil)
         // Routing frequencies sum to k per layer.
         for l in 0..<3 { #expect(abs(scores.mlpExperts!.frequency[l].reduce(0, +) - 2) < 1e-9) }
