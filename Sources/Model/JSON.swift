@@ -101,7 +101,14 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
         return r + "\""
     }
 
-    public var description: String { String(decoding: data(pretty: false), as: UTF8.self) }
+    /// Compact, key-sorted text as Foundation's JSONEncoder writes it (integral numbers, ``float(_:)``
+    /// ones included, without a fraction). Fingerprints hash this text, so it must not change
+    /// between versions: teachers' fingerprints recorded in stores and caches depend on it.
+    public var description: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
 
     public var isNull: Bool { if case .null = self { return true }; return false }
     public var object: [String: JSON]? { if case let .object(o) = self { return o }; return nil }

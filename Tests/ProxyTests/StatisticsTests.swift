@@ -32,3 +32,13 @@ import Testing
         }
     }
 }
+
+/// Teachers' fingerprints key every store and importance cache: they must not change between
+/// versions (a new JSON writer once changed them and orphaned existing studies).
+@Suite struct FingerprintTests {
+    @Test func theDefaultTeachersFingerprintIsStable() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../models/fortunes-teacher").standardized
+        let teacher = try Checkpoint.load(dir)
+        #expect(Fingerprint.of(teacher) == "fe8fe7e7644f3904")
+    }
+}
