@@ -37,7 +37,7 @@ public struct ImportanceSettings: Sendable, Equatable, Codable {
     public init() {}
 }
 
-/// Activation-based importance of every prunable unit of a dense decoder, from forward passes
+/// Activation-based importance of every prunable unit of a decoder (experts included), from forward passes
 /// on a calibration set. Larger is more important.
 public struct ImportanceScores: Sendable, Equatable, Codable {
     public var teacherFingerprint: String

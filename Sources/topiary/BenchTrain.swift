@@ -12,7 +12,7 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Sequence length.") var seq = 256
     @Option(help: "Timed steps (after one untimed warm-up step).") var steps = 10
     @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Option(help: "Data-parallel workers to split the batch across (1: one model, work split inside each product; default: all threads for dense models).") var dataParallel: Int?
+    @Option(help: "Data-parallel workers to split the batch across (1: one model, work split inside each product; default: all threads when the batch has at least that many rows).") var dataParallel: Int?
     @Flag(help: "Print {\"tokens_per_second\", \"gflops\", \"peak_rss_bytes\", …} as JSON.") var json = false
     @OptionGroup var engine: EngineOptions
 
