@@ -41,6 +41,19 @@ func logits(_ m: DecoderModel, _ tokens: [Int32], B: Int, T: Int) throws -> [Flo
 
 let sampleTokens: [Int32] = [3, 17, 5, 29, 0, 11, 8, 2, 30, 14, 6, 1, 21, 9, 12, 4]
 
+/// Largest |Δlogit| on `sampleTokens` between `student` and the teacher run with `masks`
+/// (`masked`), and with no masks (`unmasked`: shows whether masking changed anything). The
+/// teacher's masks are cleared afterwards.
+func pruningGap(teacher t: DecoderModel, masks: ForwardMasks, student: DecoderModel) throws -> (masked: Float, unmasked: Float) {
+    defer { t.masks = ForwardMasks() }
+    let pruned = try logits(student, sampleTokens, B: 2, T: 8)
+    func gap() throws -> Float { zip(try logits(t, sampleTokens, B: 2, T: 8), pruned).map { abs($0 - $1) }.max()! }
+    t.masks = masks
+    let masked = try gap()
+    t.masks = ForwardMasks()
+    return (masked, try gap())
+}
+
 @Suite struct PruningTests {
     @Test(arguments: [Family.llama, .nemotron])
     func pruningToOwnShapeIsIdentity(_ family: Family) throws {
@@ -66,10 +79,7 @@ let sampleTokens: [Int32] = [3, 17, 5, 29, 0, 11, 8, 2, 30, 14, 6, 1, 21, 9, 12,
             masks.heads[l] = (0..<6).filter { !plan.heads[l].contains($0) }
             masks.neurons[l] = (0..<20).filter { !plan.neurons[l].contains($0) }
         }
-        t.masks = masks
-        let masked = try logits(t, sampleTokens, B: 2, T: 8)
-        let pruned = try logits(student, sampleTokens, B: 2, T: 8)
-        let err = zip(masked, pruned).map { abs($0 - $1) }.max()!
+        let err = try pruningGap(teacher: t, masks: masks, student: student).masked
         #expect(err < 1e-5, "max |Δlogit| \(err)")
     }
 
@@ -83,9 +93,7 @@ let sampleTokens: [Int32] = [3, 17, 5, 29, 0, 11, 8, 2, 30, 14, 6, 1, 21, 9, 12,
         let student = Pruning.apply(plan, teacher: t, target: target)
         var masks = ForwardMasks()
         for l in 0..<4 { masks.heads[l] = (0..<6).filter { !plan.heads[l].contains($0) } }
-        t.masks = masks
-        let err = zip(try logits(t, sampleTokens, B: 2, T: 8), try logits(student, sampleTokens, B: 2, T: 8)).map { abs($0 - $1) }.max()!
-        #expect(err < 1e-5)
+        #expect(try pruningGap(teacher: t, masks: masks, student: student).masked < 1e-5)
     }
 
     @Test(arguments: [false, true])
@@ -101,9 +109,8 @@ let sampleTokens: [Int32] = [3, 17, 5, 29, 0, 11, 8, 2, 30, 14, 6, 1, 21, 9, 12,
         if contiguous { #expect(plan.layers == [0, 1] || plan.layers == [0, 3] || plan.layers == [2, 3]) }
         else { #expect(plan.layers == ImportanceScores.ranking(scores.layerLossRise).prefix(2).sorted()) }
         let student = Pruning.apply(plan, teacher: t, target: target)
-        t.masks = ForwardMasks(skipLayers: Set((0..<4).filter { !plan.layers.contains($0) }))
-        let err = zip(try logits(t, sampleTokens, B: 2, T: 8), try logits(student, sampleTokens, B: 2, T: 8)).map { abs($0 - $1) }.max()!
-        #expect(err < 1e-5)
+        let skip = ForwardMasks(skipLayers: Set((0..<4).filter { !plan.layers.contains($0) }))
+        #expect(try pruningGap(teacher: t, masks: skip, student: student).masked < 1e-5)
     }
 
     @Test func badTargetsNameTheField() throws {
@@ -167,15 +174,10 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
             }
             if family == .jetmoe { masks.attentionExperts[l] = (0..<6).filter { !plan.attentionExperts[l].contains($0) } }
         }
-        t.masks = masks
-        let masked = try logits(t, sampleTokens, B: 2, T: 8)
-        let pruned = try logits(student, sampleTokens, B: 2, T: 8)
-        let err = zip(masked, pruned).map { abs($0 - $1) }.max()!
-        #expect(err < 1e-5, "max |Δlogit| \(err)")
+        let gap = try pruningGap(teacher: t, masks: masks, student: student)
+        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
         // And masking really changed something (the check is not vacuous).
-        t.masks = ForwardMasks()
-        let full = try logits(t, sampleTokens, B: 2, T: 8)
-        #expect(zip(full, pruned).map { abs($0 - $1) }.max()! > 1e-3)
+        #expect(gap.unmasked > 1e-3)
     }
 
     /// JetMoE's key/value heads: removing group g slices every attention expert's query and output
@@ -190,13 +192,9 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
         let student = Pruning.apply(plan, teacher: t, target: target)
         var masks = ForwardMasks()
         for l in 0..<4 { masks.heads[l] = (0..<4).filter { $0 % 2 != kept[0] } }
-        t.masks = masks
-        let masked = try logits(t, sampleTokens, B: 2, T: 8)
-        let pruned = try logits(student, sampleTokens, B: 2, T: 8)
-        let err = zip(masked, pruned).map { abs($0 - $1) }.max()!
-        #expect(err < 1e-5, "max |Δlogit| \(err)")
-        t.masks = ForwardMasks()
-        #expect(zip(try logits(t, sampleTokens, B: 2, T: 8), pruned).map { abs($0 - $1) }.max()! > 1e-3)
+        let gap = try pruningGap(teacher: t, masks: masks, student: student)
+        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
+        #expect(gap.unmasked > 1e-3)
     }
 
     @Test(arguments: [Family.mixtral, .jetmoe])
