@@ -65,11 +65,11 @@ extension ModelConfig {
 
     /// Bytes to train with AdamW at (batch, sequence): parameters, gradients and two moments in
     /// F32, plus every activation the engine keeps (``Activations/floatCount(config:B:T:threads:)``).
-    /// With W data-parallel workers (``Trainer/dataParallelByDefault(config:batch:)`` unless
+    /// With W data-parallel workers (``Trainer/dataParallelByDefault(batch:)`` unless
     /// given) the trainer keeps W − 1 more gradient buffers and each worker's activations for its
     /// rows instead of the whole batch's.
     public func trainingMemory(batch B: Int, sequence T: Int, dataParallelWorkers: Int? = nil) -> (state: Int, activations: Int) {
-        let W = min(dataParallelWorkers ?? Trainer.dataParallelByDefault(config: self, batch: B), B)
+        let W = min(dataParallelWorkers ?? Trainer.dataParallelByDefault(batch: B), B)
         let floats = W > 1 ? (0..<W).reduce(0) { $0 + Activations.floatCount(config: self, B: B * ($1 + 1) / W - B * $1 / W, T: T) }
             : Activations.floatCount(config: self, B: B, T: T)
         return (parameterCount * 4 * 4 + (W > 1 ? (W - 1) * parameterCount * 4 : 0), floats * 4)

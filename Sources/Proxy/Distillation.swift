@@ -159,15 +159,12 @@ public final class Distiller {
         try teacher.forward(tokens: tokens, teacherActs)
         logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: teacherActs.N, V: V, temperature: Float(loss.temperature))
         let chosen = students.indices.filter { only?.contains($0) ?? true }
-        var outcomes = [Result<DistillationStep, Error>?](repeating: nil, count: chosen.count)
-        outcomes.withUnsafeMutableBufferPointer { out in
-            forEachStudent(chosen.count) { j, worker in
-                out[j] = Result { try stepStudent(chosen[j], tokens: tokens, targets: targets, scratch: scratch.pointer + worker * Parallel.threads * 2 * V) }
-            }
+        let outcomes = forEachStudent(chosen.count) { j, scratch in
+            try stepStudent(chosen[j], tokens: tokens, targets: targets, scratch: scratch)
         }
         var result: [Int: Result<DistillationStep, ProxyError>] = [:]
         for (j, i) in chosen.enumerated() {
-            switch outcomes[j]! {
+            switch outcomes[j] {
             case let .success(r): result[i] = .success(r)
             case let .failure(e as ProxyError): result[i] = .failure(e)
             case let .failure(e): throw e
@@ -176,14 +173,20 @@ public final class Distiller {
         return result
     }
 
-    /// Runs `body(j, worker)` for j in 0..<count: inline for one, spread over workers (each taking
-    /// every W-th j) for more.
-    func forEachStudent(_ count: Int, _ body: (Int, Int) -> Void) {
+    /// `body(j, scratch)` for j in 0..<count, each outcome in its place: inline for one, spread over
+    /// workers (each taking every W-th j) for more. `scratch` is the worker's own block of the
+    /// per-chunk rows ``distillationLoss`` uses.
+    func forEachStudent<T>(_ count: Int, _ body: (Int, UnsafeMutablePointer<Float>) throws -> T) -> [Result<T, Error>] {
         let W = studentsInParallel ? min(Parallel.threads, count) : 1
-        if W <= 1 { for j in 0..<count { body(j, 0) }; return }
-        Parallel.chunks(W, minimumPerChunk: 1) { _, workers in
-            for w in workers { for j in stride(from: w, to: count, by: W) { body(j, w) } }
+        let block = Parallel.threads * 2 * teacher.config.vocabSize
+        var outcomes = [Result<T, Error>?](repeating: nil, count: count)
+        outcomes.withUnsafeMutableBufferPointer { out in
+            if W <= 1 { for j in 0..<count { out[j] = Result { try body(j, scratch.pointer) } }; return }
+            Parallel.chunks(W, minimumPerChunk: 1) { _, workers in
+                for w in workers { for j in stride(from: w, to: count, by: W) { out[j] = Result { try body(j, scratch.pointer + w * block) } } }
+            }
         }
+        return outcomes.map { $0! }
     }
 
     /// One student's distillation step. Throws ``ProxyError/diverged(student:step:what:)`` when it
@@ -231,34 +234,23 @@ public final class Distiller {
         klOnly.kl = 1; klOnly.lm = 0; klOnly.direction = .forward
         try corpus.forEachWindowBatch(batch: B, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) { lang, tokens, targets in
             let withKL = (corpus.stats["validation"]?[lang]?.tokens ?? 0) > T
+            let counted = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
             if withKL {
                 try teacher.forward(tokens: tokens, teacherActs)
                 logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: B * T, V: V, temperature: Float(loss.temperature))
-                counts += targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+                counts += counted
             }
             // Students in parallel (as in `step`); tallies are added afterwards in student order.
-            var kls = [Double](repeating: 0, count: chosen.count)
-            var failures = [Error?](repeating: nil, count: chosen.count)
-            kls.withUnsafeMutableBufferPointer { klOut in
-                failures.withUnsafeMutableBufferPointer { failOut in
-                    forEachStudent(chosen.count) { j, worker in
-                        let acts = students[chosen[j]].trainer.activations
-                        do {
-                            try students[chosen[j]].trainer.model.forward(tokens: tokens, acts)
-                            if withKL {
-                                klOut[j] = distillationLoss(acts.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
-                                                            N: B * T, V: V, loss: klOnly, gradient: false,
-                                                            scratch: scratch.pointer + worker * Parallel.threads * 2 * V).kl
-                            }
-                            _ = try students[chosen[j]].trainer.model.loss(acts, targets: targets, gradient: false)
-                        } catch { failOut[j] = error }
-                    }
-                }
-            }
-            if let failure = failures.compactMap({ $0 }).first { throw failure }
-            let counted = Double(targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) })
+            let kls = try forEachStudent(chosen.count) { j, scratch -> Double in
+                let model = students[chosen[j]].trainer.model, acts = students[chosen[j]].trainer.activations
+                try model.forward(tokens: tokens, acts)
+                let kl = withKL ? distillationLoss(acts.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
+                                                   N: B * T, V: V, loss: klOnly, gradient: false, scratch: scratch).kl : 0
+                _ = try model.loss(acts, targets: targets, gradient: false)
+                return kl
+            }.map { try $0.get() }
             for (j, i) in chosen.enumerated() {
-                if withKL { sums[i, default: 0] += kls[j] * counted }
+                if withKL { sums[i, default: 0] += kls[j] * Double(counted) }
                 tallies[i]!.add(lang, rowLosses: UnsafeBufferPointer(students[i].trainer.activations.rowLosses), targets: targets)
             }
         }

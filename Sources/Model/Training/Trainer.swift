@@ -12,7 +12,7 @@ public final class Trainer {
     public var totalSteps: Int
 
     /// How many workers ``step(tokens:targets:)`` splits the batch across (1: none; default
-    /// ``dataParallelByDefault(config:batch:)``). Fixed at the first step.
+    /// ``dataParallelByDefault(batch:)``). Fixed at the first step.
     public var dataParallelWorkers: Int
     /// Data-parallel workers after the first step: a model replica (worker 0: the model itself),
     /// activations for its rows of the batch, and those rows.
@@ -22,7 +22,7 @@ public final class Trainer {
     /// Data parallelism pays whenever the batch can be shared: each worker then runs its rows'
     /// forward and backward alone, with no synchronisation inside either pass, and the gradients
     /// are summed once.
-    public static func dataParallelByDefault(config: ModelConfig, batch: Int) -> Int {
+    public static func dataParallelByDefault(batch: Int) -> Int {
         Parallel.threads > 1 && batch >= Parallel.threads ? Parallel.threads : 1
     }
 
@@ -31,7 +31,7 @@ public final class Trainer {
         self.model = model
         self.batch = batch
         self.sequence = sequence
-        self.dataParallelWorkers = dataParallelWorkers ?? Trainer.dataParallelByDefault(config: model.config, batch: batch)
+        self.dataParallelWorkers = dataParallelWorkers ?? Trainer.dataParallelByDefault(batch: batch)
         optimizer = AdamW(layout: model.layout, settings: settings)
         self.schedule = schedule
         self.peakLearningRate = peakLearningRate
@@ -45,20 +45,23 @@ public final class Trainer {
     ///   gradient is NaN or infinite; the parameters are then left as they were.
     public func step(tokens: [Int32], targets: [Int32]) throws -> StepResult {
         let stepNumber = optimizer.step + 1
-        let loss: Double
-        let split = min(dataParallelWorkers, batch) > 1
-        if split {
-            loss = try dataParallelGradients(tokens: tokens, targets: targets)
-        } else {
-            model.zeroGradients()
-            try model.forward(tokens: tokens, activations)
-            loss = try model.loss(activations, targets: targets, gradient: true)
-        }
+        let loss = min(dataParallelWorkers, batch) > 1
+            ? try dataParallelGradients(tokens: tokens, targets: targets)
+            : try wholeBatchGradients(tokens: tokens, targets: targets)
         guard loss.isFinite else { throw ModelError.nonFinite(step: stepNumber, what: "training loss") }
-        if !split { model.backward(activations) }
         let lr = schedule.rate(step: stepNumber, total: totalSteps, peak: peakLearningRate)
         let norm = try optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr)
         return StepResult(loss: loss, gradientNorm: norm, learningRate: lr)
+    }
+
+    /// Forward, loss and (when the loss is finite) backward of the whole batch in one model.
+    /// Returns the mean loss.
+    private func wholeBatchGradients(tokens: [Int32], targets: [Int32]) throws -> Double {
+        model.zeroGradients()
+        try model.forward(tokens: tokens, activations)
+        let loss = try model.loss(activations, targets: targets, gradient: true)
+        if loss.isFinite { model.backward(activations) }
+        return loss
     }
 
     /// Each worker runs forward and loss on its rows of the batch (single-threaded); then, with
@@ -79,33 +82,27 @@ public final class Trainer {
             }
         }
         let W = workers.count, T = sequence
-        var losses = [Double](repeating: 0, count: W), counted = [Int](repeating: 0, count: W)
-        var errors = [Error?](repeating: nil, count: W)
-        // Forward and loss.
-        losses.withUnsafeMutableBufferPointer { lossOut in
-            counted.withUnsafeMutableBufferPointer { countOut in
-                errors.withUnsafeMutableBufferPointer { errorOut in
-                    Parallel.chunks(W, minimumPerChunk: 1) { _, range in
-                        for w in range {
-                            let (m, acts, rows) = workers[w]
-                            let slice = (rows.lowerBound * T)..<(rows.upperBound * T)
-                            let t = Array(targets[slice])
-                            do {
-                                m.masks = model.masks
-                                m.routerLossWeights = model.routerLossWeights
-                                try m.forward(tokens: Array(tokens[slice]), acts)
-                                lossOut[w] = try m.loss(acts, targets: t, gradient: true)
-                                countOut[w] = t.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
-                            } catch { errorOut[w] = error }
-                        }
+        // Forward and loss: each worker's mean loss and counted targets.
+        var outcomes = [Result<(loss: Double, counted: Int), Error>?](repeating: nil, count: W)
+        outcomes.withUnsafeMutableBufferPointer { out in
+            Parallel.chunks(W, minimumPerChunk: 1) { _, range in
+                for w in range {
+                    let (m, acts, rows) = workers[w]
+                    let slice = (rows.lowerBound * T)..<(rows.upperBound * T)
+                    let t = Array(targets[slice])
+                    out[w] = Result {
+                        m.masks = model.masks
+                        m.routerLossWeights = model.routerLossWeights
+                        try m.forward(tokens: Array(tokens[slice]), acts)
+                        return (try m.loss(acts, targets: t, gradient: true), t.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) })
                     }
                 }
             }
         }
-        if let error = errors.compactMap({ $0 }).first { throw error }
-        let total = counted.reduce(0, +)
+        let shares = try outcomes.map { try $0!.get() }
+        let counted = shares.map(\.counted), total = counted.reduce(0, +)
         guard total > 0 else { return .nan }
-        let loss = zip(losses, counted).reduce(0) { $0 + $1.0 * Double($1.1) } / Double(total)
+        let loss = shares.reduce(0) { $0 + $1.loss * Double($1.counted) } / Double(total)
         guard loss.isFinite else { return loss }
         // Backward.
         let all = workers.map(\.activations), V = model.config.vocabSize
