@@ -30,7 +30,7 @@ extension DecoderModel {
         if let masked = masks.neurons[l], !masked.isEmpty {
             // Neuron ids of a mixture are e·F + i.
             for row in 0..<rows {
-                let e = Int(r.chosen[Int(r.rowToken[row]) * r.k + Int(r.rowSlot[row])])
+                let e = r.expert(ofRow: row)
                 for id in masked where id / F == e { a.mlpAct[row * F + id % F] = 0 }
             }
         }
@@ -51,16 +51,13 @@ extension DecoderModel {
         gatherRows(xg, a.norm1, width: C, router: r)
         // Queries per row (N·k, GD), then into each token's slot j of qkv.
         expertsForward(slots, xg, m: GD, kk: C, weights: { P + ex.input($0) }, router: r)
-        for row in 0..<(r.N * r.k) {
-            let n = Int(r.rowToken[row]), j = Int(r.rowSlot[row])
-            (a.qkv + n * s.qkvWidth + j * GD).update(from: slots + row * GD, count: GD)
-        }
+        scatterToSlots(a.qkv, slots, width: GD, stride: s.qkvWidth, router: r)
         // Keys and values (N, 2GD) = norm1 · W_kvᵀ, after the H query heads of each row.
         gemm(transB: true, m: N, n: 2 * GD, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv + s.H * s.D, ldc: s.qkvWidth)
         acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
         attentionForward(a.attn, a.probs, a.qkv, s)
         maskHeads(l, a.attn, s, N: N)
-        gatherRows(slots, a.attn, width: GD, stride: s.outWidth, offset: { Int($0) * GD }, router: r)
+        gatherRows(slots, a.attn, width: GD, stride: s.outWidth, slotted: true, router: r)
         expertsForward(y, slots, m: C, kk: GD, weights: { P + ex.output($0) }, router: r)
         a.mid.update(from: acts.residual[l], count: N * C)
         combineExperts(a.mid, y, bias: ex.bias.map { UnsafePointer(P + $0) }, C: C, router: r)
@@ -79,15 +76,7 @@ extension DecoderModel {
         for e in 0..<first.E { balance += f[e] * P[e] }
         var z = 0.0
         for r in routers {
-            for n in 0..<r.N {
-                let l = r.logits + n * r.E
-                var mx = -Float.infinity
-                for e in 0..<r.E { mx = max(mx, l[e]) }
-                var s = 0.0
-                for e in 0..<r.E where l[e] > -.infinity { s += Double(expf(l[e] - mx)) }
-                let lse = Double(mx) + log(s)
-                z += lse * lse
-            }
+            for n in 0..<r.N { let lse = Double(r.logSumExp(n)); z += lse * lse }
         }
         return (Double(first.E) * balance, z / Double(rows))
     }
@@ -162,10 +151,7 @@ extension DecoderModel {
         let dSlots = acts.dQKV
         expertsBackward(dInput: dSlots, dWeights: { Gr + ex.output($0) }, dRows, a.attnSlots!, m: C, kk: GD,
                         weights: { P + ex.output($0) }, router: r)
-        for row in 0..<rows {
-            let n = Int(r.rowToken[row]), j = Int(r.rowSlot[row])
-            (acts.dAttn + n * s.outWidth + j * GD).update(from: dSlots + row * GD, count: GD)
-        }
+        scatterToSlots(acts.dAttn, dSlots, width: GD, stride: s.outWidth, router: r)
         attentionBackward(acts.dQKV, acts.dAttn, a.qkv, a.probs, acts.dScores, s)
         acts.rotary.apply(acts.dQKV, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: true)
         // kv_proj: dW_kv (2GD, C) += dKVᵀ · norm1; dNorm (N, C) = dKV (N, 2GD) · W_kv.
@@ -173,7 +159,7 @@ extension DecoderModel {
         gemm(transA: true, m: 2 * GD, n: C, k: N, a: dKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv, ldc: C)
         gemm(m: N, n: C, k: 2 * GD, a: dKV, lda: s.qkvWidth, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)
         // Query experts: gather each row's dQ, then dW_in,e and dx rows.
-        gatherRows(dRows, acts.dQKV, width: GD, stride: s.qkvWidth, offset: { Int($0) * GD }, router: r)
+        gatherRows(dRows, acts.dQKV, width: GD, stride: s.qkvWidth, slotted: true, router: r)
         expertsBackward(dInput: dRows2, dWeights: { Gr + ex.input($0) }, dRows, a.attnGathered!, m: GD, kk: C,
                         weights: { P + ex.input($0) }, router: r)
         scatterAddRows(acts.dNorm, dRows2, width: C, router: r)

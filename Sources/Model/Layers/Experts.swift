@@ -43,6 +43,16 @@ public final class RouterState {
     /// The expert of dispatch row `r`.
     public func expert(ofRow r: Int) -> Int { Int(chosen[Int(rowToken[r]) * k + Int(rowSlot[r])]) }
 
+    /// logsumexp of token n's router logits (masked experts, at −∞, contribute nothing).
+    public func logSumExp(_ n: Int) -> Float {
+        let z = logits + n * E
+        var mx = -Float.infinity
+        for e in 0..<E { mx = max(mx, z[e]) }
+        var s: Float = 0
+        for e in 0..<E where z[e] > -.infinity { s += expf(z[e] - mx) }
+        return mx + logf(s)
+    }
+
     /// Tokens routed to expert e in the last forward pass.
     public func load(_ e: Int) -> Int { expertStart[e + 1] - expertStart[e] }
 
@@ -134,12 +144,7 @@ public final class RouterState {
                 }
                 if zScale != 0 {
                     // d/dz (logsumexp z)² = 2 · lse · softmax(z).
-                    let z = logits + n * E
-                    var mx = -Float.infinity
-                    for e in 0..<E { mx = max(mx, z[e]) }
-                    var s: Float = 0
-                    for e in 0..<E where z[e] > -.infinity { s += expf(z[e] - mx) }
-                    let lse = mx + logf(s)
+                    let lse = logSumExp(n)
                     for e in 0..<E { dz[e] += zScale * 2 * lse * p[e] }
                 }
             }
@@ -147,13 +152,23 @@ public final class RouterState {
     }
 }
 
-/// Gathers rows of `x` (N, width) into dispatch order: `out[r] = x[rowToken[r]]`.
+/// Gathers rows of `x` (N rows of `stride`, default `width`) into dispatch order:
+/// `out[r] = x[rowToken[r]]`, or with `slotted` the token's width-wide slot for its choice j,
+/// `x[rowToken[r], j·width ..< (j+1)·width]` (JetMoE's per-choice query heads).
 func gatherRows(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, width: Int, stride: Int? = nil,
-                offset: (Int32) -> Int = { _ in 0 }, router r: RouterState) {
+                slotted: Bool = false, router r: RouterState) {
     let ld = stride ?? width
     for row in 0..<(r.N * r.k) {
-        let n = Int(r.rowToken[row])
-        (out + row * width).update(from: x + n * ld + offset(r.rowSlot[row]), count: width)
+        let slot = slotted ? Int(r.rowSlot[row]) * width : 0
+        (out + row * width).update(from: x + Int(r.rowToken[row]) * ld + slot, count: width)
+    }
+}
+
+/// The inverse of a slotted ``gatherRows(_:_:width:stride:slotted:router:)``: writes row r of
+/// `rows` (N·k, width) into its token's slot for its choice j of `x` (N rows of `stride`).
+func scatterToSlots(_ x: UnsafeMutablePointer<Float>, _ rows: UnsafePointer<Float>, width: Int, stride: Int, router r: RouterState) {
+    for row in 0..<(r.N * r.k) {
+        (x + Int(r.rowToken[row]) * stride + Int(r.rowSlot[row]) * width).update(from: rows + row * width, count: width)
     }
 }
 
