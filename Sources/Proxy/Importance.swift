@@ -156,9 +156,9 @@ public enum Importance {
         let (L, H, D, F, C) = (c.numHiddenLayers, c.numAttentionHeads, c.headDim, c.intermediateSize, c.hiddenSize)
         let E = c.numLocalExperts, mixture = c.family.isMixture
         var mlpExperts = ExpertScores.Accumulator(layers: L, experts: E), attentionExperts = ExpertScores.Accumulator(layers: L, experts: E)
-        // Mixture neurons (id e·F + i): summed |activation| and routed rows per expert.
+        // Mixture neurons (id e·F + i): summed |activation| (the routed rows per expert are
+        // `mlpExperts.count`).
         var expertNeuronSum = [[Double]](repeating: [Double](repeating: 0, count: mixture ? E * F : 0), count: L)
-        var expertRows = [[Double]](repeating: [Double](repeating: 0, count: E), count: L)
         let T = calibration.sequence, S = calibration.samples
         let B = min(batch, S)
         let acts = Activations(config: c, batch: B, sequence: T)
@@ -222,7 +222,6 @@ public enum Importance {
                         mlpExperts.add(layer: l, router: router, expertOutput: y, C: C, T: T, rows: rows, languages: languages)
                         for row in 0..<(router.N * router.k) where router.token(ofRow: row) < rows * T {
                             let e = router.expert(ofRow: row), act = a.mlpAct + row * F
-                            expertRows[l][e] += 1
                             for i in 0..<F { expertNeuronSum[l][e * F + i] += Double(abs(act[i])) }
                         }
                     }
@@ -241,7 +240,7 @@ public enum Importance {
         let heads = headSeq.map { reduceSamples($0, units: H) }
         // Mixture neurons: mean |activation| over the rows routed to their expert.
         let neurons = mixture
-            ? (0..<L).map { l in (0..<(E * F)).map { expertNeuronSum[l][$0] / max(expertRows[l][$0 / F], 1) } }
+            ? (0..<L).map { l in (0..<(E * F)).map { expertNeuronSum[l][$0] / max(mlpExperts.count[l][$0 / F], 1) } }
             : neuronSeq.map { reduceSamples($0, units: F) }
         var channels = [Double](repeating: 0, count: C)
         for norm in channelSeq { for (i, v) in reduceSamples(norm, units: C).enumerated() { channels[i] += v } }
