@@ -186,37 +186,39 @@ public enum Pruning {
         let student = DecoderModel(config: target)
         let D = teacher.config.headDim
         let channels = plan.channels
-        func copy(_ name: String, to newName: String? = nil, rows: [Int]?, cols: [Int]?) {
-            guard let src = teacher.layout.entry(name), let dst = student.layout.entry(newName ?? name) else {
+        /// The teacher's and student's tensors `name` and `newName` (both present by construction).
+        func tensors(_ name: String, _ newName: String) -> (ParameterEntry, UnsafeMutablePointer<Float>, ParameterEntry, UnsafeMutablePointer<Float>) {
+            guard let src = teacher.layout.entry(name), let dst = student.layout.entry(newName) else {
                 preconditionFailure("pruning: missing tensor \(name)")
             }
-            let sp = teacher.parameters.pointer + src.offset, dp = student.parameters.pointer + dst.offset
+            return (src, teacher.parameters.pointer + src.offset, dst, student.parameters.pointer + dst.offset)
+        }
+        /// d[i, j] = s[rows[i], cols[j]] for a matrix `s` of `srcCols` columns.
+        func copyMatrix(_ s: UnsafePointer<Float>, srcCols: Int, _ d: UnsafeMutablePointer<Float>, rows: [Int], cols: [Int]) {
+            for (i, row) in rows.enumerated() {
+                let sr = s + row * srcCols, dr = d + i * cols.count
+                for (j, c) in cols.enumerated() { dr[j] = sr[c] }
+            }
+        }
+        func copy(_ name: String, to newName: String? = nil, rows: [Int]?, cols: [Int]?) {
+            let (src, sp, dst, dp) = tensors(name, newName ?? name)
             if src.shape.count == 1 {
                 for (j, c) in (cols ?? Array(0..<src.shape[0])).enumerated() { dp[j] = sp[c] }
                 return
             }
-            let srcCols = src.shape[1]
-            let r = rows ?? Array(0..<src.shape[0]), cl = cols ?? Array(0..<srcCols)
+            let r = rows ?? Array(0..<src.shape[0]), cl = cols ?? Array(0..<src.shape[1])
             precondition(dst.shape == [r.count, cl.count], "pruning \(name): \(dst.shape) vs \([r.count, cl.count])")
-            for (i, row) in r.enumerated() {
-                let s = sp + row * srcCols, d = dp + i * cl.count
-                for (j, c) in cl.enumerated() { d[j] = s[c] }
-            }
+            copyMatrix(sp, srcCols: src.shape[1], dp, rows: r, cols: cl)
         }
-        /// Copies a stack (E, R, K) selecting experts, rows and columns.
+        /// Copies a stack (E, R, K) selecting experts, rows and columns, into the student's stack
+        /// from expert `first` on.
         func copyStack(_ name: String, to newName: String, experts: [Int], rows: [Int]?, cols: [Int]?, into first: Int = 0) {
-            guard let src = teacher.layout.entry(name), let dst = student.layout.entry(newName) else {
-                preconditionFailure("pruning: missing tensor \(name)")
-            }
+            let (src, sp, dst, dp) = tensors(name, newName)
             let (R, K) = (src.shape[1], src.shape[2])
             let r = rows ?? Array(0..<R), cl = cols ?? Array(0..<K)
             precondition(dst.shape[1...] == [r.count, cl.count] && first + experts.count <= dst.shape[0], "pruning \(name): \(dst.shape)")
-            let sp = teacher.parameters.pointer + src.offset, dp = student.parameters.pointer + dst.offset
             for (ne, e) in experts.enumerated() {
-                for (i, row) in r.enumerated() {
-                    let s = sp + (e * R + row) * K, d = dp + ((first + ne) * r.count + i) * cl.count
-                    for (j, c) in cl.enumerated() { d[j] = s[c] }
-                }
+                copyMatrix(sp + e * R * K, srcCols: K, dp + (first + ne) * r.count * cl.count, rows: r, cols: cl)
             }
         }
         func expand(_ units: [Int]) -> [Int] { units.flatMap { u in (0..<D).map { u * D + $0 } } }
