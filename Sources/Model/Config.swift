@@ -111,6 +111,12 @@ public struct ModelConfig: Sendable, Equatable {
         self.outputRouterLogits = outputRouterLogits
     }
 
+    /// JetMoE's query heads follow from its key/value heads and top-k (G × k): sets them after
+    /// either changed. Other families are left as they are.
+    public mutating func deriveQueryHeads() {
+        if family == .jetmoe { numAttentionHeads = numKeyValueHeads * numExpertsPerTok }
+    }
+
     /// The JetMoE key/value width G·D, also the width of one attention expert's queries.
     public var attentionExpertWidth: Int { numKeyValueHeads * headDim }
 

@@ -68,7 +68,7 @@ public enum Pruning {
             }
         }
         // JetMoE's query heads follow from its key/value heads and top-k.
-        if teacher.family == .jetmoe, target["num_attention_heads"] == nil { c.numAttentionHeads = c.numKeyValueHeads * c.numExpertsPerTok }
+        if target["num_attention_heads"] == nil { c.deriveQueryHeads() }
         return c
     }
 

@@ -45,7 +45,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numLocalExperts: c.numLocalExperts = v
         case .numExpertsPerTok: c.numExpertsPerTok = v
         }
-        if c.family == .jetmoe { c.numAttentionHeads = c.numKeyValueHeads * c.numExpertsPerTok }
+        c.deriveQueryHeads()
     }
 }
 
