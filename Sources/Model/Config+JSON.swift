@@ -191,11 +191,11 @@ private struct ConfigReader {
         // JetMoE names the head width kv_channels and derives its query heads from the top-k.
         var headDim = try int("head_dim")
         var heads = try int("num_attention_heads")
+        let kvHeads = try int("num_key_value_heads") ?? (family == .jetmoe ? 16 : nil)   // JetMoE's default
         if family == .jetmoe {
             used.insert("kv_channels")
             headDim = try int("kv_channels") ?? headDim ?? 128
-            let g = try int("num_key_value_heads") ?? 16
-            if heads == nil { heads = g * perToken }
+            if heads == nil { heads = kvHeads! * perToken }
         }
         guard let heads else { throw fail("num_attention_heads", "missing") }
         for key in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -214,7 +214,7 @@ private struct ConfigReader {
             intermediateSize: try requiredInt("intermediate_size"),
             numHiddenLayers: try requiredInt("num_hidden_layers"),
             numAttentionHeads: heads,
-            numKeyValueHeads: try int("num_key_value_heads") ?? (family == .jetmoe ? 16 : nil),
+            numKeyValueHeads: kvHeads,
             headDim: headDim,
             normEps: try double(epsKey),
             ropeTheta: ropeTheta,
