@@ -188,15 +188,17 @@ extension StudyStore {
             guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM study WHERE name = ?", arguments: [name]) else {
                 throw SearchError.store("no study '\(name)'")
             }
-            let count = { (state: String?) in
-                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ?"
-                                 + (state == nil ? "" : " AND trial.state = '\(state!)'"), arguments: [id]) ?? 0
+            let count = { (state: String) in
+                try Int.fetchOne(db, sql: """
+                    SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId
+                    WHERE candidate.studyId = ? AND (? = '' OR trial.state = ?)
+                    """, arguments: [id, state, state]) ?? 0
             }
             let running = try count("running")
             if running > 0 && !evenIfRunning {
                 throw SearchError.store("study '\(name)' has \(running) running trial(s); stop its workers first (or force)")
             }
-            let trials = try count(nil)
+            let trials = try count("")
             try db.execute(sql: "DELETE FROM study WHERE id = ?", arguments: [id])
             return trials
         }
