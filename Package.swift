@@ -19,9 +19,11 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CPlatform", dependencies: ["COpenBLAS"]),
+        .target(name: "CTestSupport", dependencies: ["CPlatform"]),
         .target(
             name: "Model",
-            dependencies: ["COpenBLAS", "CKernels"],
+            dependencies: ["COpenBLAS", "CKernels", "CPlatform"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"])]
         ),
         .target(name: "Proxy", dependencies: ["Model"]),
@@ -33,9 +35,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "CKernels"], exclude: ["Fixtures"]),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model"]),
-        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "CKernels", "CPlatform", "CTestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model", "CTestSupport"]),
+        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", "CTestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v5]
 )

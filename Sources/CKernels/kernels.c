@@ -107,6 +107,8 @@ static inline int avx2(void) { return 0; }
 
 int tp_kernels_vectorised(void) { return avx2(); }
 
+const char *tp_kernels_path(void) { return avx2() ? "avx2" : "scalar"; }
+
 float tp_exp_shifted(float *x, long n, float shift) {
 #if defined(__x86_64__)
     if (avx2()) return exp_shifted_avx2(x, n, shift);

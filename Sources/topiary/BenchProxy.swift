@@ -52,11 +52,13 @@ struct BenchProxy: ParsableCommand {
         let proxy = try time { _ = try distiller.step(tokens: tokens, targets: targets) }
         let ratio = proxy / Double(students) / plain
         if json {
-            printJSON(["plain_step_seconds": JSON(plain), "plain_step_split_products_seconds": JSON(plainSplit),
-                       "plain_step_data_parallel_seconds": JSON(plainBatch), "proxy_step_seconds": JSON(proxy),
-                       "proxy_step_students_one_by_one_seconds": JSON(sequential), "students": JSON(students),
-                       "per_student_ratio": JSON(ratio)])
+            printJSON(.object(RuntimePlatform.current.json.merging([
+                "plain_step_seconds": JSON(plain), "plain_step_split_products_seconds": JSON(plainSplit),
+                "plain_step_data_parallel_seconds": JSON(plainBatch), "proxy_step_seconds": JSON(proxy),
+                "proxy_step_students_one_by_one_seconds": JSON(sequential), "students": JSON(students),
+                "per_student_ratio": JSON(ratio)]) { $1 }))
         } else {
+            print(RuntimePlatform.current.summary)
             print(String(format: "plain LM step %.1f ms (work split inside products %.1f ms, batch split over workers %.1f ms)",
                          plain * 1000, plainSplit * 1000, plainBatch * 1000))
             print(String(format: "proxy step with %d students %.1f ms = %.1f ms per student (students one by one: %.1f ms); per-student ratio to the plain step %.3f",

@@ -43,11 +43,13 @@ struct BenchTrain: ParsableCommand {
         let memory = c.trainingMemory(batch: batch, sequence: seq, dataParallelWorkers: workers)
         let peak = peakResidentBytes()
         if json {
-            printJSON(["tokens_per_second": JSON(tokensPerSecond), "gflops": JSON(gflops), "peak_rss_bytes": JSON(peak),
-                       "predicted_bytes": JSON(memory.state + memory.activations),
-                       "baseline_rss_bytes": JSON(baseline), "seconds_per_step": JSON(seconds / Double(steps)),
-                       "threads": JSON(Parallel.threads), "data_parallel_workers": JSON(workers), "final_loss": JSON(loss)])
+            printJSON(.object(RuntimePlatform.current.json.merging([
+                "tokens_per_second": JSON(tokensPerSecond), "gflops": JSON(gflops), "peak_rss_bytes": JSON(peak),
+                "predicted_bytes": JSON(memory.state + memory.activations),
+                "baseline_rss_bytes": JSON(baseline), "seconds_per_step": JSON(seconds / Double(steps)),
+                "threads": JSON(Parallel.threads), "data_parallel_workers": JSON(workers), "final_loss": JSON(loss)]) { $1 }))
         } else {
+            print(RuntimePlatform.current.summary)
             print(String(format: "%.0f tokens/s, %.1f GFLOP/s, %.1f ms/step, peak RSS %@ = %@ runtime before the model + %@ (predicted %@), %d threads, %d data-parallel workers, loss %.4f",
                          tokensPerSecond, gflops, seconds * 1000 / Double(steps), formatBytes(peak), formatBytes(baseline),
                          formatBytes(peak - baseline), formatBytes(memory.state + memory.activations), Parallel.threads, workers, loss))

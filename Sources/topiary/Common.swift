@@ -54,3 +54,6 @@ func formatBytes(_ n: Int) -> String {
 }
 
 func printJSON(_ value: JSON) { print(String(decoding: value.data(), as: UTF8.self)) }
+
+/// A warning on standard error, so that JSON and tables on standard output stay clean.
+func printWarning(_ text: String) { FileHandle.standardError.write(Data("warning: \(text)\n".utf8)) }

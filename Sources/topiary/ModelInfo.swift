@@ -29,6 +29,7 @@ struct ModelInfo: ParsableCommand {
                 "forward_flops_per_token": JSON(flops), "sequence_length": JSON(seq), "batch_size": JSON(batch),
                 "training_memory_bytes": ["parameters_gradients_adam": JSON(memory.state), "activations": JSON(memory.activations),
                                           "total": JSON(memory.state + memory.activations)],
+                "platform": .object(RuntimePlatform.current.json),
             ])
             return
         }
@@ -50,6 +51,8 @@ struct ModelInfo: ParsableCommand {
         parameters        \(c.parameterCount) (\(formatCount(c.parameterCount))), non-embedding \(c.nonEmbeddingParameterCount) (\(formatCount(c.nonEmbeddingParameterCount)))\(active)
         FLOPs/token       \(flops) forward at sequence \(seq) (training ≈ 3×)
         training memory   \(formatBytes(memory.state + memory.activations)) at batch \(batch) × sequence \(seq): \(formatBytes(memory.state)) parameters+gradients+AdamW, \(formatBytes(memory.activations)) activations
+        runs on           \(RuntimePlatform.current.summary)
         """)
+        RuntimePlatform.current.warnings.forEach { printWarning($0) }
     }
 }

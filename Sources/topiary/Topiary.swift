@@ -6,10 +6,18 @@ struct Topiary: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "topiary",
         abstract: "Neural architecture search that prunes and distils a large language model into small ones.",
+        version: "topiary \(topiaryVersion)\n\(RuntimePlatform.current.summary)",
         subcommands: [ModelCommand.self, DataCommand.self, TokenizerCommand.self, TeacherCommand.self,
                       ImportanceCommand.self, PruneCommand.self, DistillCommand.self, RankingCommand.self, SpecCommand.self,
-                      SearchCommand.self, WorkerCommand.self, ResultsCommand.self, ExportCommand.self, BatchCommand.self, BenchCommand.self])
+                      SearchCommand.self, WorkerCommand.self, ResultsCommand.self, ExportCommand.self, BatchCommand.self,
+                      BenchCommand.self, DoctorCommand.self])
 
-    /// Runs once before any subcommand: thread count from `TOPIARY_THREADS`.
-    static func prepare() { Parallel.configureFromEnvironment() }
+    /// Chooses the OpenBLAS core before anything else runs (it may start this process once more
+    /// with `OPENBLAS_CORETYPE` set; see `RuntimePlatform`), then parses and runs the command.
+    static func main() {
+        RuntimePlatform.selectBLASCore(argv: CommandLine.unsafeArgv)
+        Self.main(nil)
+    }
 }
+
+let topiaryVersion = "0.9.0"

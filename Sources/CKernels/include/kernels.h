@@ -21,4 +21,7 @@ void tp_swiglu_backward(float *dpre, const float *dact, const float *pre, long r
 /// 1 when the AVX2 path is in use (for benchmarks and tests).
 int tp_kernels_vectorised(void);
 
+/// The path in use: "avx512", "avx2" or "scalar".
+const char *tp_kernels_path(void);
+
 #endif
