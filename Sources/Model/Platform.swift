@@ -30,8 +30,8 @@ public struct RuntimePlatform: Sendable {
     /// The core OpenBLAS runs ("SkylakeX", "Haswell", …) and how it came to run it.
     public let blasCore: String
     public let coreChoice: String
-    /// "avx512", "avx2" or "scalar": the path the element-wise C kernels take.
-    public let kernels: String
+    /// "avx512", "avx2" or "scalar": the path the element-wise C kernels take now.
+    public var kernels: String { String(cString: tp_kernels_path()) }
     /// Problems worth a user's attention (a generic BLAS core that could not be fixed).
     public let warnings: [String]
     /// Facts short of a problem (a user-set core below the CPU's best).
@@ -71,7 +71,6 @@ public struct RuntimePlatform: Sendable {
         blasVersion = words.count > 1 ? String(words[1]) : "unknown"
         blasPath = String(cString: tp_blas_library_path())
         blasCore = String(cString: tp_blas_core())
-        kernels = String(cString: tp_kernels_path())
 
         let env = ProcessInfo.processInfo.environment
         let chosen = env["TOPIARY_BLAS_CHOSEN"].map { $0.split(separator: ":").map(String.init) } ?? []

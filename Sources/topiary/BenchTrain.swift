@@ -13,15 +13,20 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Timed steps (after one untimed warm-up step).") var steps = 10
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Data-parallel workers to split the batch across (1: one model, work split inside each product; default: all threads when the batch has at least that many rows).") var dataParallel: Int?
-    @Flag(help: "Print {\"tokens_per_second\", \"gflops\", \"peak_rss_bytes\", …} as JSON.") var json = false
+    @Option(help: "Element-wise kernel path: avx512, avx2 or scalar (default: the best this CPU has).") var kernels: String?
+    @Flag(help: "Print {\"tokens_per_second\", \"gflops\", \"peak_rss_bytes\", \"cpu\", \"blas_core\", …} as JSON.") var json = false
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
         if batch < 1 || seq < 2 || steps < 1 { throw ValidationError("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required") }
+        if let kernels, !elementwiseKernelPaths.contains(kernels) {
+            throw ValidationError("--kernels: '\(kernels)' is not one of \(elementwiseKernelPaths.joined(separator: ", "))")
+        }
     }
 
     func run() throws {
         engine.apply()
+        if let kernels { useElementwiseKernels(kernels) }
         let c = try ModelConfig.load(fileURL(config))
         let baseline = residentBytes()
         let model = DecoderModel(config: c)

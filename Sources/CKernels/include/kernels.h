@@ -2,8 +2,9 @@
 #define TOPIARY_KERNELS_H
 
 /// Element-wise kernels that Swift cannot vectorise well: exp, SwiGLU and its backward pass.
-/// Each has an AVX2+FMA path, chosen once at run time when the CPU has those instructions, and a
-/// portable scalar path (libm's expf) otherwise. The AVX2 exp is Cephes' polynomial (about 2 ulp).
+/// Each has an AVX-512F path and an AVX2+FMA path, the best the CPU has chosen once at run time,
+/// and a portable scalar path (libm's expf) otherwise. The vector exp is Cephes' polynomial
+/// (about 2 ulp), the same in both widths.
 
 /// x[i] = exp(x[i] - shift) for i < n; returns the sum of the new values.
 float tp_exp_shifted(float *x, long n, float shift);
@@ -18,10 +19,24 @@ void tp_swiglu_forward(float *act, const float *pre, long rows, long F);
 /// dgate = dact * up * s * (1 + gate * (1 - s)), dup = dact * gate * s; dpre is (rows, 2F).
 void tp_swiglu_backward(float *dpre, const float *dact, const float *pre, long rows, long F);
 
-/// 1 when the AVX2 path is in use (for benchmarks and tests).
+/// 1 when a vector path (AVX2 or AVX-512) is in use (for benchmarks and tests).
 int tp_kernels_vectorised(void);
 
 /// The path in use: "avx512", "avx2" or "scalar".
 const char *tp_kernels_path(void);
+
+/// Uses path `level` (0 scalar, 1 AVX2, 2 AVX-512) or the best below it that the CPU has; a
+/// negative level restores the best. Returns the level in use. For tests and benchmarks.
+int tp_kernels_set_level(int level);
+
+/// The best level this CPU has (2, 1 or 0).
+int tp_kernels_best_level(void);
+
+/// The kernels above on a given path (0 scalar, 1 AVX2, 2 AVX-512; the caller checks the CPU has
+/// it), for tests that compare every path with the reference.
+float tp_exp_shifted_on(int path, float *x, long n, float shift);
+float tp_sum_exp_shifted_on(int path, const float *x, long n, float shift);
+void tp_swiglu_forward_on(int path, float *act, const float *pre, long rows, long F);
+void tp_swiglu_backward_on(int path, float *dpre, const float *dact, const float *pre, long rows, long F);
 
 #endif

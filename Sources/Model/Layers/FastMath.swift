@@ -18,8 +18,21 @@ func sumExpShifted(_ x: UnsafePointer<Float>, count: Int, shift: Float) -> Float
     tp_sum_exp_shifted(x, count, shift)
 }
 
-/// Whether the element-wise kernels use their AVX2 path on this CPU.
+/// Whether the element-wise kernels use a vector path (AVX2 or AVX-512) on this CPU.
 public var vectorisedKernels: Bool { tp_kernels_vectorised() != 0 }
+
+/// The element-wise kernels' paths, best first; ``useElementwiseKernels(_:)`` picks one (for
+/// benchmarks and tests; the default is the best the CPU has).
+public let elementwiseKernelPaths = ["avx512", "avx2", "scalar"]
+
+/// Runs the element-wise kernels on `path` ("avx512", "avx2", "scalar"), or on the best path
+/// below it that this CPU has; returns the path in use.
+@discardableResult
+public func useElementwiseKernels(_ path: String) -> String {
+    let level = ["scalar": 0, "avx2": 1, "avx512": 2][path] ?? -1
+    tp_kernels_set_level(Int32(level))
+    return String(cString: tp_kernels_path())
+}
 
 /// The maximum of `count` floats (count ≥ 1).
 @inline(__always)
