@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import Proxy
 import Search
 
 struct StoreOptions: ParsableArguments {
@@ -53,7 +54,7 @@ struct SearchRun: ParsableCommand {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
             p.arguments = ["worker", "--db", store.path, "--spec", spec, "--results", options.results, "--importance-cache", options.importanceCache,
-                           "--name", "worker-\(getpid())-\(i)", "--students-per-claim", String(options.studentsPerClaim),
+                           "--study", s.study, "--name", "worker-\(getpid())-\(i)", "--students-per-claim", String(options.studentsPerClaim),
                            "--stale-after", String(options.staleAfter), "--threads", "1"]
             try p.run()
             children.append(p)
@@ -71,22 +72,41 @@ struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker", abstract: "Claim and run waiting trials of a study from a store until none is left.")
 
-    @Option(help: "Search spec of the study.") var spec: String
+    @Option(help: "The study to work on; its spec is read from the store.") var study: String?
+    @Option(help: "Search spec of the study (optional: checked against the one the study was started with).") var spec: String?
     @Option(help: "Worker name (default: host-pid).") var name: String?
     @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
 
+    func validate() throws {
+        if study == nil && spec == nil { throw ValidationError("name the study: --study NAME (its spec is read from the store), or --spec FILE") }
+    }
+
     func run() throws {
         engine.apply()
-        let s = try loadSpec(spec)
         let st = try store.open()
-        guard let study = try st.study(named: s.study) else { throw SearchError.store("no study '\(s.study)' in \(store.path); start it with `topiary search run`") }
+        let given = try spec.map(loadSpec)
+        let studyName = study ?? given!.study
+        if let given, given.study != studyName {
+            throw SearchError.spec(file: given.file, path: "study", reason: "'\(given.study)' is not the study --study names ('\(studyName)')")
+        }
+        guard let row = try st.study(named: studyName) else { throw SearchError.store("no study '\(studyName)' in \(store.path); start it with `topiary search run`") }
+        // A worker runs the study's own spec: a spec file that differs (a learning rate, a space)
+        // would score the remaining trials under other rules than the ones already recorded.
+        if let given, given.json != row.spec {
+            throw SearchError.store("\(given.file) differs from the spec study '\(studyName)' was started with (stored in \(store.path)); "
+                + "a worker runs the study's own spec: drop --spec, or start a new study under another name")
+        }
+        let s = try given ?? parseSpec(row.spec, file: "\(store.path): study '\(studyName)'")
         let runner = try options.runner(s, st)
+        guard Fingerprint.of(runner.teacher) == row.teacherFingerprint else {
+            throw SearchError.store("the teacher at \(s.teacher) is not the one study '\(studyName)' was started with (fingerprint differs)")
+        }
         let worker = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
         while true {
-            let ran = try runner.work(study: study.id, worker: worker)
-            if try runner.advance(study: study.id) { break }
+            let ran = try runner.work(study: row.id, worker: worker)
+            if try runner.advance(study: row.id) { break }
             if ran == 0 { Thread.sleep(forTimeInterval: 2) }
         }
     }

@@ -13,7 +13,12 @@ func loadSpec(_ path: String) throws -> SearchSpec {
     let data: Data
     do { data = try Data(contentsOf: fileURL(path)) } catch { throw SearchError.spec(file: path, path: "(file)", reason: "cannot read: \(error.localizedDescription)") }
     guard let json = JSON.parse(data) else { throw SearchError.spec(file: path, path: "(root)", reason: "malformed JSON") }
-    return try SearchSpec(json: json, file: path) { teacher in
+    return try parseSpec(json, file: path)
+}
+
+/// Validates a spec's JSON (from a file or from the store), reading the teacher's config.json.
+func parseSpec(_ json: JSON, file: String) throws -> SearchSpec {
+    try SearchSpec(json: json, file: file) { teacher in
         let url = directoryURL(teacher).appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: url.path) else { throw ModelError.io(path: teacher, reason: "no teacher checkpoint here (config.json missing)") }
         return try ModelConfig.load(url)
