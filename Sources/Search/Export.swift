@@ -7,9 +7,17 @@ public enum Exporter {
     /// Per winner, `out/<rank>-<hash>/`: the pruned initialisation (`config.json`,
     /// `model.safetensors`), the proxy-trained weights (`proxy/`), and `distill.json` (teacher, data,
     /// losses, temperature, schedule, token budget, the scores it won with, and the NeMo / ModelOpt
-    /// pruning keys). Each folder is written under a temporary name and renamed.
-    public static func export(store: StudyStore, study name: String, top k: Int, out: URL, importanceCache: URL,
-                              log: (String) -> Void = { print($0) }) throws -> [URL] {
+    /// pruning keys).
+    ///
+    /// `out` may hold other files: only `<rank>-<hash>` folders are Topiary's. Every folder is
+    /// written under a temporary name first; then the previous export's folders (stale ranks
+    /// included) are removed and the new ones renamed in, so one rank never has two folders. A
+    /// `<rank>-<hash>` folder holding files Topiary does not write is refused unless `force`.
+    /// Temporaries left by a killed export are removed. An unfinished study exports its ranking
+    /// so far, with a warning, and `distill.json` records the study's state.
+    public static func export(store: StudyStore, study name: String, top k: Int, out: URL, importanceCache: URL, force: Bool = false,
+                              log: (String) -> Void = { print($0) }, warn: (String) -> Void = { print("warning: \($0)") }) throws -> [URL] {
+        guard k >= 1 else { throw SearchError.store("--top must be at least 1 (got \(k))") }
         guard let study = try store.study(named: name) else { throw SearchError.store("no study '\(name)'") }
         let spec = try SearchSpec(json: study.spec, file: "store:\(name)") { try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json")) }
         let teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
@@ -20,8 +28,17 @@ public enum Exporter {
         let scores = try store.importance(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
         let winners = try store.top(study: study.id, limit: k)
         guard !winners.isEmpty else { throw SearchError.store("study '\(name)' has no completed trial to export") }
+        try OutputDirectory.check(out, option: "--out", inputs: [("teacher", URL(fileURLWithPath: spec.teacher, isDirectory: true)),
+                                                               ("data", URL(fileURLWithPath: spec.data, isDirectory: true))], force: true)
+        let summary = try store.summary(study)
+        if study.state != "complete" {
+            warn("study '\(name)' is not finished (\(summary.waiting) trials waiting, \(summary.running) running): exporting its ranking so far; distill.json records study_state \"\(study.state)\"")
+        }
         let fm = FileManager.default
-        var written: [URL] = []
+        try fm.createDirectory(at: out, withIntermediateDirectories: true)
+        let previous = try previousExport(in: out, force: force)
+        var staged: [(tmp: URL, dir: URL)] = []
+        defer { for s in staged { try? fm.removeItem(at: s.tmp) } }
         for w in winners {
             let o = w.trial.architecture.object ?? [:]
             let target = try Pruning.targetConfig(teacher: teacher.config, target: o)
@@ -29,6 +46,7 @@ public enum Exporter {
             let dir = out.appendingPathComponent("\(w.rank)-\(w.trial.hash)")
             let tmp = out.appendingPathComponent(".\(w.rank)-\(w.trial.hash).tmp-\(getpid())")
             try? fm.removeItem(at: tmp)
+            staged.append((tmp, dir))
             try Checkpoint.save(pruned, to: tmp)
             if let ck = w.trial.checkpoint {
                 let proxy = tmp.appendingPathComponent("proxy")
@@ -64,13 +82,54 @@ public enum Exporter {
                 "proxy_steps": JSON(w.trial.fidelity),
                 "objective": .string(spec.objective.rawValue), "score": w.trial.score.map { JSON($0) } ?? .null,
                 "nemo_modelopt": .object(nemo),
+                "study_state": .string(study.state),
+                "study_trials": ["complete": JSON(summary.complete), "pruned": JSON(summary.pruned), "failed": JSON(summary.failed),
+                                 "waiting": JSON(summary.waiting), "running": JSON(summary.running)],
             ]
             try AtomicFile.write(distill.data(), to: tmp.appendingPathComponent("distill.json"))
-            try? fm.removeItem(at: dir)
-            try fm.moveItem(at: tmp, to: dir)
-            log("wrote \(dir.path)")
-            written.append(dir)
         }
+        // Everything is written: swap the previous export's folders for the new ones.
+        for old in previous { try fm.removeItem(at: old) }
+        var written: [URL] = []
+        for s in staged {
+            if rename(s.tmp.path, s.dir.path) != 0 {
+                throw SearchError.store("\(s.dir.path): cannot rename the export into place: \(String(cString: strerror(errno)))")
+            }
+            log("wrote \(s.dir.path)")
+            written.append(s.dir)
+        }
+        staged = []
         return written
+    }
+
+    /// What a file in a `<rank>-<hash>` folder may be called for Topiary to have written it.
+    static func isExportFile(_ relative: String) -> Bool {
+        let name = (relative as NSString).lastPathComponent
+        let folder = (relative as NSString).deletingLastPathComponent
+        guard folder.isEmpty || folder == "proxy" else { return false }
+        if name == "proxy" && folder.isEmpty { return true }
+        return ["config.json", "model.safetensors", "model.safetensors.index.json", "distill.json"].contains(name)
+            || (name.hasPrefix("model-") && name.hasSuffix(".safetensors"))
+    }
+
+    /// The `<rank>-<hash>` folders of an earlier export in `out`, after removing temporaries a
+    /// killed export left. Throws when one holds files Topiary does not write, unless `force`.
+    static func previousExport(in out: URL, force: Bool) throws -> [URL] {
+        let fm = FileManager.default
+        let entries = (try? fm.contentsOfDirectory(atPath: out.path)) ?? []
+        OutputDirectory.removeAbandonedTemporaries(in: out, prefix: ".")
+        var folders: [URL] = []
+        for name in entries.sorted() {
+            let parts = name.split(separator: "-", maxSplits: 1)
+            guard parts.count == 2, Int(parts[0]) != nil, parts[1].count == 12, parts[1].allSatisfy(\.isHexDigit) else { continue }
+            let folder = out.appendingPathComponent(name)
+            let foreign = (fm.enumerator(atPath: folder.path)?.allObjects as? [String] ?? []).filter { !isExportFile($0) }
+            if !foreign.isEmpty && !force {
+                throw SearchError.store("\(folder.path) holds files an export does not write (\(foreign.prefix(3).joined(separator: ", "))\(foreign.count > 3 ? ", …" : "")); "
+                    + "move them, export to another --out, or pass --force to replace the folder")
+            }
+            folders.append(folder)
+        }
+        return folders
     }
 }

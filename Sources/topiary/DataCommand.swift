@@ -41,6 +41,10 @@ struct DataPrepare: ParsableCommand {
     }
 
     func run() throws {
+        // The output is never an input (nor inside one, nor holding one): --force would delete it.
+        var named = inputs.map { ("input", fileURL(String($0.split(separator: "=", maxSplits: 1)[0]))) }
+        if tokenizer != "byte" { named.append(("--tokenizer", fileURL(tokenizer))) }
+        try OutputDirectory.check(directoryURL(out), inputs: named, force: force)
         let tok = try loadTokenizer(tokenizer)
         var skipped = SkipReport()
         var files: [(URL, String, CorpusFormat)] = []

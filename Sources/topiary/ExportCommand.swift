@@ -12,14 +12,19 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "How many winners.") var top = 3
     @Option(help: "Output directory (default: results/<study>/export).") var out: String?
     @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+    @Flag(help: "Replace <rank>-<hash> folders in --out even when they hold files an export does not write.") var force = false
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
+
+    func validate() throws {
+        guard top >= 1 else { throw ValidationError("--top must be at least 1 (got \(top))") }
+    }
 
     func run() throws {
         engine.apply()
         let st = try store.open()
         _ = try Exporter.export(store: st, study: study, top: top, out: directoryURL(out ?? "results/\(study)/export"),
-                                importanceCache: directoryURL(importanceCache))
+                                importanceCache: directoryURL(importanceCache), force: force, warn: printWarning)
     }
 }
 

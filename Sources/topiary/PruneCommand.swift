@@ -11,7 +11,8 @@ struct PruneCommand: ParsableCommand {
 
     @Option(help: "Teacher checkpoint directory.") var teacher: String
     @Option(help: "Target shape (JSON).") var to: String
-    @Option(help: "Output checkpoint directory.") var out: String
+    @Option(help: "Output checkpoint directory (new, or replaced with --force; never an input).") var out: String
+    @Flag(help: "Replace --out when it exists and is not empty.") var force = false
     @Option(help: "Prepared corpus for importance scores.") var data: String
     @Option(help: "Layer metric: block_importance or loss_rise.") var layerMetric = "block_importance"
     @Flag(help: "Remove the least important contiguous block of layers.") var contiguous = false
@@ -26,6 +27,8 @@ struct PruneCommand: ParsableCommand {
 
     func run() throws {
         engine.apply()
+        try OutputDirectory.check(directoryURL(out), inputs: [("--teacher", directoryURL(teacher)), ("--data", directoryURL(data)), ("--to", fileURL(to))],
+                                  force: force)
         let model = try Checkpoint.load(directoryURL(teacher))
         guard let data0 = try? Data(contentsOf: fileURL(to)), let json = JSON.parse(data0)?.object else {
             throw ModelError.invalidInput("\(to): not a JSON object")
@@ -40,7 +43,6 @@ struct PruneCommand: ParsableCommand {
         options.expertMetric = ExpertMetric(rawValue: expertMetric)!
         let plan = try Pruning.plan(teacher: model.config, target: target, scores: scores, options: options)
         let student = Pruning.apply(plan, teacher: model, target: target)
-        try Checkpoint.save(student, to: directoryURL(out))
         let planJSON: JSON = ["layers": .array(plan.layers.map { JSON($0) }), "key_value_groups": .array(plan.groups[0].map { JSON($0) }),
                               "heads": .array(plan.heads.map { .array($0.map { JSON($0) }) }),
                               "teacher": .string(teacher), "teacher_fingerprint": .string(scores.teacherFingerprint),
@@ -48,7 +50,10 @@ struct PruneCommand: ParsableCommand {
                               "experts": .array(plan.experts.map { .array($0.map { JSON($0) }) }),
                               "attention_experts": .array(plan.attentionExperts.map { .array($0.map { JSON($0) }) }),
                               "expert_metric": .string(expertMetric)]
-        try AtomicFile.write(planJSON.data(), to: directoryURL(out).appendingPathComponent("prune_plan.json"))
+        try OutputDirectory.replace(directoryURL(out)) { folder in
+            try Checkpoint.save(student, to: folder)
+            try AtomicFile.write(planJSON.data(), to: folder.appendingPathComponent("prune_plan.json"))
+        }
         print("wrote \(out): \(target.parameterCount) parameters (teacher \(model.config.parameterCount)); kept layers \(plan.layers)")
     }
 }
