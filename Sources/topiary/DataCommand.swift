@@ -80,6 +80,7 @@ struct DataPrepare: ParsableCommand {
         if !skipped.offensiveFiles.isEmpty { print("left out \(skipped.offensiveFiles.count) offensive files") }
         if !skipped.replacedByUTF8Twin.isEmpty { print("used the UTF-8 twin (.u8) instead of \(skipped.replacedByUTF8Twin.count) legacy-encoded files") }
         if skipped.emptyDocuments > 0 { print("skipped \(skipped.emptyDocuments) empty documents") }
+        print("document separator: \(tok.endOfTextDescription)")
         _ = try ShardWriter.write(documents: documents, tokenizer: tok, to: directoryURL(out),
                                   validationFraction: validationFraction, seed: seed, overwrite: force, skipped: skipped)
         print("wrote \(out)")

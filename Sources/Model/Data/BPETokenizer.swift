@@ -12,6 +12,11 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
     public let identifier: String
     public let vocabularySize: Int
     public let endOfText: Int
+    /// Which token separates documents and why, for `data prepare` to say.
+    public let endOfTextDescription: String
+    /// The largest token id a tokenizer may use (16,777,215): far above any real vocabulary,
+    /// and within u32 shards and the model's Int32 ids.
+    public static let maxTokenID = (1 << 24) - 1
     let vocab: [String: Int]
     let idToToken: [Int: String]
     let ranks: [String: Int]
@@ -90,12 +95,19 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         addPrefixSpace = prefix
 
         guard let vocabJSON = model["vocab"]?.object else { throw fail("model.vocab", "missing") }
-        var vocab: [String: Int] = [:]
-        for (token, id) in vocabJSON {
-            guard let id = id.int else { throw fail("model.vocab.\(token)", "id is not an integer") }
-            vocab[token] = id
+        guard !vocabJSON.isEmpty else { throw fail("model.vocab", "empty: a tokenizer needs at least one token") }
+        /// Ids are stored in u16/u32 shards and read as Int32 by the model: bound them well below.
+        let maxID = Self.maxTokenID
+        func checkedID(_ value: JSON?, _ key: String) throws -> Int {
+            guard let id = value?.int else { throw fail(key, "id \(value.map { "\($0)" } ?? "missing") is not an integer") }
+            guard id >= 0 else { throw fail(key, "id \(id) is negative") }
+            guard id <= maxID else { throw fail(key, "id \(id) is beyond any vocabulary (at most \(maxID))") }
+            return id
         }
+        var vocab: [String: Int] = [:]
+        for (token, id) in vocabJSON { vocab[token] = try checkedID(id, "model.vocab.\(token)") }
         var ranks: [String: Int] = [:]
+        if let merges = model["merges"], merges.array == nil, merges != .null { throw fail("model.merges", "not an array") }
         for (i, m) in (model["merges"]?.array ?? []).enumerated() {
             let pair: [String]
             if let s = m.string { pair = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init) }
@@ -104,8 +116,10 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
             if ranks[pair[0] + " " + pair[1]] == nil { ranks[pair[0] + " " + pair[1]] = i }
         }
         var added: [(String, Int, Bool)] = []
-        for t in json["added_tokens"]?.array ?? [] {
-            guard let content = t["content"]?.string, let id = t["id"]?.int else { continue }
+        if let list = json["added_tokens"], list.array == nil, list != .null { throw fail("added_tokens", "not an array") }
+        for (i, t) in (json["added_tokens"]?.array ?? []).enumerated() {
+            guard let content = t["content"]?.string, !content.isEmpty else { throw fail("added_tokens[\(i)].content", "missing or not a non-empty string") }
+            let id = try checkedID(t["id"], "added_tokens[\(i)].id")
             added.append((content, id, t["special"]?.bool ?? false))
             vocab[content] = id
         }
@@ -117,7 +131,16 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         idToToken = Dictionary(vocab.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
         vocabularySize = (vocab.values.max() ?? -1) + 1
         let eosNames = ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"]
-        endOfText = eosNames.compactMap { vocab[$0] }.first ?? added.first(where: { $0.2 })?.1 ?? 0
+        if let name = eosNames.first(where: { vocab[$0] != nil }) {
+            endOfText = vocab[name]!
+            endOfTextDescription = "'\(name)' (id \(endOfText))"
+        } else if let special = added.first(where: { $0.2 }) {
+            endOfText = special.1
+            endOfTextDescription = "'\(special.0)' (id \(special.1)), the first special added token (none is named \(eosNames.joined(separator: ", ")))"
+        } else {
+            endOfText = 0
+            endOfTextDescription = "id 0 ('\(vocab.first { $0.value == 0 }?.key ?? "?")'): the tokenizer has no end-of-text or special token"
+        }
         byteToChar = Self.bytesToUnicode()
         charToByte = Dictionary(uniqueKeysWithValues: byteToChar.enumerated().map { ($1, UInt8($0)) })
         identifier = url.path

@@ -124,6 +124,10 @@ public enum ShardWriter {
             splitDocs["train"]! += docs[nValidation...].map { ($0, li) }
         }
         let wide = tokenizer.vocabularySize > 65536
+        let limit = tokenizer.vocabularySize
+        guard limit > 0, limit <= (wide ? Int(UInt32.max) : 65536), (0..<limit).contains(tokenizer.endOfText) else {
+            throw ModelError.invalidInput("tokenizer \(tokenizer.identifier): vocabulary size \(limit) with end-of-text id \(tokenizer.endOfText) does not fit token shards")
+        }
         let temporary = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).tmp-\(getpid())")
         try? fm.removeItem(at: temporary)
         do { try fm.createDirectory(at: temporary, withIntermediateDirectories: true) } catch {
@@ -139,6 +143,10 @@ public enum ShardWriter {
             var position = 0
             for (doc, li) in splitDocs[split]! {
                 var ids = tokenizer.encode(doc.text)
+                if let bad = ids.first(where: { !(0..<limit).contains($0) }) {
+                    try? fm.removeItem(at: temporary)
+                    throw ModelError.invalidInput("tokenizer \(tokenizer.identifier) produced id \(bad), outside its vocabulary 0..<\(limit), for a \(doc.language) document; nothing was written")
+                }
                 ids.append(tokenizer.endOfText)
                 var st = stats[languages[li]] ?? { var s = LanguageStats(); s.tokenStart = position; return s }()
                 st.documents += 1

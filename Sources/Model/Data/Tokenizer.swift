@@ -10,6 +10,12 @@ public protocol Tokenizer: Sendable {
     var identifier: String { get }
     func encode(_ text: String) -> [Int]
     func decode(_ ids: [Int]) throws -> String
+    /// Which token separates documents, in words (`data prepare` prints it).
+    var endOfTextDescription: String { get }
+}
+
+extension Tokenizer {
+    public var endOfTextDescription: String { "id \(endOfText)" }
 }
 
 /// The built-in byte-level tokenizer: ids 0–255 are the UTF-8 bytes, then named special tokens
