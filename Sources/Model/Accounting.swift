@@ -23,28 +23,48 @@ extension ModelConfig {
     var normWidth: Int { family.hasNormBias ? 2 * hiddenSize : hiddenSize }   // LayerNorm1P has a bias
 
     /// One layer's parameters; `active`: with k experts instead of E.
-    func layerParameters(active: Bool) -> Int {
-        let C = hiddenSize
+    func layerParameters(active: Bool) -> Int { layerParameters(active: active, in: Int.self) }
+
+    /// The same closed forms in any arithmetic: `Int` for exact counts, `Double` to find, before
+    /// counting, a config whose counts would overflow.
+    func layerParameters<N: Numeric>(active: Bool, in _: N.Type) -> N {
+        func n(_ x: Int) -> N { N(exactly: x)! }
+        let C = n(hiddenSize), E = n(numLocalExperts)
         let used = active ? numExpertsPerTok : numLocalExperts
-        return 2 * normWidth + attentionMatrices(experts: used) + mlpMatrices(experts: used)
-            + (family.isMixture ? numLocalExperts * C : 0)             // MLP router
-            + (family == .jetmoe ? numLocalExperts * C + 2 * C : 0)    // attention router, both biases
+        return 2 * n(normWidth) + attentionMatrices(experts: used, in: N.self) + mlpMatrices(experts: used, in: N.self)
+            + (family.isMixture ? E * C : 0)             // MLP router
+            + (family == .jetmoe ? E * C + 2 * C : 0)    // attention router, both biases
     }
 
     /// Attention projection weights with `experts` JetMoE attention experts.
-    func attentionMatrices(experts: Int) -> Int {
-        let C = hiddenSize, D = headDim
+    func attentionMatrices(experts: Int) -> Int { attentionMatrices(experts: experts, in: Int.self) }
+
+    func attentionMatrices<N: Numeric>(experts: Int, in _: N.Type) -> N {
+        func n(_ x: Int) -> N { N(exactly: x)! }
+        let C = n(hiddenSize), D = n(headDim)
         if family == .jetmoe {
-            let GD = attentionExpertWidth
-            return experts * 2 * GD * C + 2 * GD * C
+            let GD = n(attentionExpertWidth)
+            return n(experts) * 2 * GD * C + 2 * GD * C
         }
-        return C * (numAttentionHeads + 2 * numKeyValueHeads) * D + numAttentionHeads * D * C
+        return C * (n(numAttentionHeads) + 2 * n(numKeyValueHeads)) * D + n(numAttentionHeads) * D * C
     }
 
     /// MLP projection weights with `experts` experts (dense: one MLP).
-    func mlpMatrices(experts: Int) -> Int {
-        let perMLP = (family.isGated ? 3 : 2) * hiddenSize * intermediateSize
-        return family.isMixture ? experts * perMLP : perMLP
+    func mlpMatrices(experts: Int) -> Int { mlpMatrices(experts: experts, in: Int.self) }
+
+    func mlpMatrices<N: Numeric>(experts: Int, in _: N.Type) -> N {
+        func n(_ x: Int) -> N { N(exactly: x)! }
+        let perMLP = n(family.isGated ? 3 : 2) * n(hiddenSize) * n(intermediateSize)
+        return family.isMixture ? n(experts) * perMLP : perMLP
+    }
+
+    /// The parameter count and the forward FLOPs per token at `sequence`, in floating point:
+    /// ``validate(file:)`` refuses a config whose exact counts would not fit an `Int`.
+    func approximateSize(sequence T: Int) -> (parameters: Double, flops: Double) {
+        let L = Double(numHiddenLayers), C = Double(hiddenSize), V = Double(vocabSize)
+        let perLayer = max(layerParameters(active: false, in: Double.self), layerParameters(active: true, in: Double.self))
+        let parameters = perLayer * L + V * C * 2 + 2 * C
+        return (parameters, 2 * parameters + 4 * L * Double(numAttentionHeads) * Double(headDim) * Double(T))
     }
 
     /// Weights that take part in a matrix product per token: every layer's projections (with the
@@ -60,7 +80,7 @@ extension ModelConfig {
     /// `2 · matmul weights + 4 · L · H · D · T` (the attention products QKᵀ and PV, full T×T).
     /// Norms, softmax and activations are not counted. Training is 3× this.
     public func forwardFLOPsPerToken(sequence T: Int) -> Int {
-        2 * matmulParameterCount + 4 * numHiddenLayers * numAttentionHeads * headDim * T
+        saturating(saturating(matmulParameterCount, times: 2), plus: saturating(saturating(4 * numAttentionHeads * headDim, times: numHiddenLayers), times: T))
     }
 
     /// Bytes to train with AdamW at (batch, sequence): parameters, gradients and two moments in
@@ -70,8 +90,20 @@ extension ModelConfig {
     /// rows instead of the whole batch's.
     public func trainingMemory(batch B: Int, sequence T: Int, dataParallelWorkers: Int? = nil) -> (state: Int, activations: Int) {
         let W = min(dataParallelWorkers ?? Trainer.dataParallelByDefault(batch: B), B)
-        let floats = W > 1 ? (0..<W).reduce(0) { $0 + Activations.floatCount(config: self, B: B * ($1 + 1) / W - B * $1 / W, T: T) }
+        let floats = W > 1 ? (0..<W).reduce(0) { saturating($0, plus: Activations.floatCount(config: self, B: B * ($1 + 1) / W - B * $1 / W, T: T)) }
             : Activations.floatCount(config: self, B: B, T: T)
-        return (parameterCount * 4 * 4 + (W > 1 ? (W - 1) * parameterCount * 4 : 0), floats * 4)
+        return (saturating(parameterCount, times: 16 + 4 * max(0, W - 1)), saturating(floats, times: 4))
     }
+}
+
+/// `a · b`, or `Int.max` where it would overflow (memory predictions for absurd configs).
+func saturating(_ a: Int, times b: Int) -> Int {
+    let (r, overflow) = a.multipliedReportingOverflow(by: b)
+    return overflow ? Int.max : r
+}
+
+/// `a + b`, or `Int.max` where it would overflow.
+func saturating(_ a: Int, plus b: Int) -> Int {
+    let (r, overflow) = a.addingReportingOverflow(b)
+    return overflow ? Int.max : r
 }

@@ -52,10 +52,23 @@ public final class Activations {
     }
 
     /// Floats needed for shape (B, T), used by ``ModelConfig/trainingMemory(batch:sequence:)``.
+    /// Every layer carves the same amount, so the count is affine in the layer count: two small
+    /// plans give it for any depth without per-layer arrays (a config of 2^31 layers only counts).
+    /// Saturates at `Int.max` instead of overflowing.
     public static func floatCount(config c: ModelConfig, B: Int, T: Int, threads: Int = Parallel.threads) -> Int {
-        var carver = Carver(base: nil)
-        _ = Plan(config: c, B: B, T: T, threads: threads, carver: &carver)
-        return carver.used
+        func count(layers: Int) -> Int {
+            var shallow = c
+            shallow.numHiddenLayers = layers
+            var carver = Carver(base: nil)
+            _ = Plan(config: shallow, B: B, T: T, threads: threads, carver: &carver)
+            return carver.used
+        }
+        let L = c.numHiddenLayers
+        if L <= 2 { return count(layers: L) }
+        let one = count(layers: 1), perLayer = count(layers: 2) - one
+        let (product, overflow) = perLayer.multipliedReportingOverflow(by: L - 1)
+        let (total, overflow2) = one.addingReportingOverflow(product)
+        return overflow || overflow2 ? Int.max : total
     }
 
     /// Every pointer of one shape, in carving order (the one place that sizes activations).

@@ -13,9 +13,47 @@ public enum Checkpoint {
             throw ModelError.io(path: directory.path, reason: "no config.json here (not a checkpoint directory?)")
         }
         let config = try ModelConfig.load(configURL)
+        let files = try openFiles(directory)
+        // Everything is checked against the headers before the model's memory is allocated.
+        try verify(config, files: files, directory: directory)
+        try MemoryBudget.check(saturating(config.parameterCount, times: 8), for: "loading \(directory.path) (weights and gradients)",
+                               drivers: MemoryBudget.drivers(config))
         let model = DecoderModel(config: config)
-        try loadWeights(into: model, from: directory)
+        try readWeights(into: model, files: files, directory: directory)
         return model
+    }
+
+    /// The checkpoint's headers against what config.json implies, reading no tensor data: first
+    /// the total size (closed form, so a mistyped dimension is refused without building its
+    /// layout), then every tensor's presence and shape.
+    static func verify(_ config: ModelConfig, files byTensor: [String: SafeTensorsFile], directory: URL) throws {
+        var seen = Set<String>(), held = 0
+        for (name, file) in byTensor where seen.insert(name).inserted {
+            if let info = file.tensors[name] { held = saturating(held, plus: info.shape.reduce(1) { saturating($0, times: $1) }) }
+        }
+        guard config.parameterCount <= held else {
+            throw ModelError.checkpoint(path: directory.path, tensor: "(all)",
+                reason: "config.json implies \(config.parameterCount) parameters but the weights hold \(held): "
+                    + "the config does not describe these weights (\(MemoryBudget.drivers(config)))")
+        }
+        for e in ParameterLayout(config: config).entries {
+            guard let file = byTensor[e.name] else {
+                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "missing (the config implies it with shape \(e.shape))")
+            }
+            let info = try file.info(e.name)
+            guard info.shape == e.shape else {
+                throw ModelError.checkpoint(path: file.path, tensor: e.name, reason: "shape \(info.shape) does not match config.json, which implies \(e.shape)")
+            }
+        }
+    }
+
+    /// Checks a checkpoint directory without loading it: config.json, the headers, and every
+    /// tensor's shape against the config (what `model info` reports). Returns the config.
+    @discardableResult
+    public static func verify(_ directory: URL) throws -> ModelConfig {
+        let config = try ModelConfig.load(directory.appendingPathComponent("config.json"))
+        try verify(config, files: try openFiles(directory), directory: directory)
+        return config
     }
 
     /// The safetensors files of a checkpoint and which file holds which tensor.
@@ -54,17 +92,16 @@ public enum Checkpoint {
 
     /// Reads the weights of `directory` into `model`'s parameters.
     public static func loadWeights(into model: DecoderModel, from directory: URL) throws {
-        let byTensor = try openFiles(directory)
+        let files = try openFiles(directory)
+        try verify(model.config, files: files, directory: directory)
+        try readWeights(into: model, files: files, directory: directory)
+    }
+
+    /// Reads verified tensors into `model`; refuses leftovers, a tied head that differs, NaN.
+    static func readWeights(into model: DecoderModel, files byTensor: [String: SafeTensorsFile], directory: URL) throws {
         var remaining = Set(byTensor.keys)
         for e in model.layout.entries {
-            guard let file = byTensor[e.name] else {
-                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "missing (the config implies it with shape \(e.shape))")
-            }
-            let info = try file.info(e.name)
-            guard info.shape == e.shape else {
-                throw ModelError.checkpoint(path: file.path, tensor: e.name, reason: "shape \(info.shape) does not match config.json, which implies \(e.shape)")
-            }
-            try file.read(e.name, into: model.parameters.pointer + e.offset)
+            try byTensor[e.name]!.read(e.name, into: model.parameters.pointer + e.offset)
             remaining.remove(e.name)
         }
         if model.config.tieWordEmbeddings, remaining.contains("lm_head.weight"), let file = byTensor["lm_head.weight"] {

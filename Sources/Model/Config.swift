@@ -164,5 +164,14 @@ public struct ModelConfig: Sendable, Equatable {
             throw ModelError.invalidConfig(file: file, key: family == .nemotron ? "norm_eps" : "rms_norm_eps", reason: "must be positive")
         }
         if !(ropeTheta > 0) { throw ModelError.invalidConfig(file: file, key: "rope_theta", reason: "must be positive") }
+        // Counts are exact integers: refuse a config too large to count (2^53 parameters is
+        // 9 quadrillion, 10^4 × today's largest models) before anything multiplies it out.
+        let size = approximateSize(sequence: 1)
+        if !(size.parameters < 0x1p53) {
+            throw ModelError.invalidConfig(file: file, key: "num_hidden_layers",
+                reason: String(format: "the config describes %.3g parameters", size.parameters)
+                    + " (num_hidden_layers \(numHiddenLayers) × hidden_size \(hiddenSize), intermediate_size \(intermediateSize), vocab_size \(vocabSize)"
+                    + (family.isMixture ? ", \(numLocalExperts) experts" : "") + "): too large to count exactly (at most 2^53); is a value mistyped?")
+        }
     }
 }

@@ -19,6 +19,9 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case invalidInput(String)
     /// A mixture router produced NaN or infinite logits (names the layer and router tensor).
     case router(layer: Int, tensor: String, reason: String)
+    /// Not enough memory for what was asked, found before allocating: what, bytes needed and
+    /// available, and the settings that drive the size.
+    case insufficientMemory(what: String, needed: Int, available: Int, drivers: String)
 
     public var description: String {
         switch self {
@@ -32,6 +35,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
         case let .nonFinite(step, what): return "step \(step): \(what) is not finite (NaN or infinity); stopped"
         case let .invalidInput(reason): return reason
         case let .router(layer, tensor, reason): return "layer \(layer): \(tensor): \(reason)"
+        case let .insufficientMemory(what, needed, available, drivers):
+            return "\(what) needs about \(MemoryBudget.format(needed)) but \(MemoryBudget.format(available)) is available (\(drivers)); refusing before allocating"
         }
     }
 }

@@ -18,7 +18,11 @@ struct ModelInfo: ParsableCommand {
             throw ModelError.io(path: path, reason: "does not exist")
         }
         let configURL = isDirectory.boolValue ? directoryURL(path).appendingPathComponent("config.json") : fileURL(path)
-        let c = try ModelConfig.load(configURL)
+        // A checkpoint directory: its weights' headers must match the config (no tensor data read).
+        let hasWeights = ["model.safetensors", "model.safetensors.index.json"].contains {
+            FileManager.default.fileExists(atPath: directoryURL(path).appendingPathComponent($0).path)
+        }
+        let c = isDirectory.boolValue && hasWeights ? try Checkpoint.verify(directoryURL(path)) : try ModelConfig.load(configURL)
         let flops = c.forwardFLOPsPerToken(sequence: seq)
         let memory = c.trainingMemory(batch: batch, sequence: seq)
         if json {

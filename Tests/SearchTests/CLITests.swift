@@ -162,3 +162,44 @@ extension HostileInputTests {
         #expect(try export(0).err.contains("--top must be at least 1"))
     }
 }
+
+extension HostileInputTests {
+    /// Items 8, 9 and 18: a config that does not describe its weights is refused from the headers,
+    /// before anything is allocated; counting is closed-form whatever the depth; `model info` on a
+    /// checkpoint checks the headers; memory is checked before it is spent.
+    @Test func implausibleConfigsAreRefusedBeforeAllocating() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        // 2^31 layers: counted without building anything per layer.
+        var deep = f.config
+        deep.numHiddenLayers = 1 << 31
+        try deep.validate()
+        #expect(deep.parameterCount == (f.config.parameterCount - f.config.embeddingParameterCount - f.config.hiddenSize) / 3 * (1 << 31) + f.config.embeddingParameterCount + f.config.hiddenSize)
+        #expect(deep.trainingMemory(batch: 16, sequence: 256).activations > 0)
+        // 10^14 layers: too large to count exactly, a clear error naming the key.
+        deep.numHiddenLayers = 100_000_000_000_000
+        #expect(throws: ModelError.self) { try deep.validate() }
+        do { try deep.validate() } catch { #expect("\(error)".contains("num_hidden_layers")) }
+        // A config whose intermediate_size exceeds its weights: refused from the headers (an
+        // allocation of 10^11 floats would abort the test process instead).
+        let wide = f.root.appendingPathComponent("wide")
+        try FileManager.default.createDirectory(at: wide, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: f.teacher.appendingPathComponent("model.safetensors"), to: wide.appendingPathComponent("model.safetensors"))
+        var c = JSON.parse(try Data(contentsOf: f.teacher.appendingPathComponent("config.json")))!.object!
+        c["intermediate_size"] = JSON(1 << 26)
+        try JSON.object(c).data().write(to: wide.appendingPathComponent("config.json"))
+        do {
+            _ = try Checkpoint.load(wide)
+            Issue.record("loaded a checkpoint whose config does not match")
+        } catch { #expect("\(error)".contains("config.json implies"), "\(error)") }
+        let info = try topiary(["model", "info", wide.path])
+        #expect(info.status != 0 && info.err.contains("the config does not describe these weights"), "\(info.err)")
+        let infoDeep = try topiary(["model", "info", "--json", { () -> String in
+            var d = c; d["intermediate_size"] = JSON(f.config.intermediateSize); d["num_hidden_layers"] = JSON(1 << 31)
+            let url = f.root.appendingPathComponent("deep.json"); try? JSON.object(d).data().write(to: url); return url.path }()])
+        #expect(infoDeep.status == 0, "\(infoDeep.err)")
+        // Memory: a limit below what loading needs is refused with the numbers, not an abort.
+        let eval = try topiary(["model", "eval", f.teacher.path, "--data", f.corpus.path], environment: ["TOPIARY_MEMORY_LIMIT": "1000"])
+        #expect(eval.status != 0 && eval.err.contains("refusing before allocating") && eval.err.contains("num_hidden_layers"), "\(eval.err)")
+    }
+}
