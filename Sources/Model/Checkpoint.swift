@@ -23,12 +23,14 @@ public enum Checkpoint {
         return model
     }
 
-    /// The checkpoint's headers against what config.json implies, reading no tensor data: first
-    /// the total size (closed form, so a mistyped dimension is refused without building its
-    /// layout), then every tensor's presence and shape.
+    /// The checkpoint's headers against what config.json implies, reading no tensor data: every
+    /// tensor's presence and shape, and the total size (closed form). A config with more layers
+    /// than the files have tensors cannot match, and its layout is not built (a mistyped
+    /// `num_hidden_layers` of 2^31 is refused at once, by the total).
     static func verify(_ config: ModelConfig, files byTensor: [String: SafeTensorsFile], directory: URL) throws {
-        var seen = Set<String>(), held = 0
-        for (name, file) in byTensor where seen.insert(name).inserted {
+        if config.numHiddenLayers <= byTensor.count { try verifyShapes(config, files: byTensor, directory: directory) }
+        var held = 0
+        for (name, file) in byTensor {
             if let info = file.tensors[name] { held = saturating(held, plus: info.shape.reduce(1) { saturating($0, times: $1) }) }
         }
         guard config.parameterCount <= held else {
@@ -36,6 +38,10 @@ public enum Checkpoint {
                 reason: "config.json implies \(config.parameterCount) parameters but the weights hold \(held): "
                     + "the config does not describe these weights (\(MemoryBudget.drivers(config)))")
         }
+        if config.numHiddenLayers > byTensor.count { try verifyShapes(config, files: byTensor, directory: directory) }
+    }
+
+    static func verifyShapes(_ config: ModelConfig, files byTensor: [String: SafeTensorsFile], directory: URL) throws {
         for e in ParameterLayout(config: config).entries {
             guard let file = byTensor[e.name] else {
                 throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "missing (the config implies it with shape \(e.shape))")
