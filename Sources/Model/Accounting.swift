@@ -97,13 +97,13 @@ extension ModelConfig {
 }
 
 /// `a · b`, or `Int.max` where it would overflow (memory predictions for absurd configs).
-func saturating(_ a: Int, times b: Int) -> Int {
+public func saturating(_ a: Int, times b: Int) -> Int {
     let (r, overflow) = a.multipliedReportingOverflow(by: b)
     return overflow ? Int.max : r
 }
 
 /// `a + b`, or `Int.max` where it would overflow.
-func saturating(_ a: Int, plus b: Int) -> Int {
+public func saturating(_ a: Int, plus b: Int) -> Int {
     let (r, overflow) = a.addingReportingOverflow(b)
     return overflow ? Int.max : r
 }

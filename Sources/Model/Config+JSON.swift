@@ -106,7 +106,7 @@ private struct ConfigReader {
     }
     func int(_ key: String) throws -> Int? {
         guard let v = value(key) else { return nil }
-        guard let n = v.int else { throw fail(key, "expected an integer, got \(v)") }
+        guard let n = v.int else { throw fail(key, v.notAnIntegerReason) }
         return n
     }
     func requiredInt(_ key: String) throws -> Int {

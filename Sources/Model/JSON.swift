@@ -123,6 +123,13 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
         if case let .number(n) = self, n == n.rounded(), abs(n) < 9e15 { return Int(n) }
         return nil
     }
+
+    /// Why ``int`` is nil, in words: not a number, not whole, or out of range.
+    public var notAnIntegerReason: String {
+        guard case let .number(n) = self else { return "expected an integer, got \(self)" }
+        if n != n.rounded() { return "expected an integer, got \(self), which is not a whole number" }
+        return "\(self) is out of range (integers up to 9×10^15 in absolute value)"
+    }
     public subscript(key: String) -> JSON? { object?[key] }
 
     /// Equality of values: `float(x)` equals `number(x)` (they differ only in how they are written).

@@ -25,11 +25,11 @@ public final class SearchRunner {
         self.store = store
         self.results = results
         self.importanceCache = importanceCache
+        corpus = try spec.openCorpus()
+        let teacherConfig = try ModelConfig.load(URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
+        try spec.checkCorpus(corpus, teacher: teacherConfig)
+        try spec.checkResources(teacher: teacherConfig, students: 1)
         teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
-        corpus = try TokenShards(directory: URL(fileURLWithPath: spec.data, isDirectory: true))
-        guard teacher.config.vocabSize >= corpus.vocabularySize else {
-            throw SearchError.spec(file: spec.file, path: "data", reason: "the corpus tokenizer has \(corpus.vocabularySize) ids but the teacher's vocab_size is \(teacher.config.vocabSize)")
-        }
         enumeration = Enumeration.of(spec, teacher: teacher.config)
         guard !enumeration.candidates.isEmpty else { throw SearchError.emptySpace(enumeration.explanation) }
     }
@@ -102,7 +102,13 @@ public final class SearchRunner {
         while true {
             let claimed = try store.claim(study: study, worker: worker, limit: studentsPerClaim, staleAfter: staleAfter, maxAttempts: maxAttempts)
             if claimed.isEmpty { return ran }
-            try run(claimed, worker: worker)
+            do { try run(claimed, worker: worker) } catch {
+                // Nothing stays `running` behind an error: the trials go back to waiting with the
+                // error recorded and an attempt counted (failed once attempts run out), so that a
+                // rerun after the cause is fixed retries them, and deleting the study is not refused.
+                try? store.release(claimed.map(\.id), worker: worker, error: "\(error)", maxAttempts: maxAttempts)
+                throw error
+            }
             ran += claimed.count
         }
     }
@@ -218,12 +224,24 @@ public final class SearchRunner {
     /// prepare → (work → advance)* until done.
     public func run(worker: String, extend: Bool) throws -> Int64 {
         let study = try prepare(extend: extend)
+        var announced = ""
         while true {
             try work(study: study, worker: worker)
             if try advance(study: study) { return study }
-            // Another worker may still hold running trials: wait for them (or for them to go stale).
+            // Another worker may still hold running trials: wait for them (or for them to go
+            // stale), and say so once per situation rather than wait in silence.
             let trials = try store.trials(study: study)
             if !trials.contains(where: { $0.state == "waiting" }) && trials.contains(where: { $0.state == "running" }) {
+                let running = try store.runningTrials(study: study)
+                let workers = Dictionary(grouping: running, by: \.worker)
+                let text = "waiting for \(running.count) running trial(s) held by " + workers.keys.sorted().map { w in
+                    let age = workers[w]!.map(\.secondsSinceHeartbeat).min() ?? 0
+                    return "\(w) (last heartbeat \(Int(age)) s ago)"
+                }.joined(separator: ", ") + "; a trial without a heartbeat for \(Int(staleAfter)) s is taken back and rerun"
+                if workers.keys.sorted() != announced.split(separator: "\u{1}").map(String.init) {
+                    log(text)
+                    announced = workers.keys.sorted().joined(separator: "\u{1}")
+                }
                 Thread.sleep(forTimeInterval: 2)
             }
         }

@@ -164,7 +164,7 @@ public struct SearchSpec: Sendable {
             return s
         }
         func int(_ v: JSON?, _ path: String, min: Int = 1) throws -> Int {
-            guard let n = v?.int else { throw fail(path, v == nil ? "missing" : "expected an integer, got \(v!)") }
+            guard let n = v?.int else { throw fail(path, v == nil ? "missing" : v!.notAnIntegerReason) }
             guard n >= min else { throw fail(path, "\(n) is below the minimum \(min)") }
             return n
         }
@@ -177,6 +177,9 @@ public struct SearchSpec: Sendable {
         try check(o, "", Self.topKeys)
         study = try string(o["study"], "study")
         guard study.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else { throw fail("study", "use letters, digits, '-', '_' or '.'") }
+        // The name becomes a folder under results/ (and a file name in exports): keep it short.
+        guard study.count <= 100 else { throw fail("study", "\(study.count) characters; at most 100") }
+        guard study != "." && study != ".." else { throw fail("study", "'\(study)' cannot name a folder") }
         teacher = try string(o["teacher"], "teacher")
         let t: ModelConfig
         do { t = try teacherConfig(teacher) } catch { throw fail("teacher", "\(error)") }

@@ -183,7 +183,7 @@ extension StudyStore {
     /// - Throws: ``SearchError/store(_:)`` when there is no such study, or when a trial is running
     ///   and `evenIfRunning` is false (a live worker would lose its trial).
     @discardableResult
-    public func deleteStudy(named name: String, evenIfRunning: Bool = false) throws -> Int {
+    public func deleteStudy(named name: String, evenIfRunning: Bool = false, staleAfter: Double = 60) throws -> Int {
         try write { db in
             guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM study WHERE name = ?", arguments: [name]) else {
                 throw SearchError.store("no study '\(name)'")
@@ -194,9 +194,13 @@ extension StudyStore {
                     WHERE candidate.studyId = ? AND (? = '' OR trial.state = ?)
                     """, arguments: [id, state, state]) ?? 0
             }
-            let running = try count("running")
-            if running > 0 && !evenIfRunning {
-                throw SearchError.store("study '\(name)' has \(running) running trial(s); stop its workers first (or force)")
+            // Only trials whose worker is alive count: a heartbeat within `staleAfter` seconds.
+            let alive = try Row.fetchAll(db, sql: """
+                SELECT DISTINCT trial.worker FROM trial JOIN candidate ON candidate.id = trial.candidateId
+                WHERE candidate.studyId = ? AND trial.state = 'running' AND trial.heartbeat_at >= ?
+                """, arguments: [id, Date().timeIntervalSince1970 - staleAfter]).map { ($0["worker"] as String?) ?? "?" }
+            if !alive.isEmpty && !evenIfRunning {
+                throw SearchError.store("study '\(name)' has trials running on \(alive.joined(separator: ", ")) (heartbeat in the last \(Int(staleAfter)) s); stop those workers first, or pass --force")
             }
             let trials = try count("")
             try db.execute(sql: "DELETE FROM study WHERE id = ?", arguments: [id])
@@ -310,6 +314,32 @@ extension StudyStore {
         try write { db in
             try db.execute(sql: "UPDATE trial SET state = 'failed', error = ?, finished_at = ? WHERE id = ? AND worker = ?",
                            arguments: [error, Date().timeIntervalSince1970, trial, worker])
+        }
+    }
+
+    /// Gives back trials this worker still owns after an error that stopped it: waiting again
+    /// with the error kept and an attempt counted, or failed when attempts run out.
+    public func release(_ trials: [Int64], worker: String, error: String, maxAttempts: Int) throws {
+        guard !trials.isEmpty else { return }
+        try write { db in
+            try db.execute(sql: """
+                UPDATE trial SET state = CASE WHEN attempt + 1 >= ? THEN 'failed' ELSE 'waiting' END,
+                    attempt = attempt + 1, worker = NULL, error = ?,
+                    finished_at = CASE WHEN attempt + 1 >= ? THEN ? ELSE NULL END
+                WHERE worker = ? AND state = 'running' AND id IN (\(trials.map(String.init).joined(separator: ",")))
+                """, arguments: [maxAttempts, error, maxAttempts, Date().timeIntervalSince1970, worker])
+        }
+    }
+
+    /// The running trials of a study with their worker and seconds since its last heartbeat.
+    public func runningTrials(study: Int64) throws -> [(hash: String, worker: String, secondsSinceHeartbeat: Double)] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT candidate.hash, trial.worker, trial.heartbeat_at FROM trial JOIN candidate ON candidate.id = trial.candidateId
+                WHERE candidate.studyId = ? AND trial.state = 'running' ORDER BY trial.id
+                """, arguments: [study]).map { row in
+                (row["hash"], (row["worker"] as String?) ?? "?", Date().timeIntervalSince1970 - ((row["heartbeat_at"] as Double?) ?? 0))
+            }
         }
     }
 

@@ -11,10 +11,10 @@ struct BenchProxy: ParsableCommand {
 
     @Option(help: "Teacher checkpoint directory.") var teacher: String
     @Option(help: "Student config.json (students start from random weights; cost does not depend on them).") var studentConfig: String
-    @Option(help: "Students sharing the teacher.") var students = 4
-    @Option(help: "Batch size.") var batch = 16
-    @Option(help: "Sequence length.") var seq = 128
-    @Option(help: "Timed steps (after one warm-up step).") var steps = 5
+    @Option(parsing: .unconditional, help: "Students sharing the teacher.") var students = 4
+    @Option(parsing: .unconditional, help: "Batch size.") var batch = 16
+    @Option(parsing: .unconditional, help: "Sequence length.") var seq = 128
+    @Option(parsing: .unconditional, help: "Timed steps (after one warm-up step).") var steps = 5
     @Flag(help: "Print JSON.") var json = false
     @OptionGroup var engine: EngineOptions
 

@@ -8,11 +8,11 @@ struct BenchTrain: ParsableCommand {
         abstract: "Train from random initialisation on random tokens; print tokens/s, GFLOP/s and peak memory.")
 
     @Option(help: "A config.json (any supported family).") var config: String
-    @Option(help: "Batch size.") var batch = 16
-    @Option(help: "Sequence length.") var seq = 256
-    @Option(help: "Timed steps (after one untimed warm-up step).") var steps = 10
-    @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Option(help: "Data-parallel workers to split the batch across (1: one model, work split inside each product; default: all threads when the batch has at least that many rows).") var dataParallel: Int?
+    @Option(parsing: .unconditional, help: "Batch size.") var batch = 16
+    @Option(parsing: .unconditional, help: "Sequence length.") var seq = 256
+    @Option(parsing: .unconditional, help: "Timed steps (after one untimed warm-up step).") var steps = 10
+    @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Data-parallel workers to split the batch across (1: one model, work split inside each product; default: all threads when the batch has at least that many rows).") var dataParallel: Int?
     @Option(help: "Element-wise kernel path: avx512, avx2 or scalar (default: the best this CPU has).") var kernels: String?
     @Flag(help: "Print {\"tokens_per_second\", \"gflops\", \"peak_rss_bytes\", \"cpu\", \"blas_core\", …} as JSON.") var json = false
     @OptionGroup var engine: EngineOptions

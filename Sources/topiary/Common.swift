@@ -4,7 +4,7 @@ import Model
 
 /// Engine options shared by every command that computes.
 struct EngineOptions: ParsableArguments {
-    @Option(help: "Worker threads for OpenBLAS and the element-wise kernels (default: all cores, or TOPIARY_THREADS).")
+    @Option(parsing: .unconditional, help: "Worker threads for OpenBLAS and the element-wise kernels (default: all cores, or TOPIARY_THREADS).")
     var threads: Int?
 
     func apply() {
@@ -13,7 +13,7 @@ struct EngineOptions: ParsableArguments {
     }
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let threads { try requireRange("--threads", threads, 1...1024) }
     }
 }
 
@@ -57,3 +57,10 @@ func printJSON(_ value: JSON) { print(String(decoding: value.data(), as: UTF8.se
 
 /// A warning on standard error, so that JSON and tables on standard output stay clean.
 func printWarning(_ text: String) { FileHandle.standardError.write(Data("warning: \(text)\n".utf8)) }
+
+/// A range error for a numeric option: `--NAME: VALUE is outside LOW…HIGH (what it means)`.
+func requireRange<T: Comparable>(_ option: String, _ value: T, _ range: ClosedRange<T>, _ meaning: String = "") throws {
+    guard range.contains(value) else {
+        throw ValidationError("\(option): \(value) is outside \(range.lowerBound)…\(range.upperBound)\(meaning.isEmpty ? "" : " (\(meaning))")")
+    }
+}

@@ -29,8 +29,8 @@ struct DataPrepare: ParsableCommand {
     @Option(help: "For --format text: a line that separates documents (default: one document per file).") var separator: String?
     @Option(help: "Language for inputs without one.") var language = "und"
     @Option(help: "`byte` or a Hugging Face tokenizer.json.") var tokenizer = "byte"
-    @Option(help: "Fraction of each language's documents held out for validation.") var validationFraction = 0.05
-    @Option(help: "Seed for the validation split.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Fraction of each language's documents held out for validation.") var validationFraction = 0.05
+    @Option(parsing: .unconditional, help: "Seed for the validation split.") var seed: UInt64 = 0
     @Option(help: "Output directory.") var out: String
     @Flag(help: "Replace an existing output directory.") var force = false
 

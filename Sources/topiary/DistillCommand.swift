@@ -5,23 +5,23 @@ import Proxy
 
 /// Distillation options shared by `distill` and the benchmarks.
 struct DistillOptions: ParsableArguments {
-    @Option(help: "Steps.") var steps: Int
-    @Option(help: "Batch size.") var batch = 16
-    @Option(help: "Sequence length.") var seq = 128
+    @Option(parsing: .unconditional, help: "Steps.") var steps: Int
+    @Option(parsing: .unconditional, help: "Batch size.") var batch = 16
+    @Option(parsing: .unconditional, help: "Sequence length.") var seq = 128
     @Option(help: "Peak learning rate.") var lr = 1e-3
     @Option(help: "Schedule: cosine, wsd or constant.") var schedule = "cosine"
-    @Option(help: "Warmup steps.") var warmup = 10
-    @Option(help: "Weight of KL(teacher ‖ student) on logits.") var kl = 1.0
-    @Option(help: "Weight of the language-model loss on the data.") var lm = 0.0
-    @Option(help: "Softmax temperature τ for the KL.") var temperature = 1.0
+    @Option(parsing: .unconditional, help: "Warmup steps.") var warmup = 10
+    @Option(parsing: .unconditional, help: "Weight of KL(teacher ‖ student) on logits.") var kl = 1.0
+    @Option(parsing: .unconditional, help: "Weight of the language-model loss on the data.") var lm = 0.0
+    @Option(parsing: .unconditional, help: "Softmax temperature τ for the KL.") var temperature = 1.0
     @Flag(help: "Reverse KL(student ‖ teacher) instead of forward.") var reverse = false
-    @Option(help: "Weight of the hidden-state loss (through a learned linear map).") var hidden = 0.0
+    @Option(parsing: .unconditional, help: "Weight of the hidden-state loss (through a learned linear map).") var hidden = 0.0
     @Option(help: "Hidden-state distance: cosine or mse.") var hiddenDistance = "cosine"
     @Option(help: "Hidden-state pairs as STUDENT:TEACHER residual indices, comma-separated (default: last:last).") var hiddenLayers: String?
-    @Option(help: "Record a curve point every K steps.") var evalEvery = 25
-    @Option(help: "Validation tokens per language per curve point.") var evalTokens = 4096
-    @Option(help: "Language sampling exponent α.") var alpha = 0.3
-    @Option(help: "Seed for the data order.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Record a curve point every K steps.") var evalEvery = 25
+    @Option(parsing: .unconditional, help: "Validation tokens per language per curve point.") var evalTokens = 4096
+    @Option(parsing: .unconditional, help: "Language sampling exponent α.") var alpha = 0.3
+    @Option(parsing: .unconditional, help: "Seed for the data order.") var seed: UInt64 = 0
 
     func validate() throws {
         if steps < 1 || batch < 1 || seq < 2 || evalEvery < 1 { throw ValidationError("--steps, --batch, --eval-every ≥ 1 and --seq ≥ 2") }

@@ -9,7 +9,7 @@ struct ExportCommand: ParsableCommand {
         abstract: "Write a study's best candidates for full distillation: pruned HF checkpoint, proxy-trained weights, distill.json.")
 
     @Argument(help: "Study name.") var study: String
-    @Option(help: "How many winners.") var top = 3
+    @Option(parsing: .unconditional, help: "How many winners.") var top = 3
     @Option(help: "Output directory (default: results/<study>/export).") var out: String?
     @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
     @Flag(help: "Replace <rank>-<hash> folders in --out even when they hold files an export does not write.") var force = false
@@ -42,20 +42,41 @@ struct BatchCommand: ParsableCommand {
         let st = try store.open()
         let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".json") }.sorted()
         var rows: [[JSON]] = []
+        var problems: [String] = []
         for f in files {
             let path = (directory as NSString).appendingPathComponent(f)
             let spec: SearchSpec
-            do { spec = try loadSpec(path) } catch { print("\(path): skipped: \(error)"); rows.append([.string(f), "invalid", .null, .null, .null]); continue }
-            let start = Date()
-            if try st.study(named: spec.study)?.state != "complete" {
-                print("== \(spec.study) (\(f))")
-                _ = try options.runner(spec, st).run(worker: "batch-\(getpid())", extend: false)
+            do { spec = try loadSpec(path) } catch {
+                print("\(path): skipped: \(error)")
+                problems.append("\(f): \(error)")
+                rows.append([.string(f), "invalid spec", .null, .null, .null, .null])
+                continue
             }
-            let s = try st.summary(try st.study(named: spec.study)!)
+            let start = Date()
+            // One study's failure does not stop the batch: it is reported and the next runs.
+            do {
+                if try st.study(named: spec.study)?.state != "complete" {
+                    print("== \(spec.study) (\(f))")
+                    _ = try options.runner(spec, st).run(worker: "batch-\(getpid())", extend: false)
+                }
+            } catch {
+                print("\(spec.study) (\(f)) FAILED: \(error)")
+                problems.append("\(spec.study): \(error)")
+            }
+            guard let row = try st.study(named: spec.study) else {
+                rows.append([.string(spec.study), "failed", .null, .null, .null, JSON(Date().timeIntervalSince(start))])
+                continue
+            }
+            let s = try st.summary(row)
             let best = try st.top(study: s.study.id, limit: 1).first
-            rows.append([.string(spec.study), .string(s.study.state), .string(best?.trial.hash ?? "–"), s.best.map { JSON($0) } ?? .null,
+            let state = problems.last?.hasPrefix("\(spec.study): ") == true ? "failed (\(s.study.state))" : s.study.state
+            rows.append([.string(spec.study), .string(state), .string(best?.trial.hash ?? "–"), s.best.map { JSON($0) } ?? .null,
                          JSON(s.stepsRun), JSON(Date().timeIntervalSince(start))])
         }
         printRows(["study", "state", "best", "score", "steps", "seconds"], rows, format: "table")
+        if !problems.isEmpty {
+            problems.forEach { printWarning($0) }
+            throw ExitCode(1)
+        }
     }
 }

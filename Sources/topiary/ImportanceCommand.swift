@@ -5,8 +5,8 @@ import Proxy
 
 /// Importance options shared by `importance` and `prune`.
 struct ImportanceOptions: ParsableArguments {
-    @Option(help: "Calibration samples.") var samples = 256
-    @Option(help: "Calibration sequence length.") var calibrationSeq = 128
+    @Option(parsing: .unconditional, help: "Calibration samples.") var samples = 256
+    @Option(parsing: .unconditional, help: "Calibration sequence length.") var calibrationSeq = 128
     @Option(help: "Aggregation over the batch: mean, l2 or variance.") var batchAgg = "l2"
     @Option(help: "Aggregation over the sequence: mean, l2 or variance.") var seqAgg = "mean"
     @Option(help: "Calibrate on one language only (default: balanced over languages).") var calibrationLanguage: String?

@@ -9,11 +9,17 @@ struct ModelEval: ParsableCommand {
 
     @Argument(help: "Checkpoint directory.") var directory: String
     @Option(help: "Prepared corpus directory.") var data: String
-    @Option(help: "Sequence length.") var seq = 128
-    @Option(help: "Batch size.") var batch = 16
-    @Option(help: "Validation tokens per language.") var tokens = 65536
+    @Option(parsing: .unconditional, help: "Sequence length.") var seq = 128
+    @Option(parsing: .unconditional, help: "Batch size.") var batch = 16
+    @Option(parsing: .unconditional, help: "Validation tokens per language.") var tokens = 65536
     @Flag(help: "Print JSON.") var json = false
     @OptionGroup var engine: EngineOptions
+
+    func validate() throws {
+        try requireRange("--seq", seq, 2...1 << 20)
+        try requireRange("--batch", batch, 1...1 << 16)
+        try requireRange("--tokens", tokens, 1...Int.max)
+    }
 
     func run() throws {
         engine.apply()

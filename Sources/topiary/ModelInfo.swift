@@ -8,9 +8,14 @@ struct ModelInfo: ParsableCommand {
         abstract: "Family, shapes, parameter counts, FLOPs per token and training memory of a checkpoint or config.")
 
     @Argument(help: "Checkpoint directory, or a config.json file.") var path: String
-    @Option(help: "Sequence length for FLOPs and memory.") var seq = 256
-    @Option(help: "Batch size for training memory.") var batch = 16
+    @Option(parsing: .unconditional, help: "Sequence length for FLOPs and memory.") var seq = 256
+    @Option(parsing: .unconditional, help: "Batch size for training memory.") var batch = 16
     @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        try requireRange("--seq", seq, 1...1 << 30)
+        try requireRange("--batch", batch, 1...1 << 30)
+    }
 
     func run() throws {
         var isDirectory: ObjCBool = false

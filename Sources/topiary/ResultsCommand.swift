@@ -68,10 +68,15 @@ struct ResultsTop: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "top", abstract: "A study's candidates, best first (ties within --noise shown as ties).")
     @Argument(help: "Study name.") var study: String
     @Option(help: "Rank by this metric (default: the study's objective), e.g. val_loss/de.") var by: String?
-    @Option(help: "Show at most K.") var limit: Int?
-    @Option(help: "Scores closer than this are ties (nats).") var noise = 0.0
+    @Option(parsing: .unconditional, help: "Show at most K.") var limit: Int?
+    @Option(parsing: .unconditional, help: "Scores closer than this are ties (nats).") var noise = 0.0
     @OptionGroup var store: StoreOptions
     @OptionGroup var format: FormatOption
+
+    func validate() throws {
+        if let limit { try requireRange("--limit", limit, 1...Int.max) }
+        try requireRange("--noise", noise, 0...1e6, "nats")
+    }
 
     func run() throws {
         let st = try store.open()

@@ -12,12 +12,19 @@ struct StoreOptions: ParsableArguments {
 
 /// Options of every command that runs trials.
 struct RunnerOptions: ParsableArguments {
-    @Option(help: "Students distilled together per claim (they share the teacher's forward pass).") var studentsPerClaim = 4
-    @Option(help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
+    @Option(parsing: .unconditional, help: "Students distilled together per claim (they share the teacher's forward pass).") var studentsPerClaim = 4
+    @Option(parsing: .unconditional, help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
     @Option(help: "Results directory (trial checkpoints).") var results = "results"
     @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
 
+    func validate() throws {
+        try requireRange("--students-per-claim", studentsPerClaim, 1...64, "students distilled together")
+        try requireRange("--stale-after", staleAfter, 1...86_400, "seconds")
+    }
+
     func runner(_ spec: SearchSpec, _ store: StudyStore) throws -> SearchRunner {
+        try spec.checkResources(teacher: try ModelConfig.load(directoryURL(spec.teacher).appendingPathComponent("config.json")),
+                                students: studentsPerClaim)
         let r = try SearchRunner(spec: spec, store: store, results: directoryURL(results), importanceCache: directoryURL(importanceCache))
         r.studentsPerClaim = studentsPerClaim
         r.staleAfter = staleAfter
@@ -36,11 +43,15 @@ struct SearchRun: ParsableCommand {
         abstract: "Run (or resume) the study a spec describes; rerunning the same command finishes an interrupted study.")
 
     @Argument(help: "Search spec (JSON).") var spec: String
-    @Option(help: "Worker processes (this one included). On 2 cores, 1 with several students per claim is fastest.") var workers = 1
+    @Option(parsing: .unconditional, help: "Worker processes (this one included). On 2 cores, 1 with several students per claim is fastest.") var workers = 1
     @Flag(help: "Add to an existing study of the same name even though its spec differs.") var extend = false
     @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
+
+    func validate() throws {
+        try requireRange("--workers", workers, 1...256, "processes on this machine, this one included")
+    }
 
     func run() throws {
         engine.apply()
@@ -50,11 +61,14 @@ struct SearchRun: ParsableCommand {
         let start = Date()
         let study = try runner.prepare(extend: extend)
         var children: [Process] = []
-        for i in 1..<max(1, workers) {
+        // Helpers only where there is work left: a finished study starts none.
+        let waiting = try st.trials(study: study).filter { $0.state == "waiting" || $0.state == "running" }.count
+        let helpers = try st.study(named: s.study)?.state == "complete" ? 0 : min(workers - 1, max(0, waiting - 1))
+        for i in 0..<helpers {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
             p.arguments = ["worker", "--db", store.path, "--spec", spec, "--results", options.results, "--importance-cache", options.importanceCache,
-                           "--study", s.study, "--name", "worker-\(getpid())-\(i)", "--students-per-claim", String(options.studentsPerClaim),
+                           "--study", s.study, "--name", "worker-\(getpid())-\(i + 1)", "--students-per-claim", String(options.studentsPerClaim),
                            "--stale-after", String(options.staleAfter), "--threads", "1"]
             try p.run()
             children.append(p)

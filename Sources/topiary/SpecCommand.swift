@@ -16,13 +16,20 @@ func loadSpec(_ path: String) throws -> SearchSpec {
     return try parseSpec(json, file: path)
 }
 
-/// Validates a spec's JSON (from a file or from the store), reading the teacher's config.json.
-func parseSpec(_ json: JSON, file: String) throws -> SearchSpec {
-    try SearchSpec(json: json, file: file) { teacher in
+/// Validates a spec's JSON (from a file or from the store), reading the teacher's config.json and
+/// the corpus's manifest (no weights): sizes against the teacher and memory, the corpus against
+/// the spec.
+func parseSpec(_ json: JSON, file: String, students: Int = 4) throws -> SearchSpec {
+    var teacherConfig: ModelConfig?
+    let spec = try SearchSpec(json: json, file: file) { teacher in
         let url = directoryURL(teacher).appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: url.path) else { throw ModelError.io(path: teacher, reason: "no teacher checkpoint here (config.json missing)") }
-        return try ModelConfig.load(url)
+        teacherConfig = try ModelConfig.load(url)
+        return teacherConfig!
     }
+    try spec.checkResources(teacher: teacherConfig!, students: students)
+    try spec.checkCorpus(try spec.openCorpus(), teacher: teacherConfig!)
+    return spec
 }
 
 struct SpecCheck: ParsableCommand {

@@ -16,22 +16,22 @@ struct TeacherTrain: ParsableCommand {
     @Option(help: "config.json of the model to train (any supported family).") var config: String
     @Option(help: "Prepared corpus directory (topiary data prepare).") var data: String
     @Option(help: "Output directory: final checkpoint, log.jsonl, checkpoints/.") var out: String
-    @Option(help: "Training steps.") var steps: Int
-    @Option(help: "Batch size.") var batch = 16
-    @Option(help: "Sequence length.") var seq = 128
+    @Option(parsing: .unconditional, help: "Training steps.") var steps: Int
+    @Option(parsing: .unconditional, help: "Batch size.") var batch = 16
+    @Option(parsing: .unconditional, help: "Sequence length.") var seq = 128
     @Option(help: "Peak learning rate.") var lr = 3e-3
     @Option(help: "Schedule: cosine, wsd or constant.") var schedule = "cosine"
-    @Option(help: "Warmup steps.") var warmup = 100
-    @Option(help: "Final learning rate as a fraction of the peak.") var minRatio = 0.1
-    @Option(help: "AdamW weight decay (matrices only).") var weightDecay = 0.1
-    @Option(help: "Gradient-norm clip.") var clip = 1.0
-    @Option(help: "Language sampling exponent α: q ∝ p^α (1 natural, 0 uniform).") var alpha = 0.3
-    @Option(help: "Use UniMax with this cap on epochs per language instead of α.") var unimaxEpochs: Double?
-    @Option(help: "Evaluate every K steps.") var evalEvery = 200
-    @Option(help: "Validation tokens per language per evaluation.") var evalTokens = 16384
-    @Option(help: "Checkpoint every K steps.") var checkpointEvery = 200
-    @Option(help: "Seed (initialisation and data order).") var seed: UInt64 = 0
-    @Option(help: "Mixture-of-experts: router z-loss weight (JetMoE trained with 0.001). The load-balancing weight is the config's router_aux_loss_coef / aux_loss_coef.") var routerZLoss = 0.0
+    @Option(parsing: .unconditional, help: "Warmup steps.") var warmup = 100
+    @Option(parsing: .unconditional, help: "Final learning rate as a fraction of the peak.") var minRatio = 0.1
+    @Option(parsing: .unconditional, help: "AdamW weight decay (matrices only).") var weightDecay = 0.1
+    @Option(parsing: .unconditional, help: "Gradient-norm clip.") var clip = 1.0
+    @Option(parsing: .unconditional, help: "Language sampling exponent α: q ∝ p^α (1 natural, 0 uniform).") var alpha = 0.3
+    @Option(parsing: .unconditional, help: "Use UniMax with this cap on epochs per language instead of α.") var unimaxEpochs: Double?
+    @Option(parsing: .unconditional, help: "Evaluate every K steps.") var evalEvery = 200
+    @Option(parsing: .unconditional, help: "Validation tokens per language per evaluation.") var evalTokens = 16384
+    @Option(parsing: .unconditional, help: "Checkpoint every K steps.") var checkpointEvery = 200
+    @Option(parsing: .unconditional, help: "Seed (initialisation and data order).") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Mixture-of-experts: router z-loss weight (JetMoE trained with 0.001). The load-balancing weight is the config's router_aux_loss_coef / aux_loss_coef.") var routerZLoss = 0.0
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {

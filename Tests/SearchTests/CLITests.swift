@@ -203,3 +203,72 @@ extension HostileInputTests {
         #expect(eval.status != 0 && eval.err.contains("refusing before allocating") && eval.err.contains("num_hidden_layers"), "\(eval.err)")
     }
 }
+
+extension HostileInputTests {
+    /// Item 6: what made trials stick in `running` — a spec `spec check` passed but the run
+    /// refused, or an error after trials were claimed — is caught early, or leaves no trial
+    /// running: the error is kept, the trial retried by a rerun, the study deletable, and
+    /// `batch` goes on and summarises. Item 10: numeric options get range errors.
+    @Test func failuresLeaveNothingRunningAndBatchGoesOn() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        // Caught by spec check now: unknown calibration language, missing corpus, a 5000-character name.
+        for (edit, path) in [(["importance": ["calibration_samples": 4, "sequence_length": 8, "language": "xx"]] as [String: JSON], "importance.language"),
+                             (["data": "/nonexistent/corpus"], "data"), (["study": JSON.string(String(repeating: "s", count: 5000))], "study")] {
+            let r = try topiary(["spec", "check", try f.writeSpec(f.spec(edit), name: "bad.json")])
+            #expect(r.status != 0 && r.err.contains(path), "\(path): \(r.err)")
+        }
+        // An error after trials were claimed (here: the results folder is a file, so the
+        // checkpoint cannot be written): no trial stays running.
+        let spec = try f.parse(f.spec(["budget": ["min": 15000, "max": JSON(f.config.parameterCount)]]))
+        let store = try StudyStore(path: f.db)
+        let blocked = f.root.appendingPathComponent("results-is-a-file")
+        try Data("x".utf8).write(to: blocked)
+        let runner = try SearchRunner(spec: spec, store: store, results: blocked, importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        #expect(throws: (any Error).self) { _ = try runner.run(worker: "w", extend: false) }
+        let study = try store.study(named: "tiny")!.id
+        let trials = try store.trials(study: study)
+        #expect(!trials.contains { $0.state == "running" })
+        #expect(trials.contains { $0.attempt == 1 && $0.state == "waiting" && ($0.error ?? "").contains("results-is-a-file") })
+        // Deleting is not refused (no live worker), and a batch goes on past a failing study.
+        #expect(try store.deleteStudy(named: "tiny") > 0)
+        let folder = f.root.appendingPathComponent("batch")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try f.spec(["study": "first", "budget": ["min": 15000, "max": JSON(f.config.parameterCount)]]).data().write(to: folder.appendingPathComponent("a.json"))
+        try Data("{ not json".utf8).write(to: folder.appendingPathComponent("b.json"))
+        try f.spec(["study": "second", "budget": ["min": 15000, "max": JSON(f.config.parameterCount)]]).data().write(to: folder.appendingPathComponent("c.json"))
+        let batch = try topiary(["batch", folder.path, "--db", f.db, "--results", blocked.path, "--importance-cache", f.root.appendingPathComponent("importance").path, "--threads", "1"])
+        #expect(batch.status != 0)
+        #expect(batch.out.contains("first") && batch.out.contains("second") && batch.out.contains("invalid spec"), "\(batch.out)")
+        #expect(try store.studies().flatMap { try store.trials(study: $0.id) }.allSatisfy { $0.state != "running" })
+        // Range errors, also for negative values written as a separate argument.
+        for (args, words) in [(["--students-per-claim", "0"], "--students-per-claim: 0 is outside"), (["--workers", "-1"], "--workers: -1 is outside"),
+                              (["--workers", "1000"], "--workers: 1000 is outside")] {
+            let r = try topiary(["search", "run", folder.appendingPathComponent("a.json").path, "--db", f.db] + args)
+            #expect(r.status != 0 && r.err.contains(words), "\(r.err)")
+        }
+    }
+}
+
+extension HostileInputTests {
+    /// Item 7: sizes are bounded against the teacher and against memory by `spec check`, before a
+    /// study allocates anything.
+    @Test func specCheckBoundsEverySize() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let proxy: [String: JSON] = ["steps": 6, "batch_size": 2, "sequence_length": 8, "eval_tokens": 16, "learning_rate": 1e-3]
+        func with(_ key: String, _ value: JSON, in section: [String: JSON]) -> JSON { var s = section; s[key] = value; return .object(s) }
+        let importance: [String: JSON] = ["calibration_samples": 4, "sequence_length": 8]
+        for (edit, words) in [(["proxy": with("sequence_length", 1_000_000_000, in: proxy)], "proxy.sequence_length: 1000000000 is longer than the teacher's max_position_embeddings 64"),
+                              (["proxy": with("batch_size", 1_000_000_000, in: proxy)], "proxy.batch_size"),
+                              (["importance": with("calibration_samples", 1_000_000_000_000, in: importance)], "importance.calibration_samples")] as [([String: JSON], String)] {
+            let r = try topiary(["spec", "check", try f.writeSpec(f.spec(edit), name: "big.json")])
+            #expect(r.status != 0 && r.err.contains(words), "\(words): \(r.err)")
+        }
+        // Within the machine but beyond a memory limit: refused with the numbers.
+        let r = try topiary(["spec", "check", try f.writeSpec(f.spec(), name: "ok.json")], environment: ["TOPIARY_MEMORY_LIMIT": "1000"])
+        #expect(r.status != 0 && r.err.contains("refusing before allocating"), "\(r.err)")
+        #expect(try topiary(["spec", "check", try f.writeSpec(f.spec(), name: "ok.json")]).status == 0)
+    }
+}
