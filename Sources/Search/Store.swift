@@ -19,7 +19,12 @@ import Proxy
 ///   the studies pruned with, computed once per teacher, calibration set and settings.
 public final class StudyStore: @unchecked Sendable {
     public let path: String
-    let pool: DatabasePool
+    let pool: any DatabaseWriter
+    /// How a command uses the store: `create` (may create the file and its folder: search run,
+    /// batch), `write` (an existing store: worker, export, delete), `read` (queries: opened
+    /// read-only, so nothing is written — not even by opening — and a writer's lock never blocks).
+    public enum Access: Sendable { case read, write, create }
+    public let access: Access
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -82,23 +87,73 @@ public final class StudyStore: @unchecked Sendable {
         return m
     }
 
-    /// Opens (creating if needed) a store.
-    /// - Throws: ``SearchError/store(_:)`` when the file was written by a newer Topiary (unknown
-    ///   migrations) or cannot be opened.
-    public init(path: String) throws {
+    /// Opens a store; with `.create` the file (and its folder) is made when missing.
+    /// - Throws: ``SearchError/store(_:)`` when `path` is a URL (only SQLite files are supported),
+    ///   is missing or empty (unless `.create`), is not a SQLite database, was written by a newer
+    ///   Topiary (unknown migrations; checked read-only, before anything is written), or is an
+    ///   older store opened for reading only.
+    public init(path: String, access: Access = .create) throws {
         self.path = path
-        let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        self.access = access
+        if let scheme = path.range(of: "://").map({ String(path[..<$0.lowerBound]) }) {
+            throw SearchError.store("--db \(path): '\(scheme)://' stores are not supported; --db takes the path of a SQLite file (PostgreSQL is planned)")
+        }
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        let exists = fm.fileExists(atPath: path, isDirectory: &isDirectory)
+        if isDirectory.boolValue { throw SearchError.store("\(path) is a folder, not a store file") }
+        if access != .create {
+            guard exists else { throw SearchError.store("\(path): no such store (a study is created by `topiary search run`)") }
+            let size = (try? fm.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            if size == 0 { throw SearchError.store("\(path) is an empty file (0 bytes), not a Topiary store") }
+        } else if !exists {
+            let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+            do { try fm.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
+                throw SearchError.store("\(path): cannot create its folder: \(OutputDirectory.describe(error))")
+            }
+        }
+        let migrator = Self.migrator
+        // Before opening for writing (which writes), check read-only that the schema is ours.
+        if exists {
+            var probe = Configuration()
+            probe.readonly = true
+            probe.busyMode = .timeout(5)
+            do {
+                let queue = try DatabaseQueue(path: path, configuration: probe)
+                let (superseded, complete) = try queue.read { db in
+                    (try migrator.hasBeenSuperseded(db), try migrator.hasCompletedMigrations(db))
+                }
+                try queue.close()
+                if superseded { throw SearchError.store("\(path) was written by a newer Topiary (unknown schema migrations); refusing to touch it") }
+                if access == .read && !complete {
+                    throw SearchError.store("\(path) is a store of an older Topiary; open it once with a command that writes (e.g. `topiary search run`) to upgrade it")
+                }
+            } catch let error as SearchError { throw error } catch {
+                throw SearchError.store("\(path) is not a Topiary store (\(Self.describe(error)))")
+            }
+        }
         var config = Configuration()
         config.busyMode = .timeout(60)
         config.prepareDatabase { db in try db.execute(sql: "PRAGMA foreign_keys = ON") }
-        do { pool = try DatabasePool(path: path, configuration: config) } catch {
-            throw SearchError.store("\(path): cannot open: \(error)")
+        if access == .read {
+            config.readonly = true
+            do { pool = try DatabaseQueue(path: path, configuration: config) } catch {
+                throw SearchError.store("\(path): cannot open: \(Self.describe(error))")
+            }
+            return
         }
-        let migrator = Self.migrator
-        let superseded = try pool.read { db in try migrator.hasBeenSuperseded(db) }
-        if superseded { throw SearchError.store("\(path) was written by a newer Topiary (unknown schema migrations); refusing to touch it") }
-        try migrator.migrate(pool)
+        do { pool = try DatabasePool(path: path, configuration: config) } catch {
+            throw SearchError.store("\(path): cannot open: \(Self.describe(error))")
+        }
+        do { try migrator.migrate(pool) } catch {
+            throw SearchError.store("\(path): cannot upgrade the schema: \(Self.describe(error))")
+        }
+    }
+
+    /// A database error in plain words (SQLite's message, without GRDB's decoration).
+    static func describe(_ error: Error) -> String {
+        if let e = error as? DatabaseError { return e.message ?? "\(e.resultCode)" }
+        return "\(error)"
     }
 
     /// Default location: `TOPIARY_DB`, else `results/topiary.sqlite`.
@@ -299,6 +354,9 @@ extension StudyStore {
     /// Records a finished trial and its curve in one transaction — only if this worker still owns it.
     public func complete(_ trial: Int64, worker: String, score: Double, checkpoint: String, metrics: [(step: Int, name: String, value: Double)]) throws {
         try write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM trial WHERE id = ?", arguments: [trial]) != nil else {
+                throw SearchError.store("trial \(trial) is gone from \(path): its study was deleted while this process ran it; stopping")
+            }
             try db.execute(sql: "DELETE FROM metric WHERE trialId = ?", arguments: [trial])
             for m in metrics {
                 try db.execute(sql: "INSERT OR REPLACE INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?)", arguments: [trial, m.step, m.name, m.value])

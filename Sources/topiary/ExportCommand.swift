@@ -22,7 +22,7 @@ struct ExportCommand: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        let st = try store.open()
+        let st = try store.open(.write)
         _ = try Exporter.export(store: st, study: study, top: top, out: directoryURL(out ?? "results/\(study)/export"),
                                 importanceCache: directoryURL(importanceCache), force: force, warn: printWarning)
     }
@@ -39,7 +39,7 @@ struct BatchCommand: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        let st = try store.open()
+        let st = try store.open(.create)
         let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".json") }.sorted()
         var rows: [[JSON]] = []
         var problems: [String] = []

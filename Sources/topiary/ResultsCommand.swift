@@ -55,7 +55,7 @@ struct ResultsStudies: ParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var format: FormatOption
     func run() throws {
-        let st = try store.open()
+        let st = try store.open(.read)
         let rows = try st.studies().map { try st.summary($0) }.map { s -> [JSON] in
             [.string(s.study.name), .string(s.study.state), JSON(s.candidates), JSON(s.complete), JSON(s.pruned), JSON(s.running), JSON(s.waiting),
              JSON(s.failed), s.best.map { JSON($0) } ?? .null, JSON(s.stepsRun)]
@@ -79,7 +79,7 @@ struct ResultsTop: ParsableCommand {
     }
 
     func run() throws {
-        let st = try store.open()
+        let st = try store.open(.read)
         try Self.printTop(st, study: try requireStudy(st, study).id, metric: by, limit: limit, format: format.resolved, noise: noise)
     }
 
@@ -103,7 +103,7 @@ struct ResultsShow: ParsableCommand {
     @OptionGroup var format: FormatOption
 
     func run() throws {
-        let st = try store.open()
+        let st = try store.open(.read)
         let s = try requireStudy(st, study)
         let trials = try st.trials(study: s.id).filter { $0.hash.hasPrefix(candidate) }
         guard let first = trials.first else { throw SearchError.store("no candidate '\(candidate)' in study '\(study)'") }
@@ -135,7 +135,7 @@ struct ResultsPareto: ParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var format: FormatOption
     func run() throws {
-        let st = try store.open()
+        let st = try store.open(.read)
         let rows = try st.pareto(study: try requireStudy(st, study).id).map { r -> [JSON] in
             [.string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
              JSON(r.trial.activeParameters), JSON(r.trial.score ?? .nan)]
@@ -151,7 +151,7 @@ struct ResultsCompare: ParsableCommand {
     @OptionGroup var store: StoreOptions
     @OptionGroup var format: FormatOption
     func run() throws {
-        let st = try store.open()
+        let st = try store.open(.read)
         let rows = try [a, b].map { name -> [JSON] in
             let s = try requireStudy(st, name)
             let sum = try st.summary(s)
@@ -171,7 +171,7 @@ struct ResultsDelete: ParsableCommand {
     @Flag(help: "Delete even if trials are running (their workers will fail to record).") var force = false
     @OptionGroup var store: StoreOptions
     func run() throws {
-        let st = try store.open()
+        let st = try store.open(.write)
         _ = try requireStudy(st, study)
         let trials = try st.deleteStudy(named: study, evenIfRunning: force)
         print("deleted study \(study) and its \(trials) trials")

@@ -7,7 +7,8 @@ import Search
 struct StoreOptions: ParsableArguments {
     @Option(help: "Study store (default: TOPIARY_DB or results/topiary.sqlite).") var db: String?
     var path: String { StudyStore.defaultPath(db) }
-    func open() throws -> StudyStore { try StudyStore(path: path) }
+    /// Opens the store for `access`: queries read only; only commands that create studies may create it.
+    func open(_ access: StudyStore.Access) throws -> StudyStore { try StudyStore(path: path, access: access) }
 }
 
 /// Options of every command that runs trials.
@@ -56,7 +57,7 @@ struct SearchRun: ParsableCommand {
     func run() throws {
         engine.apply()
         let s = try loadSpec(spec)
-        let st = try store.open()
+        let st = try store.open(.create)
         let runner = try options.runner(s, st)
         let start = Date()
         let study = try runner.prepare(extend: extend)
@@ -99,7 +100,7 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        let st = try store.open()
+        let st = try store.open(.write)
         let given = try spec.map(loadSpec)
         let studyName = study ?? given!.study
         if let given, given.study != studyName {

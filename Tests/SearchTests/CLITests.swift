@@ -1,10 +1,11 @@
 import Foundation
+import GRDB
 import Model
 import Search
 import Testing
 
 /// Runs the `topiary` binary that `swift test` builds beside the test bundle, as a user would.
-func topiary(_ arguments: [String], in directory: URL? = nil, environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+func topiary(_ arguments: [String], in directory: URL? = nil, environment: [String: String] = [:], timeout: Double = 600) throws -> (status: Int32, out: String, err: String) {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
     try #require(FileManager.default.isExecutableFile(atPath: binary.path), "swift test builds \(binary.path)")
     let process = Process()
@@ -16,6 +17,9 @@ func topiary(_ arguments: [String], in directory: URL? = nil, environment: [Stri
     process.standardOutput = out
     process.standardError = err
     try process.run()
+    let deadline = DispatchWorkItem { if process.isRunning { process.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
+    defer { deadline.cancel() }
     // Read both pipes while the process runs (a full pipe would block it).
     let errBox = DataBox(), done = DispatchSemaphore(value: 0)
     DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); done.signal() }
@@ -270,5 +274,79 @@ extension HostileInputTests {
         let r = try topiary(["spec", "check", try f.writeSpec(f.spec(), name: "ok.json")], environment: ["TOPIARY_MEMORY_LIMIT": "1000"])
         #expect(r.status != 0 && r.err.contains("refusing before allocating"), "\(r.err)")
         #expect(try topiary(["spec", "check", try f.writeSpec(f.spec(), name: "ok.json")]).status == 0)
+    }
+}
+
+extension HostileInputTests {
+    /// Items 12, 13, 14 and the URL rule: queries open the store read-only (nothing written, not
+    /// blocked by a writer), a newer store is not modified by being refused, an empty or missing
+    /// store is an error for commands that do not create studies, a URL is refused, and a study
+    /// deleted under a running process stops it with a plain message.
+    @Test func storeOpensAsTheCommandNeeds() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["budget": ["min": 15000, "max": JSON(f.config.parameterCount)]]))
+        do {
+            let store = try StudyStore(path: f.db)
+            let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"), importanceCache: f.root.appendingPathComponent("importance"))
+            runner.log = { _ in }
+            _ = try runner.run(worker: "w", extend: false)
+        }
+        // A writer holds the lock: queries still answer at once, and write nothing.
+        let holder = try DatabaseQueue(path: f.db)
+        let locked = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            try? holder.inTransaction(.immediate) { _ in
+                locked.signal()
+                release.wait()
+                return .rollback
+            }
+            done.signal()
+        }
+        locked.wait()
+        let before = try Data(contentsOf: URL(fileURLWithPath: f.db))
+        let studies = try topiary(["results", "studies", "--db", f.db], timeout: 30)
+        #expect(studies.status == 0 && studies.out.contains("tiny"), "\(studies.err)")
+        #expect(try topiary(["results", "top", "tiny", "--db", f.db], timeout: 30).status == 0)
+        release.signal()
+        done.wait()
+        try holder.close()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: f.db)) == before)
+        let tables = try DatabaseQueue(path: f.db).read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+        #expect(!tables.contains("grdb_issue_102"), "\(tables)")
+        // A store from a newer Topiary is refused and left byte for byte as it was.
+        let newer = f.root.appendingPathComponent("newer.sqlite").path
+        try FileManager.default.copyItem(atPath: f.db, toPath: newer)
+        try DatabaseQueue(path: newer).write { try $0.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')") }
+        let newerBytes = try Data(contentsOf: URL(fileURLWithPath: newer))
+        for args in [["results", "studies", "--db", newer], ["search", "run", try f.writeSpec(f.spec()), "--db", newer]] {
+            let r = try topiary(args)
+            #expect(r.status != 0 && r.err.contains("newer Topiary"), "\(r.err)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: newer)) == newerBytes)
+        // Empty, missing (with missing folders) and URL stores.
+        let empty = f.root.appendingPathComponent("empty.sqlite").path
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        let emptyRun = try topiary(["results", "studies", "--db", empty])
+        #expect(emptyRun.status != 0 && emptyRun.err.contains("empty file"), "\(emptyRun.err)")
+        let missing = f.root.appendingPathComponent("no/such/folder/store.sqlite").path
+        let missingRun = try topiary(["results", "studies", "--db", missing])
+        #expect(missingRun.status != 0 && missingRun.err.contains("no such store"))
+        #expect(!FileManager.default.fileExists(atPath: f.root.appendingPathComponent("no").path), "no folder created")
+        let url = try topiary(["results", "studies", "--db", "postgresql://postgres@127.0.0.1:5432/topiary"], in: f.root)
+        #expect(url.status != 0 && url.err.contains("not supported"))
+        #expect(!FileManager.default.fileExists(atPath: f.root.appendingPathComponent("postgresql:").path))
+        // Deleted under a running process: a plain message, not a constraint failure.
+        let store = try StudyStore(path: f.db)
+        let id = try store.study(named: "tiny")!.id
+        let claimed = try store.trials(study: id).first!
+        try store.addTrials([(claimed.candidateID, 99, 6, nil)])
+        let trial = try store.claim(study: id, worker: "w2", limit: 1, staleAfter: 60, maxAttempts: 3)
+        #expect(trial.count == 1)
+        _ = try store.deleteStudy(named: "tiny", evenIfRunning: true)
+        do {
+            try store.complete(trial[0].id, worker: "w2", score: 1, checkpoint: "x", metrics: [(1, "val_loss", 1)])
+            Issue.record("recorded a trial of a deleted study")
+        } catch { #expect("\(error)".contains("its study was deleted"), "\(error)") }
     }
 }
