@@ -15,7 +15,7 @@ public enum AtomicFile {
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         } catch {
-            throw ModelError.io(path: directory.path, reason: "cannot create directory: \(error.localizedDescription)")
+            throw ModelError.io(path: directory.path, reason: "cannot create the folder: \(FileIO.describe(error))")
         }
         let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
@@ -29,7 +29,7 @@ public enum AtomicFile {
         } catch {
             try? FileManager.default.removeItem(at: temporary)
             if let error = error as? ModelError { throw error }
-            throw ModelError.io(path: url.path, reason: "write failed: \(error.localizedDescription)")
+            throw ModelError.io(path: url.path, reason: "write failed: \(FileIO.describe(error))")
         }
         if rename(temporary.path, url.path) != 0 {
             let reason = String(cString: strerror(errno))

@@ -13,9 +13,7 @@ extension ModelConfig {
     ///   `model_type`, an unknown key, or an option the engine does not implement.
     public static func load(_ url: URL) throws -> ModelConfig {
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw ModelError.io(path: url.path, reason: "cannot read config: \(error.localizedDescription)")
-        }
+        data = try FileIO.read(url, what: "config.json")
         return try decode(data, file: url.path)
     }
 

@@ -19,13 +19,13 @@ public enum OutputDirectory {
         for input in inputs {
             let source = canonical(input.path)
             if target == source {
-                throw ModelError.invalidInput("\(option) \(out.path) is the input \(input.option) \(input.path): writing there would overwrite it; choose another folder")
+                throw ModelError.invalidInput("\(option) \(out.path) is the input \(input.option) \(input.path.path): writing there would overwrite it; choose another folder")
             }
             if isInside(target, source) {
-                throw ModelError.invalidInput("\(option) \(out.path) is inside the input \(input.option) \(input.path); choose a folder outside it")
+                throw ModelError.invalidInput("\(option) \(out.path) is inside the input \(input.option) \(input.path.path); choose a folder outside it")
             }
             if isInside(source, target) {
-                throw ModelError.invalidInput("\(option) \(out.path) holds the input \(input.option) \(input.path): replacing it would delete the input; choose another folder")
+                throw ModelError.invalidInput("\(option) \(out.path) holds the input \(input.option) \(input.path.path): replacing it would delete the input; choose another folder")
             }
         }
         var isDirectory: ObjCBool = false
@@ -105,21 +105,5 @@ public enum OutputDirectory {
 
     static func isInside(_ a: [String], _ b: [String]) -> Bool { a.count > b.count && Array(a.prefix(b.count)) == b }
 
-    /// A Foundation error in plain words: the POSIX reason where there is one.
-    public static func describe(_ error: Error) -> String {
-        let ns = error as NSError
-        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(underlying.code)))
-        }
-        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
-        switch (ns.domain, ns.code) {
-        case (NSCocoaErrorDomain, NSFileNoSuchFileError), (NSCocoaErrorDomain, NSFileReadNoSuchFileError): return "no such file or folder"
-        case (NSCocoaErrorDomain, NSFileWriteNoPermissionError), (NSCocoaErrorDomain, NSFileReadNoPermissionError): return "permission denied"
-        case (NSCocoaErrorDomain, NSFileWriteFileExistsError): return "a file of that name exists"
-        case (NSCocoaErrorDomain, NSFileWriteOutOfSpaceError): return "no space left on the device"
-        case (NSCocoaErrorDomain, NSFileWriteVolumeReadOnlyError): return "read-only file system"
-        case (NSCocoaErrorDomain, NSFileWriteInvalidFileNameError), (NSCocoaErrorDomain, NSFileReadInvalidFileNameError): return "invalid file name (too long?)"
-        default: return ns.localizedDescription
-        }
-    }
+    public static func describe(_ error: Error) -> String { FileIO.describe(error) }
 }

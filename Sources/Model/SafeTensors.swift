@@ -48,9 +48,7 @@ public struct SafeTensorsFile: @unchecked Sendable {
 
     public init(url: URL) throws {
         let data: Data
-        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
-            throw ModelError.io(path: url.path, reason: "cannot read: \(error.localizedDescription)")
-        }
+        data = try FileIO.read(url, mapped: true, what: "safetensors file")
         try self.init(data: data, path: url.path)
     }
 

@@ -22,8 +22,8 @@ struct ModelLogits: ParsableCommand {
         engine.apply()
         let model = try Checkpoint.load(directoryURL(directory))
         let data: Data
-        do { data = try Data(contentsOf: fileURL(inputIDs)) } catch {
-            throw ModelError.io(path: inputIDs, reason: "cannot read: \(error.localizedDescription)")
+        do { data = try FileIO.read(fileURL(inputIDs), what: "input ids file") } catch {
+            throw error
         }
         guard let rows = JSON.parse(data)?["input_ids"]?.array else {
             throw ModelError.invalidInput("\(inputIDs): expected {\"input_ids\": [[...], ...]}")

@@ -11,7 +11,7 @@ struct SpecCommand: ParsableCommand {
 /// Loads and validates a spec file, reading the teacher's config.json (not its weights).
 func loadSpec(_ path: String) throws -> SearchSpec {
     let data: Data
-    do { data = try Data(contentsOf: fileURL(path)) } catch { throw SearchError.spec(file: path, path: "(file)", reason: "cannot read: \(error.localizedDescription)") }
+    do { data = try FileIO.read(fileURL(path), what: "spec") } catch { throw SearchError.spec(file: path, path: "(file)", reason: "\(error)") }
     guard let json = JSON.parse(data) else { throw SearchError.spec(file: path, path: "(root)", reason: "malformed JSON") }
     return try parseSpec(json, file: path)
 }

@@ -355,3 +355,36 @@ extension HostileInputTests {
         } catch { #expect("\(error)".contains("its study was deleted"), "\(error)") }
     }
 }
+
+extension HostileInputTests {
+    /// Item 15: file problems in plain words, never Foundation's numbered error domains — and a
+    /// FIFO where a file should be is refused, not read (which would hang).
+    @Test func fileProblemsInPlainWords() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let fm = FileManager.default
+        let broken = f.root.appendingPathComponent("broken")
+        try fm.createDirectory(at: broken, withIntermediateDirectories: true)
+        try fm.copyItem(at: f.teacher.appendingPathComponent("config.json"), to: broken.appendingPathComponent("config.json"))
+        #expect(mkfifo(broken.appendingPathComponent("model.safetensors").path, 0o600) == 0)
+        let target = f.root.appendingPathComponent("target.json")
+        try (["num_hidden_layers": 2] as JSON).data().write(to: target)
+        let aFile = f.root.appendingPathComponent("a-file")
+        try Data("x".utf8).write(to: aFile)
+        let cases: [([String], String)] = [
+            (["model", "eval", broken.path, "--data", f.corpus.path], "is not a regular file"),
+            (["prune", "--teacher", f.teacher.path, "--to", target.path, "--out", aFile.path, "--data", f.corpus.path], "is an existing file, not a folder"),
+            (["prune", "--teacher", f.teacher.path, "--to", target.path, "--out", f.root.appendingPathComponent(String(repeating: "n", count: 300)).path,
+              "--data", f.corpus.path, "--samples", "4", "--calibration-seq", "8", "--importance-cache", f.root.appendingPathComponent("cache").path], "too long"),
+            (["spec", "check", f.root.path], "is a folder, not a spec"),
+        ]
+        for (args, words) in cases {
+            let r = try topiary(args + (args[0] == "spec" ? [] : ["--threads", "1"]), timeout: 60)
+            #expect(r.status != 0 && r.err.contains(words) && !r.err.contains("NSCocoaErrorDomain") && !r.err.contains("(null)"), "\(args[0...1]): \(r.err)")
+        }
+        try fm.removeItem(at: broken.appendingPathComponent("model.safetensors"))
+        try fm.createDirectory(at: broken.appendingPathComponent("model.safetensors"), withIntermediateDirectories: true)
+        let folder = try topiary(["model", "eval", broken.path, "--data", f.corpus.path])
+        #expect(folder.status != 0 && folder.err.contains("is a folder, not a safetensors file"), "\(folder.err)")
+    }
+}

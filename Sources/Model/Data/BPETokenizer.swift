@@ -47,7 +47,7 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
     public init(url: URL) throws {
         let file = url.path
         func fail(_ key: String, _ reason: String) -> ModelError { .invalidInput("\(file): \(key): \(reason)") }
-        guard let data = try? Data(contentsOf: url) else { throw ModelError.io(path: file, reason: "cannot read tokenizer file") }
+        let data = try FileIO.read(url, what: "tokenizer file")
         guard let json = JSON.parse(data)?.object else { throw fail("(root)", "not a JSON object") }
         guard let model = json["model"]?.object else { throw fail("model", "missing") }
         let type = model["type"]?.string ?? "?"

@@ -53,9 +53,7 @@ public enum CorpusReader {
     public static func read(_ url: URL, format: CorpusFormat, language: String, separator: String? = nil,
                             skipped: inout SkipReport) throws -> [Document] {
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw ModelError.io(path: url.path, reason: "cannot read: \(error.localizedDescription)")
-        }
+        data = try FileIO.read(url, what: "corpus file")
         switch format {
         case .fortune, .text:
             guard let text = String(data: data, encoding: .utf8) else {

@@ -35,7 +35,11 @@ public final class TokenShards: @unchecked Sendable {
     public init(directory: URL) throws {
         self.directory = directory
         let manifestURL = directory.appendingPathComponent("manifest.json")
-        guard let data = try? Data(contentsOf: manifestURL), let manifest = JSON.parse(data), manifest["format"]?.string == "topiary-shards-1" else {
+        let data: Data
+        do { data = try FileIO.read(manifestURL, what: "corpus manifest") } catch {
+            throw ModelError.io(path: manifestURL.path, reason: "not a prepared corpus (run `topiary data prepare` first): \((error as? ModelError).map { if case let .io(_, r) = $0 { return r } else { return "\($0)" } } ?? "\(error)")")
+        }
+        guard let manifest = JSON.parse(data), manifest["format"]?.string == "topiary-shards-1" else {
             throw ModelError.io(path: manifestURL.path, reason: "not a prepared corpus (run `topiary data prepare` first)")
         }
         self.manifest = manifest
@@ -46,9 +50,7 @@ public final class TokenShards: @unchecked Sendable {
         wide = manifest["dtype"]?.string == "u32"
         for split in Self.splits {
             let url = directory.appendingPathComponent("\(split).tokens")
-            guard let tokens = try? Data(contentsOf: url, options: .alwaysMapped) else {
-                throw ModelError.io(path: url.path, reason: "missing token shard")
-            }
+            let tokens = try FileIO.read(url, mapped: true, what: "token shard")
             var perLanguage: [String: LanguageStats] = [:]
             for (lang, s) in manifest["splits"]?[split]?["languages"]?.object ?? [:] {
                 var st = LanguageStats()
@@ -131,7 +133,7 @@ public enum ShardWriter {
         let temporary = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).tmp-\(getpid())")
         try? fm.removeItem(at: temporary)
         do { try fm.createDirectory(at: temporary, withIntermediateDirectories: true) } catch {
-            throw ModelError.io(path: temporary.path, reason: "cannot create: \(error.localizedDescription)")
+            throw ModelError.io(path: temporary.path, reason: "cannot create: \(FileIO.describe(error))")
         }
         var splitsJSON: [String: JSON] = [:]
         var done = 0
