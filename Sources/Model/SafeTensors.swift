@@ -88,11 +88,17 @@ public struct SafeTensorsFile: @unchecked Sendable {
                 guard let d = dim.int, d >= 0 else { throw fail(name, "shape \(dict["shape"]!) has a dimension that is not a non-negative integer") }
                 shape.append(d)
             }
-            guard let offsets = dict["data_offsets"]?.array, offsets.count == 2,
-                  let begin = offsets[0].int, let end = offsets[1].int else {
-                throw fail(name, "data_offsets must be two integers")
+            guard let offsets = dict["data_offsets"]?.array, offsets.count == 2 else {
+                throw fail(name, "data_offsets must be [begin, end], got \(dict["data_offsets"].map { "\($0)" } ?? "nothing")")
             }
-            guard begin >= 0, begin <= end, end <= dataSize else {
+            for o in offsets where o.int == nil {
+                throw fail(name, "data_offsets \(dict["data_offsets"]!): " + (o.double.map { abs($0) >= 9e15 && $0 == $0.rounded()
+                    ? "an offset of \(o) is beyond any file (offsets up to 9×10^15)" : o.notAnIntegerReason } ?? o.notAnIntegerReason))
+            }
+            let begin = offsets[0].int!, end = offsets[1].int!
+            guard begin >= 0, end >= 0 else { throw fail(name, "data_offsets [\(begin), \(end)] are negative") }
+            guard begin <= end else { throw fail(name, "data_offsets [\(begin), \(end)] are reversed: begin is after end") }
+            guard end <= dataSize else {
                 throw fail(name, "data_offsets [\(begin), \(end)] fall outside the \(dataSize)-byte data section (truncated file?)")
             }
             let (count, overflow) = shape.reduce((1, false)) { acc, d in

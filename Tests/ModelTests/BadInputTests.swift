@@ -62,6 +62,17 @@ import Testing
         #expect(error(d)?.contains("'a'") == true)
     }
 
+    /// Issue 16 item 16: reversed offsets are called reversed (not a truncated file), and offsets
+    /// too large for any file say so.
+    @Test func reversedAndHugeOffsetsSayWhat() {
+        let reversed = error(file(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, dataBytes: 8))
+        #expect(reversed?.contains("reversed") == true && reversed?.contains("truncated") == false, "\(reversed ?? "no error")")
+        let huge = error(file(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4611686018427387904]}}"#, dataBytes: 8))
+        #expect(huge?.contains("beyond any file") == true, "\(huge ?? "no error")")
+        let negative = error(file(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}}"#, dataBytes: 8))
+        #expect(negative?.contains("negative") == true, "\(negative ?? "no error")")
+    }
+
     @Test func unknownDtypeAndGarbageHeader() {
         #expect(error(file(header: #"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#, dataBytes: 1))?.contains("unknown dtype") == true)
         #expect(error(file(header: "not json", dataBytes: 0))?.contains("not a JSON object") == true)
