@@ -38,59 +38,118 @@ public struct Candidate: Sendable, Hashable {
 /// Every candidate of a space that fits the budget, and why the others did not.
 public struct Enumeration: Sendable {
     public var candidates: [Candidate]
+    /// The size of the space (the product of the axes' value counts; saturates at `Int.max`).
     public var combinations: Int
-    /// Rule → how many combinations it excluded (first failing rule counts).
+    /// Rule → how many combinations it excluded. Whole branches cut by the budget count as below
+    /// or above it, whatever else they break.
     public var excluded: [(rule: String, count: Int)]
     public var smallestCounted: Int?
     public var largestCounted: Int?
+    /// More than `limit` candidates fit: `candidates` holds the first `limit` found and
+    /// `admittedAtLeast` says how many were seen before the walk stopped.
+    public var truncated = false
+    public var admittedAtLeast = 0
+
+    /// The most candidates a study admits unless the spec's `max_candidates` says otherwise.
+    public static let defaultLimit = 100_000
 
     /// A sentence saying which bound excluded what (for an empty result).
     public var explanation: String {
         var parts = ["\(combinations) combinations"]
         for (rule, n) in excluded where n > 0 { parts.append("\(n) \(rule)") }
-        if let s = smallestCounted, let l = largestCounted { parts.append("structurally valid shapes span \(s)–\(l) counted parameters") }
+        if let s = smallestCounted, let l = largestCounted { parts.append("shapes of this space span \(s)–\(l) counted parameters") }
         return parts.joined(separator: "; ")
     }
 
-    /// Enumerates `spec`'s space against `teacher`.
-    public static func of(_ spec: SearchSpec, teacher: ModelConfig) -> Enumeration {
+    static let rules = ["break head grouping (num_attention_heads not a multiple of num_key_value_heads)",
+                        "put more query heads in a group than the teacher's groups hold",
+                        "have hidden_size not a multiple of num_attention_heads (transformers refuses them)",
+                        "are below the budget minimum", "are above the budget maximum",
+                        "exceed budget.flops_per_token",
+                        "have fewer experts than num_experts_per_tok"]
+
+    /// The first rule a complete shape breaks, or nil when it is a candidate.
+    static func violation(_ c: ModelConfig, spec: SearchSpec, teacherPerGroup: Int) -> String? {
+        let (H, G) = (c.numAttentionHeads, c.numKeyValueHeads)
+        let jet = c.family == .jetmoe
+        if c.family.isMixture && c.numLocalExperts < c.numExpertsPerTok { return rules[6] }
+        if !jet && H % G != 0 { return rules[0] }
+        if !jet && H / G > teacherPerGroup { return rules[1] }
+        if !jet && c.hiddenSize % H != 0 { return rules[2] }
+        let n = spec.budget.counted(c)
+        if n < spec.budget.minimum { return rules[3] }
+        if n > spec.budget.maximum { return rules[4] }
+        if let cap = spec.budget.maxFLOPsPerToken, c.forwardFLOPsPerToken(sequence: spec.proxy.sequence) > cap { return rules[5] }
+        if let bound = spec.budget.violatedBound(c) { return "are outside budget.\(bound.count.rawValue)" }
+        return nil
+    }
+
+    /// Enumerates `spec`'s space against `teacher` in time that grows with the answer, not with
+    /// the space: every counted quantity (total, non-embedding, active parameters) is
+    /// non-decreasing in every axis (head_dim stays the teacher's), so with each axis sorted, a
+    /// branch whose smallest completion is above the budget ends its axis, and one whose largest
+    /// completion is below it is skipped. Stops after `limit` candidates (``truncated``).
+    /// Same candidates as ``exhaustive(_:teacher:)`` (tested).
+    public static func of(_ spec: SearchSpec, teacher: ModelConfig, limit: Int? = nil) -> Enumeration {
+        let limit = limit ?? spec.maxCandidates ?? defaultLimit
+        let axes = Axis.axes(for: teacher.family)
+        let values = axes.map { Array(Set(spec.space[$0] ?? [$0.value(teacher)])).sorted() }
+        let teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
+        // Combinations from axis k on, for whole branches cut at axis k.
+        var below = [Int](repeating: 1, count: axes.count + 1)
+        for k in stride(from: axes.count - 1, through: 0, by: -1) { below[k] = saturating(below[k + 1], times: values[k].count) }
+        var e = Enumeration(candidates: [], combinations: below[0], excluded: [], smallestCounted: nil, largestCounted: nil)
+        var counts = Dictionary(uniqueKeysWithValues: rules.map { ($0, 0) })
+        for bound in spec.budget.bounds { counts["are outside budget.\(bound.count.rawValue)"] = 0 }
+        func completed(_ c: ModelConfig, from k: Int, largest: Bool) -> ModelConfig {
+            var d = c
+            for j in k..<axes.count { axes[j].set(&d, largest ? values[j].last! : values[j].first!) }
+            return d
+        }
+        e.smallestCounted = spec.budget.counted(completed(teacher, from: 0, largest: false))
+        e.largestCounted = spec.budget.counted(completed(teacher, from: 0, largest: true))
+        var admitted = 0
+        func walk(_ k: Int, _ c: ModelConfig) -> Bool {   // false: stop, the limit is reached
+            if k == axes.count {
+                if let rule = violation(c, spec: spec, teacherPerGroup: teacherPerGroup) { counts[rule, default: 0] += 1; return true }
+                admitted += 1
+                if e.candidates.count < limit { e.candidates.append(Candidate(config: c, sequence: spec.proxy.sequence)); return true }
+                e.truncated = true
+                return false
+            }
+            for (i, v) in values[k].enumerated() {
+                var d = c
+                axes[k].set(&d, v)
+                if spec.budget.counted(completed(d, from: k + 1, largest: false)) > spec.budget.maximum {
+                    counts[rules[4]]! = saturating(counts[rules[4]]!, plus: saturating(values[k].count - i, times: below[k + 1]))
+                    break
+                }
+                if spec.budget.counted(completed(d, from: k + 1, largest: true)) < spec.budget.minimum {
+                    counts[rules[3]]! = saturating(counts[rules[3]]!, plus: below[k + 1])
+                    continue
+                }
+                if !walk(k + 1, d) { return false }
+            }
+            return true
+        }
+        _ = walk(0, teacher)
+        e.admittedAtLeast = admitted
+        e.candidates.sort { ($0.parameters, $0.hash) < ($1.parameters, $1.hash) }
+        e.excluded = counts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        return e
+    }
+
+    /// Every combination, one by one: the reference ``of(_:teacher:limit:)`` is tested against.
+    public static func exhaustive(_ spec: SearchSpec, teacher: ModelConfig) -> [Candidate] {
         let axes = Axis.axes(for: teacher.family)
         let values = axes.map { spec.space[$0] ?? [$0.value(teacher)] }
         let teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
-        var counts = ["break head grouping (num_attention_heads not a multiple of num_key_value_heads)": 0,
-                      "put more query heads in a group than the teacher's groups hold": 0,
-                      "have hidden_size not a multiple of num_attention_heads (transformers refuses them)": 0,
-                      "are below the budget minimum": 0, "are above the budget maximum": 0,
-                      "exceed budget.flops_per_token": 0,
-                      "have fewer experts than num_experts_per_tok": 0]
-        for bound in spec.budget.bounds { counts["are outside budget.\(bound.count.rawValue)"] = 0 }
         var candidates: [Candidate] = []
-        var smallest: Int?, largest: Int?
         var index = [Int](repeating: 0, count: axes.count)
-        var combinations = 0
         outer: while true {
-            combinations += 1
             var c = teacher
             for (k, axis) in axes.enumerated() { axis.set(&c, values[k][index[k]]) }
-            let (H, G) = (c.numAttentionHeads, c.numKeyValueHeads)
-            let jet = c.family == .jetmoe
-            if c.family.isMixture && c.numLocalExperts < c.numExpertsPerTok { counts["have fewer experts than num_experts_per_tok"]! += 1 }
-            else if !jet && H % G != 0 { counts["break head grouping (num_attention_heads not a multiple of num_key_value_heads)"]! += 1 }
-            else if !jet && H / G > teacherPerGroup { counts["put more query heads in a group than the teacher's groups hold"]! += 1 }
-            else if !jet && c.hiddenSize % H != 0 { counts["have hidden_size not a multiple of num_attention_heads (transformers refuses them)"]! += 1 }
-            else {
-                let n = spec.budget.counted(c)
-                smallest = min(smallest ?? n, n); largest = max(largest ?? n, n)
-                if n < spec.budget.minimum { counts["are below the budget minimum"]! += 1 }
-                else if n > spec.budget.maximum { counts["are above the budget maximum"]! += 1 }
-                else if let cap = spec.budget.maxFLOPsPerToken, c.forwardFLOPsPerToken(sequence: spec.proxy.sequence) > cap {
-                    counts["exceed budget.flops_per_token"]! += 1
-                } else if let bound = spec.budget.violatedBound(c) {
-                    counts["are outside budget.\(bound.count.rawValue)"]! += 1
-                } else {
-                    candidates.append(Candidate(config: c, sequence: spec.proxy.sequence))
-                }
-            }
+            if violation(c, spec: spec, teacherPerGroup: teacherPerGroup) == nil { candidates.append(Candidate(config: c, sequence: spec.proxy.sequence)) }
             var k = axes.count - 1
             while k >= 0 {
                 index[k] += 1
@@ -100,9 +159,16 @@ public struct Enumeration: Sendable {
             }
             break
         }
-        candidates.sort { ($0.parameters, $0.hash) < ($1.parameters, $1.hash) }
-        return Enumeration(candidates: candidates, combinations: combinations,
-                           excluded: counts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
-                           smallestCounted: smallest, largestCounted: largest)
+        return Array(Set(candidates)).sorted { ($0.parameters, $0.hash) < ($1.parameters, $1.hash) }
+    }
+}
+
+extension Enumeration {
+    /// Throws when the space admits more candidates than a study takes, with the count and what to do.
+    public func requireWithinLimit(_ spec: SearchSpec) throws {
+        guard truncated else { return }
+        throw SearchError.spec(file: spec.file, path: "space", reason:
+            "the budget admits more than \(candidates.count) candidates (of \(combinations) combinations); tighten the budget or the space, "
+            + "sample it with \"strategy\": {\"name\": \"random\", \"samples\": N} after narrowing it, or raise \"max_candidates\" if you mean it")
     }
 }

@@ -32,6 +32,7 @@ public final class SearchRunner {
         teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
         enumeration = Enumeration.of(spec, teacher: teacher.config)
         guard !enumeration.candidates.isEmpty else { throw SearchError.emptySpace(enumeration.explanation) }
+        try enumeration.requireWithinLimit(spec)
     }
 
     var rungFidelities: [Int] {

@@ -133,13 +133,15 @@ public struct SearchSpec: Sendable {
     public var strategy = Strategy.grid
     /// Keep only the best `prefilter` candidates by loss after pruning alone (nil: off).
     public var prefilter: Int?
+    /// The most candidates the space may admit (default ``Enumeration/defaultLimit``).
+    public var maxCandidates: Int?
     public var objective = Objective.mean
     public var exportTop = 3
     /// The spec's JSON as given (stored with the study).
     public var json: JSON
     public var file: String
 
-    static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export"]
+    static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates"]
 
     /// Parses and validates a spec against the teacher's config.
     /// - Throws: ``SearchError/spec(file:path:reason:)`` naming the JSON path and rule.
@@ -377,6 +379,7 @@ public struct SearchSpec: Sendable {
             }
         }
         if let v = o["prefilter"] { prefilter = try int(v, "prefilter") }
+        if let v = o["max_candidates"] { maxCandidates = try int(v, "max_candidates") }
         if let ob = try object(o["objective"], "objective") {
             try check(ob, "objective", ["metric", "languages"])
             if let m = ob["metric"], m.string != "val_loss" { throw fail("objective.metric", "only val_loss is available") }

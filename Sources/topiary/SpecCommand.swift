@@ -39,6 +39,9 @@ struct SpecCheck: ParsableCommand {
 
     @Argument(help: "Search spec (JSON).") var spec: String
     @Flag(help: "Print JSON.") var json = false
+    @Option(parsing: .unconditional, help: "List at most K candidates (the full count is always shown).") var limit = 100
+
+    func validate() throws { try requireRange("--limit", limit, 0...Int.max) }
 
     func run() throws {
         let s = try loadSpec(spec)
@@ -47,8 +50,10 @@ struct SpecCheck: ParsableCommand {
         let e = Enumeration.of(s, teacher: teacher)
         let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
         guard !e.candidates.isEmpty else { throw SearchError.emptySpace(e.explanation) }
+        try e.requireWithinLimit(s)
+        let shown = e.candidates.prefix(limit)
         if json {
-            printJSON(.array(e.candidates.map { c in
+            printJSON(.array(shown.map { c in
                 ["candidate": .string(c.hash), "architecture": c.architecture, "parameters": JSON(c.parameters),
                  "non_embedding_parameters": JSON(c.nonEmbeddingParameters), "active_parameters": JSON(c.activeParameters),
                  "flops_per_token": JSON(c.flopsPerToken)]
@@ -61,13 +66,14 @@ struct SpecCheck: ParsableCommand {
               + s.budget.bounds.map { ", \($0.count.rawValue) in \(range($0.minimum, $0.maximum))" }.joined())
         let moe = teacher.family.isMixture
         print("candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "") + "  parameters  non-embedding  FLOPs/token")
-        for c in e.candidates {
+        for c in shown {
             let k = c.config
             let experts = moe ? String(format: "%7d %5d %12d ", k.numLocalExperts, k.numExpertsPerTok, c.activeParameters) : ""
             print(String(format: "%@ %6d %6d %5d %2d %5d ", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
                          k.numAttentionHeads, k.numKeyValueHeads, k.intermediateSize) + experts
                   + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken))
         }
+        if shown.count < e.candidates.count { print("… \(e.candidates.count - shown.count) more (--limit \(limit); --limit \(e.candidates.count) lists all)") }
         print("\(e.candidates.count) candidates of \(e.explanation) (enumerated in \(String(format: "%.1f", ms)) ms)")
     }
 }

@@ -89,6 +89,59 @@ struct Fixture {
         #expect(empty.candidates.isEmpty && empty.explanation.contains("above the budget maximum"))
     }
 
+    /// The pruned walk admits exactly what the exhaustive one does, on random small spaces and
+    /// budgets (total, non-embedding; active for a mixture).
+    @Test func prunedEnumerationEqualsExhaustive() throws {
+        let dense = try Fixture(), moe = try Fixture(mixture: true)
+        defer { dense.cleanup(); moe.cleanup() }
+        var rng = SeededGenerator(seed: 77)
+        var nonEmpty = 0
+        func pick(_ options: [Int], _ n: Int) -> JSON { .array(Array(options.shuffled(using: &rng).prefix(n)).map { JSON($0) }) }
+        for trial in 0..<40 {
+            let f = trial % 2 == 0 ? dense : moe
+            let jet = f.config.family == .jetmoe
+            var space: [String: JSON] = ["num_hidden_layers": pick([1, 2, 3], 2), "hidden_size": pick([6, 8, 12, 16, 18, 24], 3),
+                                         "num_key_value_heads": pick(jet ? [1, 2] : [1, 3], 2), "intermediate_size": pick([4, 8, 12, 16], 3)]
+            if jet { space["num_local_experts"] = pick([2, 3, 4], 2); space["num_experts_per_tok"] = pick([1, 2], 2) }
+            else { space["num_attention_heads"] = pick([2, 3, 6], 2) }
+            let counts = f.config.family == .jetmoe ? ["total", "active"] : ["total", "non_embedding"]
+            let count = counts[trial / 2 % 2]
+            let top = count == "total" ? f.config.parameterCount : count == "active" ? f.config.activeParameterCount : f.config.nonEmbeddingParameterCount
+            let lo = Int(rng.next() % UInt64(top * 3 / 4)), width = top / 20 + Int(rng.next() % UInt64(top / 2))
+            let spec = try f.parse(f.spec(["space": .object(space), "budget": ["count": .string(count), "min": JSON(lo), "max": JSON(lo + width)]]))
+            let pruned = Enumeration.of(spec, teacher: f.config).candidates.map(\.hash)
+            let reference = Enumeration.exhaustive(spec, teacher: f.config).map(\.hash)
+            #expect(pruned == reference, "space \(space), budget \(lo)…\(lo + width)")
+            if !reference.isEmpty { nonEmpty += 1 }
+        }
+        #expect(nonEmpty >= 10, "the comparison is not vacuous: \(nonEmpty) of 40 spaces admit candidates")
+    }
+
+    /// A space of 10^9 combinations with a narrow budget: the walk visits the answer, not the
+    /// space; more candidates than the limit is an error with the count and what to do.
+    @Test func billionCombinationSpaceAnswersAndLimitsHold() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        // A wide teacher (config only: the spec reads no weights).
+        var big = f.config
+        big.numHiddenLayers = 1000; big.hiddenSize = 600; big.intermediateSize = 10000
+        let bigTeacher = f.root.appendingPathComponent("big-teacher")
+        try FileManager.default.createDirectory(at: bigTeacher, withIntermediateDirectories: true)
+        try big.json.data().write(to: bigTeacher.appendingPathComponent("config.json"))
+        let axis = { (lo: Int, hi: Int) -> JSON in ["min": JSON(lo), "max": JSON(hi)] }
+        let space: [String: JSON] = ["num_hidden_layers": axis(1, 1000), "hidden_size": ["min": 6, "max": 600, "step": 6],
+                                     "num_attention_heads": [6], "num_key_value_heads": [3], "intermediate_size": axis(1, 10000)]
+        let spec = try f.parse(f.spec(["teacher": .string(bigTeacher.path), "space": .object(space), "budget": ["min": 20_000, "max": 20_050]]))
+        let e = Enumeration.of(spec, teacher: big)
+        #expect(e.combinations == 1000 * 100 * 10000)
+        #expect(!e.candidates.isEmpty && !e.truncated)
+        #expect(e.candidates.allSatisfy { (20_000...20_050).contains($0.parameters) })
+        let wide = try f.parse(f.spec(["teacher": .string(bigTeacher.path), "space": .object(space), "budget": ["min": 1, "max": 10_000_000], "max_candidates": 1000]))
+        let capped = Enumeration.of(wide, teacher: big)
+        #expect(capped.truncated && capped.candidates.count == 1000)
+        #expect(throws: SearchError.self) { try capped.requireWithinLimit(wide) }
+    }
+
     @Test func largeSpaceEnumeratesEveryCombination() throws {
         let f = try Fixture()
         defer { f.cleanup() }
