@@ -29,14 +29,15 @@ extension SearchSpec {
                 + " (proxy.batch_size \(proxy.batch) × proxy.sequence_length \(proxy.sequence); importance.calibration_samples \(importance.samples) × sequence_length \(importance.sequence))")
         }
         // A distillation step: the teacher (weights, gradients, activations) and each student
-        // training at (B, T), none larger than the teacher.
-        let teacherBytes = saturating(saturating(t.parameterCount, times: 8),
-                                      plus: saturating(Activations.floatCount(config: t, B: proxy.batch, T: proxy.sequence), times: 4))
-        let student = t.trainingMemory(batch: proxy.batch, sequence: proxy.sequence)
-        let step = saturating(teacherBytes, plus: saturating(saturating(student.state, plus: student.activations), times: students))
+        // training at (B, T): parameters, gradients and AdamW moments (16 bytes each, at most the
+        // budget's maximum when it counts all parameters) and activations no larger than the teacher's.
+        let activations = saturating(Activations.floatCount(config: t, B: proxy.batch, T: proxy.sequence), times: 4)
+        let teacherBytes = saturating(saturating(t.parameterCount, times: 8), plus: activations)
+        let studentParameters = budget.count == .total ? min(budget.maximum, t.parameterCount) : t.parameterCount
+        let step = saturating(teacherBytes, plus: saturating(saturating(saturating(studentParameters, times: 16), plus: activations), times: students))
         do {
             try MemoryBudget.check(step, for: "a distillation step", drivers:
-                "proxy.batch_size \(proxy.batch) × proxy.sequence_length \(proxy.sequence), \(students) students per claim of at most the teacher's \(t.parameterCount) parameters")
+                "teacher \(t.parameterCount) parameters; proxy.batch_size \(proxy.batch) × proxy.sequence_length \(proxy.sequence); \(students) students per claim of at most \(studentParameters) parameters")
         } catch { throw fail("proxy.batch_size", "\(error)") }
         // The importance pass: the teacher's activations for a batch of calibration windows, the
         // windows themselves and one score per unit and sample.
