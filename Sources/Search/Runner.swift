@@ -19,16 +19,18 @@ public final class SearchRunner {
     let importanceCache: URL
     var scores: ImportanceScores?
 
-    /// Loads the teacher and corpus and enumerates the space. Nothing is written yet.
-    public init(spec: SearchSpec, store: StudyStore, results: URL, importanceCache: URL) throws {
+    /// Loads the teacher and corpus and enumerates the space, after checking the corpus and the
+    /// memory of `studentsPerClaim` students against the spec. Nothing is written yet.
+    public init(spec: SearchSpec, store: StudyStore, results: URL, importanceCache: URL, studentsPerClaim: Int = 4) throws {
         self.spec = spec
         self.store = store
         self.results = results
         self.importanceCache = importanceCache
+        self.studentsPerClaim = studentsPerClaim
         corpus = try spec.openCorpus()
         let teacherConfig = try ModelConfig.load(URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
         try spec.checkCorpus(corpus, teacher: teacherConfig)
-        try spec.checkResources(teacher: teacherConfig, students: 1)
+        try spec.checkResources(teacher: teacherConfig, students: studentsPerClaim)
         teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
         enumeration = Enumeration.of(spec, teacher: teacher.config)
         guard !enumeration.candidates.isEmpty else { throw SearchError.emptySpace(enumeration.explanation) }
@@ -225,7 +227,7 @@ public final class SearchRunner {
     /// prepare → (work → advance)* until done.
     public func run(worker: String, extend: Bool) throws -> Int64 {
         let study = try prepare(extend: extend)
-        var announced = ""
+        var announced: [String] = []
         while true {
             try work(study: study, worker: worker)
             if try advance(study: study) { return study }
@@ -235,13 +237,12 @@ public final class SearchRunner {
             if !trials.contains(where: { $0.state == "waiting" }) && trials.contains(where: { $0.state == "running" }) {
                 let running = try store.runningTrials(study: study)
                 let workers = Dictionary(grouping: running, by: \.worker)
-                let text = "waiting for \(running.count) running trial(s) held by " + workers.keys.sorted().map { w in
-                    let age = workers[w]!.map(\.secondsSinceHeartbeat).min() ?? 0
-                    return "\(w) (last heartbeat \(Int(age)) s ago)"
-                }.joined(separator: ", ") + "; a trial without a heartbeat for \(Int(staleAfter)) s is taken back and rerun"
-                if workers.keys.sorted() != announced.split(separator: "\u{1}").map(String.init) {
-                    log(text)
-                    announced = workers.keys.sorted().joined(separator: "\u{1}")
+                let names = workers.keys.sorted()
+                if names != announced {
+                    log("waiting for \(running.count) running trial(s) held by " + names.map { w in
+                        "\(w) (last heartbeat \(Int(workers[w]!.map(\.secondsSinceHeartbeat).min() ?? 0)) s ago)"
+                    }.joined(separator: ", ") + "; a trial without a heartbeat for \(Int(staleAfter)) s is taken back and rerun")
+                    announced = names
                 }
                 Thread.sleep(forTimeInterval: 2)
             }

@@ -46,7 +46,7 @@ struct BatchCommand: ParsableCommand {
         for f in files {
             let path = (directory as NSString).appendingPathComponent(f)
             let spec: SearchSpec
-            do { spec = try loadSpec(path) } catch {
+            do { spec = try loadSpec(path, students: options.studentsPerClaim) } catch {
                 print("\(path): skipped: \(error)")
                 problems.append("\(f): \(error)")
                 rows.append([.string(f), "invalid spec", .null, .null, .null, .null])

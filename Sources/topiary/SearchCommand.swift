@@ -24,10 +24,8 @@ struct RunnerOptions: ParsableArguments {
     }
 
     func runner(_ spec: SearchSpec, _ store: StudyStore) throws -> SearchRunner {
-        try spec.checkResources(teacher: try ModelConfig.load(directoryURL(spec.teacher).appendingPathComponent("config.json")),
-                                students: studentsPerClaim)
-        let r = try SearchRunner(spec: spec, store: store, results: directoryURL(results), importanceCache: directoryURL(importanceCache))
-        r.studentsPerClaim = studentsPerClaim
+        let r = try SearchRunner(spec: spec, store: store, results: directoryURL(results), importanceCache: directoryURL(importanceCache),
+                                 studentsPerClaim: studentsPerClaim)
         r.staleAfter = staleAfter
         return r
     }
@@ -56,7 +54,7 @@ struct SearchRun: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        let s = try loadSpec(spec)
+        let s = try loadSpec(spec, students: options.studentsPerClaim)
         let st = try store.open(.create)
         let runner = try options.runner(s, st)
         let start = Date()
@@ -101,7 +99,7 @@ struct WorkerCommand: ParsableCommand {
     func run() throws {
         engine.apply()
         let st = try store.open(.write)
-        let given = try spec.map(loadSpec)
+        let given = try spec.map { try loadSpec($0, students: options.studentsPerClaim) }
         let studyName = study ?? given!.study
         if let given, given.study != studyName {
             throw SearchError.spec(file: given.file, path: "study", reason: "'\(given.study)' is not the study --study names ('\(studyName)')")
@@ -113,7 +111,7 @@ struct WorkerCommand: ParsableCommand {
             throw SearchError.store("\(given.file) differs from the spec study '\(studyName)' was started with (stored in \(store.path)); "
                 + "a worker runs the study's own spec: drop --spec, or start a new study under another name")
         }
-        let s = try given ?? parseSpec(row.spec, file: "\(store.path): study '\(studyName)'")
+        let s = try given ?? parseSpec(row.spec, file: "\(store.path): study '\(studyName)'", students: options.studentsPerClaim)
         let runner = try options.runner(s, st)
         guard Fingerprint.of(runner.teacher) == row.teacherFingerprint else {
             throw SearchError.store("the teacher at \(s.teacher) is not the one study '\(studyName)' was started with (fingerprint differs)")

@@ -9,11 +9,11 @@ struct SpecCommand: ParsableCommand {
 }
 
 /// Loads and validates a spec file, reading the teacher's config.json (not its weights).
-func loadSpec(_ path: String) throws -> SearchSpec {
+func loadSpec(_ path: String, students: Int = 4) throws -> SearchSpec {
     let data: Data
     do { data = try FileIO.read(fileURL(path), what: "spec") } catch { throw SearchError.spec(file: path, path: "(file)", reason: "\(error)") }
     guard let json = JSON.parse(data) else { throw SearchError.spec(file: path, path: "(root)", reason: "malformed JSON") }
-    return try parseSpec(json, file: path)
+    return try parseSpec(json, file: path, students: students)
 }
 
 /// Validates a spec's JSON (from a file or from the store), reading the teacher's config.json and

@@ -33,7 +33,11 @@ struct TokenizerEncode: ParsableCommand {
         let tok = try loadTokenizer(tokenizer)
         try readJSONLines { n, json in
             guard let text = json["text"]?.string else { throw ModelError.invalidInput("stdin line \(n): expected {\"text\": string}") }
-            writeJSONLine(["ids": .array(tok.encode(text).map { JSON($0) })])
+            // Written as text directly: a JSON tree of ten million ids costs gigabytes.
+            var line = "{\"ids\":["
+            for (i, id) in tok.encode(text).enumerated() { line += i == 0 ? String(id) : "," + String(id) }
+            line += "]}\n"
+            FileHandle.standardOutput.write(Data(line.utf8))
         }
     }
 }

@@ -153,7 +153,7 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         for segment in splitAdded(text) {
             switch segment {
             case let .added(id): ids.append(id)
-            case let .text(s): for piece in preTokenize(s) { ids += bpe(piece) }
+            case let .text(s): forEachPiece(s) { ids += bpe($0) }
             }
         }
         return ids
@@ -181,27 +181,35 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
 
     /// Pre-tokenised pieces, already mapped to byte-level characters.
     func preTokenize(_ text: String) -> [String] {
+        var pieces: [String] = []
+        forEachPiece(text) { pieces.append($0) }
+        return pieces
+    }
+
+    /// Calls `body` with each pre-tokenised piece in order, mapped to byte-level characters, one
+    /// match at a time: memory stays proportional to the longest piece, not to the text (a
+    /// 50 MB single-line document once needed 4.9 GB when every match was collected first).
+    func forEachPiece(_ text: String, _ body: (String) -> Void) {
         var s = text
         if addPrefixSpace, let first = s.unicodeScalars.first, !first.properties.isWhitespace { s = " " + s }
-        if s.isEmpty { return [] }
-        var pieces: [Substring.UnicodeScalarView] = []
-        if let regex = splitRegex {
-            let scalars = s.unicodeScalars
-            var last = scalars.startIndex
-            for match in s.matches(of: regex) {
-                if match.range.lowerBound > last { pieces.append(scalars[last..<match.range.lowerBound]) }
-                if !match.range.isEmpty { pieces.append(scalars[match.range]) }
-                last = match.range.upperBound
-            }
-            if last < scalars.endIndex { pieces.append(scalars[last...]) }
-        } else {
-            pieces = [Substring(s).unicodeScalars]
-        }
-        return pieces.map { piece in
+        if s.isEmpty { return }
+        func emit(_ piece: Substring.UnicodeScalarView) {
             var mapped = ""
             for byte in String(String.UnicodeScalarView(piece)).utf8 { mapped.append(byteToChar[Int(byte)]) }
-            return mapped
+            body(mapped)
         }
+        let scalars = s.unicodeScalars
+        guard let regex = splitRegex else { emit(scalars[...]); return }
+        var last = scalars.startIndex
+        var searchFrom = s.startIndex
+        while searchFrom < s.endIndex, let match = s[searchFrom...].firstMatch(of: regex) {
+            if match.range.lowerBound > last { emit(scalars[last..<match.range.lowerBound]) }
+            if !match.range.isEmpty { emit(scalars[match.range]) }
+            last = match.range.upperBound
+            // An empty match moves on by one scalar, as the library's iteration does.
+            searchFrom = match.range.isEmpty ? scalars.index(after: match.range.upperBound) : match.range.upperBound
+        }
+        if last < scalars.endIndex { emit(scalars[last...]) }
     }
 
     /// Byte-pair merges of one piece: repeatedly merge the adjacent pair of lowest rank.
