@@ -55,3 +55,14 @@ public enum MemoryBudget {
         return String(format: "%.1f MiB", b / Double(1 << 20))
     }
 }
+
+extension MemoryBudget {
+    /// Training `config` with AdamW at (batch, sequence) — parameters, gradients, moments and
+    /// activations (``ModelConfig/trainingMemory(batch:sequence:dataParallelWorkers:)``) —
+    /// checked against what is available before the model is allocated.
+    public static func checkTraining(_ config: ModelConfig, batch: Int, sequence: Int, what: String) throws {
+        let m = config.trainingMemory(batch: batch, sequence: sequence)
+        try check(saturating(m.state, plus: m.activations), for: what,
+                  drivers: drivers(config) + "; batch \(batch) × sequence \(sequence)")
+    }
+}

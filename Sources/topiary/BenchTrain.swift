@@ -28,6 +28,7 @@ struct BenchTrain: ParsableCommand {
         engine.apply()
         if let kernels { useElementwiseKernels(kernels) }
         let c = try ModelConfig.load(fileURL(config))
+        try MemoryBudget.checkTraining(c, batch: batch, sequence: seq, what: "training \(config)")
         let baseline = residentBytes()
         let model = DecoderModel(config: c)
         model.initialize(seed: seed)

@@ -65,7 +65,11 @@ struct DistillCommand: ParsableCommand {
         engine.apply()
         let t = try Checkpoint.load(directoryURL(teacher))
         let corpus = try TokenShards(directory: directoryURL(data))
-        let students = try student.map { (directoryURL($0).lastPathComponent, try Checkpoint.load(directoryURL($0))) }
+        let students = try student.map { path -> (String, DecoderModel) in
+            let config = try Checkpoint.verify(directoryURL(path))
+            try MemoryBudget.checkTraining(config, batch: options.batch, sequence: options.seq, what: "distilling into \(path)")
+            return (directoryURL(path).lastPathComponent, try Checkpoint.load(directoryURL(path)))
+        }
         let outputs = student.count == 1 ? [directoryURL(out)] : students.map { directoryURL(out).appendingPathComponent($0.0) }
         var curves = [[String]](repeating: [], count: students.count)
         let (outcome, _) = try DistillationRun.run(teacher: t, students: students, corpus: corpus, recipe: options.recipe) { i, point in

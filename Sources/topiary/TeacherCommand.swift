@@ -42,6 +42,7 @@ struct TeacherTrain: ParsableCommand {
     func run() throws {
         engine.apply()
         let c = try ModelConfig.load(fileURL(config))
+        try MemoryBudget.checkTraining(c, batch: batch, sequence: seq, what: "training \(config)")
         let corpus = try TokenShards(directory: directoryURL(data))
         var recipe = TrainingRecipe(steps: steps)
         recipe.batch = batch; recipe.sequence = seq; recipe.learningRate = lr; recipe.schedule = schedule

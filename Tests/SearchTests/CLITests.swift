@@ -202,6 +202,8 @@ extension HostileInputTests {
             var d = c; d["intermediate_size"] = JSON(f.config.intermediateSize); d["num_hidden_layers"] = JSON(1 << 31)
             let url = f.root.appendingPathComponent("deep.json"); try? JSON.object(d).data().write(to: url); return url.path }()])
         #expect(infoDeep.status == 0, "\(infoDeep.err)")
+        let trainDeep = try topiary(["bench", "train", "--config", f.root.appendingPathComponent("deep.json").path, "--steps", "1"])
+        #expect(trainDeep.status != 0 && trainDeep.err.contains("refusing before allocating"), "\(trainDeep.err)")
         // Memory: a limit below what loading needs is refused with the numbers, not an abort.
         let eval = try topiary(["model", "eval", f.teacher.path, "--data", f.corpus.path], environment: ["TOPIARY_MEMORY_LIMIT": "1000"])
         #expect(eval.status != 0 && eval.err.contains("refusing before allocating") && eval.err.contains("num_hidden_layers"), "\(eval.err)")
