@@ -66,7 +66,7 @@ public enum Parallel {
 
     /// True on a thread running a ``chunks(_:minimumPerChunk:_:)`` body: nested work runs inline.
     static var inWorker: Bool { workerFlag.pointee != 0 }
-    nonisolated(unsafe) static let workerKey: pthread_key_t = {
+    static let workerKey: pthread_key_t = {
         var key = pthread_key_t()
         pthread_key_create(&key, nil)
         return key

@@ -179,7 +179,7 @@ public enum Importance {
             var tokens = [Int32](repeating: 0, count: B * T)
             for r in 0..<rows { for t in 0..<T { tokens[r * T + t] = calibration.tokens[(start + r) * T + t] } }
             try teacher.forward(tokens: tokens, acts)
-            try scratch.withUnsafeMutableBufferPointer { seq in
+            scratch.withUnsafeMutableBufferPointer { seq in
                 func aggregate(_ value: (Int) -> Double) -> Double {
                     for t in 0..<T { seq[t] = value(t) }
                     return seqAgg.reduce(UnsafeBufferPointer(seq))

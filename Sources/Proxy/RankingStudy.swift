@@ -46,9 +46,9 @@ public enum RankingStudy {
             losses[i].append(e.languageMean)
         }
         let (outcome, _) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r,
-                                                   evaluateAt: Set(sorted), progressLabel: "ranking") { i, p in
+                                                   evaluateAt: Set(sorted), progressLabel: "ranking", onPoint: { i, p in
             if sorted.contains(p.step) { losses[i].append(p.validation.languageMean) }
-        }
+        })
         if let (i, e) = outcome.failures.first { throw ProxyError.diverged(student: candidates[i].0, step: 0, what: "\(e)") }
         let columns = [0] + sorted
         let final = losses.map { $0.last! }

@@ -72,11 +72,11 @@ struct DistillCommand: ParsableCommand {
         }
         let outputs = student.count == 1 ? [directoryURL(out)] : students.map { directoryURL(out).appendingPathComponent($0.0) }
         var curves = [[String]](repeating: [], count: students.count)
-        let (outcome, _) = try DistillationRun.run(teacher: t, students: students, corpus: corpus, recipe: options.recipe) { i, point in
+        let (outcome, _) = try DistillationRun.run(teacher: t, students: students, corpus: corpus, recipe: options.recipe, onPoint: { i, point in
             curves[i].append(point.json.description)
             try AtomicFile.write(Data((curves[i].joined(separator: "\n") + "\n").utf8), to: outputs[i].appendingPathComponent("curve.jsonl"))
             print("\(students[i].0) step \(point.step): validation \(String(format: "%.4f", point.validation.overall)) (language mean \(String(format: "%.4f", point.validation.languageMean))), KL to teacher \(String(format: "%.4f", point.validationKL))")
-        }
+        })
         for (i, (name, model)) in students.enumerated() {
             if let failure = outcome.failures[i] { print("\(name): FAILED: \(failure)"); continue }
             try Checkpoint.save(model, to: outputs[i])

@@ -333,7 +333,7 @@ extension HostileInputTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: newer)) == newerBytes)
         // Empty, missing (with missing folders) and URL stores.
         let empty = f.root.appendingPathComponent("empty.sqlite").path
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
         let emptyRun = try topiary(["results", "studies", "--db", empty])
         #expect(emptyRun.status != 0 && emptyRun.err.contains("empty file"), "\(emptyRun.err)")
         let missing = f.root.appendingPathComponent("no/such/folder/store.sqlite").path
