@@ -18,13 +18,12 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels"),
         .target(name: "CPlatform", dependencies: ["COpenBLAS"]),
         .target(name: "CTestSupport", dependencies: ["CPlatform"]),
         .target(
             name: "Model",
-            dependencies: ["COpenBLAS", "CKernels", "CPlatform"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"])]
+            dependencies: ["COpenBLAS", "CKernels", "CPlatform"]
         ),
         .target(name: "Proxy", dependencies: ["Model"]),
         .target(name: "Search", dependencies: ["Proxy", "Model", .product(name: "GRDB", package: "GRDB.swift")]),
