@@ -52,6 +52,7 @@ public struct BatchSampler: Sendable {
             guard langs.contains(language) else { throw ModelError.invalidInput("language '\(language)' is not in the corpus (\(langs.joined(separator: ", ")))") }
             langs = [language]
         }
+        guard !langs.isEmpty else { throw ModelError.invalidInput("the corpus has no \(split) tokens in any language") }
         for l in langs where stats[l]!.tokens < sequence + 1 {
             throw ModelError.invalidInput("language '\(l)' has \(stats[l]!.tokens) \(split) tokens, fewer than one window of \(sequence + 1)")
         }

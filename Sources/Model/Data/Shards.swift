@@ -59,7 +59,17 @@ public final class TokenShards: @unchecked Sendable {
                 st.tokens = s["tokens"]?.int ?? 0
                 st.tokenStart = s["token_start"]?.int ?? 0
                 st.tokenEnd = s["token_end"]?.int ?? 0
+                // Each language is one token range: the sampler and evaluation index with it.
+                guard languages.contains(lang), st.tokenStart >= 0, st.tokenStart <= st.tokenEnd,
+                      st.tokens == st.tokenEnd - st.tokenStart, st.documents >= 0, st.bytes >= 0 else {
+                    throw ModelError.io(path: manifestURL.path, reason: "splits.\(split).languages.\(lang): an inconsistent entry "
+                        + "(token_start \(st.tokenStart), token_end \(st.tokenEnd), tokens \(st.tokens)\(languages.contains(lang) ? "" : ", not in languages")); the corpus is damaged — prepare it again")
+                }
                 perLanguage[lang] = st
+            }
+            let sorted = perLanguage.values.sorted { $0.tokenStart < $1.tokenStart }
+            for (a, b) in zip(sorted, sorted.dropFirst()) where a.tokenEnd > b.tokenStart {
+                throw ModelError.io(path: manifestURL.path, reason: "splits.\(split): language token ranges overlap; the corpus is damaged — prepare it again")
             }
             let expected = perLanguage.values.map(\.tokenEnd).max() ?? 0
             guard tokens.count == expected * (wide ? 4 : 2) else {

@@ -1,0 +1,159 @@
+import Foundation
+import Model
+import Testing
+
+/// Seeded mutation fuzzing of every parser that reads user files: safetensors headers, config.json
+/// of every family, tokenizer.json (load and encode/decode), JSON Lines corpora and prepared-shard
+/// manifests. Each mutated input must give a result or a thrown error — a crash, trap or hang
+/// fails the whole test run. Mutations: a JSON value replaced by another kind or an extreme
+/// number, a key deleted or added, and bytes flipped, inserted, deleted or the file truncated.
+/// TOPIARY_FUZZ_ITERATIONS sets the iterations per parser (CI: 300; the documented run: 20,000).
+@Suite struct ParserFuzzTests {
+    static let iterations = Int(ProcessInfo.processInfo.environment["TOPIARY_FUZZ_ITERATIONS"] ?? "") ?? 300
+
+    static let values: [JSON] = [0, -1, 1, 2, 3, 255, 256, 65_536, JSON(1 << 31), JSON(1 << 40), JSON(Double(1 << 53)), 1e300, -1e300, 0.5, -0.0,
+                                 "", "x", "F32", "BF16", "llama", "mixtral", .null, true, false, [], [:], [1, 2], [-1, 0], ["a"], ["k": 1]]
+
+    /// One random edit somewhere in a JSON tree.
+    static func mutate(_ json: JSON, _ rng: inout SeededGenerator, depth: Int = 0) -> JSON {
+        let stop = depth > 4 || rng.next() % 3 == 0
+        switch json {
+        case var .object(o) where !o.isEmpty:
+            let keys = o.keys.sorted()
+            let key = keys[Int(rng.next() % UInt64(keys.count))]
+            if stop {
+                switch rng.next() % 4 {
+                case 0: o[key] = nil
+                case 1: o["fuzz_\(rng.next() % 5)"] = values[Int(rng.next() % UInt64(values.count))]
+                default: o[key] = values[Int(rng.next() % UInt64(values.count))]
+                }
+            } else {
+                o[key] = mutate(o[key]!, &rng, depth: depth + 1)
+            }
+            return .object(o)
+        case var .array(a) where !a.isEmpty:
+            let i = Int(rng.next() % UInt64(a.count))
+            if stop {
+                if rng.next() % 4 == 0 { a.remove(at: i) } else { a[i] = values[Int(rng.next() % UInt64(values.count))] }
+            } else {
+                a[i] = mutate(a[i], &rng, depth: depth + 1)
+            }
+            return .array(a)
+        default:
+            return values[Int(rng.next() % UInt64(values.count))]
+        }
+    }
+
+    /// Byte-level damage: flips, insertions, deletions, truncation.
+    static func damage(_ data: Data, _ rng: inout SeededGenerator) -> Data {
+        var d = [UInt8](data)
+        for _ in 0..<(1 + Int(rng.next() % 4)) where !d.isEmpty {
+            let i = Int(rng.next() % UInt64(d.count))
+            switch rng.next() % 4 {
+            case 0: d[i] ^= UInt8(1 << (rng.next() % 8))
+            case 1: d.insert(UInt8(rng.next() % 256), at: i)
+            case 2: d.remove(at: i)
+            default: d = Array(d.prefix(i))
+            }
+        }
+        return Data(d)
+    }
+
+    /// A mutated variant of a JSON document: usually a tree edit, sometimes damaged bytes.
+    static func variant(_ json: JSON, _ rng: inout SeededGenerator) -> Data {
+        var j = json
+        for _ in 0..<(1 + Int(rng.next() % 3)) { j = mutate(j, &rng) }
+        return rng.next() % 5 == 0 ? damage(json.data(), &rng) : j.data()
+    }
+
+    @Test func safetensorsHeaders() throws {
+        let original = try Data(contentsOf: fixtures.appendingPathComponent("llama_gqa/model.safetensors"))
+        let headerLength = Int(original.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let header = JSON.parse(original.subdata(in: 8..<(8 + headerLength)))!
+        let body = original.subdata(in: (8 + headerLength)..<original.count)
+        var rng = SeededGenerator(seed: 101)
+        var accepted = 0
+        for i in 0..<Self.iterations {
+            var bytes: Data
+            if i % 4 == 0 {
+                bytes = Self.damage(original, &rng)
+            } else {
+                var h = Self.variant(header, &rng)
+                while h.count % 8 != 0 { h.append(0x20) }
+                var n = UInt64(h.count).littleEndian
+                bytes = Data(bytes: &n, count: 8) + h + body
+            }
+            guard let file = try? SafeTensorsFile(data: bytes, path: "fuzz-\(i).safetensors") else { continue }
+            accepted += 1
+            for name in file.names { _ = try? file.floats(name) }
+        }
+        print("fuzz safetensors: \(Self.iterations) inputs, \(accepted) accepted, 0 crashes")
+    }
+
+    @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "mixtral_moe", "jetmoe_moa"])
+    func configs(_ fixture: String) throws {
+        let json = JSON.parse(try Data(contentsOf: fixtures.appendingPathComponent("\(fixture)/config.json")))!
+        var rng = SeededGenerator(seed: 202)
+        var accepted = 0
+        for _ in 0..<Self.iterations {
+            guard let c = try? ModelConfig.decode(Self.variant(json, &rng)) else { continue }
+            accepted += 1
+            _ = (c.parameterCount, c.activeParameterCount, c.forwardFLOPsPerToken(sequence: 64), c.trainingMemory(batch: 2, sequence: 8), c.json.data())
+        }
+        print("fuzz config.json (\(fixture)): \(Self.iterations) inputs, \(accepted) accepted, 0 crashes")
+    }
+
+    @Test(arguments: ["gpt2-style.json", "llama3-style.json"])
+    func tokenizers(_ name: String) throws {
+        let url = fixtures.appendingPathComponent("tokenizers/\(name)")
+        guard FileManager.default.fileExists(atPath: url.path) else { Issue.record("fixture \(name) missing"); return }
+        let json = JSON.parse(try Data(contentsOf: url))!
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("tokenizer.json")
+        var rng = SeededGenerator(seed: 303)
+        var accepted = 0
+        let texts = ["Dia dhuit! Привет, мир. 日本語", "  \n\t<|endoftext|> 🙂👍🏽 e\u{301}", "", String(repeating: "ab ", count: 50)]
+        for _ in 0..<max(1, Self.iterations / 3) {
+            try Self.variant(json, &rng).write(to: file)
+            guard let tok = try? BPETokenizer(url: file) else { continue }
+            accepted += 1
+            for t in texts { let ids = tok.encode(t); _ = try? tok.decode(ids) }
+            _ = try? tok.decode([0, 1, tok.vocabularySize - 1, tok.vocabularySize, -1])
+        }
+        print("fuzz tokenizer.json (\(name)): \(max(1, Self.iterations / 3)) inputs, \(accepted) accepted, 0 crashes")
+    }
+
+    @Test func jsonLinesAndManifests() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var rng = SeededGenerator(seed: 404)
+        // JSON Lines corpora.
+        let lines: [JSON] = [["text": "Dia dhuit", "lang": "ga"], ["text": "Hallo Welt", "lang": "de"], ["text": "hello"]]
+        let jsonl = dir.appendingPathComponent("corpus.jsonl")
+        for _ in 0..<Self.iterations {
+            var text = Data()
+            for l in lines { text += (rng.next() % 3 == 0 ? Self.variant(l, &rng) : l.data()) + Data("\n".utf8) }
+            try text.write(to: jsonl)
+            var skipped = SkipReport()
+            _ = try? CorpusReader.read(jsonl, format: .jsonl, language: "und", skipped: &skipped)
+        }
+        // Prepared-shard manifests (the shards stay valid; the manifest lies).
+        let corpus = dir.appendingPathComponent("corpus")
+        var docs: [Document] = []
+        for lang in ["en", "ga"] { for i in 0..<6 { docs.append(Document(text: "\(lang) document \(i) with some words", language: lang)) } }
+        _ = try ShardWriter.write(documents: docs, tokenizer: ByteTokenizer(), to: corpus, validationFraction: 0.34)
+        let manifestURL = corpus.appendingPathComponent("manifest.json")
+        let manifest = JSON.parse(try Data(contentsOf: manifestURL))!
+        var accepted = 0
+        for _ in 0..<Self.iterations {
+            try Self.variant(manifest, &rng).write(to: manifestURL)
+            guard let shards = try? TokenShards(directory: corpus) else { continue }
+            accepted += 1
+            if let sampler = try? BatchSampler(shards: shards, batch: 2, sequence: 4, sampling: .temperature(0.3), seed: 1) {
+                _ = sampler.batch(step: 0)
+            }
+        }
+        print("fuzz JSON Lines and manifests: \(Self.iterations) inputs each, \(accepted) manifests accepted, 0 crashes")
+    }
+}
