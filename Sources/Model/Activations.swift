@@ -93,12 +93,12 @@ public final class Activations {
                                   attn: carver.take(N * attnW), norm2: carver.take(N * C), mean2: carver.take(N), rstd2: carver.take(N),
                                   mlpPre: carver.take(rows * pre), mlpAct: carver.take(rows * F))
                 if c.family.isMixture {
-                    layer.mlpRouter = RouterState(N: N, E: E, k: k, carver: { carver.take($0) })
+                    layer.mlpRouter = RouterState(N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
                     layer.mlpGathered = carver.take(rows * C)
                     layer.mlpExpertOut = carver.take(rows * C)
                 }
                 if c.family.hasAttentionExperts {
-                    layer.attentionRouter = RouterState(N: N, E: E, k: k, carver: { carver.take($0) })
+                    layer.attentionRouter = RouterState(N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
                     layer.attnGathered = carver.take(rows * C)
                     layer.attnSlots = carver.take(rows * GD)
                     layer.attnExpertOut = carver.take(rows * C)

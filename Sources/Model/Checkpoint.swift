@@ -145,6 +145,7 @@ public enum Checkpoint {
         let slices = model.layout.entries.map {
             TensorSlice(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(start: model.parameters.pointer + $0.offset, count: $0.count))
         }
+        try FileIO.requireFreeSpace(saturating(model.layout.count, times: 4), in: directory, for: "writing the checkpoint")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let fm = FileManager.default
         if let shardBytes, model.layout.count * 4 > shardBytes {

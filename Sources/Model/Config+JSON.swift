@@ -181,6 +181,9 @@ private struct ConfigReader {
             if let t = try double("rope_theta", in: dict, path: "\(key).rope_theta") { ropeTheta = t }
             if let p = try double("partial_rotary_factor", in: dict, path: "\(key).partial_rotary_factor") { partial = p }
         }
+        if let p = partial, !(p > 0 && p <= 1) {
+            throw fail("partial_rotary_factor", "\(p) is outside (0, 1]: the share of each head's dimensions that rotate")
+        }
         if family != .nemotron, let p = partial, p != 1 {
             throw unsupported("partial_rotary_factor", "\(family.rawValue) applies rotary embeddings to every head dimension")
         }

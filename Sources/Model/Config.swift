@@ -139,6 +139,9 @@ public struct ModelConfig: Sendable, Equatable {
         }
         if family.isMixture {
             try positive(numLocalExperts, "num_local_experts")
+            if numLocalExperts > 1 << 16 {
+                throw ModelError.invalidConfig(file: file, key: "num_local_experts", reason: "\(numLocalExperts) experts; at most 65,536 are supported")
+            }
             try positive(numExpertsPerTok, "num_experts_per_tok")
             if numExpertsPerTok > numLocalExperts {
                 throw ModelError.invalidConfig(file: file, key: "num_experts_per_tok",

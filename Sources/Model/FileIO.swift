@@ -45,3 +45,20 @@ public enum FileIO {
         }
     }
 }
+
+extension FileIO {
+    /// Throws ``ModelError/io(path:reason:)`` when the file system holding `folder` (or its
+    /// nearest existing parent) has less than `bytes` free (plus 1% and 1 MiB of headroom), so
+    /// that writers refuse before writing rather than leave a half-written file on a full disk.
+    public static func requireFreeSpace(_ bytes: Int, in folder: URL, for what: String) throws {
+        var existing = folder.standardizedFileURL
+        while !FileManager.default.fileExists(atPath: existing.path) && existing.path != "/" { existing.deleteLastPathComponent() }
+        var fs = statvfs()
+        guard statvfs(existing.path, &fs) == 0 else { return }
+        let free = Int(fs.f_bavail) &* Int(fs.f_frsize)
+        let needed = saturating(bytes, plus: bytes / 100 + (1 << 20))
+        if needed > free {
+            throw ModelError.io(path: folder.path, reason: "\(what) needs about \(MemoryBudget.format(needed)) but the device has \(MemoryBudget.format(free)) free; nothing was written")
+        }
+    }
+}

@@ -136,6 +136,9 @@ public enum ShardWriter {
             splitDocs["train"]! += docs[nValidation...].map { ($0, li) }
         }
         let wide = tokenizer.vocabularySize > 65536
+        // At most one token per byte with a byte-level tokenizer, plus the end-of-text ids and the index.
+        try FileIO.requireFreeSpace(documents.reduce(0) { $0 + ($1.text.utf8.count + 1) * (wide ? 4 : 2) + 16 }, in: directory.deletingLastPathComponent(),
+                                    for: "writing the token shards")
         let limit = tokenizer.vocabularySize
         guard limit > 0, limit <= (wide ? Int(UInt32.max) : 65536), (0..<limit).contains(tokenizer.endOfText) else {
             throw ModelError.invalidInput("tokenizer \(tokenizer.identifier): vocabulary size \(limit) with end-of-text id \(tokenizer.endOfText) does not fit token shards")

@@ -28,12 +28,13 @@ public final class RouterState {
     /// E + 1 row boundaries.
     public internal(set) var expertStart: [Int]
 
-    init(N: Int, E: Int, k: Int, carver: (Int) -> UnsafeMutablePointer<Float>) {
+    /// `allocate: false` only counts (the carver hands out placeholders): no index arrays.
+    init(N: Int, E: Int, k: Int, allocate: Bool = true, carver: (Int) -> UnsafeMutablePointer<Float>) {
         self.N = N; self.E = E; self.k = k
         logits = carver(N * E); probs = carver(N * E); gates = carver(N * k)
-        chosen = [Int32](repeating: 0, count: N * k)
+        chosen = [Int32](repeating: 0, count: allocate ? N * k : 0)
         rowToken = chosen; rowSlot = chosen; slotRow = chosen
-        expertStart = [Int](repeating: 0, count: E + 1)
+        expertStart = [Int](repeating: 0, count: allocate ? E + 1 : 0)
     }
 
     /// The token of dispatch row `r`.

@@ -147,6 +147,7 @@ public enum TrainingCheckpoint {
         let final = directory.appendingPathComponent(name)
         let temporary = directory.appendingPathComponent(".\(name).tmp-\(getpid())")
         try? fm.removeItem(at: temporary)
+        try FileIO.requireFreeSpace(saturating(model.layout.count, times: 12), in: directory, for: "writing a training checkpoint (weights and AdamW moments)")
         try Checkpoint.save(model, to: temporary)
         let slices = model.layout.entries.flatMap { e in
             [TensorSlice(name: "m:" + e.name, shape: e.shape, values: UnsafeBufferPointer(start: optimizer.m.pointer + e.offset, count: e.count)),
