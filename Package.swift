@@ -34,9 +34,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "CKernels", "CPlatform", "CTestSupport"], exclude: ["Fixtures"]),
+        .target(name: "FuzzSupport", dependencies: ["Model"], path: "Tests/FuzzSupport"),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "CKernels", "CPlatform", "CTestSupport", "FuzzSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model", "CTestSupport"]),
-        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", "CTestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", "CTestSupport", "FuzzSupport", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import FuzzSupport
 import Model
 import Testing
 
@@ -9,62 +10,7 @@ import Testing
 /// number, a key deleted or added, and bytes flipped, inserted, deleted or the file truncated.
 /// TOPIARY_FUZZ_ITERATIONS sets the iterations per parser (CI: 300; the documented run: 20,000).
 @Suite struct ParserFuzzTests {
-    static let iterations = Int(ProcessInfo.processInfo.environment["TOPIARY_FUZZ_ITERATIONS"] ?? "") ?? 300
-
-    static let values: [JSON] = [0, -1, 1, 2, 3, 255, 256, 65_536, JSON(1 << 31), JSON(1 << 40), JSON(Double(1 << 53)), 1e300, -1e300, 0.5, -0.0,
-                                 "", "x", "F32", "BF16", "llama", "mixtral", .null, true, false, [], [:], [1, 2], [-1, 0], ["a"], ["k": 1]]
-
-    /// One random edit somewhere in a JSON tree.
-    static func mutate(_ json: JSON, _ rng: inout SeededGenerator, depth: Int = 0) -> JSON {
-        let stop = depth > 4 || rng.next() % 3 == 0
-        switch json {
-        case var .object(o) where !o.isEmpty:
-            let keys = o.keys.sorted()
-            let key = keys[Int(rng.next() % UInt64(keys.count))]
-            if stop {
-                switch rng.next() % 4 {
-                case 0: o[key] = nil
-                case 1: o["fuzz_\(rng.next() % 5)"] = values[Int(rng.next() % UInt64(values.count))]
-                default: o[key] = values[Int(rng.next() % UInt64(values.count))]
-                }
-            } else {
-                o[key] = mutate(o[key]!, &rng, depth: depth + 1)
-            }
-            return .object(o)
-        case var .array(a) where !a.isEmpty:
-            let i = Int(rng.next() % UInt64(a.count))
-            if stop {
-                if rng.next() % 4 == 0 { a.remove(at: i) } else { a[i] = values[Int(rng.next() % UInt64(values.count))] }
-            } else {
-                a[i] = mutate(a[i], &rng, depth: depth + 1)
-            }
-            return .array(a)
-        default:
-            return values[Int(rng.next() % UInt64(values.count))]
-        }
-    }
-
-    /// Byte-level damage: flips, insertions, deletions, truncation.
-    static func damage(_ data: Data, _ rng: inout SeededGenerator) -> Data {
-        var d = [UInt8](data)
-        for _ in 0..<(1 + Int(rng.next() % 4)) where !d.isEmpty {
-            let i = Int(rng.next() % UInt64(d.count))
-            switch rng.next() % 4 {
-            case 0: d[i] ^= UInt8(1 << (rng.next() % 8))
-            case 1: d.insert(UInt8(rng.next() % 256), at: i)
-            case 2: d.remove(at: i)
-            default: d = Array(d.prefix(i))
-            }
-        }
-        return Data(d)
-    }
-
-    /// A mutated variant of a JSON document: usually a tree edit, sometimes damaged bytes.
-    static func variant(_ json: JSON, _ rng: inout SeededGenerator) -> Data {
-        var j = json
-        for _ in 0..<(1 + Int(rng.next() % 3)) { j = mutate(j, &rng) }
-        return rng.next() % 5 == 0 ? damage(json.data(), &rng) : j.data()
-    }
+    static var iterations: Int { Mutation.iterations }
 
     @Test func safetensorsHeaders() throws {
         let original = try Data(contentsOf: fixtures.appendingPathComponent("llama_gqa/model.safetensors"))
@@ -76,9 +22,9 @@ import Testing
         for i in 0..<Self.iterations {
             var bytes: Data
             if i % 4 == 0 {
-                bytes = Self.damage(original, &rng)
+                bytes = Mutation.damage(original, &rng)
             } else {
-                var h = Self.variant(header, &rng)
+                var h = Mutation.variant(header, &rng)
                 while h.count % 8 != 0 { h.append(0x20) }
                 var n = UInt64(h.count).littleEndian
                 bytes = Data(bytes: &n, count: 8) + h + body
@@ -96,7 +42,7 @@ import Testing
         var rng = SeededGenerator(seed: 202)
         var accepted = 0
         for _ in 0..<Self.iterations {
-            guard let c = try? ModelConfig.decode(Self.variant(json, &rng)) else { continue }
+            guard let c = try? ModelConfig.decode(Mutation.variant(json, &rng)) else { continue }
             accepted += 1
             _ = (c.parameterCount, c.activeParameterCount, c.forwardFLOPsPerToken(sequence: 64), c.trainingMemory(batch: 2, sequence: 8), c.json.data())
         }
@@ -115,7 +61,7 @@ import Testing
         var accepted = 0
         let texts = ["Dia dhuit! Привет, мир. 日本語", "  \n\t<|endoftext|> 🙂👍🏽 e\u{301}", "", String(repeating: "ab ", count: 50)]
         for _ in 0..<max(1, Self.iterations / 3) {
-            try Self.variant(json, &rng).write(to: file)
+            try Mutation.variant(json, &rng).write(to: file)
             guard let tok = try? BPETokenizer(url: file) else { continue }
             accepted += 1
             for t in texts { let ids = tok.encode(t); _ = try? tok.decode(ids) }
@@ -133,7 +79,7 @@ import Testing
         let jsonl = dir.appendingPathComponent("corpus.jsonl")
         for _ in 0..<Self.iterations {
             var text = Data()
-            for l in lines { text += (rng.next() % 3 == 0 ? Self.variant(l, &rng) : l.data()) + Data("\n".utf8) }
+            for l in lines { text += (rng.next() % 3 == 0 ? Mutation.variant(l, &rng) : l.data()) + Data("\n".utf8) }
             try text.write(to: jsonl)
             var skipped = SkipReport()
             _ = try? CorpusReader.read(jsonl, format: .jsonl, language: "und", skipped: &skipped)
@@ -147,7 +93,7 @@ import Testing
         let manifest = JSON.parse(try Data(contentsOf: manifestURL))!
         var accepted = 0
         for _ in 0..<Self.iterations {
-            try Self.variant(manifest, &rng).write(to: manifestURL)
+            try Mutation.variant(manifest, &rng).write(to: manifestURL)
             guard let shards = try? TokenShards(directory: corpus) else { continue }
             accepted += 1
             if let sampler = try? BatchSampler(shards: shards, batch: 2, sequence: 4, sampling: .temperature(0.3), seed: 1) {

@@ -1,5 +1,7 @@
 import Foundation
+import FuzzSupport
 import Model
+import Search
 import Testing
 
 /// Seeded mutations of a real checkpoint's config.json, each run through `topiary model info`
@@ -45,5 +47,42 @@ import Testing
         print("config fuzz: \(count) configs × 2 commands, exits \(outcomes.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", "))")
         #expect(crashes.isEmpty, "\(crashes.count) crashes, first: \(crashes.prefix(3).joined(separator: "\n"))")
         #expect(outcomes[1, default: 0] > 0 && outcomes[0, default: 0] > 0, "both valid and refused configs were tried")
+    }
+}
+
+/// The spec parser and the safetensors index reader under the same seeded mutations as the
+/// Model parsers (`ParserFuzzTests`): a result or a thrown error, never a crash.
+@Suite struct SpecFuzzTests {
+    @Test func specsAndShardIndexes() throws {
+        let iterations = Mutation.iterations
+        let f = try Fixture()
+        defer { f.cleanup() }
+        var rng = SeededGenerator(seed: 505)
+        let base = f.spec(["budget": ["min": 15000, "max": JSON(f.config.parameterCount)]])
+        var accepted = 0
+        for _ in 0..<iterations {
+            var j = base
+            for _ in 0..<(1 + Int(rng.next() % 3)) { j = Mutation.mutate(j, &rng) }
+            guard let spec = try? f.parse(j) else { continue }
+            accepted += 1
+            let e = Enumeration.of(spec, teacher: f.config, limit: 1000)
+            _ = try? e.requireWithinLimit(spec)
+            _ = try? spec.checkResources(teacher: f.config)
+        }
+        // A sharded checkpoint whose index lies.
+        let sharded = f.root.appendingPathComponent("sharded")
+        let m = try Checkpoint.load(f.teacher)
+        try Checkpoint.save(m, to: sharded, shardBytes: 4096)
+        let indexURL = sharded.appendingPathComponent("model.safetensors.index.json")
+        let index = JSON.parse(try Data(contentsOf: indexURL))!
+        var loaded = 0
+        for _ in 0..<max(1, iterations / 3) {
+            var j = index
+            for _ in 0..<(1 + Int(rng.next() % 2)) { j = Mutation.mutate(j, &rng) }
+            try j.data().write(to: indexURL)
+            if (try? Checkpoint.load(sharded)) != nil { loaded += 1 }
+        }
+        print("fuzz specs: \(iterations) inputs, \(accepted) accepted; safetensors index: \(max(1, iterations / 3)) inputs, \(loaded) loaded; 0 crashes")
+        #expect(accepted > 0)
     }
 }
