@@ -119,7 +119,7 @@ public final class StudyStore: @unchecked Sendable {
             probe.readonly = true
             probe.busyMode = .timeout(5)
             do {
-                let queue = try DatabaseQueue(path: path, configuration: probe)
+                let queue = try Self.readOnlyQueue(path, probe)
                 let (superseded, complete) = try queue.read { db in
                     (try migrator.hasBeenSuperseded(db), try migrator.hasCompletedMigrations(db))
                 }
@@ -137,7 +137,7 @@ public final class StudyStore: @unchecked Sendable {
         config.prepareDatabase { db in try db.execute(sql: "PRAGMA foreign_keys = ON") }
         if access == .read {
             config.readonly = true
-            do { pool = try DatabaseQueue(path: path, configuration: config) } catch {
+            do { pool = try Self.readOnlyQueue(path, config) } catch {
                 throw SearchError.store("\(path): cannot open: \(Self.describe(error))")
             }
             return
@@ -147,6 +147,18 @@ public final class StudyStore: @unchecked Sendable {
         }
         do { try migrator.migrate(pool) } catch {
             throw SearchError.store("\(path): cannot upgrade the schema: \(Self.describe(error))")
+        }
+    }
+
+    /// A read-only connection. SQLite needs to create the `-shm` (and `-wal`) files beside a
+    /// WAL-mode database even to read it; on a read-only file system that fails, and the store is
+    /// then opened as immutable (what a writer left checkpointed; nothing can change it there).
+    static func readOnlyQueue(_ path: String, _ config: Configuration) throws -> DatabaseQueue {
+        do { return try DatabaseQueue(path: path, configuration: config) } catch {
+            let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+            let escaped = absolute.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "?#%"))) ?? absolute
+            guard let queue = try? DatabaseQueue(path: "file:\(escaped)?immutable=1", configuration: config) else { throw error }
+            return queue
         }
     }
 

@@ -430,3 +430,52 @@ extension HostileInputTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: small.path).isEmpty, "nothing left on the full disk")
     }
 }
+
+extension HostileInputTests {
+    /// Issue 15: a store replaced by garbage, and a store on a read-only file system: a clear
+    /// error for what cannot work, queries still answered read-only, nothing else damaged.
+    @Test func garbageAndReadOnlyStores() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let garbage = f.root.appendingPathComponent("garbage.sqlite").path
+        try Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7919) }).write(to: URL(fileURLWithPath: garbage))
+        let before = try Data(contentsOf: URL(fileURLWithPath: garbage))
+        for args in [["results", "studies", "--db", garbage], ["search", "run", try f.writeSpec(f.spec()), "--db", garbage]] {
+            let r = try topiary(args)
+            #expect(r.status != 0 && r.err.contains("not a Topiary store"), "\(r.err)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: garbage)) == before, "the garbage file is left as it was")
+        // A real store on a file system mounted read-only.
+        let ro = f.root.appendingPathComponent("ro")
+        try FileManager.default.createDirectory(at: ro, withIntermediateDirectories: true)
+        func run(_ tool: String, _ args: [String]) throws -> Int32 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: tool)
+            p.arguments = args
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            return p.terminationStatus
+        }
+        guard try run("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", ro.path]) == 0 else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { Issue.record("cannot mount a tmpfs under CI") }
+            print("SKIPPED garbageAndReadOnlyStores (read-only part): cannot mount a tmpfs here (needs root)")
+            return
+        }
+        defer { _ = try? run("/bin/umount", [ro.path]) }
+        let db = ro.appendingPathComponent("store.sqlite").path
+        do {
+            let store = try StudyStore(path: db)
+            let runner = try SearchRunner(spec: try f.parse(f.spec(["budget": ["min": 15000, "max": JSON(f.config.parameterCount)]])), store: store,
+                                          results: f.root.appendingPathComponent("results"), importanceCache: f.root.appendingPathComponent("importance"))
+            runner.log = { _ in }
+            _ = try runner.run(worker: "w", extend: false)
+        }
+        #expect(try run("/bin/mount", ["-o", "remount,ro", ro.path]) == 0)
+        let query = try topiary(["results", "top", "tiny", "--db", db])
+        #expect(query.status == 0 && query.out.contains("rank"), "queries answer from a read-only store: \(query.err)")
+        let delete = try topiary(["results", "delete", "tiny", "--db", db])
+        #expect(delete.status != 0 && !delete.err.isEmpty, "a write to a read-only store is an error")
+        #expect(try topiary(["results", "top", "tiny", "--db", db]).status == 0, "and the store is intact")
+    }
+}
