@@ -39,5 +39,5 @@ let package = Package(
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model", "CTestSupport"]),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", "CTestSupport", "FuzzSupport", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

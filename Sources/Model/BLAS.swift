@@ -89,12 +89,24 @@ public enum Parallel {
             if count > 0 { body(0, 0..<count) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            let flag = workerFlag
-            flag.pointee = 1
-            defer { flag.pointee = 0 }
-            let lo = count * w / workers, hi = count * (w + 1) / workers
-            if lo < hi { body(w, lo..<hi) }
+        // The chunks touch disjoint ranges and `concurrentPerform` returns only when every chunk
+        // is done, so `body` never outlives this call nor races with itself on the same data.
+        withoutActuallyEscaping(body) { escapable in
+            let shared = UncheckedSendable(escapable)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                let flag = workerFlag
+                flag.pointee = 1
+                defer { flag.pointee = 0 }
+                let lo = count * w / workers, hi = count * (w + 1) / workers
+                if lo < hi { shared.value(w, lo..<hi) }
+            }
         }
     }
+}
+
+/// A value handed to concurrent workers whose safety the caller guarantees (disjoint writes,
+/// joined before return); see ``Parallel/chunks(_:minimumPerChunk:_:)``.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -15,7 +15,7 @@ public final class SearchRunner {
     public var studentsPerClaim = 4
     public var staleAfter = 60.0
     public var maxAttempts = 3
-    public var log: (String) -> Void = { print($0); fflush(stdout) }
+    public var log: (String) -> Void = { print($0); fflush(nil) }
     let importanceCache: URL
     var scores: ImportanceScores?
 

@@ -35,13 +35,13 @@ public final class ProgressReporter {
             if step == total { FileHandle.standardError.write(Data("\n".utf8)) }
         } else if step % every == 0 || step == total || step == firstStep + 1 {
             print(text)
-            fflush(stdout)
+            fflush(nil)
         }
     }
 
     /// A line that must not be overwritten (evaluations, checkpoints).
     public func note(_ line: String) {
-        if isTerminal { FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8)) } else { print(line); fflush(stdout) }
+        if isTerminal { FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8)) } else { print(line); fflush(nil) }
     }
 
     public static func duration(_ seconds: Double) -> String {
