@@ -102,4 +102,30 @@ import Testing
         }
         print("fuzz JSON Lines and manifests: \(Self.iterations) inputs each, \(accepted) manifests accepted, 0 crashes")
     }
+
+    /// The crashes the fuzzers found, each as a fixed case.
+    @Test func crashesFoundByFuzzingStayFixed() throws {
+        // partial_rotary_factor −1e300 trapped converting to Int.
+        var c = JSON.parse(try Data(contentsOf: fixtures.appendingPathComponent("nemotron_partial/config.json")))!.object!
+        c["partial_rotary_factor"] = -1e300
+        if case var .object(rope)? = c["rope_parameters"] { rope["partial_rotary_factor"] = -1e300; c["rope_parameters"] = .object(rope) }
+        do { _ = try ModelConfig.decode(JSON.object(c).data()); Issue.record("accepted") } catch { #expect("\(error)".contains("partial_rotary_factor")) }
+        // 2^40 experts: counting built index arrays of that size.
+        var m = JSON.parse(try Data(contentsOf: fixtures.appendingPathComponent("mixtral_moe/config.json")))!.object!
+        m["num_local_experts"] = JSON(1 << 40)
+        do { _ = try ModelConfig.decode(JSON.object(m).data()); Issue.record("accepted") } catch { #expect("\(error)".contains("num_local_experts")) }
+        // A manifest whose language range runs backwards crashed the sampler.
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let corpus = dir.appendingPathComponent("corpus")
+        let docs = (0..<6).map { Document(text: "document \($0) with words", language: "en") }
+        _ = try ShardWriter.write(documents: docs, tokenizer: ByteTokenizer(), to: corpus, validationFraction: 0.34)
+        let url = corpus.appendingPathComponent("manifest.json")
+        var manifest = JSON.parse(try Data(contentsOf: url))!.object!
+        var splits = manifest["splits"]!.object!, train = splits["train"]!.object!, langs = train["languages"]!.object!, en = langs["en"]!.object!
+        (en["token_start"], en["token_end"]) = (en["token_end"]!, en["token_start"]!)
+        langs["en"] = .object(en); train["languages"] = .object(langs); splits["train"] = .object(train); manifest["splits"] = .object(splits)
+        try JSON.object(manifest).data().write(to: url)
+        do { _ = try TokenShards(directory: corpus); Issue.record("accepted") } catch { #expect("\(error)".contains("splits.train.languages.en")) }
+    }
 }

@@ -428,6 +428,13 @@ extension HostileInputTests {
         let prepare = try topiary(["data", "prepare", "--format", "text", "--separator", "%", raw.path, "--out", small.appendingPathComponent("corpus").path])
         #expect(prepare.status != 0 && prepare.err.contains("free; nothing was written"), "\(prepare.err)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: small.path).isEmpty, "nothing left on the full disk")
+        // A store on the full disk: filled first, then a study cannot be recorded — a clear error.
+        let filler = small.appendingPathComponent("filler")
+        FileManager.default.createFile(atPath: filler.path, contents: Data(repeating: 0, count: 60 << 10))
+        let store = try topiary(["search", "run", try f.writeSpec(f.spec(["budget": ["min": 15000, "max": JSON(f.config.parameterCount)]])),
+                                 "--db", small.appendingPathComponent("store.sqlite").path, "--results", f.root.appendingPathComponent("results").path,
+                                 "--importance-cache", f.root.appendingPathComponent("cache").path, "--threads", "1"])
+        #expect(store.status != 0 && (store.err.contains("full") || store.err.contains("space")) && !store.err.contains("Fatal"), "\(store.err)")
     }
 }
 
