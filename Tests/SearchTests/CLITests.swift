@@ -478,7 +478,14 @@ extension HostileInputTests {
             runner.log = { _ in }
             _ = try runner.run(worker: "w", extend: false)
         }
-        #expect(try run("/bin/mount", ["-o", "remount,ro", ro.path]) == 0)
+        // The store's last connection may close a moment later (a heartbeat timer releasing it):
+        // remounting read-only waits for no file to be open for writing.
+        var remounted = false
+        for _ in 0..<50 where !remounted {
+            remounted = try run("/bin/mount", ["-o", "remount,ro", ro.path]) == 0
+            if !remounted { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        #expect(remounted)
         let query = try topiary(["results", "top", "tiny", "--db", db])
         #expect(query.status == 0 && query.out.contains("rank"), "queries answer from a read-only store: \(query.err)")
         let delete = try topiary(["results", "delete", "tiny", "--db", db])
