@@ -45,7 +45,7 @@ public enum OutputDirectory {
         let fm = FileManager.default
         let parent = out.deletingLastPathComponent()
         do { try fm.createDirectory(at: parent, withIntermediateDirectories: true) } catch {
-            throw ModelError.io(path: parent.path, reason: "cannot create the folder: \(describe(error))")
+            throw ModelError.io(path: parent.path, reason: "cannot create the folder: \(FileIO.describe(error))")
         }
         removeAbandonedTemporaries(in: parent, prefix: ".\(out.lastPathComponent)")
         let tmp = parent.appendingPathComponent(".\(out.lastPathComponent).tmp-\(getpid())")
@@ -54,7 +54,7 @@ public enum OutputDirectory {
         do {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         } catch {
-            throw ModelError.io(path: parent.path, reason: "cannot write here: \(describe(error))")
+            throw ModelError.io(path: parent.path, reason: "cannot write here: \(FileIO.describe(error))")
         }
         do { try body(tmp) } catch {
             try? fm.removeItem(at: tmp)
@@ -104,6 +104,4 @@ public enum OutputDirectory {
     }
 
     static func isInside(_ a: [String], _ b: [String]) -> Bool { a.count > b.count && Array(a.prefix(b.count)) == b }
-
-    public static func describe(_ error: Error) -> String { FileIO.describe(error) }
 }

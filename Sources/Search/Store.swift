@@ -109,7 +109,7 @@ public final class StudyStore: @unchecked Sendable {
         } else if !exists {
             let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
             do { try fm.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
-                throw SearchError.store("\(path): cannot create its folder: \(OutputDirectory.describe(error))")
+                throw SearchError.store("\(path): cannot create its folder: \(FileIO.describe(error))")
             }
         }
         let migrator = Self.migrator
