@@ -58,7 +58,7 @@ extension FileIO {
         let free = Int(fs.f_bavail) &* Int(fs.f_frsize)
         let needed = saturating(bytes, plus: bytes / 100 + (1 << 20))
         if needed > free {
-            throw ModelError.io(path: folder.path, reason: "\(what) needs about \(MemoryBudget.format(needed)) but the device has \(MemoryBudget.format(free)) free; nothing was written")
+            throw ModelError.io(path: folder.path, reason: "\(what) needs about \(formatBytes(needed)) but the device has \(formatBytes(free)) free; nothing was written")
         }
     }
 }

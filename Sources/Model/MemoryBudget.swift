@@ -42,17 +42,31 @@ public enum MemoryBudget {
             + (c.family.isMixture ? ", num_local_experts \(c.numLocalExperts)" : "") + ": \(c.parameterCount) parameters"
     }
 
-    static func residentBytes() -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
-        return (line.split(separator: " ").compactMap { Int($0) }.first ?? 0) * 1024
-    }
+}
 
-    static func format(_ bytes: Int) -> String {
-        let b = Double(bytes)
-        if b >= 0x1p40 { return String(format: "%.1f TiB", b / Double(1 << 40)) }
-        if b >= 0x1p30 { return String(format: "%.2f GiB", b / Double(1 << 30)) }
-        return String(format: "%.1f MiB", b / Double(1 << 20))
+/// Peak resident memory of this process (VmHWM), in bytes.
+public func peakResidentBytes() -> Int { procStatus("VmHWM:") }
+
+/// Current resident memory of this process (VmRSS), in bytes.
+public func residentBytes() -> Int { procStatus("VmRSS:") }
+
+func procStatus(_ key: String) -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix(key) {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kb * 1024
+    }
+    return 0
+}
+
+/// Bytes in binary units: "1.5 KiB", "12.3 MiB", "2.00 GiB", "3.1 TiB".
+public func formatBytes(_ n: Int) -> String {
+    switch n {
+    case (1 << 40)...: return String(format: "%.1f TiB", Double(n) / Double(1 << 40))
+    case (1 << 30)...: return String(format: "%.2f GiB", Double(n) / Double(1 << 30))
+    case (1 << 20)...: return String(format: "%.1f MiB", Double(n) / Double(1 << 20))
+    case (1 << 10)...: return String(format: "%.1f KiB", Double(n) / Double(1 << 10))
+    default: return "\(n) B"
     }
 }
 

@@ -20,36 +20,12 @@ struct EngineOptions: ParsableArguments {
 func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirectory: true) }
 func fileURL(_ path: String) -> URL { URL(fileURLWithPath: path) }
 
-/// Peak resident memory of this process (VmHWM), in bytes.
-func peakResidentBytes() -> Int { procStatus("VmHWM:") }
-
-/// Current resident memory of this process (VmRSS), in bytes.
-func residentBytes() -> Int { procStatus("VmRSS:") }
-
-func procStatus(_ key: String) -> Int {
-    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in status.split(separator: "\n") where line.hasPrefix(key) {
-        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
-        return kb * 1024
-    }
-    return 0
-}
-
 func formatCount(_ n: Int) -> String {
     switch n {
     case 1_000_000_000...: return String(format: "%.2fB", Double(n) / 1e9)
     case 1_000_000...: return String(format: "%.2fM", Double(n) / 1e6)
     case 1_000...: return String(format: "%.1fK", Double(n) / 1e3)
     default: return "\(n)"
-    }
-}
-
-func formatBytes(_ n: Int) -> String {
-    switch n {
-    case (1 << 30)...: return String(format: "%.2f GiB", Double(n) / Double(1 << 30))
-    case (1 << 20)...: return String(format: "%.1f MiB", Double(n) / Double(1 << 20))
-    case (1 << 10)...: return String(format: "%.1f KiB", Double(n) / Double(1 << 10))
-    default: return "\(n) B"
     }
 }
 
