@@ -41,7 +41,6 @@ public enum MemoryBudget {
         "num_hidden_layers \(c.numHiddenLayers), hidden_size \(c.hiddenSize), intermediate_size \(c.intermediateSize), vocab_size \(c.vocabSize)"
             + (c.family.isMixture ? ", num_local_experts \(c.numLocalExperts)" : "") + ": \(c.parameterCount) parameters"
     }
-
 }
 
 /// Peak resident memory of this process (VmHWM), in bytes.
