@@ -1,6 +1,21 @@
 #include "kernels.h"
 #include <math.h>
 
+// The scalar AdamW step (see adamw_avx512 below for the formula); no contraction into FMA.
+static void adamw_scalar(float *p, const float *grad, float *m, float *v, long n, const float *k) {
+#pragma clang fp contract(off)
+    const float clip = k[0], b1 = k[1], b2 = k[2], c1 = k[3], c2 = k[4], eps = k[5], lr = k[6], decay = k[7];
+    const float ob1 = 1.0f - b1, ob2 = 1.0f - b2;
+    for (long i = 0; i < n; i++) {
+        float g = grad[i] * clip;
+        float mi = b1 * m[i] + ob1 * g;
+        float vi = b2 * v[i] + ob2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= lr * ((mi * c1) / (sqrtf(vi * c2) + eps) + decay * p[i]);
+    }
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define TP_AVX2 __attribute__((target("avx2,fma")))
@@ -181,6 +196,47 @@ TP_AVX512 static void swiglu_backward_avx512(float *dpre, const float *dact, con
     }
 }
 
+// AdamW, element by element in the same order of operations as the scalar loop, with no fused
+// multiply-add (each intrinsic is one IEEE operation; sqrt and division are correctly rounded), so
+// every path gives bit-identical results:
+//   g = grad·clip; m = b1·m + (1−b1)·g; v = b2·v + ((1−b2)·g)·g; p −= lr·((m·c1)/(sqrt(v·c2) + eps) + decay·p)
+TP_AVX512 static void adamw_avx512(float *p, const float *grad, float *m, float *v, long n, const float *k) {
+    const __m512 clip = _mm512_set1_ps(k[0]), b1 = _mm512_set1_ps(k[1]), ob1 = _mm512_set1_ps(1.0f - k[1]);
+    const __m512 b2 = _mm512_set1_ps(k[2]), ob2 = _mm512_set1_ps(1.0f - k[2]), c1 = _mm512_set1_ps(k[3]), c2 = _mm512_set1_ps(k[4]);
+    const __m512 eps = _mm512_set1_ps(k[5]), lr = _mm512_set1_ps(k[6]), decay = _mm512_set1_ps(k[7]);
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 mask = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, grad + i), clip);
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(mask, m + i)), _mm512_mul_ps(ob1, g));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(mask, v + i)), _mm512_mul_ps(_mm512_mul_ps(ob2, g), g));
+        _mm512_mask_storeu_ps(m + i, mask, mi);
+        _mm512_mask_storeu_ps(v + i, mask, vi);
+        __m512 pi = _mm512_maskz_loadu_ps(mask, p + i);
+        __m512 step = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(mi, c1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, c2)), eps)),
+                                    _mm512_mul_ps(decay, pi));
+        _mm512_mask_storeu_ps(p + i, mask, _mm512_sub_ps(pi, _mm512_mul_ps(lr, step)));
+    }
+}
+
+TP_AVX2 static void adamw_avx2(float *p, const float *grad, float *m, float *v, long n, const float *k) {
+    const __m256 clip = _mm256_set1_ps(k[0]), b1 = _mm256_set1_ps(k[1]), ob1 = _mm256_set1_ps(1.0f - k[1]);
+    const __m256 b2 = _mm256_set1_ps(k[2]), ob2 = _mm256_set1_ps(1.0f - k[2]), c1 = _mm256_set1_ps(k[3]), c2 = _mm256_set1_ps(k[4]);
+    const __m256 eps = _mm256_set1_ps(k[5]), lr = _mm256_set1_ps(k[6]), decay = _mm256_set1_ps(k[7]);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_mul_ps(_mm256_loadu_ps(grad + i), clip);
+        __m256 mi = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(ob1, g));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(_mm256_mul_ps(ob2, g), g));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        __m256 pi = _mm256_loadu_ps(p + i);
+        __m256 step = _mm256_add_ps(_mm256_div_ps(_mm256_mul_ps(mi, c1), _mm256_add_ps(_mm256_sqrt_ps(_mm256_mul_ps(vi, c2)), eps)),
+                                    _mm256_mul_ps(decay, pi));
+        _mm256_storeu_ps(p + i, _mm256_sub_ps(pi, _mm256_mul_ps(lr, step)));
+    }
+    adamw_scalar(p + i, grad + i, m + i, v + i, n - i, k);
+}
+
 // 2: AVX-512F, 1: AVX2+FMA, 0: scalar. Chosen once from the CPU (and the OS's register state);
 // tp_kernels_set_level lowers it for tests and benchmarks.
 static int level = -1;
@@ -270,3 +326,13 @@ void tp_swiglu_forward(float *act, const float *pre, long rows, long F) { tp_swi
 void tp_swiglu_backward(float *dpre, const float *dact, const float *pre, long rows, long F) {
     tp_swiglu_backward_on(kernel_level(), dpre, dact, pre, rows, F);
 }
+
+void tp_adamw_on(int path, float *p, const float *grad, float *m, float *v, long n, const float *k) {
+#if defined(__x86_64__)
+    if (path == 2) { adamw_avx512(p, grad, m, v, n, k); return; }
+    if (path == 1) { adamw_avx2(p, grad, m, v, n, k); return; }
+#endif
+    adamw_scalar(p, grad, m, v, n, k);
+}
+
+void tp_adamw(float *p, const float *grad, float *m, float *v, long n, const float *k) { tp_adamw_on(kernel_level(), p, grad, m, v, n, k); }

@@ -60,3 +60,33 @@ import Testing
         print("element-wise kernels: \(Self.name(path)) path checked; in use: \(String(cString: tp_kernels_path()))")
     }
 }
+
+extension KernelTests {
+    /// AdamW on every path is bit-identical to the scalar formula written out in Swift (the
+    /// loop the C kernel replaced), tails included.
+    @Test(arguments: paths) func adamwIsBitIdenticalOnEveryPath(path: Int32) {
+        var rng = SeededGenerator(seed: 31)
+        for n in [1, 7, 8, 15, 16, 17, 100, 1000] {
+            let grad = (0..<n).map { _ in Float.random(in: -3...3, using: &rng) }
+            var p = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) }
+            var m = (0..<n).map { _ in Float.random(in: -0.1...0.1, using: &rng) }
+            var v = (0..<n).map { _ in Float.random(in: 0...0.01, using: &rng) }
+            let (clip, b1, b2, c1, c2, eps, lr, decay): (Float, Float, Float, Float, Float, Float, Float, Float) = (0.7, 0.9, 0.95, 1.9, 1.3, 1e-8, 3e-3, 0.1)
+            var (pr, mr, vr) = (p, m, v)
+            for i in 0..<n {
+                let g = grad[i] * clip
+                let mi = b1 * mr[i] + (1 - b1) * g
+                let vi = b2 * vr[i] + (1 - b2) * g * g
+                mr[i] = mi
+                vr[i] = vi
+                pr[i] -= lr * ((mi * c1) / ((vi * c2).squareRoot() + eps) + decay * pr[i])
+            }
+            let k: [Float] = [clip, b1, b2, c1, c2, eps, lr, decay]
+            p.withUnsafeMutableBufferPointer { pp in m.withUnsafeMutableBufferPointer { mp in v.withUnsafeMutableBufferPointer { vp in
+                tp_adamw_on(path, pp.baseAddress!, grad, mp.baseAddress!, vp.baseAddress!, n, k)
+            } } }
+            #expect(p.map(\.bitPattern) == pr.map(\.bitPattern) && m.map(\.bitPattern) == mr.map(\.bitPattern) && v.map(\.bitPattern) == vr.map(\.bitPattern),
+                    "\(Self.name(path)) n=\(n)")
+        }
+    }
+}

@@ -39,4 +39,11 @@ float tp_sum_exp_shifted_on(int path, const float *x, long n, float shift);
 void tp_swiglu_forward_on(int path, float *act, const float *pre, long rows, long F);
 void tp_swiglu_backward_on(int path, float *dpre, const float *dact, const float *pre, long rows, long F);
 
+/// One AdamW step over n parameters, k = {clip, β1, β2, c1, c2, ε, lr, decay} with c1, c2 the bias
+/// corrections 1/(1−β^t): g = grad·clip; m = β1·m + (1−β1)·g; v = β2·v + ((1−β2)·g)·g;
+/// p −= lr·((m·c1)/(sqrt(v·c2) + ε) + decay·p). Every path computes exactly these operations in
+/// this order, without fused multiply-adds: results are bit-identical across paths.
+void tp_adamw(float *p, const float *grad, float *m, float *v, long n, const float *k);
+void tp_adamw_on(int path, float *p, const float *grad, float *m, float *v, long n, const float *k);
+
 #endif

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// AdamW (Loshchilov & Hutter) with decoupled weight decay and global gradient-norm clipping,
@@ -87,13 +88,12 @@ public final class AdamW {
                 let lo = max(seg.range.lowerBound, range.lowerBound), hi = min(seg.range.upperBound, range.upperBound)
                 guard lo < hi else { continue }
                 let decay = seg.decays ? wd : 0
-                for i in lo..<hi {
-                    let g = G[i] * clip
-                    let mi = b1 * M[i] + (1 - b1) * g
-                    let vi = b2 * Vv[i] + (1 - b2) * g * g
-                    M[i] = mi
-                    Vv[i] = vi
-                    P[i] -= lrf * ((mi * c1) / ((vi * c2).squareRoot() + eps) + decay * P[i])
+                // g = G·clip; m = β1·m + (1−β1)·g; v = β2·v + ((1−β2)·g)·g;
+                // p −= lr·((m·c1)/(√(v·c2) + ε) + decay·p) — in C, vectorised, bit-identical to scalar.
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: 8) { k in
+                    (k[0], k[1], k[2], k[3]) = (clip, b1, b2, c1)
+                    (k[4], k[5], k[6], k[7]) = (c2, eps, lrf, decay)
+                    tp_adamw(P + lo, G + lo, M + lo, Vv + lo, hi - lo, k.baseAddress!)
                 }
             }
         }
