@@ -151,10 +151,14 @@ public final class StudyStore: @unchecked Sendable {
     }
 
     /// A read-only connection. SQLite needs to create the `-shm` (and `-wal`) files beside a
-    /// WAL-mode database even to read it; on a read-only file system that fails, and the store is
-    /// then opened as immutable (what a writer left checkpointed; nothing can change it there).
+    /// WAL-mode database even to read it; on a read-only file system that fails, and only there the
+    /// store is opened as immutable (what a writer left checkpointed; nothing can change it there —
+    /// elsewhere immutable reads could miss a live writer's changes).
     static func readOnlyQueue(_ path: String, _ config: Configuration) throws -> DatabaseQueue {
         do { return try DatabaseQueue(path: path, configuration: config) } catch {
+            var fs = statvfs()
+            let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            guard statvfs(folder, &fs) == 0, fs.f_flag & UInt(ST_RDONLY) != 0 else { throw error }
             let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
             let escaped = absolute.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "?#%"))) ?? absolute
             guard let queue = try? DatabaseQueue(path: "file:\(escaped)?immutable=1", configuration: config) else { throw error }
