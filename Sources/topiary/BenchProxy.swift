@@ -18,6 +18,13 @@ struct BenchProxy: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
     @OptionGroup var engine: EngineOptions
 
+    func validate() throws {
+        try requireRange("--students", students, 1...64)
+        try requireRange("--batch", batch, 1...1 << 16)
+        try requireRange("--seq", seq, 2...1 << 20)
+        try requireRange("--steps", steps, 1...1 << 20)
+    }
+
     func run() throws {
         engine.apply()
         let t = try Checkpoint.load(directoryURL(teacher))

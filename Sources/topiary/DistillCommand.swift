@@ -8,7 +8,7 @@ struct DistillOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Steps.") var steps: Int
     @Option(parsing: .unconditional, help: "Batch size.") var batch = 16
     @Option(parsing: .unconditional, help: "Sequence length.") var seq = 128
-    @Option(help: "Peak learning rate.") var lr = 1e-3
+    @Option(parsing: .unconditional, help: "Peak learning rate.") var lr = 1e-3
     @Option(help: "Schedule: cosine, wsd or constant.") var schedule = "cosine"
     @Option(parsing: .unconditional, help: "Warmup steps.") var warmup = 10
     @Option(parsing: .unconditional, help: "Weight of KL(teacher ‖ student) on logits.") var kl = 1.0
@@ -26,6 +26,11 @@ struct DistillOptions: ParsableArguments {
     func validate() throws {
         if steps < 1 || batch < 1 || seq < 2 || evalEvery < 1 { throw ValidationError("--steps, --batch, --eval-every ≥ 1 and --seq ≥ 2") }
         if temperature <= 0 { throw ValidationError("--temperature must be positive") }
+        try requireRange("--lr", lr, 1e-12...10)
+        try requireRange("--warmup", warmup, 0...Int.max)
+        for (name, weight) in [("--kl", kl), ("--lm", lm), ("--hidden", hidden)] { try requireRange(name, weight, 0...1e6, "a loss weight") }
+        try requireRange("--eval-tokens", evalTokens, 1...Int.max)
+        try requireRange("--alpha", alpha, 0...10, "q ∝ p^α")
         if HiddenLoss.Distance(rawValue: hiddenDistance) == nil { throw ValidationError("--hidden-distance takes cosine or mse") }
         if hiddenLayers != nil && hiddenPairs == nil { throw ValidationError("--hidden-layers takes pairs like 3:5,6:10") }
     }

@@ -17,6 +17,7 @@ struct ImportanceOptions: ParsableArguments {
             throw ValidationError("--batch-agg and --seq-agg take mean, l2 or variance")
         }
         if samples < 1 { throw ValidationError("--samples must be at least 1") }
+        try requireRange("--calibration-seq", calibrationSeq, 2...1 << 20)
     }
 
     var settings: ImportanceSettings {

@@ -19,7 +19,7 @@ struct TeacherTrain: ParsableCommand {
     @Option(parsing: .unconditional, help: "Training steps.") var steps: Int
     @Option(parsing: .unconditional, help: "Batch size.") var batch = 16
     @Option(parsing: .unconditional, help: "Sequence length.") var seq = 128
-    @Option(help: "Peak learning rate.") var lr = 3e-3
+    @Option(parsing: .unconditional, help: "Peak learning rate.") var lr = 3e-3
     @Option(help: "Schedule: cosine, wsd or constant.") var schedule = "cosine"
     @Option(parsing: .unconditional, help: "Warmup steps.") var warmup = 100
     @Option(parsing: .unconditional, help: "Final learning rate as a fraction of the peak.") var minRatio = 0.1
@@ -37,6 +37,15 @@ struct TeacherTrain: ParsableCommand {
     func validate() throws {
         if steps < 1 || batch < 1 || seq < 2 || evalEvery < 1 || checkpointEvery < 1 { throw ValidationError("steps, batch, eval-every and checkpoint-every must be ≥ 1, seq ≥ 2") }
         if LearningRateSchedule.named(schedule, warmup: 0) == nil { throw ValidationError("--schedule must be cosine, wsd or constant") }
+        try requireRange("--lr", lr, 1e-12...10)
+        try requireRange("--warmup", warmup, 0...Int.max)
+        try requireRange("--min-ratio", minRatio, 0...1, "of the peak learning rate")
+        try requireRange("--weight-decay", weightDecay, 0...10)
+        try requireRange("--clip", clip, 1e-12...1e12, "a gradient norm")
+        try requireRange("--alpha", alpha, 0...10, "q ∝ p^α")
+        if let unimaxEpochs { try requireRange("--unimax-epochs", unimaxEpochs, 1e-6...1e6) }
+        try requireRange("--eval-tokens", evalTokens, 1...Int.max)
+        try requireRange("--router-z-loss", routerZLoss, 0...1e6)
     }
 
     func run() throws {

@@ -50,6 +50,13 @@ extension HostileInputTests {
             let r = try topiary(["search", "run", folder.appendingPathComponent("a.json").path, "--db", f.db] + args)
             #expect(r.status != 0 && r.err.contains(words), "\(r.err)")
         }
+        for (args, words) in [(["teacher", "train", "--config", "c.json", "--data", "d", "--out", "o", "--steps", "10", "--warmup", "-5"], "--warmup: -5 is outside"),
+                              (["distill", "--teacher", "t", "--student", "s", "--data", "d", "--steps", "5", "--out", "o", "--kl", "-1"], "--kl: -1.0 is outside"),
+                              (["bench", "proxy", "--teacher", "t", "--student-config", "s", "--students", "0"], "--students: 0 is outside"),
+                              (["results", "top", "x", "--limit", "-3"], "--limit: -3 is outside")] {
+            let r = try topiary(args)
+            #expect(r.status != 0 && r.err.contains(words), "\(args[0]): \(r.err)")
+        }
     }
 }
 
