@@ -64,7 +64,7 @@ import Testing
         process.executableURL = binary
         process.arguments = ["doctor", "--json"]
         var env = ProcessInfo.processInfo.environment
-        for key in ["OPENBLAS_CORETYPE", "TOPIARY_BLAS_CORE", "TOPIARY_BLAS_CHOSEN"] { env[key] = nil }
+        for key in ["OPENBLAS_CORETYPE", "TOPIARY_BLAS_CORE", "TOPIARY_BLAS_CHOSEN", "TOPIARY_TEST_ASSUME_CORE"] { env[key] = nil }
         for (key, value) in changes { env[key] = value }
         process.environment = env
         let out = Pipe()
@@ -98,6 +98,14 @@ import Testing
             #expect(tp_core_tier(core) >= tp_core_tier(best))
         }
         for key in ["cpu", "cpu_features", "blas", "blas_core"] { #expect(auto[key] != nil, "doctor --json has \(key)") }
+        // The case of issue 10, end to end: OpenBLAS (as if) on its generic Prescott fallback on
+        // this CPU → Topiary runs itself again on the best core, once, and says so.
+        if case let .string(best) = auto["blas_best_core"], tp_core_tier(best) > tp_core_tier("Prescott") {
+            let fallback = try doctor(["TOPIARY_TEST_ASSUME_CORE": "Prescott"])
+            #expect(fallback["blas_core"] == .string(best), "\(fallback["blas_core"] ?? .null)")
+            #expect(fallback["blas_core_choice"] == .string("chosen by Topiary (OpenBLAS picked Prescott)"))
+            #expect(fallback["warnings"] == .array([]))
+        }
         // A name OpenBLAS does not have: kept as it was, with a warning naming it.
         let bad = try doctor(["TOPIARY_BLAS_CORE": "Bogus"])
         #expect(bad["warnings"]?.description.contains("TOPIARY_BLAS_CORE=Bogus") == true)
