@@ -335,13 +335,8 @@ extension StudyStore {
     public func claim(study: Int64?, worker: String, limit: Int, staleAfter: Double, maxAttempts: Int) throws -> [TrialRow] {
         try write { db in
             let now = Date().timeIntervalSince1970
-            try db.execute(sql: """
-                UPDATE trial SET state = CASE WHEN attempt + 1 >= ? THEN 'failed' ELSE 'waiting' END,
-                    attempt = attempt + 1, worker = NULL,
-                    error = 'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for ' || CAST(? AS INTEGER) || ' s)',
-                    finished_at = CASE WHEN attempt + 1 >= ? THEN ? ELSE NULL END
-                WHERE state = 'running' AND heartbeat_at < ?
-                """, arguments: [maxAttempts, staleAfter, maxAttempts, now, now - staleAfter])
+            try Self.giveBack(db, error: "'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for ' || CAST(? AS INTEGER) || ' s)'",
+                              [staleAfter], where: "heartbeat_at < ?", [now - staleAfter], maxAttempts: maxAttempts, now: now)
             let studyFilter = study.map { "AND candidate.studyId = \($0)" } ?? ""
             guard let first = try Row.fetchOne(db, sql: Self.trialSelect + " WHERE trial.state = 'waiting' \(studyFilter) ORDER BY trial.rung, trial.id LIMIT 1") else {
                 return []
@@ -396,13 +391,22 @@ extension StudyStore {
     public func release(_ trials: [Int64], worker: String, error: String, maxAttempts: Int) throws {
         guard !trials.isEmpty else { return }
         try write { db in
-            try db.execute(sql: """
-                UPDATE trial SET state = CASE WHEN attempt + 1 >= ? THEN 'failed' ELSE 'waiting' END,
-                    attempt = attempt + 1, worker = NULL, error = ?,
-                    finished_at = CASE WHEN attempt + 1 >= ? THEN ? ELSE NULL END
-                WHERE worker = ? AND state = 'running' AND id IN (\(trials.map(String.init).joined(separator: ",")))
-                """, arguments: [maxAttempts, error, maxAttempts, Date().timeIntervalSince1970, worker])
+            try Self.giveBack(db, error: "?", [error], where: "worker = ? AND id IN (\(trials.map(String.init).joined(separator: ",")))", [worker],
+                              maxAttempts: maxAttempts, now: Date().timeIntervalSince1970)
         }
+    }
+
+    /// Puts running trials that match `condition` back: waiting with an attempt counted and the
+    /// error (an SQL expression) kept, or failed once attempts run out. Stale-heartbeat recovery
+    /// and ``release(_:worker:error:maxAttempts:)`` share it.
+    static func giveBack(_ db: Database, error: String, _ errorArguments: StatementArguments, where condition: String,
+                         _ conditionArguments: StatementArguments, maxAttempts: Int, now: Double) throws {
+        try db.execute(sql: """
+            UPDATE trial SET state = CASE WHEN attempt + 1 >= ? THEN 'failed' ELSE 'waiting' END,
+                attempt = attempt + 1, worker = NULL, error = \(error),
+                finished_at = CASE WHEN attempt + 1 >= ? THEN ? ELSE NULL END
+            WHERE state = 'running' AND \(condition)
+            """, arguments: [maxAttempts] + errorArguments + [maxAttempts, now] + conditionArguments)
     }
 
     /// The running trials of a study with their worker and seconds since its last heartbeat.
