@@ -71,7 +71,7 @@ struct DistillCommand: ParsableCommand {
         let t = try Checkpoint.load(directoryURL(teacher))
         let corpus = try TokenShards(directory: directoryURL(data))
         let students = try student.map { path -> (String, DecoderModel) in
-            let config = try Checkpoint.verify(directoryURL(path))
+            let config = try ModelConfig.load(directoryURL(path).appendingPathComponent("config.json"))   // load() checks the headers
             try MemoryBudget.checkTraining(config, batch: options.batch, sequence: options.seq, what: "distilling into \(path)")
             return (directoryURL(path).lastPathComponent, try Checkpoint.load(directoryURL(path)))
         }
