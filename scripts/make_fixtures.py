@@ -23,8 +23,10 @@ import shutil
 
 import torch
 from safetensors.torch import save_file
-from transformers import (JetMoeConfig, JetMoeForCausalLM, LlamaConfig, LlamaForCausalLM, MixtralConfig,
-                          MixtralForCausalLM, NemotronConfig, NemotronForCausalLM)
+from transformers import (JetMoeConfig, JetMoeForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, MixtralConfig, MixtralForCausalLM, NemotronConfig, NemotronForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig,
+                          Qwen3MoeForCausalLM)
 import transformers
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "Tests", "ModelTests", "Fixtures")
@@ -38,9 +40,21 @@ def perturb_norms(model, generator):
                 p.add_(0.1 * torch.randn(p.shape, generator=generator))
 
 
-def checkpoint_names(name, grad):
-    """The saved checkpoint's tensor names for one in-memory parameter (Mixtral's fused experts split)."""
-    if ".mlp.experts.gate_up_proj" in name:
+def checkpoint_names(name, grad, model_type):
+    """The saved checkpoint's tensor names for one in-memory parameter (fused experts split)."""
+    if model_type == "qwen3_moe" and ".mlp.experts." in name:
+        prefix = name.split(".mlp.experts.")[0] + ".mlp.experts."
+        if name.endswith("gate_up_proj"):
+            F = grad.shape[1] // 2
+            for e in range(grad.shape[0]):
+                yield f"{prefix}{e}.gate_proj.weight", grad[e, :F]
+                yield f"{prefix}{e}.up_proj.weight", grad[e, F:]
+        else:
+            for e in range(grad.shape[0]):
+                yield f"{prefix}{e}.down_proj.weight", grad[e]
+    elif model_type == "qwen3_moe":
+        yield name, grad
+    elif ".mlp.experts.gate_up_proj" in name:
         prefix = name.replace(".mlp.experts.gate_up_proj", ".block_sparse_moe.experts.")
         F = grad.shape[1] // 2
         for e in range(grad.shape[0]):
@@ -80,7 +94,7 @@ def make(name, model, vocab, batch=2, seq=7, seed=0):
         if id(p) in seen:
             continue
         seen.add(id(p))
-        for saved_name, g in checkpoint_names(pname, p.grad.detach()):
+        for saved_name, g in checkpoint_names(pname, p.grad.detach(), model.config.model_type):
             tensors["grad:" + saved_name] = g.contiguous()
     save_file(tensors, os.path.join(out, "expected.safetensors"), metadata={"transformers": transformers.__version__})
     print(name, "loss", out_.loss.item(), "tensors", len(tensors))
@@ -126,6 +140,46 @@ def main():
                                             aux_loss_coef=0.1, initializer_range=0.2, tie_word_embeddings=True, rms_norm_eps=1e-2,
                                             **jet_common))
     make("jetmoe_moa", jetmoe, 61, seed=5)
+
+    # Qwen2: q/k/v biases; sliding-window attention on layer 1 (max_window_layers 1) with a window
+    # of 4 < the 7-token sequence; and a tied copy without windows.
+    torch.manual_seed(17)
+    qwen2 = Qwen2ForCausalLM(Qwen2Config(intermediate_size=44, num_key_value_heads=2, use_sliding_window=True,
+                                         sliding_window=4, max_window_layers=1, initializer_range=0.2, **common))
+    make("qwen2_sliding", qwen2, 61, seed=6)
+    torch.manual_seed(19)
+    qwen2_tied = Qwen2ForCausalLM(Qwen2Config(intermediate_size=40, num_key_value_heads=4, tie_word_embeddings=True,
+                                              initializer_range=0.2, **common))
+    make("qwen2_tied", qwen2_tied, 61, seed=7)
+
+    # Qwen3: per-head q/k RMSNorm, head_dim 12 ≠ hidden/heads (8).
+    torch.manual_seed(23)
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(intermediate_size=44, num_key_value_heads=2, head_dim=12,
+                                         initializer_range=0.2, **common))
+    make("qwen3_qknorm", qwen3, 61, seed=8)
+
+    # Mistral: sliding window 3 on every layer.
+    torch.manual_seed(29)
+    mistral = MistralForCausalLM(MistralConfig(intermediate_size=44, num_key_value_heads=2, sliding_window=3,
+                                               initializer_range=0.2, **common))
+    make("mistral_sliding", mistral, 61, seed=9)
+
+    # Qwen3-MoE: softmax router, top-2 of 4 experts of width 12 without renormalisation, a dense
+    # MLP (intermediate_size 40) on layer 1 (mlp_only_layers), load-balancing loss in the loss;
+    # and an all-mixture copy with norm_topk_prob.
+    torch.manual_seed(31)
+    moe_common = {**common, "num_hidden_layers": 3}
+    qwen3_moe = Qwen3MoeForCausalLM(Qwen3MoeConfig(intermediate_size=40, moe_intermediate_size=12, num_key_value_heads=2,
+                                                   num_experts=4, num_experts_per_tok=2, mlp_only_layers=[1],
+                                                   norm_topk_prob=False, output_router_logits=True, router_aux_loss_coef=0.1,
+                                                   head_dim=8, initializer_range=0.2, **moe_common))
+    make("qwen3_moe_dense_layer", qwen3_moe, 61, seed=10)
+    torch.manual_seed(37)
+    qwen3_moe_norm = Qwen3MoeForCausalLM(Qwen3MoeConfig(intermediate_size=40, moe_intermediate_size=12, num_key_value_heads=2,
+                                                        num_experts=4, num_experts_per_tok=2, norm_topk_prob=True,
+                                                        output_router_logits=True, router_aux_loss_coef=0.1, head_dim=8,
+                                                        initializer_range=0.2, **common))
+    make("qwen3_moe_norm_topk", qwen3_moe_norm, 61, seed=11)
 
     # Sharded half-precision copies of llama_gqa, with the values they hold as F32 for comparison.
     for dtype, tag in [(torch.float16, "f16"), (torch.bfloat16, "bf16")]:

@@ -10,7 +10,7 @@ extension ModelConfig {
     public var embeddingParameterCount: Int { vocabSize * hiddenSize * (tieWordEmbeddings ? 1 : 2) }
 
     /// Parameters outside the token embedding and the LM head.
-    public var nonEmbeddingParameterCount: Int { layerParameters(active: false) * numHiddenLayers + normWidth }
+    public var nonEmbeddingParameterCount: Int { allLayerParameters(active: false, in: Int.self) + normWidth }
 
     /// Parameters one token touches (``activeNonEmbeddingParameterCount`` plus the embedding and
     /// LM head); equal to ``parameterCount`` for dense families.
@@ -18,27 +18,33 @@ extension ModelConfig {
 
     /// Shared parts (norms, routers, dense attention, JetMoE's key/value projection and biases)
     /// plus k of the E experts in every mixture.
-    public var activeNonEmbeddingParameterCount: Int { layerParameters(active: true) * numHiddenLayers + normWidth }
+    public var activeNonEmbeddingParameterCount: Int { allLayerParameters(active: true, in: Int.self) + normWidth }
 
     var normWidth: Int { family.hasNormBias ? 2 * hiddenSize : hiddenSize }   // LayerNorm1P has a bias
 
-    /// One layer's parameters; `active`: with k experts instead of E.
-    func layerParameters(active: Bool) -> Int { layerParameters(active: active, in: Int.self) }
+    /// Every layer's parameters: mixture layers and (qwen3_moe) dense-MLP layers.
+    func allLayerParameters<N: Numeric>(active: Bool, in _: N.Type) -> N {
+        func n(_ x: Int) -> N { N(exactly: x)! }
+        let sparse = sparseLayerCount, dense = numHiddenLayers - sparse
+        return n(sparse) * layerParameters(active: active, sparse: true, in: N.self)
+            + n(dense) * layerParameters(active: active, sparse: false, in: N.self)
+    }
 
     /// The same closed forms in any arithmetic: `Int` for exact counts, `Double` to find, before
-    /// counting, a config whose counts would overflow.
-    func layerParameters<N: Numeric>(active: Bool, in _: N.Type) -> N {
+    /// counting, a config whose counts would overflow. `sparse`: a layer whose MLP is a mixture.
+    func layerParameters<N: Numeric>(active: Bool, sparse: Bool, in _: N.Type) -> N {
         func n(_ x: Int) -> N { N(exactly: x)! }
         let C = n(hiddenSize), E = n(numLocalExperts)
         let used = active ? numExpertsPerTok : numLocalExperts
-        return 2 * n(normWidth) + attentionMatrices(experts: used, in: N.self) + mlpMatrices(experts: used, in: N.self)
-            + (family.isMixture ? E * C : 0)             // MLP router
+        let qkvBias = family.hasQKVBias ? n((numAttentionHeads + 2 * numKeyValueHeads) * headDim) : 0
+        let qkNorm = family.hasQKNorm ? n(2 * headDim) : 0
+        return 2 * n(normWidth) + attentionMatrices(experts: used, in: N.self) + qkvBias + qkNorm
+            + mlpMatrices(experts: used, sparse: sparse, in: N.self)
+            + (sparse ? E * C : 0)                       // MLP router
             + (family == .jetmoe ? E * C + 2 * C : 0)    // attention router, both biases
     }
 
     /// Attention projection weights with `experts` JetMoE attention experts.
-    func attentionMatrices(experts: Int) -> Int { attentionMatrices(experts: experts, in: Int.self) }
-
     func attentionMatrices<N: Numeric>(experts: Int, in _: N.Type) -> N {
         func n(_ x: Int) -> N { N(exactly: x)! }
         let C = n(hiddenSize), D = n(headDim)
@@ -49,21 +55,18 @@ extension ModelConfig {
         return C * (n(numAttentionHeads) + 2 * n(numKeyValueHeads)) * D + n(numAttentionHeads) * D * C
     }
 
-    /// MLP projection weights with `experts` experts (dense: one MLP).
-    func mlpMatrices(experts: Int) -> Int { mlpMatrices(experts: experts, in: Int.self) }
-
-    func mlpMatrices<N: Numeric>(experts: Int, in _: N.Type) -> N {
+    /// MLP projection weights with `experts` experts (a dense layer: one MLP of intermediate_size).
+    func mlpMatrices<N: Numeric>(experts: Int, sparse: Bool, in _: N.Type) -> N {
         func n(_ x: Int) -> N { N(exactly: x)! }
-        let perMLP = n(family.isGated ? 3 : 2) * n(hiddenSize) * n(intermediateSize)
-        return family.isMixture ? n(experts) * perMLP : perMLP
+        let matrices = n(family.isGated ? 3 : 2) * n(hiddenSize)
+        return sparse ? n(experts) * matrices * n(expertWidth) : matrices * n(intermediateSize)
     }
 
     /// The parameter count and the forward FLOPs per token at `sequence`, in floating point:
     /// ``validate(file:)`` refuses a config whose exact counts would not fit an `Int`.
     func approximateSize(sequence T: Int) -> (parameters: Double, flops: Double) {
         let L = Double(numHiddenLayers), C = Double(hiddenSize), V = Double(vocabSize)
-        let perLayer = max(layerParameters(active: false, in: Double.self), layerParameters(active: true, in: Double.self))
-        let parameters = perLayer * L + V * C * 2 + 2 * C
+        let parameters = max(allLayerParameters(active: false, in: Double.self), allLayerParameters(active: true, in: Double.self)) + V * C * 2 + 2 * C
         return (parameters, 2 * parameters + 4 * L * Double(numAttentionHeads) * Double(headDim) * Double(T))
     }
 
@@ -71,9 +74,11 @@ extension ModelConfig {
     /// k chosen experts, and the routers) plus the LM head (the embedding lookup is not a
     /// product; a tied LM head still is).
     public var matmulParameterCount: Int {
-        let k = numExpertsPerTok, C = hiddenSize
-        let routers = family.isMixture ? numLocalExperts * C * (family == .jetmoe ? 2 : 1) : 0
-        return numHiddenLayers * (attentionMatrices(experts: k) + mlpMatrices(experts: k) + routers) + vocabSize * C
+        let k = numExpertsPerTok, C = hiddenSize, sparse = sparseLayerCount
+        let attention = numHiddenLayers * (attentionMatrices(experts: k, in: Int.self) + (family == .jetmoe ? numLocalExperts * C : 0))
+        let mlp = sparse * (mlpMatrices(experts: k, sparse: true, in: Int.self) + numLocalExperts * C)
+            + (numHiddenLayers - sparse) * mlpMatrices(experts: 1, sparse: false, in: Int.self)
+        return attention + mlp + vocabSize * C
     }
 
     /// Forward FLOPs per token at sequence length T, PaLM's convention:

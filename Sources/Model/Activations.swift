@@ -28,6 +28,8 @@ public final class Activations {
         /// outputs (N·k, G·D) and expert outputs (N·k, C).
         public var attentionRouter: RouterState?
         public internal(set) var attnGathered, attnSlots, attnExpertOut: UnsafeMutablePointer<Float>?
+        /// Qwen3's query/key norms: their inputs (N, (H+G)·D) and reciprocal RMS (N, H+G).
+        public internal(set) var qkNormInput, qkRstd: UnsafeMutablePointer<Float>?
     }
     public internal(set) var residual: [UnsafeMutablePointer<Float>] = []
     /// Per-layer activations of the last forward pass (read by importance scoring).
@@ -79,21 +81,32 @@ public final class Activations {
         var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores, dGates, dRouterLogits, dExpertRows: UnsafeMutablePointer<Float>
 
         init(config c: ModelConfig, B: Int, T: Int, threads: Int, carver: inout Carver) {
-            let N = B * T, C = c.hiddenSize, F = c.intermediateSize
+            let N = B * T, C = c.hiddenSize
             let qkvW = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim
             let attnW = c.numAttentionHeads * c.headDim
-            let pre = c.family.isGated ? 2 * F : F
             let k = c.family.isMixture ? c.numExpertsPerTok : 1, E = c.numLocalExperts
             let rows = c.family.isMixture ? N * k : N
             let GD = c.attentionExpertWidth
+            // MLP buffers hold a dense layer's (N rows of F = intermediate_size) or a mixture's
+            // (N·k rows of the expert width), whichever is larger: every layer carves the same.
+            let hasDense = !c.family.isMixture || !c.denseMLPLayers.isEmpty
+            let dense = hasDense ? (pre: N * (c.family.isGated ? 2 : 1) * c.intermediateSize, act: N * c.intermediateSize) : (pre: 0, act: 0)
+            let sparse = c.family.isMixture ? (pre: rows * 2 * c.expertWidth, act: rows * c.expertWidth) : (pre: 0, act: 0)
+            let (preSize, actSize) = (max(dense.pre, sparse.pre), max(dense.act, sparse.act))
+            let qkHeads = c.family.hasQKNorm ? c.numAttentionHeads + c.numKeyValueHeads : 0
             for _ in 0...c.numHiddenLayers { residual.append(carver.take(N * C)) }
-            for _ in 0..<c.numHiddenLayers {
+            for l in 0..<c.numHiddenLayers {
                 var layer = Layer(mid: carver.take(N * C), norm1: carver.take(N * C), mean1: carver.take(N), rstd1: carver.take(N),
                                   qkv: carver.take(N * qkvW), probs: carver.take(B * c.numAttentionHeads * T * T),
                                   attn: carver.take(N * attnW), norm2: carver.take(N * C), mean2: carver.take(N), rstd2: carver.take(N),
-                                  mlpPre: carver.take(rows * pre), mlpAct: carver.take(rows * F))
+                                  mlpPre: carver.take(preSize), mlpAct: carver.take(actSize))
+                if qkHeads > 0 {
+                    layer.qkNormInput = carver.take(N * qkHeads * c.headDim)
+                    layer.qkRstd = carver.take(N * qkHeads)
+                }
                 if c.family.isMixture {
-                    layer.mlpRouter = RouterState(N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
+                    let router = RouterState(N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
+                    layer.mlpRouter = c.isSparse(layer: l) ? router : nil
                     layer.mlpGathered = carver.take(rows * C)
                     layer.mlpExpertOut = carver.take(rows * C)
                 }
@@ -108,7 +121,7 @@ public final class Activations {
             finalNorm = carver.take(N * C); finalMean = carver.take(N); finalRstd = carver.take(N)
             logits = carver.take(N * c.vocabSize); rowLoss = carver.take(N)
             dResidual = carver.take(N * C); dNorm = carver.take(N * C); dQKV = carver.take(N * qkvW); dAttn = carver.take(N * attnW)
-            dMLPPre = carver.take(rows * pre); dMLPAct = carver.take(rows * F); dScores = carver.take(threads * T * T)
+            dMLPPre = carver.take(preSize); dMLPAct = carver.take(actSize); dScores = carver.take(threads * T * T)
             let mixture = c.family.isMixture
             dGates = carver.take(mixture ? N * k : 0)
             dRouterLogits = carver.take(mixture ? N * E : 0)

@@ -50,7 +50,33 @@ extension ModelConfig {
             json["attention_bias"] = false
             json["mlp_bias"] = false
         }
+        if family == .qwen3 || family == .qwen3Moe { json["attention_bias"] = false }
+        let windowJSON = slidingWindow.map { JSON($0) } ?? JSON.null
         switch family {
+        case .qwen2, .qwen3:
+            json["hidden_act"] = "silu"
+            json["rms_norm_eps"] = .float(normEps)
+            json["use_sliding_window"] = .bool(slidingWindow != nil)
+            json["sliding_window"] = windowJSON
+            json["max_window_layers"] = JSON(numHiddenLayers)
+            json["layer_types"] = .array((0..<numHiddenLayers).map { window(layer: $0) == nil ? "full_attention" : "sliding_attention" })
+        case .mistral:
+            json["hidden_act"] = "silu"
+            json["rms_norm_eps"] = .float(normEps)
+            json["sliding_window"] = windowJSON
+        case .qwen3Moe:
+            json["hidden_act"] = "silu"
+            json["rms_norm_eps"] = .float(normEps)
+            json["use_sliding_window"] = .bool(slidingWindow != nil)
+            json["sliding_window"] = windowJSON
+            json["num_experts"] = JSON(numLocalExperts)
+            json["num_experts_per_tok"] = JSON(numExpertsPerTok)
+            json["moe_intermediate_size"] = JSON(moeIntermediateSize)
+            json["norm_topk_prob"] = .bool(normTopKProb)
+            json["decoder_sparse_step"] = 1
+            json["mlp_only_layers"] = .array(denseMLPLayers.map { JSON($0) })
+            json["router_aux_loss_coef"] = .float(routerAuxLossCoef)
+            json["output_router_logits"] = .bool(outputRouterLogits)
         case .llama:
             json["hidden_act"] = "silu"
             json["rms_norm_eps"] = .float(normEps)
@@ -130,18 +156,19 @@ private struct ConfigReader {
         var used: Set<String> = ["model_type"]
 
         // Options that would change the arithmetic: refuse anything but their neutral value.
+        // (Qwen2's attention always has q/k/v biases: transformers ignores attention_bias there.)
         for key in ["attention_bias", "mlp_bias"] {
             used.insert(key)
+            if family == .qwen2 && key == "attention_bias" { continue }
+            if family != .llama && family != .nemotron && key == "mlp_bias" { used.remove(key); continue }
             if try bool(key) == true { throw unsupported(key, "biases on projections are not implemented") }
         }
         used.insert("attention_dropout")
         if let p = try double("attention_dropout"), p != 0 { throw unsupported("attention_dropout", "dropout \(p) is not implemented") }
         used.insert("pretraining_tp")
         if let tp = try int("pretraining_tp"), tp != 1 { throw unsupported("pretraining_tp", "\(tp); only 1 is implemented") }
-        for key in ["sliding_window", "use_sliding_window"] {
-            used.insert(key)
-            if let v = value(key), v != .bool(false) { throw unsupported(key, "sliding-window attention is not implemented") }
-        }
+        let layerCount = try requiredInt("num_hidden_layers")
+        let (window, slidingLayers) = try slidingAttention(family: family, layers: layerCount, used: &used)
         let actKey = family == .jetmoe ? "activation_function" : "hidden_act"
         used.insert(actKey)
         let expectedAct = family == .nemotron ? "relu2" : "silu"
@@ -150,15 +177,37 @@ private struct ConfigReader {
         }
         // Mixture-of-experts keys.
         var experts = 0, perToken = 0, auxCoef: Double? = nil, routerLogits = false
+        var moeWidth: Int? = nil, normTopK: Bool? = nil, denseLayers: [Int] = []
         if family.isMixture {
             let coefKey = family == .jetmoe ? "aux_loss_coef" : "router_aux_loss_coef"
             for key in ["num_local_experts", "num_experts_per_tok", coefKey, "output_router_logits", "router_jitter_noise"] { used.insert(key) }
             if family == .mixtral, let j = try double("router_jitter_noise"), j != 0 {
                 throw unsupported("router_jitter_noise", "\(j); router jitter is not implemented")
             }
-            if family == .jetmoe, value("router_jitter_noise") != nil { throw unsupported("router_jitter_noise", "not a JetMoE key") }
-            experts = try int("num_local_experts") ?? 8
-            perToken = try int("num_experts_per_tok") ?? 2
+            if family != .mixtral, value("router_jitter_noise") != nil { throw unsupported("router_jitter_noise", "not a \(family.rawValue) key") }
+            if family == .qwen3Moe {
+                // transformers 5 calls it num_local_experts and reads num_experts as an alias.
+                used.insert("num_experts")
+                if value("num_experts") != nil, value("num_local_experts") != nil {
+                    throw fail("num_experts", "both num_experts and num_local_experts are given; keep one")
+                }
+                experts = try int("num_experts") ?? int("num_local_experts") ?? 128
+                perToken = try int("num_experts_per_tok") ?? 8
+                for key in ["moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"] { used.insert(key) }
+                moeWidth = try int("moe_intermediate_size") ?? 768
+                normTopK = try bool("norm_topk_prob") ?? false
+                let step = try int("decoder_sparse_step") ?? 1
+                guard step >= 1 else { throw fail("decoder_sparse_step", "must be at least 1, got \(step)") }
+                var only: [Int] = []
+                if let v = value("mlp_only_layers") {
+                    guard let list = v.array else { throw fail("mlp_only_layers", "expected a list of layer indices, got \(v)") }
+                    only = try list.map { guard let n = $0.int else { throw fail("mlp_only_layers", "expected integers, got \($0)") }; return n }
+                }
+                denseLayers = Array(Set(only + (0..<layerCount).filter { ($0 + 1) % step != 0 })).sorted()
+            } else {
+                experts = try int("num_local_experts") ?? 8
+                perToken = try int("num_experts_per_tok") ?? 2
+            }
             auxCoef = try double(coefKey)
             routerLogits = try bool("output_router_logits") ?? false
         }
@@ -190,7 +239,8 @@ private struct ConfigReader {
 
         let epsKey = family == .nemotron ? "norm_eps" : "rms_norm_eps"
         // JetMoE names the head width kv_channels and derives its query heads from the top-k.
-        var headDim = try int("head_dim")
+        // Qwen3Config's head_dim defaults to 128 (not hidden_size / heads).
+        var headDim = try int("head_dim") ?? (family == .qwen3 ? 128 : nil)
         var heads = try int("num_attention_heads")
         let kvHeads = try int("num_key_value_heads") ?? (family == .jetmoe ? 16 : nil)   // JetMoE's default
         if family == .jetmoe {
@@ -221,13 +271,14 @@ private struct ConfigReader {
             ropeTheta: ropeTheta,
             partialRotaryFactor: partial,
             tieWordEmbeddings: try bool("tie_word_embeddings") ?? (family == .jetmoe),
-            maxPositionEmbeddings: try int("max_position_embeddings") ?? (family == .llama ? 2048 : 4096),
+            maxPositionEmbeddings: try int("max_position_embeddings") ?? defaultMaxPositions(family),
             initializerRange: try double("initializer_range") ?? (family == .jetmoe ? 0.01 : 0.02),
             bosTokenId: try int("bos_token_id"),
             eosTokenIds: eos,
             padTokenId: try int("pad_token_id"),
             numLocalExperts: experts, numExpertsPerTok: perToken, routerAuxLossCoef: auxCoef,
-            outputRouterLogits: routerLogits)
+            outputRouterLogits: routerLogits, moeIntermediateSize: moeWidth, normTopKProb: normTopK,
+            denseMLPLayers: denseLayers, slidingWindow: window, slidingLayers: slidingLayers)
 
         let unknown = json.keys.filter { !used.contains($0) && !ModelConfig.metadataKeys.contains($0) }.sorted()
         if let key = unknown.first {
@@ -235,5 +286,50 @@ private struct ConfigReader {
         }
         try config.validate(file: file)
         return config
+    }
+
+    func defaultMaxPositions(_ family: Family) -> Int {
+        switch family {
+        case .llama: return 2048
+        case .qwen2, .qwen3, .qwen3Moe: return 32768
+        case .mistral: return 131072
+        default: return 4096
+        }
+    }
+
+    /// The sliding window and the layers it applies to, as transformers 5 derives them:
+    /// mistral windows every layer when `sliding_window` is set; qwen2/qwen3 only when
+    /// `use_sliding_window`, on the layers `layer_types` calls "sliding_attention" (by default
+    /// those from `max_window_layers` on); qwen3_moe on every layer when `use_sliding_window`.
+    /// Other families refuse a window.
+    func slidingAttention(family: Family, layers: Int, used: inout Set<String>) throws -> (Int?, [Int]) {
+        for key in ["sliding_window", "use_sliding_window", "max_window_layers", "layer_types"] { used.insert(key) }
+        let window = try int("sliding_window")
+        switch family {
+        case .mistral:
+            if value("use_sliding_window") != nil { throw unsupported("use_sliding_window", "not a mistral key") }
+            return (window, Array(0..<layers))
+        case .qwen2, .qwen3, .qwen3Moe:
+            let on = try bool("use_sliding_window") ?? false
+            var types: [String]
+            if let v = value("layer_types") {
+                guard family != .qwen3Moe else { throw unsupported("layer_types", "not a qwen3_moe key") }
+                guard let list = v.array, list.count == layers, list.allSatisfy({ $0.string == "full_attention" || $0.string == "sliding_attention" }) else {
+                    throw fail("layer_types", "expected \(layers) entries (num_hidden_layers), each \"full_attention\" or \"sliding_attention\"")
+                }
+                types = list.map { $0.string! }
+            } else {
+                let from = family == .qwen3Moe ? 0 : (try int("max_window_layers") ?? 28)
+                types = (0..<layers).map { on && window != nil && $0 >= from ? "sliding_attention" : "full_attention" }
+            }
+            guard on, let window else { return (nil, []) }
+            let sliding = types.indices.filter { types[$0] == "sliding_attention" }
+            return sliding.isEmpty ? (nil, []) : (window, sliding)
+        default:
+            for key in ["sliding_window", "use_sliding_window", "max_window_layers", "layer_types"] {
+                if let v = value(key), v != .bool(false) { throw unsupported(key, "sliding-window attention is not implemented for \(family.rawValue)") }
+            }
+            return (nil, [])
+        }
     }
 }

@@ -13,6 +13,19 @@ public enum Family: String, Sendable, Equatable, CaseIterable, Codable {
     /// one shared key/value projection) and a mixture-of-experts SwiGLU MLP, each with its own
     /// router (top-k logits, softmax over the chosen k) and an output bias.
     case jetmoe
+    /// `Qwen2ForCausalLM`: llama with biases on the query, key and value projections; optional
+    /// sliding-window attention on the layers `layer_types` names.
+    case qwen2
+    /// `Qwen3ForCausalLM`: llama with a per-head RMSNorm on queries and keys (`q_norm`,
+    /// `k_norm`, over head_dim, before rotary) and an explicit `head_dim`.
+    case qwen3
+    /// `MistralForCausalLM`: llama with sliding-window attention on every layer
+    /// (`sliding_window`, `null` for full attention).
+    case mistral
+    /// `Qwen3MoeForCausalLM`: qwen3 attention; the MLP of most layers a softmax router choosing
+    /// the top k of E SwiGLU experts of width `moe_intermediate_size` (renormalised when
+    /// `norm_topk_prob`); the layers of `mlp_only_layers` / `decoder_sparse_step` keep a dense MLP.
+    case qwen3Moe = "qwen3_moe"
 
     /// The `architectures` entry transformers writes for this family.
     public var architecture: String {
@@ -21,6 +34,10 @@ public enum Family: String, Sendable, Equatable, CaseIterable, Codable {
         case .nemotron: return "NemotronForCausalLM"
         case .mixtral: return "MixtralForCausalLM"
         case .jetmoe: return "JetMoeForCausalLM"
+        case .qwen2: return "Qwen2ForCausalLM"
+        case .qwen3: return "Qwen3ForCausalLM"
+        case .mistral: return "MistralForCausalLM"
+        case .qwen3Moe: return "Qwen3MoeForCausalLM"
         }
     }
 
@@ -29,9 +46,20 @@ public enum Family: String, Sendable, Equatable, CaseIterable, Codable {
     /// LayerNorm1P with biases (nemotron) rather than RMSNorm.
     public var hasNormBias: Bool { self == .nemotron }
     /// The MLP is a mixture of experts.
-    public var isMixture: Bool { self == .mixtral || self == .jetmoe }
+    public var isMixture: Bool { self == .mixtral || self == .jetmoe || self == .qwen3Moe }
     /// Attention is a mixture of experts too (JetMoE's MoA).
     public var hasAttentionExperts: Bool { self == .jetmoe }
+    /// Biases on the query, key and value projections (qwen2).
+    public var hasQKVBias: Bool { self == .qwen2 }
+    /// Per-head RMSNorm on queries and keys before rotary (qwen3, qwen3_moe).
+    public var hasQKNorm: Bool { self == .qwen3 || self == .qwen3Moe }
+    /// Dense attention with llama's q/k/v/o projections (every family but JetMoE).
+    public var hasDenseAttention: Bool { self != .jetmoe }
+    /// transformers refuses a hidden_size that is not a multiple of num_attention_heads (the
+    /// families whose head_dim is not free: llama, nemotron, mixtral).
+    public var requiresHeadsDivideHidden: Bool { self == .llama || self == .nemotron || self == .mixtral }
+    /// Mixture MLPs of Mixtral's kind: one SwiGLU expert per gate/up/down triple, a softmax router.
+    public var hasSwiGLUExperts: Bool { self == .mixtral || self == .qwen3Moe }
 }
 
 /// A decoder-only model's shape and numerics, read from and written to a Hugging Face
@@ -76,6 +104,37 @@ public struct ModelConfig: Sendable, Equatable {
     public var routerAuxLossCoef: Double
     /// transformers adds the load-balancing loss to its `loss` only when this is set.
     public var outputRouterLogits: Bool
+    /// qwen3_moe: the experts' width (`moe_intermediate_size`); `intermediate_size` is then the
+    /// width of the dense MLPs of ``denseMLPLayers``. 0 for other families.
+    public var moeIntermediateSize: Int
+    /// Whether the k chosen gates are divided by their sum (Mixtral always; qwen3_moe
+    /// `norm_topk_prob`).
+    public var normTopKProb: Bool
+    /// qwen3_moe: layers with a dense MLP instead of experts (`mlp_only_layers` and the layers
+    /// `decoder_sparse_step` skips), sorted. Empty for other families.
+    public var denseMLPLayers: [Int]
+    /// Sliding-window width (keys j with i − W < j ≤ i are seen) on the layers of
+    /// ``slidingLayers``; nil for full attention everywhere.
+    public var slidingWindow: Int?
+    /// Layers that use ``slidingWindow`` (sorted).
+    public var slidingLayers: [Int]
+
+    /// The experts' MLP width: `moe_intermediate_size` for qwen3_moe, `intermediate_size` for
+    /// the other mixtures.
+    public var expertWidth: Int { family == .qwen3Moe ? moeIntermediateSize : intermediateSize }
+
+    /// Whether layer l's MLP is a mixture of experts.
+    public func isSparse(layer l: Int) -> Bool { family.isMixture && !denseMLPLayers.contains(l) }
+
+    /// Layers with a mixture MLP.
+    public var sparseLayerCount: Int { family.isMixture ? numHiddenLayers - denseMLPLayers.count : 0 }
+
+    /// The attention window of layer l (nil: full causal attention).
+    public func window(layer l: Int) -> Int? {
+        guard let w = slidingWindow, slidingLayers.contains(l) else { return nil }
+        return w
+    }
+
 
     /// Rotary dimensions per head: `Int(D × partial_rotary_factor)` as transformers computes it.
     public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
@@ -87,7 +146,8 @@ public struct ModelConfig: Sendable, Equatable {
                 maxPositionEmbeddings: Int = 2048, initializerRange: Double = 0.02,
                 bosTokenId: Int? = nil, eosTokenIds: [Int] = [], padTokenId: Int? = nil,
                 numLocalExperts: Int = 0, numExpertsPerTok: Int = 0, routerAuxLossCoef: Double? = nil,
-                outputRouterLogits: Bool = false) {
+                outputRouterLogits: Bool = false, moeIntermediateSize: Int? = nil, normTopKProb: Bool? = nil,
+                denseMLPLayers: [Int] = [], slidingWindow: Int? = nil, slidingLayers: [Int]? = nil) {
         self.family = family
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
@@ -109,6 +169,11 @@ public struct ModelConfig: Sendable, Equatable {
         self.numExpertsPerTok = numExpertsPerTok
         self.routerAuxLossCoef = routerAuxLossCoef ?? (family == .jetmoe ? 0.01 : 0.001)
         self.outputRouterLogits = outputRouterLogits
+        self.moeIntermediateSize = family == .qwen3Moe ? (moeIntermediateSize ?? intermediateSize) : 0
+        self.normTopKProb = normTopKProb ?? (family == .mixtral)
+        self.denseMLPLayers = family == .qwen3Moe ? Array(Set(denseMLPLayers)).sorted() : []
+        self.slidingWindow = slidingWindow
+        self.slidingLayers = slidingWindow == nil ? [] : (slidingLayers.map { Array(Set($0)).sorted() } ?? Array(0..<numHiddenLayers))
     }
 
     /// JetMoE's query heads follow from its key/value heads and top-k (G × k): sets them after
@@ -155,7 +220,16 @@ public struct ModelConfig: Sendable, Equatable {
             throw ModelError.invalidConfig(file: file, key: "num_attention_heads",
                 reason: "JetMoE has num_key_value_heads × num_experts_per_tok = \(numKeyValueHeads) × \(numExpertsPerTok) = \(numKeyValueHeads * numExpertsPerTok) query heads, got \(numAttentionHeads)")
         }
-        if family != .jetmoe, hiddenSize % numAttentionHeads != 0 {
+        if family == .qwen3Moe {
+            try positive(moeIntermediateSize, "moe_intermediate_size")
+            if let l = denseMLPLayers.first(where: { $0 < 0 || $0 >= numHiddenLayers }) {
+                throw ModelError.invalidConfig(file: file, key: "mlp_only_layers", reason: "layer \(l) is outside 0..<\(numHiddenLayers)")
+            }
+        }
+        if let w = slidingWindow, w <= 0 {
+            throw ModelError.invalidConfig(file: file, key: "sliding_window", reason: "must be positive, got \(w)")
+        }
+        if family.requiresHeadsDivideHidden, hiddenSize % numAttentionHeads != 0 {
             throw ModelError.invalidConfig(file: file, key: "hidden_size",
                 reason: "\(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads) (transformers refuses such a config)")
         }

@@ -5,6 +5,17 @@ import Foundation
 // Shapes: N rows, C hidden, E experts, k chosen per token, F expert width, G·D JetMoE's
 // key/value width; "rows" of an expert are (token, choice) pairs grouped by expert.
 
+extension Family {
+    /// The MLP router's tensor name inside a layer (without `.weight`).
+    public var mlpRouterName: String {
+        switch self {
+        case .jetmoe: return "mlp.router.layer"
+        case .qwen3Moe: return "mlp.gate"
+        default: return "block_sparse_moe.gate"
+        }
+    }
+}
+
 extension DecoderModel {
     /// Router logits (N, E) = x (N, C) · W_r (E, C)ᵀ, then the routing decisions.
     func routerForward(_ r: RouterState, _ x: UnsafePointer<Float>, weight: Int, masked: [Int], layer l: Int, name: String) throws {
@@ -20,9 +31,8 @@ extension DecoderModel {
     /// Expert e: pre = x · W_in,eᵀ (2F), act = silu(gate) · up, y = act · W_out,eᵀ (C).
     func mixtureMLPForward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState) throws {
         let a = acts.layers[l], P = parameters.pointer
-        let (C, F) = (config.hiddenSize, config.intermediateSize)
-        try routerForward(r, a.norm2, weight: ex.router, masked: masks.experts[l] ?? [], layer: l,
-                          name: config.family == .jetmoe ? "mlp.router.layer" : "block_sparse_moe.gate")
+        let (C, F) = (config.hiddenSize, config.expertWidth)
+        try routerForward(r, a.norm2, weight: ex.router, masked: masks.experts[l] ?? [], layer: l, name: config.family.mlpRouterName)
         let xg = a.mlpGathered!, y = a.mlpExpertOut!, rows = r.N * r.k
         gatherRows(xg, a.norm2, width: C, router: r)
         expertsForward(a.mlpPre, xg, m: 2 * F, kk: C, weights: { P + ex.input($0) }, router: r)
@@ -127,7 +137,7 @@ extension DecoderModel {
     /// Backward of ``mixtureMLPForward``: leaves dLoss/d(norm2) in `acts.dNorm`.
     func mixtureMLPBackward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState, _ routing: RouterGradientTerms) {
         let a = acts.layers[l], P = parameters.pointer, Gr = gradients.pointer
-        let (C, F) = (config.hiddenSize, config.intermediateSize)
+        let (C, F) = (config.hiddenSize, config.expertWidth)
         let rows = r.N * r.k, dRows = acts.dExpertRows
         combineExpertsBackward(dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, acts.dResidual, a.mlpExpertOut!, C: C, router: r)
         expertsBackward(dInput: acts.dMLPAct, dWeights: { Gr + ex.output($0) }, dRows, a.mlpAct, m: C, kk: F,

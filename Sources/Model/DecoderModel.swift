@@ -29,7 +29,9 @@ public final class DecoderModel {
     /// (mixture families; default: the config's load-balancing coefficient, no z-loss).
     public var routerLossWeights: RouterLossWeights
 
-    var routingStyle: RoutingStyle { config.family == .jetmoe ? .topKThenSoftmax : .softmaxThenTopK }
+    var routingStyle: RoutingStyle {
+        config.family == .jetmoe ? .topKThenSoftmax : (config.normTopKProb ? .softmaxThenTopK : .softmaxTopKUnnormalized)
+    }
 
     /// A model with zero parameters (load or ``initialize(seed:)`` next).
     public convenience init(config: ModelConfig) {
@@ -69,7 +71,8 @@ public final class DecoderModel {
             if e.shape.count >= 2 {
                 for i in 0..<e.count { p[i] = Float(rng.normal() * std) }
             } else {
-                let isRMSWeight = !config.family.hasNormBias && e.name.hasSuffix("layernorm.weight") || e.name == "model.norm.weight" && !config.family.hasNormBias
+                let isRMSWeight = !config.family.hasNormBias && (e.name.hasSuffix("layernorm.weight") || e.name == "model.norm.weight"
+                    || e.name.hasSuffix("q_norm.weight") || e.name.hasSuffix("k_norm.weight"))
                 p.update(repeating: isRMSWeight ? 1 : 0, count: e.count)
             }
         }
@@ -133,22 +136,26 @@ public final class DecoderModel {
         }
     }
 
-    func attentionShape(_ B: Int, _ T: Int) -> AttentionShape {
+    func attentionShape(_ B: Int, _ T: Int, layer l: Int = 0) -> AttentionShape {
         AttentionShape(B: B, T: T, H: config.numAttentionHeads, G: config.numKeyValueHeads, D: config.headDim,
-                       interleaved: config.family.hasAttentionExperts)
+                       interleaved: config.family.hasAttentionExperts, window: config.window(layer: l) ?? 0)
     }
 
     func layerForward(_ l: Int, _ acts: Activations) throws {
         let c = config, o = layerOffsets[l], a = acts.layers[l], P = parameters.pointer
         let (N, C, F) = (acts.N, c.hiddenSize, c.intermediateSize)
-        let s = attentionShape(acts.B, acts.T)
+        let s = attentionShape(acts.B, acts.T, layer: l)
         let x = acts.residual[l], out = acts.residual[l + 1]
         normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
         if let ex = o.attentionExperts, let r = a.attentionRouter {
             try mixtureOfAttentionForward(l, acts, ex, r)
         } else {
-            // qkv (N, (H+2G)D) = norm1 (N, C) · W_qkv ((H+2G)D, C)ᵀ
+            // qkv (N, (H+2G)D) = norm1 (N, C) · W_qkv ((H+2G)D, C)ᵀ (+ bias)
             gemm(transB: true, m: N, n: s.qkvWidth, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv, ldc: s.qkvWidth)
+            if let bias = o.qkvBias { addRowBias(a.qkv, P + bias, rows: N, width: s.qkvWidth) }
+            if let qn = o.qNorm, let kn = o.kNorm, let xs = a.qkNormInput, let rs = a.qkRstd {
+                headNormForward(a.qkv, saving: xs, rstd: rs, qWeight: P + qn, kWeight: P + kn, rows: N, s, eps: Float(config.normEps))
+            }
             // Rotary on the H query heads and the G key heads (adjacent in each row).
             acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
             attentionForward(a.attn, a.probs, a.qkv, s)
@@ -246,7 +253,7 @@ public final class DecoderModel {
         let c = config, o = layerOffsets[l], a = acts.layers[l]
         let P = parameters.pointer, Gr = gradients.pointer
         let (N, C, F) = (acts.N, c.hiddenSize, c.intermediateSize)
-        let s = attentionShape(acts.B, acts.T)
+        let s = attentionShape(acts.B, acts.T, layer: l)
         let preWidth = c.family.isGated ? 2 * F : F
         let dres = acts.dResidual
         if let ex = o.mlpExperts, let r = a.mlpRouter {
@@ -270,6 +277,10 @@ public final class DecoderModel {
             gemm(m: N, n: s.outWidth, k: C, a: dres, lda: C, b: P + o.o, ldb: s.outWidth, c: acts.dAttn, ldc: s.outWidth)
             attentionBackward(acts.dQKV, acts.dAttn, a.qkv, a.probs, acts.dScores, s)
             acts.rotary.apply(acts.dQKV, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: true)
+            if let qn = o.qNorm, let kn = o.kNorm, let xs = a.qkNormInput, let rs = a.qkRstd {
+                headNormBackward(acts.dQKV, xs, rstd: rs, qWeight: P + qn, kWeight: P + kn, dqWeight: Gr + qn, dkWeight: Gr + kn, rows: N, s)
+            }
+            if let bias = o.qkvBias { addColumnSums(Gr + bias, acts.dQKV, rows: N, width: s.qkvWidth) }
             // dW_qkv += dQKVᵀ · norm1; dNorm (N, C) = dQKV (N, (H+2G)D) · W_qkv ((H+2G)D, C)
             gemm(transA: true, m: s.qkvWidth, n: C, k: N, a: acts.dQKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv, ldc: C)
             gemm(m: N, n: C, k: s.qkvWidth, a: acts.dQKV, lda: s.qkvWidth, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)

@@ -66,15 +66,33 @@ public struct ParameterLayout: Sendable, Equatable {
                 add(p + "self_attn.q_proj.weight", [H * D, C])
                 add(p + "self_attn.k_proj.weight", [G * D, C])
                 add(p + "self_attn.v_proj.weight", [G * D, C])
+                if c.family.hasQKVBias {
+                    add(p + "self_attn.q_proj.bias", [H * D])
+                    add(p + "self_attn.k_proj.bias", [G * D])
+                    add(p + "self_attn.v_proj.bias", [G * D])
+                }
+                if c.family.hasQKNorm {
+                    add(p + "self_attn.q_norm.weight", [D])
+                    add(p + "self_attn.k_norm.weight", [D])
+                }
                 add(p + "self_attn.o_proj.weight", [C, H * D])
             }
             add(p + "post_attention_layernorm.weight", [C])
             if hasBias { add(p + "post_attention_layernorm.bias", [C]) }
             switch c.family {
-            case .llama, .nemotron:
-                if c.family == .llama { add(p + "mlp.gate_proj.weight", [F, C]) }
+            case _ where !c.isSparse(layer: l):
+                if c.family.isGated { add(p + "mlp.gate_proj.weight", [F, C]) }
                 add(p + "mlp.up_proj.weight", [F, C])
                 add(p + "mlp.down_proj.weight", [C, F])
+            case .qwen3Moe:
+                let FE = c.expertWidth
+                add(p + "mlp.gate.weight", [E, C])
+                for e in 0..<E {
+                    let x = p + "mlp.experts.\(e)."
+                    add(x + "gate_proj.weight", [FE, C])
+                    add(x + "up_proj.weight", [FE, C])
+                    add(x + "down_proj.weight", [C, FE])
+                }
             case .mixtral:
                 add(p + "block_sparse_moe.gate.weight", [E, C])
                 for e in 0..<E {
@@ -88,6 +106,8 @@ public struct ParameterLayout: Sendable, Equatable {
                 add(p + "mlp.input_linear.weight", [E, 2 * F, C])
                 add(p + "mlp.output_linear.weight", [E, C, F])
                 add(p + "mlp.bias", [C])
+            default:
+                preconditionFailure("\(c.family) has no mixture layout")
             }
         }
         add("model.norm.weight", [C])
@@ -106,6 +126,8 @@ struct LayerOffsets {
     var norm1: Int, norm1Bias: Int?
     /// Dense attention: fused q/k/v and o. JetMoE: `qkv` is `kv_proj` (keys then values).
     var qkv: Int, o: Int
+    /// qwen2: the fused q/k/v bias ((H+2G)·D). qwen3: the per-head query and key norms (D each).
+    var qkvBias: Int?, qNorm: Int?, kNorm: Int?
     var norm2: Int, norm2Bias: Int?
     /// Dense MLP: fused gate+up for SwiGLU, or up alone for squared ReLU; down.
     var mlpIn: Int, down: Int
@@ -122,7 +144,23 @@ struct LayerOffsets {
         norm2Bias = layout.entry(p + "post_attention_layernorm.bias")?.offset
         let (C, F, E) = (c.hiddenSize, c.intermediateSize, c.numLocalExperts)
         (qkv, o, mlpIn, down) = (0, 0, 0, 0)
+        qkvBias = layout.entry(p + "self_attn.q_proj.bias")?.offset
+        qNorm = layout.entry(p + "self_attn.q_norm.weight")?.offset
+        kNorm = layout.entry(p + "self_attn.k_norm.weight")?.offset
+        if c.family.hasDenseAttention {
+            qkv = layout.offset(p + "self_attn.q_proj.weight")
+            o = layout.offset(p + "self_attn.o_proj.weight")
+        }
         switch c.family {
+        case _ where !c.isSparse(layer: l):
+            mlpIn = layout.offset(p + (c.family.isGated ? "mlp.gate_proj.weight" : "mlp.up_proj.weight"))
+            down = layout.offset(p + "mlp.down_proj.weight")
+        case .qwen3Moe:
+            let FE = c.expertWidth
+            mlpExperts = ExpertOffsets(router: layout.offset(p + "mlp.gate.weight"),
+                                       input: layout.offset(p + "mlp.experts.0.gate_proj.weight"), inputStride: 3 * FE * C,
+                                       output: layout.offset(p + "mlp.experts.0.down_proj.weight"), outputStride: 3 * FE * C,
+                                       bias: nil, count: E)
         case .jetmoe:
             let GD = c.attentionExpertWidth
             qkv = layout.offset(p + "self_attention.kv_proj.weight")
@@ -135,18 +173,13 @@ struct LayerOffsets {
                                        output: layout.offset(p + "mlp.output_linear.weight"), outputStride: C * F,
                                        bias: layout.offset(p + "mlp.bias"), count: E)
         case .mixtral:
-            qkv = layout.offset(p + "self_attn.q_proj.weight")
-            o = layout.offset(p + "self_attn.o_proj.weight")
             let first = layout.offset(p + "block_sparse_moe.experts.0.w1.weight")
             mlpExperts = ExpertOffsets(router: layout.offset(p + "block_sparse_moe.gate.weight"),
                                        input: first, inputStride: 3 * F * C,
                                        output: layout.offset(p + "block_sparse_moe.experts.0.w2.weight"), outputStride: 3 * F * C,
                                        bias: nil, count: E)
-        case .llama, .nemotron:
-            qkv = layout.offset(p + "self_attn.q_proj.weight")
-            o = layout.offset(p + "self_attn.o_proj.weight")
-            mlpIn = layout.offset(p + (c.family == .llama ? "mlp.gate_proj.weight" : "mlp.up_proj.weight"))
-            down = layout.offset(p + "mlp.down_proj.weight")
+        default:
+            preconditionFailure("\(c.family) has no mixture layout")
         }
     }
 }

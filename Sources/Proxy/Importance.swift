@@ -153,8 +153,10 @@ public enum Importance {
     public static func compute(teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet,
                                settings: ImportanceSettings, batch: Int = 16, log: (String) -> Void = { _ in }) throws -> ImportanceScores {
         let c = teacher.config
-        let (L, H, D, F, C) = (c.numHiddenLayers, c.numAttentionHeads, c.headDim, c.intermediateSize, c.hiddenSize)
-        let E = c.numLocalExperts, mixture = c.family.isMixture
+        try Pruning.requireUniformLayers(c)
+        let mixture = c.family.isMixture
+        let (L, H, D, F, C) = (c.numHiddenLayers, c.numAttentionHeads, c.headDim, mixture ? c.expertWidth : c.intermediateSize, c.hiddenSize)
+        let E = c.numLocalExperts
         var mlpExperts = ExpertScores.Accumulator(layers: L, experts: E), attentionExperts = ExpertScores.Accumulator(layers: L, experts: E)
         // Mixture neurons (id e·F + i): summed |activation| (the routed rows per expert are
         // `mlpExperts.count`).

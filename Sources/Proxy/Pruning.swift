@@ -54,8 +54,9 @@ public enum Pruning {
             case "hidden_size": c.hiddenSize = try int()
             case "num_attention_heads": c.numAttentionHeads = try int()
             case "num_key_value_heads": c.numKeyValueHeads = try int()
-            case "intermediate_size": c.intermediateSize = try int()
-            case "num_local_experts" where teacher.family.isMixture: c.numLocalExperts = try int()
+            case "intermediate_size" where teacher.family != .qwen3Moe: c.intermediateSize = try int()
+            case "moe_intermediate_size" where teacher.family == .qwen3Moe: c.moeIntermediateSize = try int()
+            case "num_local_experts" where teacher.family.isMixture, "num_experts" where teacher.family == .qwen3Moe: c.numLocalExperts = try int()
             case "num_experts_per_tok" where teacher.family.isMixture: c.numExpertsPerTok = try int()
             case "head_dim":
                 guard try int() == teacher.headDim else { throw ProxyError.invalidTarget(field: key, reason: "\(value) differs from the teacher's \(teacher.headDim); head_dim is kept") }
@@ -64,7 +65,7 @@ public enum Pruning {
                     throw ProxyError.invalidTarget(field: key, reason: "student family \(value) differs from the teacher's '\(teacher.family.rawValue)'")
                 }
             default:
-                throw ProxyError.invalidTarget(field: key, reason: "not a prunable axis (num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, intermediate_size\(teacher.family.isMixture ? ", num_local_experts, num_experts_per_tok" : ""))")
+                throw ProxyError.invalidTarget(field: key, reason: "not a prunable axis (\(prunableAxes(teacher.family).joined(separator: ", ")))")
             }
         }
         // JetMoE's query heads follow from its key/value heads and top-k.
@@ -72,8 +73,26 @@ public enum Pruning {
         return c
     }
 
+    /// The config keys a target may set for a family.
+    public static func prunableAxes(_ family: Family) -> [String] {
+        var axes = ["num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads"]
+        axes.append(family == .qwen3Moe ? "moe_intermediate_size" : "intermediate_size")
+        if family.isMixture { axes += ["num_local_experts", "num_experts_per_tok"] }
+        return axes
+    }
+
+    /// Importance and pruning treat every layer alike: a qwen3_moe teacher whose layers mix
+    /// dense and mixture MLPs (`mlp_only_layers`, `decoder_sparse_step` > 1) is refused.
+    public static func requireUniformLayers(_ c: ModelConfig) throws {
+        if !c.denseMLPLayers.isEmpty {
+            throw ProxyError.invalidTarget(field: "mlp_only_layers",
+                reason: "the teacher mixes dense MLP layers \(c.denseMLPLayers) with mixture layers; importance and pruning support qwen3_moe teachers whose every layer is a mixture (mlp_only_layers [] and decoder_sparse_step 1), as the released Qwen3-MoE models are")
+        }
+    }
+
     /// Checks that `target` is reachable from `teacher` by removing units.
     public static func validate(target t: ModelConfig, teacher: ModelConfig) throws {
+        try requireUniformLayers(teacher)
         func notLarger(_ a: Int, _ b: Int, _ key: String) throws {
             if a > b { throw ProxyError.invalidTarget(field: key, reason: "\(a) is larger than the teacher's \(b)") }
         }
@@ -83,6 +102,7 @@ public enum Pruning {
         if t.family != .jetmoe { try notLarger(t.numAttentionHeads, teacher.numAttentionHeads, "num_attention_heads") }  // JetMoE: G × k
         try notLarger(t.numKeyValueHeads, teacher.numKeyValueHeads, "num_key_value_heads")
         try notLarger(t.intermediateSize, teacher.intermediateSize, "intermediate_size")
+        try notLarger(t.moeIntermediateSize, teacher.moeIntermediateSize, "moe_intermediate_size")
         if teacher.family.isMixture {
             try notLarger(t.numLocalExperts, teacher.numLocalExperts, "num_local_experts")
             try notLarger(t.numExpertsPerTok, teacher.numExpertsPerTok, "num_experts_per_tok")
@@ -162,12 +182,12 @@ public enum Pruning {
             guard let mlp = scores.mlpExperts, mlp.frequency.count == L else {
                 throw ProxyError.invalidTarget(field: "num_local_experts", reason: "the importance scores hold no expert statistics for this mixture teacher; recompute them")
             }
-            let F = teacher.intermediateSize, byExpert = mlp.scores(options.expertMetric)
+            let F = teacher.expertWidth, byExpert = mlp.scores(options.expertMetric)
             for l in layers {
                 let kept = Array(ImportanceScores.ranking(byExpert[l]).prefix(t.numLocalExperts)).sorted()
                 plan.experts.append(kept)
                 plan.expertNeurons.append(kept.map { e in
-                    Array(ImportanceScores.ranking((0..<F).map { scores.neurons[l][e * F + $0] }).prefix(t.intermediateSize)).sorted()
+                    Array(ImportanceScores.ranking((0..<F).map { scores.neurons[l][e * F + $0] }).prefix(t.expertWidth)).sorted()
                 })
             }
             if teacher.family.hasAttentionExperts {
@@ -183,6 +203,9 @@ public enum Pruning {
 
     /// A new model of shape `target` holding the teacher's weights for the units `plan` keeps.
     public static func apply(_ plan: PrunePlan, teacher: DecoderModel, target: ModelConfig) -> DecoderModel {
+        // Per-layer properties (sliding-window layers) follow the layers kept.
+        var target = target
+        target.slidingLayers = plan.layers.indices.filter { teacher.config.slidingLayers.contains(plan.layers[$0]) }
         let student = DecoderModel(config: target)
         let D = teacher.config.headDim
         let channels = plan.channels
@@ -244,14 +267,34 @@ public enum Pruning {
                 copy(p + "self_attn.k_proj.weight", to: q + "self_attn.k_proj.weight", rows: expand(keptGroups), cols: channels)
                 copy(p + "self_attn.v_proj.weight", to: q + "self_attn.v_proj.weight", rows: expand(keptGroups), cols: channels)
                 copy(p + "self_attn.o_proj.weight", to: q + "self_attn.o_proj.weight", rows: channels, cols: expand(plan.heads[newL]))
+                // Biases follow their rows; the per-head q/k norms act on head_dim, which is kept.
+                if teacher.config.family.hasQKVBias {
+                    copy(p + "self_attn.q_proj.bias", to: q + "self_attn.q_proj.bias", rows: nil, cols: expand(plan.heads[newL]))
+                    copy(p + "self_attn.k_proj.bias", to: q + "self_attn.k_proj.bias", rows: nil, cols: expand(keptGroups))
+                    copy(p + "self_attn.v_proj.bias", to: q + "self_attn.v_proj.bias", rows: nil, cols: expand(keptGroups))
+                }
+                if teacher.config.family.hasQKNorm {
+                    copy(p + "self_attn.q_norm.weight", to: q + "self_attn.q_norm.weight", rows: nil, cols: nil)
+                    copy(p + "self_attn.k_norm.weight", to: q + "self_attn.k_norm.weight", rows: nil, cols: nil)
+                }
             }
             switch teacher.config.family {
-            case .llama, .nemotron:
-                if teacher.config.family == .llama {
+            case .llama, .nemotron, .qwen2, .qwen3, .mistral:
+                if teacher.config.family.isGated {
                     copy(p + "mlp.gate_proj.weight", to: q + "mlp.gate_proj.weight", rows: plan.neurons[newL], cols: channels)
                 }
                 copy(p + "mlp.up_proj.weight", to: q + "mlp.up_proj.weight", rows: plan.neurons[newL], cols: channels)
                 copy(p + "mlp.down_proj.weight", to: q + "mlp.down_proj.weight", rows: channels, cols: plan.neurons[newL])
+            case .qwen3Moe:
+                let kept = plan.experts[newL]
+                copy(p + "mlp.gate.weight", to: q + "mlp.gate.weight", rows: kept, cols: channels)
+                for (ne, e) in kept.enumerated() {
+                    let x = p + "mlp.experts.\(e).", y = q + "mlp.experts.\(ne)."
+                    let neurons = plan.expertNeurons[newL][ne]
+                    copy(x + "gate_proj.weight", to: y + "gate_proj.weight", rows: neurons, cols: channels)
+                    copy(x + "up_proj.weight", to: y + "up_proj.weight", rows: neurons, cols: channels)
+                    copy(x + "down_proj.weight", to: y + "down_proj.weight", rows: channels, cols: neurons)
+                }
             case .mixtral:
                 let kept = plan.experts[newL]
                 copy(p + "block_sparse_moe.gate.weight", to: q + "block_sparse_moe.gate.weight", rows: kept, cols: channels)

@@ -75,7 +75,7 @@ public struct Enumeration: Sendable {
         if c.family.isMixture && c.numLocalExperts < c.numExpertsPerTok { return rules[6] }
         if !jet && H % G != 0 { return rules[0] }
         if !jet && H / G > teacherPerGroup { return rules[1] }
-        if !jet && c.hiddenSize % H != 0 { return rules[2] }
+        if c.family.requiresHeadsDivideHidden && c.hiddenSize % H != 0 { return rules[2] }
         let n = spec.budget.counted(c)
         if n < spec.budget.minimum { return rules[3] }
         if n > spec.budget.maximum { return rules[4] }

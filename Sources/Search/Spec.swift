@@ -12,14 +12,21 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     /// Mixtures only.
     case numLocalExperts = "num_local_experts"
     case numExpertsPerTok = "num_experts_per_tok"
+    /// qwen3_moe's names for the experts' width and count.
+    case moeIntermediateSize = "moe_intermediate_size"
+    case numExperts = "num_experts"
 
-    /// The axes of a family: dense models the first five; Mixtral all seven; JetMoE all but
-    /// num_attention_heads, which it derives as num_key_value_heads × num_experts_per_tok.
+    static let dense: [Axis] = [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize]
+
+    /// The axes of a family: dense models the first five; Mixtral those and the two expert axes;
+    /// JetMoE all but num_attention_heads, which it derives as num_key_value_heads ×
+    /// num_experts_per_tok; qwen3_moe names the expert width and count as its config does.
     public static func axes(for family: Family) -> [Axis] {
         switch family {
-        case .llama, .nemotron: return [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize]
-        case .mixtral: return allCases
-        case .jetmoe: return allCases.filter { $0 != .numAttentionHeads }
+        case .llama, .nemotron, .qwen2, .qwen3, .mistral: return dense
+        case .mixtral: return dense + [.numLocalExperts, .numExpertsPerTok]
+        case .jetmoe: return dense.filter { $0 != .numAttentionHeads } + [.numLocalExperts, .numExpertsPerTok]
+        case .qwen3Moe: return [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .moeIntermediateSize, .numExperts, .numExpertsPerTok]
         }
     }
 
@@ -30,8 +37,9 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numAttentionHeads: return c.numAttentionHeads
         case .numKeyValueHeads: return c.numKeyValueHeads
         case .intermediateSize: return c.intermediateSize
-        case .numLocalExperts: return c.numLocalExperts
+        case .numLocalExperts, .numExperts: return c.numLocalExperts
         case .numExpertsPerTok: return c.numExpertsPerTok
+        case .moeIntermediateSize: return c.moeIntermediateSize
         }
     }
     /// Sets the axis (JetMoE's query heads follow its key/value heads and top-k).
@@ -42,8 +50,9 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numAttentionHeads: c.numAttentionHeads = v
         case .numKeyValueHeads: c.numKeyValueHeads = v
         case .intermediateSize: c.intermediateSize = v
-        case .numLocalExperts: c.numLocalExperts = v
+        case .numLocalExperts, .numExperts: c.numLocalExperts = v
         case .numExpertsPerTok: c.numExpertsPerTok = v
+        case .moeIntermediateSize: c.moeIntermediateSize = v
         }
         c.deriveQueryHeads()
     }
@@ -202,9 +211,10 @@ public struct SearchSpec: Sendable {
         guard let sp = try object(o["space"], "space") else { throw fail("space", "missing") }
         let axes = Axis.axes(for: t.family)
         for axis in Axis.allCases where !axes.contains(axis) && sp[axis.rawValue] != nil {
-            throw fail("space.\(axis.rawValue)", t.family == .jetmoe
+            throw fail("space.\(axis.rawValue)", t.family == .jetmoe && axis == .numAttentionHeads
                 ? "JetMoE derives num_attention_heads as num_key_value_heads × num_experts_per_tok; vary those instead"
-                : "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture teacher (mixtral, jetmoe)")
+                : !t.family.isMixture ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture teacher (mixtral, jetmoe, qwen3_moe)"
+                : "not an axis of a \(t.family.rawValue) teacher; its axes are \(axes.map(\.rawValue).joined(separator: ", "))")
         }
         try check(sp, "space", axes.map(\.rawValue))
         var space: [Axis: [Int]] = [:]
@@ -230,7 +240,7 @@ public struct SearchSpec: Sendable {
                 values = [try int(v, path)]
                 if values[0] > teacherValue { throw fail(path, "\(values[0]) is larger than the teacher's \(teacherValue)") }
             }
-            if axis == .hiddenSize && t.family != .jetmoe {
+            if axis == .hiddenSize && t.family.requiresHeadsDivideHidden {
                 // transformers 5 refuses hidden_size not divisible by the head count; say so per value
                 // when no head count in the space could divide it.
                 let heads = sp[Axis.numAttentionHeads.rawValue] == nil ? [t.numAttentionHeads] : nil

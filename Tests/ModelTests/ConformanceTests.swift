@@ -4,7 +4,8 @@ import Testing
 
 /// Logits, loss and every gradient against transformers, on checkpoints transformers saved.
 @Suite struct ConformanceTests {
-    @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "llama_long", "mixtral_moe", "jetmoe_moa"])
+    @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "llama_long", "mixtral_moe", "jetmoe_moa",
+                      "qwen2_sliding", "qwen2_tied", "qwen3_qknorm", "mistral_sliding", "qwen3_moe_dense_layer", "qwen3_moe_norm_topk"])
     func matchesTransformers(_ name: String) throws {
         let dir = fixtures.appendingPathComponent(name)
         let model = try Checkpoint.load(dir)

@@ -76,7 +76,9 @@ extension HostileInputTests {
             _ = try runner.run(worker: "w", extend: false)
         }
         // A writer holds the lock: queries still answer at once, and write nothing.
-        let holder = try DatabaseQueue(path: f.db)
+        var patient = Configuration()
+        patient.busyMode = .timeout(30)   // the runner's connections may still be closing
+        let holder = try DatabaseQueue(path: f.db, configuration: patient)
         let locked = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
             try? holder.inTransaction(.immediate) { _ in

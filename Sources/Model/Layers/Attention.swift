@@ -9,6 +9,11 @@ import Foundation
 struct AttentionShape {
     let B: Int, T: Int, H: Int, G: Int, D: Int
     var interleaved = false
+    /// Sliding window W (query i sees keys i−W < j ≤ i, as transformers' sliding-window mask);
+    /// 0 for full causal attention.
+    var window = 0
+    /// The first key query row i sees.
+    func firstKey(_ i: Int) -> Int { window > 0 ? max(0, i - window + 1) : 0 }
     /// The key/value head query head h reads.
     func group(_ h: Int) -> Int { interleaved ? h % G : h / groupSize }
     /// The r-th query head reading key/value head g.
@@ -22,7 +27,8 @@ struct AttentionShape {
     var block: Int { max(32, (T + 3) / 4) }
 }
 
-/// `out = softmax(Q Kᵀ / √D + causal mask) V` for every (batch, head); stores the probabilities.
+/// `out = softmax(Q Kᵀ / √D + causal mask) V` for every (batch, head); stores the probabilities
+/// (zero outside the causal, and sliding, window: the backward pass relies on it).
 func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
                       _ qkv: UnsafePointer<Float>, _ s: AttentionShape) {
     let (T, H, G, D, W) = (s.T, s.H, s.G, s.D, s.qkvWidth)
@@ -39,10 +45,11 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutable
                 // S[r0..<r1, 0..<r1] (rows, r1) = Q[r0..<r1] (rows, D) · K[0..<r1] (r1, D)ᵀ / √D
                 gemm(transB: true, m: r1 - r0, n: r1, k: D, alpha: s.scale, a: q + r0 * W, lda: W, b: k, ldb: W, c: p + r0 * T, ldc: T)
                 for i in r0..<r1 {
-                    let row = p + i * T
-                    let m = maximum(row, count: i + 1)
-                    let inv = 1 / expShifted(row, count: i + 1, shift: m)
-                    for j in 0...i { row[j] *= inv }
+                    let row = p + i * T, lo = s.firstKey(i)
+                    let m = maximum(row + lo, count: i + 1 - lo)
+                    let inv = 1 / expShifted(row + lo, count: i + 1 - lo, shift: m)
+                    for j in 0..<lo { row[j] = 0 }
+                    for j in lo...i { row[j] *= inv }
                     for j in (i + 1)..<T { row[j] = 0 }
                 }
                 // O[r0..<r1] (rows, D) = P[r0..<r1, 0..<r1] · V[0..<r1] (r1, D)

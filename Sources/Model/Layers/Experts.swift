@@ -6,8 +6,11 @@ import Foundation
 
 /// How a router turns its logits into k expert choices and gate weights.
 public enum RoutingStyle: Sendable {
-    /// Mixtral: softmax over all E experts, keep the top k, divide by their sum.
+    /// Mixtral (and qwen3_moe with `norm_topk_prob`): softmax over all E experts, keep the
+    /// top k, divide by their sum.
     case softmaxThenTopK
+    /// qwen3_moe without `norm_topk_prob`: softmax over all E experts, keep the top k as they are.
+    case softmaxTopKUnnormalized
     /// JetMoE: keep the top k logits, softmax over those k.
     case topKThenSoftmax
 }
@@ -89,6 +92,8 @@ public final class RouterState {
                     var s: Float = 0
                     for j in 0..<k { s += p[Int(c[j])] }
                     for j in 0..<k { g[j] = p[Int(c[j])] / s }
+                case .softmaxTopKUnnormalized:
+                    for j in 0..<k { g[j] = p[Int(c[j])] }
                 case .topKThenSoftmax:
                     let top = z[Int(c[0])]
                     var s: Float = 0
@@ -132,6 +137,8 @@ public final class RouterState {
                     var s: Float = 0
                     for j in 0..<k { s += p[Int(c[j])] }
                     for j in 0..<k { dz[Int(c[j])] = (dg[j] - dot) / s }
+                case .softmaxTopKUnnormalized:
+                    for j in 0..<k { dz[Int(c[j])] = dg[j] }
                 case .topKThenSoftmax:
                     break
                 }

@@ -92,3 +92,69 @@ func layerNorm1PBackward(_ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutableP
         }
     }
 }
+
+/// Qwen3's per-head RMSNorm on queries and keys, in place on a fused qkv buffer (rows of
+/// (H+2G)·D): each of the H query heads (weight `qWeight`, D) and G key heads (`kWeight`) of a
+/// row is normalised over its D dimensions; values are left alone. The inputs are copied to
+/// `saving` (rows of (H+G)·D) and `rstd` (rows of H+G) for the backward pass.
+func headNormForward(_ qkv: UnsafeMutablePointer<Float>, saving xs: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                     qWeight: UnsafePointer<Float>, kWeight: UnsafePointer<Float>, rows N: Int, _ s: AttentionShape, eps: Float) {
+    let (H, G, D, W) = (s.H, s.G, s.D, s.qkvWidth), heads = H + G
+    Parallel.chunks(N, minimumPerChunk: max(16, 8192 / max(1, heads * D))) { _, rows in
+        for n in rows {
+            for h in 0..<heads {
+                let v = qkv + n * W + h * D, x = xs + (n * heads + h) * D, w = h < H ? qWeight : kWeight
+                x.update(from: v, count: D)
+                var ss: Float = 0
+                for d in 0..<D { ss += x[d] * x[d] }
+                let r = 1 / (ss / Float(D) + eps).squareRoot()
+                rstd[n * heads + h] = r
+                for d in 0..<D { v[d] = x[d] * r * w[d] }
+            }
+        }
+    }
+}
+
+/// Backward of ``headNormForward``, in place: on entry `dqkv` holds the gradient with respect
+/// to the normalised heads, on exit with respect to their inputs; `dqWeight`/`dkWeight` += Σ dy·x·r.
+func headNormBackward(_ dqkv: UnsafeMutablePointer<Float>, _ xs: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                      qWeight: UnsafePointer<Float>, kWeight: UnsafePointer<Float>,
+                      dqWeight: UnsafeMutablePointer<Float>, dkWeight: UnsafeMutablePointer<Float>, rows N: Int, _ s: AttentionShape) {
+    let (H, G, D, W) = (s.H, s.G, s.D, s.qkvWidth), heads = H + G
+    // Weight gradients first (they read dy), one sequential pass so that the sums need no merging.
+    for n in 0..<N {
+        for h in 0..<heads {
+            let dy = dqkv + n * W + h * D, x = xs + (n * heads + h) * D, r = rstd[n * heads + h]
+            let dw = h < H ? dqWeight : dkWeight
+            for d in 0..<D { dw[d] += dy[d] * x[d] * r }
+        }
+    }
+    Parallel.chunks(N, minimumPerChunk: max(16, 8192 / max(1, heads * D))) { _, rows in
+        for n in rows {
+            for h in 0..<heads {
+                let dy = dqkv + n * W + h * D, x = xs + (n * heads + h) * D, r = rstd[n * heads + h]
+                let w = h < H ? qWeight : kWeight
+                var dot: Float = 0
+                for d in 0..<D { dot += dy[d] * w[d] * x[d] }
+                let k = dot * r * r / Float(D)
+                for d in 0..<D { dy[d] = r * (dy[d] * w[d] - x[d] * k) }
+            }
+        }
+    }
+}
+
+/// `x[n, :] += bias` for N rows of `width`.
+func addRowBias(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows N: Int, width: Int) {
+    for n in 0..<N {
+        let row = x + n * width
+        for i in 0..<width { row[i] += bias[i] }
+    }
+}
+
+/// `sums[i] += Σₙ x[n, i]` for N rows of `width` (a bias's gradient).
+func addColumnSums(_ sums: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows N: Int, width: Int) {
+    for n in 0..<N {
+        let row = x + n * width
+        for i in 0..<width { sums[i] += row[i] }
+    }
+}
