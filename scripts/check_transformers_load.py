@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Outside check: checkpoints written by Topiary load in transformers and give the same logits.
 
-For each family (llama untied, llama tied, nemotron, mixtral, jetmoe) it trains a tiny model for a few steps with
+For each family (llama untied, llama tied, nemotron, mixtral, jetmoe, qwen2 with a sliding layer, qwen2 tied,
+qwen3, mistral with a sliding window, qwen3_moe with a dense layer) it trains a tiny model for a few steps with
 `topiary teacher train` (so the weights are Topiary's own), loads the output directory with
 AutoModelForCausalLM.from_pretrained, and compares transformers' logits with
 `topiary model logits`. Needs a prepared corpus (data/fortunes) and a built topiary.
@@ -29,6 +30,18 @@ CONFIGS = {
                 "num_attention_heads": 4, "num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2},
     "jetmoe": {"model_type": "jetmoe", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 24, "num_hidden_layers": 2,
                "num_key_value_heads": 2, "kv_channels": 8, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "qwen2": {"model_type": "qwen2", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "use_sliding_window": True, "sliding_window": 6,
+              "max_window_layers": 1},
+    "qwen2_tied": {"model_type": "qwen2", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True},
+    "qwen3": {"model_type": "qwen3", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12},
+    "mistral": {"model_type": "mistral", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "sliding_window": 5},
+    "qwen3_moe": {"model_type": "qwen3_moe", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 3,
+                  "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
+                  "moe_intermediate_size": 12, "mlp_only_layers": [1], "norm_topk_prob": False},
 }
 
 
@@ -56,6 +69,22 @@ def main():
             got_path = os.path.join(tmp, name + ".safetensors")
             subprocess.run([a.topiary, "model", "logits", out, "--input-ids", ids_path, "--out", got_path], check=True, stdout=subprocess.DEVNULL)
             got = load_file(got_path)
+            # Parameter accounting against transformers: total, non-embedding, active.
+            info = json.loads(subprocess.run([a.topiary, "model", "info", out, "--json"], check=True, capture_output=True).stdout)
+            sizes = {n: p.numel() for n, p in model.named_parameters()}
+            total = model.num_parameters()
+            non_embedding = sum(v for n, v in sizes.items() if "embed_tokens" not in n and not n.startswith("lm_head"))
+            inactive = 0
+            if "num_experts_per_tok" in cfg:
+                E, k = model.config.num_local_experts, model.config.num_experts_per_tok
+                inactive = sum(v * (E - k) // E for n, v in sizes.items() if ".mlp.experts." in n or ".block_sparse_moe.experts." in n
+                               or (".mlp." in n and ("input_linear" in n or "output_linear" in n))
+                               or ".experts.input_linear" in n or ".experts.output_linear" in n)
+            counts = (total, non_embedding, non_embedding - inactive)
+            ours = (info["parameters"], info["non_embedding_parameters"], info["active_non_embedding_parameters"])
+            if counts != ours:
+                print(f"{name}: parameter counts (total, non-embedding, active non-embedding) {ours} vs transformers {counts}")
+                worst = float("inf")
             err = ((got["logits"] - ref.logits).norm() / ref.logits.norm()).item()
             worst = max(worst, err)
             print(f"{name:11s} {type(model).__name__:22s} params {model.num_parameters():7d} logits rel. error {err:.2e} "
