@@ -4,9 +4,12 @@ import Proxy
 import Testing
 
 func teacherModel(_ family: Family = .llama, seed: UInt64 = 1) -> DecoderModel {
+    // Mistral windows every layer, qwen2 layers 1 and 3 (windows shorter than the 8-token samples).
+    let window: Int? = family == .mistral ? 3 : (family == .qwen2 ? 5 : nil)
     let c = ModelConfig(family: family, vocabSize: 31, hiddenSize: 24, intermediateSize: 20, numHiddenLayers: 4,
                         numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, ropeTheta: 100,
-                        partialRotaryFactor: family == .llama ? 1 : 0.5, maxPositionEmbeddings: 64, initializerRange: 0.3)
+                        partialRotaryFactor: family == .nemotron ? 0.5 : 1, maxPositionEmbeddings: 64, initializerRange: 0.3,
+                        slidingWindow: window, slidingLayers: family == .qwen2 ? [1, 3] : nil)
     return initializedWithRandomNorms(c, seed: seed)
 }
 
@@ -55,7 +58,7 @@ func pruningGap(teacher t: DecoderModel, masks: ForwardMasks, student: DecoderMo
 }
 
 @Suite struct PruningTests {
-    @Test(arguments: [Family.llama, .nemotron])
+    @Test(arguments: [Family.llama, .nemotron, .qwen2, .qwen3, .mistral])
     func pruningToOwnShapeIsIdentity(_ family: Family) throws {
         let t = teacherModel(family)
         let s = try Pruning.prune(teacher: t, to: t.config, scores: randomScores(t.config))
@@ -63,7 +66,7 @@ func pruningGap(teacher t: DecoderModel, masks: ForwardMasks, student: DecoderMo
         #expect(s.parameters.array == t.parameters.array)
     }
 
-    @Test(arguments: [Family.llama, .nemotron])
+    @Test(arguments: [Family.llama, .nemotron, .qwen2, .qwen3, .mistral])
     func headAndNeuronPruningEqualsMasking(_ family: Family) throws {
         let t = teacherModel(family)
         var target = t.config
@@ -94,6 +97,30 @@ func pruningGap(teacher t: DecoderModel, masks: ForwardMasks, student: DecoderMo
         var masks = ForwardMasks()
         for l in 0..<4 { masks.heads[l] = (0..<6).filter { !plan.heads[l].contains($0) } }
         #expect(try pruningGap(teacher: t, masks: masks, student: student).masked < 1e-5)
+    }
+
+    /// Depth pruning keeps each layer's attention window: qwen2's sliding layers 1 and 3 stay
+    /// sliding wherever they land, and the student equals the teacher with the other layers skipped.
+    @Test func slidingLayersFollowTheirLayers() throws {
+        let t = teacherModel(.qwen2)
+        var target = t.config
+        target.numHiddenLayers = 2
+        var scores = randomScores(t.config)
+        scores.blockImportance = [0.1, 0.9, 0.8, 0.2]   // keeps layers 1 and 2
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: scores, options: PruneOptions())
+        #expect(plan.layers == [1, 2])
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        #expect(student.config.slidingLayers == [0] && student.config.window(layer: 0) == 5 && student.config.window(layer: 1) == nil)
+        let gap = try pruningGap(teacher: t, masks: ForwardMasks(skipLayers: [0, 3]), student: student)
+        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
+        // The windows matter on these samples: the same student without them differs.
+        var full = student.config
+        full.slidingWindow = nil
+        full.slidingLayers = []
+        let unwindowed = DecoderModel(config: full)
+        unwindowed.parameters.pointer.update(from: student.parameters.pointer, count: student.parameters.count)
+        let a = try logits(student, sampleTokens, B: 2, T: 8), b = try logits(unwindowed, sampleTokens, B: 2, T: 8)
+        #expect(zip(a, b).map { abs($0 - $1) }.max()! > 1e-3)
     }
 
     @Test(arguments: [false, true])
@@ -153,10 +180,12 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
 @Suite struct ExpertPruningTests {
     /// Removing experts (and neurons inside the kept experts) gives the logits of the teacher with
     /// those experts' router logits at −∞ (and those neurons at zero).
-    @Test(arguments: [Family.mixtral, .jetmoe])
+    @Test(arguments: [Family.mixtral, .jetmoe, .qwen3Moe])
     func expertAndExpertWidthPruningEqualsMasking(_ family: Family) throws {
         let t = mixtureTeacher(family)
-        let target = try Pruning.targetConfig(teacher: t.config, target: ["num_local_experts": 4, "intermediate_size": 7])
+        let target = try Pruning.targetConfig(teacher: t.config, target: family == .qwen3Moe
+            ? ["num_experts": 4, "moe_intermediate_size": 7] : ["num_local_experts": 4, "intermediate_size": 7])
+        #expect(target.expertWidth == 7)
         let scores = randomMixtureScores(t.config)
         let plan = try Pruning.plan(teacher: t.config, target: target, scores: scores, options: PruneOptions())
         #expect(plan.experts.count == 4 && plan.experts.allSatisfy { $0.count == 4 })
@@ -197,7 +226,7 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
         #expect(gap.unmasked > 1e-3)
     }
 
-    @Test(arguments: [Family.mixtral, .jetmoe])
+    @Test(arguments: [Family.mixtral, .jetmoe, .qwen3Moe])
     func topKAndChannelPruningKeepTheShapeRules(_ family: Family) throws {
         let t = mixtureTeacher(family)
         let target = try Pruning.targetConfig(teacher: t.config, target: ["num_experts_per_tok": 1, "hidden_size": 18, "num_hidden_layers": 3])
@@ -206,6 +235,17 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
         let student = try Pruning.prune(teacher: t, to: target, scores: randomMixtureScores(t.config))
         #expect(student.config == target)
         _ = try logits(student, sampleTokens, B: 2, T: 8)
+    }
+
+    /// A qwen3_moe teacher with dense MLP layers among its mixtures is refused by name (importance
+    /// and pruning treat every layer alike).
+    @Test func qwen3MoeWithDenseLayersIsRefused() throws {
+        var c = mixtureTeacher(.qwen3Moe).config
+        c.denseMLPLayers = [1]
+        let error = #expect(throws: ProxyError.self) {
+            _ = try Pruning.plan(teacher: c, target: c, scores: randomMixtureScores(c), options: PruneOptions())
+        }
+        #expect(error.map { "\($0)" }?.contains("mlp_only_layers: the teacher mixes dense MLP layers [1]") == true, "\(String(describing: error))")
     }
 
     @Test func impossibleMixtureTargetsNameTheField() throws {
