@@ -57,11 +57,11 @@ public enum Exporter {
             }
             var nemo: [String: JSON] = ["hidden_size": JSON(target.hiddenSize), "ffn_hidden_size": JSON(target.intermediateSize),
                                         "num_attention_heads": JSON(target.numAttentionHeads), "num_query_groups": JSON(target.numKeyValueHeads),
-                                        "num_layers": JSON(target.numHiddenLayers)]
+                                        "num_layers": JSON(target.numHiddenLayers), "kv_channels": JSON(target.headDim)]
             if target.family.isMixture {
                 nemo["num_moe_experts"] = JSON(target.numLocalExperts)
                 nemo["moe_router_topk"] = JSON(target.numExpertsPerTok)
-                nemo["moe_ffn_hidden_size"] = JSON(target.intermediateSize)
+                nemo["moe_ffn_hidden_size"] = JSON(target.expertWidth)
             }
             let proxyTokens = w.trial.fidelity * spec.proxy.batch * spec.proxy.sequence
             let r = spec.proxy

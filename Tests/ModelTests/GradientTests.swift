@@ -3,14 +3,17 @@ import Model
 import Testing
 
 /// Finite-difference checks of every backward pass, through the whole model: embedding, both
-/// norms, full and partial rotary, grouped-query attention, both MLPs, tied and untied LM heads,
-/// and cross-entropy with ignored targets.
+/// norms, full and partial rotary, grouped-query attention (full and sliding-window), q/k/v
+/// biases, per-head q/k norms, both MLPs, the three routers, tied and untied LM heads, and
+/// cross-entropy with ignored targets.
 @Suite struct GradientTests {
-    static let cases: [(Family, Bool)] = [(.llama, false), (.llama, true), (.nemotron, false), (.mixtral, false), (.jetmoe, true)]
+    static let cases: [(Family, Bool)] = [(.llama, false), (.llama, true), (.nemotron, false), (.mixtral, false), (.jetmoe, true),
+                                          (.qwen2, false), (.qwen3, true), (.mistral, false), (.qwen3Moe, false)]
 
     /// (family, tied, sequence): the last case spans three causal row blocks of attention.
     @Test(arguments: [(Family.llama, false, 5), (.llama, true, 5), (.nemotron, false, 5), (.nemotron, false, 70),
-                      (.mixtral, false, 5), (.jetmoe, true, 5), (.jetmoe, false, 40)])
+                      (.mixtral, false, 5), (.jetmoe, true, 5), (.jetmoe, false, 40),
+                      (.qwen2, false, 6), (.qwen3, true, 5), (.mistral, false, 40), (.qwen3Moe, false, 5)])
     func finiteDifferences(_ family: Family, _ tied: Bool, _ T: Int) throws {
         let config = tinyConfig(family, tied: tied)
         let model = DecoderModel(config: config)

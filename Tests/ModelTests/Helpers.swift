@@ -24,11 +24,15 @@ func temporaryDirectory(_ name: String = #function) -> URL {
 }
 
 /// A tiny config for numerical checks (mixtures: 4 experts, top 2; JetMoE: 2 kv heads × top 2).
+/// qwen2: a window of 3 on layer 1; mistral: a window of 3 everywhere; qwen3: head_dim 6 (≠
+/// hidden/heads); qwen3_moe: experts of width 8, no renormalisation, layer 1 a dense MLP of 12.
 func tinyConfig(_ family: Family, tied: Bool = false, vocab: Int = 23, layers: Int = 2) -> ModelConfig {
     let moe = family.isMixture
     return ModelConfig(family: family, vocabSize: vocab, hiddenSize: 16, intermediateSize: moe ? 12 : (family == .llama ? 20 : 24),
-                       numHiddenLayers: layers, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4,
+                       numHiddenLayers: layers, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: family == .qwen3 ? 6 : 4,
                        ropeTheta: 100, partialRotaryFactor: family == .nemotron ? 0.5 : 1, tieWordEmbeddings: tied,
                        maxPositionEmbeddings: 64, initializerRange: 0.3,
-                       numLocalExperts: moe ? 4 : 0, numExpertsPerTok: moe ? 2 : 0, routerAuxLossCoef: moe ? 0.05 : nil)
+                       numLocalExperts: moe ? 4 : 0, numExpertsPerTok: moe ? 2 : 0, routerAuxLossCoef: moe ? 0.05 : nil,
+                       moeIntermediateSize: family == .qwen3Moe ? 8 : nil, denseMLPLayers: family == .qwen3Moe && layers > 1 ? [1] : [],
+                       slidingWindow: family == .qwen2 || family == .mistral ? 3 : nil, slidingLayers: family == .qwen2 ? [1] : nil)
 }
