@@ -58,8 +58,6 @@ public enum Family: String, Sendable, Equatable, CaseIterable, Codable {
     /// transformers refuses a hidden_size that is not a multiple of num_attention_heads (the
     /// families whose head_dim is not free: llama, nemotron, mixtral).
     public var requiresHeadsDivideHidden: Bool { self == .llama || self == .nemotron || self == .mixtral }
-    /// Mixture MLPs of Mixtral's kind: one SwiGLU expert per gate/up/down triple, a softmax router.
-    public var hasSwiGLUExperts: Bool { self == .mixtral || self == .qwen3Moe }
 }
 
 /// A decoder-only model's shape and numerics, read from and written to a Hugging Face

@@ -44,9 +44,18 @@ struct ModelInfo: ParsableCommand {
         }
         let mlpKind = c.family.isGated ? "SwiGLU" : "squared ReLU"
         let mlp = c.family.isMixture
-            ? "\(c.numLocalExperts) experts of \(c.intermediateSize) (\(mlpKind)), top \(c.numExpertsPerTok) per token"
+            ? "\(c.numLocalExperts) experts of \(c.expertWidth) (\(mlpKind)), top \(c.numExpertsPerTok) per token"
+                + (c.family == .qwen3Moe ? (c.normTopKProb ? ", gates renormalised" : ", gates not renormalised") : "")
+                + (c.denseMLPLayers.isEmpty ? "" : "; dense \(c.intermediateSize) on layers \(c.denseMLPLayers.map(String.init).joined(separator: ","))")
                 + (c.family.hasAttentionExperts ? "; attention: \(c.numLocalExperts) experts of \(c.numKeyValueHeads) query heads each" : "")
             : "\(c.intermediateSize) (\(mlpKind))"
+        var attentionExtras: [String] = []
+        if c.family.hasQKVBias { attentionExtras.append("q/k/v biases") }
+        if c.family.hasQKNorm { attentionExtras.append("q/k RMSNorm") }
+        if let w = c.slidingWindow {
+            attentionExtras.append("sliding window \(w) on " + (c.slidingLayers.count == c.numHiddenLayers ? "every layer" : "layers \(c.slidingLayers.map(String.init).joined(separator: ","))"))
+        }
+        let extras = attentionExtras.isEmpty ? "" : "; " + attentionExtras.joined(separator: ", ")
         let active = c.family.isMixture
             ? "\nactive/token      \(c.activeParameterCount) (\(formatCount(c.activeParameterCount))), non-embedding \(c.activeNonEmbeddingParameterCount) (\(formatCount(c.activeNonEmbeddingParameterCount)))"
             : ""
@@ -54,7 +63,7 @@ struct ModelInfo: ParsableCommand {
         family            \(c.family.rawValue) (\(c.family.architecture))
         layers            \(c.numHiddenLayers)
         hidden            \(c.hiddenSize)
-        heads             \(c.numAttentionHeads) query, \(c.numKeyValueHeads) key/value, head_dim \(c.headDim), rotary dims \(c.rotaryDim)
+        heads             \(c.numAttentionHeads) query, \(c.numKeyValueHeads) key/value, head_dim \(c.headDim), rotary dims \(c.rotaryDim)\(extras)
         mlp               \(mlp)
         vocabulary        \(c.vocabSize)\(c.tieWordEmbeddings ? " (tied embeddings)" : "")
         parameters        \(c.parameterCount) (\(formatCount(c.parameterCount))), non-embedding \(c.nonEmbeddingParameterCount) (\(formatCount(c.nonEmbeddingParameterCount)))\(active)

@@ -70,7 +70,7 @@ struct SpecCheck: ParsableCommand {
             let k = c.config
             let experts = moe ? String(format: "%7d %5d %12d ", k.numLocalExperts, k.numExpertsPerTok, c.activeParameters) : ""
             print(String(format: "%@ %6d %6d %5d %2d %5d ", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
-                         k.numAttentionHeads, k.numKeyValueHeads, k.intermediateSize) + experts
+                         k.numAttentionHeads, k.numKeyValueHeads, moe ? k.expertWidth : k.intermediateSize) + experts
                   + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken))
         }
         if shown.count < e.candidates.count { print("… \(e.candidates.count - shown.count) more (--limit \(limit); --limit \(e.candidates.count) lists all)") }
