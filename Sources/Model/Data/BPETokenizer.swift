@@ -1,13 +1,18 @@
 import Foundation
 
-/// A Hugging Face `tokenizer.json` with a BPE model and byte-level pre-tokenisation, encoding and
-/// decoding exactly as the `tokenizers` library does.
+/// A Hugging Face `tokenizer.json` with a BPE model, encoding and decoding exactly as the
+/// `tokenizers` library does (tested against it on multilingual text).
 ///
-/// Supported: `model.type` "BPE" (merges as "a b" strings or ["a", "b"] pairs, `ignore_merges`),
-/// `pre_tokenizer` ByteLevel (with or without the GPT-2 regex and prefix space) or a Sequence of
-/// Split (a regex, behaviour Isolated) then ByteLevel (Llama-3), `normalizer` null, added tokens
-/// (matched literally before pre-tokenisation), decoder ByteLevel. Anything else is refused by
-/// name at load time.
+/// Supported, as the released Llama-2/3, Mistral, Qwen2/2.5/3 and GPT-2 tokenizers use them:
+/// `model.type` "BPE" (merges as "a b" strings or ["a", "b"] pairs, `ignore_merges`,
+/// `byte_fallback` to `<0x..>` tokens, `unk_token` with `fuse_unk`); `normalizer` null, NFC,
+/// Prepend, Replace (a literal string) or a Sequence of them; `pre_tokenizer` ByteLevel (with or
+/// without the GPT-2 regex and prefix space), a Sequence of Split (a regex, behaviour Isolated)
+/// then ByteLevel (Llama-3, Qwen), Metaspace (`prepend_scheme`, `split`) or null; added tokens
+/// (matched literally before normalisation, leftmost-longest); decoder ByteLevel, Metaspace,
+/// Replace, ByteFallback, Fuse, Strip or a Sequence of them. Anything else is refused by name at
+/// load time. The post-processor is not applied (as `encode(text, add_special_tokens=False)`):
+/// documents are separated by the end-of-text token when shards are written.
 public struct BPETokenizer: Tokenizer, @unchecked Sendable {
     public let identifier: String
     public let vocabularySize: Int
@@ -23,8 +28,14 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
     let ignoreMerges: Bool
     let added: [(content: String, id: Int, special: Bool)]
     let addedByID: [Int: (content: String, special: Bool)]
-    let splitRegex: Regex<AnyRegexOutput>?
-    let addPrefixSpace: Bool
+    let normalizers: [NormalizerStep]
+    let preTokenization: PreTokenization
+    let decoders: [DecoderStep]
+    /// `byte_fallback`: a character missing from the vocabulary becomes its UTF-8 bytes' `<0x..>` tokens.
+    let byteFallback: Bool
+    /// `unk_token`'s id (characters with no token and no byte fallback), and whether runs of them fuse.
+    let unknown: Int?
+    let fuseUnknown: Bool
     let byteToChar: [Character]
     let charToByte: [Character: UInt8]
 
@@ -52,30 +63,32 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         guard let model = json["model"]?.object else { throw fail("model", "missing") }
         let type = model["type"]?.string ?? "?"
         guard type == "BPE" else { throw fail("model.type", "'\(type)' is not supported (only BPE)") }
-        if let n = json["normalizer"], !n.isNull { throw fail("normalizer", "\(n["type"]?.string ?? "?") is not supported (only null)") }
-        if let d = json["decoder"], !d.isNull, d["type"]?.string != "ByteLevel" {
-            throw fail("decoder.type", "'\(d["type"]?.string ?? "?")' is not supported (only ByteLevel)")
-        }
         if let cs = model["continuing_subword_prefix"]?.string, !cs.isEmpty { throw fail("model.continuing_subword_prefix", "not supported") }
         if let ew = model["end_of_word_suffix"]?.string, !ew.isEmpty { throw fail("model.end_of_word_suffix", "not supported") }
-        if model["byte_fallback"]?.bool == true { throw fail("model.byte_fallback", "not supported") }
+        if let d = model["dropout"]?.double, d > 0 { throw fail("model.dropout", "BPE dropout \(d) is not supported (tokenisation would be random)") }
+        normalizers = try NormalizerStep.parse(json["normalizer"], fail: fail)
+        decoders = try DecoderStep.parse(json["decoder"], fail: fail)
 
         // Pre-tokenizer.
-        var regex: Regex<AnyRegexOutput>? = nil
-        var prefix = false
-        func byteLevel(_ p: [String: JSON], _ key: String) throws {
-            prefix = p["add_prefix_space"]?.bool ?? false
+        func byteLevel(_ p: [String: JSON], split: Regex<AnyRegexOutput>?) throws -> PreTokenization {
+            var regex = split
             if p["use_regex"]?.bool ?? true {
-                guard regex == nil else { throw fail(key, "two regex splits are not supported") }
+                guard regex == nil else { throw fail("pre_tokenizer", "two regex splits are not supported") }
                 regex = try Regex(Self.gpt2Pattern).matchingSemantics(.unicodeScalar)
             }
+            return .byteLevel(split: regex, addPrefixSpace: p["add_prefix_space"]?.bool ?? false)
         }
-        guard let pre = json["pre_tokenizer"]?.object else { throw fail("pre_tokenizer", "missing (a ByteLevel pre-tokenizer is required)") }
-        switch pre["type"]?.string {
+        let pre = json["pre_tokenizer"]
+        switch pre?["type"]?.string {
+        case nil where pre == nil || pre!.isNull:
+            preTokenization = .none
         case "ByteLevel":
-            try byteLevel(pre, "pre_tokenizer")
+            preTokenization = try byteLevel(pre!.object!, split: nil)
+        case "Metaspace":
+            let (r, scheme) = try DecoderStep.metaspaceOptions(pre!, fail: fail, key: "pre_tokenizer")
+            preTokenization = .metaspace(replacement: r, prepend: scheme, split: pre!["split"]?.bool ?? true)
         case "Sequence":
-            let steps = pre["pretokenizers"]?.array?.compactMap(\.object) ?? []
+            let steps = pre!["pretokenizers"]?.array?.compactMap(\.object) ?? []
             guard steps.count == 2, steps[0]["type"]?.string == "Split", steps[1]["type"]?.string == "ByteLevel" else {
                 throw fail("pre_tokenizer", "a Sequence is supported only as [Split, ByteLevel]")
             }
@@ -84,15 +97,16 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
             guard split["behavior"]?.string == "Isolated", split["invert"]?.bool != true else {
                 throw fail("pre_tokenizer.pretokenizers[0].behavior", "only Isolated (not inverted) is supported")
             }
+            let regex: Regex<AnyRegexOutput>
             do { regex = try Regex(pattern).matchingSemantics(.unicodeScalar) } catch {
                 throw fail("pre_tokenizer.pretokenizers[0].pattern.Regex", "cannot compile: \(error)")
             }
-            try byteLevel(steps[1], "pre_tokenizer.pretokenizers[1]")
+            preTokenization = try byteLevel(steps[1], split: regex)
         default:
-            throw fail("pre_tokenizer.type", "'\(pre["type"]?.string ?? "?")' is not supported (ByteLevel, or Sequence [Split, ByteLevel])")
+            throw fail("pre_tokenizer.type", "'\(pre?["type"]?.string ?? "?")' is not supported (ByteLevel, Sequence [Split, ByteLevel], Metaspace, or null)")
         }
-        splitRegex = regex
-        addPrefixSpace = prefix
+        byteFallback = model["byte_fallback"]?.bool ?? false
+        fuseUnknown = model["fuse_unk"]?.bool ?? false
 
         guard let vocabJSON = model["vocab"]?.object else { throw fail("model.vocab", "missing") }
         guard !vocabJSON.isEmpty else { throw fail("model.vocab", "empty: a tokenizer needs at least one token") }
@@ -120,8 +134,20 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         for (i, t) in (json["added_tokens"]?.array ?? []).enumerated() {
             guard let content = t["content"]?.string, !content.isEmpty else { throw fail("added_tokens[\(i)].content", "missing or not a non-empty string") }
             let id = try checkedID(t["id"], "added_tokens[\(i)].id")
+            for flag in ["single_word", "lstrip", "rstrip"] where t[flag]?.bool == true {
+                throw fail("added_tokens[\(i)].\(flag)", "'\(content)': \(flag) is not supported")
+            }
+            if t["normalized"]?.bool == true, normalizers.contains(where: { $0 != .nfc }) {
+                throw fail("added_tokens[\(i)].normalized", "'\(content)' is matched after normalisation; only tokens matched on the raw text are supported with this normalizer")
+            }
             added.append((content, id, t["special"]?.bool ?? false))
             vocab[content] = id
+        }
+        if let name = model["unk_token"]?.string {
+            guard let id = vocab[name] else { throw fail("model.unk_token", "'\(name)' is not in the vocabulary") }
+            unknown = id
+        } else {
+            unknown = nil
         }
         self.vocab = vocab
         self.ranks = ranks
@@ -131,7 +157,11 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         idToToken = Dictionary(vocab.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
         vocabularySize = (vocab.values.max() ?? -1) + 1
         let eosNames = ["<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"]
-        if let name = eosNames.first(where: { vocab[$0] != nil }) {
+        let configured = Self.configuredEndOfText(beside: url)
+        if let name = configured, let id = vocab[name] {
+            endOfText = id
+            endOfTextDescription = "'\(name)' (id \(id)), the eos_token of tokenizer_config.json"
+        } else if let name = eosNames.first(where: { vocab[$0] != nil }) {
             endOfText = vocab[name]!
             endOfTextDescription = "'\(name)' (id \(endOfText))"
         } else if let special = added.first(where: { $0.2 }) {
@@ -146,14 +176,24 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         identifier = url.path
     }
 
+    /// The `eos_token` of a `tokenizer_config.json` beside the tokenizer (a string or an object
+    /// with `content`), if there is one.
+    static func configuredEndOfText(beside url: URL) -> String? {
+        let config = url.deletingLastPathComponent().appendingPathComponent("tokenizer_config.json")
+        guard let data = try? Data(contentsOf: config), let json = JSON.parse(data) else { return nil }
+        return json["eos_token"]?.string ?? json["eos_token"]?["content"]?.string
+    }
+
     // MARK: encode
 
     public func encode(_ text: String) -> [Int] {
         var ids: [Int] = []
-        for segment in splitAdded(text) {
+        for (i, segment) in splitAdded(text).enumerated() {
             switch segment {
             case let .added(id): ids.append(id)
-            case let .text(s): forEachPiece(s) { ids += bpe($0) }
+            case let .text(s):
+                // Metaspace's "first" scheme prepends only to the section that opens the text.
+                forEachPiece(normalize(s), first: i == 0) { bpe($0, into: &ids) }
             }
         }
         return ids
@@ -161,7 +201,7 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
 
     enum Segment { case added(Int), text(String) }
 
-    /// Splits out added tokens (longest first, leftmost), as the library does before pre-tokenising.
+    /// Splits out added tokens (longest first, leftmost), as the library does before normalising.
     func splitAdded(_ text: String) -> [Segment] {
         guard !added.isEmpty else { return [.text(text)] }
         var out: [Segment] = []
@@ -179,80 +219,112 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         return out
     }
 
-    /// Pre-tokenised pieces, already mapped to byte-level characters.
-    func preTokenize(_ text: String) -> [String] {
+    func normalize(_ s: String) -> String { normalizers.reduce(s) { $1.apply($0) } }
+
+    /// Pre-tokenised pieces of a (normalised) section, mapped to byte-level characters where the
+    /// pre-tokenizer is ByteLevel.
+    func preTokenize(_ text: String, first: Bool = true) -> [String] {
         var pieces: [String] = []
-        forEachPiece(text) { pieces.append($0) }
+        forEachPiece(text, first: first) { pieces.append($0) }
         return pieces
     }
 
-    /// Calls `body` with each pre-tokenised piece in order, mapped to byte-level characters, one
-    /// match at a time: memory stays proportional to the longest piece, not to the text (a
-    /// 50 MB single-line document once needed 4.9 GB when every match was collected first).
-    func forEachPiece(_ text: String, _ body: (String) -> Void) {
-        var s = text
-        if addPrefixSpace, let first = s.unicodeScalars.first, !first.properties.isWhitespace { s = " " + s }
-        if s.isEmpty { return }
-        func emit(_ piece: Substring.UnicodeScalarView) {
-            var mapped = ""
-            for byte in String(String.UnicodeScalarView(piece)).utf8 { mapped.append(byteToChar[Int(byte)]) }
-            body(mapped)
+    /// Calls `body` with each pre-tokenised piece in order, one match at a time: memory stays
+    /// proportional to the longest piece, not to the text (a 50 MB single-line document once
+    /// needed 4.9 GB when every match was collected first).
+    func forEachPiece(_ text: String, first: Bool, _ body: (String) -> Void) {
+        switch preTokenization {
+        case .none:
+            if !text.isEmpty { body(text) }
+        case let .metaspace(r, scheme, split):
+            guard !text.isEmpty else { return }
+            var s = String(String.UnicodeScalarView(text.unicodeScalars.map { $0 == " " ? r : $0 }))
+            if (scheme == .always || scheme == .first && first) && s.unicodeScalars.first != r { s = String(Character(r)) + s }
+            guard split else { body(s); return }
+            var piece = String.UnicodeScalarView()
+            for c in s.unicodeScalars {
+                if c == r && !piece.isEmpty { body(String(piece)); piece = String.UnicodeScalarView() }
+                piece.append(c)
+            }
+            if !piece.isEmpty { body(String(piece)) }
+        case let .byteLevel(splitRegex, addPrefixSpace):
+            var s = text
+            if addPrefixSpace, let first = s.unicodeScalars.first, !first.properties.isWhitespace { s = " " + s }
+            if s.isEmpty { return }
+            func emit(_ piece: Substring.UnicodeScalarView) {
+                var mapped = ""
+                for byte in String(String.UnicodeScalarView(piece)).utf8 { mapped.append(byteToChar[Int(byte)]) }
+                body(mapped)
+            }
+            let scalars = s.unicodeScalars
+            guard let regex = splitRegex else { emit(scalars[...]); return }
+            var last = scalars.startIndex
+            var searchFrom = s.startIndex
+            while searchFrom < s.endIndex, let match = s[searchFrom...].firstMatch(of: regex) {
+                if match.range.lowerBound > last { emit(scalars[last..<match.range.lowerBound]) }
+                if !match.range.isEmpty { emit(scalars[match.range]) }
+                last = match.range.upperBound
+                // An empty match moves on by one scalar, as the library's iteration does.
+                searchFrom = match.range.isEmpty ? scalars.index(after: match.range.upperBound) : match.range.upperBound
+            }
+            if last < scalars.endIndex { emit(scalars[last...]) }
         }
-        let scalars = s.unicodeScalars
-        guard let regex = splitRegex else { emit(scalars[...]); return }
-        var last = scalars.startIndex
-        var searchFrom = s.startIndex
-        while searchFrom < s.endIndex, let match = s[searchFrom...].firstMatch(of: regex) {
-            if match.range.lowerBound > last { emit(scalars[last..<match.range.lowerBound]) }
-            if !match.range.isEmpty { emit(scalars[match.range]) }
-            last = match.range.upperBound
-            // An empty match moves on by one scalar, as the library's iteration does.
-            searchFrom = match.range.isEmpty ? scalars.index(after: match.range.upperBound) : match.range.upperBound
-        }
-        if last < scalars.endIndex { emit(scalars[last...]) }
     }
 
-    /// Byte-pair merges of one piece: repeatedly merge the adjacent pair of lowest rank.
-    func bpe(_ piece: String) -> [Int] {
-        if ignoreMerges, let id = vocab[piece] { return [id] }
-        var symbols = piece.map { String($0) }
-        while symbols.count > 1 {
-            var bestRank = Int.max, bestIndex = -1
-            for i in 0..<(symbols.count - 1) {
-                if let r = ranks[symbols[i] + " " + symbols[i + 1]], r < bestRank { bestRank = r; bestIndex = i }
+    /// Byte-pair merges of one piece, appended to `ids`: the piece's characters (or, missing from
+    /// the vocabulary, their `<0x..>` byte tokens or the unknown token), then repeatedly the
+    /// adjacent pair of lowest merge rank, leftmost first — the library's priority-queue
+    /// algorithm, linear-logarithmic in the piece's length.
+    func bpe(_ piece: String, into ids: inout [Int]) {
+        if ignoreMerges, let id = vocab[piece] { ids.append(id); return }
+        var symbols: [String] = []
+        var lastWasUnknown = false
+        for c in piece.unicodeScalars {
+            let s = String(c)
+            if vocab[s] != nil { symbols.append(s); lastWasUnknown = false; continue }
+            if byteFallback {
+                let bytes = s.utf8.map { String(format: "<0x%02X>", $0) }
+                if bytes.allSatisfy({ vocab[$0] != nil }) { symbols += bytes; lastWasUnknown = false; continue }
             }
-            if bestIndex < 0 { break }
-            let (a, b) = (symbols[bestIndex], symbols[bestIndex + 1])
-            var merged: [String] = []
-            merged.reserveCapacity(symbols.count)
-            var i = 0
-            while i < symbols.count {
-                if i < symbols.count - 1 && symbols[i] == a && symbols[i + 1] == b { merged.append(a + b); i += 2 }
-                else { merged.append(symbols[i]); i += 1 }
-            }
-            symbols = merged
+            guard let unknown else { continue }
+            if !(fuseUnknown && lastWasUnknown) { symbols.append(idToToken[unknown] ?? "") }
+            lastWasUnknown = true
         }
-        return symbols.compactMap { vocab[$0] }
+        var next = Array(1...max(1, symbols.count)).map { $0 < symbols.count ? $0 : -1 }
+        var prev = (0..<symbols.count).map { $0 - 1 }
+        var alive = [Bool](repeating: true, count: symbols.count)
+        var queue = MergeQueue()
+        func rank(_ i: Int) -> Int? { next[i] < 0 ? nil : ranks[symbols[i] + " " + symbols[next[i]]] }
+        for i in 0..<symbols.count { if let r = rank(i) { queue.push(rank: r, pos: i) } }
+        while let top = queue.pop() {
+            // Stale entries: the left symbol was merged away, or its pair changed.
+            guard alive[top.pos], rank(top.pos) == top.rank else { continue }
+            let right = next[top.pos]
+            symbols[top.pos] += symbols[right]
+            alive[right] = false
+            next[top.pos] = next[right]
+            if next[right] >= 0 { prev[next[right]] = top.pos }
+            if prev[top.pos] >= 0, let r = rank(prev[top.pos]) { queue.push(rank: r, pos: prev[top.pos]) }
+            if let r = rank(top.pos) { queue.push(rank: r, pos: top.pos) }
+        }
+        for i in symbols.indices where alive[i] { if let id = vocab[symbols[i]] { ids.append(id) } }
     }
 
     // MARK: decode
 
-    /// Ids back to text; special added tokens are skipped (the library's default,
-    /// `skip_special_tokens=True`); invalid UTF-8 becomes U+FFFD.
+    /// Ids back to text through the tokenizer's decoder; special added tokens are skipped (the
+    /// library's default, `skip_special_tokens=True`); invalid UTF-8 becomes U+FFFD.
     /// - Throws: ``ModelError/invalidInput(_:)`` for an id outside the vocabulary.
     public func decode(_ ids: [Int]) throws -> String {
-        var bytes: [UInt8] = []
+        var tokens: [String] = []
         for id in ids {
             if let a = addedByID[id] {
-                if a.special { continue }
-                bytes += Array(a.content.utf8)
+                if !a.special { tokens.append(a.content) }
                 continue
             }
             guard let token = idToToken[id] else { throw ModelError.invalidInput("token id \(id) is not in the tokenizer's vocabulary") }
-            for ch in token {
-                if let b = charToByte[ch] { bytes.append(b) } else { bytes += Array(String(ch).utf8) }
-            }
+            tokens.append(token)
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return decoders.reduce(tokens) { $1.apply($0, charToByte: charToByte) }.joined()
     }
 }
