@@ -42,6 +42,9 @@ CONFIGS = {
     "qwen3_moe": {"model_type": "qwen3_moe", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 3,
                   "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
                   "moe_intermediate_size": 12, "mlp_only_layers": [1], "norm_topk_prob": False},
+    "qwen3_moe_all": {"model_type": "qwen3_moe", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+                      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
+                      "moe_intermediate_size": 12, "norm_topk_prob": True},
 }
 
 
@@ -89,6 +92,27 @@ def main():
             worst = max(worst, err)
             print(f"{name:11s} {type(model).__name__:22s} params {model.num_parameters():7d} logits rel. error {err:.2e} "
                   f"loss {got['loss'].item():.6f} vs {ref.loss.item():.6f}")
+            # The same model pruned to one layer and written in bfloat16 (`prune --dtype bfloat16`):
+            # transformers reads it as bfloat16 and, upcast, gives Topiary's logits. (Pruning refuses
+            # a qwen3_moe teacher with dense MLP layers among its mixtures.)
+            if cfg.get("mlp_only_layers"):
+                continue
+            half = os.path.join(tmp, name + "-bf16")
+            target = os.path.join(tmp, name + "-target.json")
+            json.dump({"num_hidden_layers": 1}, open(target, "w"))
+            subprocess.run([a.topiary, "prune", "--teacher", out, "--to", target, "--out", half, "--data", a.data, "--dtype", "bfloat16",
+                            "--samples", "4", "--calibration-seq", "16", "--importance-cache", os.path.join(tmp, "cache")],
+                           check=True, stdout=subprocess.DEVNULL)
+            hf_half = AutoModelForCausalLM.from_pretrained(half, attn_implementation="eager")
+            assert hf_half.dtype == torch.bfloat16, hf_half.dtype
+            hf_half = hf_half.float().eval()
+            with torch.no_grad():
+                ref_half = hf_half(input_ids=ids).logits
+            got_half_path = os.path.join(tmp, name + "-bf16.safetensors")
+            subprocess.run([a.topiary, "model", "logits", half, "--input-ids", ids_path, "--out", got_half_path], check=True, stdout=subprocess.DEVNULL)
+            err_half = ((load_file(got_half_path)["logits"] - ref_half).norm() / ref_half.norm()).item()
+            worst = max(worst, err_half)
+            print(f"{'':11s} pruned to 1 layer, bfloat16 checkpoint: logits rel. error {err_half:.2e}")
     print("OK" if worst < 1e-4 else "FAIL", f"worst {worst:.2e}")
 
 

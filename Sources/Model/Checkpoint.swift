@@ -131,44 +131,60 @@ public enum Checkpoint {
         }
     }
 
+    /// The floating-point type a checkpoint's weights are stored in: the type most of its
+    /// parameters have (float32 for a checkpoint in several types, or none Topiary writes).
+    public static func storageType(_ directory: URL) throws -> StorageType {
+        var counts: [DType: Int] = [:]
+        for (name, file) in try openFiles(directory) {
+            let info = try file.info(name)
+            counts[info.dtype, default: 0] += info.count
+        }
+        let most = counts.max { $0.value != $1.value ? $0.value < $1.value : $0.key.rawValue > $1.key.rawValue }
+        return most.flatMap { StorageType($0.key) } ?? .float32
+    }
+
     /// Writes `config.json` and the weights (one `model.safetensors`, or shards of at most
-    /// `shardBytes` with an index) into `directory`, every file atomically. Refuses weights that
-    /// hold NaN or infinity.
-    public static func save(_ model: DecoderModel, to directory: URL, shardBytes: Int? = nil,
+    /// `shardBytes` with an index) into `directory`, every file atomically, as `type` (config.json's
+    /// `dtype` says which). Refuses weights that hold NaN or infinity, or that overflow `type`.
+    public static func save(_ model: DecoderModel, to directory: URL, type: StorageType = .float32, shardBytes: Int? = nil,
                             metadata: [String: String] = [:]) throws {
         for e in model.layout.entries {
             let p = model.parameters.pointer + e.offset
             for i in 0..<e.count where !p[i].isFinite {
                 throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "holds a NaN or infinite value; refusing to write it")
             }
+            if type == .float16, let i = (0..<e.count).first(where: { abs(p[$0]) > Float(Float16.greatestFiniteMagnitude) }) {
+                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "value \(p[i]) does not fit float16 (at most 65504); write float32 or bfloat16")
+            }
         }
+        let size = type.dtype.size
         let slices = model.layout.entries.map {
             TensorSlice(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(start: model.parameters.pointer + $0.offset, count: $0.count))
         }
-        try FileIO.requireFreeSpace(saturating(model.layout.count, times: 4), in: directory, for: "writing the checkpoint")
+        try FileIO.requireFreeSpace(saturating(model.layout.count, times: size), in: directory, for: "writing the checkpoint")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let fm = FileManager.default
-        if let shardBytes, model.layout.count * 4 > shardBytes {
+        if let shardBytes, model.layout.count * size > shardBytes {
             var shards: [[TensorSlice]] = [[]]
-            var size = 0
+            var shardSize = 0
             for s in slices {
-                if size > 0 && size + s.values.count * 4 > shardBytes { shards.append([]); size = 0 }
+                if shardSize > 0 && shardSize + s.values.count * size > shardBytes { shards.append([]); shardSize = 0 }
                 shards[shards.count - 1].append(s)
-                size += s.values.count * 4
+                shardSize += s.values.count * size
             }
             var map: [String: JSON] = [:]
             for (i, shard) in shards.enumerated() {
                 let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
-                try SafeTensorsWriter.write(shard, metadata: metadata, to: directory.appendingPathComponent(name))
+                try SafeTensorsWriter.write(shard, type: type, metadata: metadata, to: directory.appendingPathComponent(name))
                 for s in shard { map[s.name] = .string(name) }
             }
-            let index: JSON = ["metadata": ["total_size": JSON(model.layout.count * 4)], "weight_map": .object(map)]
+            let index: JSON = ["metadata": ["total_size": JSON(model.layout.count * size)], "weight_map": .object(map)]
             try AtomicFile.write(index.data(), to: directory.appendingPathComponent("model.safetensors.index.json"))
             try? fm.removeItem(at: directory.appendingPathComponent("model.safetensors"))
         } else {
-            try SafeTensorsWriter.write(slices, metadata: metadata, to: directory.appendingPathComponent("model.safetensors"))
+            try SafeTensorsWriter.write(slices, type: type, metadata: metadata, to: directory.appendingPathComponent("model.safetensors"))
             try? fm.removeItem(at: directory.appendingPathComponent("model.safetensors.index.json"))
         }
-        try model.config.write(to: directory)
+        try model.config.write(to: directory, dtype: type)
     }
 }

@@ -109,9 +109,11 @@ extension ModelConfig {
         return .object(json)
     }
 
-    /// Writes `config.json` into `directory` atomically.
-    public func write(to directory: URL) throws {
-        try AtomicFile.write(json.data(), to: directory.appendingPathComponent("config.json"))
+    /// Writes `config.json` into `directory` atomically, naming the weights' storage type.
+    public func write(to directory: URL, dtype: StorageType = .float32) throws {
+        var object = json.object!
+        object["dtype"] = .string(dtype.rawValue)
+        try AtomicFile.write(JSON.object(object).data(), to: directory.appendingPathComponent("config.json"))
     }
 }
 

@@ -1,7 +1,8 @@
 import Foundation
 
 /// Element types a safetensors header may name. The engine reads F32, F16 and BF16 (converted
-/// to F32) and writes F32; the other types are known so that their sizes can be checked.
+/// to F32) and writes any of them (``StorageType``); the other types are known so that their
+/// sizes can be checked.
 public enum DType: String, Sendable, CaseIterable {
     case F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL
     public var size: Int {
@@ -176,6 +177,52 @@ public struct SafeTensorsFile: @unchecked Sendable {
     }
 }
 
+/// The floating-point type a checkpoint is written in (F32 weights are rounded to the nearest
+/// representable value, ties to even, as `torch.Tensor.to` does).
+public enum StorageType: String, Sendable, CaseIterable {
+    case float32, bfloat16, float16
+
+    public var dtype: DType {
+        switch self {
+        case .float32: return .F32
+        case .bfloat16: return .BF16
+        case .float16: return .F16
+        }
+    }
+
+    /// The storage type of safetensors dtype `d`, if it is a floating-point one Topiary writes.
+    public init?(_ d: DType) {
+        switch d {
+        case .F32: self = .float32
+        case .BF16: self = .bfloat16
+        case .F16: self = .float16
+        default: return nil
+        }
+    }
+
+    /// `x` rounded to bfloat16 (round to nearest, ties to even; finite inputs).
+    public static func bfloat16Bits(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+
+    /// Appends `values` in this type, little-endian.
+    func append(_ values: UnsafeBufferPointer<Float>, to data: inout Data) {
+        switch self {
+        case .float32:
+            data.append(Data(buffer: values))
+        case .bfloat16:
+            var out = [UInt16](repeating: 0, count: values.count)
+            for i in 0..<values.count { out[i] = Self.bfloat16Bits(values[i]).littleEndian }
+            out.withUnsafeBytes { data.append(contentsOf: $0) }
+        case .float16:
+            var out = [UInt16](repeating: 0, count: values.count)
+            for i in 0..<values.count { out[i] = Float16(values[i]).bitPattern.littleEndian }
+            out.withUnsafeBytes { data.append(contentsOf: $0) }
+        }
+    }
+}
+
 /// A tensor to be written: a name, a shape and `shape.product` floats.
 public struct TensorSlice {
     public var name: String
@@ -187,15 +234,15 @@ public struct TensorSlice {
 }
 
 public enum SafeTensorsWriter {
-    /// Writes F32 tensors to `url` atomically (temporary name, then rename), in the given order,
-    /// with `{"format": "pt"}` metadata as transformers expects.
-    public static func write(_ tensors: [TensorSlice], metadata: [String: String] = [:], to url: URL) throws {
+    /// Writes tensors to `url` atomically (temporary name, then rename), in the given order, as
+    /// `type` (F32 by default), with `{"format": "pt"}` metadata as transformers expects.
+    public static func write(_ tensors: [TensorSlice], type: StorageType = .float32, metadata: [String: String] = [:], to url: URL) throws {
         var header: [String: JSON] = [:]
         var offset = 0
         for t in tensors {
             precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape")
-            let bytes = t.values.count * 4
-            header[t.name] = ["dtype": "F32", "shape": .array(t.shape.map { JSON($0) }),
+            let bytes = t.values.count * type.dtype.size
+            header[t.name] = ["dtype": .string(type.dtype.rawValue), "shape": .array(t.shape.map { JSON($0) }),
                               "data_offsets": [JSON(offset), JSON(offset + bytes)]]
             offset += bytes
         }
@@ -209,7 +256,9 @@ public enum SafeTensorsWriter {
             try handle.write(contentsOf: Data(bytes: &length, count: 8))
             try handle.write(contentsOf: headerBytes)
             for t in tensors where t.values.count > 0 {
-                try handle.write(contentsOf: Data(buffer: t.values))
+                var data = Data()
+                type.append(t.values, to: &data)
+                try handle.write(contentsOf: data)
             }
         }
     }

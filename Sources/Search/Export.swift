@@ -15,12 +15,17 @@ public enum Exporter {
     /// `<rank>-<hash>` folder holding files Topiary does not write is refused unless `force`.
     /// Temporaries left by a killed export are removed. An unfinished study exports its ranking
     /// so far, with a warning, and `distill.json` records the study's state.
+    ///
+    /// The pruned checkpoints are written in `type`, by default the teacher's own storage type
+    /// (a bfloat16 teacher gives bfloat16 students); the proxy-trained weights stay float32.
     public static func export(store: StudyStore, study name: String, top k: Int, out: URL, importanceCache: URL, force: Bool = false,
+                              type: StorageType? = nil,
                               log: (String) -> Void = { print($0) }, warn: (String) -> Void = { print("warning: \($0)") }) throws -> [URL] {
         guard k >= 1 else { throw SearchError.store("--top must be at least 1 (got \(k))") }
         guard let study = try store.study(named: name) else { throw SearchError.store("no study '\(name)'") }
         let spec = try SearchSpec(json: study.spec, file: "store:\(name)") { try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json")) }
         let teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
+        let type = try type ?? Checkpoint.storageType(URL(fileURLWithPath: spec.teacher, isDirectory: true))
         guard Fingerprint.of(teacher) == study.teacherFingerprint else {
             throw SearchError.store("the teacher at \(spec.teacher) is not the one study '\(name)' ran with (fingerprint differs)")
         }
@@ -47,7 +52,7 @@ public enum Exporter {
             let tmp = out.appendingPathComponent(".\(w.rank)-\(w.trial.hash).tmp-\(getpid())")
             try? fm.removeItem(at: tmp)
             staged.append((tmp, dir))
-            try Checkpoint.save(pruned, to: tmp)
+            try Checkpoint.save(pruned, to: tmp, type: type)
             if let ck = w.trial.checkpoint {
                 let proxy = tmp.appendingPathComponent("proxy")
                 try fm.createDirectory(at: proxy, withIntermediateDirectories: true)

@@ -40,3 +40,5 @@ func requireRange<T: Comparable>(_ option: String, _ value: T, _ range: ClosedRa
         throw ValidationError("\(option): \(value) is outside \(range.lowerBound)…\(range.upperBound)\(meaning.isEmpty ? "" : " (\(meaning))")")
     }
 }
+
+extension StorageType: ExpressibleByArgument {}

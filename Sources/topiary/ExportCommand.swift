@@ -13,6 +13,7 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "Output directory (default: results/<study>/export).") var out: String?
     @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
     @Flag(help: "Replace <rank>-<hash> folders in --out even when they hold files an export does not write.") var force = false
+    @Option(help: "Storage type of the pruned checkpoints: float32, bfloat16 or float16 (default: the teacher's).") var dtype: StorageType?
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
 
@@ -24,7 +25,7 @@ struct ExportCommand: ParsableCommand {
         engine.apply()
         let st = try store.open(.write)
         _ = try Exporter.export(store: st, study: study, top: top, out: directoryURL(out ?? "results/\(study)/export"),
-                                importanceCache: directoryURL(importanceCache), force: force, warn: printWarning)
+                                importanceCache: directoryURL(importanceCache), force: force, type: dtype, warn: printWarning)
     }
 }
 

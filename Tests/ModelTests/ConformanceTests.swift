@@ -43,6 +43,26 @@ import Testing
         }
     }
 
+    /// Writing half precision rounds as torch does: llama_gqa's float32 weights written as
+    /// bfloat16 and float16 equal the copies transformers saved with `dtype=torch.bfloat16/float16`,
+    /// bit for bit; the storage type is read back from the headers and named in config.json.
+    @Test(arguments: [StorageType.bfloat16, .float16])
+    func writesHalfPrecisionAsTorchRounds(_ type: StorageType) throws {
+        let model = try Checkpoint.load(fixtures.appendingPathComponent("llama_gqa"))
+        let out = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: out) }
+        try Checkpoint.save(model, to: out, type: type)
+        #expect(try Checkpoint.storageType(out) == type)
+        #expect(JSON.parse(try Data(contentsOf: out.appendingPathComponent("config.json")))?["dtype"]?.string == type.rawValue)
+        let torch = try SafeTensorsFile(url: fixtures.appendingPathComponent("llama_gqa_sharded_\(type == .bfloat16 ? "bf16" : "f16")/reference_f32.safetensors"))
+        let ours = try Checkpoint.load(out)
+        for e in ours.layout.entries {
+            #expect(Array(ours.tensor(e.name)!) == (try torch.floats(e.name)), "\(e.name) rounds differently from torch")
+        }
+        #expect(try Checkpoint.storageType(fixtures.appendingPathComponent("llama_gqa_sharded_bf16")) == .bfloat16)
+        #expect(try Checkpoint.storageType(fixtures.appendingPathComponent("llama_gqa")) == .float32)
+    }
+
     @Test func savedCheckpointRoundTrips() throws {
         let model = try Checkpoint.load(fixtures.appendingPathComponent("nemotron_partial"))
         for shard in [nil, 4096] as [Int?] {

@@ -105,6 +105,15 @@ extension HostileInputTests {
         #expect(forced.status == 0, "\(forced.err)")
         #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("notes.txt").path), "replaced whole")
         #expect(try Checkpoint.load(out).config.numHiddenLayers == 2)
+        #expect(try Checkpoint.storageType(out) == .float32, "the teacher's type by default")
+        // --dtype: the same student in bfloat16, every value the float32 one rounded.
+        let half = f.root.appendingPathComponent("student-bf16")
+        let r = try prune(half.path, ["--dtype", "bfloat16"])
+        #expect(r.status == 0 && r.out.contains("in bfloat16"), "\(r.err)")
+        #expect(try Checkpoint.storageType(half) == .bfloat16)
+        let full = try Checkpoint.load(out), rounded = try Checkpoint.load(half)
+        #expect(full.parameters.array.map { Float(bitPattern: UInt32(StorageType.bfloat16Bits($0)) << 16) } == rounded.parameters.array)
+        #expect(try prune(f.root.appendingPathComponent("x").path, ["--dtype", "float8"]).err.contains("--dtype"))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: f.root.path).filter { $0.contains(".tmp-") || $0.contains(".old-") }
         #expect(leftovers.isEmpty, "\(leftovers)")
     }

@@ -14,17 +14,30 @@ struct Fixture {
     let config: ModelConfig
 
     /// `mixture`: a JetMoE teacher (4 experts of 16, top 2, 2 kv heads) instead of a dense llama.
-    init(_ name: String = #function, mixture: Bool = false) throws {
+    /// `family`: a teacher of another family shaped like the llama one (qwen2 with a window of 4
+    /// on layer 1, mistral with a window of 5, qwen3 with head_dim 6, qwen3_moe with 4 experts of
+    /// 16, top 2); `storage`: the type its weights are saved in.
+    init(_ name: String = #function, mixture: Bool = false, family: Family? = nil, storage: StorageType = .float32) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-search-\(getpid())-\(name.filter(\.isLetter))-\(UInt32.random(in: 0...UInt32.max))")
-        config = mixture
-            ? ModelConfig(family: .jetmoe, vocabSize: 257, hiddenSize: 24, intermediateSize: 16, numHiddenLayers: 3,
-                          numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
-                          numLocalExperts: 4, numExpertsPerTok: 2)
-            : ModelConfig(family: .llama, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
-                          numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1)
+        let family = family ?? (mixture ? .jetmoe : .llama)
+        switch family {
+        case .jetmoe:
+            config = ModelConfig(family: .jetmoe, vocabSize: 257, hiddenSize: 24, intermediateSize: 16, numHiddenLayers: 3,
+                                 numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
+                                 numLocalExperts: 4, numExpertsPerTok: 2)
+        case .qwen3Moe:
+            config = ModelConfig(family: .qwen3Moe, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
+                                 numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
+                                 numLocalExperts: 4, numExpertsPerTok: 2, moeIntermediateSize: 16, normTopKProb: true)
+        default:
+            config = ModelConfig(family: family, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
+                                 numAttentionHeads: 6, numKeyValueHeads: 3, headDim: family == .qwen3 ? 6 : 4, maxPositionEmbeddings: 64,
+                                 initializerRange: 0.1, slidingWindow: [.qwen2: 4, .mistral: 5][family],
+                                 slidingLayers: family == .qwen2 ? [1] : nil)
+        }
         let m = DecoderModel(config: config)
         m.initialize(seed: 1)
-        try Checkpoint.save(m, to: teacher)
+        try Checkpoint.save(m, to: teacher, type: storage)
         var rng = SeededGenerator(seed: 2)
         var docs: [Document] = []
         for lang in ["en", "ga"] {
@@ -313,6 +326,49 @@ struct Fixture {
         #expect(try store.deleteStudy(named: "tiny") == 4)
         #expect(try store.study(named: "tiny") == nil && (try store.trials(study: study)).isEmpty)
         #expect(throws: SearchError.self) { try store.deleteStudy(named: "tiny") }
+    }
+
+    /// Issue 12: a search over each new family's axes runs and exports; the exports keep the
+    /// teacher's storage type (a bfloat16 qwen3_moe teacher gives bfloat16 students), the sliding
+    /// layers and the family's own keys.
+    @Test(arguments: [Family.qwen2, .qwen3, .mistral, .qwen3Moe])
+    func newFamiliesSearchAndExport(_ family: Family) throws {
+        let f = try Fixture(family: family, storage: family == .qwen3Moe ? .bfloat16 : .float32)
+        defer { f.cleanup() }
+        let space: JSON = family == .qwen3Moe
+            ? ["num_experts": [3, 4], "moe_intermediate_size": [8, 16], "num_hidden_layers": [2, 3]]
+            : ["num_hidden_layers": [2, 3], "num_attention_heads": [3, 6], "intermediate_size": [16, 32]]
+        let spec = try f.parse(f.spec([
+            "space": space, "budget": ["count": family == .qwen3Moe ? "active" : "total", "max": JSON(f.config.parameterCount)],
+            "strategy": ["name": "grid"], "proxy": ["steps": 2, "batch_size": 2, "sequence_length": 8, "eval_tokens": 16, "learning_rate": 1e-3],
+        ]))
+        let store = try StudyStore(path: f.db)
+        let cache = f.root.appendingPathComponent("importance")
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"), importanceCache: cache)
+        runner.log = { _ in }
+        #expect(runner.enumeration.candidates.count == 8)
+        let study = try runner.run(worker: "w", extend: false)
+        let top = try store.top(study: study)
+        #expect(top.count == 8 && top.allSatisfy { $0.trial.state == "complete" && $0.trial.score?.isFinite == true })
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 2, out: f.root.appendingPathComponent("export"), importanceCache: cache, log: { _ in })
+        for (rank, dir) in dirs.enumerated() {
+            let m = try Checkpoint.load(dir)
+            #expect(m.config.family == family && m.config.parameterCount == top[rank].trial.parameters)
+            #expect(try Checkpoint.storageType(dir) == (family == .qwen3Moe ? .bfloat16 : .float32))
+            let written = JSON.parse(try Data(contentsOf: dir.appendingPathComponent("config.json")))!
+            #expect(written["dtype"]?.string == (family == .qwen3Moe ? "bfloat16" : "float32"))
+            if family == .qwen2 {
+                // Layer 1 of the teacher slides; where it is kept it stays sliding (the mapping is
+                // checked exactly in PruningTests), and config.json lists every layer's type.
+                #expect(m.config.slidingLayers.count <= 1 && (m.config.slidingLayers.isEmpty || m.config.slidingWindow == 4))
+                #expect(written["layer_types"]?.array?.count == m.config.numHiddenLayers)
+            }
+            let distill = JSON.parse(try Data(contentsOf: dir.appendingPathComponent("distill.json")))!
+            if family == .qwen3Moe {
+                #expect(distill["nemo_modelopt"]?["moe_ffn_hidden_size"]?.int == m.config.moeIntermediateSize)
+                #expect(distill["parameters"]?["active"]?.int == m.config.activeParameterCount)
+            }
+        }
     }
 
     @Test func deletingAStudyWithRunningTrialsIsRefused() throws {
