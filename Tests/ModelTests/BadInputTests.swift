@@ -141,7 +141,8 @@ import Testing
         #expect(e?.contains(expected) == true, "\(e ?? "no error")")
     }
 
-    /// Mixture configs: each impossible combination names its key.
+    /// Mixture configs and the families' own keys (windows, layer types, dense MLP layers): each
+    /// impossible combination names its key.
     @Test(arguments: [
         ("mixtral_moe", "num_experts_per_tok", JSON.number(5), "num_experts_per_tok"),
         ("mixtral_moe", "num_local_experts", JSON.number(0), "num_local_experts"),
@@ -149,6 +150,18 @@ import Testing
         ("jetmoe_moa", "num_attention_heads", JSON.number(6), "num_attention_heads"),
         ("jetmoe_moa", "num_experts_per_tok", JSON.number(7), "num_experts_per_tok"),
         ("jetmoe_moa", "activation_function", JSON.string("gelu"), "activation_function"),
+        ("qwen3_moe_dense_layer", "mlp_only_layers", JSON.array([7]), "mlp_only_layers"),
+        ("qwen3_moe_dense_layer", "mlp_only_layers", JSON.string("1"), "mlp_only_layers"),
+        ("qwen3_moe_dense_layer", "decoder_sparse_step", JSON.number(0), "decoder_sparse_step"),
+        ("qwen3_moe_dense_layer", "moe_intermediate_size", JSON.number(-4), "moe_intermediate_size"),
+        ("qwen3_moe_dense_layer", "num_experts", JSON.number(4), "num_experts"),            // beside num_local_experts
+        ("qwen3_moe_dense_layer", "layer_types", JSON.array(["full_attention"]), "layer_types"),
+        ("qwen2_sliding", "layer_types", JSON.array(["full_attention"]), "layer_types"),
+        ("qwen2_sliding", "layer_types", JSON.array(["full_attention", "chunked_attention"]), "layer_types"),
+        ("qwen2_sliding", "sliding_window", JSON.number(0), "sliding_window"),
+        ("mistral_sliding", "sliding_window", JSON.number(-3), "sliding_window"),
+        ("mistral_sliding", "use_sliding_window", JSON.bool(true), "use_sliding_window"),
+        ("qwen3_qknorm", "attention_bias", JSON.bool(true), "attention_bias"),
     ])
     func mixtureConfigErrorsNameTheKey(_ fixture: String, _ key: String, _ value: JSON, _ expected: String) throws {
         let dir = try copyFixture(fixture)

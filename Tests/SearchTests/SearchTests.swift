@@ -287,6 +287,13 @@ struct Fixture {
         #expect(error(moe, ["space": ["num_attention_heads": [2]]]).contains("space.num_attention_heads"))
         #expect(error(moe, ["space": ["num_local_experts": [8]]]).contains("larger than the teacher"))
         #expect(error(moe, ["space": ["num_local_experts": [3]], "budget": ["count": "active", "max": 1000, "active": ["max": 5]]]).contains("budget.active"))
+        // qwen3_moe names its expert axes as its config does.
+        let qwen = try Fixture(family: .qwen3Moe)
+        defer { qwen.cleanup() }
+        #expect(error(qwen, ["space": ["intermediate_size": [8]]]).contains("space.intermediate_size: not an axis of a qwen3_moe teacher; its axes are num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, moe_intermediate_size, num_experts, num_experts_per_tok"))
+        #expect(error(qwen, ["space": ["num_experts": [5]]]).contains("space.num_experts[0]: 5 is larger than the teacher's 4"))
+        #expect(error(qwen, ["space": ["moe_intermediate_size": [32]]]).contains("space.moe_intermediate_size[0]"))
+        #expect(error(dense, ["space": ["moe_intermediate_size": [8]]]).contains("space.moe_intermediate_size"))
     }
 
     @Test func jetMoESearchRunsAndExports() throws {

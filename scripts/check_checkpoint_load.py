@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Outside check of checkpoints Topiary wrote (an export's candidates, a pruned model, a teacher):
+each DIR loads in transformers (AutoModelForCausalLM, in the dtype it was saved in) and gives the
+logits of `topiary model logits DIR`, and transformers' parameter count equals `topiary model info`.
+
+    .venv/bin/python scripts/check_checkpoint_load.py DIR [DIR ...] [--topiary .build/release/topiary]
+"""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dirs", nargs="+")
+    ap.add_argument("--topiary", default=".build/release/topiary")
+    a = ap.parse_args()
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in a.dirs:
+            info = json.loads(subprocess.run([a.topiary, "model", "info", d, "--json"], check=True, capture_output=True).stdout)
+            vocab = info["config"]["vocab_size"]
+            ids = torch.randint(0, vocab, (2, 32), generator=torch.Generator().manual_seed(0))
+            ids_path = os.path.join(tmp, "ids.json")
+            json.dump({"input_ids": ids.tolist()}, open(ids_path, "w"))
+            model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager")
+            dtype = model.dtype
+            model = model.float().eval()
+            with torch.no_grad():
+                ref = model(input_ids=ids).logits
+            out = os.path.join(tmp, "logits.safetensors")
+            subprocess.run([a.topiary, "model", "logits", d, "--input-ids", ids_path, "--out", out], check=True, stdout=subprocess.DEVNULL)
+            err = ((load_file(out)["logits"] - ref).norm() / ref.norm()).item()
+            counts_match = model.num_parameters() == info["parameters"]
+            worst = max(worst, err if counts_match else float("inf"))
+            print(f"{d}: {type(model).__name__} ({str(dtype).replace('torch.', '')}), {model.num_parameters()} parameters"
+                  f" ({'=' if counts_match else '≠'} topiary's {info['parameters']}, active {info.get('active_parameters')}),"
+                  f" logits rel. error {err:.2e}")
+    print("OK" if worst < 1e-4 else "FAIL", f"worst {worst:.2e}")
+    raise SystemExit(0 if worst < 1e-4 else 1)
+
+
+if __name__ == "__main__":
+    main()
