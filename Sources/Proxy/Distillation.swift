@@ -251,7 +251,7 @@ public final class Distiller {
             }.map { try $0.get() }
             for (j, i) in chosen.enumerated() {
                 if withKL { sums[i, default: 0] += kls[j] * Double(counted) }
-                tallies[i]!.add(lang, rowLosses: UnsafeBufferPointer(students[i].trainer.activations.rowLosses), targets: targets)
+                tallies[i]!.add(lang, rowLosses: UnsafeBufferPointer(students[i].trainer.activations.rowLosses), targets: targets, sequence: T)
             }
         }
         var result: [Int: (EvaluationResult, kl: Double)] = [:]

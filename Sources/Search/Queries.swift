@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Model
+import Proxy
 
 /// Read-side queries for `topiary results` and `topiary export`.
 extension StudyStore {
@@ -10,28 +11,56 @@ extension StudyStore {
         public var metrics: [String: Double]
         /// Tied with the previous entry: its score is within `noise` of it.
         public var tiedWithPrevious: Bool
+        /// The candidate's scores at its highest rung: its own run first, then its replicates
+        /// (other data-order seeds) that completed.
+        public var replicateScores: [Double] = []
+        /// The value it is ranked by: the mean over replicates when it has them, else its score
+        /// (or the requested metric).
+        public var value: Double = .infinity
+        /// 95% interval of `value`: Student-t over the replicates, or a bootstrap over the
+        /// validation windows of its run; nil for trials scored before intervals were recorded.
+        public var interval: Noise.Interval?
+        /// Its interval overlaps the leader's (same rung, not the leader itself).
+        public var tiedWithBest = false
     }
 
     /// The best trial of each candidate (the highest completed rung), ranked by `metric`
-    /// (default: the study's objective score). Entries within `noise` of the one above are ties.
+    /// (default: the study's objective score; with replicates, their mean). Entries within `noise`
+    /// of the one above are ties; entries whose 95% interval overlaps the leader's are tied with it.
     public func top(study: Int64, metric: String? = nil, limit: Int? = nil, noise: Double = 0) throws -> [Ranked] {
-        let trials = try self.trials(study: study).filter { $0.state == "complete" || $0.state == "pruned" }
+        let all = try self.trials(study: study).filter { $0.state == "complete" || $0.state == "pruned" }
+        let trials = all.filter { $0.replicate == 0 }
         var best: [Int64: TrialRow] = [:]
         for t in trials where best[t.candidateID].map({ t.rung > $0.rung }) ?? true { best[t.candidateID] = t }
-        var rows: [(TrialRow, [String: Double], Double)] = []
+        var rows: [Ranked] = []
         for t in best.values {
             let m = Dictionary(try metrics(trial: t.id).map { ($0.name, $0.value) }, uniquingKeysWith: { _, b in b })
-            let value = metric.map { m[$0] ?? .infinity } ?? (t.score ?? .infinity)
-            rows.append((t, m, value))
+            let replicas = all.filter { $0.candidateID == t.candidateID && $0.rung == t.rung && $0.replicate > 0 && $0.state == "complete" }
+                .sorted { $0.replicate < $1.replicate }.compactMap(\.score)
+            var r = Ranked(rank: 0, trial: t, metrics: m, tiedWithPrevious: false)
+            r.replicateScores = t.score.map { [$0] + replicas } ?? []
+            if metric == nil, let (mean, interval) = Noise.tInterval(r.replicateScores) {
+                r.value = mean
+                r.interval = interval
+            } else {
+                r.value = metric.map { m[$0] ?? .infinity } ?? (t.score ?? .infinity)
+                if metric == nil, let lo = m["score_ci_low"], let hi = m["score_ci_high"] {
+                    r.interval = Noise.Interval(low: lo, high: hi, method: "bootstrap", samples: 1)
+                }
+            }
+            rows.append(r)
         }
         // Higher rungs first (they survived longer), then by value.
-        rows.sort { ($0.0.rung, -$0.2, $1.0.id) > ($1.0.rung, -$1.2, $0.0.id) }
-        var ranked: [Ranked] = []
-        for (i, r) in rows.enumerated() {
-            let tied = i > 0 && rows[i - 1].0.rung == r.0.rung && abs(rows[i - 1].2 - r.2) <= noise
-            ranked.append(Ranked(rank: tied ? ranked[i - 1].rank : i + 1, trial: r.0, metrics: r.1, tiedWithPrevious: tied))
+        rows.sort { ($0.trial.rung, -$0.value, $1.trial.id) > ($1.trial.rung, -$1.value, $0.trial.id) }
+        for i in rows.indices {
+            let tied = i > 0 && rows[i - 1].trial.rung == rows[i].trial.rung && abs(rows[i - 1].value - rows[i].value) <= noise
+            rows[i].tiedWithPrevious = tied
+            rows[i].rank = tied ? rows[i - 1].rank : i + 1
+            if i > 0, rows[i].trial.rung == rows[0].trial.rung, let a = rows[i].interval, let b = rows[0].interval {
+                rows[i].tiedWithBest = a.overlaps(b)
+            }
         }
-        return limit.map { Array(ranked.prefix($0)) } ?? ranked
+        return limit.map { Array(rows.prefix($0)) } ?? rows
     }
 
     /// Candidates not dominated in (parameters, score): the Pareto front, smallest first.
@@ -63,6 +92,6 @@ extension StudyStore {
             return sum + trial.fidelity - parentFidelity
         }
         return StudySummary(study: s, candidates: cands, complete: n("complete"), running: n("running"), waiting: n("waiting"),
-                            failed: n("failed"), pruned: n("pruned"), best: try top(study: s.id, limit: 1).first?.trial.score, stepsRun: steps)
+                            failed: n("failed"), pruned: n("pruned"), best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil }, stepsRun: steps)
     }
 }

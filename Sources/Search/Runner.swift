@@ -95,7 +95,25 @@ public final class SearchRunner {
     /// Where a trial's student checkpoint lives.
     func checkpointURL(_ t: StudyStore.TrialRow) -> URL {
         results.appendingPathComponent(spec.study).appendingPathComponent("trials").appendingPathComponent(t.hash)
-            .appendingPathComponent("rung-\(t.rung)")
+            .appendingPathComponent("rung-\(t.rung)" + (t.replicate > 0 ? "-replicate-\(t.replicate)" : ""))
+    }
+
+    /// After the last rung: adds the replicate trials of the finalists (once); returns whether it
+    /// added any.
+    func addReplicates(study: Int64, trials: [StudyStore.TrialRow]) throws -> Bool {
+        guard let r = spec.replicates, !trials.contains(where: { $0.replicate > 0 }) else { return false }
+        let rung = trials.map(\.rung).max() ?? 0
+        let finalists = trials.filter { $0.rung == rung && $0.replicate == 0 && $0.state == "complete" }
+            .sorted { ($0.score ?? .infinity, $0.id) < ($1.score ?? .infinity, $1.id) }
+        let top: Int
+        if let t = r.top { top = t } else if case .successiveHalving = spec.strategy { top = finalists.count } else { top = 3 }
+        let chosen = finalists.prefix(top)
+        guard !chosen.isEmpty else { return false }
+        for replicate in 1..<r.seeds {
+            try store.addTrials(chosen.map { ($0.candidateID, rung, $0.fidelity, nil) }, replicate: replicate)
+        }
+        log("replicates: \(chosen.count) finalist(s) rerun with \(r.seeds - 1) other data-order seed(s) at \(chosen.first!.fidelity) steps")
+        return true
     }
 
     /// Claims and runs trials until none is waiting. Returns how many ran.
@@ -140,6 +158,8 @@ public final class SearchRunner {
         defer { timer.cancel() }
         var recipe = spec.proxy
         recipe.evalEvery = Int.max / 2
+        // Replicate r reruns the candidate from its pruned init with data-order seed + r.
+        recipe.seed = spec.proxy.seed &+ UInt64(trials[0].replicate)
         var trainLoss: [Int: [(Int, Double)]] = [:]
         let start = Date()
         let (outcome, distiller) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: recipe,
@@ -167,8 +187,14 @@ public final class SearchRunner {
             metrics.append((point.step, "val_kl", point.validationKL))
             metrics.append((point.step, "seconds", seconds))
             let score = spec.objective.value(point.validation)
+            // The score's 95% interval over the validation windows (free: no retraining).
+            if let ci = Noise.bootstrapInterval(point.validation, seed: UInt64(t.id), score: spec.objective.value) {
+                metrics.append((point.step, "score_ci_low", ci.low))
+                metrics.append((point.step, "score_ci_high", ci.high))
+            }
             try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics)
-            log(String(format: "trial %@ rung %d (%d steps): score %.4f", t.hash, t.rung, t.fidelity, score))
+            log(String(format: "trial %@ rung %d (%d steps)%@: score %.4f", t.hash, t.rung, t.fidelity,
+                       t.replicate > 0 ? " replicate \(t.replicate)" as NSString : "" as NSString, score))
         }
     }
 
@@ -177,7 +203,7 @@ public final class SearchRunner {
         let trials = try store.trials(study: study)
         if trials.contains(where: { $0.state == "waiting" || $0.state == "running" }) { return false }
         let rung = trials.map(\.rung).max() ?? 0
-        let current = trials.filter { $0.rung == rung && $0.state == "complete" }
+        let current = trials.filter { $0.rung == rung && $0.state == "complete" && $0.replicate == 0 }
         switch spec.strategy {
         case let .successiveHalving(_, eta):
             let fidelities = rungFidelities
@@ -191,7 +217,7 @@ public final class SearchRunner {
         case let .evolution(population, generations, mutation, crossover, seed):
             guard rung + 1 < generations else { break }
             var rng = SeededGenerator(seed: seed &+ UInt64(rung + 1))
-            let scored = trials.filter { $0.state == "complete" }.sorted { ($0.score ?? .infinity) < ($1.score ?? .infinity) }
+            let scored = trials.filter { $0.state == "complete" && $0.replicate == 0 }.sorted { ($0.score ?? .infinity) < ($1.score ?? .infinity) }
             let parents = Array(scored.prefix(max(2, population / 2)))
             let tried = Set(trials.map(\.hash))
             let byHash = Dictionary(uniqueKeysWithValues: enumeration.candidates.map { ($0.hash, $0) })
@@ -220,6 +246,7 @@ public final class SearchRunner {
             return false
         default: break
         }
+        if try addReplicates(study: study, trials: trials) { return false }
         try store.setStudyState(study, "complete")
         return true
     }

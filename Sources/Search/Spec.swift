@@ -110,6 +110,17 @@ public enum Strategy: Sendable, Equatable {
     }
 }
 
+/// How many scores each finalist gets and which candidates are finalists.
+public struct Replicates: Sendable, Equatable {
+    /// Scores per finalist: its own run plus `seeds − 1` reruns from the same pruned init with
+    /// data-order seeds proxy.seed + 1, + 2, … (at least 2).
+    public var seeds: Int
+    /// The finalists: the best `top` candidates of the last rung (default: successive halving's
+    /// last-rung survivors, or the best 3 for the other strategies).
+    public var top: Int?
+    public init(seeds: Int, top: Int? = nil) { self.seeds = seeds; self.top = top }
+}
+
 /// Which validation number a search minimises.
 public enum Objective: String, Sendable, Codable {
     /// Token-weighted over every language.
@@ -145,6 +156,9 @@ public struct SearchSpec: Sendable {
     /// The most candidates the space may admit (default ``Enumeration/defaultLimit``).
     public var maxCandidates: Int?
     public var objective = Objective.mean
+    /// `objective.replicates`: rerun the finalists with other data-order seeds, for a measured
+    /// noise interval beside each finalist's score.
+    public var replicates: Replicates?
     public var exportTop = 3
     /// The spec's JSON as given (stored with the study).
     public var json: JSON
@@ -391,8 +405,17 @@ public struct SearchSpec: Sendable {
         if let v = o["prefilter"] { prefilter = try int(v, "prefilter") }
         if let v = o["max_candidates"] { maxCandidates = try int(v, "max_candidates") }
         if let ob = try object(o["objective"], "objective") {
-            try check(ob, "objective", ["metric", "languages"])
+            try check(ob, "objective", ["metric", "languages", "replicates"])
             if let m = ob["metric"], m.string != "val_loss" { throw fail("objective.metric", "only val_loss is available") }
+            if let r = ob["replicates"] {
+                if r.object == nil {
+                    replicates = Replicates(seeds: try int(r, "objective.replicates", min: 2))
+                } else if let ro = try object(r, "objective.replicates") {
+                    try check(ro, "objective.replicates", ["seeds", "top"])
+                    replicates = Replicates(seeds: try int(ro["seeds"], "objective.replicates.seeds", min: 2),
+                                            top: try ro["top"].map { try int($0, "objective.replicates.top") })
+                }
+            }
             if let l = ob["languages"] {
                 guard let x = l.string.flatMap(Objective.init) else { throw fail("objective.languages", "overall, mean or worst") }
                 objective = x

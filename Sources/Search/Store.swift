@@ -11,7 +11,8 @@ import Proxy
 ///   active_parameters, flops_per_token, UNIQUE(study_id, hash))`
 /// - `trial(id, candidate_id → candidate, rung, fidelity, parent_trial_id → trial, state ∈ waiting |
 ///   running | complete | failed | pruned, worker, heartbeat_at, started_at, finished_at, error,
-///   attempt, score, checkpoint, UNIQUE(candidate_id, rung))`
+///   attempt, score, checkpoint, replicate, UNIQUE(candidate_id, rung, replicate))`; replicate 0 is
+///   the search's own run, 1… the finalists rerun with other data-order seeds
 /// - `metric(trial_id → trial, step, name, value)`: curves and final scores (`val_loss`,
 ///   `val_loss/de`, `val_kl`, `train_loss`, `seconds`).
 /// - `importance(teacher_fingerprint, calibration_fingerprint, settings JSON, scores JSON,
@@ -83,6 +84,38 @@ public final class StudyStore: @unchecked Sendable {
                 t.column("created_at", .datetime).notNull()
                 t.primaryKey(["teacher_fingerprint", "calibration_fingerprint", "settings"])
             }
+        }
+        m.registerMigration("v3-trial-replicates") { db in
+            // Replicates: the finalists rerun with other data-order seeds. A trial is now unique by
+            // (candidate, rung, replicate); SQLite cannot change a constraint in place, so the
+            // table is rebuilt (foreign keys are checked after the migration).
+            try db.create(table: "trial_new") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.belongsTo("candidate", onDelete: .cascade).notNull()
+                t.column("rung", .integer).notNull().check { $0 >= 0 }
+                t.column("fidelity", .integer).notNull().check { $0 > 0 }
+                t.column("parent_trial_id", .integer).references("trial")
+                t.column("state", .text).notNull().check(sql: "state IN ('waiting', 'running', 'complete', 'failed', 'pruned')")
+                t.column("worker", .text)
+                t.column("heartbeat_at", .double)
+                t.column("started_at", .double)
+                t.column("finished_at", .double)
+                t.column("error", .text)
+                t.column("attempt", .integer).notNull().defaults(to: 0)
+                t.column("score", .double)
+                t.column("checkpoint", .text)
+                t.column("replicate", .integer).notNull().defaults(to: 0).check { $0 >= 0 }
+                t.uniqueKey(["candidateId", "rung", "replicate"])
+            }
+            try db.execute(sql: """
+                INSERT INTO trial_new (id, candidateId, rung, fidelity, parent_trial_id, state, worker, heartbeat_at, started_at,
+                                       finished_at, error, attempt, score, checkpoint, replicate)
+                SELECT id, candidateId, rung, fidelity, parent_trial_id, state, worker, heartbeat_at, started_at,
+                       finished_at, error, attempt, score, checkpoint, 0 FROM trial
+                """)
+            try db.drop(table: "trial")
+            try db.rename(table: "trial_new", to: "trial")
+            try db.create(index: "trial_state", on: "trial", columns: ["state"])
         }
         return m
     }
@@ -294,6 +327,8 @@ extension StudyStore {
     public struct TrialRow: Sendable, Equatable {
         public var id: Int64, candidateID: Int64, hash: String, architecture: JSON, rung: Int, fidelity: Int
         public var parentTrialID: Int64?, state: String, attempt: Int, score: Double?, checkpoint: String?, error: String?
+        /// 0: the search's own run; r ≥ 1: the candidate rerun from its pruned init with data-order seed + r.
+        public var replicate: Int = 0
         public var parameters: Int
         /// Parameters one token touches (= parameters for dense models).
         public var activeParameters: Int
@@ -302,7 +337,7 @@ extension StudyStore {
     static func trialRow(_ r: Row) -> TrialRow {
         TrialRow(id: r["id"], candidateID: r["candidateId"], hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
                  rung: r["rung"], fidelity: r["fidelity"], parentTrialID: r["parent_trial_id"], state: r["state"], attempt: r["attempt"],
-                 score: r["score"], checkpoint: r["checkpoint"], error: r["error"], parameters: r["parameters"],
+                 score: r["score"], checkpoint: r["checkpoint"], error: r["error"], replicate: r["replicate"], parameters: r["parameters"],
                  activeParameters: r["active_parameters"])
     }
 
@@ -310,12 +345,12 @@ extension StudyStore {
         SELECT trial.*, candidate.hash, candidate.architecture, candidate.parameters, candidate.active_parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
         """
 
-    /// Adds waiting trials (skipping any that already exist for that candidate and rung).
-    public func addTrials(_ trials: [(candidate: Int64, rung: Int, fidelity: Int, parent: Int64?)]) throws {
+    /// Adds waiting trials (skipping any that already exist for that candidate, rung and replicate).
+    public func addTrials(_ trials: [(candidate: Int64, rung: Int, fidelity: Int, parent: Int64?)], replicate: Int = 0) throws {
         try write { db in
             for t in trials {
-                try db.execute(sql: "INSERT OR IGNORE INTO trial (candidateId, rung, fidelity, parent_trial_id, state) VALUES (?, ?, ?, ?, 'waiting')",
-                               arguments: [t.candidate, t.rung, t.fidelity, t.parent])
+                try db.execute(sql: "INSERT OR IGNORE INTO trial (candidateId, rung, fidelity, parent_trial_id, state, replicate) VALUES (?, ?, ?, ?, 'waiting', ?)",
+                               arguments: [t.candidate, t.rung, t.fidelity, t.parent, replicate])
             }
         }
     }
@@ -338,13 +373,16 @@ extension StudyStore {
             try Self.giveBack(db, error: "'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for ' || CAST(? AS INTEGER) || ' s)'",
                               [staleAfter], where: "heartbeat_at < ?", [now - staleAfter], maxAttempts: maxAttempts, now: now)
             let studyFilter = study.map { "AND candidate.studyId = \($0)" } ?? ""
-            guard let first = try Row.fetchOne(db, sql: Self.trialSelect + " WHERE trial.state = 'waiting' \(studyFilter) ORDER BY trial.rung, trial.id LIMIT 1") else {
+            guard let first = try Row.fetchOne(db, sql: Self.trialSelect + " WHERE trial.state = 'waiting' \(studyFilter) ORDER BY trial.rung, trial.replicate, trial.id LIMIT 1") else {
                 return []
             }
+            // One claim's students share the teacher's batches, so they share a rung and a replicate
+            // (its data-order seed).
             let rows = try Row.fetchAll(db, sql: Self.trialSelect + """
                  WHERE trial.state = 'waiting' AND candidate.studyId = (SELECT studyId FROM candidate WHERE id = ?) AND trial.rung = ?
+                   AND trial.replicate = ?
                  ORDER BY trial.id LIMIT ?
-                """, arguments: [first["candidateId"] as Int64, first["rung"] as Int, limit])
+                """, arguments: [first["candidateId"] as Int64, first["rung"] as Int, first["replicate"] as Int, limit])
             let claimed = rows.map(Self.trialRow)
             for t in claimed {
                 try db.execute(sql: "UPDATE trial SET state = 'running', worker = ?, heartbeat_at = ?, started_at = ? WHERE id = ?",

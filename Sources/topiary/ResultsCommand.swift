@@ -85,15 +85,46 @@ struct ResultsTop: ParsableCommand {
         try Self.printTop(st, study: try requireStudy(st, study).id, metric: by, limit: limit, format: format.resolved, noise: noise)
     }
 
+    /// The ranking with each score's 95% interval: `score ± half-width` in a table (t over
+    /// replicates, marked with their count, or a bootstrap over validation windows), and
+    /// `interval`, `interval_method`, `replicates`, `replicate_scores`, `tied_with_best` in JSON
+    /// (interval columns in CSV). "tied" marks a candidate whose interval overlaps the leader's.
     static func printTop(_ st: StudyStore, study: Int64, metric: String?, limit: Int?, format: String, noise: Double) throws {
         let ranked = try st.top(study: study, metric: metric, limit: limit, noise: noise)
-        let rows = ranked.map { r -> [JSON] in
-            let score = metric.map { r.metrics[$0] ?? .nan } ?? (r.trial.score ?? .nan)
-            return [JSON(r.rank) , .string(r.trial.hash), format == "json" ? r.trial.architecture : .string(architectureText(r.trial.architecture)),
-                    JSON(r.trial.parameters), JSON(r.trial.activeParameters), JSON(score), JSON(r.trial.fidelity),
-                    .string(r.trial.state == "pruned" ? "stopped" : (r.tiedWithPrevious ? "tie" : ""))]
+        func note(_ r: StudyStore.Ranked) -> String {
+            var parts: [String] = []
+            if r.trial.state == "pruned" { parts.append("stopped") }
+            if r.tiedWithBest { parts.append("tied") } else if r.tiedWithPrevious { parts.append("tie") }
+            return parts.joined(separator: ", ")
         }
-        printRows(["rank", "candidate", "architecture", "parameters", "active", "score", "steps", "note"], rows, format: format)
+        let base = ["rank", "candidate", "architecture", "parameters", "active"]
+        switch format {
+        case "table":
+            let rows = ranked.map { r -> [JSON] in
+                var score = String(format: "%.4f", r.value)
+                if let i = r.interval { score += String(format: " ± %.4f", i.halfWidth) + (i.method == "t" ? " (n=\(i.samples))" : "") }
+                return [JSON(r.rank), .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
+                        JSON(r.trial.activeParameters), .string(score), JSON(r.trial.fidelity), .string(note(r))]
+            }
+            printRows(base + ["score (95%)", "steps", "note"], rows, format: format)
+            if ranked.contains(where: { $0.interval != nil }) {
+                print("± is the 95% interval: Student-t over replicate seeds (n=…), otherwise a bootstrap over the validation windows; tied: overlaps the leader's interval")
+            }
+        default:
+            let rows = ranked.map { r -> [JSON] in
+                let interval: JSON = r.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null
+                var row: [JSON] = [JSON(r.rank), .string(r.trial.hash), format == "json" ? r.trial.architecture : .string(architectureText(r.trial.architecture)),
+                                   JSON(r.trial.parameters), JSON(r.trial.activeParameters), JSON(r.value)]
+                row += format == "json" ? [interval] : [r.interval.map { JSON($0.low) } ?? .null, r.interval.map { JSON($0.high) } ?? .null]
+                row += [r.interval.map { .string($0.method) } ?? .null, JSON(r.replicateScores.count)]
+                if format == "json" { row.append(.array(r.replicateScores.map { JSON($0) })) }
+                row += [.bool(r.tiedWithBest), JSON(r.trial.fidelity), .string(note(r))]
+                return row
+            }
+            let intervalColumns = format == "json" ? ["interval"] : ["interval_low", "interval_high"]
+            let replicateColumns = format == "json" ? ["replicates", "replicate_scores"] : ["replicates"]
+            printRows(base + ["score"] + intervalColumns + ["interval_method"] + replicateColumns + ["tied_with_best", "steps", "note"], rows, format: format)
+        }
     }
 }
 

@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import Model
 import Proxy
-import Search
+@testable import Search
 import Testing
 
 /// A tiny trained-from-random teacher and a small corpus on disk.
@@ -248,6 +248,95 @@ struct Fixture {
         _ = try Checkpoint.load(dirs[0].appendingPathComponent("proxy"))
         let distill = JSON.parse(try Data(contentsOf: dirs[0].appendingPathComponent("distill.json")))!
         #expect(distill["nemo_modelopt"]?["num_query_groups"]?.int == m.config.numKeyValueHeads)
+    }
+}
+
+@Suite struct NoiseTests {
+    /// Issue 14, item 1: with `objective.replicates` the last rung's survivors are rerun from their
+    /// pruned init with other data-order seeds; each finalist's score is then the mean with a
+    /// Student-t interval, the others keep a bootstrap interval over the validation windows;
+    /// ties with the leader are marked, and everything reaches `results top --format json` and
+    /// `distill.json`.
+    @Test func replicatesGiveIntervalsAndTies() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["objective": ["languages": "mean", "replicates": ["seeds": 3]]]))
+        #expect(spec.replicates == Replicates(seeds: 3))
+        let store = try StudyStore(path: f.db)
+        let cache = f.root.appendingPathComponent("importance")
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"), importanceCache: cache)
+        runner.log = { _ in }
+        let study = try runner.run(worker: "w", extend: false)
+        let trials = try store.trials(study: study)
+        let lastRung = trials.map(\.rung).max()!
+        let survivors = trials.filter { $0.rung == lastRung && $0.replicate == 0 }
+        let replicas = trials.filter { $0.replicate > 0 }
+        #expect(replicas.count == survivors.count * 2 && replicas.allSatisfy { $0.state == "complete" && $0.rung == lastRung && $0.parentTrialID == nil })
+        // Another seed, another data order: the replicate scores differ from the search's own.
+        for t in survivors {
+            let others = replicas.filter { $0.candidateID == t.candidateID }.compactMap(\.score)
+            #expect(others.count == 2 && others.allSatisfy { $0 != t.score })
+        }
+        let top = try store.top(study: study)
+        let finalists = top.filter { $0.trial.rung == lastRung }
+        #expect(finalists.allSatisfy { $0.replicateScores.count == 3 && $0.interval?.method == "t" && $0.interval?.samples == 3 })
+        for r in finalists {
+            #expect(abs(r.value - r.replicateScores.reduce(0, +) / 3) < 1e-12)
+            #expect(r.interval!.low <= r.value && r.value <= r.interval!.high)
+        }
+        #expect(top.filter { $0.trial.rung < lastRung }.allSatisfy { $0.interval?.method == "bootstrap" && $0.replicateScores.count == 1 })
+        #expect(top.allSatisfy { $0.tiedWithBest == ($0.trial.rung == lastRung && $0.rank > 1 && $0.interval!.overlaps(top[0].interval!)) })
+        #expect(zip(finalists, finalists.dropFirst()).allSatisfy { $0.value <= $1.value }, "ranked by the mean")
+        // The CLI and the export carry the same numbers.
+        let json = try topiary(["results", "top", "tiny", "--db", f.db, "--format", "json"])
+        #expect(json.status == 0, "\(json.err)")
+        let rows = JSON.parse(Data(json.out.utf8))!.array!
+        #expect(rows.count == top.count)
+        for (row, r) in zip(rows, top) {
+            #expect(row["interval"]?.array?.compactMap(\.double) == [r.interval!.low, r.interval!.high])
+            #expect(row["replicates"]?.int == r.replicateScores.count && row["tied_with_best"]?.bool == r.tiedWithBest)
+        }
+        let table = try topiary(["results", "top", "tiny", "--db", f.db, "--format", "table"])
+        #expect(table.out.contains(String(format: "%.4f ± %.4f (n=3)", top[0].value, top[0].interval!.halfWidth)), "\(table.out)")
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: f.root.appendingPathComponent("export"), importanceCache: cache, log: { _ in })
+        let distill = JSON.parse(try Data(contentsOf: dirs[0].appendingPathComponent("distill.json")))!
+        #expect(distill["replicates"]?.int == 3 && distill["interval"]?.array?.count == 2 && distill["score"]?.double == top[0].value)
+        // The windows the bootstrap resamples reproduce the evaluation they came from.
+        let e = try Evaluation.validationLoss(model: runner.teacher, shards: runner.corpus, batch: 2, sequence: 8, maxTokensPerLanguage: 32)
+        let again = EvaluationResult(windows: e.windows)
+        #expect(e.windows.values.allSatisfy { $0.count == 4 })
+        for (lang, v) in e.perLanguage { #expect(abs(again.perLanguage[lang]! - v) < 1e-12) }
+        #expect(abs(again.overall - e.overall) < 1e-12 && abs(again.languageMean - e.languageMean) < 1e-12)
+    }
+
+    /// A store written before replicates (schema v2) is upgraded in place: every trial keeps its
+    /// id, state, score and metrics, as replicate 0.
+    @Test func storeBeforeReplicatesIsUpgraded() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-migrate-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("old.sqlite").path
+        do {
+            let q = try DatabaseQueue(path: path)
+            try StudyStore.migrator.migrate(q, upTo: "v2-importance")
+            try q.write { db in
+                try db.execute(sql: "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES ('old', '{}', 'f', '2026-11-01', 'complete')")
+                try db.execute(sql: "INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token) VALUES (1, 'abc', '{}', 10, 5, 10, 20)")
+                try db.execute(sql: "INSERT INTO trial (candidateId, rung, fidelity, state, score) VALUES (1, 0, 4, 'complete', 1.5)")
+                try db.execute(sql: "INSERT INTO trial (candidateId, rung, fidelity, parent_trial_id, state, score) VALUES (1, 1, 8, 1, 'complete', 1.25)")
+                try db.execute(sql: "INSERT INTO metric (trialId, step, name, value) VALUES (2, 8, 'val_loss', 1.25)")
+            }
+            try q.close()
+        }
+        let store = try StudyStore(path: path, access: .write)
+        let trials = try store.trials(study: 1)
+        #expect(trials.map(\.id) == [1, 2] && trials.map(\.score) == [1.5, 1.25] && trials.allSatisfy { $0.replicate == 0 })
+        #expect(trials[1].parentTrialID == 1)
+        #expect(try store.metrics(trial: 2).map(\.value) == [1.25])
+        // Replicates of the same rung now fit beside the original.
+        try store.addTrials([(1, 1, 8, nil)], replicate: 1)
+        #expect(try store.trials(study: 1).count == 3)
+        #expect(try store.top(study: 1).first?.value == 1.25)
     }
 }
 

@@ -12,6 +12,9 @@ public struct EvaluationResult: Sendable, Equatable {
     public var languageMean: Double
     /// The worst language's loss.
     public var worst: Double
+    /// Per language, each scored window's summed loss and token count (for intervals by
+    /// resampling windows; empty when the caller did not keep them).
+    public var windows: [String: [WindowLoss]] = [:]
 
     public var json: JSON {
         ["overall": JSON(overall), "language_mean": JSON(languageMean), "worst": JSON(worst),
@@ -33,7 +36,7 @@ public enum Evaluation {
         try shards.forEachWindowBatch(split, batch: acts.B, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) { lang, tokens, targets in
             try model.forward(tokens: tokens, acts)
             _ = try model.loss(acts, targets: targets, gradient: false)
-            tally.add(lang, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: targets)
+            tally.add(lang, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: targets, sequence: T)
         }
         return try tally.result(step: step)
     }
@@ -58,20 +61,35 @@ public enum Evaluation {
     }
 }
 
+/// One validation window's summed next-token loss and the tokens it scored.
+public struct WindowLoss: Sendable, Equatable {
+    public var sum: Double
+    public var tokens: Int
+    public init(sum: Double, tokens: Int) { self.sum = sum; self.tokens = tokens }
+}
+
 /// Per-language sums of per-token losses, turned into an ``EvaluationResult``.
 public struct LossTally: Sendable {
     var sums: [String: Double] = [:]
     var counts: [String: Int] = [:]
     var order: [String] = []
+    var windows: [String: [WindowLoss]] = [:]
     public init() {}
 
-    /// Adds the losses of the rows whose target is not ignored.
-    public mutating func add(_ language: String, rowLosses: UnsafeBufferPointer<Float>, targets: [Int32]) {
+    /// Adds the losses of the rows whose target is not ignored. With `sequence` T, each block of
+    /// T rows (one window) is also kept as a ``WindowLoss``.
+    public mutating func add(_ language: String, rowLosses: UnsafeBufferPointer<Float>, targets: [Int32], sequence T: Int? = nil) {
         if sums[language] == nil { order.append(language) }
         var sum = sums[language] ?? 0, n = counts[language] ?? 0
         for i in 0..<targets.count where targets[i] >= 0 { sum += Double(rowLosses[i]); n += 1 }
         sums[language] = sum
         counts[language] = n
+        guard let T, T > 0 else { return }
+        for w in 0..<(targets.count / T) {
+            var ws = 0.0, wn = 0
+            for i in (w * T)..<((w + 1) * T) where targets[i] >= 0 { ws += Double(rowLosses[i]); wn += 1 }
+            if wn > 0 { windows[language, default: []].append(WindowLoss(sum: ws, tokens: wn)) }
+        }
     }
 
     /// Means per language, token-weighted overall, unweighted mean and worst.
@@ -87,7 +105,26 @@ public struct LossTally: Sendable {
         let overall = perLanguage.reduce(0.0) { $0 + $1.value * Double(counts[$1.key]!) } / Double(max(total, 1))
         let mean = perLanguage.values.reduce(0, +) / Double(max(perLanguage.count, 1))
         return EvaluationResult(perLanguage: perLanguage, tokens: counts, overall: overall, languageMean: mean,
-                                worst: perLanguage.values.max() ?? 0)
+                                worst: perLanguage.values.max() ?? 0, windows: windows)
+    }
+}
+
+extension EvaluationResult {
+    /// The result of the same evaluation had it scored `windows` (per language) instead: per-language
+    /// means, token-weighted overall, unweighted mean and worst recomputed from the windows.
+    public init(windows: [String: [WindowLoss]]) {
+        var perLanguage: [String: Double] = [:], tokens: [String: Int] = [:]
+        var total = 0.0, count = 0
+        for (lang, ws) in windows where !ws.isEmpty {
+            let s = ws.reduce(0.0) { $0 + $1.sum }, n = ws.reduce(0) { $0 + $1.tokens }
+            perLanguage[lang] = s / Double(max(n, 1))
+            tokens[lang] = n
+            total += s
+            count += n
+        }
+        self.init(perLanguage: perLanguage, tokens: tokens, overall: total / Double(max(count, 1)),
+                  languageMean: perLanguage.values.reduce(0, +) / Double(max(perLanguage.count, 1)),
+                  worst: perLanguage.values.max() ?? 0, windows: windows)
     }
 }
 
