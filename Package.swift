@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 let package = Package(
@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        // The live dashboard (`topiary serve`); no default traits (no swift-configuration).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0", traits: []),
     ],
     targets: [
         .systemLibrary(
@@ -27,10 +29,11 @@ let package = Package(
         ),
         .target(name: "Proxy", dependencies: ["Model"]),
         .target(name: "Search", dependencies: ["Proxy", "Model", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "Dashboard", dependencies: ["Search", "Model", .product(name: "Hummingbird", package: "hummingbird")]),
         .executableTarget(
             name: "topiary",
             dependencies: [
-                "Model", "Proxy", "Search",
+                "Model", "Proxy", "Search", "Dashboard",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -38,6 +41,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "CKernels", "CPlatform", "CTestSupport", "FuzzSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model", "CTestSupport"]),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", "CTestSupport", "FuzzSupport", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "Search", "Model", "CTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -18,6 +18,15 @@ public enum RankingStudy {
         public var losses: [[Double]]
         /// Kendall τ of each column's ranking against the last column's.
         public var tau: [Double?]
+        /// Each candidate's 95% interval at the last column (bootstrap over validation windows).
+        public var intervals: [Noise.Interval?] = []
+        /// The pairs the last column separates by more than the noise: intervals that do not
+        /// overlap, or scores further apart than a given noise.
+        public var separatedPairs = 0
+        /// Kendall τ against the last column over the separated pairs only.
+        public var tauSeparated: [Double?] = []
+        /// What "separated" meant (for the report).
+        public var noiseDescription = ""
 
         public var markdown: String {
             var lines = ["| candidate | parameters | " + checkpoints.map { $0 == 0 ? "pruned only" : "\($0) steps" }.joined(separator: " | ") + " |",
@@ -28,12 +37,21 @@ public enum RankingStudy {
                 lines.append("| \(name) | \(parameters[i]) | " + cells.joined(separator: " | ") + " |")
             }
             lines.append("| Kendall τ vs \(checkpoints.last!) steps | | " + tau.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") + " |")
+            if !tauSeparated.isEmpty {
+                let pairs = candidates.count * (candidates.count - 1) / 2
+                lines.append("| τ over the \(separatedPairs) of \(pairs) pairs separated by more than the noise | | "
+                             + tauSeparated.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") + " |")
+                lines.append("")
+                lines.append("Noise: \(noiseDescription).")
+            }
             return lines.joined(separator: "\n")
         }
     }
 
+    /// `noise`: pairs whose final scores differ by more than this count as separated; nil: those
+    /// whose 95% bootstrap intervals (over validation windows) do not overlap.
     public static func run(teacher: DecoderModel, corpus: TokenShards, candidates: [(String, ModelConfig)], scores: ImportanceScores,
-                           options: PruneOptions, recipe: DistillationRecipe, checkpoints: [Int]) throws -> Result {
+                           options: PruneOptions, recipe: DistillationRecipe, checkpoints: [Int], noise: Double? = nil) throws -> Result {
         let sorted = checkpoints.sorted()
         guard let last = sorted.last, sorted.first! > 0 else { throw ProxyError.invalidOption(field: "checkpoints", reason: "need positive step counts") }
         var r = recipe
@@ -45,15 +63,35 @@ public enum RankingStudy {
             let e = try Evaluation.validationLoss(model: s.1, shards: corpus, batch: r.batch, sequence: r.sequence, maxTokensPerLanguage: r.evalTokens)
             losses[i].append(e.languageMean)
         }
+        var finalEvaluations = [EvaluationResult?](repeating: nil, count: students.count)
         let (outcome, _) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r,
                                                    evaluateAt: Set(sorted), progressLabel: "ranking", onPoint: { i, p in
             if sorted.contains(p.step) { losses[i].append(p.validation.languageMean) }
+            if p.step == last { finalEvaluations[i] = p.validation }
         })
         if let (i, e) = outcome.failures.first { throw ProxyError.diverged(student: candidates[i].0, step: 0, what: "\(e)") }
         let columns = [0] + sorted
         let final = losses.map { $0.last! }
         let tau = columns.indices.map { c in RankStatistics.kendallTau(losses.map { $0[c] }, final) }
-        return Result(candidates: candidates.map(\.0), parameters: candidates.map { $0.1.parameterCount }, checkpoints: columns, losses: losses, tau: tau)
+        var result = Result(candidates: candidates.map(\.0), parameters: candidates.map { $0.1.parameterCount }, checkpoints: columns, losses: losses, tau: tau)
+        result.intervals = finalEvaluations.map { e in e.flatMap { Noise.bootstrapInterval($0, score: { $0.languageMean }) } }
+        let separated: (Int, Int) -> Bool
+        if let noise {
+            separated = { i, j in abs(final[i] - final[j]) > noise }
+            result.noiseDescription = String(format: "pairs whose %d-step scores differ by more than %.4f nats (given)", last, noise)
+        } else {
+            let intervals = result.intervals
+            separated = { i, j in
+                guard let a = intervals[i], let b = intervals[j] else { return false }
+                return !a.overlaps(b)
+            }
+            let widths = intervals.compactMap { $0?.halfWidth }
+            result.noiseDescription = String(format: "pairs whose 95%% bootstrap intervals at %d steps (over validation windows) do not overlap; half-widths %.4f–%.4f nats",
+                                             last, widths.min() ?? 0, widths.max() ?? 0)
+        }
+        for i in 0..<final.count { for j in (i + 1)..<final.count where separated(i, j) { result.separatedPairs += 1 } }
+        result.tauSeparated = columns.indices.map { c in RankStatistics.kendallTau(losses.map { $0[c] }, final, include: separated) }
+        return result
     }
 
 }

@@ -76,6 +76,22 @@ extension StudyStore {
         }.sorted { $0.trial.parameters < $1.trial.parameters }
     }
 
+    /// Every candidate of a study with its exact counts.
+    public struct CandidateRow: Sendable {
+        public var hash: String, architecture: JSON
+        public var parameters: Int, nonEmbeddingParameters: Int, activeParameters: Int, flopsPerToken: Int
+    }
+
+    public func candidates(study: Int64) throws -> [CandidateRow] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM candidate WHERE studyId = ? ORDER BY id", arguments: [study]).map { r in
+                CandidateRow(hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
+                             parameters: r["parameters"], nonEmbeddingParameters: r["non_embedding_parameters"],
+                             activeParameters: r["active_parameters"], flopsPerToken: r["flops_per_token"])
+            }
+        }
+    }
+
     public struct StudySummary: Sendable {
         public var study: StudyRow
         public var candidates: Int, complete: Int, running: Int, waiting: Int, failed: Int, pruned: Int

@@ -487,6 +487,15 @@ extension StudyStore {
         }
     }
 
+    /// The most recent scores recorded for a teacher (any calibration set and settings), for reports.
+    public func latestImportance(teacherFingerprint: String) throws -> ImportanceScores? {
+        let text = try read { db in
+            try String.fetchOne(db, sql: "SELECT scores FROM importance WHERE teacher_fingerprint = ? ORDER BY created_at DESC LIMIT 1",
+                                arguments: [teacherFingerprint])
+        }
+        return text.flatMap { try? JSONDecoder().decode(ImportanceScores.self, from: Data($0.utf8)) }
+    }
+
     /// Records scores once per key (a second record of the same key is ignored).
     public func recordImportance(_ key: Importance.Key, _ scores: ImportanceScores) throws {
         let encoder = JSONEncoder()

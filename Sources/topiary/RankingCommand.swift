@@ -11,10 +11,12 @@ struct RankingCommand: ParsableCommand {
     @Argument(help: "Ranking spec (JSON), e.g. experiments/ranking-stability.json.") var spec: String
     @Option(help: "Directory for results (results/<name>/ranking.{json,md}).") var results = "results"
     @Option(help: "Directory caching importance scores.") var importanceCache = "results/importance"
+    @Option(parsing: .unconditional, help: "Measured noise (nats): pairs whose final scores differ by more count as separated (default: 95% bootstrap intervals that do not overlap).") var noise: Double?
     @OptionGroup var engine: EngineOptions
 
     func run() throws {
         engine.apply()
+        if let noise { try requireRange("--noise", noise, 0...1e6, "nats") }
         guard let data = try? Data(contentsOf: fileURL(spec)), let json = JSON.parse(data) else {
             throw ModelError.invalidInput("\(spec): not readable JSON")
         }
@@ -31,14 +33,17 @@ struct RankingCommand: ParsableCommand {
                                                      cache: directoryURL(importanceCache), log: { print($0) })
         if cached { print("importance: reusing cached scores") }
         let result = try RankingStudy.run(teacher: teacher, corpus: corpus, candidates: candidates, scores: scores,
-                                          options: s.prune, recipe: s.recipe, checkpoints: s.steps)
+                                          options: s.prune, recipe: s.recipe, checkpoints: s.steps, noise: noise)
         print(result.markdown)
         let out = directoryURL(results).appendingPathComponent(s.name)
         try AtomicFile.write(Data((result.markdown + "\n").utf8), to: out.appendingPathComponent("ranking.md"))
         let j: JSON = ["candidates": .array(result.candidates.map { .string($0) }), "parameters": .array(result.parameters.map { JSON($0) }),
                        "checkpoints": .array(result.checkpoints.map { JSON($0) }),
                        "losses": .array(result.losses.map { .array($0.map { JSON($0) }) }),
-                       "kendall_tau": .array(result.tau.map { $0.map { JSON($0) } ?? .null })]
+                       "kendall_tau": .array(result.tau.map { $0.map { JSON($0) } ?? .null }),
+                       "kendall_tau_separated": .array(result.tauSeparated.map { $0.map { JSON($0) } ?? .null }),
+                       "separated_pairs": JSON(result.separatedPairs), "noise": .string(result.noiseDescription),
+                       "final_intervals": .array(result.intervals.map { $0.map { [JSON($0.low), JSON($0.high)] } ?? .null })]
         try AtomicFile.write(j.data(), to: out.appendingPathComponent("ranking.json"))
         print("wrote \(out.path)/ranking.{md,json}")
     }

@@ -44,6 +44,7 @@ struct SearchRun: ParsableCommand {
     @Argument(help: "Search spec (JSON).") var spec: String
     @Option(parsing: .unconditional, help: "Worker processes (this one included). On 2 cores, 1 with several students per claim is fastest.") var workers = 1
     @Flag(help: "Add to an existing study of the same name even though its spec differs.") var extend = false
+    @Option(name: .customLong("report"), help: "Write the study's HTML report (topiary report) into this folder when the study ends.") var reportDir: String?
     @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
@@ -78,6 +79,13 @@ struct SearchRun: ParsableCommand {
         print(String(format: "study %@ done in %.0f s: %d trials complete, %d pruned, %d failed; %d distillation steps", s.study,
                      Date().timeIntervalSince(start), summary.complete, summary.pruned, summary.failed, summary.stepsRun))
         try ResultsTop.printTop(st, study: study, metric: nil, limit: 10, format: "table", noise: 0)
+        if let reportDir {
+            let dir = directoryURL(reportDir)
+            let index = try StudyReport(store: st, study: s.study, teacher: teacherReference(st, study: s.study)).write(to: dir)
+            print("report: \(index.path)")
+        } else {
+            print("report: `topiary report \(s.study)\(store.db.map { " --db \($0)" } ?? "")` writes results/\(s.study)/report/index.html (or pass --report DIR to search run)")
+        }
     }
 }
 

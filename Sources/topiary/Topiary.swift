@@ -10,7 +10,7 @@ struct Topiary: ParsableCommand {
         subcommands: [ModelCommand.self, DataCommand.self, TokenizerCommand.self, TeacherCommand.self,
                       ImportanceCommand.self, PruneCommand.self, DistillCommand.self, RankingCommand.self, SpecCommand.self,
                       SearchCommand.self, WorkerCommand.self, ResultsCommand.self, ExportCommand.self, BatchCommand.self,
-                      BenchCommand.self, DoctorCommand.self])
+                      BenchCommand.self, DoctorCommand.self, ReportCommand.self, ServeCommand.self])
 
     /// Chooses the OpenBLAS core before anything else runs (it may start this process once more
     /// with `OPENBLAS_CORETYPE` set; see `RuntimePlatform`), then parses and runs the command.

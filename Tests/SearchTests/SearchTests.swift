@@ -309,6 +309,33 @@ struct Fixture {
         #expect(abs(again.overall - e.overall) < 1e-12 && abs(again.languageMean - e.languageMean) < 1e-12)
     }
 
+    /// `topiary ranking` reports τ over the pairs separated by more than the noise beside the
+    /// all-pairs τ: by default pairs whose bootstrap intervals do not overlap; with a given noise,
+    /// pairs further apart than it (0 keeps every pair, so both τ agree).
+    @Test func rankingReportsTauOverSeparatedPairs() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let teacher = try Checkpoint.load(f.teacher)
+        let corpus = try TokenShards(directory: f.corpus)
+        let settings = ImportanceSettings()
+        let scores = try Importance.compute(teacher: teacher, corpus: corpus,
+                                            calibration: CalibrationSet(corpus: corpus, samples: 4, sequence: 8, seed: 0), settings: settings)
+        let candidates: [(String, ModelConfig)] = try [["hidden_size": 12], ["hidden_size": 18], ["num_hidden_layers": 2], ["intermediate_size": 16]]
+            .enumerated().map { ("c\($0)", try Pruning.targetConfig(teacher: teacher.config, target: $1)) }
+        var recipe = DistillationRecipe(steps: 4)
+        recipe.batch = 2; recipe.sequence = 8; recipe.evalTokens = 32; recipe.learningRate = 1e-3
+        let r = try RankingStudy.run(teacher: teacher, corpus: corpus, candidates: candidates, scores: scores, options: PruneOptions(),
+                                     recipe: recipe, checkpoints: [2, 4])
+        #expect(r.intervals.count == 4 && r.intervals.allSatisfy { $0?.method == "bootstrap" })
+        var expected = 0
+        for i in 0..<4 { for j in (i + 1)..<4 where !r.intervals[i]!.overlaps(r.intervals[j]!) { expected += 1 } }
+        #expect(r.separatedPairs == expected && r.tauSeparated.count == r.tau.count)
+        #expect(r.markdown.contains("pairs separated by more than the noise") && r.noiseDescription.contains("bootstrap"))
+        let all = try RankingStudy.run(teacher: teacher, corpus: corpus, candidates: candidates, scores: scores, options: PruneOptions(),
+                                       recipe: recipe, checkpoints: [2, 4], noise: 0)
+        #expect(all.separatedPairs == 6 && all.tauSeparated == all.tau, "\(all.tauSeparated) vs \(all.tau)")
+    }
+
     /// A store written before replicates (schema v2) is upgraded in place: every trial keeps its
     /// id, state, score and metrics, as replicate 0.
     @Test func storeBeforeReplicatesIsUpgraded() throws {

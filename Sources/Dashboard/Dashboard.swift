@@ -1,0 +1,137 @@
+import Foundation
+import Hummingbird
+import Model
+import Search
+
+/// The live dashboard: a read-only HTTP view of a study store (`topiary serve`).
+///
+/// Pages: `/` lists the studies; `/studies/NAME/` is a study's report (refreshing every 5 s while
+/// it runs, with progress per rung, an ETA and failed trials); `/studies/NAME/candidates/HASH.html`
+/// a candidate. JSON under `/api/`: `studies`, `studies/NAME` (summary and progress),
+/// `studies/NAME/top` (the ranking with intervals), `studies/NAME/trials`. Anything else — an
+/// unknown study or candidate, a malformed path — is a 404 page; a store error is a 500 page
+/// naming it. The store is opened read-only per request, so studies started after the server
+/// appear, and nothing is ever written.
+public struct Dashboard: Sendable {
+    public let storePath: String
+    /// The teacher's score per study, computed once (it needs the teacher and corpus).
+    let teacher: @Sendable (StudyStore, String) -> TeacherReference?
+
+    public init(storePath: String, teacher: @escaping @Sendable (StudyStore, String) -> TeacherReference? = { _, _ in nil }) {
+        self.storePath = storePath
+        self.teacher = teacher
+    }
+
+    /// What one request gets: status, content type and body. Pure (no server needed), so that
+    /// every route can be tested directly as well as through HTTP.
+    public struct Reply: Sendable {
+        public var status: Int
+        public var contentType: String
+        public var body: String
+    }
+
+    static func html(_ status: Int, _ body: String) -> Reply { Reply(status: status, contentType: "text/html; charset=utf-8", body: body) }
+    static func json(_ value: JSON) -> Reply { Reply(status: 200, contentType: "application/json", body: value.description) }
+
+    static func errorPage(_ status: Int, _ title: String, _ detail: String) -> Reply {
+        html(status, """
+            <!DOCTYPE html>
+            <html lang="en"><head><meta charset="utf-8"><title>\(status) \(htmlEscape(title))</title><style>\(StudyReport.style)</style></head>
+            <body><h1>\(status) \(htmlEscape(title))</h1><p>\(htmlEscape(detail))</p><p><a href="/">all studies</a></p></body></html>
+            """)
+    }
+
+    /// Answers a GET of `path` (without the query string).
+    public func reply(path rawPath: String) -> Reply {
+        let path = rawPath.removingPercentEncoding ?? rawPath
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        do {
+            let store = try StudyStore(path: storePath, access: .read)
+            switch parts.first {
+            case nil:
+                return Self.html(200, try studiesHTML(store))
+            case "api":
+                return try api(store, Array(parts.dropFirst()))
+            case "studies" where parts.count >= 2:
+                let name = parts[1]
+                guard try store.study(named: name) != nil else { return Self.errorPage(404, "Not found", "no study '\(name)' in \(storePath)") }
+                let report = try StudyReport(store: store, study: name, teacher: teacher(store, name))
+                if parts.count == 2 || (parts.count == 3 && parts[2] == "index.html") {
+                    if !path.hasSuffix("/") && parts.count == 2 {
+                        // Relative links (candidates/…) need the trailing slash.
+                        return Reply(status: 308, contentType: "text/plain", body: "/studies/\(name)/")
+                    }
+                    return Self.html(200, report.indexHTML(live: true, home: "/"))
+                }
+                if parts.count == 4, parts[2] == "candidates", parts[3].hasSuffix(".html") {
+                    let hash = String(parts[3].dropLast(".html".count))
+                    if let page = report.candidateHTML(hash, live: true) { return Self.html(200, page) }
+                    return Self.errorPage(404, "Not found", "no candidate '\(hash)' in study '\(name)'")
+                }
+                return Self.errorPage(404, "Not found", "\(path) is not a page of study '\(name)'")
+            default:
+                return Self.errorPage(404, "Not found", "\(path) is not a page of this dashboard")
+            }
+        } catch {
+            return Self.errorPage(500, "Store error", "\(error)")
+        }
+    }
+
+    func api(_ store: StudyStore, _ parts: [String]) throws -> Reply {
+        guard parts.first == "studies" else { return Self.errorPage(404, "Not found", "the API has /api/studies…") }
+        if parts.count == 1 {
+            return Self.json(.array(try store.studies().map { s in
+                let sum = try store.summary(s)
+                return ["name": .string(s.name), "state": .string(s.state), "candidates": JSON(sum.candidates), "complete": JSON(sum.complete),
+                        "stopped": JSON(sum.pruned), "running": JSON(sum.running), "waiting": JSON(sum.waiting), "failed": JSON(sum.failed),
+                        "best": sum.best.map { JSON($0) } ?? .null, "steps_run": JSON(sum.stepsRun)]
+            }))
+        }
+        let name = parts[1]
+        guard let s = try store.study(named: name) else { return Self.errorPage(404, "Not found", "no study '\(name)'") }
+        switch parts.count == 2 ? "" : parts[2] {
+        case "":
+            let report = try StudyReport(store: store, study: name)
+            var o = report.progressJSON.object!
+            o["spec"] = s.spec
+            o["best"] = report.summary.best.map { JSON($0) } ?? .null
+            return Self.json(.object(o))
+        case "top":
+            return Self.json(.array(try store.top(study: s.id).map { r in
+                ["rank": JSON(r.rank), "candidate": .string(r.trial.hash), "architecture": r.trial.architecture,
+                 "parameters": JSON(r.trial.parameters), "active": JSON(r.trial.activeParameters),
+                 "score": r.value.isFinite ? JSON(r.value) : .null, "interval": r.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
+                 "interval_method": r.interval.map { .string($0.method) } ?? .null, "replicates": JSON(r.replicateScores.count),
+                 "tied_with_best": .bool(r.tiedWithBest), "steps": JSON(r.trial.fidelity), "state": .string(r.trial.state)]
+            }))
+        case "trials":
+            return Self.json(.array(try store.trials(study: s.id).map { t in
+                ["id": JSON(Int(t.id)), "candidate": .string(t.hash), "rung": JSON(t.rung), "replicate": JSON(t.replicate), "steps": JSON(t.fidelity),
+                 "state": .string(t.state), "attempt": JSON(t.attempt), "score": t.score.map { JSON($0) } ?? .null,
+                 "error": t.error.map { .string($0) } ?? .null]
+            }))
+        default:
+            return Self.errorPage(404, "Not found", "the API has /api/studies/NAME, …/top and …/trials")
+        }
+    }
+
+    /// Serves until the process is stopped. `ready` is called with the bound port once listening.
+    public func run(host: String, port: Int, ready: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        let router = Router()
+        let dashboard = self
+        router.get("**") { request, _ -> Response in
+            let r = dashboard.reply(path: request.uri.path)
+            var headers: HTTPFields = [.contentType: r.contentType, .cacheControl: "no-store"]
+            if r.status == 308 { headers[.location] = r.body }
+            return Response(status: .init(code: r.status), headers: headers, body: .init(byteBuffer: ByteBuffer(string: r.body)))
+        }
+        router.get("/") { request, _ -> Response in
+            let r = dashboard.reply(path: request.uri.path)
+            return Response(status: .init(code: r.status), headers: [.contentType: r.contentType, .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(string: r.body)))
+        }
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "topiary"),
+                              onServerRunning: { channel in ready(channel.localAddress?.port ?? port) })
+        try await app.runService()
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Dashboard
+import Foundation
+import Model
+import Search
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a live, read-only dashboard of a study store: studies, each study's report refreshing while it runs (progress per rung, ETA, failed trials), candidate pages, and JSON under /api/.")
+
+    @Option(help: "Address to listen on (loopback by default; anything else exposes the store to the network).") var host = "127.0.0.1"
+    @Option(parsing: .unconditional, help: "Port (0: any free port, printed).") var port = 8080
+    @Flag(help: "Do not load teachers to draw their scores.") var noTeacher = false
+    @OptionGroup var store: StoreOptions
+
+    func validate() throws {
+        try requireRange("--port", port, 0...65535, "TCP port")
+    }
+
+    func run() throws {
+        _ = try store.open(.read)   // a clear error now rather than a 500 on every page
+        let cache = TeacherCache(enabled: !noTeacher)
+        let dashboard = Dashboard(storePath: store.path, teacher: { st, name in cache.reference(st, name) })
+        if host != "127.0.0.1" && host != "localhost" && host != "::1" {
+            printWarning("--host \(host): the dashboard (read-only) is reachable from other machines")
+        }
+        let done = DispatchSemaphore(value: 0)
+        let failure = FailureBox()
+        let host = self.host, port = self.port, path = store.path
+        Task {
+            do {
+                try await dashboard.run(host: host, port: port) { bound in
+                    print("serving \(path) on http://\(host):\(bound)/ (read-only; Ctrl-C to stop)")
+                    fflush(nil)
+                }
+            } catch { failure.set(error) }
+            done.signal()
+        }
+        done.wait()
+        if let error = failure.get() { throw error }
+    }
+}
+
+/// The teacher's score per study, computed once per server.
+final class TeacherCache: @unchecked Sendable {
+    let enabled: Bool
+    let lock = NSLock()
+    var values: [String: TeacherReference?] = [:]
+    init(enabled: Bool) { self.enabled = enabled }
+    func reference(_ st: StudyStore, _ name: String) -> TeacherReference? {
+        guard enabled else { return nil }
+        lock.lock(); defer { lock.unlock() }
+        if let v = values[name] { return v }
+        let v = teacherReference(st, study: name)
+        values[name] = v
+        return v
+    }
+}
+
+final class FailureBox: @unchecked Sendable {
+    let lock = NSLock()
+    var error: (any Error)?
+    func set(_ e: any Error) { lock.lock(); error = e; lock.unlock() }
+    func get() -> (any Error)? { lock.lock(); defer { lock.unlock() }; return error }
+}
