@@ -40,8 +40,7 @@ let package = Package(
         .target(name: "FuzzSupport", dependencies: ["Model"], path: "Tests/FuzzSupport"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "CKernels", "CPlatform", "CTestSupport", "FuzzSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model", "CTestSupport"]),
-        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", "CTestSupport", "FuzzSupport", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "Search", "Model", "CTestSupport"]),
+        .testTarget(name: "SearchTests", dependencies: ["Search", "Proxy", "Model", "Dashboard", "CTestSupport", "FuzzSupport", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]
 )

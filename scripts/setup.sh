@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with Swift lacks for Topiary (run as root).
 set -euo pipefail
-# Usage: scripts/setup.sh [--corpus]   (--corpus adds the Debian fortune packages of the default corpus)
+# Usage: scripts/setup.sh [--corpus] [--browser]
+#   --corpus  adds the Debian fortune packages of the default corpus
+#   --browser adds chromium and chromium-driver, which the report and dashboard tests drive headless
 packages=(libopenblas-dev libsqlite3-dev pkg-config)
-if [ "${1:-}" = "--corpus" ]; then
-  packages+=(fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-ru fortunes-bg fortunes-zh fortunes-eo fortunes-ga)
-fi
+for option in "$@"; do
+  case "$option" in
+    --corpus) packages+=(fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-ru fortunes-bg fortunes-zh fortunes-eo fortunes-ga) ;;
+    --browser) packages+=(chromium chromium-driver) ;;
+    *) echo "unknown option $option" >&2; exit 2 ;;
+  esac
+done
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
