@@ -44,13 +44,7 @@ func requireStudy(_ st: StudyStore, _ name: String) throws -> StudyStore.StudyRo
     return s
 }
 
-func architectureText(_ a: JSON) -> String {
-    let o = a.object ?? [:]
-    // qwen3_moe names the experts' count and width num_experts and moe_intermediate_size.
-    let experts = (o["num_local_experts"] ?? o["num_experts"])?.int.map { " E\($0)k\(o["num_experts_per_tok"]?.int ?? 0)" } ?? ""
-    let width = (o["moe_intermediate_size"] ?? o["intermediate_size"])?.int ?? 0
-    return "L\(o["num_hidden_layers"]?.int ?? 0) C\(o["hidden_size"]?.int ?? 0) H\(o["num_attention_heads"]?.int ?? 0)/\(o["num_key_value_heads"]?.int ?? 0) F\(width)\(experts)"
-}
+func architectureText(_ a: JSON) -> String { StudyReport.architectureText(a) }
 
 struct ResultsStudies: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "studies", abstract: "Every study with its progress and best score.")
