@@ -14,6 +14,17 @@ extension Family {
         default: return "block_sparse_moe.gate"
         }
     }
+
+    /// Mixtral-style experts (a gate, up and down projection per expert, laid out in that order so
+    /// that gate and up form one (2F, C) matrix): the prefix of expert e's tensors in a layer
+    /// (`<prefix><e>.`) and the names of the three projections. Nil for other families.
+    public var swiGLUExpertNames: (prefix: String, gate: String, up: String, down: String)? {
+        switch self {
+        case .mixtral: return ("block_sparse_moe.experts.", "w1", "w3", "w2")
+        case .qwen3Moe: return ("mlp.experts.", "gate_proj", "up_proj", "down_proj")
+        default: return nil
+        }
+    }
 }
 
 extension DecoderModel {

@@ -84,22 +84,14 @@ public struct ParameterLayout: Sendable, Equatable {
                 if c.family.isGated { add(p + "mlp.gate_proj.weight", [F, C]) }
                 add(p + "mlp.up_proj.weight", [F, C])
                 add(p + "mlp.down_proj.weight", [C, F])
-            case .qwen3Moe:
-                let FE = c.expertWidth
-                add(p + "mlp.gate.weight", [E, C])
+            case .mixtral, .qwen3Moe:
+                let n = c.family.swiGLUExpertNames!, FE = c.expertWidth
+                add(p + c.family.mlpRouterName + ".weight", [E, C])
                 for e in 0..<E {
-                    let x = p + "mlp.experts.\(e)."
-                    add(x + "gate_proj.weight", [FE, C])
-                    add(x + "up_proj.weight", [FE, C])
-                    add(x + "down_proj.weight", [C, FE])
-                }
-            case .mixtral:
-                add(p + "block_sparse_moe.gate.weight", [E, C])
-                for e in 0..<E {
-                    let x = p + "block_sparse_moe.experts.\(e)."
-                    add(x + "w1.weight", [F, C])
-                    add(x + "w3.weight", [F, C])
-                    add(x + "w2.weight", [C, F])
+                    let x = p + n.prefix + "\(e)."
+                    add(x + n.gate + ".weight", [FE, C])
+                    add(x + n.up + ".weight", [FE, C])
+                    add(x + n.down + ".weight", [C, FE])
                 }
             case .jetmoe:
                 add(p + "mlp.router.layer.weight", [E, C])
@@ -155,11 +147,11 @@ struct LayerOffsets {
         case _ where !c.isSparse(layer: l):
             mlpIn = layout.offset(p + (c.family.isGated ? "mlp.gate_proj.weight" : "mlp.up_proj.weight"))
             down = layout.offset(p + "mlp.down_proj.weight")
-        case .qwen3Moe:
-            let FE = c.expertWidth
-            mlpExperts = ExpertOffsets(router: layout.offset(p + "mlp.gate.weight"),
-                                       input: layout.offset(p + "mlp.experts.0.gate_proj.weight"), inputStride: 3 * FE * C,
-                                       output: layout.offset(p + "mlp.experts.0.down_proj.weight"), outputStride: 3 * FE * C,
+        case .mixtral, .qwen3Moe:
+            let n = c.family.swiGLUExpertNames!, FE = c.expertWidth
+            mlpExperts = ExpertOffsets(router: layout.offset(p + c.family.mlpRouterName + ".weight"),
+                                       input: layout.offset(p + n.prefix + "0." + n.gate + ".weight"), inputStride: 3 * FE * C,
+                                       output: layout.offset(p + n.prefix + "0." + n.down + ".weight"), outputStride: 3 * FE * C,
                                        bias: nil, count: E)
         case .jetmoe:
             let GD = c.attentionExpertWidth
@@ -172,12 +164,6 @@ struct LayerOffsets {
                                        input: layout.offset(p + "mlp.input_linear.weight"), inputStride: 2 * F * C,
                                        output: layout.offset(p + "mlp.output_linear.weight"), outputStride: C * F,
                                        bias: layout.offset(p + "mlp.bias"), count: E)
-        case .mixtral:
-            let first = layout.offset(p + "block_sparse_moe.experts.0.w1.weight")
-            mlpExperts = ExpertOffsets(router: layout.offset(p + "block_sparse_moe.gate.weight"),
-                                       input: first, inputStride: 3 * F * C,
-                                       output: layout.offset(p + "block_sparse_moe.experts.0.w2.weight"), outputStride: 3 * F * C,
-                                       bias: nil, count: E)
         default:
             preconditionFailure("\(c.family) has no mixture layout")
         }

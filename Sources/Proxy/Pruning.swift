@@ -285,25 +285,15 @@ public enum Pruning {
                 }
                 copy(p + "mlp.up_proj.weight", to: q + "mlp.up_proj.weight", rows: plan.neurons[newL], cols: channels)
                 copy(p + "mlp.down_proj.weight", to: q + "mlp.down_proj.weight", rows: channels, cols: plan.neurons[newL])
-            case .qwen3Moe:
-                let kept = plan.experts[newL]
-                copy(p + "mlp.gate.weight", to: q + "mlp.gate.weight", rows: kept, cols: channels)
+            case .mixtral, .qwen3Moe:
+                let kept = plan.experts[newL], n = teacher.config.family.swiGLUExpertNames!
+                let router = teacher.config.family.mlpRouterName + ".weight"
+                copy(p + router, to: q + router, rows: kept, cols: channels)
                 for (ne, e) in kept.enumerated() {
-                    let x = p + "mlp.experts.\(e).", y = q + "mlp.experts.\(ne)."
+                    let x = p + n.prefix + "\(e).", y = q + n.prefix + "\(ne)."
                     let neurons = plan.expertNeurons[newL][ne]
-                    copy(x + "gate_proj.weight", to: y + "gate_proj.weight", rows: neurons, cols: channels)
-                    copy(x + "up_proj.weight", to: y + "up_proj.weight", rows: neurons, cols: channels)
-                    copy(x + "down_proj.weight", to: y + "down_proj.weight", rows: channels, cols: neurons)
-                }
-            case .mixtral:
-                let kept = plan.experts[newL]
-                copy(p + "block_sparse_moe.gate.weight", to: q + "block_sparse_moe.gate.weight", rows: kept, cols: channels)
-                for (ne, e) in kept.enumerated() {
-                    let x = p + "block_sparse_moe.experts.\(e).", y = q + "block_sparse_moe.experts.\(ne)."
-                    let neurons = plan.expertNeurons[newL][ne]
-                    copy(x + "w1.weight", to: y + "w1.weight", rows: neurons, cols: channels)
-                    copy(x + "w3.weight", to: y + "w3.weight", rows: neurons, cols: channels)
-                    copy(x + "w2.weight", to: y + "w2.weight", rows: channels, cols: neurons)
+                    for name in [n.gate, n.up] { copy(x + name + ".weight", to: y + name + ".weight", rows: neurons, cols: channels) }
+                    copy(x + n.down + ".weight", to: y + n.down + ".weight", rows: channels, cols: neurons)
                 }
             case .jetmoe:
                 let kept = plan.experts[newL], F = teacher.config.intermediateSize
