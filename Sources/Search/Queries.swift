@@ -64,8 +64,10 @@ extension StudyStore {
     }
 
     /// Candidates not dominated in (parameters, score): the Pareto front, smallest first.
-    public func pareto(study: Int64) throws -> [Ranked] {
-        let all = try top(study: study)
+    public func pareto(study: Int64) throws -> [Ranked] { Self.pareto(try top(study: study)) }
+
+    /// The Pareto front of a ranking already computed by ``top(study:metric:limit:noise:)``.
+    public static func pareto(_ all: [Ranked]) -> [Ranked] {
         let maxRung = all.map(\.trial.rung).max() ?? 0
         let comparable = all.filter { $0.trial.rung == maxRung || all.filter { $0.trial.rung == maxRung }.count < 2 }
         return comparable.filter { a in

@@ -37,7 +37,7 @@ public struct StudyReport {
         summary = try store.summary(s)
         trials = try store.trials(study: s.id)
         ranked = try store.top(study: s.id)
-        pareto = try store.pareto(study: s.id)
+        pareto = StudyStore.pareto(ranked)
         candidates = try store.candidates(study: s.id)
         var m: [Int64: [(step: Int, name: String, value: Double)]] = [:]
         for t in trials where t.state == "complete" || t.state == "pruned" { m[t.id] = try store.metrics(trial: t.id) }
