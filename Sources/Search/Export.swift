@@ -18,7 +18,7 @@ public enum Exporter {
     ///
     /// The pruned checkpoints are written in `type`, by default the teacher's own storage type
     /// (a bfloat16 teacher gives bfloat16 students); the proxy-trained weights stay float32.
-    public static func export(store: StudyStore, study name: String, top k: Int, out: URL, importanceCache: URL, force: Bool = false,
+    public static func export(store: StudyStore, study name: String, top k: Int, out: URL, importanceCache: URL, artifacts: URL? = nil, force: Bool = false,
                               type: StorageType? = nil,
                               log: (String) -> Void = { print($0) }, warn: (String) -> Void = { print("warning: \($0)") }) throws -> [URL] {
         guard k >= 1 else { throw SearchError.store("--top must be at least 1 (got \(k))") }
@@ -57,7 +57,10 @@ public enum Exporter {
                 let proxy = tmp.appendingPathComponent("proxy")
                 try fm.createDirectory(at: proxy, withIntermediateDirectories: true)
                 for f in ["config.json", "model.safetensors"] {
-                    try fm.copyItem(at: URL(fileURLWithPath: ck).appendingPathComponent(f), to: proxy.appendingPathComponent(f))
+                    let source = Artifacts.resolve(ck, root: artifacts ?? URL(fileURLWithPath: spec.artifacts ?? "results", isDirectory: true))
+                    do { try fm.copyItem(at: source.appendingPathComponent(f), to: proxy.appendingPathComponent(f)) } catch {
+                        throw SearchError.store("trial \(w.trial.id) (\(w.trial.hash)): cannot copy its proxy weights from \(source.appendingPathComponent(f).path): \(FileIO.describe(error)); pass --artifacts with the folder its trials were written under")
+                    }
                 }
             }
             var nemo: [String: JSON] = ["hidden_size": JSON(target.hiddenSize), "ffn_hidden_size": JSON(target.intermediateSize),

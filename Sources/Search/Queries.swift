@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Model
 import Proxy
 
@@ -86,7 +85,7 @@ extension StudyStore {
 
     public func candidates(study: Int64) throws -> [CandidateRow] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM candidate WHERE studyId = ? ORDER BY id", arguments: [study]).map { r in
+            try db.rows("SELECT * FROM candidate WHERE studyId = ? ORDER BY id", [study]).map { r in
                 CandidateRow(hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
                              parameters: r["parameters"], nonEmbeddingParameters: r["non_embedding_parameters"],
                              activeParameters: r["active_parameters"], flopsPerToken: r["flops_per_token"])
@@ -99,17 +98,20 @@ extension StudyStore {
         public var candidates: Int, complete: Int, running: Int, waiting: Int, failed: Int, pruned: Int
         public var best: Double?
         public var stepsRun: Int
+        /// The workers that ran its trials (host-pid[-slurm-JOB_TASK]), in order of first appearance.
+        public var workers: [String] = []
     }
 
     public func summary(_ s: StudyRow) throws -> StudySummary {
         let t = try trials(study: s.id)
-        let cands = try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM candidate WHERE studyId = ?", arguments: [s.id]) ?? 0 }
+        let cands: Int = try read { db in try db.scalar("SELECT COUNT(*) FROM candidate WHERE studyId = ?", [s.id]) ?? 0 }
         func n(_ state: String) -> Int { t.filter { $0.state == state }.count }
         let steps = t.filter { $0.state == "complete" || $0.state == "pruned" }.reduce(0) { sum, trial in
             let parentFidelity = trial.parentTrialID.flatMap { p in t.first { $0.id == p }?.fidelity } ?? 0
             return sum + trial.fidelity - parentFidelity
         }
         return StudySummary(study: s, candidates: cands, complete: n("complete"), running: n("running"), waiting: n("waiting"),
-                            failed: n("failed"), pruned: n("pruned"), best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil }, stepsRun: steps)
+                            failed: n("failed"), pruned: n("pruned"), best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil }, stepsRun: steps,
+                            workers: t.compactMap(\.worker).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } })
     }
 }

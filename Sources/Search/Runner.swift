@@ -8,6 +8,9 @@ import Proxy
 public final class SearchRunner {
     public let spec: SearchSpec
     public let store: StudyStore
+    /// The artifacts root: trial checkpoints (weights + AdamW moments) live under it, and the
+    /// store records their paths relative to it, so that workers on other machines that mount the
+    /// same shared folder elsewhere find them.
     public let results: URL
     public let teacher: DecoderModel
     public let corpus: TokenShards
@@ -92,7 +95,8 @@ public final class SearchRunner {
         return s
     }
 
-    /// Where a trial's student checkpoint lives.
+    /// Where a trial's student checkpoint lives (under the artifacts root; the store records the
+    /// path relative to it).
     func checkpointURL(_ t: StudyStore.TrialRow) -> URL {
         results.appendingPathComponent(spec.study).appendingPathComponent("trials").appendingPathComponent(t.hash)
             .appendingPathComponent("rung-\(t.rung)" + (t.replicate > 0 ? "-replicate-\(t.replicate)" : ""))
@@ -134,18 +138,46 @@ public final class SearchRunner {
         }
     }
 
+    /// Runs a claim: checks that every continued trial's parent checkpoint is there and readable;
+    /// a trial whose checkpoint is missing or broken is given back with an error naming it and
+    /// the path on its first attempt (another worker's file system may still show it), and on a
+    /// retry is retrained from its pruned init to its fidelity instead — never lost.
     func run(_ trials: [StudyStore.TrialRow], worker: String) throws {
+        let all = try store.trials(study: try store.study(named: spec.study)!.id)
+        var resumed: [(StudyStore.TrialRow, URL?)] = [], scratch: [(StudyStore.TrialRow, URL?)] = []
+        for t in trials {
+            guard let parent = t.parentTrialID, let p = all.first(where: { $0.id == parent }), let ck = p.checkpoint else {
+                resumed.append((t, nil))
+                continue
+            }
+            let url = Artifacts.resolve(ck, root: results)
+            if let problem = Artifacts.problem(checkpoint: url) {
+                let message = "artifact: trial \(t.hash) rung \(t.rung): checkpoint \(url.path) of its parent trial \(parent) \(problem)"
+                if t.attempt == 0 {
+                    log("\(message); giving the trial back (a retry retrains it from its pruned init)")
+                    try store.release([t.id], worker: worker, error: message, maxAttempts: maxAttempts)
+                } else {
+                    log("\(message); retraining it from its pruned init to \(t.fidelity) steps")
+                    scratch.append((t, nil))
+                }
+                continue
+            }
+            resumed.append((t, url))
+        }
+        // Students resumed together must start at the same step: the retrained ones run apart.
+        for group in [resumed, scratch] where !group.isEmpty { try runBatch(group, worker: worker) }
+    }
+
+    func runBatch(_ batch: [(StudyStore.TrialRow, URL?)], worker: String) throws {
+        let trials = batch.map(\.0)
         let s = try importance()
         let byHash = Dictionary(uniqueKeysWithValues: enumeration.candidates.map { ($0.hash, $0) })
         var students: [(String, DecoderModel)] = []
         var resume: [Int: URL] = [:]
-        let all = try store.trials(study: try store.study(named: spec.study)!.id)
-        for (i, t) in trials.enumerated() {
+        for (i, (t, url)) in batch.enumerated() {
             guard let c = byHash[t.hash] else { throw SearchError.store("candidate \(t.hash) is not in the spec's space any more") }
             students.append((t.hash, try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)))
-            if let parent = t.parentTrialID, let p = all.first(where: { $0.id == parent }), let ck = p.checkpoint {
-                resume[i] = URL(fileURLWithPath: ck, isDirectory: true)
-            }
+            if let url { resume[i] = url }
         }
         log("\(worker): running \(trials.count) trial(s) at rung \(trials[0].rung) to \(trials[0].fidelity) steps: \(trials.map(\.hash).joined(separator: ", "))")
         // Heartbeat while the trials run.
@@ -178,7 +210,7 @@ public final class SearchRunner {
             let url = checkpointURL(t)
             try TrainingCheckpoint.save(model: model.model, optimizer: model.optimizer, run: ["study": .string(spec.study), "candidate": .string(t.hash)],
                                         in: url)
-            let ckpt = try TrainingCheckpoint.latest(in: url)!.path
+            let ckpt = Artifacts.relative(try TrainingCheckpoint.latest(in: url)!, root: results)
             var metrics: [(step: Int, name: String, value: Double)] = trainLoss[i, default: []].map { ($0.0, "train_loss", $0.1) }
             metrics.append((point.step, "val_loss", point.validation.overall))
             metrics.append((point.step, "val_loss/mean", point.validation.languageMean))
@@ -192,7 +224,10 @@ public final class SearchRunner {
                 metrics.append((point.step, "score_ci_low", ci.low))
                 metrics.append((point.step, "score_ci_high", ci.high))
             }
-            try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics)
+            guard try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics) else {
+                log("trial \(t.hash) rung \(t.rung): not recorded — another worker took it back after a missed heartbeat")
+                continue
+            }
             log(String(format: "trial %@ rung %d (%d steps)%@: score %.4f", t.hash, t.rung, t.fidelity,
                        t.replicate > 0 ? " replicate \(t.replicate)" as NSString : "" as NSString, score))
         }

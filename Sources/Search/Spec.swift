@@ -160,11 +160,13 @@ public struct SearchSpec: Sendable {
     /// noise interval beside each finalist's score.
     public var replicates: Replicates?
     public var exportTop = 3
+    /// Where trial checkpoints go (a shared folder on a cluster); `--artifacts` overrides it.
+    public var artifacts: String?
     /// The spec's JSON as given (stored with the study).
     public var json: JSON
     public var file: String
 
-    static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates"]
+    static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates", "artifacts"]
 
     /// Parses and validates a spec against the teacher's config.
     /// - Throws: ``SearchError/spec(file:path:reason:)`` naming the JSON path and rule.
@@ -206,6 +208,10 @@ public struct SearchSpec: Sendable {
         guard study.count <= 100 else { throw fail("study", "\(study.count) characters; at most 100") }
         guard study != "." && study != ".." else { throw fail("study", "'\(study)' cannot name a folder") }
         teacher = try string(o["teacher"], "teacher")
+        if let a = o["artifacts"] {
+            artifacts = try string(a, "artifacts")
+            guard !(artifacts ?? "").isEmpty else { throw fail("artifacts", "an empty path; name a folder (shared by every worker on a cluster)") }
+        }
         let t: ModelConfig
         do { t = try teacherConfig(teacher) } catch { throw fail("teacher", "\(error)") }
 

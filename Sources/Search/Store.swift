@@ -19,118 +19,50 @@ import Proxy
 ///   created_at, PRIMARY KEY(teacher_fingerprint, calibration_fingerprint, settings))`: the scores
 ///   the studies pruned with, computed once per teacher, calibration set and settings.
 public final class StudyStore: @unchecked Sendable {
+    /// Where the store lives as given: a SQLite file's path or a `postgresql://` URL.
     public let path: String
-    let pool: any DatabaseWriter
-    /// How a command uses the store: `create` (may create the file and its folder: search run,
-    /// batch), `write` (an existing store: worker, export, delete), `read` (queries: opened
-    /// read-only, so nothing is written — not even by opening — and a writer's lock never blocks).
+    /// `path` without a password, for messages.
+    public let location: String
+    let db: any StoreDatabase
+    public var dialect: SQLDialect { db.dialect }
+    /// How a command uses the store: `create` (may create the file and its folder, or the schema
+    /// in an empty PostgreSQL database: search run, batch), `write` (an existing store: worker,
+    /// export, delete), `read` (queries: a SQLite file is opened read-only, so nothing is written
+    /// — not even by opening — and a writer's lock never blocks).
     public enum Access: Sendable { case read, write, create }
     public let access: Access
 
-    static var migrator: DatabaseMigrator {
-        var m = DatabaseMigrator()
-        m.registerMigration("v1-studies-candidates-trials-metrics") { db in
-            try db.create(table: "study") { t in
-                t.autoIncrementedPrimaryKey("id")
-                t.column("name", .text).notNull().unique()
-                t.column("spec", .text).notNull()
-                t.column("teacher_fingerprint", .text).notNull()
-                t.column("created_at", .datetime).notNull()
-                t.column("state", .text).notNull().check(sql: "state IN ('running', 'complete')")
-            }
-            try db.create(table: "candidate") { t in
-                t.autoIncrementedPrimaryKey("id")
-                t.belongsTo("study", onDelete: .cascade).notNull()
-                t.column("hash", .text).notNull()
-                t.column("architecture", .text).notNull()
-                t.column("parameters", .integer).notNull().check { $0 > 0 }
-                t.column("non_embedding_parameters", .integer).notNull()
-                t.column("active_parameters", .integer).notNull()
-                t.column("flops_per_token", .integer).notNull()
-                t.uniqueKey(["studyId", "hash"])
-            }
-            try db.create(table: "trial") { t in
-                t.autoIncrementedPrimaryKey("id")
-                t.belongsTo("candidate", onDelete: .cascade).notNull()
-                t.column("rung", .integer).notNull().check { $0 >= 0 }
-                t.column("fidelity", .integer).notNull().check { $0 > 0 }
-                t.column("parent_trial_id", .integer).references("trial")
-                t.column("state", .text).notNull().check(sql: "state IN ('waiting', 'running', 'complete', 'failed', 'pruned')")
-                t.column("worker", .text)
-                t.column("heartbeat_at", .double)
-                t.column("started_at", .double)
-                t.column("finished_at", .double)
-                t.column("error", .text)
-                t.column("attempt", .integer).notNull().defaults(to: 0)
-                t.column("score", .double)
-                t.column("checkpoint", .text)
-                t.uniqueKey(["candidateId", "rung"])
-            }
-            try db.create(index: "trial_state", on: "trial", columns: ["state"])
-            try db.create(table: "metric") { t in
-                t.belongsTo("trial", onDelete: .cascade).notNull()
-                t.column("step", .integer).notNull()
-                t.column("name", .text).notNull()
-                t.column("value", .double).notNull()
-                t.primaryKey(["trialId", "step", "name"])
-            }
-        }
-        m.registerMigration("v2-importance") { db in
-            try db.create(table: "importance") { t in
-                t.column("teacher_fingerprint", .text).notNull()
-                t.column("calibration_fingerprint", .text).notNull()
-                t.column("settings", .text).notNull()
-                t.column("scores", .text).notNull()
-                t.column("created_at", .datetime).notNull()
-                t.primaryKey(["teacher_fingerprint", "calibration_fingerprint", "settings"])
-            }
-        }
-        m.registerMigration("v3-trial-replicates") { db in
-            // Replicates: the finalists rerun with other data-order seeds. A trial is now unique by
-            // (candidate, rung, replicate); SQLite cannot change a constraint in place, so the
-            // table is rebuilt (foreign keys are checked after the migration).
-            try db.create(table: "trial_new") { t in
-                t.autoIncrementedPrimaryKey("id")
-                t.belongsTo("candidate", onDelete: .cascade).notNull()
-                t.column("rung", .integer).notNull().check { $0 >= 0 }
-                t.column("fidelity", .integer).notNull().check { $0 > 0 }
-                t.column("parent_trial_id", .integer).references("trial")
-                t.column("state", .text).notNull().check(sql: "state IN ('waiting', 'running', 'complete', 'failed', 'pruned')")
-                t.column("worker", .text)
-                t.column("heartbeat_at", .double)
-                t.column("started_at", .double)
-                t.column("finished_at", .double)
-                t.column("error", .text)
-                t.column("attempt", .integer).notNull().defaults(to: 0)
-                t.column("score", .double)
-                t.column("checkpoint", .text)
-                t.column("replicate", .integer).notNull().defaults(to: 0).check { $0 >= 0 }
-                t.uniqueKey(["candidateId", "rung", "replicate"])
-            }
-            try db.execute(sql: """
-                INSERT INTO trial_new (id, candidateId, rung, fidelity, parent_trial_id, state, worker, heartbeat_at, started_at,
-                                       finished_at, error, attempt, score, checkpoint, replicate)
-                SELECT id, candidateId, rung, fidelity, parent_trial_id, state, worker, heartbeat_at, started_at,
-                       finished_at, error, attempt, score, checkpoint, 0 FROM trial
-                """)
-            try db.drop(table: "trial")
-            try db.rename(table: "trial_new", to: "trial")
-            try db.create(index: "trial_state", on: "trial", columns: ["state"])
-        }
-        return m
-    }
+    /// A store location fit to print: a URL's password replaced by `***`.
+    public static func redacted(_ location: String) -> String { PostgresDatabase.redact(location) }
 
-    /// Opens a store; with `.create` the file (and its folder) is made when missing.
-    /// - Throws: ``SearchError/store(_:)`` when `path` is a URL (only SQLite files are supported),
-    ///   is missing or empty (unless `.create`), is not a SQLite database, was written by a newer
-    ///   Topiary (unknown migrations; checked read-only, before anything is written), or is an
-    ///   older store opened for reading only.
+    /// The URL schemes `--db` takes besides a file path.
+    public static let schemes = ["postgresql", "postgres"]
+
+    /// Opens a store: a `postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE` URL selects
+    /// PostgreSQL; anything else is the path of a SQLite file, which `.create` makes (with its
+    /// folder) when missing.
+    /// - Throws: ``SearchError/store(_:)`` when `path` is a URL of another scheme, a server cannot
+    ///   be reached, the file is missing or empty (unless `.create`), is not a SQLite database, was
+    ///   written by a newer Topiary (unknown migrations; checked before anything is written), or is
+    ///   an older store opened for reading only.
     public init(path: String, access: Access = .create) throws {
         self.path = path
         self.access = access
         if let scheme = path.range(of: "://").map({ String(path[..<$0.lowerBound]) }) {
-            throw SearchError.store("--db \(path): '\(scheme)://' stores are not supported; --db takes the path of a SQLite file (PostgreSQL is planned)")
+            guard Self.schemes.contains(scheme.lowercased()) else {
+                throw SearchError.store("--db \(PostgresDatabase.redact(path)): '\(scheme)://' stores are not supported; --db takes a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE) or the path of a SQLite file")
+            }
+            let pg = try PostgresDatabase(url: path)
+            location = pg.display
+            try pg.migrate(access: access)
+            db = pg
+            return
         }
+        location = path
+        db = try Self.openSQLite(path: path, access: access)
+    }
+
+    static func openSQLite(path: String, access: Access) throws -> SQLiteDatabase {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         let exists = fm.fileExists(atPath: path, isDirectory: &isDirectory)
@@ -145,7 +77,7 @@ public final class StudyStore: @unchecked Sendable {
                 throw SearchError.store("\(path): cannot create its folder: \(FileIO.describe(error))")
             }
         }
-        let migrator = Self.migrator
+        let migrator = SQLiteDatabase.migrator
         // Before opening for writing (which writes), check read-only that the schema is ours.
         if exists {
             var probe = Configuration()
@@ -170,17 +102,18 @@ public final class StudyStore: @unchecked Sendable {
         config.prepareDatabase { db in try db.execute(sql: "PRAGMA foreign_keys = ON") }
         if access == .read {
             config.readonly = true
-            do { pool = try Self.readOnlyQueue(path, config) } catch {
+            do { return SQLiteDatabase(try Self.readOnlyQueue(path, config)) } catch {
                 throw SearchError.store("\(path): cannot open: \(Self.describe(error))")
             }
-            return
         }
+        let pool: DatabasePool
         do { pool = try DatabasePool(path: path, configuration: config) } catch {
             throw SearchError.store("\(path): cannot open: \(Self.describe(error))")
         }
         do { try migrator.migrate(pool) } catch {
             throw SearchError.store("\(path): cannot upgrade the schema: \(Self.describe(error))")
         }
+        return SQLiteDatabase(pool)
     }
 
     /// A read-only connection. SQLite needs to create the `-shm` (and `-wal`) files beside a
@@ -202,7 +135,7 @@ public final class StudyStore: @unchecked Sendable {
     /// A database error in plain words (SQLite's message, without GRDB's decoration).
     static func describe(_ error: Error) -> String {
         if let e = error as? DatabaseError { return e.message ?? "\(e.resultCode)" }
-        return "\(error)"
+        return PostgresDatabase.describe(error)
     }
 
     /// Default location: `TOPIARY_DB`, else `results/topiary.sqlite`.
@@ -210,19 +143,26 @@ public final class StudyStore: @unchecked Sendable {
         explicit ?? ProcessInfo.processInfo.environment["TOPIARY_DB"] ?? "results/topiary.sqlite"
     }
 
-    /// A write transaction that takes the write lock at once (BEGIN IMMEDIATE), waiting on contention.
-    func write<T>(_ body: (Database) throws -> T) throws -> T {
-        try pool.writeWithoutTransaction { db in
-            var result: T?
-            try db.inTransaction(.immediate) {
-                result = try body(db)
-                return .commit
-            }
-            return result!
+    /// One write transaction (SQLite: BEGIN IMMEDIATE, waiting on contention; PostgreSQL: retried
+    /// on serialization failures and deadlocks).
+    @discardableResult
+    func write<T>(_ body: (any SQLExecutor) throws -> T) throws -> T {
+        do { return try db.write(body) } catch let e as SearchError { throw e } catch {
+            throw SearchError.store("\(location): \(Self.describe(error))")
         }
     }
 
-    func read<T>(_ body: (Database) throws -> T) throws -> T { try pool.read(body) }
+    func read<T>(_ body: (any SQLExecutor) throws -> T) throws -> T {
+        do { return try db.read(body) } catch let e as SearchError { throw e } catch {
+            throw SearchError.store("\(location): \(Self.describe(error))")
+        }
+    }
+
+    /// The SQLite migrations (GRDB's migrator over ``Schema``), for tests that build an older store.
+    public static var migrator: DatabaseMigrator { SQLiteDatabase.migrator }
+
+    /// Closes the connection (the store is unusable afterwards).
+    public func close() { db.close() }
 }
 
 // MARK: studies and candidates
@@ -234,17 +174,17 @@ extension StudyStore {
 
     public func study(named name: String) throws -> StudyRow? {
         try read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM study WHERE name = ?", arguments: [name]).map(Self.studyRow)
+            try db.row("SELECT * FROM study WHERE name = ?", [name]).map(Self.studyRow)
         }
     }
 
-    static func studyRow(_ r: Row) -> StudyRow {
+    static func studyRow(_ r: SQLRow) -> StudyRow {
         StudyRow(id: r["id"], name: r["name"], spec: JSON.parse(Data((r["spec"] as String).utf8)) ?? .null,
                  teacherFingerprint: r["teacher_fingerprint"], createdAt: r["created_at"], state: r["state"])
     }
 
     public func studies() throws -> [StudyRow] {
-        try read { db in try Row.fetchAll(db, sql: "SELECT * FROM study ORDER BY id").map(Self.studyRow) }
+        try read { db in try db.rows("SELECT * FROM study ORDER BY id", []).map(Self.studyRow) }
     }
 
     /// Creates a study with its candidates, or returns the existing one when the spec is the same.
@@ -254,32 +194,31 @@ extension StudyStore {
     public func openStudy(name: String, spec: JSON, teacherFingerprint: String, candidates: [Candidate], extend: Bool) throws -> Int64 {
         try write { db in
             let id: Int64
-            if let existing = try Row.fetchOne(db, sql: "SELECT id, spec, teacher_fingerprint FROM study WHERE name = ?", arguments: [name]) {
+            if let existing = try db.row("SELECT id, spec, teacher_fingerprint FROM study WHERE name = ?", [name]) {
                 id = existing["id"]
                 let oldSpec = JSON.parse(Data((existing["spec"] as String).utf8))
                 if oldSpec != spec || (existing["teacher_fingerprint"] as String) != teacherFingerprint {
                     guard extend else {
                         throw SearchError.store("study '\(name)' exists with a different spec or teacher; rename the study, or pass --extend to add to it")
                     }
-                    try db.execute(sql: "UPDATE study SET spec = ?, state = 'running' WHERE id = ?", arguments: [spec.description, id])
+                    try db.execute("UPDATE study SET spec = ?, state = 'running' WHERE id = ?", [spec.description, id])
                 }
             } else {
-                try db.execute(sql: "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES (?, ?, ?, ?, 'running')",
-                               arguments: [name, spec.description, teacherFingerprint, Date()])
-                id = db.lastInsertedRowID
+                id = try db.scalar("INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES (?, ?, ?, ?, 'running') RETURNING id",
+                                   [name, spec.description, teacherFingerprint, Date()])!
             }
             for c in candidates {
-                try db.execute(sql: """
-                    INSERT OR IGNORE INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [id, c.hash, c.architecture.description, c.parameters, c.nonEmbeddingParameters, c.activeParameters, c.flopsPerToken])
+                try db.execute("""
+                    INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token)
+                    VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                    """, [id, c.hash, c.architecture.description, c.parameters, c.nonEmbeddingParameters, c.activeParameters, c.flopsPerToken])
             }
             return id
         }
     }
 
     public func setStudyState(_ id: Int64, _ state: String) throws {
-        try write { db in try db.execute(sql: "UPDATE study SET state = ? WHERE id = ?", arguments: [state, id]) }
+        try write { db in try db.execute("UPDATE study SET state = ? WHERE id = ?", [state, id]) }
     }
 
     /// Deletes a study with its candidates, trials and metrics, in one transaction (the foreign
@@ -289,25 +228,25 @@ extension StudyStore {
     @discardableResult
     public func deleteStudy(named name: String, evenIfRunning: Bool = false, staleAfter: Double = 60) throws -> Int {
         try write { db in
-            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM study WHERE name = ?", arguments: [name]) else {
+            guard let id: Int64 = try db.scalar("SELECT id FROM study WHERE name = ?", [name]) else {
                 throw SearchError.store("no study '\(name)'")
             }
             let count = { (state: String) in
-                try Int.fetchOne(db, sql: """
+                try db.scalar("""
                     SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId
                     WHERE candidate.studyId = ? AND (? = '' OR trial.state = ?)
-                    """, arguments: [id, state, state]) ?? 0
+                    """, [id, state, state]) ?? 0
             }
             // Only trials whose worker is alive count: a heartbeat within `staleAfter` seconds.
-            let alive = try Row.fetchAll(db, sql: """
+            let alive = try db.rows("""
                 SELECT DISTINCT trial.worker FROM trial JOIN candidate ON candidate.id = trial.candidateId
                 WHERE candidate.studyId = ? AND trial.state = 'running' AND trial.heartbeat_at >= ?
-                """, arguments: [id, Date().timeIntervalSince1970 - staleAfter]).map { ($0["worker"] as String?) ?? "?" }
+                """, [id, Date().timeIntervalSince1970 - staleAfter]).map { ($0["worker"] as String?) ?? "?" }
             if !alive.isEmpty && !evenIfRunning {
                 throw SearchError.store("study '\(name)' has trials running on \(alive.joined(separator: ", ")) (heartbeat in the last \(Int(staleAfter)) s); stop those workers first, or pass --force")
             }
-            let trials = try count("")
-            try db.execute(sql: "DELETE FROM study WHERE id = ?", arguments: [id])
+            let trials: Int = try count("")
+            try db.execute("DELETE FROM study WHERE id = ?", [id])
             return trials
         }
     }
@@ -315,7 +254,7 @@ extension StudyStore {
     /// candidate hash → id for a study.
     public func candidateIDs(study: Int64) throws -> [String: Int64] {
         try read { db in
-            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT id, hash FROM candidate WHERE studyId = ?", arguments: [study])
+            Dictionary(uniqueKeysWithValues: try db.rows("SELECT id, hash FROM candidate WHERE studyId = ?", [study])
                 .map { ($0["hash"] as String, $0["id"] as Int64) })
         }
     }
@@ -329,28 +268,32 @@ extension StudyStore {
         public var parentTrialID: Int64?, state: String, attempt: Int, score: Double?, checkpoint: String?, error: String?
         /// 0: the search's own run; r ≥ 1: the candidate rerun from its pruned init with data-order seed + r.
         public var replicate: Int = 0
+        /// Who ran it (host-pid[-slurm-JOB_TASK]); kept after it finishes.
+        public var worker: String? = nil
         public var parameters: Int
         /// Parameters one token touches (= parameters for dense models).
         public var activeParameters: Int
     }
 
-    static func trialRow(_ r: Row) -> TrialRow {
+    static func trialRow(_ r: SQLRow) -> TrialRow {
         TrialRow(id: r["id"], candidateID: r["candidateId"], hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
                  rung: r["rung"], fidelity: r["fidelity"], parentTrialID: r["parent_trial_id"], state: r["state"], attempt: r["attempt"],
-                 score: r["score"], checkpoint: r["checkpoint"], error: r["error"], replicate: r["replicate"], parameters: r["parameters"],
+                 score: r["score"], checkpoint: r["checkpoint"], error: r["error"], replicate: r["replicate"], worker: r["worker"], parameters: r["parameters"],
                  activeParameters: r["active_parameters"])
     }
 
     static let trialSelect = """
-        SELECT trial.*, candidate.hash, candidate.architecture, candidate.parameters, candidate.active_parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
+        SELECT trial.*, candidate.studyId, candidate.hash, candidate.architecture, candidate.parameters, candidate.active_parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
         """
 
     /// Adds waiting trials (skipping any that already exist for that candidate, rung and replicate).
     public func addTrials(_ trials: [(candidate: Int64, rung: Int, fidelity: Int, parent: Int64?)], replicate: Int = 0) throws {
         try write { db in
             for t in trials {
-                try db.execute(sql: "INSERT OR IGNORE INTO trial (candidateId, rung, fidelity, parent_trial_id, state, replicate) VALUES (?, ?, ?, ?, 'waiting', ?)",
-                               arguments: [t.candidate, t.rung, t.fidelity, t.parent, replicate])
+                try db.execute("""
+                    INSERT INTO trial (candidateId, rung, fidelity, parent_trial_id, state, replicate) VALUES (?, ?, ?, ?, 'waiting', ?)
+                    ON CONFLICT DO NOTHING
+                    """, [t.candidate, t.rung, t.fidelity, t.parent, replicate])
             }
         }
     }
@@ -358,35 +301,37 @@ extension StudyStore {
     public func trials(study: Int64, rung: Int? = nil) throws -> [TrialRow] {
         try read { db in
             if let rung {
-                return try Row.fetchAll(db, sql: Self.trialSelect + " WHERE candidate.studyId = ? AND trial.rung = ? ORDER BY trial.id", arguments: [study, rung]).map(Self.trialRow)
+                return try db.rows(Self.trialSelect + " WHERE candidate.studyId = ? AND trial.rung = ? ORDER BY trial.id", [study, rung]).map(Self.trialRow)
             }
-            return try Row.fetchAll(db, sql: Self.trialSelect + " WHERE candidate.studyId = ? ORDER BY trial.id", arguments: [study]).map(Self.trialRow)
+            return try db.rows(Self.trialSelect + " WHERE candidate.studyId = ? ORDER BY trial.id", [study]).map(Self.trialRow)
         }
     }
 
     /// In one write transaction: returns trials whose worker stopped beating for `staleAfter`
     /// seconds to waiting (attempt counted; failed after `maxAttempts`, the error kept), then
-    /// claims up to `limit` waiting trials of one study and rung for `worker`.
+    /// claims up to `limit` waiting trials of one study and rung for `worker`. On PostgreSQL the
+    /// claimed rows are locked with `FOR UPDATE SKIP LOCKED`: concurrent claims never wait on each
+    /// other and never take the same trial.
     public func claim(study: Int64?, worker: String, limit: Int, staleAfter: Double, maxAttempts: Int) throws -> [TrialRow] {
         try write { db in
             let now = Date().timeIntervalSince1970
-            try Self.giveBack(db, error: "'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for ' || CAST(? AS INTEGER) || ' s)'",
-                              [staleAfter], where: "heartbeat_at < ?", [now - staleAfter], maxAttempts: maxAttempts, now: now)
+            try Self.giveBack(db, error: "'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for \(Int(staleAfter)) s)'", [],
+                              where: "heartbeat_at < ?", [now - staleAfter], maxAttempts: maxAttempts, now: now)
             let studyFilter = study.map { "AND candidate.studyId = \($0)" } ?? ""
-            guard let first = try Row.fetchOne(db, sql: Self.trialSelect + " WHERE trial.state = 'waiting' \(studyFilter) ORDER BY trial.rung, trial.replicate, trial.id LIMIT 1") else {
+            guard let first = try db.row(Self.trialSelect + " WHERE trial.state = 'waiting' \(studyFilter) ORDER BY trial.rung, trial.replicate, trial.id LIMIT 1"
+                                         + db.dialect.skipLocked, []) else {
                 return []
             }
             // One claim's students share the teacher's batches, so they share a rung and a replicate
             // (its data-order seed).
-            let rows = try Row.fetchAll(db, sql: Self.trialSelect + """
-                 WHERE trial.state = 'waiting' AND candidate.studyId = (SELECT studyId FROM candidate WHERE id = ?) AND trial.rung = ?
-                   AND trial.replicate = ?
+            let rows = try db.rows(Self.trialSelect + """
+                 WHERE trial.state = 'waiting' AND candidate.studyId = ? AND trial.rung = ? AND trial.replicate = ?
                  ORDER BY trial.id LIMIT ?
-                """, arguments: [first["candidateId"] as Int64, first["rung"] as Int, first["replicate"] as Int, limit])
+                """ + db.dialect.skipLocked, [first["studyId"] as Int64, first["rung"] as Int, first["replicate"] as Int, limit])
             let claimed = rows.map(Self.trialRow)
             for t in claimed {
-                try db.execute(sql: "UPDATE trial SET state = 'running', worker = ?, heartbeat_at = ?, started_at = ? WHERE id = ?",
-                               arguments: [worker, now, now, t.id])
+                try db.execute("UPDATE trial SET state = 'running', worker = ?, heartbeat_at = ?, started_at = ? WHERE id = ?",
+                               [worker, now, now, t.id])
             }
             return claimed
         }
@@ -395,32 +340,38 @@ extension StudyStore {
     public func heartbeat(_ trials: [Int64], worker: String) throws {
         guard !trials.isEmpty else { return }
         try write { db in
-            try db.execute(sql: "UPDATE trial SET heartbeat_at = ? WHERE worker = ? AND state = 'running' AND id IN (\(trials.map(String.init).joined(separator: ",")))",
-                           arguments: [Date().timeIntervalSince1970, worker])
+            try db.execute("UPDATE trial SET heartbeat_at = ? WHERE worker = ? AND state = 'running' AND id IN (\(trials.map(String.init).joined(separator: ",")))",
+                           [Date().timeIntervalSince1970, worker])
         }
     }
 
-    /// Records a finished trial and its curve in one transaction — only if this worker still owns it.
-    public func complete(_ trial: Int64, worker: String, score: Double, checkpoint: String, metrics: [(step: Int, name: String, value: Double)]) throws {
+    /// Records a finished trial and its curve in one transaction — only if this worker still owns
+    /// it. Returns false when it does not (another worker took it back after a missed heartbeat):
+    /// then nothing is recorded.
+    @discardableResult
+    public func complete(_ trial: Int64, worker: String, score: Double, checkpoint: String, metrics: [(step: Int, name: String, value: Double)]) throws -> Bool {
         try write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM trial WHERE id = ?", arguments: [trial]) != nil else {
-                throw SearchError.store("trial \(trial) is gone from \(path): its study was deleted while this process ran it; stopping")
+            guard let owner = try db.row("SELECT worker, state FROM trial WHERE id = ?", [trial]) else {
+                throw SearchError.store("trial \(trial) is gone from \(location): its study was deleted while this process ran it; stopping")
             }
-            try db.execute(sql: "DELETE FROM metric WHERE trialId = ?", arguments: [trial])
+            guard (owner["worker"] as String?) == worker, (owner["state"] as String) == "running" else { return false }
+            try db.execute("DELETE FROM metric WHERE trialId = ?", [trial])
             for m in metrics {
-                try db.execute(sql: "INSERT OR REPLACE INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?)", arguments: [trial, m.step, m.name, m.value])
+                try db.execute("INSERT INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?) ON CONFLICT (trialId, step, name) DO UPDATE SET value = excluded.value",
+                               [trial, m.step, m.name, m.value])
             }
-            try db.execute(sql: """
+            try db.execute("""
                 UPDATE trial SET state = 'complete', score = ?, checkpoint = ?, finished_at = ?, error = NULL
                 WHERE id = ? AND worker = ? AND state = 'running'
-                """, arguments: [score, checkpoint, Date().timeIntervalSince1970, trial, worker])
+                """, [score, checkpoint, Date().timeIntervalSince1970, trial, worker])
+            return true
         }
     }
 
     public func fail(_ trial: Int64, worker: String, error: String) throws {
         try write { db in
-            try db.execute(sql: "UPDATE trial SET state = 'failed', error = ?, finished_at = ? WHERE id = ? AND worker = ?",
-                           arguments: [error, Date().timeIntervalSince1970, trial, worker])
+            try db.execute("UPDATE trial SET state = 'failed', error = ?, finished_at = ? WHERE id = ? AND worker = ? AND state = 'running'",
+                           [error, Date().timeIntervalSince1970, trial, worker])
         }
     }
 
@@ -437,23 +388,23 @@ extension StudyStore {
     /// Puts running trials that match `condition` back: waiting with an attempt counted and the
     /// error (an SQL expression) kept, or failed once attempts run out. Stale-heartbeat recovery
     /// and ``release(_:worker:error:maxAttempts:)`` share it.
-    static func giveBack(_ db: Database, error: String, _ errorArguments: StatementArguments, where condition: String,
-                         _ conditionArguments: StatementArguments, maxAttempts: Int, now: Double) throws {
-        try db.execute(sql: """
+    static func giveBack(_ db: any SQLExecutor, error: String, _ errorArguments: [any SQLBindable], where condition: String,
+                         _ conditionArguments: [any SQLBindable], maxAttempts: Int, now: Double) throws {
+        try db.execute("""
             UPDATE trial SET state = CASE WHEN attempt + 1 >= ? THEN 'failed' ELSE 'waiting' END,
                 attempt = attempt + 1, worker = NULL, error = \(error),
                 finished_at = CASE WHEN attempt + 1 >= ? THEN ? ELSE NULL END
             WHERE state = 'running' AND \(condition)
-            """, arguments: [maxAttempts] + errorArguments + [maxAttempts, now] + conditionArguments)
+            """, [maxAttempts] + errorArguments + [maxAttempts, now] + conditionArguments)
     }
 
     /// The running trials of a study with their worker and seconds since its last heartbeat.
     public func runningTrials(study: Int64) throws -> [(hash: String, worker: String, secondsSinceHeartbeat: Double)] {
         try read { db in
-            try Row.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT candidate.hash, trial.worker, trial.heartbeat_at FROM trial JOIN candidate ON candidate.id = trial.candidateId
                 WHERE candidate.studyId = ? AND trial.state = 'running' ORDER BY trial.id
-                """, arguments: [study]).map { row in
+                """, [study]).map { row in
                 (row["hash"], (row["worker"] as String?) ?? "?", Date().timeIntervalSince1970 - ((row["heartbeat_at"] as Double?) ?? 0))
             }
         }
@@ -461,12 +412,12 @@ extension StudyStore {
 
     public func markPruned(_ trials: [Int64]) throws {
         guard !trials.isEmpty else { return }
-        try write { db in try db.execute(sql: "UPDATE trial SET state = 'pruned' WHERE state = 'complete' AND id IN (\(trials.map(String.init).joined(separator: ",")))") }
+        try write { db in try db.execute("UPDATE trial SET state = 'pruned' WHERE state = 'complete' AND id IN (\(trials.map(String.init).joined(separator: ",")))") }
     }
 
     public func metrics(trial: Int64) throws -> [(step: Int, name: String, value: Double)] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT step, name, value FROM metric WHERE trialId = ? ORDER BY step, name", arguments: [trial])
+            try db.rows("SELECT step, name, value FROM metric WHERE trialId = ? ORDER BY step, name", [trial])
                 .map { ($0["step"], $0["name"], $0["value"]) }
         }
     }
@@ -478,20 +429,20 @@ extension StudyStore {
     /// Scores recorded for `key`, if any.
     public func importance(_ key: Importance.Key) throws -> ImportanceScores? {
         let text = try read { db in
-            try String.fetchOne(db, sql: "SELECT scores FROM importance WHERE teacher_fingerprint = ? AND calibration_fingerprint = ? AND settings = ?",
-                                arguments: [key.teacher, key.calibration, key.settings])
+            try db.scalar("SELECT scores FROM importance WHERE teacher_fingerprint = ? AND calibration_fingerprint = ? AND settings = ?",
+                          [key.teacher, key.calibration, key.settings]) as String?
         }
         guard let text else { return nil }
         do { return try JSONDecoder().decode(ImportanceScores.self, from: Data(text.utf8)) } catch {
-            throw SearchError.store("\(path): importance scores for teacher \(key.teacher) cannot be read: \(error)")
+            throw SearchError.store("\(location): importance scores for teacher \(key.teacher) cannot be read: \(error)")
         }
     }
 
     /// The most recent scores recorded for a teacher (any calibration set and settings), for reports.
     public func latestImportance(teacherFingerprint: String) throws -> ImportanceScores? {
         let text = try read { db in
-            try String.fetchOne(db, sql: "SELECT scores FROM importance WHERE teacher_fingerprint = ? ORDER BY created_at DESC LIMIT 1",
-                                arguments: [teacherFingerprint])
+            try db.scalar("SELECT scores FROM importance WHERE teacher_fingerprint = ? ORDER BY created_at DESC LIMIT 1",
+                          [teacherFingerprint]) as String?
         }
         return text.flatMap { try? JSONDecoder().decode(ImportanceScores.self, from: Data($0.utf8)) }
     }
@@ -502,10 +453,10 @@ extension StudyStore {
         encoder.outputFormatting = [.sortedKeys]
         let text = String(decoding: try encoder.encode(scores), as: UTF8.self)
         try write { db in
-            try db.execute(sql: """
-                INSERT OR IGNORE INTO importance (teacher_fingerprint, calibration_fingerprint, settings, scores, created_at)
-                VALUES (?, ?, ?, ?, ?)
-                """, arguments: [key.teacher, key.calibration, key.settings, text, Date()])
+            try db.execute("""
+                INSERT INTO importance (teacher_fingerprint, calibration_fingerprint, settings, scores, created_at)
+                VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """, [key.teacher, key.calibration, key.settings, text, Date()])
         }
     }
 
@@ -522,5 +473,98 @@ extension StudyStore {
         if cached { log("importance: reusing cached scores (teacher \(key.teacher), calibration \(key.calibration))") }
         try recordImportance(key, scores)
         return scores
+    }
+}
+
+// MARK: copying between stores
+
+extension StudyStore {
+    /// Copies studies — with their candidates, trials (ids renumbered, parents kept), metrics and
+    /// the importance scores they pruned with — from this store into `target`, each study in one
+    /// transaction of the target (nothing half-written). A study whose name the target already
+    /// holds is refused. Works between any two stores (SQLite ↔ PostgreSQL).
+    /// - Returns: per study, how many candidates, trials and metric rows went.
+    @discardableResult
+    public func copy(studies names: [String]? = nil, to target: StudyStore, log: (String) -> Void = { _ in }) throws -> [(study: String, candidates: Int, trials: Int, metrics: Int)] {
+        let all = try studies()
+        let chosen = try (names ?? all.map(\.name)).map { name in
+            guard let s = all.first(where: { $0.name == name }) else { throw SearchError.store("no study '\(name)' in \(location)") }
+            return s
+        }
+        // Importance scores first: they are keyed by content, so copying them twice is harmless.
+        let importance = try read { db in try db.rows("SELECT * FROM importance ORDER BY created_at") }
+        try target.write { db in try Self.insert(Schema.importance, importance, into: db, conflict: "ON CONFLICT DO NOTHING") }
+        var copied: [(String, Int, Int, Int)] = []
+        for s in chosen {
+            let (study, candidates, trials, metrics) = try read { db in
+                (try db.row("SELECT * FROM study WHERE id = ?", [s.id])!,
+                 try db.rows("SELECT * FROM candidate WHERE studyId = ? ORDER BY id", [s.id]),
+                 try db.rows("SELECT trial.* FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ? ORDER BY trial.id", [s.id]),
+                 try db.rows("""
+                    SELECT metric.* FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON candidate.id = trial.candidateId
+                    WHERE candidate.studyId = ? ORDER BY metric.trialId, metric.step, metric.name
+                    """, [s.id]))
+            }
+            if trials.contains(where: { ($0["state"] as String) == "running" }) {
+                log("warning: study '\(s.name)' has running trials; they are copied as running and will be taken back when their heartbeat goes stale")
+            }
+            try target.write { db in
+                if try db.scalar("SELECT id FROM study WHERE name = ?", [s.name]) as Int64? != nil {
+                    throw SearchError.store("\(target.location) already holds a study '\(s.name)'; delete it there first (topiary results delete \(s.name)) or copy the others with --study")
+                }
+                let studyID: Int64 = try Self.insertReturningID(Schema.study, study, into: db, mapping: [:])
+                var candidateIDs: [Int64: Int64] = [:]
+                for c in candidates {
+                    candidateIDs[c["id"]] = try Self.insertReturningID(Schema.candidate, c, into: db, mapping: ["studyId": [study["id"]: studyID]])
+                }
+                var trialIDs: [Int64: Int64] = [:]
+                for t in trials {
+                    trialIDs[t["id"]] = try Self.insertReturningID(Schema.trialV3, t, into: db,
+                                                                   mapping: ["candidateId": candidateIDs, "parent_trial_id": trialIDs])
+                }
+                let remapped = metrics.map { m -> SQLRow in
+                    var row = m
+                    let old: Int64 = m["trialId"]
+                    row.columns = m.columns.map { $0.name.lowercased() == "trialid" ? ($0.name, .integer(trialIDs[old]!)) : $0 }
+                    return row
+                }
+                try Self.insert(Schema.metric, remapped, into: db, conflict: "")
+            }
+            log("copied study '\(s.name)': \(candidates.count) candidates, \(trials.count) trials, \(metrics.count) metric values")
+            copied.append((s.name, candidates.count, trials.count, metrics.count))
+        }
+        return copied
+    }
+
+    /// A column's value ready for the other engine (dates are text in SQLite, timestamps in PostgreSQL).
+    static func portable(_ column: Schema.Column, _ value: SQLValue) -> SQLValue {
+        if case .datetime = column.type, let d = Date.decode(value) { return .date(d) }
+        return value
+    }
+
+    /// Inserts one row without its id (the target numbers it), replacing references by `mapping`
+    /// (column → old id → new id); returns the new id.
+    static func insertReturningID(_ table: Schema.Table, _ row: SQLRow, into db: any SQLExecutor, mapping: [String: [Int64: Int64]]) throws -> Int64 {
+        let columns = table.columns.filter { $0.name != "id" }
+        let values: [any SQLBindable] = columns.map { c -> SQLValue in
+            let v = row.value(c.name) ?? .null
+            if let map = mapping[c.name], let old = Int64.decode(v) {
+                guard let new = map[old] else { return .null }
+                return .integer(new)
+            }
+            return portable(c, v)
+        }
+        return try db.scalar("INSERT INTO \(table.name) (\(columns.map(\.name).joined(separator: ", "))) VALUES (\(columns.map { _ in "?" }.joined(separator: ", "))) RETURNING id", values)!
+    }
+
+    /// Inserts rows of a table without an id column, many per statement.
+    static func insert(_ table: Schema.Table, _ rows: [SQLRow], into db: any SQLExecutor, conflict: String) throws {
+        let columns = table.columns
+        for chunk in stride(from: 0, to: rows.count, by: 200).map({ rows[$0..<min($0 + 200, rows.count)] }) {
+            let placeholders = "(" + columns.map { _ in "?" }.joined(separator: ", ") + ")"
+            let values: [any SQLBindable] = chunk.flatMap { r in columns.map { portable($0, r.value($0.name) ?? .null) } }
+            try db.execute("INSERT INTO \(table.name) (\(columns.map(\.name).joined(separator: ", "))) VALUES "
+                           + Array(repeating: placeholders, count: chunk.count).joined(separator: ", ") + " " + conflict, values)
+        }
     }
 }

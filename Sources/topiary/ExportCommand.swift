@@ -11,7 +11,8 @@ struct ExportCommand: ParsableCommand {
     @Argument(help: "Study name.") var study: String
     @Option(parsing: .unconditional, help: "How many winners.") var top = 3
     @Option(help: "Output directory (default: results/<study>/export).") var out: String?
-    @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+    @Option(help: "Importance cache directory (default: <artifacts>/importance).") var importanceCache: String?
+    @Option(help: "Artifacts folder the study's trial checkpoints are under (default: the spec's \"artifacts\", else results).") var artifacts: String?
     @Flag(help: "Replace <rank>-<hash> folders in --out even when they hold files an export does not write.") var force = false
     @Option(help: "Storage type of the pruned checkpoints: float32, bfloat16 or float16 (default: the teacher's).") var dtype: StorageType?
     @OptionGroup var store: StoreOptions
@@ -24,8 +25,11 @@ struct ExportCommand: ParsableCommand {
     func run() throws {
         engine.apply()
         let st = try store.open(.write)
+        let spec = try st.study(named: study).flatMap { try? parseSpec($0.spec, file: "\(st.location): study '\(study)'", students: 1) }
+        let root = Artifacts.root(option: artifacts, spec: spec, fallback: "results")
         _ = try Exporter.export(store: st, study: study, top: top, out: directoryURL(out ?? "results/\(study)/export"),
-                                importanceCache: directoryURL(importanceCache), force: force, type: dtype, warn: printWarning)
+                                importanceCache: directoryURL(importanceCache ?? root + "/importance"), artifacts: directoryURL(root),
+                                force: force, type: dtype, warn: printWarning)
     }
 }
 

@@ -54,9 +54,9 @@ struct ResultsStudies: ParsableCommand {
         let st = try store.open(.read)
         let rows = try st.studies().map { try st.summary($0) }.map { s -> [JSON] in
             [.string(s.study.name), .string(s.study.state), JSON(s.candidates), JSON(s.complete), JSON(s.pruned), JSON(s.running), JSON(s.waiting),
-             JSON(s.failed), s.best.map { JSON($0) } ?? .null, JSON(s.stepsRun)]
+             JSON(s.failed), s.best.map { JSON($0) } ?? .null, JSON(s.stepsRun), .string(s.workers.joined(separator: " "))]
         }
-        printRows(["study", "state", "candidates", "complete", "pruned", "running", "waiting", "failed", "best", "steps"], rows, format: format.resolved)
+        printRows(["study", "state", "candidates", "complete", "pruned", "running", "waiting", "failed", "best", "steps", "workers"], rows, format: format.resolved)
     }
 }
 
@@ -139,14 +139,15 @@ struct ResultsShow: ParsableCommand {
                                    "active_parameters": JSON(first.activeParameters)]
         out["trials"] = .array(try trials.map { t in
             let m = try st.metrics(trial: t.id)
-            return ["rung": JSON(t.rung), "steps": JSON(t.fidelity), "state": .string(t.state), "attempt": JSON(t.attempt),
+            return ["rung": JSON(t.rung), "replicate": JSON(t.replicate), "steps": JSON(t.fidelity), "state": .string(t.state), "attempt": JSON(t.attempt),
+                    "worker": t.worker.map { .string($0) } ?? .null,
                     "score": t.score.map { JSON($0) } ?? .null, "error": t.error.map { .string($0) } ?? .null,
                     "metrics": .array(m.map { ["step": JSON($0.step), "name": .string($0.name), "value": JSON($0.value)] })]
         })
         if format.resolved == "json" { printJSON(.object(out)); return }
         print("candidate \(first.hash): \(architectureText(first.architecture)), \(first.parameters) parameters (\(first.activeParameters) active)")
         for t in trials {
-            print("rung \(t.rung): \(t.fidelity) steps, \(t.state), attempt \(t.attempt), score \(t.score.map { String(format: "%.4f", $0) } ?? "–")\(t.error.map { ", error: \($0)" } ?? "")")
+            print("rung \(t.rung)\(t.replicate > 0 ? " replicate \(t.replicate)" : ""): \(t.fidelity) steps, \(t.state)\(t.worker.map { " on \($0)" } ?? ""), attempt \(t.attempt), score \(t.score.map { String(format: "%.4f", $0) } ?? "–")\(t.error.map { ", error: \($0)" } ?? "")")
             let m = try st.metrics(trial: t.id)
             let finals = m.filter { $0.name.hasPrefix("val") || $0.name == "seconds" }.map { "\($0.name) \(String(format: "%.4f", $0.value))" }
             if !finals.isEmpty { print("  " + finals.joined(separator: ", ")) }

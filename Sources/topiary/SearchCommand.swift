@@ -15,8 +15,12 @@ struct StoreOptions: ParsableArguments {
 struct RunnerOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Students distilled together per claim (they share the teacher's forward pass).") var studentsPerClaim = 4
     @Option(parsing: .unconditional, help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
-    @Option(help: "Results directory (trial checkpoints).") var results = "results"
-    @Option(help: "Importance cache directory.") var importanceCache = "results/importance"
+    @Option(help: "Artifacts folder: trial checkpoints (weights + AdamW moments), recorded in the store relative to it; on a cluster a folder every worker mounts (default: the spec's \"artifacts\", else --results).") var artifacts: String?
+    @Option(help: "Results directory (the artifacts folder when neither --artifacts nor the spec names one).") var results = "results"
+    @Option(help: "Importance cache directory (default: <artifacts>/importance).") var importanceCache: String?
+
+    func artifactsRoot(_ spec: SearchSpec?) -> String { Artifacts.root(option: artifacts, spec: spec, fallback: results) }
+    func importanceCacheDirectory(_ spec: SearchSpec?) -> String { importanceCache ?? artifactsRoot(spec) + "/importance" }
 
     func validate() throws {
         try requireRange("--students-per-claim", studentsPerClaim, 1...64, "students distilled together")
@@ -24,7 +28,7 @@ struct RunnerOptions: ParsableArguments {
     }
 
     func runner(_ spec: SearchSpec, _ store: StudyStore) throws -> SearchRunner {
-        let r = try SearchRunner(spec: spec, store: store, results: directoryURL(results), importanceCache: directoryURL(importanceCache),
+        let r = try SearchRunner(spec: spec, store: store, results: directoryURL(artifactsRoot(spec)), importanceCache: directoryURL(importanceCacheDirectory(spec)),
                                  studentsPerClaim: studentsPerClaim)
         r.staleAfter = staleAfter
         return r
@@ -67,13 +71,14 @@ struct SearchRun: ParsableCommand {
         for i in 0..<helpers {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
-            p.arguments = ["worker", "--db", store.path, "--spec", spec, "--results", options.results, "--importance-cache", options.importanceCache,
-                           "--study", s.study, "--name", "worker-\(getpid())-\(i + 1)", "--students-per-claim", String(options.studentsPerClaim),
+            p.arguments = ["worker", "--db", store.path, "--spec", spec, "--artifacts", options.artifactsRoot(s),
+                           "--importance-cache", options.importanceCacheDirectory(s),
+                           "--study", s.study, "--name", "\(workerName())-\(i + 1)", "--students-per-claim", String(options.studentsPerClaim),
                            "--stale-after", String(options.staleAfter), "--threads", "1"]
             try p.run()
             children.append(p)
         }
-        _ = try runner.run(worker: "main-\(getpid())", extend: extend)
+        _ = try runner.run(worker: workerName(), extend: extend)
         for p in children { p.waitUntilExit() }
         let summary = try st.summary(try st.study(named: s.study)!)
         print(String(format: "study %@ done in %.0f s: %d trials complete, %d pruned, %d failed; %d distillation steps", s.study,
@@ -89,13 +94,27 @@ struct SearchRun: ParsableCommand {
     }
 }
 
+/// How a process names itself in the store's `trial.worker`: host and pid, and under Slurm the
+/// job and array task (`vm-1234-slurm-56_2`), so that `results show` says where a trial ran.
+func workerName() -> String {
+    let env = ProcessInfo.processInfo.environment
+    var name = "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+    if let job = env["SLURM_ARRAY_JOB_ID"], let task = env["SLURM_ARRAY_TASK_ID"] {
+        name += "-slurm-\(job)_\(task)"
+    } else if let job = env["SLURM_JOB_ID"] {
+        name += "-slurm-\(job)"
+    }
+    return name
+}
+
 struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker", abstract: "Claim and run waiting trials of a study from a store until none is left.")
 
     @Option(help: "The study to work on; its spec is read from the store.") var study: String?
     @Option(help: "Search spec of the study (optional: checked against the one the study was started with).") var spec: String?
-    @Option(help: "Worker name (default: host-pid).") var name: String?
+    @Option(help: "Worker name (default: host-pid, with -slurm-JOB_TASK under Slurm).") var name: String?
+    @Option(help: "Wait up to this many seconds for the study to appear in the store (workers of a Slurm job may start before its coordinator creates it).") var waitForStudy = 0.0
     @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
@@ -112,19 +131,25 @@ struct WorkerCommand: ParsableCommand {
         if let given, given.study != studyName {
             throw SearchError.spec(file: given.file, path: "study", reason: "'\(given.study)' is not the study --study names ('\(studyName)')")
         }
-        guard let row = try st.study(named: studyName) else { throw SearchError.store("no study '\(studyName)' in \(store.path); start it with `topiary search run`") }
+        var found = try st.study(named: studyName)
+        let deadline = Date().addingTimeInterval(waitForStudy)
+        while found == nil && Date() < deadline {
+            Thread.sleep(forTimeInterval: 2)
+            found = try st.study(named: studyName)
+        }
+        guard let row = found else { throw SearchError.store("no study '\(studyName)' in \(st.location); start it with `topiary search run`") }
         // A worker runs the study's own spec: a spec file that differs (a learning rate, a space)
         // would score the remaining trials under other rules than the ones already recorded.
         if let given, given.json != row.spec {
-            throw SearchError.store("\(given.file) differs from the spec study '\(studyName)' was started with (stored in \(store.path)); "
+            throw SearchError.store("\(given.file) differs from the spec study '\(studyName)' was started with (stored in \(st.location)); "
                 + "a worker runs the study's own spec: drop --spec, or start a new study under another name")
         }
-        let s = try given ?? parseSpec(row.spec, file: "\(store.path): study '\(studyName)'", students: options.studentsPerClaim)
+        let s = try given ?? parseSpec(row.spec, file: "\(st.location): study '\(studyName)'", students: options.studentsPerClaim)
         let runner = try options.runner(s, st)
         guard Fingerprint.of(runner.teacher) == row.teacherFingerprint else {
             throw SearchError.store("the teacher at \(s.teacher) is not the one study '\(studyName)' was started with (fingerprint differs)")
         }
-        let worker = name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        let worker = name ?? workerName()
         while true {
             let ran = try runner.work(study: row.id, worker: worker)
             if try runner.advance(study: row.id) { break }

@@ -145,7 +145,7 @@ extension HostileInputTests {
         let study = try runner.run(worker: "w", extend: false)
         let out = f.root.appendingPathComponent("export")
         func export(_ top: Int, _ extra: [String] = []) throws -> (status: Int32, out: String, err: String) {
-            try topiary(["export", "tiny", "--top", String(top), "--out", out.path, "--db", f.db, "--importance-cache", cache.path, "--threads", "1"] + extra)
+            try topiary(["export", "tiny", "--top", String(top), "--out", out.path, "--db", f.db, "--importance-cache", cache.path, "--artifacts", f.root.appendingPathComponent("results").path, "--threads", "1"] + extra)
         }
         #expect(try export(2).status == 0)
         let fm = FileManager.default

@@ -123,9 +123,15 @@ extension HostileInputTests {
         let missingRun = try topiary(["results", "studies", "--db", missing])
         #expect(missingRun.status != 0 && missingRun.err.contains("no such store"))
         #expect(!FileManager.default.fileExists(atPath: f.root.appendingPathComponent("no").path), "no folder created")
-        let url = try topiary(["results", "studies", "--db", "postgresql://postgres@127.0.0.1:5432/topiary"], in: f.root)
-        #expect(url.status != 0 && url.err.contains("not supported"))
+        // A URL is a server, never a folder named after it: PostgreSQL on a port nobody listens
+        // on says it cannot connect; another scheme names the ones supported.
+        let url = try topiary(["results", "studies", "--db", "postgresql://postgres:secret@127.0.0.1:1/topiary"], in: f.root)
+        #expect(url.status != 0 && url.err.contains("cannot connect") && url.err.contains("127.0.0.1:1"), "\(url.err)")
+        #expect(!url.err.contains("secret"), "the password is not printed: \(url.err)")
         #expect(!FileManager.default.fileExists(atPath: f.root.appendingPathComponent("postgresql:").path))
+        let other = try topiary(["results", "studies", "--db", "mysql://root@127.0.0.1/topiary"], in: f.root)
+        #expect(other.status != 0 && other.err.contains("'mysql://' stores are not supported") && other.err.contains("postgresql://"), "\(other.err)")
+        #expect(!FileManager.default.fileExists(atPath: f.root.appendingPathComponent("mysql:").path))
         // Deleted under a running process: a plain message, not a constraint failure.
         let store = try StudyStore(path: f.db)
         let id = try store.study(named: "tiny")!.id

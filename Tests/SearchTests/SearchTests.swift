@@ -242,7 +242,7 @@ struct Fixture {
         #expect(top.first!.trial.rung == trials.map(\.rung).max()!)
         // Export writes loadable checkpoints and the NeMo keys.
         let out = f.root.appendingPathComponent("export")
-        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out, importanceCache: cache, log: { _ in })
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out, importanceCache: cache, artifacts: f.root.appendingPathComponent("results"), log: { _ in })
         let m = try Checkpoint.load(dirs[0])
         #expect(m.config.parameterCount == top[0].trial.parameters)
         _ = try Checkpoint.load(dirs[0].appendingPathComponent("proxy"))
@@ -298,7 +298,7 @@ struct Fixture {
         }
         let table = try topiary(["results", "top", "tiny", "--db", f.db, "--format", "table"])
         #expect(table.out.contains(String(format: "%.4f ± %.4f (n=3)", top[0].value, top[0].interval!.halfWidth)), "\(table.out)")
-        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: f.root.appendingPathComponent("export"), importanceCache: cache, log: { _ in })
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: f.root.appendingPathComponent("export"), importanceCache: cache, artifacts: f.root.appendingPathComponent("results"), log: { _ in })
         let distill = JSON.parse(try Data(contentsOf: dirs[0].appendingPathComponent("distill.json")))!
         #expect(distill["replicates"]?.int == 3 && distill["interval"]?.array?.count == 2 && distill["score"]?.double == top[0].value)
         // The windows the bootstrap resamples reproduce the evaluation they came from.
@@ -439,7 +439,7 @@ struct Fixture {
         #expect(scores.mlpExperts?.frequency.count == 3 && scores.attentionExperts != nil)
         // Routing frequencies sum to k per layer.
         for l in 0..<3 { #expect(abs(scores.mlpExperts!.frequency[l].reduce(0, +) - 2) < 1e-9) }
-        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: f.root.appendingPathComponent("export"), importanceCache: cache, log: { _ in })
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: f.root.appendingPathComponent("export"), importanceCache: cache, artifacts: f.root.appendingPathComponent("results"), log: { _ in })
         let m = try Checkpoint.load(dirs[0])
         #expect(m.config.activeParameterCount == top[0].trial.activeParameters)
         let distill = JSON.parse(try Data(contentsOf: dirs[0].appendingPathComponent("distill.json")))!
@@ -473,7 +473,7 @@ struct Fixture {
         let study = try runner.run(worker: "w", extend: false)
         let top = try store.top(study: study)
         #expect(top.count == 8 && top.allSatisfy { $0.trial.state == "complete" && $0.trial.score?.isFinite == true })
-        let dirs = try Exporter.export(store: store, study: "tiny", top: 2, out: f.root.appendingPathComponent("export"), importanceCache: cache, log: { _ in })
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 2, out: f.root.appendingPathComponent("export"), importanceCache: cache, artifacts: f.root.appendingPathComponent("results"), log: { _ in })
         for (rank, dir) in dirs.enumerated() {
             let m = try Checkpoint.load(dir)
             #expect(m.config.family == family && m.config.parameterCount == top[rank].trial.parameters)
