@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with Swift lacks for Topiary (run as root).
 set -euo pipefail
-# Usage: scripts/setup.sh [--corpus] [--browser]
+# Usage: scripts/setup.sh [--corpus] [--browser] [--cluster]
 #   --corpus  adds the Debian fortune packages of the default corpus
 #   --browser adds chromium and chromium-driver, which the report and dashboard tests drive headless
+#   --cluster adds PostgreSQL and Slurm (slurm-wlm, munge), which the cluster tests start on loopback
 packages=(libopenblas-dev libsqlite3-dev pkg-config)
 for option in "$@"; do
   case "$option" in
     --corpus) packages+=(fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-ru fortunes-bg fortunes-zh fortunes-eo fortunes-ga) ;;
     --browser) packages+=(chromium chromium-driver) ;;
+    --cluster) packages+=(postgresql slurm-wlm munge) ;;
     *) echo "unknown option $option" >&2; exit 2 ;;
   esac
 done

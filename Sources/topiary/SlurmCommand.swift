@@ -53,8 +53,7 @@ struct SlurmSubmit: ParsableCommand {
             throw ValidationError("--db \(url): a Slurm study needs a PostgreSQL store (postgresql://USER@HOST[:PORT]/DATABASE) that every node reaches; a SQLite file cannot be shared between machines")
         }
         // Checked now rather than in the tasks: a wrong URL fails here, not on every node.
-        let store = try StudyStore(path: url, access: .create)
-        store.close()
+        if !dryRun { try StudyStore(path: url, access: .create).close() }
         let cwd = FileManager.default.currentDirectoryPath
         let root = directoryURL(Artifacts.root(option: artifacts, spec: s, fallback: "results")).standardizedFileURL.path
         let specPath = URL(fileURLWithPath: spec).standardizedFileURL.path
@@ -84,7 +83,7 @@ struct SlurmSubmit: ParsableCommand {
             # \(Int(staleAfter)) s another task takes them back and reruns them; nothing is scored twice.
             \(directives.map { "#SBATCH \($0)" }.joined(separator: "\n"))
             set -euo pipefail
-            : "${TOPIARY_DB:?TOPIARY_DB must name the study's PostgreSQL store}"
+            : "${TOPIARY_DB:?TOPIARY_DB must name the PostgreSQL store of the study}"
             cd \(Self.quote(cwd))
             if [ "${SLURM_ARRAY_TASK_ID:-0}" = 0 ]; then
               exec \(Self.quote(exe)) search run \(Self.quote(specPath)) \(common)
@@ -94,7 +93,7 @@ struct SlurmSubmit: ParsableCommand {
 
             """
         let file = script ?? "\(logs)/submit-\(Self.stamp()).sh"
-        let command = ["sbatch", "--parsable", "--export=ALL,TOPIARY_DB=\(StudyStore.redacted(url))", file]
+        let command = ["TOPIARY_DB=\(StudyStore.redacted(url))", "sbatch", "--parsable", "--export=ALL", file]
         if dryRun {
             print(text)
             print("# would run: " + command.joined(separator: " "))
@@ -106,7 +105,10 @@ struct SlurmSubmit: ParsableCommand {
         chmod(file, 0o755)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["sbatch", "--parsable", "--export=ALL,TOPIARY_DB=\(url)", file]
+        p.arguments = ["sbatch", "--parsable", "--export=ALL", file]
+        var environment = ProcessInfo.processInfo.environment
+        environment["TOPIARY_DB"] = url
+        p.environment = environment
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
