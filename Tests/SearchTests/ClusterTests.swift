@@ -256,3 +256,68 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         #expect(try Services.psql(pg, "SELECT COUNT(*) FROM (SELECT candidateId, rung, replicate FROM trial GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d") == "0")
     }
 }
+
+/// Issue 11, item 2: checkpoints under an artifacts root, recorded relative to it; a worker whose
+/// machine mounts the shared folder elsewhere continues the trials another left; a missing or
+/// broken checkpoint is an error naming the trial and path, and the trial is retried (retrained
+/// from its pruned init), not lost. Runs on SQLite: no server needed.
+@Suite struct ArtifactsTests {
+    @Test func trialsContinueFromAnotherMachinesArtifactsAndBrokenOnesAreRetrained() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["budget": ["min": 15000, "max": JSON(f.config.parameterCount)],
+                                       "proxy": ["steps": 18, "batch_size": 2, "sequence_length": 8, "eval_tokens": 16, "learning_rate": 1e-3]]))
+        let cache = f.root.appendingPathComponent("importance")
+        let reference = try StudyStore(path: f.root.appendingPathComponent("reference.sqlite").path)
+        let r = try SearchRunner(spec: spec, store: reference, results: f.root.appendingPathComponent("reference-artifacts"), importanceCache: cache)
+        r.log = { _ in }
+        let refID = try r.run(worker: "r", extend: false)
+        let expected = Dictionary(uniqueKeysWithValues: try reference.trials(study: refID).compactMap { t in t.score.map { ("\(t.hash)@\(t.rung)", $0) } })
+
+        // Machine A runs rung 0 and stops.
+        let store = try StudyStore(path: f.db)
+        let rootA = f.root.appendingPathComponent("machine-a/shared")
+        let a = try SearchRunner(spec: spec, store: store, results: rootA, importanceCache: cache)
+        a.log = { _ in }
+        let id = try a.prepare(extend: false)
+        try a.work(study: id, worker: "a")
+        #expect(try !a.advance(study: id))
+        let rung0 = try store.trials(study: id, rung: 0)
+        #expect(!rung0.isEmpty && rung0.allSatisfy { ($0.checkpoint ?? "/").hasPrefix("\(spec.study)/trials/") }, "\(rung0.map(\.checkpoint))")
+        // Machine B mounts the same shared folder at another path; one continued trial's
+        // checkpoint lost its weights.
+        let rootB = f.root.appendingPathComponent("machine-b/mnt/shared")
+        try FileManager.default.createDirectory(at: rootB.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.moveItem(at: rootA, to: rootB)
+        let continued = try store.trials(study: id, rung: 1)
+        let victim = try #require(continued.first)
+        let parent = try #require(rung0.first { $0.id == victim.parentTrialID })
+        let broken = Artifacts.resolve(parent.checkpoint!, root: rootB)
+        try FileManager.default.removeItem(at: broken.appendingPathComponent("model.safetensors"))
+        let b = try SearchRunner(spec: spec, store: store, results: rootB, importanceCache: cache)
+        var logs: [String] = []
+        b.log = { logs.append($0) }
+        _ = try b.run(worker: "b", extend: false)
+        let said = logs.filter { $0.contains("artifact: trial \(victim.hash) rung 1") }
+        #expect(said.contains { $0.contains(broken.path) && $0.contains("lacks model.safetensors") && $0.contains("giving the trial back") }, "\(logs)")
+        #expect(said.contains { $0.contains("retraining it from its pruned init") }, "\(logs)")
+        let trials = try store.trials(study: id)
+        let retried = try #require(trials.first { $0.id == victim.id })
+        #expect(retried.attempt == 1 && retried.state != "failed" && retried.score != nil, "\(retried)")
+        #expect(trials.filter { $0.id != victim.id }.allSatisfy { $0.attempt == 0 }, "only the broken one was retried")
+        // Every score equals the uninterrupted run's (retraining from the init reproduces the
+        // continued run: same batches, same schedule).
+        for t in trials where t.score != nil {
+            let e = try #require(expected["\(t.hash)@\(t.rung)"])
+            #expect(abs(t.score! - e) <= 1e-5, "\(t.hash)@\(t.rung): \(t.score!) vs \(e)")
+        }
+        #expect(trials.compactMap(\.score).count == expected.count)
+        // An export finds the proxy weights under the root it is given.
+        let out = f.root.appendingPathComponent("export")
+        #expect(throws: SearchError.self) {
+            try Exporter.export(store: store, study: "tiny", top: 1, out: out, importanceCache: cache, artifacts: rootA, log: { _ in })
+        }
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out, importanceCache: cache, artifacts: rootB, log: { _ in })
+        #expect(FileManager.default.fileExists(atPath: dirs[0].appendingPathComponent("proxy/model.safetensors").path))
+    }
+}
