@@ -30,6 +30,10 @@ public struct CurvePoint: Sendable, Equatable {
     /// KL(teacher ‖ student) at τ on validation windows.
     public var validationKL: Double
 
+    public init(step: Int, trainLoss: Double, validation: EvaluationResult, validationKL: Double) {
+        self.step = step; self.trainLoss = trainLoss; self.validation = validation; self.validationKL = validationKL
+    }
+
     public var json: JSON {
         ["step": JSON(step), "train_loss": JSON(trainLoss), "validation": validation.json, "validation_kl": JSON(validationKL)]
     }

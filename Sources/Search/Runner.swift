@@ -102,6 +102,20 @@ public final class SearchRunner {
             .appendingPathComponent("rung-\(t.rung)" + (t.replicate > 0 ? "-replicate-\(t.replicate)" : ""))
     }
 
+    /// Where an external backend's job files go while it runs (removed afterwards).
+    func jobDirectory(_ trials: [StudyStore.TrialRow]) -> URL {
+        results.appendingPathComponent(spec.study).appendingPathComponent("jobs")
+            .appendingPathComponent("trial-\(trials[0].id)-attempt-\(trials[0].attempt)-\(ProcessInfo.processInfo.hostName)-\(getpid())")
+    }
+
+    /// The step a training checkpoint was saved at (its state.json).
+    static func checkpointStep(_ url: URL) throws -> Int {
+        guard let data = try? Data(contentsOf: url.appendingPathComponent("state.json")), let step = JSON.parse(data)?["step"]?.int else {
+            throw SearchError.store("\(url.path): no readable state.json with a step")
+        }
+        return step
+    }
+
     /// After the last rung: adds the replicate trials of the finalists (once); returns whether it
     /// added any.
     func addReplicates(study: Int64, trials: [StudyStore.TrialRow]) throws -> Bool {
@@ -192,26 +206,47 @@ public final class SearchRunner {
         recipe.evalEvery = Int.max / 2
         // Replicate r reruns the candidate from its pruned init with data-order seed + r.
         recipe.seed = spec.proxy.seed &+ UInt64(trials[0].replicate)
-        var trainLoss: [Int: [(Int, Double)]] = [:]
         let start = Date()
-        let (outcome, distiller) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: recipe,
-                                                           endStep: trials[0].fidelity, resume: resume, progressLabel: "trial") { step, losses in
-            if step % 10 == 0 { for (i, l) in losses { trainLoss[i, default: []].append((step, l)) } }
+        var outcomes: [Int: Result<BackendTrialResult, SearchError>] = [:]
+        if spec.backend.isBuiltin {
+            var trainLoss: [Int: [(Int, Double)]] = [:]
+            let (outcome, distiller) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: recipe,
+                                                               endStep: trials[0].fidelity, resume: resume, progressLabel: "trial") { step, losses in
+                if step % 10 == 0 { for (i, l) in losses { trainLoss[i, default: []].append((step, l)) } }
+            }
+            for (i, t) in trials.enumerated() {
+                if let failure = outcome.failures[i] { outcomes[i] = .failure(.backend("\(failure)")); continue }
+                guard let point = outcome.curves[i].last else { continue }
+                let model = distiller.students[i].trainer
+                try TrainingCheckpoint.save(model: model.model, optimizer: model.optimizer, run: ["study": .string(spec.study), "candidate": .string(t.hash)],
+                                            in: checkpointURL(t))
+                outcomes[i] = .success(BackendTrialResult(trainLoss: trainLoss[i, default: []], point: point))
+            }
+        } else {
+            // The same pruned inits, batches, recipe and evaluation windows, run by the external
+            // backend (docs/backends.md); its failures end these trials, not the study.
+            let startStep = try resume.values.first.map { try Self.checkpointStep($0) } ?? 0
+            let job = jobDirectory(trials)
+            outcomes = try ExternalBackend(spec: spec.backend, log: log).distill(
+                teacherPath: spec.teacher,
+                students: students.enumerated().map { (i, s) in (s.0, s.1, resume[i], checkpointURL(trials[i])) },
+                corpus: corpus, recipe: recipe, startStep: startStep, endStep: trials[0].fidelity, jobDirectory: job,
+                run: ["study": .string(spec.study), "candidates": .array(trials.map { .string($0.hash) })])
         }
         let seconds = Date().timeIntervalSince(start) / Double(trials.count)
         for (i, t) in trials.enumerated() {
-            if let failure = outcome.failures[i] {
+            guard let r = outcomes[i] else { continue }
+            let point: CurvePoint, trainLoss: [(Int, Double)]
+            switch r {
+            case let .failure(failure):
                 try store.fail(t.id, worker: worker, error: "\(failure)")
                 log("trial \(t.hash) rung \(t.rung) FAILED: \(failure)")
                 continue
+            case let .success(ok): (point, trainLoss) = (ok.point, ok.trainLoss)
             }
-            guard let point = outcome.curves[i].last else { continue }
-            let model = distiller.students[i].trainer
             let url = checkpointURL(t)
-            try TrainingCheckpoint.save(model: model.model, optimizer: model.optimizer, run: ["study": .string(spec.study), "candidate": .string(t.hash)],
-                                        in: url)
             let ckpt = Artifacts.relative(try TrainingCheckpoint.latest(in: url)!, root: results)
-            var metrics: [(step: Int, name: String, value: Double)] = trainLoss[i, default: []].map { ($0.0, "train_loss", $0.1) }
+            var metrics: [(step: Int, name: String, value: Double)] = trainLoss.map { ($0.0, "train_loss", $0.1) }
             metrics.append((point.step, "val_loss", point.validation.overall))
             metrics.append((point.step, "val_loss/mean", point.validation.languageMean))
             metrics.append((point.step, "val_loss/worst", point.validation.worst))

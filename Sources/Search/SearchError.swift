@@ -7,12 +7,15 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
     /// The space has no candidate inside the budget; the explanation lists what each bound excluded.
     case emptySpace(String)
     case store(String)
+    /// An external trial backend failed: its own message, kept on the trial.
+    case backend(String)
 
     public var description: String {
         switch self {
         case let .spec(file, path, reason): return "\(file): \(path): \(reason)"
         case let .emptySpace(why): return "no candidate fits: \(why)"
         case let .store(why): return "store: \(why)"
+        case let .backend(why): return why
         }
     }
 }

@@ -162,11 +162,13 @@ public struct SearchSpec: Sendable {
     public var exportTop = 3
     /// Where trial checkpoints go (a shared folder on a cluster); `--artifacts` overrides it.
     public var artifacts: String?
+    /// Who runs the trials' distillation: the built-in engine (default) or an external backend.
+    public var backend = BackendSpec()
     /// The spec's JSON as given (stored with the study).
     public var json: JSON
     public var file: String
 
-    static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates", "artifacts"]
+    static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates", "artifacts", "backend"]
 
     /// Parses and validates a spec against the teacher's config.
     /// - Throws: ``SearchError/spec(file:path:reason:)`` naming the JSON path and rule.
@@ -208,6 +210,10 @@ public struct SearchSpec: Sendable {
         guard study.count <= 100 else { throw fail("study", "\(study.count) characters; at most 100") }
         guard study != "." && study != ".." else { throw fail("study", "'\(study)' cannot name a folder") }
         teacher = try string(o["teacher"], "teacher")
+        if let b = o["backend"] {
+            guard let bo = b.object else { throw fail("backend", "an object: {\"name\": \"torch\", \"device\": \"cpu\"} or {\"command\": [...]}") }
+            backend = try BackendSpec.parse(bo, fail: { fail($0, $1) })
+        }
         if let a = o["artifacts"] {
             artifacts = try string(a, "artifacts")
             guard !(artifacts ?? "").isEmpty else { throw fail("artifacts", "an empty path; name a folder (shared by every worker on a cluster)") }

@@ -1,0 +1,355 @@
+import Foundation
+import Model
+import Proxy
+
+/// Who does a trial's arithmetic (docs/backends.md): the built-in engine, or an external process
+/// that speaks the trial-backend protocol — Topiary writes a JSON job (teacher, pruned student
+/// inits, the exact batches, the recipe, resume checkpoints, evaluation windows), the process
+/// answers with JSON Lines on stdout and writes checkpoints in Topiary's layout.
+public struct BackendSpec: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case builtin
+        /// The reference PyTorch backend (`backends/torch/topiary_backend.py`) run by `python`.
+        case torch(python: String, script: String?)
+        /// Any program; Topiary appends the job file's path to its arguments.
+        case command([String])
+    }
+
+    public var kind: Kind = .builtin
+    /// `cpu`, `cuda`, `cuda:1`, … (external backends).
+    public var device = "cpu"
+    /// `float32`, or `bfloat16` (autocast on a GPU) for external backends.
+    public var dtype = "float32"
+    /// Seconds without a line from the backend after which it is killed and its trials failed.
+    public var heartbeatTimeout = 300.0
+    public init() {}
+
+    public var isBuiltin: Bool { kind == .builtin }
+    public var name: String {
+        switch kind {
+        case .builtin: return "builtin"
+        case .torch: return "torch"
+        case .command: return "command"
+        }
+    }
+
+    /// Parses the spec's `"backend"` object.
+    static func parse(_ o: [String: JSON], fail: (String, String) -> Error) throws -> BackendSpec {
+        var b = BackendSpec()
+        for k in o.keys where !["name", "python", "script", "device", "dtype", "command", "heartbeat_timeout"].contains(k) {
+            throw fail("backend.\(k)", "unknown key (allowed: name, python, script, device, dtype, command, heartbeat_timeout)")
+        }
+        if let d = o["device"] {
+            guard let s = d.string, s == "cpu" || s == "cuda" || s.hasPrefix("cuda:") || s == "mps" else { throw fail("backend.device", "cpu, cuda, cuda:N or mps") }
+            b.device = s
+        }
+        if let d = o["dtype"] {
+            guard let s = d.string, ["float32", "bfloat16"].contains(s) else { throw fail("backend.dtype", "float32 or bfloat16") }
+            b.dtype = s
+        }
+        if b.dtype == "bfloat16" && b.device == "cpu" { throw fail("backend.dtype", "bfloat16 autocast needs a GPU device; on cpu use float32") }
+        if let t = o["heartbeat_timeout"] {
+            guard let v = t.double, v >= 1, v <= 86_400 else { throw fail("backend.heartbeat_timeout", "seconds between 1 and 86400") }
+            b.heartbeatTimeout = v
+        }
+        if let c = o["command"] {
+            guard o["name"] == nil || o["name"]?.string == "command" else { throw fail("backend", "give either a name or a command, not both") }
+            guard let parts = c.array?.compactMap(\.string), !parts.isEmpty, parts.count == c.array?.count else {
+                throw fail("backend.command", "a non-empty list of strings (the program and its arguments; the job file is appended)")
+            }
+            b.kind = .command(parts)
+            return b
+        }
+        switch o["name"]?.string ?? "builtin" {
+        case "builtin":
+            guard o.count == (o["name"] == nil ? 0 : 1) else { throw fail("backend", "the built-in engine takes no options") }
+        case "torch":
+            if let p = o["python"], p.string?.isEmpty ?? true { throw fail("backend.python", "the path of a Python with torch and transformers") }
+            b.kind = .torch(python: o["python"]?.string ?? ".venv/bin/python", script: o["script"]?.string)
+        case let other:
+            throw fail("backend.name", "'\(other)' is not builtin or torch (or give a command)")
+        }
+        return b
+    }
+
+    /// The program and arguments to run (the job path is appended).
+    func commandLine() throws -> [String] {
+        switch kind {
+        case .builtin: return []
+        case let .command(parts): return parts
+        case let .torch(python, script):
+            let resolved = try script ?? Self.findTorchScript()
+            return [python, resolved]
+        }
+    }
+
+    /// `backends/torch/topiary_backend.py`: beside `TOPIARY_BACKENDS`, else in the working folder
+    /// or a parent of the running binary (a checkout's `.build/…/topiary`).
+    static func findTorchScript() throws -> String {
+        let relative = "torch/topiary_backend.py"
+        var candidates: [String] = []
+        if let dir = ProcessInfo.processInfo.environment["TOPIARY_BACKENDS"] { candidates.append(dir + "/" + relative) }
+        candidates.append(FileManager.default.currentDirectoryPath + "/backends/" + relative)
+        var dir = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<6 {
+            candidates.append(dir.appendingPathComponent("backends/" + relative).path)
+            dir.deleteLastPathComponent()
+        }
+        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            throw SearchError.backend("the torch backend's script backends/torch/topiary_backend.py is not in \(candidates.prefix(2).joined(separator: " or ")) or beside the binary; set TOPIARY_BACKENDS or the spec's backend.script")
+        }
+        return found
+    }
+}
+
+/// What a backend returns for one student.
+struct BackendTrialResult {
+    /// The loss every 10 steps (what the store keeps as `train_loss`).
+    var trainLoss: [(Int, Double)]
+    var point: CurvePoint
+    /// Every step's loss, as the backend reported it.
+    var steps: [(Int, Double)] = []
+}
+
+/// Writes small int32 tensors as safetensors (tokens and targets for the job's batches; the
+/// model files go through ``SafeTensorsWriter``).
+enum Int32SafeTensors {
+    static func write(_ tensors: [(name: String, shape: [Int], values: [Int32])], to url: URL) throws {
+        var header: [String: JSON] = [:]
+        var offset = 0
+        for t in tensors {
+            precondition(t.shape.reduce(1, *) == t.values.count)
+            header[t.name] = ["dtype": "I32", "shape": .array(t.shape.map { JSON($0) }), "data_offsets": [JSON(offset), JSON(offset + 4 * t.values.count)]]
+            offset += 4 * t.values.count
+        }
+        var text = Array(JSON.object(header).data())
+        while (text.count + 8) % 8 != 0 { text.append(0x20) }
+        var data = Data()
+        var n = UInt64(text.count).littleEndian
+        withUnsafeBytes(of: &n) { data.append(contentsOf: $0) }
+        data.append(contentsOf: text)
+        for t in tensors { t.values.withUnsafeBytes { data.append(contentsOf: $0) } }
+        try AtomicFile.write(data, to: url)
+    }
+}
+
+/// Runs a claim's students through an external backend.
+struct ExternalBackend {
+    let spec: BackendSpec
+    let log: (String) -> Void
+
+    /// - Returns: per student index, its result or the failure message (the backend's own words).
+    func distill(teacherPath: String, students: [(name: String, model: DecoderModel, resume: URL?, out: URL)], corpus: TokenShards,
+                 recipe: DistillationRecipe, startStep: Int, endStep: Int, jobDirectory: URL, run: JSON) throws -> [Int: Result<BackendTrialResult, SearchError>] {
+        let fm = FileManager.default
+        try? fm.removeItem(at: jobDirectory)
+        try fm.createDirectory(at: jobDirectory, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(at: jobDirectory) }
+        // The students' pruned inits, as Hugging Face folders.
+        var entries: [JSON] = []
+        for (i, s) in students.enumerated() {
+            let initDir = jobDirectory.appendingPathComponent("init-\(i)")
+            try Checkpoint.save(s.model, to: initDir)
+            try fm.createDirectory(at: s.out, withIntermediateDirectories: true)
+            entries.append(["name": .string(s.name), "init": .string(initDir.path), "resume": s.resume.map { .string($0.path) } ?? .null, "out": .string(s.out.path)])
+        }
+        // The exact batches of steps startStep+1 … endStep.
+        let sampler = try BatchSampler(shards: corpus, batch: recipe.batch, sequence: recipe.sequence, sampling: .temperature(recipe.alpha), seed: recipe.seed)
+        var tokens: [Int32] = [], targets: [Int32] = []
+        let steps = endStep - startStep
+        for step in (startStep + 1)...endStep {
+            let b = sampler.batch(step: step)
+            tokens += b.tokens
+            targets += b.targets
+        }
+        let batchesFile = jobDirectory.appendingPathComponent("batches.safetensors")
+        try Int32SafeTensors.write([("tokens", [steps, recipe.batch, recipe.sequence], tokens), ("targets", [steps, recipe.batch, recipe.sequence], targets)], to: batchesFile)
+        // The validation windows, as the built-in engine evaluates them.
+        var vTokens: [Int32] = [], vTargets: [Int32] = [], vLanguage: [Int32] = []
+        let languages = corpus.languages
+        let T = recipe.sequence
+        corpus.forEachWindowBatch(batch: recipe.batch, sequence: T, maxTokensPerLanguage: recipe.evalTokens) { lang, tk, tg in
+            for r in 0..<(tk.count / T) where tg[(r * T)..<((r + 1) * T)].contains(where: { $0 >= 0 }) {
+                vTokens += tk[(r * T)..<((r + 1) * T)]
+                vTargets += tg[(r * T)..<((r + 1) * T)]
+                vLanguage.append(Int32(languages.firstIndex(of: lang)!))
+            }
+        }
+        let windows = vLanguage.count
+        let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
+        try Int32SafeTensors.write([("tokens", [windows, T], vTokens), ("targets", [windows, T], vTargets), ("language", [windows], vLanguage)], to: validationFile)
+        let withKL = languages.map { JSON.bool((corpus.stats["validation"]?[$0]?.tokens ?? 0) > T) }
+        let schedule: JSON = ["name": .string(recipe.schedule), "warmup": JSON(recipe.warmup), "min_ratio": JSON(recipe.minRatio), "decay_fraction": 0.2]
+        let job: JSON = [
+            "protocol": 1, "kind": "distill", "device": .string(spec.device), "dtype": .string(spec.dtype),
+            "teacher": .string(URL(fileURLWithPath: teacherPath).standardizedFileURL.path), "students": .array(entries),
+            "batches": ["file": .string(batchesFile.path), "from": JSON(startStep), "to": JSON(endStep)],
+            "validation": ["file": .string(validationFile.path), "languages": .array(languages.map { .string($0) }), "with_kl": .array(withKL)],
+            "evaluate_at": [JSON(endStep)], "checkpoint_every": 0, "heartbeat_seconds": JSON(max(1, min(30, spec.heartbeatTimeout / 4))),
+            "recipe": ["total_steps": JSON(recipe.steps), "learning_rate": JSON(recipe.learningRate), "schedule": schedule,
+                       "loss": ["kl": JSON(recipe.loss.kl), "lm": JSON(recipe.loss.lm), "temperature": JSON(recipe.loss.temperature),
+                                "direction": .string(recipe.loss.direction.rawValue)],
+                       "adamw": ["beta1": 0.9, "beta2": 0.95, "epsilon": 1e-8, "weight_decay": JSON(recipe.weightDecay), "gradient_clip": JSON(recipe.gradientClip)]],
+            "run": run,
+        ]
+        guard recipe.loss.hidden.weight == 0 else {
+            throw SearchError.backend("the \(spec.name) backend does not distil hidden states yet (proxy.loss.hidden); use the built-in engine")
+        }
+        let jobFile = jobDirectory.appendingPathComponent("job.json")
+        try AtomicFile.write(job.data(), to: jobFile)
+        let events = try runProcess(jobFile: jobFile, names: students.map(\.name))
+        return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL.map { $0.bool ?? false }, T: T,
+                       windowLanguages: vLanguage, endStep: endStep)
+    }
+
+    /// What the process said: its event lines, or one failure for every student.
+    enum Events { case lines([[String: JSON]]), failed(String) }
+
+    func runProcess(jobFile: URL, names: [String]) throws -> Events {
+        let command = try spec.commandLine()
+        let executable = command[0]
+        let p = Process()
+        if executable.contains("/") && !FileManager.default.isExecutableFile(atPath: executable) {
+            return .failed("backend \(spec.name): \(executable) is missing or not executable")
+        }
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = command + [jobFile.path]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        do { try p.run() } catch { return .failed("backend \(spec.name): cannot start \(executable): \(error)") }
+        // Lines are read on their own thread; the clock watches for silence.
+        final class Reader: @unchecked Sendable {
+            let lock = NSLock()
+            var lines: [String] = [], last = Date(), done = false, stderr = Data()
+        }
+        let reader = Reader()
+        let group = DispatchGroup()
+        group.enter()
+        Thread.detachNewThread {
+            defer { group.leave() }
+            var buffer = Data()
+            while true {
+                let chunk = out.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                buffer.append(chunk)
+                while let nl = buffer.firstIndex(of: 0x0A) {
+                    let line = String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self)
+                    buffer.removeSubrange(buffer.startIndex...nl)
+                    reader.lock.lock(); reader.lines.append(line); reader.last = Date(); reader.lock.unlock()
+                }
+            }
+            if !buffer.isEmpty { reader.lock.lock(); reader.lines.append(String(decoding: buffer, as: UTF8.self)); reader.lock.unlock() }
+            reader.lock.lock(); reader.done = true; reader.lock.unlock()
+        }
+        group.enter()
+        Thread.detachNewThread {
+            defer { group.leave() }
+            let data = err.fileHandleForReading.readDataToEndOfFile()
+            reader.lock.lock(); reader.stderr = data; reader.lock.unlock()
+        }
+        var events: [[String: JSON]] = []
+        var consumed = 0
+        var failure: String?
+        var lastStep = Date()
+        while true {
+            reader.lock.lock()
+            let fresh = Array(reader.lines[consumed...])
+            consumed = reader.lines.count
+            let silent = Date().timeIntervalSince(reader.last), finished = reader.done
+            reader.lock.unlock()
+            for line in fresh where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+                guard let object = JSON.parse(Data(line.utf8))?.object, let event = object["event"]?.string else {
+                    let nonFinite = ["NaN", "Infinity"].contains { line.contains($0) }
+                    failure = "backend \(spec.name) printed " + (nonFinite ? "a non-finite number (NaN or infinity): " : "a malformed line (not a JSON object with an \"event\"): ")
+                        + String(line.prefix(200))
+                    break
+                }
+                events.append(object)
+                if event == "step", Date().timeIntervalSince(lastStep) > 10 {
+                    lastStep = Date()
+                    log("backend \(spec.name): step \(object["step"]?.int ?? 0) \(object["student"]?.string ?? "") loss \(object["loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")")
+                }
+            }
+            if failure != nil { break }
+            if finished { break }
+            if silent > spec.heartbeatTimeout {
+                failure = "backend \(spec.name) said nothing for \(Int(spec.heartbeatTimeout)) s (heartbeat timeout); killed"
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        if let failure {
+            // Killed; a child it left behind may hold the pipes open, so the readers are not
+            // waited for (they end when the last writer does).
+            // Foundation starts the backend as the leader of its own process group: the group's
+            // kill reaches whatever it started too (else the process alone).
+            if p.isRunning, kill(-p.processIdentifier, SIGKILL) != 0 { kill(p.processIdentifier, SIGKILL) }
+            while p.isRunning { Thread.sleep(forTimeInterval: 0.02) }
+            return .failed(failure)
+        }
+        while p.isRunning { Thread.sleep(forTimeInterval: 0.02) }
+        group.wait()
+        let stderrText = String(decoding: reader.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if p.terminationStatus != 0 {
+            let said = events.last { $0["event"]?.string == "error" && $0["student"] == nil }?["message"]?.string
+            let status = p.terminationReason == .uncaughtSignal ? "was killed by signal \(p.terminationStatus)" : "exited with status \(p.terminationStatus)"
+            if events.contains(where: { $0["event"]?.string == "done" }) { return .lines(events) }   // per-student errors say the rest
+            return .failed("backend \(spec.name) \(status): " + (said ?? String(stderrText.suffix(500))))
+        }
+        return .lines(events)
+    }
+
+    func collect(events: Events, students: [String], languages: [String], withKL: [Bool], T: Int, windowLanguages: [Int32],
+                 endStep: Int) -> [Int: Result<BackendTrialResult, SearchError>] {
+        var result: [Int: Result<BackendTrialResult, SearchError>] = [:]
+        guard case let .lines(lines) = events else {
+            if case let .failed(message) = events { for i in students.indices { result[i] = .failure(.backend(message)) } }
+            return result
+        }
+        for (i, name) in students.enumerated() {
+            let mine = lines.filter { $0["student"]?.string == name }
+            if let error = mine.first(where: { $0["event"]?.string == "error" }) {
+                result[i] = .failure(.backend("backend \(spec.name): " + (error["message"]?.string ?? "an error without a message")))
+                continue
+            }
+            var trainLoss: [(Int, Double)] = [], all: [(Int, Double)] = []
+            var lastLoss = Double.nan
+            var malformed: String?
+            for e in mine where e["event"]?.string == "step" {
+                guard let step = e["step"]?.int, let loss = e["loss"]?.double else { malformed = "a step line without step or loss"; break }
+                guard loss.isFinite else { malformed = "a non-finite loss (\(loss)) at step \(step)"; break }
+                lastLoss = loss
+                all.append((step, loss))
+                if step % 10 == 0 { trainLoss.append((step, loss)) }
+            }
+            guard let eval = mine.last(where: { $0["event"]?.string == "eval" }), eval["step"]?.int == endStep,
+                  let rows = eval["windows"]?.array, rows.count == windowLanguages.count else {
+                result[i] = .failure(.backend("backend \(spec.name): " + (malformed ?? "no evaluation of \(name) at step \(endStep) with one row per validation window")))
+                continue
+            }
+            if let malformed { result[i] = .failure(.backend("backend \(spec.name): \(malformed)")); continue }
+            var windows: [String: [WindowLoss]] = [:]
+            var klSum = 0.0, klCount = 0
+            var bad = false
+            for (w, row) in rows.enumerated() {
+                guard let a = row.array, a.count == 3, let sum = a[0].double, let n = a[1].int, let kl = a[2].double, sum.isFinite, kl.isFinite, n >= 0 else {
+                    bad = true
+                    break
+                }
+                let lang = languages[Int(windowLanguages[w])]
+                if n > 0 { windows[lang, default: []].append(WindowLoss(sum: sum, tokens: n)) }
+                if withKL[Int(windowLanguages[w])] { klSum += kl; klCount += n }
+            }
+            if bad { result[i] = .failure(.backend("backend \(spec.name): a malformed or non-finite evaluation row for \(name)")); continue }
+            guard mine.contains(where: { $0["event"]?.string == "checkpoint" && $0["step"]?.int == endStep }) else {
+                result[i] = .failure(.backend("backend \(spec.name): no checkpoint of \(name) at step \(endStep)"))
+                continue
+            }
+            let validation = EvaluationResult(windows: windows)
+            result[i] = .success(BackendTrialResult(trainLoss: trainLoss, point: CurvePoint(step: endStep, trainLoss: lastLoss, validation: validation,
+                                                                                             validationKL: klSum / Double(max(klCount, 1))), steps: all))
+        }
+        return result
+    }
+}

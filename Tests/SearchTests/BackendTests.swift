@@ -1,0 +1,158 @@
+import Foundation
+import Model
+import Proxy
+@testable import Search
+import Testing
+
+/// Issue 13: trials run by an external backend. The PyTorch backend (backends/torch) against the
+/// built-in engine on the same batches — it needs a Python with torch and transformers
+/// (TOPIARY_TEST_PYTHON, else .venv/bin/python; scripts/setup.sh --torch makes one); without it
+/// those tests say SKIPPED (under TOPIARY_CI they fail). The bad-backend tests need nothing.
+@Suite(.serialized) struct BackendTests {
+    static func python(_ test: String) -> String? {
+        let env = ProcessInfo.processInfo.environment
+        let candidate = env["TOPIARY_TEST_PYTHON"] ?? FileManager.default.currentDirectoryPath + "/.venv/bin/python"
+        if FileManager.default.isExecutableFile(atPath: candidate),
+           let r = try? Services.run(candidate, ["-c", "import torch, transformers, safetensors"]), r.status == 0 {
+            return candidate
+        }
+        if env["TOPIARY_CI"] != nil { Issue.record("no Python with torch and transformers at \(candidate) under TOPIARY_CI (scripts/setup.sh --torch)") }
+        print("SKIPPED \(test): no Python with torch and transformers at \(candidate) (set TOPIARY_TEST_PYTHON, or run scripts/setup.sh --torch)")
+        return nil
+    }
+
+    static func spec(_ f: Fixture, steps: Int = 20, backend: JSON? = nil, strategy: JSON? = nil) throws -> SearchSpec {
+        var extra: [String: JSON] = ["budget": ["min": 15000, "max": JSON(f.config.parameterCount)],
+                                     "proxy": ["steps": JSON(steps), "batch_size": 4, "sequence_length": 16, "eval_tokens": 64, "learning_rate": 2e-3, "warmup": 3]]
+        if let backend { extra["backend"] = backend }
+        if let strategy { extra["strategy"] = strategy }
+        return try f.parse(f.spec(extra))
+    }
+
+    static func relative(_ a: Double, _ b: Double) -> Double { abs(a - b) / max(abs(b), 1e-12) }
+
+    /// 20 distillation steps of two pruned candidates on the same batches: every step's loss
+    /// within 1e-3 relative, the validation loss and KL too; then steps 11–20 resumed by torch
+    /// from the built-in engine's checkpoint at step 10 (weights and AdamW moments) give the same.
+    @Test func torchDistillsTwentyStepsAsTheBuiltinEngine() throws {
+        guard let python = Self.python("torchDistillsTwentyStepsAsTheBuiltinEngine") else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try Self.spec(f)
+        let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("artifacts"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        let scores = try runner.importance()
+        let chosen = [runner.enumeration.candidates.first!, runner.enumeration.candidates.last!]
+        func students() throws -> [(String, DecoderModel)] {
+            try chosen.map { ($0.hash, try Pruning.prune(teacher: runner.teacher, to: $0.config, scores: scores, options: spec.prune)) }
+        }
+        var recipe = spec.proxy
+        recipe.evalEvery = Int.max / 2
+        var builtin: [Int: [Int: Double]] = [:]
+        let (outcome, distiller) = try DistillationRun.run(teacher: runner.teacher, students: try students(), corpus: runner.corpus, recipe: recipe,
+                                                           endStep: 20, progressLabel: "builtin") { step, losses in
+            for (i, l) in losses { builtin[i, default: [:]][step] = l }
+        }
+        var torch = BackendSpec()
+        torch.kind = .torch(python: python, script: nil)
+        let backend = ExternalBackend(spec: torch, log: { print($0) })
+        let result = try backend.distill(teacherPath: f.teacher.path,
+                                         students: try students().enumerated().map { ($1.0, $1.1, nil, f.root.appendingPathComponent("torch-\($0)")) },
+                                         corpus: runner.corpus, recipe: recipe, startStep: 0, endStep: 20,
+                                         jobDirectory: f.root.appendingPathComponent("job"), run: [:])
+        var worst = 0.0
+        for i in 0..<2 {
+            let r = try result[i]!.get()
+            #expect(r.steps.map(\.0) == Array(1...20))
+            for (step, loss) in r.steps {
+                let d = Self.relative(loss, builtin[i]![step]!)
+                worst = max(worst, d)
+                #expect(d <= 1e-3, "student \(i) step \(step): torch \(loss) vs built-in \(builtin[i]![step]!)")
+            }
+            let b = outcome.curves[i].last!
+            #expect(Self.relative(r.point.validation.overall, b.validation.overall) <= 1e-3, "validation \(r.point.validation.overall) vs \(b.validation.overall)")
+            #expect(Self.relative(r.point.validationKL, b.validationKL) <= 1e-2, "val_kl \(r.point.validationKL) vs \(b.validationKL)")
+            for (lang, v) in b.validation.perLanguage { #expect(Self.relative(r.point.validation.perLanguage[lang] ?? .nan, v) <= 1e-3) }
+        }
+        print(String(format: "torch vs built-in, 20 steps of 2 students: worst relative step-loss difference %.2e", worst))
+
+        // Resume across engines: the built-in engine's checkpoint at step 10, continued by torch.
+        var half: [Int: [Int: Double]] = [:]
+        let (_, first) = try DistillationRun.run(teacher: runner.teacher, students: try students(), corpus: runner.corpus, recipe: recipe,
+                                                 endStep: 10, progressLabel: "builtin") { step, losses in
+            for (i, l) in losses { half[i, default: [:]][step] = l }
+        }
+        var resume: [URL] = []
+        for i in 0..<2 {
+            let dir = f.root.appendingPathComponent("swift-\(i)")
+            try TrainingCheckpoint.save(model: first.students[i].trainer.model, optimizer: first.students[i].trainer.optimizer, run: [:], in: dir)
+            resume.append(try TrainingCheckpoint.latest(in: dir)!)
+        }
+        let continued = try backend.distill(teacherPath: f.teacher.path,
+                                            students: try students().enumerated().map { ($1.0, $1.1, resume[$0], f.root.appendingPathComponent("resumed-\($0)")) },
+                                            corpus: runner.corpus, recipe: recipe, startStep: 10, endStep: 20,
+                                            jobDirectory: f.root.appendingPathComponent("job2"), run: [:])
+        for i in 0..<2 {
+            let r = try continued[i]!.get()
+            #expect(r.steps.map(\.0) == Array(11...20))
+            for (step, loss) in r.steps { #expect(Self.relative(loss, builtin[i]![step]!) <= 1e-3, "resumed step \(step)") }
+            // And the built-in engine reads torch's checkpoint back.
+            let ck = try TrainingCheckpoint.latest(in: f.root.appendingPathComponent("resumed-\(i)"))!
+            let model = try Checkpoint.load(ck)
+            #expect(model.config == distiller.students[i].trainer.model.config)
+        }
+        _ = distiller
+    }
+
+    /// The quick start's strategy on the fixture with `"backend": {"name": "torch", "device": "cpu"}`:
+    /// the same winner as the built-in engine, every score within 1e-3 relative.
+    @Test func successiveHalvingWithTheTorchBackendPicksTheSameWinner() throws {
+        guard let python = Self.python("successiveHalvingWithTheTorchBackendPicksTheSameWinner") else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let strategy: JSON = ["name": "successive_halving", "min_steps": 4, "eta": 3]
+        func run(_ backend: JSON?, _ name: String) throws -> [StudyStore.Ranked] {
+            let store = try StudyStore(path: f.root.appendingPathComponent("\(name).sqlite").path)
+            let runner = try SearchRunner(spec: try Self.spec(f, steps: 36, backend: backend, strategy: strategy), store: store,
+                                          results: f.root.appendingPathComponent("artifacts-\(name)"), importanceCache: f.root.appendingPathComponent("importance"))
+            runner.log = { _ in }
+            let id = try runner.run(worker: name, extend: false)
+            #expect(try store.trials(study: id).allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(name): every trial finished")
+            return try store.top(study: id)
+        }
+        let builtin = try run(nil, "builtin")
+        let torch = try run(["name": "torch", "python": .string(python), "device": "cpu"], "torch")
+        #expect(torch.first?.trial.hash == builtin.first?.trial.hash, "winner \(torch.first?.trial.hash ?? "-") vs \(builtin.first?.trial.hash ?? "-")")
+        #expect(torch.map(\.trial.hash) == builtin.map(\.trial.hash), "the same ranking")
+        for (a, b) in zip(torch, builtin) { #expect(Self.relative(a.value, b.value) <= 1e-3, "\(a.trial.hash): \(a.value) vs \(b.value)") }
+    }
+
+    /// A backend that is missing, exits non-zero, prints malformed lines or a NaN, or hangs: each
+    /// ends its trials as failed with its message kept, and the study carries on to its end.
+    @Test(arguments: [
+        (["/nonexistent/bin/python"], "is missing or not executable"),
+        (["/bin/sh", "-c", "echo 'CUDA out of memory' >&2; exit 7", "sh"], "exited with status 7: CUDA out of memory"),
+        (["/bin/sh", "-c", "echo 'loading model…'", "sh"], "malformed line"),
+        (["/bin/sh", "-c", "echo '{\"event\": \"step\", \"step\": 1, \"loss\": NaN}'", "sh"], "non-finite number"),
+        (["/bin/sh", "-c", "echo '{\"event\": \"start\"}'; sleep 30", "sh"], "said nothing for 1 s (heartbeat timeout)"),
+    ])
+    func badBackendsFailTheirTrialsAndTheStudyCarriesOn(command: [String], message: String) throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let backend: JSON = ["command": .array(command.map { .string($0) }), "heartbeat_timeout": 1]
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: try Self.spec(f, steps: 6, backend: backend), store: store, results: f.root.appendingPathComponent("artifacts"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        let start = Date()
+        let id = try runner.run(worker: "w", extend: false)
+        #expect(Date().timeIntervalSince(start) < 60)
+        let trials = try store.trials(study: id)
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "failed" && ($0.error ?? "").contains(message) }, "\(trials.map { $0.error ?? "-" })")
+        #expect(try store.study(named: "tiny")?.state == "complete", "the study ran to its end")
+        let jobs = f.root.appendingPathComponent("artifacts/tiny/jobs").path
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: jobs)) ?? []
+        #expect(left.isEmpty, "job files removed: \(left)")
+    }
+}

@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Topiary's reference PyTorch trial backend (docs/backends.md).
+
+    python topiary_backend.py JOB.json
+
+Reads a job written by Topiary, runs it with torch + transformers on the job's device and
+dtype, and reports on stdout as JSON Lines (one object per line, flushed): `start`, `step`,
+`eval`, `checkpoint`, `heartbeat`, `done`, or `error`. Exit status 0 when every student finished;
+non-zero with an `error` line (and the message on stderr) otherwise.
+
+Job kinds:
+  distill     students (pruned by Topiary, Hugging Face folders) distilled from the teacher on
+              the exact batches Topiary wrote, with its losses, schedule and AdamW; checkpoints
+              in Topiary's training-checkpoint layout (so either engine resumes the other's).
+  importance  Minitron importance scores of the teacher on the calibration batches Topiary wrote.
+
+Only the arithmetic lives here: Topiary keeps the spec, the candidates, the pruning plans, the
+batches, the store and the scores.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+PROTOCOL = 1
+
+
+def emit(event, **fields):
+    fields["event"] = event
+    sys.stdout.write(json.dumps(fields, allow_nan=True) + "\n")
+    sys.stdout.flush()
+
+
+class Heartbeat:
+    """A `heartbeat` line at least every `seconds` while work goes on between other lines."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.last = time.monotonic()
+
+    def beat(self, **fields):
+        now = time.monotonic()
+        if now - self.last >= self.seconds:
+            emit("heartbeat", **fields)
+            self.last = now
+
+
+def load_tensors(path):
+    with safe_open(path, framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def device_and_dtype(job):
+    device = torch.device(job.get("device", "cpu"))
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[job.get("dtype", "float32")]
+    if device.type == "cpu" and dtype != torch.float32:
+        raise ValueError("dtype bfloat16 needs a GPU device; on cpu use float32")
+    return device, dtype
+
+
+def load_model(path, device):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, attn_implementation="eager")
+    return model.to(device)
+
+
+# ---------------------------------------------------------------- the recipe, as Topiary's
+
+def learning_rate(schedule, step, total, peak):
+    """LearningRateSchedule.rate(step:total:peak:) of Sources/Model/Training/Schedule.swift."""
+    warmup = schedule.get("warmup", 0)
+    if warmup > 0 and step <= warmup:
+        return peak * step / warmup
+    name = schedule["name"]
+    min_ratio = schedule.get("min_ratio", 0.1)
+    if name == "constant":
+        return peak
+    if name == "cosine":
+        span = max(1, total - warmup)
+        progress = min(1.0, (step - warmup) / span)
+        return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    if name == "wsd":
+        decay_steps = max(1, int(round(total * schedule.get("decay_fraction", 0.2))))
+        decay_start = total - decay_steps
+        if step <= decay_start:
+            return peak
+        progress = min(1.0, (step - decay_start) / decay_steps)
+        return peak * (1 - (1 - min_ratio) * progress)
+    raise ValueError(f"schedule '{name}' is not cosine, wsd or constant")
+
+
+class AdamW:
+    """Sources/Model/Training/AdamW.swift: decoupled weight decay on matrices only (ndim ≥ 2),
+    global-norm clipping (scale clip/norm when norm > clip), bias corrections."""
+
+    def __init__(self, named, settings):
+        self.named = named
+        self.s = settings
+        self.m = {n: torch.zeros_like(p) for n, p in named}
+        self.v = {n: torch.zeros_like(p) for n, p in named}
+        self.step = 0
+
+    @torch.no_grad()
+    def update(self, lr):
+        norm = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for _, p in self.named))
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"gradient norm is {norm}")
+        self.step += 1
+        clip = self.s.get("gradient_clip")
+        scale = clip / norm if clip is not None and norm > clip else 1.0
+        b1, b2, eps, wd = self.s["beta1"], self.s["beta2"], self.s["epsilon"], self.s["weight_decay"]
+        c1 = 1 / (1 - b1 ** self.step)
+        c2 = 1 / (1 - b2 ** self.step)
+        for n, p in self.named:
+            g = p.grad * scale
+            m, v = self.m[n], self.v[n]
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).add_((1 - b2) * g * g)
+            decay = wd if p.ndim >= 2 else 0.0
+            p.sub_(lr * ((m * c1) / (torch.sqrt(v * c2) + eps) + decay * p))
+        return norm
+
+
+def distillation_loss(student_logits, teacher_logprobs, targets, loss):
+    """distillationLoss of Sources/Proxy/Distillation.swift: KL at τ scaled by τ² and the
+    language-model loss, means over the positions whose target is not ignored (-1)."""
+    tau, wkl, wlm = loss["temperature"], loss["kl"], loss["lm"]
+    s = student_logits.reshape(-1, student_logits.shape[-1]).float()
+    t = targets.reshape(-1)
+    valid = t >= 0
+    count = int(valid.sum())
+    if count == 0:
+        zero = s.sum() * 0
+        return zero, 0.0, 0.0
+    s, lp = s[valid], teacher_logprobs.reshape(-1, teacher_logprobs.shape[-1])[valid]
+    logq = torch.log_softmax(s / tau, dim=-1)
+    if loss.get("direction", "forward") == "forward":
+        kl_rows = (lp.exp() * (lp - logq)).sum(-1)
+    else:
+        kl_rows = (logq.exp() * (logq - lp)).sum(-1)
+    kl = kl_rows.sum() * tau * tau / count
+    lm = torch.nn.functional.cross_entropy(s, t[valid].long(), reduction="sum") / count
+    total = wkl * kl + wlm * lm
+    return total, float(kl), float(lm)
+
+
+# ---------------------------------------------------------------- checkpoints (Topiary's layout)
+
+def save_checkpoint(model, opt, directory, run):
+    """TrainingCheckpoint.save: DIR/step-NNNNNNNN/{config.json, model.safetensors,
+    optimizer.safetensors, state.json} written to a temporary folder and renamed; DIR/latest names
+    it (replaced atomically); older steps removed."""
+    name = "step-%08d" % opt.step
+    final = os.path.join(directory, name)
+    tmp = os.path.join(directory, ".%s.tmp-%d" % (name, os.getpid()))
+    os.makedirs(tmp, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    for extra in ("generation_config.json",):
+        if os.path.exists(os.path.join(tmp, extra)):
+            os.remove(os.path.join(tmp, extra))
+    moments = {}
+    for n, _ in opt.named:
+        moments["m:" + n] = opt.m[n].detach().float().cpu().contiguous()
+        moments["v:" + n] = opt.v[n].detach().float().cpu().contiguous()
+    save_file(moments, os.path.join(tmp, "optimizer.safetensors"))
+    with open(os.path.join(tmp, "state.json"), "w") as f:
+        json.dump({"step": opt.step, "run": run}, f)
+    if os.path.exists(final):
+        import shutil
+
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    latest_tmp = os.path.join(directory, ".latest.tmp-%d" % os.getpid())
+    with open(latest_tmp, "w") as f:
+        f.write(name)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(latest_tmp, os.path.join(directory, "latest"))
+    for old in os.listdir(directory):
+        if old.startswith("step-") and old != name:
+            import shutil
+
+            shutil.rmtree(os.path.join(directory, old), ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path, model, opt):
+    state = json.load(open(os.path.join(path, "state.json")))
+    weights = load_tensors(os.path.join(path, "model.safetensors"))
+    moments = load_tensors(os.path.join(path, "optimizer.safetensors"))
+    with torch.no_grad():
+        for n, p in opt.named:
+            if n not in weights:
+                raise KeyError(f"{path}/model.safetensors lacks {n}")
+            p.copy_(weights[n].to(p.dtype))
+            opt.m[n].copy_(moments["m:" + n])
+            opt.v[n].copy_(moments["v:" + n])
+    opt.step = int(state["step"])
+
+
+# ---------------------------------------------------------------- distill
+
+def evaluate(teacher, student, validation, loss, device, dtype, autocast):
+    """Per validation window: NLL sum, counted tokens, and KL(teacher ‖ student) sum at τ (τ²
+    scaled) — Topiary aggregates them into per-language losses and val_kl as its own engine does."""
+    tokens, targets, langs = validation["tokens"], validation["targets"], validation["language"]
+    with_kl = validation["with_kl"]
+    tau = loss["temperature"]
+    windows = []
+    with torch.no_grad():
+        for start in range(0, tokens.shape[0], 16):
+            x = tokens[start:start + 16].long().to(device)
+            y = targets[start:start + 16].long().to(device)
+            with autocast():
+                s = student(input_ids=x).logits.float()
+                t = teacher(input_ids=x).logits.float()
+            for r in range(x.shape[0]):
+                valid = y[r] >= 0
+                n = int(valid.sum())
+                nll = torch.nn.functional.cross_entropy(s[r][valid], y[r][valid], reduction="sum")
+                kl = 0.0
+                if with_kl[int(langs[start + r])]:
+                    lp = torch.log_softmax(t[r][valid] / tau, -1)
+                    lq = torch.log_softmax(s[r][valid] / tau, -1)
+                    kl = float((lp.exp() * (lp - lq)).sum()) * tau * tau
+                windows.append([float(nll), n, kl])
+    return windows
+
+
+def distill(job):
+    device, dtype = device_and_dtype(job)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else (lambda: torch.autocast(device.type, enabled=False))
+    recipe = job["recipe"]
+    loss = recipe["loss"]
+    torch.manual_seed(0)
+    teacher = load_model(job["teacher"], device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    batches = load_tensors(job["batches"]["file"])
+    first, last = job["batches"]["from"], job["batches"]["to"]
+    validation = None
+    if job.get("validation"):
+        validation = load_tensors(job["validation"]["file"])
+        validation["with_kl"] = job["validation"]["with_kl"]
+    evaluate_at = set(job.get("evaluate_at", []))
+    every = job.get("checkpoint_every", 0)
+    beat = Heartbeat(job.get("heartbeat_seconds", 5))
+    students = []
+    for s in job["students"]:
+        model = load_model(s["init"], device).train()
+        named = [(n, p) for n, p in model.named_parameters()]
+        opt = AdamW(named, recipe["adamw"])
+        if s.get("resume"):
+            load_checkpoint(s["resume"], model, opt)
+            if opt.step != first:
+                raise ValueError(f"{s['resume']} is at step {opt.step}, the job starts after step {first}")
+        students.append({"name": s["name"], "model": model, "opt": opt, "out": s["out"], "alive": True})
+    emit("start", protocol=PROTOCOL, backend="torch", torch=torch.__version__, device=str(device), dtype=str(dtype).replace("torch.", ""),
+         students=[s["name"] for s in students], first=first + 1, last=last)
+    for i, step in enumerate(range(first + 1, last + 1)):
+        x = batches["tokens"][i].long().to(device)
+        y = batches["targets"][i].long().to(device)
+        with torch.no_grad(), autocast():
+            t_logits = teacher(input_ids=x).logits.float()
+        t_logprobs = torch.log_softmax(t_logits / loss["temperature"], dim=-1)
+        for s in students:
+            if not s["alive"]:
+                continue
+            model, opt = s["model"], s["opt"]
+            model.zero_grad(set_to_none=False)
+            with autocast():
+                logits = model(input_ids=x).logits
+            total, kl, lm = distillation_loss(logits, t_logprobs, y, loss)
+            value = float(total)
+            if not math.isfinite(value):
+                s["alive"] = False
+                emit("error", student=s["name"], step=step, message=f"student {s['name']} diverged at step {step}: distillation loss is {value}")
+                continue
+            total.backward()
+            lr = learning_rate(recipe["schedule"], opt.step + 1, recipe["total_steps"], recipe["learning_rate"])
+            try:
+                norm = opt.update(lr)
+            except FloatingPointError as e:
+                s["alive"] = False
+                emit("error", student=s["name"], step=step, message=f"student {s['name']} diverged at step {step}: {e}")
+                continue
+            emit("step", student=s["name"], step=step, loss=value, kl=kl, lm=lm, lr=lr, grad_norm=norm)
+            beat.beat(step=step)
+        for s in students:
+            if s["alive"] and validation is not None and step in evaluate_at:
+                s["model"].eval()
+                windows = evaluate(teacher, s["model"], validation, loss, device, dtype, autocast)
+                s["model"].train()
+                emit("eval", student=s["name"], step=step, windows=windows)
+            if s["alive"] and ((every and step % every == 0) or step == last):
+                path = save_checkpoint(s["model"], s["opt"], s["out"], job.get("run", {}))
+                emit("checkpoint", student=s["name"], step=step, path=path)
+    failed = [s["name"] for s in students if not s["alive"]]
+    emit("done", failed=failed)
+    return 0 if not failed else 3
+
+
+# ---------------------------------------------------------------- importance
+
+def importance(job):
+    raise NotImplementedError("importance jobs are not implemented by the torch backend yet; Topiary computes importance with its built-in engine")
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: topiary_backend.py JOB.json\n")
+        return 2
+    try:
+        job = json.load(open(argv[1]))
+        if job.get("protocol") != PROTOCOL:
+            raise ValueError(f"job protocol {job.get('protocol')} is not {PROTOCOL}")
+        kind = job.get("kind")
+        if kind == "distill":
+            return distill(job)
+        if kind == "importance":
+            return importance(job)
+        raise ValueError(f"unknown job kind '{kind}'")
+    except Exception as e:  # noqa: BLE001 - every failure is reported to Topiary as a message
+        message = f"{type(e).__name__}: {e}"
+        emit("error", message=message)
+        sys.stderr.write(message + "\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
