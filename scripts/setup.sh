@@ -5,12 +5,15 @@ set -euo pipefail
 #   --corpus  adds the Debian fortune packages of the default corpus
 #   --browser adds chromium and chromium-driver, which the report and dashboard tests drive headless
 #   --cluster adds PostgreSQL and Slurm (slurm-wlm, munge), which the cluster tests start on loopback
+#   --torch   makes (or reuses) the PyTorch backend's Python environment (scripts/torch-venv.sh)
 packages=(libopenblas-dev libsqlite3-dev pkg-config)
+torch=0
 for option in "$@"; do
   case "$option" in
     --corpus) packages+=(fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-ru fortunes-bg fortunes-zh fortunes-eo fortunes-ga) ;;
     --browser) packages+=(chromium chromium-driver) ;;
     --cluster) packages+=(postgresql slurm-wlm munge) ;;
+    --torch) packages+=(python3-venv); torch=1 ;;
     *) echo "unknown option $option" >&2; exit 2 ;;
   esac
 done
@@ -22,4 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ "$torch" = 1 ]; then
+  echo "torch backend: $("$(dirname "$0")/torch-venv.sh")"
 fi
