@@ -168,6 +168,11 @@ public struct SearchSpec: Sendable {
     public var json: JSON
     public var file: String
 
+    /// A backend from its JSON (`{"name": "torch", …}`), checked as in a spec.
+    public static func backend(_ o: [String: JSON]) throws -> BackendSpec {
+        try BackendSpec.parse(o) { SearchError.spec(file: "--backend", path: $0, reason: $1) }
+    }
+
     static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates", "artifacts", "backend"]
 
     /// Parses and validates a spec against the teacher's config.

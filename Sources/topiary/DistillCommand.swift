@@ -2,10 +2,11 @@ import ArgumentParser
 import Foundation
 import Model
 import Proxy
+import Search
 
 /// Distillation options shared by `distill` and the benchmarks.
 struct DistillOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Steps.") var steps: Int
+    @Option(parsing: .unconditional, help: "Steps.") var steps: Int?
     @Option(parsing: .unconditional, help: "Batch size.") var batch = 16
     @Option(parsing: .unconditional, help: "Sequence length.") var seq = 128
     @Option(parsing: .unconditional, help: "Peak learning rate.") var lr = 1e-3
@@ -24,7 +25,8 @@ struct DistillOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Seed for the data order.") var seed: UInt64 = 0
 
     func validate() throws {
-        if steps < 1 || batch < 1 || seq < 2 || evalEvery < 1 { throw ValidationError("--steps, --batch, --eval-every ≥ 1 and --seq ≥ 2") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if batch < 1 || seq < 2 || evalEvery < 1 { throw ValidationError("--steps, --batch, --eval-every ≥ 1 and --seq ≥ 2") }
         if temperature <= 0 { throw ValidationError("--temperature must be positive") }
         try requireRange("--lr", lr, 1e-12...10)
         try requireRange("--warmup", warmup, 0...Int.max)
@@ -36,7 +38,7 @@ struct DistillOptions: ParsableArguments {
     }
 
     var recipe: DistillationRecipe {
-        var r = DistillationRecipe(steps: steps)
+        var r = DistillationRecipe(steps: steps ?? 1)
         r.batch = batch; r.sequence = seq; r.learningRate = lr; r.schedule = schedule; r.warmup = warmup
         r.evalEvery = evalEvery; r.evalTokens = evalTokens; r.alpha = alpha; r.seed = seed
         r.loss.kl = kl; r.loss.lm = lm; r.loss.temperature = temperature; r.loss.direction = reverse ? .reverse : .forward
@@ -57,17 +59,58 @@ struct DistillCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "distill",
         abstract: "Distil one or more students from a teacher on the same batches (one teacher pass per batch).",
-        discussion: "With one --student the result goes to OUT; with several, to OUT/<student directory name>. Each gets config.json, model.safetensors and curve.jsonl.")
+        discussion: """
+            With one --student the result goes to OUT; with several, to OUT/<student directory name>. Each gets config.json,             model.safetensors and curve.jsonl.
 
-    @Option(help: "Teacher checkpoint directory.") var teacher: String
-    @Option(help: "Student checkpoint directory (repeat for several).") var student: [String]
-    @Option(help: "Prepared corpus.") var data: String
-    @Option(help: "Output directory.") var out: String
+            With --recipe EXPORT/<rank>-<hash>/distill.json (what `topiary export` writes) it runs that recipe to completion             from the pruned init beside it: --tokens (default: the recipe's suggested full-distillation budget), a training             checkpoint every --checkpoint-every steps (written atomically, with a curve point per language), on the built-in             engine or --backend torch; rerunning the same command after an interruption (kill -9 too) resumes from the newest             checkpoint with the losses of an uninterrupted run. At the end: OUT/final (the student), OUT/eval.json (student             and teacher per language). OUT defaults to EXPORT/<rank>-<hash>/distilled.
+            """)
+
+    @Option(help: "Teacher checkpoint directory.") var teacher: String?
+    @Option(help: "Student checkpoint directory (repeat for several).") var student: [String] = []
+    @Option(help: "Prepared corpus.") var data: String?
+    @Option(help: "Output directory.") var out: String?
+    @Option(help: "An exported distill.json to run to completion (the recipe, teacher, data and student come from it).") var recipe: String?
+    @Option(parsing: .unconditional, help: "With --recipe: tokens to distil (default: the recipe's suggested full-distillation budget).") var tokens: Int?
+    @Option(parsing: .unconditional, help: "With --recipe: steps between checkpoints (and curve points; default: a tenth of the run).") var checkpointEvery: Int?
+    @Option(help: "With --recipe: builtin or torch.") var backend = "builtin"
+    @Option(help: "With --backend torch: the Python with torch and transformers.") var python = ".venv/bin/python"
+    @Option(help: "With --backend torch: cpu, cuda, cuda:N.") var device = "cpu"
+    @Option(help: "With --backend torch: float32, or bfloat16 on a GPU.") var dtype = "float32"
     @OptionGroup var options: DistillOptions
     @OptionGroup var engine: EngineOptions
 
+    func validate() throws {
+        if recipe != nil {
+            if teacher != nil || !student.isEmpty || data != nil || options.steps != nil {
+                throw ValidationError("--recipe brings its teacher, student, data and steps: drop --teacher, --student, --data and --steps (use --tokens)")
+            }
+            if let tokens { try requireRange("--tokens", tokens, 1...Int.max, "tokens") }
+            if let checkpointEvery { try requireRange("--checkpoint-every", checkpointEvery, 1...Int.max, "steps") }
+            guard ["builtin", "torch"].contains(backend) else { throw ValidationError("--backend takes builtin or torch") }
+        } else {
+            guard teacher != nil, !student.isEmpty, data != nil, out != nil, options.steps != nil else {
+                throw ValidationError("give --teacher, --student, --data, --out and --steps, or --recipe EXPORT/<rank>-<hash>/distill.json")
+            }
+        }
+    }
+
     func run() throws {
         engine.apply()
+        if let recipe {
+            var o = FullDistillation.Options()
+            o.tokens = tokens
+            o.out = out.map(directoryURL)
+            o.checkpointEvery = checkpointEvery
+            o.evalTokens = options.evalTokens
+            var b = BackendSpec()
+            if backend == "torch" {
+                b = try SearchSpec.backend(["name": "torch", "python": .string(python), "device": .string(device), "dtype": .string(dtype)])
+            }
+            let plan = try FullDistillation.plan(recipe: URL(fileURLWithPath: recipe), options: o)
+            try FullDistillation.run(plan, backend: b) { print($0); fflush(nil) }
+            return
+        }
+        let (teacher, data, out) = (teacher!, data!, out!)
         let t = try Checkpoint.load(directoryURL(teacher))
         let corpus = try TokenShards(directory: directoryURL(data))
         let students = try student.map { path -> (String, DecoderModel) in

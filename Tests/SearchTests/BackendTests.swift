@@ -158,3 +158,79 @@ import Testing
         #expect(left.isEmpty, "job files removed: \(left)")
     }
 }
+
+/// Issue 13, item 4: `topiary distill --recipe EXPORT/1-<hash>/distill.json` runs to completion
+/// with periodic checkpoints; killed with SIGKILL after its first checkpoint and run again, it
+/// ends with the curve and evaluation of an uninterrupted run — on the built-in engine and on the
+/// torch backend.
+@Suite(.serialized) struct DistillRecipeTests {
+    static func exported(_ f: Fixture) throws -> String {
+        let spec = try f.parse(f.spec(["budget": ["min": 15000, "max": JSON(f.config.parameterCount * 95 / 100)],
+                                       "proxy": ["steps": 6, "batch_size": 8, "sequence_length": 32, "eval_tokens": 64, "learning_rate": 2e-3]]))
+        let store = try StudyStore(path: f.db)
+        let artifacts = f.root.appendingPathComponent("artifacts"), cache = f.root.appendingPathComponent("importance")
+        let runner = try SearchRunner(spec: spec, store: store, results: artifacts, importanceCache: cache)
+        runner.log = { _ in }
+        _ = try runner.run(worker: "w", extend: false)
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: f.root.appendingPathComponent("export"), importanceCache: cache,
+                                       artifacts: artifacts, log: { _ in })
+        return dirs[0].appendingPathComponent("distill.json").path
+    }
+
+    static func curve(_ dir: URL) throws -> [JSON] {
+        try String(contentsOf: dir.appendingPathComponent("curve.jsonl"), encoding: .utf8).split(separator: "\n").map { JSON.parse(Data($0.utf8))! }
+    }
+
+    func killedAndResumedEqualsUninterrupted(_ extra: [String], tolerance: Double) throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let recipe = try Self.exported(f)
+        let common = ["distill", "--recipe", recipe, "--tokens", String(8 * 32 * 240), "--checkpoint-every", "20", "--eval-tokens", "64", "--threads", "1"] + extra
+        let a = f.root.appendingPathComponent("uninterrupted"), b = f.root.appendingPathComponent("killed")
+        let whole = try topiary(common + ["--out", a.path])
+        #expect(whole.status == 0, "\(whole.err)")
+        #expect(whole.out.contains("done: student"), "\(whole.out)")
+        // Start, wait for the first checkpoint, kill -9, run again.
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = common + ["--out", b.path]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let latest = b.appendingPathComponent("checkpoints/latest")
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: latest.path) && p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.002) }
+        kill(p.processIdentifier, SIGKILL)
+        while p.isRunning { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(!FileManager.default.fileExists(atPath: b.appendingPathComponent("eval.json").path), "killed before it finished")
+        let killedAt = (try? Self.curve(b).count) ?? 0
+        let resumed = try topiary(common + ["--out", b.path])
+        #expect(resumed.status == 0, "\(resumed.err)")
+        #expect(resumed.out.contains("resuming"), "\(resumed.out)")
+        let ca = try Self.curve(a), cb = try Self.curve(b)
+        #expect(ca.count == 12 && cb.count == ca.count, "\(ca.count) and \(cb.count) curve points (killed after \(killedAt))")
+        for (x, y) in zip(ca, cb) {
+            #expect(x["step"] == y["step"])
+            for path in [["train_loss"], ["validation", "overall"], ["validation_kl"]] {
+                let u = path.reduce(Optional(x)) { $0?[$1] }?.double ?? .nan, v = path.reduce(Optional(y)) { $0?[$1] }?.double ?? .nan
+                #expect(abs(u - v) <= tolerance * max(1, abs(u)), "step \(x["step"]?.int ?? -1) \(path): \(u) uninterrupted vs \(v) resumed")
+            }
+            #expect(x["validation"]?["per_language"]?.object?.keys.sorted() == ["en", "ga"], "a curve point per language")
+        }
+        let ea = JSON.parse(try Data(contentsOf: a.appendingPathComponent("eval.json")))!, eb = JSON.parse(try Data(contentsOf: b.appendingPathComponent("eval.json")))!
+        let sa = ea["student"]?["overall"]?.double ?? .nan, sb = eb["student"]?["overall"]?.double ?? .nan
+        #expect(abs(sa - sb) <= tolerance * abs(sa), "final \(sa) vs \(sb)")
+        #expect(ea["teacher"]?["overall"]?.double != nil && ea["per_language"]?["ga"]?["gap"]?.double != nil)
+        #expect(FileManager.default.fileExists(atPath: b.appendingPathComponent("final/model.safetensors").path))
+    }
+
+    @Test func builtinResumesExactlyAfterKillNine() throws {
+        try killedAndResumedEqualsUninterrupted([], tolerance: 0)
+    }
+
+    @Test func torchResumesExactlyAfterKillNine() throws {
+        guard let python = BackendTests.python("torchResumesExactlyAfterKillNine") else { return }
+        try killedAndResumedEqualsUninterrupted(["--backend", "torch", "--python", python], tolerance: 1e-9)
+    }
+}

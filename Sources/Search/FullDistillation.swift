@@ -1,0 +1,148 @@
+import Foundation
+import Model
+import Proxy
+
+/// `topiary distill --recipe EXPORT/<rank>-<hash>/distill.json`: the exported recipe run to
+/// completion from the pruned init beside it, on either backend, in segments that each end with
+/// an atomic training checkpoint (weights + AdamW moments + step) and a curve point per
+/// language; rerunning the same command after any interruption (kill -9 included) resumes from the
+/// newest checkpoint and gives the losses an uninterrupted run gives. At the end the student and
+/// the teacher are evaluated on the validation split, per language.
+public enum FullDistillation {
+    public struct Options: Sendable {
+        public var tokens: Int?
+        public var out: URL?
+        public var checkpointEvery: Int?
+        public var evalTokens = 4096
+        public var backend = BackendSpec()
+        public init() {}
+    }
+
+    public struct Plan: Sendable {
+        public var recipe: DistillationRecipe
+        public var teacher: String, data: String, student: URL, out: URL
+        public var steps: Int, checkpointEvery: Int
+        public var name: String
+    }
+
+    /// Reads distill.json (paths in it relative to the working folder, as the study's spec had them).
+    public static func plan(recipe file: URL, options: Options) throws -> Plan {
+        guard let data = try? Data(contentsOf: file) else { throw SearchError.store("\(file.path): cannot read the recipe") }
+        guard let j = JSON.parse(data)?.object else { throw SearchError.spec(file: file.path, path: "", reason: "not a JSON object") }
+        func need<T>(_ path: String, _ value: T?) throws -> T {
+            guard let value else { throw SearchError.spec(file: file.path, path: path, reason: "missing or of the wrong type (a distill.json written by `topiary export`)") }
+            return value
+        }
+        let schedule = try need("schedule", j["schedule"]?.object)
+        let losses = try need("losses", j["losses"]?.object)
+        var r = DistillationRecipe(steps: 1)
+        r.batch = try need("schedule.batch_size", schedule["batch_size"]?.int)
+        r.sequence = try need("schedule.sequence_length", schedule["sequence_length"]?.int)
+        r.learningRate = try need("schedule.peak_learning_rate", schedule["peak_learning_rate"]?.double)
+        r.schedule = try need("schedule.name", schedule["name"]?.string)
+        r.warmup = try need("schedule.warmup_steps", schedule["warmup_steps"]?.int)
+        r.minRatio = schedule["min_ratio"]?.double ?? 0.1
+        r.alpha = j["language_sampling_alpha"]?.double ?? 0.3
+        r.loss.kl = try need("losses.logits_kl", losses["logits_kl"]?.double)
+        r.loss.lm = try need("losses.lm", losses["lm"]?.double)
+        r.loss.direction = losses["kl_direction"]?.string == "reverse" ? .reverse : .forward
+        r.loss.temperature = try need("temperature", j["temperature"]?.double)
+        r.evalTokens = options.evalTokens
+        let suggested = j["token_budget"]?.object?["suggested_full_distillation_tokens"]?.int
+        let tokens = try options.tokens ?? need("token_budget.suggested_full_distillation_tokens", suggested)
+        let perStep = r.batch * r.sequence
+        guard tokens >= perStep else { throw SearchError.spec(file: file.path, path: "--tokens", reason: "\(tokens) tokens is less than one step (\(perStep))") }
+        r.steps = tokens / perStep
+        r.evalEvery = Int.max / 2
+        let dir = file.deletingLastPathComponent()
+        let every = max(1, options.checkpointEvery ?? max(1, r.steps / 10))
+        return Plan(recipe: r, teacher: try need("teacher", j["teacher"]?.string), data: try need("data", j["data"]?.string), student: dir,
+                    out: options.out ?? dir.appendingPathComponent("distilled"), steps: r.steps, checkpointEvery: every,
+                    name: j["candidate"]?.string ?? dir.lastPathComponent)
+    }
+
+    /// Moves the newest checkpoint of `staging` into `checkpoints` as TrainingCheckpoint.save
+    /// would have written it: the folder renamed in, then `latest` replaced atomically, then older
+    /// steps removed.
+    static func promote(from staging: URL, to checkpoints: URL) throws {
+        let fm = FileManager.default
+        guard let source = try TrainingCheckpoint.latest(in: staging) else { throw SearchError.backend("the backend wrote no checkpoint in \(staging.path)") }
+        let name = source.lastPathComponent, target = checkpoints.appendingPathComponent(name)
+        try? fm.removeItem(at: target)
+        try fm.moveItem(at: source, to: target)
+        try AtomicFile.write(Data(name.utf8), to: checkpoints.appendingPathComponent("latest"))
+        for old in (try? fm.contentsOfDirectory(atPath: checkpoints.path)) ?? [] where old.hasPrefix("step-") && old != name {
+            try? fm.removeItem(at: checkpoints.appendingPathComponent(old))
+        }
+        try? fm.removeItem(at: staging)
+    }
+
+    /// Runs (or resumes) the plan. Returns the final evaluation (student and teacher).
+    @discardableResult
+    public static func run(_ plan: Plan, backend: BackendSpec, log: @escaping (String) -> Void) throws -> JSON {
+        let fm = FileManager.default
+        let checkpoints = plan.out.appendingPathComponent("checkpoints")
+        try fm.createDirectory(at: checkpoints, withIntermediateDirectories: true)
+        let teacher = try Checkpoint.load(URL(fileURLWithPath: plan.teacher, isDirectory: true))
+        let corpus = try TokenShards(directory: URL(fileURLWithPath: plan.data, isDirectory: true))
+        let init_ = try Checkpoint.load(plan.student)
+        let curveFile = plan.out.appendingPathComponent("curve.jsonl")
+        var resumeURL = try TrainingCheckpoint.latest(in: checkpoints)
+        var step = try resumeURL.map { try SearchRunner.checkpointStep($0) } ?? 0
+        // The curve as far as the checkpoint it resumes from (a killed run may have written later points).
+        var curve: [String] = ((try? String(contentsOf: curveFile, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            .filter { (JSON.parse(Data($0.utf8))?["step"]?.int ?? .max) <= step }
+        if step > 0 { log("resuming \(plan.name) from \(resumeURL!.path) (step \(step) of \(plan.steps))") }
+        else { log("distilling \(plan.name): \(plan.steps) steps of \(plan.recipe.batch)×\(plan.recipe.sequence) tokens on the \(backend.name) backend, a checkpoint every \(plan.checkpointEvery)") }
+        while step < plan.steps {
+            let end = min(plan.steps, (step / plan.checkpointEvery + 1) * plan.checkpointEvery)
+            // The curve point is written before the checkpoint is: a run killed between the two
+            // resumes from the previous checkpoint, drops the point, and makes it again.
+            func record(_ point: CurvePoint) throws {
+                curve.append(point.json.description)
+                try AtomicFile.write(Data((curve.joined(separator: "\n") + "\n").utf8), to: curveFile)
+                log(String(format: "step %d/%d: validation %.4f (language mean %.4f, worst %.4f), KL to teacher %.4f; checkpoint written", end, plan.steps,
+                           point.validation.overall, point.validation.languageMean, point.validation.worst, point.validationKL))
+            }
+            if backend.isBuiltin {
+                var last: CurvePoint?
+                let (outcome, distiller) = try DistillationRun.run(teacher: teacher, students: [(plan.name, try Checkpoint.load(plan.student))], corpus: corpus,
+                                                                   recipe: plan.recipe, endStep: end, resume: resumeURL.map { [0: $0] } ?? [:],
+                                                                   evaluateAt: [end], progressLabel: "distill", onPoint: { _, p in last = p })
+                if let failure = outcome.failures[0] { throw failure }
+                try record(last!)
+                let t = distiller.students[0].trainer
+                try TrainingCheckpoint.save(model: t.model, optimizer: t.optimizer, run: ["recipe": .string(plan.name)], in: checkpoints)
+            } else {
+                // The backend writes into a staging folder; its checkpoint joins checkpoints/ after
+                // the curve point is recorded.
+                let staging = plan.out.appendingPathComponent("staging")
+                try? fm.removeItem(at: staging)
+                let result = try ExternalBackend(spec: backend, log: log).distill(
+                    teacherPath: plan.teacher, students: [(plan.name, init_, resumeURL, staging)], corpus: corpus, recipe: plan.recipe,
+                    startStep: step, endStep: end, jobDirectory: plan.out.appendingPathComponent("job"), run: ["recipe": .string(plan.name)])
+                try record(try result[0]!.get().point)
+                try promote(from: staging, to: checkpoints)
+            }
+            resumeURL = try TrainingCheckpoint.latest(in: checkpoints)
+            step = end
+        }
+        // The final student beside its checkpoints, and its evaluation against the teacher.
+        let finalDir = plan.out.appendingPathComponent("final")
+        let student = try Checkpoint.load(resumeURL!)
+        try Checkpoint.save(student, to: finalDir)
+        let tokens = plan.recipe.evalTokens
+        let s = try Evaluation.validationLoss(model: student, shards: corpus, batch: plan.recipe.batch, sequence: plan.recipe.sequence, maxTokensPerLanguage: tokens)
+        let t = try Evaluation.validationLoss(model: teacher, shards: corpus, batch: plan.recipe.batch, sequence: plan.recipe.sequence, maxTokensPerLanguage: tokens)
+        var languages: [String: JSON] = [:]
+        for lang in s.perLanguage.keys.sorted() {
+            languages[lang] = ["student": JSON(s.perLanguage[lang]!), "teacher": JSON(t.perLanguage[lang] ?? .nan), "gap": JSON(s.perLanguage[lang]! - (t.perLanguage[lang] ?? .nan))]
+        }
+        let eval: JSON = ["steps": JSON(plan.steps), "tokens": JSON(plan.steps * plan.recipe.batch * plan.recipe.sequence), "backend": .string(backend.name),
+                          "student": s.json, "teacher": t.json, "per_language": .object(languages), "final": .string(finalDir.path)]
+        try AtomicFile.write(eval.data(), to: plan.out.appendingPathComponent("eval.json"))
+        log(String(format: "done: student %.4f vs teacher %.4f validation loss (language mean %.4f vs %.4f); worst language gap %.4f; wrote %@ and eval.json",
+                   s.overall, t.overall, s.languageMean, t.languageMean, s.perLanguage.map { $0.value - (t.perLanguage[$0.key] ?? 0) }.max() ?? 0, finalDir.path))
+        return eval
+    }
+}
