@@ -65,11 +65,23 @@ public struct BackendSpec: Sendable, Equatable {
             guard o.count == (o["name"] == nil ? 0 : 1) else { throw fail("backend", "the built-in engine takes no options") }
         case "torch":
             if let p = o["python"], p.string?.isEmpty ?? true { throw fail("backend.python", "the path of a Python with torch and transformers") }
-            b.kind = .torch(python: o["python"]?.string ?? ".venv/bin/python", script: o["script"]?.string)
+            b.kind = .torch(python: o["python"]?.string ?? Self.defaultPython(), script: o["script"]?.string)
         case let other:
             throw fail("backend.name", "'\(other)' is not builtin or torch (or give a command)")
         }
         return b
+    }
+
+    /// `TOPIARY_PYTHON`, else `.venv/bin/python` in the working folder, else the environment
+    /// scripts/torch-venv.sh makes, else `python3`.
+    static func defaultPython() -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let p = env["TOPIARY_PYTHON"] { return p }
+        let venv = (env["TOPIARY_TORCH_VENV"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/topiary/torch-venv")) + "/bin/python"
+        for candidate in [FileManager.default.currentDirectoryPath + "/.venv/bin/python", venv] where FileManager.default.isExecutableFile(atPath: candidate) {
+            return candidate
+        }
+        return "python3"
     }
 
     /// The program and arguments to run (the job path is appended).
@@ -192,6 +204,9 @@ struct ExternalBackend {
                        "adamw": ["beta1": 0.9, "beta2": 0.95, "epsilon": 1e-8, "weight_decay": JSON(recipe.weightDecay), "gradient_clip": JSON(recipe.gradientClip)]],
             "run": run,
         ]
+        if let moe = students.first(where: { $0.model.config.family.isMixture }) {
+            throw SearchError.backend("the \(spec.name) backend does not distil mixtures of experts yet (\(moe.name) is a \(moe.model.config.family.rawValue)); use the built-in engine")
+        }
         guard recipe.loss.hidden.weight == 0 else {
             throw SearchError.backend("the \(spec.name) backend does not distil hidden states yet (proxy.loss.hidden); use the built-in engine")
         }

@@ -98,11 +98,14 @@ public enum FullDistillation {
             let end = min(plan.steps, (step / plan.checkpointEvery + 1) * plan.checkpointEvery)
             // The curve point is written before the checkpoint is: a run killed between the two
             // resumes from the previous checkpoint, drops the point, and makes it again.
+            let segmentStart = Date()
             func record(_ point: CurvePoint) throws {
                 curve.append(point.json.description)
                 try AtomicFile.write(Data((curve.joined(separator: "\n") + "\n").utf8), to: curveFile)
-                log(String(format: "step %d/%d: validation %.4f (language mean %.4f, worst %.4f), KL to teacher %.4f; checkpoint written", end, plan.steps,
-                           point.validation.overall, point.validation.languageMean, point.validation.worst, point.validationKL))
+                let seconds = Date().timeIntervalSince(segmentStart)
+                log(String(format: "step %d/%d: validation %.4f (language mean %.4f, worst %.4f), KL to teacher %.4f; %d steps in %.1f s (%.0f tokens/s, %@ backend, evaluation included)",
+                           end, plan.steps, point.validation.overall, point.validation.languageMean, point.validation.worst, point.validationKL,
+                           end - step, seconds, Double((end - step) * plan.recipe.batch * plan.recipe.sequence) / seconds, backend.name))
             }
             if backend.isBuiltin {
                 var last: CurvePoint?

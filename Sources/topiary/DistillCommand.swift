@@ -73,7 +73,7 @@ struct DistillCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "With --recipe: tokens to distil (default: the recipe's suggested full-distillation budget).") var tokens: Int?
     @Option(parsing: .unconditional, help: "With --recipe: steps between checkpoints (and curve points; default: a tenth of the run).") var checkpointEvery: Int?
     @Option(help: "With --recipe: builtin or torch.") var backend = "builtin"
-    @Option(help: "With --backend torch: the Python with torch and transformers.") var python = ".venv/bin/python"
+    @Option(help: "With --backend torch: the Python with torch and transformers (default: TOPIARY_PYTHON, .venv/bin/python, or scripts/torch-venv.sh's).") var python: String?
     @Option(help: "With --backend torch: cpu, cuda, cuda:N.") var device = "cpu"
     @Option(help: "With --backend torch: float32, or bfloat16 on a GPU.") var dtype = "float32"
     @OptionGroup var options: DistillOptions
@@ -104,7 +104,9 @@ struct DistillCommand: ParsableCommand {
             o.evalTokens = options.evalTokens
             var b = BackendSpec()
             if backend == "torch" {
-                b = try SearchSpec.backend(["name": "torch", "python": .string(python), "device": .string(device), "dtype": .string(dtype)])
+                var o: [String: JSON] = ["name": "torch", "device": .string(device), "dtype": .string(dtype)]
+                if let python { o["python"] = .string(python) }
+                b = try SearchSpec.backend(o)
             }
             let plan = try FullDistillation.plan(recipe: URL(fileURLWithPath: recipe), options: o)
             try FullDistillation.run(plan, backend: b) { print($0); fflush(nil) }
