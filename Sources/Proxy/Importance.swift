@@ -292,14 +292,17 @@ public enum Importance {
 
     /// Scores from `cache` when a file for this teacher, calibration set and settings exists;
     /// otherwise computes and stores them there (atomically).
+    /// `compute` replaces the built-in engine (an external trial backend computes them instead).
     public static func cached(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
-                              log: (String) -> Void = { _ in }) throws -> (ImportanceScores, fromCache: Bool) {
+                              log: (String) -> Void = { _ in },
+                              compute external: ((CalibrationSet) throws -> ImportanceScores)? = nil) throws -> (ImportanceScores, fromCache: Bool) {
         let (key, calibration) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
         let url = cache.appendingPathComponent("importance-\(key.digest).json")
         if let data = try? Data(contentsOf: url), let scores = try? JSONDecoder().decode(ImportanceScores.self, from: data) {
             return (scores, true)
         }
-        let scores = try compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings, log: log)
+        let scores = try external.map { try $0(calibration) }
+            ?? compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings, log: log)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try AtomicFile.write(try encoder.encode(scores), to: url)

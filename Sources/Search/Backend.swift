@@ -217,6 +217,74 @@ struct ExternalBackend {
                        windowLanguages: vLanguage, endStep: endStep)
     }
 
+    /// Importance scores of the teacher on `calibration` (and the layer-skip loss on the validation
+    /// windows), computed by the backend; the same definitions as ``Importance/compute``.
+    func importance(teacherPath: String, teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet, settings: ImportanceSettings,
+                    batch: Int = 16, jobDirectory: URL) throws -> ImportanceScores {
+        guard !teacher.config.family.isMixture else {
+            throw SearchError.backend("the \(spec.name) backend does not compute importance of mixtures of experts yet; use the built-in engine")
+        }
+        try Pruning.requireUniformLayers(teacher.config)
+        let fm = FileManager.default
+        try? fm.removeItem(at: jobDirectory)
+        try fm.createDirectory(at: jobDirectory, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(at: jobDirectory) }
+        let T = calibration.sequence, B = min(batch, calibration.samples)
+        let calibrationFile = jobDirectory.appendingPathComponent("calibration.safetensors")
+        try Int32SafeTensors.write([("tokens", [calibration.samples, T], calibration.tokens)], to: calibrationFile)
+        var vTokens: [Int32] = [], vTargets: [Int32] = []
+        corpus.forEachWindowBatch(batch: B, sequence: T, maxTokensPerLanguage: settings.lossTokensPerLanguage) { _, tk, tg in
+            for r in 0..<(tk.count / T) where tg[(r * T)..<((r + 1) * T)].contains(where: { $0 >= 0 }) {
+                vTokens += tk[(r * T)..<((r + 1) * T)]
+                vTargets += tg[(r * T)..<((r + 1) * T)]
+            }
+        }
+        let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
+        try Int32SafeTensors.write([("tokens", [vTokens.count / T, T], vTokens), ("targets", [vTargets.count / T, T], vTargets)], to: validationFile)
+        let job: JSON = [
+            "protocol": 1, "kind": "importance", "device": .string(spec.device), "dtype": .string(spec.dtype),
+            "teacher": .string(URL(fileURLWithPath: teacherPath).standardizedFileURL.path), "batch": JSON(B),
+            "calibration": ["file": .string(calibrationFile.path)], "validation": ["file": .string(validationFile.path)],
+            "aggregation": ["sequence": .string(settings.sequenceAggregation.rawValue), "batch": .string(settings.batchAggregation.rawValue)],
+            "heartbeat_seconds": JSON(max(1, min(30, spec.heartbeatTimeout / 4))),
+        ]
+        let jobFile = jobDirectory.appendingPathComponent("job.json")
+        try AtomicFile.write(job.data(), to: jobFile)
+        let c = teacher.config
+        switch try runProcess(jobFile: jobFile, names: []) {
+        case let .failed(message): throw SearchError.backend(message)
+        case let .lines(lines):
+            if let e = lines.first(where: { $0["event"]?.string == "error" }) {
+                throw SearchError.backend("backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
+            }
+            guard let r = lines.last(where: { $0["event"]?.string == "importance" }) else {
+                throw SearchError.backend("backend \(spec.name): no importance line")
+            }
+            func matrix(_ key: String, _ rows: Int, _ cols: Int) throws -> [[Double]] {
+                guard let m = r[key]?.array?.map({ $0.array?.compactMap(\.double) ?? [] }), m.count == rows, m.allSatisfy({ $0.count == cols && $0.allSatisfy(\.isFinite) }) else {
+                    throw SearchError.backend("backend \(spec.name): '\(key)' is not \(rows)×\(cols) finite numbers")
+                }
+                return m
+            }
+            func vector(_ key: String, _ n: Int) throws -> [Double] {
+                guard let v = r[key]?.array?.compactMap(\.double), v.count == n, v.allSatisfy(\.isFinite) else {
+                    throw SearchError.backend("backend \(spec.name): '\(key)' is not \(n) finite numbers")
+                }
+                return v
+            }
+            let L = c.numHiddenLayers
+            guard let sum = r["loss_sum"]?.double, let tokens = r["loss_tokens"]?.int, tokens > 0 else {
+                throw SearchError.backend("backend \(spec.name): no loss_sum and loss_tokens")
+            }
+            let base = sum / Double(tokens)
+            let rise = try vector("skipped_loss_sums", L).map { $0 / Double(tokens) - base }
+            return ImportanceScores(teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint, settings: settings,
+                                    heads: try matrix("heads", L, c.numAttentionHeads), neurons: try matrix("neurons", L, c.intermediateSize),
+                                    channels: try vector("channels", c.hiddenSize), blockImportance: try vector("block_importance", L),
+                                    layerLossRise: rise, baseValidationLoss: base)
+        }
+    }
+
     /// What the process said: its event lines, or one failure for every student.
     enum Events { case lines([[String: JSON]]), failed(String) }
 

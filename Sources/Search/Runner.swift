@@ -90,7 +90,15 @@ public final class SearchRunner {
 
     func importance() throws -> ImportanceScores {
         if let scores { return scores }
-        let s = try store.importance(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
+        // An external backend computes them on its device; the key (teacher, calibration set,
+        // settings) is the same, so the store and cache hold one set whichever engine made it.
+        let external: ((CalibrationSet) throws -> ImportanceScores)? = spec.backend.isBuiltin ? nil : { [self] calibration in
+            log("importance: computed by the \(spec.backend.name) backend")
+            return try ExternalBackend(spec: spec.backend, log: log).importance(
+                teacherPath: spec.teacher, teacher: teacher, corpus: corpus, calibration: calibration, settings: spec.importance,
+                jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent("jobs/importance-\(ProcessInfo.processInfo.hostName)-\(getpid())"))
+        }
+        let s = try store.importance(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log, compute: external)
         scores = s
         return s
     }

@@ -478,13 +478,13 @@ extension StudyStore {
     /// A study's importance scores: from the store, else from the file cache or computed (and then
     /// recorded in the store), so that a store carries the scores its studies pruned with.
     public func importance(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
-                           log: (String) -> Void) throws -> ImportanceScores {
+                           log: (String) -> Void, compute: ((CalibrationSet) throws -> ImportanceScores)? = nil) throws -> ImportanceScores {
         let (key, _) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
         if let scores = try importance(key) {
             log("importance: reusing the scores recorded in the store (teacher \(key.teacher), calibration \(key.calibration))")
             return scores
         }
-        let (scores, cached) = try Importance.cached(teacher: teacher, corpus: corpus, settings: settings, cache: cache, log: log)
+        let (scores, cached) = try Importance.cached(teacher: teacher, corpus: corpus, settings: settings, cache: cache, log: log, compute: compute)
         if cached { log("importance: reusing cached scores (teacher \(key.teacher), calibration \(key.calibration))") }
         try recordImportance(key, scores)
         return scores

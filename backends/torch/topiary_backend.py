@@ -308,8 +308,122 @@ def distill(job):
 
 # ---------------------------------------------------------------- importance
 
+def aggregate(values, how, dim):
+    """Aggregation.reduce of Sources/Proxy/Importance.swift along `dim` (float64)."""
+    if how == "mean":
+        return values.abs().mean(dim)
+    if how == "l2":
+        return (values * values).sum(dim).sqrt()
+    if how == "variance":
+        return values.var(dim, unbiased=False)
+    raise ValueError(f"aggregation '{how}' is not mean, l2 or variance")
+
+
+def decoder_layers(model):
+    inner = getattr(model, "model", model)
+    return inner.layers, inner.norm
+
+
 def importance(job):
-    raise NotImplementedError("importance jobs are not implemented by the torch backend yet; Topiary computes importance with its built-in engine")
+    """Importance.compute of Sources/Proxy/Importance.swift for dense teachers: heads (L2 norm of
+    each head's attention output before o_proj), neurons (the input of down_proj), channels (the
+    outputs of every input/post-attention norm and the final norm, summed), each aggregated over
+    the sequence then over the samples; block importance (1 − mean cosine between a layer's input
+    and output); and the validation loss with each layer skipped."""
+    device, dtype = device_and_dtype(job)
+    teacher = load_model(job["teacher"], device).eval()
+    config = teacher.config
+    if getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None):
+        raise ValueError("importance of mixtures of experts is not implemented by the torch backend yet")
+    layers, final_norm = decoder_layers(teacher)
+    L = len(layers)
+    seq_how, batch_how = job["aggregation"]["sequence"], job["aggregation"]["batch"]
+    cal = load_tensors(job["calibration"]["file"])["tokens"].long()
+    S, T = cal.shape
+    B = job.get("batch", 16)
+    beat = Heartbeat(job.get("heartbeat_seconds", 5))
+    captured = {}
+    hooks = []
+
+    def keep(name):
+        def hook(module, inputs, output=None):
+            value = inputs[0] if output is None else (output[0] if isinstance(output, tuple) else output)
+            captured[name] = value.detach().float()
+        return hook
+
+    for l, layer in enumerate(layers):
+        hooks.append(layer.self_attn.o_proj.register_forward_pre_hook(keep(f"attn{l}")))
+        hooks.append(layer.mlp.down_proj.register_forward_pre_hook(keep(f"mlp{l}")))
+        hooks.append(layer.input_layernorm.register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(f"norm1_{l}", o.detach().float())))
+        hooks.append(layer.post_attention_layernorm.register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(f"norm2_{l}", o.detach().float())))
+        hooks.append(layer.register_forward_pre_hook(keep(f"in{l}")))
+        hooks.append(layer.register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(f"out{l}", (o[0] if isinstance(o, tuple) else o).detach().float())))
+    hooks.append(final_norm.register_forward_hook(lambda m, i, o: captured.__setitem__("final", o.detach().float())))
+    H = config.num_attention_heads
+    head_seq = [[] for _ in range(L)]
+    neuron_seq = [[] for _ in range(L)]
+    channel_seq = [[] for _ in range(2 * L + 1)]
+    cosine = [0.0] * L
+    seen = 0
+    with torch.no_grad():
+        for start in range(0, S, B):
+            x = cal[start:start + B].to(device)
+            teacher(input_ids=x)
+            rows = x.shape[0]
+            for l in range(L):
+                a = captured[f"attn{l}"].double()                        # [rows, T, H*D]
+                D = a.shape[-1] // H
+                norms = a.reshape(rows, T, H, D).pow(2).sum(-1).sqrt()   # [rows, T, H]
+                head_seq[l].append(aggregate(norms, seq_how, 1))          # [rows, H]
+                neuron_seq[l].append(aggregate(captured[f"mlp{l}"].double(), seq_how, 1))
+                channel_seq[2 * l].append(aggregate(captured[f"norm1_{l}"].double(), seq_how, 1))
+                channel_seq[2 * l + 1].append(aggregate(captured[f"norm2_{l}"].double(), seq_how, 1))
+                xi, yo = captured[f"in{l}"], captured[f"out{l}"]
+                dot = (xi * yo).sum(-1)
+                nn = ((xi * xi).sum(-1) * (yo * yo).sum(-1)).sqrt().clamp_min(1e-12)
+                cosine[l] += float((dot / nn).double().sum())
+            channel_seq[2 * L].append(aggregate(captured["final"].double(), seq_how, 1))
+            seen += rows * T
+            beat.beat(samples=start + rows)
+
+    def over_samples(parts):
+        return aggregate(torch.cat(parts, 0), batch_how, 0).tolist()     # samples are dim 0
+
+    heads = [over_samples(p) for p in head_seq]
+    neurons = [over_samples(p) for p in neuron_seq]
+    channels = [sum(v) for v in zip(*[over_samples(p) for p in channel_seq])]
+    block = [1 - c / seen for c in cosine]
+    for h in hooks:
+        h.remove()
+    # Validation loss, whole and with each layer skipped (the layer returns its input).
+    val = load_tensors(job["validation"]["file"])
+    vt, vy = val["tokens"].long(), val["targets"].long()
+
+    def loss_sum():
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, vt.shape[0], B):
+                x, y = vt[start:start + B].to(device), vy[start:start + B].to(device)
+                logits = teacher(input_ids=x).logits.float()
+                valid = y >= 0
+                total += float(torch.nn.functional.cross_entropy(logits[valid], y[valid], reduction="sum"))
+                count += int(valid.sum())
+        beat.beat()
+        return total, count
+
+    base, tokens = loss_sum()
+    skipped = []
+    for l, layer in enumerate(layers):
+        def identity(module, args, kwargs, output):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
+        h = layer.register_forward_hook(identity, with_kwargs=True)
+        skipped.append(loss_sum()[0])
+        h.remove()
+    emit("importance", heads=heads, neurons=neurons, channels=channels, block_importance=block,
+         loss_sum=base, loss_tokens=tokens, skipped_loss_sums=skipped)
+    emit("done", failed=[])
+    return 0
 
 
 def main(argv):
