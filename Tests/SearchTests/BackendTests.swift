@@ -177,7 +177,8 @@ import Testing
     }
 
     /// A backend that is missing, exits non-zero, prints malformed lines or a NaN, or hangs: each
-    /// ends its trials as failed with its message kept, and the study carries on to its end.
+    /// ends its trials as failed with its message kept, and the study carries on to its end; asked
+    /// for the importance scores instead, the same failure stops the study with that message.
     @Test(arguments: [
         (["/nonexistent/bin/python"], "is missing or not executable"),
         (["/bin/sh", "-c", "echo 'CUDA out of memory' >&2; exit 7", "sh"], "exited with status 7: CUDA out of memory"),
@@ -189,9 +190,22 @@ import Testing
         let f = try Fixture()
         defer { f.cleanup() }
         let backend: JSON = ["command": .array(command.map { .string($0) }), "heartbeat_timeout": 1]
+        let spec = try Self.spec(f, steps: 6, backend: backend)
+        // Without importance scores the backend is asked for them first: its failure stops the
+        // study before anything is written, with its message.
+        let bareStore = try StudyStore(path: f.root.appendingPathComponent("bare.sqlite").path)
+        let bare = try SearchRunner(spec: spec, store: bareStore, results: f.root.appendingPathComponent("artifacts"),
+                                    importanceCache: f.root.appendingPathComponent("bare-importance"))
+        bare.log = { _ in }
+        #expect { _ = try bare.run(worker: "w", extend: false) } throws: { "\($0)".contains(message) }
+        // Nothing lost: the claimed trials went back to waiting with the message, for a rerun.
+        let waiting = try bareStore.trials(study: try bareStore.study(named: "tiny")!.id)
+        #expect(!waiting.isEmpty && waiting.allSatisfy { $0.state == "waiting" || ($0.error ?? "").contains(message) }, "\(waiting.map(\.state))")
+        // With the scores at hand (the built-in engine's, cached), the trials meet the backend.
+        let cache = f.root.appendingPathComponent("importance")
+        _ = try Importance.cached(teacher: try Checkpoint.load(f.teacher), corpus: try TokenShards(directory: f.corpus), settings: spec.importance, cache: cache)
         let store = try StudyStore(path: f.db)
-        let runner = try SearchRunner(spec: try Self.spec(f, steps: 6, backend: backend), store: store, results: f.root.appendingPathComponent("artifacts"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("artifacts"), importanceCache: cache)
         runner.log = { _ in }
         let start = Date()
         let id = try runner.run(worker: "w", extend: false)
