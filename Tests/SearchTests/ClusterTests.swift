@@ -119,6 +119,17 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         #expect(try Services.psql(pg, "SELECT COUNT(*) FROM trial WHERE attempt > 0 OR state NOT IN ('complete', 'pruned')") == "0")
         let workers = Int(try Services.psql(pg, "SELECT COUNT(DISTINCT worker) FROM trial")) ?? 0
         #expect(workers >= 2, "trials ran on \(workers) worker(s)")
+        // export and batch take the PostgreSQL store as they take a file.
+        let exported = try topiary(["export", "tiny", "--top", "1", "--db", pg, "--artifacts", f.root.appendingPathComponent("artifacts-pg").path,
+                                    "--out", f.root.appendingPathComponent("export-pg").path, "--threads", "1"], in: f.root)
+        #expect(exported.status == 0, "\(exported.err)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.root.appendingPathComponent("export-pg").path).contains { $0.hasPrefix("1-") })
+        let batchDir = f.root.appendingPathComponent("batch")
+        try FileManager.default.createDirectory(at: batchDir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: spec, toPath: batchDir.appendingPathComponent("tiny.json").path)
+        let batch = try topiary(["batch", batchDir.path, "--db", pg, "--artifacts", f.root.appendingPathComponent("artifacts-pg").path, "--threads", "1"], in: f.root)
+        #expect(batch.status == 0 && batch.out.contains("tiny"), "\(batch.out)\(batch.err)")
+        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM trial WHERE attempt > 0 OR state NOT IN ('complete', 'pruned')") == "0", "batch reran nothing")
         // results top is the same on both stores, and after copying either way.
         func top(_ db: String) throws -> String {
             let r = try topiary(["results", "top", "tiny", "--db", db, "--format", "json"], in: f.root)
