@@ -204,8 +204,8 @@ struct ExternalBackend {
                        "adamw": ["beta1": 0.9, "beta2": 0.95, "epsilon": 1e-8, "weight_decay": JSON(recipe.weightDecay), "gradient_clip": JSON(recipe.gradientClip)]],
             "run": run,
         ]
-        if let moe = students.first(where: { $0.model.config.family.isMixture }) {
-            throw SearchError.backend("the \(spec.name) backend does not distil mixtures of experts yet (\(moe.name) is a \(moe.model.config.family.rawValue)); use the built-in engine")
+        if let moe = students.first(where: { $0.model.config.family.hasAttentionExperts }) {
+            throw SearchError.backend("the \(spec.name) backend does not distil JetMoE students yet (\(moe.name)); use the built-in engine")
         }
         guard recipe.loss.hidden.weight == 0 else {
             throw SearchError.backend("the \(spec.name) backend does not distil hidden states yet (proxy.loss.hidden); use the built-in engine")

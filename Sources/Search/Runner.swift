@@ -92,7 +92,11 @@ public final class SearchRunner {
         if let scores { return scores }
         // An external backend computes them on its device; the key (teacher, calibration set,
         // settings) is the same, so the store and cache hold one set whichever engine made it.
-        let external: ((CalibrationSet) throws -> ImportanceScores)? = spec.backend.isBuiltin ? nil : { [self] calibration in
+        // (Not yet for mixtures: their expert scores come from the built-in engine.)
+        if !spec.backend.isBuiltin && teacher.config.family.isMixture {
+            log("importance: a mixture-of-experts teacher — computed by the built-in engine (the \(spec.backend.name) backend does not score experts yet)")
+        }
+        let external: ((CalibrationSet) throws -> ImportanceScores)? = spec.backend.isBuiltin || teacher.config.family.isMixture ? nil : { [self] calibration in
             log("importance: computed by the \(spec.backend.name) backend")
             return try ExternalBackend(spec: spec.backend, log: log).importance(
                 teacherPath: spec.teacher, teacher: teacher, corpus: corpus, calibration: calibration, settings: spec.importance,

@@ -260,7 +260,12 @@ def distill(job):
             load_checkpoint(s["resume"], model, opt)
             if opt.step != first:
                 raise ValueError(f"{s['resume']} is at step {opt.step}, the job starts after step {first}")
-        students.append({"name": s["name"], "model": model, "opt": opt, "out": s["out"], "alive": True})
+        cfg = model.config
+        moe = bool(getattr(cfg, "num_local_experts", 0) or getattr(cfg, "num_experts", 0))
+        if moe and cfg.model_type not in ("mixtral", "qwen3_moe"):
+            raise ValueError(f"{cfg.model_type} students are not distilled by the torch backend yet (mixtral and qwen3_moe are)")
+        students.append({"name": s["name"], "model": model, "opt": opt, "out": s["out"], "alive": True,
+                         "moe": moe, "aux_coef": float(getattr(cfg, "router_aux_loss_coef", 0.0) or 0.0)})
     emit("start", protocol=PROTOCOL, backend="torch", torch=torch.__version__, device=str(device), dtype=str(dtype).replace("torch.", ""),
          students=[s["name"] for s in students], first=first + 1, last=last)
     for i, step in enumerate(range(first + 1, last + 1)):
@@ -275,9 +280,14 @@ def distill(job):
             model, opt = s["model"], s["opt"]
             model.zero_grad(set_to_none=False)
             with autocast():
-                logits = model(input_ids=x).logits
-            total, kl, lm = distillation_loss(logits, t_logprobs, y, loss)
+                out = model(input_ids=x, output_router_logits=True) if s["moe"] else model(input_ids=x)
+            total, kl, lm = distillation_loss(out.logits, t_logprobs, y, loss)
             value = float(total)
+            if s["moe"]:
+                # Mixtures: the load-balancing loss (E · Σ f_e P_e over every router, unweighted in
+                # transformers' aux_loss) joins the gradient with the config's coefficient, as in
+                # Topiary's engine; the reported loss stays the distillation loss.
+                total = total + s["aux_coef"] * out.aux_loss
             if not math.isfinite(value):
                 s["alive"] = False
                 emit("error", student=s["name"], step=step, message=f"student {s['name']} diverged at step {step}: distillation loss is {value}")
