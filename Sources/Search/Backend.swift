@@ -212,7 +212,8 @@ struct ExternalBackend {
         }
         let jobFile = jobDirectory.appendingPathComponent("job.json")
         try AtomicFile.write(job.data(), to: jobFile)
-        let events = try runProcess(jobFile: jobFile, names: students.map(\.name))
+        let events = try runProcess(jobFile: jobFile, names: students.map(\.name),
+                                    steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
         return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL.map { $0.bool ?? false }, T: T,
                        windowLanguages: vLanguage, endStep: endStep)
     }
@@ -288,7 +289,10 @@ struct ExternalBackend {
     /// What the process said: its event lines, or one failure for every student.
     enum Events { case lines([[String: JSON]]), failed(String) }
 
-    func runProcess(jobFile: URL, names: [String]) throws -> Events {
+    /// Runs the backend on `jobFile`, watching for silence. `steps` (first and last step, tokens
+    /// per step over all students) turns its step lines into progress lines with tokens/s and ETA
+    /// (at most one per 10 s).
+    func runProcess(jobFile: URL, names: [String], steps: (first: Int, last: Int, tokens: Int)? = nil) throws -> Events {
         let command = try spec.commandLine()
         let executable = command[0]
         let p = Process()
@@ -335,6 +339,8 @@ struct ExternalBackend {
         var consumed = 0
         var failure: String?
         var lastStep = Date()
+        let started = Date()
+        var highest = 0
         while true {
             reader.lock.lock()
             let fresh = Array(reader.lines[consumed...])
@@ -349,9 +355,20 @@ struct ExternalBackend {
                     break
                 }
                 events.append(object)
-                if event == "step", Date().timeIntervalSince(lastStep) > 10 {
-                    lastStep = Date()
-                    log("backend \(spec.name): step \(object["step"]?.int ?? 0) \(object["student"]?.string ?? "") loss \(object["loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")")
+                if event == "step", let step = object["step"]?.int {
+                    highest = max(highest, step)
+                    if Date().timeIntervalSince(lastStep) > 10 {
+                        lastStep = Date()
+                        var line = "backend \(spec.name): step \(step)"
+                        if let steps { line += "/\(steps.last)" }
+                        line += " \(object["student"]?.string ?? "") loss \(object["loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")"
+                        if let steps, highest > steps.first {
+                            let elapsed = Date().timeIntervalSince(started), done = Double(highest - steps.first)
+                            let eta = elapsed / done * Double(steps.last - highest)
+                            line += String(format: ", %.0f tokens/s, ETA %dm%02ds", done * Double(steps.tokens) / elapsed, Int(eta) / 60, Int(eta) % 60)
+                        }
+                        log(line)
+                    }
                 }
             }
             if failure != nil { break }

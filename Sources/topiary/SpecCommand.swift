@@ -61,6 +61,13 @@ struct SpecCheck: ParsableCommand {
             return
         }
         print("study \(s.study): teacher \(s.teacher) (\(teacher.parameterCount) parameters), strategy \(s.strategy.name), objective \(s.objective.rawValue)")
+        switch s.backend.kind {
+        case .builtin: break
+        case let .torch(python, script):
+            print("backend: torch on \(s.backend.device), \(s.backend.dtype) (\(python)\(script.map { " \($0)" } ?? ""); heartbeat timeout \(Int(s.backend.heartbeatTimeout)) s)")
+        case let .command(parts):
+            print("backend: \(parts.joined(separator: " ")) JOB.json on \(s.backend.device) (heartbeat timeout \(Int(s.backend.heartbeatTimeout)) s)")
+        }
         func range(_ lo: Int, _ hi: Int) -> String { "[\(lo), \(hi == Int.max ? "∞" : String(hi))]" }
         print("budget: \(s.budget.count.rawValue) parameters in \(range(s.budget.minimum, s.budget.maximum))"
               + s.budget.bounds.map { ", \($0.count.rawValue) in \(range($0.minimum, $0.maximum))" }.joined())

@@ -218,6 +218,24 @@ import Testing
         for (a, b) in zip(torch, builtin) { #expect(Self.relative(a.value, b.value) <= 1e-3, "\(a.trial.hash): \(a.value) vs \(b.value)") }
     }
 
+    /// A spec's backend is checked like the rest of the spec: each mistake names its key.
+    static let badBackendSpecs: [(JSON, String)] = [
+        (["name": "tensorflow"], "backend.name"), (["name": "torch", "device": "tpu"], "backend.device"),
+        (["name": "torch", "dtype": "bfloat16"], "backend.dtype"), (["command": []], "backend.command"),
+        (["name": "torch", "pyhton": "x"], "backend.pyhton"), (["name": "builtin", "device": "cuda"], "backend"),
+        ("torch", "backend"), (["name": "torch", "heartbeat_timeout": 0], "backend.heartbeat_timeout"),
+    ]
+
+    @Test(arguments: badBackendSpecs)
+    func badBackendSpecsNameTheirKey(backend: JSON, path: String) throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        #expect { _ = try f.parse(f.spec(["backend": backend])) } throws: { error in
+            guard case let SearchError.spec(_, p, _) = error else { return false }
+            return p == path
+        }
+    }
+
     /// A backend that is missing, exits non-zero, prints malformed lines or a NaN, or hangs: each
     /// ends its trials as failed with its message kept, and the study carries on to its end; asked
     /// for the importance scores instead, the same failure stops the study with that message.
