@@ -207,7 +207,7 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
 
     /// `topiary slurm submit --workers 3` on a real single-node Slurm: the job array finishes the
     /// study with SQLite's scores and says which task ran each trial; a second study is cancelled
-    /// (scancel) mid-way and submitted again, and ends with nothing scored twice.
+    /// (scancel) once a trial is scored and submitted again, and ends with nothing scored twice.
     @Test func slurmJobArrayFinishesAndResumesAStudy() throws {
         guard let server = Services.postgres("slurmJobArrayFinishesAndResumesAStudy"), Services.slurm("slurmJobArrayFinishesAndResumesAStudy") else { return }
         let f = try Fixture()
@@ -246,14 +246,15 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         #expect(show.out.contains("-slurm-\(job)_"), "\(show.out)")
 
         // Cancel mid-way, submit again: the study resumes and ends with nothing scored twice.
-        let second = try Self.spec(f, study: "tiny2", steps: 300)
+        // Long enough (1000 steps at the last rung) that the cancel lands mid-study.
+        let second = try Self.spec(f, study: "tiny2", steps: 1000)
         let first = try submit(second)
         let deadline = Date().addingTimeInterval(300)
         while Date() < deadline, (Int(try Services.psql(pg, """
             SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId JOIN study ON study.id = candidate.studyId
             WHERE study.name = 'tiny2' AND trial.state IN ('complete', 'pruned')
-            """)) ?? 0) < 2 {
-            Thread.sleep(forTimeInterval: 0.5)
+            """)) ?? 0) < 1 {
+            Thread.sleep(forTimeInterval: 0.1)
         }
         #expect(try Services.run("scancel", [first]).status == 0)
         try waitForJob(first, timeout: 120)
