@@ -107,13 +107,17 @@ import Testing
         _ = distiller
     }
 
-    /// A Qwen3-MoE student (router, top-k experts, the load-balancing loss in the gradient):
+    /// Qwen3-MoE and Mixtral students (router, top-k experts, the load-balancing loss in the gradient):
     /// 20 steps within 1e-3 relative of the built-in engine's, as for dense students.
-    @Test func torchDistillsMixtureStudentsAsTheBuiltinEngine() throws {
+    @Test(arguments: [Family.qwen3Moe, .mixtral])
+    func torchDistillsMixtureStudentsAsTheBuiltinEngine(family: Family) throws {
         guard let python = Self.python("torchDistillsMixtureStudentsAsTheBuiltinEngine") else { return }
-        let f = try Fixture(family: .qwen3Moe)
+        let f = try Fixture(family: family)
         defer { f.cleanup() }
-        let spec = try f.parse(f.spec(["space": ["num_experts": [2, 3], "num_experts_per_tok": [1, 2], "moe_intermediate_size": [8, 16]],
+        let space: JSON = family == .qwen3Moe
+            ? ["num_experts": [2, 3], "num_experts_per_tok": [1, 2], "moe_intermediate_size": [8, 16]]
+            : ["num_local_experts": [2, 3], "num_experts_per_tok": [1, 2], "intermediate_size": [8, 16]]
+        let spec = try f.parse(f.spec(["space": space,
                                        "budget": ["min": 1, "max": JSON(f.config.parameterCount * 95 / 100)],
                                        "proxy": ["steps": 20, "batch_size": 4, "sequence_length": 16, "eval_tokens": 64, "learning_rate": 2e-3, "warmup": 3]]))
         let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("artifacts"),
@@ -146,7 +150,7 @@ import Testing
                 #expect(d <= 1e-3, "mixture student \(i) step \(step): torch \(loss) vs built-in \(builtin[i]![step]!)")
             }
         }
-        print(String(format: "torch vs built-in, 20 steps of 2 Qwen3-MoE students: worst relative step-loss difference %.2e", worst))
+        print(String(format: "torch vs built-in, 20 steps of 2 %@ students: worst relative step-loss difference %.2e", family.rawValue, worst))
     }
 
     /// Importance by the torch backend against the built-in engine on the same calibration set:

@@ -25,6 +25,10 @@ struct Fixture {
             config = ModelConfig(family: .jetmoe, vocabSize: 257, hiddenSize: 24, intermediateSize: 16, numHiddenLayers: 3,
                                  numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
                                  numLocalExperts: 4, numExpertsPerTok: 2)
+        case .mixtral:
+            config = ModelConfig(family: .mixtral, vocabSize: 257, hiddenSize: 24, intermediateSize: 16, numHiddenLayers: 3,
+                                 numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
+                                 numLocalExperts: 4, numExpertsPerTok: 2)
         case .qwen3Moe:
             config = ModelConfig(family: .qwen3Moe, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
                                  numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
