@@ -361,7 +361,7 @@ struct ExternalBackend {
                         lastStep = Date()
                         var line = "backend \(spec.name): step \(step)"
                         if let steps { line += "/\(steps.last)" }
-                        line += " \(object["student"]?.string ?? "") loss \(object["loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")"
+                        line += " \(object["student"]?.string ?? "") loss \(object["train_loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")"
                         if let steps, highest > steps.first {
                             let elapsed = Date().timeIntervalSince(started), done = Double(highest - steps.first)
                             let eta = elapsed / done * Double(steps.last - highest)
@@ -417,7 +417,7 @@ struct ExternalBackend {
             var lastLoss = Double.nan
             var malformed: String?
             for e in mine where e["event"]?.string == "step" {
-                guard let step = e["step"]?.int, let loss = e["loss"]?.double else { malformed = "a step line without step or loss"; break }
+                guard let step = e["step"]?.int, let loss = e["train_loss"]?.double else { malformed = "a step line without step or train_loss"; break }
                 guard loss.isFinite else { malformed = "a non-finite loss (\(loss)) at step \(step)"; break }
                 lastLoss = loss
                 all.append((step, loss))

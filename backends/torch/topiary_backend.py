@@ -300,14 +300,17 @@ def distill(job):
                 s["alive"] = False
                 emit("error", student=s["name"], step=step, message=f"student {s['name']} diverged at step {step}: {e}")
                 continue
-            emit("step", student=s["name"], step=step, loss=value, kl=kl, lm=lm, lr=lr, grad_norm=norm)
+            emit("step", student=s["name"], step=step, train_loss=value, kl=kl, lm=lm, lr=lr, grad_norm=norm)
             beat.beat(step=step)
         for s in students:
             if s["alive"] and validation is not None and step in evaluate_at:
                 s["model"].eval()
                 windows = evaluate(teacher, s["model"], validation, loss, device, dtype, autocast)
                 s["model"].train()
-                emit("eval", student=s["name"], step=step, windows=windows)
+                tokens = sum(w[1] for w in windows)
+                kl_tokens = sum(w[1] for w, lang in zip(windows, validation["language"].tolist()) if validation["with_kl"][lang])
+                emit("eval", student=s["name"], step=step, windows=windows,
+                     val_loss=sum(w[0] for w in windows) / max(tokens, 1), val_kl=sum(w[2] for w in windows) / max(kl_tokens, 1))
             if s["alive"] and ((every and step % every == 0) or step == last):
                 path = save_checkpoint(s["model"], s["opt"], s["out"], job.get("run", {}))
                 emit("checkpoint", student=s["name"], step=step, path=path)
