@@ -108,7 +108,7 @@ public struct Dashboard: Sendable {
             return Self.json(.array(try store.trials(study: s.id).map { t in
                 ["id": JSON(Int(t.id)), "candidate": .string(t.hash), "rung": JSON(t.rung), "replicate": JSON(t.replicate), "steps": JSON(t.fidelity),
                  "state": .string(t.state), "attempt": JSON(t.attempt), "score": t.score.map { JSON($0) } ?? .null,
-                 "error": t.error.map { .string($0) } ?? .null]
+                 "worker": t.worker.map { .string($0) } ?? .null, "error": t.error.map { .string($0) } ?? .null]
             }))
         default:
             return Self.errorPage(404, "Not found", "the API has /api/studies/NAME, …/top and …/trials")

@@ -396,9 +396,10 @@ public struct StudyReport {
                 + (r.interval.map { String(format: " (95%% interval %.4f–%.4f, %@)", $0.low, $0.high, $0.method == "t" ? "Student-t over \($0.samples) seeds" : "bootstrap over validation windows") } ?? "")
                 + (r.tiedWithBest ? ", tied with the leader" : "") + ".</p>"
         }
-        b += "<h2>Trials</h2><table id=\"trials\"><tr><th>rung</th><th>replicate</th><th>steps</th><th class=\"l\">state</th><th>attempt</th><th>score</th><th class=\"l\">error</th></tr>"
+        b += "<h2>Trials</h2><table id=\"trials\"><tr><th>rung</th><th>replicate</th><th>steps</th><th class=\"l\">state</th><th>attempt</th><th class=\"l\">worker</th><th>score</th><th class=\"l\">error</th></tr>"
         for t in ts {
             b += "<tr class=\"state-\(t.state)\"><td>\(t.rung)</td><td>\(t.replicate)</td><td>\(t.fidelity)</td><td class=\"l\">\(t.state)</td><td>\(t.attempt)</td>"
+                + "<td class=\"l\">\(htmlEscape(t.worker ?? "–"))</td>"
                 + "<td>\(t.score.map { String(format: "%.4f", $0) } ?? "–")</td><td class=\"l\">\(htmlEscape(t.error ?? ""))</td></tr>"
         }
         b += "</table>"
