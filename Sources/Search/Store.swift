@@ -3,8 +3,10 @@ import GRDB
 import Model
 import Proxy
 
-/// The study store: SQLite through GRDB in WAL mode, append-only named migrations, invariants as
-/// constraints. Schema (docs/search.md documents it for sqlite3 and pandas users):
+/// The study store: a SQLite file through GRDB in WAL mode (the embedded default) or a PostgreSQL
+/// database through postgres-nio (one study on many machines) — one schema (``Schema``, rendered
+/// to each dialect), append-only named migrations, invariants as constraints. Schema
+/// (docs/search.md documents it for sqlite3, psql and pandas users):
 ///
 /// - `study(id, name UNIQUE, spec JSON, teacher_fingerprint, created_at, state)`
 /// - `candidate(id, study_id → study, hash, architecture JSON, parameters, non_embedding_parameters,
