@@ -34,7 +34,7 @@ public enum Artifacts {
             guard fm.isReadableFile(atPath: file.path) else { return "lacks \(f) (or it is unreadable)" }
             if f.hasSuffix(".safetensors") {
                 do { _ = try SafeTensorsFile(url: file) } catch { return "has a broken \(f): \(error)" }
-            } else if (try? Data(contentsOf: file)).flatMap(JSON.parse)?["step"]?.int == nil {
+            } else if TrainingCheckpoint.step(of: url) == nil {
                 return "has a malformed state.json"
             }
         }

@@ -153,9 +153,15 @@ struct ExternalBackend {
     /// - Returns: per student index, its result or the failure message (the backend's own words).
     func distill(teacherPath: String, students: [(name: String, model: DecoderModel, resume: URL?, out: URL)], corpus: TokenShards,
                  recipe: DistillationRecipe, startStep: Int, endStep: Int, jobDirectory: URL, run: JSON) throws -> [Int: Result<BackendTrialResult, SearchError>] {
+        // Refused before anything is written.
+        if let moe = students.first(where: { $0.model.config.family.hasAttentionExperts }) {
+            throw SearchError.backend("the \(spec.name) backend does not distil JetMoE students yet (\(moe.name)); use the built-in engine")
+        }
+        guard recipe.loss.hidden.weight == 0 else {
+            throw SearchError.backend("the \(spec.name) backend does not distil hidden states yet (proxy.loss.hidden); use the built-in engine")
+        }
         let fm = FileManager.default
-        try? fm.removeItem(at: jobDirectory)
-        try fm.createDirectory(at: jobDirectory, withIntermediateDirectories: true)
+        try Self.freshDirectory(jobDirectory)
         defer { try? fm.removeItem(at: jobDirectory) }
         // The students' pruned inits, as Hugging Face folders.
         var entries: [JSON] = []
@@ -176,20 +182,10 @@ struct ExternalBackend {
         }
         let batchesFile = jobDirectory.appendingPathComponent("batches.safetensors")
         try Int32SafeTensors.write([("tokens", [steps, recipe.batch, recipe.sequence], tokens), ("targets", [steps, recipe.batch, recipe.sequence], targets)], to: batchesFile)
-        // The validation windows, as the built-in engine evaluates them.
-        var vTokens: [Int32] = [], vTargets: [Int32] = [], vLanguage: [Int32] = []
         let languages = corpus.languages
         let T = recipe.sequence
-        corpus.forEachWindowBatch(batch: recipe.batch, sequence: T, maxTokensPerLanguage: recipe.evalTokens) { lang, tk, tg in
-            for r in 0..<(tk.count / T) where tg[(r * T)..<((r + 1) * T)].contains(where: { $0 >= 0 }) {
-                vTokens += tk[(r * T)..<((r + 1) * T)]
-                vTargets += tg[(r * T)..<((r + 1) * T)]
-                vLanguage.append(Int32(languages.firstIndex(of: lang)!))
-            }
-        }
-        let windows = vLanguage.count
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
-        try Int32SafeTensors.write([("tokens", [windows, T], vTokens), ("targets", [windows, T], vTargets), ("language", [windows], vLanguage)], to: validationFile)
+        let vLanguage = try Self.writeValidationWindows(corpus, batch: recipe.batch, sequence: T, maxTokensPerLanguage: recipe.evalTokens, to: validationFile)
         let withKL = languages.map { JSON.bool((corpus.stats["validation"]?[$0]?.tokens ?? 0) > T) }
         let schedule: JSON = ["name": .string(recipe.schedule), "warmup": JSON(recipe.warmup), "min_ratio": JSON(recipe.minRatio), "decay_fraction": 0.2]
         let job: JSON = [
@@ -204,18 +200,36 @@ struct ExternalBackend {
                        "adamw": ["beta1": 0.9, "beta2": 0.95, "epsilon": 1e-8, "weight_decay": JSON(recipe.weightDecay), "gradient_clip": JSON(recipe.gradientClip)]],
             "run": run,
         ]
-        if let moe = students.first(where: { $0.model.config.family.hasAttentionExperts }) {
-            throw SearchError.backend("the \(spec.name) backend does not distil JetMoE students yet (\(moe.name)); use the built-in engine")
-        }
-        guard recipe.loss.hidden.weight == 0 else {
-            throw SearchError.backend("the \(spec.name) backend does not distil hidden states yet (proxy.loss.hidden); use the built-in engine")
-        }
         let jobFile = jobDirectory.appendingPathComponent("job.json")
         try AtomicFile.write(job.data(), to: jobFile)
-        let events = try runProcess(jobFile: jobFile, names: students.map(\.name),
+        let events = try runProcess(jobFile: jobFile,
                                     steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
         return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL.map { $0.bool ?? false }, T: T,
                        windowLanguages: vLanguage, endStep: endStep)
+    }
+
+    /// An empty job folder (what a killed earlier job left there removed).
+    static func freshDirectory(_ url: URL) throws {
+        try? FileManager.default.removeItem(at: url)
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    /// The validation windows the built-in engine evaluates (rows with at least one target), as
+    /// int32 `tokens` and `targets` [W, T] and `language` [W] (an index into `corpus.languages`).
+    /// Returns the language of each window.
+    static func writeValidationWindows(_ corpus: TokenShards, batch: Int, sequence T: Int, maxTokensPerLanguage: Int, to url: URL) throws -> [Int32] {
+        var tokens: [Int32] = [], targets: [Int32] = [], language: [Int32] = []
+        let languages = corpus.languages
+        corpus.forEachWindowBatch(batch: batch, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) { lang, tk, tg in
+            for r in 0..<(tk.count / T) where tg[(r * T)..<((r + 1) * T)].contains(where: { $0 >= 0 }) {
+                tokens += tk[(r * T)..<((r + 1) * T)]
+                targets += tg[(r * T)..<((r + 1) * T)]
+                language.append(Int32(languages.firstIndex(of: lang)!))
+            }
+        }
+        let w = language.count
+        try Int32SafeTensors.write([("tokens", [w, T], tokens), ("targets", [w, T], targets), ("language", [w], language)], to: url)
+        return language
     }
 
     /// Importance scores of the teacher on `calibration` (and the layer-skip loss on the validation
@@ -226,22 +240,13 @@ struct ExternalBackend {
             throw SearchError.backend("the \(spec.name) backend does not compute importance of mixtures of experts yet; use the built-in engine")
         }
         try Pruning.requireUniformLayers(teacher.config)
-        let fm = FileManager.default
-        try? fm.removeItem(at: jobDirectory)
-        try fm.createDirectory(at: jobDirectory, withIntermediateDirectories: true)
-        defer { try? fm.removeItem(at: jobDirectory) }
+        try Self.freshDirectory(jobDirectory)
+        defer { try? FileManager.default.removeItem(at: jobDirectory) }
         let T = calibration.sequence, B = min(batch, calibration.samples)
         let calibrationFile = jobDirectory.appendingPathComponent("calibration.safetensors")
         try Int32SafeTensors.write([("tokens", [calibration.samples, T], calibration.tokens)], to: calibrationFile)
-        var vTokens: [Int32] = [], vTargets: [Int32] = []
-        corpus.forEachWindowBatch(batch: B, sequence: T, maxTokensPerLanguage: settings.lossTokensPerLanguage) { _, tk, tg in
-            for r in 0..<(tk.count / T) where tg[(r * T)..<((r + 1) * T)].contains(where: { $0 >= 0 }) {
-                vTokens += tk[(r * T)..<((r + 1) * T)]
-                vTargets += tg[(r * T)..<((r + 1) * T)]
-            }
-        }
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
-        try Int32SafeTensors.write([("tokens", [vTokens.count / T, T], vTokens), ("targets", [vTargets.count / T, T], vTargets)], to: validationFile)
+        _ = try Self.writeValidationWindows(corpus, batch: B, sequence: T, maxTokensPerLanguage: settings.lossTokensPerLanguage, to: validationFile)
         let job: JSON = [
             "protocol": 1, "kind": "importance", "device": .string(spec.device), "dtype": .string(spec.dtype),
             "teacher": .string(URL(fileURLWithPath: teacherPath).standardizedFileURL.path), "batch": JSON(B),
@@ -252,7 +257,7 @@ struct ExternalBackend {
         let jobFile = jobDirectory.appendingPathComponent("job.json")
         try AtomicFile.write(job.data(), to: jobFile)
         let c = teacher.config
-        switch try runProcess(jobFile: jobFile, names: []) {
+        switch try runProcess(jobFile: jobFile) {
         case let .failed(message): throw SearchError.backend(message)
         case let .lines(lines):
             if let e = lines.first(where: { $0["event"]?.string == "error" }) {
@@ -292,7 +297,7 @@ struct ExternalBackend {
     /// Runs the backend on `jobFile`, watching for silence. `steps` (first and last step, tokens
     /// per step over all students) turns its step lines into progress lines with tokens/s and ETA
     /// (at most one per 10 s).
-    func runProcess(jobFile: URL, names: [String], steps: (first: Int, last: Int, tokens: Int)? = nil) throws -> Events {
+    func runProcess(jobFile: URL, steps: (first: Int, last: Int, tokens: Int)? = nil) throws -> Events {
         let command = try spec.commandLine()
         let executable = command[0]
         let p = Process()

@@ -62,19 +62,11 @@ public enum FullDistillation {
     }
 
     /// Moves the newest checkpoint of `staging` into `checkpoints` as TrainingCheckpoint.save
-    /// would have written it: the folder renamed in, then `latest` replaced atomically, then older
-    /// steps removed.
+    /// would have written it.
     static func promote(from staging: URL, to checkpoints: URL) throws {
-        let fm = FileManager.default
         guard let source = try TrainingCheckpoint.latest(in: staging) else { throw SearchError.backend("the backend wrote no checkpoint in \(staging.path)") }
-        let name = source.lastPathComponent, target = checkpoints.appendingPathComponent(name)
-        try? fm.removeItem(at: target)
-        try fm.moveItem(at: source, to: target)
-        try AtomicFile.write(Data(name.utf8), to: checkpoints.appendingPathComponent("latest"))
-        for old in (try? fm.contentsOfDirectory(atPath: checkpoints.path)) ?? [] where old.hasPrefix("step-") && old != name {
-            try? fm.removeItem(at: checkpoints.appendingPathComponent(old))
-        }
-        try? fm.removeItem(at: staging)
+        try TrainingCheckpoint.publish(source, as: source.lastPathComponent, in: checkpoints)
+        try? FileManager.default.removeItem(at: staging)
     }
 
     /// Runs (or resumes) the plan. Returns the final evaluation (student and teacher).

@@ -122,9 +122,7 @@ public final class SearchRunner {
 
     /// The step a training checkpoint was saved at (its state.json).
     static func checkpointStep(_ url: URL) throws -> Int {
-        guard let data = try? Data(contentsOf: url.appendingPathComponent("state.json")), let step = JSON.parse(data)?["step"]?.int else {
-            throw SearchError.store("\(url.path): no readable state.json with a step")
-        }
+        guard let step = TrainingCheckpoint.step(of: url) else { throw SearchError.store("\(url.path): no readable state.json with a step") }
         return step
     }
 

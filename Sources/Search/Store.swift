@@ -367,16 +367,11 @@ extension StudyStore {
             }
             guard (owner["worker"] as String?) == worker, (owner["state"] as String) == "running" else { return false }
             try db.execute("DELETE FROM metric WHERE trialId = ?", [trial])
-            // One statement per 200 values (a round trip each on PostgreSQL); a (step, name) given
-            // twice keeps the last value.
+            // A (step, name) given twice keeps the last value.
             var last: [String: Int] = [:]
             for (i, m) in metrics.enumerated() { last["\(m.step)\u{0}\(m.name)"] = i }
             let unique = metrics.indices.filter { last["\(metrics[$0].step)\u{0}\(metrics[$0].name)"] == $0 }.map { metrics[$0] }
-            for start in stride(from: 0, to: unique.count, by: 200) {
-                let chunk = unique[start..<min(start + 200, unique.count)]
-                try db.execute("INSERT INTO metric (trialId, step, name, value) VALUES " + Array(repeating: "(?, ?, ?, ?)", count: chunk.count).joined(separator: ", "),
-                               chunk.flatMap { m -> [any SQLBindable] in [trial, m.step, m.name, m.value] })
-            }
+            try Self.insertRows("metric", ["trialId", "step", "name", "value"], unique.map { [trial, $0.step, $0.name, $0.value] }, into: db)
             try db.execute("""
                 UPDATE trial SET state = 'complete', score = ?, checkpoint = ?, finished_at = ?, error = NULL
                 WHERE id = ? AND worker = ? AND state = 'running'
@@ -576,12 +571,18 @@ extension StudyStore {
 
     /// Inserts rows of a table without an id column, many per statement.
     static func insert(_ table: Schema.Table, _ rows: [SQLRow], into db: any SQLExecutor, conflict: String) throws {
-        let columns = table.columns
-        for chunk in stride(from: 0, to: rows.count, by: 200).map({ rows[$0..<min($0 + 200, rows.count)] }) {
-            let placeholders = "(" + columns.map { _ in "?" }.joined(separator: ", ") + ")"
-            let values: [any SQLBindable] = chunk.flatMap { r in columns.map { portable($0, r.value($0.name) ?? .null) } }
-            try db.execute("INSERT INTO \(table.name) (\(columns.map(\.name).joined(separator: ", "))) VALUES "
-                           + Array(repeating: placeholders, count: chunk.count).joined(separator: ", ") + " " + conflict, values)
+        try insertRows(table.name, table.columns.map(\.name), rows.map { r in table.columns.map { portable($0, r.value($0.name) ?? .null) } },
+                       into: db, suffix: conflict)
+    }
+
+    /// `INSERT INTO table (columns) VALUES (…), (…) suffix`, 200 rows per statement (one round trip
+    /// each on PostgreSQL).
+    static func insertRows(_ table: String, _ columns: [String], _ rows: [[any SQLBindable]], into db: any SQLExecutor, suffix: String = "") throws {
+        let placeholders = "(" + columns.map { _ in "?" }.joined(separator: ", ") + ")"
+        for start in stride(from: 0, to: rows.count, by: 200) {
+            let chunk = rows[start..<min(start + 200, rows.count)]
+            try db.execute("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+                           + Array(repeating: placeholders, count: chunk.count).joined(separator: ", ") + " " + suffix, chunk.flatMap { $0 })
         }
     }
 }

@@ -40,38 +40,14 @@ import Testing
         guard let python = Self.python("torchDistillsTwentyStepsAsTheBuiltinEngine") else { return }
         let f = try Fixture()
         defer { f.cleanup() }
-        let spec = try Self.spec(f)
-        let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("artifacts"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        let scores = try runner.importance()
-        let chosen = [runner.enumeration.candidates.first!, runner.enumeration.candidates.last!]
-        func students() throws -> [(String, DecoderModel)] {
-            try chosen.map { ($0.hash, try Pruning.prune(teacher: runner.teacher, to: $0.config, scores: scores, options: spec.prune)) }
-        }
-        var recipe = spec.proxy
-        recipe.evalEvery = Int.max / 2
-        var builtin: [Int: [Int: Double]] = [:]
-        let (outcome, distiller) = try DistillationRun.run(teacher: runner.teacher, students: try students(), corpus: runner.corpus, recipe: recipe,
-                                                           endStep: 20, progressLabel: "builtin") { step, losses in
-            for (i, l) in losses { builtin[i, default: [:]][step] = l }
-        }
-        var torch = BackendSpec()
-        torch.kind = .torch(python: python, script: nil)
-        let backend = ExternalBackend(spec: torch, log: { print($0) })
-        let result = try backend.distill(teacherPath: f.teacher.path,
-                                         students: try students().enumerated().map { ($1.0, $1.1, nil, f.root.appendingPathComponent("torch-\($0)")) },
-                                         corpus: runner.corpus, recipe: recipe, startStep: 0, endStep: 20,
-                                         jobDirectory: f.root.appendingPathComponent("job"), run: [:])
+        let run = try SideBySide(f, spec: try Self.spec(f), python: python)
+        let (builtin, outcome, distiller, result) = try run.twentySteps()
+        let (runner, recipe, backend, students) = (run.runner, run.recipe, run.backend, run.students)
         var worst = 0.0
         for i in 0..<2 {
             let r = try result[i]!.get()
             #expect(r.steps.map(\.0) == Array(1...20))
-            for (step, loss) in r.steps {
-                let d = Self.relative(loss, builtin[i]![step]!)
-                worst = max(worst, d)
-                #expect(d <= 1e-3, "student \(i) step \(step): torch \(loss) vs built-in \(builtin[i]![step]!)")
-            }
+            worst = max(worst, SideBySide.worstStepDifference(r, builtin[i]!, "student \(i)"))
             let b = outcome.curves[i].last!
             #expect(Self.relative(r.point.validation.overall, b.validation.overall) <= 1e-3, "validation \(r.point.validation.overall) vs \(b.validation.overall)")
             #expect(Self.relative(r.point.validationKL, b.validationKL) <= 1e-2, "val_kl \(r.point.validationKL) vs \(b.validationKL)")
@@ -80,11 +56,8 @@ import Testing
         print(String(format: "torch vs built-in, 20 steps of 2 students: worst relative step-loss difference %.2e", worst))
 
         // Resume across engines: the built-in engine's checkpoint at step 10, continued by torch.
-        var half: [Int: [Int: Double]] = [:]
         let (_, first) = try DistillationRun.run(teacher: runner.teacher, students: try students(), corpus: runner.corpus, recipe: recipe,
-                                                 endStep: 10, progressLabel: "builtin") { step, losses in
-            for (i, l) in losses { half[i, default: [:]][step] = l }
-        }
+                                                 endStep: 10, progressLabel: "builtin")
         var resume: [URL] = []
         for i in 0..<2 {
             let dir = f.root.appendingPathComponent("swift-\(i)")
@@ -98,13 +71,12 @@ import Testing
         for i in 0..<2 {
             let r = try continued[i]!.get()
             #expect(r.steps.map(\.0) == Array(11...20))
-            for (step, loss) in r.steps { #expect(Self.relative(loss, builtin[i]![step]!) <= 1e-3, "resumed step \(step)") }
+            _ = SideBySide.worstStepDifference(r, builtin[i]!, "resumed student \(i)")
             // And the built-in engine reads torch's checkpoint back.
             let ck = try TrainingCheckpoint.latest(in: f.root.appendingPathComponent("resumed-\(i)"))!
             let model = try Checkpoint.load(ck)
             #expect(model.config == distiller.students[i].trainer.model.config)
         }
-        _ = distiller
     }
 
     /// Qwen3-MoE and Mixtral students (router, top-k experts, the load-balancing loss in the gradient):
@@ -120,35 +92,12 @@ import Testing
         let spec = try f.parse(f.spec(["space": space,
                                        "budget": ["min": 1, "max": JSON(f.config.parameterCount * 95 / 100)],
                                        "proxy": ["steps": 20, "batch_size": 4, "sequence_length": 16, "eval_tokens": 64, "learning_rate": 2e-3, "warmup": 3]]))
-        let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("artifacts"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        let scores = try runner.importance()
-        let chosen = [runner.enumeration.candidates.first!, runner.enumeration.candidates.last!]
-        func students() throws -> [(String, DecoderModel)] {
-            try chosen.map { ($0.hash, try Pruning.prune(teacher: runner.teacher, to: $0.config, scores: scores, options: spec.prune)) }
-        }
-        var recipe = spec.proxy
-        recipe.evalEvery = Int.max / 2
-        var builtin: [Int: [Int: Double]] = [:]
-        _ = try DistillationRun.run(teacher: runner.teacher, students: try students(), corpus: runner.corpus, recipe: recipe, endStep: 20,
-                                    progressLabel: "builtin") { step, losses in
-            for (i, l) in losses { builtin[i, default: [:]][step] = l }
-        }
-        var torch = BackendSpec()
-        torch.kind = .torch(python: python, script: nil)
-        let result = try ExternalBackend(spec: torch, log: { print($0) }).distill(
-            teacherPath: f.teacher.path, students: try students().enumerated().map { ($1.0, $1.1, nil, f.root.appendingPathComponent("torch-\($0)")) },
-            corpus: runner.corpus, recipe: recipe, startStep: 0, endStep: 20, jobDirectory: f.root.appendingPathComponent("job"), run: [:])
+        let (builtin, _, _, result) = try SideBySide(f, spec: spec, python: python).twentySteps()
         var worst = 0.0
         for i in 0..<2 {
             let r = try result[i]!.get()
             #expect(r.steps.count == 20)
-            for (step, loss) in r.steps {
-                let d = Self.relative(loss, builtin[i]![step]!)
-                worst = max(worst, d)
-                #expect(d <= 1e-3, "mixture student \(i) step \(step): torch \(loss) vs built-in \(builtin[i]![step]!)")
-            }
+            worst = max(worst, SideBySide.worstStepDifference(r, builtin[i]!, "mixture student \(i)"))
         }
         print(String(format: "torch vs built-in, 20 steps of 2 %@ students: worst relative step-loss difference %.2e", family.rawValue, worst))
     }
@@ -358,5 +307,56 @@ import Testing
     @Test func torchResumesExactlyAfterKillNine() throws {
         guard let python = BackendTests.python("torchResumesExactlyAfterKillNine") else { return }
         try killedAndResumedEqualsUninterrupted(["--backend", "torch", "--python", python], steps: 60, tolerance: 1e-9)
+    }
+}
+
+/// Two pruned candidates of a fixture's study, distilled on the same batches by the built-in
+/// engine and by the torch backend.
+struct SideBySide {
+    let runner: SearchRunner
+    let recipe: DistillationRecipe
+    let backend: ExternalBackend
+    let students: () throws -> [(String, DecoderModel)]
+    let f: Fixture
+
+    init(_ f: Fixture, spec: SearchSpec, python: String) throws {
+        self.f = f
+        let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("artifacts"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        let scores = try runner.importance()
+        let chosen = [runner.enumeration.candidates.first!, runner.enumeration.candidates.last!]
+        students = { try chosen.map { ($0.hash, try Pruning.prune(teacher: runner.teacher, to: $0.config, scores: scores, options: spec.prune)) } }
+        var recipe = spec.proxy
+        recipe.evalEvery = Int.max / 2
+        var torch = BackendSpec()
+        torch.kind = .torch(python: python, script: nil)
+        (self.runner, self.recipe, backend) = (runner, recipe, ExternalBackend(spec: torch, log: { print($0) }))
+    }
+
+    /// Steps 1–20 on both engines: the built-in engine's loss per student and step, its outcome and
+    /// distiller, and torch's results.
+    func twentySteps() throws -> ([Int: [Int: Double]], DistillationRun.Outcome, Distiller, [Int: Result<BackendTrialResult, SearchError>]) {
+        var builtin: [Int: [Int: Double]] = [:]
+        let (outcome, distiller) = try DistillationRun.run(teacher: runner.teacher, students: try students(), corpus: runner.corpus, recipe: recipe,
+                                                           endStep: 20, progressLabel: "builtin") { step, losses in
+            for (i, l) in losses { builtin[i, default: [:]][step] = l }
+        }
+        let result = try backend.distill(teacherPath: f.teacher.path,
+                                         students: try students().enumerated().map { ($1.0, $1.1, nil, f.root.appendingPathComponent("torch-\($0)")) },
+                                         corpus: runner.corpus, recipe: recipe, startStep: 0, endStep: 20,
+                                         jobDirectory: f.root.appendingPathComponent("job"), run: [:])
+        return (builtin, outcome, distiller, result)
+    }
+
+    /// Expects every step's torch loss within 1e-3 relative of the built-in one; returns the worst.
+    static func worstStepDifference(_ r: BackendTrialResult, _ builtin: [Int: Double], _ label: String) -> Double {
+        var worst = 0.0
+        for (step, loss) in r.steps {
+            let d = BackendTests.relative(loss, builtin[step]!)
+            worst = max(worst, d)
+            #expect(d <= 1e-3, "\(label) step \(step): torch \(loss) vs built-in \(builtin[step]!)")
+        }
+        return worst
     }
 }

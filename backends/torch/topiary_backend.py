@@ -20,6 +20,7 @@ batches, the store and the scores.
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -172,8 +173,6 @@ def save_checkpoint(model, opt, directory, run):
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump({"step": opt.step, "run": run}, f)
     if os.path.exists(final):
-        import shutil
-
         shutil.rmtree(final)
     os.rename(tmp, final)
     latest_tmp = os.path.join(directory, ".latest.tmp-%d" % os.getpid())
@@ -184,8 +183,6 @@ def save_checkpoint(model, opt, directory, run):
     os.replace(latest_tmp, os.path.join(directory, "latest"))
     for old in os.listdir(directory):
         if old.startswith("step-") and old != name:
-            import shutil
-
             shutil.rmtree(os.path.join(directory, old), ignore_errors=True)
     return final
 

@@ -144,7 +144,6 @@ public enum TrainingCheckpoint {
     public static func save(model: DecoderModel, optimizer: AdamW, run: JSON, in directory: URL) throws {
         let fm = FileManager.default
         let name = String(format: "step-%08d", optimizer.step)
-        let final = directory.appendingPathComponent(name)
         let temporary = directory.appendingPathComponent(".\(name).tmp-\(getpid())")
         try? fm.removeItem(at: temporary)
         try FileIO.requireFreeSpace(saturating(model.layout.count, times: 12), in: directory, for: "writing a training checkpoint (weights and AdamW moments)")
@@ -155,12 +154,27 @@ public enum TrainingCheckpoint {
         }
         try SafeTensorsWriter.write(slices, to: temporary.appendingPathComponent("optimizer.safetensors"))
         try AtomicFile.write((["step": JSON(optimizer.step), "run": run] as JSON).data(), to: temporary.appendingPathComponent("state.json"))
+        try publish(temporary, as: name, in: directory)
+    }
+
+    /// Makes `folder` (a whole checkpoint written elsewhere on the same file system) the newest
+    /// checkpoint `name` of `directory`: renamed in, then `latest` replaced atomically, then older
+    /// steps removed. A crash at any point leaves `latest` naming a whole checkpoint.
+    public static func publish(_ folder: URL, as name: String, in directory: URL) throws {
+        let fm = FileManager.default
+        let final = directory.appendingPathComponent(name)
         try? fm.removeItem(at: final)
-        try fm.moveItem(at: temporary, to: final)
+        try fm.moveItem(at: folder, to: final)
         try AtomicFile.write(Data(name.utf8), to: directory.appendingPathComponent("latest"))
         for old in (try? fm.contentsOfDirectory(atPath: directory.path)) ?? [] where old.hasPrefix("step-") && old != name {
             try? fm.removeItem(at: directory.appendingPathComponent(old))
         }
+    }
+
+    /// The step a checkpoint folder was saved at (its `state.json`), or nil when it has none
+    /// readable.
+    public static func step(of url: URL) -> Int? {
+        (try? Data(contentsOf: url.appendingPathComponent("state.json"))).flatMap(JSON.parse)?["step"]?.int
     }
 
     /// Loads weights and optimizer state; returns `state.json`.
