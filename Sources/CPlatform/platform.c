@@ -206,3 +206,5 @@ void tp_blas_select(char **argv) {
     unsetenv("TOPIARY_BLAS_CHOSEN");                 // still here: keep running as we are
     unsetenv("OPENBLAS_CORETYPE");
 }
+
+void tp_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

@@ -1,11 +1,27 @@
 import Foundation
 
 extension ModelConfig {
-    /// Keys transformers writes that carry no arithmetic; accepted and dropped.
-    static let metadataKeys: Set<String> = [
+    /// Keys transformers writes that carry no arithmetic and that Topiary writes anew (or drops:
+    /// a path, the transformers version, remote code, the default label maps).
+    static let regeneratedKeys: Set<String> = [
         "architectures", "transformers_version", "torch_dtype", "dtype", "use_cache", "_name_or_path",
-        "output_attentions", "output_hidden_states", "return_dict", "tokenizer_class", "problem_type",
+        "output_attentions", "output_hidden_states", "return_dict", "problem_type",
         "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "auto_map",
+    ]
+
+    /// `PretrainedConfig` keys (transformers 4 and 5) that carry no arithmetic of a decoder's
+    /// forward pass: token ids, generation defaults, framework flags. Read, kept and written back
+    /// as they were.
+    static let pretrainedMetadataKeys: Set<String> = [
+        "unk_token_id", "sep_token_id", "cls_token_id", "mask_token_id", "decoder_start_token_id",
+        "tokenizer_class", "prefix", "task_specific_params", "finetuning_task", "max_length", "min_length",
+        "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature", "top_k",
+        "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+        "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+        "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+        "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "torchscript",
+        "use_bfloat16", "tf_legacy_loss", "is_decoder", "add_cross_attention", "tie_encoder_decoder",
+        "cross_attention_hidden_size",
     ]
 
     /// Reads a `config.json`.
@@ -14,7 +30,9 @@ extension ModelConfig {
     public static func load(_ url: URL) throws -> ModelConfig {
         let data: Data
         data = try FileIO.read(url, what: "config.json")
-        return try decode(data, file: url.path)
+        let config = try decode(data, file: url.path)
+        if !config.passthrough.unknown.isEmpty { ConfigWarnings.once(file: url.path, config: config) }
+        return config
     }
 
     /// Decodes `config.json` bytes; see ``load(_:)``.
@@ -101,7 +119,11 @@ extension ModelConfig {
                 json["sliding_window"] = JSON.null
             }
         }
+        for (key, value) in self.rope.json where self.rope.kind != .default { rope[key] = value }
         json["rope_parameters"] = .object(rope)
+        // transformers 4 reads the scaling from rope_scaling (5 reads either; they agree).
+        if self.rope.kind != .default { json["rope_scaling"] = .object(rope) }
+        for (key, value) in passthrough.keys where json[key] == nil { json[key] = value }
         json["bos_token_id"] = bosTokenId.map { JSON($0) } ?? JSON.null
         json["pad_token_id"] = padTokenId.map { JSON($0) } ?? JSON.null
         json["eos_token_id"] = eosTokenIds.count == 1 ? JSON(eosTokenIds[0])
@@ -110,6 +132,7 @@ extension ModelConfig {
     }
 
     /// Writes `config.json` into `directory` atomically, naming the weights' storage type.
+    /// Passthrough keys (``passthrough``) are written as they were read.
     public func write(to directory: URL, dtype: StorageType = .float32) throws {
         var object = json.object!
         object["dtype"] = .string(dtype.rawValue)
@@ -157,12 +180,15 @@ private struct ConfigReader {
         }
         var used: Set<String> = ["model_type"]
 
-        // Options that would change the arithmetic: refuse anything but their neutral value.
-        // (Qwen2's attention always has q/k/v biases: transformers ignores attention_bias there.)
-        for key in ["attention_bias", "mlp_bias"] {
+        // Options that would change the arithmetic: refuse anything but their neutral value. A
+        // family whose transformers config lacks the key ignores it (Mistral, Mixtral and JetMoE
+        // have no attention_bias; only Llama and Nemotron have mlp_bias; Qwen2's attention always
+        // has q/k/v biases, whatever attention_bias says).
+        let biasKeys: [(String, Set<Family>)] = [("attention_bias", [.llama, .nemotron, .qwen2, .qwen3, .qwen3Moe]),
+                                                 ("mlp_bias", [.llama, .nemotron])]
+        for (key, families) in biasKeys where families.contains(family) {
             used.insert(key)
             if family == .qwen2 && key == "attention_bias" { continue }
-            if family != .llama && family != .nemotron && key == "mlp_bias" { used.remove(key); continue }
             if try bool(key) == true { throw unsupported(key, "biases on projections are not implemented") }
         }
         used.insert("attention_dropout")
@@ -182,11 +208,11 @@ private struct ConfigReader {
         var moeWidth: Int? = nil, normTopK: Bool? = nil, denseLayers: [Int] = []
         if family.isMixture {
             let coefKey = family == .jetmoe ? "aux_loss_coef" : "router_aux_loss_coef"
-            for key in ["num_local_experts", "num_experts_per_tok", coefKey, "output_router_logits", "router_jitter_noise"] { used.insert(key) }
-            if family == .mixtral, let j = try double("router_jitter_noise"), j != 0 {
-                throw unsupported("router_jitter_noise", "\(j); router jitter is not implemented")
+            for key in ["num_local_experts", "num_experts_per_tok", coefKey, "output_router_logits"] { used.insert(key) }
+            if family == .mixtral {
+                used.insert("router_jitter_noise")
+                if let j = try double("router_jitter_noise"), j != 0 { throw unsupported("router_jitter_noise", "\(j); router jitter is not implemented") }
             }
-            if family != .mixtral, value("router_jitter_noise") != nil { throw unsupported("router_jitter_noise", "not a \(family.rawValue) key") }
             if family == .qwen3Moe {
                 // transformers 5 calls it num_local_experts and reads num_experts as an alias.
                 used.insert("num_experts")
@@ -215,20 +241,18 @@ private struct ConfigReader {
         }
 
         // Rotary: transformers v5 writes `rope_parameters`, v4 `rope_theta` / `rope_scaling` /
-        // `partial_rotary_factor` at the top level. Both are read; the nested form wins.
-        var ropeTheta = 10000.0
+        // `partial_rotary_factor` at the top level. As transformers 5 reads them: a non-null
+        // `rope_scaling` wins over `rope_parameters`; the dict's rope_theta and
+        // partial_rotary_factor over the top-level keys.
+        var ropeTheta = family == .mixtral ? 1e6 : 10000.0
         var partial: Double? = nil
+        var rope = RopeScaling.none
         for key in ["rope_theta", "partial_rotary_factor", "rope_scaling", "rope_parameters"] { used.insert(key) }
         if let t = try double("rope_theta") { ropeTheta = t }
         if let p = try double("partial_rotary_factor") { partial = p }
-        for key in ["rope_scaling", "rope_parameters"] {
-            guard let v = value(key) else { continue }
+        if let key = ["rope_scaling", "rope_parameters"].first(where: { value($0) != nil }), let v = value(key) {
             guard let dict = v.object else { throw fail(key, "expected an object, got \(v)") }
-            let ropeType = (dict["rope_type"] ?? dict["type"])?.string ?? "default"
-            if ropeType != "default" { throw unsupported("\(key).rope_type", "'\(ropeType)' rope scaling is not implemented") }
-            for sub in dict.keys.sorted() where !["rope_type", "type", "rope_theta", "partial_rotary_factor"].contains(sub) {
-                throw unsupported("\(key).\(sub)", "rope option not implemented")
-            }
+            rope = try ropeScaling(dict, path: key, layers: layerCount)
             if let t = try double("rope_theta", in: dict, path: "\(key).rope_theta") { ropeTheta = t }
             if let p = try double("partial_rotary_factor", in: dict, path: "\(key).partial_rotary_factor") { partial = p }
         }
@@ -237,6 +261,16 @@ private struct ConfigReader {
         }
         if family != .nemotron, let p = partial, p != 1 {
             throw unsupported("partial_rotary_factor", "\(family.rawValue) applies rotary embeddings to every head dimension")
+        }
+
+        // Options that change the arithmetic in ways not implemented.
+        for key in ["quantization_config", "pruned_heads"] { used.insert(key) }
+        if let q = value("quantization_config") {
+            let method = q.object?["quant_method"]?.string.map { " (\($0))" } ?? ""
+            throw unsupported("quantization_config", "quantized weights\(method) are not implemented; dequantize the checkpoint to float32, bfloat16 or float16 first")
+        }
+        if let p = value("pruned_heads"), p != .object([:]) {
+            throw unsupported("pruned_heads", "heads pruned inside transformers (\(p)) are not implemented; save the pruned model with a config of its real shape")
         }
 
         let epsKey = family == .nemotron ? "norm_eps" : "rms_norm_eps"
@@ -260,7 +294,7 @@ private struct ConfigReader {
                 eos = try list.map { guard let n = $0.int else { throw fail("eos_token_id", "expected integers") }; return n }
             } else if let id = try int("eos_token_id") { eos = [id] }
         }
-        let config = ModelConfig(
+        var config = ModelConfig(
             family: family,
             vocabSize: try requiredInt("vocab_size"),
             hiddenSize: try requiredInt("hidden_size"),
@@ -280,12 +314,16 @@ private struct ConfigReader {
             padTokenId: try int("pad_token_id"),
             numLocalExperts: experts, numExpertsPerTok: perToken, routerAuxLossCoef: auxCoef,
             outputRouterLogits: routerLogits, moeIntermediateSize: moeWidth, normTopKProb: normTopK,
-            denseMLPLayers: denseLayers, slidingWindow: window, slidingLayers: slidingLayers)
+            denseMLPLayers: denseLayers, slidingWindow: window, slidingLayers: slidingLayers, rope: rope)
 
-        let unknown = json.keys.filter { !used.contains($0) && !ModelConfig.metadataKeys.contains($0) }.sorted()
-        if let key = unknown.first {
-            throw unsupported(key, "unknown key for model_type '\(type)': the engine does not know what it changes")
+        // Keys transformers does not define for this family change nothing there either: they are
+        // kept, written back on export, and named in one warning (``ModelConfig/load(_:)``).
+        var passthrough = ModelConfig.Passthrough()
+        for key in json.keys.sorted() where !used.contains(key) && !ModelConfig.regeneratedKeys.contains(key) {
+            passthrough.keys[key] = json[key]!
+            if !ModelConfig.pretrainedMetadataKeys.contains(key) { passthrough.unknown.append(key) }
         }
+        config.passthrough = passthrough
         try config.validate(file: file)
         return config
     }
@@ -305,17 +343,17 @@ private struct ConfigReader {
     /// those from `max_window_layers` on); qwen3_moe on every layer when `use_sliding_window`.
     /// Other families refuse a window.
     func slidingAttention(family: Family, layers: Int, used: inout Set<String>) throws -> (Int?, [Int]) {
-        for key in ["sliding_window", "use_sliding_window", "max_window_layers", "layer_types"] { used.insert(key) }
-        let window = try int("sliding_window")
         switch family {
         case .mistral:
-            if value("use_sliding_window") != nil { throw unsupported("use_sliding_window", "not a mistral key") }
-            return (window, Array(0..<layers))
+            used.insert("sliding_window")
+            return (try int("sliding_window"), Array(0..<layers))
         case .qwen2, .qwen3, .qwen3Moe:
+            for key in ["sliding_window", "use_sliding_window"] { used.insert(key) }
+            if family != .qwen3Moe { for key in ["max_window_layers", "layer_types"] { used.insert(key) } }
+            let window = try int("sliding_window")
             let on = try bool("use_sliding_window") ?? false
             var types: [String]
-            if let v = value("layer_types") {
-                guard family != .qwen3Moe else { throw unsupported("layer_types", "not a qwen3_moe key") }
+            if family != .qwen3Moe, let v = value("layer_types") {
                 guard let list = v.array, list.count == layers, list.allSatisfy({ $0.string == "full_attention" || $0.string == "sliding_attention" }) else {
                     throw fail("layer_types", "expected \(layers) entries (num_hidden_layers), each \"full_attention\" or \"sliding_attention\"")
                 }
@@ -327,11 +365,66 @@ private struct ConfigReader {
             guard on, let window else { return (nil, []) }
             let sliding = types.indices.filter { types[$0] == "sliding_attention" }
             return sliding.isEmpty ? (nil, []) : (window, sliding)
-        default:
-            for key in ["sliding_window", "use_sliding_window", "max_window_layers", "layer_types"] {
-                if let v = value(key), v != .bool(false) { throw unsupported(key, "sliding-window attention is not implemented for \(family.rawValue)") }
+        case .mixtral:
+            // MixtralConfig has a sliding_window that its attention honours: not implemented here.
+            used.insert("sliding_window")
+            if let v = value("sliding_window"), v != .bool(false) {
+                throw unsupported("sliding_window", "sliding-window attention is not implemented for mixtral")
             }
             return (nil, [])
+        default:
+            // Llama, Nemotron and JetMoE configs have no window keys: transformers ignores them.
+            return (nil, [])
         }
+    }
+
+    /// Reads a `rope_parameters` / `rope_scaling` object: its `rope_type` (or v4 `type`) and the
+    /// parameters that type reads. Another type, or a key the type does not read, is refused.
+    func ropeScaling(_ dict: [String: JSON], path: String, layers: Int) throws -> RopeScaling {
+        let name = (dict["rope_type"] ?? dict["type"])?.string ?? "default"
+        guard let kind = RopeScaling.Kind(rawValue: name) else {
+            throw unsupported("\(path).rope_type", "'\(name)' rope scaling is not implemented; implemented: "
+                + RopeScaling.Kind.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        let reads = RopeScaling.keys(of: kind)
+        let allowed = Set(["rope_type", "type", "rope_theta", "partial_rotary_factor"] + reads)
+        for key in dict.keys.sorted() where !allowed.contains(key) && !(dict[key]?.isNull ?? true) {
+            throw unsupported("\(path).\(key)", "not a parameter of rope_type '\(name)' (it reads: "
+                + (reads.isEmpty ? "none" : reads.joined(separator: ", ")) + ")")
+        }
+        func number(_ key: String) throws -> Double? { try double(key, in: dict, path: "\(path).\(key)") }
+        var original: Int? = nil
+        if let v = dict["original_max_position_embeddings"], !v.isNull {
+            guard let n = v.int else { throw fail("\(path).original_max_position_embeddings", v.notAnIntegerReason) }
+            original = n
+        }
+        var truncate: Bool? = nil
+        if let v = dict["truncate"], !v.isNull {
+            guard let b = v.bool else { throw fail("\(path).truncate", "expected true or false, got \(v)") }
+            truncate = b
+        }
+        return RopeScaling(kind: kind, factor: try number("factor"), lowFreqFactor: try number("low_freq_factor"),
+                           highFreqFactor: try number("high_freq_factor"), originalMaxPositionEmbeddings: original,
+                           attentionFactor: try number("attention_factor"), betaFast: try number("beta_fast"),
+                           betaSlow: try number("beta_slow"), mscale: try number("mscale"),
+                           mscaleAllDim: try number("mscale_all_dim"), truncate: truncate)
+    }
+}
+
+/// The one warning per config file that names the keys transformers does not define for the
+/// family (kept and written back, changing nothing), on standard error.
+enum ConfigWarnings {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var warned: Set<String> = []
+
+    static func once(file: String, config: ModelConfig) {
+        lock.lock()
+        let first = warned.insert(file).inserted
+        lock.unlock()
+        guard first else { return }
+        let keys = config.passthrough.unknown.joined(separator: ", ")
+        let line = "warning: \(file): keys transformers' \(config.family.architecture.replacingOccurrences(of: "ForCausalLM", with: ""))Config does not define, "
+            + "kept as they are and written back on export (they change nothing): \(keys)\n"
+        FileHandle.standardError.write(Data(line.utf8))
     }
 }

@@ -63,10 +63,13 @@ public enum Family: String, Sendable, Equatable, CaseIterable, Codable {
 /// A decoder-only model's shape and numerics, read from and written to a Hugging Face
 /// `config.json` with the HF key names.
 ///
-/// Decoding is strict: an unknown `model_type`, an unknown key, or a key that would change the
-/// arithmetic in a way the engine does not implement (rope scaling, attention or MLP biases,
-/// sliding windows, …) throws ``ModelError`` naming the key. Keys that carry only metadata
-/// (`transformers_version`, token ids, `use_cache`, …) are accepted and the token ids kept.
+/// Decoding reads every key transformers' config class for the family defines, and the common
+/// `PretrainedConfig` keys. An unknown `model_type`, or a value that would change the arithmetic
+/// in a way the engine does not implement (a rope type other than default, linear, dynamic,
+/// llama3 and yarn; biases; quantization; …) throws ``ModelError`` naming the key and value.
+/// Keys that carry only metadata, and keys transformers does not define for the family (it
+/// ignores them too), are kept in ``passthrough`` and written back; the latter are named in one
+/// warning when a file is loaded.
 public struct ModelConfig: Sendable, Equatable {
     public var family: Family
     /// V
@@ -116,6 +119,20 @@ public struct ModelConfig: Sendable, Equatable {
     public var slidingWindow: Int?
     /// Layers that use ``slidingWindow`` (sorted).
     public var slidingLayers: [Int]
+    /// Rotary frequency scaling (`rope_parameters` / `rope_scaling`); ``RopeScaling/none`` by default.
+    public var rope: RopeScaling
+    /// Keys of the `config.json` read that change no arithmetic and that Topiary does not write
+    /// anew (token ids beyond bos/eos/pad, generation defaults, keys transformers does not
+    /// define for the family): written back as they were.
+    public var passthrough = Passthrough()
+
+    /// The keys a config carries through unchanged, and which of them transformers does not know.
+    public struct Passthrough: Sendable, Equatable {
+        public var keys: [String: JSON] = [:]
+        /// Keys that are not `PretrainedConfig` keys either (sorted): warned about once.
+        public var unknown: [String] = []
+        public init() {}
+    }
 
     /// The experts' MLP width: `moe_intermediate_size` for qwen3_moe, `intermediate_size` for
     /// the other mixtures.
@@ -145,7 +162,8 @@ public struct ModelConfig: Sendable, Equatable {
                 bosTokenId: Int? = nil, eosTokenIds: [Int] = [], padTokenId: Int? = nil,
                 numLocalExperts: Int = 0, numExpertsPerTok: Int = 0, routerAuxLossCoef: Double? = nil,
                 outputRouterLogits: Bool = false, moeIntermediateSize: Int? = nil, normTopKProb: Bool? = nil,
-                denseMLPLayers: [Int] = [], slidingWindow: Int? = nil, slidingLayers: [Int]? = nil) {
+                denseMLPLayers: [Int] = [], slidingWindow: Int? = nil, slidingLayers: [Int]? = nil,
+                rope: RopeScaling = .none) {
         self.family = family
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
@@ -172,6 +190,7 @@ public struct ModelConfig: Sendable, Equatable {
         self.denseMLPLayers = family == .qwen3Moe ? Array(Set(denseMLPLayers)).sorted() : []
         self.slidingWindow = slidingWindow
         self.slidingLayers = slidingWindow == nil ? [] : (slidingLayers.map { Array(Set($0)).sorted() } ?? Array(0..<numHiddenLayers))
+        self.rope = rope
     }
 
     /// JetMoE's query heads follow from its key/value heads and top-k (G × k): sets them after
@@ -239,6 +258,7 @@ public struct ModelConfig: Sendable, Equatable {
             throw ModelError.invalidConfig(file: file, key: family == .nemotron ? "norm_eps" : "rms_norm_eps", reason: "must be positive")
         }
         if !(ropeTheta > 0) { throw ModelError.invalidConfig(file: file, key: "rope_theta", reason: "must be positive") }
+        try rope.validate(path: "rope_parameters", file: file)
         // Counts are exact integers: refuse a config too large to count (2^53 parameters is
         // 9 quadrillion, 10^4 × today's largest models) before anything multiplies it out.
         let size = approximateSize(sequence: 1)

@@ -100,7 +100,17 @@ public final class DecoderModel {
         // Embedding: residual[0][n] = wte[token[n]]
         let x0 = acts.residual[0]
         for n in 0..<N { (x0 + n * C).update(from: P + embedding + Int(tokens[n]) * C, count: C) }
-        for l in 0..<config.numHiddenLayers {
+        try forward(fromLayer: 0, acts)
+    }
+
+    /// The rest of a forward pass from the hidden state `acts.residual[l0]` (N, C) entering layer
+    /// l0: layers l0…L−1 (honouring ``masks``), the final norm and the logits. l0 = L runs the
+    /// head alone.
+    public func forward(fromLayer l0: Int, _ acts: Activations) throws {
+        let (N, C, V) = (acts.N, config.hiddenSize, config.vocabSize)
+        let P = parameters.pointer
+        precondition(l0 >= 0 && l0 <= config.numHiddenLayers)
+        for l in l0..<config.numHiddenLayers {
             if masks.skipLayers.contains(l) {
                 acts.residual[l + 1].update(from: acts.residual[l], count: N * C)
             } else {
@@ -140,6 +150,10 @@ public final class DecoderModel {
         AttentionShape(B: B, T: T, H: config.numAttentionHeads, G: config.numKeyValueHeads, D: config.headDim,
                        interleaved: config.family.hasAttentionExperts, window: config.window(layer: l) ?? 0)
     }
+
+    /// Layer l alone: `acts.residual[l + 1]` from `acts.residual[l]` (masks of heads and neurons
+    /// honoured, a skip mask not).
+    public func forward(layer l: Int, _ acts: Activations) throws { try layerForward(l, acts) }
 
     func layerForward(_ l: Int, _ acts: Activations) throws {
         let c = config, o = layerOffsets[l], a = acts.layers[l], P = parameters.pointer

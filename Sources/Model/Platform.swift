@@ -42,6 +42,10 @@ public struct RuntimePlatform: Sendable {
 
     /// Applies the core policy before anything else runs (call first thing in `main`); may
     /// replace the process with itself, started again with `OPENBLAS_CORETYPE` set.
+    /// Standard output line-buffered wherever it goes, so that log lines appear as they are
+    /// written under Slurm, in a pipe or a file (the C library buffers blocks there otherwise).
+    public static func lineBufferStandardOutput() { tp_line_buffer_stdout() }
+
     public static func selectBLASCore(argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) {
         tp_blas_select(argv)
     }

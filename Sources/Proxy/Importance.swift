@@ -32,8 +32,12 @@ public struct ImportanceSettings: Sendable, Equatable, Codable {
     /// nil: language-balanced calibration; otherwise only this language.
     public var language: String? = nil
     public var seed: UInt64 = 1234
-    /// Validation tokens per language for the layer-skip loss rise.
-    public var lossTokensPerLanguage = 4096
+    /// Validation tokens per language for the layer-skip loss rise; 0 skips it (a study whose
+    /// depth is not an axis, or whose depth ranking is block importance and asks for none).
+    public var lossTokensPerLanguage = ImportanceSettings.defaultLossTokensPerLanguage
+    /// 512 tokens × 12 languages: SmolLM2-135M's 30 layer-skip losses in about two minutes on
+    /// two cores (docs/engine.md).
+    public static let defaultLossTokensPerLanguage = 512
     public init() {}
 }
 
@@ -51,8 +55,10 @@ public struct ImportanceScores: Sendable, Equatable, Codable {
     public var channels: [Double]
     /// [layer]: Block Importance, 1 − mean cosine(layer input, layer output).
     public var blockImportance: [Double]
-    /// [layer]: validation loss with the layer skipped minus the full model's.
+    /// [layer]: validation loss with the layer skipped minus the full model's; empty when not
+    /// computed (``ImportanceSettings/lossTokensPerLanguage`` 0: depth is not searched).
     public var layerLossRise: [Double]
+    /// The full model's validation loss of the layer-skip measurement (0 when not computed).
     public var baseValidationLoss: Double
     /// Mixtures: the MLP experts of every layer.
     public var mlpExperts: ExpertScores?
@@ -176,6 +182,8 @@ public enum Importance {
         var scratch = [Double](repeating: 0, count: T)
         let seqAgg = settings.sequenceAggregation
         var start = 0
+        let calibrationProgress = ProgressReporter(label: "importance: calibration", total: (S + B - 1) / B,
+                                                   every: max(1, (S + B - 1) / B / 10), unit: "batch")
         while start < S {
             let rows = min(B, S - start)
             var tokens = [Int32](repeating: 0, count: B * T)
@@ -234,6 +242,7 @@ public enum Importance {
             }
             tokensSeen += rows * T
             start += rows
+            if let line = calibrationProgress.line(step: (start + B - 1) / B, tokens: tokensSeen, fields: []) { log(line) }
         }
         let batchAgg = settings.batchAggregation
         func reduceSamples(_ v: [Double], units: Int) -> [Double] {
@@ -249,22 +258,74 @@ public enum Importance {
         let blockImportance = cosineSum.map { 1 - $0 / Double(tokensSeen) }
 
         // Loss rise when each layer is skipped, on validation data.
-        func validation() throws -> Double {
-            try Evaluation.validationLoss(model: teacher, shards: corpus, batch: B, sequence: T,
-                                          maxTokensPerLanguage: settings.lossTokensPerLanguage, activations: acts).overall
-        }
-        let base = try validation()
-        var rise: [Double] = []
-        for l in 0..<L {
-            teacher.masks = ForwardMasks(skipLayers: [l])
-            rise.append(try validation() - base)
-            log("layer \(l): block importance \(String(format: "%.4f", blockImportance[l])), loss rise when skipped \(String(format: "%.4f", rise[l]))")
+        let (measuredBase, rise) = try layerSkipLoss(teacher: teacher, corpus: corpus, batch: B, sequence: T,
+                                             tokensPerLanguage: settings.lossTokensPerLanguage, activations: acts, log: log)
+        let base = rise.isEmpty ? 0 : measuredBase
+        if !rise.isEmpty {
+            for l in 0..<L {
+                log("layer \(l): block importance \(String(format: "%.4f", blockImportance[l])), loss rise when skipped \(String(format: "%.4f", rise[l]))")
+            }
         }
         return ImportanceScores(teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
                                 settings: settings, heads: heads, neurons: neurons, channels: channels,
                                 blockImportance: blockImportance, layerLossRise: rise, baseValidationLoss: base,
                                 mlpExperts: mixture ? mlpExperts.scores : nil,
                                 attentionExperts: c.family.hasAttentionExperts ? attentionExperts.scores : nil)
+    }
+
+    /// The validation loss of `teacher` (token-weighted over languages, as
+    /// ``Evaluation/validationLoss(model:shards:split:batch:sequence:maxTokensPerLanguage:step:activations:)``)
+    /// and, for every layer l, the loss with layer l skipped minus it.
+    ///
+    /// Layer-major with one hidden state per validation window: the state entering layer l is
+    /// kept, so skipping l runs layers l+1…L−1 and the head on it, and one more layer advances it.
+    /// That is L(L−1)/2 + L layer passes and L + 1 heads instead of L² + L layers and L + 1 heads;
+    /// each loss is the one a full forward pass with layer l skipped gives (the same kernels on
+    /// the same rows). Memory: the validation tokens × C floats of the state.
+    /// `tokensPerLanguage` 0 returns no rises (and the base loss as NaN: nothing was scored).
+    public static func layerSkipLoss(teacher: DecoderModel, corpus: TokenShards, batch B: Int, sequence T: Int,
+                                     tokensPerLanguage: Int, activations acts: Activations,
+                                     log: (String) -> Void = { _ in }) throws -> (base: Double, rise: [Double]) {
+        guard tokensPerLanguage > 0 else { return (.nan, []) }
+        let c = teacher.config
+        let (L, C, N) = (c.numHiddenLayers, c.hiddenSize, acts.N)
+        var batches: [(language: String, tokens: [Int32], targets: [Int32])] = []
+        corpus.forEachWindowBatch(batch: acts.B, sequence: T, maxTokensPerLanguage: tokensPerLanguage) { batches.append(($0, $1, $2)) }
+        let saved = teacher.masks
+        teacher.masks = ForwardMasks()
+        defer { teacher.masks = saved }
+        var baseTally = LossTally()
+        let state = FloatBuffer(count: batches.count * N * C)
+        for (b, batch) in batches.enumerated() {
+            try teacher.forward(tokens: batch.tokens, acts)
+            _ = try teacher.loss(acts, targets: batch.targets, gradient: false)
+            baseTally.add(batch.language, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: batch.targets, sequence: T)
+            (state.pointer + b * N * C).update(from: acts.residual[0], count: N * C)
+        }
+        let base = try baseTally.result(step: 0).overall
+        let scored = batches.reduce(0) { $0 + $1.targets.filter { $0 >= 0 }.count }
+        let progress = ProgressReporter(label: "importance: layer-skip loss", total: L, every: max(1, L / 10), unit: "layer")
+        var rise: [Double] = []
+        for l in 0..<L {
+            var tally = LossTally()
+            for (b, batch) in batches.enumerated() {
+                let x = state.pointer + b * N * C
+                // Skipped: layer l's output is its input.
+                acts.residual[l + 1].update(from: x, count: N * C)
+                try teacher.forward(fromLayer: l + 1, acts)
+                _ = try teacher.loss(acts, targets: batch.targets, gradient: false)
+                tally.add(batch.language, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: batch.targets, sequence: T)
+                // Advance the state through layer l.
+                if l + 1 < L {
+                    acts.residual[l].update(from: x, count: N * C)
+                    try teacher.forward(layer: l, acts)
+                    x.update(from: acts.residual[l + 1], count: N * C)
+                }
+            }
+            rise.append(try tally.result(step: 0).overall - base)
+            if let line = progress.line(step: l + 1, tokens: scored * (l + 1), fields: [("rise", String(format: "%.4f", rise[l]))]) { log(line) }
+        }
+        return (base, rise)
     }
 
     /// What identifies a set of scores: the teacher's and the calibration set's fingerprints and

@@ -287,7 +287,8 @@ struct ExternalBackend {
             return ImportanceScores(teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint, settings: settings,
                                     heads: try matrix("heads", L, c.numAttentionHeads), neurons: try matrix("neurons", L, c.intermediateSize),
                                     channels: try vector("channels", c.hiddenSize), blockImportance: try vector("block_importance", L),
-                                    layerLossRise: rise, baseValidationLoss: base)
+                                    layerLossRise: settings.lossTokensPerLanguage == 0 ? [] : rise,
+                                    baseValidationLoss: settings.lossTokensPerLanguage == 0 ? 0 : base)
         }
     }
 

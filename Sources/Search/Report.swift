@@ -333,7 +333,10 @@ public struct StudyReport {
         var plot = SVGPlot(id: "layers", x: -0.5...(Double(L) - 0.5), y: min(0, ys.min()!)...ys.max()!, xLabel: "teacher layer", yLabel: "block importance / loss rise (nats)", pad: 0)
         for l in 0..<L {
             plot.bar(x0: Double(l) - 0.4, x1: Double(l), y: imp.blockImportance[l], cls: "bar-block", title: String(format: "layer %d: block importance %.4f", l, imp.blockImportance[l]))
-            plot.bar(x0: Double(l), x1: Double(l) + 0.4, y: imp.layerLossRise[l], cls: "bar-rise", title: String(format: "layer %d: loss rise %.4f", l, imp.layerLossRise[l]))
+            // The loss rise is computed only when depth is searched.
+            if imp.layerLossRise.count == L {
+                plot.bar(x0: Double(l), x1: Double(l) + 0.4, y: imp.layerLossRise[l], cls: "bar-rise", title: String(format: "layer %d: loss rise %.4f", l, imp.layerLossRise[l]))
+            }
         }
         return plot.render(xTicks: (0..<L).map(Double.init), xTickLabels: (0..<L).map(String.init))
     }

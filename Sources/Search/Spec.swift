@@ -142,7 +142,10 @@ public enum Objective: String, Sendable, Codable {
 /// A parsed, validated search spec. See docs/search.md for every key and its default.
 public struct SearchSpec: Sendable {
     public var study: String
+    /// The teacher's folder (a repo id is resolved to its snapshot in the Hugging Face cache).
     public var teacher: String
+    /// The teacher as the spec names it (a path, or a repo id such as `HuggingFaceTB/SmolLM2-135M-Instruct`).
+    public var teacherReference: String = ""
     public var data: String
     /// axis → values to consider (ascending); axes not named keep the teacher's value.
     public var space: [Axis: [Int]]
@@ -215,6 +218,11 @@ public struct SearchSpec: Sendable {
         guard study.count <= 100 else { throw fail("study", "\(study.count) characters; at most 100") }
         guard study != "." && study != ".." else { throw fail("study", "'\(study)' cannot name a folder") }
         teacher = try string(o["teacher"], "teacher")
+        teacherReference = teacher
+        // A Hugging Face repo id (ORG/NAME) that is not a folder here: its snapshot in the local cache.
+        if !FileManager.default.fileExists(atPath: teacher), HubCache.isRepoID(teacher) {
+            do { teacher = try HubCache.resolve(teacher).path } catch { throw fail("teacher", "\(error)") }
+        }
         if let b = o["backend"] {
             guard let bo = b.object else { throw fail("backend", "an object: {\"name\": \"torch\", \"device\": \"cpu\"} or {\"command\": [...]}") }
             backend = try BackendSpec.parse(bo, fail: { fail($0, $1) })
@@ -328,7 +336,8 @@ public struct SearchSpec: Sendable {
 
         // importance
         if let imp = try object(o["importance"], "importance") {
-            try check(imp, "importance", ["calibration_samples", "sequence_length", "batch", "sequence", "depth", "contiguous", "language", "experts"])
+            try check(imp, "importance", ["calibration_samples", "sequence_length", "batch", "sequence", "depth", "contiguous", "language", "experts", "loss_tokens"])
+            if let v = imp["loss_tokens"] { importance.lossTokensPerLanguage = try int(v, "importance.loss_tokens", min: 0) }
             if let v = imp["experts"] {
                 guard let m = v.string.flatMap(ExpertMetric.init(rawValue:)) else {
                     throw fail("importance.experts", "gated_output_norm or frequency, got \(v)")
@@ -350,6 +359,9 @@ public struct SearchSpec: Sendable {
             if let v = imp["contiguous"] { guard let x = v.bool else { throw fail("importance.contiguous", "true or false") }; prune.contiguousLayers = x }
             if let v = imp["language"] { importance.language = try string(v, "importance.language") }
         }
+
+        // The layer-skip loss ranks layers for depth pruning: without a depth axis it is not computed.
+        if space[.numHiddenLayers] == [t.numHiddenLayers] { importance.lossTokensPerLanguage = 0 }
 
         // proxy
         let teacherConfigLayers = t.numHiddenLayers

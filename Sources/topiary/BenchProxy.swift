@@ -27,7 +27,7 @@ struct BenchProxy: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        let t = try Checkpoint.load(directoryURL(teacher))
+        let t = try Checkpoint.load(try checkpointURL(teacher))
         let c = try ModelConfig.load(fileURL(studentConfig))
         var rng = SeededGenerator(seed: 5)
         let n = batch * seq

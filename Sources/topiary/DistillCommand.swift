@@ -113,7 +113,7 @@ struct DistillCommand: ParsableCommand {
             return
         }
         let (teacher, data, out) = (teacher!, data!, out!)
-        let t = try Checkpoint.load(directoryURL(teacher))
+        let t = try Checkpoint.load(try checkpointURL(teacher))
         let corpus = try TokenShards(directory: directoryURL(data))
         let students = try student.map { path -> (String, DecoderModel) in
             let config = try ModelConfig.load(directoryURL(path).appendingPathComponent("config.json"))   // load() checks the headers

@@ -11,6 +11,8 @@ struct ImportanceOptions: ParsableArguments {
     @Option(help: "Aggregation over the sequence: mean, l2 or variance.") var seqAgg = "mean"
     @Option(help: "Calibrate on one language only (default: balanced over languages).") var calibrationLanguage: String?
     @Option(help: "Directory caching scores by teacher and calibration fingerprint.") var importanceCache = "results/importance"
+    @Option(parsing: .unconditional, help: "Validation tokens per language for the layer-skip loss rise (0: skip it).")
+    var lossTokens = ImportanceSettings.defaultLossTokensPerLanguage
 
     func validate() throws {
         guard Aggregation(rawValue: batchAgg) != nil, Aggregation(rawValue: seqAgg) != nil else {
@@ -18,6 +20,7 @@ struct ImportanceOptions: ParsableArguments {
         }
         if samples < 1 { throw ValidationError("--samples must be at least 1") }
         try requireRange("--calibration-seq", calibrationSeq, 2...1 << 20)
+        try requireRange("--loss-tokens", lossTokens, 0...1 << 30)
     }
 
     var settings: ImportanceSettings {
@@ -25,12 +28,13 @@ struct ImportanceOptions: ParsableArguments {
         s.samples = samples; s.sequence = calibrationSeq
         s.batchAggregation = Aggregation(rawValue: batchAgg)!; s.sequenceAggregation = Aggregation(rawValue: seqAgg)!
         s.language = calibrationLanguage
+        s.lossTokensPerLanguage = lossTokens
         return s
     }
 
     func scores(teacher: DecoderModel, corpus: TokenShards) throws -> ImportanceScores {
         let (scores, cached) = try Importance.cached(teacher: teacher, corpus: corpus, settings: settings,
-                                                     cache: directoryURL(importanceCache), log: { print($0) })
+                                                     cache: directoryURL(importanceCache), log: { print($0); fflush(nil) })
         if cached { print("importance: reusing cached scores for teacher \(scores.teacherFingerprint), calibration \(scores.calibrationFingerprint)") }
         return scores
     }
@@ -49,7 +53,7 @@ struct ImportanceCommand: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        let model = try Checkpoint.load(directoryURL(teacher))
+        let model = try Checkpoint.load(try checkpointURL(teacher))
         let corpus = try TokenShards(directory: directoryURL(data))
         let s = try importance.scores(teacher: model, corpus: corpus)
         if json {
@@ -61,7 +65,11 @@ struct ImportanceCommand: ParsableCommand {
         func fmt(_ v: Double) -> String { String(format: "%.4g", v) }
         print("layers, most important first (block importance | loss rise when skipped; base loss \(fmt(s.baseValidationLoss))):")
         print("  by block importance: " + ImportanceScores.ranking(s.blockImportance).map { "\($0) (\(fmt(s.blockImportance[$0])))" }.joined(separator: ", "))
-        print("  by loss rise:        " + ImportanceScores.ranking(s.layerLossRise).map { "\($0) (\(fmt(s.layerLossRise[$0])))" }.joined(separator: ", "))
+        if s.layerLossRise.isEmpty {
+            print("  by loss rise:        not computed (--loss-tokens 0)")
+        } else {
+            print("  by loss rise:        " + ImportanceScores.ranking(s.layerLossRise).map { "\($0) (\(fmt(s.layerLossRise[$0])))" }.joined(separator: ", "))
+        }
         print("heads per layer, most important first:")
         for (l, h) in s.heads.enumerated() { print("  layer \(l): " + ImportanceScores.ranking(h).map { "\($0) (\(fmt(h[$0])))" }.joined(separator: ", ")) }
         let ch = ImportanceScores.ranking(s.channels)

@@ -23,7 +23,7 @@ struct ModelEval: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        let model = try Checkpoint.load(directoryURL(directory))
+        let model = try Checkpoint.load(try checkpointURL(directory))
         let corpus = try TokenShards(directory: directoryURL(data))
         guard model.config.vocabSize >= corpus.vocabularySize else {
             throw ModelError.invalidConfig(file: directory + "/config.json", key: "vocab_size",

@@ -7,7 +7,7 @@ struct ModelInfo: ParsableCommand {
         commandName: "info",
         abstract: "Family, shapes, parameter counts, FLOPs per token and training memory of a checkpoint or config.")
 
-    @Argument(help: "Checkpoint directory, or a config.json file.") var path: String
+    @Argument(help: "Checkpoint directory, a Hugging Face repo id in the local cache, or a config.json file.") var path: String
     @Option(parsing: .unconditional, help: "Sequence length for FLOPs and memory.") var seq = 256
     @Option(parsing: .unconditional, help: "Batch size for training memory.") var batch = 16
     @Flag(help: "Print JSON.") var json = false
@@ -19,6 +19,7 @@ struct ModelInfo: ParsableCommand {
 
     func run() throws {
         var isDirectory: ObjCBool = false
+        let path = try checkpointURL(self.path).path
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw ModelError.io(path: path, reason: "does not exist")
         }

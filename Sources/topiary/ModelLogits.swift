@@ -20,7 +20,7 @@ struct ModelLogits: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        let model = try Checkpoint.load(directoryURL(directory))
+        let model = try Checkpoint.load(try checkpointURL(directory))
         let data: Data
         do { data = try FileIO.read(fileURL(inputIDs), what: "input ids file") } catch {
             throw error

@@ -28,10 +28,10 @@ struct PruneCommand: ParsableCommand {
 
     func run() throws {
         engine.apply()
-        try OutputDirectory.check(directoryURL(out), inputs: [("--teacher", directoryURL(teacher)), ("--data", directoryURL(data)), ("--to", fileURL(to))],
+        try OutputDirectory.check(directoryURL(out), inputs: [("--teacher", try checkpointURL(teacher)), ("--data", directoryURL(data)), ("--to", fileURL(to))],
                                   force: force)
-        let model = try Checkpoint.load(directoryURL(teacher))
-        let type = try dtype ?? Checkpoint.storageType(directoryURL(teacher))
+        let model = try Checkpoint.load(try checkpointURL(teacher))
+        let type = try dtype ?? Checkpoint.storageType(try checkpointURL(teacher))
         guard let data0 = try? Data(contentsOf: fileURL(to)), let json = JSON.parse(data0)?.object else {
             throw ModelError.invalidInput("\(to): not a JSON object")
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Model
 
 @main
@@ -16,6 +17,9 @@ struct Topiary: ParsableCommand {
     /// with `OPENBLAS_CORETYPE` set; see `RuntimePlatform`), then parses and runs the command.
     static func main() {
         RuntimePlatform.selectBLASCore(argv: CommandLine.unsafeArgv)
+        // Every line is written when it ends, to a terminal, a file or a pipe (as under Slurm),
+        // not when a block of them fills.
+        RuntimePlatform.lineBufferStandardOutput()
         Self.main(nil)
     }
 }

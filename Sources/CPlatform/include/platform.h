@@ -74,4 +74,8 @@ const char *tp_blas_select_note(void);
 /// Max |C - C_ref| / max|C_ref| of a 48×40×56 sgemm against a double reference (the self-check).
 double tp_blas_self_check(void);
 
+/// Makes standard output line-buffered, whatever it is (terminal, file, pipe): every log line
+/// is written when it ends.
+void tp_line_buffer_stdout(void);
+
 #endif

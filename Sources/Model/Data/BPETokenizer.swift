@@ -11,8 +11,10 @@ import Foundation
 /// then ByteLevel (Llama-3, Qwen), Metaspace (`prepend_scheme`, `split`) or null; added tokens
 /// (matched literally before normalisation, leftmost-longest); decoder ByteLevel, Metaspace,
 /// Replace, ByteFallback, Fuse, Strip or a Sequence of them. Anything else is refused by name at
-/// load time. The post-processor is not applied (as `encode(text, add_special_tokens=False)`):
-/// documents are separated by the end-of-text token when shards are written.
+/// load time. ``encode(_:)`` applies no post-processor (as `encode(text, add_special_tokens=False)`);
+/// ``encodeDocument(_:)`` applies it (``PostProcessor``: the BOS of Llama 3's template), and
+/// `data prepare` writes each document so, followed by the end-of-text token unless the template
+/// already ended with it.
 public struct BPETokenizer: Tokenizer, @unchecked Sendable {
     public let identifier: String
     public let vocabularySize: Int
@@ -31,6 +33,8 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
     let normalizers: [NormalizerStep]
     let preTokenization: PreTokenization
     let decoders: [DecoderStep]
+    /// The `post_processor` (special tokens around a document).
+    public let postProcessor: PostProcessor
     /// `byte_fallback`: a character missing from the vocabulary becomes its UTF-8 bytes' `<0x..>` tokens.
     let byteFallback: Bool
     /// `unk_token`'s id (characters with no token and no byte fallback), and whether runs of them fuse.
@@ -68,6 +72,7 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         if let d = model["dropout"]?.double, d > 0 { throw fail("model.dropout", "BPE dropout \(d) is not supported (tokenisation would be random)") }
         normalizers = try NormalizerStep.parse(json["normalizer"], fail: fail)
         decoders = try DecoderStep.parse(json["decoder"], fail: fail)
+        postProcessor = try PostProcessor.parse(json["post_processor"], fail: fail)
 
         // Pre-tokenizer.
         func byteLevel(_ p: [String: JSON], split: Regex<AnyRegexOutput>?) throws -> PreTokenization {
@@ -185,6 +190,9 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
     }
 
     // MARK: encode
+
+    /// `text` with the post-processor's special tokens (`add_special_tokens=True`).
+    public func encodeDocument(_ text: String) -> [Int] { postProcessor.apply(encode(text)) }
 
     public func encode(_ text: String) -> [Int] {
         var ids: [Int] = []

@@ -157,12 +157,12 @@ public enum ShardWriter {
             var stats: [String: LanguageStats] = [:]
             var position = 0
             for (doc, li) in splitDocs[split]! {
-                var ids = tokenizer.encode(doc.text)
+                var ids = tokenizer.encodeDocument(doc.text)
                 if let bad = ids.first(where: { !(0..<limit).contains($0) }) {
                     try? fm.removeItem(at: temporary)
                     throw ModelError.invalidInput("tokenizer \(tokenizer.identifier) produced id \(bad), outside its vocabulary 0..<\(limit), for a \(doc.language) document; nothing was written")
                 }
-                ids.append(tokenizer.endOfText)
+                if ids.last != tokenizer.endOfText { ids.append(tokenizer.endOfText) }
                 var st = stats[languages[li]] ?? { var s = LanguageStats(); s.tokenStart = position; return s }()
                 st.documents += 1
                 st.bytes += doc.text.utf8.count

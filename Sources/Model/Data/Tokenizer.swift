@@ -9,6 +9,9 @@ public protocol Tokenizer: Sendable {
     /// What `data prepare` records so that readers can rebuild the same tokenizer.
     var identifier: String { get }
     func encode(_ text: String) -> [Int]
+    /// One document as the model was trained on it: ``encode(_:)`` with the tokenizer's
+    /// post-processor (`add_special_tokens=True`; a BOS for Llama 3).
+    func encodeDocument(_ text: String) -> [Int]
     func decode(_ ids: [Int]) throws -> String
     /// Which token separates documents, in words (`data prepare` prints it).
     var endOfTextDescription: String { get }
@@ -16,6 +19,7 @@ public protocol Tokenizer: Sendable {
 
 extension Tokenizer {
     public var endOfTextDescription: String { "id \(endOfText)" }
+    public func encodeDocument(_ text: String) -> [Int] { encode(text) }
 }
 
 /// The built-in byte-level tokenizer: ids 0–255 are the UTF-8 bytes, then named special tokens

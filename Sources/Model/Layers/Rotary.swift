@@ -4,7 +4,8 @@ import Foundation
 /// llama, `Int(D·partial_rotary_factor)` for nemotron) and i < R/2,
 /// `inv_freq[i] = 1 / theta^(2i/R)` (float32), angle = t · inv_freq[i] (float32 product), and
 /// the pair (x[i], x[i+R/2]) is rotated by that angle ("rotate_half" convention). Dimensions
-/// R..<D pass through unchanged.
+/// R..<D pass through unchanged. ``ModelConfig/rope`` rescales the frequencies (and, for yarn,
+/// multiplies cos and sin by its attention factor): see ``RopeScaling``.
 struct RotaryTable {
     let rotaryDim: Int
     let T: Int
@@ -17,12 +18,14 @@ struct RotaryTable {
         rotaryDim = R
         self.T = T
         var c = [Float](repeating: 0, count: T * half), s = c
+        let (inverse, scale) = config.rope.frequencies(R: R, theta: config.ropeTheta,
+                                                       maxPositions: config.maxPositionEmbeddings, sequence: T)
         for i in 0..<half {
-            let invFreq = Float(1.0 / pow(config.ropeTheta, Double(2 * i) / Double(R)))
+            let invFreq = inverse[i]
             for t in 0..<T {
                 let angle = Float(t) * invFreq
-                c[t * half + i] = Float(Foundation.cos(Double(angle)))
-                s[t * half + i] = Float(Foundation.sin(Double(angle)))
+                c[t * half + i] = Float(Foundation.cos(Double(angle))) * scale
+                s[t * half + i] = Float(Foundation.sin(Double(angle))) * scale
             }
         }
         cos = c
