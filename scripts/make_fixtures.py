@@ -3,7 +3,10 @@
 
 Run once (the Swift tests never need Python):
     python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors
-    .venv/bin/python scripts/make_fixtures.py
+    .venv/bin/python scripts/make_fixtures.py [NAME ...]
+With names (e.g. `rope`, or single fixtures), only those are made; `rope` makes the five rope
+scaling fixtures (llama_rope_linear, llama_rope_dynamic in transformers 4's `rope_scaling` +
+`rope_theta` spelling; llama_rope_llama3, qwen2_yarn, mistral_yarn_mscale in 5's `rope_parameters`).
 
 For each tiny random model it writes, with transformers' own save_pretrained:
   <name>/config.json, <name>/model.safetensors   the checkpoint
@@ -101,7 +104,59 @@ def make(name, model, vocab, batch=2, seq=7, seed=0):
     return model
 
 
+def v4_rope_spelling(name):
+    """Rewrites a saved config.json the way transformers 4 wrote it: `rope_scaling` (with
+    `type`) and a top-level `rope_theta` instead of `rope_parameters`."""
+    path = os.path.join(ROOT, name, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    rope = dict(config.pop("rope_parameters"))
+    config["rope_theta"] = rope.pop("rope_theta")
+    rope["type"] = rope.pop("rope_type")
+    config["rope_scaling"] = rope
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+
+
+def rope_fixtures(wanted):
+    """Tiny models with each rope scaling, on sequences long enough for the scaling to matter
+    (longer than the original context the scaling starts from)."""
+    common = dict(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=44, initializer_range=0.2, attn_implementation="eager")
+    specs = {
+        "llama_rope_linear": (LlamaConfig, LlamaForCausalLM, dict(max_position_embeddings=128, rope_parameters=
+                              {"rope_type": "linear", "factor": 4.0, "rope_theta": 500.0}), 41),
+        # dynamic NTK rescales only past max_position_embeddings (16 < 40 tokens).
+        "llama_rope_dynamic": (LlamaConfig, LlamaForCausalLM, dict(max_position_embeddings=16, rope_parameters=
+                               {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}), 43),
+        # wavelengths 6.3, 63, 628, 6283 against original 16: one smoothed, three divided by 8.
+        "llama_rope_llama3": (LlamaConfig, LlamaForCausalLM, dict(max_position_embeddings=128, rope_parameters=
+                              {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 16, "rope_theta": 10000.0}), 47),
+        "qwen2_yarn": (Qwen2Config, Qwen2ForCausalLM, dict(max_position_embeddings=64, rope_parameters=
+                       {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                        "rope_theta": 10000.0}), 53),
+        "mistral_yarn_mscale": (MistralConfig, MistralForCausalLM, dict(max_position_embeddings=64, sliding_window=None,
+                                rope_parameters={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32,
+                                                 "mscale": 1.0, "mscale_all_dim": 0.5, "beta_fast": 8.0, "beta_slow": 2.0,
+                                                 "truncate": False, "rope_theta": 1000.0}), 59),
+    }
+    for i, (name, (config_class, model_class, extra, seed)) in enumerate(specs.items()):
+        if wanted and name not in wanted and "rope" not in wanted:
+            continue
+        torch.manual_seed(seed)
+        model = model_class(config_class(**common, **extra))
+        make(name, model, 61, batch=1, seq=40, seed=seed)
+        if name in ("llama_rope_linear", "llama_rope_dynamic"):
+            v4_rope_spelling(name)
+
+
 def main():
+    import sys
+    wanted = set(sys.argv[1:])
+    rope_fixtures(wanted)
+    if wanted:
+        return
     torch.manual_seed(1234)
     common = dict(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   max_position_embeddings=64, attn_implementation="eager")

@@ -163,5 +163,37 @@ def main():
     print("wrote", sorted(os.listdir(OUT)))
 
 
+def post_processor_fixtures():
+    """llama3-bos.json: llama3-style.json with Llama 3's post-processor (TemplateProcessing,
+    `<|begin_of_text|> $A`), roberta-style.json with RobertaProcessing (`<s> A </s>`) inside a
+    Sequence with ByteLevel; special-cases.jsonl: their ids with add_special_tokens=True.
+    Run alone with `make_tokenizer_fixtures.py --post-processors` (reads llama3-style.json)."""
+    from tokenizers import processors
+    base = Tokenizer.from_file(os.path.join(OUT, "llama3-style.json"))
+    bos = Tokenizer.from_str(base.to_str())
+    bos.add_special_tokens(["<|begin_of_text|>"])
+    bos_id = bos.token_to_id("<|begin_of_text|>")
+    bos.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                                                       special_tokens=[("<|begin_of_text|>", bos_id)])
+    roberta = Tokenizer.from_str(base.to_str())
+    roberta.add_special_tokens(["<s>", "</s>"])
+    roberta.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False),
+                                                  processors.RobertaProcessing(("</s>", roberta.token_to_id("</s>")),
+                                                                               ("<s>", roberta.token_to_id("<s>")))])
+    toks = {"llama3-bos.json": bos, "roberta-style.json": roberta}
+    with open(os.path.join(OUT, "special-cases.jsonl"), "w") as f:
+        for name, tok in toks.items():
+            tok.save(os.path.join(OUT, name))
+            for text in CASES[:6] + ["<|endoftext|>after an end of text"]:
+                f.write(json.dumps({"tokenizer": name, "text": text, "ids": tok.encode(text, add_special_tokens=True).ids,
+                                    "ids_plain": tok.encode(text, add_special_tokens=False).ids}, ensure_ascii=False) + "\n")
+    print("wrote llama3-bos.json, roberta-style.json, special-cases.jsonl")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if "--post-processors" in sys.argv:
+        post_processor_fixtures()
+    else:
+        main()
+        post_processor_fixtures()

@@ -403,11 +403,13 @@ private struct ConfigReader {
             guard let b = v.bool else { throw fail("\(path).truncate", "expected true or false, got \(v)") }
             truncate = b
         }
-        return RopeScaling(kind: kind, factor: try number("factor"), lowFreqFactor: try number("low_freq_factor"),
-                           highFreqFactor: try number("high_freq_factor"), originalMaxPositionEmbeddings: original,
-                           attentionFactor: try number("attention_factor"), betaFast: try number("beta_fast"),
-                           betaSlow: try number("beta_slow"), mscale: try number("mscale"),
-                           mscaleAllDim: try number("mscale_all_dim"), truncate: truncate)
+        let scaling = RopeScaling(kind: kind, factor: try number("factor"), lowFreqFactor: try number("low_freq_factor"),
+                                  highFreqFactor: try number("high_freq_factor"), originalMaxPositionEmbeddings: original,
+                                  attentionFactor: try number("attention_factor"), betaFast: try number("beta_fast"),
+                                  betaSlow: try number("beta_slow"), mscale: try number("mscale"),
+                                  mscaleAllDim: try number("mscale_all_dim"), truncate: truncate)
+        try scaling.validate(path: path, file: file)
+        return scaling
     }
 }
 

@@ -35,7 +35,7 @@ public struct ImportanceSettings: Sendable, Equatable, Codable {
     /// Validation tokens per language for the layer-skip loss rise; 0 skips it (a study whose
     /// depth is not an axis, or whose depth ranking is block importance and asks for none).
     public var lossTokensPerLanguage = ImportanceSettings.defaultLossTokensPerLanguage
-    /// 512 tokens × 12 languages: SmolLM2-135M's 30 layer-skip losses in about two minutes on
+    /// 512 tokens × 12 languages: SmolLM2-135M's 30 layer-skip losses in about three minutes on
     /// two cores (docs/engine.md).
     public static let defaultLossTokensPerLanguage = 512
     public init() {}
@@ -289,8 +289,31 @@ public enum Importance {
         guard tokensPerLanguage > 0 else { return (.nan, []) }
         let c = teacher.config
         let (L, C, N) = (c.numHiddenLayers, c.hiddenSize, acts.N)
-        var batches: [(language: String, tokens: [Int32], targets: [Int32])] = []
-        corpus.forEachWindowBatch(batch: acts.B, sequence: T, maxTokensPerLanguage: tokensPerLanguage) { batches.append(($0, $1, $2)) }
+        // The validation windows of every language, packed B rows to a batch across languages (a
+        // language of 4 windows does not fill a batch of 16 alone).
+        var windows: [(language: String, tokens: ArraySlice<Int32>, targets: ArraySlice<Int32>)] = []
+        corpus.forEachWindowBatch(batch: acts.B, sequence: T, maxTokensPerLanguage: tokensPerLanguage) { lang, tokens, targets in
+            for r in 0..<acts.B where targets[(r * T)..<((r + 1) * T)].contains(where: { $0 >= 0 }) {
+                windows.append((lang, tokens[(r * T)..<((r + 1) * T)], targets[(r * T)..<((r + 1) * T)]))
+            }
+        }
+        var batches: [(languages: [String], tokens: [Int32], targets: [Int32])] = []
+        for start in stride(from: 0, to: windows.count, by: acts.B) {
+            let rows = windows[start..<min(start + acts.B, windows.count)]
+            var tokens = [Int32](repeating: 0, count: acts.B * T), targets = [Int32](repeating: -1, count: acts.B * T)
+            for (r, w) in rows.enumerated() {
+                tokens.replaceSubrange((r * T)..<((r + 1) * T), with: w.tokens)
+                targets.replaceSubrange((r * T)..<((r + 1) * T), with: w.targets)
+            }
+            batches.append((rows.map(\.language), tokens, targets))
+        }
+        func add(_ tally: inout LossTally, _ batch: (languages: [String], tokens: [Int32], targets: [Int32])) {
+            let losses = UnsafeBufferPointer(acts.rowLosses)
+            for (r, language) in batch.languages.enumerated() {
+                tally.add(language, rowLosses: UnsafeBufferPointer(rebasing: losses[(r * T)..<((r + 1) * T)]),
+                          targets: Array(batch.targets[(r * T)..<((r + 1) * T)]), sequence: T)
+            }
+        }
         let saved = teacher.masks
         teacher.masks = ForwardMasks()
         defer { teacher.masks = saved }
@@ -299,7 +322,7 @@ public enum Importance {
         for (b, batch) in batches.enumerated() {
             try teacher.forward(tokens: batch.tokens, acts)
             _ = try teacher.loss(acts, targets: batch.targets, gradient: false)
-            baseTally.add(batch.language, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: batch.targets, sequence: T)
+            add(&baseTally, batch)
             (state.pointer + b * N * C).update(from: acts.residual[0], count: N * C)
         }
         let base = try baseTally.result(step: 0).overall
@@ -314,7 +337,7 @@ public enum Importance {
                 acts.residual[l + 1].update(from: x, count: N * C)
                 try teacher.forward(fromLayer: l + 1, acts)
                 _ = try teacher.loss(acts, targets: batch.targets, gradient: false)
-                tally.add(batch.language, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: batch.targets, sequence: T)
+                add(&tally, batch)
                 // Advance the state through layer l.
                 if l + 1 < L {
                     acts.residual[l].update(from: x, count: N * C)
@@ -323,7 +346,10 @@ public enum Importance {
                 }
             }
             rise.append(try tally.result(step: 0).overall - base)
-            if let line = progress.line(step: l + 1, tokens: scored * (l + 1), fields: [("rise", String(format: "%.4f", rise[l]))]) { log(line) }
+            // Skipping layer l costs L − l layer passes and a head (counted as one more).
+            let done = Double((0...l).reduce(0) { $0 + L - $1 + 1 }) / Double((0..<L).reduce(0) { $0 + L - $1 + 1 })
+            if let line = progress.line(step: l + 1, tokens: scored * (l + 1), fields: [("rise", String(format: "%.4f", rise[l]))],
+                                        done: done) { log(line) }
         }
         return (base, rise)
     }

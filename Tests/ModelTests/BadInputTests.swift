@@ -126,11 +126,15 @@ import Testing
 
     @Test(arguments: [
         ("model_type", JSON.string("gpt2"), "model_type"),
-        ("rope_scaling", JSON.object(["rope_type": "linear", "factor": 2.0]), "rope_scaling"),
+        ("rope_scaling", JSON.object(["rope_type": "longrope", "factor": 2.0]), "rope_scaling.rope_type"),
+        ("rope_scaling", JSON.object(["rope_type": "linear"]), "rope_scaling.factor"),
+        ("rope_scaling", JSON.object(["rope_type": "linear", "factor": 2.0, "beta_fast": 4.0]), "rope_scaling.beta_fast"),
+        ("rope_parameters", JSON.object(["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0]), "rope_parameters.high_freq_factor"),
+        ("rope_parameters", JSON.object(["rope_type": "yarn", "factor": -2.0]), "rope_parameters.factor"),
+        ("quantization_config", JSON.object(["quant_method": "gptq", "bits": 4]), "quantization_config"),
+        ("pruned_heads", JSON.object(["0": [1]]), "pruned_heads"),
         ("attention_bias", JSON.bool(true), "attention_bias"),
-        ("sliding_window", JSON.number(128), "sliding_window"),
         ("hidden_act", JSON.string("gelu"), "hidden_act"),
-        ("mystery_option", JSON.number(1), "mystery_option"),
         ("num_key_value_heads", JSON.number(3), "num_key_value_heads"),
     ])
     func unsupportedConfigNamesKey(_ key: String, _ value: JSON, _ expected: String) throws {
@@ -155,12 +159,10 @@ import Testing
         ("qwen3_moe_dense_layer", "decoder_sparse_step", JSON.number(0), "decoder_sparse_step"),
         ("qwen3_moe_dense_layer", "moe_intermediate_size", JSON.number(-4), "moe_intermediate_size"),
         ("qwen3_moe_dense_layer", "num_experts", JSON.number(4), "num_experts"),            // beside num_local_experts
-        ("qwen3_moe_dense_layer", "layer_types", JSON.array(["full_attention"]), "layer_types"),
         ("qwen2_sliding", "layer_types", JSON.array(["full_attention"]), "layer_types"),
         ("qwen2_sliding", "layer_types", JSON.array(["full_attention", "chunked_attention"]), "layer_types"),
         ("qwen2_sliding", "sliding_window", JSON.number(0), "sliding_window"),
         ("mistral_sliding", "sliding_window", JSON.number(-3), "sliding_window"),
-        ("mistral_sliding", "use_sliding_window", JSON.bool(true), "use_sliding_window"),
         ("qwen3_qknorm", "attention_bias", JSON.bool(true), "attention_bias"),
     ])
     func mixtureConfigErrorsNameTheKey(_ fixture: String, _ key: String, _ value: JSON, _ expected: String) throws {
@@ -169,6 +171,29 @@ import Testing
         try editConfig(dir) { $0[key] = value }
         let e = loadError(dir)
         #expect(e?.contains(expected) == true, "\(e ?? "no error")")
+    }
+
+    /// Keys transformers' config class does not define for the family are ignored by
+    /// transformers too: they load, are named in the config's passthrough (one warning at load),
+    /// and are written back as they were.
+    @Test(arguments: [
+        ("llama_gqa", "mystery_option", JSON.number(1)),
+        ("llama_gqa", "sliding_window", JSON.number(128)),           // not a LlamaConfig key
+        ("llama_gqa", "transformers.js_config", JSON.object(["kv_cache_dtype": ["fp16": "float16"]])),
+        ("mistral_sliding", "use_sliding_window", JSON.bool(true)),  // not a MistralConfig key
+        ("qwen3_moe_dense_layer", "layer_types", JSON.array(["full_attention"])),
+        ("mixtral_moe", "attention_bias", JSON.bool(true)),          // Mixtral's attention has no biases
+    ])
+    func keysTransformersIgnoresAreKeptAndWrittenBack(_ fixture: String, _ key: String, _ value: JSON) throws {
+        let dir = try copyFixture(fixture)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try editConfig(dir) { $0[key] = value; $0["unk_token_id"] = 0 }
+        let model = try Checkpoint.load(dir)
+        #expect(model.config.passthrough.unknown == [key])
+        #expect(model.config.passthrough.keys[key] == value && model.config.passthrough.keys["unk_token_id"] == JSON(0))
+        let written = model.config.json
+        #expect(written[key] == value && written["unk_token_id"] == JSON(0))
+        #expect(try ModelConfig.decode(written.data()) == model.config)
     }
 
     @Test func configWithMoreExpertsThanTheCheckpoint() throws {

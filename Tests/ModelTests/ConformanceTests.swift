@@ -5,7 +5,8 @@ import Testing
 /// Logits, loss and every gradient against transformers, on checkpoints transformers saved.
 @Suite struct ConformanceTests {
     @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "llama_long", "mixtral_moe", "jetmoe_moa",
-                      "qwen2_sliding", "qwen2_tied", "qwen3_qknorm", "mistral_sliding", "qwen3_moe_dense_layer", "qwen3_moe_norm_topk"])
+                      "qwen2_sliding", "qwen2_tied", "qwen3_qknorm", "mistral_sliding", "qwen3_moe_dense_layer", "qwen3_moe_norm_topk",
+                      "llama_rope_linear", "llama_rope_dynamic", "llama_rope_llama3", "qwen2_yarn", "mistral_yarn_mscale"])
     func matchesTransformers(_ name: String) throws {
         let dir = fixtures.appendingPathComponent(name)
         let model = try Checkpoint.load(dir)
@@ -30,6 +31,44 @@ import Testing
             let error = relativeError(g.values, try expected.floats("grad:" + g.name))
             #expect(error < 1e-3, "gradient of \(g.name): relative error \(error)")
         }
+    }
+
+    /// The rope fixtures test the scaling: the same weights without it give other logits (so a
+    /// scaling read but not applied would fail the conformance test above).
+    @Test(arguments: ["llama_rope_linear", "llama_rope_dynamic", "llama_rope_llama3", "qwen2_yarn", "mistral_yarn_mscale"])
+    func ropeScalingMatters(_ name: String) throws {
+        let dir = fixtures.appendingPathComponent(name)
+        let model = try Checkpoint.load(dir)
+        #expect(model.config.rope.kind != .default)
+        var plain = model.config
+        plain.rope = .none
+        let unscaled = DecoderModel(config: plain)
+        unscaled.parameters.pointer.update(from: model.parameters.pointer, count: model.parameters.count)
+        let ids = try JSONDecoder().decode([String: [[Int]]].self,
+                                           from: Data(contentsOf: dir.appendingPathComponent("input_ids.json")))["input_ids"]!
+        let expected = try SafeTensorsFile(url: dir.appendingPathComponent("expected.safetensors")).floats("logits")
+        let error = relativeError(try LogitsReport(model: unscaled, inputIDs: ids, gradients: false).logits, expected)
+        #expect(error > 1e-3, "without its rope scaling \(name) is within \(error) of transformers: the fixture does not test it")
+    }
+
+    /// Both spellings of a rope scaling (transformers 4's rope_scaling + rope_theta, 5's
+    /// rope_parameters) read alike, and the config Topiary writes reads back equal.
+    @Test func ropeSpellingsAgreeAndRoundTrip() throws {
+        let v4 = try ModelConfig.load(fixtures.appendingPathComponent("llama_rope_linear/config.json"))
+        #expect(v4.rope == RopeScaling(kind: .linear, factor: 4) && v4.ropeTheta == 500)
+        var object = v4.json.object!
+        #expect(object["rope_parameters"]?["rope_type"]?.string == "linear" && object["rope_scaling"]?["factor"]?.double == 4)
+        object.removeValue(forKey: "rope_scaling")
+        object.removeValue(forKey: "rope_theta")
+        let v5 = try ModelConfig.decode(JSON.object(object).data())
+        #expect(v5 == v4)
+        for name in ["llama_rope_llama3", "qwen2_yarn", "mistral_yarn_mscale", "llama_rope_dynamic"] {
+            let c = try ModelConfig.load(fixtures.appendingPathComponent("\(name)/config.json"))
+            #expect(try ModelConfig.decode(c.json.data()) == c, "\(name) does not round-trip")
+        }
+        let yarn = try ModelConfig.load(fixtures.appendingPathComponent("mistral_yarn_mscale/config.json")).rope
+        #expect(yarn == RopeScaling(kind: .yarn, factor: 2, originalMaxPositionEmbeddings: 32, betaFast: 8, betaSlow: 2,
+                                    mscale: 1, mscaleAllDim: 0.5, truncate: false))
     }
 
     @Test(arguments: ["f16", "bf16"])

@@ -122,3 +122,86 @@ import Testing
         #expect(tok.endOfTextDescription.contains("no end-of-text"), "\(tok.endOfTextDescription)")
     }
 }
+
+/// Post-processors (`add_special_tokens=True`) against the `tokenizers` library, and how
+/// `data prepare` joins documents with them.
+@Suite struct PostProcessorTests {
+    static let cases: [JSON] = {
+        let url = fixtures.appendingPathComponent("tokenizers/special-cases.jsonl")
+        return ((try? String(contentsOf: url, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { JSON.parse(Data($0.utf8)) }
+    }()
+
+    /// Llama 3's TemplateProcessing (BOS before the text) and a Sequence of ByteLevel and
+    /// RobertaProcessing (`<s> A </s>`) give the library's ids; without special tokens, none.
+    @Test func specialTokensAsTheLibraryAddsThem() throws {
+        #expect(Self.cases.count == 14)
+        var tokenizers: [String: BPETokenizer] = [:]
+        for c in Self.cases {
+            let name = try #require(c["tokenizer"]?.string)
+            let tok = try tokenizers[name] ?? BPETokenizer(url: fixtures.appendingPathComponent("tokenizers/\(name)"))
+            tokenizers[name] = tok
+            let text = try #require(c["text"]?.string)
+            #expect(tok.encodeDocument(text) == c["ids"]?.array?.compactMap(\.int), "\(name): \(text)")
+            #expect(tok.encode(text) == c["ids_plain"]?.array?.compactMap(\.int), "\(name): \(text)")
+        }
+        #expect(tokenizers["llama3-bos.json"]?.postProcessor == PostProcessor(prefix: [700]))
+        #expect(tokenizers["roberta-style.json"]?.postProcessor == PostProcessor(prefix: [700], suffix: [701]))
+    }
+
+    /// Shards hold each document as the model was trained on it: Llama 3's BOS, the text, then
+    /// the end-of-text token (never twice when the template already ends with it).
+    @Test func documentsAreJoinedWithTheTemplate() throws {
+        let tok = try BPETokenizer(url: fixtures.appendingPathComponent("tokenizers/llama3-bos.json"))
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let docs = (0..<40).map { Document(text: "document \($0) says hello", language: "en") }
+        _ = try ShardWriter.write(documents: docs, tokenizer: tok, to: dir.appendingPathComponent("shards"), validationFraction: 0.1)
+        let shards = try TokenShards(directory: dir.appendingPathComponent("shards"))
+        let stats = try #require(shards.stats["train"]?["en"])
+        let tokens = shards.tokens("train", start: stats.tokenStart, count: stats.tokens).map(Int.init)
+        let bos = 700, eot = tok.endOfText
+        #expect(tokens.first == bos && tokens.last == eot)
+        #expect(tokens.filter { $0 == bos }.count == stats.documents && tokens.filter { $0 == eot }.count == stats.documents)
+        // Every end of text is followed by the next document's BOS.
+        for i in tokens.indices.dropLast() where tokens[i] == eot { #expect(tokens[i + 1] == bos) }
+    }
+}
+
+/// Repo ids resolved in the local Hugging Face cache layout, never over the network.
+@Suite struct HubCacheTests {
+    @Test func repoIDsResolveThroughRefsMain() throws {
+        let hub = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: hub) }
+        let repo = hub.appendingPathComponent("models--Org--Tiny-Model")
+        let snapshot = repo.appendingPathComponent("snapshots/0123abcd")
+        try FileManager.default.createDirectory(at: snapshot, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: repo.appendingPathComponent("refs"), withIntermediateDirectories: true)
+        try "0123abcd\n".write(to: repo.appendingPathComponent("refs/main"), atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("llama_tied/config.json"),
+                                         to: snapshot.appendingPathComponent("config.json"))
+        for env in [["HF_HUB_CACHE": hub.path], ["HF_HOME": hub.deletingLastPathComponent().path]] {
+            var env = env
+            if env["HF_HOME"] != nil {
+                // HF_HOME/hub is the cache: link it.
+                let home = temporaryDirectory("hf-home")
+                defer { try? FileManager.default.removeItem(at: home) }
+                try FileManager.default.createSymbolicLink(at: home.appendingPathComponent("hub"), withDestinationURL: hub)
+                env = ["HF_HOME": home.path]
+                #expect(try HubCache.resolve("Org/Tiny-Model", environment: env).path == home.appendingPathComponent("hub/models--Org--Tiny-Model/snapshots/0123abcd").path)
+            } else {
+                #expect(try HubCache.resolve("Org/Tiny-Model", environment: env).resolvingSymlinksInPath().path == snapshot.resolvingSymlinksInPath().path)
+                #expect(try HubCache.resolve("Org/Tiny-Model@0123abcd", environment: env).resolvingSymlinksInPath().path == snapshot.resolvingSymlinksInPath().path)
+            }
+        }
+        // Not cached: the error names the folder it looked in.
+        do {
+            _ = try HubCache.resolve("Org/Missing", environment: ["HF_HUB_CACHE": hub.path])
+            Issue.record("a missing repo resolved")
+        } catch {
+            #expect("\(error)".contains(hub.appendingPathComponent("models--Org--Missing").path), "\(error)")
+        }
+        #expect(!HubCache.isRepoID("a/b/c") && !HubCache.isRepoID("../x") && !HubCache.isRepoID("/abs/path") && HubCache.isRepoID("Qwen/Qwen3-8B"))
+        // A folder of that name wins over the cache.
+        #expect(try HubCache.resolve(fixtures.appendingPathComponent("llama_tied").path, environment: [:]).lastPathComponent == "llama_tied")
+    }
+}

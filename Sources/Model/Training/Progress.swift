@@ -28,13 +28,15 @@ public final class ProgressReporter {
     }
 
     /// As ``update(step:tokens:fields:)``, but a plain line that is due (not on a terminal) is
-    /// returned for the caller to log instead of printed.
-    public func line(step: Int, tokens: Int, fields: [(String, String)]) -> String? {
+    /// returned for the caller to log instead of printed. `done`, when given, is the fraction of
+    /// the work finished (for steps of unequal cost); the ETA is then elapsed × (1 − done)/done.
+    public func line(step: Int, tokens: Int, fields: [(String, String)], done fraction: Double? = nil) -> String? {
         let now = DispatchTime.now().uptimeNanoseconds
         let elapsed = Double(now - start) / 1e9
         let done = step - firstStep
         let rate = elapsed > 0 ? Double(tokens) / elapsed : 0
-        let eta = done > 0 ? elapsed / Double(done) * Double(total - step) : 0
+        var eta = done > 0 ? elapsed / Double(done) * Double(total - step) : 0
+        if let f = fraction, f > 0 { eta = elapsed * (1 - f) / f }
         let text = "\(label) \(unit) \(step)/\(total)" + fields.map { " \($0.0) \($0.1)" }.joined()
             + String(format: " %.0f tok/s ETA %@", rate, Self.duration(eta))
         if isTerminal {
