@@ -99,6 +99,37 @@ func pruningGap(teacher t: DecoderModel, masks: ForwardMasks, student: DecoderMo
         #expect(try pruningGap(teacher: t, masks: masks, student: student).masked < 1e-5)
     }
 
+    /// A teacher's rope scaling and its passthrough keys go through pruning unchanged: the
+    /// student keeps them (and its config writes them back), and equals the teacher with the
+    /// pruned units masked — under the scaled frequencies.
+    @Test(arguments: [RopeScaling(kind: .llama3, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 4),
+                      RopeScaling(kind: .yarn, factor: 4, originalMaxPositionEmbeddings: 4),
+                      RopeScaling(kind: .dynamic, factor: 2), RopeScaling(kind: .linear, factor: 3)])
+    func ropeScalingAndMetadataSurvivePruning(_ rope: RopeScaling) throws {
+        var c = teacherModel().config
+        c.rope = rope
+        c.maxPositionEmbeddings = 6
+        c.passthrough.keys = ["unk_token_id": 0, "rope_interleaved": false]
+        c.passthrough.unknown = ["rope_interleaved"]
+        let t = initializedWithRandomNorms(c, seed: 3)
+        var target = t.config
+        target.numHiddenLayers -= 1
+        target.intermediateSize -= 4
+        let scores = randomScores(t.config)
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: scores, options: PruneOptions())
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        #expect(student.config.rope == rope && student.config.passthrough == c.passthrough)
+        let written = student.config.json
+        #expect(written["rope_parameters"]?["rope_type"]?.string == rope.kind.rawValue && written["rope_interleaved"] == .bool(false))
+        #expect(try ModelConfig.decode(written.data()) == student.config)
+        var masks = ForwardMasks(skipLayers: Set(0..<t.config.numHiddenLayers).subtracting(plan.layers))
+        for (i, l) in plan.layers.enumerated() {
+            masks.neurons[l] = (0..<t.config.intermediateSize).filter { !plan.neurons[i].contains($0) }
+        }
+        let gap = try pruningGap(teacher: t, masks: masks, student: student)
+        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked) with \(rope.kind.rawValue) scaling")
+    }
+
     /// Depth pruning keeps each layer's attention window: qwen2's sliding layers 1 and 3 stay
     /// sliding wherever they land, and the student equals the teacher with the other layers skipped.
     @Test func slidingLayersFollowTheirLayers() throws {
