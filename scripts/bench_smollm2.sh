@@ -15,7 +15,7 @@ lscpu | sed -n 's/^Model name: *//p;s/^CPU family: *\(.*\)/family \1/p;s/^Model:
 $bin doctor | sed -n '2p;4,5p'
 "$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, "capability", torch.backends.cpu.get_cpu_capability())'
 forward=$($bin model info $config --seq 256 --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["forward_flops_per_token"])')
-peak=$($bin doctor --gemm --threads 2 --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["sgemm_1024_gflops_threads"])')
+peak=$($bin doctor --gemm --threads 2 --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["sgemm_2048_gflops_threads"])')
 echo "forward FLOPs/token $forward; two-thread sgemm peak ${peak} GFLOP/s"
 ratios=()
 for r in $(seq 1 "$rounds"); do

@@ -14,21 +14,21 @@ struct DoctorCommand: ParsableCommand {
         """)
 
     @Flag(help: "Print JSON.") var json = false
-    @Flag(help: "Also time a 512×512×512 sgemm on one thread, and a 1024×1024×1024 one on --threads (GFLOP/s).") var gemm = false
+    @Flag(help: "Also time a 512×512×512 sgemm on one thread, and a 2048×2048×2048 one on --threads (GFLOP/s).") var gemm = false
     @OptionGroup var engine: EngineOptions
 
     func run() throws {
         engine.apply()
         let p = RuntimePlatform.current
         let gflops = gemm ? measureGemm(size: 512) : nil
-        let threaded = gemm ? measureGemm(size: 1024, threaded: true) : nil
+        let threaded = gemm ? measureGemm(size: 2048, threaded: true) : nil
         if json {
             var fields = p.json
             fields["topiary"] = .string(topiaryVersion)
             fields["threads"] = JSON(Parallel.threads)
             fields["sgemm_self_check_relative_error"] = JSON(RuntimePlatform.blasSelfCheck())
             if let gflops { fields["sgemm_512_gflops_one_thread"] = JSON(gflops) }
-            if let threaded { fields["sgemm_1024_gflops_threads"] = JSON(threaded) }
+            if let threaded { fields["sgemm_2048_gflops_threads"] = JSON(threaded) }
             printJSON(.object(fields))
             return
         }
@@ -43,7 +43,7 @@ struct DoctorCommand: ParsableCommand {
         threads        \(Parallel.threads)
         """)
         if let gflops { print(String(format: "sgemm 512³     %.1f GFLOP/s on one thread", gflops)) }
-        if let threaded { print(String(format: "sgemm 1024³    %.1f GFLOP/s on %d threads (the peak training figures are quoted against)", threaded, Parallel.threads)) }
+        if let threaded { print(String(format: "sgemm 2048³    %.1f GFLOP/s on %d threads (the peak training figures are quoted against)", threaded, Parallel.threads)) }
         p.notes.forEach { print("note: \($0)") }
         p.warnings.forEach { printWarning($0) }
     }
