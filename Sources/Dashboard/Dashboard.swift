@@ -54,7 +54,7 @@ public struct Dashboard: Sendable {
                 return try api(store, Array(parts.dropFirst()))
             case "studies" where parts.count >= 2:
                 let name = parts[1]
-                guard try store.study(named: name) != nil else { return Self.errorPage(404, "Not found", "no study '\(name)' in \(storePath)") }
+                guard try store.study(named: name) != nil else { return Self.errorPage(404, "Not found", "no study '\(name)' in \(StudyStore.redacted(storePath))") }
                 let report = try StudyReport(store: store, study: name, teacher: teacher(store, name))
                 if parts.count == 2 || (parts.count == 3 && parts[2] == "index.html") {
                     if !path.hasSuffix("/") && parts.count == 2 {
@@ -116,9 +116,27 @@ public struct Dashboard: Sendable {
     }
 
     /// Serves until the process is stopped. `ready` is called with the bound port once listening.
-    public func run(host: String, port: Int, ready: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+    /// Whether a request's `Host` (its authority, with or without a port) names this server:
+    /// the loopback names, or the host it was bound to. Anything else — a DNS-rebinding page
+    /// whose name resolves to 127.0.0.1 — is refused, so that only pages served from this
+    /// server's own names can read it.
+    public static func hostAllowed(_ authority: String?, boundTo host: String, also extra: [String] = []) -> Bool {
+        guard var name = authority?.lowercased(), !name.isEmpty else { return false }
+        if name.hasPrefix("[") {
+            guard let close = name.firstIndex(of: "]") else { return false }
+            name = String(name[name.index(after: name.startIndex)..<close])
+        } else if let colon = name.lastIndex(of: ":"), name.filter({ $0 == ":" }).count == 1 {
+            name = String(name[..<colon])
+        }
+        let allowed = Set(["127.0.0.1", "localhost", "::1", host] .map { $0.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]")) }
+            + extra.map { $0.lowercased() })
+        return allowed.contains(name)
+    }
+
+    public func run(host: String, port: Int, allowedHosts: [String] = [], ready: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let router = Router()
         let dashboard = self
+        router.middlewares.add(HostCheck(host: host, extra: allowedHosts))
         router.get("**") { request, _ -> Response in
             let r = dashboard.reply(path: request.uri.path)
             var headers: HTTPFields = [.contentType: r.contentType, .cacheControl: "no-store"]
@@ -133,5 +151,20 @@ public struct Dashboard: Sendable {
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "topiary"),
                               onServerRunning: { channel in ready(channel.localAddress?.port ?? port) })
         try await app.runService()
+    }
+}
+
+/// Answers 421 (Misdirected Request) to any request whose Host is not one of this server's names
+/// (``Dashboard/hostAllowed(_:boundTo:)``).
+struct HostCheck<Context: RequestContext>: RouterMiddleware {
+    let host: String
+    let extra: [String]
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard Dashboard.hostAllowed(request.head.authority, boundTo: host, also: extra) else {
+            let r = Dashboard.errorPage(421, "Misdirected request", "this dashboard answers only to its own host names (loopback, --host, or --allow-host)")
+            return Response(status: .init(code: 421), headers: [.contentType: r.contentType, .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(string: r.body)))
+        }
+        return try await next(request, context)
     }
 }

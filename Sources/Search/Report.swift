@@ -454,7 +454,7 @@ public func studiesHTML(_ store: StudyStore) throws -> String {
             + "<td class=\"l\">\(s.state)</td><td>\(sum.candidates)</td><td>\(sum.complete)</td><td>\(sum.pruned)</td><td>\(sum.running)</td><td>\(sum.waiting)</td><td>\(sum.failed)</td>"
             + "<td>\(sum.best.map { String(format: "%.4f", $0) } ?? "–")</td></tr>"
     }
-    let body = "<h1>Topiary studies</h1><p><code>\(htmlEscape(store.path))</code></p><table id=\"studies\"><tr><th class=\"l\">study</th><th class=\"l\">state</th><th>candidates</th><th>complete</th><th>stopped</th><th>running</th><th>waiting</th><th>failed</th><th>best</th></tr>\(rows)</table>"
+    let body = "<h1>Topiary studies</h1><p><code>\(htmlEscape(StudyStore.redacted(store.path)))</code></p><table id=\"studies\"><tr><th class=\"l\">study</th><th class=\"l\">state</th><th>candidates</th><th>complete</th><th>stopped</th><th>running</th><th>waiting</th><th>failed</th><th>best</th></tr>\(rows)</table>"
     return """
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><title>Topiary studies</title><meta http-equiv="refresh" content="10"><style>\(StudyReport.style)</style></head>

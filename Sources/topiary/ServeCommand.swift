@@ -11,6 +11,8 @@ struct ServeCommand: ParsableCommand {
 
     @Option(help: "Address to listen on (loopback by default; anything else exposes the store to the network).") var host = "127.0.0.1"
     @Option(parsing: .unconditional, help: "Port (0: any free port, printed).") var port = 8080
+    @Option(help: "Another host name requests may name in their Host header (repeatable; loopback names and --host are always allowed; others get 421, against DNS rebinding).")
+    var allowHost: [String] = []
     @Flag(help: "Do not load teachers to draw their scores.") var noTeacher = false
     @OptionGroup var store: StoreOptions
 
@@ -27,10 +29,10 @@ struct ServeCommand: ParsableCommand {
         }
         let done = DispatchSemaphore(value: 0)
         let failure = FailureBox()
-        let host = self.host, port = self.port, path = store.path
+        let host = self.host, port = self.port, path = StudyStore.redacted(store.path), allowed = allowHost
         Task {
             do {
-                try await dashboard.run(host: host, port: port) { bound in
+                try await dashboard.run(host: host, port: port, allowedHosts: allowed) { bound in
                     print("serving \(path) on http://\(host):\(bound)/ (read-only; Ctrl-C to stop)")
                     fflush(nil)
                 }

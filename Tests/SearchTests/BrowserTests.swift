@@ -99,7 +99,7 @@ final class Browser {
 /// One HTTP/1.1 exchange with a loopback server over a plain socket (`Connection: close`, body
 /// read to the end): the status and body. (FoundationNetworking's URLSession fails on these
 /// machines with "Failed writing header"; a socket needs nothing else.)
-func httpRequest(_ url: URL, method: String = "GET", body: Data? = nil) throws -> (status: Int, body: Data) {
+func httpRequest(_ url: URL, method: String = "GET", body: Data? = nil, hostHeader: String? = nil) throws -> (status: Int, body: Data) {
     struct HTTPFailure: Error, CustomStringConvertible { let description: String }
     guard let host = url.host, let port = url.port else { throw HTTPFailure(description: "\(url): no host and port") }
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -117,7 +117,7 @@ func httpRequest(_ url: URL, method: String = "GET", body: Data? = nil) throws -
     var path = URLComponents(url: url, resolvingAgainstBaseURL: false)?.percentEncodedPath ?? url.path
     if path.isEmpty { path = "/" }
     if let q = url.query { path += "?" + q }
-    var request = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\nAccept: */*\r\n"
+    var request = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader ?? "\(host):\(port)")\r\nConnection: close\r\nAccept: */*\r\n"
     if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
     let bytes = Data((request + "\r\n").utf8) + (body ?? Data())
     var sent = 0

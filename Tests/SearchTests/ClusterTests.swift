@@ -157,6 +157,55 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         #expect(try Services.psql(copied, "SELECT COUNT(*) FROM study") == "1")
     }
 
+    /// Issue 22, item 1: `topiary serve` on a PostgreSQL URL with a password shows it nowhere —
+    /// not in its banner, the index page, a 404 or an API error — and answers only requests whose
+    /// Host names it (loopback names, --host, --allow-host): a DNS-rebinding page gets 421.
+    @Test func dashboardHidesThePasswordAndChecksTheHost() throws {
+        guard let server = Services.postgres("dashboardHidesThePasswordAndChecksTheHost") else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        var url = URLComponents(string: try Services.freshDatabase(server, "serve_secret"))!
+        url.password = "S3cr3tPa55"
+        let secretURL = url.string!
+        #expect(try Self.run(f, try Self.spec(f, steps: 6), db: secretURL, tag: "serve").status == 0)
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
+        let serve = Process()
+        serve.executableURL = binary
+        serve.arguments = ["serve", "--db", secretURL, "--port", "0", "--no-teacher", "--allow-host", "topiary.internal"]
+        let out = Pipe()
+        let errFile = f.root.appendingPathComponent("serve.err")
+        FileManager.default.createFile(atPath: errFile.path, contents: nil)
+        serve.standardOutput = out
+        serve.standardError = try FileHandle(forWritingTo: errFile)
+        try serve.run()
+        defer {
+            serve.terminate(); serve.waitUntilExit()
+            let err = (try? String(contentsOf: errFile, encoding: .utf8)) ?? ""
+            #expect(!err.contains("S3cr3tPa55"), "standard error shows the password: \(err)")
+        }
+        var banner = Data()
+        while !String(decoding: banner, as: UTF8.self).contains("\n") {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            banner.append(chunk)
+        }
+        let line = String(decoding: banner, as: UTF8.self)
+        #expect(!line.contains("S3cr3tPa55") && line.contains("serving"), "banner: \(line)")
+        let base = try #require(line.range(of: "http://127.0.0.1:[0-9]+", options: .regularExpression).map { String(line[$0]) })
+        for path in ["/", "/studies/nope/", "/studies/tiny/", "/api/studies", "/api/studies/nope"] {
+            let r = try httpRequest(URL(string: base + path)!)
+            let body = String(decoding: r.body, as: UTF8.self)
+            #expect(r.status != 0 && !body.contains("S3cr3tPa55"), "\(path) (\(r.status)) shows the password")
+        }
+        let index = String(decoding: try httpRequest(URL(string: base + "/")!).body, as: UTF8.self)
+        #expect(index.contains("postgresql://topiary:***@"), "the index names the store, masked: \(index.prefix(400))")
+        let port = base.split(separator: ":").last!
+        #expect(try httpRequest(URL(string: base + "/")!, hostHeader: "localhost:\(port)").status == 200)
+        #expect(try httpRequest(URL(string: base + "/")!, hostHeader: "topiary.internal:\(port)").status == 200)
+        #expect(try httpRequest(URL(string: base + "/")!, hostHeader: "attacker.example:\(port)").status == 421)
+        #expect(try httpRequest(URL(string: base + "/api/studies")!, hostHeader: "attacker.example").status == 421)
+    }
+
     /// kill -9 of the coordinator or of a worker mid-trial on PostgreSQL, then a rerun: nothing
     /// lost or duplicated (checked in SQL), every score equal to an uninterrupted run's.
     @Test func postgresSurvivesKillNine() throws {
