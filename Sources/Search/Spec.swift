@@ -231,6 +231,12 @@ public struct SearchSpec: Sendable {
             artifacts = try string(a, "artifacts")
             guard !(artifacts ?? "").isEmpty else { throw fail("artifacts", "an empty path; name a folder (shared by every worker on a cluster)") }
         }
+        // Paths reach generated scripts (slurm submit) and file names: no control characters.
+        for (value, path) in [(artifacts, "artifacts"), (teacherReference, "teacher")] {
+            if let value, let bad = value.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+                throw fail(path, "\(value.debugDescription) contains the control character U+\(String(format: "%04X", bad.value))")
+            }
+        }
         let t: ModelConfig
         do { t = try teacherConfig(teacher) } catch { throw fail("teacher", "\(error)") }
 
@@ -244,6 +250,9 @@ public struct SearchSpec: Sendable {
             }
         } else {
             data = try string(o["data"], "data")
+        }
+        if let bad = data.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+            throw fail(o["data"]?.object != nil ? "data.corpus" : "data", "\(data.debugDescription) contains the control character U+\(String(format: "%04X", bad.value))")
         }
 
         // space

@@ -41,11 +41,27 @@ struct SlurmSubmit: ParsableCommand {
         try requireRange("--gpus-per-worker", gpusPerWorker, 0...64, "GPUs")
         try requireRange("--students-per-claim", studentsPerClaim, 1...64, "students distilled together")
         try requireRange("--stale-after", staleAfter, 1...86_400, "seconds")
+        if let partition { try Self.requireScriptSafe(partition, "--partition", spaces: false) }
+        if let time { try Self.requireScriptSafe(time, "--time", spaces: false) }
+        for (value, name) in [(artifacts, "--artifacts"), (script, "--script"), (binary, "--binary"), (spec, "SPEC")] {
+            if let value { try Self.requireScriptSafe(value, name) }
+        }
     }
 
     /// A value for the script, single-quoted for bash.
     static func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 
+    /// Refuses a value with a control character (a newline ends an `#SBATCH` line and starts a
+    /// command; every later directive is then ignored) or, for `#SBATCH` values that are not
+    /// paths, with white space.
+    static func requireScriptSafe(_ value: String, _ name: String, spaces: Bool = true) throws {
+        if let bad = value.unicodeScalars.first(where: { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" }) {
+            throw ValidationError("\(name) \(value.debugDescription): contains the control character U+\(String(format: "%04X", bad.value)); it would break the generated sbatch script")
+        }
+        if !spaces, value.contains(where: \.isWhitespace) {
+            throw ValidationError("\(name) \(value.debugDescription): contains white space, which an #SBATCH directive cannot hold")
+        }
+    }
     func run() throws {
         let s = try loadSpec(spec, students: studentsPerClaim)
         let url = StudyStore.defaultPath(db)
@@ -59,6 +75,9 @@ struct SlurmSubmit: ParsableCommand {
         let specPath = URL(fileURLWithPath: spec).standardizedFileURL.path
         let exe = binary ?? (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let logs = "\(root)/\(s.study)/slurm"
+        for (value, name) in [(root, "the artifacts folder"), (specPath, "the spec's path"), (cwd, "the working directory"), (exe, "the topiary binary")] {
+            try Self.requireScriptSafe(value, name)
+        }
         let common = "--db \"$TOPIARY_DB\" --artifacts \(Self.quote(root)) --students-per-claim \(studentsPerClaim) --stale-after \(Int(staleAfter)) --threads \(cpusPerWorker)"
         var directives = ["--job-name=topiary-\(s.study)", "--array=0-\(workers - 1)", "--ntasks=1", "--cpus-per-task=\(cpusPerWorker)",
                           "--output=\(logs)/%A_%a.out", "--open-mode=append"]

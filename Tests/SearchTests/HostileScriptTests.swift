@@ -1,0 +1,47 @@
+import Foundation
+import Model
+import Search
+import Testing
+
+/// Issue 22, item 2: no value reaches a generated sbatch script with a control character. A
+/// newline in the spec's artifacts folder or in --partition used to end an `#SBATCH` line and
+/// start a command (`touch PWNED`), and every later directive was silently ignored.
+@Suite struct HostileScriptTests {
+    @Test func specPathsWithControlCharactersAreRefused() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        for (key, value) in [("artifacts", "art\ntouch PWNED\n#"), ("artifacts", "a\rb"), ("data", f.corpus.path + "\n#")] {
+            let spec = try f.writeSpec(f.spec([key: .string(value)]))
+            let r = try topiary(["spec", "check", spec], in: f.root)
+            #expect(r.status != 0 && r.err.contains(key) && r.err.contains("control character"), "\(key) \(value.debugDescription): \(r.err)")
+            let dry = try topiary(["slurm", "submit", spec, "--db", "postgresql://topiary@127.0.0.1:1/x", "--dry-run"], in: f.root)
+            #expect(dry.status != 0 && !dry.out.contains("touch PWNED"), "dry run printed: \(dry.out)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: f.root.appendingPathComponent("PWNED").path))
+    }
+
+    @Test(arguments: [
+        ("--partition", "debug\ntouch PWNED6"), ("--partition", "debug gpu"), ("--time", "1:00\n#SBATCH --mem=1"),
+        ("--artifacts", "/tmp/a\ntouch PWNED"), ("--script", "/tmp/s\u{2028}x.sh"), ("--binary", "/bin/topiary\u{7f}"),
+    ])
+    func submitOptionsWithControlCharactersAreRefused(_ option: String, _ value: String) throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.writeSpec(f.spec())
+        let r = try topiary(["slurm", "submit", spec, "--db", "postgresql://topiary@127.0.0.1:1/x", option, value, "--dry-run"], in: f.root)
+        #expect(r.status != 0, "\(option) \(value.debugDescription) was accepted: \(r.out)")
+        #expect(r.err.contains(option) && !r.out.contains("PWNED"), "\(r.err)")
+    }
+
+    /// Ordinary odd values still work: spaces and quotes in paths are quoted in the script.
+    @Test func oddButHarmlessPathsStillSubmit() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.writeSpec(f.spec())
+        let r = try topiary(["slurm", "submit", spec, "--db", "postgresql://topiary@127.0.0.1:1/x", "--artifacts",
+                             f.root.appendingPathComponent("it's a folder").path, "--partition", "gpu-a100", "--time", "4:00:00", "--dry-run"], in: f.root)
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.contains("#SBATCH --partition=gpu-a100") && r.out.contains("#SBATCH --time=4:00:00"))
+        #expect(r.out.contains("'\\''"), "the quote is escaped for bash")
+    }
+}
