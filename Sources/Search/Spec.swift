@@ -217,6 +217,8 @@ public struct SearchSpec: Sendable {
         // The name becomes a folder under results/ (and a file name in exports): keep it short.
         guard study.count <= 100 else { throw fail("study", "\(study.count) characters; at most 100") }
         guard study != "." && study != ".." else { throw fail("study", "'\(study)' cannot name a folder") }
+        // A leading '-' would read as an option wherever the name is passed on (workers, scripts).
+        guard !study.hasPrefix("-") else { throw fail("study", "'\(study)' starts with '-'; start it with a letter or digit") }
         teacher = try string(o["teacher"], "teacher")
         teacherReference = teacher
         // A Hugging Face repo id (ORG/NAME) that is not a folder here: its snapshot in the local cache.

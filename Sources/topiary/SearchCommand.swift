@@ -71,10 +71,14 @@ struct SearchRun: ParsableCommand {
         for i in 0..<helpers {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
-            p.arguments = ["worker", "--db", store.path, "--spec", spec, "--artifacts", options.artifactsRoot(s),
-                           "--importance-cache", options.importanceCacheDirectory(s),
-                           "--study", s.study, "--name", "\(workerName())-\(i + 1)", "--students-per-claim", String(options.studentsPerClaim),
+            // The store travels in the environment, never in argv (`ps` shows argv to every user).
+            p.arguments = ["worker", "--spec=\(spec)", "--artifacts=\(options.artifactsRoot(s))",
+                           "--importance-cache=\(options.importanceCacheDirectory(s))",
+                           "--study=\(s.study)", "--name=\(workerName())-\(i + 1)", "--students-per-claim", String(options.studentsPerClaim),
                            "--stale-after", String(options.staleAfter), "--threads", "1"]
+            var environment = ProcessInfo.processInfo.environment
+            environment["TOPIARY_DB"] = store.path
+            p.environment = environment
             try p.run()
             children.append(p)
         }
@@ -89,7 +93,7 @@ struct SearchRun: ParsableCommand {
             let index = try StudyReport(store: st, study: s.study, teacher: teacherReference(st, study: s.study)).write(to: dir)
             print("report: \(index.path)")
         } else {
-            print("report: `topiary report \(s.study)\(store.db.map { " --db \($0)" } ?? "")` writes results/\(s.study)/report/index.html (or pass --report DIR to search run)")
+            print("report: `topiary report \(s.study)\(store.db.map { " --db \(StudyStore.redacted($0))" } ?? "")` writes results/\(s.study)/report/index.html (or pass --report DIR to search run)")
         }
     }
 }

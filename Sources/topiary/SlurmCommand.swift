@@ -78,7 +78,9 @@ struct SlurmSubmit: ParsableCommand {
         for (value, name) in [(root, "the artifacts folder"), (specPath, "the spec's path"), (cwd, "the working directory"), (exe, "the topiary binary")] {
             try Self.requireScriptSafe(value, name)
         }
-        let common = "--db \"$TOPIARY_DB\" --artifacts \(Self.quote(root)) --students-per-claim \(studentsPerClaim) --stale-after \(Int(staleAfter)) --threads \(cpusPerWorker)"
+        // No --db: the tasks read the store from TOPIARY_DB (exported by sbatch), so that the URL
+        // and its password never appear in a process's argv.
+        let common = "--artifacts \(Self.quote(root)) --students-per-claim \(studentsPerClaim) --stale-after \(Int(staleAfter)) --threads \(cpusPerWorker)"
         var directives = ["--job-name=topiary-\(s.study)", "--array=0-\(workers - 1)", "--ntasks=1", "--cpus-per-task=\(cpusPerWorker)",
                           "--output=\(logs)/%A_%a.out", "--open-mode=append"]
         if gpusPerWorker > 0 { directives.append("--gpus-per-task=\(gpusPerWorker)") }
@@ -107,7 +109,7 @@ struct SlurmSubmit: ParsableCommand {
             if [ "${SLURM_ARRAY_TASK_ID:-0}" = 0 ]; then
               exec \(Self.quote(exe)) search run \(Self.quote(specPath)) \(common)
             else
-              exec \(Self.quote(exe)) worker --study \(Self.quote(s.study)) --wait-for-study 3600 \(common)
+              exec \(Self.quote(exe)) worker --study=\(Self.quote(s.study)) --wait-for-study 3600 \(common)
             fi
 
             """

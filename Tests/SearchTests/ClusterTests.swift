@@ -206,6 +206,51 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         #expect(try httpRequest(URL(string: base + "/api/studies")!, hostHeader: "attacker.example").status == 421)
     }
 
+    /// Issue 22, item 3: a password in `--db` appears in no printed line of `search run`, in no
+    /// spawned worker's argv (`/proc/PID/cmdline`, what `ps` shows every user), and not in the
+    /// Slurm script's task commands, which read the store from TOPIARY_DB.
+    @Test func thePasswordStaysOutOfLogsAndArgv() throws {
+        guard let server = Services.postgres("thePasswordStaysOutOfLogsAndArgv") else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        var url = URLComponents(string: try Services.freshDatabase(server, "argv_secret"))!
+        url.password = "S3cr3tPa55"
+        let secretURL = url.string!
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
+        let run = Process()
+        run.executableURL = binary
+        run.currentDirectoryURL = f.root
+        run.arguments = ["search", "run", try Self.spec(f, steps: 60), "--db", secretURL, "--artifacts", f.root.appendingPathComponent("a").path,
+                         "--workers", "2", "--threads", "1", "--students-per-claim", "2"]
+        let out = Pipe()
+        run.standardOutput = out
+        run.standardError = out
+        let collected = DataBox()
+        let reader = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async { collected.data = out.fileHandleForReading.readDataToEndOfFile(); reader.signal() }
+        try run.run()
+        var argvs: [String] = []
+        let deadline = Date().addingTimeInterval(120)
+        while run.isRunning && Date() < deadline {
+            for child in ChaosTests.children(of: run.processIdentifier) {
+                if let data = FileManager.default.contents(atPath: "/proc/\(child)/cmdline"), !data.isEmpty {
+                    argvs.append(String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self))
+                }
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        run.waitUntilExit()
+        reader.wait()
+        let output = String(decoding: collected.data, as: UTF8.self)
+        #expect(run.terminationStatus == 0, "\(output)")
+        #expect(!argvs.isEmpty && argvs.allSatisfy { $0.contains(" worker ") }, "saw the spawned workers: \(argvs.prefix(2))")
+        for argv in argvs { #expect(!argv.contains("S3cr3tPa55") && !argv.contains("postgresql://"), "a worker's argv: \(argv)") }
+        #expect(!output.contains("S3cr3tPa55") && output.contains("report: `topiary report tiny --db postgresql://topiary:***@"), "\(output.suffix(600))")
+        let dry = try topiary(["slurm", "submit", try Self.spec(f), "--db", secretURL, "--workers", "2", "--dry-run"], in: f.root)
+        #expect(dry.status == 0 && !dry.out.contains("S3cr3tPa55") && !dry.out.contains("--db "), "\(dry.out)")
+        #expect(dry.out.contains("worker --study='tiny'"))
+    }
+
     /// kill -9 of the coordinator or of a worker mid-trial on PostgreSQL, then a rerun: nothing
     /// lost or duplicated (checked in SQL), every score equal to an uninterrupted run's.
     @Test func postgresSurvivesKillNine() throws {

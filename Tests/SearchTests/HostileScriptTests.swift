@@ -33,6 +33,15 @@ import Testing
         #expect(r.err.contains(option) && !r.out.contains("PWNED"), "\(r.err)")
     }
 
+    /// Issue 22, item 10: a study named `-rf` is refused (its workers used to die with "Missing
+    /// value for '--study <study>'" and the coordinator ran alone); children get `--study=NAME`.
+    @Test func studyNamesStartingWithADashAreRefused() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let r = try topiary(["spec", "check", try f.writeSpec(f.spec(["study": "-rf"]))], in: f.root)
+        #expect(r.status != 0 && r.err.contains("study") && r.err.contains("starts with '-'"), "\(r.err)")
+    }
+
     /// Ordinary odd values still work: spaces and quotes in paths are quoted in the script.
     @Test func oddButHarmlessPathsStillSubmit() throws {
         let f = try Fixture()
