@@ -15,6 +15,8 @@ public enum FullDistillation {
         public var checkpointEvery: Int?
         public var evalTokens = 4096
         public var backend = BackendSpec()
+        /// Run even when the teacher's fingerprint differs from the recipe's.
+        public var force = false
         public init() {}
     }
 
@@ -23,6 +25,9 @@ public enum FullDistillation {
         public var teacher: String, data: String, student: URL, out: URL
         public var steps: Int, checkpointEvery: Int
         public var name: String
+        /// The fingerprint of the teacher the study ran with (nil in recipes without one).
+        public var teacherFingerprint: String? = nil
+        public var force = false
     }
 
     /// Reads distill.json (paths in it relative to the working folder, as the study's spec had them).
@@ -48,6 +53,24 @@ public enum FullDistillation {
         r.loss.direction = losses["kl_direction"]?.string == "reverse" ? .reverse : .forward
         r.loss.temperature = try need("temperature", j["temperature"]?.double)
         r.evalTokens = options.evalTokens
+        // As strict as a spec: every value inside the range a training run can use.
+        func require(_ ok: Bool, _ path: String, _ value: Any, _ rule: String) throws {
+            if !ok { throw SearchError.spec(file: file.path, path: path, reason: "\(value): \(rule)") }
+        }
+        try require((1...65_536).contains(r.batch), "schedule.batch_size", r.batch, "must be in 1...65536")
+        try require((2...1 << 20).contains(r.sequence), "schedule.sequence_length", r.sequence, "must be in 2...1048576")
+        try require(r.learningRate > 0 && r.learningRate <= 1 && r.learningRate.isFinite, "schedule.peak_learning_rate", r.learningRate, "must be in (0, 1]")
+        try require(r.warmup >= 0, "schedule.warmup_steps", r.warmup, "must be non-negative")
+        try require(r.minRatio >= 0 && r.minRatio <= 1, "schedule.min_ratio", r.minRatio, "must be in [0, 1]")
+        try require(LearningRateSchedule.named(r.schedule, warmup: r.warmup) != nil, "schedule.name", r.schedule, "must be cosine, wsd or constant")
+        try require(r.alpha >= 0 && r.alpha.isFinite, "language_sampling_alpha", r.alpha, "must be non-negative")
+        try require(r.loss.kl >= 0 && r.loss.kl.isFinite, "losses.logits_kl", r.loss.kl, "must be non-negative")
+        try require(r.loss.lm >= 0 && r.loss.lm.isFinite, "losses.lm", r.loss.lm, "must be non-negative")
+        try require(r.loss.kl + r.loss.lm > 0, "losses", "logits_kl \(r.loss.kl), lm \(r.loss.lm)", "at least one weight must be positive")
+        if let d = losses["kl_direction"] {
+            try require(d.string == "forward" || d.string == "reverse", "losses.kl_direction", d, "must be forward or reverse")
+        }
+        try require(r.loss.temperature > 0 && r.loss.temperature.isFinite, "temperature", r.loss.temperature, "must be positive")
         let suggested = j["token_budget"]?.object?["suggested_full_distillation_tokens"]?.int
         let tokens = try options.tokens ?? need("token_budget.suggested_full_distillation_tokens", suggested)
         let perStep = r.batch * r.sequence
@@ -58,7 +81,8 @@ public enum FullDistillation {
         let every = max(1, options.checkpointEvery ?? max(1, r.steps / 10))
         return Plan(recipe: r, teacher: try need("teacher", j["teacher"]?.string), data: try need("data", j["data"]?.string), student: dir,
                     out: options.out ?? dir.appendingPathComponent("distilled"), steps: r.steps, checkpointEvery: every,
-                    name: j["candidate"]?.string ?? dir.lastPathComponent)
+                    name: j["candidate"]?.string ?? dir.lastPathComponent,
+                    teacherFingerprint: j["teacher_fingerprint"]?.string, force: options.force)
     }
 
     /// Moves the newest checkpoint of `staging` into `checkpoints` as TrainingCheckpoint.save
@@ -74,8 +98,14 @@ public enum FullDistillation {
     public static func run(_ plan: Plan, backend: BackendSpec, log: @escaping (String) -> Void) throws -> JSON {
         let fm = FileManager.default
         let checkpoints = plan.out.appendingPathComponent("checkpoints")
-        try fm.createDirectory(at: checkpoints, withIntermediateDirectories: true)
         let teacher = try Checkpoint.load(URL(fileURLWithPath: plan.teacher, isDirectory: true))
+        if let expected = plan.teacherFingerprint, !plan.force {
+            let actual = Fingerprint.of(teacher)
+            guard actual == expected else {
+                throw SearchError.store("the teacher at \(plan.teacher) is not the one the recipe was made with (fingerprint \(actual), the recipe's \(expected)); pass --force to distil from it anyway")
+            }
+        }
+        try fm.createDirectory(at: checkpoints, withIntermediateDirectories: true)
         let corpus = try TokenShards(directory: URL(fileURLWithPath: plan.data, isDirectory: true))
         let init_ = try Checkpoint.load(plan.student)
         let curveFile = plan.out.appendingPathComponent("curve.jsonl")

@@ -76,6 +76,7 @@ struct DistillCommand: ParsableCommand {
     @Option(help: "With --backend torch: the Python with torch and transformers (default: TOPIARY_PYTHON, .venv/bin/python, or scripts/torch-venv.sh's).") var python: String?
     @Option(help: "With --backend torch: cpu, cuda, cuda:N.") var device = "cpu"
     @Option(help: "With --backend torch: float32, or bfloat16 on a GPU.") var dtype = "float32"
+    @Flag(help: "With --recipe: distil even from a teacher whose fingerprint differs from the recipe's.") var force = false
     @OptionGroup var options: DistillOptions
     @OptionGroup var engine: EngineOptions
 
@@ -102,6 +103,7 @@ struct DistillCommand: ParsableCommand {
             o.out = out.map(directoryURL)
             o.checkpointEvery = checkpointEvery
             o.evalTokens = options.evalTokens
+            o.force = force
             var b = BackendSpec()
             if backend == "torch" {
                 var o: [String: JSON] = ["name": "torch", "device": .string(device), "dtype": .string(dtype)]

@@ -54,3 +54,41 @@ import Testing
         #expect(r.out.contains("'\\''"), "the quote is escaped for bash")
     }
 }
+
+/// Issue 22, item 9: `distill --recipe` validates distill.json as strictly as a spec, and refuses
+/// a teacher whose fingerprint differs from the recipe's unless --force.
+@Suite(.serialized) struct HostileRecipeTests {
+    @Test func recipeValuesOutOfRangeAreRefused() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let recipe = try DistillRecipeTests.exported(f)
+        let original = try #require(JSON.parse(try Data(contentsOf: URL(fileURLWithPath: recipe)))?.object)
+        let cases: [(String, (inout [String: JSON]) -> Void)] = [
+            ("schedule.batch_size", { $0["schedule"] = .object(($0["schedule"]!.object!).merging(["batch_size": -4]) { $1 }) }),
+            ("schedule.peak_learning_rate", { $0["schedule"] = .object(($0["schedule"]!.object!).merging(["peak_learning_rate": -1]) { $1 }) }),
+            ("losses.logits_kl", { $0["losses"] = .object(($0["losses"]!.object!).merging(["logits_kl": -0.5]) { $1 }) }),
+            ("language_sampling_alpha", { $0["language_sampling_alpha"] = -3 }),
+            ("temperature", { $0["temperature"] = 0 }),
+            ("schedule.name", { $0["schedule"] = .object(($0["schedule"]!.object!).merging(["name": "sawtooth"]) { $1 }) }),
+        ]
+        for (path, edit) in cases {
+            var j = original
+            edit(&j)
+            try JSON.object(j).data().write(to: URL(fileURLWithPath: recipe))
+            let out = f.root.appendingPathComponent("out-\(path)")
+            let r = try topiary(["distill", "--recipe", recipe, "--tokens", "512", "--out", out.path], in: f.root)
+            #expect(r.status != 0 && r.err.contains(path), "\(path): \(r.err)")
+            #expect(!FileManager.default.fileExists(atPath: out.path), "\(path): nothing is written")
+        }
+        // A wrong teacher fingerprint: refused, then run with --force.
+        var j = original
+        j["teacher_fingerprint"] = "0123456789abcdef"
+        try JSON.object(j).data().write(to: URL(fileURLWithPath: recipe))
+        let refused = try topiary(["distill", "--recipe", recipe, "--tokens", "512", "--out", f.root.appendingPathComponent("fp").path], in: f.root)
+        #expect(refused.status != 0 && refused.err.contains("fingerprint") && refused.err.contains("--force"), "\(refused.err)")
+        #expect(!FileManager.default.fileExists(atPath: f.root.appendingPathComponent("fp").path), "nothing is written")
+        let forced = try topiary(["distill", "--recipe", recipe, "--tokens", "512", "--checkpoint-every", "1", "--force",
+                                  "--out", f.root.appendingPathComponent("forced").path], in: f.root)
+        #expect(forced.status == 0, "\(forced.err)")
+    }
+}
