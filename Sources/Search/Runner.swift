@@ -120,6 +120,26 @@ public final class SearchRunner {
             .appendingPathComponent("trial-\(trials[0].id)-attempt-\(trials[0].attempt)-\(ProcessInfo.processInfo.hostName)-\(getpid())")
     }
 
+    /// The checkpoint `folder/latest` names, checked: present, inside `folder` (no `..`, no
+    /// absolute path, no link out), complete, and saved at `step`.
+    /// - Throws: ``SearchError/backend(_:)`` saying what is wrong.
+    static func verifiedCheckpoint(in folder: URL, step: Int) throws -> URL {
+        let latest: URL?
+        do { latest = try TrainingCheckpoint.latest(in: folder) } catch {
+            throw SearchError.backend("checkpoint: \(error)")
+        }
+        guard let latest else { throw SearchError.backend("checkpoint: \(folder.path) has no 'latest' (the backend reported a checkpoint it did not write)") }
+        let base = folder.resolvingSymlinksInPath().standardizedFileURL.path
+        let resolved = latest.resolvingSymlinksInPath().standardizedFileURL.path
+        guard resolved.hasPrefix(base + "/"), !resolved.dropFirst(base.count + 1).contains("/") else {
+            throw SearchError.backend("checkpoint: \(folder.path)/latest names \(resolved), outside the trial's folder")
+        }
+        if let problem = Artifacts.problem(checkpoint: latest) { throw SearchError.backend("checkpoint \(latest.path) \(problem)") }
+        let saved = try checkpointStep(latest)
+        guard saved == step else { throw SearchError.backend("checkpoint \(latest.path) is at step \(saved), not the trial's \(step)") }
+        return latest
+    }
+
     /// The step a training checkpoint was saved at (its state.json).
     static func checkpointStep(_ url: URL) throws -> Int {
         guard let step = TrainingCheckpoint.step(of: url) else { throw SearchError.store("\(url.path): no readable state.json with a step") }
@@ -255,7 +275,17 @@ public final class SearchRunner {
             case let .success(ok): (point, trainLoss) = (ok.point, ok.trainLoss)
             }
             let url = checkpointURL(t)
-            let ckpt = Artifacts.relative(try TrainingCheckpoint.latest(in: url)!, root: results)
+            // What a backend wrote is untrusted: the checkpoint must be named by `latest`, lie inside
+            // the trial's folder, be whole, and be at the trial's step; anything else fails the
+            // trial, never the process.
+            let ckpt: String
+            do {
+                ckpt = Artifacts.relative(try Self.verifiedCheckpoint(in: url, step: t.fidelity), root: results)
+            } catch {
+                try store.fail(t.id, worker: worker, error: "\(error)")
+                log("trial \(t.hash) rung \(t.rung) FAILED: \(error)")
+                continue
+            }
             var metrics: [(step: Int, name: String, value: Double)] = trainLoss.map { ($0.0, "train_loss", $0.1) }
             metrics.append((point.step, "val_loss", point.validation.overall))
             metrics.append((point.step, "val_loss/mean", point.validation.languageMean))

@@ -189,6 +189,52 @@ import Testing
         }
     }
 
+    /// A backend (Python's standard library only) that speaks the protocol but lies about its
+    /// checkpoints: MODE none reports one and writes no `latest`; etc names `/etc`; escape names
+    /// `../../..`; missing names a step folder that is not there.
+    static let lyingBackend = #"""
+        import json, os, struct, sys
+        mode = sys.argv[1]; job = json.load(open(sys.argv[2]))
+        def emit(**f): print(json.dumps(f), flush=True)
+        with open(job["validation"]["file"], "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]; header = json.loads(fh.read(n))
+        windows = header["language"]["shape"][0]
+        emit(event="start", protocol=1, backend="liar")
+        last = job["batches"]["to"]
+        for s in job["students"]:
+            for step in range(job["batches"]["from"] + 1, last + 1):
+                emit(event="step", student=s["name"], step=step, train_loss=1.0)
+            emit(event="eval", student=s["name"], step=last, windows=[[1.0, 4, 0.1]] * windows, val_loss=0.25, val_kl=0.1)
+            os.makedirs(s["out"], exist_ok=True)
+            name = {"none": None, "etc": "/etc", "escape": "../../../../../../etc", "missing": "step-99999999"}[mode]
+            if name is not None:
+                open(os.path.join(s["out"], "latest"), "w").write(name)
+            emit(event="checkpoint", student=s["name"], step=last, path=os.path.join(s["out"], name or "step"))
+        emit(event="done", failed=[])
+        """#
+
+    /// Issue 22, item 4: everything a backend says is untrusted. A checkpoint it reports but does
+    /// not write, or one named outside the trial's folder, fails that trial with a message; the
+    /// coordinator neither crashes (it used to trap on a nil, leaving trials running) nor exits.
+    @Test(arguments: ["none", "etc", "escape", "missing"])
+    func lyingCheckpointsFailTheirTrialsNotTheProcess(mode: String) throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let script = f.root.appendingPathComponent("liar.py")
+        try Self.lyingBackend.write(to: script, atomically: true, encoding: .utf8)
+        let backend: JSON = ["command": ["/usr/bin/env", "python3", .string(script.path), .string(mode)], "heartbeat_timeout": 10]
+        let spec = try Self.spec(f, steps: 6, backend: backend)
+        let cache = f.root.appendingPathComponent("importance")
+        _ = try Importance.cached(teacher: try Checkpoint.load(f.teacher), corpus: try TokenShards(directory: f.corpus), settings: spec.importance, cache: cache)
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("artifacts"), importanceCache: cache)
+        runner.log = { _ in }
+        let id = try runner.run(worker: "w", extend: false)
+        let trials = try store.trials(study: id)
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "failed" && ($0.error ?? "").contains("checkpoint") }, "\(trials.map { $0.error ?? "-" })")
+        #expect(try store.study(named: "tiny")?.state == "complete", "the study ran to its end")
+    }
+
     /// A backend that is missing, exits non-zero, prints malformed lines or a NaN, or hangs: each
     /// ends its trials as failed with its message kept, and the study carries on to its end; asked
     /// for the importance scores instead, the same failure stops the study with that message.
