@@ -205,7 +205,7 @@ struct ExternalBackend {
         let events = try runProcess(jobFile: jobFile,
                                     steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
         return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL.map { $0.bool ?? false }, T: T,
-                       windowLanguages: vLanguage, endStep: endStep)
+                       windowLanguages: vLanguage, startStep: startStep, endStep: endStep)
     }
 
     /// An empty job folder (what a killed earlier job left there removed).
@@ -406,8 +406,11 @@ struct ExternalBackend {
         return .lines(events)
     }
 
+    /// The students' results from a backend's events, each checked against the job: step lines
+    /// inside (startStep, endStep], one evaluation row per window at endStep with 1…T scored tokens,
+    /// a non-negative loss sum and KL, a checkpoint at endStep.
     func collect(events: Events, students: [String], languages: [String], withKL: [Bool], T: Int, windowLanguages: [Int32],
-                 endStep: Int) -> [Int: Result<BackendTrialResult, SearchError>] {
+                 startStep: Int = 0, endStep: Int) -> [Int: Result<BackendTrialResult, SearchError>] {
         var result: [Int: Result<BackendTrialResult, SearchError>] = [:]
         guard case let .lines(lines) = events else {
             if case let .failed(message) = events { for i in students.indices { result[i] = .failure(.backend(message)) } }
@@ -425,6 +428,9 @@ struct ExternalBackend {
             for e in mine where e["event"]?.string == "step" {
                 guard let step = e["step"]?.int, let loss = e["train_loss"]?.double else { malformed = "a step line without step or train_loss"; break }
                 guard loss.isFinite else { malformed = "a non-finite loss (\(loss)) at step \(step)"; break }
+                guard step > startStep && step <= endStep else {
+                    malformed = "a step line for step \(step), outside the job's steps \(startStep + 1)…\(endStep)"; break
+                }
                 lastLoss = loss
                 all.append((step, loss))
                 if step % 10 == 0 { trainLoss.append((step, loss)) }
@@ -439,7 +445,9 @@ struct ExternalBackend {
             var klSum = 0.0, klCount = 0
             var bad = false
             for (w, row) in rows.enumerated() {
-                guard let a = row.array, a.count == 3, let sum = a[0].double, let n = a[1].int, let kl = a[2].double, sum.isFinite, kl.isFinite, n >= 0 else {
+                // A window scores 1…T tokens; a negative log-likelihood sum or KL is impossible.
+                guard let a = row.array, a.count == 3, let sum = a[0].double, let n = a[1].int, let kl = a[2].double, sum.isFinite, kl.isFinite,
+                      (1...T).contains(n), sum >= 0, kl >= -1e-4 * Double(n) else {
                     bad = true
                     break
                 }
@@ -447,7 +455,10 @@ struct ExternalBackend {
                 if n > 0 { windows[lang, default: []].append(WindowLoss(sum: sum, tokens: n)) }
                 if withKL[Int(windowLanguages[w])] { klSum += kl; klCount += n }
             }
-            if bad { result[i] = .failure(.backend("backend \(spec.name): a malformed or non-finite evaluation row for \(name)")); continue }
+            if bad {
+                result[i] = .failure(.backend("backend \(spec.name): a malformed, non-finite or impossible evaluation row for \(name) (each window scores 1…\(T) tokens with a non-negative loss sum)"))
+                continue
+            }
             guard mine.contains(where: { $0["event"]?.string == "checkpoint" && $0["step"]?.int == endStep }) else {
                 result[i] = .failure(.backend("backend \(spec.name): no checkpoint of \(name) at step \(endStep)"))
                 continue

@@ -204,14 +204,37 @@ import Testing
         for s in job["students"]:
             for step in range(job["batches"]["from"] + 1, last + 1):
                 emit(event="step", student=s["name"], step=step, train_loss=1.0)
-            emit(event="eval", student=s["name"], step=last, windows=[[1.0, 4, 0.1]] * windows, val_loss=0.25, val_kl=0.1)
+            row = {"zero": [0.0, 0, 0.0], "negative": [-12.5, 4, 0.1]}.get(mode, [1.0, 4, 0.1])
+            if mode == "late":
+                emit(event="step", student=s["name"], step=1020, train_loss=0.5)
+            emit(event="eval", student=s["name"], step=last, windows=[row] * windows, val_loss=0.25, val_kl=0.1)
             os.makedirs(s["out"], exist_ok=True)
-            name = {"none": None, "etc": "/etc", "escape": "../../../../../../etc", "missing": "step-99999999"}[mode]
+            name = {"none": None, "etc": "/etc", "escape": "../../../../../../etc", "missing": "step-99999999"}.get(mode, "step")
             if name is not None:
                 open(os.path.join(s["out"], "latest"), "w").write(name)
             emit(event="checkpoint", student=s["name"], step=last, path=os.path.join(s["out"], name or "step"))
         emit(event="done", failed=[])
         """#
+
+    /// Issue 22, item 7: implausible events are refused against the job — evaluation rows of zero
+    /// tokens (they scored 0.0000 and ranked first), a negative loss sum (−3.1250), a train_loss at
+    /// step 1020 of a 6-step trial: each fails its trial with a message.
+    @Test(arguments: [("zero", "impossible evaluation row"), ("negative", "impossible evaluation row"), ("late", "outside the job's steps")])
+    func implausibleEventsFailTheirTrials(mode: String, message: String) throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let script = f.root.appendingPathComponent("liar.py")
+        try Self.lyingBackend.write(to: script, atomically: true, encoding: .utf8)
+        let spec = try Self.spec(f, steps: 6, backend: ["command": ["/usr/bin/env", "python3", .string(script.path), .string(mode)], "heartbeat_timeout": 10])
+        let cache = f.root.appendingPathComponent("importance")
+        _ = try Importance.cached(teacher: try Checkpoint.load(f.teacher), corpus: try TokenShards(directory: f.corpus), settings: spec.importance, cache: cache)
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("artifacts"), importanceCache: cache)
+        runner.log = { _ in }
+        let id = try runner.run(worker: "w", extend: false)
+        let trials = try store.trials(study: id)
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "failed" && $0.score == nil && ($0.error ?? "").contains(message) }, "\(trials.map { $0.error ?? "-" })")
+    }
 
     /// Issue 22, item 4: everything a backend says is untrusted. A checkpoint it reports but does
     /// not write, or one named outside the trial's folder, fails that trial with a message; the
