@@ -32,6 +32,10 @@ public struct Dashboard: Sendable {
 
     static func html(_ status: Int, _ body: String) -> Reply { Reply(status: status, contentType: "text/html; charset=utf-8", body: body) }
     static func json(_ value: JSON) -> Reply { Reply(status: 200, contentType: "application/json", body: value.description) }
+    /// An API error: `{"error": …, "status": N}` as JSON, not an HTML page.
+    static func jsonError(_ status: Int, _ message: String) -> Reply {
+        Reply(status: status, contentType: "application/json", body: JSON.object(["error": .string(message), "status": JSON(status)]).description)
+    }
 
     static func errorPage(_ status: Int, _ title: String, _ detail: String) -> Reply {
         html(status, """
@@ -73,12 +77,13 @@ public struct Dashboard: Sendable {
                 return Self.errorPage(404, "Not found", "\(path) is not a page of this dashboard")
             }
         } catch {
+            if parts.first == "api" { return Self.jsonError(500, "store error: \(error)") }
             return Self.errorPage(500, "Store error", "\(error)")
         }
     }
 
     func api(_ store: StudyStore, _ parts: [String]) throws -> Reply {
-        guard parts.first == "studies" else { return Self.errorPage(404, "Not found", "the API has /api/studies…") }
+        guard parts.first == "studies" else { return Self.jsonError(404, "the API has /api/studies…") }
         if parts.count == 1 {
             return Self.json(.array(try store.studies().map { s in
                 let sum = try store.summary(s)
@@ -88,7 +93,7 @@ public struct Dashboard: Sendable {
             }))
         }
         let name = parts[1]
-        guard let s = try store.study(named: name) else { return Self.errorPage(404, "Not found", "no study '\(name)'") }
+        guard let s = try store.study(named: name) else { return Self.jsonError(404, "no study '\(name)'") }
         switch parts.count == 2 ? "" : parts[2] {
         case "":
             let report = try StudyReport(store: store, study: name)
@@ -111,7 +116,7 @@ public struct Dashboard: Sendable {
                  "worker": t.worker.map { .string($0) } ?? .null, "error": t.error.map { .string($0) } ?? .null]
             }))
         default:
-            return Self.errorPage(404, "Not found", "the API has /api/studies/NAME, …/top and …/trials")
+            return Self.jsonError(404, "the API has /api/studies/NAME, …/top and …/trials")
         }
     }
 

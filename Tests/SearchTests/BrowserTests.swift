@@ -329,5 +329,12 @@ let plotCensus = """
         let top = JSON.parse(Data(d.reply(path: "/api/studies/tiny/top").body.utf8))!.array!
         #expect(top.first?["interval"]?.array?.count == 2 && top.first?["replicates"]?.int == 2)
         #expect(Dashboard(storePath: f.root.appendingPathComponent("missing.sqlite").path).reply(path: "/").status == 500)
+        // Issue 22 (minor): API errors are JSON, not HTML pages.
+        for path in ["/api/x", "/api/studies/nope", "/api/studies/tiny/x"] {
+            let r = d.reply(path: path)
+            #expect(r.contentType == "application/json" && JSON.parse(Data(r.body.utf8))?["error"]?.string != nil, "\(path): \(r.body.prefix(80))")
+        }
+        let broken = Dashboard(storePath: f.root.appendingPathComponent("missing.sqlite").path).reply(path: "/api/studies")
+        #expect(broken.status == 500 && broken.contentType == "application/json", "\(broken.body.prefix(80))")
     }
 }
