@@ -40,7 +40,13 @@ struct ServeCommand: ParsableCommand {
             done.signal()
         }
         done.wait()
-        if let error = failure.get() { throw error }
+        if let error = failure.get() {
+            let text = "\(error)"
+            if text.contains("in use") || text.contains("EADDRINUSE") {
+                throw ValidationError("--host \(host) --port \(port): the address is already in use (another server listens there); pick another port, or --port 0 for any free one")
+            }
+            throw error
+        }
     }
 }
 

@@ -314,6 +314,26 @@ let plotCensus = """
     }
 
     /// Every route of the dashboard without a server: bad paths are 404 pages, never a crash.
+    /// Issue 22 (minor): a busy port is an error naming the port, not a bare "Address already in use".
+    @Test func busyPortIsNamed() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        _ = try runStudy(f)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        #expect(listen(fd, 1) == 0)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let r = try topiary(["serve", "--db", f.db, "--port", String(port), "--no-teacher"], timeout: 60)
+        #expect(r.status != 0 && r.err.contains("--port \(port)") && r.err.contains("already in use"), "\(r.err)")
+    }
+
     @Test func dashboardRoutesAnswerEveryPath() throws {
         let f = try Fixture()
         defer { f.cleanup() }
