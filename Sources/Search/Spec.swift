@@ -178,6 +178,19 @@ public struct SearchSpec: Sendable {
 
     static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates", "artifacts", "backend"]
 
+    /// Why `name` cannot name a study, or nil. The name becomes a folder under results/, a file
+    /// name in exports and an argument of workers and scripts: letters, digits, '-', '_' or '.',
+    /// at most 100 characters, not '.' or '..', not starting with '-'. Names read from a store
+    /// are held to the same rule (`store copy`, `report`).
+    public static func studyNameProblem(_ study: String) -> String? {
+        guard study.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else { return "'\(study)': use letters, digits, '-', '_' or '.'" }
+        guard study.count <= 100 else { return "\(study.count) characters; at most 100" }
+        guard study != "." && study != ".." else { return "'\(study)' cannot name a folder" }
+        // A leading '-' would read as an option wherever the name is passed on (workers, scripts).
+        guard !study.hasPrefix("-") else { return "'\(study)' starts with '-'; start it with a letter or digit" }
+        return nil
+    }
+
     /// Parses and validates a spec against the teacher's config.
     /// - Throws: ``SearchError/spec(file:path:reason:)`` naming the JSON path and rule.
     public init(json root: JSON, file: String, teacherConfig: (String) throws -> ModelConfig) throws {
@@ -213,12 +226,7 @@ public struct SearchSpec: Sendable {
         guard let o = root.object else { throw fail("(root)", "not a JSON object") }
         try check(o, "", Self.topKeys)
         study = try string(o["study"], "study")
-        guard study.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else { throw fail("study", "use letters, digits, '-', '_' or '.'") }
-        // The name becomes a folder under results/ (and a file name in exports): keep it short.
-        guard study.count <= 100 else { throw fail("study", "\(study.count) characters; at most 100") }
-        guard study != "." && study != ".." else { throw fail("study", "'\(study)' cannot name a folder") }
-        // A leading '-' would read as an option wherever the name is passed on (workers, scripts).
-        guard !study.hasPrefix("-") else { throw fail("study", "'\(study)' starts with '-'; start it with a letter or digit") }
+        if let problem = Self.studyNameProblem(study) { throw fail("study", problem) }
         teacher = try string(o["teacher"], "teacher")
         teacherReference = teacher
         // A Hugging Face repo id (ORG/NAME) that is not a folder here: its snapshot in the local cache.

@@ -503,6 +503,10 @@ extension StudyStore {
             guard let s = all.first(where: { $0.name == name }) else { throw SearchError.store("no study '\(name)' in \(location)") }
             return s
         }
+        // A name from a store becomes folders and arguments too: the spec's rule, before anything is copied.
+        for s in chosen {
+            if let problem = SearchSpec.studyNameProblem(s.name) { throw SearchError.store("\(location): study name \(problem); not copied") }
+        }
         // Importance scores first: they are keyed by content, so copying them twice is harmless.
         let importance = try read { db in try db.rows("SELECT * FROM importance ORDER BY created_at") }
         try target.write { db in try Self.insert(Schema.importance, importance, into: db, conflict: "ON CONFLICT DO NOTHING") }

@@ -21,6 +21,9 @@ struct ReportCommand: ParsableCommand {
         _ = try requireStudy(st, study)
         let teacher = noTeacher ? nil : teacherReference(st, study: study)
         let report = try StudyReport(store: st, study: study, teacher: teacher)
+        if out == nil, let problem = SearchSpec.studyNameProblem(study) {
+            throw ValidationError("study name \(problem): it cannot name a folder under results/ (pass --out)")
+        }
         let dir = directoryURL(out ?? "results/\(study)/report")
         let index = try report.write(to: dir)
         print("wrote \(index.path) (\(report.candidates.count) candidate pages)")

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Search
+import GRDB
 import Testing
 
 /// Issue 22, item 2: no value reaches a generated sbatch script with a control character. A
@@ -90,5 +91,34 @@ import Testing
         let forced = try topiary(["distill", "--recipe", recipe, "--tokens", "512", "--checkpoint-every", "1", "--force",
                                   "--out", f.root.appendingPathComponent("forced").path], in: f.root)
         #expect(forced.status == 0, "\(forced.err)")
+    }
+}
+
+/// Issue 22 (minor): a study name read from a store is held to the spec's rule: `store copy`
+/// of a study named `../../x` is refused (nothing copied), and `report` will not write outside
+/// results/ for it.
+@Suite struct HostileStoreNameTests {
+    @Test func studyNamesFromAStoreAreCheckedLikeSpecNames() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["proxy": ["steps": 2, "batch_size": 2, "sequence_length": 8, "eval_tokens": 16, "learning_rate": 1e-3],
+                                       "strategy": ["name": "random", "samples": 1]]))
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        _ = try runner.run(worker: "w", extend: false)
+        store.close()
+        try DatabaseQueue(path: f.db).write { try $0.execute(sql: "UPDATE study SET name = '../../x'") }
+        let target = f.root.appendingPathComponent("copy.sqlite").path
+        let copy = try topiary(["store", "copy", "--from", f.db, "--to", target], in: f.root)
+        #expect(copy.status != 0 && copy.err.contains("../../x") && copy.err.contains("not copied"), "\(copy.err)")
+        if FileManager.default.fileExists(atPath: target) {
+            let copied = try StudyStore(path: target, access: .read)
+            #expect(try copied.studies().isEmpty, "nothing copied")
+        }
+        let report = try topiary(["report", "../../x", "--db", f.db, "--no-teacher"], in: f.root)
+        #expect(report.status != 0 && report.err.contains("cannot name a folder under results/"), "\(report.err)")
+        #expect(!FileManager.default.fileExists(atPath: f.root.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("x").path))
     }
 }
