@@ -223,17 +223,26 @@ import Testing
     func implausibleEventsFailTheirTrials(mode: String, message: String) throws {
         let f = try Fixture()
         defer { f.cleanup() }
+        let (_, trials) = try Self.studyWithLyingBackend(f, mode: mode)
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "failed" && $0.score == nil && ($0.error ?? "").contains(message) },
+                "\(trials.map { $0.error ?? "-" })")
+    }
+
+    /// Runs the fixture's study on ``lyingBackend`` in `mode` (the built-in engine's importance
+    /// scores cached first); returns the store and the study's trials.
+    static func studyWithLyingBackend(_ f: Fixture, mode: String) throws -> (StudyStore, [StudyStore.TrialRow]) {
         let script = f.root.appendingPathComponent("liar.py")
-        try Self.lyingBackend.write(to: script, atomically: true, encoding: .utf8)
-        let spec = try Self.spec(f, steps: 6, backend: ["command": ["/usr/bin/env", "python3", .string(script.path), .string(mode)], "heartbeat_timeout": 10])
+        try lyingBackend.write(to: script, atomically: true, encoding: .utf8)
+        let backend: JSON = ["command": ["/usr/bin/env", "python3", .string(script.path), .string(mode)], "heartbeat_timeout": 10]
+        let spec = try Self.spec(f, steps: 6, backend: backend)
         let cache = f.root.appendingPathComponent("importance")
-        _ = try Importance.cached(teacher: try Checkpoint.load(f.teacher), corpus: try TokenShards(directory: f.corpus), settings: spec.importance, cache: cache)
+        _ = try Importance.cached(teacher: try Checkpoint.load(f.teacher), corpus: try TokenShards(directory: f.corpus),
+                                  settings: spec.importance, cache: cache)
         let store = try StudyStore(path: f.db)
         let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("artifacts"), importanceCache: cache)
         runner.log = { _ in }
         let id = try runner.run(worker: "w", extend: false)
-        let trials = try store.trials(study: id)
-        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "failed" && $0.score == nil && ($0.error ?? "").contains(message) }, "\(trials.map { $0.error ?? "-" })")
+        return (store, try store.trials(study: id))
     }
 
     /// Issue 22, item 4: everything a backend says is untrusted. A checkpoint it reports but does
@@ -243,18 +252,9 @@ import Testing
     func lyingCheckpointsFailTheirTrialsNotTheProcess(mode: String) throws {
         let f = try Fixture()
         defer { f.cleanup() }
-        let script = f.root.appendingPathComponent("liar.py")
-        try Self.lyingBackend.write(to: script, atomically: true, encoding: .utf8)
-        let backend: JSON = ["command": ["/usr/bin/env", "python3", .string(script.path), .string(mode)], "heartbeat_timeout": 10]
-        let spec = try Self.spec(f, steps: 6, backend: backend)
-        let cache = f.root.appendingPathComponent("importance")
-        _ = try Importance.cached(teacher: try Checkpoint.load(f.teacher), corpus: try TokenShards(directory: f.corpus), settings: spec.importance, cache: cache)
-        let store = try StudyStore(path: f.db)
-        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("artifacts"), importanceCache: cache)
-        runner.log = { _ in }
-        let id = try runner.run(worker: "w", extend: false)
-        let trials = try store.trials(study: id)
-        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "failed" && ($0.error ?? "").contains("checkpoint") }, "\(trials.map { $0.error ?? "-" })")
+        let (store, trials) = try Self.studyWithLyingBackend(f, mode: mode)
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "failed" && ($0.error ?? "").contains("checkpoint") },
+                "\(trials.map { $0.error ?? "-" })")
         #expect(try store.study(named: "tiny")?.state == "complete", "the study ran to its end")
     }
 

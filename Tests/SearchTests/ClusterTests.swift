@@ -48,12 +48,14 @@ enum Services {
     }
 
     /// A new, empty database on the test server; returns its URL.
-    static func freshDatabase(_ server: String, _ name: String) throws -> String {
+    /// With `password`, the URL carries one (the test server trusts loopback, so any password works).
+    static func freshDatabase(_ server: String, _ name: String, password: String? = nil) throws -> String {
         let database = "\(name)_\(getpid())"
         _ = try psql(server, "DROP DATABASE IF EXISTS \(database)")
         _ = try psql(server, "CREATE DATABASE \(database)")
         var u = URLComponents(string: server)!
         u.path = "/" + database
+        if let password { u.password = password }
         return u.string!
     }
 }
@@ -164,9 +166,7 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         guard let server = Services.postgres("dashboardHidesThePasswordAndChecksTheHost") else { return }
         let f = try Fixture()
         defer { f.cleanup() }
-        var url = URLComponents(string: try Services.freshDatabase(server, "serve_secret"))!
-        url.password = "S3cr3tPa55"
-        let secretURL = url.string!
+        let secretURL = try Services.freshDatabase(server, "serve_secret", password: "S3cr3tPa55")
         #expect(try Self.run(f, try Self.spec(f, steps: 6), db: secretURL, tag: "serve").status == 0)
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
         let serve = Process()
@@ -213,9 +213,7 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         guard let server = Services.postgres("thePasswordStaysOutOfLogsAndArgv") else { return }
         let f = try Fixture()
         defer { f.cleanup() }
-        var url = URLComponents(string: try Services.freshDatabase(server, "argv_secret"))!
-        url.password = "S3cr3tPa55"
-        let secretURL = url.string!
+        let secretURL = try Services.freshDatabase(server, "argv_secret", password: "S3cr3tPa55")
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
         let run = Process()
         run.executableURL = binary
