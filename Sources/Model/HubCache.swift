@@ -21,6 +21,13 @@ public enum HubCache {
         return URL(fileURLWithPath: cache, isDirectory: true).appendingPathComponent("huggingface/hub", isDirectory: true)
     }
 
+    /// `reference` itself when it is a folder here or not shaped like a repo id; otherwise the path
+    /// of its snapshot in the cache (``resolve(_:environment:)``, which throws when it is not cached).
+    public static func localPath(_ reference: String) throws -> String {
+        guard !FileManager.default.fileExists(atPath: reference), isRepoID(reference) else { return reference }
+        return try resolve(reference).path
+    }
+
     /// Whether `reference` has the shape of a repo id (`ORG/NAME`, optionally `@REVISION`).
     public static func isRepoID(_ reference: String) -> Bool { parse(reference) != nil }
 

@@ -178,6 +178,16 @@ public struct SearchSpec: Sendable {
 
     static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates", "artifacts", "backend"]
 
+    /// Why `value` cannot reach a generated script or a file name, or nil: it holds a control
+    /// character (a newline would end a script line and start a command); with
+    /// `lineSeparators`, U+2028 and U+2029 too.
+    public static func controlCharacterProblem(_ value: String, lineSeparators: Bool = false) -> String? {
+        guard let bad = value.unicodeScalars.first(where: {
+            $0.properties.generalCategory == .control || (lineSeparators && ($0 == "\u{2028}" || $0 == "\u{2029}"))
+        }) else { return nil }
+        return "\(value.debugDescription) contains the control character U+\(String(format: "%04X", bad.value))"
+    }
+
     /// Why `name` cannot name a study, or nil. The name becomes a folder under results/, a file
     /// name in exports and an argument of workers and scripts: letters, digits, '-', '_' or '.',
     /// at most 100 characters, not '.' or '..', not starting with '-'. Names read from a store
@@ -230,9 +240,7 @@ public struct SearchSpec: Sendable {
         teacher = try string(o["teacher"], "teacher")
         teacherReference = teacher
         // A Hugging Face repo id (ORG/NAME) that is not a folder here: its snapshot in the local cache.
-        if !FileManager.default.fileExists(atPath: teacher), HubCache.isRepoID(teacher) {
-            do { teacher = try HubCache.resolve(teacher).path } catch { throw fail("teacher", "\(error)") }
-        }
+        do { teacher = try HubCache.localPath(teacher) } catch { throw fail("teacher", "\(error)") }
         if let b = o["backend"] {
             guard let bo = b.object else { throw fail("backend", "an object: {\"name\": \"torch\", \"device\": \"cpu\"} or {\"command\": [...]}") }
             backend = try BackendSpec.parse(bo, fail: { fail($0, $1) })
@@ -243,9 +251,7 @@ public struct SearchSpec: Sendable {
         }
         // Paths reach generated scripts (slurm submit) and file names: no control characters.
         for (value, path) in [(artifacts, "artifacts"), (teacherReference, "teacher")] {
-            if let value, let bad = value.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
-                throw fail(path, "\(value.debugDescription) contains the control character U+\(String(format: "%04X", bad.value))")
-            }
+            if let value, let problem = Self.controlCharacterProblem(value) { throw fail(path, problem) }
         }
         let t: ModelConfig
         do { t = try teacherConfig(teacher) } catch { throw fail("teacher", "\(error)") }
@@ -261,9 +267,7 @@ public struct SearchSpec: Sendable {
         } else {
             data = try string(o["data"], "data")
         }
-        if let bad = data.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
-            throw fail(o["data"]?.object != nil ? "data.corpus" : "data", "\(data.debugDescription) contains the control character U+\(String(format: "%04X", bad.value))")
-        }
+        if let problem = Self.controlCharacterProblem(data) { throw fail(o["data"]?.object != nil ? "data.corpus" : "data", problem) }
 
         // space
         guard let sp = try object(o["space"], "space") else { throw fail("space", "missing") }

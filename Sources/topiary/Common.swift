@@ -20,10 +20,7 @@ struct EngineOptions: ParsableArguments {
 func directoryURL(_ path: String) -> URL { URL(fileURLWithPath: path, isDirectory: true) }
 /// A `--teacher` (or other checkpoint) argument: a folder, or a Hugging Face repo id resolved in
 /// the local cache (``HubCache``).
-func checkpointURL(_ reference: String) throws -> URL {
-    if !FileManager.default.fileExists(atPath: reference), HubCache.isRepoID(reference) { return try HubCache.resolve(reference) }
-    return directoryURL(reference)
-}
+func checkpointURL(_ reference: String) throws -> URL { directoryURL(try HubCache.localPath(reference)) }
 func fileURL(_ path: String) -> URL { URL(fileURLWithPath: path) }
 
 func formatCount(_ n: Int) -> String {

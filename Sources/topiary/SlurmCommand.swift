@@ -55,8 +55,8 @@ struct SlurmSubmit: ParsableCommand {
     /// command; every later directive is then ignored) or, for `#SBATCH` values that are not
     /// paths, with white space.
     static func requireScriptSafe(_ value: String, _ name: String, spaces: Bool = true) throws {
-        if let bad = value.unicodeScalars.first(where: { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" }) {
-            throw ValidationError("\(name) \(value.debugDescription): contains the control character U+\(String(format: "%04X", bad.value)); it would break the generated sbatch script")
+        if let problem = SearchSpec.controlCharacterProblem(value, lineSeparators: true) {
+            throw ValidationError("\(name): \(problem); it would break the generated sbatch script")
         }
         if !spaces, value.contains(where: \.isWhitespace) {
             throw ValidationError("\(name) \(value.debugDescription): contains white space, which an #SBATCH directive cannot hold")
