@@ -88,6 +88,8 @@ public enum DistillationRun {
         var tokens = 0
         var lastLoss = [Double](repeating: .nan, count: students.count)
         for step in (startStep + 1)...end {
+            // SIGINT/SIGTERM (where a command installed the handler): stop between steps.
+            try Interruption.check()
             let b = sampler.batch(step: step)
             for (i, r) in try distiller.step(tokens: b.tokens, targets: b.targets, only: active) {
                 switch r {

@@ -185,6 +185,7 @@ public enum Importance {
         let calibrationProgress = ProgressReporter(label: "importance: calibration", total: (S + B - 1) / B,
                                                    every: max(1, (S + B - 1) / B / 10), unit: "batch")
         while start < S {
+            try Interruption.check()
             let rows = min(B, S - start)
             var tokens = [Int32](repeating: 0, count: B * T)
             for r in 0..<rows { for t in 0..<T { tokens[r * T + t] = calibration.tokens[(start + r) * T + t] } }
@@ -332,6 +333,7 @@ public enum Importance {
         for l in 0..<L {
             var tally = LossTally()
             for (b, batch) in batches.enumerated() {
+                try Interruption.check()
                 let x = state.pointer + b * N * C
                 // Skipped: layer l's output is its input.
                 acts.residual[l + 1].update(from: x, count: N * C)

@@ -202,7 +202,7 @@ struct ExternalBackend {
         ]
         let jobFile = jobDirectory.appendingPathComponent("job.json")
         try AtomicFile.write(job.data(), to: jobFile)
-        let events = try runProcess(jobFile: jobFile,
+        let events = try runProcess(jobFile: jobFile, students: students.count,
                                     steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
         return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL.map { $0.bool ?? false }, T: T,
                        windowLanguages: vLanguage, startStep: startStep, endStep: endStep)
@@ -295,115 +295,211 @@ struct ExternalBackend {
     /// What the process said: its event lines, or one failure for every student.
     enum Events { case lines([[String: JSON]]), failed(String) }
 
+    /// The longest line a backend may print (an evaluation line of a large validation set is a
+    /// few hundred kilobytes).
+    static let maxLineBytes = 16 << 20
+    /// Lines a backend may print between two steps of progress (a student's highest step rising), beyond
+    /// 8 per student and 4 per heartbeat interval waited: a backend that talks without training
+    /// is stopped before its lines fill the memory.
+    static let linesPerStep = 1000
+    /// Seconds a backend has to exit after its `done` line or a SIGTERM, before its process group
+    /// is killed.
+    static let exitGrace = 5.0
+    /// Seconds what a backend left holding its stdout has after it exited, before the group is killed.
+    static let leftoverGrace = 1.0
+
     /// Runs the backend on `jobFile`, watching for silence. `steps` (first and last step, tokens
     /// per step over all students) turns its step lines into progress lines with tokens/s and ETA
-    /// (at most one per 10 s).
-    func runProcess(jobFile: URL, steps: (first: Int, last: Int, tokens: Int)? = nil) throws -> Events {
+    /// (at most one per 10 s). What the backend may say is bounded (``maxLineBytes``,
+    /// ``linesPerStep``); the job is done when it printed `done` and exited (status 0, or
+    /// non-zero with per-student errors); whatever it started is killed with its process group
+    /// when the job ends. On SIGINT or SIGTERM (``Interruption``) the backend's group is stopped
+    /// and ``Interruption/Interrupted`` thrown.
+    func runProcess(jobFile: URL, students: Int = 1, steps: (first: Int, last: Int, tokens: Int)? = nil) throws -> Events {
         let command = try spec.commandLine()
         let executable = command[0]
         let p = Process()
         if executable.contains("/") && !FileManager.default.isExecutableFile(atPath: executable) {
             return .failed("backend \(spec.name): \(executable) is missing or not executable")
         }
+        try Interruption.check()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = command + [jobFile.path]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
         do { try p.run() } catch { return .failed("backend \(spec.name): cannot start \(executable): \(error)") }
-        // Lines are read on their own thread; the clock watches for silence.
+        // Foundation starts the backend as the leader of its own process group: signals to the
+        // group reach whatever it started too.
+        let pid = p.processIdentifier
+        Interruption.register(pid)
+        defer {
+            // Whatever the backend left behind (a child holding the pipes, a worker pool) goes with it.
+            Interruption.signalGroup(pid, SIGKILL)
+            Interruption.unregister(pid)
+        }
+        // Lines are read on their own thread (new bytes scanned once: linear in the output), handed
+        // over in batches; the clock watches for silence.
         final class Reader: @unchecked Sendable {
             let lock = NSLock()
-            var lines: [String] = [], last = Date(), done = false, stderr = Data()
+            var lines: [String] = [], last = Date(), done = false, overflow = false, stderr = Data()
         }
         let reader = Reader()
+        let maxLine = Self.maxLineBytes
         let group = DispatchGroup()
         group.enter()
         Thread.detachNewThread {
             defer { group.leave() }
-            var buffer = Data()
-            while true {
+            var pending: [UInt8] = []
+            reading: while true {
                 let chunk = out.fileHandleForReading.availableData
                 if chunk.isEmpty { break }
-                buffer.append(chunk)
-                while let nl = buffer.firstIndex(of: 0x0A) {
-                    let line = String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self)
-                    buffer.removeSubrange(buffer.startIndex...nl)
-                    reader.lock.lock(); reader.lines.append(line); reader.last = Date(); reader.lock.unlock()
+                var complete: [String] = []
+                var start = chunk.startIndex
+                while let nl = chunk[start...].firstIndex(of: 0x0A) {
+                    pending.append(contentsOf: chunk[start..<nl])
+                    complete.append(String(decoding: pending, as: UTF8.self))
+                    pending.removeAll(keepingCapacity: true)
+                    start = nl + 1
+                }
+                pending.append(contentsOf: chunk[start...])
+                reader.lock.lock()
+                reader.lines += complete
+                reader.last = Date()
+                if pending.count > maxLine || complete.contains(where: { $0.utf8.count > maxLine }) { reader.overflow = true }
+                let stop = reader.overflow
+                var backlog = reader.lines.count
+                reader.lock.unlock()
+                if stop { break reading }
+                // Back-pressure: a backend that floods waits for the lines to be looked at.
+                while backlog > 100_000 {
+                    Thread.sleep(forTimeInterval: 0.01)
+                    reader.lock.lock(); backlog = reader.lines.count; reader.lock.unlock()
                 }
             }
-            if !buffer.isEmpty { reader.lock.lock(); reader.lines.append(String(decoding: buffer, as: UTF8.self)); reader.lock.unlock() }
-            reader.lock.lock(); reader.done = true; reader.lock.unlock()
+            reader.lock.lock()
+            if !pending.isEmpty && !reader.overflow { reader.lines.append(String(decoding: pending, as: UTF8.self)) }
+            reader.done = true
+            reader.lock.unlock()
         }
         group.enter()
         Thread.detachNewThread {
             defer { group.leave() }
-            let data = err.fileHandleForReading.readDataToEndOfFile()
-            reader.lock.lock(); reader.stderr = data; reader.lock.unlock()
+            // The tail is what a failure message quotes; the rest is dropped as it comes.
+            var kept = Data()
+            while true {
+                let chunk = err.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                kept.append(chunk)
+                if kept.count > 1 << 16 { kept = kept.suffix(1 << 15) }
+            }
+            reader.lock.lock(); reader.stderr = kept; reader.lock.unlock()
         }
         var events: [[String: JSON]] = []
-        var consumed = 0
         var failure: String?
-        var lastStep = Date()
+        var interrupted: Int32?
+        var lastProgress = Date(), lastLogged = Date()
         let started = Date()
-        var highest = 0
+        var highest: [String: Int] = [:]
+        var linesSinceProgress = 0
+        var sawDone = false
+        var exitedAt: Date?, doneAt: Date?
+        let heartbeatSeconds = max(1, min(30, spec.heartbeatTimeout / 4))
         while true {
             reader.lock.lock()
-            let fresh = Array(reader.lines[consumed...])
-            consumed = reader.lines.count
-            let silent = Date().timeIntervalSince(reader.last), finished = reader.done
+            let fresh = reader.lines
+            reader.lines.removeAll(keepingCapacity: true)
+            let silent = Date().timeIntervalSince(reader.last), finished = reader.done, overflow = reader.overflow
             reader.lock.unlock()
             for line in fresh where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-                guard let object = JSON.parse(Data(line.utf8))?.object, let event = object["event"]?.string else {
+                guard line.utf8.count <= Self.maxLineBytes, let object = JSON.parse(Data(line.utf8))?.object, let event = object["event"]?.string else {
                     let nonFinite = ["NaN", "Infinity"].contains { line.contains($0) }
                     failure = "backend \(spec.name) printed " + (nonFinite ? "a non-finite number (NaN or infinity): " : "a malformed line (not a JSON object with an \"event\"): ")
                         + String(line.prefix(200))
                     break
                 }
+                linesSinceProgress += 1
+                // Progress: a student's step beyond its highest so far.
+                if event == "step", let step = object["step"]?.int, step > highest[object["student"]?.string ?? "", default: 0] {
+                    highest[object["student"]?.string ?? ""] = step
+                    linesSinceProgress = 0
+                    lastProgress = Date()
+                }
+                let budget = Self.linesPerStep + 8 * students + 4 * Int(Date().timeIntervalSince(lastProgress) / heartbeatSeconds)
+                if linesSinceProgress > budget {
+                    failure = "backend \(spec.name) printed more than \(budget) lines without a step of progress (its last step \(highest.values.max() ?? 0)); killed"
+                    break
+                }
+                // Heartbeats only keep the clock going (done above); they are not kept.
+                if event == "heartbeat" { continue }
+                if event == "done" { sawDone = true; doneAt = Date() }
                 events.append(object)
-                if event == "step", let step = object["step"]?.int {
-                    highest = max(highest, step)
-                    if Date().timeIntervalSince(lastStep) > 10 {
-                        lastStep = Date()
-                        var line = "backend \(spec.name): step \(step)"
-                        if let steps { line += "/\(steps.last)" }
-                        line += " \(object["student"]?.string ?? "") loss \(object["train_loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")"
-                        if let steps, highest > steps.first {
-                            let elapsed = Date().timeIntervalSince(started), done = Double(highest - steps.first)
-                            let eta = elapsed / done * Double(steps.last - highest)
-                            line += String(format: ", %.0f tokens/s, ETA %dm%02ds", done * Double(steps.tokens) / elapsed, Int(eta) / 60, Int(eta) % 60)
-                        }
-                        log(line)
-                    }
+                if event == "step", let step = object["step"]?.int, linesSinceProgress == 0, Date().timeIntervalSince(lastLogged) > 10 {
+                    lastLogged = Date()
+                    logProgress(step: step, steps: steps, object: object, started: started)
                 }
             }
+            if failure == nil && overflow {
+                failure = "backend \(spec.name) printed a line longer than \(Self.maxLineBytes >> 20) MiB; killed"
+            }
             if failure != nil { break }
-            if finished { break }
-            if silent > spec.heartbeatTimeout {
+            if let s = Interruption.requested { interrupted = s; break }
+            if !p.isRunning && exitedAt == nil { exitedAt = Date() }
+            // Done: the output ended, or the backend exited and what it left holding its stdout
+            // had `leftoverGrace` to let go, or it said `done` and had `exitGrace` to exit.
+            if finished && (!p.isRunning || sawDone) { break }
+            if let e = exitedAt, Date().timeIntervalSince(e) > Self.leftoverGrace { break }
+            if let d = doneAt, Date().timeIntervalSince(d) > Self.exitGrace {
+                log("backend \(spec.name): said done but did not exit within \(Int(Self.exitGrace)) s; killed")
+                break
+            }
+            if silent > spec.heartbeatTimeout && exitedAt == nil {
                 failure = "backend \(spec.name) said nothing for \(Int(spec.heartbeatTimeout)) s (heartbeat timeout); killed"
                 break
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        if let failure {
-            // Killed; a child it left behind may hold the pipes open, so the readers are not
-            // waited for (they end when the last writer does).
-            // Foundation starts the backend as the leader of its own process group: the group's
-            // kill reaches whatever it started too (else the process alone).
-            if p.isRunning, kill(-p.processIdentifier, SIGKILL) != 0 { kill(p.processIdentifier, SIGKILL) }
+        if let interrupted {
+            // Stopped by a signal: SIGTERM went to the group (``Interruption``); give it time to
+            // stop, then kill what is left.
+            let deadline = Date().addingTimeInterval(Self.exitGrace)
+            while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+            Interruption.signalGroup(pid, SIGKILL)
             while p.isRunning { Thread.sleep(forTimeInterval: 0.02) }
-            return .failed(failure)
+            throw Interruption.Interrupted(signal: interrupted)
         }
+        if p.isRunning { Interruption.signalGroup(pid, SIGKILL) }
         while p.isRunning { Thread.sleep(forTimeInterval: 0.02) }
-        group.wait()
+        // Whatever it started goes too: the readers then reach the end of the pipes (a process that
+        // left the group, holding them, is not waited for).
+        Interruption.signalGroup(pid, SIGKILL)
+        _ = group.wait(timeout: .now() + 2)
+        if let failure { return .failed(failure) }
+        reader.lock.lock()
         let stderrText = String(decoding: reader.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if p.terminationStatus != 0 {
-            let said = events.last { $0["event"]?.string == "error" && $0["student"] == nil }?["message"]?.string
-            let status = p.terminationReason == .uncaughtSignal ? "was killed by signal \(p.terminationStatus)" : "exited with status \(p.terminationStatus)"
-            if events.contains(where: { $0["event"]?.string == "done" }) { return .lines(events) }   // per-student errors say the rest
+        reader.lock.unlock()
+        let said = events.last { $0["event"]?.string == "error" && $0["student"] == nil }?["message"]?.string
+        let status = p.terminationReason == .uncaughtSignal ? "was killed by signal \(p.terminationStatus)" : "exited with status \(p.terminationStatus)"
+        // `done` said and exited: a non-zero status after it (or the kill of one that would not
+        // exit) leaves the per-student errors to say the rest.
+        if sawDone { return .lines(events) }
+        if p.terminationStatus != 0 || p.terminationReason == .uncaughtSignal {
             return .failed("backend \(spec.name) \(status): " + (said ?? String(stderrText.suffix(500))))
         }
-        return .lines(events)
+        return .failed("backend \(spec.name) exited with status 0 without its done line" + (said.map { ": \($0)" } ?? ""))
+    }
+
+    /// A progress line for a backend's step (tokens/s and ETA over all students).
+    private func logProgress(step: Int, steps: (first: Int, last: Int, tokens: Int)?, object: [String: JSON], started: Date) {
+        var line = "backend \(spec.name): step \(step)"
+        if let steps { line += "/\(steps.last)" }
+        line += " \(object["student"]?.string ?? "") loss \(object["train_loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")"
+        if let steps, step > steps.first {
+            let elapsed = Date().timeIntervalSince(started), done = Double(step - steps.first)
+            let eta = elapsed / done * Double(steps.last - step)
+            line += String(format: ", %.0f tokens/s, ETA %dm%02ds", done * Double(steps.tokens) / elapsed, Int(eta) / 60, Int(eta) % 60)
+        }
+        log(line)
     }
 
     /// The students' results from a backend's events, each checked against the job: step lines

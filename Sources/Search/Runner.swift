@@ -21,6 +21,7 @@ public final class SearchRunner {
     public var log: (String) -> Void = { print($0); fflush(nil) }
     let importanceCache: URL
     var scores: ImportanceScores?
+    var cleanedJobFolders = false
 
     /// Loads the teacher and corpus and enumerates the space, after checking the corpus and the
     /// memory of `studentsPerClaim` students against the spec. Nothing is written yet.
@@ -114,6 +115,24 @@ public final class SearchRunner {
             .appendingPathComponent("rung-\(t.rung)" + (t.replicate > 0 ? "-replicate-\(t.replicate)" : ""))
     }
 
+    /// Removes the job folders (`results/STUDY/jobs/*-HOST-PID`) that processes of this host left
+    /// when they were killed (a pid no longer running): pruned inits and batches, gigabytes at
+    /// real scale. Folders of other hosts, and of live processes, are left alone.
+    func removeStaleJobFolders() {
+        guard !cleanedJobFolders else { return }
+        cleanedJobFolders = true
+        let jobs = results.appendingPathComponent(spec.study).appendingPathComponent("jobs")
+        let host = ProcessInfo.processInfo.hostName
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: jobs.path) else { return }
+        var removed = 0
+        for name in names {
+            guard let dash = name.lastIndex(of: "-"), let pid = pid_t(name[name.index(after: dash)...]),
+                  name[..<dash].hasSuffix("-" + host), pid != getpid(), !Interruption.isAlive(pid) else { continue }
+            if (try? FileManager.default.removeItem(at: jobs.appendingPathComponent(name))) != nil { removed += 1 }
+        }
+        if removed > 0 { log("removed \(removed) job folder(s) that killed processes of \(host) left in \(jobs.path)") }
+    }
+
     /// Where an external backend's job files go while it runs (removed afterwards).
     func jobDirectory(_ trials: [StudyStore.TrialRow]) -> URL {
         results.appendingPathComponent(spec.study).appendingPathComponent("jobs")
@@ -164,14 +183,23 @@ public final class SearchRunner {
         return true
     }
 
-    /// Claims and runs trials until none is waiting. Returns how many ran.
+    /// Claims and runs trials until none is waiting. Returns how many ran. On SIGINT or SIGTERM
+    /// (``Interruption``) the claimed trials go back to waiting without an attempt counted, and
+    /// ``Interruption/Interrupted`` is thrown.
     @discardableResult
     public func work(study: Int64, worker: String) throws -> Int {
         var ran = 0
+        removeStaleJobFolders()
         while true {
+            try Interruption.check()
             let claimed = try store.claim(study: study, worker: worker, limit: studentsPerClaim, staleAfter: staleAfter, maxAttempts: maxAttempts)
             if claimed.isEmpty { return ran }
-            do { try run(claimed, worker: worker) } catch {
+            do { try run(claimed, worker: worker) } catch let interrupted as Interruption.Interrupted {
+                // Asked to stop: not the trials' fault, so no attempt is counted.
+                let back = try store.unclaim(claimed.map(\.id), worker: worker)
+                log("\(worker): \(interrupted); \(back) trial(s) back to waiting (no attempt counted)")
+                throw interrupted
+            } catch {
                 // Nothing stays `running` behind an error: the trials go back to waiting with the
                 // error recorded and an attempt counted (failed once attempts run out), so that a
                 // rerun after the cause is fixed retries them, and deleting the study is not refused.
@@ -381,7 +409,7 @@ public final class SearchRunner {
                     }.joined(separator: ", ") + "; a trial without a heartbeat for \(Int(staleAfter)) s is taken back and rerun")
                     announced = names
                 }
-                Thread.sleep(forTimeInterval: 2)
+                try Interruption.sleep(2)
             }
         }
     }

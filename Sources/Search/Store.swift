@@ -397,6 +397,18 @@ extension StudyStore {
         }
     }
 
+    /// Gives back trials this worker still owns without counting an attempt or recording an
+    /// error: the work stopped because it was asked to (SIGINT, SIGTERM), not because the trials
+    /// failed. Returns how many went back to waiting.
+    @discardableResult
+    public func unclaim(_ trials: [Int64], worker: String) throws -> Int {
+        guard !trials.isEmpty else { return 0 }
+        return try write { db in
+            try db.execute("UPDATE trial SET state = 'waiting', worker = NULL WHERE state = 'running' AND worker = ? AND id IN (\(trials.map(String.init).joined(separator: ",")))",
+                           [worker])
+        }
+    }
+
     /// Puts running trials that match `condition` back: waiting with an attempt counted and the
     /// error (an SQL expression) kept, or failed once attempts run out. Stale-heartbeat recovery
     /// and ``release(_:worker:error:maxAttempts:)`` share it.

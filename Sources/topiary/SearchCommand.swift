@@ -59,16 +59,26 @@ struct SearchRun: ParsableCommand {
 
     func run() throws {
         engine.apply()
+        installInterruption()
+        let helpers = Children()
+        do { try search(helpers) } catch let interrupted as Interruption.Interrupted {
+            // The helpers had SIGTERM with the signal: they give their trials back too.
+            stopChildren(helpers.processes)
+            print("search run: \(interrupted); the trials it held are waiting again (no attempt counted) — rerun the same command to resume")
+            throw ExitCode(interrupted.exitCode)
+        }
+    }
+
+    func search(_ helpers: Children) throws {
         let s = try loadSpec(spec, students: options.studentsPerClaim)
         let st = try store.open(.create)
         let runner = try options.runner(s, st)
         let start = Date()
         let study = try runner.prepare(extend: extend)
-        var children: [Process] = []
         // Helpers only where there is work left: a finished study starts none.
         let waiting = try st.trials(study: study).filter { $0.state == "waiting" || $0.state == "running" }.count
-        let helpers = try st.study(named: s.study)?.state == "complete" ? 0 : min(workers - 1, max(0, waiting - 1))
-        for i in 0..<helpers {
+        let count = try st.study(named: s.study)?.state == "complete" ? 0 : min(workers - 1, max(0, waiting - 1))
+        for i in 0..<count {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
             // The store travels in the environment, never in argv (`ps` shows argv to every user).
@@ -80,10 +90,11 @@ struct SearchRun: ParsableCommand {
             environment["TOPIARY_DB"] = store.path
             p.environment = environment
             try p.run()
-            children.append(p)
+            Interruption.register(p.processIdentifier, escalates: true)
+            helpers.processes.append(p)
         }
         _ = try runner.run(worker: workerName(), extend: extend)
-        for p in children { p.waitUntilExit() }
+        for p in helpers.processes { p.waitUntilExit() }
         let summary = try st.summary(try st.study(named: s.study)!)
         print(String(format: "study %@ done in %.0f s: %d trials complete, %d pruned, %d failed; %d distillation steps", s.study,
                      Date().timeIntervalSince(start), summary.complete, summary.pruned, summary.failed, summary.stepsRun))
@@ -96,6 +107,24 @@ struct SearchRun: ParsableCommand {
             print("report: `topiary report \(s.study)\(store.db.map { " --db \(StudyStore.redacted($0))" } ?? "")` writes results/\(s.study)/report/index.html (or pass --report DIR to search run)")
         }
     }
+}
+
+/// SIGINT and SIGTERM stop a run cleanly from now on (``Interruption``): its line is printed at once.
+func installInterruption() {
+    Interruption.install { line in
+        FileHandle.standardError.write(Data("\n\(line)\n".utf8))
+    }
+}
+
+/// The worker processes a command started.
+final class Children { var processes: [Process] = [] }
+
+/// Waits up to `grace` seconds for children sent SIGTERM to exit, then kills their groups.
+func stopChildren(_ children: [Process], grace: Double = 30) {
+    let deadline = Date().addingTimeInterval(grace)
+    while children.contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+    for p in children where p.isRunning { Interruption.signalGroup(p.processIdentifier, SIGKILL) }
+    for p in children { p.waitUntilExit(); Interruption.unregister(p.processIdentifier) }
 }
 
 /// How a process names itself in the store's `trial.worker`: host and pid, and under Slurm the
@@ -129,6 +158,11 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         engine.apply()
+        installInterruption()
+        do { try work() } catch let interrupted as Interruption.Interrupted { throw ExitCode(interrupted.exitCode) }
+    }
+
+    func work() throws {
         let st = try store.open(.write)
         let given = try spec.map { try loadSpec($0, students: options.studentsPerClaim) }
         let studyName = study ?? given!.study
@@ -138,7 +172,7 @@ struct WorkerCommand: ParsableCommand {
         var found = try st.study(named: studyName)
         let deadline = Date().addingTimeInterval(waitForStudy)
         while found == nil && Date() < deadline {
-            Thread.sleep(forTimeInterval: 2)
+            try Interruption.sleep(2)
             found = try st.study(named: studyName)
         }
         guard let row = found else { throw SearchError.store("no study '\(studyName)' in \(st.location); start it with `topiary search run`") }
@@ -157,7 +191,7 @@ struct WorkerCommand: ParsableCommand {
         while true {
             let ran = try runner.work(study: row.id, worker: worker)
             if try runner.advance(study: row.id) { break }
-            if ran == 0 { Thread.sleep(forTimeInterval: 2) }
+            if ran == 0 { try Interruption.sleep(2) }
         }
     }
 }

@@ -193,8 +193,8 @@ import Testing
     /// checkpoints: MODE none reports one and writes no `latest`; etc names `/etc`; escape names
     /// `../../..`; missing names a step folder that is not there.
     static let lyingBackend = #"""
-        import json, os, struct, sys
-        mode = sys.argv[1]; job = json.load(open(sys.argv[2]))
+        import json, os, shutil, struct, subprocess, sys
+        mode = sys.argv[1]; job = json.load(open(sys.argv[-1]))
         def emit(**f): print(json.dumps(f), flush=True)
         with open(job["validation"]["file"], "rb") as fh:
             n = struct.unpack("<Q", fh.read(8))[0]; header = json.loads(fh.read(n))
@@ -210,9 +210,22 @@ import Testing
             emit(event="eval", student=s["name"], step=last, windows=[row] * windows, val_loss=0.25, val_kl=0.1)
             os.makedirs(s["out"], exist_ok=True)
             name = {"none": None, "etc": "/etc", "escape": "../../../../../../etc", "missing": "step-99999999"}.get(mode, "step")
+            if mode in ("honest", "orphan"):
+                # A checkpoint in Topiary's layout (the pruned init's weights stand for the moments).
+                name = "step-%08d" % last
+                folder = os.path.join(s["out"], name)
+                os.makedirs(folder, exist_ok=True)
+                for f in ("config.json", "model.safetensors"):
+                    shutil.copy(os.path.join(s["init"], f), folder)
+                shutil.copy(os.path.join(s["init"], "model.safetensors"), os.path.join(folder, "optimizer.safetensors"))
+                json.dump({"step": last, "run": {}}, open(os.path.join(folder, "state.json"), "w"))
             if name is not None:
                 open(os.path.join(s["out"], "latest"), "w").write(name)
             emit(event="checkpoint", student=s["name"], step=last, path=os.path.join(s["out"], name or "step"))
+        if mode == "orphan":
+            # Exits 0 leaving a child that holds stdout open; its pid is recorded in argv[2].
+            child = subprocess.Popen(["sleep", "600"])
+            open(os.path.join(sys.argv[2], str(child.pid)), "w").write(str(child.pid))
         emit(event="done", failed=[])
         """#
 
@@ -230,10 +243,10 @@ import Testing
 
     /// Runs the fixture's study on ``lyingBackend`` in `mode` (the built-in engine's importance
     /// scores cached first); returns the store and the study's trials.
-    static func studyWithLyingBackend(_ f: Fixture, mode: String) throws -> (StudyStore, [StudyStore.TrialRow]) {
+    static func studyWithLyingBackend(_ f: Fixture, mode: String, arguments: [String] = []) throws -> (StudyStore, [StudyStore.TrialRow]) {
         let script = f.root.appendingPathComponent("liar.py")
         try lyingBackend.write(to: script, atomically: true, encoding: .utf8)
-        let backend: JSON = ["command": ["/usr/bin/env", "python3", .string(script.path), .string(mode)], "heartbeat_timeout": 10]
+        let backend: JSON = ["command": .array((["/usr/bin/env", "python3", script.path, mode] + arguments).map { .string($0) }), "heartbeat_timeout": 10]
         let spec = try Self.spec(f, steps: 6, backend: backend)
         let cache = f.root.appendingPathComponent("importance")
         _ = try Importance.cached(teacher: try Checkpoint.load(f.teacher), corpus: try TokenShards(directory: f.corpus),
@@ -243,6 +256,24 @@ import Testing
         runner.log = { _ in }
         let id = try runner.run(worker: "w", extend: false)
         return (store, try store.trials(study: id))
+    }
+
+    /// Issue 22, item 6: a backend that says `done` and exits 0 leaving a child that holds its
+    /// stdout: the work counts (it used to wait for the pipe and call it a heartbeat timeout), and
+    /// the child is killed with the backend's process group.
+    @Test func finishedWorkCountsAndLeftoverChildrenAreKilled() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let pids = f.root.appendingPathComponent("orphans")
+        try FileManager.default.createDirectory(at: pids, withIntermediateDirectories: true)
+        let start = Date()
+        let (_, trials) = try Self.studyWithLyingBackend(f, mode: "orphan", arguments: [pids.path])
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(trials.map { $0.error ?? $0.state })")
+        #expect(trials.contains { $0.score == 0.25 }, "scored from the evaluation rows")
+        let orphans = try FileManager.default.contentsOfDirectory(atPath: pids.path).compactMap { pid_t($0) }
+        #expect(!orphans.isEmpty)
+        for pid in orphans { #expect(!SignalTests.running(pid), "the child \(pid) the backend left is killed") }
+        print("orphan backend: \(trials.count) trials in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
     }
 
     /// Issue 22, item 4: everything a backend says is untrusted. A checkpoint it reports but does
@@ -267,6 +298,11 @@ import Testing
         (["/bin/sh", "-c", "echo 'loading model…'", "sh"], "malformed line"),
         (["/bin/sh", "-c", "echo '{\"event\": \"step\", \"step\": 1, \"loss\": NaN}'", "sh"], "non-finite number"),
         (["/bin/sh", "-c", "echo '{\"event\": \"start\"}'; sleep 30", "sh"], "said nothing for 1 s (heartbeat timeout)"),
+        // Issue 22, item 6: bounds. Lines forever (they grew Topiary to 1.6 GB in 40 s), a 40 MB line
+        // (read in quadratic time, then reported as silence), an exit without the `done` line.
+        (["/bin/sh", "-c", "yes '{\"event\": \"heartbeat\"}'", "sh"], "lines without a step of progress"),
+        (["/bin/sh", "-c", "head -c 40000000 /dev/zero | tr '\\0' x", "sh"], "printed a line longer than 16 MiB"),
+        (["/bin/sh", "-c", "echo '{\"event\": \"start\"}'", "sh"], "exited with status 0 without its done line"),
     ])
     func badBackendsFailTheirTrialsAndTheStudyCarriesOn(command: [String], message: String) throws {
         let f = try Fixture()
