@@ -26,12 +26,40 @@ start_postgres() {
   "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U topiary topiary
   echo "export TOPIARY_TEST_POSTGRES=postgresql://topiary@127.0.0.1:$pg_port/topiary" >>"$base/env"
   echo "services: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port (data in $dir)"
+  # A second server that one test stops and starts again (an outage while results are recorded),
+  # through the script this writes, without disturbing the tests that share the first.
+  local outage="$base/postgres-outage" outage_port=$((pg_port + 2))
+  rm -rf "$outage" && mkdir -p "$outage"
+  [ "$(id -u)" = 0 ] && chown postgres "$outage"
+  as_postgres "$bin/initdb" -D "$outage/data" -A trust -U topiary --no-sync >"$base/postgres-outage-initdb.log" 2>&1
+  cat >"$base/postgres-outage.sh" <<CTL
+#!/usr/bin/env bash
+# postgres-outage.sh start|stop: the outage test's own PostgreSQL on 127.0.0.1:$outage_port.
+set -euo pipefail
+as_postgres() { if [ "\$(id -u)" = 0 ]; then runuser -u postgres -- "\$@"; else "\$@"; fi; }
+# The server must not keep what the caller gave this script (a pipe, or the descriptor by which
+# Foundation's Process learns that the script ended): everything above 2 is closed.
+for fd in /proc/\$\$/fd/*; do fd=\${fd##*/}; if [ "\$fd" -gt 2 ]; then eval "exec \$fd>&-" 2>/dev/null || true; fi; done
+case "\$1" in
+  start) as_postgres "$bin/pg_ctl" -D "$outage/data" -l "$outage/server.log" -w -t 60 \\
+           -o "-c listen_addresses=127.0.0.1 -p $outage_port -k $outage -c fsync=off -c synchronous_commit=off" start </dev/null >/dev/null 2>&1 ;;
+  stop) as_postgres "$bin/pg_ctl" -D "$outage/data" -m fast -w stop </dev/null >/dev/null 2>&1 ;;
+esac
+CTL
+  chmod 755 "$base/postgres-outage.sh"
+  "$base/postgres-outage.sh" start
+  "$bin/createdb" -h 127.0.0.1 -p "$outage_port" -U topiary topiary
+  echo "export TOPIARY_TEST_POSTGRES_OUTAGE=postgresql://topiary@127.0.0.1:$outage_port/topiary" >>"$base/env"
+  echo "export TOPIARY_TEST_POSTGRES_OUTAGE_CTL=$base/postgres-outage.sh" >>"$base/env"
+  echo "services: a second PostgreSQL for the outage test on 127.0.0.1:$outage_port ($base/postgres-outage.sh start|stop)"
 }
 
 stop_postgres() {
   local bin dir="$base/postgres"
   bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
   if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then as_postgres "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; fi
+  local outage="$base/postgres-outage"
+  if [ -n "$bin" ] && [ -f "$outage/data/postmaster.pid" ]; then as_postgres "$bin/pg_ctl" -D "$outage/data" -m immediate stop >/dev/null 2>&1 || true; fi
 }
 
 start_slurm() {

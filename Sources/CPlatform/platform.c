@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <cblas.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -208,3 +209,12 @@ void tp_blas_select(char **argv) {
 }
 
 void tp_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
+int tp_child_exited(int pid, int *code, int *signaled) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid) return 0;
+    *code = info.si_status;
+    *signaled = info.si_code != CLD_EXITED;
+    return 1;
+}

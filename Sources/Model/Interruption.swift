@@ -1,3 +1,4 @@
+import CPlatform
 import Foundation
 
 /// A clean stop on SIGINT or SIGTERM (docs/robustness.md). After ``install(log:)`` the first
@@ -108,6 +109,14 @@ public enum Interruption {
     /// Sends `sig` to the process group `pid` leads, or to the process alone when it leads none.
     public static func signalGroup(_ pid: pid_t, _ sig: Int32) {
         if kill(-pid, sig) != 0 { kill(pid, sig) }
+    }
+
+    /// Whether child `pid` has exited (not yet reaped): `Process.isRunning` stays
+    /// true while a grandchild the child left behind holds a descriptor Foundation watches.
+    /// Returns its exit status (or the signal that ended it), or nil while it runs.
+    public static func childExit(_ pid: pid_t) -> (status: Int32, signaled: Bool)? {
+        var code: Int32 = 0, signaled: Int32 = 0
+        return tp_child_exited(pid, &code, &signaled) != 0 ? (code, signaled != 0) : nil
     }
 
     /// Whether a process with this id exists (on this machine).

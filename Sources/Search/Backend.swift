@@ -444,7 +444,7 @@ struct ExternalBackend {
             }
             if failure != nil { break }
             if let s = Interruption.requested { interrupted = s; break }
-            if !p.isRunning && exitedAt == nil { exitedAt = Date() }
+            if exitedAt == nil && (!p.isRunning || Interruption.childExit(pid) != nil) { exitedAt = Date() }
             // Done: the output ended, or the backend exited and what it left holding its stdout
             // had `leftoverGrace` to let go, or it said `done` and had `exitGrace` to exit.
             if finished && (!p.isRunning || sawDone) { break }
@@ -465,25 +465,31 @@ struct ExternalBackend {
             let deadline = Date().addingTimeInterval(Self.exitGrace)
             while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
             Interruption.signalGroup(pid, SIGKILL)
-            while p.isRunning { Thread.sleep(forTimeInterval: 0.02) }
+            let killed = Date().addingTimeInterval(2)
+            while p.isRunning && Date() < killed { Thread.sleep(forTimeInterval: 0.02) }
             throw Interruption.Interrupted(signal: interrupted)
         }
-        if p.isRunning { Interruption.signalGroup(pid, SIGKILL) }
-        while p.isRunning { Thread.sleep(forTimeInterval: 0.02) }
-        // Whatever it started goes too: the readers then reach the end of the pipes (a process that
-        // left the group, holding them, is not waited for).
+        // Peeked before the kill below, which would otherwise be the status of one still running.
+        let peeked = Interruption.childExit(pid)
+        // Whatever it started goes too (the readers then reach the end of the pipes): Foundation
+        // sees the exit only once the descriptors it gave the backend are closed in every process.
         Interruption.signalGroup(pid, SIGKILL)
+        let deadline = Date().addingTimeInterval(2)
+        while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         _ = group.wait(timeout: .now() + 2)
         if let failure { return .failed(failure) }
+        // A descendant that left the group may still hold them: the status is then the one peeked.
+        let exit: (status: Int32, signaled: Bool) = p.isRunning ? (peeked ?? (SIGKILL, true))
+            : (p.terminationStatus, p.terminationReason == .uncaughtSignal)
         reader.lock.lock()
         let stderrText = String(decoding: reader.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         reader.lock.unlock()
         let said = events.last { $0["event"]?.string == "error" && $0["student"] == nil }?["message"]?.string
-        let status = p.terminationReason == .uncaughtSignal ? "was killed by signal \(p.terminationStatus)" : "exited with status \(p.terminationStatus)"
+        let status = exit.signaled ? "was killed by signal \(exit.status)" : "exited with status \(exit.status)"
         // `done` said and exited: a non-zero status after it (or the kill of one that would not
         // exit) leaves the per-student errors to say the rest.
         if sawDone { return .lines(events) }
-        if p.terminationStatus != 0 || p.terminationReason == .uncaughtSignal {
+        if exit.status != 0 || exit.signaled {
             return .failed("backend \(spec.name) \(status): " + (said ?? String(stderrText.suffix(500))))
         }
         return .failed("backend \(spec.name) exited with status 0 without its done line" + (said.map { ": \($0)" } ?? ""))

@@ -1,4 +1,5 @@
 import Foundation
+import Model
 import PostgresNIO
 
 /// A store in a PostgreSQL database, through postgres-nio: one connection per process, used
@@ -12,6 +13,15 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     let display: String
     private var connection: PostgresConnection?
     private let lock = NSLock()
+    /// Seconds to keep retrying, with backoff, once the server stops answering (a refused or lost
+    /// connection, a server shutting down or starting up) before an operation fails; 0 fails at
+    /// once. Only after the store was opened: a wrong URL fails at once.
+    var outageTolerance: Double = 120
+    /// Where the retries are announced (standard error by default).
+    var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+    private var opened = false
+    /// A failure of the connection rather than of the statement.
+    struct Outage: Error { let message: String }
     private static let logger: Logger = {
         var l = Logger(label: "topiary.postgres")
         l.logLevel = .critical
@@ -25,7 +35,8 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         guard let u = URLComponents(string: url), let scheme = u.scheme, ["postgresql", "postgres"].contains(scheme) else {
             throw SearchError.store("--db \(redact(url)): not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")
         }
-        guard let host = u.host, !host.isEmpty else { throw SearchError.store("--db \(redact(url)): no host (postgresql://USER@HOST[:PORT]/DATABASE)") }
+        // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
+        guard let host = u.host.map({ $0.hasPrefix("[") && $0.hasSuffix("]") ? String($0.dropFirst().dropLast()) : $0 }), !host.isEmpty else { throw SearchError.store("--db \(redact(url)): no host (postgresql://USER@HOST[:PORT]/DATABASE)") }
         guard let user = u.user?.removingPercentEncoding, !user.isEmpty else {
             throw SearchError.store("--db \(redact(url)): no user name (postgresql://USER@HOST[:PORT]/DATABASE)")
         }
@@ -58,9 +69,11 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
 
     init(url: String) throws {
         (configuration, display) = try Self.configuration(url)
+        if let v = ProcessInfo.processInfo.environment["TOPIARY_DB_RETRY"].flatMap(Double.init), v >= 0 { outageTolerance = v }
         lock.lock()
         defer { lock.unlock() }
-        _ = try connected()
+        do { _ = try connected() } catch let o as Outage { throw SearchError.store("\(display): \(o.message)") }
+        opened = true
     }
 
     deinit { try? connection?.close().wait() }
@@ -73,6 +86,8 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     }
 
     /// The open connection, or a new one when there is none or the last one broke.
+    /// - Throws: ``Outage`` when the server cannot be reached; ``SearchError`` when it refuses
+    ///   (authentication, a missing database).
     private func connected() throws -> PostgresConnection {
         if let c = connection, !c.isClosed { return c }
         do {
@@ -81,7 +96,49 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             connection = c
             return c
         } catch {
-            throw SearchError.store("\(display): cannot connect: \(Self.describe(error))")
+            let refusal: Set<PSQLError.Code> = [.authMechanismRequiresPassword, .unsupportedAuthMechanism, .saslError, .sslUnsupported, .failedToAddSSLHandler]
+            if let e = error as? PSQLError, refusal.contains(e.code) || (e.code == .server && !Self.isOutage(error)) {
+                throw SearchError.store("\(display): cannot connect: \(Self.describe(error))")
+            }
+            throw Outage(message: "cannot connect: \(Self.describe(error))")
+        }
+    }
+
+    /// Whether `error` says the connection or the server went away (rather than the statement failed).
+    static func isOutage(_ error: Error) -> Bool {
+        if error is Outage { return true }
+        guard let e = error as? PSQLError else { return false }
+        if [.serverClosedConnection, .connectionError, .uncleanShutdown, .clientClosedConnection].contains(e.code) { return true }
+        // 57P01–57P03: shut down by the administrator, crashed, starting up; class 08: connection exceptions.
+        if let state = sqlState(error) { return state.hasPrefix("57P") || state.hasPrefix("08") }
+        return false
+    }
+
+    /// Runs `attempt`, again after each outage (with backoff, the connection reopened) until it
+    /// succeeds or ``outageTolerance`` seconds have passed; says so in the log. Called with the
+    /// lock held.
+    private func surviving<T>(_ attempt: () throws -> T) throws -> T {
+        var began: Date?
+        var delay = 0.5
+        while true {
+            do {
+                let result = try attempt()
+                if let began { log(String(format: "store: %@ answers again after %.0f s; carrying on", display, Date().timeIntervalSince(began))) }
+                return result
+            } catch let outage as Outage {
+                connection = nil
+                let start = began ?? Date()
+                let elapsed = Date().timeIntervalSince(start)
+                guard opened, elapsed < outageTolerance, Interruption.requested == nil else {
+                    throw SearchError.store("\(display): \(outage.message)" + (began == nil ? "" : String(format: " (retried for %.0f s)", elapsed)))
+                }
+                if began == nil {
+                    log("store: \(display) is unreachable (\(outage.message)); retrying for up to \(Int(outageTolerance)) s (--db-retry)")
+                }
+                began = start
+                Thread.sleep(forTimeInterval: min(delay, max(0.05, outageTolerance - elapsed)))
+                delay = min(delay * 2, 10)
+            }
         }
     }
 
@@ -95,6 +152,16 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             if let d = info[.detail] { s += " (\(d))" }
             if let code = info[.sqlState] { s += " [SQLSTATE \(code)]" }
             return s
+        }
+        switch e.code {
+        case .authMechanismRequiresPassword:
+            return "the server asks for a password and none was given (postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD)"
+        case .unsupportedAuthMechanism: return "the server asks for an authentication method postgres-nio does not support"
+        case .sslUnsupported: return "the server does not support TLS (sslmode=require); use sslmode=disable or prefer"
+        case .connectionError, .serverClosedConnection, .uncleanShutdown:
+            let what = e.code == .connectionError ? "connection failed" : "the server closed the connection"
+            return e.underlying.map { "\(what): \($0)" } ?? what
+        default: break
         }
         if let underlying = e.underlying { return "\(e.code): \(underlying)" }
         return "\(e.code)"
@@ -145,6 +212,10 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     func write<T>(_ body: (any SQLExecutor) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
+        return try surviving { try writeOnce(body) }
+    }
+
+    private func writeOnce<T>(_ body: (any SQLExecutor) throws -> T) throws -> T {
         var retries = 0
         while true {
             let c = try connected()
@@ -168,7 +239,7 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                     Thread.sleep(forTimeInterval: Double.random(in: 0.002...0.02) * Double(min(retries, 10)))
                     continue
                 }
-                if c.isClosed { connection = nil }
+                if c.isClosed || Self.isOutage(error) { throw Outage(message: Self.describe(error)) }
                 if error is SearchError { throw error }
                 throw SearchError.store("\(display): \(Self.describe(error))")
             }
@@ -178,6 +249,10 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     func read<T>(_ body: (any SQLExecutor) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
+        return try surviving { try readOnce(body) }
+    }
+
+    private func readOnce<T>(_ body: (any SQLExecutor) throws -> T) throws -> T {
         let c = try connected()
         let ex = Executor(connection: c)
         do {
@@ -186,7 +261,7 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             defer { _ = try? ex.execute("COMMIT") }
             return try body(ex)
         } catch {
-            if c.isClosed { connection = nil }
+            if c.isClosed || Self.isOutage(error) { throw Outage(message: Self.describe(error)) }
             if error is SearchError { throw error }
             throw SearchError.store("\(display): \(Self.describe(error))")
         }

@@ -196,8 +196,12 @@ public final class SearchRunner {
             if claimed.isEmpty { return ran }
             do { try run(claimed, worker: worker) } catch let interrupted as Interruption.Interrupted {
                 // Asked to stop: not the trials' fault, so no attempt is counted.
-                let back = try store.unclaim(claimed.map(\.id), worker: worker)
-                log("\(worker): \(interrupted); \(back) trial(s) back to waiting (no attempt counted)")
+                do {
+                    let back = try store.unclaim(claimed.map(\.id), worker: worker)
+                    log("\(worker): \(interrupted); \(back) trial(s) back to waiting (no attempt counted)")
+                } catch {
+                    log("\(worker): \(interrupted); the store did not take the trials back (\(error)): they are taken back when their heartbeat goes stale")
+                }
                 throw interrupted
             } catch {
                 // Nothing stays `running` behind an error: the trials go back to waiting with the

@@ -34,6 +34,16 @@ public final class StudyStore: @unchecked Sendable {
     public enum Access: Sendable { case read, write, create }
     public let access: Access
 
+    /// Seconds a PostgreSQL store is retried, with backoff, when its server stops answering mid-run
+    /// (default 120, or `TOPIARY_DB_RETRY`); 0 fails at once. A SQLite file has no server to lose.
+    public var outageTolerance: Double {
+        get { (db as? PostgresDatabase)?.outageTolerance ?? 0 }
+        set { (db as? PostgresDatabase)?.outageTolerance = newValue }
+    }
+
+    /// Where a PostgreSQL store announces its retries (standard error by default).
+    public func onOutage(_ log: @escaping @Sendable (String) -> Void) { (db as? PostgresDatabase)?.log = log }
+
     /// A store location fit to print: a URL's password replaced by `***`.
     public static func redacted(_ location: String) -> String { PostgresDatabase.redact(location) }
 

@@ -6,9 +6,19 @@ import Search
 
 struct StoreOptions: ParsableArguments {
     @Option(help: "Study store (default: TOPIARY_DB or results/topiary.sqlite).") var db: String?
+    @Option(parsing: .unconditional, help: "Seconds to keep retrying a PostgreSQL store whose server stops answering mid-run, before giving up (default: TOPIARY_DB_RETRY or 120; 0: at once).")
+    var dbRetry: Double?
     var path: String { StudyStore.defaultPath(db) }
     /// Opens the store for `access`: queries read only; only commands that create studies may create it.
-    func open(_ access: StudyStore.Access) throws -> StudyStore { try StudyStore(path: path, access: access) }
+    func open(_ access: StudyStore.Access) throws -> StudyStore {
+        let store = try StudyStore(path: path, access: access)
+        if let dbRetry { store.outageTolerance = dbRetry }
+        return store
+    }
+
+    func validate() throws {
+        if let dbRetry { try requireRange("--db-retry", dbRetry, 0...86_400, "seconds") }
+    }
 }
 
 /// Options of every command that runs trials.
@@ -88,6 +98,7 @@ struct SearchRun: ParsableCommand {
                            "--stale-after", String(options.staleAfter), "--threads", "1"]
             var environment = ProcessInfo.processInfo.environment
             environment["TOPIARY_DB"] = store.path
+            if let retry = store.dbRetry { environment["TOPIARY_DB_RETRY"] = String(retry) }
             p.environment = environment
             try p.run()
             Interruption.register(p.processIdentifier, escalates: true)

@@ -223,8 +223,9 @@ import Testing
                 open(os.path.join(s["out"], "latest"), "w").write(name)
             emit(event="checkpoint", student=s["name"], step=last, path=os.path.join(s["out"], name or "step"))
         if mode == "orphan":
-            # Exits 0 leaving a child that holds stdout open; its pid is recorded in argv[2].
-            child = subprocess.Popen(["sleep", "600"])
+            # Exits 0 leaving a child that holds stdout open (and every other descriptor, as a
+            # shell's `sleep 600 &` would); its pid is recorded in argv[2].
+            child = subprocess.Popen(["sleep", "600"], close_fds=False)
             open(os.path.join(sys.argv[2], str(child.pid)), "w").write(str(child.pid))
         emit(event="done", failed=[])
         """#

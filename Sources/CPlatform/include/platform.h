@@ -78,4 +78,10 @@ double tp_blas_self_check(void);
 /// is written when it ends.
 void tp_line_buffer_stdout(void);
 
+/// 1 when child `pid` has exited and awaits reaping, with its exit status or signal in `code` and
+/// `signaled` 1 for a signal; 0 otherwise — without reaping it (`waitid(…, WEXITED | WNOHANG | WNOWAIT)`). Foundation's Process learns of an exit only once
+/// every copy of a descriptor it gave the child is closed, which a grandchild the child left behind
+/// may hold open for ever.
+int tp_child_exited(int pid, int *code, int *signaled);
+
 #endif
