@@ -47,8 +47,12 @@ case "\$1" in
 esac
 CTL
   chmod 755 "$base/postgres-outage.sh"
+  # One role there must give a password (the rest are trusted): the test of the message a
+  # password-less URL then gets.
+  as_postgres sh -c "{ echo 'host all secretive 127.0.0.1/32 scram-sha-256'; cat '$outage/data/pg_hba.conf'; } >'$outage/hba' && mv '$outage/hba' '$outage/data/pg_hba.conf'"
   "$base/postgres-outage.sh" start
   "$bin/createdb" -h 127.0.0.1 -p "$outage_port" -U topiary topiary
+  "$bin/psql" -X -q -h 127.0.0.1 -p "$outage_port" -U topiary -d topiary -c "CREATE ROLE secretive LOGIN PASSWORD 'S3cr3t'"
   echo "export TOPIARY_TEST_POSTGRES_OUTAGE=postgresql://topiary@127.0.0.1:$outage_port/topiary" >>"$base/env"
   echo "export TOPIARY_TEST_POSTGRES_OUTAGE_CTL=$base/postgres-outage.sh" >>"$base/env"
   echo "services: a second PostgreSQL for the outage test on 127.0.0.1:$outage_port ($base/postgres-outage.sh start|stop)"

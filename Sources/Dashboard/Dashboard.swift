@@ -11,7 +11,8 @@ import Search
 /// `studies/NAME/top` (the ranking with intervals), `studies/NAME/trials`. Anything else — an
 /// unknown study or candidate, a malformed path — is a 404 page; a store error is a 500 page
 /// naming it. The store is opened read-only per request, so studies started after the server
-/// appear, and nothing is ever written.
+/// appear, and nothing is ever written; a SQLite store that does not exist yet is a page that
+/// waits for it (refreshing), and an empty list under `/api/studies`.
 public struct Dashboard: Sendable {
     public let storePath: String
     /// The teacher's score per study, computed once (it needs the teacher and corpus).
@@ -45,10 +46,30 @@ public struct Dashboard: Sendable {
             """)
     }
 
+    /// Whether the store is a SQLite file that is not there yet (a study run creates it).
+    public var storeIsMissing: Bool {
+        !storePath.contains("://") && !FileManager.default.fileExists(atPath: storePath)
+    }
+
     /// Answers a GET of `path` (without the query string).
     public func reply(path rawPath: String) -> Reply {
         let path = rawPath.removingPercentEncoding ?? rawPath
         let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        if storeIsMissing {
+            switch parts.first {
+            case nil:
+                return Self.html(200, """
+                    <!DOCTYPE html>
+                    <html lang="en"><head><meta charset="utf-8"><title>Topiary: no store yet</title><meta http-equiv="refresh" content="5">
+                    <style>\(StudyReport.style)</style></head>
+                    <body><h1>No store yet</h1><p>\(htmlEscape(storePath)) does not exist yet: it appears when <code>topiary search run</code>
+                    creates it, and this page refreshes until then.</p></body></html>
+                    """)
+            case "api" where parts.count == 2 && parts[1] == "studies": return Self.json([])
+            case "api": return Self.jsonError(404, "no store at \(storePath) yet")
+            default: return Self.errorPage(404, "Not found", "no store at \(storePath) yet")
+            }
+        }
         do {
             let store = try StudyStore(path: storePath, access: .read)
             switch parts.first {
@@ -138,7 +159,10 @@ public struct Dashboard: Sendable {
         return allowed.contains(name)
     }
 
-    public func run(host: String, port: Int, allowedHosts: [String] = [], ready: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+    /// Serves until cancelled. `idleTimeout`: seconds a connection may stay open without a request
+    /// in progress — a request whose head has not fully arrived counts as none — before it is closed.
+    public func run(host: String, port: Int, allowedHosts: [String] = [], idleTimeout: Double = 15,
+                    ready: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let router = Router()
         let dashboard = self
         router.middlewares.add(HostCheck(host: host, extra: allowedHosts))
@@ -153,7 +177,8 @@ public struct Dashboard: Sendable {
             return Response(status: .init(code: r.status), headers: [.contentType: r.contentType, .cacheControl: "no-store"],
                             body: .init(byteBuffer: ByteBuffer(string: r.body)))
         }
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "topiary"),
+        let app = Application(router: router, server: .http1(configuration: .init(idleTimeout: .milliseconds(Int64(idleTimeout * 1000)))),
+                              configuration: .init(address: .hostname(host, port: port), serverName: "topiary"),
                               onServerRunning: { channel in ready(channel.localAddress?.port ?? port) })
         try await app.runService()
     }

@@ -14,25 +14,32 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Another host name requests may name in their Host header (repeatable; loopback names and --host are always allowed; others get 421, against DNS rebinding).")
     var allowHost: [String] = []
     @Flag(help: "Do not load teachers to draw their scores.") var noTeacher = false
+    @Option(parsing: .unconditional, help: "Seconds a connection may stay open without a whole request before it is closed (against half-open requests).")
+    var idleTimeout = 15.0
     @OptionGroup var store: StoreOptions
 
     func validate() throws {
         try requireRange("--port", port, 0...65535, "TCP port")
+        try requireRange("--idle-timeout", idleTimeout, 0.1...3600, "seconds")
     }
 
     func run() throws {
-        _ = try store.open(.read)   // a clear error now rather than a 500 on every page
         let cache = TeacherCache(enabled: !noTeacher)
         let dashboard = Dashboard(storePath: store.path, teacher: { st, name in cache.reference(st, name) })
+        if dashboard.storeIsMissing {
+            print("no store at \(store.path) yet: the dashboard shows it once `topiary search run` creates it")
+        } else {
+            _ = try store.open(.read)   // a clear error now rather than a 500 on every page
+        }
         if host != "127.0.0.1" && host != "localhost" && host != "::1" {
             printWarning("--host \(host): the dashboard (read-only) is reachable from other machines")
         }
         let done = DispatchSemaphore(value: 0)
         let failure = FailureBox()
-        let host = self.host, port = self.port, path = StudyStore.redacted(store.path), allowed = allowHost
+        let host = self.host, port = self.port, path = StudyStore.redacted(store.path), allowed = allowHost, idle = idleTimeout
         Task {
             do {
-                try await dashboard.run(host: host, port: port, allowedHosts: allowed) { bound in
+                try await dashboard.run(host: host, port: port, allowedHosts: allowed, idleTimeout: idle) { bound in
                     print("serving \(path) on http://\(host):\(bound)/ (read-only; Ctrl-C to stop)")
                     fflush(nil)
                 }

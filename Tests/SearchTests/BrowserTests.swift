@@ -334,6 +334,60 @@ let plotCensus = """
         #expect(r.status != 0 && r.err.contains("--port \(port)") && r.err.contains("already in use"), "\(r.err)")
     }
 
+    /// Issue 22 (minor): `serve` starts before its store exists (a page that waits for it), shows
+    /// the study once a run creates it, and closes connections whose request never completes
+    /// (`--idle-timeout`; 50 half-open requests used to stay open for 40 s or more).
+    @Test func serveWaitsForItsStoreAndClosesHalfOpenConnections() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
+        server.arguments = ["serve", "--db", f.db, "--port", "0", "--no-teacher", "--idle-timeout", "1"]
+        let pipe = Pipe()
+        server.standardOutput = pipe
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { server.terminate() }
+        var banner = ""
+        while !banner.contains("serving ") || !banner.hasSuffix("\n") {
+            let d = pipe.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            banner += String(decoding: d, as: UTF8.self)
+        }
+        #expect(banner.contains("no store at \(f.db) yet"), "\(banner)")
+        let address = try #require(banner.range(of: "http://127.0.0.1:[0-9]+/", options: .regularExpression).map { String(banner[$0]) }, "\(banner)")
+        let waiting = try httpRequest(URL(string: address)!)
+        #expect(waiting.status == 200 && String(decoding: waiting.body, as: UTF8.self).contains("No store yet"))
+        #expect(String(decoding: try httpRequest(URL(string: address + "api/studies")!).body, as: UTF8.self) == "[]")
+        // Half-open requests: a head without its blank line, never finished.
+        let port = UInt16(URL(string: address)!.port!)
+        var sockets: [Int32] = []
+        for _ in 0..<50 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var a = sockaddr_in()
+            a.sin_family = sa_family_t(AF_INET)
+            a.sin_port = in_port_t(port.bigEndian)
+            inet_pton(AF_INET, "127.0.0.1", &a.sin_addr)
+            let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            #expect(ok == 0)
+            let partial = Array("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n".utf8)
+            _ = partial.withUnsafeBytes { send(fd, $0.baseAddress, partial.count, 0) }
+            sockets.append(fd)
+        }
+        Thread.sleep(forTimeInterval: 3)
+        var closed = 0
+        for fd in sockets {
+            var byte: UInt8 = 0
+            if recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) == 0 { closed += 1 }
+            close(fd)
+        }
+        #expect(closed == 50, "\(closed) of 50 half-open connections closed by the server after its 1 s idle timeout")
+        // The store appears: the server shows it without a restart.
+        _ = try runStudy(f)
+        let studies = JSON.parse(try httpRequest(URL(string: address + "api/studies")!).body)
+        #expect(studies?.array?.first?["name"]?.string == "tiny", "\(String(describing: studies))")
+    }
+
     @Test func dashboardRoutesAnswerEveryPath() throws {
         let f = try Fixture()
         defer { f.cleanup() }
@@ -348,13 +402,18 @@ let plotCensus = """
         }
         let top = JSON.parse(Data(d.reply(path: "/api/studies/tiny/top").body.utf8))!.array!
         #expect(top.first?["interval"]?.array?.count == 2 && top.first?["replicates"]?.int == 2)
-        #expect(Dashboard(storePath: f.root.appendingPathComponent("missing.sqlite").path).reply(path: "/").status == 500)
+        // A store that is not there yet: a page waiting for it, an empty list in the API.
+        #expect(Dashboard(storePath: f.root.appendingPathComponent("missing.sqlite").path).reply(path: "/").body.contains("No store yet"))
+        #expect(Dashboard(storePath: f.root.appendingPathComponent("missing.sqlite").path).reply(path: "/api/studies").body == "[]")
+        let notAStore = f.root.appendingPathComponent("not-a-store.sqlite")
+        try Data("not sqlite".utf8).write(to: notAStore)
+        #expect(Dashboard(storePath: notAStore.path).reply(path: "/").status == 500)
         // Issue 22 (minor): API errors are JSON, not HTML pages.
         for path in ["/api/x", "/api/studies/nope", "/api/studies/tiny/x"] {
             let r = d.reply(path: path)
             #expect(r.contentType == "application/json" && JSON.parse(Data(r.body.utf8))?["error"]?.string != nil, "\(path): \(r.body.prefix(80))")
         }
-        let broken = Dashboard(storePath: f.root.appendingPathComponent("missing.sqlite").path).reply(path: "/api/studies")
+        let broken = Dashboard(storePath: notAStore.path).reply(path: "/api/studies")
         #expect(broken.status == 500 && broken.contentType == "application/json", "\(broken.body.prefix(80))")
     }
 }

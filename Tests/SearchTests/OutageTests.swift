@@ -86,4 +86,23 @@ import Testing
         #expect(Date().timeIntervalSince(quick) < 1)
         store.close()
     }
+
+    /// Issue 22 (minor): postgres-nio's raw "authMechanismRequiresPassword" in words, through a
+    /// role of the test server that must give a password; a wrong one gets the server's words.
+    @Test func aMissingPasswordIsNamed() throws {
+        guard let (server, _) = Self.server("aMissingPasswordIsNamed") else { return }
+        var u = URLComponents(string: server)!
+        u.user = "secretive"
+        let bare = try topiary(["results", "studies", "--db", u.string!])
+        #expect(bare.status != 0 && bare.err.contains("the server asks for a password and none was given"), "\(bare.err)")
+        u.password = "wrong"
+        let wrong = try topiary(["results", "studies", "--db", u.string!])
+        #expect(wrong.status != 0 && wrong.err.contains("password authentication failed") && !wrong.err.contains("wrong"), "\(wrong.err)")
+    }
+
+    /// Issue 22 (minor): an IPv6 literal in a URL is connected to, not looked up ("DNS error").
+    @Test func anIPv6LiteralIsConnectedTo() throws {
+        let r = try topiary(["results", "studies", "--db", "postgresql://topiary@[::1]:1/topiary"])
+        #expect(r.status != 0 && r.err.contains("cannot connect") && !r.err.contains("DNS"), "\(r.err)")
+    }
 }
