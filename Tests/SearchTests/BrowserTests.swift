@@ -99,8 +99,9 @@ final class Browser {
 /// One HTTP/1.1 exchange with a loopback server over a plain socket (`Connection: close`, body
 /// read to the end): the status and body. (FoundationNetworking's URLSession fails on these
 /// machines with "Failed writing header"; a socket needs nothing else.)
+struct HTTPFailure: Error, CustomStringConvertible { let description: String }
+
 func httpRequest(_ url: URL, method: String = "GET", body: Data? = nil, hostHeader: String? = nil) throws -> (status: Int, body: Data) {
-    struct HTTPFailure: Error, CustomStringConvertible { let description: String }
     guard let host = url.host, let port = url.port else { throw HTTPFailure(description: "\(url): no host and port") }
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw HTTPFailure(description: "socket: \(String(cString: strerror(errno)))") }
@@ -260,18 +261,8 @@ let plotCensus = """
         let study = try runner.prepare(extend: false)
         let waiting = try store.trials(study: study).count
         // The server: the CLI, port 0, its URL read from its first line.
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
-        server.arguments = ["serve", "--db", f.db, "--port", "0", "--no-teacher"]
-        let pipe = Pipe()
-        server.standardOutput = pipe
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let (server, address, _) = try Self.serve(["--db", f.db, "--no-teacher"])
         defer { server.terminate() }
-        var line = ""
-        let handle = pipe.fileHandleForReading
-        while !line.contains("serving ") || !line.hasSuffix("\n") { let d = handle.availableData; if d.isEmpty { break }; line += String(decoding: d, as: UTF8.self) }
-        let address = try #require(line.range(of: "http://127.0.0.1:[0-9]+/", options: .regularExpression).map { String(line[$0]) }, "serve printed: \(line)")
         // HTTP statuses and the API, without a browser.
         func status(_ path: String) async throws -> Int { try httpRequest(URL(string: address + path)!).status }
         #expect(try await status("") == 200)
@@ -334,28 +325,38 @@ let plotCensus = """
         #expect(r.status != 0 && r.err.contains("--port \(port)") && r.err.contains("already in use"), "\(r.err)")
     }
 
-    /// Issue 22 (minor): `serve` starts before its store exists (a page that waits for it), shows
-    /// the study once a run creates it, and closes connections whose request never completes
-    /// (`--idle-timeout`; 50 half-open requests used to stay open for 40 s or more).
-    @Test func serveWaitsForItsStoreAndClosesHalfOpenConnections() throws {
-        let f = try Fixture()
-        defer { f.cleanup() }
+    /// `topiary serve --port 0 ARGUMENTS` started: the process, its URL (from the line it prints
+    /// once it listens) and everything it printed until then.
+    static func serve(_ arguments: [String]) throws -> (Process, String, String) {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("topiary")
-        server.arguments = ["serve", "--db", f.db, "--port", "0", "--no-teacher", "--idle-timeout", "1"]
+        server.arguments = ["serve", "--port", "0"] + arguments
         let pipe = Pipe()
         server.standardOutput = pipe
         server.standardError = FileHandle.nullDevice
         try server.run()
-        defer { server.terminate() }
         var banner = ""
         while !banner.contains("serving ") || !banner.hasSuffix("\n") {
             let d = pipe.fileHandleForReading.availableData
             if d.isEmpty { break }
             banner += String(decoding: d, as: UTF8.self)
         }
+        guard let address = banner.range(of: "http://127.0.0.1:[0-9]+/", options: .regularExpression).map({ String(banner[$0]) }) else {
+            server.terminate()
+            throw HTTPFailure(description: "serve printed: \(banner)")
+        }
+        return (server, address, banner)
+    }
+
+    /// Issue 22 (minor): `serve` starts before its store exists (a page that waits for it), shows
+    /// the study once a run creates it, and closes connections whose request never completes
+    /// (`--idle-timeout`; 50 half-open requests used to stay open for 40 s or more).
+    @Test func serveWaitsForItsStoreAndClosesHalfOpenConnections() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let (server, address, banner) = try Self.serve(["--db", f.db, "--no-teacher", "--idle-timeout", "1"])
+        defer { server.terminate() }
         #expect(banner.contains("no store at \(f.db) yet"), "\(banner)")
-        let address = try #require(banner.range(of: "http://127.0.0.1:[0-9]+/", options: .regularExpression).map { String(banner[$0]) }, "\(banner)")
         let waiting = try httpRequest(URL(string: address)!)
         #expect(waiting.status == 200 && String(decoding: waiting.body, as: UTF8.self).contains("No store yet"))
         #expect(String(decoding: try httpRequest(URL(string: address + "api/studies")!).body, as: UTF8.self) == "[]")
