@@ -66,10 +66,65 @@ public enum Noise {
             values.append(score(EvaluationResult(windows: drawn)))
         }
         values.sort()
-        func percentile(_ p: Double) -> Double {
-            let x = p * Double(values.count - 1), i = Int(x), f = x - Double(i)
-            return i + 1 < values.count ? values[i] * (1 - f) + values[i + 1] * f : values[i]
+        return Interval(low: percentile(values, 0.025), high: percentile(values, 0.975), method: "bootstrap", samples: 1)
+    }
+
+    /// The 95% paired bootstrap interval of `score(a) − score(b)` for two candidates evaluated on
+    /// the same validation windows: each resample draws one set of window indices per language
+    /// (stratified: every language keeps its number of windows) and scores both candidates on
+    /// it, so that what the windows share — one text being harder than another — cancels in the
+    /// difference. With replicates (`a` and `b` list one evaluation per data-order seed, their own
+    /// run first) the seeds are resampled too, a level above the windows (paired when both have
+    /// as many seeds: seed r is the same data order for both); a side's value is the mean of its
+    /// drawn seeds' scores. Deterministic for a seed. Nil when the two were not evaluated on the
+    /// same windows (another corpus, other `eval_tokens`) or kept none.
+    ///
+    /// The objective's score depends on the per-language totals only (overall, mean and worst
+    /// language all do), so a resample is scored from summed windows.
+    public static func pairedDifference(_ a: [EvaluationResult], _ b: [EvaluationResult], resamples: Int = 1000, seed: UInt64 = 0,
+                                        score: (EvaluationResult) -> Double) -> Interval? {
+        guard let first = a.first, !b.isEmpty, resamples >= 2 else { return nil }
+        let languages = first.windows.keys.sorted().filter { !(first.windows[$0]?.isEmpty ?? true) }
+        guard !languages.isEmpty else { return nil }
+        // The same windows: per language the same count and the same scored tokens in each.
+        for e in a + b {
+            guard e.windows.keys.sorted().filter({ !(e.windows[$0]?.isEmpty ?? true) }) == languages else { return nil }
+            for lang in languages where e.windows[lang]!.map(\.tokens) != first.windows[lang]!.map(\.tokens) { return nil }
         }
-        return Interval(low: percentile(0.025), high: percentile(0.975), method: "bootstrap", samples: 1)
+        let counts = languages.map { first.windows[$0]!.count }
+        let tokens = languages.map { lang in first.windows[lang]!.map(\.tokens) }
+        func sums(_ e: EvaluationResult) -> [[Double]] { languages.map { e.windows[$0]!.map(\.sum) } }
+        let sa = a.map(sums), sb = b.map(sums)
+        let pairedSeeds = a.count == b.count
+        var rng = SeededGenerator(seed: seed)
+        var values: [Double] = []
+        values.reserveCapacity(resamples)
+        var drawn = [[Int]](repeating: [], count: languages.count)
+        func scoreOf(_ windowSums: [[Double]]) -> Double {
+            var totals: [String: [WindowLoss]] = [:]
+            for (l, lang) in languages.enumerated() {
+                var s = 0.0, n = 0
+                for i in drawn[l] { s += windowSums[l][i]; n += tokens[l][i] }
+                totals[lang] = [WindowLoss(sum: s, tokens: n)]
+            }
+            return score(EvaluationResult(windows: totals))
+        }
+        for _ in 0..<resamples {
+            let seedsA = (0..<a.count).map { _ in Int(rng.next() % UInt64(a.count)) }
+            let seedsB = pairedSeeds ? seedsA : (0..<b.count).map { _ in Int(rng.next() % UInt64(b.count)) }
+            for l in languages.indices { drawn[l] = (0..<counts[l]).map { _ in Int(rng.next() % UInt64(counts[l])) } }
+            let va = seedsA.reduce(0.0) { $0 + scoreOf(sa[$1]) } / Double(seedsA.count)
+            let vb = seedsB.reduce(0.0) { $0 + scoreOf(sb[$1]) } / Double(seedsB.count)
+            values.append(va - vb)
+        }
+        values.sort()
+        let method = a.count > 1 || b.count > 1 ? "paired bootstrap (seeds × windows)" : "paired bootstrap (windows)"
+        return Interval(low: percentile(values, 0.025), high: percentile(values, 0.975), method: method, samples: max(a.count, b.count))
+    }
+
+    /// The `p` quantile of sorted `values`, linearly interpolated.
+    static func percentile(_ values: [Double], _ p: Double) -> Double {
+        let x = p * Double(values.count - 1), i = Int(x), f = x - Double(i)
+        return i + 1 < values.count ? values[i] * (1 - f) + values[i + 1] * f : values[i]
     }
 }

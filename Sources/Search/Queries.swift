@@ -19,8 +19,17 @@ extension StudyStore {
         /// 95% interval of `value`: Student-t over the replicates, or a bootstrap over the
         /// validation windows of its run; nil for trials scored before intervals were recorded.
         public var interval: Noise.Interval?
-        /// Its interval overlaps the leader's (same rung, not the leader itself).
+        /// Tied with the leader (same rung, not the leader itself): the paired 95% interval of its
+        /// difference to the leader contains 0 — or, where the store kept no per-window losses
+        /// (trials of an older Topiary), its own interval overlaps the leader's.
         public var tiedWithBest = false
+        /// `value` − the leader's (same rung; nil for the leader and other rungs).
+        public var difference: Double?
+        /// The difference's 95% interval: a paired bootstrap over the validation windows both were
+        /// scored on (seeds × windows with replicates); nil where it could not be paired.
+        public var differenceInterval: Noise.Interval?
+        /// How `tiedWithBest` was decided: "paired" or "overlap" (the fallback).
+        public var tieMethod: String?
     }
 
     /// The best trial of each candidate (the highest completed rung), ranked by `metric`
@@ -51,12 +60,34 @@ extension StudyStore {
         }
         // Higher rungs first (they survived longer), then by value.
         rows.sort { ($0.trial.rung, -$0.value, $1.trial.id) > ($1.trial.rung, -$1.value, $0.trial.id) }
+        // Paired comparisons with the leader need each run's windows (own run first, then replicates).
+        let spec: String? = try read { db in try db.scalar("SELECT spec FROM study WHERE id = ?", [study]) }
+        let objective = spec.flatMap { JSON.parse(Data($0.utf8))?["objective"]?["languages"]?.string }.flatMap(Objective.init) ?? .mean
+        let runs: [Int64: [Int64]] = metric == nil ? Dictionary(uniqueKeysWithValues: rows.map { r in
+            (r.trial.id, [r.trial.id] + all.filter { $0.candidateID == r.trial.candidateID && $0.rung == r.trial.rung && $0.replicate > 0 && $0.state == "complete" }
+                .sorted { $0.replicate < $1.replicate }.map(\.id))
+        }) : [:]
+        let leaderRung = rows.first?.trial.rung
+        let windows = try self.windows(trials: rows.prefix(limit ?? Int.max).filter { $0.trial.rung == leaderRung }.flatMap { runs[$0.trial.id] ?? [] })
+        func evaluations(_ r: Ranked) -> [EvaluationResult]? {
+            let e = (runs[r.trial.id] ?? []).compactMap { windows[$0] }
+            return e.isEmpty || e.count != runs[r.trial.id]?.count ? nil : e
+        }
+        let leaderRuns = rows.first.flatMap(evaluations)
         for i in rows.indices {
             let tied = i > 0 && rows[i - 1].trial.rung == rows[i].trial.rung && abs(rows[i - 1].value - rows[i].value) <= noise
             rows[i].tiedWithPrevious = tied
             rows[i].rank = tied ? rows[i - 1].rank : i + 1
-            if i > 0, rows[i].trial.rung == rows[0].trial.rung, let a = rows[i].interval, let b = rows[0].interval {
+            guard i > 0, rows[i].trial.rung == rows[0].trial.rung, metric == nil, i < (limit ?? Int.max) else { continue }
+            rows[i].difference = rows[i].value - rows[0].value
+            if let leaderRuns, let mine = evaluations(rows[i]),
+               let d = Noise.pairedDifference(mine, leaderRuns, seed: UInt64(rows[i].trial.id), score: objective.value) {
+                rows[i].differenceInterval = d
+                rows[i].tiedWithBest = d.low <= 0 && 0 <= d.high
+                rows[i].tieMethod = "paired"
+            } else if let a = rows[i].interval, let b = rows[0].interval {
                 rows[i].tiedWithBest = a.overlaps(b)
+                rows[i].tieMethod = "overlap"
             }
         }
         return limit.map { Array(rows.prefix($0)) } ?? rows

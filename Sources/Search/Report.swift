@@ -120,11 +120,20 @@ public struct StudyReport {
         for r in ranked.prefix(20) {
             let interval = r.interval.map { String(format: " ± %.4f", $0.halfWidth) + ($0.method == "t" ? " (n=\($0.samples))" : "") } ?? ""
             let note = (r.trial.state == "pruned" ? "stopped" : "") + (r.tiedWithBest ? " tied with the leader" : "")
+            var difference = ""
+            if let d = r.difference {
+                difference = String(format: "%+.4f", d) + (r.differenceInterval.map { String(format: " [%+.4f, %+.4f]", $0.low, $0.high) } ?? "")
+            }
             rows += "<tr><td>\(r.rank)</td><td class=\"l\"><a href=\"candidates/\(r.trial.hash).html\">\(r.trial.hash)</a></td>"
                 + "<td class=\"l\">\(htmlEscape(Self.architectureText(r.trial.architecture)))</td><td>\(r.trial.parameters)</td><td>\(r.trial.activeParameters)</td>"
-                + String(format: "<td>%.4f%@</td>", r.value, interval as NSString) + "<td>\(r.trial.fidelity)</td><td class=\"l \(r.tiedWithBest ? "tied" : "")\">\(note)</td></tr>"
+                + String(format: "<td>%.4f%@</td>", r.value, interval as NSString) + "<td class=\"difference\">\(difference)</td>"
+                + "<td>\(r.trial.fidelity)</td><td class=\"l \(r.tiedWithBest ? "tied" : "")\">\(note)</td></tr>"
         }
-        return "<h2>Ranking</h2><table id=\"ranking\"><tr><th>rank</th><th class=\"l\">candidate</th><th class=\"l\">architecture</th><th>parameters</th><th>active</th><th>score (95%)</th><th>steps</th><th class=\"l\">note</th></tr>\(rows)</table>"
+        let legend = ranked.contains { $0.tieMethod == "paired" }
+            ? "<p class=\"caption\">vs leader: the difference to the leader with its 95% paired bootstrap interval over the validation windows both were scored on (and the replicate seeds, where there are some); tied: that interval contains 0.</p>"
+            : ranked.contains { $0.tieMethod == "overlap" }
+            ? "<p class=\"caption\">tied: the two candidates' own intervals overlap (these trials were recorded without their validation windows, so no paired comparison).</p>" : ""
+        return "<h2>Ranking</h2><table id=\"ranking\"><tr><th>rank</th><th class=\"l\">candidate</th><th class=\"l\">architecture</th><th>parameters</th><th>active</th><th>score (95%)</th><th>vs leader (paired 95%)</th><th>steps</th><th class=\"l\">note</th></tr>\(rows)</table>" + legend
             + (ranked.count > 20 ? "<p>… \(ranked.count - 20) more.</p>" : "")
     }
 

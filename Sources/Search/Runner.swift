@@ -331,7 +331,7 @@ public final class SearchRunner {
                 metrics.append((point.step, "score_ci_low", ci.low))
                 metrics.append((point.step, "score_ci_high", ci.high))
             }
-            guard try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics) else {
+            guard try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics, windows: point.validation.windows) else {
                 log("trial \(t.hash) rung \(t.rung): not recorded — another worker took it back after a missed heartbeat")
                 continue
             }

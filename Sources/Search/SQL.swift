@@ -182,6 +182,13 @@ enum Schema {
         c("created_at", .datetime),
     ], primaryKey: ["teacher_fingerprint", "calibration_fingerprint", "settings"])
 
+    /// Each completed trial's validation windows: `{"LANG": [[nll_sum, tokens], …], …}` in the
+    /// evaluation's order (every candidate of a study is scored on the same windows), for paired
+    /// comparisons.
+    static let trialWindows = Table(name: "trial_windows", columns: [
+        c("trialId", .reference("trial")), c("windows", .text),
+    ], primaryKey: ["trialId"])
+
     /// Append-only: a store records which of these it has applied, by name.
     static let migrations: [(name: String, steps: [Step])] = [
         ("v1-studies-candidates-trials-metrics", [.create(study), .create(candidate), .create(trialV1), .create(metric)]),
@@ -189,10 +196,12 @@ enum Schema {
         // Replicates: the finalists rerun with other data-order seeds; a trial is unique by
         // (candidate, rung, replicate).
         ("v3-trial-replicates", [.evolve(from: trialV1, to: trialV3)]),
+        // Per-window validation losses: paired intervals between candidates.
+        ("v4-trial-windows", [.create(trialWindows)]),
     ]
 
     /// The tables as the last migration leaves them, in an order that respects foreign keys.
-    static let tables = [study, candidate, trialV3, metric, importance]
+    static let tables = [study, candidate, trialV3, metric, importance, trialWindows]
 
     static func type(_ t: ColumnType, _ d: SQLDialect) -> String {
         switch (t, d) {

@@ -370,7 +370,8 @@ extension StudyStore {
     /// it. Returns false when it does not (another worker took it back after a missed heartbeat):
     /// then nothing is recorded.
     @discardableResult
-    public func complete(_ trial: Int64, worker: String, score: Double, checkpoint: String, metrics: [(step: Int, name: String, value: Double)]) throws -> Bool {
+    public func complete(_ trial: Int64, worker: String, score: Double, checkpoint: String, metrics: [(step: Int, name: String, value: Double)],
+                         windows: [String: [WindowLoss]] = [:]) throws -> Bool {
         try write { db in
             guard let owner = try db.row("SELECT worker, state FROM trial WHERE id = ?", [trial]) else {
                 throw SearchError.store("trial \(trial) is gone from \(location): its study was deleted while this process ran it; stopping")
@@ -382,6 +383,10 @@ extension StudyStore {
             for (i, m) in metrics.enumerated() { last["\(m.step)\u{0}\(m.name)"] = i }
             let unique = metrics.indices.filter { last["\(metrics[$0].step)\u{0}\(metrics[$0].name)"] == $0 }.map { metrics[$0] }
             try Self.insertRows("metric", ["trialId", "step", "name", "value"], unique.map { [trial, $0.step, $0.name, $0.value] }, into: db)
+            try db.execute("DELETE FROM trial_windows WHERE trialId = ?", [trial])
+            if !windows.isEmpty {
+                try db.execute("INSERT INTO trial_windows (trialId, windows) VALUES (?, ?)", [trial, Self.encodeWindows(windows)])
+            }
             try db.execute("""
                 UPDATE trial SET state = 'complete', score = ?, checkpoint = ?, finished_at = ?, error = NULL
                 WHERE id = ? AND worker = ? AND state = 'running'
@@ -447,6 +452,39 @@ extension StudyStore {
     public func markPruned(_ trials: [Int64]) throws {
         guard !trials.isEmpty else { return }
         try write { db in try db.execute("UPDATE trial SET state = 'pruned' WHERE state = 'complete' AND id IN (\(trials.map(String.init).joined(separator: ",")))") }
+    }
+
+    /// `{"LANG": [[nll_sum, tokens], …]}`, compact.
+    static func encodeWindows(_ windows: [String: [WindowLoss]]) -> String {
+        JSON.object(windows.mapValues { .array($0.map { [JSON($0.sum), JSON($0.tokens)] }) }).description
+    }
+
+    static func decodeWindows(_ text: String) -> [String: [WindowLoss]]? {
+        guard let o = JSON.parse(Data(text.utf8))?.object else { return nil }
+        var out: [String: [WindowLoss]] = [:]
+        for (lang, rows) in o {
+            guard let rows = rows.array else { return nil }
+            var ws: [WindowLoss] = []
+            for r in rows {
+                guard let a = r.array, a.count == 2, let sum = a[0].double, let n = a[1].int else { return nil }
+                ws.append(WindowLoss(sum: sum, tokens: n))
+            }
+            out[lang] = ws
+        }
+        return out
+    }
+
+    /// The validation windows recorded for `trials` (those that have them: trials completed by a
+    /// Topiary before per-window losses were kept have none).
+    public func windows(trials: [Int64]) throws -> [Int64: EvaluationResult] {
+        guard !trials.isEmpty else { return [:] }
+        return try read { db in
+            var out: [Int64: EvaluationResult] = [:]
+            for r in try db.rows("SELECT trialId, windows FROM trial_windows WHERE trialId IN (\(trials.map(String.init).joined(separator: ",")))") {
+                if let w = Self.decodeWindows(r["windows"]) { out[r["trialId"]] = EvaluationResult(windows: w) }
+            }
+            return out
+        }
     }
 
     public func metrics(trial: Int64) throws -> [(step: Int, name: String, value: Double)] {
@@ -534,13 +572,17 @@ extension StudyStore {
         try target.write { db in try Self.insert(Schema.importance, importance, into: db, conflict: "ON CONFLICT DO NOTHING") }
         var copied: [(String, Int, Int, Int)] = []
         for s in chosen {
-            let (study, candidates, trials, metrics) = try read { db in
+            let (study, candidates, trials, metrics, windows) = try read { db in
                 (try db.row("SELECT * FROM study WHERE id = ?", [s.id])!,
                  try db.rows("SELECT * FROM candidate WHERE studyId = ? ORDER BY id", [s.id]),
                  try db.rows("SELECT trial.* FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ? ORDER BY trial.id", [s.id]),
                  try db.rows("""
                     SELECT metric.* FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON candidate.id = trial.candidateId
                     WHERE candidate.studyId = ? ORDER BY metric.trialId, metric.step, metric.name
+                    """, [s.id]),
+                 try db.rows("""
+                    SELECT trial_windows.* FROM trial_windows JOIN trial ON trial.id = trial_windows.trialId
+                    JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ? ORDER BY trial_windows.trialId
                     """, [s.id]))
             }
             if trials.contains(where: { ($0["state"] as String) == "running" }) {
@@ -560,18 +602,25 @@ extension StudyStore {
                     trialIDs[t["id"]] = try Self.insertReturningID(Schema.trialV3, t, into: db,
                                                                    mapping: ["candidateId": candidateIDs, "parent_trial_id": trialIDs])
                 }
-                let remapped = metrics.map { m -> SQLRow in
-                    var row = m
-                    let old: Int64 = m["trialId"]
-                    row.columns = m.columns.map { $0.name.lowercased() == "trialid" ? ($0.name, .integer(trialIDs[old]!)) : $0 }
-                    return row
-                }
+                let remapped = remapTrial(metrics, trialIDs)
                 try Self.insert(Schema.metric, remapped, into: db, conflict: "")
+                let windowRows = remapTrial(windows, trialIDs)
+                try Self.insert(Schema.trialWindows, windowRows, into: db, conflict: "")
             }
             log("copied study '\(s.name)': \(candidates.count) candidates, \(trials.count) trials, \(metrics.count) metric values")
             copied.append((s.name, candidates.count, trials.count, metrics.count))
         }
         return copied
+    }
+
+    /// Rows whose `trialId` is replaced by the copied trial's id.
+    func remapTrial(_ rows: [SQLRow], _ trialIDs: [Int64: Int64]) -> [SQLRow] {
+        rows.map { m in
+            var row = m
+            let old: Int64 = m["trialId"]
+            row.columns = m.columns.map { $0.name.lowercased() == "trialid" ? ($0.name, .integer(trialIDs[old]!)) : $0 }
+            return row
+        }
     }
 
     /// A column's value ready for the other engine (dates are text in SQLite, timestamps in PostgreSQL).

@@ -82,7 +82,10 @@ struct ResultsTop: ParsableCommand {
     /// The ranking with each score's 95% interval: `score ± half-width` in a table (t over
     /// replicates, marked with their count, or a bootstrap over validation windows), and
     /// `interval`, `interval_method`, `replicates`, `replicate_scores`, `tied_with_best` in JSON
-    /// (interval columns in CSV). "tied" marks a candidate whose interval overlaps the leader's.
+    /// (interval columns in CSV), and the difference to the leader with its paired 95% interval
+    /// (`difference`, `difference_interval`, `difference_method`, `tie_method`). "tied" marks a
+    /// candidate whose paired interval contains 0 (or, for trials recorded without their
+    /// windows, whose interval overlaps the leader's; the legend says which).
     static func printTop(_ st: StudyStore, study: Int64, metric: String?, limit: Int?, format: String, noise: Double) throws {
         let ranked = try st.top(study: study, metric: metric, limit: limit, noise: noise)
         func note(_ r: StudyStore.Ranked) -> String {
@@ -97,12 +100,25 @@ struct ResultsTop: ParsableCommand {
             let rows = ranked.map { r -> [JSON] in
                 var score = String(format: "%.4f", r.value)
                 if let i = r.interval { score += String(format: " ± %.4f", i.halfWidth) + (i.method == "t" ? " (n=\(i.samples))" : "") }
+                var difference = ""
+                if let d = r.difference {
+                    difference = String(format: "%+.4f", d)
+                    if let i = r.differenceInterval { difference += String(format: " [%+.4f, %+.4f]", i.low, i.high) }
+                }
                 return [JSON(r.rank), .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
-                        JSON(r.trial.activeParameters), .string(score), JSON(r.trial.fidelity), .string(note(r))]
+                        JSON(r.trial.activeParameters), .string(score), .string(difference), JSON(r.trial.fidelity), .string(note(r))]
             }
-            printRows(base + ["score (95%)", "steps", "note"], rows, format: format)
+            printRows(base + ["score (95%)", "vs leader (paired 95%)", "steps", "note"], rows, format: format)
             if ranked.contains(where: { $0.interval != nil }) {
-                print("± is the 95% interval: Student-t over replicate seeds (n=…), otherwise a bootstrap over the validation windows; tied: overlaps the leader's interval")
+                print("± is each score's own 95% interval: Student-t over replicate seeds (n=…), otherwise a bootstrap over the validation windows")
+            }
+            if ranked.contains(where: { $0.tieMethod == "paired" }) {
+                let seeds = ranked.contains { $0.differenceInterval?.method.contains("seeds") == true }
+                print("vs leader: the difference to the leader with its 95% paired bootstrap interval over the validation windows both were scored on"
+                      + (seeds ? " and the replicate seeds" : "") + "; tied: that interval contains 0")
+            }
+            if ranked.contains(where: { $0.tieMethod == "overlap" }) {
+                print("tied (trials recorded without their validation windows, by an older Topiary): the two candidates' own intervals overlap — wider than a paired comparison")
             }
         default:
             let rows = ranked.map { r -> [JSON] in
@@ -112,12 +128,18 @@ struct ResultsTop: ParsableCommand {
                 row += format == "json" ? [interval] : [r.interval.map { JSON($0.low) } ?? .null, r.interval.map { JSON($0.high) } ?? .null]
                 row += [r.interval.map { .string($0.method) } ?? .null, JSON(r.replicateScores.count)]
                 if format == "json" { row.append(.array(r.replicateScores.map { JSON($0) })) }
+                row += [r.difference.map { JSON($0) } ?? .null]
+                row += format == "json" ? [r.differenceInterval.map { [JSON($0.low), JSON($0.high)] } ?? .null]
+                    : [r.differenceInterval.map { JSON($0.low) } ?? .null, r.differenceInterval.map { JSON($0.high) } ?? .null]
+                row += [r.differenceInterval.map { .string($0.method) } ?? .null, r.tieMethod.map { .string($0) } ?? .null]
                 row += [.bool(r.tiedWithBest), JSON(r.trial.fidelity), .string(note(r))]
                 return row
             }
             let intervalColumns = format == "json" ? ["interval"] : ["interval_low", "interval_high"]
             let replicateColumns = format == "json" ? ["replicates", "replicate_scores"] : ["replicates"]
-            printRows(base + ["score"] + intervalColumns + ["interval_method"] + replicateColumns + ["tied_with_best", "steps", "note"], rows, format: format)
+            let differenceColumns = format == "json" ? ["difference", "difference_interval"] : ["difference", "difference_low", "difference_high"]
+            printRows(base + ["score"] + intervalColumns + ["interval_method"] + replicateColumns + differenceColumns + ["difference_method", "tie_method"]
+                      + ["tied_with_best", "steps", "note"], rows, format: format)
         }
     }
 }

@@ -1,0 +1,117 @@
+import Foundation
+import GRDB
+import Model
+import Proxy
+@testable import Search
+import Testing
+
+/// Issue 24, item 1: candidates are compared with the leader by a paired bootstrap over the
+/// validation windows they share (seeds × windows with replicates).
+@Suite struct PairedTests {
+    /// Synthetic windows of two languages whose difficulty varies a lot from window to window (a
+    /// shared effect, the same for every candidate), plus a little noise of each candidate's own.
+    static func evaluation(offset: Double, seed: UInt64, windows: Int = 40, own: Double = 0.02) -> EvaluationResult {
+        var shared = SeededGenerator(seed: 99), mine = SeededGenerator(seed: seed)
+        var out: [String: [WindowLoss]] = [:]
+        for lang in ["en", "ga"] {
+            out[lang] = (0..<windows).map { _ in
+                let difficulty = 2 + 0.6 * shared.normal()        // nats/token, shared by every candidate
+                let tokens = 32
+                return WindowLoss(sum: Double(tokens) * (difficulty + offset + own * mine.normal()), tokens: tokens)
+            }
+        }
+        return EvaluationResult(windows: out)
+    }
+
+    @Test func aSharedWindowEffectCancelsAndARealDifferenceIsFound() throws {
+        let a = Self.evaluation(offset: 0, seed: 1), b = Self.evaluation(offset: 0.01, seed: 2)
+        let score = Objective.mean.value
+        // Each on its own: the windows' spread dominates, the two intervals overlap widely.
+        let ia = try #require(Noise.bootstrapInterval(a, seed: 1, score: score)), ib = try #require(Noise.bootstrapInterval(b, seed: 2, score: score))
+        #expect(ia.overlaps(ib) && ia.halfWidth > 0.1, "unpaired: \(ia) vs \(ib)")
+        // Paired: the shared effect cancels; the difference of 0.01 is found and excludes 0.
+        let d = try #require(Noise.pairedDifference([b], [a], seed: 3, score: score))
+        #expect(d.low > 0 && d.low < 0.01 && d.high > 0.01, "paired: \(d)")
+        #expect(d.halfWidth < ia.halfWidth / 20, "paired \(d.halfWidth) vs unpaired \(ia.halfWidth)")
+        #expect(d.method == "paired bootstrap (windows)")
+        // No difference: the paired interval contains 0.
+        let same = try #require(Noise.pairedDifference([Self.evaluation(offset: 0, seed: 4)], [a], seed: 3, score: score))
+        #expect(same.low < 0 && 0 < same.high, "\(same)")
+        // Seeds × windows: three replicates each, with seed noise larger than the windows' own.
+        let ra = (0..<3).map { Self.evaluation(offset: 0.004 * Double($0 - 1), seed: 10 + UInt64($0)) }
+        let rb = (0..<3).map { Self.evaluation(offset: 0.05 + 0.004 * Double($0 - 1), seed: 20 + UInt64($0)) }
+        let two = try #require(Noise.pairedDifference(rb, ra, seed: 5, score: score))
+        #expect(two.method == "paired bootstrap (seeds × windows)" && two.samples == 3)
+        #expect(two.low > 0.03 && two.high < 0.07, "\(two)")
+        // Not the same windows (another eval_tokens): no paired interval.
+        #expect(Noise.pairedDifference([Self.evaluation(offset: 0, seed: 1, windows: 39)], [a], score: score) == nil)
+    }
+
+    /// Through the store: each completed trial keeps its windows; `results top` compares with the
+    /// leader pairwise and says so; trials without windows (an older Topiary) fall back to the
+    /// overlap of their own intervals, and the legend says which was used.
+    @Test func topPairsWithTheLeaderAndFallsBackForOldTrials() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["strategy": ["name": "grid"]]))
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        let id = try runner.run(worker: "w", extend: false)
+        let trials = try store.trials(study: id)
+        let windows = try store.windows(trials: trials.map(\.id))
+        #expect(windows.count == trials.filter { $0.state == "complete" }.count && !windows.isEmpty)
+        let top = try store.top(study: id)
+        #expect(top.count > 2 && top[0].difference == nil && top.dropFirst().allSatisfy { $0.tieMethod == "paired" && $0.differenceInterval != nil })
+        for r in top.dropFirst() {
+            let d = r.differenceInterval!
+            #expect(r.tiedWithBest == (d.low <= 0 && 0 <= d.high))
+            #expect(abs(r.difference! - (r.value - top[0].value)) < 1e-12 && r.difference! >= 0)
+        }
+        let table = try topiary(["results", "top", "tiny", "--db", f.db, "--format", "table"])
+        #expect(table.out.contains("vs leader (paired 95%)") && table.out.contains("paired bootstrap interval"), "\(table.out)")
+        let json = JSON.parse(Data(try topiary(["results", "top", "tiny", "--db", f.db, "--format", "json"]).out.utf8))
+        #expect(json?.array?.dropFirst().first?["difference_interval"]?.array?.count == 2, "\(String(describing: json))")
+        #expect(json?.array?.dropFirst().first?["tie_method"]?.string == "paired")
+        // An older Topiary kept no windows: the overlap of the intervals decides, and says so.
+        try DatabaseQueue(path: f.db).write { try $0.execute(sql: "DELETE FROM trial_windows") }
+        let old = try store.top(study: id)
+        #expect(old.dropFirst().allSatisfy { $0.tieMethod == "overlap" && $0.differenceInterval == nil && $0.difference != nil })
+        let oldTable = try topiary(["results", "top", "tiny", "--db", f.db, "--format", "table"])
+        #expect(oldTable.out.contains("recorded without their validation windows") && !oldTable.out.contains("paired bootstrap interval"), "\(oldTable.out)")
+    }
+
+    /// A store from before per-window losses (schema v3) gains the table when opened to write,
+    /// its trials intact; `store copy` carries the windows.
+    @Test func olderStoresGainTheWindowsTableAndCopiesCarryIt() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let path = f.root.appendingPathComponent("v3.sqlite").path
+        do {
+            let q = try DatabaseQueue(path: path)
+            try StudyStore.migrator.migrate(q, upTo: "v3-trial-replicates")
+            try q.write { db in
+                try db.execute(sql: "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES ('old', '{}', 'f', '2026-11-01', 'complete')")
+                try db.execute(sql: "INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token) VALUES (1, 'abc', '{}', 10, 5, 10, 20)")
+                try db.execute(sql: "INSERT INTO trial (candidateId, rung, fidelity, state, score) VALUES (1, 0, 4, 'complete', 1.5)")
+            }
+            try q.close()
+        }
+        let store = try StudyStore(path: path, access: .write)
+        #expect(try store.top(study: 1).first?.value == 1.5)
+        #expect(try store.windows(trials: [1]).isEmpty)
+        // A study with windows, copied into another store: the windows go along.
+        let spec = try f.parse(f.spec(["strategy": ["name": "grid"]]))
+        let source = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: spec, store: source, results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        _ = try runner.run(worker: "w", extend: false)
+        try source.copy(studies: ["tiny"], to: store)
+        let copied = try #require(try store.study(named: "tiny"))
+        let ids = try store.trials(study: copied.id).map(\.id)
+        let before = try source.windows(trials: try source.trials(study: try source.study(named: "tiny")!.id).map(\.id))
+        #expect(try store.windows(trials: ids).count == before.count && !before.isEmpty)
+    }
+}
