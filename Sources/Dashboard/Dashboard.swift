@@ -128,6 +128,9 @@ public struct Dashboard: Sendable {
                  "parameters": JSON(r.trial.parameters), "active": JSON(r.trial.activeParameters),
                  "score": r.value.isFinite ? JSON(r.value) : .null, "interval": r.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
                  "interval_method": r.interval.map { .string($0.method) } ?? .null, "replicates": JSON(r.replicateScores.count),
+                 "difference": r.difference.map { JSON($0) } ?? .null,
+                 "difference_interval": r.differenceInterval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
+                 "difference_method": r.differenceInterval.map { .string($0.method) } ?? .null, "tie_method": r.tieMethod.map { .string($0) } ?? .null,
                  "tied_with_best": .bool(r.tiedWithBest), "steps": JSON(r.trial.fidelity), "state": .string(r.trial.state)]
             }))
         case "trials":

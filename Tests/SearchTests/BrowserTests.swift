@@ -171,6 +171,8 @@ let plotCensus = """
       teacher: q('#pareto .teacher-line'), curves: q('#curves polyline.curve'), cells: q('#languages rect.cell'), worst: q('#languages rect.worst'),
       ranks: q('#ranks polyline.rank-line'), bars: q('#layers rect.bar-block') + q('#layers rect.bar-rise'), heads: q('#heads rect.cell'), neurons: q('#neurons tr'),
       ranking: q('#ranking tr'), axisLabels: q('svg.plot text.axis-label'),
+      differences: Array.from(document.querySelectorAll('#ranking td.difference')).map(e => e.textContent),
+      rankingHeader: document.querySelector('#ranking tr') ? document.querySelector('#ranking tr').innerText : null,
       winnerLink: winner && winner.parentElement.tagName.toLowerCase() === 'a' ? winner.parentElement.getAttribute('href') : null,
       title: document.title, h1: document.querySelector('h1') ? document.querySelector('h1').textContent : null,
       progress: document.getElementById('progress') ? document.getElementById('progress').innerText : null,
@@ -226,6 +228,14 @@ let plotCensus = """
             #expect(c["heads"]?.int == f.config.numHiddenLayers * f.config.numAttentionHeads)
             #expect((c["axisLabels"]?.int ?? 0) >= 8, "every plot has axis labels")
             #expect(c["teacher"]?.int == 1, "the teacher's score is marked")
+            // Issue 24: the ranking's column of paired differences to the leader, as `results top` has them.
+            #expect(c["rankingHeader"]?.string?.contains("vs leader (paired 95%)") == true, "\(c)")
+            let differences = c["differences"]?.array?.compactMap(\.string) ?? []
+            #expect(differences.count == min(20, top.count) && differences.first == "", "\(differences)")
+            for (r, text) in zip(top, differences).dropFirst() where r.differenceInterval != nil {
+                let i = r.differenceInterval!
+                #expect(text == String(format: "%+.4f [%+.4f, %+.4f]", r.difference!, i.low, i.high), "\(text)")
+            }
             #expect(try await browser.consoleErrors().isEmpty)
             _ = try await browser.screenshot("report-index")
             // The winner's point links to its candidate page.

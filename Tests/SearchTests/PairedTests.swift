@@ -88,16 +88,7 @@ import Testing
         let f = try Fixture()
         defer { f.cleanup() }
         let path = f.root.appendingPathComponent("v3.sqlite").path
-        do {
-            let q = try DatabaseQueue(path: path)
-            try StudyStore.migrator.migrate(q, upTo: "v3-trial-replicates")
-            try q.write { db in
-                try db.execute(sql: "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES ('old', '{}', 'f', '2026-11-01', 'complete')")
-                try db.execute(sql: "INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token) VALUES (1, 'abc', '{}', 10, 5, 10, 20)")
-                try db.execute(sql: "INSERT INTO trial (candidateId, rung, fidelity, state, score) VALUES (1, 0, 4, 'complete', 1.5)")
-            }
-            try q.close()
-        }
+        try NoiseTests.olderStore(path, upTo: "v3-trial-replicates")
         let store = try StudyStore(path: path, access: .write)
         #expect(try store.top(study: 1).first?.value == 1.5)
         #expect(try store.windows(trials: [1]).isEmpty)

@@ -340,6 +340,20 @@ struct Fixture {
         #expect(all.separatedPairs == 6 && all.tauSeparated == all.tau, "\(all.tauSeparated) vs \(all.tau)")
     }
 
+    /// A SQLite store as a Topiary that stopped at `migration` left it: study 'old' (id 1) with
+    /// candidate 'abc' (id 1) and its rung-0 trial (id 1, score 1.5), then `statements`.
+    static func olderStore(_ path: String, upTo migration: String, _ statements: [String] = []) throws {
+        let q = try DatabaseQueue(path: path)
+        try StudyStore.migrator.migrate(q, upTo: migration)
+        try q.write { db in
+            try db.execute(sql: "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES ('old', '{}', 'f', '2026-11-01 00:00:00', 'complete')")
+            try db.execute(sql: "INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token) VALUES (1, 'abc', '{}', 10, 5, 10, 20)")
+            try db.execute(sql: "INSERT INTO trial (candidateId, rung, fidelity, state, score) VALUES (1, 0, 4, 'complete', 1.5)")
+            for sql in statements { try db.execute(sql: sql) }
+        }
+        try q.close()
+    }
+
     /// A store written before replicates (schema v2) is upgraded in place: every trial keeps its
     /// id, state, score and metrics, as replicate 0.
     @Test func storeBeforeReplicatesIsUpgraded() throws {
@@ -347,18 +361,10 @@ struct Fixture {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("old.sqlite").path
-        do {
-            let q = try DatabaseQueue(path: path)
-            try StudyStore.migrator.migrate(q, upTo: "v2-importance")
-            try q.write { db in
-                try db.execute(sql: "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES ('old', '{}', 'f', '2026-11-01', 'complete')")
-                try db.execute(sql: "INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token) VALUES (1, 'abc', '{}', 10, 5, 10, 20)")
-                try db.execute(sql: "INSERT INTO trial (candidateId, rung, fidelity, state, score) VALUES (1, 0, 4, 'complete', 1.5)")
-                try db.execute(sql: "INSERT INTO trial (candidateId, rung, fidelity, parent_trial_id, state, score) VALUES (1, 1, 8, 1, 'complete', 1.25)")
-                try db.execute(sql: "INSERT INTO metric (trialId, step, name, value) VALUES (2, 8, 'val_loss', 1.25)")
-            }
-            try q.close()
-        }
+        try Self.olderStore(path, upTo: "v2-importance", [
+            "INSERT INTO trial (candidateId, rung, fidelity, parent_trial_id, state, score) VALUES (1, 1, 8, 1, 'complete', 1.25)",
+            "INSERT INTO metric (trialId, step, name, value) VALUES (2, 8, 'val_loss', 1.25)",
+        ])
         let store = try StudyStore(path: path, access: .write)
         let trials = try store.trials(study: 1)
         #expect(trials.map(\.id) == [1, 2] && trials.map(\.score) == [1.5, 1.25] && trials.allSatisfy { $0.replicate == 0 })
