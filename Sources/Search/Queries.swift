@@ -131,6 +131,9 @@ extension StudyStore {
         public var stepsRun: Int
         /// The workers that ran its trials (host-pid[-slurm-JOB_TASK]), in order of first appearance.
         public var workers: [String] = []
+        /// Candidates successive halving promoted on a tie at a cut (``SearchSpec/tieSlack``), and
+        /// the distillation steps their next rungs took (included in `stepsRun`).
+        public var tiePromotions = 0, tieSteps = 0
     }
 
     public func summary(_ s: StudyRow) throws -> StudySummary {
@@ -141,8 +144,19 @@ extension StudyStore {
             let parentFidelity = trial.parentTrialID.flatMap { p in t.first { $0.id == p }?.fidelity } ?? 0
             return sum + trial.fidelity - parentFidelity
         }
-        return StudySummary(study: s, candidates: cands, complete: n("complete"), running: n("running"), waiting: n("waiting"),
-                            failed: n("failed"), pruned: n("pruned"), best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil }, stepsRun: steps,
-                            workers: t.compactMap(\.worker).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } })
+        let tied: [Int64] = try read { db in
+            try db.rows("""
+                SELECT DISTINCT metric.trialId FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON candidate.id = trial.candidateId
+                WHERE candidate.studyId = ? AND metric.name = 'promoted_on_tie'
+                """, [s.id]).map { $0["trialId"] }
+        }
+        let tieSteps = t.filter { $0.parentTrialID.map(tied.contains) ?? false }.filter { $0.state == "complete" || $0.state == "pruned" }
+            .reduce(0) { sum, child in sum + child.fidelity - (t.first { $0.id == child.parentTrialID }?.fidelity ?? 0) }
+        var summary = StudySummary(study: s, candidates: cands, complete: n("complete"), running: n("running"), waiting: n("waiting"),
+                                   failed: n("failed"), pruned: n("pruned"), best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil },
+                                   stepsRun: steps, workers: t.compactMap(\.worker).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } })
+        summary.tiePromotions = tied.count
+        summary.tieSteps = tieSteps
+        return summary
     }
 }

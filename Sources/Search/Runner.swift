@@ -340,6 +340,16 @@ public final class SearchRunner {
         }
     }
 
+    /// How many of `scores` (sorted, best first) a successive-halving cut at `cut` promotes: the
+    /// first `cut`, then those after it for which `tied(i)` holds — stopping at the first that is
+    /// not, and after `slack` of them. Always a prefix of the ranking, so a candidate is never
+    /// dropped while one scored worse goes on.
+    static func promotedCount(scores: [Double], cut: Int, slack: Int, tied: (Int) -> Bool) -> Int {
+        var keep = min(cut, scores.count)
+        while keep < scores.count && keep - cut < slack && tied(keep) { keep += 1 }
+        return keep
+    }
+
     /// Moves the study forward when a rung or generation is finished; returns true when the study is done.
     public func advance(study: Int64) throws -> Bool {
         let trials = try store.trials(study: study)
@@ -350,11 +360,26 @@ public final class SearchRunner {
         case let .successiveHalving(_, eta):
             let fidelities = rungFidelities
             guard rung + 1 < fidelities.count, current.count > 1 else { break }
-            let keep = max(1, Int((Double(current.count) / Double(eta)).rounded(.up)))
-            let ranked = current.sorted { ($0.score ?? .infinity) < ($1.score ?? .infinity) }
+            let cut = max(1, Int((Double(current.count) / Double(eta)).rounded(.up)))
+            let ranked = current.sorted { ($0.score ?? .infinity, $0.id) < ($1.score ?? .infinity, $1.id) }
+            // Noise-aware: candidates just below the cut that the paired interval cannot tell from
+            // the last one promoted go on too (at most tie_slack of them).
+            let windows = spec.tieSlack > 0 && cut < ranked.count ? try store.windows(trials: ranked.map(\.id)) : [:]
+            let keep = Self.promotedCount(scores: ranked.map { $0.score ?? .infinity }, cut: cut, slack: spec.tieSlack) { i in
+                guard let a = windows[ranked[i].id], let b = windows[ranked[cut - 1].id],
+                      let d = Noise.pairedDifference([a], [b], seed: UInt64(ranked[i].id), score: spec.objective.value) else { return false }
+                return d.low <= 0 && 0 <= d.high
+            }
             try store.markPruned(ranked.dropFirst(keep).map(\.id))
             try store.addTrials(ranked.prefix(keep).map { ($0.candidateID, rung + 1, fidelities[rung + 1], $0.id) })
-            log("rung \(rung) done: \(keep) of \(current.count) continue to \(fidelities[rung + 1]) steps")
+            if keep > cut {
+                // Recorded on the trials promoted on a tie, so that the summary counts their extra compute.
+                for t in ranked[cut..<keep] { try store.addMetric(t.id, step: t.fidelity, name: "promoted_on_tie", value: 1) }
+                log("rung \(rung) done: \(cut) of \(current.count) continue to \(fidelities[rung + 1]) steps, and \(keep - cut) more tied with the last of them "
+                    + "(paired 95% interval of the difference contains 0): " + ranked[cut..<keep].map(\.hash).joined(separator: ", "))
+            } else {
+                log("rung \(rung) done: \(keep) of \(current.count) continue to \(fidelities[rung + 1]) steps")
+            }
             return false
         case let .evolution(population, generations, mutation, crossover, seed):
             guard rung + 1 < generations else { break }

@@ -156,6 +156,10 @@ public struct SearchSpec: Sendable {
     public var strategy = Strategy.grid
     /// Keep only the best `prefilter` candidates by loss after pruning alone (nil: off).
     public var prefilter: Int?
+    /// `strategy.tie_slack` (successive halving): at each rung's cut, up to this many candidates
+    /// just below it are promoted too when the paired interval of their difference to the last one
+    /// promoted contains 0 — a cut is not made inside the noise (0: cut by score alone).
+    public var tieSlack = 1
     /// The most candidates the space may admit (default ``Enumeration/defaultLimit``).
     public var maxCandidates: Int?
     public var objective = Objective.mean
@@ -438,7 +442,8 @@ public struct SearchSpec: Sendable {
                 try check(s, "strategy", ["name", "samples", "seed"])
                 strategy = .random(samples: try int(s["samples"], "strategy.samples"), seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
             case "successive_halving":
-                try check(s, "strategy", ["name", "min_steps", "eta"])
+                try check(s, "strategy", ["name", "min_steps", "eta", "tie_slack"])
+                if let t = s["tie_slack"] { tieSlack = try int(t, "strategy.tie_slack", min: 0) }
                 let minSteps = try s["min_steps"].map { try int($0, "strategy.min_steps") } ?? max(1, proxy.steps / 9)
                 let eta = try s["eta"].map { try int($0, "strategy.eta", min: 2) } ?? 3
                 guard minSteps <= proxy.steps else { throw fail("strategy.min_steps", "\(minSteps) is above proxy.steps \(proxy.steps)") }

@@ -449,6 +449,14 @@ extension StudyStore {
         }
     }
 
+    /// Records one metric value of a trial (replacing any at the same step and name).
+    public func addMetric(_ trial: Int64, step: Int, name: String, value: Double) throws {
+        try write { db in
+            try db.execute("INSERT INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?) ON CONFLICT (trialId, step, name) DO UPDATE SET value = excluded.value",
+                           [trial, step, name, value])
+        }
+    }
+
     public func markPruned(_ trials: [Int64]) throws {
         guard !trials.isEmpty else { return }
         try write { db in try db.execute("UPDATE trial SET state = 'pruned' WHERE state = 'complete' AND id IN (\(trials.map(String.init).joined(separator: ",")))") }

@@ -106,3 +106,70 @@ import Testing
         #expect(try store.windows(trials: ids).count == before.count && !before.isEmpty)
     }
 }
+
+/// Issue 24, item 2: successive halving does not cut inside the noise.
+@Suite struct NoiseAwareHalvingTests {
+    /// Whatever the ties, the promoted candidates are a prefix of the ranking: a candidate tied at
+    /// the cut is never dropped while one scored worse goes on, and at most `slack` are added.
+    @Test func promotionsAreAPrefixOfTheRanking() {
+        var rng = SeededGenerator(seed: 7)
+        for _ in 0..<500 {
+            let n = 1 + Int(rng.next() % 12), cut = 1 + Int(rng.next() % UInt64(n)), slack = Int(rng.next() % 4)
+            let scores = (0..<n).map { _ in rng.uniform() }.sorted()
+            let ties = (0..<n).map { _ in rng.next() % 2 == 0 }
+            let keep = SearchRunner.promotedCount(scores: scores, cut: cut, slack: slack) { ties[$0] }
+            #expect(keep >= cut && keep <= min(n, cut + slack))
+            #expect((cut..<keep).allSatisfy { ties[$0] })
+            #expect(keep == n || keep == cut + slack || !ties[keep], "stops only at the bound or at a candidate that is not tied")
+        }
+    }
+
+    /// A study with `tie_slack` 1: at each cut, a candidate goes on beyond the cut only when its
+    /// paired interval to the last one promoted contains 0; the promoted are the best-scored; the
+    /// summary counts the extra steps. With 0 the cut is by score alone.
+    @Test func tiesAtTheCutGoOnAndTheirComputeIsCounted() throws {
+        func study(_ slack: Int) throws -> (Fixture, StudyStore, Int64, SearchSpec) {
+            let f = try Fixture("halving\(slack)")
+            let spec = try f.parse(f.spec(["strategy": ["name": "successive_halving", "min_steps": 2, "eta": 3, "tie_slack": JSON(slack)],
+                                           "proxy": ["steps": 18, "batch_size": 2, "sequence_length": 8, "eval_tokens": 16, "learning_rate": 1e-3]]))
+            let store = try StudyStore(path: f.db)
+            let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
+                                          importanceCache: f.root.appendingPathComponent("importance"))
+            runner.log = { _ in }
+            return (f, store, try runner.run(worker: "w", extend: false), spec)
+        }
+        var promotedOnTies = 0
+        for slack in [0, 1] {
+            let (f, store, id, spec) = try study(slack)
+            defer { f.cleanup() }
+            let trials = try store.trials(study: id)
+            let rungs = Set(trials.map(\.rung)).sorted()
+            var tieSteps = 0
+            for rung in rungs.dropLast() {
+                let here = trials.filter { $0.rung == rung }.sorted { ($0.score!, $0.id) < ($1.score!, $1.id) }
+                let next = Set(trials.filter { $0.rung == rung + 1 }.compactMap(\.parentTrialID))
+                let cut = max(1, Int((Double(here.count) / 3).rounded(.up)))
+                let promoted = here.filter { next.contains($0.id) }
+                #expect(promoted.map(\.id) == here.prefix(promoted.count).map(\.id), "rung \(rung): the promoted are the best-scored")
+                #expect(promoted.count == cut || (slack == 1 && promoted.count == cut + 1), "rung \(rung): \(promoted.count) of \(here.count), cut \(cut)")
+                if promoted.count > cut {
+                    let w = try store.windows(trials: [here[cut - 1].id, here[cut].id])
+                    let d = try #require(Noise.pairedDifference([w[here[cut].id]!], [w[here[cut - 1].id]!], seed: UInt64(here[cut].id), score: spec.objective.value))
+                    #expect(d.low <= 0 && 0 <= d.high, "promoted on a tie: \(d)")
+                    #expect(try store.metrics(trial: here[cut].id).contains { $0.name == "promoted_on_tie" })
+                    promotedOnTies += 1
+                    tieSteps += trials.filter { $0.parentTrialID == here[cut].id }.reduce(0) { $0 + $1.fidelity - here[cut].fidelity }
+                } else if cut < here.count, slack == 1 {
+                    let w = try store.windows(trials: [here[cut - 1].id, here[cut].id])
+                    if let d = Noise.pairedDifference([w[here[cut].id]!], [w[here[cut - 1].id]!], seed: UInt64(here[cut].id), score: spec.objective.value) {
+                        #expect(!(d.low <= 0 && 0 <= d.high), "rung \(rung): the first candidate below the cut was tied yet dropped: \(d)")
+                    }
+                }
+            }
+            let summary = try store.summary(try store.study(named: "tiny")!)
+            #expect(summary.tieSteps == tieSteps && summary.tiePromotions == (slack == 0 ? 0 : summary.tiePromotions))
+        }
+        #expect(promotedOnTies >= 1, "the fixture's study has a tie at a cut (else this test shows nothing)")
+        print("noise-aware halving: \(promotedOnTies) candidate(s) promoted on a tie")
+    }
+}
