@@ -93,17 +93,18 @@ extension StudyStore {
         return limit.map { Array(rows.prefix($0)) } ?? rows
     }
 
-    /// Candidates not dominated in (parameters, score): the Pareto front, smallest first.
+    /// Candidates not dominated in (parameters, value — the mean over replicates where there are
+    /// some): the Pareto front, smallest first.
     public func pareto(study: Int64) throws -> [Ranked] { Self.pareto(try top(study: study)) }
 
     /// The Pareto front of a ranking already computed by ``top(study:metric:limit:noise:)``.
     public static func pareto(_ all: [Ranked]) -> [Ranked] {
         let maxRung = all.map(\.trial.rung).max() ?? 0
         let comparable = all.filter { $0.trial.rung == maxRung || all.filter { $0.trial.rung == maxRung }.count < 2 }
+        // By the value each candidate is ranked and plotted by: the mean over replicates where it has them.
         return comparable.filter { a in
             !comparable.contains { b in
-                b.trial.parameters <= a.trial.parameters && (b.trial.score ?? .infinity) <= (a.trial.score ?? .infinity)
-                    && (b.trial.parameters < a.trial.parameters || (b.trial.score ?? .infinity) < (a.trial.score ?? .infinity))
+                b.trial.parameters <= a.trial.parameters && b.value <= a.value && (b.trial.parameters < a.trial.parameters || b.value < a.value)
             }
         }.sorted { $0.trial.parameters < $1.trial.parameters }
     }

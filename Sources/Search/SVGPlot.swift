@@ -65,6 +65,20 @@ struct SVGPlot {
         return out
     }
 
+    /// Tick labels with as many decimals as their step needs and no more ("50", not "50.00";
+    /// "1.70", "1.75"; "1.20M"), all alike.
+    static func formatTicks(_ ticks: [Double]) -> [String] {
+        guard ticks.count >= 2 else { return ticks.map(format) }
+        let top = ticks.map(abs).max() ?? 0
+        let (scale, suffix) = top >= 1e6 ? (1e6, "M") : top >= 1e4 ? (1e3, "K") : (1.0, "")
+        let step = abs(ticks[1] - ticks[0]) / scale
+        var decimals = 0
+        while decimals < 6 && abs((step * pow(10, Double(decimals))).rounded() - step * pow(10, Double(decimals))) > 1e-6 * max(1, step * pow(10, Double(decimals))) {
+            decimals += 1
+        }
+        return ticks.map { abs($0) < 1e-12 * max(1, top) ? "0" : String(format: "%.\(decimals)f", $0 / scale) + suffix }
+    }
+
     static func format(_ v: Double) -> String {
         let a = abs(v)
         if a < 1e-9 { return "0" }
@@ -113,15 +127,16 @@ struct SVGPlot {
                        id, width, height, width, height)
         s += String(format: "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", left, top, width - left - right, height - top - bottom)
         let xs = xTicks ?? Self.ticks(xRange)
+        let xLabels = Self.formatTicks(xs)
         for (i, t) in xs.enumerated() where xRange.contains(t) {
-            let label = xTickLabels.map { i < $0.count ? $0[i] : "" } ?? Self.format(t)
+            let label = xTickLabels.map { i < $0.count ? $0[i] : "" } ?? xLabels[i]
             s += String(format: "<line class=\"tick\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px(t), height - bottom, px(t), height - bottom + 5)
             s += String(format: "<text class=\"tick-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", px(t), height - bottom + 18) + htmlEscape(label) + "</text>"
         }
-        let yTicks = integerY ? Self.ticks(yRange).filter { $0 == $0.rounded() } : Self.ticks(yRange)
-        for t in yTicks where yRange.contains(t) {
+        let yTicks = (integerY ? Self.ticks(yRange).filter { $0 == $0.rounded() } : Self.ticks(yRange)).filter(yRange.contains)
+        for (t, label) in zip(yTicks, Self.formatTicks(yTicks)) {
             s += String(format: "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", left, py(t), width - right, py(t))
-            s += String(format: "<text class=\"tick-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", left - 6, py(t) + 4) + Self.format(t) + "</text>"
+            s += String(format: "<text class=\"tick-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", left - 6, py(t) + 4) + label + "</text>"
         }
         s += String(format: "<text class=\"axis-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", left + (width - left - right) / 2, height - 8) + htmlEscape(xLabel) + "</text>"
         s += String(format: "<text class=\"axis-label\" transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\">", top + (height - top - bottom) / 2)

@@ -173,6 +173,12 @@ let plotCensus = """
       ranking: q('#ranking tr'), axisLabels: q('svg.plot text.axis-label'),
       differences: Array.from(document.querySelectorAll('#ranking td.difference')).map(e => e.textContent),
       rankingHeader: document.querySelector('#ranking tr') ? document.querySelector('#ranking tr').innerText : null,
+      spuriousDecimals: Array.from(document.querySelectorAll('svg.plot')).flatMap(svg => ['middle', 'end'].map(a =>
+        Array.from(svg.querySelectorAll('text.tick-label[text-anchor=' + a + ']')).map(e => e.textContent)))
+        .filter(g => { const zeros = (t) => /\\.0+[MK]?$/.test(t), numeric = (t) => /^-?[0-9.]+[MK]?$/.test(t);
+          const n = g.filter(numeric); return n.length >= 2 && n.some(zeros) && (n.every(zeros) || n.some(t => !t.includes('.'))); })
+        .map(g => g.join(' ')),
+      tickLabels: q('svg.plot text.tick-label'),
       winnerLink: winner && winner.parentElement.tagName.toLowerCase() === 'a' ? winner.parentElement.getAttribute('href') : null,
       title: document.title, h1: document.querySelector('h1') ? document.querySelector('h1').textContent : null,
       progress: document.getElementById('progress') ? document.getElementById('progress').innerText : null,
@@ -236,6 +242,8 @@ let plotCensus = """
                 let i = r.differenceInterval!
                 #expect(text == String(format: "%+.4f [%+.4f, %+.4f]", r.difference!, i.low, i.high), "\(text)")
             }
+            // Issue 24, item 5: no axis with zeros after the point that its step does not need ("50.00" beside "100").
+            #expect((c["tickLabels"]?.int ?? 0) > 10 && c["spuriousDecimals"]?.array?.isEmpty == true, "\(c["spuriousDecimals"] ?? .null)")
             #expect(try await browser.consoleErrors().isEmpty)
             _ = try await browser.screenshot("report-index")
             // The winner's point links to its candidate page.

@@ -173,3 +173,39 @@ import Testing
         print("noise-aware halving: \(promotedOnTies) candidate(s) promoted on a tie")
     }
 }
+
+/// Issue 24, item 5: plot ticks at round values without spurious decimals; the Pareto front
+/// through the values plotted (means over replicates).
+@Suite struct PlotHygieneTests {
+    @Test func tickLabelsHaveTheDecimalsTheirStepNeeds() {
+        #expect(SVGPlot.formatTicks([0, 50, 100, 150]) == ["0", "50", "100", "150"])
+        #expect(SVGPlot.formatTicks([1.7, 1.75, 1.8]) == ["1.70", "1.75", "1.80"])
+        #expect(SVGPlot.formatTicks([1.6, 1.8, 2.0]) == ["1.6", "1.8", "2.0"])
+        #expect(SVGPlot.formatTicks([1_200_000, 1_250_000, 1_300_000]) == ["1.20M", "1.25M", "1.30M"])
+        #expect(SVGPlot.formatTicks([20_000, 40_000, 60_000]) == ["20K", "40K", "60K"])
+        #expect(SVGPlot.formatTicks([1, 2, 3]) == ["1", "2", "3"], "ranks as integers")
+        for upper in [9.0, 18, 60, 180, 400, 1000] {
+            #expect(SVGPlot.formatTicks(SVGPlot.ticks(0...upper)).allSatisfy { !$0.contains(".") }, "steps 0…\(upper)")
+        }
+    }
+
+    @Test func theParetoFrontUsesTheMeansThatArePlotted() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["strategy": ["name": "grid"], "objective": ["languages": "mean", "replicates": ["seeds": 2, "top": 4]]]))
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        let id = try runner.run(worker: "w", extend: false)
+        let all = try store.top(study: id), front = try store.pareto(study: id)
+        #expect(all.contains { $0.replicateScores.count == 2 && $0.value != $0.trial.score })
+        #expect(!front.isEmpty)
+        for a in front {
+            #expect(!all.contains { $0.trial.parameters <= a.trial.parameters && $0.value < a.value }, "\(a.trial.hash) is dominated by value")
+        }
+        for b in all where !front.contains(where: { $0.trial.id == b.trial.id }) {
+            #expect(all.contains { $0.trial.parameters <= b.trial.parameters && $0.value <= b.value && $0.trial.id != b.trial.id }, "\(b.trial.hash) left off but not dominated")
+        }
+    }
+}
