@@ -122,6 +122,14 @@ public enum Noise {
         return Interval(low: percentile(values, 0.025), high: percentile(values, 0.975), method: method, samples: max(a.count, b.count))
     }
 
+    /// A resampling seed from names (candidate hashes, a rung): the same in every store, unlike
+    /// row ids, so that a decision taken on an interval does not depend on where the study ran.
+    public static func seed(_ parts: String...) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325   // FNV-1a
+        for byte in parts.joined(separator: "\u{0}").utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return h
+    }
+
     /// The `p` quantile of sorted `values`, linearly interpolated.
     static func percentile(_ values: [Double], _ p: Double) -> Double {
         let x = p * Double(values.count - 1), i = Int(x), f = x - Double(i)

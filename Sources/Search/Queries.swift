@@ -81,7 +81,8 @@ extension StudyStore {
             guard i > 0, rows[i].trial.rung == rows[0].trial.rung, metric == nil, i < (limit ?? Int.max) else { continue }
             rows[i].difference = rows[i].value - rows[0].value
             if let leaderRuns, let mine = evaluations(rows[i]),
-               let d = Noise.pairedDifference(mine, leaderRuns, seed: UInt64(rows[i].trial.id), score: objective.value) {
+               let d = Noise.pairedDifference(mine, leaderRuns, seed: Noise.seed(rows[i].trial.hash, rows[0].trial.hash, "\(rows[i].trial.rung)"),
+                                              score: objective.value) {
                 rows[i].differenceInterval = d
                 rows[i].tiedWithBest = d.low <= 0 && 0 <= d.high
                 rows[i].tieMethod = "paired"

@@ -367,7 +367,8 @@ public final class SearchRunner {
             let windows = spec.tieSlack > 0 && cut < ranked.count ? try store.windows(trials: ranked.map(\.id)) : [:]
             let keep = Self.promotedCount(scores: ranked.map { $0.score ?? .infinity }, cut: cut, slack: spec.tieSlack) { i in
                 guard let a = windows[ranked[i].id], let b = windows[ranked[cut - 1].id],
-                      let d = Noise.pairedDifference([a], [b], seed: UInt64(ranked[i].id), score: spec.objective.value) else { return false }
+                      let d = Noise.pairedDifference([a], [b], seed: Noise.seed(ranked[i].hash, ranked[cut - 1].hash, "\(rung)"),
+                                                     score: spec.objective.value) else { return false }
                 return d.low <= 0 && 0 <= d.high
             }
             try store.markPruned(ranked.dropFirst(keep).map(\.id))

@@ -154,14 +154,16 @@ import Testing
                 #expect(promoted.count == cut || (slack == 1 && promoted.count == cut + 1), "rung \(rung): \(promoted.count) of \(here.count), cut \(cut)")
                 if promoted.count > cut {
                     let w = try store.windows(trials: [here[cut - 1].id, here[cut].id])
-                    let d = try #require(Noise.pairedDifference([w[here[cut].id]!], [w[here[cut - 1].id]!], seed: UInt64(here[cut].id), score: spec.objective.value))
+                    let d = try #require(Noise.pairedDifference([w[here[cut].id]!], [w[here[cut - 1].id]!], seed: Noise.seed(here[cut].hash, here[cut - 1].hash, "\(rung)"),
+                                                                score: spec.objective.value))
                     #expect(d.low <= 0 && 0 <= d.high, "promoted on a tie: \(d)")
                     #expect(try store.metrics(trial: here[cut].id).contains { $0.name == "promoted_on_tie" })
                     promotedOnTies += 1
                     tieSteps += trials.filter { $0.parentTrialID == here[cut].id }.reduce(0) { $0 + $1.fidelity - here[cut].fidelity }
                 } else if cut < here.count, slack == 1 {
                     let w = try store.windows(trials: [here[cut - 1].id, here[cut].id])
-                    if let d = Noise.pairedDifference([w[here[cut].id]!], [w[here[cut - 1].id]!], seed: UInt64(here[cut].id), score: spec.objective.value) {
+                    if let d = Noise.pairedDifference([w[here[cut].id]!], [w[here[cut - 1].id]!], seed: Noise.seed(here[cut].hash, here[cut - 1].hash, "\(rung)"),
+                                                      score: spec.objective.value) {
                         #expect(!(d.low <= 0 && 0 <= d.high), "rung \(rung): the first candidate below the cut was tied yet dropped: \(d)")
                     }
                 }
