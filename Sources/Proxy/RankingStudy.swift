@@ -28,6 +28,27 @@ public enum RankingStudy {
         /// What "separated" meant (for the report).
         public var noiseDescription = ""
 
+        /// The shortest proxy length (a checkpoint before the last, the reference) at which τ over
+        /// the noise-separated pairs reaches `threshold`; 0 means pruning alone; nil when none does.
+        public func recommendedSteps(threshold: Double = 0.9) -> Int? {
+            Self.shortest(checkpoints: checkpoints, tau: tauSeparated, threshold: threshold)
+        }
+
+        public static func shortest(checkpoints: [Int], tau: [Double?], threshold: Double) -> Int? {
+            zip(checkpoints, tau).dropLast().first { ($0.1 ?? -.infinity) >= threshold }?.0
+        }
+
+        /// The line `topiary ranking` prints about it.
+        public var recommendation: String {
+            guard !tauSeparated.isEmpty else { return "" }
+            guard let steps = recommendedSteps() else {
+                return "Recommended proxy length: none of the shorter lengths reaches τ ≥ 0.9 over the noise-separated pairs "
+                    + "(the reference is \(checkpoints.last!) steps); use the longest you can afford."
+            }
+            return steps == 0 ? "Recommended proxy length: pruning alone already orders the noise-separated pairs with τ ≥ 0.9."
+                : "Recommended proxy length: \(steps) steps, the shortest at which τ over the noise-separated pairs reaches 0.9 (against \(checkpoints.last!) steps)."
+        }
+
         public var markdown: String {
             var lines = ["| candidate | parameters | " + checkpoints.map { $0 == 0 ? "pruned only" : "\($0) steps" }.joined(separator: " | ") + " |",
                          "|---|---|" + String(repeating: "---|", count: checkpoints.count)]
@@ -43,6 +64,8 @@ public enum RankingStudy {
                              + tauSeparated.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") + " |")
                 lines.append("")
                 lines.append("Noise: \(noiseDescription).")
+                lines.append("")
+                lines.append(recommendation)
             }
             return lines.joined(separator: "\n")
         }

@@ -43,6 +43,7 @@ struct RankingCommand: ParsableCommand {
                        "kendall_tau": .array(result.tau.map { $0.map { JSON($0) } ?? .null }),
                        "kendall_tau_separated": .array(result.tauSeparated.map { $0.map { JSON($0) } ?? .null }),
                        "separated_pairs": JSON(result.separatedPairs), "noise": .string(result.noiseDescription),
+                       "recommended_proxy_steps": result.recommendedSteps().map { JSON($0) } ?? .null,
                        "final_intervals": .array(result.intervals.map { $0.map { [JSON($0.low), JSON($0.high)] } ?? .null })]
         try AtomicFile.write(j.data(), to: out.appendingPathComponent("ranking.json"))
         print("wrote \(out.path)/ranking.{md,json}")

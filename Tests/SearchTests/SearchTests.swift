@@ -335,6 +335,11 @@ struct Fixture {
         for i in 0..<4 { for j in (i + 1)..<4 where !r.intervals[i]!.overlaps(r.intervals[j]!) { expected += 1 } }
         #expect(r.separatedPairs == expected && r.tauSeparated.count == r.tau.count)
         #expect(r.markdown.contains("pairs separated by more than the noise") && r.noiseDescription.contains("bootstrap"))
+        // Issue 24, item 4: the shortest length at which τ over the separated pairs reaches 0.9.
+        #expect(r.markdown.contains("Recommended proxy length"))
+        #expect(RankingStudy.Result.shortest(checkpoints: [0, 25, 50, 100, 400], tau: [0.5, 0.8, 0.9, 1, 1], threshold: 0.9) == 50)
+        #expect(RankingStudy.Result.shortest(checkpoints: [0, 25, 400], tau: [0.95, 0.8, 1], threshold: 0.9) == 0)
+        #expect(RankingStudy.Result.shortest(checkpoints: [25, 50, 400], tau: [0.5, nil, 1], threshold: 0.9) == nil, "the reference itself does not count")
         let all = try RankingStudy.run(teacher: teacher, corpus: corpus, candidates: candidates, scores: scores, options: PruneOptions(),
                                        recipe: recipe, checkpoints: [2, 4], noise: 0)
         #expect(all.separatedPairs == 6 && all.tauSeparated == all.tau, "\(all.tauSeparated) vs \(all.tau)")
