@@ -20,6 +20,8 @@ public enum RankingStudy {
         public var tau: [Double?]
         /// Each candidate's 95% interval at the last column (bootstrap over validation windows).
         public var intervals: [Noise.Interval?] = []
+        /// Each candidate's evaluation at the last checkpoint, windows included (nil if it diverged).
+        public var finalEvaluations: [EvaluationResult?] = []
         /// The pairs the last column separates by more than the noise: intervals that do not
         /// overlap, or scores further apart than a given noise.
         public var separatedPairs = 0
@@ -72,7 +74,8 @@ public enum RankingStudy {
     }
 
     /// `noise`: pairs whose final scores differ by more than this count as separated; nil: those
-    /// whose 95% bootstrap intervals (over validation windows) do not overlap.
+    /// whose final difference has a paired 95% bootstrap interval (over the validation windows both
+    /// were scored on) that excludes 0.
     public static func run(teacher: DecoderModel, corpus: TokenShards, candidates: [(String, ModelConfig)], scores: ImportanceScores,
                            options: PruneOptions, recipe: DistillationRecipe, checkpoints: [Int], noise: Double? = nil) throws -> Result {
         let sorted = checkpoints.sorted()
@@ -98,18 +101,24 @@ public enum RankingStudy {
         let tau = columns.indices.map { c in RankStatistics.kendallTau(losses.map { $0[c] }, final) }
         var result = Result(candidates: candidates.map(\.0), parameters: candidates.map { $0.1.parameterCount }, checkpoints: columns, losses: losses, tau: tau)
         result.intervals = finalEvaluations.map { e in e.flatMap { Noise.bootstrapInterval($0, score: { $0.languageMean }) } }
+        result.finalEvaluations = finalEvaluations
         let separated: (Int, Int) -> Bool
         if let noise {
             separated = { i, j in abs(final[i] - final[j]) > noise }
             result.noiseDescription = String(format: "pairs whose %d-step scores differ by more than %.4f nats (given)", last, noise)
         } else {
-            let intervals = result.intervals
-            separated = { i, j in
-                guard let a = intervals[i], let b = intervals[j] else { return false }
-                return !a.overlaps(b)
+            // Paired: every candidate is scored on the same windows, so what they share cancels.
+            var apart = Set<[Int]>(), widths: [Double] = []
+            for i in 0..<final.count {
+                for j in (i + 1)..<final.count {
+                    guard let a = finalEvaluations[i], let b = finalEvaluations[j],
+                          let d = Noise.pairedDifference([a], [b], seed: Noise.seed(candidates[i].0, candidates[j].0), score: { $0.languageMean }) else { continue }
+                    widths.append(d.halfWidth)
+                    if d.low > 0 || d.high < 0 { apart.insert([i, j]) }
+                }
             }
-            let widths = intervals.compactMap { $0?.halfWidth }
-            result.noiseDescription = String(format: "pairs whose 95%% bootstrap intervals at %d steps (over validation windows) do not overlap; half-widths %.4f–%.4f nats",
+            separated = { i, j in apart.contains([min(i, j), max(i, j)]) }
+            result.noiseDescription = String(format: "pairs whose %d-step difference has a 95%% paired bootstrap interval (over the validation windows both were scored on) that excludes 0; half-widths %.4f–%.4f nats",
                                              last, widths.min() ?? 0, widths.max() ?? 0)
         }
         for i in 0..<final.count { for j in (i + 1)..<final.count where separated(i, j) { result.separatedPairs += 1 } }

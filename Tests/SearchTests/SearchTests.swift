@@ -332,9 +332,16 @@ struct Fixture {
                                      recipe: recipe, checkpoints: [2, 4])
         #expect(r.intervals.count == 4 && r.intervals.allSatisfy { $0?.method == "bootstrap" })
         var expected = 0
-        for i in 0..<4 { for j in (i + 1)..<4 where !r.intervals[i]!.overlaps(r.intervals[j]!) { expected += 1 } }
+        // Separated: the paired interval of the final difference excludes 0.
+        let finals = r.finalEvaluations
+        for i in 0..<4 {
+            for j in (i + 1)..<4 {
+                let d = try #require(Noise.pairedDifference([finals[i]!], [finals[j]!], seed: Noise.seed(r.candidates[i], r.candidates[j]), score: { $0.languageMean }))
+                if d.low > 0 || d.high < 0 { expected += 1 }
+            }
+        }
         #expect(r.separatedPairs == expected && r.tauSeparated.count == r.tau.count)
-        #expect(r.markdown.contains("pairs separated by more than the noise") && r.noiseDescription.contains("bootstrap"))
+        #expect(r.markdown.contains("pairs separated by more than the noise") && r.noiseDescription.contains("paired bootstrap"))
         // Issue 24, item 4: the shortest length at which τ over the separated pairs reaches 0.9.
         #expect(r.markdown.contains("Recommended proxy length"))
         #expect(RankingStudy.Result.shortest(checkpoints: [0, 25, 50, 100, 400], tau: [0.5, 0.8, 0.9, 1, 1], threshold: 0.9) == 50)
