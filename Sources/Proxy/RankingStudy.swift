@@ -118,7 +118,8 @@ public enum RankingStudy {
                 }
             }
             separated = { i, j in apart.contains([min(i, j), max(i, j)]) }
-            result.noiseDescription = String(format: "pairs whose %d-step difference has a 95%% paired bootstrap interval (over the validation windows both were scored on) that excludes 0; half-widths %.4f–%.4f nats",
+            result.noiseDescription = String(format: "pairs whose %d-step difference has a 95%% paired bootstrap interval "
+                                                 + "(over the validation windows both were scored on) that excludes 0; half-widths %.4f–%.4f nats",
                                              last, widths.min() ?? 0, widths.max() ?? 0)
         }
         for i in 0..<final.count { for j in (i + 1)..<final.count where separated(i, j) { result.separatedPairs += 1 } }

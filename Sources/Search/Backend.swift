@@ -427,7 +427,8 @@ struct ExternalBackend {
                 }
                 let budget = Self.linesPerStep + 8 * students + 4 * Int(Date().timeIntervalSince(lastProgress) / heartbeatSeconds)
                 if linesSinceProgress > budget {
-                    failure = "backend \(spec.name) printed more than \(budget) lines without a step of progress (its last step \(highest.values.max() ?? 0)); killed"
+                    failure = "backend \(spec.name) printed more than \(budget) lines without a step of progress "
+                        + "(its last step \(highest.values.max() ?? 0)); killed"
                     break
                 }
                 // Heartbeats only keep the clock going (done above); they are not kept.

@@ -96,7 +96,9 @@ public enum Exporter {
                 "difference_to_best": w.difference.map { JSON($0) } ?? .null,
                 "difference_interval": w.differenceInterval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
                 "difference_method": w.differenceInterval.map { .string($0.method + ", 95%") } ?? .null,
-                "tie_method": w.tieMethod.map { .string($0 == "paired" ? "the paired interval of the difference contains 0" : "the two intervals overlap (no per-window losses recorded)") } ?? .null,
+                "tie_method": w.tieMethod.map {
+                    .string($0 == "paired" ? "the paired interval of the difference contains 0" : "the two intervals overlap (no per-window losses recorded)")
+                } ?? .null,
                 "nemo_modelopt": .object(nemo),
                 "study_state": .string(study.state),
                 "study_trials": ["complete": JSON(summary.complete), "pruned": JSON(summary.pruned), "failed": JSON(summary.failed),

@@ -36,7 +36,10 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             throw SearchError.store("--db \(redact(url)): not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")
         }
         // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
-        guard let host = u.host.map({ $0.hasPrefix("[") && $0.hasSuffix("]") ? String($0.dropFirst().dropLast()) : $0 }), !host.isEmpty else { throw SearchError.store("--db \(redact(url)): no host (postgresql://USER@HOST[:PORT]/DATABASE)") }
+        let bracketed = { (h: String) in h.hasPrefix("[") && h.hasSuffix("]") ? String(h.dropFirst().dropLast()) : h }
+        guard let host = u.host.map(bracketed), !host.isEmpty else {
+            throw SearchError.store("--db \(redact(url)): no host (postgresql://USER@HOST[:PORT]/DATABASE)")
+        }
         guard let user = u.user?.removingPercentEncoding, !user.isEmpty else {
             throw SearchError.store("--db \(redact(url)): no user name (postgresql://USER@HOST[:PORT]/DATABASE)")
         }

@@ -64,8 +64,8 @@ extension StudyStore {
         let spec: String? = try read { db in try db.scalar("SELECT spec FROM study WHERE id = ?", [study]) }
         let objective = spec.flatMap { JSON.parse(Data($0.utf8))?["objective"]?["languages"]?.string }.flatMap(Objective.init) ?? .mean
         let runs: [Int64: [Int64]] = metric == nil ? Dictionary(uniqueKeysWithValues: rows.map { r in
-            (r.trial.id, [r.trial.id] + all.filter { $0.candidateID == r.trial.candidateID && $0.rung == r.trial.rung && $0.replicate > 0 && $0.state == "complete" }
-                .sorted { $0.replicate < $1.replicate }.map(\.id))
+            (r.trial.id, [r.trial.id] + all.filter { $0.candidateID == r.trial.candidateID && $0.rung == r.trial.rung }
+                .filter { $0.replicate > 0 && $0.state == "complete" }.sorted { $0.replicate < $1.replicate }.map(\.id))
         }) : [:]
         let leaderRung = rows.first?.trial.rung
         let windows = try self.windows(trials: rows.prefix(limit ?? Int.max).filter { $0.trial.rung == leaderRung }.flatMap { runs[$0.trial.id] ?? [] })

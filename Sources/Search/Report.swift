@@ -130,10 +130,14 @@ public struct StudyReport {
                 + "<td>\(r.trial.fidelity)</td><td class=\"l \(r.tiedWithBest ? "tied" : "")\">\(note)</td></tr>"
         }
         let legend = ranked.contains { $0.tieMethod == "paired" }
-            ? "<p class=\"caption\">vs leader: the difference to the leader with its 95% paired bootstrap interval over the validation windows both were scored on (and the replicate seeds, where there are some); tied: that interval contains 0.</p>"
+            ? "<p class=\"caption\">vs leader: the difference to the leader with its 95% paired bootstrap interval over the validation windows "
+                + "both were scored on (and the replicate seeds, where there are some); tied: that interval contains 0.</p>"
             : ranked.contains { $0.tieMethod == "overlap" }
-            ? "<p class=\"caption\">tied: the two candidates' own intervals overlap (these trials were recorded without their validation windows, so no paired comparison).</p>" : ""
-        return "<h2>Ranking</h2><table id=\"ranking\"><tr><th>rank</th><th class=\"l\">candidate</th><th class=\"l\">architecture</th><th>parameters</th><th>active</th><th>score (95%)</th><th>vs leader (paired 95%)</th><th>steps</th><th class=\"l\">note</th></tr>\(rows)</table>" + legend
+            ? "<p class=\"caption\">tied: the two candidates' own intervals overlap (these trials were recorded without their validation "
+                + "windows, so no paired comparison).</p>" : ""
+        let header = ["rank", "candidate", "architecture", "parameters", "active", "score (95%)", "vs leader (paired 95%)", "steps", "note"]
+            .map { ["candidate", "architecture", "note"].contains($0) ? "<th class=\"l\">\($0)</th>" : "<th>\($0)</th>" }.joined()
+        return "<h2>Ranking</h2><table id=\"ranking\"><tr>\(header)</tr>\(rows)</table>" + legend
             + (ranked.count > 20 ? "<p>… \(ranked.count - 20) more.</p>" : "")
     }
 

@@ -200,7 +200,8 @@ public final class SearchRunner {
                     let back = try store.unclaim(claimed.map(\.id), worker: worker)
                     log("\(worker): \(interrupted); \(back) trial(s) back to waiting (no attempt counted)")
                 } catch {
-                    log("\(worker): \(interrupted); the store did not take the trials back (\(error)): they are taken back when their heartbeat goes stale")
+                    log("\(worker): \(interrupted); the store did not take the trials back (\(error)): "
+                        + "they are taken back when their heartbeat goes stale")
                 }
                 throw interrupted
             } catch {

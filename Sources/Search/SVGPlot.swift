@@ -73,9 +73,8 @@ struct SVGPlot {
         let (scale, suffix) = top >= 1e6 ? (1e6, "M") : top >= 1e4 ? (1e3, "K") : (1.0, "")
         let step = abs(ticks[1] - ticks[0]) / scale
         var decimals = 0
-        while decimals < 6 && abs((step * pow(10, Double(decimals))).rounded() - step * pow(10, Double(decimals))) > 1e-6 * max(1, step * pow(10, Double(decimals))) {
-            decimals += 1
-        }
+        func scaled() -> Double { step * pow(10, Double(decimals)) }
+        while decimals < 6 && abs(scaled().rounded() - scaled()) > 1e-6 * max(1, scaled()) { decimals += 1 }
         return ticks.map { abs($0) < 1e-12 * max(1, top) ? "0" : String(format: "%.\(decimals)f", $0 / scale) + suffix }
     }
 

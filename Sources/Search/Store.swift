@@ -419,8 +419,8 @@ extension StudyStore {
     public func unclaim(_ trials: [Int64], worker: String) throws -> Int {
         guard !trials.isEmpty else { return 0 }
         return try write { db in
-            try db.execute("UPDATE trial SET state = 'waiting', worker = NULL WHERE state = 'running' AND worker = ? AND id IN (\(trials.map(String.init).joined(separator: ",")))",
-                           [worker])
+            let ids = trials.map(String.init).joined(separator: ",")
+            return try db.execute("UPDATE trial SET state = 'waiting', worker = NULL WHERE state = 'running' AND worker = ? AND id IN (\(ids))", [worker])
         }
     }
 
@@ -452,8 +452,10 @@ extension StudyStore {
     /// Records one metric value of a trial (replacing any at the same step and name).
     public func addMetric(_ trial: Int64, step: Int, name: String, value: Double) throws {
         try write { db in
-            try db.execute("INSERT INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?) ON CONFLICT (trialId, step, name) DO UPDATE SET value = excluded.value",
-                           [trial, step, name, value])
+            try db.execute("""
+                INSERT INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?)
+                ON CONFLICT (trialId, step, name) DO UPDATE SET value = excluded.value
+                """, [trial, step, name, value])
         }
     }
 

@@ -118,7 +118,8 @@ struct ResultsTop: ParsableCommand {
                       + (seeds ? " and the replicate seeds" : "") + "; tied: that interval contains 0")
             }
             if ranked.contains(where: { $0.tieMethod == "overlap" }) {
-                print("tied (trials recorded without their validation windows, by an older Topiary): the two candidates' own intervals overlap — wider than a paired comparison")
+                print("tied (trials recorded without their validation windows, by an older Topiary): "
+                      + "the two candidates' own intervals overlap — wider than a paired comparison")
             }
         default:
             let rows = ranked.map { r -> [JSON] in

@@ -6,7 +6,8 @@ import Search
 
 struct StoreOptions: ParsableArguments {
     @Option(help: "Study store (default: TOPIARY_DB or results/topiary.sqlite).") var db: String?
-    @Option(parsing: .unconditional, help: "Seconds to keep retrying a PostgreSQL store whose server stops answering mid-run, before giving up (default: TOPIARY_DB_RETRY or 120; 0: at once).")
+    @Option(parsing: .unconditional,
+            help: "Seconds to keep retrying a PostgreSQL store whose server stops answering mid-run, before giving up (default: TOPIARY_DB_RETRY or 120; 0: at once).")
     var dbRetry: Double?
     var path: String { StudyStore.defaultPath(db) }
     /// Opens the store for `access`: queries read only; only commands that create studies may create it.
