@@ -111,6 +111,17 @@ public enum Interruption {
         if kill(-pid, sig) != 0 { kill(pid, sig) }
     }
 
+    /// Waits up to `grace` seconds for `processes` (sent SIGTERM already) to exit, kills the process
+    /// groups of those still running, and waits up to 2 s more: no longer, since `Process.isRunning`
+    /// may stay true while a descendant holds Foundation's descriptors (``childExit(_:)``).
+    public static func stop(_ processes: [Process], grace: Double) {
+        let deadline = Date().addingTimeInterval(grace)
+        while processes.contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        for p in processes where p.isRunning { signalGroup(p.processIdentifier, SIGKILL) }
+        let killed = Date().addingTimeInterval(2)
+        while processes.contains(where: \.isRunning) && Date() < killed { Thread.sleep(forTimeInterval: 0.02) }
+    }
+
     /// Whether child `pid` has exited (not yet reaped): `Process.isRunning` stays
     /// true while a grandchild the child left behind holds a descriptor Foundation watches.
     /// Returns its exit status (or the signal that ended it), or nil while it runs.

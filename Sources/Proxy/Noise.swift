@@ -18,6 +18,7 @@ public enum Noise {
             self.low = low; self.high = high; self.method = method; self.samples = samples
         }
         public func overlaps(_ other: Interval) -> Bool { low <= other.high && other.low <= high }
+        public func contains(_ x: Double) -> Bool { low <= x && x <= high }
     }
 
     /// Two-sided 95% quantiles of Student's t, t₀.₉₇₅ for 1…30 degrees of freedom.

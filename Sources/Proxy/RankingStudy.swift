@@ -114,7 +114,7 @@ public enum RankingStudy {
                     guard let a = finalEvaluations[i], let b = finalEvaluations[j],
                           let d = Noise.pairedDifference([a], [b], seed: Noise.seed(candidates[i].0, candidates[j].0), score: { $0.languageMean }) else { continue }
                     widths.append(d.halfWidth)
-                    if d.low > 0 || d.high < 0 { apart.insert([i, j]) }
+                    if !d.contains(0) { apart.insert([i, j]) }
                 }
             }
             separated = { i, j in apart.contains([min(i, j), max(i, j)]) }

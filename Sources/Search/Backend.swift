@@ -351,26 +351,29 @@ struct ExternalBackend {
         Thread.detachNewThread {
             defer { group.leave() }
             var pending: [UInt8] = []
-            reading: while true {
+            while true {
                 let chunk = out.fileHandleForReading.availableData
                 if chunk.isEmpty { break }
                 var complete: [String] = []
                 var start = chunk.startIndex
-                while let nl = chunk[start...].firstIndex(of: 0x0A) {
+                var overflow = false
+                while !overflow, let nl = chunk[start...].firstIndex(of: 0x0A) {
                     pending.append(contentsOf: chunk[start..<nl])
-                    complete.append(String(decoding: pending, as: UTF8.self))
+                    overflow = pending.count > maxLine
+                    if !overflow { complete.append(String(decoding: pending, as: UTF8.self)) }
                     pending.removeAll(keepingCapacity: true)
                     start = nl + 1
                 }
-                pending.append(contentsOf: chunk[start...])
+                if !overflow { pending.append(contentsOf: chunk[start...]) }
+                // The only place a line's length is checked: a longer one is never handed over.
+                overflow = overflow || pending.count > maxLine
                 reader.lock.lock()
                 reader.lines += complete
                 reader.last = Date()
-                if pending.count > maxLine || complete.contains(where: { $0.utf8.count > maxLine }) { reader.overflow = true }
-                let stop = reader.overflow
+                reader.overflow = overflow
                 var backlog = reader.lines.count
                 reader.lock.unlock()
-                if stop { break reading }
+                if overflow { break }
                 // Back-pressure: a backend that floods waits for the lines to be looked at.
                 while backlog > 100_000 {
                     Thread.sleep(forTimeInterval: 0.01)
@@ -412,7 +415,7 @@ struct ExternalBackend {
             let silent = Date().timeIntervalSince(reader.last), finished = reader.done, overflow = reader.overflow
             reader.lock.unlock()
             for line in fresh where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-                guard line.utf8.count <= Self.maxLineBytes, let object = JSON.parse(Data(line.utf8))?.object, let event = object["event"]?.string else {
+                guard let object = JSON.parse(Data(line.utf8))?.object, let event = object["event"]?.string else {
                     let nonFinite = ["NaN", "Infinity"].contains { line.contains($0) }
                     failure = "backend \(spec.name) printed " + (nonFinite ? "a non-finite number (NaN or infinity): " : "a malformed line (not a JSON object with an \"event\"): ")
                         + String(line.prefix(200))
@@ -462,12 +465,8 @@ struct ExternalBackend {
         }
         if let interrupted {
             // Stopped by a signal: SIGTERM went to the group (``Interruption``); give it time to
-            // stop, then kill what is left.
-            let deadline = Date().addingTimeInterval(Self.exitGrace)
-            while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-            Interruption.signalGroup(pid, SIGKILL)
-            let killed = Date().addingTimeInterval(2)
-            while p.isRunning && Date() < killed { Thread.sleep(forTimeInterval: 0.02) }
+            // stop, then kill what is left (the deferred kill reaches what outlived its leader).
+            Interruption.stop([p], grace: Self.exitGrace)
             throw Interruption.Interrupted(signal: interrupted)
         }
         // Peeked before the kill below, which would otherwise be the status of one still running.

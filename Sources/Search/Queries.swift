@@ -30,6 +30,13 @@ extension StudyStore {
         public var differenceInterval: Noise.Interval?
         /// How `tiedWithBest` was decided: "paired" or "overlap" (the fallback).
         public var tieMethod: String?
+
+        /// `+0.0183 [+0.0137, +0.0228]`: the difference to the leader and its paired interval, as
+        /// `results top` and the report show it ("" for the leader).
+        public var differenceText: String {
+            guard let difference else { return "" }
+            return String(format: "%+.4f", difference) + (differenceInterval.map { String(format: " [%+.4f, %+.4f]", $0.low, $0.high) } ?? "")
+        }
     }
 
     /// The best trial of each candidate (the highest completed rung), ranked by `metric`
@@ -41,12 +48,16 @@ extension StudyStore {
         var best: [Int64: TrialRow] = [:]
         for t in trials where best[t.candidateID].map({ t.rung > $0.rung }) ?? true { best[t.candidateID] = t }
         var rows: [Ranked] = []
+        // Each candidate's runs at its rung, its own first, then its replicates: what paired
+        // comparisons with the leader resample.
+        var runs: [Int64: [Int64]] = [:]
         for t in best.values {
             let m = Dictionary(try metrics(trial: t.id).map { ($0.name, $0.value) }, uniquingKeysWith: { _, b in b })
             let replicas = all.filter { $0.candidateID == t.candidateID && $0.rung == t.rung && $0.replicate > 0 && $0.state == "complete" }
-                .sorted { $0.replicate < $1.replicate }.compactMap(\.score)
+                .sorted { $0.replicate < $1.replicate }
+            runs[t.id] = [t.id] + replicas.map(\.id)
             var r = Ranked(rank: 0, trial: t, metrics: m, tiedWithPrevious: false)
-            r.replicateScores = t.score.map { [$0] + replicas } ?? []
+            r.replicateScores = t.score.map { [$0] + replicas.compactMap(\.score) } ?? []
             if metric == nil, let (mean, interval) = Noise.tInterval(r.replicateScores) {
                 r.value = mean
                 r.interval = interval
@@ -60,15 +71,12 @@ extension StudyStore {
         }
         // Higher rungs first (they survived longer), then by value.
         rows.sort { ($0.trial.rung, -$0.value, $1.trial.id) > ($1.trial.rung, -$1.value, $0.trial.id) }
-        // Paired comparisons with the leader need each run's windows (own run first, then replicates).
+        // Paired comparisons with the leader need each run's windows (none when ranked by another metric).
         let spec: String? = try read { db in try db.scalar("SELECT spec FROM study WHERE id = ?", [study]) }
         let objective = spec.flatMap { JSON.parse(Data($0.utf8))?["objective"]?["languages"]?.string }.flatMap(Objective.init) ?? .mean
-        let runs: [Int64: [Int64]] = metric == nil ? Dictionary(uniqueKeysWithValues: rows.map { r in
-            (r.trial.id, [r.trial.id] + all.filter { $0.candidateID == r.trial.candidateID && $0.rung == r.trial.rung }
-                .filter { $0.replicate > 0 && $0.state == "complete" }.sorted { $0.replicate < $1.replicate }.map(\.id))
-        }) : [:]
         let leaderRung = rows.first?.trial.rung
-        let windows = try self.windows(trials: rows.prefix(limit ?? Int.max).filter { $0.trial.rung == leaderRung }.flatMap { runs[$0.trial.id] ?? [] })
+        let compared = metric == nil ? rows.prefix(limit ?? Int.max).filter { $0.trial.rung == leaderRung } : []
+        let windows = try self.windows(trials: compared.flatMap { runs[$0.trial.id] ?? [] })
         func evaluations(_ r: Ranked) -> [EvaluationResult]? {
             let e = (runs[r.trial.id] ?? []).compactMap { windows[$0] }
             return e.isEmpty || e.count != runs[r.trial.id]?.count ? nil : e
@@ -84,7 +92,7 @@ extension StudyStore {
                let d = Noise.pairedDifference(mine, leaderRuns, seed: Noise.seed(rows[i].trial.hash, rows[0].trial.hash, "\(rows[i].trial.rung)"),
                                               score: objective.value) {
                 rows[i].differenceInterval = d
-                rows[i].tiedWithBest = d.low <= 0 && 0 <= d.high
+                rows[i].tiedWithBest = d.contains(0)
                 rows[i].tieMethod = "paired"
             } else if let a = rows[i].interval, let b = rows[0].interval {
                 rows[i].tiedWithBest = a.overlaps(b)

@@ -120,13 +120,9 @@ public struct StudyReport {
         for r in ranked.prefix(20) {
             let interval = r.interval.map { String(format: " ± %.4f", $0.halfWidth) + ($0.method == "t" ? " (n=\($0.samples))" : "") } ?? ""
             let note = (r.trial.state == "pruned" ? "stopped" : "") + (r.tiedWithBest ? " tied with the leader" : "")
-            var difference = ""
-            if let d = r.difference {
-                difference = String(format: "%+.4f", d) + (r.differenceInterval.map { String(format: " [%+.4f, %+.4f]", $0.low, $0.high) } ?? "")
-            }
             rows += "<tr><td>\(r.rank)</td><td class=\"l\"><a href=\"candidates/\(r.trial.hash).html\">\(r.trial.hash)</a></td>"
                 + "<td class=\"l\">\(htmlEscape(Self.architectureText(r.trial.architecture)))</td><td>\(r.trial.parameters)</td><td>\(r.trial.activeParameters)</td>"
-                + String(format: "<td>%.4f%@</td>", r.value, interval as NSString) + "<td class=\"difference\">\(difference)</td>"
+                + String(format: "<td>%.4f%@</td>", r.value, interval as NSString) + "<td class=\"difference\">\(r.differenceText)</td>"
                 + "<td>\(r.trial.fidelity)</td><td class=\"l \(r.tiedWithBest ? "tied" : "")\">\(note)</td></tr>"
         }
         let legend = ranked.contains { $0.tieMethod == "paired" }

@@ -341,13 +341,13 @@ public final class SearchRunner {
         }
     }
 
-    /// How many of `scores` (sorted, best first) a successive-halving cut at `cut` promotes: the
-    /// first `cut`, then those after it for which `tied(i)` holds — stopping at the first that is
-    /// not, and after `slack` of them. Always a prefix of the ranking, so a candidate is never
-    /// dropped while one scored worse goes on.
-    static func promotedCount(scores: [Double], cut: Int, slack: Int, tied: (Int) -> Bool) -> Int {
-        var keep = min(cut, scores.count)
-        while keep < scores.count && keep - cut < slack && tied(keep) { keep += 1 }
+    /// How many of `count` candidates (ranked, best first) a successive-halving cut at `cut`
+    /// promotes: the first `cut`, then those after it for which `tied(i)` holds — stopping at the
+    /// first that is not, and after `slack` of them. Always a prefix of the ranking, so a candidate
+    /// is never dropped while one scored worse goes on.
+    static func promotedCount(count: Int, cut: Int, slack: Int, tied: (Int) -> Bool) -> Int {
+        var keep = min(cut, count)
+        while keep < count && keep - cut < slack && tied(keep) { keep += 1 }
         return keep
     }
 
@@ -365,12 +365,14 @@ public final class SearchRunner {
             let ranked = current.sorted { ($0.score ?? .infinity, $0.id) < ($1.score ?? .infinity, $1.id) }
             // Noise-aware: candidates just below the cut that the paired interval cannot tell from
             // the last one promoted go on too (at most tie_slack of them).
-            let windows = spec.tieSlack > 0 && cut < ranked.count ? try store.windows(trials: ranked.map(\.id)) : [:]
-            let keep = Self.promotedCount(scores: ranked.map { $0.score ?? .infinity }, cut: cut, slack: spec.tieSlack) { i in
+            // Only the last one promoted and the `tie_slack` just below it are ever compared.
+            let near = ranked[(cut - 1)..<min(ranked.count, cut + spec.tieSlack)].map(\.id)
+            let windows = spec.tieSlack > 0 && cut < ranked.count ? try store.windows(trials: near) : [:]
+            let keep = Self.promotedCount(count: ranked.count, cut: cut, slack: spec.tieSlack) { i in
                 guard let a = windows[ranked[i].id], let b = windows[ranked[cut - 1].id],
                       let d = Noise.pairedDifference([a], [b], seed: Noise.seed(ranked[i].hash, ranked[cut - 1].hash, "\(rung)"),
                                                      score: spec.objective.value) else { return false }
-                return d.low <= 0 && 0 <= d.high
+                return d.contains(0)
             }
             try store.markPruned(ranked.dropFirst(keep).map(\.id))
             try store.addTrials(ranked.prefix(keep).map { ($0.candidateID, rung + 1, fidelities[rung + 1], $0.id) })

@@ -100,13 +100,8 @@ struct ResultsTop: ParsableCommand {
             let rows = ranked.map { r -> [JSON] in
                 var score = String(format: "%.4f", r.value)
                 if let i = r.interval { score += String(format: " ± %.4f", i.halfWidth) + (i.method == "t" ? " (n=\(i.samples))" : "") }
-                var difference = ""
-                if let d = r.difference {
-                    difference = String(format: "%+.4f", d)
-                    if let i = r.differenceInterval { difference += String(format: " [%+.4f, %+.4f]", i.low, i.high) }
-                }
                 return [JSON(r.rank), .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
-                        JSON(r.trial.activeParameters), .string(score), .string(difference), JSON(r.trial.fidelity), .string(note(r))]
+                        JSON(r.trial.activeParameters), .string(score), .string(r.differenceText), JSON(r.trial.fidelity), .string(note(r))]
             }
             printRows(base + ["score (95%)", "vs leader (paired 95%)", "steps", "note"], rows, format: format)
             if ranked.contains(where: { $0.interval != nil }) {

@@ -134,10 +134,8 @@ final class Children { var processes: [Process] = [] }
 
 /// Waits up to `grace` seconds for children sent SIGTERM to exit, then kills their groups.
 func stopChildren(_ children: [Process], grace: Double = 30) {
-    let deadline = Date().addingTimeInterval(grace)
-    while children.contains(where: \.isRunning) && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-    for p in children where p.isRunning { Interruption.signalGroup(p.processIdentifier, SIGKILL) }
-    for p in children { p.waitUntilExit(); Interruption.unregister(p.processIdentifier) }
+    Interruption.stop(children, grace: grace)
+    for p in children { Interruption.unregister(p.processIdentifier) }
 }
 
 /// How a process names itself in the store's `trial.worker`: host and pid, and under Slurm the

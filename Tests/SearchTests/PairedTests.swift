@@ -115,9 +115,8 @@ import Testing
         var rng = SeededGenerator(seed: 7)
         for _ in 0..<500 {
             let n = 1 + Int(rng.next() % 12), cut = 1 + Int(rng.next() % UInt64(n)), slack = Int(rng.next() % 4)
-            let scores = (0..<n).map { _ in rng.uniform() }.sorted()
             let ties = (0..<n).map { _ in rng.next() % 2 == 0 }
-            let keep = SearchRunner.promotedCount(scores: scores, cut: cut, slack: slack) { ties[$0] }
+            let keep = SearchRunner.promotedCount(count: n, cut: cut, slack: slack) { ties[$0] }
             #expect(keep >= cut && keep <= min(n, cut + slack))
             #expect((cut..<keep).allSatisfy { ties[$0] })
             #expect(keep == n || keep == cut + slack || !ties[keep], "stops only at the bound or at a candidate that is not tied")
