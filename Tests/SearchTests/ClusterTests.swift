@@ -89,12 +89,10 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         // loss_tokens 4096 (the default before it became 512): the kill -9 schedule below is a
         // seeded fraction of an uninterrupted run, tuned when importance took that long; with the
         // faster default the same schedule kills one trial three times, which fails it by design.
-        // For the same reason the cut is by score alone ("tie_slack": 0): a candidate promoted on a
-        // tie lengthens the last rung, and the schedule then killed one trial three times once in CI.
         try f.writeSpec(f.spec(["study": .string(study), "budget": ["min": 10_000, "max": JSON(f.config.parameterCount)],
                                 "importance": ["calibration_samples": 4, "sequence_length": 8, "loss_tokens": 4096],
                                 "proxy": ["steps": JSON(steps), "batch_size": 8, "sequence_length": 32, "eval_tokens": 16, "learning_rate": 1e-3],
-                                "strategy": ["name": "successive_halving", "min_steps": 6, "eta": 3, "tie_slack": 0]]),
+                                "strategy": ["name": "successive_halving", "min_steps": 6, "eta": 3]]),
                         name: "\(study).json")
     }
 
@@ -276,6 +274,13 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
             p.standardError = FileHandle.nullDevice
             try p.run()
             Thread.sleep(forTimeInterval: 0.15 * span + 0.35 * span * Double(rng.next() % 1000) / 1000)
+            // A trial killed three times is failed by design (attempts run out): the kill waits
+            // while one already taken back twice is running, so that what is tested is recovery.
+            let deadline = Date().addingTimeInterval(60)
+            while p.isRunning && Date() < deadline,
+                  try Services.psql(pg, "SELECT COUNT(*) FROM trial WHERE state = 'running' AND attempt >= 2") != "0" {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
             let children = ChaosTests.children(of: p.processIdentifier)
             guard p.isRunning else { p.waitUntilExit(); continue }
             // Alternate: the coordinator (and with it the run), then a worker mid-trial.
