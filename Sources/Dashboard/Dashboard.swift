@@ -123,15 +123,20 @@ public struct Dashboard: Sendable {
             o["best"] = report.summary.best.map { JSON($0) } ?? .null
             return Self.json(.object(o))
         case "top":
+            let predictions = try store.predictions(study: s)
             return Self.json(.array(try store.top(study: s.id).map { r in
-                ["rank": JSON(r.rank), "candidate": .string(r.trial.hash), "architecture": r.trial.architecture,
+                let p = predictions.longRun[r.trial.hash]?.prediction
+                return ["rank": JSON(r.rank), "candidate": .string(r.trial.hash), "architecture": r.trial.architecture,
                  "parameters": JSON(r.trial.parameters), "active": JSON(r.trial.activeParameters),
                  "score": r.value.isFinite ? JSON(r.value) : .null, "interval": r.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
                  "interval_method": r.interval.map { .string($0.method) } ?? .null, "replicates": JSON(r.replicateScores.count),
                  "difference": r.difference.map { JSON($0) } ?? .null,
                  "difference_interval": r.differenceInterval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
                  "difference_method": r.differenceInterval.map { .string($0.method) } ?? .null, "tie_method": r.tieMethod.map { .string($0) } ?? .null,
-                 "tied_with_best": .bool(r.tiedWithBest), "steps": JSON(r.trial.fidelity), "state": .string(r.trial.state)]
+                 "tied_with_best": .bool(r.tiedWithBest), "predicted": p.map { JSON($0.value) } ?? .null,
+                 "predicted_interval": p?.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
+                 "predicted_at_steps": p == nil ? .null : JSON(predictions.steps),
+                 "steps": JSON(r.trial.fidelity), "state": .string(r.trial.state)]
             }))
         case "trials":
             return Self.json(.array(try store.trials(study: s.id).map { t in

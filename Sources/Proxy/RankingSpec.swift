@@ -6,7 +6,7 @@ import Model
 /// ```json
 /// {"name": "ranking-stability", "teacher": "models/fortunes-teacher", "data": "data/fortunes",
 ///  "candidates": {"width-144": {"hidden_size": 144, "intermediate_size": 256}, …},
-///  "steps": [25, 50, 100, 400],
+///  "steps": [25, 50, 100, 400], "curve_every": 10,
 ///  "importance": {"samples": 256, "batch": "l2", "sequence": "mean", "layers": "block_importance"},
 ///  "distill": {"batch": 16, "sequence": 128, "learning_rate": 1e-3, "warmup": 10, "eval_tokens": 4096, "seed": 0}}
 /// ```
@@ -17,6 +17,9 @@ public struct RankingSpec: Sendable {
     public var data: String
     public var candidates: [(String, [String: JSON])]
     public var steps: [Int]
+    /// Extra validation points every this many steps (after the warmup, up to the last checkpoint
+    /// but one) for the learning-curve prediction; 0: none.
+    public var curveEvery = 10
     public var importance = ImportanceSettings()
     public var prune = PruneOptions()
     public var recipe = DistillationRecipe(steps: 1)
@@ -27,7 +30,7 @@ public struct RankingSpec: Sendable {
         func check(_ dict: [String: JSON], _ path: String, _ allowed: [String]) throws {
             for k in dict.keys.sorted() where !allowed.contains(k) { throw fail(path.isEmpty ? k : "\(path).\(k)", "unknown key (allowed: \(allowed.joined(separator: ", ")))") }
         }
-        try check(o, "", ["name", "teacher", "data", "candidates", "steps", "importance", "distill"])
+        try check(o, "", ["name", "teacher", "data", "candidates", "steps", "curve_every", "importance", "distill"])
         func string(_ d: [String: JSON], _ k: String, _ path: String) throws -> String {
             guard let s = d[k]?.string else { throw fail(path, "expected a string") }
             return s
@@ -46,6 +49,7 @@ public struct RankingSpec: Sendable {
         }
         guard let s = o["steps"]?.array, !s.isEmpty else { throw fail("steps", "expected a list of step counts") }
         steps = try s.enumerated().map { try int($1, "steps[\($0)]") }
+        if let v = o["curve_every"] { guard let n = v.int, n >= 0 else { throw fail("curve_every", "expected a non-negative integer") }; curveEvery = n }
         if let imp = o["importance"]?.object {
             try check(imp, "importance", ["samples", "sequence", "batch", "sequence_aggregation", "layers", "contiguous", "language"])
             if let v = imp["samples"] { importance.samples = try int(v, "importance.samples") }

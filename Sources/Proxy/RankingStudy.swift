@@ -29,6 +29,17 @@ public enum RankingStudy {
         public var tauSeparated: [Double?] = []
         /// What "separated" meant (for the report).
         public var noiseDescription = ""
+        /// The validation curve points each candidate recorded (step, loss), in order: every
+        /// checkpoint and the extra points `curveEvery` asked for before the last one.
+        public var curves: [[LearningCurve.Point]] = []
+        /// predicted[candidate][column]: the last column's score predicted by the learning curve
+        /// fitted to the points up to that column's steps (nil for pruning alone, the last column,
+        /// and where too few points exist).
+        public var predicted: [[LearningCurve.Prediction?]] = []
+        /// Kendall τ of each column's predictions against the last column (all pairs, and the
+        /// noise-separated pairs).
+        public var tauPredicted: [Double?] = []
+        public var tauPredictedSeparated: [Double?] = []
 
         /// The shortest proxy length (a checkpoint before the last, the reference) at which τ over
         /// the noise-separated pairs reaches `threshold`; 0 means pruning alone; nil when none does.
@@ -64,6 +75,11 @@ public enum RankingStudy {
                 let pairs = candidates.count * (candidates.count - 1) / 2
                 lines.append("| τ over the \(separatedPairs) of \(pairs) pairs separated by more than the noise | | "
                              + tauSeparated.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") + " |")
+                if !tauPredicted.isEmpty {
+                    func cells(_ t: [Double?]) -> String { t.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") }
+                    lines.append("| τ of the learning-curve prediction of the \(checkpoints.last!)-step score, all pairs | | " + cells(tauPredicted) + " |")
+                    lines.append("| τ of the prediction, noise-separated pairs | | " + cells(tauPredictedSeparated) + " |")
+                }
                 lines.append("")
                 lines.append("Noise: \(noiseDescription).")
                 lines.append("")
@@ -76,8 +92,13 @@ public enum RankingStudy {
     /// `noise`: pairs whose final scores differ by more than this count as separated; nil: those
     /// whose final difference has a paired 95% bootstrap interval (over the validation windows both
     /// were scored on) that excludes 0.
+    ///
+    /// `curveEvery`: also evaluate every this many steps (after the warmup) up to the last
+    /// checkpoint but one, the points the learning-curve prediction made at each checkpoint fits
+    /// (0: the checkpoints only).
     public static func run(teacher: DecoderModel, corpus: TokenShards, candidates: [(String, ModelConfig)], scores: ImportanceScores,
-                           options: PruneOptions, recipe: DistillationRecipe, checkpoints: [Int], noise: Double? = nil) throws -> Result {
+                           options: PruneOptions, recipe: DistillationRecipe, checkpoints: [Int], noise: Double? = nil,
+                           curveEvery: Int = 0) throws -> Result {
         let sorted = checkpoints.sorted()
         guard let last = sorted.last, sorted.first! > 0 else { throw ProxyError.invalidOption(field: "checkpoints", reason: "need positive step counts") }
         var r = recipe
@@ -90,9 +111,15 @@ public enum RankingStudy {
             losses[i].append(e.languageMean)
         }
         var finalEvaluations = [EvaluationResult?](repeating: nil, count: students.count)
+        var evaluateAt = Set(sorted)
+        if curveEvery > 0, sorted.count > 1 {
+            for step in stride(from: curveEvery, through: sorted[sorted.count - 2], by: curveEvery) where step > r.warmup { evaluateAt.insert(step) }
+        }
+        var curves = [[LearningCurve.Point]](repeating: [], count: students.count)
         let (outcome, _) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r,
-                                                   evaluateAt: Set(sorted), progressLabel: "ranking", onPoint: { i, p in
+                                                   evaluateAt: evaluateAt, progressLabel: "ranking", onPoint: { i, p in
             if sorted.contains(p.step) { losses[i].append(p.validation.languageMean) }
+            curves[i].append(LearningCurve.Point(step: Double(p.step), loss: p.validation.languageMean))
             if p.step == last { finalEvaluations[i] = p.validation }
         })
         if let (i, e) = outcome.failures.first { throw ProxyError.diverged(student: candidates[i].0, step: 0, what: "\(e)") }
@@ -124,6 +151,22 @@ public enum RankingStudy {
         }
         for i in 0..<final.count { for j in (i + 1)..<final.count where separated(i, j) { result.separatedPairs += 1 } }
         result.tauSeparated = columns.indices.map { c in RankStatistics.kendallTau(losses.map { $0[c] }, final, include: separated) }
+        // The long run predicted from the start: each checkpoint before the last fits the points
+        // up to it (after the warmup) and predicts the last checkpoint's score.
+        result.curves = curves
+        var byColumn: [[LearningCurve.Prediction?]] = []
+        for (c, steps) in columns.enumerated() {
+            guard c > 0, c < columns.count - 1 else { byColumn.append(curves.map { _ in nil }); continue }
+            let upTo = curves.map { $0.filter { $0.step <= Double(steps) && $0.step > Double(r.warmup) } }
+            byColumn.append(LearningCurve.predict(upTo, at: Double(last), seed: UInt64(steps)))
+        }
+        result.predicted = candidates.indices.map { i in byColumn.map { $0[i] } }
+        result.tauPredicted = byColumn.map { col in
+            col.allSatisfy { $0 != nil } && col.count == final.count ? RankStatistics.kendallTau(col.map { $0!.value }, final) : nil
+        }
+        result.tauPredictedSeparated = byColumn.map { col in
+            col.allSatisfy { $0 != nil } && col.count == final.count ? RankStatistics.kendallTau(col.map { $0!.value }, final, include: separated) : nil
+        }
         return result
     }
 

@@ -119,6 +119,8 @@ struct BackendTrialResult {
     /// The loss every 10 steps (what the store keeps as `train_loss`).
     var trainLoss: [(Int, Double)]
     var point: CurvePoint
+    /// The validation points before the end (``SearchSpec/evaluationSteps(from:to:)``).
+    var curve: [CurvePoint] = []
     /// Every step's loss, as the backend reported it.
     var steps: [(Int, Double)] = []
 }
@@ -152,7 +154,8 @@ struct ExternalBackend {
 
     /// - Returns: per student index, its result or the failure message (the backend's own words).
     func distill(teacherPath: String, students: [(name: String, model: DecoderModel, resume: URL?, out: URL)], corpus: TokenShards,
-                 recipe: DistillationRecipe, startStep: Int, endStep: Int, jobDirectory: URL, run: JSON) throws -> [Int: Result<BackendTrialResult, SearchError>] {
+                 recipe: DistillationRecipe, startStep: Int, endStep: Int, evaluateAt: [Int]? = nil, jobDirectory: URL,
+                 run: JSON) throws -> [Int: Result<BackendTrialResult, SearchError>] {
         // Refused before anything is written.
         if let moe = students.first(where: { $0.model.config.family.hasAttentionExperts }) {
             throw SearchError.backend("the \(spec.name) backend does not distil JetMoE students yet (\(moe.name)); use the built-in engine")
@@ -193,7 +196,7 @@ struct ExternalBackend {
             "teacher": .string(URL(fileURLWithPath: teacherPath).standardizedFileURL.path), "students": .array(entries),
             "batches": ["file": .string(batchesFile.path), "from": JSON(startStep), "to": JSON(endStep)],
             "validation": ["file": .string(validationFile.path), "languages": .array(languages.map { .string($0) }), "with_kl": .array(withKL)],
-            "evaluate_at": [JSON(endStep)], "checkpoint_every": 0, "heartbeat_seconds": JSON(max(1, min(30, spec.heartbeatTimeout / 4))),
+            "evaluate_at": .array((evaluateAt ?? [endStep]).map { JSON($0) }), "checkpoint_every": 0, "heartbeat_seconds": JSON(max(1, min(30, spec.heartbeatTimeout / 4))),
             "recipe": ["total_steps": JSON(recipe.steps), "learning_rate": JSON(recipe.learningRate), "schedule": schedule,
                        "loss": ["kl": JSON(recipe.loss.kl), "lm": JSON(recipe.loss.lm), "temperature": JSON(recipe.loss.temperature),
                                 "direction": .string(recipe.loss.direction.rawValue)],
@@ -205,7 +208,7 @@ struct ExternalBackend {
         let events = try runProcess(jobFile: jobFile, students: students.count,
                                     steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
         return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL.map { $0.bool ?? false }, T: T,
-                       windowLanguages: vLanguage, startStep: startStep, endStep: endStep)
+                       windowLanguages: vLanguage, startStep: startStep, endStep: endStep, evaluateAt: evaluateAt ?? [endStep])
     }
 
     /// An empty job folder (what a killed earlier job left there removed).
@@ -512,7 +515,7 @@ struct ExternalBackend {
     /// inside (startStep, endStep], one evaluation row per window at endStep with 1…T scored tokens,
     /// a non-negative loss sum and KL, a checkpoint at endStep.
     func collect(events: Events, students: [String], languages: [String], withKL: [Bool], T: Int, windowLanguages: [Int32],
-                 startStep: Int = 0, endStep: Int) -> [Int: Result<BackendTrialResult, SearchError>] {
+                 startStep: Int = 0, endStep: Int, evaluateAt: [Int] = []) -> [Int: Result<BackendTrialResult, SearchError>] {
         var result: [Int: Result<BackendTrialResult, SearchError>] = [:]
         guard case let .lines(lines) = events else {
             if case let .failed(message) = events { for i in students.indices { result[i] = .failure(.backend(message)) } }
@@ -543,31 +546,40 @@ struct ExternalBackend {
                 continue
             }
             if let malformed { result[i] = .failure(.backend("backend \(spec.name): \(malformed)")); continue }
-            var windows: [String: [WindowLoss]] = [:]
-            var klSum = 0.0, klCount = 0
-            var bad = false
-            for (w, row) in rows.enumerated() {
-                // A window scores 1…T tokens; a negative log-likelihood sum or KL is impossible.
-                guard let a = row.array, a.count == 3, let sum = a[0].double, let n = a[1].int, let kl = a[2].double, sum.isFinite, kl.isFinite,
-                      (1...T).contains(n), sum >= 0, kl >= -1e-4 * Double(n) else {
-                    bad = true
-                    break
+            // A window scores 1…T tokens; a negative log-likelihood sum or KL is impossible.
+            func evaluation(_ rows: [JSON]) -> (EvaluationResult, Double)? {
+                guard rows.count == windowLanguages.count else { return nil }
+                var windows: [String: [WindowLoss]] = [:]
+                var klSum = 0.0, klCount = 0
+                for (w, row) in rows.enumerated() {
+                    guard let a = row.array, a.count == 3, let sum = a[0].double, let n = a[1].int, let kl = a[2].double, sum.isFinite, kl.isFinite,
+                          (1...T).contains(n), sum >= 0, kl >= -1e-4 * Double(n) else { return nil }
+                    let lang = languages[Int(windowLanguages[w])]
+                    windows[lang, default: []].append(WindowLoss(sum: sum, tokens: n))
+                    if withKL[Int(windowLanguages[w])] { klSum += kl; klCount += n }
                 }
-                let lang = languages[Int(windowLanguages[w])]
-                if n > 0 { windows[lang, default: []].append(WindowLoss(sum: sum, tokens: n)) }
-                if withKL[Int(windowLanguages[w])] { klSum += kl; klCount += n }
+                return (EvaluationResult(windows: windows), klSum / Double(max(klCount, 1)))
             }
-            if bad {
-                result[i] = .failure(.backend("backend \(spec.name): a malformed, non-finite or impossible evaluation row for \(name) (each window scores 1…\(T) tokens with a non-negative loss sum)"))
+            let impossible = "backend \(spec.name): a malformed, non-finite or impossible evaluation row for \(name) (each window scores 1…\(T) tokens with a non-negative loss sum)"
+            guard let (validation, validationKL) = evaluation(rows) else {
+                result[i] = .failure(.backend(impossible))
                 continue
             }
+            // The curve points the job asked for before the end (each checked as the last one).
+            var curve: [CurvePoint] = []
+            var badCurve = false
+            for step in evaluateAt where step < endStep {
+                guard let e = mine.last(where: { $0["event"]?.string == "eval" && $0["step"]?.int == step }) else { continue }
+                guard let (v, kl) = e["windows"]?.array.flatMap(evaluation) else { badCurve = true; break }
+                curve.append(CurvePoint(step: step, trainLoss: all.last { $0.0 == step }?.1 ?? .nan, validation: v, validationKL: kl))
+            }
+            if badCurve { result[i] = .failure(.backend(impossible)); continue }
             guard mine.contains(where: { $0["event"]?.string == "checkpoint" && $0["step"]?.int == endStep }) else {
                 result[i] = .failure(.backend("backend \(spec.name): no checkpoint of \(name) at step \(endStep)"))
                 continue
             }
-            let validation = EvaluationResult(windows: windows)
             result[i] = .success(BackendTrialResult(trainLoss: trainLoss, point: CurvePoint(step: endStep, trainLoss: lastLoss, validation: validation,
-                                                                                             validationKL: klSum / Double(max(klCount, 1))), steps: all))
+                                                                                             validationKL: validationKL), curve: curve, steps: all))
         }
         return result
     }

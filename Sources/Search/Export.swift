@@ -36,6 +36,7 @@ public enum Exporter {
         try OutputDirectory.check(out, option: "--out", inputs: [("teacher", URL(fileURLWithPath: spec.teacher, isDirectory: true)),
                                                                ("data", URL(fileURLWithPath: spec.data, isDirectory: true))], force: true)
         let summary = try store.summary(study)
+        let predictions = try store.predictions(study: study)
         if study.state != "complete" {
             warn("study '\(name)' is not finished (\(summary.waiting) trials waiting, \(summary.running) running): exporting its ranking so far; distill.json records study_state \"\(study.state)\"")
         }
@@ -84,8 +85,14 @@ public enum Exporter {
                 "schedule": ["name": .string(r.schedule), "peak_learning_rate": JSON(r.learningRate), "warmup_steps": JSON(r.warmup),
                              "min_ratio": JSON(r.minRatio), "batch_size": JSON(r.batch), "sequence_length": JSON(r.sequence)],
                 "token_budget": ["proxy_tokens": JSON(proxyTokens),
-                                 "suggested_full_distillation_tokens": JSON(proxyTokens * 100),
-                                 "note": "Minitron distils for ~100× the proxy's tokens; scale to your compute"],
+                                 "full_distillation_steps": JSON(spec.predictionSteps),
+                                 "suggested_full_distillation_tokens": JSON(spec.predictionSteps * r.batch * r.sequence),
+                                 "note": "export.full_distillation_steps (default 100 × proxy.steps: Minitron distils for ~100× the proxy's tokens); scale to your compute"],
+                "predicted_full_distillation_score": predictions.longRun[w.trial.hash].map { p -> JSON in
+                    ["steps": JSON(predictions.steps), "score": JSON(p.prediction.value),
+                     "interval": p.prediction.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null, "curve_points": JSON(p.points),
+                     "method": "L(t) = a + b·t^-c fitted to the proxy's validation points (one exponent shared by the study's candidates), 95% residual bootstrap"]
+                } ?? .null,
                 "proxy_scores": .object(w.metrics.mapValues { JSON($0) }),
                 "proxy_steps": JSON(w.trial.fidelity),
                 "objective": .string(spec.objective.rawValue), "score": w.value.isFinite ? JSON(w.value) : .null,

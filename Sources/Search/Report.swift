@@ -27,6 +27,10 @@ public struct StudyReport {
     public let metrics: [Int64: [(step: Int, name: String, value: Double)]]
     public let importance: ImportanceScores?
     public let teacher: TeacherReference?
+    /// The long run predicted from the learning curves, and the check at each next rung.
+    public let predictions: StudyStore.Predictions
+    /// The `topiary ranking` runs recorded for this study's teacher (τ against proxy length).
+    public let rankings: [StudyStore.RankingRow]
     /// Counted parameters of the budget ("total", "active" or "non_embedding").
     let budgetCount: String
     let objective: String
@@ -44,6 +48,8 @@ public struct StudyReport {
         metrics = m
         importance = try store.latestImportance(teacherFingerprint: s.teacherFingerprint)
         self.teacher = teacher
+        predictions = try store.predictions(study: s, ranked: ranked)
+        rankings = try store.rankings(teacherFingerprint: s.teacherFingerprint)
         budgetCount = s.spec["budget"]?["count"]?.string ?? "total"
         objective = s.spec["objective"]?["languages"]?.string ?? "mean"
     }
@@ -69,7 +75,9 @@ public struct StudyReport {
         .curve{fill:none;stroke:#1f77b4;stroke-width:1.5}.curve.stopped{stroke:#bbb;stroke-width:1}.rung-point{fill:#1f77b4}
         .rank-line{fill:none;stroke:#1f77b4;stroke-width:1.5}.bar-block{fill:#1f77b4}.bar-rise{fill:#ff7f0e}
         .cell{stroke:#fff}.cell.worst{stroke:#000;stroke-width:2}.train{fill:none;stroke:#1f77b4}
-        .state-failed{color:#b00}.tied{color:#a60}
+        .state-failed{color:#b00}.tied{color:#a60}.diagonal{fill:none;stroke:#888;stroke-dasharray:4 3}.point.missed{fill:#ff7f0e}
+        .tau-all{fill:none;stroke:#1f77b4;stroke-width:1.5}.tau-separated{fill:none;stroke:#ff7f0e;stroke-width:1.5}.tau-predicted{fill:none;stroke:#2ca02c;stroke-width:1.5}
+        .tau-all-point{fill:#1f77b4}.tau-separated-point{fill:#ff7f0e}.tau-predicted-point{fill:#2ca02c}
         """
 
     func page(title: String, body: String, refresh: Int? = nil) -> String {
@@ -97,6 +105,9 @@ public struct StudyReport {
                      "Each point is a candidate: its \(countedLabel()) against its proxy score (lower is better). Blue points reached the last rung; grey ones were stopped earlier, at fewer steps, so their scores are not comparable. Bars are 95% intervals (Student-t over replicate seeds, or a bootstrap over validation windows). The red line joins the candidates no other beats on both axes; the red point is the winner (click a point for its page). \(teacher == nil ? "" : "The dashed green line is the teacher's score (its size is in the label: the candidates are a fraction of it).")")
         b += section("Successive-halving curves", curvesSVG(),
                      "Proxy score after each rung's distillation steps, one line per candidate. Candidates stopped early are grey: read how quickly the field separates and whether the survivors were already ahead at the first rung.")
+        b += predictionHTML()
+        b += section("Predicted against observed at the next rung", nextRungSVG(), nextRungCaption())
+        b += section("Ranking against proxy length", proxyLengthSVG(), proxyLengthCaption())
         b += section("Per-language loss of the finalists", heatmapSVG(),
                      "Validation loss per language of the candidates at the last rung\(teacher == nil ? "" : " minus the teacher's") (darker is worse); the outlined cell is each candidate's worst language. Read which languages pruning hurts most.")
         b += section("Rank stability across rungs", ranksSVG(),
@@ -123,6 +134,7 @@ public struct StudyReport {
             rows += "<tr><td>\(r.rank)</td><td class=\"l\"><a href=\"candidates/\(r.trial.hash).html\">\(r.trial.hash)</a></td>"
                 + "<td class=\"l\">\(htmlEscape(Self.architectureText(r.trial.architecture)))</td><td>\(r.trial.parameters)</td><td>\(r.trial.activeParameters)</td>"
                 + String(format: "<td>%.4f%@</td>", r.value, interval as NSString) + "<td class=\"difference\">\(r.differenceText)</td>"
+                + "<td class=\"predicted\">\(predictions.longRun[r.trial.hash]?.prediction.text ?? "")</td>"
                 + "<td>\(r.trial.fidelity)</td><td class=\"l \(r.tiedWithBest ? "tied" : "")\">\(note)</td></tr>"
         }
         let legend = ranked.contains { $0.tieMethod == "paired" }
@@ -131,10 +143,89 @@ public struct StudyReport {
             : ranked.contains { $0.tieMethod == "overlap" }
             ? "<p class=\"caption\">tied: the two candidates' own intervals overlap (these trials were recorded without their validation "
                 + "windows, so no paired comparison).</p>" : ""
-        let header = ["rank", "candidate", "architecture", "parameters", "active", "score (95%)", "vs leader (paired 95%)", "steps", "note"]
+        let header = ["rank", "candidate", "architecture", "parameters", "active", "score (95%)", "vs leader (paired 95%)",
+                      "long run, \(predictions.steps) steps (95%)", "steps", "note"]
             .map { ["candidate", "architecture", "note"].contains($0) ? "<th class=\"l\">\($0)</th>" : "<th>\($0)</th>" }.joined()
         return "<h2>Ranking</h2><table id=\"ranking\"><tr>\(header)</tr>\(rows)</table>" + legend
             + (ranked.count > 20 ? "<p>… \(ranked.count - 20) more.</p>" : "")
+    }
+
+    /// The proxy ranking of the leader's rung beside the ranking the learning curves predict for
+    /// the full distillation.
+    func predictionHTML() -> String {
+        let rows = ranked.filter { $0.trial.rung == topRung && $0.value.isFinite }.prefix(20)
+        let predicted = rows.compactMap { r in predictions.longRun[r.trial.hash].map { (r, $0) } }
+        guard !predicted.isEmpty else {
+            return "<h2>Predicted long run</h2>" + empty("prediction", "No candidate has the validation points a learning curve needs yet (three for at least one candidate, two for the others).")
+        }
+        let order = predicted.sorted { ($0.1.prediction.value, $0.0.rank) < ($1.1.prediction.value, $1.0.rank) }.map(\.0.trial.hash)
+        var html = "<h2>Predicted long run</h2><table id=\"prediction\"><tr><th>proxy rank</th><th class=\"l\">candidate</th><th>proxy score</th>"
+            + "<th>predicted at \(predictions.steps) steps (95%)</th><th>predicted rank</th><th>curve points</th></tr>"
+        for (r, p) in predicted {
+            html += "<tr><td>\(r.rank)</td><td class=\"l\"><a href=\"candidates/\(r.trial.hash).html\">\(r.trial.hash)</a></td>"
+                + String(format: "<td>%.4f</td>", r.value) + "<td>\(p.prediction.text)</td><td>\(order.firstIndex(of: r.trial.hash)! + 1)</td><td>\(p.points)</td></tr>"
+        }
+        html += "</table>"
+        let tau = predictions.tau.map { String(format: " Kendall τ between the two rankings: %.2f.", $0) } ?? ""
+        return html + "<p class=\"caption\">" + htmlEscape("Each candidate's validation curve L(t) = a + b·t^−c (one exponent c shared by the study's candidates, weighted towards the later points) fitted to its proxy points and extrapolated to the full distillation's \(predictions.steps) steps (export.full_distillation_steps); the interval is a residual bootstrap, which covers the points' scatter and the exponent's uncertainty, not a curve whose form changes later (the next plot checks it)." + tau) + "</p>"
+    }
+
+    func nextRungSVG() -> String {
+        let checks = predictions.nextRung
+        guard !checks.isEmpty else { return empty("next-rung", "No candidate has been predicted and then run at a next rung yet.") }
+        let values = checks.flatMap { c in [c.observed, c.predicted.value] + (c.predicted.interval.map { [$0.low, $0.high] } ?? []) }
+        let range = values.min()!...values.max()!
+        var plot = SVGPlot(id: "next-rung", x: range, y: range, xLabel: "observed score at the next rung (\(scoreLabel))", yLabel: "predicted from the rung before")
+        plot.line([(range.lowerBound, range.lowerBound), (range.upperBound, range.upperBound)], cls: "diagonal", title: "predicted = observed")
+        for c in checks {
+            let inside = c.predicted.interval?.contains(c.observed) ?? false
+            plot.point(c.observed, c.predicted.value, radius: 4, cls: inside ? "point" : "point missed",
+                       title: String(format: "%@: predicted %@ at %d steps from %d, observed %.4f", c.hash, c.predicted.text, c.steps, c.fromSteps, c.observed),
+                       link: "candidates/\(c.hash).html", errorBar: c.predicted.interval.map { ($0.low, $0.high) }, data: ["candidate": c.hash, "rung": "\(c.rung + 1)"])
+        }
+        return plot.render()
+    }
+
+    func nextRungCaption() -> String {
+        let checks = predictions.nextRung
+        var text = "Each point is a candidate promoted to a next rung: the score it reached there against the score its learning curve predicted from the points up to the rung before (bars: the predicted 95% interval; on the diagonal, the prediction was exact)."
+        if predictions.withInterval > 0 {
+            let errors = checks.map { abs($0.predicted.value - $0.observed) }.sorted()
+            text += String(format: " %d of %d observed scores fell inside their interval; median absolute error %.4f nats.", predictions.covered, predictions.withInterval,
+                           errors[errors.count / 2])
+        }
+        return text
+    }
+
+    /// τ against proxy length from the `topiary ranking` runs of this teacher.
+    func proxyLengthSVG() -> String {
+        guard let run = rankings.last, let steps = run.result["checkpoints"]?.array?.compactMap(\.int), steps.count > 1 else {
+            return empty("proxy-length", "No `topiary ranking` run of this teacher is recorded in the store (run `topiary ranking SPEC --db` with this store).")
+        }
+        func series(_ key: String) -> [(Double, Double)] {
+            zip(steps, run.result[key]?.array ?? []).compactMap { s, v in v.double.map { (Double(s), $0) } }
+        }
+        let all = series("kendall_tau"), separated = series("kendall_tau_separated"), predicted = series("kendall_tau_predicted")
+        let ys = (all + separated + predicted).map(\.1) + [1]
+        var plot = SVGPlot(id: "proxy-length", x: 0...Double(steps.last!), y: min(0, ys.min()!)...1, xLabel: "proxy length (distillation steps; 0 = pruning alone)",
+                           yLabel: "Kendall τ against \(steps.last!) steps")
+        plot.horizontalMarker(0.9, label: "τ = 0.9", cls: "teacher-line")
+        for (points, cls, title) in [(all, "tau-all", "all pairs"), (separated, "tau-separated", "noise-separated pairs"),
+                                     (predicted, "tau-predicted", "learning-curve prediction")] where !points.isEmpty {
+            plot.line(points, cls: cls, title: title)
+            for p in points { plot.point(p.0, p.1, radius: 3, cls: cls + "-point", title: String(format: "%@ at %.0f steps: τ %.3f", title, p.0, p.1)) }
+        }
+        return plot.render(xTicks: steps.map(Double.init), xTickLabels: steps.map(String.init))
+    }
+
+    func proxyLengthCaption() -> String {
+        guard let run = rankings.last else { return "How the candidates' ranking settles as the proxy grows: `topiary ranking` measures it for a teacher." }
+        let recommended = run.result["recommended_proxy_steps"]?.int
+        let pairs = run.result["separated_pairs"]?.int
+        return "From `topiary ranking` run \"\(run.name)\" of this teacher (\(rankings.count) recorded): Kendall τ of the ranking after each proxy length against the longest, over all pairs (blue), "
+            + "over the \(pairs.map(String.init) ?? "?") pairs the longest run separates beyond the noise (orange), and of the learning-curve prediction made at that length (green). "
+            + (recommended.map { $0 == 0 ? "Pruning alone already reaches τ ≥ 0.9 over the separated pairs." : "Recommended proxy length: \($0) steps, the shortest at which τ over the separated pairs reaches 0.9." }
+               ?? "No shorter length reaches τ ≥ 0.9 over the separated pairs: use the longest you can afford.")
     }
 
     public static func architectureText(_ a: JSON) -> String {

@@ -271,10 +271,13 @@ public final class SearchRunner {
         recipe.seed = spec.proxy.seed &+ UInt64(trials[0].replicate)
         let start = Date()
         var outcomes: [Int: Result<BackendTrialResult, SearchError>] = [:]
+        let startStep = try resume.values.first.map { try Self.checkpointStep($0) } ?? 0
+        let evaluateAt = spec.evaluationSteps(from: startStep, to: trials[0].fidelity)
         if spec.backend.isBuiltin {
             var trainLoss: [Int: [(Int, Double)]] = [:]
             let (outcome, distiller) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: recipe,
-                                                               endStep: trials[0].fidelity, resume: resume, progressLabel: "trial") { step, losses in
+                                                               endStep: trials[0].fidelity, resume: resume, evaluateAt: Set(evaluateAt),
+                                                               progressLabel: "trial") { step, losses in
                 if step % 10 == 0 { for (i, l) in losses { trainLoss[i, default: []].append((step, l)) } }
             }
             for (i, t) in trials.enumerated() {
@@ -283,29 +286,28 @@ public final class SearchRunner {
                 let model = distiller.students[i].trainer
                 try TrainingCheckpoint.save(model: model.model, optimizer: model.optimizer, run: ["study": .string(spec.study), "candidate": .string(t.hash)],
                                             in: checkpointURL(t))
-                outcomes[i] = .success(BackendTrialResult(trainLoss: trainLoss[i, default: []], point: point))
+                outcomes[i] = .success(BackendTrialResult(trainLoss: trainLoss[i, default: []], point: point, curve: Array(outcome.curves[i].dropLast())))
             }
         } else {
             // The same pruned inits, batches, recipe and evaluation windows, run by the external
             // backend (docs/backends.md); its failures end these trials, not the study.
-            let startStep = try resume.values.first.map { try Self.checkpointStep($0) } ?? 0
             let job = jobDirectory(trials)
             outcomes = try ExternalBackend(spec: spec.backend, log: log).distill(
                 teacherPath: spec.teacher,
                 students: students.enumerated().map { (i, s) in (s.0, s.1, resume[i], checkpointURL(trials[i])) },
-                corpus: corpus, recipe: recipe, startStep: startStep, endStep: trials[0].fidelity, jobDirectory: job,
+                corpus: corpus, recipe: recipe, startStep: startStep, endStep: trials[0].fidelity, evaluateAt: evaluateAt, jobDirectory: job,
                 run: ["study": .string(spec.study), "candidates": .array(trials.map { .string($0.hash) })])
         }
         let seconds = Date().timeIntervalSince(start) / Double(trials.count)
         for (i, t) in trials.enumerated() {
             guard let r = outcomes[i] else { continue }
-            let point: CurvePoint, trainLoss: [(Int, Double)]
+            let point: CurvePoint, trainLoss: [(Int, Double)], curve: [CurvePoint]
             switch r {
             case let .failure(failure):
                 try store.fail(t.id, worker: worker, error: "\(failure)")
                 log("trial \(t.hash) rung \(t.rung) FAILED: \(failure)")
                 continue
-            case let .success(ok): (point, trainLoss) = (ok.point, ok.trainLoss)
+            case let .success(ok): (point, trainLoss, curve) = (ok.point, ok.trainLoss, ok.curve)
             }
             let url = checkpointURL(t)
             // What a backend wrote is untrusted: the checkpoint must be named by `latest`, lie inside
@@ -320,10 +322,13 @@ public final class SearchRunner {
                 continue
             }
             var metrics: [(step: Int, name: String, value: Double)] = trainLoss.map { ($0.0, "train_loss", $0.1) }
-            metrics.append((point.step, "val_loss", point.validation.overall))
-            metrics.append((point.step, "val_loss/mean", point.validation.languageMean))
-            metrics.append((point.step, "val_loss/worst", point.validation.worst))
-            for (lang, v) in point.validation.perLanguage { metrics.append((point.step, "val_loss/\(lang)", v)) }
+            // The curve points inside the trial's steps, then its end: what its learning curve is fitted to.
+            for p in curve + [point] {
+                metrics.append((p.step, "val_loss", p.validation.overall))
+                metrics.append((p.step, "val_loss/mean", p.validation.languageMean))
+                metrics.append((p.step, "val_loss/worst", p.validation.worst))
+                for (lang, v) in p.validation.perLanguage { metrics.append((p.step, "val_loss/\(lang)", v)) }
+            }
             metrics.append((point.step, "val_kl", point.validationKL))
             metrics.append((point.step, "seconds", seconds))
             let score = spec.objective.value(point.validation)

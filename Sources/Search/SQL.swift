@@ -189,6 +189,12 @@ enum Schema {
         c("trialId", .reference("trial")), c("windows", .text),
     ], primaryKey: ["trialId"])
 
+    /// Each `topiary ranking` run: how a teacher's candidates rank after pruning alone and after
+    /// each proxy length (the run's `ranking.json` as `result`), for the report's τ-against-length plot.
+    static let rankingStudy = Table(name: "ranking_study", columns: [
+        c("id", .id), c("name", .text), c("teacher_fingerprint", .text), c("created_at", .datetime), c("result", .text),
+    ], indexes: [("ranking_study_on_teacher", ["teacher_fingerprint"])])
+
     /// Append-only: a store records which of these it has applied, by name.
     static let migrations: [(name: String, steps: [Step])] = [
         ("v1-studies-candidates-trials-metrics", [.create(study), .create(candidate), .create(trialV1), .create(metric)]),
@@ -198,10 +204,12 @@ enum Schema {
         ("v3-trial-replicates", [.evolve(from: trialV1, to: trialV3)]),
         // Per-window validation losses: paired intervals between candidates.
         ("v4-trial-windows", [.create(trialWindows)]),
+        // Ranking-stability runs: τ against proxy length, per teacher.
+        ("v5-ranking-studies", [.create(rankingStudy)]),
     ]
 
     /// The tables as the last migration leaves them, in an order that respects foreign keys.
-    static let tables = [study, candidate, trialV3, metric, importance, trialWindows]
+    static let tables = [study, candidate, trialV3, metric, importance, trialWindows, rankingStudy]
 
     static func type(_ t: ColumnType, _ d: SQLDialect) -> String {
         switch (t, d) {

@@ -130,6 +130,15 @@ public enum Objective: String, Sendable, Codable {
     /// The worst language.
     case worst
 
+    /// The metric a trial records it under (at its end and at its curve points).
+    public var metricName: String {
+        switch self {
+        case .overall: return "val_loss"
+        case .mean: return "val_loss/mean"
+        case .worst: return "val_loss/worst"
+        }
+    }
+
     public func value(_ e: EvaluationResult) -> Double {
         switch self {
         case .overall: return e.overall
@@ -167,6 +176,14 @@ public struct SearchSpec: Sendable {
     /// noise interval beside each finalist's score.
     public var replicates: Replicates?
     public var exportTop = 3
+    /// `proxy.curve_points`: validation evaluations each trial makes inside its steps besides the
+    /// one at its end, evenly spaced after the warmup: the points its learning curve is fitted to.
+    public var curvePoints = 2
+    /// `export.full_distillation_steps`: the length of the full distillation the winners go on to
+    /// (default 100 × `proxy.steps`, Minitron's ~100× the proxy's tokens), where the learning curve
+    /// predicts each candidate's score.
+    public var fullDistillationSteps: Int?
+    public var predictionSteps: Int { fullDistillationSteps ?? proxy.steps * 100 }
     /// Where trial checkpoints go (a shared folder on a cluster); `--artifacts` overrides it.
     public var artifacts: String?
     /// Who runs the trials' distillation: the built-in engine (default) or an external backend.
@@ -393,7 +410,9 @@ public struct SearchSpec: Sendable {
         // proxy
         let teacherConfigLayers = t.numHiddenLayers
         if let p = try object(o["proxy"], "proxy") {
-            try check(p, "proxy", ["steps", "batch_size", "sequence_length", "learning_rate", "warmup", "schedule", "loss", "temperature", "reverse_kl", "eval_tokens", "seed"])
+            try check(p, "proxy", ["steps", "batch_size", "sequence_length", "learning_rate", "warmup", "schedule", "loss", "temperature", "reverse_kl", "eval_tokens", "seed",
+                                 "curve_points"])
+            if let v = p["curve_points"] { curvePoints = try int(v, "proxy.curve_points", min: 0) }
             if let v = p["steps"] { proxy.steps = try int(v, "proxy.steps") }
             if let v = p["batch_size"] { proxy.batch = try int(v, "proxy.batch_size") }
             if let v = p["sequence_length"] { proxy.sequence = try int(v, "proxy.sequence_length", min: 2) }
@@ -479,8 +498,20 @@ public struct SearchSpec: Sendable {
             }
         }
         if let e = try object(o["export"], "export") {
-            try check(e, "export", ["top"])
+            try check(e, "export", ["top", "full_distillation_steps"])
             if let v = e["top"] { exportTop = try int(v, "export.top") }
+            if let v = e["full_distillation_steps"] { fullDistillationSteps = try int(v, "export.full_distillation_steps") }
         }
+    }
+}
+
+extension SearchSpec {
+    /// The steps a trial that runs from `start` to `end` evaluates at: `curvePoints` steps evenly
+    /// spaced inside (start, end) and after the warmup, then `end` (its score).
+    public func evaluationSteps(from start: Int, to end: Int) -> [Int] {
+        let first = max(start, proxy.warmup)
+        guard curvePoints > 0, end - first > 1 else { return [end] }
+        let inside = (1...curvePoints).map { first + Int((Double(end - first) * Double($0) / Double(curvePoints + 1)).rounded()) }
+        return Array(Set(inside.filter { $0 > first && $0 < end })).sorted() + [end]
     }
 }

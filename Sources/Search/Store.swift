@@ -20,6 +20,10 @@ import Proxy
 /// - `importance(teacher_fingerprint, calibration_fingerprint, settings JSON, scores JSON,
 ///   created_at, PRIMARY KEY(teacher_fingerprint, calibration_fingerprint, settings))`: the scores
 ///   the studies pruned with, computed once per teacher, calibration set and settings.
+/// - `trial_windows(trial_id → trial, windows JSON)`: each completed trial's per-window
+///   validation losses, for paired intervals.
+/// - `ranking_study(id, name, teacher_fingerprint, created_at, result JSON)`: the `topiary
+///   ranking` runs (τ against proxy length) for the report of every study of that teacher.
 public final class StudyStore: @unchecked Sendable {
     /// Where the store lives as given: a SQLite file's path or a `postgresql://` URL.
     public let path: String
@@ -668,6 +672,36 @@ extension StudyStore {
             let chunk = rows[start..<min(start + 200, rows.count)]
             try db.execute("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
                            + Array(repeating: placeholders, count: chunk.count).joined(separator: ", ") + " " + suffix, chunk.flatMap { $0 })
+        }
+    }
+}
+
+// MARK: ranking studies
+
+extension StudyStore {
+    /// A recorded `topiary ranking` run.
+    public struct RankingRow: Sendable {
+        public var name: String
+        public var createdAt: Date
+        /// The run's `ranking.json`.
+        public var result: JSON
+    }
+
+    /// Records a `topiary ranking` run of a teacher.
+    public func recordRanking(name: String, teacherFingerprint: String, result: JSON) throws {
+        try write { db in
+            try db.execute("INSERT INTO ranking_study (name, teacher_fingerprint, created_at, result) VALUES (?, ?, ?, ?)",
+                           [name, teacherFingerprint, Date(), result.description])
+        }
+    }
+
+    /// The ranking runs recorded for a teacher, oldest first.
+    public func rankings(teacherFingerprint: String) throws -> [RankingRow] {
+        try read { db in
+            try db.rows("SELECT name, created_at, result FROM ranking_study WHERE teacher_fingerprint = ? ORDER BY id", [teacherFingerprint]).compactMap { r in
+                guard let j = JSON.parse(Data((r["result"] as String).utf8)) else { return nil }
+                return RankingRow(name: r["name"], createdAt: r["created_at"], result: j)
+            }
         }
     }
 }

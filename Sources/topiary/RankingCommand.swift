@@ -13,6 +13,7 @@ struct RankingCommand: ParsableCommand {
     @Option(help: "Directory caching importance scores.") var importanceCache = "results/importance"
     @Option(parsing: .unconditional, help: "Measured noise (nats): pairs whose final scores differ by more count as separated (default: 95% bootstrap intervals that do not overlap).") var noise: Double?
     @OptionGroup var engine: EngineOptions
+    @OptionGroup var store: StoreOptions
 
     func run() throws {
         engine.apply()
@@ -21,6 +22,7 @@ struct RankingCommand: ParsableCommand {
             throw ModelError.invalidInput("\(spec): not readable JSON")
         }
         let s = try RankingSpec(json: json, file: spec)
+        let db = try store.open(.create)  // before the run: a bad --db fails now, not after it
         let teacher = try Checkpoint.load(directoryURL(s.teacher))
         let corpus = try TokenShards(directory: directoryURL(s.data))
         let candidates = try s.candidates.map { ($0.0, try Pruning.targetConfig(teacher: teacher.config, target: $0.1)) }
@@ -33,7 +35,7 @@ struct RankingCommand: ParsableCommand {
                                                      cache: directoryURL(importanceCache), log: { print($0) })
         if cached { print("importance: reusing cached scores") }
         let result = try RankingStudy.run(teacher: teacher, corpus: corpus, candidates: candidates, scores: scores,
-                                          options: s.prune, recipe: s.recipe, checkpoints: s.steps, noise: noise)
+                                          options: s.prune, recipe: s.recipe, checkpoints: s.steps, noise: noise, curveEvery: s.curveEvery)
         print(result.markdown)
         let out = directoryURL(results).appendingPathComponent(s.name)
         try AtomicFile.write(Data((result.markdown + "\n").utf8), to: out.appendingPathComponent("ranking.md"))
@@ -44,8 +46,15 @@ struct RankingCommand: ParsableCommand {
                        "kendall_tau_separated": .array(result.tauSeparated.map { $0.map { JSON($0) } ?? .null }),
                        "separated_pairs": JSON(result.separatedPairs), "noise": .string(result.noiseDescription),
                        "recommended_proxy_steps": result.recommendedSteps().map { JSON($0) } ?? .null,
+                       "kendall_tau_predicted": .array(result.tauPredicted.map { $0.map { JSON($0) } ?? .null }),
+                       "kendall_tau_predicted_separated": .array(result.tauPredictedSeparated.map { $0.map { JSON($0) } ?? .null }),
+                       "predicted": .array(result.predicted.map { .array($0.map { p in p.map { JSON($0.value) } ?? .null }) }),
+                       "curves": .array(result.curves.map { .array($0.map { [JSON($0.step), JSON($0.loss)] }) }),
                        "final_intervals": .array(result.intervals.map { $0.map { [JSON($0.low), JSON($0.high)] } ?? .null })]
         try AtomicFile.write(j.data(), to: out.appendingPathComponent("ranking.json"))
         print("wrote \(out.path)/ranking.{md,json}")
+        // The store keeps it beside the teacher's studies: their reports draw τ against proxy length.
+        try db.recordRanking(name: s.name, teacherFingerprint: Fingerprint.of(teacher), result: j)
+        print("recorded in \(db.location) (the reports of this teacher's studies show it)")
     }
 }

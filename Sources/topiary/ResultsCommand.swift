@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import Proxy
 import Search
 
 struct ResultsCommand: ParsableCommand {
@@ -76,7 +77,7 @@ struct ResultsTop: ParsableCommand {
 
     func run() throws {
         let st = try store.open(.read)
-        try Self.printTop(st, study: try requireStudy(st, study).id, metric: by, limit: limit, format: format.resolved, noise: noise)
+        try Self.printTop(st, study: try requireStudy(st, study), metric: by, limit: limit, format: format.resolved, noise: noise)
     }
 
     /// The ranking with each score's 95% interval: `score ± half-width` in a table (t over
@@ -85,9 +86,15 @@ struct ResultsTop: ParsableCommand {
     /// (interval columns in CSV), and the difference to the leader with its paired 95% interval
     /// (`difference`, `difference_interval`, `difference_method`, `tie_method`). "tied" marks a
     /// candidate whose paired interval contains 0 (or, for trials recorded without their
-    /// windows, whose interval overlaps the leader's; the legend says which).
-    static func printTop(_ st: StudyStore, study: Int64, metric: String?, limit: Int?, format: String, noise: Double) throws {
+    /// windows, whose interval overlaps the leader's; the legend says which). Beside it, the
+    /// score each candidate's learning curve predicts at the full-distillation length, with its
+    /// interval (`predicted`, `predicted_interval`, `predicted_at_steps`).
+    static func printTop(_ st: StudyStore, study row: StudyStore.StudyRow, metric: String?, limit: Int?, format: String, noise: Double) throws {
+        let study = row.id
         let ranked = try st.top(study: study, metric: metric, limit: limit, noise: noise)
+        let predictions = metric == nil ? try st.predictions(study: row) : nil
+        func predicted(_ r: StudyStore.Ranked) -> LearningCurve.Prediction? { predictions?.longRun[r.trial.hash]?.prediction }
+        let showPredicted = ranked.contains { predicted($0) != nil }
         func note(_ r: StudyStore.Ranked) -> String {
             var parts: [String] = []
             if r.trial.state == "pruned" { parts.append("stopped") }
@@ -100,10 +107,13 @@ struct ResultsTop: ParsableCommand {
             let rows = ranked.map { r -> [JSON] in
                 var score = String(format: "%.4f", r.value)
                 if let i = r.interval { score += String(format: " ± %.4f", i.halfWidth) + (i.method == "t" ? " (n=\(i.samples))" : "") }
-                return [JSON(r.rank), .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
-                        JSON(r.trial.activeParameters), .string(score), .string(r.differenceText), JSON(r.trial.fidelity), .string(note(r))]
+                var row: [JSON] = [JSON(r.rank), .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
+                                   JSON(r.trial.activeParameters), .string(score), .string(r.differenceText)]
+                if showPredicted { row.append(.string(predicted(r)?.text ?? "")) }
+                return row + [JSON(r.trial.fidelity), .string(note(r))]
             }
-            printRows(base + ["score (95%)", "vs leader (paired 95%)", "steps", "note"], rows, format: format)
+            let longRun = predictions.map { "long run (\($0.steps) steps)" }
+            printRows(base + ["score (95%)", "vs leader (paired 95%)"] + (showPredicted ? [longRun!] : []) + ["steps", "note"], rows, format: format)
             if ranked.contains(where: { $0.interval != nil }) {
                 print("± is each score's own 95% interval: Student-t over replicate seeds (n=…), otherwise a bootstrap over the validation windows")
             }
@@ -115,6 +125,12 @@ struct ResultsTop: ParsableCommand {
             if ranked.contains(where: { $0.tieMethod == "overlap" }) {
                 print("tied (trials recorded without their validation windows, by an older Topiary): "
                       + "the two candidates' own intervals overlap — wider than a paired comparison")
+            }
+            if showPredicted, let predictions {
+                print("long run: the score each candidate's learning curve (L(t) = a + b·t^-c, fitted to its validation points) predicts at "
+                      + "\(predictions.steps) steps (export.full_distillation_steps), with a 95% residual-bootstrap interval"
+                      + (predictions.tau.map { String(format: "; Kendall τ between the proxy's ranking and the predicted one: %.2f", $0) } ?? "")
+                      + (predictions.withInterval > 0 ? "; predicted vs observed at the next rung: \(predictions.covered) of \(predictions.withInterval) inside the interval" : ""))
             }
         default:
             let rows = ranked.map { r -> [JSON] in
@@ -128,14 +144,21 @@ struct ResultsTop: ParsableCommand {
                 row += format == "json" ? [r.differenceInterval.map { [JSON($0.low), JSON($0.high)] } ?? .null]
                     : [r.differenceInterval.map { JSON($0.low) } ?? .null, r.differenceInterval.map { JSON($0.high) } ?? .null]
                 row += [r.differenceInterval.map { .string($0.method) } ?? .null, r.tieMethod.map { .string($0) } ?? .null]
-                row += [.bool(r.tiedWithBest), JSON(r.trial.fidelity), .string(note(r))]
+                row += [.bool(r.tiedWithBest)]
+                let p = predicted(r)
+                row += [p.map { JSON($0.value) } ?? .null]
+                row += format == "json" ? [p?.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null]
+                    : [p?.interval.map { JSON($0.low) } ?? .null, p?.interval.map { JSON($0.high) } ?? .null]
+                row += [p == nil ? .null : JSON(predictions!.steps)]
+                row += [JSON(r.trial.fidelity), .string(note(r))]
                 return row
             }
             let intervalColumns = format == "json" ? ["interval"] : ["interval_low", "interval_high"]
             let replicateColumns = format == "json" ? ["replicates", "replicate_scores"] : ["replicates"]
             let differenceColumns = format == "json" ? ["difference", "difference_interval"] : ["difference", "difference_low", "difference_high"]
+            let predictedColumns = format == "json" ? ["predicted", "predicted_interval"] : ["predicted", "predicted_low", "predicted_high"]
             printRows(base + ["score"] + intervalColumns + ["interval_method"] + replicateColumns + differenceColumns + ["difference_method", "tie_method"]
-                      + ["tied_with_best", "steps", "note"], rows, format: format)
+                      + ["tied_with_best"] + predictedColumns + ["predicted_at_steps", "steps", "note"], rows, format: format)
         }
     }
 }

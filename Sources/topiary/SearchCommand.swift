@@ -107,11 +107,12 @@ struct SearchRun: ParsableCommand {
         }
         _ = try runner.run(worker: workerName(), extend: extend)
         for p in helpers.processes { p.waitUntilExit() }
-        let summary = try st.summary(try st.study(named: s.study)!)
+        let row = try st.study(named: s.study)!
+        let summary = try st.summary(row)
         print(String(format: "study %@ done in %.0f s: %d trials complete, %d pruned, %d failed; %d distillation steps", s.study,
                      Date().timeIntervalSince(start), summary.complete, summary.pruned, summary.failed, summary.stepsRun)
               + (summary.tiePromotions > 0 ? " (\(summary.tieSteps) of them for \(summary.tiePromotions) candidate(s) promoted on a tie at a rung's cut)" : ""))
-        try ResultsTop.printTop(st, study: study, metric: nil, limit: 10, format: "table", noise: 0)
+        try ResultsTop.printTop(st, study: row, metric: nil, limit: 10, format: "table", noise: 0)
         if let reportDir {
             let dir = directoryURL(reportDir)
             let index = try StudyReport(store: st, study: s.study, teacher: teacherReference(st, study: s.study)).write(to: dir)
