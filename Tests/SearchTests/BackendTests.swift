@@ -155,20 +155,27 @@ import Testing
         let f = try Fixture()
         defer { f.cleanup() }
         let strategy: JSON = ["name": "successive_halving", "min_steps": 4, "eta": 3]
-        func run(_ backend: JSON?, _ name: String) throws -> [StudyStore.Ranked] {
+        func run(_ backend: JSON?, _ name: String) throws -> ([StudyStore.Ranked], [String: [LearningCurve.Point]]) {
             let store = try StudyStore(path: f.root.appendingPathComponent("\(name).sqlite").path)
             let runner = try SearchRunner(spec: try Self.spec(f, steps: 36, backend: backend, strategy: strategy), store: store,
                                           results: f.root.appendingPathComponent("artifacts-\(name)"), importanceCache: f.root.appendingPathComponent("importance-\(name)"))
             runner.log = { _ in }
             let id = try runner.run(worker: name, extend: false)
-            #expect(try store.trials(study: id).allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(name): every trial finished")
-            return try store.top(study: id)
+            let trials = try store.trials(study: id)
+            #expect(trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(name): every trial finished")
+            return (try store.top(study: id), try store.curves(study: try store.study(named: "tiny")!, trials: trials))
         }
-        let builtin = try run(nil, "builtin")
-        let torch = try run(["name": "torch", "python": .string(python), "device": "cpu"], "torch")
+        let (builtin, builtinCurves) = try run(nil, "builtin")
+        let (torch, torchCurves) = try run(["name": "torch", "python": .string(python), "device": "cpu"], "torch")
         #expect(torch.first?.trial.hash == builtin.first?.trial.hash, "winner \(torch.first?.trial.hash ?? "-") vs \(builtin.first?.trial.hash ?? "-")")
         #expect(torch.map(\.trial.hash) == builtin.map(\.trial.hash), "the same ranking")
         for (a, b) in zip(torch, builtin) { #expect(Self.relative(a.value, b.value) <= 1e-3, "\(a.trial.hash): \(a.value) vs \(b.value)") }
+        // The curve points inside each trial's steps (proxy.curve_points, the job's evaluate_at) too.
+        #expect(torchCurves.mapValues { $0.map(\.step) } == builtinCurves.mapValues { $0.map(\.step) })
+        #expect(builtinCurves.values.contains { $0.count >= 5 }, "\(builtinCurves)")
+        for (h, points) in builtinCurves {
+            for (a, b) in zip(torchCurves[h] ?? [], points) { #expect(Self.relative(a.loss, b.loss) <= 1e-3, "\(h) at \(b.step): \(a.loss) vs \(b.loss)") }
+        }
     }
 
     /// A spec's backend is checked like the rest of the spec: each mistake names its key.
