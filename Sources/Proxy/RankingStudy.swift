@@ -51,6 +51,22 @@ public enum RankingStudy {
             zip(checkpoints, tau).dropLast().first { ($0.1 ?? -.infinity) >= threshold }?.0
         }
 
+        /// For each checkpoint with predictions: how close they came to the last column, and how
+        /// often its score fell inside their 95% interval.
+        public var predictionLines: [String] {
+            guard let last = checkpoints.last else { return [] }
+            return checkpoints.indices.compactMap { c in
+                let made = predicted.compactMap { $0.indices.contains(c) ? $0[c] : nil }
+                guard made.count == candidates.count else { return nil }
+                let errors = zip(made, losses).map { abs($0.value - $1.last!) }
+                let inside = zip(made, losses).filter { $0.interval?.contains($1.last!) ?? false }.count
+                let withInterval = made.filter { $0.interval != nil }.count
+                return String(format: "Learning curve fitted at %d steps: mean absolute error %.4f nats against the %d-step scores (a %d-step score is %.4f above them); "
+                              + "%d of %d inside the predicted 95%% interval.", checkpoints[c], errors.reduce(0, +) / Double(errors.count), last, checkpoints[c],
+                              zip(losses, losses).map { $0[c] - $1.last! }.reduce(0, +) / Double(losses.count), inside, withInterval)
+            }
+        }
+
         /// The line `topiary ranking` prints about it.
         public var recommendation: String {
             guard !tauSeparated.isEmpty else { return "" }
@@ -82,6 +98,7 @@ public enum RankingStudy {
                 }
                 lines.append("")
                 lines.append("Noise: \(noiseDescription).")
+                for line in predictionLines { lines.append(""); lines.append(line) }
                 lines.append("")
                 lines.append(recommendation)
             }

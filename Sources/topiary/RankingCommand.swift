@@ -49,6 +49,7 @@ struct RankingCommand: ParsableCommand {
                        "kendall_tau_predicted": .array(result.tauPredicted.map { $0.map { JSON($0) } ?? .null }),
                        "kendall_tau_predicted_separated": .array(result.tauPredictedSeparated.map { $0.map { JSON($0) } ?? .null }),
                        "predicted": .array(result.predicted.map { .array($0.map { p in p.map { JSON($0.value) } ?? .null }) }),
+                       "predicted_intervals": .array(result.predicted.map { .array($0.map { p in p?.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null }) }),
                        "curves": .array(result.curves.map { .array($0.map { [JSON($0.step), JSON($0.loss)] }) }),
                        "final_intervals": .array(result.intervals.map { $0.map { [JSON($0.low), JSON($0.high)] } ?? .null })]
         try AtomicFile.write(j.data(), to: out.appendingPathComponent("ranking.json"))

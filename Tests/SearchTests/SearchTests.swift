@@ -352,6 +352,36 @@ struct Fixture {
         #expect(all.separatedPairs == 6 && all.tauSeparated == all.tau, "\(all.tauSeparated) vs \(all.tau)")
     }
 
+    /// Issue 24, item 3: `topiary ranking` evaluates every `curve_every` steps (after the warmup,
+    /// up to the last checkpoint but one) and, at each checkpoint, predicts the last one's scores
+    /// from the points so far; τ of those predictions is reported beside the raw scores' τ.
+    @Test func rankingPredictsTheLastCheckpointFromEachShorterOne() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let teacher = try Checkpoint.load(f.teacher)
+        let corpus = try TokenShards(directory: f.corpus)
+        let scores = try Importance.compute(teacher: teacher, corpus: corpus,
+                                            calibration: CalibrationSet(corpus: corpus, samples: 4, sequence: 8, seed: 0), settings: ImportanceSettings())
+        let candidates: [(String, ModelConfig)] = try [["hidden_size": 12], ["hidden_size": 18], ["num_hidden_layers": 2], ["intermediate_size": 16]]
+            .enumerated().map { ("c\($0)", try Pruning.targetConfig(teacher: teacher.config, target: $1)) }
+        var recipe = DistillationRecipe(steps: 16)
+        recipe.batch = 2; recipe.sequence = 8; recipe.evalTokens = 32; recipe.learningRate = 3e-3; recipe.warmup = 1
+        let r = try RankingStudy.run(teacher: teacher, corpus: corpus, candidates: candidates, scores: scores, options: PruneOptions(),
+                                     recipe: recipe, checkpoints: [2, 4, 8, 16], curveEvery: 1)
+        #expect(r.curves.allSatisfy { $0.map(\.step) == [2, 3, 4, 5, 6, 7, 8, 16] }, "\(r.curves.map { $0.map(\.step) })")
+        // Column 1 (2 steps) has one point after the warmup: no prediction; 4 and 8 steps have 3 and 7.
+        #expect(r.predicted.allSatisfy { $0[0] == nil && $0[1] == nil && $0[2] != nil && $0[3] != nil && $0[4] == nil })
+        let upTo4 = r.curves.map { $0.filter { $0.step <= 4 } }
+        let expected = LearningCurve.predict(upTo4, at: 16, seed: 4)
+        #expect(r.predicted.map { $0[2] } == expected)
+        #expect(r.tauPredicted[2] == RankStatistics.kendallTau(expected.map { $0!.value }, r.losses.map { $0.last! }))
+        #expect(r.markdown.contains("τ of the learning-curve prediction of the 16-step score") && r.markdown.contains("Learning curve fitted at 4 steps"))
+        #expect(try RankingSpec(json: ["name": "x", "teacher": "t", "data": "d", "candidates": ["a": [:], "b": [:]], "steps": [1], "curve_every": 5],
+                                file: "r.json").curveEvery == 5)
+        #expect { _ = try RankingSpec(json: ["name": "x", "teacher": "t", "data": "d", "candidates": ["a": [:], "b": [:]], "steps": [1], "curve_every": -1],
+                                      file: "r.json") } throws: { "\($0)".contains("curve_every") }
+    }
+
     /// A SQLite store as a Topiary that stopped at `migration` left it: study 'old' (id 1) with
     /// candidate 'abc' (id 1) and its rung-0 trial (id 1, score 1.5), then `statements`.
     static func olderStore(_ path: String, upTo migration: String, _ statements: [String] = []) throws {
