@@ -178,7 +178,7 @@ public struct SearchSpec: Sendable {
     public var exportTop = 3
     /// `proxy.curve_points`: validation evaluations each trial makes inside its steps besides the
     /// one at its end, evenly spaced after the warmup: the points its learning curve is fitted to.
-    public var curvePoints = 2
+    public var curvePoints = 1
     /// `export.full_distillation_steps`: the length of the full distillation the winners go on to
     /// (default 100 × `proxy.steps`, Minitron's ~100× the proxy's tokens), where the learning curve
     /// predicts each candidate's score.

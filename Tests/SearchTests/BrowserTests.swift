@@ -263,6 +263,51 @@ let plotCensus = """
         await browser.close()
     }
 
+    /// Issue 24, items 3 and 4: the learning-curve prediction in the ranking's column and its own
+    /// table, the predicted-against-observed plot (one point and bar per check) and τ against
+    /// proxy length from a recorded `topiary ranking` run, all as the store holds them.
+    @Test func predictionsAndProxyLengthRenderInChromium() async throws {
+        guard requireBrowser() else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: try PredictionTests.spec(f), store: store, results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        _ = try runner.run(worker: "w", extend: false)
+        let study = try #require(try store.study(named: "tiny"))
+        try store.recordRanking(name: "fixture-ranking", teacherFingerprint: study.teacherFingerprint,
+                                result: ["checkpoints": [0, 10, 20, 40], "kendall_tau": [0.2, 0.5, 0.8, 1], "kendall_tau_separated": [0.1, 0.6, 0.95, 1],
+                                         "kendall_tau_predicted": [.null, 0.7, 0.9, .null], "separated_pairs": 5, "recommended_proxy_steps": 20])
+        let top = try store.top(study: study.id), predictions = try store.predictions(study: study)
+        let out = f.root.appendingPathComponent("report")
+        let r = try topiary(["report", "tiny", "--db", f.db, "--out", out.path])
+        #expect(r.status == 0, "\(r.err)")
+        let browser = try await Browser()
+        do {
+            try await browser.open(out.appendingPathComponent("index.html").absoluteString)
+            let c = try await browser.run("""
+                const q = (s) => document.querySelectorAll(s).length;
+                return {predicted: Array.from(document.querySelectorAll('#ranking td.predicted')).map(e => e.textContent),
+                        header: document.querySelector('#ranking tr').innerText, table: q('#prediction tr'),
+                        checks: q('#next-rung circle'), bars: q('#next-rung line.errorbar'), diagonal: q('#next-rung polyline.diagonal'),
+                        lines: q('#proxy-length polyline'), points: q('#proxy-length circle'), marker: q('#proxy-length .teacher-line'),
+                        box: (() => { const b = document.getElementById('next-rung').getBoundingClientRect(); return [b.width, b.height]; })()};
+                """)
+            #expect(c["header"]?.string?.contains("long run, 2000 steps (95%)") == true, "\(c)")
+            let texts = c["predicted"]?.array?.compactMap(\.string) ?? []
+            #expect(texts == top.prefix(20).map { predictions.longRun[$0.trial.hash]?.prediction.text ?? "" }, "\(texts)")
+            #expect(c["table"]?.int == 1 + top.filter { $0.trial.rung == top[0].trial.rung && predictions.longRun[$0.trial.hash] != nil }.count)
+            #expect(c["checks"]?.int == predictions.nextRung.count && !predictions.nextRung.isEmpty)
+            #expect(c["bars"]?.int == predictions.nextRung.filter { $0.predicted.interval != nil }.count && c["diagonal"]?.int == 1)
+            #expect(c["lines"]?.int == 3 && c["points"]?.int == 10 && c["marker"]?.int == 1, "all pairs, separated pairs, prediction; the 0.9 line")
+            #expect(c["box"]?.array?.compactMap(\.double).allSatisfy { $0 > 100 } == true)
+            #expect(try await browser.consoleErrors().isEmpty)
+            _ = try await browser.screenshot("report-prediction")
+        } catch { Issue.record("\(error)") }
+        await browser.close()
+    }
+
     /// Issue 14, items 3 and 4: `topiary serve` (the real binary, on a free loopback port) shows a
     /// running study and its page refreshes by itself as trials complete; the JSON API answers;
     /// unknown studies and bad URLs are 404 pages.
