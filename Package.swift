@@ -13,14 +13,19 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         // The live dashboard (`topiary serve`); no default traits (no swift-configuration).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0", traits: []),
-        // The PostgreSQL store (`--db postgresql://…`) for studies shared by many machines.
-        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         .systemLibrary(
             name: "COpenBLAS",
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
+        ),
+        // The PostgreSQL store (`--db postgresql://…`) for studies shared by many machines:
+        // PostgreSQL's own client library, which compiles nothing (TLS through the system's OpenSSL).
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
         ),
         .target(name: "CKernels"),
         .target(name: "CPlatform", dependencies: ["COpenBLAS"]),
@@ -30,8 +35,7 @@ let package = Package(
             dependencies: ["COpenBLAS", "CKernels", "CPlatform"]
         ),
         .target(name: "Proxy", dependencies: ["Model"]),
-        .target(name: "Search", dependencies: ["Proxy", "Model", .product(name: "GRDB", package: "GRDB.swift"),
-                                              .product(name: "PostgresNIO", package: "postgres-nio")]),
+        .target(name: "Search", dependencies: ["Proxy", "Model", "CLibPQ", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "Dashboard", dependencies: ["Search", "Model", .product(name: "Hummingbird", package: "hummingbird")]),
         .executableTarget(
             name: "topiary",

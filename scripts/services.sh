@@ -21,9 +21,16 @@ start_postgres() {
   rm -rf "$dir" && mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
   as_postgres "$bin/initdb" -D "$dir/data" -A trust -U topiary --no-sync >"$base/postgres-initdb.log" 2>&1
+  # TLS with a self-signed certificate (sslmode=require does not verify it; sslmode=disable, the
+  # default, still connects), and a role that may only connect over TLS: the TLS test's.
+  as_postgres openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -keyout "$dir/data/server.key" -out "$dir/data/server.crt" >"$base/postgres-tls.log" 2>&1
+  as_postgres chmod 600 "$dir/data/server.key"
+  as_postgres sh -c "{ echo 'hostnossl all tlsonly 127.0.0.1/32 reject'; cat '$dir/data/pg_hba.conf'; } >'$dir/hba' && mv '$dir/hba' '$dir/data/pg_hba.conf'"
   as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=300" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=300 -c ssl=on" start >/dev/null
   "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U topiary topiary
+  "$bin/psql" -X -q -h 127.0.0.1 -p "$pg_port" -U topiary -d topiary -c "CREATE ROLE tlsonly LOGIN CREATEDB"
   echo "export TOPIARY_TEST_POSTGRES=postgresql://topiary@127.0.0.1:$pg_port/topiary" >>"$base/env"
   echo "services: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port (data in $dir)"
   # A second server that one test stops and starts again (an outage while results are recorded),

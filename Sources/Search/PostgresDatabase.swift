@@ -1,17 +1,19 @@
+import CLibPQ
 import Foundation
 import Model
-import PostgresNIO
 
-/// A store in a PostgreSQL database, through postgres-nio: one connection per process, used
-/// under a lock (the store's API is synchronous); write transactions retried on serialization
-/// failures and deadlocks; claims lock their rows with `FOR UPDATE SKIP LOCKED`; migrations
-/// recorded by name in `topiary_migrations` under an advisory lock, so that many workers may
-/// open a new database at once.
+/// A store in a PostgreSQL database, through libpq (PostgreSQL's own client library; TLS through
+/// the system's OpenSSL): one connection per process, used under a lock (the store's API is
+/// synchronous, as libpq is); write transactions retried on serialization failures and deadlocks;
+/// claims lock their rows with `FOR UPDATE SKIP LOCKED`; migrations recorded by name in
+/// `topiary_migrations` under an advisory lock, so that many workers may open a new database at once.
 final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
-    let configuration: PostgresConnection.Configuration
+    /// libpq's connection keywords and values (the password among them, never printed).
+    let parameters: [(String, String)]
+    let hasPassword: Bool
     /// The URL without its password, for messages.
     let display: String
-    private var connection: PostgresConnection?
+    private var connection: OpaquePointer?
     private let lock = NSLock()
     /// Seconds to keep retrying, with backoff, once the server stops answering (a refused or lost
     /// connection, a server shutting down or starting up) before an operation fails; 0 fails at
@@ -22,20 +24,22 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     private var opened = false
     /// A failure of the connection rather than of the statement.
     struct Outage: Error { let message: String }
-    private static let logger: Logger = {
-        var l = Logger(label: "topiary.postgres")
-        l.logLevel = .critical
-        return l
-    }()
+    /// An error the server answered a statement with.
+    struct ServerError: Error, CustomStringConvertible {
+        let sqlState: String?, message: String, detail: String?
+        var description: String {
+            message + (detail.map { " (\($0))" } ?? "") + (sqlState.map { " [SQLSTATE \($0)]" } ?? "")
+        }
+    }
     var dialect: SQLDialect { .postgresql }
 
     /// Parses `postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require]`
     /// (`postgres://` too); the password may also come from `PGPASSWORD`.
-    static func configuration(_ url: String) throws -> (PostgresConnection.Configuration, display: String) {
+    static func configuration(_ url: String) throws -> (parameters: [(String, String)], display: String) {
         guard let u = URLComponents(string: url), let scheme = u.scheme, ["postgresql", "postgres"].contains(scheme) else {
             throw SearchError.store("--db \(redact(url)): not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")
         }
-        // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
+        // An IPv6 literal comes bracketed (`[::1]`); libpq wants it bare.
         let bracketed = { (h: String) in h.hasPrefix("[") && h.hasSuffix("]") ? String(h.dropFirst().dropLast()) : h }
         guard let host = u.host.map(bracketed), !host.isEmpty else {
             throw SearchError.store("--db \(redact(url)): no host (postgresql://USER@HOST[:PORT]/DATABASE)")
@@ -48,19 +52,20 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             throw SearchError.store("--db \(redact(url)): no database name after the host (postgresql://USER@HOST[:PORT]/DATABASE)")
         }
         let password = u.password?.removingPercentEncoding ?? ProcessInfo.processInfo.environment["PGPASSWORD"]
-        let tls: PostgresConnection.Configuration.TLS
-        switch u.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "disable" {
-        case "disable": tls = .disable
-        case "prefer": tls = .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
-        case "require": tls = .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
-        case let other: throw SearchError.store("--db \(redact(url)): sslmode '\(other)' is not one of disable, prefer, require")
+        let sslmode = u.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "disable"
+        guard ["disable", "prefer", "require"].contains(sslmode) else {
+            throw SearchError.store("--db \(redact(url)): sslmode '\(sslmode)' is not one of disable, prefer, require")
         }
         if let unknown = u.queryItems?.first(where: { $0.name != "sslmode" }) {
             throw SearchError.store("--db \(redact(url)): unknown option '\(unknown.name)' (only sslmode is understood)")
         }
-        var config = PostgresConnection.Configuration(host: host, port: u.port ?? 5432, username: user, password: password, database: database, tls: tls)
-        config.options.connectTimeout = .seconds(10)
-        return (config, redact(url))
+        // Everything libpq would otherwise take from PG* variables is given here (a password may
+        // still come from ~/.pgpass, as psql's does).
+        var p: [(String, String)] = [("host", host), ("port", String(u.port ?? 5432)), ("user", user), ("dbname", database),
+                                     ("sslmode", sslmode), ("connect_timeout", "10"), ("application_name", "topiary"),
+                                     ("client_encoding", "UTF8"), ("options", "-c TimeZone=UTC")]
+        if let password { p.append(("password", password)) }
+        return (p, redact(url))
     }
 
     /// The URL with its password replaced by `***`.
@@ -71,7 +76,8 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     }
 
     init(url: String) throws {
-        (configuration, display) = try Self.configuration(url)
+        (parameters, display) = try Self.configuration(url)
+        hasPassword = parameters.contains { $0.0 == "password" }
         if let v = ProcessInfo.processInfo.environment["TOPIARY_DB_RETRY"].flatMap(Double.init), v >= 0 { outageTolerance = v }
         lock.lock()
         defer { lock.unlock() }
@@ -79,39 +85,60 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         opened = true
     }
 
-    deinit { try? connection?.close().wait() }
+    deinit { if let connection { PQfinish(connection) } }
 
     func close() {
         lock.lock()
         defer { lock.unlock() }
-        try? connection?.close().wait()
+        if let connection { PQfinish(connection) }
         connection = nil
+    }
+
+    /// libpq's message on one line, without its trailing newline.
+    static func oneLine(_ message: UnsafePointer<CChar>?) -> String {
+        guard let message else { return "unknown error" }
+        return String(cString: message).split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
     /// The open connection, or a new one when there is none or the last one broke.
     /// - Throws: ``Outage`` when the server cannot be reached; ``SearchError`` when it refuses
-    ///   (authentication, a missing database).
-    private func connected() throws -> PostgresConnection {
-        if let c = connection, !c.isClosed { return c }
-        do {
-            let c = try PostgresConnection.connect(on: PostgresConnection.defaultEventLoopGroup.next(), configuration: configuration,
-                                                   id: 1, logger: Self.logger).wait()
-            connection = c
-            return c
-        } catch {
-            let refusal: Set<PSQLError.Code> = [.authMechanismRequiresPassword, .unsupportedAuthMechanism, .saslError, .sslUnsupported, .failedToAddSSLHandler]
-            if let e = error as? PSQLError, refusal.contains(e.code) || (e.code == .server && !Self.isOutage(error)) {
-                throw SearchError.store("\(display): cannot connect: \(Self.describe(error))")
-            }
-            throw Outage(message: "cannot connect: \(Self.describe(error))")
+    ///   (authentication, a missing database, TLS it does not offer).
+    private func connected() throws -> OpaquePointer {
+        if let c = connection {
+            if PQstatus(c) == CONNECTION_OK { return c }
+            PQfinish(c)
+            connection = nil
         }
+        let keys = parameters.map { strdup($0.0) }, values = parameters.map { strdup($0.1) }
+        defer { (keys + values).forEach { free($0) } }
+        var k: [UnsafePointer<CChar>?] = keys.map { UnsafePointer($0) } + [nil]
+        var v: [UnsafePointer<CChar>?] = values.map { UnsafePointer($0) } + [nil]
+        guard let c = PQconnectdbParams(&k, &v, 0) else { throw Outage(message: "cannot connect: libpq could not allocate a connection") }
+        guard PQstatus(c) == CONNECTION_OK else {
+            let message = Self.oneLine(PQerrorMessage(c))
+            let needsPassword = PQconnectionNeedsPassword(c) == 1 && !hasPassword
+            PQfinish(c)
+            if needsPassword {
+                throw SearchError.store("\(display): cannot connect: the server asks for a password and none was given (postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD)")
+            }
+            // The server answered and refused (authentication, no such database, no TLS): waiting
+            // will not help — unless it is starting up or shutting down.
+            let transient = ["the database system is starting up", "the database system is shutting down", "the database system is in recovery mode"]
+            if (message.contains("FATAL:") || message.contains("SSL")) && !transient.contains(where: message.contains) {
+                throw SearchError.store("\(display): cannot connect: \(message)")
+            }
+            throw Outage(message: "cannot connect: \(message)")
+        }
+        // NOTICEs ("relation already exists, skipping") are not the user's business.
+        PQsetNoticeProcessor(c, { _, _ in }, nil)
+        connection = c
+        return c
     }
 
     /// Whether `error` says the connection or the server went away (rather than the statement failed).
     static func isOutage(_ error: Error) -> Bool {
         if error is Outage { return true }
-        guard let e = error as? PSQLError else { return false }
-        if [.serverClosedConnection, .connectionError, .uncleanShutdown, .clientClosedConnection].contains(e.code) { return true }
         // 57P01–57P03: shut down by the administrator, crashed, starting up; class 08: connection exceptions.
         if let state = sqlState(error) { return state.hasPrefix("57P") || state.hasPrefix("08") }
         return false
@@ -129,6 +156,7 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                 if let began { log(String(format: "store: %@ answers again after %.0f s; carrying on", display, Date().timeIntervalSince(began))) }
                 return result
             } catch let outage as Outage {
+                if let c = connection { PQfinish(c) }
                 connection = nil
                 let start = began ?? Date()
                 let elapsed = Date().timeIntervalSince(start)
@@ -145,69 +173,104 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         }
     }
 
-    /// A server error in plain words: its message, detail and SQLSTATE (postgres-nio's own
-    /// description hides them).
-    static func describe(_ error: Error) -> String {
-        if let e = error as? SearchError { return "\(e)" }
-        guard let e = error as? PSQLError else { return "\(error)" }
-        if let info = e.serverInfo {
-            var s = info[.message] ?? "server error"
-            if let d = info[.detail] { s += " (\(d))" }
-            if let code = info[.sqlState] { s += " [SQLSTATE \(code)]" }
-            return s
-        }
-        switch e.code {
-        case .authMechanismRequiresPassword:
-            return "the server asks for a password and none was given (postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD)"
-        case .unsupportedAuthMechanism: return "the server asks for an authentication method postgres-nio does not support"
-        case .sslUnsupported: return "the server does not support TLS (sslmode=require); use sslmode=disable or prefer"
-        case .connectionError, .serverClosedConnection, .uncleanShutdown:
-            let what = e.code == .connectionError ? "connection failed" : "the server closed the connection"
-            return e.underlying.map { "\(what): \($0)" } ?? what
-        default: break
-        }
-        if let underlying = e.underlying { return "\(e.code): \(underlying)" }
-        return "\(e.code)"
-    }
+    /// A server error in plain words: its message, detail and SQLSTATE.
+    static func describe(_ error: Error) -> String { "\(error)" }
 
-    static func sqlState(_ error: Error) -> String? { (error as? PSQLError)?.serverInfo?[.sqlState] }
+    static func sqlState(_ error: Error) -> String? { (error as? ServerError)?.sqlState }
 
     struct Executor: SQLExecutor {
-        let connection: PostgresConnection
+        let connection: OpaquePointer
         var dialect: SQLDialect { .postgresql }
 
-        func run(_ sql: String, _ arguments: [any SQLBindable]) throws -> PostgresQueryResult {
-            var binds = PostgresBindings(capacity: arguments.count)
+        /// `yyyy-MM-dd HH:mm:ss` in UTC (the session's time zone), for timestamps both ways.
+        static let seconds: DateFormatter = {
+            let f = DateFormatter()
+            f.locale = Locale(identifier: "en_US_POSIX")
+            f.timeZone = TimeZone(identifier: "UTC")
+            f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+            return f
+        }()
+
+        static func text(_ d: Date) -> String {
+            let whole = d.timeIntervalSince1970.rounded(.down)
+            let micro = Int(((d.timeIntervalSince1970 - whole) * 1e6).rounded())
+            return seconds.string(from: Date(timeIntervalSince1970: whole)) + String(format: ".%06d+00", min(micro, 999_999))
+        }
+
+        /// `2026-12-01 23:13:16.123456+00` (the fraction optional).
+        static func date(_ s: String) -> Date? {
+            guard s.count >= 19, let base = seconds.date(from: String(s.prefix(19))) else { return nil }
+            let rest = s.dropFirst(19)
+            var fraction = 0.0
+            if rest.first == "." { fraction = Double("0" + rest.prefix { $0 == "." || $0.isNumber }) ?? 0 }
+            return base.addingTimeInterval(fraction)
+        }
+
+        static func text(_ d: Double) -> String {
+            d.isNaN ? "NaN" : d == .infinity ? "Infinity" : d == -.infinity ? "-Infinity" : "\(d)"
+        }
+
+        /// Runs one statement with text parameters (`?` numbered as `$1…`); the result, cleared by the caller.
+        func run(_ sql: String, _ arguments: [any SQLBindable]) throws -> OpaquePointer {
+            var types: [Oid] = [], values: [String?] = []
             for a in arguments {
                 switch a.sqlValue {
-                case .null: binds.appendNull()
-                case let .integer(i): binds.append(i)
-                case let .double(d): binds.append(d)
-                case let .text(s): binds.append(s)
-                case let .date(d): binds.append(d)
+                case .null: types.append(0); values.append(nil)
+                case let .integer(i): types.append(20); values.append(String(i))          // int8
+                case let .double(d): types.append(701); values.append(Self.text(d))        // float8
+                case let .text(s): types.append(25); values.append(s)                      // text
+                case let .date(d): types.append(1184); values.append(Self.text(d))         // timestamptz
                 }
             }
-            return try connection.query(PostgresQuery(unsafeSQL: numberedPlaceholders(sql), binds: binds), logger: PostgresDatabase.logger).wait()
+            let copies = values.map { $0.map { strdup($0) } ?? nil }
+            defer { copies.forEach { free($0) } }
+            let pointers: [UnsafePointer<CChar>?] = copies.map { $0.map { UnsafePointer($0) } }
+            let result = PQexecParams(connection, numberedPlaceholders(sql), Int32(arguments.count), types, pointers, nil, nil, 0)
+            let status = result.map(PQresultStatus) ?? PGRES_FATAL_ERROR
+            if status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK { return result! }
+            defer { PQclear(result) }
+            guard let result, PQstatus(connection) == CONNECTION_OK else {
+                throw Outage(message: "the connection was lost: " + PostgresDatabase.oneLine(PQerrorMessage(connection)))
+            }
+            func field(_ code: Character) -> String? {
+                PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
+            }
+            throw ServerError(sqlState: field("C"), message: field("M") ?? PostgresDatabase.oneLine(PQresultErrorMessage(result)), detail: field("D"))
         }
 
         func execute(_ sql: String, _ arguments: [any SQLBindable]) throws -> Int {
-            try run(sql, arguments).metadata.rows ?? 0
+            let r = try run(sql, arguments)
+            defer { PQclear(r) }
+            return Int(String(cString: PQcmdTuples(r))) ?? 0
         }
 
         func rows(_ sql: String, _ arguments: [any SQLBindable]) throws -> [SQLRow] {
-            try run(sql, arguments).rows.map { row in
-                SQLRow(try row.map { cell in (cell.columnName, try Self.value(cell)) })
+            let r = try run(sql, arguments)
+            defer { PQclear(r) }
+            let names = (0..<PQnfields(r)).map { String(cString: PQfname(r, $0)) }
+            let types = (0..<PQnfields(r)).map { PQftype(r, $0) }
+            return try (0..<PQntuples(r)).map { row in
+                SQLRow(try names.indices.map { col in
+                    let c = Int32(col)
+                    guard PQgetisnull(r, row, c) == 0 else { return (names[col], SQLValue.null) }
+                    return (names[col], try Self.value(String(cString: PQgetvalue(r, row, c)), type: types[col]))
+                })
             }
         }
 
-        static func value(_ cell: PostgresCell) throws -> SQLValue {
-            guard cell.bytes != nil else { return .null }
-            switch cell.dataType {
-            case .int2, .int4, .int8: return .integer(try cell.decode(Int64.self))
-            case .float4, .float8: return .double(try cell.decode(Double.self))
-            case .bool: return .integer(try cell.decode(Bool.self) ? 1 : 0)
-            case .timestamptz, .timestamp: return .date(try cell.decode(Date.self))
-            default: return .text(try cell.decode(String.self))
+        static func value(_ text: String, type: Oid) throws -> SQLValue {
+            switch type {
+            case 20, 21, 23:                                                        // int8, int2, int4
+                guard let i = Int64(text) else { throw ServerError(sqlState: nil, message: "unreadable integer '\(text)'", detail: nil) }
+                return .integer(i)
+            case 700, 701:                                                          // float4, float8
+                guard let d = Double(text) else { throw ServerError(sqlState: nil, message: "unreadable number '\(text)'", detail: nil) }
+                return .double(d)
+            case 16: return .integer(text == "t" ? 1 : 0)                           // bool
+            case 1114, 1184:                                                        // timestamp, timestamptz
+                guard let d = date(text) else { throw ServerError(sqlState: nil, message: "unreadable timestamp '\(text)'", detail: nil) }
+                return .date(d)
+            default: return .text(text)
             }
         }
     }
@@ -242,7 +305,7 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                     Thread.sleep(forTimeInterval: Double.random(in: 0.002...0.02) * Double(min(retries, 10)))
                     continue
                 }
-                if c.isClosed || Self.isOutage(error) { throw Outage(message: Self.describe(error)) }
+                if PQstatus(c) != CONNECTION_OK || Self.isOutage(error) { throw Outage(message: Self.describe(error)) }
                 if error is SearchError { throw error }
                 throw SearchError.store("\(display): \(Self.describe(error))")
             }
@@ -264,7 +327,7 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             defer { _ = try? ex.execute("COMMIT") }
             return try body(ex)
         } catch {
-            if c.isClosed || Self.isOutage(error) { throw Outage(message: Self.describe(error)) }
+            if PQstatus(c) != CONNECTION_OK || Self.isOutage(error) { throw Outage(message: Self.describe(error)) }
             if error is SearchError { throw error }
             throw SearchError.store("\(display): \(Self.describe(error))")
         }

@@ -106,7 +106,7 @@ extension SQLExecutor {
 }
 
 /// A database a store lives in: SQLite (a file, through GRDB) or PostgreSQL (a server, through
-/// postgres-nio).
+/// libpq).
 protocol StoreDatabase: AnyObject, Sendable {
     var dialect: SQLDialect { get }
     /// One write transaction; retried from the start on a transient conflict (PostgreSQL's

@@ -4,7 +4,7 @@ import Model
 import Proxy
 
 /// The study store: a SQLite file through GRDB in WAL mode (the embedded default) or a PostgreSQL
-/// database through postgres-nio (one study on many machines) — one schema (``Schema``, rendered
+/// database through libpq (one study on many machines) — one schema (``Schema``, rendered
 /// to each dialect), append-only named migrations, invariants as constraints. Schema
 /// (docs/search.md documents it for sqlite3, psql and pandas users):
 ///
