@@ -183,13 +183,7 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         var dialect: SQLDialect { .postgresql }
 
         /// `yyyy-MM-dd HH:mm:ss` in UTC (the session's time zone), for timestamps both ways.
-        static let seconds: DateFormatter = {
-            let f = DateFormatter()
-            f.locale = Locale(identifier: "en_US_POSIX")
-            f.timeZone = TimeZone(identifier: "UTC")
-            f.dateFormat = "yyyy-MM-dd HH:mm:ss"
-            return f
-        }()
+        static let seconds = Date.utcFormatter("yyyy-MM-dd HH:mm:ss")
 
         static func text(_ d: Date) -> String {
             let whole = d.timeIntervalSince1970.rounded(.down)

@@ -41,14 +41,16 @@ extension String: SQLDecodable {
     public static func decode(_ v: SQLValue) -> String? { if case let .text(s) = v { return s }; return nil }
 }
 extension Date: SQLDecodable {
-    /// SQLite keeps dates as GRDB writes them: "yyyy-MM-dd HH:mm:ss.SSS" in UTC.
-    static let sqliteFormat: DateFormatter = {
+    /// A fixed-format formatter in UTC.
+    static func utcFormatter(_ format: String) -> DateFormatter {
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd HH:mm:ss.SSS"
+        f.dateFormat = format
         return f
-    }()
+    }
+    /// SQLite keeps dates as GRDB writes them: "yyyy-MM-dd HH:mm:ss.SSS" in UTC.
+    static let sqliteFormat = utcFormatter("yyyy-MM-dd HH:mm:ss.SSS")
     public static func decode(_ v: SQLValue) -> Date? {
         switch v {
         case let .date(d): return d
