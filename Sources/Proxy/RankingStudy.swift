@@ -67,9 +67,21 @@ public enum RankingStudy {
             }
         }
 
+        /// The same for the learning-curve prediction made at each length.
+        public func recommendedPredictedSteps(threshold: Double = 0.9) -> Int? {
+            tauPredictedSeparated.isEmpty ? nil : Self.shortest(checkpoints: checkpoints, tau: tauPredictedSeparated, threshold: threshold)
+        }
+
         /// The line `topiary ranking` prints about it.
         public var recommendation: String {
             guard !tauSeparated.isEmpty else { return "" }
+            let predicted = recommendedPredictedSteps().map {
+                " With the learning-curve prediction: \($0) steps (the prediction made there orders the noise-separated pairs with τ ≥ 0.9)."
+            } ?? ""
+            return rawRecommendation + predicted
+        }
+
+        var rawRecommendation: String {
             guard let steps = recommendedSteps() else {
                 return "Recommended proxy length: none of the shorter lengths reaches τ ≥ 0.9 over the noise-separated pairs "
                     + "(the reference is \(checkpoints.last!) steps); use the longest you can afford."

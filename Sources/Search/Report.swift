@@ -226,6 +226,7 @@ public struct StudyReport {
             + "over the \(pairs.map(String.init) ?? "?") pairs the longest run separates beyond the noise (orange), and of the learning-curve prediction made at that length (green). "
             + (recommended.map { $0 == 0 ? "Pruning alone already reaches τ ≥ 0.9 over the separated pairs." : "Recommended proxy length: \($0) steps, the shortest at which τ over the separated pairs reaches 0.9." }
                ?? "No shorter length reaches τ ≥ 0.9 over the separated pairs: use the longest you can afford.")
+            + (run.result["recommended_proxy_steps_predicted"]?.int.map { " With the learning-curve prediction: \($0) steps." } ?? "")
     }
 
     public static func architectureText(_ a: JSON) -> String {

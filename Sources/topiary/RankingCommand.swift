@@ -46,6 +46,7 @@ struct RankingCommand: ParsableCommand {
                        "kendall_tau_separated": .array(result.tauSeparated.map { $0.map { JSON($0) } ?? .null }),
                        "separated_pairs": JSON(result.separatedPairs), "noise": .string(result.noiseDescription),
                        "recommended_proxy_steps": result.recommendedSteps().map { JSON($0) } ?? .null,
+                       "recommended_proxy_steps_predicted": result.recommendedPredictedSteps().map { JSON($0) } ?? .null,
                        "kendall_tau_predicted": .array(result.tauPredicted.map { $0.map { JSON($0) } ?? .null }),
                        "kendall_tau_predicted_separated": .array(result.tauPredictedSeparated.map { $0.map { JSON($0) } ?? .null }),
                        "predicted": .array(result.predicted.map { .array($0.map { p in p.map { JSON($0.value) } ?? .null }) }),

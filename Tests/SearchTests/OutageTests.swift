@@ -87,7 +87,7 @@ import Testing
         store.close()
     }
 
-    /// Issue 22 (minor): postgres-nio's raw "authMechanismRequiresPassword" in words, through a
+    /// Issue 22 (minor): a missing password in words (libpq says "fe_sendauth: no password supplied"), through a
     /// role of the test server that must give a password; a wrong one gets the server's words.
     @Test func aMissingPasswordIsNamed() throws {
         guard let (server, _) = Self.server("aMissingPasswordIsNamed") else { return }

@@ -376,6 +376,8 @@ struct Fixture {
         #expect(r.predicted.map { $0[2] } == expected)
         #expect(r.tauPredicted[2] == RankStatistics.kendallTau(expected.map { $0!.value }, r.losses.map { $0.last! }))
         #expect(r.markdown.contains("τ of the learning-curve prediction of the 16-step score") && r.markdown.contains("Learning curve fitted at 4 steps"))
+        #expect(r.recommendedPredictedSteps() == RankingStudy.Result.shortest(checkpoints: r.checkpoints, tau: r.tauPredictedSeparated, threshold: 0.9))
+        #expect(r.recommendation.contains("With the learning-curve prediction") == (r.recommendedPredictedSteps() != nil))
         #expect(try RankingSpec(json: ["name": "x", "teacher": "t", "data": "d", "candidates": ["a": [:], "b": [:]], "steps": [1], "curve_every": 5],
                                 file: "r.json").curveEvery == 5)
         #expect { _ = try RankingSpec(json: ["name": "x", "teacher": "t", "data": "d", "candidates": ["a": [:], "b": [:]], "steps": [1], "curve_every": -1],
