@@ -4,7 +4,8 @@ import Foundation
 //   B batch, T sequence, N = B·T rows, C hidden, H query heads, G key/value heads,
 //   D head dim, F MLP width, V vocabulary, L layers.
 
-/// A decoder-only language model (llama, nemotron, mixtral, jetmoe) with its parameters and gradients
+/// A decoder-only language model (every ``Family``: llama, nemotron, mistral, qwen2, qwen3, mixtral,
+/// qwen3_moe, jetmoe) with its parameters and gradients
 /// in flat buffers carved by a ``ParameterLayout``.
 ///
 /// A training step is `forward` → `loss(gradient: true)` (or any loss that writes dlogits into

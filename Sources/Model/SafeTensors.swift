@@ -237,14 +237,32 @@ public enum SafeTensorsWriter {
     /// Writes tensors to `url` atomically (temporary name, then rename), in the given order, as
     /// `type` (F32 by default), with `{"format": "pt"}` metadata as transformers expects.
     public static func write(_ tensors: [TensorSlice], type: StorageType = .float32, metadata: [String: String] = [:], to url: URL) throws {
+        for t in tensors { precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape") }
+        try write(tensors.map { ($0.name, type.dtype.rawValue, $0.shape, $0.values.count * type.dtype.size) }, metadata: metadata, to: url) { i, handle in
+            guard tensors[i].values.count > 0 else { return }
+            var data = Data()
+            type.append(tensors[i].values, to: &data)
+            try handle.write(contentsOf: data)
+        }
+    }
+
+    /// Writes int32 tensors (the token batches and validation windows of a backend's job).
+    public static func write(int32 tensors: [(name: String, shape: [Int], values: [Int32])], to url: URL) throws {
+        for t in tensors { precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape") }
+        try write(tensors.map { ($0.name, "I32", $0.shape, 4 * $0.values.count) }, metadata: [:], to: url) { i, handle in
+            try tensors[i].values.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+        }
+    }
+
+    /// The layout every file shares: an 8-byte little-endian header length, the JSON header
+    /// (padded with spaces to 8 bytes), then each tensor's bytes in order, written by `body`.
+    static func write(_ entries: [(name: String, dtype: String, shape: [Int], bytes: Int)], metadata: [String: String], to url: URL,
+                      body: (Int, FileHandle) throws -> Void) throws {
         var header: [String: JSON] = [:]
         var offset = 0
-        for t in tensors {
-            precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape")
-            let bytes = t.values.count * type.dtype.size
-            header[t.name] = ["dtype": .string(type.dtype.rawValue), "shape": .array(t.shape.map { JSON($0) }),
-                              "data_offsets": [JSON(offset), JSON(offset + bytes)]]
-            offset += bytes
+        for e in entries {
+            header[e.name] = ["dtype": .string(e.dtype), "shape": .array(e.shape.map { JSON($0) }), "data_offsets": [JSON(offset), JSON(offset + e.bytes)]]
+            offset += e.bytes
         }
         var meta = metadata
         if meta["format"] == nil { meta["format"] = "pt" }
@@ -255,11 +273,7 @@ public enum SafeTensorsWriter {
             var length = UInt64(headerBytes.count).littleEndian
             try handle.write(contentsOf: Data(bytes: &length, count: 8))
             try handle.write(contentsOf: headerBytes)
-            for t in tensors where t.values.count > 0 {
-                var data = Data()
-                type.append(t.values, to: &data)
-                try handle.write(contentsOf: data)
-            }
+            for i in entries.indices { try body(i, handle) }
         }
     }
 }

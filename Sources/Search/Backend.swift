@@ -125,28 +125,6 @@ struct BackendTrialResult {
     var steps: [(Int, Double)] = []
 }
 
-/// Writes small int32 tensors as safetensors (tokens and targets for the job's batches; the
-/// model files go through ``SafeTensorsWriter``).
-enum Int32SafeTensors {
-    static func write(_ tensors: [(name: String, shape: [Int], values: [Int32])], to url: URL) throws {
-        var header: [String: JSON] = [:]
-        var offset = 0
-        for t in tensors {
-            precondition(t.shape.reduce(1, *) == t.values.count)
-            header[t.name] = ["dtype": "I32", "shape": .array(t.shape.map { JSON($0) }), "data_offsets": [JSON(offset), JSON(offset + 4 * t.values.count)]]
-            offset += 4 * t.values.count
-        }
-        var text = Array(JSON.object(header).data())
-        while (text.count + 8) % 8 != 0 { text.append(0x20) }
-        var data = Data()
-        var n = UInt64(text.count).littleEndian
-        withUnsafeBytes(of: &n) { data.append(contentsOf: $0) }
-        data.append(contentsOf: text)
-        for t in tensors { t.values.withUnsafeBytes { data.append(contentsOf: $0) } }
-        try AtomicFile.write(data, to: url)
-    }
-}
-
 /// Runs a claim's students through an external backend.
 struct ExternalBackend {
     let spec: BackendSpec
@@ -184,7 +162,7 @@ struct ExternalBackend {
             targets += b.targets
         }
         let batchesFile = jobDirectory.appendingPathComponent("batches.safetensors")
-        try Int32SafeTensors.write([("tokens", [steps, recipe.batch, recipe.sequence], tokens), ("targets", [steps, recipe.batch, recipe.sequence], targets)], to: batchesFile)
+        try SafeTensorsWriter.write(int32: [("tokens", [steps, recipe.batch, recipe.sequence], tokens), ("targets", [steps, recipe.batch, recipe.sequence], targets)], to: batchesFile)
         let languages = corpus.languages
         let T = recipe.sequence
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
@@ -231,7 +209,7 @@ struct ExternalBackend {
             }
         }
         let w = language.count
-        try Int32SafeTensors.write([("tokens", [w, T], tokens), ("targets", [w, T], targets), ("language", [w], language)], to: url)
+        try SafeTensorsWriter.write(int32: [("tokens", [w, T], tokens), ("targets", [w, T], targets), ("language", [w], language)], to: url)
         return language
     }
 
@@ -247,7 +225,7 @@ struct ExternalBackend {
         defer { try? FileManager.default.removeItem(at: jobDirectory) }
         let T = calibration.sequence, B = min(batch, calibration.samples)
         let calibrationFile = jobDirectory.appendingPathComponent("calibration.safetensors")
-        try Int32SafeTensors.write([("tokens", [calibration.samples, T], calibration.tokens)], to: calibrationFile)
+        try SafeTensorsWriter.write(int32: [("tokens", [calibration.samples, T], calibration.tokens)], to: calibrationFile)
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
         _ = try Self.writeValidationWindows(corpus, batch: B, sequence: T, maxTokensPerLanguage: settings.lossTokensPerLanguage, to: validationFile)
         let job: JSON = [

@@ -9,18 +9,20 @@ import Proxy
 /// (docs/search.md documents it for sqlite3, psql and pandas users):
 ///
 /// - `study(id, name UNIQUE, spec JSON, teacher_fingerprint, created_at, state)`
-/// - `candidate(id, study_id → study, hash, architecture JSON, parameters, non_embedding_parameters,
-///   active_parameters, flops_per_token, UNIQUE(study_id, hash))`
-/// - `trial(id, candidate_id → candidate, rung, fidelity, parent_trial_id → trial, state ∈ waiting |
+/// - `candidate(id, studyId → study, hash, architecture JSON, parameters, non_embedding_parameters,
+///   active_parameters, flops_per_token, UNIQUE(studyId, hash))`
+/// - `trial(id, candidateId → candidate, rung, fidelity, parent_trial_id → trial, state ∈ waiting |
 ///   running | complete | failed | pruned, worker, heartbeat_at, started_at, finished_at, error,
-///   attempt, score, checkpoint, replicate, UNIQUE(candidate_id, rung, replicate))`; replicate 0 is
+///   attempt, score, checkpoint, replicate, UNIQUE(candidateId, rung, replicate))`; replicate 0 is
 ///   the search's own run, 1… the finalists rerun with other data-order seeds
-/// - `metric(trial_id → trial, step, name, value)`: curves and final scores (`val_loss`,
-///   `val_loss/de`, `val_kl`, `train_loss`, `seconds`).
+/// - `metric(trialId → trial, step, name, value)`: curves and final scores (`val_loss`,
+///   `val_loss/mean`, `val_loss/worst`, `val_loss/<lang>`, `val_kl`, `train_loss`, `seconds`,
+///   `score_ci_low`/`score_ci_high`, `promoted_on_tie`); the two spellings (camelCase references,
+///   snake_case columns) are the schema's as it stands (`Sources/Search/SQL.swift`).
 /// - `importance(teacher_fingerprint, calibration_fingerprint, settings JSON, scores JSON,
 ///   created_at, PRIMARY KEY(teacher_fingerprint, calibration_fingerprint, settings))`: the scores
 ///   the studies pruned with, computed once per teacher, calibration set and settings.
-/// - `trial_windows(trial_id → trial, windows JSON)`: each completed trial's per-window
+/// - `trial_windows(trialId → trial, windows JSON)`: each completed trial's per-window
 ///   validation losses, for paired intervals.
 /// - `ranking_study(id, name, teacher_fingerprint, created_at, result JSON)`: the `topiary
 ///   ranking` runs (τ against proxy length) for the report of every study of that teacher.
