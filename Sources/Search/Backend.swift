@@ -168,7 +168,9 @@ struct ExternalBackend {
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
         let vLanguage = try Self.writeValidationWindows(corpus, batch: recipe.batch, sequence: T, maxTokensPerLanguage: recipe.evalTokens, to: validationFile)
         let withKL = languages.map { JSON.bool((corpus.stats["validation"]?[$0]?.tokens ?? 0) > T) }
-        let schedule: JSON = ["name": .string(recipe.schedule), "warmup": JSON(recipe.warmup), "min_ratio": JSON(recipe.minRatio), "decay_fraction": 0.2]
+        // The built-in engine's own constants (DistillationRun builds its AdamW from these defaults).
+        let adamw = AdamW.Settings()
+        let schedule: JSON = ["name": .string(recipe.schedule), "warmup": JSON(recipe.warmup), "min_ratio": JSON(recipe.minRatio), "decay_fraction": JSON(LearningRateSchedule.defaultDecayFraction)]
         let job: JSON = [
             "protocol": 1, "kind": "distill", "device": .string(spec.device), "dtype": .string(spec.dtype),
             "teacher": .string(URL(fileURLWithPath: teacherPath).standardizedFileURL.path), "students": .array(entries),
@@ -178,7 +180,7 @@ struct ExternalBackend {
             "recipe": ["total_steps": JSON(recipe.steps), "learning_rate": JSON(recipe.learningRate), "schedule": schedule,
                        "loss": ["kl": JSON(recipe.loss.kl), "lm": JSON(recipe.loss.lm), "temperature": JSON(recipe.loss.temperature),
                                 "direction": .string(recipe.loss.direction.rawValue)],
-                       "adamw": ["beta1": 0.9, "beta2": 0.95, "epsilon": 1e-8, "weight_decay": JSON(recipe.weightDecay), "gradient_clip": JSON(recipe.gradientClip)]],
+                       "adamw": ["beta1": JSON(adamw.beta1), "beta2": JSON(adamw.beta2), "epsilon": JSON(adamw.epsilon), "weight_decay": JSON(recipe.weightDecay), "gradient_clip": JSON(recipe.gradientClip)]],
             "run": run,
         ]
         let jobFile = jobDirectory.appendingPathComponent("job.json")

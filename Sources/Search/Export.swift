@@ -80,7 +80,7 @@ public enum Exporter {
                 "data": .string(spec.data), "language_sampling_alpha": JSON(r.alpha),
                 "architecture": w.trial.architecture,
                 "parameters": ["total": JSON(target.parameterCount), "non_embedding": JSON(target.nonEmbeddingParameterCount), "active": JSON(target.activeParameterCount)],
-                "losses": ["logits_kl": JSON(r.loss.kl), "lm": JSON(r.loss.lm), "hidden": 0, "kl_direction": .string(r.loss.direction.rawValue)],
+                "losses": ["logits_kl": JSON(r.loss.kl), "lm": JSON(r.loss.lm), "hidden": JSON(r.loss.hidden.weight), "kl_direction": .string(r.loss.direction.rawValue)],
                 "temperature": JSON(r.loss.temperature),
                 "schedule": ["name": .string(r.schedule), "peak_learning_rate": JSON(r.learningRate), "warmup_steps": JSON(r.warmup),
                              "min_ratio": JSON(r.minRatio), "batch_size": JSON(r.batch), "sequence_length": JSON(r.sequence)],

@@ -46,11 +46,14 @@ public enum FullDistillation {
         r.learningRate = try need("schedule.peak_learning_rate", schedule["peak_learning_rate"]?.double)
         r.schedule = try need("schedule.name", schedule["name"]?.string)
         r.warmup = try need("schedule.warmup_steps", schedule["warmup_steps"]?.int)
-        r.minRatio = schedule["min_ratio"]?.double ?? 0.1
-        r.alpha = j["language_sampling_alpha"]?.double ?? 0.3
+        r.minRatio = schedule["min_ratio"]?.double ?? r.minRatio     // the recipe's defaults where an older export left them out
+        r.alpha = j["language_sampling_alpha"]?.double ?? r.alpha
         r.loss.kl = try need("losses.logits_kl", losses["logits_kl"]?.double)
         r.loss.lm = try need("losses.lm", losses["lm"]?.double)
         r.loss.direction = losses["kl_direction"]?.string == "reverse" ? .reverse : .forward
+        if let hidden = losses["hidden"]?.double, hidden != 0 {
+            throw SearchError.spec(file: file.path, path: "losses.hidden", reason: "\(hidden): the proxy used a hidden-state loss, which `distill --recipe` does not carry yet (its layer pairs are in the study's spec, not here); set it to 0 to distil on the logits alone")
+        }
         r.loss.temperature = try need("temperature", j["temperature"]?.double)
         r.evalTokens = options.evalTokens
         // As strict as a spec: every value inside the range a training run can use.

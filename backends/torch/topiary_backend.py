@@ -87,7 +87,9 @@ def learning_rate(schedule, step, total, peak):
         progress = min(1.0, (step - warmup) / span)
         return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     if name == "wsd":
-        decay_steps = max(1, int(round(total * schedule.get("decay_fraction", 0.2))))
+        # Half away from zero, as Swift's rounded() (Python's round() goes to even: 2.5 → 2);
+        # the fraction is the job's (Topiary always sends it).
+        decay_steps = max(1, int(math.floor(total * schedule["decay_fraction"] + 0.5)))
         decay_start = total - decay_steps
         if step <= decay_start:
             return peak

@@ -34,7 +34,10 @@ public enum LearningRateSchedule: Sendable, Equatable, Codable {
     }
 
     /// Parses `cosine`, `wsd` or `constant` with the given warmup and minimum ratio.
-    public static func named(_ name: String, warmup: Int, minRatio: Double = 0.1, decayFraction: Double = 0.2) -> LearningRateSchedule? {
+    /// The part of a `wsd` run spent decaying, unless told.
+    public static let defaultDecayFraction = 0.2
+
+    public static func named(_ name: String, warmup: Int, minRatio: Double = 0.1, decayFraction: Double = defaultDecayFraction) -> LearningRateSchedule? {
         switch name {
         case "cosine": return .cosine(warmup: warmup, minRatio: minRatio)
         case "wsd": return .warmupStableDecay(warmup: warmup, decayFraction: decayFraction, minRatio: minRatio)
