@@ -38,9 +38,9 @@ public struct PrunePlan: Sendable, Equatable {
 
 public enum Pruning {
     /// The target config: the teacher's with the keys of `target` replaced.
-    /// `target` may name `num_hidden_layers`, `hidden_size`, `num_attention_heads`,
-    /// `num_key_value_heads`, `intermediate_size` (and `head_dim`/`model_type`, which must equal
-    /// the teacher's).
+    /// `target` may name the family's search axes (``Axis/axes(for:)``: the same keys a search
+    /// space takes), and `head_dim`/`model_type`, which must equal the teacher's; JetMoE's derived
+    /// `num_attention_heads` only as the value it derives to.
     /// - Throws: ``ProxyError/invalidTarget(field:reason:)`` naming the key.
     public static func targetConfig(teacher: ModelConfig, target: [String: JSON]) throws -> ModelConfig {
         var c = teacher
@@ -50,14 +50,6 @@ public enum Pruning {
                 return n
             }
             switch key {
-            case "num_hidden_layers": c.numHiddenLayers = try int()
-            case "hidden_size": c.hiddenSize = try int()
-            case "num_attention_heads": c.numAttentionHeads = try int()
-            case "num_key_value_heads": c.numKeyValueHeads = try int()
-            case "intermediate_size" where teacher.family != .qwen3Moe: c.intermediateSize = try int()
-            case "moe_intermediate_size" where teacher.family == .qwen3Moe: c.moeIntermediateSize = try int()
-            case "num_local_experts" where teacher.family.isMixture, "num_experts" where teacher.family == .qwen3Moe: c.numLocalExperts = try int()
-            case "num_experts_per_tok" where teacher.family.isMixture: c.numExpertsPerTok = try int()
             case "head_dim":
                 guard try int() == teacher.headDim else { throw ProxyError.invalidTarget(field: key, reason: "\(value) differs from the teacher's \(teacher.headDim); head_dim is kept") }
             case "model_type":
@@ -65,21 +57,27 @@ public enum Pruning {
                     throw ProxyError.invalidTarget(field: key, reason: "student family \(value) differs from the teacher's '\(teacher.family.rawValue)'")
                 }
             default:
-                throw ProxyError.invalidTarget(field: key, reason: "not a prunable axis (\(prunableAxes(teacher.family).joined(separator: ", ")))")
+                // The family's search axes, the same map a search space uses.
+                if let axis = Axis(rawValue: key), Axis.axes(for: teacher.family).contains(axis) {
+                    axis.set(&c, try int())
+                } else if key == "num_attention_heads" && teacher.family == .jetmoe {
+                    // Derived, not set: accepted only as the value it derives to (checked below).
+                    _ = try int()
+                } else {
+                    throw ProxyError.invalidTarget(field: key, reason: "not a prunable axis (\(prunableAxes(teacher.family).joined(separator: ", ")))")
+                }
             }
         }
         // JetMoE's query heads follow from its key/value heads and top-k.
-        if target["num_attention_heads"] == nil { c.deriveQueryHeads() }
+        c.deriveQueryHeads()
+        if teacher.family == .jetmoe, let given = target["num_attention_heads"]?.int, given != c.numAttentionHeads {
+            throw ProxyError.invalidTarget(field: "num_attention_heads", reason: "\(given): JetMoE derives it as num_key_value_heads × num_experts_per_tok = \(c.numAttentionHeads)")
+        }
         return c
     }
 
     /// The config keys a target may set for a family.
-    public static func prunableAxes(_ family: Family) -> [String] {
-        var axes = ["num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads"]
-        axes.append(family == .qwen3Moe ? "moe_intermediate_size" : "intermediate_size")
-        if family.isMixture { axes += ["num_local_experts", "num_experts_per_tok"] }
-        return axes
-    }
+    public static func prunableAxes(_ family: Family) -> [String] { Axis.axes(for: family).map(\.rawValue) }
 
     /// Importance and pruning treat every layer alike: a qwen3_moe teacher whose layers mix
     /// dense and mixture MLPs (`mlp_only_layers`, `decoder_sparse_step` > 1) is refused.

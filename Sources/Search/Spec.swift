@@ -2,62 +2,6 @@ import Foundation
 import Model
 import Proxy
 
-/// The architecture axes a search space may vary, by their HF config keys.
-public enum Axis: String, CaseIterable, Sendable, Codable {
-    case numHiddenLayers = "num_hidden_layers"
-    case hiddenSize = "hidden_size"
-    case numAttentionHeads = "num_attention_heads"
-    case numKeyValueHeads = "num_key_value_heads"
-    case intermediateSize = "intermediate_size"
-    /// Mixtures only.
-    case numLocalExperts = "num_local_experts"
-    case numExpertsPerTok = "num_experts_per_tok"
-    /// qwen3_moe's names for the experts' width and count.
-    case moeIntermediateSize = "moe_intermediate_size"
-    case numExperts = "num_experts"
-
-    static let dense: [Axis] = [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize]
-
-    /// The axes of a family: dense models the first five; Mixtral those and the two expert axes;
-    /// JetMoE all but num_attention_heads, which it derives as num_key_value_heads ×
-    /// num_experts_per_tok; qwen3_moe names the expert width and count as its config does.
-    public static func axes(for family: Family) -> [Axis] {
-        switch family {
-        case .llama, .nemotron, .qwen2, .qwen3, .mistral: return dense
-        case .mixtral: return dense + [.numLocalExperts, .numExpertsPerTok]
-        case .jetmoe: return dense.filter { $0 != .numAttentionHeads } + [.numLocalExperts, .numExpertsPerTok]
-        case .qwen3Moe: return [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .moeIntermediateSize, .numExperts, .numExpertsPerTok]
-        }
-    }
-
-    func value(_ c: ModelConfig) -> Int {
-        switch self {
-        case .numHiddenLayers: return c.numHiddenLayers
-        case .hiddenSize: return c.hiddenSize
-        case .numAttentionHeads: return c.numAttentionHeads
-        case .numKeyValueHeads: return c.numKeyValueHeads
-        case .intermediateSize: return c.intermediateSize
-        case .numLocalExperts, .numExperts: return c.numLocalExperts
-        case .numExpertsPerTok: return c.numExpertsPerTok
-        case .moeIntermediateSize: return c.moeIntermediateSize
-        }
-    }
-    /// Sets the axis (JetMoE's query heads follow its key/value heads and top-k).
-    func set(_ c: inout ModelConfig, _ v: Int) {
-        switch self {
-        case .numHiddenLayers: c.numHiddenLayers = v
-        case .hiddenSize: c.hiddenSize = v
-        case .numAttentionHeads: c.numAttentionHeads = v
-        case .numKeyValueHeads: c.numKeyValueHeads = v
-        case .intermediateSize: c.intermediateSize = v
-        case .numLocalExperts, .numExperts: c.numLocalExperts = v
-        case .numExpertsPerTok: c.numExpertsPerTok = v
-        case .moeIntermediateSize: c.moeIntermediateSize = v
-        }
-        c.deriveQueryHeads()
-    }
-}
-
 /// What a parameter budget counts.
 public enum BudgetCount: String, Sendable, Codable {
     case total, nonEmbedding = "non_embedding", active

@@ -299,3 +299,29 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
         }
     }
 }
+
+/// Issue 23: a pruning target and a search space read the same map from axis to config field
+/// (`Axis`); they used to disagree (qwen3_moe's `num_local_experts` accepted by one, JetMoE's
+/// derived `num_attention_heads` settable by one).
+@Suite struct TargetAxisTests {
+    @Test func targetsTakeTheSearchAxesOfTheirFamily() throws {
+        let qwen = ModelConfig(family: .qwen3Moe, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
+                               numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
+                               numLocalExperts: 4, numExpertsPerTok: 2, moeIntermediateSize: 16, normTopKProb: true)
+        let jet = ModelConfig(family: .jetmoe, vocabSize: 257, hiddenSize: 24, intermediateSize: 16, numHiddenLayers: 3,
+                              numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
+                              numLocalExperts: 4, numExpertsPerTok: 2)
+        for family in [Family.llama, .mixtral, .jetmoe, .qwen3Moe] {
+            #expect(Pruning.prunableAxes(family) == Axis.axes(for: family).map(\.rawValue))
+        }
+        #expect(try Pruning.targetConfig(teacher: qwen, target: ["num_experts": 2]).numLocalExperts == 2)
+        #expect { _ = try Pruning.targetConfig(teacher: qwen, target: ["num_local_experts": 2]) } throws: { "\($0)".contains("num_experts") }
+        #expect { _ = try Pruning.targetConfig(teacher: qwen, target: ["intermediate_size": 16]) } throws: { "\($0)".contains("moe_intermediate_size") }
+        // JetMoE: the query heads follow num_key_value_heads × num_experts_per_tok.
+        #expect(try Pruning.targetConfig(teacher: jet, target: ["num_experts_per_tok": 1]).numAttentionHeads == 2)
+        #expect(try Pruning.targetConfig(teacher: jet, target: ["num_experts_per_tok": 1, "num_attention_heads": 2]).numAttentionHeads == 2)
+        #expect { _ = try Pruning.targetConfig(teacher: jet, target: ["num_experts_per_tok": 1, "num_attention_heads": 4]) } throws: {
+            "\($0)".contains("derives it as num_key_value_heads × num_experts_per_tok = 2")
+        }
+    }
+}
