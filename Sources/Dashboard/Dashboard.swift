@@ -136,12 +136,12 @@ public struct Dashboard: Sendable {
                  "tied_with_best": .bool(r.tiedWithBest), "predicted": p.map { JSON($0.value) } ?? .null,
                  "predicted_interval": p?.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
                  "predicted_at_steps": p == nil ? .null : JSON(predictions.steps),
-                 "steps": JSON(r.trial.fidelity), "state": .string(r.trial.state)]
+                 "steps": JSON(r.trial.fidelity), "state": .string(r.trial.state.rawValue)]
             }))
         case "trials":
             return Self.json(.array(try store.trials(study: s.id).map { t in
                 ["id": JSON(Int(t.id)), "candidate": .string(t.hash), "rung": JSON(t.rung), "replicate": JSON(t.replicate), "steps": JSON(t.fidelity),
-                 "state": .string(t.state), "attempt": JSON(t.attempt), "score": t.score.map { JSON($0) } ?? .null,
+                 "state": .string(t.state.rawValue), "attempt": JSON(t.attempt), "score": t.score.map { JSON($0) } ?? .null,
                  "worker": t.worker.map { .string($0) } ?? .null, "error": t.error.map { .string($0) } ?? .null]
             }))
         default:

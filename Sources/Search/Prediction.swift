@@ -42,7 +42,7 @@ extension StudyStore {
         let warmup = study.spec["proxy"]?["warmup"]?.int ?? DistillationRecipe(steps: 1).warmup
         let objective = study.spec["objective"]?["languages"]?.string.flatMap(Objective.init) ?? .mean
         var out: [String: [Int: Double]] = [:]
-        for t in trials where t.replicate == 0 && (t.state == "complete" || t.state == "pruned") {
+        for t in trials where t.replicate == 0 && (t.state.isScored) {
             for m in try metrics(trial: t.id) where m.name == objective.metricName && m.step > warmup { out[t.hash, default: [:]][m.step] = m.value }
         }
         return out.mapValues { $0.sorted { $0.key < $1.key }.map { LearningCurve.Point(step: Double($0.key), loss: $0.value) } }
@@ -63,7 +63,7 @@ extension StudyStore {
         for (h, p) in zip(hashes, long) { if let p { longRun[h] = LongRun(prediction: p, points: curves[h]!.count) } }
 
         var checks: [NextRungCheck] = []
-        let own = trials.filter { $0.replicate == 0 && ($0.state == "complete" || $0.state == "pruned") }
+        let own = trials.filter { $0.replicate == 0 && ($0.state.isScored) }
         for rung in Set(own.map(\.rung)).sorted() {
             let next = own.filter { $0.rung == rung + 1 && $0.score != nil }
             guard let from = own.first(where: { $0.rung == rung })?.fidelity, !next.isEmpty else { continue }

@@ -43,7 +43,7 @@ extension StudyStore {
     /// (default: the study's objective score; with replicates, their mean). Entries within `noise`
     /// of the one above are ties; entries whose 95% interval overlaps the leader's are tied with it.
     public func top(study: Int64, metric: String? = nil, limit: Int? = nil, noise: Double = 0) throws -> [Ranked] {
-        let all = try self.trials(study: study).filter { $0.state == "complete" || $0.state == "pruned" }
+        let all = try self.trials(study: study).filter { $0.state.isScored }
         let trials = all.filter { $0.replicate == 0 }
         var best: [Int64: TrialRow] = [:]
         for t in trials where best[t.candidateID].map({ t.rung > $0.rung }) ?? true { best[t.candidateID] = t }
@@ -53,7 +53,7 @@ extension StudyStore {
         var runs: [Int64: [Int64]] = [:]
         for t in best.values {
             let m = Dictionary(try metrics(trial: t.id).map { ($0.name, $0.value) }, uniquingKeysWith: { _, b in b })
-            let replicas = all.filter { $0.candidateID == t.candidateID && $0.rung == t.rung && $0.replicate > 0 && $0.state == "complete" }
+            let replicas = all.filter { $0.candidateID == t.candidateID && $0.rung == t.rung && $0.replicate > 0 && $0.state == .complete }
                 .sorted { $0.replicate < $1.replicate }
             runs[t.id] = [t.id] + replicas.map(\.id)
             var r = Ranked(rank: 0, trial: t, metrics: m, tiedWithPrevious: false)
@@ -149,8 +149,8 @@ extension StudyStore {
     public func summary(_ s: StudyRow) throws -> StudySummary {
         let t = try trials(study: s.id)
         let cands: Int = try read { db in try db.scalar("SELECT COUNT(*) FROM candidate WHERE studyId = ?", [s.id]) ?? 0 }
-        func n(_ state: String) -> Int { t.filter { $0.state == state }.count }
-        let steps = t.filter { $0.state == "complete" || $0.state == "pruned" }.reduce(0) { sum, trial in
+        func n(_ state: TrialState) -> Int { t.filter { $0.state == state }.count }
+        let steps = t.filter { $0.state.isScored }.reduce(0) { sum, trial in
             let parentFidelity = trial.parentTrialID.flatMap { p in t.first { $0.id == p }?.fidelity } ?? 0
             return sum + trial.fidelity - parentFidelity
         }
@@ -160,10 +160,10 @@ extension StudyStore {
                 WHERE candidate.studyId = ? AND metric.name = 'promoted_on_tie'
                 """, [s.id]).map { $0["trialId"] }
         }
-        let tieSteps = t.filter { $0.parentTrialID.map(tied.contains) ?? false }.filter { $0.state == "complete" || $0.state == "pruned" }
+        let tieSteps = t.filter { $0.parentTrialID.map(tied.contains) ?? false }.filter { $0.state.isScored }
             .reduce(0) { sum, child in sum + child.fidelity - (t.first { $0.id == child.parentTrialID }?.fidelity ?? 0) }
-        var summary = StudySummary(study: s, candidates: cands, complete: n("complete"), running: n("running"), waiting: n("waiting"),
-                                   failed: n("failed"), pruned: n("pruned"), best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil },
+        var summary = StudySummary(study: s, candidates: cands, complete: n(.complete), running: n(.running), waiting: n(.waiting),
+                                   failed: n(.failed), pruned: n(.pruned), best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil },
                                    stepsRun: steps, workers: t.compactMap(\.worker).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } })
         summary.tiePromotions = tied.count
         summary.tieSteps = tieSteps

@@ -44,7 +44,7 @@ public struct StudyReport {
         pareto = StudyStore.pareto(ranked)
         candidates = try store.candidates(study: s.id)
         var m: [Int64: [(step: Int, name: String, value: Double)]] = [:]
-        for t in trials where t.state == "complete" || t.state == "pruned" { m[t.id] = try store.metrics(trial: t.id) }
+        for t in trials where t.state.isScored { m[t.id] = try store.metrics(trial: t.id) }
         metrics = m
         importance = try store.latestImportance(teacherFingerprint: s.teacherFingerprint)
         self.teacher = teacher
@@ -130,7 +130,7 @@ public struct StudyReport {
         var rows = ""
         for r in ranked.prefix(20) {
             let interval = r.interval.map { String(format: " ± %.4f", $0.halfWidth) + ($0.method == "t" ? " (n=\($0.samples))" : "") } ?? ""
-            let note = (r.trial.state == "pruned" ? "stopped" : "") + (r.tiedWithBest ? " tied with the leader" : "")
+            let note = (r.trial.state == .pruned ? "stopped" : "") + (r.tiedWithBest ? " tied with the leader" : "")
             rows += "<tr><td>\(r.rank)</td><td class=\"l\"><a href=\"candidates/\(r.trial.hash).html\">\(r.trial.hash)</a></td>"
                 + "<td class=\"l\">\(htmlEscape(Self.architectureText(r.trial.architecture)))</td><td>\(r.trial.parameters)</td><td>\(r.trial.activeParameters)</td>"
                 + String(format: "<td>%.4f%@</td>", r.value, interval as NSString) + "<td class=\"difference\">\(r.differenceText)</td>"
@@ -241,7 +241,7 @@ public struct StudyReport {
     /// Seconds per distillation step, from the completed trials' `seconds` metric.
     var secondsPerStep: Double? {
         var total = 0.0, steps = 0
-        for t in trials where t.state == "complete" || t.state == "pruned" {
+        for t in trials where t.state.isScored {
             guard let s = metrics[t.id]?.first(where: { $0.name == "seconds" })?.value else { continue }
             let parent = t.parentTrialID.flatMap { p in trials.first { $0.id == p }?.fidelity } ?? 0
             total += s
@@ -252,7 +252,7 @@ public struct StudyReport {
 
     /// Steps the waiting and running trials still need.
     var remainingSteps: Int {
-        trials.filter { $0.state == "waiting" || $0.state == "running" }.reduce(0) { sum, t in
+        trials.filter { $0.state == .waiting || $0.state == .running }.reduce(0) { sum, t in
             sum + t.fidelity - (t.parentTrialID.flatMap { p in trials.first { $0.id == p }?.fidelity } ?? 0)
         }
     }
@@ -261,13 +261,13 @@ public struct StudyReport {
         var rungs: [JSON] = []
         for rung in Set(trials.map(\.rung)).sorted() {
             let here = trials.filter { $0.rung == rung }
-            func n(_ s: String) -> Int { here.filter { $0.state == s }.count }
-            rungs.append(["rung": JSON(rung), "steps": JSON(here.map(\.fidelity).max() ?? 0), "waiting": JSON(n("waiting")), "running": JSON(n("running")),
-                          "complete": JSON(n("complete")), "stopped": JSON(n("pruned")), "failed": JSON(n("failed"))])
+            func n(_ s: StudyStore.TrialState) -> Int { here.filter { $0.state == s }.count }
+            rungs.append(["rung": JSON(rung), "steps": JSON(here.map(\.fidelity).max() ?? 0), "waiting": JSON(n(.waiting)), "running": JSON(n(.running)),
+                          "complete": JSON(n(.complete)), "stopped": JSON(n(.pruned)), "failed": JSON(n(.failed))])
         }
         let eta = secondsPerStep.map { JSON($0 * Double(remainingSteps)) } ?? .null
-        let failed: [JSON] = trials.filter { $0.state == "failed" || ($0.error != nil && $0.state == "waiting") }.map {
-            ["candidate": .string($0.hash), "rung": JSON($0.rung), "state": .string($0.state), "attempt": JSON($0.attempt), "error": .string($0.error ?? "")]
+        let failed: [JSON] = trials.filter { $0.state == .failed || ($0.error != nil && $0.state == .waiting) }.map {
+            ["candidate": .string($0.hash), "rung": JSON($0.rung), "state": .string($0.state.rawValue), "attempt": JSON($0.attempt), "error": .string($0.error ?? "")]
         }
         return ["study": .string(study.name), "state": .string(study.state), "rungs": .array(rungs), "remaining_steps": JSON(remainingSteps),
                 "eta_seconds": eta, "errors": .array(failed)]
@@ -326,7 +326,7 @@ public struct StudyReport {
     /// Each candidate's (steps, score) at every rung it completed.
     var curves: [(hash: String, finalist: Bool, points: [(Double, Double)])] {
         var byCandidate: [String: [StudyStore.TrialRow]] = [:]
-        for t in trials where (t.state == "complete" || t.state == "pruned") && t.replicate == 0 && t.score != nil { byCandidate[t.hash, default: []].append(t) }
+        for t in trials where (t.state.isScored) && t.replicate == 0 && t.score != nil { byCandidate[t.hash, default: []].append(t) }
         return byCandidate.keys.sorted().map { h in
             let ts = byCandidate[h]!.sorted { $0.rung < $1.rung }
             return (h, ts.last!.rung == topRung, ts.map { (Double($0.fidelity), $0.score!) })
@@ -389,7 +389,7 @@ public struct StudyReport {
     var rungRanks: [Int: [String: Int]] {
         var out: [Int: [String: Int]] = [:]
         for rung in Set(trials.map(\.rung)) {
-            let scored = trials.filter { $0.rung == rung && $0.replicate == 0 && $0.score != nil && ($0.state == "complete" || $0.state == "pruned") }
+            let scored = trials.filter { $0.rung == rung && $0.replicate == 0 && $0.score != nil && ($0.state.isScored) }
                 .sorted { ($0.score!, $0.id) < ($1.score!, $1.id) }
             out[rung] = Dictionary(uniqueKeysWithValues: scored.enumerated().map { ($1.hash, $0 + 1) })
         }

@@ -170,7 +170,7 @@ public final class SearchRunner {
     func addReplicates(study: Int64, trials: [StudyStore.TrialRow]) throws -> Bool {
         guard let r = spec.replicates, !trials.contains(where: { $0.replicate > 0 }) else { return false }
         let rung = trials.map(\.rung).max() ?? 0
-        let finalists = trials.filter { $0.rung == rung && $0.replicate == 0 && $0.state == "complete" }
+        let finalists = trials.filter { $0.rung == rung && $0.replicate == 0 && $0.state == .complete }
             .sorted { ($0.score ?? .infinity, $0.id) < ($1.score ?? .infinity, $1.id) }
         let top: Int
         if let t = r.top { top = t } else if case .successiveHalving = spec.strategy { top = finalists.count } else { top = 3 }
@@ -359,9 +359,9 @@ public final class SearchRunner {
     /// Moves the study forward when a rung or generation is finished; returns true when the study is done.
     public func advance(study: Int64) throws -> Bool {
         let trials = try store.trials(study: study)
-        if trials.contains(where: { $0.state == "waiting" || $0.state == "running" }) { return false }
+        if trials.contains(where: { $0.state == .waiting || $0.state == .running }) { return false }
         let rung = trials.map(\.rung).max() ?? 0
-        let current = trials.filter { $0.rung == rung && $0.state == "complete" && $0.replicate == 0 }
+        let current = trials.filter { $0.rung == rung && $0.state == .complete && $0.replicate == 0 }
         switch spec.strategy {
         case let .successiveHalving(_, eta):
             let fidelities = rungFidelities
@@ -393,7 +393,7 @@ public final class SearchRunner {
         case let .evolution(population, generations, mutation, crossover, seed):
             guard rung + 1 < generations else { break }
             var rng = SeededGenerator(seed: seed &+ UInt64(rung + 1))
-            let scored = trials.filter { $0.state == "complete" && $0.replicate == 0 }.sorted { ($0.score ?? .infinity) < ($1.score ?? .infinity) }
+            let scored = trials.filter { $0.state == .complete && $0.replicate == 0 }.sorted { ($0.score ?? .infinity) < ($1.score ?? .infinity) }
             let parents = Array(scored.prefix(max(2, population / 2)))
             let tried = Set(trials.map(\.hash))
             let byHash = Dictionary(uniqueKeysWithValues: enumeration.candidates.map { ($0.hash, $0) })
@@ -437,7 +437,7 @@ public final class SearchRunner {
             // Another worker may still hold running trials: wait for them (or for them to go
             // stale), and say so once per situation rather than wait in silence.
             let trials = try store.trials(study: study)
-            if !trials.contains(where: { $0.state == "waiting" }) && trials.contains(where: { $0.state == "running" }) {
+            if !trials.contains(where: { $0.state == .waiting }) && trials.contains(where: { $0.state == .running }) {
                 let running = try store.runningTrials(study: study)
                 let workers = Dictionary(grouping: running, by: \.worker)
                 let names = workers.keys.sorted()

@@ -289,9 +289,26 @@ extension StudyStore {
 // MARK: trials
 
 extension StudyStore {
+    /// Where a trial stands. Stored as its raw value (the schema's CHECK lists the same five).
+    public enum TrialState: String, Sendable, CaseIterable, CustomStringConvertible, SQLBindable, SQLDecodable, ExpressibleByStringLiteral {
+        case waiting, running, complete, failed
+        /// Scored, then stopped by successive halving at its rung.
+        case pruned
+        /// Scored: complete, or pruned after completing.
+        public var isScored: Bool { self == .complete || self == .pruned }
+        public var description: String { rawValue }
+        public var sqlValue: SQLValue { .text(rawValue) }
+        public static func decode(_ v: SQLValue) -> TrialState? { String.decode(v).flatMap(TrialState.init(rawValue:)) }
+        /// `"complete"` where a TrialState is expected (tests, comparisons); anything else is a bug.
+        public init(stringLiteral value: String) {
+            guard let s = TrialState(rawValue: value) else { preconditionFailure("'\(value)' is not a trial state") }
+            self = s
+        }
+    }
+
     public struct TrialRow: Sendable, Equatable {
         public var id: Int64, candidateID: Int64, hash: String, architecture: JSON, rung: Int, fidelity: Int
-        public var parentTrialID: Int64?, state: String, attempt: Int, score: Double?, checkpoint: String?, error: String?
+        public var parentTrialID: Int64?, state: TrialState, attempt: Int, score: Double?, checkpoint: String?, error: String?
         /// 0: the search's own run; r ≥ 1: the candidate rerun from its pruned init with data-order seed + r.
         public var replicate: Int = 0
         /// Who ran it (host-pid[-slurm-JOB_TASK]); kept after it finishes.
@@ -382,7 +399,7 @@ extension StudyStore {
             guard let owner = try db.row("SELECT worker, state FROM trial WHERE id = ?", [trial]) else {
                 throw SearchError.store("trial \(trial) is gone from \(location): its study was deleted while this process ran it; stopping")
             }
-            guard (owner["worker"] as String?) == worker, (owner["state"] as String) == "running" else { return false }
+            guard (owner["worker"] as String?) == worker, (owner["state"] as TrialState) == .running else { return false }
             try db.execute("DELETE FROM metric WHERE trialId = ?", [trial])
             // A (step, name) given twice keeps the last value.
             var last: [String: Int] = [:]
@@ -601,7 +618,7 @@ extension StudyStore {
                     JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ? ORDER BY trial_windows.trialId
                     """, [s.id]))
             }
-            if trials.contains(where: { ($0["state"] as String) == "running" }) {
+            if trials.contains(where: { ($0["state"] as TrialState) == .running }) {
                 log("warning: study '\(s.name)' has running trials; they are copied as running and will be taken back when their heartbeat goes stale")
             }
             try target.write { db in

@@ -97,7 +97,7 @@ struct ResultsTop: ParsableCommand {
         let showPredicted = ranked.contains { predicted($0) != nil }
         func note(_ r: StudyStore.Ranked) -> String {
             var parts: [String] = []
-            if r.trial.state == "pruned" { parts.append("stopped") }
+            if r.trial.state == .pruned { parts.append("stopped") }
             if r.tiedWithBest { parts.append("tied") } else if r.tiedWithPrevious { parts.append("tie") }
             return parts.joined(separator: ", ")
         }
@@ -180,7 +180,7 @@ struct ResultsShow: ParsableCommand {
                                    "active_parameters": JSON(first.activeParameters)]
         out["trials"] = .array(try trials.map { t in
             let m = try st.metrics(trial: t.id)
-            return ["rung": JSON(t.rung), "replicate": JSON(t.replicate), "steps": JSON(t.fidelity), "state": .string(t.state), "attempt": JSON(t.attempt),
+            return ["rung": JSON(t.rung), "replicate": JSON(t.replicate), "steps": JSON(t.fidelity), "state": .string(t.state.rawValue), "attempt": JSON(t.attempt),
                     "worker": t.worker.map { .string($0) } ?? .null,
                     "score": t.score.map { JSON($0) } ?? .null, "error": t.error.map { .string($0) } ?? .null,
                     "metrics": .array(m.map { ["step": JSON($0.step), "name": .string($0.name), "value": JSON($0.value)] })]

@@ -87,7 +87,7 @@ struct SearchRun: ParsableCommand {
         let start = Date()
         let study = try runner.prepare(extend: extend)
         // Helpers only where there is work left: a finished study starts none.
-        let waiting = try st.trials(study: study).filter { $0.state == "waiting" || $0.state == "running" }.count
+        let waiting = try st.trials(study: study).filter { $0.state == .waiting || $0.state == .running }.count
         let count = try st.study(named: s.study)?.state == "complete" ? 0 : min(workers - 1, max(0, waiting - 1))
         for i in 0..<count {
             let p = Process()

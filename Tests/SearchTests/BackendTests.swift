@@ -276,7 +276,7 @@ import Testing
         try FileManager.default.createDirectory(at: pids, withIntermediateDirectories: true)
         let start = Date()
         let (_, trials) = try Self.studyWithLyingBackend(f, mode: "orphan", arguments: [pids.path])
-        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(trials.map { $0.error ?? $0.state })")
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(trials.map { $0.error ?? $0.state.rawValue })")
         #expect(trials.contains { $0.score == 0.25 }, "scored from the evaluation rows")
         let orphans = try FileManager.default.contentsOfDirectory(atPath: pids.path).compactMap { pid_t($0) }
         #expect(!orphans.isEmpty)
