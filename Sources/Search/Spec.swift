@@ -356,7 +356,11 @@ public struct SearchSpec: Sendable {
         if let p = try object(o["proxy"], "proxy") {
             try check(p, "proxy", ["steps", "batch_size", "sequence_length", "learning_rate", "warmup", "schedule", "loss", "temperature", "reverse_kl", "eval_tokens", "seed",
                                  "curve_points"])
-            if let v = p["curve_points"] { curvePoints = try int(v, "proxy.curve_points", min: 0) }
+            if let v = p["curve_points"] {
+                curvePoints = try int(v, "proxy.curve_points", min: 0)
+                // Each point is a full evaluation: more than a few dozen per trial is a mistake.
+                guard curvePoints <= 64 else { throw fail("proxy.curve_points", "\(curvePoints) evaluations inside every trial; at most 64") }
+            }
             if let v = p["steps"] { proxy.steps = try int(v, "proxy.steps") }
             if let v = p["batch_size"] { proxy.batch = try int(v, "proxy.batch_size") }
             if let v = p["sequence_length"] { proxy.sequence = try int(v, "proxy.sequence_length", min: 2) }

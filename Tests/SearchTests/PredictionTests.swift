@@ -25,6 +25,7 @@ import Testing
         #expect(try Self.spec(f, curvePoints: 0).evaluationSteps(from: 6, to: 18) == [18])
         #expect(s.predictionSteps == 2000)
         #expect { _ = try f.parse(f.spec(["proxy": ["steps": 6, "curve_points": -1]])) } throws: { "\($0)".contains("proxy.curve_points") }
+        #expect { _ = try f.parse(f.spec(["proxy": ["steps": 6, "curve_points": 1_000_000_000]])) } throws: { "\($0)".contains("at most 64") }
         #expect { _ = try f.parse(f.spec(["export": ["full_distillation_steps": 0]])) } throws: { "\($0)".contains("export.full_distillation_steps") }
     }
 
