@@ -69,6 +69,8 @@ extension StudyStore {
             guard let from = own.first(where: { $0.rung == rung })?.fidelity, !next.isEmpty else { continue }
             let upTo = hashes.map { h in curves[h]!.filter { $0.step <= Double(from) } }
             let steps = next[0].fidelity
+            // Successive halving's next rungs run on; evolution's generations are new candidates at the same length.
+            guard steps > from else { continue }
             let predicted = LearningCurve.predict(upTo, at: Double(steps), seed: seed &+ UInt64(rung + 1))
             for t in next.sorted(by: { $0.score! < $1.score! }) {
                 guard let i = hashes.firstIndex(of: t.hash), let p = predicted[i] else { continue }
