@@ -18,7 +18,7 @@ import Proxy
 /// - `metric(trialId → trial, step, name, value)`: curves and final scores (`val_loss`,
 ///   `val_loss/mean`, `val_loss/worst`, `val_loss/<lang>`, `val_kl`, `train_loss`, `seconds`,
 ///   `score_ci_low`/`score_ci_high`, `promoted_on_tie`); the two spellings (camelCase references,
-///   snake_case columns) are the schema's as it stands (`Sources/Search/SQL.swift`).
+///   snake_case columns) are the schema's as it stands (`Sources/Search/Store/SQL.swift`).
 /// - `importance(teacher_fingerprint, calibration_fingerprint, settings JSON, scores JSON,
 ///   created_at, PRIMARY KEY(teacher_fingerprint, calibration_fingerprint, settings))`: the scores
 ///   the studies pruned with, computed once per teacher, calibration set and settings.
