@@ -2,6 +2,8 @@ import Foundation
 import Model
 import Proxy
 
+typealias Metric = StudyStore.Metric
+
 /// Runs a study: plans trials by strategy, executes them (several students per claim, sharing
 /// the teacher), advances successive-halving rungs and evolutionary generations, and resumes
 /// whatever a killed process left unfinished.
@@ -321,21 +323,21 @@ public final class SearchRunner {
                 log("trial \(t.hash) rung \(t.rung) FAILED: \(error)")
                 continue
             }
-            var metrics: [(step: Int, name: String, value: Double)] = trainLoss.map { ($0.0, "train_loss", $0.1) }
+            var metrics: [(step: Int, name: String, value: Double)] = trainLoss.map { ($0.0, Metric.trainLoss.rawValue, $0.1) }
             // The curve points inside the trial's steps, then its end: what its learning curve is fitted to.
             for p in curve + [point] {
-                metrics.append((p.step, "val_loss", p.validation.overall))
-                metrics.append((p.step, "val_loss/mean", p.validation.languageMean))
-                metrics.append((p.step, "val_loss/worst", p.validation.worst))
-                for (lang, v) in p.validation.perLanguage { metrics.append((p.step, "val_loss/\(lang)", v)) }
+                metrics.append((p.step, Metric.valLoss.rawValue, p.validation.overall))
+                metrics.append((p.step, Metric.valLossMean.rawValue, p.validation.languageMean))
+                metrics.append((p.step, Metric.valLossWorst.rawValue, p.validation.worst))
+                for (lang, v) in p.validation.perLanguage { metrics.append((p.step, Metric.language(lang), v)) }
             }
-            metrics.append((point.step, "val_kl", point.validationKL))
-            metrics.append((point.step, "seconds", seconds))
+            metrics.append((point.step, Metric.valKL.rawValue, point.validationKL))
+            metrics.append((point.step, Metric.seconds.rawValue, seconds))
             let score = spec.objective.value(point.validation)
             // The score's 95% interval over the validation windows (free: no retraining).
             if let ci = Noise.bootstrapInterval(point.validation, seed: UInt64(t.id), score: spec.objective.value) {
-                metrics.append((point.step, "score_ci_low", ci.low))
-                metrics.append((point.step, "score_ci_high", ci.high))
+                metrics.append((point.step, Metric.scoreLow.rawValue, ci.low))
+                metrics.append((point.step, Metric.scoreHigh.rawValue, ci.high))
             }
             guard try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics, windows: point.validation.windows) else {
                 log("trial \(t.hash) rung \(t.rung): not recorded — another worker took it back after a missed heartbeat")
@@ -383,7 +385,7 @@ public final class SearchRunner {
             try store.addTrials(ranked.prefix(keep).map { ($0.candidateID, rung + 1, fidelities[rung + 1], $0.id) })
             if keep > cut {
                 // Recorded on the trials promoted on a tie, so that the summary counts their extra compute.
-                for t in ranked[cut..<keep] { try store.addMetric(t.id, step: t.fidelity, name: "promoted_on_tie", value: 1) }
+                for t in ranked[cut..<keep] { try store.addMetric(t.id, step: t.fidelity, name: Metric.promotedOnTie.rawValue, value: 1) }
                 log("rung \(rung) done: \(cut) of \(current.count) continue to \(fidelities[rung + 1]) steps, and \(keep - cut) more tied with the last of them "
                     + "(paired 95% interval of the difference contains 0): " + ranked[cut..<keep].map(\.hash).joined(separator: ", "))
             } else {

@@ -77,9 +77,9 @@ public enum Objective: String, Sendable, Codable {
     /// The metric a trial records it under (at its end and at its curve points).
     public var metricName: String {
         switch self {
-        case .overall: return "val_loss"
-        case .mean: return "val_loss/mean"
-        case .worst: return "val_loss/worst"
+        case .overall: return StudyStore.Metric.valLoss.rawValue
+        case .mean: return StudyStore.Metric.valLossMean.rawValue
+        case .worst: return StudyStore.Metric.valLossWorst.rawValue
         }
     }
 

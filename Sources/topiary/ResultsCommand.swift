@@ -190,9 +190,9 @@ struct ResultsShow: ParsableCommand {
         for t in trials {
             print("rung \(t.rung)\(t.replicate > 0 ? " replicate \(t.replicate)" : ""): \(t.fidelity) steps, \(t.state)\(t.worker.map { " on \($0)" } ?? ""), attempt \(t.attempt), score \(t.score.map { String(format: "%.4f", $0) } ?? "–")\(t.error.map { ", error: \($0)" } ?? "")")
             let m = try st.metrics(trial: t.id)
-            let finals = m.filter { $0.name.hasPrefix("val") || $0.name == "seconds" }.map { "\($0.name) \(String(format: "%.4f", $0.value))" }
+            let finals = m.filter { $0.name.hasPrefix("val") || $0.name == StudyStore.Metric.seconds.rawValue }.map { "\($0.name) \(String(format: "%.4f", $0.value))" }
             if !finals.isEmpty { print("  " + finals.joined(separator: ", ")) }
-            let curve = m.filter { $0.name == "train_loss" }.map { "\($0.step):\(String(format: "%.3f", $0.value))" }
+            let curve = m.filter { $0.name == StudyStore.Metric.trainLoss.rawValue }.map { "\($0.step):\(String(format: "%.3f", $0.value))" }
             if !curve.isEmpty { print("  train loss " + curve.joined(separator: " ")) }
         }
     }

@@ -242,7 +242,7 @@ public struct StudyReport {
     var secondsPerStep: Double? {
         var total = 0.0, steps = 0
         for t in trials where t.state.isScored {
-            guard let s = metrics[t.id]?.first(where: { $0.name == "seconds" })?.value else { continue }
+            guard let s = metrics[t.id]?.first(where: { $0.name == StudyStore.Metric.seconds.rawValue })?.value else { continue }
             let parent = t.parentTrialID.flatMap { p in trials.first { $0.id == p }?.fidelity } ?? 0
             total += s
             steps += t.fidelity - parent
@@ -348,8 +348,8 @@ public struct StudyReport {
     func heatmapSVG() -> String {
         let finalists = ranked.filter { $0.trial.rung == topRung && $0.value.isFinite }.prefix(12)
         let perLanguage: [(String, [String: Double])] = finalists.map { r in
-            let values = Dictionary(r.metrics.filter { $0.key.hasPrefix("val_loss/") && !["val_loss/mean", "val_loss/worst"].contains($0.key) }
-                .map { (String($0.key.dropFirst("val_loss/".count)), $0.value) }, uniquingKeysWith: { a, _ in a })
+            let values = Dictionary(r.metrics.filter { StudyStore.Metric.isLanguage($0.key) }
+                .map { (StudyStore.Metric.languageCode($0.key), $0.value) }, uniquingKeysWith: { a, _ in a })
             return (r.trial.hash, values)
         }
         let languages = Array(Set(perLanguage.flatMap { $0.1.keys })).sorted()
@@ -508,18 +508,18 @@ public struct StudyReport {
         }
         b += "</table>"
         if let best = ts.filter({ $0.replicate == 0 && $0.score != nil }).max(by: { $0.rung < $1.rung }), let m = metrics[best.id] {
-            let langs = m.filter { $0.name.hasPrefix("val_loss/") && !["val_loss/mean", "val_loss/worst"].contains($0.name) }
+            let langs = m.filter { StudyStore.Metric.isLanguage($0.name) }
             if !langs.isEmpty {
                 b += "<h2>Per-language validation loss (rung \(best.rung), \(best.fidelity) steps)</h2><table id=\"per-language\"><tr><th class=\"l\">language</th><th>loss</th>\(teacher == nil ? "" : "<th>teacher</th>")</tr>"
                 for x in langs {
-                    let lang = String(x.name.dropFirst("val_loss/".count))
+                    let lang = StudyStore.Metric.languageCode(x.name)
                     b += String(format: "<tr><td class=\"l\">%@</td><td>%.4f</td>", lang, x.value) + (teacher?.perLanguage[lang].map { String(format: "<td>%.4f</td>", $0) } ?? "") + "</tr>"
                 }
                 b += "</table>"
             }
             var curve: [(Double, Double)] = []
             for t in ts.filter({ $0.replicate == 0 }).sorted(by: { $0.rung < $1.rung }) {
-                curve += (metrics[t.id] ?? []).filter { $0.name == "train_loss" }.map { (Double($0.step), $0.value) }
+                curve += (metrics[t.id] ?? []).filter { $0.name == StudyStore.Metric.trainLoss.rawValue }.map { (Double($0.step), $0.value) }
             }
             if curve.count > 1 {
                 var plot = SVGPlot(id: "train", x: 0...curve.map(\.0).max()!, y: curve.map(\.1).min()!...curve.map(\.1).max()!,

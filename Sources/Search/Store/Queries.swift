@@ -63,7 +63,7 @@ extension StudyStore {
                 r.interval = interval
             } else {
                 r.value = metric.map { m[$0] ?? .infinity } ?? (t.score ?? .infinity)
-                if metric == nil, let lo = m["score_ci_low"], let hi = m["score_ci_high"] {
+                if metric == nil, let lo = m[Metric.scoreLow.rawValue], let hi = m[Metric.scoreHigh.rawValue] {
                     r.interval = Noise.Interval(low: lo, high: hi, method: "bootstrap", samples: 1)
                 }
             }
@@ -157,7 +157,7 @@ extension StudyStore {
         let tied: [Int64] = try read { db in
             try db.rows("""
                 SELECT DISTINCT metric.trialId FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON candidate.id = trial.candidateId
-                WHERE candidate.studyId = ? AND metric.name = 'promoted_on_tie'
+                WHERE candidate.studyId = ? AND metric.name = '\(Metric.promotedOnTie.rawValue)'
                 """, [s.id]).map { $0["trialId"] }
         }
         let tieSteps = t.filter { $0.parentTrialID.map(tied.contains) ?? false }.filter { $0.state.isScored }

@@ -289,6 +289,31 @@ extension StudyStore {
 // MARK: trials
 
 extension StudyStore {
+    /// The names a trial's metrics are recorded under (table `metric`), besides the per-language
+    /// losses `val_loss/<lang>` (``language(_:)``).
+    public enum Metric: String, Sendable, CaseIterable {
+        /// The distillation loss every 10 steps.
+        case trainLoss = "train_loss"
+        /// Validation loss: token-weighted, unweighted mean over languages, worst language.
+        case valLoss = "val_loss", valLossMean = "val_loss/mean", valLossWorst = "val_loss/worst"
+        case valKL = "val_kl"
+        /// Seconds of distillation per trial (its share of the claim).
+        case seconds
+        /// The score's 95% bootstrap interval over the validation windows.
+        case scoreLow = "score_ci_low", scoreHigh = "score_ci_high"
+        /// Successive halving promoted it on a tie at a rung's cut.
+        case promotedOnTie = "promoted_on_tie"
+
+        /// `val_loss/<lang>`.
+        public static func language(_ code: String) -> String { "val_loss/" + code }
+        /// Whether `name` is a per-language loss (not the mean or the worst).
+        public static func isLanguage(_ name: String) -> Bool {
+            name.hasPrefix("val_loss/") && name != Metric.valLossMean.rawValue && name != Metric.valLossWorst.rawValue
+        }
+        /// The language of a per-language loss.
+        public static func languageCode(_ name: String) -> String { String(name.dropFirst("val_loss/".count)) }
+    }
+
     /// Where a trial stands. Stored as its raw value (the schema's CHECK lists the same five).
     public enum TrialState: String, Sendable, CaseIterable, CustomStringConvertible, SQLBindable, SQLDecodable, ExpressibleByStringLiteral {
         case waiting, running, complete, failed

@@ -39,7 +39,7 @@ public struct ClaimBenchmark: Sendable {
             init(_ workers: Int) { perWorker = [Int](repeating: 0, count: workers) }
         }
         let tally = Tally(workers)
-        let metrics = (0..<metricsPerTrial).map { (step: $0, name: "train_loss", value: Double($0)) }
+        let metrics = (0..<metricsPerTrial).map { (step: $0, name: StudyStore.Metric.trainLoss.rawValue, value: Double($0)) }
         let start = Date()
         let group = DispatchGroup()
         for w in 0..<workers {
