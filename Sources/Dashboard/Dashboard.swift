@@ -123,8 +123,9 @@ public struct Dashboard: Sendable {
             o["best"] = report.summary.best.map { JSON($0) } ?? .null
             return Self.json(.object(o))
         case "top":
-            let predictions = try store.predictions(study: s)
-            return Self.json(.array(try store.top(study: s.id).map { r in
+            let ranked = try store.top(study: s.id)
+            let predictions = try store.predictions(study: s, ranked: ranked)
+            return Self.json(.array(ranked.map { r in
                 let p = predictions.longRun[r.trial.hash]?.prediction
                 return ["rank": JSON(r.rank), "candidate": .string(r.trial.hash), "architecture": r.trial.architecture,
                  "parameters": JSON(r.trial.parameters), "active": JSON(r.trial.activeParameters),

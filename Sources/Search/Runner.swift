@@ -2,8 +2,6 @@ import Foundation
 import Model
 import Proxy
 
-typealias Metric = StudyStore.Metric
-
 /// Runs a study: plans trials by strategy, executes them (several students per claim, sharing
 /// the teacher), advances successive-halving rungs and evolutionary generations, and resumes
 /// whatever a killed process left unfinished.

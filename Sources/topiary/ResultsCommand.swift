@@ -92,7 +92,8 @@ struct ResultsTop: ParsableCommand {
     static func printTop(_ st: StudyStore, study row: StudyStore.StudyRow, metric: String?, limit: Int?, format: String, noise: Double) throws {
         let study = row.id
         let ranked = try st.top(study: study, metric: metric, limit: limit, noise: noise)
-        let predictions = metric == nil ? try st.predictions(study: row) : nil
+        // The predicted ranking's τ is over the whole ranking: a limited one is not enough.
+        let predictions = metric == nil ? try st.predictions(study: row, ranked: limit == nil ? ranked : nil) : nil
         func predicted(_ r: StudyStore.Ranked) -> LearningCurve.Prediction? { predictions?.longRun[r.trial.hash]?.prediction }
         let showPredicted = ranked.contains { predicted($0) != nil }
         func note(_ r: StudyStore.Ranked) -> String {

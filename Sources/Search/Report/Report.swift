@@ -48,7 +48,7 @@ public struct StudyReport {
         metrics = m
         importance = try store.latestImportance(teacherFingerprint: s.teacherFingerprint)
         self.teacher = teacher
-        predictions = try store.predictions(study: s, ranked: ranked)
+        predictions = try store.predictions(study: s, ranked: ranked, trials: trials, metrics: m)
         rankings = try store.rankings(teacherFingerprint: s.teacherFingerprint)
         budgetCount = s.spec["budget"]?["count"]?.string ?? "total"
         objective = s.spec["objective"]?["languages"]?.string ?? "mean"

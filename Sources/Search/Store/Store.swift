@@ -3,6 +3,9 @@ import GRDB
 import Model
 import Proxy
 
+/// Within Search, the metric names without their namespace.
+typealias Metric = StudyStore.Metric
+
 /// The study store: a SQLite file through GRDB in WAL mode (the embedded default) or a PostgreSQL
 /// database through libpq (one study on many machines) — one schema (``Schema``, rendered
 /// to each dialect), append-only named migrations, invariants as constraints. Schema
