@@ -195,14 +195,8 @@ let plotCensus = """
     }
 
     /// A small real study: successive halving with replicates over the fixture's space.
-    func runStudy(_ f: Fixture) throws -> (StudyStore, SearchRunner) {
-        let spec = try f.parse(f.spec(["objective": ["languages": "mean", "replicates": ["seeds": 2]]]))
-        let store = try StudyStore(path: f.db)
-        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        _ = try runner.run(worker: "w", extend: false)
-        return (store, runner)
+    func runStudy(_ f: Fixture) throws -> StudyStore {
+        try f.run(try f.parse(f.spec(["objective": ["languages": "mean", "replicates": ["seeds": 2]]]))).store
     }
 
     /// Issue 14, items 2 and 4: `topiary report` writes a page that renders in headless Chromium
@@ -212,7 +206,7 @@ let plotCensus = """
         guard requireBrowser() else { return }
         let f = try Fixture()
         defer { f.cleanup() }
-        let (store, _) = try runStudy(f)
+        let store = try runStudy(f)
         let study = try store.study(named: "tiny")!
         let top = try store.top(study: study.id), trials = try store.trials(study: study.id)
         let out = f.root.appendingPathComponent("report")
@@ -270,11 +264,7 @@ let plotCensus = """
         guard requireBrowser() else { return }
         let f = try Fixture()
         defer { f.cleanup() }
-        let store = try StudyStore(path: f.db)
-        let runner = try SearchRunner(spec: try PredictionTests.spec(f), store: store, results: f.root.appendingPathComponent("results"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        _ = try runner.run(worker: "w", extend: false)
+        let store = try f.run(try PredictionTests.spec(f)).store
         let study = try #require(try store.study(named: "tiny"))
         try store.recordRanking(name: "fixture-ranking", teacherFingerprint: study.teacherFingerprint,
                                 result: ["checkpoints": [0, 10, 20, 40], "kendall_tau": [0.2, 0.5, 0.8, 1], "kendall_tau_separated": [0.1, 0.6, 0.95, 1],

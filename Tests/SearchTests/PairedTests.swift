@@ -54,11 +54,7 @@ import Testing
         let f = try Fixture()
         defer { f.cleanup() }
         let spec = try f.parse(f.spec(["strategy": ["name": "grid"]]))
-        let store = try StudyStore(path: f.db)
-        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        let id = try runner.run(worker: "w", extend: false)
+        let (store, id) = try f.run(spec)
         let trials = try store.trials(study: id)
         let windows = try store.windows(trials: trials.map(\.id))
         #expect(windows.count == trials.filter { $0.state == "complete" }.count && !windows.isEmpty)
@@ -131,11 +127,8 @@ import Testing
             let f = try Fixture("halving\(slack)")
             let spec = try f.parse(f.spec(["strategy": ["name": "successive_halving", "min_steps": 2, "eta": 3, "tie_slack": JSON(slack)],
                                            "proxy": ["steps": 18, "batch_size": 2, "sequence_length": 8, "eval_tokens": 16, "learning_rate": 1e-3]]))
-            let store = try StudyStore(path: f.db)
-            let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
-                                          importanceCache: f.root.appendingPathComponent("importance"))
-            runner.log = { _ in }
-            return (f, store, try runner.run(worker: "w", extend: false), spec)
+            let (store, id) = try f.run(spec)
+            return (f, store, id, spec)
         }
         var promotedOnTies = 0
         for slack in [0, 1] {
@@ -194,11 +187,7 @@ import Testing
         let f = try Fixture()
         defer { f.cleanup() }
         let spec = try f.parse(f.spec(["strategy": ["name": "grid"], "objective": ["languages": "mean", "replicates": ["seeds": 2, "top": 4]]]))
-        let store = try StudyStore(path: f.db)
-        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        let id = try runner.run(worker: "w", extend: false)
+        let (store, id) = try f.run(spec)
         let all = try store.top(study: id), front = try store.pareto(study: id)
         #expect(all.contains { $0.replicateScores.count == 2 && $0.value != $0.trial.score })
         #expect(!front.isEmpty)

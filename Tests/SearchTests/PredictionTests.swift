@@ -33,11 +33,7 @@ import Testing
         let f = try Fixture()
         defer { f.cleanup() }
         let spec = try Self.spec(f)
-        let store = try StudyStore(path: f.db)
-        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        let id = try runner.run(worker: "w", extend: false)
+        let (store, id) = try f.run(spec)
         let trials = try store.trials(study: id)
         // Every finished trial has the objective at each of its evaluation steps, and the last is its score.
         for t in trials where t.state == "complete" || t.state == "pruned" {
@@ -107,11 +103,7 @@ import Testing
         let f = try Fixture()
         defer { f.cleanup() }
         let spec = try f.parse(f.spec(["strategy": ["name": "grid"]]))
-        let store = try StudyStore(path: f.db)
-        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        let id = try runner.run(worker: "w", extend: false)
+        let (store, id) = try f.run(spec)
         let study = try #require(try store.study(named: "tiny"))
         #expect(study.id == id)
         try store.recordRanking(name: "other-teacher", teacherFingerprint: "not-this-one", result: ["checkpoints": [0, 10, 40], "kendall_tau": [0.1, 0.2, 1]])

@@ -70,6 +70,16 @@ struct Fixture {
         try SearchSpec(json: json, file: "spec.json") { try ModelConfig.load(URL(fileURLWithPath: $0).appendingPathComponent("config.json")) }
     }
 
+    /// Runs `spec` to its end in the fixture's store (trial artifacts under `results/`, importance
+    /// under `importance/`, the log silenced); the store and the study's id.
+    func run(_ spec: SearchSpec) throws -> (store: StudyStore, study: Int64) {
+        let store = try StudyStore(path: db)
+        let runner = try SearchRunner(spec: spec, store: store, results: root.appendingPathComponent("results"),
+                                      importanceCache: root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        return (store, try runner.run(worker: "w", extend: false))
+    }
+
     func cleanup() { try? FileManager.default.removeItem(at: root) }
 }
 
