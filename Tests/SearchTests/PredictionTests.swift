@@ -117,5 +117,11 @@ import Testing
         #expect(html.components(separatedBy: "class=\"tau-separated-point\"").count - 1 == 4)
         #expect(html.components(separatedBy: "class=\"tau-predicted-point\"").count - 1 == 2)
         #expect(html.contains("fixture-ranking") && html.contains("Recommended proxy length: 20 steps"))
+        // `store copy` carries them with the studies, once.
+        let other = try StudyStore(path: f.root.appendingPathComponent("copy.sqlite").path)
+        _ = try store.copy(to: other)
+        _ = try store.copy(studies: [], to: other)
+        #expect(try other.rankings(teacherFingerprint: study.teacherFingerprint).map(\.result) == [result])
+        #expect(try StudyReport(store: other, study: "tiny").indexHTML().contains("<svg id=\"proxy-length\""))
     }
 }

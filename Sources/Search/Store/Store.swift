@@ -631,6 +631,18 @@ extension StudyStore {
         // Importance scores first: they are keyed by content, so copying them twice is harmless.
         let importance = try read { db in try db.rows("SELECT * FROM importance ORDER BY created_at") }
         try target.write { db in try Self.insert(Schema.importance, importance, into: db, conflict: "ON CONFLICT DO NOTHING") }
+        // So are the teachers' ranking runs (the reports' τ against proxy length); one already there is not copied again.
+        let rankings = try read { db in try db.rows("SELECT name, teacher_fingerprint, created_at, result FROM ranking_study ORDER BY id") }
+        try target.write { db in
+            for r in rankings {
+                let arguments: [any SQLBindable] = [r["name"] as String, r["teacher_fingerprint"] as String, r["result"] as String]
+                let present: Int = try db.scalar("SELECT COUNT(*) FROM ranking_study WHERE name = ? AND teacher_fingerprint = ? AND result = ?", arguments) ?? 0
+                if present == 0 {
+                    try db.execute("INSERT INTO ranking_study (name, teacher_fingerprint, result, created_at) VALUES (?, ?, ?, ?)",
+                                   arguments + [r["created_at"] as Date])
+                }
+            }
+        }
         var copied: [(String, Int, Int, Int)] = []
         for s in chosen {
             let (study, candidates, trials, metrics, windows) = try read { db in
