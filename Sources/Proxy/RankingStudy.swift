@@ -63,7 +63,7 @@ public enum RankingStudy {
                 let withInterval = made.filter { $0.interval != nil }.count
                 return String(format: "Learning curve fitted at %d steps: mean absolute error %.4f nats against the %d-step scores (a %d-step score is %.4f above them); "
                               + "%d of %d inside the predicted 95%% interval.", checkpoints[c], errors.reduce(0, +) / Double(errors.count), last, checkpoints[c],
-                              zip(losses, losses).map { $0[c] - $1.last! }.reduce(0, +) / Double(losses.count), inside, withInterval)
+                              losses.map { $0[c] - $0.last! }.reduce(0, +) / Double(losses.count), inside, withInterval)
             }
         }
 
@@ -190,12 +190,13 @@ public enum RankingStudy {
             byColumn.append(LearningCurve.predict(upTo, at: Double(last), seed: UInt64(steps)))
         }
         result.predicted = candidates.indices.map { i in byColumn.map { $0[i] } }
-        result.tauPredicted = byColumn.map { col in
-            col.allSatisfy { $0 != nil } && col.count == final.count ? RankStatistics.kendallTau(col.map { $0!.value }, final) : nil
+        // A column's τ needs a prediction of every candidate.
+        let predictedValues = byColumn.map { col -> [Double]? in
+            let values = col.compactMap { $0?.value }
+            return values.count == final.count ? values : nil
         }
-        result.tauPredictedSeparated = byColumn.map { col in
-            col.allSatisfy { $0 != nil } && col.count == final.count ? RankStatistics.kendallTau(col.map { $0!.value }, final, include: separated) : nil
-        }
+        result.tauPredicted = predictedValues.map { $0.flatMap { RankStatistics.kendallTau($0, final) } }
+        result.tauPredictedSeparated = predictedValues.map { $0.flatMap { RankStatistics.kendallTau($0, final, include: separated) } }
         return result
     }
 
