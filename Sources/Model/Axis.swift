@@ -26,7 +26,8 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .llama, .nemotron, .qwen2, .qwen3, .mistral: return dense
         case .mixtral: return dense + [.numLocalExperts, .numExpertsPerTok]
         case .jetmoe: return dense.filter { $0 != .numAttentionHeads } + [.numLocalExperts, .numExpertsPerTok]
-        case .qwen3Moe: return [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .moeIntermediateSize, .numExperts, .numExpertsPerTok]
+        case .qwen3Moe:
+            return [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .moeIntermediateSize, .numExperts, .numExpertsPerTok]
         }
     }
 

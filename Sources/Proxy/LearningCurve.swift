@@ -84,7 +84,15 @@ public enum LearningCurve {
         var x1 = hi - g * (hi - lo), x2 = lo + g * (hi - lo)
         var f1 = total(x1), f2 = total(x2)
         for _ in 0..<24 {
-            if f1 < f2 { hi = x2; x2 = x1; f2 = f1; x1 = hi - g * (hi - lo); f1 = total(x1) } else { lo = x1; x1 = x2; f1 = f2; x2 = lo + g * (hi - lo); f2 = total(x2) }
+            if f1 < f2 {
+                (hi, x2, f2) = (x2, x1, f1)
+                x1 = hi - g * (hi - lo)
+                f1 = total(x1)
+            } else {
+                (lo, x1, f1) = (x1, x2, f2)
+                x2 = lo + g * (hi - lo)
+                f2 = total(x2)
+            }
         }
         var c = (lo + hi) / 2
         if errors[i] < total(c) { c = exponents[i] }
@@ -114,7 +122,9 @@ public enum LearningCurve {
         for _ in 0..<resamples {
             let resampled = zip(curves, fits).map { points, f -> [Point] in
                 guard let f else { return points }
-                return points.map { Point(step: $0.step, loss: f.loss(at: $0.step) + residuals[Int.random(in: 0..<residuals.count, using: &rng)]) }
+                return points.map { p in
+                    Point(step: p.step, loss: f.loss(at: p.step) + residuals[Int.random(in: 0..<residuals.count, using: &rng)])
+                }
             }
             guard let refit = fit(resampled) else { continue }
             for (i, f) in refit.enumerated() { if let f { draws[i].append(f.loss(at: step)) } }
@@ -124,7 +134,8 @@ public enum LearningCurve {
             let d = draws[i].sorted()
             guard d.count >= 20 else { return Prediction(value: p, interval: nil) }
             func q(_ x: Double) -> Double { d[min(d.count - 1, max(0, Int((x * Double(d.count - 1)).rounded())))] }
-            return Prediction(value: p, interval: Noise.Interval(low: min(p, q(0.025)), high: max(p, q(0.975)), method: "curve", samples: d.count))
+            let interval = Noise.Interval(low: min(p, q(0.025)), high: max(p, q(0.975)), method: "curve", samples: d.count)
+            return Prediction(value: p, interval: interval)
         }
     }
 }

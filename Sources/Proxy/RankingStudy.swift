@@ -61,9 +61,11 @@ public enum RankingStudy {
                 let errors = zip(made, losses).map { abs($0.value - $1.last!) }
                 let inside = zip(made, losses).filter { $0.interval?.contains($1.last!) ?? false }.count
                 let withInterval = made.filter { $0.interval != nil }.count
-                return String(format: "Learning curve fitted at %d steps: mean absolute error %.4f nats against the %d-step scores (a %d-step score is %.4f above them); "
-                              + "%d of %d inside the predicted 95%% interval.", checkpoints[c], errors.reduce(0, +) / Double(errors.count), last, checkpoints[c],
-                              losses.map { $0[c] - $0.last! }.reduce(0, +) / Double(losses.count), inside, withInterval)
+                let error = errors.reduce(0, +) / Double(errors.count)
+                let gap = losses.map { $0[c] - $0.last! }.reduce(0, +) / Double(losses.count)
+                return String(format: "Learning curve fitted at %d steps: mean absolute error %.4f nats against the %d-step scores "
+                              + "(a %d-step score is %.4f above them); %d of %d inside the predicted 95%% interval.",
+                              checkpoints[c], error, last, checkpoints[c], gap, inside, withInterval)
             }
         }
 
@@ -76,7 +78,8 @@ public enum RankingStudy {
         public var recommendation: String {
             guard !tauSeparated.isEmpty else { return "" }
             let predicted = recommendedPredictedSteps().map {
-                " With the learning-curve prediction: \($0) steps (the prediction made there orders the noise-separated pairs with τ ≥ 0.9)."
+                " With the learning-curve prediction: \($0) steps "
+                    + "(the prediction made there orders the noise-separated pairs with τ ≥ 0.9)."
             } ?? ""
             return rawRecommendation + predicted
         }
@@ -98,15 +101,17 @@ public enum RankingStudy {
                 let cells = checkpoints.indices.map { c in String(format: "%.4f (#%d)", losses[i][c], rankColumns[c][i]) }
                 lines.append("| \(name) | \(parameters[i]) | " + cells.joined(separator: " | ") + " |")
             }
-            lines.append("| Kendall τ vs \(checkpoints.last!) steps | | " + tau.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") + " |")
+            /// A row of τ per column ("–" where there is none).
+            func row(_ label: String, _ t: [Double?]) -> String {
+                "| \(label) | | " + t.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") + " |"
+            }
+            lines.append(row("Kendall τ vs \(checkpoints.last!) steps", tau))
             if !tauSeparated.isEmpty {
                 let pairs = candidates.count * (candidates.count - 1) / 2
-                lines.append("| τ over the \(separatedPairs) of \(pairs) pairs separated by more than the noise | | "
-                             + tauSeparated.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") + " |")
+                lines.append(row("τ over the \(separatedPairs) of \(pairs) pairs separated by more than the noise", tauSeparated))
                 if !tauPredicted.isEmpty {
-                    func cells(_ t: [Double?]) -> String { t.map { $0.map { String(format: "%.3f", $0) } ?? "–" }.joined(separator: " | ") }
-                    lines.append("| τ of the learning-curve prediction of the \(checkpoints.last!)-step score, all pairs | | " + cells(tauPredicted) + " |")
-                    lines.append("| τ of the prediction, noise-separated pairs | | " + cells(tauPredictedSeparated) + " |")
+                    lines.append(row("τ of the learning-curve prediction of the \(checkpoints.last!)-step score, all pairs", tauPredicted))
+                    lines.append(row("τ of the prediction, noise-separated pairs", tauPredictedSeparated))
                 }
                 lines.append("")
                 lines.append("Noise: \(noiseDescription).")
@@ -142,7 +147,9 @@ public enum RankingStudy {
         var finalEvaluations = [EvaluationResult?](repeating: nil, count: students.count)
         var evaluateAt = Set(sorted)
         if curveEvery > 0, sorted.count > 1 {
-            for step in stride(from: curveEvery, through: sorted[sorted.count - 2], by: curveEvery) where step > r.warmup { evaluateAt.insert(step) }
+            for step in stride(from: curveEvery, through: sorted[sorted.count - 2], by: curveEvery) where step > r.warmup {
+                evaluateAt.insert(step)
+            }
         }
         var curves = [[LearningCurve.Point]](repeating: [], count: students.count)
         let (outcome, _) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: r,
@@ -168,7 +175,8 @@ public enum RankingStudy {
             for i in 0..<final.count {
                 for j in (i + 1)..<final.count {
                     guard let a = finalEvaluations[i], let b = finalEvaluations[j],
-                          let d = Noise.pairedDifference([a], [b], seed: Noise.seed(candidates[i].0, candidates[j].0), score: { $0.languageMean }) else { continue }
+                          let d = Noise.pairedDifference([a], [b], seed: Noise.seed(candidates[i].0, candidates[j].0),
+                                                         score: { $0.languageMean }) else { continue }
                     widths.append(d.halfWidth)
                     if !d.contains(0) { apart.insert([i, j]) }
                 }

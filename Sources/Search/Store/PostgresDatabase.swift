@@ -120,11 +120,13 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             let needsPassword = PQconnectionNeedsPassword(c) == 1 && !hasPassword
             PQfinish(c)
             if needsPassword {
-                throw SearchError.store("\(display): cannot connect: the server asks for a password and none was given (postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD)")
+                throw SearchError.store("\(display): cannot connect: the server asks for a password and none was given "
+                                        + "(postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD)")
             }
             // The server answered and refused (authentication, no such database, no TLS): waiting
             // will not help — unless it is starting up or shutting down.
-            let transient = ["the database system is starting up", "the database system is shutting down", "the database system is in recovery mode"]
+            let transient = ["the database system is starting up", "the database system is shutting down",
+                             "the database system is in recovery mode"]
             if (message.contains("FATAL:") || message.contains("SSL")) && !transient.contains(where: message.contains) {
                 throw SearchError.store("\(display): cannot connect: \(message)")
             }
@@ -229,7 +231,8 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             func field(_ code: Character) -> String? {
                 PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
             }
-            throw ServerError(sqlState: field("C"), message: field("M") ?? PostgresDatabase.oneLine(PQresultErrorMessage(result)), detail: field("D"))
+            let message = field("M") ?? PostgresDatabase.oneLine(PQresultErrorMessage(result))
+            throw ServerError(sqlState: field("C"), message: message, detail: field("D"))
         }
 
         func execute(_ sql: String, _ arguments: [any SQLBindable]) throws -> Int {
