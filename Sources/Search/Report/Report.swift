@@ -156,18 +156,24 @@ public struct StudyReport {
         let rows = ranked.filter { $0.trial.rung == topRung && $0.value.isFinite }.prefix(20)
         let predicted = rows.compactMap { r in predictions.longRun[r.trial.hash].map { (r, $0) } }
         guard !predicted.isEmpty else {
-            return "<h2>Predicted long run</h2>" + empty("prediction", "No candidate has the validation points a learning curve needs yet (three for at least one candidate, two for the others).")
+            return "<h2>Predicted long run</h2>" + empty("prediction", "No candidate has the validation points a learning curve needs yet "
+                                                             + "(three for at least one candidate, two for the others).")
         }
         let order = predicted.sorted { ($0.1.prediction.value, $0.0.rank) < ($1.1.prediction.value, $1.0.rank) }.map(\.0.trial.hash)
-        var html = "<h2>Predicted long run</h2><table id=\"prediction\"><tr><th>proxy rank</th><th class=\"l\">candidate</th><th>proxy score</th>"
-            + "<th>predicted at \(predictions.steps) steps (95%)</th><th>predicted rank</th><th>curve points</th></tr>"
+        var html = "<h2>Predicted long run</h2><table id=\"prediction\"><tr><th>proxy rank</th><th class=\"l\">candidate</th>"
+            + "<th>proxy score</th><th>predicted at \(predictions.steps) steps (95%)</th><th>predicted rank</th><th>curve points</th></tr>"
         for (r, p) in predicted {
             html += "<tr><td>\(r.rank)</td><td class=\"l\"><a href=\"candidates/\(r.trial.hash).html\">\(r.trial.hash)</a></td>"
-                + String(format: "<td>%.4f</td>", r.value) + "<td>\(p.prediction.text)</td><td>\(order.firstIndex(of: r.trial.hash)! + 1)</td><td>\(p.points)</td></tr>"
+                + String(format: "<td>%.4f</td>", r.value) + "<td>\(p.prediction.text)</td>"
+                + "<td>\(order.firstIndex(of: r.trial.hash)! + 1)</td><td>\(p.points)</td></tr>"
         }
         html += "</table>"
         let tau = predictions.tau.map { String(format: " Kendall τ between the two rankings: %.2f.", $0) } ?? ""
-        return html + "<p class=\"caption\">" + htmlEscape("Each candidate's validation curve L(t) = a + b·t^−c (one exponent c shared by the study's candidates, weighted towards the later points) fitted to its proxy points and extrapolated to the full distillation's \(predictions.steps) steps (export.full_distillation_steps); the interval is a residual bootstrap, which covers the points' scatter and the exponent's uncertainty, not a curve whose form changes later (the next plot checks it)." + tau) + "</p>"
+        let caption = "Each candidate's validation curve L(t) = a + b·t^−c (one exponent c shared by the study's candidates, "
+            + "weighted towards the later points) fitted to its proxy points and extrapolated to the full distillation's "
+            + "\(predictions.steps) steps (export.full_distillation_steps); the interval is a residual bootstrap, which covers the "
+            + "points' scatter and the exponent's uncertainty, not a curve whose form changes later (the next plot checks it)."
+        return html + "<p class=\"caption\">" + htmlEscape(caption + tau) + "</p>"
     }
 
     func nextRungSVG() -> String {
@@ -175,24 +181,30 @@ public struct StudyReport {
         guard !checks.isEmpty else { return empty("next-rung", "No candidate has been predicted and then run at a next rung yet.") }
         let values = checks.flatMap { c in [c.observed, c.predicted.value] + (c.predicted.interval.map { [$0.low, $0.high] } ?? []) }
         let range = values.min()!...values.max()!
-        var plot = SVGPlot(id: "next-rung", x: range, y: range, xLabel: "observed score at the next rung (\(scoreLabel))", yLabel: "predicted from the rung before")
-        plot.line([(range.lowerBound, range.lowerBound), (range.upperBound, range.upperBound)], cls: "diagonal", title: "predicted = observed")
+        var plot = SVGPlot(id: "next-rung", x: range, y: range, xLabel: "observed score at the next rung (\(scoreLabel))",
+                           yLabel: "predicted from the rung before")
+        plot.line([(range.lowerBound, range.lowerBound), (range.upperBound, range.upperBound)], cls: "diagonal",
+                  title: "predicted = observed")
         for c in checks {
             let inside = c.predicted.interval?.contains(c.observed) ?? false
-            plot.point(c.observed, c.predicted.value, radius: 4, cls: inside ? "point" : "point missed",
-                       title: String(format: "%@: predicted %@ at %d steps from %d, observed %.4f", c.hash, c.predicted.text, c.steps, c.fromSteps, c.observed),
-                       link: "candidates/\(c.hash).html", errorBar: c.predicted.interval.map { ($0.low, $0.high) }, data: ["candidate": c.hash, "rung": "\(c.rung + 1)"])
+            let title = String(format: "%@: predicted %@ at %d steps from %d, observed %.4f", c.hash, c.predicted.text, c.steps,
+                               c.fromSteps, c.observed)
+            plot.point(c.observed, c.predicted.value, radius: 4, cls: inside ? "point" : "point missed", title: title,
+                       link: "candidates/\(c.hash).html", errorBar: c.predicted.interval.map { ($0.low, $0.high) },
+                       data: ["candidate": c.hash, "rung": "\(c.rung + 1)"])
         }
         return plot.render()
     }
 
     func nextRungCaption() -> String {
         let checks = predictions.nextRung
-        var text = "Each point is a candidate promoted to a next rung: the score it reached there against the score its learning curve predicted from the points up to the rung before (bars: the predicted 95% interval; on the diagonal, the prediction was exact)."
+        var text = "Each point is a candidate promoted to a next rung: the score it reached there against the score its learning "
+            + "curve predicted from the points up to the rung before (bars: the predicted 95% interval; on the diagonal, the "
+            + "prediction was exact)."
         if predictions.withInterval > 0 {
             let errors = checks.map { abs($0.predicted.value - $0.observed) }.sorted()
-            text += String(format: " %d of %d observed scores fell inside their interval; median absolute error %.4f nats.", predictions.covered, predictions.withInterval,
-                           errors[errors.count / 2])
+            text += String(format: " %d of %d observed scores fell inside their interval; median absolute error %.4f nats.",
+                           predictions.covered, predictions.withInterval, errors[errors.count / 2])
         }
         return text
     }
@@ -200,32 +212,42 @@ public struct StudyReport {
     /// τ against proxy length from the `topiary ranking` runs of this teacher.
     func proxyLengthSVG() -> String {
         guard let run = rankings.last, let steps = run.result["checkpoints"]?.array?.compactMap(\.int), steps.count > 1 else {
-            return empty("proxy-length", "No `topiary ranking` run of this teacher is recorded in the store (run `topiary ranking SPEC --db` with this store).")
+            return empty("proxy-length", "No `topiary ranking` run of this teacher is recorded in the store "
+                                             + "(run `topiary ranking SPEC --db` with this store).")
         }
         func series(_ key: String) -> [(Double, Double)] {
             zip(steps, run.result[key]?.array ?? []).compactMap { s, v in v.double.map { (Double(s), $0) } }
         }
         let all = series("kendall_tau"), separated = series("kendall_tau_separated"), predicted = series("kendall_tau_predicted")
         let ys = (all + separated + predicted).map(\.1) + [1]
-        var plot = SVGPlot(id: "proxy-length", x: 0...Double(steps.last!), y: min(0, ys.min()!)...1, xLabel: "proxy length (distillation steps; 0 = pruning alone)",
+        var plot = SVGPlot(id: "proxy-length", x: 0...Double(steps.last!), y: min(0, ys.min()!)...1,
+                           xLabel: "proxy length (distillation steps; 0 = pruning alone)",
                            yLabel: "Kendall τ against \(steps.last!) steps")
         plot.horizontalMarker(0.9, label: "τ = 0.9", cls: "teacher-line")
         for (points, cls, title) in [(all, "tau-all", "all pairs"), (separated, "tau-separated", "noise-separated pairs"),
                                      (predicted, "tau-predicted", "learning-curve prediction")] where !points.isEmpty {
             plot.line(points, cls: cls, title: title)
-            for p in points { plot.point(p.0, p.1, radius: 3, cls: cls + "-point", title: String(format: "%@ at %.0f steps: τ %.3f", title, p.0, p.1)) }
+            for p in points {
+                plot.point(p.0, p.1, radius: 3, cls: cls + "-point", title: String(format: "%@ at %.0f steps: τ %.3f", title, p.0, p.1))
+            }
         }
         return plot.render(xTicks: steps.map(Double.init), xTickLabels: steps.map(String.init))
     }
 
     func proxyLengthCaption() -> String {
-        guard let run = rankings.last else { return "How the candidates' ranking settles as the proxy grows: `topiary ranking` measures it for a teacher." }
+        guard let run = rankings.last else {
+            return "How the candidates' ranking settles as the proxy grows: `topiary ranking` measures it for a teacher."
+        }
         let recommended = run.result["recommended_proxy_steps"]?.int
         let pairs = run.result["separated_pairs"]?.int
-        return "From `topiary ranking` run \"\(run.name)\" of this teacher (\(rankings.count) recorded): Kendall τ of the ranking after each proxy length against the longest, over all pairs (blue), "
-            + "over the \(pairs.map(String.init) ?? "?") pairs the longest run separates beyond the noise (orange), and of the learning-curve prediction made at that length (green). "
-            + (recommended.map { $0 == 0 ? "Pruning alone already reaches τ ≥ 0.9 over the separated pairs." : "Recommended proxy length: \($0) steps, the shortest at which τ over the separated pairs reaches 0.9." }
-               ?? "No shorter length reaches τ ≥ 0.9 over the separated pairs: use the longest you can afford.")
+        let length = recommended.map {
+            $0 == 0 ? "Pruning alone already reaches τ ≥ 0.9 over the separated pairs."
+                : "Recommended proxy length: \($0) steps, the shortest at which τ over the separated pairs reaches 0.9."
+        } ?? "No shorter length reaches τ ≥ 0.9 over the separated pairs: use the longest you can afford."
+        return "From `topiary ranking` run \"\(run.name)\" of this teacher (\(rankings.count) recorded): Kendall τ of the ranking "
+            + "after each proxy length against the longest, over all pairs (blue), over the \(pairs.map(String.init) ?? "?") pairs "
+            + "the longest run separates beyond the noise (orange), and of the learning-curve prediction made at that length (green). "
+            + length
             + (run.result["recommended_proxy_steps_predicted"]?.int.map { " With the learning-curve prediction: \($0) steps." } ?? "")
     }
 
