@@ -41,14 +41,14 @@ extension ModelConfig {
         return 2 * n(normWidth) + attentionMatrices(experts: used, in: N.self) + qkvBias + qkNorm
             + mlpMatrices(experts: used, sparse: sparse, in: N.self)
             + (sparse ? E * C : 0)                       // MLP router
-            + (family == .jetmoe ? E * C + 2 * C : 0)    // attention router, both biases
+            + (family.hasAttentionExperts ? E * C + 2 * C : 0)    // attention router, both biases
     }
 
     /// Attention projection weights with `experts` JetMoE attention experts.
     func attentionMatrices<N: Numeric>(experts: Int, in _: N.Type) -> N {
         func n(_ x: Int) -> N { N(exactly: x)! }
         let C = n(hiddenSize), D = n(headDim)
-        if family == .jetmoe {
+        if family.hasAttentionExperts {
             let GD = n(attentionExpertWidth)
             return n(experts) * 2 * GD * C + 2 * GD * C
         }
@@ -75,7 +75,7 @@ extension ModelConfig {
     /// product; a tied LM head still is).
     public var matmulParameterCount: Int {
         let k = numExpertsPerTok, C = hiddenSize, sparse = sparseLayerCount
-        let attention = numHiddenLayers * (attentionMatrices(experts: k, in: Int.self) + (family == .jetmoe ? numLocalExperts * C : 0))
+        let attention = numHiddenLayers * (attentionMatrices(experts: k, in: Int.self) + (family.hasAttentionExperts ? numLocalExperts * C : 0))
         let mlp = sparse * (mlpMatrices(experts: k, sparse: true, in: Int.self) + numLocalExperts * C)
             + (numHiddenLayers - sparse) * mlpMatrices(experts: 1, sparse: false, in: Int.self)
         return attention + mlp + vocabSize * C

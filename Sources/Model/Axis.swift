@@ -18,18 +18,11 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
 
     public static let dense: [Axis] = [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize]
 
-    /// The axes of a family: dense models the first five; Mixtral those and the two expert axes;
-    /// JetMoE all but num_attention_heads, which it derives as num_key_value_heads ×
-    /// num_experts_per_tok; qwen3_moe names the expert width and count as its config does.
-    public static func axes(for family: Family) -> [Axis] {
-        switch family {
-        case .llama, .nemotron, .qwen2, .qwen3, .mistral: return dense
-        case .mixtral: return dense + [.numLocalExperts, .numExpertsPerTok]
-        case .jetmoe: return dense.filter { $0 != .numAttentionHeads } + [.numLocalExperts, .numExpertsPerTok]
-        case .qwen3Moe:
-            return [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .moeIntermediateSize, .numExperts, .numExpertsPerTok]
-        }
-    }
+    /// The axes of a family (``FamilyDefinition/axes``): dense models the first five; Mixtral
+    /// those and the two expert axes; JetMoE all but num_attention_heads, which it derives as
+    /// num_key_value_heads × num_experts_per_tok; qwen3_moe names the expert width and count as
+    /// its config does.
+    public static func axes(for family: Family) -> [Axis] { family.axes }
 
     public func value(_ c: ModelConfig) -> Int {
         switch self {

@@ -110,14 +110,15 @@ public enum Checkpoint {
             try byTensor[e.name]!.read(e.name, into: model.parameters.pointer + e.offset)
             remaining.remove(e.name)
         }
-        if model.config.tieWordEmbeddings, remaining.contains("lm_head.weight"), let file = byTensor["lm_head.weight"] {
-            let head = try file.floats("lm_head.weight")
-            let embed = Array(model.tensor("model.embed_tokens.weight")!)
+        let lmHead = ParameterLayout.lmHeadName, embedding = ParameterLayout.embeddingName
+        if model.config.tieWordEmbeddings, remaining.contains(lmHead), let file = byTensor[lmHead] {
+            let head = try file.floats(lmHead)
+            let embed = Array(model.tensor(embedding)!)
             guard head == embed else {
-                throw ModelError.checkpoint(path: file.path, tensor: "lm_head.weight",
-                                            reason: "config.json ties word embeddings but lm_head.weight differs from model.embed_tokens.weight")
+                throw ModelError.checkpoint(path: file.path, tensor: lmHead,
+                                            reason: "config.json ties word embeddings but \(lmHead) differs from \(embedding)")
             }
-            remaining.remove("lm_head.weight")
+            remaining.remove(lmHead)
         }
         if let extra = remaining.sorted().first {
             throw ModelError.checkpoint(path: byTensor[extra]!.path, tensor: extra,

@@ -63,62 +63,8 @@ extension ModelConfig {
             "use_cache": true,
             "dtype": "float32",
         ]
-        if family != .jetmoe { json["head_dim"] = JSON(headDim) }
-        if family == .llama || family == .nemotron {
-            json["attention_bias"] = false
-            json["mlp_bias"] = false
-        }
-        if family == .qwen3 || family == .qwen3Moe { json["attention_bias"] = false }
-        let windowJSON = slidingWindow.map { JSON($0) } ?? JSON.null
-        switch family {
-        case .qwen2, .qwen3:
-            json["hidden_act"] = "silu"
-            json["rms_norm_eps"] = .float(normEps)
-            json["use_sliding_window"] = .bool(slidingWindow != nil)
-            json["sliding_window"] = windowJSON
-            json["max_window_layers"] = JSON(numHiddenLayers)
-            json["layer_types"] = .array((0..<numHiddenLayers).map { window(layer: $0) == nil ? "full_attention" : "sliding_attention" })
-        case .mistral:
-            json["hidden_act"] = "silu"
-            json["rms_norm_eps"] = .float(normEps)
-            json["sliding_window"] = windowJSON
-        case .qwen3Moe:
-            json["hidden_act"] = "silu"
-            json["rms_norm_eps"] = .float(normEps)
-            json["use_sliding_window"] = .bool(slidingWindow != nil)
-            json["sliding_window"] = windowJSON
-            json["num_experts"] = JSON(numLocalExperts)
-            json["num_experts_per_tok"] = JSON(numExpertsPerTok)
-            json["moe_intermediate_size"] = JSON(moeIntermediateSize)
-            json["norm_topk_prob"] = .bool(normTopKProb)
-            json["decoder_sparse_step"] = 1
-            json["mlp_only_layers"] = .array(denseMLPLayers.map { JSON($0) })
-            json["router_aux_loss_coef"] = .float(routerAuxLossCoef)
-            json["output_router_logits"] = .bool(outputRouterLogits)
-        case .llama:
-            json["hidden_act"] = "silu"
-            json["rms_norm_eps"] = .float(normEps)
-            json["pretraining_tp"] = 1
-        case .nemotron:
-            json["hidden_act"] = "relu2"
-            json["norm_eps"] = .float(normEps)
-            json["partial_rotary_factor"] = .float(partialRotaryFactor)
-            rope["partial_rotary_factor"] = .float(partialRotaryFactor)
-        case .mixtral, .jetmoe:
-            let jet = family == .jetmoe
-            json[jet ? "activation_function" : "hidden_act"] = "silu"
-            json["rms_norm_eps"] = .float(normEps)
-            json["num_local_experts"] = JSON(numLocalExperts)
-            json["num_experts_per_tok"] = JSON(numExpertsPerTok)
-            json[jet ? "aux_loss_coef" : "router_aux_loss_coef"] = .float(routerAuxLossCoef)
-            json["output_router_logits"] = .bool(outputRouterLogits)
-            if jet {
-                json["kv_channels"] = JSON(headDim)
-            } else {
-                json["router_jitter_noise"] = .float(0)
-                json["sliding_window"] = JSON.null
-            }
-        }
+        json["head_dim"] = JSON(headDim)
+        family.definition.writeKeys(self, into: &json, rope: &rope)
         for (key, value) in self.rope.json where self.rope.kind != .default { rope[key] = value }
         json["rope_parameters"] = .object(rope)
         // transformers 4 reads the scaling from rope_scaling (5 reads either; they agree).
@@ -142,18 +88,18 @@ extension ModelConfig {
 
 /// Walks a decoded `config.json`, remembering which keys were read so that any key left over is
 /// reported instead of ignored.
-private struct ConfigReader {
+public struct ConfigReader {
     let json: [String: JSON]
     let file: String
 
-    func fail(_ key: String, _ reason: String) -> ModelError { .invalidConfig(file: file, key: key, reason: reason) }
-    func unsupported(_ key: String, _ reason: String) -> ModelError { .unsupportedConfig(file: file, key: key, reason: reason) }
+    public func fail(_ key: String, _ reason: String) -> ModelError { .invalidConfig(file: file, key: key, reason: reason) }
+    public func unsupported(_ key: String, _ reason: String) -> ModelError { .unsupportedConfig(file: file, key: key, reason: reason) }
 
-    func value(_ key: String, in dict: [String: JSON]? = nil) -> JSON? {
+    public func value(_ key: String, in dict: [String: JSON]? = nil) -> JSON? {
         guard let v = (dict ?? json)[key], !v.isNull else { return nil }
         return v
     }
-    func int(_ key: String) throws -> Int? {
+    public func int(_ key: String) throws -> Int? {
         guard let v = value(key) else { return nil }
         guard let n = v.int else { throw fail(key, v.notAnIntegerReason) }
         return n
@@ -162,12 +108,12 @@ private struct ConfigReader {
         guard let n = try int(key) else { throw fail(key, "missing") }
         return n
     }
-    func double(_ key: String, in dict: [String: JSON]? = nil, path: String? = nil) throws -> Double? {
+    public func double(_ key: String, in dict: [String: JSON]? = nil, path: String? = nil) throws -> Double? {
         guard let v = value(key, in: dict) else { return nil }
         guard let n = v.double else { throw fail(path ?? key, "expected a number, got \(v)") }
         return n
     }
-    func bool(_ key: String) throws -> Bool? {
+    public func bool(_ key: String) throws -> Bool? {
         guard let v = value(key) else { return nil }
         guard let b = v.bool else { throw fail(key, "expected true or false, got \(v)") }
         return b
@@ -184,67 +130,29 @@ private struct ConfigReader {
         // family whose transformers config lacks the key ignores it (Mistral, Mixtral and JetMoE
         // have no attention_bias; only Llama and Nemotron have mlp_bias; Qwen2's attention always
         // has q/k/v biases, whatever attention_bias says).
-        let biasKeys: [(String, Set<Family>)] = [("attention_bias", [.llama, .nemotron, .qwen2, .qwen3, .qwen3Moe]),
-                                                 ("mlp_bias", [.llama, .nemotron])]
-        for (key, families) in biasKeys where families.contains(family) {
+        let definition = family.definition
+        for (key, refused) in definition.biasKeys {
             used.insert(key)
-            if family == .qwen2 && key == "attention_bias" { continue }
-            if try bool(key) == true { throw unsupported(key, "biases on projections are not implemented") }
+            if refused, try bool(key) == true { throw unsupported(key, "biases on projections are not implemented") }
         }
         used.insert("attention_dropout")
         if let p = try double("attention_dropout"), p != 0 { throw unsupported("attention_dropout", "dropout \(p) is not implemented") }
         used.insert("pretraining_tp")
         if let tp = try int("pretraining_tp"), tp != 1 { throw unsupported("pretraining_tp", "\(tp); only 1 is implemented") }
         let layerCount = try requiredInt("num_hidden_layers")
-        let (window, slidingLayers) = try slidingAttention(family: family, layers: layerCount, used: &used)
-        let actKey = family == .jetmoe ? "activation_function" : "hidden_act"
+        let (window, slidingLayers) = try definition.readSlidingWindow(self, layers: layerCount, used: &used)
+        let actKey = definition.activationKey, expectedAct = definition.activation
         used.insert(actKey)
-        let expectedAct = family == .nemotron ? "relu2" : "silu"
         if let v = value(actKey), v.string != expectedAct {
             throw unsupported(actKey, "\(v); \(family.rawValue) is implemented with '\(expectedAct)'")
         }
-        // Mixture-of-experts keys.
-        var experts = 0, perToken = 0, auxCoef: Double? = nil, routerLogits = false
-        var moeWidth: Int? = nil, normTopK: Bool? = nil, denseLayers: [Int] = []
-        if family.isMixture {
-            let coefKey = family == .jetmoe ? "aux_loss_coef" : "router_aux_loss_coef"
-            for key in ["num_local_experts", "num_experts_per_tok", coefKey, "output_router_logits"] { used.insert(key) }
-            if family == .mixtral {
-                used.insert("router_jitter_noise")
-                if let j = try double("router_jitter_noise"), j != 0 { throw unsupported("router_jitter_noise", "\(j); router jitter is not implemented") }
-            }
-            if family == .qwen3Moe {
-                // transformers 5 calls it num_local_experts and reads num_experts as an alias.
-                used.insert("num_experts")
-                if value("num_experts") != nil, value("num_local_experts") != nil {
-                    throw fail("num_experts", "both num_experts and num_local_experts are given; keep one")
-                }
-                experts = try int("num_experts") ?? int("num_local_experts") ?? 128
-                perToken = try int("num_experts_per_tok") ?? 8
-                for key in ["moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"] { used.insert(key) }
-                moeWidth = try int("moe_intermediate_size") ?? 768
-                normTopK = try bool("norm_topk_prob") ?? false
-                let step = try int("decoder_sparse_step") ?? 1
-                guard step >= 1 else { throw fail("decoder_sparse_step", "must be at least 1, got \(step)") }
-                var only: [Int] = []
-                if let v = value("mlp_only_layers") {
-                    guard let list = v.array else { throw fail("mlp_only_layers", "expected a list of layer indices, got \(v)") }
-                    only = try list.map { guard let n = $0.int else { throw fail("mlp_only_layers", "expected integers, got \($0)") }; return n }
-                }
-                denseLayers = Array(Set(only + (0..<layerCount).filter { ($0 + 1) % step != 0 })).sorted()
-            } else {
-                experts = try int("num_local_experts") ?? 8
-                perToken = try int("num_experts_per_tok") ?? 2
-            }
-            auxCoef = try double(coefKey)
-            routerLogits = try bool("output_router_logits") ?? false
-        }
+        let mixture = try definition.readMixture(self, layers: layerCount, used: &used)
 
         // Rotary: transformers v5 writes `rope_parameters`, v4 `rope_theta` / `rope_scaling` /
         // `partial_rotary_factor` at the top level. As transformers 5 reads them: a non-null
         // `rope_scaling` wins over `rope_parameters`; the dict's rope_theta and
         // partial_rotary_factor over the top-level keys.
-        var ropeTheta = family == .mixtral ? 1e6 : 10000.0
+        var ropeTheta = definition.defaultRopeTheta
         var partial: Double? = nil
         var rope = RopeScaling.none
         for key in ["rope_theta", "partial_rotary_factor", "rope_scaling", "rope_parameters"] { used.insert(key) }
@@ -259,7 +167,7 @@ private struct ConfigReader {
         if let p = partial, !(p > 0 && p <= 1) {
             throw fail("partial_rotary_factor", "\(p) is outside (0, 1]: the share of each head's dimensions that rotate")
         }
-        if family != .nemotron, let p = partial, p != 1 {
+        if !definition.allowsPartialRotary, let p = partial, p != 1 {
             throw unsupported("partial_rotary_factor", "\(family.rawValue) applies rotary embeddings to every head dimension")
         }
 
@@ -273,17 +181,8 @@ private struct ConfigReader {
             throw unsupported("pruned_heads", "heads pruned inside transformers (\(p)) are not implemented; save the pruned model with a config of its real shape")
         }
 
-        let epsKey = family == .nemotron ? "norm_eps" : "rms_norm_eps"
-        // JetMoE names the head width kv_channels and derives its query heads from the top-k.
-        // Qwen3Config's head_dim defaults to 128 (not hidden_size / heads).
-        var headDim = try int("head_dim") ?? (family == .qwen3 ? 128 : nil)
-        var heads = try int("num_attention_heads")
-        let kvHeads = try int("num_key_value_heads") ?? (family == .jetmoe ? 16 : nil)   // JetMoE's default
-        if family == .jetmoe {
-            used.insert("kv_channels")
-            headDim = try int("kv_channels") ?? headDim ?? 128
-            if heads == nil { heads = kvHeads! * perToken }
-        }
+        let epsKey = definition.epsKey
+        let (heads, kvHeads, headDim) = try definition.readAttentionShape(self, expertsPerToken: mixture.perToken, used: &used)
         guard let heads else { throw fail("num_attention_heads", "missing") }
         for key in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                     "num_key_value_heads", "head_dim", epsKey, "tie_word_embeddings", "max_position_embeddings",
@@ -306,15 +205,15 @@ private struct ConfigReader {
             normEps: try double(epsKey),
             ropeTheta: ropeTheta,
             partialRotaryFactor: partial,
-            tieWordEmbeddings: try bool("tie_word_embeddings") ?? (family == .jetmoe),
-            maxPositionEmbeddings: try int("max_position_embeddings") ?? defaultMaxPositions(family),
-            initializerRange: try double("initializer_range") ?? (family == .jetmoe ? 0.01 : 0.02),
+            tieWordEmbeddings: try bool("tie_word_embeddings") ?? definition.defaultTieWordEmbeddings,
+            maxPositionEmbeddings: try int("max_position_embeddings") ?? definition.defaultMaxPositionEmbeddings,
+            initializerRange: try double("initializer_range") ?? definition.defaultInitializerRange,
             bosTokenId: try int("bos_token_id"),
             eosTokenIds: eos,
             padTokenId: try int("pad_token_id"),
-            numLocalExperts: experts, numExpertsPerTok: perToken, routerAuxLossCoef: auxCoef,
-            outputRouterLogits: routerLogits, moeIntermediateSize: moeWidth, normTopKProb: normTopK,
-            denseMLPLayers: denseLayers, slidingWindow: window, slidingLayers: slidingLayers, rope: rope)
+            numLocalExperts: mixture.experts, numExpertsPerTok: mixture.perToken, routerAuxLossCoef: mixture.auxCoef,
+            outputRouterLogits: mixture.routerLogits, moeIntermediateSize: mixture.expertWidth, normTopKProb: mixture.normTopK,
+            denseMLPLayers: mixture.denseLayers, slidingWindow: window, slidingLayers: slidingLayers, rope: rope)
 
         // Keys transformers does not define for this family change nothing there either: they are
         // kept, written back on export, and named in one warning (``ModelConfig/load(_:)``).
@@ -326,56 +225,6 @@ private struct ConfigReader {
         config.passthrough = passthrough
         try config.validate(file: file)
         return config
-    }
-
-    func defaultMaxPositions(_ family: Family) -> Int {
-        switch family {
-        case .llama: return 2048
-        case .qwen2, .qwen3, .qwen3Moe: return 32768
-        case .mistral: return 131072
-        default: return 4096
-        }
-    }
-
-    /// The sliding window and the layers it applies to, as transformers 5 derives them:
-    /// mistral windows every layer when `sliding_window` is set; qwen2/qwen3 only when
-    /// `use_sliding_window`, on the layers `layer_types` calls "sliding_attention" (by default
-    /// those from `max_window_layers` on); qwen3_moe on every layer when `use_sliding_window`.
-    /// Other families refuse a window.
-    func slidingAttention(family: Family, layers: Int, used: inout Set<String>) throws -> (Int?, [Int]) {
-        switch family {
-        case .mistral:
-            used.insert("sliding_window")
-            return (try int("sliding_window"), Array(0..<layers))
-        case .qwen2, .qwen3, .qwen3Moe:
-            for key in ["sliding_window", "use_sliding_window"] { used.insert(key) }
-            if family != .qwen3Moe { for key in ["max_window_layers", "layer_types"] { used.insert(key) } }
-            let window = try int("sliding_window")
-            let on = try bool("use_sliding_window") ?? false
-            var types: [String]
-            if family != .qwen3Moe, let v = value("layer_types") {
-                guard let list = v.array, list.count == layers, list.allSatisfy({ $0.string == "full_attention" || $0.string == "sliding_attention" }) else {
-                    throw fail("layer_types", "expected \(layers) entries (num_hidden_layers), each \"full_attention\" or \"sliding_attention\"")
-                }
-                types = list.map { $0.string! }
-            } else {
-                let from = family == .qwen3Moe ? 0 : (try int("max_window_layers") ?? 28)
-                types = (0..<layers).map { on && window != nil && $0 >= from ? "sliding_attention" : "full_attention" }
-            }
-            guard on, let window else { return (nil, []) }
-            let sliding = types.indices.filter { types[$0] == "sliding_attention" }
-            return sliding.isEmpty ? (nil, []) : (window, sliding)
-        case .mixtral:
-            // MixtralConfig has a sliding_window that its attention honours: not implemented here.
-            used.insert("sliding_window")
-            if let v = value("sliding_window"), v != .bool(false) {
-                throw unsupported("sliding_window", "sliding-window attention is not implemented for mixtral")
-            }
-            return (nil, [])
-        default:
-            // Llama, Nemotron and JetMoE configs have no window keys: transformers ignores them.
-            return (nil, [])
-        }
     }
 
     /// Reads a `rope_parameters` / `rope_scaling` object: its `rope_type` (or v4 `type`) and the
@@ -425,7 +274,8 @@ enum ConfigWarnings {
         lock.unlock()
         guard first else { return }
         let keys = config.passthrough.unknown.joined(separator: ", ")
-        let line = "warning: \(file): keys transformers' \(config.family.architecture.replacingOccurrences(of: "ForCausalLM", with: ""))Config does not define, "
+        let config = config.family.architecture.replacingOccurrences(of: "ForCausalLM", with: "") + "Config"
+        let line = "warning: \(file): keys transformers' \(config) does not define, "
             + "kept as they are and written back on export (they change nothing): \(keys)\n"
         FileHandle.standardError.write(Data(line.utf8))
     }

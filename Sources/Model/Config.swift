@@ -1,65 +1,5 @@
 import Foundation
 
-/// The model families the engine implements, named by their Hugging Face `model_type`.
-public enum Family: String, Sendable, Equatable, CaseIterable, Codable {
-    /// `LlamaForCausalLM`: RMSNorm, full rotary, SwiGLU MLP.
-    case llama
-    /// `NemotronForCausalLM`: LayerNorm1P with bias, partial rotary, squared-ReLU MLP.
-    case nemotron
-    /// `MixtralForCausalLM`: llama attention; the MLP is a router choosing the top-k of E
-    /// SwiGLU experts (softmax over all experts, then top-k, renormalised).
-    case mixtral
-    /// `JetMoeForCausalLM`: mixture of attention heads (per-expert query and output projections,
-    /// one shared key/value projection) and a mixture-of-experts SwiGLU MLP, each with its own
-    /// router (top-k logits, softmax over the chosen k) and an output bias.
-    case jetmoe
-    /// `Qwen2ForCausalLM`: llama with biases on the query, key and value projections; optional
-    /// sliding-window attention on the layers `layer_types` names.
-    case qwen2
-    /// `Qwen3ForCausalLM`: llama with a per-head RMSNorm on queries and keys (`q_norm`,
-    /// `k_norm`, over head_dim, before rotary) and an explicit `head_dim`.
-    case qwen3
-    /// `MistralForCausalLM`: llama with sliding-window attention on every layer
-    /// (`sliding_window`, `null` for full attention).
-    case mistral
-    /// `Qwen3MoeForCausalLM`: qwen3 attention; the MLP of most layers a softmax router choosing
-    /// the top k of E SwiGLU experts of width `moe_intermediate_size` (renormalised when
-    /// `norm_topk_prob`); the layers of `mlp_only_layers` / `decoder_sparse_step` keep a dense MLP.
-    case qwen3Moe = "qwen3_moe"
-
-    /// The `architectures` entry transformers writes for this family.
-    public var architecture: String {
-        switch self {
-        case .llama: return "LlamaForCausalLM"
-        case .nemotron: return "NemotronForCausalLM"
-        case .mixtral: return "MixtralForCausalLM"
-        case .jetmoe: return "JetMoeForCausalLM"
-        case .qwen2: return "Qwen2ForCausalLM"
-        case .qwen3: return "Qwen3ForCausalLM"
-        case .mistral: return "MistralForCausalLM"
-        case .qwen3Moe: return "Qwen3MoeForCausalLM"
-        }
-    }
-
-    /// SwiGLU MLPs (every family but nemotron's squared ReLU).
-    public var isGated: Bool { self != .nemotron }
-    /// LayerNorm1P with biases (nemotron) rather than RMSNorm.
-    public var hasNormBias: Bool { self == .nemotron }
-    /// The MLP is a mixture of experts.
-    public var isMixture: Bool { self == .mixtral || self == .jetmoe || self == .qwen3Moe }
-    /// Attention is a mixture of experts too (JetMoE's MoA).
-    public var hasAttentionExperts: Bool { self == .jetmoe }
-    /// Biases on the query, key and value projections (qwen2).
-    public var hasQKVBias: Bool { self == .qwen2 }
-    /// Per-head RMSNorm on queries and keys before rotary (qwen3, qwen3_moe).
-    public var hasQKNorm: Bool { self == .qwen3 || self == .qwen3Moe }
-    /// Dense attention with llama's q/k/v/o projections (every family but JetMoE).
-    public var hasDenseAttention: Bool { self != .jetmoe }
-    /// transformers refuses a hidden_size that is not a multiple of num_attention_heads (the
-    /// families whose head_dim is not free: llama, nemotron, mixtral).
-    public var requiresHeadsDivideHidden: Bool { self == .llama || self == .nemotron || self == .mixtral }
-}
-
 /// A decoder-only model's shape and numerics, read from and written to a Hugging Face
 /// `config.json` with the HF key names.
 ///
@@ -136,7 +76,7 @@ public struct ModelConfig: Sendable, Equatable {
 
     /// The experts' MLP width: `moe_intermediate_size` for qwen3_moe, `intermediate_size` for
     /// the other mixtures.
-    public var expertWidth: Int { family == .qwen3Moe ? moeIntermediateSize : intermediateSize }
+    public var expertWidth: Int { family.definition.hasSeparateExpertWidth ? moeIntermediateSize : intermediateSize }
 
     /// Whether layer l's MLP is a mixture of experts.
     public func isSparse(layer l: Int) -> Bool { family.isMixture && !denseMLPLayers.contains(l) }
@@ -172,9 +112,10 @@ public struct ModelConfig: Sendable, Equatable {
         self.numAttentionHeads = numAttentionHeads
         self.numKeyValueHeads = numKeyValueHeads ?? numAttentionHeads
         self.headDim = headDim ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0)
-        self.normEps = normEps ?? (family == .nemotron || family == .mixtral ? 1e-5 : 1e-6)
+        let definition = family.definition
+        self.normEps = normEps ?? definition.defaultNormEps
         self.ropeTheta = ropeTheta
-        self.partialRotaryFactor = partialRotaryFactor ?? (family == .nemotron ? 0.5 : 1.0)
+        self.partialRotaryFactor = partialRotaryFactor ?? definition.defaultPartialRotaryFactor
         self.tieWordEmbeddings = tieWordEmbeddings
         self.maxPositionEmbeddings = maxPositionEmbeddings
         self.initializerRange = initializerRange
@@ -183,20 +124,20 @@ public struct ModelConfig: Sendable, Equatable {
         self.padTokenId = padTokenId
         self.numLocalExperts = numLocalExperts
         self.numExpertsPerTok = numExpertsPerTok
-        self.routerAuxLossCoef = routerAuxLossCoef ?? (family == .jetmoe ? 0.01 : 0.001)
+        self.routerAuxLossCoef = routerAuxLossCoef ?? definition.defaultRouterAuxLossCoef
         self.outputRouterLogits = outputRouterLogits
-        self.moeIntermediateSize = family == .qwen3Moe ? (moeIntermediateSize ?? intermediateSize) : 0
-        self.normTopKProb = normTopKProb ?? (family == .mixtral)
-        self.denseMLPLayers = family == .qwen3Moe ? Array(Set(denseMLPLayers)).sorted() : []
+        self.moeIntermediateSize = definition.hasSeparateExpertWidth ? (moeIntermediateSize ?? intermediateSize) : 0
+        self.normTopKProb = normTopKProb ?? definition.defaultNormTopKProb
+        self.denseMLPLayers = definition.allowsDenseMLPLayers ? Array(Set(denseMLPLayers)).sorted() : []
         self.slidingWindow = slidingWindow
         self.slidingLayers = slidingWindow == nil ? [] : (slidingLayers.map { Array(Set($0)).sorted() } ?? Array(0..<numHiddenLayers))
         self.rope = rope
     }
 
-    /// JetMoE's query heads follow from its key/value heads and top-k (G × k): sets them after
-    /// either changed. Other families are left as they are.
+    /// Query heads a family derives (JetMoE: G × k): sets them after the axes they follow
+    /// changed. Other families are left as they are.
     public mutating func deriveQueryHeads() {
-        if family == .jetmoe { numAttentionHeads = numKeyValueHeads * numExpertsPerTok }
+        if let heads = family.definition.derivedQueryHeads(self) { numAttentionHeads = heads }
     }
 
     /// The JetMoE key/value width G·D, also the width of one attention expert's queries.
@@ -215,7 +156,7 @@ public struct ModelConfig: Sendable, Equatable {
         try positive(numAttentionHeads, "num_attention_heads")
         try positive(numKeyValueHeads, "num_key_value_heads")
         try positive(headDim, "head_dim")
-        if family != .jetmoe, numAttentionHeads % numKeyValueHeads != 0 {
+        if !family.derivesQueryHeads, numAttentionHeads % numKeyValueHeads != 0 {
             throw ModelError.invalidConfig(file: file, key: "num_key_value_heads",
                 reason: "num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)")
         }
@@ -230,19 +171,10 @@ public struct ModelConfig: Sendable, Equatable {
                     reason: "top-k \(numExpertsPerTok) is larger than num_local_experts \(numLocalExperts)")
             }
             if !(routerAuxLossCoef >= 0) {
-                throw ModelError.invalidConfig(file: file, key: family == .jetmoe ? "aux_loss_coef" : "router_aux_loss_coef", reason: "must be non-negative")
+                throw ModelError.invalidConfig(file: file, key: family.definition.auxLossKey, reason: "must be non-negative")
             }
         }
-        if family == .jetmoe, numAttentionHeads != numKeyValueHeads * numExpertsPerTok {
-            throw ModelError.invalidConfig(file: file, key: "num_attention_heads",
-                reason: "JetMoE has num_key_value_heads × num_experts_per_tok = \(numKeyValueHeads) × \(numExpertsPerTok) = \(numKeyValueHeads * numExpertsPerTok) query heads, got \(numAttentionHeads)")
-        }
-        if family == .qwen3Moe {
-            try positive(moeIntermediateSize, "moe_intermediate_size")
-            if let l = denseMLPLayers.first(where: { $0 < 0 || $0 >= numHiddenLayers }) {
-                throw ModelError.invalidConfig(file: file, key: "mlp_only_layers", reason: "layer \(l) is outside 0..<\(numHiddenLayers)")
-            }
-        }
+        try family.definition.validate(self, file: file)
         if let w = slidingWindow, w <= 0 {
             throw ModelError.invalidConfig(file: file, key: "sliding_window", reason: "must be positive, got \(w)")
         }
@@ -255,7 +187,7 @@ public struct ModelConfig: Sendable, Equatable {
                 reason: "head_dim \(headDim) × \(partialRotaryFactor) = \(rotaryDim) rotary dimensions; need an even number in 2...\(headDim)")
         }
         if !(normEps > 0) {
-            throw ModelError.invalidConfig(file: file, key: family == .nemotron ? "norm_eps" : "rms_norm_eps", reason: "must be positive")
+            throw ModelError.invalidConfig(file: file, key: family.definition.epsKey, reason: "must be positive")
         }
         if !(ropeTheta > 0) { throw ModelError.invalidConfig(file: file, key: "rope_theta", reason: "must be positive") }
         try rope.validate(path: "rope_parameters", file: file)

@@ -5,35 +5,13 @@ import Foundation
 // Shapes: N rows, C hidden, E experts, k chosen per token, F expert width, G·D JetMoE's
 // key/value width; "rows" of an expert are (token, choice) pairs grouped by expert.
 
-extension Family {
-    /// The MLP router's tensor name inside a layer (without `.weight`).
-    public var mlpRouterName: String {
-        switch self {
-        case .jetmoe: return "mlp.router.layer"
-        case .qwen3Moe: return "mlp.gate"
-        default: return "block_sparse_moe.gate"
-        }
-    }
-
-    /// Mixtral-style experts (a gate, up and down projection per expert, laid out in that order so
-    /// that gate and up form one (2F, C) matrix): the prefix of expert e's tensors in a layer
-    /// (`<prefix><e>.`) and the names of the three projections. Nil for other families.
-    public var swiGLUExpertNames: (prefix: String, gate: String, up: String, down: String)? {
-        switch self {
-        case .mixtral: return ("block_sparse_moe.experts.", "w1", "w3", "w2")
-        case .qwen3Moe: return ("mlp.experts.", "gate_proj", "up_proj", "down_proj")
-        default: return nil
-        }
-    }
-}
-
 extension DecoderModel {
     /// Router logits (N, E) = x (N, C) · W_r (E, C)ᵀ, then the routing decisions.
-    func routerForward(_ r: RouterState, _ x: UnsafePointer<Float>, weight: Int, masked: [Int], layer l: Int, name: String) throws {
+    func routerForward(_ r: RouterState, _ x: UnsafePointer<Float>, weight: Int, masked: [Int], layer l: Int, name: String?) throws {
         gemm(transB: true, m: r.N, n: r.E, k: config.hiddenSize, a: x, lda: config.hiddenSize, b: parameters.pointer + weight,
              ldb: config.hiddenSize, c: r.logits, ldc: r.E)
         guard r.route(style: routingStyle, masked: masked) else {
-            throw ModelError.router(layer: l, tensor: "model.layers.\(l).\(name).weight",
+            throw ModelError.router(layer: l, tensor: name ?? "router of layer \(l)",
                                     reason: "router logits are not finite (NaN or infinity); the router weights or its input hold NaN")
         }
     }
@@ -43,7 +21,8 @@ extension DecoderModel {
     func mixtureMLPForward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState) throws {
         let a = acts.layers[l], P = parameters.pointer
         let (C, F) = (config.hiddenSize, config.expertWidth)
-        try routerForward(r, a.norm2, weight: ex.router, masked: masks.experts[l] ?? [], layer: l, name: config.family.mlpRouterName)
+        try routerForward(r, a.norm2, weight: ex.router, masked: masks.experts[l] ?? [], layer: l,
+                          name: layerOffsets[l].mlpRouterName)
         let xg = a.mlpGathered!, y = a.mlpExpertOut!, rows = r.N * r.k
         gatherRows(xg, a.norm2, width: C, router: r)
         expertsForward(a.mlpPre, xg, m: 2 * F, kk: C, weights: { P + ex.input($0) }, router: r)
@@ -67,7 +46,7 @@ extension DecoderModel {
         let (N, C) = (acts.N, config.hiddenSize)
         let s = attentionShape(acts.B, acts.T), GD = config.attentionExpertWidth
         try routerForward(r, a.norm1, weight: ex.router, masked: masks.attentionExperts[l] ?? [], layer: l,
-                          name: "self_attention.experts.router.layer")
+                          name: o.attentionRouterName)
         let xg = a.attnGathered!, slots = a.attnSlots!, y = a.attnExpertOut!
         gatherRows(xg, a.norm1, width: C, router: r)
         // Queries per row (N·k, GD), then into each token's slot j of qkv.

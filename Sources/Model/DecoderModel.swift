@@ -31,7 +31,7 @@ public final class DecoderModel {
     public var routerLossWeights: RouterLossWeights
 
     var routingStyle: RoutingStyle {
-        config.family == .jetmoe ? .topKThenSoftmax : (config.normTopKProb ? .softmaxThenTopK : .softmaxTopKUnnormalized)
+        config.family.definition.routesTopKThenSoftmax ? .topKThenSoftmax : (config.normTopKProb ? .softmaxThenTopK : .softmaxTopKUnnormalized)
     }
 
     /// A model with zero parameters (load or ``initialize(seed:)`` next).
@@ -54,12 +54,12 @@ public final class DecoderModel {
         self.parameters = parameters
         gradients = FloatBuffer(count: layout.count)
         let layout = layout
-        layerOffsets = (0..<config.numHiddenLayers).map { LayerOffsets(layout: layout, layer: $0, config: config) }
+        layerOffsets = config.blocks.enumerated().map { LayerOffsets(layout: layout, layer: $0, block: $1) }
         routerLossWeights = RouterLossWeights(loadBalancing: config.routerAuxLossCoef, zLoss: 0)
-        embedding = layout.offset("model.embed_tokens.weight")
-        lmHead = config.tieWordEmbeddings ? embedding : layout.offset("lm_head.weight")
-        finalNorm = layout.offset("model.norm.weight")
-        finalNormBias = layout.entry("model.norm.bias")?.offset
+        embedding = layout.offset(.embedding)
+        lmHead = config.tieWordEmbeddings ? embedding : layout.offset(.lmHead)
+        finalNorm = layout.offset(.finalNorm)
+        finalNormBias = layout.entry(.finalNormBias)?.offset
     }
 
     /// Initialises as transformers does: every matrix ~ N(0, initializer_range²); RMSNorm weights
@@ -72,8 +72,7 @@ public final class DecoderModel {
             if e.shape.count >= 2 {
                 for i in 0..<e.count { p[i] = Float(rng.normal() * std) }
             } else {
-                let isRMSWeight = !config.family.hasNormBias && (e.name.hasSuffix("layernorm.weight") || e.name == "model.norm.weight"
-                    || e.name.hasSuffix("q_norm.weight") || e.name.hasSuffix("k_norm.weight"))
+                let isRMSWeight = !config.family.hasNormBias && (e.role?.isNormWeight ?? false)
                 p.update(repeating: isRMSWeight ? 1 : 0, count: e.count)
             }
         }
@@ -127,9 +126,8 @@ public final class DecoderModel {
     func normForward(_ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
                      _ x: UnsafePointer<Float>, weight: Int, bias: Int?, N: Int) {
         let P = parameters.pointer, C = config.hiddenSize
-        // transformers builds JetMoE's per-layer norms with RMSNorm's default ε = 1e-6 whatever
-        // rms_norm_eps says; only the final norm reads the config.
-        let eps = Float(config.family == .jetmoe && weight != finalNorm ? 1e-6 : config.normEps)
+        // A family may fix the per-layer norms' ε (JetMoE's 1e-6); the final norm reads the config.
+        let eps = Float(weight != finalNorm ? config.family.definition.layerNormEps ?? config.normEps : config.normEps)
         if let bias {
             layerNorm1PForward(y, mean, rstd, x, P + weight, P + bias, N: N, C: C, eps: eps)
         } else {

@@ -1,3 +1,69 @@
+/// What a tensor is in the decoder, whatever its family calls it.
+public enum TensorRole: String, Sendable, Equatable {
+    case embedding, lmHead, finalNorm, finalNormBias
+    case inputNorm, inputNormBias, postNorm, postNormBias
+    /// Dense attention's projections, their qwen2 biases and qwen3 per-head norms.
+    case q, k, v, o, qBias, kBias, vBias, qNorm, kNorm
+    /// JetMoE's mixture of attention: one fused key/value projection (keys then values), the
+    /// router, the experts' query (`in`) and output stacks, and the output bias.
+    case kv, attentionRouter, attentionExpertsIn, attentionExpertsOut, attentionBias
+    /// A dense MLP.
+    case gate, up, down
+    /// A mixture MLP: the router; one expert's projections (Mixtral-style, one tensor each);
+    /// or stacks over every expert (JetMoE: `in` holds gate then up), and the output bias.
+    case mlpRouter, expertGate, expertUp, expertDown, expertsIn, expertsOut, mlpBias
+
+    /// Norm weights that RMSNorm initialises to 1.
+    public var isNormWeight: Bool { [.inputNorm, .postNorm, .finalNorm, .qNorm, .kNorm].contains(self) }
+}
+
+/// The units of the teacher a pruning plan keeps, by what they index.
+public enum PrunedUnit: Sendable, Equatable {
+    case channels, heads, groups, neurons, experts, attentionExperts
+}
+
+/// What one axis of a tensor indexes: the unit whose kept subset pruning selects along it (nil:
+/// the axis is kept whole), `width` elements per unit (head_dim for heads and groups), in
+/// `copies` fused copies one after another (gate and up, keys and values).
+public struct AxisRole: Sendable, Equatable {
+    public var unit: PrunedUnit?
+    public var width = 1
+    public var copies = 1
+
+    public init(_ unit: PrunedUnit?, width: Int = 1, copies: Int = 1) {
+        self.unit = unit
+        self.width = width
+        self.copies = copies
+    }
+
+    public static let whole = AxisRole(nil)
+    public static let channels = AxisRole(.channels)
+    public static let neurons = AxisRole(.neurons)
+    public static let experts = AxisRole(.experts)
+    public static let attentionExperts = AxisRole(.attentionExperts)
+    public static func heads(_ D: Int) -> AxisRole { AxisRole(.heads, width: D) }
+    public static func groups(_ D: Int, copies: Int = 1) -> AxisRole { AxisRole(.groups, width: D, copies: copies) }
+}
+
+/// A tensor a family declares for a block: its HF name inside the layer, its role, shape and
+/// what each axis indexes; `expert` for one expert's own tensor (Mixtral-style experts).
+public struct TensorSpec: Sendable, Equatable {
+    public var name: String
+    public var role: TensorRole
+    public var shape: [Int]
+    public var dims: [AxisRole]
+    public var expert: Int?
+
+    public init(_ name: String, _ role: TensorRole, _ shape: [Int], _ dims: [AxisRole], expert: Int? = nil) {
+        precondition(shape.count == dims.count, "\(name): \(shape.count) axes, \(dims.count) roles")
+        self.name = name
+        self.role = role
+        self.shape = shape
+        self.dims = dims
+        self.expert = expert
+    }
+}
+
 /// One named tensor inside a flat parameter buffer.
 public struct ParameterEntry: Sendable, Equatable {
     /// The Hugging Face tensor name, e.g. `model.layers.3.self_attn.q_proj.weight`.
@@ -5,13 +71,22 @@ public struct ParameterEntry: Sendable, Equatable {
     public var shape: [Int]
     /// Offset in floats from the start of the flat buffer.
     public var offset: Int
+    /// What it is (nil in auxiliary layouts of arbitrary tensors).
+    public var role: TensorRole?
+    /// Its layer (nil outside the blocks) and, for one expert's own tensor, the expert.
+    public var layer: Int?
+    public var expert: Int?
+    /// What each axis indexes (empty in auxiliary layouts).
+    public var dims: [AxisRole] = []
     public var count: Int { shape.reduce(1, *) }
     /// Whether AdamW's decoupled weight decay applies (matrices yes; norms and biases no).
     public var decays: Bool { shape.count >= 2 }
 }
 
 /// The one table that carves a flat parameter (or gradient, or moment) buffer into HF-named
-/// tensors. It is the only place that spells tensor names.
+/// tensors, each with its role. The names come from the family files
+/// (`Sources/Model/Families/`) and, for the parts every family shares (embedding, norms, head),
+/// from here; everything else finds a tensor by its role.
 ///
 /// Order inside a layer is chosen so that fused products are free: `q_proj`, `k_proj`,
 /// `v_proj` are adjacent and form one ((H+2G)·D, C) matrix; `gate_proj`, `up_proj` form one
@@ -20,6 +95,17 @@ public struct ParameterLayout: Sendable, Equatable {
     public private(set) var entries: [ParameterEntry] = []
     public private(set) var index: [String: Int] = [:]
     public private(set) var count = 0
+    private var byRole: [RoleKey: Int] = [:]
+
+    struct RoleKey: Hashable, Sendable {
+        var role: TensorRole, layer: Int?, expert: Int?
+    }
+
+    public static let embeddingName = "model.embed_tokens.weight"
+    public static let lmHeadName = "lm_head.weight"
+    static let finalNormName = "model.norm"
+    /// The prefix of layer l's tensors.
+    public static func layerPrefix(_ l: Int) -> String { "model.layers.\(l)." }
 
     public init() {}
 
@@ -28,13 +114,24 @@ public struct ParameterLayout: Sendable, Equatable {
         for (name, shape) in tensors { add(name, shape) }
     }
 
-    mutating func add(_ name: String, _ shape: [Int]) {
+    mutating func add(_ name: String, _ shape: [Int], role: TensorRole? = nil, layer: Int? = nil, expert: Int? = nil,
+                      dims: [AxisRole] = []) {
         index[name] = entries.count
-        entries.append(ParameterEntry(name: name, shape: shape, offset: count))
+        if let role { byRole[RoleKey(role: role, layer: layer, expert: expert)] = entries.count }
+        entries.append(ParameterEntry(name: name, shape: shape, offset: count, role: role, layer: layer, expert: expert, dims: dims))
         count += shape.reduce(1, *)
     }
 
+    mutating func add(_ t: TensorSpec, prefix: String = "", layer: Int? = nil) {
+        add(prefix + t.name, t.shape, role: t.role, layer: layer, expert: t.expert, dims: t.dims)
+    }
+
     public func entry(_ name: String) -> ParameterEntry? { index[name].map { entries[$0] } }
+
+    /// The tensor of a role (in layer `layer`, of expert `expert`), if the layout has one.
+    public func entry(_ role: TensorRole, layer: Int? = nil, expert: Int? = nil) -> ParameterEntry? {
+        byRole[RoleKey(role: role, layer: layer, expert: expert)].map { entries[$0] }
+    }
 
     /// Offset of a tensor that the layout is known to hold.
     public func offset(_ name: String) -> Int {
@@ -42,78 +139,43 @@ public struct ParameterLayout: Sendable, Equatable {
         return entries[i].offset
     }
 
-    /// The layout of a decoder of any family.
-    ///
-    /// Mixtral experts are laid out `w1`, `w3`, `w2` so that each expert's gate and up
-    /// projections form one (2F, C) matrix; JetMoE's expert tensors are already (E, …) stacks.
-    public init(config c: ModelConfig) {
-        let (C, F, V, D) = (c.hiddenSize, c.intermediateSize, c.vocabSize, c.headDim)
-        let (H, G, E) = (c.numAttentionHeads, c.numKeyValueHeads, c.numLocalExperts)
-        let hasBias = c.family.hasNormBias
-        add("model.embed_tokens.weight", [V, C])
-        for l in 0..<c.numHiddenLayers {
-            let p = "model.layers.\(l)."
-            add(p + "input_layernorm.weight", [C])
-            if hasBias { add(p + "input_layernorm.bias", [C]) }
-            if c.family == .jetmoe {
-                let GD = G * D
-                add(p + "self_attention.experts.router.layer.weight", [E, C])
-                add(p + "self_attention.experts.input_linear.weight", [E, GD, C])
-                add(p + "self_attention.kv_proj.weight", [2 * GD, C])
-                add(p + "self_attention.experts.output_linear.weight", [E, C, GD])
-                add(p + "self_attention.experts.bias", [C])
-            } else {
-                add(p + "self_attn.q_proj.weight", [H * D, C])
-                add(p + "self_attn.k_proj.weight", [G * D, C])
-                add(p + "self_attn.v_proj.weight", [G * D, C])
-                if c.family.hasQKVBias {
-                    add(p + "self_attn.q_proj.bias", [H * D])
-                    add(p + "self_attn.k_proj.bias", [G * D])
-                    add(p + "self_attn.v_proj.bias", [G * D])
-                }
-                if c.family.hasQKNorm {
-                    add(p + "self_attn.q_norm.weight", [D])
-                    add(p + "self_attn.k_norm.weight", [D])
-                }
-                add(p + "self_attn.o_proj.weight", [C, H * D])
-            }
-            add(p + "post_attention_layernorm.weight", [C])
-            if hasBias { add(p + "post_attention_layernorm.bias", [C]) }
-            switch c.family {
-            case _ where !c.isSparse(layer: l):
-                if c.family.isGated { add(p + "mlp.gate_proj.weight", [F, C]) }
-                add(p + "mlp.up_proj.weight", [F, C])
-                add(p + "mlp.down_proj.weight", [C, F])
-            case .mixtral, .qwen3Moe:
-                let n = c.family.swiGLUExpertNames!, FE = c.expertWidth
-                add(p + c.family.mlpRouterName + ".weight", [E, C])
-                for e in 0..<E {
-                    let x = p + n.prefix + "\(e)."
-                    add(x + n.gate + ".weight", [FE, C])
-                    add(x + n.up + ".weight", [FE, C])
-                    add(x + n.down + ".weight", [C, FE])
-                }
-            case .jetmoe:
-                add(p + "mlp.router.layer.weight", [E, C])
-                add(p + "mlp.input_linear.weight", [E, 2 * F, C])
-                add(p + "mlp.output_linear.weight", [E, C, F])
-                add(p + "mlp.bias", [C])
-            default:
-                preconditionFailure("\(c.family) has no mixture layout")
-            }
+    /// Offset of a role's tensor that the layout is known to hold.
+    func offset(_ role: TensorRole, layer: Int? = nil, expert: Int? = nil) -> Int {
+        guard let e = entry(role, layer: layer, expert: expert) else {
+            preconditionFailure("layout has no \(role) tensor in layer \(layer.map(String.init) ?? "–")")
         }
-        add("model.norm.weight", [C])
-        if hasBias { add("model.norm.bias", [C]) }
-        if !c.tieWordEmbeddings { add("lm_head.weight", [V, C]) }
+        return e.offset
     }
 
-    /// Parameters whose tensor name starts with `model.embed_tokens` or `lm_head`.
+    /// The layout of a decoder of any family: the embedding, each block's norms and the
+    /// tensors its family declares for the block's mixer and channel mixer, the final norm and
+    /// the head.
+    public init(config c: ModelConfig) {
+        let (C, V) = (c.hiddenSize, c.vocabSize)
+        let family = c.family.definition, hasBias = family.hasNormBias
+        add(Self.embeddingName, [V, C], role: .embedding, dims: [.whole, .channels])
+        func norm(_ name: String, _ weight: TensorRole, _ bias: TensorRole, prefix: String, layer: Int?) {
+            add(prefix + name + ".weight", [C], role: weight, layer: layer, dims: [.channels])
+            if hasBias { add(prefix + name + ".bias", [C], role: bias, layer: layer, dims: [.channels]) }
+        }
+        for (l, block) in c.blocks.enumerated() {
+            let p = Self.layerPrefix(l)
+            norm("input_layernorm", .inputNorm, .inputNormBias, prefix: p, layer: l)
+            for t in family.mixerTensors(block.mixer, c) { add(t, prefix: p, layer: l) }
+            norm("post_attention_layernorm", .postNorm, .postNormBias, prefix: p, layer: l)
+            for t in family.channelMixerTensors(block.channelMixer, c) { add(t, prefix: p, layer: l) }
+        }
+        norm(Self.finalNormName, .finalNorm, .finalNormBias, prefix: "", layer: nil)
+        if !c.tieWordEmbeddings { add(Self.lmHeadName, [V, C], role: .lmHead, dims: [.whole, .channels]) }
+    }
+
+    /// Parameters of the token embedding and the LM head.
     public var embeddingCount: Int {
-        entries.filter { $0.name.hasPrefix("model.embed_tokens") || $0.name.hasPrefix("lm_head") }.reduce(0) { $0 + $1.count }
+        entries.filter { $0.role == .embedding || $0.role == .lmHead }.reduce(0) { $0 + $1.count }
     }
 }
 
-/// Offsets of one decoder layer's tensors in the flat buffer (resolved once, used every step).
+/// Offsets of one block's tensors in the flat buffer (resolved once, used every step).
 struct LayerOffsets {
     var norm1: Int, norm1Bias: Int?
     /// Dense attention: fused q/k/v and o. JetMoE: `qkv` is `kv_proj` (keys then values).
@@ -123,49 +185,58 @@ struct LayerOffsets {
     var norm2: Int, norm2Bias: Int?
     /// Dense MLP: fused gate+up for SwiGLU, or up alone for squared ReLU; down.
     var mlpIn: Int, down: Int
-    /// Mixture MLP (mixtral, jetmoe): router and the expert stacks; JetMoE's output bias.
+    /// Mixture MLP: router and the expert stacks; JetMoE's output bias.
     var mlpExperts: ExpertOffsets?
     /// JetMoE's mixture of attention: router, per-expert query (`in`) and output projections.
     var attentionExperts: ExpertOffsets?
+    /// The routers' tensor names (for errors).
+    var mlpRouterName: String?, attentionRouterName: String?
 
-    init(layout: ParameterLayout, layer l: Int, config c: ModelConfig) {
-        let p = "model.layers.\(l)."
-        norm1 = layout.offset(p + "input_layernorm.weight")
-        norm1Bias = layout.entry(p + "input_layernorm.bias")?.offset
-        norm2 = layout.offset(p + "post_attention_layernorm.weight")
-        norm2Bias = layout.entry(p + "post_attention_layernorm.bias")?.offset
-        let (C, F, E) = (c.hiddenSize, c.intermediateSize, c.numLocalExperts)
+    init(layout: ParameterLayout, layer l: Int, block: Block) {
+        func at(_ role: TensorRole, _ expert: Int? = nil) -> Int { layout.offset(role, layer: l, expert: expert) }
+        func maybe(_ role: TensorRole) -> Int? { layout.entry(role, layer: l)?.offset }
+        norm1 = at(.inputNorm)
+        norm1Bias = maybe(.inputNormBias)
+        norm2 = at(.postNorm)
+        norm2Bias = maybe(.postNormBias)
         (qkv, o, mlpIn, down) = (0, 0, 0, 0)
-        qkvBias = layout.entry(p + "self_attn.q_proj.bias")?.offset
-        qNorm = layout.entry(p + "self_attn.q_norm.weight")?.offset
-        kNorm = layout.entry(p + "self_attn.k_norm.weight")?.offset
-        if c.family.hasDenseAttention {
-            qkv = layout.offset(p + "self_attn.q_proj.weight")
-            o = layout.offset(p + "self_attn.o_proj.weight")
+        qkvBias = maybe(.qBias)
+        qNorm = maybe(.qNorm)
+        kNorm = maybe(.kNorm)
+        /// A stack's offset and the floats of one expert in it.
+        func stack(_ role: TensorRole) -> (Int, Int) {
+            let e = layout.entry(role, layer: l)!
+            return (e.offset, e.count / e.shape[0])
         }
-        switch c.family {
-        case _ where !c.isSparse(layer: l):
-            mlpIn = layout.offset(p + (c.family.isGated ? "mlp.gate_proj.weight" : "mlp.up_proj.weight"))
-            down = layout.offset(p + "mlp.down_proj.weight")
-        case .mixtral, .qwen3Moe:
-            let n = c.family.swiGLUExpertNames!, FE = c.expertWidth
-            mlpExperts = ExpertOffsets(router: layout.offset(p + c.family.mlpRouterName + ".weight"),
-                                       input: layout.offset(p + n.prefix + "0." + n.gate + ".weight"), inputStride: 3 * FE * C,
-                                       output: layout.offset(p + n.prefix + "0." + n.down + ".weight"), outputStride: 3 * FE * C,
-                                       bias: nil, count: E)
-        case .jetmoe:
-            let GD = c.attentionExpertWidth
-            qkv = layout.offset(p + "self_attention.kv_proj.weight")
-            attentionExperts = ExpertOffsets(router: layout.offset(p + "self_attention.experts.router.layer.weight"),
-                                             input: layout.offset(p + "self_attention.experts.input_linear.weight"), inputStride: GD * C,
-                                             output: layout.offset(p + "self_attention.experts.output_linear.weight"), outputStride: C * GD,
-                                             bias: layout.offset(p + "self_attention.experts.bias"), count: E)
-            mlpExperts = ExpertOffsets(router: layout.offset(p + "mlp.router.layer.weight"),
-                                       input: layout.offset(p + "mlp.input_linear.weight"), inputStride: 2 * F * C,
-                                       output: layout.offset(p + "mlp.output_linear.weight"), outputStride: C * F,
-                                       bias: layout.offset(p + "mlp.bias"), count: E)
-        default:
-            preconditionFailure("\(c.family) has no mixture layout")
+        switch block.mixer {
+        case let .attention(_, _, _, _, experts) where experts > 0:
+            qkv = at(.kv)
+            let (input, inputStride) = stack(.attentionExpertsIn), (output, outputStride) = stack(.attentionExpertsOut)
+            attentionExperts = ExpertOffsets(router: at(.attentionRouter), input: input, inputStride: inputStride,
+                                             output: output, outputStride: outputStride, bias: at(.attentionBias), count: experts)
+            attentionRouterName = layout.entry(.attentionRouter, layer: l)?.name
+        case .attention:
+            qkv = at(.q)
+            o = at(.o)
+        }
+        switch block.channelMixer {
+        case .dense:
+            mlpIn = maybe(.gate) ?? at(.up)
+            down = at(.down)
+        case let .experts(E, _, _):
+            let bias = maybe(.mlpBias)
+            if layout.entry(.expertsIn, layer: l) != nil {
+                let (input, inputStride) = stack(.expertsIn), (output, outputStride) = stack(.expertsOut)
+                mlpExperts = ExpertOffsets(router: at(.mlpRouter), input: input, inputStride: inputStride,
+                                           output: output, outputStride: outputStride, bias: bias, count: E)
+            } else {
+                // One tensor per expert projection, laid out expert after expert.
+                let input = at(.expertGate, 0), output = at(.expertDown, 0)
+                let stride = E > 1 ? at(.expertGate, 1) - input : 0
+                mlpExperts = ExpertOffsets(router: at(.mlpRouter), input: input, inputStride: stride,
+                                           output: output, outputStride: stride, bias: bias, count: E)
+            }
+            mlpRouterName = layout.entry(.mlpRouter, layer: l)?.name
         }
     }
 }

@@ -60,7 +60,7 @@ public enum Pruning {
                 // The family's search axes, the same map a search space uses.
                 if let axis = Axis(rawValue: key), Axis.axes(for: teacher.family).contains(axis) {
                     axis.set(&c, try int())
-                } else if key == "num_attention_heads" && teacher.family == .jetmoe {
+                } else if key == "num_attention_heads" && teacher.family.derivesQueryHeads {
                     // Derived, not set: accepted only as the value it derives to (checked below).
                     _ = try int()
                 } else {
@@ -70,8 +70,8 @@ public enum Pruning {
         }
         // JetMoE's query heads follow from its key/value heads and top-k.
         c.deriveQueryHeads()
-        if teacher.family == .jetmoe, let given = target["num_attention_heads"]?.int, given != c.numAttentionHeads {
-            throw ProxyError.invalidTarget(field: "num_attention_heads", reason: "\(given): JetMoE derives it as num_key_value_heads × num_experts_per_tok = \(c.numAttentionHeads)")
+        if teacher.family.derivesQueryHeads, let given = target["num_attention_heads"]?.int, given != c.numAttentionHeads {
+            throw ProxyError.invalidTarget(field: "num_attention_heads", reason: "\(given): \(teacher.family.displayName) derives it as num_key_value_heads × num_experts_per_tok = \(c.numAttentionHeads)")
         }
         return c
     }
@@ -97,7 +97,7 @@ public enum Pruning {
         guard t.family == teacher.family else { throw ProxyError.invalidTarget(field: "model_type", reason: "student family '\(t.family.rawValue)' differs from the teacher's '\(teacher.family.rawValue)'") }
         try notLarger(t.numHiddenLayers, teacher.numHiddenLayers, "num_hidden_layers")
         try notLarger(t.hiddenSize, teacher.hiddenSize, "hidden_size")
-        if t.family != .jetmoe { try notLarger(t.numAttentionHeads, teacher.numAttentionHeads, "num_attention_heads") }  // JetMoE: G × k
+        if !t.family.derivesQueryHeads { try notLarger(t.numAttentionHeads, teacher.numAttentionHeads, "num_attention_heads") }  // JetMoE: G × k
         try notLarger(t.numKeyValueHeads, teacher.numKeyValueHeads, "num_key_value_heads")
         try notLarger(t.intermediateSize, teacher.intermediateSize, "intermediate_size")
         try notLarger(t.moeIntermediateSize, teacher.moeIntermediateSize, "moe_intermediate_size")
@@ -113,11 +113,11 @@ public enum Pruning {
         for (key, a, b) in [("head_dim", t.headDim, teacher.headDim), ("vocab_size", t.vocabSize, teacher.vocabSize)] where a != b {
             throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
         }
-        guard t.family == .jetmoe || t.numAttentionHeads % t.numKeyValueHeads == 0 else {
+        guard t.family.derivesQueryHeads || t.numAttentionHeads % t.numKeyValueHeads == 0 else {
             throw ProxyError.invalidTarget(field: "num_attention_heads", reason: "\(t.numAttentionHeads) heads do not divide into \(t.numKeyValueHeads) key/value groups")
         }
         let perGroup = t.numAttentionHeads / t.numKeyValueHeads, teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
-        if t.family != .jetmoe, perGroup > teacherPerGroup {
+        if !t.family.derivesQueryHeads, perGroup > teacherPerGroup {
             throw ProxyError.invalidTarget(field: "num_attention_heads",
                 reason: "\(t.numAttentionHeads) heads over \(t.numKeyValueHeads) groups is \(perGroup) per group; the teacher's groups hold \(teacherPerGroup)")
         }
@@ -154,14 +154,15 @@ public enum Pruning {
         // num_key_value_heads is one number).
         var groupScore = [Double](repeating: 0, count: G)
         // (JetMoE: query head j·G + g of choice j reads key/value head g.)
-        let groupOf = { (h: Int) in teacher.family == .jetmoe ? h % G : h / perGroup }
+        let interleaved = teacher.family.hasAttentionExperts
+        let groupOf = { (h: Int) in interleaved ? h % G : h / perGroup }
         for l in 0..<L { for h in 0..<teacher.numAttentionHeads { groupScore[groupOf(h)] += scores.heads[l][h] } }
         let keptGroups = Array(ImportanceScores.ranking(groupScore).prefix(t.numKeyValueHeads)).sorted()
         var heads: [[Int]] = []
         var neurons: [[Int]] = []
         for l in layers {
             var kept: [Int] = []
-            if teacher.family == .jetmoe {
+            if interleaved {
                 // Every choice keeps the kept groups' heads (the experts' query projections are sliced).
                 heads.append((0..<teacher.numAttentionHeads).filter { keptGroups.contains($0 % G) })
                 neurons.append([])
@@ -200,117 +201,73 @@ public enum Pruning {
     }
 
     /// A new model of shape `target` holding the teacher's weights for the units `plan` keeps.
+    ///
+    /// One loop over the student's tensors, whatever the family: each finds the teacher's tensor
+    /// of the same role in the kept layer (and kept expert), and every axis keeps the units of
+    /// the plan that its ``AxisRole`` names.
     public static func apply(_ plan: PrunePlan, teacher: DecoderModel, target: ModelConfig) -> DecoderModel {
         // Per-layer properties (sliding-window layers) follow the layers kept.
         var target = target
         target.slidingLayers = plan.layers.indices.filter { teacher.config.slidingLayers.contains(plan.layers[$0]) }
         let student = DecoderModel(config: target)
-        let D = teacher.config.headDim
-        let channels = plan.channels
-        /// The teacher's and student's tensors `name` and `newName` (both present by construction).
-        func tensors(_ name: String, _ newName: String) -> (ParameterEntry, UnsafeMutablePointer<Float>, ParameterEntry, UnsafeMutablePointer<Float>) {
-            guard let src = teacher.layout.entry(name), let dst = student.layout.entry(newName) else {
-                preconditionFailure("pruning: missing tensor \(name)")
+        for dst in student.layout.entries {
+            guard let role = dst.role else { preconditionFailure("pruning: \(dst.name) has no role") }
+            let layer = dst.layer
+            let expert = dst.expert.map { plan.experts[layer!][$0] }
+            guard let src = teacher.layout.entry(role, layer: layer.map { plan.layers[$0] }, expert: expert) else {
+                preconditionFailure("pruning: the teacher has no \(role) tensor for \(dst.name)")
             }
-            return (src, teacher.parameters.pointer + src.offset, dst, student.parameters.pointer + dst.offset)
-        }
-        /// d[i, j] = s[rows[i], cols[j]] for a matrix `s` of `srcCols` columns.
-        func copyMatrix(_ s: UnsafePointer<Float>, srcCols: Int, _ d: UnsafeMutablePointer<Float>, rows: [Int], cols: [Int]) {
-            for (i, row) in rows.enumerated() {
-                let sr = s + row * srcCols, dr = d + i * cols.count
-                for (j, c) in cols.enumerated() { dr[j] = sr[c] }
-            }
-        }
-        func copy(_ name: String, to newName: String? = nil, rows: [Int]?, cols: [Int]?) {
-            let (src, sp, dst, dp) = tensors(name, newName ?? name)
-            if src.shape.count == 1 {
-                for (j, c) in (cols ?? Array(0..<src.shape[0])).enumerated() { dp[j] = sp[c] }
-                return
-            }
-            let r = rows ?? Array(0..<src.shape[0]), cl = cols ?? Array(0..<src.shape[1])
-            precondition(dst.shape == [r.count, cl.count], "pruning \(name): \(dst.shape) vs \([r.count, cl.count])")
-            copyMatrix(sp, srcCols: src.shape[1], dp, rows: r, cols: cl)
-        }
-        /// Copies a stack (E, R, K) selecting experts, rows and columns, into the student's stack
-        /// from expert `first` on.
-        func copyStack(_ name: String, to newName: String, experts: [Int], rows: [Int]?, cols: [Int]?, into first: Int = 0) {
-            let (src, sp, dst, dp) = tensors(name, newName)
-            let (R, K) = (src.shape[1], src.shape[2])
-            let r = rows ?? Array(0..<R), cl = cols ?? Array(0..<K)
-            precondition(dst.shape[1...] == [r.count, cl.count] && first + experts.count <= dst.shape[0], "pruning \(name): \(dst.shape)")
-            for (ne, e) in experts.enumerated() {
-                copyMatrix(sp + e * R * K, srcCols: K, dp + (first + ne) * r.count * cl.count, rows: r, cols: cl)
-            }
-        }
-        func expand(_ units: [Int]) -> [Int] { units.flatMap { u in (0..<D).map { u * D + $0 } } }
-        copy("model.embed_tokens.weight", rows: nil, cols: channels)
-        let keptGroups = plan.groups[0]
-        for (newL, oldL) in plan.layers.enumerated() {
-            let p = "model.layers.\(oldL).", q = "model.layers.\(newL)."
-            for n in ["input_layernorm.weight", "input_layernorm.bias", "post_attention_layernorm.weight", "post_attention_layernorm.bias"]
-            where teacher.layout.entry(p + n) != nil {
-                copy(p + n, to: q + n, rows: nil, cols: channels)
-            }
-            if teacher.config.family == .jetmoe {
-                let a = p + "self_attention.", b = q + "self_attention."
-                let kept = plan.attentionExperts[newL], groups = expand(keptGroups)
-                let GD = teacher.config.attentionExpertWidth
-                copy(a + "experts.router.layer.weight", to: b + "experts.router.layer.weight", rows: kept, cols: channels)
-                copyStack(a + "experts.input_linear.weight", to: b + "experts.input_linear.weight", experts: kept, rows: groups, cols: channels)
-                copyStack(a + "experts.output_linear.weight", to: b + "experts.output_linear.weight", experts: kept, rows: channels, cols: groups)
-                copy(a + "experts.bias", to: b + "experts.bias", rows: nil, cols: channels)
-                copy(a + "kv_proj.weight", to: b + "kv_proj.weight", rows: groups + groups.map { GD + $0 }, cols: channels)
-            } else {
-                copy(p + "self_attn.q_proj.weight", to: q + "self_attn.q_proj.weight", rows: expand(plan.heads[newL]), cols: channels)
-                copy(p + "self_attn.k_proj.weight", to: q + "self_attn.k_proj.weight", rows: expand(keptGroups), cols: channels)
-                copy(p + "self_attn.v_proj.weight", to: q + "self_attn.v_proj.weight", rows: expand(keptGroups), cols: channels)
-                copy(p + "self_attn.o_proj.weight", to: q + "self_attn.o_proj.weight", rows: channels, cols: expand(plan.heads[newL]))
-                // Biases follow their rows; the per-head q/k norms act on head_dim, which is kept.
-                if teacher.config.family.hasQKVBias {
-                    copy(p + "self_attn.q_proj.bias", to: q + "self_attn.q_proj.bias", rows: nil, cols: expand(plan.heads[newL]))
-                    copy(p + "self_attn.k_proj.bias", to: q + "self_attn.k_proj.bias", rows: nil, cols: expand(keptGroups))
-                    copy(p + "self_attn.v_proj.bias", to: q + "self_attn.v_proj.bias", rows: nil, cols: expand(keptGroups))
+            /// The teacher's indices along an axis of `size` that the plan keeps; `expert`: the
+            /// student's expert whose neurons are meant.
+            func kept(_ d: AxisRole, size: Int, expert e: Int?) -> [Int] {
+                guard let unit = d.unit else { return Array(0..<size) }
+                let units: [Int]
+                switch unit {
+                case .channels: units = plan.channels
+                case .heads: units = plan.heads[layer!]
+                case .groups: units = plan.groups[0]
+                case .neurons: units = e.map { plan.expertNeurons[layer!][$0] } ?? plan.neurons[layer!]
+                case .experts: units = plan.experts[layer!]
+                case .attentionExperts: units = plan.attentionExperts[layer!]
                 }
-                if teacher.config.family.hasQKNorm {
-                    copy(p + "self_attn.q_norm.weight", to: q + "self_attn.q_norm.weight", rows: nil, cols: nil)
-                    copy(p + "self_attn.k_norm.weight", to: q + "self_attn.k_norm.weight", rows: nil, cols: nil)
-                }
+                let w = d.width, copy = size / d.copies
+                let one = w == 1 ? units : units.flatMap { u in (0..<w).map { u * w + $0 } }
+                return d.copies == 1 ? one : (0..<d.copies).flatMap { c in one.map { c * copy + $0 } }
             }
-            switch teacher.config.family {
-            case .llama, .nemotron, .qwen2, .qwen3, .mistral:
-                if teacher.config.family.isGated {
-                    copy(p + "mlp.gate_proj.weight", to: q + "mlp.gate_proj.weight", rows: plan.neurons[newL], cols: channels)
+            let sp = teacher.parameters.pointer + src.offset, dp = student.parameters.pointer + dst.offset
+            let (shape, dims) = (src.shape, src.dims)
+            switch shape.count {
+            case 1:
+                let cols = kept(dims[0], size: shape[0], expert: dst.expert)
+                precondition(dst.shape == [cols.count], "pruning \(src.name): \(dst.shape) vs \([cols.count])")
+                for (j, c) in cols.enumerated() { dp[j] = sp[c] }
+            case 2:
+                let rows = kept(dims[0], size: shape[0], expert: dst.expert), cols = kept(dims[1], size: shape[1], expert: dst.expert)
+                precondition(dst.shape == [rows.count, cols.count], "pruning \(src.name): \(dst.shape) vs \([rows.count, cols.count])")
+                copyMatrix(sp, srcCols: shape[1], dp, rows: rows, cols: cols)
+            case 3:
+                // A stack (E, R, K) over experts: each kept expert's own rows and columns.
+                let experts = kept(dims[0], size: shape[0], expert: nil)
+                var into = dp
+                for (ne, e) in experts.enumerated() {
+                    let rows = kept(dims[1], size: shape[1], expert: ne), cols = kept(dims[2], size: shape[2], expert: ne)
+                    precondition(dst.shape == [experts.count, rows.count, cols.count], "pruning \(src.name): \(dst.shape)")
+                    copyMatrix(sp + e * shape[1] * shape[2], srcCols: shape[2], into, rows: rows, cols: cols)
+                    into += rows.count * cols.count
                 }
-                copy(p + "mlp.up_proj.weight", to: q + "mlp.up_proj.weight", rows: plan.neurons[newL], cols: channels)
-                copy(p + "mlp.down_proj.weight", to: q + "mlp.down_proj.weight", rows: channels, cols: plan.neurons[newL])
-            case .mixtral, .qwen3Moe:
-                let kept = plan.experts[newL], n = teacher.config.family.swiGLUExpertNames!
-                let router = teacher.config.family.mlpRouterName + ".weight"
-                copy(p + router, to: q + router, rows: kept, cols: channels)
-                for (ne, e) in kept.enumerated() {
-                    let x = p + n.prefix + "\(e).", y = q + n.prefix + "\(ne)."
-                    let neurons = plan.expertNeurons[newL][ne]
-                    for name in [n.gate, n.up] { copy(x + name + ".weight", to: y + name + ".weight", rows: neurons, cols: channels) }
-                    copy(x + n.down + ".weight", to: y + n.down + ".weight", rows: channels, cols: neurons)
-                }
-            case .jetmoe:
-                let kept = plan.experts[newL], F = teacher.config.intermediateSize
-                copy(p + "mlp.router.layer.weight", to: q + "mlp.router.layer.weight", rows: kept, cols: channels)
-                copy(p + "mlp.bias", to: q + "mlp.bias", rows: nil, cols: channels)
-                // Per expert: the gate half and the up half of input_linear keep the same neurons.
-                for (ne, e) in kept.enumerated() {
-                    let neurons = plan.expertNeurons[newL][ne]
-                    copyStack(p + "mlp.input_linear.weight", to: q + "mlp.input_linear.weight", experts: [e],
-                              rows: neurons + neurons.map { F + $0 }, cols: channels, into: ne)
-                    copyStack(p + "mlp.output_linear.weight", to: q + "mlp.output_linear.weight", experts: [e],
-                              rows: channels, cols: neurons, into: ne)
-                }
+            default:
+                preconditionFailure("pruning \(src.name): \(shape.count) axes")
             }
         }
-        copy("model.norm.weight", rows: nil, cols: channels)
-        if teacher.layout.entry("model.norm.bias") != nil { copy("model.norm.bias", rows: nil, cols: channels) }
-        if !teacher.config.tieWordEmbeddings { copy("lm_head.weight", rows: nil, cols: channels) }
         return student
+    }
+
+    /// d[i, j] = s[rows[i], cols[j]] for a matrix `s` of `srcCols` columns.
+    static func copyMatrix(_ s: UnsafePointer<Float>, srcCols: Int, _ d: UnsafeMutablePointer<Float>, rows: [Int], cols: [Int]) {
+        for (i, row) in rows.enumerated() {
+            let sr = s + row * srcCols, dr = d + i * cols.count
+            for (j, c) in cols.enumerated() { dr[j] = sr[c] }
+        }
     }
 
     /// Plans and applies in one call.

@@ -27,7 +27,7 @@ public struct Candidate: Sendable, Hashable {
     /// The HF config keys a search varies, with this candidate's values.
     public var architecture: JSON {
         var keys = Axis.axes(for: config.family)
-        if config.family == .jetmoe { keys.append(.numAttentionHeads) }   // derived, shown for reading
+        if config.family.derivesQueryHeads { keys.append(.numAttentionHeads) }   // derived, shown for reading
         return .object(Dictionary(uniqueKeysWithValues: keys.map { ($0.rawValue, JSON($0.value(config))) }))
     }
 
@@ -71,10 +71,10 @@ public struct Enumeration: Sendable {
     /// The first rule a complete shape breaks, or nil when it is a candidate.
     static func violation(_ c: ModelConfig, spec: SearchSpec, teacherPerGroup: Int) -> String? {
         let (H, G) = (c.numAttentionHeads, c.numKeyValueHeads)
-        let jet = c.family == .jetmoe
+        let derived = c.family.derivesQueryHeads
         if c.family.isMixture && c.numLocalExperts < c.numExpertsPerTok { return rules[6] }
-        if !jet && H % G != 0 { return rules[0] }
-        if !jet && H / G > teacherPerGroup { return rules[1] }
+        if !derived && H % G != 0 { return rules[0] }
+        if !derived && H / G > teacherPerGroup { return rules[1] }
         if c.family.requiresHeadsDivideHidden && c.hiddenSize % H != 0 { return rules[2] }
         let n = spec.budget.counted(c)
         if n < spec.budget.minimum { return rules[3] }

@@ -238,8 +238,8 @@ public struct SearchSpec: Sendable {
         guard let sp = try object(o["space"], "space") else { throw fail("space", "missing") }
         let axes = Axis.axes(for: t.family)
         for axis in Axis.allCases where !axes.contains(axis) && sp[axis.rawValue] != nil {
-            throw fail("space.\(axis.rawValue)", t.family == .jetmoe && axis == .numAttentionHeads
-                ? "JetMoE derives num_attention_heads as num_key_value_heads × num_experts_per_tok; vary those instead"
+            throw fail("space.\(axis.rawValue)", t.family.derivesQueryHeads && axis == .numAttentionHeads
+                ? "\(t.family.displayName) derives num_attention_heads as num_key_value_heads × num_experts_per_tok; vary those instead"
                 : !t.family.isMixture ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture teacher (mixtral, jetmoe, qwen3_moe)"
                 : "not an axis of a \(t.family.rawValue) teacher; its axes are \(axes.map(\.rawValue).joined(separator: ", "))")
         }

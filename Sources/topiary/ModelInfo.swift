@@ -46,7 +46,7 @@ struct ModelInfo: ParsableCommand {
         let mlpKind = c.family.isGated ? "SwiGLU" : "squared ReLU"
         let mlp = c.family.isMixture
             ? "\(c.numLocalExperts) experts of \(c.expertWidth) (\(mlpKind)), top \(c.numExpertsPerTok) per token"
-                + (c.family == .qwen3Moe ? (c.normTopKProb ? ", gates renormalised" : ", gates not renormalised") : "")
+                + (c.family.definition.hasNormTopKProbKey ? (c.normTopKProb ? ", gates renormalised" : ", gates not renormalised") : "")
                 + (c.denseMLPLayers.isEmpty ? "" : "; dense \(c.intermediateSize) on layers \(c.denseMLPLayers.map(String.init).joined(separator: ","))")
                 + (c.family.hasAttentionExperts ? "; attention: \(c.numLocalExperts) experts of \(c.numKeyValueHeads) query heads each" : "")
             : "\(c.intermediateSize) (\(mlpKind))"

@@ -1,0 +1,53 @@
+/// A decoder is an embedding, a list of blocks and a head. Each block is a mixer across
+/// positions (attention of some shape) followed by a channel mixer (a dense MLP of width F, or a
+/// mixture of experts), each behind its norm and a residual connection. A homogeneous model is
+/// the case where every block is equal; qwen3_moe's dense-MLP layers and sliding-window layers
+/// are blocks that differ.
+///
+/// The parameter layout (``ParameterLayout/init(config:)``), the forward and backward passes
+/// (through ``LayerOffsets``) and pruning walk this list.
+public struct Block: Sendable, Equatable {
+    public enum Mixer: Sendable, Equatable {
+        /// Grouped-query attention: H query heads over G key/value groups of width D; `window`
+        /// keys seen (nil: full causal attention). `experts` > 0: JetMoE's mixture of attention
+        /// (each of k chosen experts projects G query heads; one shared key/value projection).
+        case attention(heads: Int, groups: Int, headDim: Int, window: Int?, experts: Int)
+    }
+
+    public enum ChannelMixer: Sendable, Equatable {
+        /// One MLP of `width` neurons.
+        case dense(width: Int)
+        /// `count` experts of `width` neurons each, `topK` chosen per token by a router.
+        case experts(count: Int, topK: Int, width: Int)
+    }
+
+    public var mixer: Mixer
+    public var channelMixer: ChannelMixer
+
+    public init(mixer: Mixer, channelMixer: ChannelMixer) {
+        self.mixer = mixer
+        self.channelMixer = channelMixer
+    }
+
+    /// Whether the channel mixer is a mixture of experts.
+    public var isSparse: Bool {
+        if case .experts = channelMixer { return true }
+        return false
+    }
+}
+
+extension ModelConfig {
+    /// The blocks of this config, layer by layer.
+    public var blocks: [Block] { (0..<numHiddenLayers).map(block) }
+
+    /// Layer l's block.
+    public func block(_ l: Int) -> Block {
+        let attentionExperts = family.hasAttentionExperts ? numLocalExperts : 0
+        let mixer = Block.Mixer.attention(heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim,
+                                          window: window(layer: l), experts: attentionExperts)
+        let channel: Block.ChannelMixer = isSparse(layer: l)
+            ? .experts(count: numLocalExperts, topK: numExpertsPerTok, width: expertWidth)
+            : .dense(width: intermediateSize)
+        return Block(mixer: mixer, channelMixer: channel)
+    }
+}

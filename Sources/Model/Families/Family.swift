@@ -1,0 +1,217 @@
+import Foundation
+
+/// What one model family is: its Hugging Face config keys and their transformers defaults, its
+/// numerics (the kind of norm, MLP, attention and router), its tensor names, and the axes a
+/// search may vary. One type per family under `Sources/Model/Families/`, registered by its
+/// `model_type` in ``Family/allCases``; the rest of Topiary asks the family through ``Family``
+/// and never names one.
+///
+/// Every requirement has the llama answer as its default, so a family states only how it
+/// differs.
+public protocol FamilyDefinition: Sendable {
+    /// The `model_type` of `config.json`.
+    var modelType: String { get }
+    /// The `architectures` entry transformers writes.
+    var architecture: String { get }
+    /// The name in prose ("JetMoE").
+    var displayName: String { get }
+
+    // MARK: numerics
+    /// SwiGLU MLPs (false: squared ReLU, nemotron).
+    var isGated: Bool { get }
+    /// LayerNorm1P with biases (nemotron) rather than RMSNorm.
+    var hasNormBias: Bool { get }
+    /// The MLP is a mixture of experts.
+    var isMixture: Bool { get }
+    /// Attention is a mixture of experts too (JetMoE's MoA): G·k query heads, derived, with
+    /// query head j·G + g of choice j reading key/value head g.
+    var hasAttentionExperts: Bool { get }
+    /// Biases on the query, key and value projections (qwen2).
+    var hasQKVBias: Bool { get }
+    /// Per-head RMSNorm on queries and keys before rotary (qwen3, qwen3_moe).
+    var hasQKNorm: Bool { get }
+    /// transformers refuses a hidden_size that is not a multiple of num_attention_heads.
+    var requiresHeadsDivideHidden: Bool { get }
+    /// Routers take the top-k logits and a softmax over those k (JetMoE), rather than a softmax
+    /// over all experts and then the top k.
+    var routesTopKThenSoftmax: Bool { get }
+    /// The experts' width is its own key, `moe_intermediate_size` (qwen3_moe); otherwise it is
+    /// `intermediate_size`.
+    var hasSeparateExpertWidth: Bool { get }
+    /// Some layers may keep a dense MLP (qwen3_moe's `mlp_only_layers`, `decoder_sparse_step`).
+    var allowsDenseMLPLayers: Bool { get }
+    /// `norm_topk_prob` is a key of the config (qwen3_moe); Mixtral always renormalises.
+    var hasNormTopKProbKey: Bool { get }
+    /// ε of the per-layer norms when the family fixes it whatever the config says (transformers
+    /// builds JetMoE's with RMSNorm's default 1e-6); nil: the config's.
+    var layerNormEps: Double? { get }
+
+    // MARK: config keys and the defaults transformers gives them
+    var epsKey: String { get }
+    var activationKey: String { get }
+    /// The only activation implemented for the family.
+    var activation: String { get }
+    var auxLossKey: String { get }
+    var defaultNormEps: Double { get }
+    var defaultRopeTheta: Double { get }
+    var defaultPartialRotaryFactor: Double { get }
+    var defaultRouterAuxLossCoef: Double { get }
+    var defaultNormTopKProb: Bool { get }
+    var defaultMaxPositionEmbeddings: Int { get }
+    var defaultInitializerRange: Double { get }
+    var defaultTieWordEmbeddings: Bool { get }
+    /// Whether `partial_rotary_factor` below 1 is implemented (nemotron).
+    var allowsPartialRotary: Bool { get }
+    /// Bias switches the config has: the key, and whether `true` is refused (qwen2's attention
+    /// has its q/k/v biases whatever `attention_bias` says).
+    var biasKeys: [(key: String, refused: Bool)] { get }
+    /// The heads, key/value heads and head width a config names (JetMoE: `kv_channels`, and
+    /// query heads derived).
+    func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
+        -> (heads: Int?, kvHeads: Int?, headDim: Int?)
+    /// The mixture keys (experts, top-k, the load-balancing coefficient, …); dense families none.
+    func readMixture(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> MixtureKeys
+    /// The sliding window and the layers it applies to, as transformers 5 derives them; families
+    /// without window keys ignore them as transformers does.
+    func readSlidingWindow(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> (Int?, [Int])
+    /// Writes the family's own keys of `config.json` (and of `rope_parameters`).
+    func writeKeys(_ c: ModelConfig, into json: inout [String: JSON], rope: inout [String: JSON])
+    /// Shape rules of the family beyond those every family shares.
+    func validate(_ c: ModelConfig, file: String) throws
+
+    // MARK: search
+    /// The config keys a search space may vary and a pruning target may set.
+    var axes: [Axis] { get }
+    /// Query heads the family derives from other axes (JetMoE: G × k); nil when they are free.
+    func derivedQueryHeads(_ c: ModelConfig) -> Int?
+
+    // MARK: tensors
+    /// One block's mixer tensors, named inside the layer (`self_attn.q_proj.weight`).
+    func mixerTensors(_ mixer: Block.Mixer, _ c: ModelConfig) -> [TensorSpec]
+    /// One block's channel-mixer tensors, named inside the layer.
+    func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec]
+}
+
+/// A mixture's config values (zero and nil for dense families).
+public struct MixtureKeys: Sendable {
+    public var experts = 0, perToken = 0
+    public var auxCoef: Double? = nil
+    public var routerLogits = false
+    public var expertWidth: Int? = nil
+    public var normTopK: Bool? = nil
+    public var denseLayers: [Int] = []
+    public init() {}
+}
+
+extension FamilyDefinition {
+    public var displayName: String { architecture.replacingOccurrences(of: "ForCausalLM", with: "") }
+    public var isGated: Bool { true }
+    public var hasNormBias: Bool { false }
+    public var isMixture: Bool { false }
+    public var hasAttentionExperts: Bool { false }
+    public var hasQKVBias: Bool { false }
+    public var hasQKNorm: Bool { false }
+    public var requiresHeadsDivideHidden: Bool { false }
+    public var routesTopKThenSoftmax: Bool { false }
+    public var hasSeparateExpertWidth: Bool { false }
+    public var allowsDenseMLPLayers: Bool { false }
+    public var hasNormTopKProbKey: Bool { false }
+    public var layerNormEps: Double? { nil }
+
+    public var epsKey: String { "rms_norm_eps" }
+    public var activationKey: String { "hidden_act" }
+    public var activation: String { "silu" }
+    public var auxLossKey: String { "router_aux_loss_coef" }
+    public var defaultNormEps: Double { 1e-6 }
+    public var defaultRopeTheta: Double { 10000 }
+    public var defaultPartialRotaryFactor: Double { 1 }
+    public var defaultRouterAuxLossCoef: Double { 0.001 }
+    public var defaultNormTopKProb: Bool { false }
+    public var defaultMaxPositionEmbeddings: Int { 4096 }
+    public var defaultInitializerRange: Double { 0.02 }
+    public var defaultTieWordEmbeddings: Bool { false }
+    public var allowsPartialRotary: Bool { false }
+    public var biasKeys: [(key: String, refused: Bool)] { [] }
+
+    public func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
+        -> (heads: Int?, kvHeads: Int?, headDim: Int?) {
+        (try r.int("num_attention_heads"), try r.int("num_key_value_heads"), try r.int("head_dim"))
+    }
+    public func readMixture(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> MixtureKeys { MixtureKeys() }
+    public func readSlidingWindow(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> (Int?, [Int]) { (nil, []) }
+    public func writeKeys(_ c: ModelConfig, into json: inout [String: JSON], rope: inout [String: JSON]) {
+        json["hidden_act"] = "silu"
+        json["rms_norm_eps"] = .float(c.normEps)
+    }
+    public func validate(_ c: ModelConfig, file: String) throws {}
+
+    public var axes: [Axis] { Axis.dense }
+    public func derivedQueryHeads(_ c: ModelConfig) -> Int? { nil }
+
+    public func mixerTensors(_ mixer: Block.Mixer, _ c: ModelConfig) -> [TensorSpec] {
+        LlamaTensors.attention(mixer, c, bias: hasQKVBias, qkNorm: hasQKNorm)
+    }
+    public func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec] {
+        LlamaTensors.mlp(mixer, c, gated: isGated)
+    }
+
+    /// The keys every mixture reads: its load-balancing coefficient and `output_router_logits`.
+    func readRouterLoss(_ r: ConfigReader, into keys: inout MixtureKeys, used: inout Set<String>) throws {
+        for key in [auxLossKey, "output_router_logits"] { used.insert(key) }
+        keys.auxCoef = try r.double(auxLossKey)
+        keys.routerLogits = try r.bool("output_router_logits") ?? false
+    }
+}
+
+/// A model family, named by its Hugging Face `model_type`: a handle on its
+/// ``FamilyDefinition``. The families are the registered ones (``allCases``), each a static
+/// member declared in its own file (`Family.llama` in `Families/Llama.swift`).
+public struct Family: Sendable, Hashable, CaseIterable, Codable, RawRepresentable, CustomStringConvertible {
+    public let definition: any FamilyDefinition
+
+    init(_ definition: any FamilyDefinition) { self.definition = definition }
+
+    /// The registry: every family the engine implements, by `model_type`. A new family is one
+    /// file under `Sources/Model/Families/` and its line here.
+    public static let allCases: [Family] = [.llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe]
+
+    private static let byModelType: [String: Family] = Dictionary(uniqueKeysWithValues: allCases.map { ($0.rawValue, $0) })
+
+    /// The family of a `model_type`; nil when none is registered.
+    public init?(rawValue: String) {
+        guard let f = Family.byModelType[rawValue] else { return nil }
+        self = f
+    }
+
+    public var rawValue: String { definition.modelType }
+    public var description: String { rawValue }
+    public static func == (a: Family, b: Family) -> Bool { a.rawValue == b.rawValue }
+    public func hash(into h: inout Hasher) { h.combine(rawValue) }
+
+    public init(from decoder: any Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        guard let f = Family(rawValue: name) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown model_type '\(name)'"))
+        }
+        self = f
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+
+    public var architecture: String { definition.architecture }
+    public var displayName: String { definition.displayName }
+    public var isGated: Bool { definition.isGated }
+    public var hasNormBias: Bool { definition.hasNormBias }
+    public var isMixture: Bool { definition.isMixture }
+    public var hasAttentionExperts: Bool { definition.hasAttentionExperts }
+    public var hasQKVBias: Bool { definition.hasQKVBias }
+    public var hasQKNorm: Bool { definition.hasQKNorm }
+    /// Dense attention with llama's q/k/v/o projections (every family but JetMoE).
+    public var hasDenseAttention: Bool { !definition.hasAttentionExperts }
+    public var requiresHeadsDivideHidden: Bool { definition.requiresHeadsDivideHidden }
+    /// Query heads follow from other axes (JetMoE: num_key_value_heads × num_experts_per_tok).
+    public var derivesQueryHeads: Bool { definition.hasAttentionExperts }
+    public var axes: [Axis] { definition.axes }
+}
