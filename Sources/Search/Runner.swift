@@ -41,30 +41,13 @@ public final class SearchRunner {
         try enumeration.requireWithinLimit(spec)
     }
 
-    var rungFidelities: [Int] {
-        switch spec.strategy {
-        case let .successiveHalving(minSteps, eta):
-            var f = [minSteps]
-            while f.last! < spec.proxy.steps { f.append(min(spec.proxy.steps, f.last! * eta)) }
-            return f
-        default:
-            return [spec.proxy.steps]
-        }
-    }
+    /// The strategy the spec names (Strategies/).
+    var strategy: any SearchStrategy { spec.strategy.value }
+
+    var rungFidelities: [Int] { strategy.fidelities(proxySteps: spec.proxy.steps) }
 
     /// The candidates a strategy starts from.
-    func initialCandidates() -> [Candidate] {
-        let all = enumeration.candidates
-        switch spec.strategy {
-        case .grid, .successiveHalving: return all
-        case let .random(samples, seed):
-            var rng = SeededGenerator(seed: seed)
-            return Array(all.shuffled(using: &rng).prefix(samples))
-        case let .evolution(population, _, _, _, seed):
-            var rng = SeededGenerator(seed: seed)
-            return Array(all.shuffled(using: &rng).prefix(population))
-        }
-    }
+    func initialCandidates() -> [Candidate] { strategy.initialCandidates(enumeration.candidates) }
 
     /// Creates the study (or finds it) and its first trials. Returns the study id.
     @discardableResult
@@ -81,7 +64,8 @@ public final class SearchRunner {
             candidates = zip(candidates, losses).sorted { $0.1 < $1.1 }.prefix(keep).map(\.0)
         }
         let id = try store.openStudy(name: spec.study, spec: spec.json, teacherFingerprint: Fingerprint.of(teacher),
-                                     candidates: spec.strategy.name == "evolution" ? enumeration.candidates : candidates, extend: extend)
+                                     candidates: strategy.recordedCandidates(initial: candidates, space: enumeration.candidates),
+                                     extend: extend)
         let ids = try store.candidateIDs(study: id)
         if try store.trials(study: id).isEmpty {
             try store.addTrials(candidates.map { (ids[$0.hash]!, 0, rungFidelities[0], nil) })
@@ -172,8 +156,7 @@ public final class SearchRunner {
         let rung = trials.map(\.rung).max() ?? 0
         let finalists = trials.filter { $0.rung == rung && $0.replicate == 0 && $0.state == .complete }
             .sorted { ($0.score ?? .infinity, $0.id) < ($1.score ?? .infinity, $1.id) }
-        let top: Int
-        if let t = r.top { top = t } else if case .successiveHalving = spec.strategy { top = finalists.count } else { top = 3 }
+        let top = r.top ?? strategy.defaultFinalists(finalists.count)
         let chosen = finalists.prefix(top)
         guard !chosen.isEmpty else { return false }
         for replicate in 1..<r.seeds {
@@ -346,14 +329,9 @@ public final class SearchRunner {
         }
     }
 
-    /// How many of `count` candidates (ranked, best first) a successive-halving cut at `cut`
-    /// promotes: the first `cut`, then those after it for which `tied(i)` holds — stopping at the
-    /// first that is not, and after `slack` of them. Always a prefix of the ranking, so a candidate
-    /// is never dropped while one scored worse goes on.
+    /// How many candidates a successive-halving cut promotes (``SuccessiveHalving/promotedCount(count:cut:slack:tied:)``).
     static func promotedCount(count: Int, cut: Int, slack: Int, tied: (Int) -> Bool) -> Int {
-        var keep = min(cut, count)
-        while keep < count && keep - cut < slack && tied(keep) { keep += 1 }
-        return keep
+        SuccessiveHalving.promotedCount(count: count, cut: cut, slack: slack, tied: tied)
     }
 
     /// Moves the study forward when a rung or generation is finished; returns true when the study is done.
@@ -362,66 +340,9 @@ public final class SearchRunner {
         if trials.contains(where: { $0.state == .waiting || $0.state == .running }) { return false }
         let rung = trials.map(\.rung).max() ?? 0
         let current = trials.filter { $0.rung == rung && $0.state == .complete && $0.replicate == 0 }
-        switch spec.strategy {
-        case let .successiveHalving(_, eta):
-            let fidelities = rungFidelities
-            guard rung + 1 < fidelities.count, current.count > 1 else { break }
-            let cut = max(1, Int((Double(current.count) / Double(eta)).rounded(.up)))
-            let ranked = current.sorted { ($0.score ?? .infinity, $0.id) < ($1.score ?? .infinity, $1.id) }
-            // Noise-aware: candidates just below the cut that the paired interval cannot tell from
-            // the last one promoted go on too (at most tie_slack of them).
-            // Only the last one promoted and the `tie_slack` just below it are ever compared.
-            let near = ranked[(cut - 1)..<min(ranked.count, cut + spec.tieSlack)].map(\.id)
-            let windows = spec.tieSlack > 0 && cut < ranked.count ? try store.windows(trials: near) : [:]
-            let keep = Self.promotedCount(count: ranked.count, cut: cut, slack: spec.tieSlack) { i in
-                guard let a = windows[ranked[i].id], let b = windows[ranked[cut - 1].id],
-                      let d = Noise.pairedDifference([a], [b], seed: Noise.seed(ranked[i].hash, ranked[cut - 1].hash, "\(rung)"),
-                                                     score: spec.objective.value) else { return false }
-                return d.contains(0)
-            }
-            try store.markPruned(ranked.dropFirst(keep).map(\.id))
-            try store.addTrials(ranked.prefix(keep).map { ($0.candidateID, rung + 1, fidelities[rung + 1], $0.id) })
-            if keep > cut {
-                // Recorded on the trials promoted on a tie, so that the summary counts their extra compute.
-                for t in ranked[cut..<keep] { try store.addMetric(t.id, step: t.fidelity, name: Metric.promotedOnTie.rawValue, value: 1) }
-                log("rung \(rung) done: \(cut) of \(current.count) continue to \(fidelities[rung + 1]) steps, and \(keep - cut) more tied with the last of them "
-                    + "(paired 95% interval of the difference contains 0): " + ranked[cut..<keep].map(\.hash).joined(separator: ", "))
-            } else {
-                log("rung \(rung) done: \(keep) of \(current.count) continue to \(fidelities[rung + 1]) steps")
-            }
-            return false
-        case let .evolution(population, generations, mutation, crossover, seed):
-            guard rung + 1 < generations else { break }
-            var rng = SeededGenerator(seed: seed &+ UInt64(rung + 1))
-            let scored = trials.filter { $0.state == .complete && $0.replicate == 0 }.sorted { ($0.score ?? .infinity) < ($1.score ?? .infinity) }
-            let parents = Array(scored.prefix(max(2, population / 2)))
-            let tried = Set(trials.map(\.hash))
-            let byHash = Dictionary(uniqueKeysWithValues: enumeration.candidates.map { ($0.hash, $0) })
-            var children: [Candidate] = []
-            var attempts = 0
-            while children.count < population && attempts < population * 50 {
-                attempts += 1
-                let a = byHash[parents[Int(rng.next() % UInt64(parents.count))].hash]!
-                let b = byHash[parents[Int(rng.next() % UInt64(parents.count))].hash]!
-                var c = a.config
-                for axis in Axis.axes(for: c.family) {
-                    if rng.uniform() < crossover { axis.set(&c, axis.value(b.config)) }
-                    let values = spec.space[axis]!
-                    if rng.uniform() < mutation, values.count > 1 {
-                        let i = values.firstIndex(of: axis.value(c)) ?? 0
-                        axis.set(&c, values[max(0, min(values.count - 1, i + (rng.next() % 2 == 0 ? -1 : 1)))])
-                    }
-                }
-                let child = Candidate(config: c, sequence: spec.proxy.sequence)
-                if let known = byHash[child.hash], !tried.contains(known.hash), !children.contains(known) { children.append(known) }
-            }
-            guard !children.isEmpty else { break }
-            let ids = try store.candidateIDs(study: study)
-            try store.addTrials(children.map { (ids[$0.hash]!, rung + 1, spec.proxy.steps, nil) })
-            log("generation \(rung) done: \(children.count) children")
-            return false
-        default: break
-        }
+        let finished = FinishedRung(study: study, trials: trials, rung: rung, current: current, spec: spec, store: store,
+                                    enumeration: enumeration, log: log)
+        if try strategy.advance(finished) { return false }
         if try addReplicates(study: study, trials: trials) { return false }
         try store.setStudyState(study, "complete")
         return true
