@@ -29,6 +29,49 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 PROTOCOL = 1
+# The job schemas Topiary generates from its job types (docs/schema/, checked by Swift's
+# JobSchemaTests against the types): every job is checked against its kind's before it runs.
+SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "schema")
+
+
+def check_job(job):
+    """Raises ValueError naming the first key of `job` that its kind's schema does not allow:
+    missing, unknown, or of the wrong type (the subset of JSON Schema the schemas use)."""
+    if not isinstance(job, dict) or job.get("kind") not in ("distill", "importance"):
+        raise ValueError(f"job kind {job.get('kind') if isinstance(job, dict) else job!r} is not distill or importance")
+    path = os.path.join(SCHEMAS, f"{job['kind']}-job.schema.json")
+    with open(path) as f:
+        schema = json.load(f)
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+    def fits(value, t):
+        if t == "integer":
+            return isinstance(value, int) and not isinstance(value, bool)
+        if t == "number":
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, kinds[t])
+
+    def check(value, s, where):
+        t = s.get("type")
+        types = t if isinstance(t, list) else ([t] if t else [])
+        if types and not any(fits(value, x) for x in types):
+            raise ValueError(f"{where}: expected {' or '.join(types)}, got {json.dumps(value)[:80]}")
+        if isinstance(value, dict) and "properties" in s:
+            props = s["properties"]
+            for k in s.get("required", []):
+                if k not in value:
+                    raise ValueError(f"{where}.{k}: missing (schema {os.path.basename(path)})")
+            for k, v in value.items():
+                if k not in props:
+                    if s.get("additionalProperties") is False:
+                        raise ValueError(f"{where}.{k}: not a key of the job (schema {os.path.basename(path)})")
+                    continue
+                check(v, props[k], f"{where}.{k}")
+        if isinstance(value, list) and "items" in s:
+            for i, v in enumerate(value):
+                check(v, s["items"], f"{where}[{i}]")
+
+    check(job, schema, "job")
 
 
 def emit(event, **fields):
@@ -57,8 +100,8 @@ def load_tensors(path):
 
 
 def device_and_dtype(job):
-    device = torch.device(job.get("device", "cpu"))
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[job.get("dtype", "float32")]
+    device = torch.device(job["device"])
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[job["dtype"]]
     if device.type == "cpu" and dtype != torch.float32:
         raise ValueError("dtype bfloat16 needs a GPU device; on cpu use float32")
     return device, dtype
@@ -75,11 +118,11 @@ def load_model(path, device):
 
 def learning_rate(schedule, step, total, peak):
     """LearningRateSchedule.rate(step:total:peak:) of Sources/Model/Training/Schedule.swift."""
-    warmup = schedule.get("warmup", 0)
+    warmup = schedule["warmup"]
     if warmup > 0 and step <= warmup:
         return peak * step / warmup
     name = schedule["name"]
-    min_ratio = schedule.get("min_ratio", 0.1)
+    min_ratio = schedule["min_ratio"]
     if name == "constant":
         return peak
     if name == "cosine":
@@ -115,7 +158,7 @@ class AdamW:
         if not math.isfinite(norm):
             raise FloatingPointError(f"gradient norm is {norm}")
         self.step += 1
-        clip = self.s.get("gradient_clip")
+        clip = self.s["gradient_clip"]
         scale = clip / norm if clip is not None and norm > clip else 1.0
         b1, b2, eps, wd = self.s["beta1"], self.s["beta2"], self.s["epsilon"], self.s["weight_decay"]
         c1 = 1 / (1 - b1 ** self.step)
@@ -143,7 +186,7 @@ def distillation_loss(student_logits, teacher_logprobs, targets, loss):
         return zero, 0.0, 0.0
     s, lp = s[valid], teacher_logprobs.reshape(-1, teacher_logprobs.shape[-1])[valid]
     logq = torch.log_softmax(s / tau, dim=-1)
-    if loss.get("direction", "forward") == "forward":
+    if loss["direction"] == "forward":
         kl_rows = (lp.exp() * (lp - logq)).sum(-1)
     else:
         kl_rows = (logq.exp() * (logq - lp)).sum(-1)
@@ -243,13 +286,11 @@ def distill(job):
         p.requires_grad_(False)
     batches = load_tensors(job["batches"]["file"])
     first, last = job["batches"]["from"], job["batches"]["to"]
-    validation = None
-    if job.get("validation"):
-        validation = load_tensors(job["validation"]["file"])
-        validation["with_kl"] = job["validation"]["with_kl"]
-    evaluate_at = set(job.get("evaluate_at", []))
-    every = job.get("checkpoint_every", 0)
-    beat = Heartbeat(job.get("heartbeat_seconds", 5))
+    validation = load_tensors(job["validation"]["file"])
+    validation["with_kl"] = job["validation"]["with_kl"]
+    evaluate_at = set(job["evaluate_at"])
+    every = job["checkpoint_every"]
+    beat = Heartbeat(job["heartbeat_seconds"])
     students = []
     for s in job["students"]:
         model = load_model(s["init"], device).train()
@@ -311,7 +352,7 @@ def distill(job):
                 emit("eval", student=s["name"], step=step, windows=windows,
                      val_loss=sum(w[0] for w in windows) / max(tokens, 1), val_kl=sum(w[2] for w in windows) / max(kl_tokens, 1))
             if s["alive"] and ((every and step % every == 0) or step == last):
-                path = save_checkpoint(s["model"], s["opt"], s["out"], job.get("run", {}))
+                path = save_checkpoint(s["model"], s["opt"], s["out"], job["run"])
                 emit("checkpoint", student=s["name"], step=step, path=path)
     failed = [s["name"] for s in students if not s["alive"]]
     emit("done", failed=failed)
@@ -352,8 +393,8 @@ def importance(job):
     seq_how, batch_how = job["aggregation"]["sequence"], job["aggregation"]["batch"]
     cal = load_tensors(job["calibration"]["file"])["tokens"].long()
     S, T = cal.shape
-    B = job.get("batch", 16)
-    beat = Heartbeat(job.get("heartbeat_seconds", 5))
+    B = job["batch"]
+    beat = Heartbeat(job["heartbeat_seconds"])
     captured = {}
     hooks = []
 
@@ -439,13 +480,24 @@ def importance(job):
 
 
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--check-job":
+        # Checks a job file against the schema and exits: 0 when it fits, 1 with the reason.
+        try:
+            with open(argv[2]) as f:
+                check_job(json.load(f))
+        except (ValueError, OSError) as e:
+            sys.stderr.write(f"{argv[2]}: {e}\n")
+            return 1
+        print(f"{argv[2]}: fits its schema")
+        return 0
     if len(argv) != 2:
-        sys.stderr.write("usage: topiary_backend.py JOB.json\n")
+        sys.stderr.write("usage: topiary_backend.py JOB.json | --check-job JOB.json\n")
         return 2
     try:
         job = json.load(open(argv[1]))
         if job.get("protocol") != PROTOCOL:
             raise ValueError(f"job protocol {job.get('protocol')} is not {PROTOCOL}")
+        check_job(job)
         kind = job.get("kind")
         if kind == "distill":
             return distill(job)

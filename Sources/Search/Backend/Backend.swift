@@ -145,12 +145,12 @@ struct ExternalBackend {
         try Self.freshDirectory(jobDirectory)
         defer { try? fm.removeItem(at: jobDirectory) }
         // The students' pruned inits, as Hugging Face folders.
-        var entries: [JSON] = []
+        var entries: [DistillJob.Student] = []
         for (i, s) in students.enumerated() {
             let initDir = jobDirectory.appendingPathComponent("init-\(i)")
             try Checkpoint.save(s.model, to: initDir)
             try fm.createDirectory(at: s.out, withIntermediateDirectories: true)
-            entries.append(["name": .string(s.name), "init": .string(initDir.path), "resume": s.resume.map { .string($0.path) } ?? .null, "out": .string(s.out.path)])
+            entries.append(DistillJob.Student(name: s.name, init: initDir.path, resume: s.resume?.path, out: s.out.path))
         }
         // The exact batches of steps startStep+1 … endStep.
         let sampler = try BatchSampler(shards: corpus, batch: recipe.batch, sequence: recipe.sequence, sampling: .temperature(recipe.alpha), seed: recipe.seed)
@@ -167,27 +167,16 @@ struct ExternalBackend {
         let T = recipe.sequence
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
         let vLanguage = try Self.writeValidationWindows(corpus, batch: recipe.batch, sequence: T, maxTokensPerLanguage: recipe.evalTokens, to: validationFile)
-        let withKL = languages.map { JSON.bool((corpus.stats["validation"]?[$0]?.tokens ?? 0) > T) }
-        // The built-in engine's own constants (DistillationRun builds its AdamW from these defaults).
-        let adamw = AdamW.Settings()
-        let schedule: JSON = ["name": .string(recipe.schedule), "warmup": JSON(recipe.warmup), "min_ratio": JSON(recipe.minRatio), "decay_fraction": JSON(LearningRateSchedule.defaultDecayFraction)]
-        let job: JSON = [
-            "protocol": 1, "kind": "distill", "device": .string(spec.device), "dtype": .string(spec.dtype),
-            "teacher": .string(URL(fileURLWithPath: teacherPath).standardizedFileURL.path), "students": .array(entries),
-            "batches": ["file": .string(batchesFile.path), "from": JSON(startStep), "to": JSON(endStep)],
-            "validation": ["file": .string(validationFile.path), "languages": .array(languages.map { .string($0) }), "with_kl": .array(withKL)],
-            "evaluate_at": .array((evaluateAt ?? [endStep]).map { JSON($0) }), "checkpoint_every": 0, "heartbeat_seconds": JSON(max(1, min(30, spec.heartbeatTimeout / 4))),
-            "recipe": ["total_steps": JSON(recipe.steps), "learning_rate": JSON(recipe.learningRate), "schedule": schedule,
-                       "loss": ["kl": JSON(recipe.loss.kl), "lm": JSON(recipe.loss.lm), "temperature": JSON(recipe.loss.temperature),
-                                "direction": .string(recipe.loss.direction.rawValue)],
-                       "adamw": ["beta1": JSON(adamw.beta1), "beta2": JSON(adamw.beta2), "epsilon": JSON(adamw.epsilon), "weight_decay": JSON(recipe.weightDecay), "gradient_clip": JSON(recipe.gradientClip)]],
-            "run": run,
-        ]
-        let jobFile = jobDirectory.appendingPathComponent("job.json")
-        try AtomicFile.write(job.data(), to: jobFile)
+        let withKL = languages.map { (corpus.stats["validation"]?[$0]?.tokens ?? 0) > T }
+        let job = DistillJob(
+            device: spec.device, dtype: spec.dtype, teacher: URL(fileURLWithPath: teacherPath).standardizedFileURL.path,
+            students: entries, batches: .init(file: batchesFile.path, from: startStep, to: endStep),
+            validation: .init(file: validationFile.path, languages: languages, withKL: withKL),
+            evaluateAt: evaluateAt ?? [endStep], heartbeatSeconds: heartbeatSeconds, recipe: DistillJob.recipe(recipe), run: run)
+        let jobFile = try Self.write(job, in: jobDirectory)
         let events = try runProcess(jobFile: jobFile, students: students.count,
                                     steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
-        return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL.map { $0.bool ?? false }, T: T,
+        return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL, T: T,
                        windowLanguages: vLanguage, startStep: startStep, endStep: endStep, evaluateAt: evaluateAt ?? [endStep])
     }
 
@@ -230,15 +219,12 @@ struct ExternalBackend {
         try SafeTensorsWriter.write(int32: [("tokens", [calibration.samples, T], calibration.tokens)], to: calibrationFile)
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
         _ = try Self.writeValidationWindows(corpus, batch: B, sequence: T, maxTokensPerLanguage: settings.lossTokensPerLanguage, to: validationFile)
-        let job: JSON = [
-            "protocol": 1, "kind": "importance", "device": .string(spec.device), "dtype": .string(spec.dtype),
-            "teacher": .string(URL(fileURLWithPath: teacherPath).standardizedFileURL.path), "batch": JSON(B),
-            "calibration": ["file": .string(calibrationFile.path)], "validation": ["file": .string(validationFile.path)],
-            "aggregation": ["sequence": .string(settings.sequenceAggregation.rawValue), "batch": .string(settings.batchAggregation.rawValue)],
-            "heartbeat_seconds": JSON(max(1, min(30, spec.heartbeatTimeout / 4))),
-        ]
-        let jobFile = jobDirectory.appendingPathComponent("job.json")
-        try AtomicFile.write(job.data(), to: jobFile)
+        let job = ImportanceJob(
+            device: spec.device, dtype: spec.dtype, teacher: URL(fileURLWithPath: teacherPath).standardizedFileURL.path, batch: B,
+            calibration: .init(file: calibrationFile.path), validation: .init(file: validationFile.path),
+            aggregation: .init(sequence: settings.sequenceAggregation.rawValue, batch: settings.batchAggregation.rawValue),
+            heartbeatSeconds: heartbeatSeconds)
+        let jobFile = try Self.write(job, in: jobDirectory)
         let c = teacher.config
         switch try runProcess(jobFile: jobFile) {
         case let .failed(message): throw SearchError.backend(message)
@@ -274,6 +260,9 @@ struct ExternalBackend {
                                     baseValidationLoss: settings.lossTokensPerLanguage == 0 ? 0 : base)
         }
     }
+
+    /// How often the backend is asked to say it is alive: a quarter of the timeout, 1–30 s.
+    var heartbeatSeconds: Double { max(1, min(30, spec.heartbeatTimeout / 4)) }
 
     /// What the process said: its event lines, or one failure for every student.
     enum Events { case lines([[String: JSON]]), failed(String) }
