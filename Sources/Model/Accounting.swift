@@ -20,7 +20,7 @@ extension ModelConfig {
     /// plus k of the E experts in every mixture.
     public var activeNonEmbeddingParameterCount: Int { allLayerParameters(active: true, in: Int.self) + normWidth }
 
-    var normWidth: Int { family.hasNormBias ? 2 * hiddenSize : hiddenSize }   // LayerNorm1P has a bias
+    var normWidth: Int { family.hasNormBias ? 2 * hiddenSize : hiddenSize } // LayerNorm1P has a bias
 
     /// Every layer's parameters: mixture layers and (qwen3_moe) dense-MLP layers.
     func allLayerParameters<N: Numeric>(active: Bool, in _: N.Type) -> N {
@@ -40,8 +40,8 @@ extension ModelConfig {
         let qkNorm = family.hasQKNorm ? n(2 * headDim) : 0
         return 2 * n(normWidth) + attentionMatrices(experts: used, in: N.self) + qkvBias + qkNorm
             + mlpMatrices(experts: used, sparse: sparse, in: N.self)
-            + (sparse ? E * C : 0)                       // MLP router
-            + (family.hasAttentionExperts ? E * C + 2 * C : 0)    // attention router, both biases
+            + (sparse ? E * C : 0) // MLP router
+            + (family.hasAttentionExperts ? E * C + 2 * C : 0) // attention router, both biases
     }
 
     /// Attention projection weights with `experts` JetMoE attention experts.
@@ -66,7 +66,9 @@ extension ModelConfig {
     /// ``validate(file:)`` refuses a config whose exact counts would not fit an `Int`.
     func approximateSize(sequence T: Int) -> (parameters: Double, flops: Double) {
         let L = Double(numHiddenLayers), C = Double(hiddenSize), V = Double(vocabSize)
-        let parameters = max(allLayerParameters(active: false, in: Double.self), allLayerParameters(active: true, in: Double.self)) + V * C * 2 + 2 * C
+        let parameters =
+            max(allLayerParameters(active: false, in: Double.self), allLayerParameters(active: true, in: Double.self))
+            + V * C * 2 + 2 * C
         return (parameters, 2 * parameters + 4 * L * Double(numAttentionHeads) * Double(headDim) * Double(T))
     }
 
@@ -75,8 +77,11 @@ extension ModelConfig {
     /// product; a tied LM head still is).
     public var matmulParameterCount: Int {
         let k = numExpertsPerTok, C = hiddenSize, sparse = sparseLayerCount
-        let attention = numHiddenLayers * (attentionMatrices(experts: k, in: Int.self) + (family.hasAttentionExperts ? numLocalExperts * C : 0))
-        let mlp = sparse * (mlpMatrices(experts: k, sparse: true, in: Int.self) + numLocalExperts * C)
+        let attention =
+            numHiddenLayers
+            * (attentionMatrices(experts: k, in: Int.self) + (family.hasAttentionExperts ? numLocalExperts * C : 0))
+        let mlp =
+            sparse * (mlpMatrices(experts: k, sparse: true, in: Int.self) + numLocalExperts * C)
             + (numHiddenLayers - sparse) * mlpMatrices(experts: 1, sparse: false, in: Int.self)
         return attention + mlp + vocabSize * C
     }
@@ -85,7 +90,9 @@ extension ModelConfig {
     /// `2 · matmul weights + 4 · L · H · D · T` (the attention products QKᵀ and PV, full T×T).
     /// Norms, softmax and activations are not counted. Training is 3× this.
     public func forwardFLOPsPerToken(sequence T: Int) -> Int {
-        saturating(saturating(matmulParameterCount, times: 2), plus: saturating(saturating(4 * numAttentionHeads * headDim, times: numHiddenLayers), times: T))
+        saturating(
+            saturating(matmulParameterCount, times: 2),
+            plus: saturating(saturating(4 * numAttentionHeads * headDim, times: numHiddenLayers), times: T))
     }
 
     /// Bytes to train with AdamW at (batch, sequence): parameters, gradients and two moments in
@@ -93,9 +100,15 @@ extension ModelConfig {
     /// With W data-parallel workers (``Trainer/dataParallelByDefault(batch:)`` unless
     /// given) the trainer keeps W − 1 more gradient buffers and each worker's activations for its
     /// rows instead of the whole batch's.
-    public func trainingMemory(batch B: Int, sequence T: Int, dataParallelWorkers: Int? = nil) -> (state: Int, activations: Int) {
+    public func trainingMemory(batch B: Int, sequence T: Int, dataParallelWorkers: Int? = nil) -> (
+        state: Int, activations: Int
+    ) {
         let W = min(dataParallelWorkers ?? Trainer.dataParallelByDefault(batch: B), B)
-        let floats = W > 1 ? (0..<W).reduce(0) { saturating($0, plus: Activations.floatCount(config: self, B: B * ($1 + 1) / W - B * $1 / W, T: T)) }
+        let floats =
+            W > 1
+            ? (0..<W).reduce(0) {
+                saturating($0, plus: Activations.floatCount(config: self, B: B * ($1 + 1) / W - B * $1 / W, T: T))
+            }
             : Activations.floatCount(config: self, B: B, T: T)
         return (saturating(parameterCount, times: 16 + 4 * max(0, W - 1)), saturating(floats, times: 4))
     }

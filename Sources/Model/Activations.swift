@@ -20,7 +20,8 @@ public final class Activations {
     let rotary: RotaryTable
 
     public struct Layer {
-        public var mid, norm1, mean1, rstd1, qkv, probs, attn, norm2, mean2, rstd2, mlpPre, mlpAct: UnsafeMutablePointer<Float>
+        public var mid, norm1, mean1, rstd1, qkv, probs, attn, norm2, mean2, rstd2, mlpPre,
+            mlpAct: UnsafeMutablePointer<Float>
         /// Mixture MLP: its router, gathered inputs (N·k, C) and expert outputs (N·k, C).
         public var mlpRouter: RouterState?
         public internal(set) var mlpGathered, mlpExpertOut: UnsafeMutablePointer<Float>?
@@ -78,7 +79,8 @@ public final class Activations {
         var residual: [UnsafeMutablePointer<Float>] = []
         var layers: [Layer] = []
         var finalNorm, finalMean, finalRstd, logits, rowLoss: UnsafeMutablePointer<Float>
-        var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores, dGates, dRouterLogits, dExpertRows: UnsafeMutablePointer<Float>
+        var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores, dGates, dRouterLogits,
+            dExpertRows: UnsafeMutablePointer<Float>
 
         init(config c: ModelConfig, B: Int, T: Int, threads: Int, carver: inout Carver) {
             let N = B * T, C = c.hiddenSize
@@ -90,28 +92,36 @@ public final class Activations {
             // MLP buffers hold a dense layer's (N rows of F = intermediate_size) or a mixture's
             // (N·k rows of the expert width), whichever is larger: every layer carves the same.
             let hasDense = !c.family.isMixture || !c.denseMLPLayers.isEmpty
-            let dense = hasDense ? (pre: N * (c.family.isGated ? 2 : 1) * c.intermediateSize, act: N * c.intermediateSize) : (pre: 0, act: 0)
-            let sparse = c.family.isMixture ? (pre: rows * 2 * c.expertWidth, act: rows * c.expertWidth) : (pre: 0, act: 0)
+            let dense =
+                hasDense
+                ? (pre: N * (c.family.isGated ? 2 : 1) * c.intermediateSize, act: N * c.intermediateSize)
+                : (pre: 0, act: 0)
+            let sparse =
+                c.family.isMixture ? (pre: rows * 2 * c.expertWidth, act: rows * c.expertWidth) : (pre: 0, act: 0)
             let (preSize, actSize) = (max(dense.pre, sparse.pre), max(dense.act, sparse.act))
             let qkHeads = c.family.hasQKNorm ? c.numAttentionHeads + c.numKeyValueHeads : 0
             for _ in 0...c.numHiddenLayers { residual.append(carver.take(N * C)) }
             for l in 0..<c.numHiddenLayers {
-                var layer = Layer(mid: carver.take(N * C), norm1: carver.take(N * C), mean1: carver.take(N), rstd1: carver.take(N),
-                                  qkv: carver.take(N * qkvW), probs: carver.take(B * c.numAttentionHeads * T * T),
-                                  attn: carver.take(N * attnW), norm2: carver.take(N * C), mean2: carver.take(N), rstd2: carver.take(N),
-                                  mlpPre: carver.take(preSize), mlpAct: carver.take(actSize))
+                var layer = Layer(
+                    mid: carver.take(N * C), norm1: carver.take(N * C), mean1: carver.take(N), rstd1: carver.take(N),
+                    qkv: carver.take(N * qkvW), probs: carver.take(B * c.numAttentionHeads * T * T),
+                    attn: carver.take(N * attnW), norm2: carver.take(N * C), mean2: carver.take(N),
+                    rstd2: carver.take(N),
+                    mlpPre: carver.take(preSize), mlpAct: carver.take(actSize))
                 if qkHeads > 0 {
                     layer.qkNormInput = carver.take(N * qkHeads * c.headDim)
                     layer.qkRstd = carver.take(N * qkHeads)
                 }
                 if c.family.isMixture {
-                    let router = RouterState(N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
+                    let router = RouterState(
+                        N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
                     layer.mlpRouter = c.isSparse(layer: l) ? router : nil
                     layer.mlpGathered = carver.take(rows * C)
                     layer.mlpExpertOut = carver.take(rows * C)
                 }
                 if c.family.hasAttentionExperts {
-                    layer.attentionRouter = RouterState(N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
+                    layer.attentionRouter = RouterState(
+                        N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
                     layer.attnGathered = carver.take(rows * C)
                     layer.attnSlots = carver.take(rows * GD)
                     layer.attnExpertOut = carver.take(rows * C)
@@ -120,7 +130,8 @@ public final class Activations {
             }
             finalNorm = carver.take(N * C); finalMean = carver.take(N); finalRstd = carver.take(N)
             logits = carver.take(N * c.vocabSize); rowLoss = carver.take(N)
-            dResidual = carver.take(N * C); dNorm = carver.take(N * C); dQKV = carver.take(N * qkvW); dAttn = carver.take(N * attnW)
+            dResidual = carver.take(N * C); dNorm = carver.take(N * C); dQKV = carver.take(N * qkvW);
+            dAttn = carver.take(N * attnW)
             dMLPPre = carver.take(preSize); dMLPAct = carver.take(actSize); dScores = carver.take(threads * T * T)
             let mixture = c.family.isMixture
             dGates = carver.take(mixture ? N * k : 0)
@@ -154,7 +165,9 @@ public final class Activations {
     /// Logits (N, V) of the last forward pass (or dlogits after a loss with gradient).
     public var logits: UnsafeMutableBufferPointer<Float> { .init(start: logitsPointer, count: N * config.vocabSize) }
     /// The residual stream entering layer `l` (l = L: the last layer's output), (N, C).
-    public func hidden(_ l: Int) -> UnsafeMutableBufferPointer<Float> { .init(start: residual[l], count: N * config.hiddenSize) }
+    public func hidden(_ l: Int) -> UnsafeMutableBufferPointer<Float> {
+        .init(start: residual[l], count: N * config.hiddenSize)
+    }
     /// Each row's loss from the last ``DecoderModel/loss(_:gradient:)``, (N).
     public var rowLosses: UnsafeMutableBufferPointer<Float> { .init(start: rowLoss, count: N) }
     /// Every router of the last forward pass, in layer order (JetMoE: attention, then MLP).

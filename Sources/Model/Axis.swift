@@ -16,7 +16,9 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     case moeIntermediateSize = "moe_intermediate_size"
     case numExperts = "num_experts"
 
-    public static let dense: [Axis] = [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize]
+    public static let dense: [Axis] = [
+        .numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize
+    ]
 
     /// The axes of a family (``FamilyDefinition/axes``): dense models the first five; Mixtral
     /// those and the two expert axes; JetMoE all but num_attention_heads, which it derives as

@@ -43,9 +43,11 @@ extension ModelConfig {
     /// Layer l's block.
     public func block(_ l: Int) -> Block {
         let attentionExperts = family.hasAttentionExperts ? numLocalExperts : 0
-        let mixer = Block.Mixer.attention(heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim,
-                                          window: window(layer: l), experts: attentionExperts)
-        let channel: Block.ChannelMixer = isSparse(layer: l)
+        let mixer = Block.Mixer.attention(
+            heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim,
+            window: window(layer: l), experts: attentionExperts)
+        let channel: Block.ChannelMixer =
+            isSparse(layer: l)
             ? .experts(count: numLocalExperts, topK: numExpertsPerTok, width: expertWidth)
             : .dense(width: intermediateSize)
         return Block(mixer: mixer, channelMixer: channel)

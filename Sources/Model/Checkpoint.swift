@@ -16,8 +16,9 @@ public enum Checkpoint {
         let files = try openFiles(directory)
         // Everything is checked against the headers before the model's memory is allocated.
         try verify(config, files: files, directory: directory)
-        try MemoryBudget.check(saturating(config.parameterCount, times: 8), for: "loading \(directory.path) (weights and gradients)",
-                               drivers: MemoryBudget.drivers(config))
+        try MemoryBudget.check(
+            saturating(config.parameterCount, times: 8), for: "loading \(directory.path) (weights and gradients)",
+            drivers: MemoryBudget.drivers(config))
         let model = DecoderModel(config: config)
         try readWeights(into: model, files: files, directory: directory)
         return model
@@ -31,10 +32,13 @@ public enum Checkpoint {
         if config.numHiddenLayers <= byTensor.count { try verifyShapes(config, files: byTensor, directory: directory) }
         var held = 0
         for (name, file) in byTensor {
-            if let info = file.tensors[name] { held = saturating(held, plus: info.shape.reduce(1) { saturating($0, times: $1) }) }
+            if let info = file.tensors[name] {
+                held = saturating(held, plus: info.shape.reduce(1) { saturating($0, times: $1) })
+            }
         }
         guard config.parameterCount <= held else {
-            throw ModelError.checkpoint(path: directory.path, tensor: "(all)",
+            throw ModelError.checkpoint(
+                path: directory.path, tensor: "(all)",
                 reason: "config.json implies \(config.parameterCount) parameters but the weights hold \(held): "
                     + "the config does not describe these weights (\(MemoryBudget.drivers(config)))")
         }
@@ -44,11 +48,15 @@ public enum Checkpoint {
     static func verifyShapes(_ config: ModelConfig, files byTensor: [String: SafeTensorsFile], directory: URL) throws {
         for e in ParameterLayout(config: config).entries {
             guard let file = byTensor[e.name] else {
-                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "missing (the config implies it with shape \(e.shape))")
+                throw ModelError.checkpoint(
+                    path: directory.path, tensor: e.name,
+                    reason: "missing (the config implies it with shape \(e.shape))")
             }
             let info = try file.info(e.name)
             guard info.shape == e.shape else {
-                throw ModelError.checkpoint(path: file.path, tensor: e.name, reason: "shape \(info.shape) does not match config.json, which implies \(e.shape)")
+                throw ModelError.checkpoint(
+                    path: file.path, tensor: e.name,
+                    reason: "shape \(info.shape) does not match config.json, which implies \(e.shape)")
             }
         }
     }
@@ -79,17 +87,23 @@ public enum Checkpoint {
                 guard let fileName = fileJSON.string, !fileName.contains("/") else {
                     throw ModelError.io(path: index.path, reason: "weight_map entry for '\(name)' is not a file name")
                 }
-                if files[fileName] == nil { files[fileName] = try SafeTensorsFile(url: directory.appendingPathComponent(fileName)) }
+                if files[fileName] == nil {
+                    files[fileName] = try SafeTensorsFile(url: directory.appendingPathComponent(fileName))
+                }
                 guard files[fileName]!.tensors[name] != nil else {
-                    throw ModelError.checkpoint(path: directory.appendingPathComponent(fileName).path, tensor: name,
-                                                reason: "listed in model.safetensors.index.json but not in the shard")
+                    throw ModelError.checkpoint(
+                        path: directory.appendingPathComponent(fileName).path, tensor: name,
+                        reason: "listed in model.safetensors.index.json but not in the shard")
                 }
                 byTensor[name] = files[fileName]
             }
-            for (fileName, file) in files { for name in file.tensors.keys where map[name] == nil {
-                throw ModelError.checkpoint(path: directory.appendingPathComponent(fileName).path, tensor: name,
-                                            reason: "in the shard but not listed in model.safetensors.index.json")
-            } }
+            for (fileName, file) in files {
+                for name in file.tensors.keys where map[name] == nil {
+                    throw ModelError.checkpoint(
+                        path: directory.appendingPathComponent(fileName).path, tensor: name,
+                        reason: "in the shard but not listed in model.safetensors.index.json")
+                }
+            }
         } else {
             throw ModelError.io(path: directory.path, reason: "no model.safetensors or model.safetensors.index.json")
         }
@@ -104,7 +118,8 @@ public enum Checkpoint {
     }
 
     /// Reads verified tensors into `model`; refuses leftovers, a tied head that differs, NaN.
-    static func readWeights(into model: DecoderModel, files byTensor: [String: SafeTensorsFile], directory: URL) throws {
+    static func readWeights(into model: DecoderModel, files byTensor: [String: SafeTensorsFile], directory: URL) throws
+    {
         var remaining = Set(byTensor.keys)
         for e in model.layout.entries {
             try byTensor[e.name]!.read(e.name, into: model.parameters.pointer + e.offset)
@@ -115,19 +130,25 @@ public enum Checkpoint {
             let head = try file.floats(lmHead)
             let embed = Array(model.tensor(embedding)!)
             guard head == embed else {
-                throw ModelError.checkpoint(path: file.path, tensor: lmHead,
-                                            reason: "config.json ties word embeddings but \(lmHead) differs from \(embedding)")
+                throw ModelError.checkpoint(
+                    path: file.path, tensor: lmHead,
+                    reason: "config.json ties word embeddings but \(lmHead) differs from \(embedding)")
             }
             remaining.remove(lmHead)
         }
         if let extra = remaining.sorted().first {
-            throw ModelError.checkpoint(path: byTensor[extra]!.path, tensor: extra,
-                                        reason: "unexpected: config.json (\(model.config.family.rawValue)) has no such tensor\(remaining.count > 1 ? " (and \(remaining.count - 1) more)" : "")")
+            throw ModelError.checkpoint(
+                path: byTensor[extra]!.path, tensor: extra,
+                reason:
+                    "unexpected: config.json (\(model.config.family.rawValue)) has no such "
+                    + "tensor\(remaining.count > 1 ? " (and \(remaining.count - 1) more)" : "")"
+            )
         }
         for e in model.layout.entries {
             let p = model.parameters.pointer + e.offset
             for i in 0..<e.count where !p[i].isFinite {
-                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "holds a NaN or infinite value at index \(i)")
+                throw ModelError.checkpoint(
+                    path: directory.path, tensor: e.name, reason: "holds a NaN or infinite value at index \(i)")
             }
         }
     }
@@ -147,22 +168,32 @@ public enum Checkpoint {
     /// Writes `config.json` and the weights (one `model.safetensors`, or shards of at most
     /// `shardBytes` with an index) into `directory`, every file atomically, as `type` (config.json's
     /// `dtype` says which). Refuses weights that hold NaN or infinity, or that overflow `type`.
-    public static func save(_ model: DecoderModel, to directory: URL, type: StorageType = .float32, shardBytes: Int? = nil,
-                            metadata: [String: String] = [:]) throws {
+    public static func save(
+        _ model: DecoderModel, to directory: URL, type: StorageType = .float32, shardBytes: Int? = nil,
+        metadata: [String: String] = [:]
+    ) throws {
         for e in model.layout.entries {
             let p = model.parameters.pointer + e.offset
             for i in 0..<e.count where !p[i].isFinite {
-                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "holds a NaN or infinite value; refusing to write it")
+                throw ModelError.checkpoint(
+                    path: directory.path, tensor: e.name, reason: "holds a NaN or infinite value; refusing to write it")
             }
-            if type == .float16, let i = (0..<e.count).first(where: { abs(p[$0]) > Float(Float16.greatestFiniteMagnitude) }) {
-                throw ModelError.checkpoint(path: directory.path, tensor: e.name, reason: "value \(p[i]) does not fit float16 (at most 65504); write float32 or bfloat16")
+            if type == .float16,
+                let i = (0..<e.count).first(where: { abs(p[$0]) > Float(Float16.greatestFiniteMagnitude) })
+            {
+                throw ModelError.checkpoint(
+                    path: directory.path, tensor: e.name,
+                    reason: "value \(p[i]) does not fit float16 (at most 65504); write float32 or bfloat16")
             }
         }
         let size = type.dtype.size
         let slices = model.layout.entries.map {
-            TensorSlice(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(start: model.parameters.pointer + $0.offset, count: $0.count))
+            TensorSlice(
+                name: $0.name, shape: $0.shape,
+                values: UnsafeBufferPointer(start: model.parameters.pointer + $0.offset, count: $0.count))
         }
-        try FileIO.requireFreeSpace(saturating(model.layout.count, times: size), in: directory, for: "writing the checkpoint")
+        try FileIO.requireFreeSpace(
+            saturating(model.layout.count, times: size), in: directory, for: "writing the checkpoint")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let fm = FileManager.default
         if let shardBytes, model.layout.count * size > shardBytes {
@@ -176,14 +207,16 @@ public enum Checkpoint {
             var map: [String: JSON] = [:]
             for (i, shard) in shards.enumerated() {
                 let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
-                try SafeTensorsWriter.write(shard, type: type, metadata: metadata, to: directory.appendingPathComponent(name))
+                try SafeTensorsWriter.write(
+                    shard, type: type, metadata: metadata, to: directory.appendingPathComponent(name))
                 for s in shard { map[s.name] = .string(name) }
             }
             let index: JSON = ["metadata": ["total_size": JSON(model.layout.count * size)], "weight_map": .object(map)]
             try AtomicFile.write(index.data(), to: directory.appendingPathComponent("model.safetensors.index.json"))
             try? fm.removeItem(at: directory.appendingPathComponent("model.safetensors"))
         } else {
-            try SafeTensorsWriter.write(slices, type: type, metadata: metadata, to: directory.appendingPathComponent("model.safetensors"))
+            try SafeTensorsWriter.write(
+                slices, type: type, metadata: metadata, to: directory.appendingPathComponent("model.safetensors"))
             try? fm.removeItem(at: directory.appendingPathComponent("model.safetensors.index.json"))
         }
         try model.config.write(to: directory, dtype: type)

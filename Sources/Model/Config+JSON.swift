@@ -6,7 +6,7 @@ extension ModelConfig {
     static let regeneratedKeys: Set<String> = [
         "architectures", "transformers_version", "torch_dtype", "dtype", "use_cache", "_name_or_path",
         "output_attentions", "output_hidden_states", "return_dict", "problem_type",
-        "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "auto_map",
+        "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "auto_map"
     ]
 
     /// `PretrainedConfig` keys (transformers 4 and 5) that carry no arithmetic of a decoder's
@@ -21,7 +21,7 @@ extension ModelConfig {
         "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
         "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "torchscript",
         "use_bfloat16", "tf_legacy_loss", "is_decoder", "add_cross_attention", "tie_encoder_decoder",
-        "cross_attention_hidden_size",
+        "cross_attention_hidden_size"
     ]
 
     /// Reads a `config.json`.
@@ -61,7 +61,7 @@ extension ModelConfig {
             "attention_dropout": .float(0),
             "rope_theta": .float(ropeTheta),
             "use_cache": true,
-            "dtype": "float32",
+            "dtype": "float32"
         ]
         json["head_dim"] = JSON(headDim)
         family.definition.writeKeys(self, into: &json, rope: &rope)
@@ -72,7 +72,9 @@ extension ModelConfig {
         for (key, value) in passthrough.keys where json[key] == nil { json[key] = value }
         json["bos_token_id"] = bosTokenId.map { JSON($0) } ?? JSON.null
         json["pad_token_id"] = padTokenId.map { JSON($0) } ?? JSON.null
-        json["eos_token_id"] = eosTokenIds.count == 1 ? JSON(eosTokenIds[0])
+        json["eos_token_id"] =
+            eosTokenIds.count == 1
+            ? JSON(eosTokenIds[0])
             : (eosTokenIds.isEmpty ? JSON.null : JSON.array(eosTokenIds.map { JSON($0) }))
         return .object(json)
     }
@@ -92,8 +94,12 @@ public struct ConfigReader {
     let json: [String: JSON]
     let file: String
 
-    public func fail(_ key: String, _ reason: String) -> ModelError { .invalidConfig(file: file, key: key, reason: reason) }
-    public func unsupported(_ key: String, _ reason: String) -> ModelError { .unsupportedConfig(file: file, key: key, reason: reason) }
+    public func fail(_ key: String, _ reason: String) -> ModelError {
+        .invalidConfig(file: file, key: key, reason: reason)
+    }
+    public func unsupported(_ key: String, _ reason: String) -> ModelError {
+        .unsupportedConfig(file: file, key: key, reason: reason)
+    }
 
     public func value(_ key: String, in dict: [String: JSON]? = nil) -> JSON? {
         guard let v = (dict ?? json)[key], !v.isNull else { return nil }
@@ -122,7 +128,8 @@ public struct ConfigReader {
     func modelConfig() throws -> ModelConfig {
         guard let type = json["model_type"]?.string else { throw fail("model_type", "missing") }
         guard let family = Family(rawValue: type) else {
-            throw unsupported("model_type", "'\(type)'; supported: \(Family.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw unsupported(
+                "model_type", "'\(type)'; supported: \(Family.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         var used: Set<String> = ["model_type"]
 
@@ -136,9 +143,13 @@ public struct ConfigReader {
             if refused, try bool(key) == true { throw unsupported(key, "biases on projections are not implemented") }
         }
         used.insert("attention_dropout")
-        if let p = try double("attention_dropout"), p != 0 { throw unsupported("attention_dropout", "dropout \(p) is not implemented") }
+        if let p = try double("attention_dropout"), p != 0 {
+            throw unsupported("attention_dropout", "dropout \(p) is not implemented")
+        }
         used.insert("pretraining_tp")
-        if let tp = try int("pretraining_tp"), tp != 1 { throw unsupported("pretraining_tp", "\(tp); only 1 is implemented") }
+        if let tp = try int("pretraining_tp"), tp != 1 {
+            throw unsupported("pretraining_tp", "\(tp); only 1 is implemented")
+        }
         let layerCount = try requiredInt("num_hidden_layers")
         let (window, slidingLayers) = try definition.readSlidingWindow(self, layers: layerCount, used: &used)
         let actKey = definition.activationKey, expectedAct = definition.activation
@@ -162,36 +173,53 @@ public struct ConfigReader {
             guard let dict = v.object else { throw fail(key, "expected an object, got \(v)") }
             rope = try ropeScaling(dict, path: key, layers: layerCount)
             if let t = try double("rope_theta", in: dict, path: "\(key).rope_theta") { ropeTheta = t }
-            if let p = try double("partial_rotary_factor", in: dict, path: "\(key).partial_rotary_factor") { partial = p }
+            if let p = try double("partial_rotary_factor", in: dict, path: "\(key).partial_rotary_factor") {
+                partial = p
+            }
         }
         if let p = partial, !(p > 0 && p <= 1) {
-            throw fail("partial_rotary_factor", "\(p) is outside (0, 1]: the share of each head's dimensions that rotate")
+            throw fail(
+                "partial_rotary_factor", "\(p) is outside (0, 1]: the share of each head's dimensions that rotate")
         }
         if !definition.allowsPartialRotary, let p = partial, p != 1 {
-            throw unsupported("partial_rotary_factor", "\(family.rawValue) applies rotary embeddings to every head dimension")
+            throw unsupported(
+                "partial_rotary_factor", "\(family.rawValue) applies rotary embeddings to every head dimension")
         }
 
         // Options that change the arithmetic in ways not implemented.
         for key in ["quantization_config", "pruned_heads"] { used.insert(key) }
         if let q = value("quantization_config") {
             let method = q.object?["quant_method"]?.string.map { " (\($0))" } ?? ""
-            throw unsupported("quantization_config", "quantized weights\(method) are not implemented; dequantize the checkpoint to float32, bfloat16 or float16 first")
+            throw unsupported(
+                "quantization_config",
+                "quantized weights\(method) are not implemented; dequantize the checkpoint to float32, bfloat16 or float16 first"
+            )
         }
         if let p = value("pruned_heads"), p != .object([:]) {
-            throw unsupported("pruned_heads", "heads pruned inside transformers (\(p)) are not implemented; save the pruned model with a config of its real shape")
+            throw unsupported(
+                "pruned_heads",
+                "heads pruned inside transformers (\(p)) are not implemented; save the pruned model with a config of its real shape"
+            )
         }
 
         let epsKey = definition.epsKey
-        let (heads, kvHeads, headDim) = try definition.readAttentionShape(self, expertsPerToken: mixture.perToken, used: &used)
+        let (heads, kvHeads, headDim) = try definition.readAttentionShape(
+            self, expertsPerToken: mixture.perToken, used: &used)
         guard let heads else { throw fail("num_attention_heads", "missing") }
-        for key in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                    "num_key_value_heads", "head_dim", epsKey, "tie_word_embeddings", "max_position_embeddings",
-                    "initializer_range", "bos_token_id", "pad_token_id", "eos_token_id"] { used.insert(key) }
+        for key in [
+            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", epsKey, "tie_word_embeddings", "max_position_embeddings",
+            "initializer_range", "bos_token_id", "pad_token_id", "eos_token_id"
+        ] { used.insert(key) }
         var eos: [Int] = []
         if let v = value("eos_token_id") {
             if let list = v.array {
-                eos = try list.map { guard let n = $0.int else { throw fail("eos_token_id", "expected integers") }; return n }
-            } else if let id = try int("eos_token_id") { eos = [id] }
+                eos = try list.map {
+                    guard let n = $0.int else { throw fail("eos_token_id", "expected integers") }; return n
+                }
+            } else if let id = try int("eos_token_id") {
+                eos = [id]
+            }
         }
         var config = ModelConfig(
             family: family,
@@ -212,7 +240,8 @@ public struct ConfigReader {
             eosTokenIds: eos,
             padTokenId: try int("pad_token_id"),
             numLocalExperts: mixture.experts, numExpertsPerTok: mixture.perToken, routerAuxLossCoef: mixture.auxCoef,
-            outputRouterLogits: mixture.routerLogits, moeIntermediateSize: mixture.expertWidth, normTopKProb: mixture.normTopK,
+            outputRouterLogits: mixture.routerLogits, moeIntermediateSize: mixture.expertWidth,
+            normTopKProb: mixture.normTopK,
             denseMLPLayers: mixture.denseLayers, slidingWindow: window, slidingLayers: slidingLayers, rope: rope)
 
         // Keys transformers does not define for this family change nothing there either: they are
@@ -232,14 +261,18 @@ public struct ConfigReader {
     func ropeScaling(_ dict: [String: JSON], path: String, layers: Int) throws -> RopeScaling {
         let name = (dict["rope_type"] ?? dict["type"])?.string ?? "default"
         guard let kind = RopeScaling.Kind(rawValue: name) else {
-            throw unsupported("\(path).rope_type", "'\(name)' rope scaling is not implemented; implemented: "
-                + RopeScaling.Kind.allCases.map(\.rawValue).joined(separator: ", "))
+            throw unsupported(
+                "\(path).rope_type",
+                "'\(name)' rope scaling is not implemented; implemented: "
+                    + RopeScaling.Kind.allCases.map(\.rawValue).joined(separator: ", "))
         }
         let reads = RopeScaling.keys(of: kind)
         let allowed = Set(["rope_type", "type", "rope_theta", "partial_rotary_factor"] + reads)
         for key in dict.keys.sorted() where !allowed.contains(key) && !(dict[key]?.isNull ?? true) {
-            throw unsupported("\(path).\(key)", "not a parameter of rope_type '\(name)' (it reads: "
-                + (reads.isEmpty ? "none" : reads.joined(separator: ", ")) + ")")
+            throw unsupported(
+                "\(path).\(key)",
+                "not a parameter of rope_type '\(name)' (it reads: "
+                    + (reads.isEmpty ? "none" : reads.joined(separator: ", ")) + ")")
         }
         func number(_ key: String) throws -> Double? { try double(key, in: dict, path: "\(path).\(key)") }
         var original: Int? = nil
@@ -252,11 +285,12 @@ public struct ConfigReader {
             guard let b = v.bool else { throw fail("\(path).truncate", "expected true or false, got \(v)") }
             truncate = b
         }
-        let scaling = RopeScaling(kind: kind, factor: try number("factor"), lowFreqFactor: try number("low_freq_factor"),
-                                  highFreqFactor: try number("high_freq_factor"), originalMaxPositionEmbeddings: original,
-                                  attentionFactor: try number("attention_factor"), betaFast: try number("beta_fast"),
-                                  betaSlow: try number("beta_slow"), mscale: try number("mscale"),
-                                  mscaleAllDim: try number("mscale_all_dim"), truncate: truncate)
+        let scaling = RopeScaling(
+            kind: kind, factor: try number("factor"), lowFreqFactor: try number("low_freq_factor"),
+            highFreqFactor: try number("high_freq_factor"), originalMaxPositionEmbeddings: original,
+            attentionFactor: try number("attention_factor"), betaFast: try number("beta_fast"),
+            betaSlow: try number("beta_slow"), mscale: try number("mscale"),
+            mscaleAllDim: try number("mscale_all_dim"), truncate: truncate)
         try scaling.validate(path: path, file: file)
         return scaling
     }
@@ -275,7 +309,8 @@ enum ConfigWarnings {
         guard first else { return }
         let keys = config.passthrough.unknown.joined(separator: ", ")
         let config = config.family.architecture.replacingOccurrences(of: "ForCausalLM", with: "") + "Config"
-        let line = "warning: \(file): keys transformers' \(config) does not define, "
+        let line =
+            "warning: \(file): keys transformers' \(config) does not define, "
             + "kept as they are and written back on export (they change nothing): \(keys)\n"
         FileHandle.standardError.write(Data(line.utf8))
     }

@@ -90,20 +90,21 @@ public struct ModelConfig: Sendable, Equatable {
         return w
     }
 
-
     /// Rotary dimensions per head: `Int(D × partial_rotary_factor)` as transformers computes it.
     public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
 
-    public init(family: Family, vocabSize: Int, hiddenSize: Int, intermediateSize: Int,
-                numHiddenLayers: Int, numAttentionHeads: Int, numKeyValueHeads: Int? = nil,
-                headDim: Int? = nil, normEps: Double? = nil, ropeTheta: Double = 10000,
-                partialRotaryFactor: Double? = nil, tieWordEmbeddings: Bool = false,
-                maxPositionEmbeddings: Int = 2048, initializerRange: Double = 0.02,
-                bosTokenId: Int? = nil, eosTokenIds: [Int] = [], padTokenId: Int? = nil,
-                numLocalExperts: Int = 0, numExpertsPerTok: Int = 0, routerAuxLossCoef: Double? = nil,
-                outputRouterLogits: Bool = false, moeIntermediateSize: Int? = nil, normTopKProb: Bool? = nil,
-                denseMLPLayers: [Int] = [], slidingWindow: Int? = nil, slidingLayers: [Int]? = nil,
-                rope: RopeScaling = .none) {
+    public init(
+        family: Family, vocabSize: Int, hiddenSize: Int, intermediateSize: Int,
+        numHiddenLayers: Int, numAttentionHeads: Int, numKeyValueHeads: Int? = nil,
+        headDim: Int? = nil, normEps: Double? = nil, ropeTheta: Double = 10000,
+        partialRotaryFactor: Double? = nil, tieWordEmbeddings: Bool = false,
+        maxPositionEmbeddings: Int = 2048, initializerRange: Double = 0.02,
+        bosTokenId: Int? = nil, eosTokenIds: [Int] = [], padTokenId: Int? = nil,
+        numLocalExperts: Int = 0, numExpertsPerTok: Int = 0, routerAuxLossCoef: Double? = nil,
+        outputRouterLogits: Bool = false, moeIntermediateSize: Int? = nil, normTopKProb: Bool? = nil,
+        denseMLPLayers: [Int] = [], slidingWindow: Int? = nil, slidingLayers: [Int]? = nil,
+        rope: RopeScaling = .none
+    ) {
         self.family = family
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
@@ -130,7 +131,8 @@ public struct ModelConfig: Sendable, Equatable {
         self.normTopKProb = normTopKProb ?? definition.defaultNormTopKProb
         self.denseMLPLayers = definition.allowsDenseMLPLayers ? Array(Set(denseMLPLayers)).sorted() : []
         self.slidingWindow = slidingWindow
-        self.slidingLayers = slidingWindow == nil ? [] : (slidingLayers.map { Array(Set($0)).sorted() } ?? Array(0..<numHiddenLayers))
+        self.slidingLayers =
+            slidingWindow == nil ? [] : (slidingLayers.map { Array(Set($0)).sorted() } ?? Array(0..<numHiddenLayers))
         self.rope = rope
     }
 
@@ -147,7 +149,9 @@ public struct ModelConfig: Sendable, Equatable {
     /// - Throws: ``ModelError/invalidConfig(file:key:reason:)`` naming the offending key.
     public func validate(file: String = "config.json") throws {
         func positive(_ value: Int, _ key: String) throws {
-            if value <= 0 { throw ModelError.invalidConfig(file: file, key: key, reason: "must be positive, got \(value)") }
+            if value <= 0 {
+                throw ModelError.invalidConfig(file: file, key: key, reason: "must be positive, got \(value)")
+            }
         }
         try positive(vocabSize, "vocab_size")
         try positive(hiddenSize, "hidden_size")
@@ -157,21 +161,28 @@ public struct ModelConfig: Sendable, Equatable {
         try positive(numKeyValueHeads, "num_key_value_heads")
         try positive(headDim, "head_dim")
         if !family.derivesQueryHeads, numAttentionHeads % numKeyValueHeads != 0 {
-            throw ModelError.invalidConfig(file: file, key: "num_key_value_heads",
-                reason: "num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)")
+            throw ModelError.invalidConfig(
+                file: file, key: "num_key_value_heads",
+                reason:
+                    "num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)"
+            )
         }
         if family.isMixture {
             try positive(numLocalExperts, "num_local_experts")
             if numLocalExperts > 1 << 16 {
-                throw ModelError.invalidConfig(file: file, key: "num_local_experts", reason: "\(numLocalExperts) experts; at most 65,536 are supported")
+                throw ModelError.invalidConfig(
+                    file: file, key: "num_local_experts",
+                    reason: "\(numLocalExperts) experts; at most 65,536 are supported")
             }
             try positive(numExpertsPerTok, "num_experts_per_tok")
             if numExpertsPerTok > numLocalExperts {
-                throw ModelError.invalidConfig(file: file, key: "num_experts_per_tok",
+                throw ModelError.invalidConfig(
+                    file: file, key: "num_experts_per_tok",
                     reason: "top-k \(numExpertsPerTok) is larger than num_local_experts \(numLocalExperts)")
             }
             if !(routerAuxLossCoef >= 0) {
-                throw ModelError.invalidConfig(file: file, key: family.definition.auxLossKey, reason: "must be non-negative")
+                throw ModelError.invalidConfig(
+                    file: file, key: family.definition.auxLossKey, reason: "must be non-negative")
             }
         }
         try family.definition.validate(self, file: file)
@@ -179,26 +190,37 @@ public struct ModelConfig: Sendable, Equatable {
             throw ModelError.invalidConfig(file: file, key: "sliding_window", reason: "must be positive, got \(w)")
         }
         if family.requiresHeadsDivideHidden, hiddenSize % numAttentionHeads != 0 {
-            throw ModelError.invalidConfig(file: file, key: "hidden_size",
-                reason: "\(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads) (transformers refuses such a config)")
+            throw ModelError.invalidConfig(
+                file: file, key: "hidden_size",
+                reason:
+                    "\(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads) (transformers refuses such a config)"
+            )
         }
         if rotaryDim % 2 != 0 || rotaryDim <= 0 || rotaryDim > headDim {
-            throw ModelError.invalidConfig(file: file, key: "partial_rotary_factor",
-                reason: "head_dim \(headDim) × \(partialRotaryFactor) = \(rotaryDim) rotary dimensions; need an even number in 2...\(headDim)")
+            throw ModelError.invalidConfig(
+                file: file, key: "partial_rotary_factor",
+                reason:
+                    "head_dim \(headDim) × \(partialRotaryFactor) = \(rotaryDim) rotary dimensions; need an even number in 2...\(headDim)"
+            )
         }
         if !(normEps > 0) {
             throw ModelError.invalidConfig(file: file, key: family.definition.epsKey, reason: "must be positive")
         }
-        if !(ropeTheta > 0) { throw ModelError.invalidConfig(file: file, key: "rope_theta", reason: "must be positive") }
+        if !(ropeTheta > 0) {
+            throw ModelError.invalidConfig(file: file, key: "rope_theta", reason: "must be positive")
+        }
         try rope.validate(path: "rope_parameters", file: file)
         // Counts are exact integers: refuse a config too large to count (2^53 parameters is
         // 9 quadrillion, 10^4 × today's largest models) before anything multiplies it out.
         let size = approximateSize(sequence: 1)
         if !(size.parameters < 0x1p53) {
-            throw ModelError.invalidConfig(file: file, key: "num_hidden_layers",
+            throw ModelError.invalidConfig(
+                file: file, key: "num_hidden_layers",
                 reason: String(format: "the config describes %.3g parameters", size.parameters)
-                    + " (num_hidden_layers \(numHiddenLayers) × hidden_size \(hiddenSize), intermediate_size \(intermediateSize), vocab_size \(vocabSize)"
-                    + (family.isMixture ? ", \(numLocalExperts) experts" : "") + "): too large to count exactly (at most 2^53); is a value mistyped?")
+                    + " (num_hidden_layers \(numHiddenLayers) × hidden_size \(hiddenSize), intermediate_size "
+                    + "\(intermediateSize), vocab_size \(vocabSize)"
+                    + (family.isMixture ? ", \(numLocalExperts) experts" : "")
+                    + "): too large to count exactly (at most 2^53); is a value mistyped?")
         }
     }
 }

@@ -7,12 +7,17 @@ import Foundation
 
 extension DecoderModel {
     /// Router logits (N, E) = x (N, C) · W_r (E, C)ᵀ, then the routing decisions.
-    func routerForward(_ r: RouterState, _ x: UnsafePointer<Float>, weight: Int, masked: [Int], layer l: Int, name: String?) throws {
-        gemm(transB: true, m: r.N, n: r.E, k: config.hiddenSize, a: x, lda: config.hiddenSize, b: parameters.pointer + weight,
-             ldb: config.hiddenSize, c: r.logits, ldc: r.E)
+    func routerForward(
+        _ r: RouterState, _ x: UnsafePointer<Float>, weight: Int, masked: [Int], layer l: Int, name: String?
+    ) throws {
+        gemm(
+            transB: true, m: r.N, n: r.E, k: config.hiddenSize, a: x, lda: config.hiddenSize,
+            b: parameters.pointer + weight,
+            ldb: config.hiddenSize, c: r.logits, ldc: r.E)
         guard r.route(style: routingStyle, masked: masked) else {
-            throw ModelError.router(layer: l, tensor: name ?? "router of layer \(l)",
-                                    reason: "router logits are not finite (NaN or infinity); the router weights or its input hold NaN")
+            throw ModelError.router(
+                layer: l, tensor: name ?? "router of layer \(l)",
+                reason: "router logits are not finite (NaN or infinity); the router weights or its input hold NaN")
         }
     }
 
@@ -21,8 +26,9 @@ extension DecoderModel {
     func mixtureMLPForward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState) throws {
         let a = acts.layers[l], P = parameters.pointer
         let (C, F) = (config.hiddenSize, config.expertWidth)
-        try routerForward(r, a.norm2, weight: ex.router, masked: masks.experts[l] ?? [], layer: l,
-                          name: layerOffsets[l].mlpRouterName)
+        try routerForward(
+            r, a.norm2, weight: ex.router, masked: masks.experts[l] ?? [], layer: l,
+            name: layerOffsets[l].mlpRouterName)
         let xg = a.mlpGathered!, y = a.mlpExpertOut!, rows = r.N * r.k
         gatherRows(xg, a.norm2, width: C, router: r)
         expertsForward(a.mlpPre, xg, m: 2 * F, kk: C, weights: { P + ex.input($0) }, router: r)
@@ -45,15 +51,18 @@ extension DecoderModel {
         let a = acts.layers[l], o = layerOffsets[l], P = parameters.pointer
         let (N, C) = (acts.N, config.hiddenSize)
         let s = attentionShape(acts.B, acts.T), GD = config.attentionExpertWidth
-        try routerForward(r, a.norm1, weight: ex.router, masked: masks.attentionExperts[l] ?? [], layer: l,
-                          name: o.attentionRouterName)
+        try routerForward(
+            r, a.norm1, weight: ex.router, masked: masks.attentionExperts[l] ?? [], layer: l,
+            name: o.attentionRouterName)
         let xg = a.attnGathered!, slots = a.attnSlots!, y = a.attnExpertOut!
         gatherRows(xg, a.norm1, width: C, router: r)
         // Queries per row (N·k, GD), then into each token's slot j of qkv.
         expertsForward(slots, xg, m: GD, kk: C, weights: { P + ex.input($0) }, router: r)
         scatterToSlots(a.qkv, slots, width: GD, stride: s.qkvWidth, router: r)
         // Keys and values (N, 2GD) = norm1 · W_kvᵀ, after the H query heads of each row.
-        gemm(transB: true, m: N, n: 2 * GD, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv + s.H * s.D, ldc: s.qkvWidth)
+        gemm(
+            transB: true, m: N, n: 2 * GD, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv + s.H * s.D,
+            ldc: s.qkvWidth)
         acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
         attentionForward(a.attn, a.probs, a.qkv, s)
         maskHeads(l, a.attn, s, N: N)
@@ -116,52 +125,74 @@ extension DecoderModel {
 
     /// Router backward: dLogits from dGates and the auxiliary terms; dW_r += dLogitsᵀ · x,
     /// dx (N, C) += dLogits (N, E) · W_r (E, C).
-    func routerBackward(_ r: RouterState, _ x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, weight: Int,
-                        _ acts: Activations, _ routing: RouterGradientTerms) {
+    func routerBackward(
+        _ r: RouterState, _ x: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, weight: Int,
+        _ acts: Activations, _ routing: RouterGradientTerms
+    ) {
         let C = config.hiddenSize
-        r.backward(style: routingStyle, dGates: acts.dGates, dLogits: acts.dRouterLogits, balance: routing.balance, zScale: routing.zScale)
-        gemm(transA: true, m: r.E, n: C, k: r.N, a: acts.dRouterLogits, lda: r.E, b: x, ldb: C, beta: 1, c: gradients.pointer + weight, ldc: C)
-        gemm(m: r.N, n: C, k: r.E, a: acts.dRouterLogits, lda: r.E, b: parameters.pointer + weight, ldb: C, beta: 1, c: dx, ldc: C)
+        r.backward(
+            style: routingStyle, dGates: acts.dGates, dLogits: acts.dRouterLogits, balance: routing.balance,
+            zScale: routing.zScale)
+        gemm(
+            transA: true, m: r.E, n: C, k: r.N, a: acts.dRouterLogits, lda: r.E, b: x, ldb: C, beta: 1,
+            c: gradients.pointer + weight, ldc: C)
+        gemm(
+            m: r.N, n: C, k: r.E, a: acts.dRouterLogits, lda: r.E, b: parameters.pointer + weight, ldb: C, beta: 1,
+            c: dx, ldc: C)
     }
 
     /// Backward of ``mixtureMLPForward``: leaves dLoss/d(norm2) in `acts.dNorm`.
-    func mixtureMLPBackward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState, _ routing: RouterGradientTerms) {
+    func mixtureMLPBackward(
+        _ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState, _ routing: RouterGradientTerms
+    ) {
         let a = acts.layers[l], P = parameters.pointer, Gr = gradients.pointer
         let (C, F) = (config.hiddenSize, config.expertWidth)
         let rows = r.N * r.k, dRows = acts.dExpertRows
-        combineExpertsBackward(dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, acts.dResidual, a.mlpExpertOut!, C: C, router: r)
-        expertsBackward(dInput: acts.dMLPAct, dWeights: { Gr + ex.output($0) }, dRows, a.mlpAct, m: C, kk: F,
-                        weights: { P + ex.output($0) }, router: r)
+        combineExpertsBackward(
+            dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, acts.dResidual, a.mlpExpertOut!, C: C,
+            router: r)
+        expertsBackward(
+            dInput: acts.dMLPAct, dWeights: { Gr + ex.output($0) }, dRows, a.mlpAct, m: C, kk: F,
+            weights: { P + ex.output($0) }, router: r)
         swigluBackward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, N: rows, F: F)
-        expertsBackward(dInput: dRows, dWeights: { Gr + ex.input($0) }, acts.dMLPPre, a.mlpGathered!, m: 2 * F, kk: C,
-                        weights: { P + ex.input($0) }, router: r)
+        expertsBackward(
+            dInput: dRows, dWeights: { Gr + ex.input($0) }, acts.dMLPPre, a.mlpGathered!, m: 2 * F, kk: C,
+            weights: { P + ex.input($0) }, router: r)
         acts.dNorm.update(repeating: 0, count: r.N * C)
         scatterAddRows(acts.dNorm, dRows, width: C, router: r)
         routerBackward(r, a.norm2, dx: acts.dNorm, weight: ex.router, acts, routing)
     }
 
     /// Backward of ``mixtureOfAttentionForward``: leaves dLoss/d(norm1) in `acts.dNorm`.
-    func mixtureOfAttentionBackward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState, _ routing: RouterGradientTerms) {
+    func mixtureOfAttentionBackward(
+        _ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState, _ routing: RouterGradientTerms
+    ) {
         let a = acts.layers[l], o = layerOffsets[l], P = parameters.pointer, Gr = gradients.pointer
         let (N, C) = (acts.N, config.hiddenSize)
         let s = attentionShape(acts.B, acts.T), GD = config.attentionExpertWidth
         let rows = r.N * r.k, dRows = acts.dExpertRows, dRows2 = acts.dExpertRows + rows * max(C, GD)
-        combineExpertsBackward(dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, acts.dResidual, a.attnExpertOut!, C: C, router: r)
+        combineExpertsBackward(
+            dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, acts.dResidual, a.attnExpertOut!, C: C,
+            router: r)
         // dSlots (rows, GD) into dQKV's space (free until attention's backward writes it).
         let dSlots = acts.dQKV
-        expertsBackward(dInput: dSlots, dWeights: { Gr + ex.output($0) }, dRows, a.attnSlots!, m: C, kk: GD,
-                        weights: { P + ex.output($0) }, router: r)
+        expertsBackward(
+            dInput: dSlots, dWeights: { Gr + ex.output($0) }, dRows, a.attnSlots!, m: C, kk: GD,
+            weights: { P + ex.output($0) }, router: r)
         scatterToSlots(acts.dAttn, dSlots, width: GD, stride: s.outWidth, router: r)
         attentionBackward(acts.dQKV, acts.dAttn, a.qkv, a.probs, acts.dScores, s)
         acts.rotary.apply(acts.dQKV, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: true)
         // kv_proj: dW_kv (2GD, C) += dKVᵀ · norm1; dNorm (N, C) = dKV (N, 2GD) · W_kv.
         let dKV = acts.dQKV + s.H * s.D
-        gemm(transA: true, m: 2 * GD, n: C, k: N, a: dKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv, ldc: C)
+        gemm(
+            transA: true, m: 2 * GD, n: C, k: N, a: dKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv,
+            ldc: C)
         gemm(m: N, n: C, k: 2 * GD, a: dKV, lda: s.qkvWidth, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)
         // Query experts: gather each row's dQ, then dW_in,e and dx rows.
         gatherRows(dRows, acts.dQKV, width: GD, stride: s.qkvWidth, slotted: true, router: r)
-        expertsBackward(dInput: dRows2, dWeights: { Gr + ex.input($0) }, dRows, a.attnGathered!, m: GD, kk: C,
-                        weights: { P + ex.input($0) }, router: r)
+        expertsBackward(
+            dInput: dRows2, dWeights: { Gr + ex.input($0) }, dRows, a.attnGathered!, m: GD, kk: C,
+            weights: { P + ex.input($0) }, router: r)
         scatterAddRows(acts.dNorm, dRows2, width: C, router: r)
         routerBackward(r, a.norm1, dx: acts.dNorm, weight: ex.router, acts, routing)
     }

@@ -31,7 +31,8 @@ public final class DecoderModel {
     public var routerLossWeights: RouterLossWeights
 
     var routingStyle: RoutingStyle {
-        config.family.definition.routesTopKThenSoftmax ? .topKThenSoftmax : (config.normTopKProb ? .softmaxThenTopK : .softmaxTopKUnnormalized)
+        config.family.definition.routesTopKThenSoftmax
+            ? .topKThenSoftmax : (config.normTopKProb ? .softmaxThenTopK : .softmaxTopKUnnormalized)
     }
 
     /// A model with zero parameters (load or ``initialize(seed:)`` next).
@@ -91,7 +92,9 @@ public final class DecoderModel {
     /// `acts.logits` (N, V). Token ids must be in 0..<V (checked).
     public func forward(tokens: [Int32], _ acts: Activations) throws {
         let (N, C, V) = (acts.N, config.hiddenSize, config.vocabSize)
-        guard tokens.count == N else { throw ModelError.invalidInput("expected \(N) tokens (B \(acts.B) × T \(acts.T)), got \(tokens.count)") }
+        guard tokens.count == N else {
+            throw ModelError.invalidInput("expected \(N) tokens (B \(acts.B) × T \(acts.T)), got \(tokens.count)")
+        }
         for (i, t) in tokens.enumerated() where t < 0 || Int(t) >= V {
             throw ModelError.invalidInput("token id \(t) at position \(i) is outside the vocabulary 0..<\(V)")
         }
@@ -120,11 +123,15 @@ public final class DecoderModel {
         let xL = acts.residual[config.numHiddenLayers]
         normForward(acts.finalNorm, acts.finalMean, acts.finalRstd, xL, weight: finalNorm, bias: finalNormBias, N: N)
         // logits (N, V) = finalNorm (N, C) · W_lm (V, C)ᵀ
-        gemm(transB: true, m: N, n: V, k: C, a: acts.finalNorm, lda: C, b: P + lmHead, ldb: C, c: acts.logitsPointer, ldc: V)
+        gemm(
+            transB: true, m: N, n: V, k: C, a: acts.finalNorm, lda: C, b: P + lmHead, ldb: C, c: acts.logitsPointer,
+            ldc: V)
     }
 
-    func normForward(_ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
-                     _ x: UnsafePointer<Float>, weight: Int, bias: Int?, N: Int) {
+    func normForward(
+        _ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
+        _ x: UnsafePointer<Float>, weight: Int, bias: Int?, N: Int
+    ) {
         let P = parameters.pointer, C = config.hiddenSize
         // A family may fix the per-layer norms' ε (JetMoE's 1e-6); the final norm reads the config.
         let eps = Float(weight != finalNorm ? config.family.definition.layerNormEps ?? config.normEps : config.normEps)
@@ -135,8 +142,10 @@ public final class DecoderModel {
         }
     }
 
-    func normBackward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
-                      _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, weight: Int, bias: Int?, N: Int) {
+    func normBackward(
+        _ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+        _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, weight: Int, bias: Int?, N: Int
+    ) {
         let P = parameters.pointer, Gr = gradients.pointer, C = config.hiddenSize
         if let bias {
             layerNorm1PBackward(dx, Gr + weight, Gr + bias, dy, x, P + weight, mean, rstd, N: N, C: C)
@@ -146,8 +155,9 @@ public final class DecoderModel {
     }
 
     func attentionShape(_ B: Int, _ T: Int, layer l: Int = 0) -> AttentionShape {
-        AttentionShape(B: B, T: T, H: config.numAttentionHeads, G: config.numKeyValueHeads, D: config.headDim,
-                       interleaved: config.family.hasAttentionExperts, window: config.window(layer: l) ?? 0)
+        AttentionShape(
+            B: B, T: T, H: config.numAttentionHeads, G: config.numKeyValueHeads, D: config.headDim,
+            interleaved: config.family.hasAttentionExperts, window: config.window(layer: l) ?? 0)
     }
 
     /// Layer l alone: `acts.residual[l + 1]` from `acts.residual[l]` (masks of heads and neurons
@@ -164,10 +174,14 @@ public final class DecoderModel {
             try mixtureOfAttentionForward(l, acts, ex, r)
         } else {
             // qkv (N, (H+2G)D) = norm1 (N, C) · W_qkv ((H+2G)D, C)ᵀ (+ bias)
-            gemm(transB: true, m: N, n: s.qkvWidth, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv, ldc: s.qkvWidth)
+            gemm(
+                transB: true, m: N, n: s.qkvWidth, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv,
+                ldc: s.qkvWidth)
             if let bias = o.qkvBias { addRowBias(a.qkv, P + bias, rows: N, width: s.qkvWidth) }
             if let qn = o.qNorm, let kn = o.kNorm, let xs = a.qkNormInput, let rs = a.qkRstd {
-                headNormForward(a.qkv, saving: xs, rstd: rs, qWeight: P + qn, kWeight: P + kn, rows: N, s, eps: Float(config.normEps))
+                headNormForward(
+                    a.qkv, saving: xs, rstd: rs, qWeight: P + qn, kWeight: P + kn, rows: N, s,
+                    eps: Float(config.normEps))
             }
             // Rotary on the H query heads and the G key heads (adjacent in each row).
             acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
@@ -175,7 +189,9 @@ public final class DecoderModel {
             maskHeads(l, a.attn, s, N: N)
             // mid = x + attn (N, HD) · W_o (C, HD)ᵀ
             a.mid.update(from: x, count: N * C)
-            gemm(transB: true, m: N, n: C, k: s.outWidth, a: a.attn, lda: s.outWidth, b: P + o.o, ldb: s.outWidth, beta: 1, c: a.mid, ldc: C)
+            gemm(
+                transB: true, m: N, n: C, k: s.outWidth, a: a.attn, lda: s.outWidth, b: P + o.o, ldb: s.outWidth,
+                beta: 1, c: a.mid, ldc: C)
         }
         normForward(a.norm2, a.mean2, a.rstd2, a.mid, weight: o.norm2, bias: o.norm2Bias, N: N)
         out.update(from: a.mid, count: N * C)
@@ -185,8 +201,14 @@ public final class DecoderModel {
         }
         let preWidth = c.family.isGated ? 2 * F : F
         // mlpPre (N, 2F|F) = norm2 (N, C) · W_in (2F|F, C)ᵀ
-        gemm(transB: true, m: N, n: preWidth, k: C, a: a.norm2, lda: C, b: P + o.mlpIn, ldb: C, c: a.mlpPre, ldc: preWidth)
-        if c.family.isGated { swigluForward(a.mlpAct, a.mlpPre, N: N, F: F) } else { relu2Forward(a.mlpAct, a.mlpPre, count: N * F) }
+        gemm(
+            transB: true, m: N, n: preWidth, k: C, a: a.norm2, lda: C, b: P + o.mlpIn, ldb: C, c: a.mlpPre,
+            ldc: preWidth)
+        if c.family.isGated {
+            swigluForward(a.mlpAct, a.mlpPre, N: N, F: F)
+        } else {
+            relu2Forward(a.mlpAct, a.mlpPre, count: N * F)
+        }
         for i in masks.neurons[l] ?? [] { for n in 0..<N { a.mlpAct[n * F + i] = 0 } }
         // out = mid + mlpAct (N, F) · W_down (C, F)ᵀ
         gemm(transB: true, m: N, n: C, k: F, a: a.mlpAct, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
@@ -194,7 +216,9 @@ public final class DecoderModel {
 
     /// Zeroes the attention output (N, H·D) of the query heads masked in layer l.
     func maskHeads(_ l: Int, _ attn: UnsafeMutablePointer<Float>, _ s: AttentionShape, N: Int) {
-        for h in masks.heads[l] ?? [] { for n in 0..<N { (attn + n * s.outWidth + h * s.D).update(repeating: 0, count: s.D) } }
+        for h in masks.heads[l] ?? [] {
+            for n in 0..<N { (attn + n * s.outWidth + h * s.D).update(repeating: 0, count: s.D) }
+        }
     }
 
     // MARK: loss
@@ -210,13 +234,18 @@ public final class DecoderModel {
     /// Mean cross-entropy of the current logits against `targets` (N, -1 = ignored). With
     /// `gradient`, the logits are replaced by dLoss/dlogits, ready for ``backward(_:)``.
     public func loss(_ acts: Activations, targets: [Int32], gradient: Bool) throws -> Double {
-        guard targets.count == acts.N else { throw ModelError.invalidInput("expected \(acts.N) targets, got \(targets.count)") }
+        guard targets.count == acts.N else {
+            throw ModelError.invalidInput("expected \(acts.N) targets, got \(targets.count)")
+        }
         for (i, t) in targets.enumerated() where Int(t) >= config.vocabSize {
-            throw ModelError.invalidInput("target id \(t) at position \(i) is outside the vocabulary 0..<\(config.vocabSize)")
+            throw ModelError.invalidInput(
+                "target id \(t) at position \(i) is outside the vocabulary 0..<\(config.vocabSize)")
         }
         acts.targets = targets
         return targets.withUnsafeBufferPointer { tp in
-            crossEntropy(acts.logitsPointer, targets: tp.baseAddress!, rowLoss: acts.rowLoss, N: acts.N, V: config.vocabSize, gradient: gradient)
+            crossEntropy(
+                acts.logitsPointer, targets: tp.baseAddress!, rowLoss: acts.rowLoss, N: acts.N, V: config.vocabSize,
+                gradient: gradient)
         }
     }
 
@@ -230,18 +259,24 @@ public final class DecoderModel {
     /// `batchActivations`: when this pass is one worker's share of a larger batch, the activations
     /// of every share (this one included), so that the auxiliary router losses are those of the
     /// whole batch (their routing statistics and normalisation span all shares).
-    public func backward(_ acts: Activations, residualGradients: [Int: UnsafePointer<Float>] = [:],
-                         batchActivations: [Activations]? = nil) {
+    public func backward(
+        _ acts: Activations, residualGradients: [Int: UnsafePointer<Float>] = [:],
+        batchActivations: [Activations]? = nil
+    ) {
         let (N, C, V) = (acts.N, config.hiddenSize, config.vocabSize)
         let P = parameters.pointer, Gr = gradients.pointer
         let dlogits = acts.logitsPointer
         // dW_lm (V, C) += dlogitsᵀ (V, N) · finalNorm (N, C)
-        gemm(transA: true, m: V, n: C, k: N, a: dlogits, lda: V, b: acts.finalNorm, ldb: C, beta: 1, c: Gr + lmHead, ldc: C)
+        gemm(
+            transA: true, m: V, n: C, k: N, a: dlogits, lda: V, b: acts.finalNorm, ldb: C, beta: 1, c: Gr + lmHead,
+            ldc: C)
         // dNorm (N, C) = dlogits (N, V) · W_lm (V, C)
         gemm(m: N, n: C, k: V, a: dlogits, lda: V, b: P + lmHead, ldb: C, c: acts.dNorm, ldc: C)
         let L = config.numHiddenLayers
         acts.dResidual.update(repeating: 0, count: N * C)
-        normBackward(acts.dResidual, acts.dNorm, acts.residual[L], acts.finalMean, acts.finalRstd, weight: finalNorm, bias: finalNormBias, N: N)
+        normBackward(
+            acts.dResidual, acts.dNorm, acts.residual[L], acts.finalMean, acts.finalRstd, weight: finalNorm,
+            bias: finalNormBias, N: N)
         func addResidualGradient(_ l: Int) {
             guard let g = residualGradients[l] else { return }
             let d = acts.dResidual
@@ -275,10 +310,15 @@ public final class DecoderModel {
             // MLP. dW_down (C, F) += dresᵀ (C, N) · mlpAct (N, F); dAct (N, F) = dres (N, C) · W_down (C, F)
             gemm(transA: true, m: C, n: F, k: N, a: dres, lda: C, b: a.mlpAct, ldb: F, beta: 1, c: Gr + o.down, ldc: F)
             gemm(m: N, n: F, k: C, a: dres, lda: C, b: P + o.down, ldb: F, c: acts.dMLPAct, ldc: F)
-            if c.family.isGated { swigluBackward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, N: N, F: F) }
-            else { relu2Backward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, count: N * F) }
+            if c.family.isGated {
+                swigluBackward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, N: N, F: F)
+            } else {
+                relu2Backward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, count: N * F)
+            }
             // dW_in (2F|F, C) += dPreᵀ · norm2; dNorm (N, C) = dPre (N, 2F|F) · W_in (2F|F, C)
-            gemm(transA: true, m: preWidth, n: C, k: N, a: acts.dMLPPre, lda: preWidth, b: a.norm2, ldb: C, beta: 1, c: Gr + o.mlpIn, ldc: C)
+            gemm(
+                transA: true, m: preWidth, n: C, k: N, a: acts.dMLPPre, lda: preWidth, b: a.norm2, ldb: C, beta: 1,
+                c: Gr + o.mlpIn, ldc: C)
             gemm(m: N, n: C, k: preWidth, a: acts.dMLPPre, lda: preWidth, b: P + o.mlpIn, ldb: C, c: acts.dNorm, ldc: C)
         }
         normBackward(dres, acts.dNorm, a.mid, a.mean2, a.rstd2, weight: o.norm2, bias: o.norm2Bias, N: N)
@@ -286,16 +326,23 @@ public final class DecoderModel {
             mixtureOfAttentionBackward(l, acts, ex, r, routing)
         } else {
             // Attention. dW_o (C, HD) += dresᵀ · attn; dAttn (N, HD) = dres (N, C) · W_o (C, HD)
-            gemm(transA: true, m: C, n: s.outWidth, k: N, a: dres, lda: C, b: a.attn, ldb: s.outWidth, beta: 1, c: Gr + o.o, ldc: s.outWidth)
-            gemm(m: N, n: s.outWidth, k: C, a: dres, lda: C, b: P + o.o, ldb: s.outWidth, c: acts.dAttn, ldc: s.outWidth)
+            gemm(
+                transA: true, m: C, n: s.outWidth, k: N, a: dres, lda: C, b: a.attn, ldb: s.outWidth, beta: 1,
+                c: Gr + o.o, ldc: s.outWidth)
+            gemm(
+                m: N, n: s.outWidth, k: C, a: dres, lda: C, b: P + o.o, ldb: s.outWidth, c: acts.dAttn, ldc: s.outWidth)
             attentionBackward(acts.dQKV, acts.dAttn, a.qkv, a.probs, acts.dScores, s)
             acts.rotary.apply(acts.dQKV, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: true)
             if let qn = o.qNorm, let kn = o.kNorm, let xs = a.qkNormInput, let rs = a.qkRstd {
-                headNormBackward(acts.dQKV, xs, rstd: rs, qWeight: P + qn, kWeight: P + kn, dqWeight: Gr + qn, dkWeight: Gr + kn, rows: N, s)
+                headNormBackward(
+                    acts.dQKV, xs, rstd: rs, qWeight: P + qn, kWeight: P + kn, dqWeight: Gr + qn, dkWeight: Gr + kn,
+                    rows: N, s)
             }
             if let bias = o.qkvBias { addColumnSums(Gr + bias, acts.dQKV, rows: N, width: s.qkvWidth) }
             // dW_qkv += dQKVᵀ · norm1; dNorm (N, C) = dQKV (N, (H+2G)D) · W_qkv ((H+2G)D, C)
-            gemm(transA: true, m: s.qkvWidth, n: C, k: N, a: acts.dQKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv, ldc: C)
+            gemm(
+                transA: true, m: s.qkvWidth, n: C, k: N, a: acts.dQKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1,
+                c: Gr + o.qkv, ldc: C)
             gemm(m: N, n: C, k: s.qkvWidth, a: acts.dQKV, lda: s.qkvWidth, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)
         }
         normBackward(dres, acts.dNorm, acts.residual[l], a.mean1, a.rstd1, weight: o.norm1, bias: o.norm1Bias, N: N)
@@ -315,8 +362,10 @@ public struct ForwardMasks: Sendable, Equatable {
     public var experts: [Int: [Int]] = [:]
     /// layer → JetMoE attention experts removed from routing
     public var attentionExperts: [Int: [Int]] = [:]
-    public init(skipLayers: Set<Int> = [], heads: [Int: [Int]] = [:], neurons: [Int: [Int]] = [:],
-                experts: [Int: [Int]] = [:], attentionExperts: [Int: [Int]] = [:]) {
+    public init(
+        skipLayers: Set<Int> = [], heads: [Int: [Int]] = [:], neurons: [Int: [Int]] = [:],
+        experts: [Int: [Int]] = [:], attentionExperts: [Int: [Int]] = [:]
+    ) {
         self.skipLayers = skipLayers; self.heads = heads; self.neurons = neurons
         self.experts = experts; self.attentionExperts = attentionExperts
     }

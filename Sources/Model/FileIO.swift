@@ -13,7 +13,9 @@ public enum FileIO {
         switch st.st_mode & S_IFMT {
         case S_IFREG: break
         case S_IFDIR: throw ModelError.io(path: url.path, reason: "is a folder, not a \(what)")
-        default: throw ModelError.io(path: url.path, reason: "is not a regular file (a FIFO, socket or device), not a \(what)")
+        default:
+            throw ModelError.io(
+                path: url.path, reason: "is not a regular file (a FIFO, socket or device), not a \(what)")
         }
         do { return try Data(contentsOf: url, options: mapped ? .alwaysMapped : []) } catch {
             throw ModelError.io(path: url.path, reason: "cannot read the \(what): \(describe(error))")
@@ -39,7 +41,8 @@ public enum FileIO {
         case NSFileReadTooLargeError: return "too large to read"
         case NSFileReadCorruptFileError: return "not in the expected format"
         case NSFileLockingError: return "locked by another process"
-        case NSFileWriteUnknownError: return "could not be written (a file where a folder was expected, or a name too long?)"
+        case NSFileWriteUnknownError:
+            return "could not be written (a file where a folder was expected, or a name too long?)"
         case NSFileReadUnknownError: return "could not be read (a folder or special file where a file was expected?)"
         default: return ns.localizedDescription
         }
@@ -52,13 +55,19 @@ extension FileIO {
     /// that writers refuse before writing rather than leave a half-written file on a full disk.
     public static func requireFreeSpace(_ bytes: Int, in folder: URL, for what: String) throws {
         var existing = folder.standardizedFileURL
-        while !FileManager.default.fileExists(atPath: existing.path) && existing.path != "/" { existing.deleteLastPathComponent() }
+        while !FileManager.default.fileExists(atPath: existing.path) && existing.path != "/" {
+            existing.deleteLastPathComponent()
+        }
         var fs = statvfs()
         guard statvfs(existing.path, &fs) == 0 else { return }
         let free = Int(fs.f_bavail) &* Int(fs.f_frsize)
         let needed = saturating(bytes, plus: bytes / 100 + (1 << 20))
         if needed > free {
-            throw ModelError.io(path: folder.path, reason: "\(what) needs about \(formatBytes(needed)) but the device has \(formatBytes(free)) free; nothing was written")
+            throw ModelError.io(
+                path: folder.path,
+                reason:
+                    "\(what) needs about \(formatBytes(needed)) but the device has \(formatBytes(free)) free; nothing was written"
+            )
         }
     }
 }

@@ -16,9 +16,11 @@ public enum HubCache {
         if let home = environment["HF_HOME"], !home.isEmpty {
             return URL(fileURLWithPath: home, isDirectory: true).appendingPathComponent("hub", isDirectory: true)
         }
-        let cache = environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+        let cache =
+            environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
             ?? (environment["HOME"] ?? NSHomeDirectory()) + "/.cache"
-        return URL(fileURLWithPath: cache, isDirectory: true).appendingPathComponent("huggingface/hub", isDirectory: true)
+        return URL(fileURLWithPath: cache, isDirectory: true).appendingPathComponent(
+            "huggingface/hub", isDirectory: true)
     }
 
     /// `reference` itself when it is a folder here or not shaped like a repo id; otherwise the path
@@ -36,18 +38,22 @@ public enum HubCache {
         if let at = id.firstIndex(of: "@") {
             revision = String(id[id.index(after: at)...])
             id = id[..<at]
-            guard let r = revision, !r.isEmpty, r.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else { return nil }
+            guard let r = revision, !r.isEmpty, r.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) })
+            else { return nil }
         }
         let parts = id.split(separator: "/", omittingEmptySubsequences: false)
         let allowed: (Character) -> Bool = { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
-        guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(allowed) && $0 != "." && $0 != ".." }) else { return nil }
+        guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(allowed) && $0 != "." && $0 != ".." })
+        else { return nil }
         return (String(parts[0]), String(parts[1]), revision)
     }
 
     /// The folder `reference` names.
     /// - Throws: ``ModelError/io(path:reason:)`` saying where it looked when neither a folder
     ///   nor a cached snapshot exists.
-    public static func resolve(_ reference: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> URL {
+    public static func resolve(_ reference: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws -> URL
+    {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         if fm.fileExists(atPath: reference, isDirectory: &isDirectory), isDirectory.boolValue {
@@ -66,17 +72,23 @@ public enum HubCache {
         } else if let revision, fm.fileExists(atPath: snapshots.appendingPathComponent(revision).path) {
             commit = revision
         }
-        let hint = "not a folder, and not in the Hugging Face cache: looked in \(repo.path) "
+        let hint =
+            "not a folder, and not in the Hugging Face cache: looked in \(repo.path) "
             + "(the hub cache is $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
             + "Topiary never downloads: fetch it with `huggingface-cli download \(org)/\(name)` where there is a network)"
         guard fm.fileExists(atPath: repo.path) else { throw ModelError.io(path: reference, reason: hint) }
         guard let commit, !commit.isEmpty, !commit.contains("/") else {
-            throw ModelError.io(path: reference, reason: "\(repo.path) has no refs/\(ref); name a snapshot as \(org)/\(name)@REVISION (snapshots: "
-                + ((try? fm.contentsOfDirectory(atPath: snapshots.path).sorted().joined(separator: ", ")) ?? "none") + ")")
+            throw ModelError.io(
+                path: reference,
+                reason: "\(repo.path) has no refs/\(ref); name a snapshot as \(org)/\(name)@REVISION (snapshots: "
+                    + ((try? fm.contentsOfDirectory(atPath: snapshots.path).sorted().joined(separator: ", ")) ?? "none")
+                    + ")")
         }
         let snapshot = snapshots.appendingPathComponent(commit, isDirectory: true)
         guard fm.fileExists(atPath: snapshot.appendingPathComponent("config.json").path) else {
-            throw ModelError.io(path: reference, reason: "refs/\(ref) names snapshot \(commit), but \(snapshot.path) has no config.json")
+            throw ModelError.io(
+                path: reference, reason: "refs/\(ref) names snapshot \(commit), but \(snapshot.path) has no config.json"
+            )
         }
         return snapshot
     }

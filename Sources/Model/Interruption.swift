@@ -57,10 +57,15 @@ public enum Interruption {
         let children = state.children
         state.lock.unlock()
         if first {
-            log("\(name(sig)): stopping cleanly — the running trials go back to waiting, job folders are removed (send it again to quit at once)")
+            log(
+                "\(name(sig)): stopping cleanly — the running trials go back to waiting, job folders are "
+                    + "removed (send it again to quit at once)"
+            )
             for pid in children.keys { signalGroup(pid, SIGTERM) }
         } else {
-            log("\(name(sig)) again: quitting at once (the trials still running are taken back when their heartbeat goes stale)")
+            log(
+                "\(name(sig)) again: quitting at once (the trials still running are taken back when their heartbeat goes stale)"
+            )
             for (pid, escalates) in children { signalGroup(pid, escalates ? SIGTERM : SIGKILL) }
             _exit(128 + sig)
         }

@@ -15,12 +15,19 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSON].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSON].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let n = try? c.decode(Double.self) {
+            self = .number(n)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSON].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSON].self))
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -54,7 +61,8 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
             if n == n.rounded(), abs(n) < 9e15 { return "\(Int64(n))" + (fraction ? ".0" : "") }
             return "\(n)"
         }
-        let pad = pretty ? String(repeating: "  ", count: indent + 1) : "", end = pretty ? String(repeating: "  ", count: indent) : ""
+        let pad = pretty ? String(repeating: "  ", count: indent + 1) : "",
+            end = pretty ? String(repeating: "  ", count: indent) : ""
         let newline = pretty ? "\n" : ""
         switch self {
         case .null: out += "null"
@@ -116,7 +124,10 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
     public var string: String? { if case let .string(s) = self { return s }; return nil }
     public var bool: Bool? { if case let .bool(b) = self { return b }; return nil }
     public var double: Double? {
-        switch self { case let .number(n), let .float(n): return n; default: return nil }
+        switch self {
+        case let .number(n), let .float(n): return n;
+        default: return nil
+        }
     }
     /// The value as an integer when it is a number without a fraction.
     public var int: Int? {
@@ -147,13 +158,16 @@ public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
 }
 
 extension JSON: ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral, ExpressibleByStringLiteral,
-    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral {
+    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
+{
     public init(integerLiteral value: Int) { self = .number(Double(value)) }
     public init(floatLiteral value: Double) { self = .number(value) }
     public init(stringLiteral value: String) { self = .string(value) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }
     public init(arrayLiteral elements: JSON...) { self = .array(elements) }
-    public init(dictionaryLiteral elements: (String, JSON)...) { self = .object(Dictionary(uniqueKeysWithValues: elements)) }
+    public init(dictionaryLiteral elements: (String, JSON)...) {
+        self = .object(Dictionary(uniqueKeysWithValues: elements))
+    }
     public init(nilLiteral: ()) { self = .null }
     public init(_ value: Int) { self = .number(Double(value)) }
     public init(_ value: Double) { self = .number(value) }

@@ -114,11 +114,15 @@ public struct ParameterLayout: Sendable, Equatable {
         for (name, shape) in tensors { add(name, shape) }
     }
 
-    mutating func add(_ name: String, _ shape: [Int], role: TensorRole? = nil, layer: Int? = nil, expert: Int? = nil,
-                      dims: [AxisRole] = []) {
+    mutating func add(
+        _ name: String, _ shape: [Int], role: TensorRole? = nil, layer: Int? = nil, expert: Int? = nil,
+        dims: [AxisRole] = []
+    ) {
         index[name] = entries.count
         if let role { byRole[RoleKey(role: role, layer: layer, expert: expert)] = entries.count }
-        entries.append(ParameterEntry(name: name, shape: shape, offset: count, role: role, layer: layer, expert: expert, dims: dims))
+        entries.append(
+            ParameterEntry(
+                name: name, shape: shape, offset: count, role: role, layer: layer, expert: expert, dims: dims))
         count += shape.reduce(1, *)
     }
 
@@ -212,8 +216,9 @@ struct LayerOffsets {
         case let .attention(_, _, _, _, experts) where experts > 0:
             qkv = at(.kv)
             let (input, inputStride) = stack(.attentionExpertsIn), (output, outputStride) = stack(.attentionExpertsOut)
-            attentionExperts = ExpertOffsets(router: at(.attentionRouter), input: input, inputStride: inputStride,
-                                             output: output, outputStride: outputStride, bias: at(.attentionBias), count: experts)
+            attentionExperts = ExpertOffsets(
+                router: at(.attentionRouter), input: input, inputStride: inputStride,
+                output: output, outputStride: outputStride, bias: at(.attentionBias), count: experts)
             attentionRouterName = layout.entry(.attentionRouter, layer: l)?.name
         case .attention:
             qkv = at(.q)
@@ -227,14 +232,16 @@ struct LayerOffsets {
             let bias = maybe(.mlpBias)
             if layout.entry(.expertsIn, layer: l) != nil {
                 let (input, inputStride) = stack(.expertsIn), (output, outputStride) = stack(.expertsOut)
-                mlpExperts = ExpertOffsets(router: at(.mlpRouter), input: input, inputStride: inputStride,
-                                           output: output, outputStride: outputStride, bias: bias, count: E)
+                mlpExperts = ExpertOffsets(
+                    router: at(.mlpRouter), input: input, inputStride: inputStride,
+                    output: output, outputStride: outputStride, bias: bias, count: E)
             } else {
                 // One tensor per expert projection, laid out expert after expert.
                 let input = at(.expertGate, 0), output = at(.expertDown, 0)
                 let stride = E > 1 ? at(.expertGate, 1) - input : 0
-                mlpExperts = ExpertOffsets(router: at(.mlpRouter), input: input, inputStride: stride,
-                                           output: output, outputStride: stride, bias: bias, count: E)
+                mlpExperts = ExpertOffsets(
+                    router: at(.mlpRouter), input: input, inputStride: stride,
+                    output: output, outputStride: stride, bias: bias, count: E)
             }
             mlpRouterName = layout.entry(.mlpRouter, layer: l)?.name
         }

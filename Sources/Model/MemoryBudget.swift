@@ -10,17 +10,21 @@ public enum MemoryBudget {
     public static func available() -> Int? {
         var candidates: [Int] = []
         if let meminfo = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-           let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-           let kb = line.split(separator: " ").compactMap({ Int($0) }).first {
+            let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+            let kb = line.split(separator: " ").compactMap({ Int($0) }).first
+        {
             candidates.append(kb * 1024)
         }
         func number(_ path: String) -> Int? {
-            (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            (try? String(contentsOfFile: path, encoding: .utf8)).flatMap {
+                Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
         }
         if let limit = number("/sys/fs/cgroup/memory.max"), let used = number("/sys/fs/cgroup/memory.current") {
             candidates.append(max(0, limit - used))
         } else if let limit = number("/sys/fs/cgroup/memory/memory.limit_in_bytes"), limit < 1 << 60,
-                  let used = number("/sys/fs/cgroup/memory/memory.usage_in_bytes") {
+            let used = number("/sys/fs/cgroup/memory/memory.usage_in_bytes")
+        {
             candidates.append(max(0, limit - used))
         }
         if let s = ProcessInfo.processInfo.environment["TOPIARY_MEMORY_LIMIT"], let limit = Int(s), limit > 0 {
@@ -38,8 +42,10 @@ public enum MemoryBudget {
 
     /// The settings of a config that drive its size, for error messages.
     public static func drivers(_ c: ModelConfig) -> String {
-        "num_hidden_layers \(c.numHiddenLayers), hidden_size \(c.hiddenSize), intermediate_size \(c.intermediateSize), vocab_size \(c.vocabSize)"
-            + (c.family.isMixture ? ", num_local_experts \(c.numLocalExperts)" : "") + ": \(c.parameterCount) parameters"
+        "num_hidden_layers \(c.numHiddenLayers), hidden_size \(c.hiddenSize), intermediate_size "
+            + "\(c.intermediateSize), vocab_size \(c.vocabSize)"
+            + (c.family.isMixture ? ", num_local_experts \(c.numLocalExperts)" : "")
+            + ": \(c.parameterCount) parameters"
     }
 }
 
@@ -75,7 +81,8 @@ extension MemoryBudget {
     /// checked against what is available before the model is allocated.
     public static func checkTraining(_ config: ModelConfig, batch: Int, sequence: Int, what: String) throws {
         let m = config.trainingMemory(batch: batch, sequence: sequence)
-        try check(saturating(m.state, plus: m.activations), for: what,
-                  drivers: drivers(config) + "; batch \(batch) × sequence \(sequence)")
+        try check(
+            saturating(m.state, plus: m.activations), for: what,
+            drivers: drivers(config) + "; batch \(batch) × sequence \(sequence)")
     }
 }

@@ -36,7 +36,9 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
         case let .invalidInput(reason): return reason
         case let .router(layer, tensor, reason): return "layer \(layer): \(tensor): \(reason)"
         case let .insufficientMemory(what, needed, available, drivers):
-            return "\(what) needs about \(formatBytes(needed)) but \(formatBytes(available)) is available (\(drivers)); refusing before allocating"
+            return
+                "\(what) needs about \(formatBytes(needed)) but \(formatBytes(available)) is available "
+                + "(\(drivers)); refusing before allocating"
         }
     }
 }

@@ -14,26 +14,41 @@ public enum OutputDirectory {
     ///   - inputs: the command's inputs as (option, path), named in the error.
     ///   - force: whether an existing, non-empty folder may be replaced.
     /// - Throws: ``ModelError/invalidInput(_:)`` naming the option, the paths and the rule.
-    public static func check(_ out: URL, option: String = "--out", inputs: [(option: String, path: URL)], force: Bool) throws {
+    public static func check(_ out: URL, option: String = "--out", inputs: [(option: String, path: URL)], force: Bool)
+        throws
+    {
         let target = canonical(out)
         for input in inputs {
             let source = canonical(input.path)
             if target == source {
-                throw ModelError.invalidInput("\(option) \(out.path) is the input \(input.option) \(input.path.path): writing there would overwrite it; choose another folder")
+                throw ModelError.invalidInput(
+                    "\(option) \(out.path) is the input \(input.option) \(input.path.path): writing there "
+                        + "would overwrite it; choose another folder"
+                )
             }
             if isInside(target, source) {
-                throw ModelError.invalidInput("\(option) \(out.path) is inside the input \(input.option) \(input.path.path); choose a folder outside it")
+                throw ModelError.invalidInput(
+                    "\(option) \(out.path) is inside the input \(input.option) \(input.path.path); choose a folder outside it"
+                )
             }
             if isInside(source, target) {
-                throw ModelError.invalidInput("\(option) \(out.path) holds the input \(input.option) \(input.path.path): replacing it would delete the input; choose another folder")
+                throw ModelError.invalidInput(
+                    "\(option) \(out.path) holds the input \(input.option) \(input.path.path): replacing it "
+                        + "would delete the input; choose another folder"
+                )
             }
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: out.path, isDirectory: &isDirectory) else { return }
-        guard isDirectory.boolValue else { throw ModelError.invalidInput("\(option) \(out.path) is an existing file, not a folder") }
+        guard isDirectory.boolValue else {
+            throw ModelError.invalidInput("\(option) \(out.path) is an existing file, not a folder")
+        }
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: out.path)) ?? []
         if !entries.isEmpty && !force {
-            throw ModelError.invalidInput("\(option) \(out.path) exists and is not empty (\(entries.count) entr\(entries.count == 1 ? "y" : "ies")); pass --force to replace it")
+            throw ModelError.invalidInput(
+                "\(option) \(out.path) exists and is not empty (\(entries.count) "
+                    + "entr\(entries.count == 1 ? "y" : "ies")); pass --force to replace it"
+            )
         }
     }
 
@@ -79,8 +94,10 @@ public enum OutputDirectory {
     public static func removeAbandonedTemporaries(in folder: URL, prefix: String) {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return }
         for name in entries where name.hasPrefix(prefix) {
-            guard let dot = name.range(of: ".tmp-", options: .backwards) ?? name.range(of: ".old-", options: .backwards),
-                  let pid = Int32(name[dot.upperBound...]) else { continue }
+            guard
+                let dot = name.range(of: ".tmp-", options: .backwards) ?? name.range(of: ".old-", options: .backwards),
+                let pid = Int32(name[dot.upperBound...])
+            else { continue }
             if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
                 try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
             }

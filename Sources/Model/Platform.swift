@@ -65,7 +65,7 @@ public struct RuntimePlatform: Sendable {
             ("sse3", c.sse3), ("ssse3", c.ssse3), ("sse4_1", c.sse41), ("sse4_2", c.sse42), ("avx", c.avx),
             ("avx2", c.avx2), ("fma", c.fma), ("f16c", c.f16c), ("avx512f", c.avx512f), ("avx512cd", c.avx512cd),
             ("avx512dq", c.avx512dq), ("avx512bw", c.avx512bw), ("avx512vl", c.avx512vl),
-            ("avx512_vnni", c.avx512_vnni), ("avx512_bf16", c.avx512_bf16), ("avx512_fp16", c.avx512_fp16),
+            ("avx512_vnni", c.avx512_vnni), ("avx512_bf16", c.avx512_bf16), ("avx512_fp16", c.avx512_fp16)
         ]
         features = flags.filter { $0.1 != 0 }.map(\.0)
         bestCore = tp_best_core(&c).map { String(cString: $0) }
@@ -78,12 +78,16 @@ public struct RuntimePlatform: Sendable {
 
         let env = ProcessInfo.processInfo.environment
         let chosen = env["TOPIARY_BLAS_CHOSEN"].map { $0.split(separator: ":").map(String.init) } ?? []
-        let userCore = env["TOPIARY_BLAS_CORE"].flatMap { ["", "auto", "keep"].contains($0.lowercased()) || tp_core_tier($0) == 0 ? nil : $0 }
+        let userCore = env["TOPIARY_BLAS_CORE"].flatMap {
+            ["", "auto", "keep"].contains($0.lowercased()) || tp_core_tier($0) == 0 ? nil : $0
+        }
         let note = String(cString: tp_blas_select_note())
         var warnings: [String] = [], notes: [String] = []
         if chosen.count == 3, chosen[1] == "rejected" {
             coreChoice = "OpenBLAS's choice (\(chosen[2]) failed Topiary's sgemm self-check)"
-            warnings.append("OpenBLAS's \(chosen[2]) kernels computed a matrix product wrongly on this CPU; running \(blasCore) instead")
+            warnings.append(
+                "OpenBLAS's \(chosen[2]) kernels computed a matrix product wrongly on this CPU; running \(blasCore) instead"
+            )
         } else if chosen.count == 2, userCore != nil {
             coreChoice = "set by TOPIARY_BLAS_CORE (OpenBLAS picked \(chosen[0]))"
         } else if chosen.count == 2 {
@@ -99,8 +103,11 @@ public struct RuntimePlatform: Sendable {
         let coreTier = tp_core_tier(blasCore), cpuTier = tp_cpu_tier(&c)
         if coreTier < cpuTier, let best = bestCore {
             let generic = coreTier <= Int32(TP_TIER_SSE.rawValue)
-            let text = "OpenBLAS runs \(generic ? "generic " : "")\(blasCore) kernels (\(coreChoice)) although this CPU supports \(best)"
-                + (coreChoice.hasPrefix("set by") ? "; unset \(userCore != nil ? "TOPIARY_BLAS_CORE" : "OPENBLAS_CORETYPE") to let Topiary choose" : "")
+            let text =
+                "OpenBLAS runs \(generic ? "generic " : "")\(blasCore) kernels (\(coreChoice)) although this CPU supports \(best)"
+                + (coreChoice.hasPrefix("set by")
+                    ? "; unset \(userCore != nil ? "TOPIARY_BLAS_CORE" : "OPENBLAS_CORETYPE") to let Topiary choose"
+                    : "")
             if generic { warnings.append(text) } else { notes.append(text) }
         }
         self.warnings = warnings
@@ -109,18 +116,26 @@ public struct RuntimePlatform: Sendable {
 
     /// One line: `CPU "AMD EPYC" (family 26 model 2, AVX-512); OpenBLAS 0.3.21, core Haswell (set by OPENBLAS_CORETYPE); kernels avx512`.
     public var summary: String {
-        let isa = features.contains("avx512f") ? "AVX-512" : features.contains("avx2") ? "AVX2" : features.contains("avx") ? "AVX" : "SSE"
-        return "CPU \"\(cpu)\" (family \(family) model \(model), \(isa)); \(blasLibrary) \(blasVersion), core \(blasCore) (\(coreChoice)); element-wise kernels \(kernels)"
+        let isa =
+            features.contains("avx512f")
+            ? "AVX-512" : features.contains("avx2") ? "AVX2" : features.contains("avx") ? "AVX" : "SSE"
+        return
+            "CPU \"\(cpu)\" (family \(family) model \(model), \(isa)); \(blasLibrary) \(blasVersion), core "
+            + "\(blasCore) (\(coreChoice)); element-wise kernels \(kernels)"
     }
 
     /// The fields `bench … --json` and `doctor --json` add.
     public var json: [String: JSON] {
-        ["cpu": JSON.string(cpu), "cpu_vendor": .string(vendor), "cpu_family": JSON(family), "cpu_model": JSON(model),
-         "cpu_features": .array(features.map { .string($0) }),
-         "blas": .string("\(blasLibrary) \(blasVersion)"), "blas_config": .string(blasConfig), "blas_path": .string(blasPath),
-         "blas_core": .string(blasCore), "blas_core_choice": .string(coreChoice),
-         "blas_best_core": bestCore.map { .string($0) } ?? .null, "kernels": .string(kernels),
-         "warnings": .array(warnings.map { .string($0) }), "notes": .array(notes.map { .string($0) })]
+        [
+            "cpu": JSON.string(cpu), "cpu_vendor": .string(vendor), "cpu_family": JSON(family),
+            "cpu_model": JSON(model),
+            "cpu_features": .array(features.map { .string($0) }),
+            "blas": .string("\(blasLibrary) \(blasVersion)"), "blas_config": .string(blasConfig),
+            "blas_path": .string(blasPath),
+            "blas_core": .string(blasCore), "blas_core_choice": .string(coreChoice),
+            "blas_best_core": bestCore.map { .string($0) } ?? .null, "kernels": .string(kernels),
+            "warnings": .array(warnings.map { .string($0) }), "notes": .array(notes.map { .string($0) })
+        ]
     }
 }
 
@@ -130,8 +145,10 @@ extension RuntimePlatform {
     public static func blasSelfCheck() -> Double { tp_blas_self_check() }
 
     /// The pure core policy, for tests: what Topiary does given the environment, OpenBLAS's core and a CPU.
-    public static func decide(openblasCoretype: String?, topiaryBlasCore: String?, currentCore: String,
-                              features: Set<String>, vendor: String = "GenuineIntel") -> (decision: String, target: String?) {
+    public static func decide(
+        openblasCoretype: String?, topiaryBlasCore: String?, currentCore: String,
+        features: Set<String>, vendor: String = "GenuineIntel"
+    ) -> (decision: String, target: String?) {
         var c = tp_cpu()
         withUnsafeMutableBytes(of: &c.vendor) { buffer in
             for (i, byte) in vendor.utf8.prefix(15).enumerated() { buffer[i] = byte }
@@ -142,13 +159,17 @@ extension RuntimePlatform {
         c.avx512bw = flag("avx512bw"); c.avx512vl = flag("avx512vl"); c.avx512_bf16 = flag("avx512_bf16")
         var target: UnsafePointer<CChar>?
         let d = tp_blas_decide(openblasCoretype, topiaryBlasCore, currentCore, &c, &target)
-        let names = [TP_BLAS_KEEP_USER: "keep-user", TP_BLAS_KEEP_BEST: "keep-best", TP_BLAS_KEEP_OFF: "keep-off",
-                     TP_BLAS_KEEP_NONE: "keep-none", TP_BLAS_SWITCH: "switch", TP_BLAS_KEEP_BAD_NAME: "keep-bad-name"]
+        let names = [
+            TP_BLAS_KEEP_USER: "keep-user", TP_BLAS_KEEP_BEST: "keep-best", TP_BLAS_KEEP_OFF: "keep-off",
+            TP_BLAS_KEEP_NONE: "keep-none", TP_BLAS_SWITCH: "switch", TP_BLAS_KEEP_BAD_NAME: "keep-bad-name"
+        ]
         return (names[tp_blas_decision(rawValue: UInt32(d))] ?? "unknown", target.map { String(cString: $0) })
     }
 }
 
 /// One single-threaded sgemm straight into OpenBLAS (C = A·B, all n-strided), for `doctor --gemm`.
-public func sgemmOneThread(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+public func sgemmOneThread(
+    m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>
+) {
     sgemmDirect(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
 }

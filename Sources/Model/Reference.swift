@@ -39,14 +39,19 @@ public struct LogitsReport {
             model.zeroGradients()
             model.backward(acts)
             gradients = model.layout.entries.map {
-                ($0.name, $0.shape, Array(UnsafeBufferPointer(start: model.gradients.pointer + $0.offset, count: $0.count)))
+                (
+                    $0.name, $0.shape,
+                    Array(UnsafeBufferPointer(start: model.gradients.pointer + $0.offset, count: $0.count))
+                )
             }
         }
     }
 
     /// Writes `logits`, `loss` and `grad:<name>` tensors to a safetensors file.
     public func write(to url: URL) throws {
-        var storage: [(String, [Int], [Float])] = [("logits", [batch, sequence, vocabulary], logits), ("loss", [1], [loss])]
+        var storage: [(String, [Int], [Float])] = [
+            ("logits", [batch, sequence, vocabulary], logits), ("loss", [1], [loss])
+        ]
         if let auxLoss { storage.append(("aux_loss", [1], [auxLoss])) }
         storage += gradients.map { ("grad:" + $0.name, $0.shape, $0.values) }
         try withSlices(storage, []) { try SafeTensorsWriter.write($0, to: url) }
@@ -54,13 +59,16 @@ public struct LogitsReport {
 }
 
 /// Hands `[TensorSlice]` views of arrays to `body` (the arrays stay alive throughout).
-func withSlices(_ rest: ArraySlice<(String, [Int], [Float])>, _ done: [TensorSlice], _ body: ([TensorSlice]) throws -> Void) throws {
+func withSlices(
+    _ rest: ArraySlice<(String, [Int], [Float])>, _ done: [TensorSlice], _ body: ([TensorSlice]) throws -> Void
+) throws {
     guard let first = rest.first else { return try body(done) }
     try first.2.withUnsafeBufferPointer { buffer in
         try withSlices(rest.dropFirst(), done + [TensorSlice(name: first.0, shape: first.1, values: buffer)], body)
     }
 }
 
-func withSlices(_ all: [(String, [Int], [Float])], _ done: [TensorSlice], _ body: ([TensorSlice]) throws -> Void) throws {
+func withSlices(_ all: [(String, [Int], [Float])], _ done: [TensorSlice], _ body: ([TensorSlice]) throws -> Void) throws
+{
     try withSlices(all[...], done, body)
 }

@@ -39,9 +39,11 @@ public struct RopeScaling: Sendable, Equatable {
 
     public static let none = RopeScaling(kind: .default)
 
-    public init(kind: Kind, factor: Double? = nil, lowFreqFactor: Double? = nil, highFreqFactor: Double? = nil,
-                originalMaxPositionEmbeddings: Int? = nil, attentionFactor: Double? = nil, betaFast: Double? = nil,
-                betaSlow: Double? = nil, mscale: Double? = nil, mscaleAllDim: Double? = nil, truncate: Bool? = nil) {
+    public init(
+        kind: Kind, factor: Double? = nil, lowFreqFactor: Double? = nil, highFreqFactor: Double? = nil,
+        originalMaxPositionEmbeddings: Int? = nil, attentionFactor: Double? = nil, betaFast: Double? = nil,
+        betaSlow: Double? = nil, mscale: Double? = nil, mscaleAllDim: Double? = nil, truncate: Bool? = nil
+    ) {
         self.kind = kind; self.factor = factor; self.lowFreqFactor = lowFreqFactor; self.highFreqFactor = highFreqFactor
         self.originalMaxPositionEmbeddings = originalMaxPositionEmbeddings; self.attentionFactor = attentionFactor
         self.betaFast = betaFast; self.betaSlow = betaSlow; self.mscale = mscale; self.mscaleAllDim = mscaleAllDim
@@ -54,8 +56,11 @@ public struct RopeScaling: Sendable, Equatable {
         case .default: return []
         case .linear, .dynamic: return ["factor"]
         case .llama3: return ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]
-        case .yarn: return ["factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow",
-                            "mscale", "mscale_all_dim", "truncate"]
+        case .yarn:
+            return [
+                "factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow",
+                "mscale", "mscale_all_dim", "truncate"
+            ]
         }
     }
 
@@ -74,7 +79,9 @@ public struct RopeScaling: Sendable, Equatable {
     /// Checks the values each kind needs.
     /// - Throws: ``ModelError/invalidConfig(file:key:reason:)`` naming `path.key`.
     func validate(path: String, file: String) throws {
-        func fail(_ key: String, _ reason: String) -> ModelError { .invalidConfig(file: file, key: "\(path).\(key)", reason: reason) }
+        func fail(_ key: String, _ reason: String) -> ModelError {
+            .invalidConfig(file: file, key: "\(path).\(key)", reason: reason)
+        }
         func positive(_ key: String, _ v: Double?) throws {
             guard let v else { throw fail(key, "missing (rope_type '\(kind.rawValue)' needs it)") }
             if !(v > 0 && v.isFinite) { throw fail(key, "must be a positive number, got \(v)") }
@@ -84,22 +91,28 @@ public struct RopeScaling: Sendable, Equatable {
         case .linear, .dynamic:
             try positive("factor", factor)
         case .llama3:
-            try positive("factor", factor); try positive("low_freq_factor", lowFreqFactor); try positive("high_freq_factor", highFreqFactor)
+            try positive("factor", factor); try positive("low_freq_factor", lowFreqFactor);
+            try positive("high_freq_factor", highFreqFactor)
             if highFreqFactor! <= lowFreqFactor! {
-                throw fail("high_freq_factor", "\(highFreqFactor!) must be greater than low_freq_factor \(lowFreqFactor!)")
+                throw fail(
+                    "high_freq_factor", "\(highFreqFactor!) must be greater than low_freq_factor \(lowFreqFactor!)")
             }
         case .yarn:
             if factor != nil { try positive("factor", factor) }
             if let a = attentionFactor, !(a > 0) { throw fail("attention_factor", "must be positive, got \(a)") }
         }
-        if let o = originalMaxPositionEmbeddings, o <= 0 { throw fail("original_max_position_embeddings", "must be positive, got \(o)") }
+        if let o = originalMaxPositionEmbeddings, o <= 0 {
+            throw fail("original_max_position_embeddings", "must be positive, got \(o)")
+        }
     }
 
     /// Inverse frequencies (R/2 of them, float32) and the factor cos and sin are multiplied by,
     /// for sequences of `sequence` positions.
     /// - Parameters:
     ///   - R: rotary dimensions; `theta`: the base; `maxPositions`: `max_position_embeddings`.
-    public func frequencies(R: Int, theta: Double, maxPositions: Int, sequence: Int) -> (inverse: [Float], attention: Float) {
+    public func frequencies(R: Int, theta: Double, maxPositions: Int, sequence: Int) -> (
+        inverse: [Float], attention: Float
+    ) {
         let half = R / 2
         // 1 / base^(2i/R) rounded to float32 (transformers computes the power in float32; the
         // two agree to an ulp or so).
@@ -122,24 +135,31 @@ public struct RopeScaling: Sendable, Equatable {
             let f = Float(factor!), low = Float(lowFreqFactor!), high = Float(highFreqFactor!)
             let old = Float(originalMaxPositionEmbeddings ?? maxPositions)
             let lowWavelen = old / low, highWavelen = old / high
-            return (inv.map { v in
-                let wavelen = Float(2 * Double.pi) / v
-                var scaled = wavelen > lowWavelen ? v / f : v
-                if !(wavelen < highWavelen) && !(wavelen > lowWavelen) {
-                    let s = (old / wavelen - low) / (high - low)
-                    scaled = (1 - s) * scaled / f + s * scaled
-                }
-                return scaled
-            }, 1)
+            return (
+                inv.map { v in
+                    let wavelen = Float(2 * Double.pi) / v
+                    var scaled = wavelen > lowWavelen ? v / f : v
+                    if !(wavelen < highWavelen) && !(wavelen > lowWavelen) {
+                        let s = (old / wavelen - low) / (high - low)
+                        scaled = (1 - s) * scaled / f + s * scaled
+                    }
+                    return scaled
+                }, 1
+            )
         case .yarn:
             let original = originalMaxPositionEmbeddings ?? maxPositions
             let f = factor ?? Double(maxPositions) / Double(original)
             func mscaleOf(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
             let attention: Double
-            if let a = attentionFactor { attention = a }
-            else if let m = mscale, let all = mscaleAllDim, m != 0, all != 0 { attention = mscaleOf(f, m) / mscaleOf(f, all) }
-            else { attention = mscaleOf(f) }
-            let fast = (betaFast.flatMap { $0 == 0 ? nil : $0 }) ?? 32, slow = (betaSlow.flatMap { $0 == 0 ? nil : $0 }) ?? 1
+            if let a = attentionFactor {
+                attention = a
+            } else if let m = mscale, let all = mscaleAllDim, m != 0, all != 0 {
+                attention = mscaleOf(f, m) / mscaleOf(f, all)
+            } else {
+                attention = mscaleOf(f)
+            }
+            let fast = (betaFast.flatMap { $0 == 0 ? nil : $0 }) ?? 32,
+                slow = (betaSlow.flatMap { $0 == 0 ? nil : $0 }) ?? 1
             func correctionDim(_ rotations: Double) -> Double {
                 Double(R) * log(Double(original) / (rotations * 2 * Double.pi)) / (2 * log(theta))
             }
@@ -149,12 +169,14 @@ public struct RopeScaling: Sendable, Equatable {
             if low == high { high += 0.001 }
             let pos = (0..<half).map { i in Float(pow(theta, Double(2 * i) / Double(R))) }
             let ff = Float(f)
-            return ((0..<half).map { i in
-                let ramp = min(max((Float(i) - Float(low)) / Float(high - low), 0), 1)
-                let extrapolationFactor = 1 - ramp
-                let extrapolation = 1 / pos[i], interpolation = 1 / (ff * pos[i])
-                return interpolation * (1 - extrapolationFactor) + extrapolation * extrapolationFactor
-            }, Float(attention))
+            return (
+                (0..<half).map { i in
+                    let ramp = min(max((Float(i) - Float(low)) / Float(high - low), 0), 1)
+                    let extrapolationFactor = 1 - ramp
+                    let extrapolation = 1 / pos[i], interpolation = 1 / (ff * pos[i])
+                    return interpolation * (1 - extrapolationFactor) + extrapolation * extrapolationFactor
+                }, Float(attention)
+            )
         }
     }
 }

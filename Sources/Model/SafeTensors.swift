@@ -57,11 +57,20 @@ public struct SafeTensorsFile: @unchecked Sendable {
         self.path = path
         self.data = data
         let fileSize = data.count
-        func fail(_ tensor: String?, _ reason: String) -> ModelError { .safetensors(file: path, tensor: tensor, reason: reason) }
-        guard fileSize >= 8 else { throw fail(nil, "truncated: \(fileSize) bytes, shorter than the 8-byte header length") }
-        let headerLength = data.withUnsafeBytes { raw in UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) }
+        func fail(_ tensor: String?, _ reason: String) -> ModelError {
+            .safetensors(file: path, tensor: tensor, reason: reason)
+        }
+        guard fileSize >= 8 else {
+            throw fail(nil, "truncated: \(fileSize) bytes, shorter than the 8-byte header length")
+        }
+        let headerLength = data.withUnsafeBytes { raw in
+            UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+        }
         guard headerLength <= UInt64(Self.maxHeaderBytes) else {
-            throw fail(nil, "header claims \(headerLength) bytes, more than the \(Self.maxHeaderBytes >> 20) MiB limit (corrupt or not safetensors)")
+            throw fail(
+                nil,
+                "header claims \(headerLength) bytes, more than the \(Self.maxHeaderBytes >> 20) MiB limit (corrupt or not safetensors)"
+            )
         }
         guard headerLength <= UInt64(fileSize - 8) else {
             throw fail(nil, "truncated: header claims \(headerLength) bytes but only \(fileSize - 8) follow the length")
@@ -86,28 +95,45 @@ public struct SafeTensorsFile: @unchecked Sendable {
             guard let shapeJSON = dict["shape"]?.array else { throw fail(name, "missing shape") }
             var shape: [Int] = []
             for dim in shapeJSON {
-                guard let d = dim.int, d >= 0 else { throw fail(name, "shape \(dict["shape"]!) has a dimension that is not a non-negative integer") }
+                guard let d = dim.int, d >= 0 else {
+                    throw fail(name, "shape \(dict["shape"]!) has a dimension that is not a non-negative integer")
+                }
                 shape.append(d)
             }
             guard let offsets = dict["data_offsets"]?.array, offsets.count == 2 else {
-                throw fail(name, "data_offsets must be [begin, end], got \(dict["data_offsets"].map { "\($0)" } ?? "nothing")")
+                throw fail(
+                    name, "data_offsets must be [begin, end], got \(dict["data_offsets"].map { "\($0)" } ?? "nothing")")
             }
             for o in offsets where o.int == nil {
-                throw fail(name, "data_offsets \(dict["data_offsets"]!): " + (o.double.map { abs($0) >= 9e15 && $0 == $0.rounded()
-                    ? "an offset of \(o) is beyond any file (offsets up to 9×10^15)" : o.notAnIntegerReason } ?? o.notAnIntegerReason))
+                throw fail(
+                    name,
+                    "data_offsets \(dict["data_offsets"]!): "
+                        + (o.double.map {
+                            abs($0) >= 9e15 && $0 == $0.rounded()
+                                ? "an offset of \(o) is beyond any file (offsets up to 9×10^15)" : o.notAnIntegerReason
+                        } ?? o.notAnIntegerReason))
             }
             let begin = offsets[0].int!, end = offsets[1].int!
             guard begin >= 0, end >= 0 else { throw fail(name, "data_offsets [\(begin), \(end)] are negative") }
-            guard begin <= end else { throw fail(name, "data_offsets [\(begin), \(end)] are reversed: begin is after end") }
+            guard begin <= end else {
+                throw fail(name, "data_offsets [\(begin), \(end)] are reversed: begin is after end")
+            }
             guard end <= dataSize else {
-                throw fail(name, "data_offsets [\(begin), \(end)] fall outside the \(dataSize)-byte data section (truncated file?)")
+                throw fail(
+                    name,
+                    "data_offsets [\(begin), \(end)] fall outside the \(dataSize)-byte data section (truncated file?)")
             }
             let (count, overflow) = shape.reduce((1, false)) { acc, d in
                 let (p, o) = acc.0.multipliedReportingOverflow(by: d); return (p, acc.1 || o)
             }
             guard !overflow, count.multipliedReportingOverflow(by: dtype.size).overflow == false,
-                  count * dtype.size == end - begin else {
-                throw fail(name, "shape \(shape) of \(dtype.rawValue) needs \(overflow ? "too many" : String(count * dtype.size)) bytes but data_offsets span \(end - begin)")
+                count * dtype.size == end - begin
+            else {
+                throw fail(
+                    name,
+                    "shape \(shape) of \(dtype.rawValue) needs "
+                        + "\(overflow ? "too many" : String(count * dtype.size)) bytes but data_offsets span \(end - begin)"
+                )
             }
             tensors[name] = TensorInfo(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
         }
@@ -121,7 +147,9 @@ public struct SafeTensorsFile: @unchecked Sendable {
 
     /// The tensor's info, or an error naming it.
     public func info(_ name: String) throws -> TensorInfo {
-        guard let info = tensors[name] else { throw ModelError.safetensors(file: path, tensor: name, reason: "not in file") }
+        guard let info = tensors[name] else {
+            throw ModelError.safetensors(file: path, tensor: name, reason: "not in file")
+        }
         return info
     }
 
@@ -150,7 +178,9 @@ public struct SafeTensorsFile: @unchecked Sendable {
             }
         }
         if ![.F32, .F16, .BF16].contains(info.dtype) {
-            throw ModelError.safetensors(file: path, tensor: name, reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)")
+            throw ModelError.safetensors(
+                file: path, tensor: name,
+                reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)")
         }
     }
 
@@ -169,9 +199,17 @@ public struct SafeTensorsFile: @unchecked Sendable {
         return try data.withUnsafeBytes { raw in
             let base = raw.baseAddress!.advanced(by: dataStart + info.begin)
             switch info.dtype {
-            case .I64: return (0..<info.count).map { Int(Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) }
-            case .I32: return (0..<info.count).map { Int(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-            default: throw ModelError.safetensors(file: path, tensor: name, reason: "dtype \(info.dtype.rawValue) is not an integer type")
+            case .I64:
+                return (0..<info.count).map {
+                    Int(Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)))
+                }
+            case .I32:
+                return (0..<info.count).map {
+                    Int(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)))
+                }
+            default:
+                throw ModelError.safetensors(
+                    file: path, tensor: name, reason: "dtype \(info.dtype.rawValue) is not an integer type")
             }
         }
     }
@@ -236,9 +274,16 @@ public struct TensorSlice {
 public enum SafeTensorsWriter {
     /// Writes tensors to `url` atomically (temporary name, then rename), in the given order, as
     /// `type` (F32 by default), with `{"format": "pt"}` metadata as transformers expects.
-    public static func write(_ tensors: [TensorSlice], type: StorageType = .float32, metadata: [String: String] = [:], to url: URL) throws {
-        for t in tensors { precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape") }
-        try write(tensors.map { ($0.name, type.dtype.rawValue, $0.shape, $0.values.count * type.dtype.size) }, metadata: metadata, to: url) { i, handle in
+    public static func write(
+        _ tensors: [TensorSlice], type: StorageType = .float32, metadata: [String: String] = [:], to url: URL
+    ) throws {
+        for t in tensors {
+            precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape")
+        }
+        try write(
+            tensors.map { ($0.name, type.dtype.rawValue, $0.shape, $0.values.count * type.dtype.size) },
+            metadata: metadata, to: url
+        ) { i, handle in
             guard tensors[i].values.count > 0 else { return }
             var data = Data()
             type.append(tensors[i].values, to: &data)
@@ -248,20 +293,28 @@ public enum SafeTensorsWriter {
 
     /// Writes int32 tensors (the token batches and validation windows of a backend's job).
     public static func write(int32 tensors: [(name: String, shape: [Int], values: [Int32])], to url: URL) throws {
-        for t in tensors { precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape") }
-        try write(tensors.map { ($0.name, "I32", $0.shape, 4 * $0.values.count) }, metadata: [:], to: url) { i, handle in
+        for t in tensors {
+            precondition(t.values.count == t.shape.reduce(1, *), "tensor \(t.name): values do not match shape")
+        }
+        try write(tensors.map { ($0.name, "I32", $0.shape, 4 * $0.values.count) }, metadata: [:], to: url) {
+            i, handle in
             try tensors[i].values.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
         }
     }
 
     /// The layout every file shares: an 8-byte little-endian header length, the JSON header
     /// (padded with spaces to 8 bytes), then each tensor's bytes in order, written by `body`.
-    static func write(_ entries: [(name: String, dtype: String, shape: [Int], bytes: Int)], metadata: [String: String], to url: URL,
-                      body: (Int, FileHandle) throws -> Void) throws {
+    static func write(
+        _ entries: [(name: String, dtype: String, shape: [Int], bytes: Int)], metadata: [String: String], to url: URL,
+        body: (Int, FileHandle) throws -> Void
+    ) throws {
         var header: [String: JSON] = [:]
         var offset = 0
         for e in entries {
-            header[e.name] = ["dtype": .string(e.dtype), "shape": .array(e.shape.map { JSON($0) }), "data_offsets": [JSON(offset), JSON(offset + e.bytes)]]
+            header[e.name] = [
+                "dtype": .string(e.dtype), "shape": .array(e.shape.map { JSON($0) }),
+                "data_offsets": [JSON(offset), JSON(offset + e.bytes)]
+            ]
             offset += e.bytes
         }
         var meta = metadata

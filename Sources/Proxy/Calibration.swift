@@ -18,7 +18,9 @@ public struct CalibrationSet: Sendable {
         guard samples >= 1 else { throw ProxyError.calibration("asked for \(samples) samples; at least 1 is needed") }
         let sampler: BatchSampler
         do {
-            sampler = try BatchSampler(shards: corpus, batch: samples, sequence: sequence, sampling: .temperature(0), seed: seed, only: language)
+            sampler = try BatchSampler(
+                shards: corpus, batch: samples, sequence: sequence, sampling: .temperature(0), seed: seed,
+                only: language)
         } catch let error as ModelError {
             throw ProxyError.calibration("\(error)")
         }

@@ -32,9 +32,11 @@ public struct DistillationStep: Sendable {
 /// Forward KL(p‖q), p teacher, q = softmax(s/τ): Σ p (log p − log q), ∂/∂s = τ (q − p).
 /// Reverse KL(q‖p): Σ q (log q − log p), ∂/∂sⱼ = τ qⱼ (log qⱼ − log pⱼ − KL).
 /// Cross-entropy at τ = 1: ∂/∂s = softmax(s) − onehot.
-func distillationLoss(_ s: UnsafeMutablePointer<Float>, teacherLogProbs lp: UnsafePointer<Float>,
-                      targets: [Int32], N: Int, V: Int, loss: DistillationLoss, gradient: Bool,
-                      scratch: UnsafeMutablePointer<Float>) -> DistillationStep {
+func distillationLoss(
+    _ s: UnsafeMutablePointer<Float>, teacherLogProbs lp: UnsafePointer<Float>,
+    targets: [Int32], N: Int, V: Int, loss: DistillationLoss, gradient: Bool,
+    scratch: UnsafeMutablePointer<Float>
+) -> DistillationStep {
     let valid = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
     guard valid > 0 else { return DistillationStep(loss: 0, kl: 0, lm: 0) }
     let tau = Float(loss.temperature), wkl = Float(loss.kl), wlm = Float(loss.lm)
@@ -66,8 +68,11 @@ func distillationLoss(_ s: UnsafeMutablePointer<Float>, teacherLogProbs lp: Unsa
                         let logq = (row[j] - m) / tau - lseT
                         q[j] = logq
                         let logp = p[j]
-                        if loss.direction == .forward { let pj = expf(logp); if pj > 0 { kl += pj * (logp - logq) } }
-                        else { kl += expf(logq) * (logq - logp) }
+                        if loss.direction == .forward {
+                            let pj = expf(logp); if pj > 0 { kl += pj * (logp - logq) }
+                        } else {
+                            kl += expf(logq) * (logq - logp)
+                        }
                     }
                     klp[n] = Double(kl * tau * tau)
                     lmp[n] = Double(lse1 - row[t])
@@ -89,7 +94,9 @@ func distillationLoss(_ s: UnsafeMutablePointer<Float>, teacherLogProbs lp: Unsa
 }
 
 /// Teacher log-probabilities at temperature τ for logits (N, V), written to `out`.
-func logSoftmax(_ logits: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, N: Int, V: Int, temperature: Float) {
+func logSoftmax(
+    _ logits: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, N: Int, V: Int, temperature: Float
+) {
     Parallel.chunks(N, minimumPerChunk: 8) { _, rows in
         for n in rows {
             let row = logits + n * V, o = out + n * V
@@ -122,24 +129,37 @@ public final class Distiller {
     /// worker (for comparison in `topiary bench proxy`).
     public var studentsInParallel = true
 
-    public init(teacher: DecoderModel, students: [(String, DecoderModel)], batch: Int, sequence: Int, loss: DistillationLoss,
-                learningRate: Double, schedule: LearningRateSchedule, steps: Int, settings: AdamW.Settings = .init()) throws {
+    public init(
+        teacher: DecoderModel, students: [(String, DecoderModel)], batch: Int, sequence: Int, loss: DistillationLoss,
+        learningRate: Double, schedule: LearningRateSchedule, steps: Int, settings: AdamW.Settings = .init()
+    ) throws {
         for (name, s) in students {
             guard s.config.family == teacher.config.family else {
-                throw ProxyError.invalidTarget(field: "model_type", reason: "student \(name) is \(s.config.family.rawValue), teacher is \(teacher.config.family.rawValue)")
+                throw ProxyError.invalidTarget(
+                    field: "model_type",
+                    reason:
+                        "student \(name) is \(s.config.family.rawValue), teacher is \(teacher.config.family.rawValue)")
             }
             guard s.config.vocabSize == teacher.config.vocabSize else {
-                throw ProxyError.invalidTarget(field: "vocab_size", reason: "student \(name) has \(s.config.vocabSize), teacher \(teacher.config.vocabSize)")
+                throw ProxyError.invalidTarget(
+                    field: "vocab_size",
+                    reason: "student \(name) has \(s.config.vocabSize), teacher \(teacher.config.vocabSize)")
             }
         }
-        guard loss.temperature > 0 else { throw ProxyError.invalidOption(field: "temperature", reason: "must be positive") }
+        guard loss.temperature > 0 else {
+            throw ProxyError.invalidOption(field: "temperature", reason: "must be positive")
+        }
         self.teacher = teacher
         self.loss = loss
         self.students = try students.map {
-            Student(name: $0.0, trainer: Trainer(model: $0.1, batch: batch, sequence: sequence, settings: settings,
-                                                 schedule: schedule, peakLearningRate: learningRate, totalSteps: steps),
-                    projector: loss.hidden.weight > 0
-                        ? try HiddenProjector(loss: loss.hidden, student: $0.1.config, teacher: teacher.config, rows: batch * sequence) : nil)
+            Student(
+                name: $0.0,
+                trainer: Trainer(
+                    model: $0.1, batch: batch, sequence: sequence, settings: settings,
+                    schedule: schedule, peakLearningRate: learningRate, totalSteps: steps),
+                projector: loss.hidden.weight > 0
+                    ? try HiddenProjector(
+                        loss: loss.hidden, student: $0.1.config, teacher: teacher.config, rows: batch * sequence) : nil)
         }
         teacherActs = Activations(config: teacher.config, batch: batch, sequence: sequence)
         teacherLogProbs = FloatBuffer(count: batch * sequence * teacher.config.vocabSize)
@@ -154,10 +174,14 @@ public final class Distiller {
     /// The teacher's pass uses every core; then, with two or more students, each worker takes
     /// whole students (worker w: students w, w + W, …) and runs them single-threaded — no
     /// synchronisation inside a student's step. The result does not depend on the scheduling.
-    public func step(tokens: [Int32], targets: [Int32], only: Set<Int>? = nil) throws -> [Int: Result<DistillationStep, ProxyError>] {
+    public func step(tokens: [Int32], targets: [Int32], only: Set<Int>? = nil) throws -> [Int: Result<
+        DistillationStep, ProxyError
+    >] {
         let V = teacher.config.vocabSize
         try teacher.forward(tokens: tokens, teacherActs)
-        logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: teacherActs.N, V: V, temperature: Float(loss.temperature))
+        logSoftmax(
+            teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: teacherActs.N, V: V,
+            temperature: Float(loss.temperature))
         let chosen = students.indices.filter { only?.contains($0) ?? true }
         let outcomes = forEachStudent(chosen.count) { j, scratch in
             try stepStudent(chosen[j], tokens: tokens, targets: targets, scratch: scratch)
@@ -183,7 +207,11 @@ public final class Distiller {
         outcomes.withUnsafeMutableBufferPointer { out in
             if W <= 1 { for j in 0..<count { out[j] = Result { try body(j, scratch.pointer) } }; return }
             Parallel.chunks(W, minimumPerChunk: 1) { _, workers in
-                for w in workers { for j in stride(from: w, to: count, by: W) { out[j] = Result { try body(j, scratch.pointer + w * block) } } }
+                for w in workers {
+                    for j in stride(from: w, to: count, by: W) {
+                        out[j] = Result { try body(j, scratch.pointer + w * block) }
+                    }
+                }
             }
         }
         return outcomes.map { $0! }
@@ -191,7 +219,9 @@ public final class Distiller {
 
     /// One student's distillation step. Throws ``ProxyError/diverged(student:step:what:)`` when it
     /// diverges (its weights untouched).
-    func stepStudent(_ i: Int, tokens: [Int32], targets: [Int32], scratch: UnsafeMutablePointer<Float>) throws -> DistillationStep {
+    func stepStudent(_ i: Int, tokens: [Int32], targets: [Int32], scratch: UnsafeMutablePointer<Float>) throws
+        -> DistillationStep
+    {
         let s = students[i], t = s.trainer, model = t.model
         let V = teacher.config.vocabSize, N = teacherActs.N
         let stepNumber = t.optimizer.step + 1
@@ -201,8 +231,9 @@ public final class Distiller {
             if case .router = error { throw ProxyError.diverged(student: s.name, step: stepNumber, what: "\(error)") }
             throw error
         }
-        var r = distillationLoss(t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
-                                 N: N, V: V, loss: loss, gradient: true, scratch: scratch)
+        var r = distillationLoss(
+            t.activations.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
+            N: N, V: V, loss: loss, gradient: true, scratch: scratch)
         var residualGradients: [Int: UnsafePointer<Float>] = [:]
         if let projector = s.projector {
             let h = projector.evaluate(student: t.activations, teacher: teacherActs, gradient: true)
@@ -210,7 +241,9 @@ public final class Distiller {
             r.loss += loss.hidden.weight * h.loss
             residualGradients = h.residualGradients
         }
-        guard r.loss.isFinite else { throw ProxyError.diverged(student: s.name, step: stepNumber, what: "distillation loss") }
+        guard r.loss.isFinite else {
+            throw ProxyError.diverged(student: s.name, step: stepNumber, what: "distillation loss")
+        }
         model.backward(t.activations, residualGradients: residualGradients)
         let lr = t.schedule.rate(step: stepNumber, total: t.totalSteps, peak: t.peakLearningRate)
         do {
@@ -222,36 +255,48 @@ public final class Distiller {
         return r
     }
 
-    /// Each student's validation loss (per language, as ``Evaluation/validationLoss(model:shards:split:batch:sequence:maxTokensPerLanguage:step:activations:)``)
+    /// Each student's validation loss (per language, as
+    /// ``Evaluation/validationLoss(model:shards:split:batch:sequence:maxTokensPerLanguage:step:activations:)``)
     /// and mean KL(teacher ‖ student) at τ, from one forward pass of the teacher and of each student
     /// per window batch. The KL averages over languages with more than T validation tokens.
-    public func validate(corpus: TokenShards, maxTokensPerLanguage: Int, step: Int = 0, only: Set<Int>? = nil) throws -> [Int: (EvaluationResult, kl: Double)] {
+    public func validate(corpus: TokenShards, maxTokensPerLanguage: Int, step: Int = 0, only: Set<Int>? = nil) throws
+        -> [Int: (EvaluationResult, kl: Double)]
+    {
         let T = teacherActs.T, B = teacherActs.B, V = teacher.config.vocabSize
         let chosen = students.indices.filter { only?.contains($0) ?? true }
         var tallies = [Int: LossTally](uniqueKeysWithValues: chosen.map { ($0, LossTally()) })
         var sums: [Int: Double] = [:], counts = 0
         var klOnly = loss
         klOnly.kl = 1; klOnly.lm = 0; klOnly.direction = .forward
-        try corpus.forEachWindowBatch(batch: B, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) { lang, tokens, targets in
+        try corpus.forEachWindowBatch(batch: B, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) {
+            lang, tokens, targets in
             let withKL = (corpus.stats["validation"]?[lang]?.tokens ?? 0) > T
             let counted = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
             if withKL {
                 try teacher.forward(tokens: tokens, teacherActs)
-                logSoftmax(teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: B * T, V: V, temperature: Float(loss.temperature))
+                logSoftmax(
+                    teacherActs.logits.baseAddress!, into: teacherLogProbs.pointer, N: B * T, V: V,
+                    temperature: Float(loss.temperature))
                 counts += counted
             }
             // Students in parallel (as in `step`); tallies are added afterwards in student order.
             let kls = try forEachStudent(chosen.count) { j, scratch -> Double in
                 let model = students[chosen[j]].trainer.model, acts = students[chosen[j]].trainer.activations
                 try model.forward(tokens: tokens, acts)
-                let kl = withKL ? distillationLoss(acts.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
-                                                   N: B * T, V: V, loss: klOnly, gradient: false, scratch: scratch).kl : 0
+                let kl =
+                    withKL
+                    ? distillationLoss(
+                        acts.logits.baseAddress!, teacherLogProbs: teacherLogProbs.pointer, targets: targets,
+                        N: B * T, V: V, loss: klOnly, gradient: false, scratch: scratch
+                    ).kl : 0
                 _ = try model.loss(acts, targets: targets, gradient: false)
                 return kl
             }.map { try $0.get() }
             for (j, i) in chosen.enumerated() {
                 if withKL { sums[i, default: 0] += kls[j] * Double(counted) }
-                tallies[i]!.add(lang, rowLosses: UnsafeBufferPointer(students[i].trainer.activations.rowLosses), targets: targets, sequence: T)
+                tallies[i]!.add(
+                    lang, rowLosses: UnsafeBufferPointer(students[i].trainer.activations.rowLosses), targets: targets,
+                    sequence: T)
             }
         }
         var result: [Int: (EvaluationResult, kl: Double)] = [:]

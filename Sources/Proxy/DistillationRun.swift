@@ -35,7 +35,10 @@ public struct CurvePoint: Sendable, Equatable {
     }
 
     public var json: JSON {
-        ["step": JSON(step), "train_loss": JSON(trainLoss), "validation": validation.json, "validation_kl": JSON(validationKL)]
+        [
+            "step": JSON(step), "train_loss": JSON(trainLoss), "validation": validation.json,
+            "validation_kl": JSON(validationKL)
+        ]
     }
 }
 
@@ -56,35 +59,48 @@ public enum DistillationRun {
     ///     every resumed student must be at the same step.
     ///   - evaluateAt: record curve points at exactly these steps (default: every `evalEvery` and at the end).
     ///   - onStep: called after every step with (step, student → loss).
-    public static func run(teacher: DecoderModel, students: [(String, DecoderModel)], corpus: TokenShards,
-                           recipe: DistillationRecipe, endStep: Int? = nil, resume: [Int: URL] = [:], evaluateAt: Set<Int>? = nil,
-                           progressLabel: String = "distill",
-                           onStep: (Int, [Int: Double]) throws -> Void = { _, _ in },
-                           onPoint: (Int, CurvePoint) throws -> Void = { _, _ in }) throws -> (Outcome, Distiller) {
+    public static func run(
+        teacher: DecoderModel, students: [(String, DecoderModel)], corpus: TokenShards,
+        recipe: DistillationRecipe, endStep: Int? = nil, resume: [Int: URL] = [:], evaluateAt: Set<Int>? = nil,
+        progressLabel: String = "distill",
+        onStep: (Int, [Int: Double]) throws -> Void = { _, _ in },
+        onPoint: (Int, CurvePoint) throws -> Void = { _, _ in }
+    ) throws -> (Outcome, Distiller) {
         guard recipe.steps >= 1 else { throw ProxyError.invalidOption(field: "steps", reason: "must be at least 1") }
-        guard let schedule = LearningRateSchedule.named(recipe.schedule, warmup: recipe.warmup, minRatio: recipe.minRatio) else {
-            throw ProxyError.invalidOption(field: "schedule", reason: "'\(recipe.schedule)' is not cosine, wsd or constant")
+        guard
+            let schedule = LearningRateSchedule.named(recipe.schedule, warmup: recipe.warmup, minRatio: recipe.minRatio)
+        else {
+            throw ProxyError.invalidOption(
+                field: "schedule", reason: "'\(recipe.schedule)' is not cosine, wsd or constant")
         }
-        let distiller = try Distiller(teacher: teacher, students: students, batch: recipe.batch, sequence: recipe.sequence,
-                                      loss: recipe.loss, learningRate: recipe.learningRate, schedule: schedule, steps: recipe.steps,
-                                      settings: .init(weightDecay: recipe.weightDecay, gradientClip: recipe.gradientClip))
-        let sampler = try BatchSampler(shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
-                                       sampling: .temperature(recipe.alpha), seed: recipe.seed)
+        let distiller = try Distiller(
+            teacher: teacher, students: students, batch: recipe.batch, sequence: recipe.sequence,
+            loss: recipe.loss, learningRate: recipe.learningRate, schedule: schedule, steps: recipe.steps,
+            settings: .init(weightDecay: recipe.weightDecay, gradientClip: recipe.gradientClip))
+        let sampler = try BatchSampler(
+            shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
+            sampling: .temperature(recipe.alpha), seed: recipe.seed)
         var startStep = 0
         for (i, url) in resume.sorted(by: { $0.key < $1.key }) {
             let t = distiller.students[i].trainer
             _ = try TrainingCheckpoint.load(url, model: t.model, optimizer: t.optimizer)
             if i == resume.keys.min() { startStep = t.optimizer.step }
             guard t.optimizer.step == startStep else {
-                throw ProxyError.invalidOption(field: "resume", reason: "students resume from different steps (\(t.optimizer.step) and \(startStep))")
+                throw ProxyError.invalidOption(
+                    field: "resume",
+                    reason: "students resume from different steps (\(t.optimizer.step) and \(startStep))")
             }
         }
         let end = min(endStep ?? recipe.steps, recipe.steps)
-        guard end > startStep else { throw ProxyError.invalidOption(field: "endStep", reason: "\(end) is not after the resumed step \(startStep)") }
+        guard end > startStep else {
+            throw ProxyError.invalidOption(
+                field: "endStep", reason: "\(end) is not after the resumed step \(startStep)")
+        }
         var curves = [[CurvePoint]](repeating: [], count: students.count)
         var failures: [Int: ProxyError] = [:]
         var active = Set(students.indices)
-        let progress = ProgressReporter(label: progressLabel, total: end, firstStep: startStep, every: max(1, min(recipe.evalEvery, 50)))
+        let progress = ProgressReporter(
+            label: progressLabel, total: end, firstStep: startStep, every: max(1, min(recipe.evalEvery, 50)))
         var tokens = 0
         var lastLoss = [Double](repeating: .nan, count: students.count)
         for step in (startStep + 1)...end {
@@ -105,7 +121,8 @@ public enum DistillationRun {
             progress.update(step: step, tokens: tokens, fields: shown)
             try onStep(step, Dictionary(uniqueKeysWithValues: active.map { ($0, lastLoss[$0]) }))
             if evaluateAt?.contains(step) ?? (step % recipe.evalEvery == 0 || step == end) {
-                let scores = try distiller.validate(corpus: corpus, maxTokensPerLanguage: recipe.evalTokens, step: step, only: active)
+                let scores = try distiller.validate(
+                    corpus: corpus, maxTokensPerLanguage: recipe.evalTokens, step: step, only: active)
                 for i in active.sorted() {
                     let (e, kl) = scores[i]!
                     let point = CurvePoint(step: step, trainLoss: lastLoss[i], validation: e, validationKL: kl)

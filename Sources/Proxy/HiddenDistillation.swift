@@ -30,8 +30,14 @@ public final class HiddenProjector {
         self.loss = loss
         let raw = loss.layers.isEmpty ? [[student.numHiddenLayers, teacher.numHiddenLayers]] : loss.layers
         let checked: [(student: Int, teacher: Int)] = try raw.enumerated().map { i, p in
-            guard p.count == 2, (0...student.numHiddenLayers).contains(p[0]), (0...teacher.numHiddenLayers).contains(p[1]) else {
-                throw ProxyError.invalidOption(field: "hidden.layers[\(i)]", reason: "\(p) is not a [student 0...\(student.numHiddenLayers), teacher 0...\(teacher.numHiddenLayers)] pair")
+            guard p.count == 2, (0...student.numHiddenLayers).contains(p[0]),
+                (0...teacher.numHiddenLayers).contains(p[1])
+            else {
+                throw ProxyError.invalidOption(
+                    field: "hidden.layers[\(i)]",
+                    reason:
+                        "\(p) is not a [student 0...\(student.numHiddenLayers), teacher 0...\(teacher.numHiddenLayers)] pair"
+                )
             }
             return (p[0], p[1])
         }
@@ -52,7 +58,9 @@ public final class HiddenProjector {
 
     /// The loss (mean over pairs) for the current forward passes; fills the gradients of W and
     /// returns the student residual gradients (already scaled by the loss weight).
-    public func evaluate(student: Activations, teacher: Activations, gradient: Bool) -> (loss: Double, residualGradients: [Int: UnsafePointer<Float>]) {
+    public func evaluate(student: Activations, teacher: Activations, gradient: Bool) -> (
+        loss: Double, residualGradients: [Int: UnsafePointer<Float>]
+    ) {
         if gradient { gradients.zero() }
         var total = 0.0
         var residualGradients: [Int: UnsafePointer<Float>] = [:]
@@ -84,8 +92,9 @@ public final class HiddenProjector {
             total += sum / Double(N)
             guard gradient else { continue }
             // dW (Ct, Cs) = w · dh'ᵀ (Ct, N) · h_s (N, Cs); dh_s (N, Cs) = w · dh' (N, Ct) · W (Ct, Cs)
-            gemm(transA: true, m: Ct, n: Cs, k: N, alpha: scale, a: d, lda: Ct, b: hs, ldb: Cs, beta: 1,
-                 c: gradients.pointer + layout.entries[k].offset, ldc: Cs)
+            gemm(
+                transA: true, m: Ct, n: Cs, k: N, alpha: scale, a: d, lda: Ct, b: hs, ldb: Cs, beta: 1,
+                c: gradients.pointer + layout.entries[k].offset, ldc: Cs)
             let ds = dStudent.pointer + k * N * Cs
             gemm(m: N, n: Cs, k: Ct, alpha: scale, a: d, lda: Ct, b: W, ldb: Cs, c: ds, ldc: Cs)
             if let previous = residualGradients[pair.student] {

@@ -65,10 +65,14 @@ public struct ImportanceScores: Sendable, Equatable, Codable {
     /// JetMoE: the attention experts of every layer.
     public var attentionExperts: ExpertScores?
 
-    public init(teacherFingerprint: String, calibrationFingerprint: String, settings: ImportanceSettings, heads: [[Double]],
-                neurons: [[Double]], channels: [Double], blockImportance: [Double], layerLossRise: [Double], baseValidationLoss: Double,
-                mlpExperts: ExpertScores? = nil, attentionExperts: ExpertScores? = nil) {
-        self.teacherFingerprint = teacherFingerprint; self.calibrationFingerprint = calibrationFingerprint; self.settings = settings
+    public init(
+        teacherFingerprint: String, calibrationFingerprint: String, settings: ImportanceSettings, heads: [[Double]],
+        neurons: [[Double]], channels: [Double], blockImportance: [Double], layerLossRise: [Double],
+        baseValidationLoss: Double,
+        mlpExperts: ExpertScores? = nil, attentionExperts: ExpertScores? = nil
+    ) {
+        self.teacherFingerprint = teacherFingerprint; self.calibrationFingerprint = calibrationFingerprint;
+        self.settings = settings
         self.heads = heads; self.neurons = neurons; self.channels = channels; self.blockImportance = blockImportance
         self.layerLossRise = layerLossRise; self.baseValidationLoss = baseValidationLoss
         self.mlpExperts = mlpExperts; self.attentionExperts = attentionExperts
@@ -93,7 +97,8 @@ public struct ExpertScores: Sendable, Equatable, Codable {
     public var frequencyByLanguage: [String: [[Double]]]
 
     public init(frequency: [[Double]], gatedOutputNorm: [[Double]], frequencyByLanguage: [String: [[Double]]]) {
-        self.frequency = frequency; self.gatedOutputNorm = gatedOutputNorm; self.frequencyByLanguage = frequencyByLanguage
+        self.frequency = frequency; self.gatedOutputNorm = gatedOutputNorm;
+        self.frequencyByLanguage = frequencyByLanguage
     }
 
     /// The scores `metric` ranks by.
@@ -111,8 +116,10 @@ public struct ExpertScores: Sendable, Equatable, Codable {
         }
 
         /// Adds one forward pass's routing of rows `0..<rows·T` (sample r has language languages[r]).
-        mutating func add(layer l: Int, router r: RouterState, expertOutput y: UnsafePointer<Float>, C: Int,
-                          T: Int, rows: Int, languages: [String]) {
+        mutating func add(
+            layer l: Int, router r: RouterState, expertOutput y: UnsafePointer<Float>, C: Int,
+            T: Int, rows: Int, languages: [String]
+        ) {
             let limit = rows * T
             for e in 0..<E {
                 for row in r.expertStart[e]..<r.expertStart[e + 1] {
@@ -124,7 +131,9 @@ public struct ExpertScores: Sendable, Equatable, Codable {
                     count[l][e] += 1
                     normSum[l][e] += Double(r.gate(ofRow: row) * s.squareRoot())
                     let lang = languages[n / T]
-                    if byLanguage[lang] == nil { byLanguage[lang] = [[Double]](repeating: [Double](repeating: 0, count: E), count: count.count) }
+                    if byLanguage[lang] == nil {
+                        byLanguage[lang] = [[Double]](repeating: [Double](repeating: 0, count: E), count: count.count)
+                    }
                     byLanguage[lang]![l][e] += 1
                 }
             }
@@ -135,12 +144,14 @@ public struct ExpertScores: Sendable, Equatable, Codable {
         }
 
         var scores: ExpertScores {
-            ExpertScores(frequency: count.map { $0.map { $0 / Double(max(tokens, 1)) } },
-                         gatedOutputNorm: zip(normSum, count).map { zip($0, $1).map { $1 > 0 ? $0 / $1 : 0 } },
-                         frequencyByLanguage: Dictionary(uniqueKeysWithValues: byLanguage.map { lang, layers in
-                             let n = Double(max(tokensByLanguage[lang] ?? 1, 1))
-                             return (lang, layers.map { $0.map { $0 / n } })
-                         }))
+            ExpertScores(
+                frequency: count.map { $0.map { $0 / Double(max(tokens, 1)) } },
+                gatedOutputNorm: zip(normSum, count).map { zip($0, $1).map { $1 > 0 ? $0 / $1 : 0 } },
+                frequencyByLanguage: Dictionary(
+                    uniqueKeysWithValues: byLanguage.map { lang, layers in
+                        let n = Double(max(tokensByLanguage[lang] ?? 1, 1))
+                        return (lang, layers.map { $0.map { $0 / n } })
+                    }))
         }
     }
 }
@@ -156,14 +167,20 @@ public enum ExpertMetric: String, Sendable, Codable, CaseIterable {
 public enum Importance {
     /// Computes every score for `teacher` on `calibration` (and the validation split of `corpus`
     /// for the layer-skip loss rise).
-    public static func compute(teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet,
-                               settings: ImportanceSettings, batch: Int = 16, log: (String) -> Void = { _ in }) throws -> ImportanceScores {
+    public static func compute(
+        teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet,
+        settings: ImportanceSettings, batch: Int = 16, log: (String) -> Void = { _ in }
+    ) throws -> ImportanceScores {
         let c = teacher.config
         try Pruning.requireUniformLayers(c)
         let mixture = c.family.isMixture
-        let (L, H, D, F, C) = (c.numHiddenLayers, c.numAttentionHeads, c.headDim, mixture ? c.expertWidth : c.intermediateSize, c.hiddenSize)
+        let (L, H, D, F, C) = (
+            c.numHiddenLayers, c.numAttentionHeads, c.headDim, mixture ? c.expertWidth : c.intermediateSize,
+            c.hiddenSize
+        )
         let E = c.numLocalExperts
-        var mlpExperts = ExpertScores.Accumulator(layers: L, experts: E), attentionExperts = ExpertScores.Accumulator(layers: L, experts: E)
+        var mlpExperts = ExpertScores.Accumulator(layers: L, experts: E),
+            attentionExperts = ExpertScores.Accumulator(layers: L, experts: E)
         // Mixture neurons (id e·F + i): summed |activation| (the routed rows per expert are
         // `mlpExperts.count`).
         var expertNeuronSum = [[Double]](repeating: [Double](repeating: 0, count: mixture ? E * F : 0), count: L)
@@ -182,8 +199,9 @@ public enum Importance {
         var scratch = [Double](repeating: 0, count: T)
         let seqAgg = settings.sequenceAggregation
         var start = 0
-        let calibrationProgress = ProgressReporter(label: "importance: calibration", total: (S + B - 1) / B,
-                                                   every: max(1, (S + B - 1) / B / 10), unit: "batch")
+        let calibrationProgress = ProgressReporter(
+            label: "importance: calibration", total: (S + B - 1) / B,
+            every: max(1, (S + B - 1) / B / 10), unit: "batch")
         while start < S {
             try Interruption.check()
             let rows = min(B, S - start)
@@ -208,10 +226,16 @@ public enum Importance {
                             }
                         }
                         if !mixture {
-                            for i in 0..<F { neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) } }
+                            for i in 0..<F {
+                                neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) }
+                            }
                         }
                         for (k, y) in [a.norm1, a.norm2].enumerated() {
-                            for ch in 0..<C { channelSeq[2 * l + k][ch * S + sample] = aggregate { t in Double(y[(r * T + t) * C + ch]) } }
+                            for ch in 0..<C {
+                                channelSeq[2 * l + k][ch * S + sample] = aggregate { t in
+                                    Double(y[(r * T + t) * C + ch])
+                                }
+                            }
                         }
                         // Block importance: cosine between the layer's input and output per token.
                         let x = acts.residual[l], y = acts.residual[l + 1]
@@ -224,34 +248,45 @@ public enum Importance {
                     }
                 }
                 for r in 0..<rows {
-                    for ch in 0..<C { channelSeq[2 * L][ch * S + start + r] = aggregate { t in Double(acts.finalNorm[(r * T + t) * C + ch]) } }
+                    for ch in 0..<C {
+                        channelSeq[2 * L][ch * S + start + r] = aggregate { t in
+                            Double(acts.finalNorm[(r * T + t) * C + ch])
+                        }
+                    }
                 }
                 let languages = Array(calibration.languages[start..<(start + rows)])
                 for l in 0..<L where mixture {
                     let a = acts.layers[l]
                     if let router = a.mlpRouter, let y = a.mlpExpertOut {
-                        mlpExperts.add(layer: l, router: router, expertOutput: y, C: C, T: T, rows: rows, languages: languages)
+                        mlpExperts.add(
+                            layer: l, router: router, expertOutput: y, C: C, T: T, rows: rows, languages: languages)
                         for row in 0..<(router.N * router.k) where router.token(ofRow: row) < rows * T {
                             let e = router.expert(ofRow: row), act = a.mlpAct + row * F
                             for i in 0..<F { expertNeuronSum[l][e * F + i] += Double(abs(act[i])) }
                         }
                     }
                     if let router = a.attentionRouter, let y = a.attnExpertOut {
-                        attentionExperts.add(layer: l, router: router, expertOutput: y, C: C, T: T, rows: rows, languages: languages)
+                        attentionExperts.add(
+                            layer: l, router: router, expertOutput: y, C: C, T: T, rows: rows, languages: languages)
                     }
                 }
             }
             tokensSeen += rows * T
             start += rows
-            if let line = calibrationProgress.line(step: (start + B - 1) / B, tokens: tokensSeen, fields: []) { log(line) }
+            if let line = calibrationProgress.line(step: (start + B - 1) / B, tokens: tokensSeen, fields: []) {
+                log(line)
+            }
         }
         let batchAgg = settings.batchAggregation
         func reduceSamples(_ v: [Double], units: Int) -> [Double] {
-            v.withUnsafeBufferPointer { p in (0..<units).map { batchAgg.reduce(UnsafeBufferPointer(rebasing: p[($0 * S)..<($0 * S + S)])) } }
+            v.withUnsafeBufferPointer { p in
+                (0..<units).map { batchAgg.reduce(UnsafeBufferPointer(rebasing: p[($0 * S)..<($0 * S + S)])) }
+            }
         }
         let heads = headSeq.map { reduceSamples($0, units: H) }
         // Mixture neurons: mean |activation| over the rows routed to their expert.
-        let neurons = mixture
+        let neurons =
+            mixture
             ? (0..<L).map { l in (0..<(E * F)).map { expertNeuronSum[l][$0] / max(mlpExperts.count[l][$0 / F], 1) } }
             : neuronSeq.map { reduceSamples($0, units: F) }
         var channels = [Double](repeating: 0, count: C)
@@ -259,19 +294,24 @@ public enum Importance {
         let blockImportance = cosineSum.map { 1 - $0 / Double(tokensSeen) }
 
         // Loss rise when each layer is skipped, on validation data.
-        let (measuredBase, rise) = try layerSkipLoss(teacher: teacher, corpus: corpus, batch: B, sequence: T,
-                                             tokensPerLanguage: settings.lossTokensPerLanguage, activations: acts, log: log)
+        let (measuredBase, rise) = try layerSkipLoss(
+            teacher: teacher, corpus: corpus, batch: B, sequence: T,
+            tokensPerLanguage: settings.lossTokensPerLanguage, activations: acts, log: log)
         let base = rise.isEmpty ? 0 : measuredBase
         if !rise.isEmpty {
             for l in 0..<L {
-                log("layer \(l): block importance \(String(format: "%.4f", blockImportance[l])), loss rise when skipped \(String(format: "%.4f", rise[l]))")
+                log(
+                    "layer \(l): block importance \(String(format: "%.4f", blockImportance[l])), loss rise "
+                        + "when skipped \(String(format: "%.4f", rise[l]))"
+                )
             }
         }
-        return ImportanceScores(teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
-                                settings: settings, heads: heads, neurons: neurons, channels: channels,
-                                blockImportance: blockImportance, layerLossRise: rise, baseValidationLoss: base,
-                                mlpExperts: mixture ? mlpExperts.scores : nil,
-                                attentionExperts: c.family.hasAttentionExperts ? attentionExperts.scores : nil)
+        return ImportanceScores(
+            teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
+            settings: settings, heads: heads, neurons: neurons, channels: channels,
+            blockImportance: blockImportance, layerLossRise: rise, baseValidationLoss: base,
+            mlpExperts: mixture ? mlpExperts.scores : nil,
+            attentionExperts: c.family.hasAttentionExperts ? attentionExperts.scores : nil)
     }
 
     /// The validation loss of `teacher` (token-weighted over languages, as
@@ -284,16 +324,19 @@ public enum Importance {
     /// each loss is the one a full forward pass with layer l skipped gives (the same kernels on
     /// the same rows). Memory: the validation tokens × C floats of the state.
     /// `tokensPerLanguage` 0 returns no rises (and the base loss as NaN: nothing was scored).
-    public static func layerSkipLoss(teacher: DecoderModel, corpus: TokenShards, batch B: Int, sequence T: Int,
-                                     tokensPerLanguage: Int, activations acts: Activations,
-                                     log: (String) -> Void = { _ in }) throws -> (base: Double, rise: [Double]) {
+    public static func layerSkipLoss(
+        teacher: DecoderModel, corpus: TokenShards, batch B: Int, sequence T: Int,
+        tokensPerLanguage: Int, activations acts: Activations,
+        log: (String) -> Void = { _ in }
+    ) throws -> (base: Double, rise: [Double]) {
         guard tokensPerLanguage > 0 else { return (.nan, []) }
         let c = teacher.config
         let (L, C, N) = (c.numHiddenLayers, c.hiddenSize, acts.N)
         // The validation windows of every language, packed B rows to a batch across languages (a
         // language of 4 windows does not fill a batch of 16 alone).
         var windows: [(language: String, tokens: ArraySlice<Int32>, targets: ArraySlice<Int32>)] = []
-        corpus.forEachWindowBatch(batch: acts.B, sequence: T, maxTokensPerLanguage: tokensPerLanguage) { lang, tokens, targets in
+        corpus.forEachWindowBatch(batch: acts.B, sequence: T, maxTokensPerLanguage: tokensPerLanguage) {
+            lang, tokens, targets in
             for r in 0..<acts.B where targets[(r * T)..<((r + 1) * T)].contains(where: { $0 >= 0 }) {
                 windows.append((lang, tokens[(r * T)..<((r + 1) * T)], targets[(r * T)..<((r + 1) * T)]))
             }
@@ -311,8 +354,9 @@ public enum Importance {
         func add(_ tally: inout LossTally, _ batch: (languages: [String], tokens: [Int32], targets: [Int32])) {
             let losses = UnsafeBufferPointer(acts.rowLosses)
             for (r, language) in batch.languages.enumerated() {
-                tally.add(language, rowLosses: UnsafeBufferPointer(rebasing: losses[(r * T)..<((r + 1) * T)]),
-                          targets: Array(batch.targets[(r * T)..<((r + 1) * T)]), sequence: T)
+                tally.add(
+                    language, rowLosses: UnsafeBufferPointer(rebasing: losses[(r * T)..<((r + 1) * T)]),
+                    targets: Array(batch.targets[(r * T)..<((r + 1) * T)]), sequence: T)
             }
         }
         let saved = teacher.masks
@@ -328,7 +372,8 @@ public enum Importance {
         }
         let base = try baseTally.result(step: 0).overall
         let scored = batches.reduce(0) { $0 + $1.targets.filter { $0 >= 0 }.count }
-        let progress = ProgressReporter(label: "importance: layer-skip loss", total: L, every: max(1, L / 10), unit: "layer")
+        let progress = ProgressReporter(
+            label: "importance: layer-skip loss", total: L, every: max(1, L / 10), unit: "layer")
         var rise: [Double] = []
         for l in 0..<L {
             var tally = LossTally()
@@ -350,8 +395,12 @@ public enum Importance {
             rise.append(try tally.result(step: 0).overall - base)
             // Skipping layer l costs L − l layer passes and a head (counted as one more).
             let done = Double((0...l).reduce(0) { $0 + L - $1 + 1 }) / Double((0..<L).reduce(0) { $0 + L - $1 + 1 })
-            if let line = progress.line(step: l + 1, tokens: scored * (l + 1), fields: [("rise", String(format: "%.4f", rise[l]))],
-                                        done: done) { log(line) }
+            if let line = progress.line(
+                step: l + 1, tokens: scored * (l + 1), fields: [("rise", String(format: "%.4f", rise[l]))],
+                done: done)
+            {
+                log(line)
+            }
         }
         return (base, rise)
     }
@@ -369,28 +418,37 @@ public enum Importance {
     }
 
     /// The key of `teacher`'s scores on `corpus` with `settings` (draws the calibration set).
-    public static func key(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings) throws -> (Key, CalibrationSet) {
-        let calibration = try CalibrationSet(corpus: corpus, samples: settings.samples, sequence: settings.sequence,
-                                             language: settings.language, seed: settings.seed)
+    public static func key(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings) throws -> (
+        Key, CalibrationSet
+    ) {
+        let calibration = try CalibrationSet(
+            corpus: corpus, samples: settings.samples, sequence: settings.sequence,
+            language: settings.language, seed: settings.seed)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let key = Key(teacher: Fingerprint.of(teacher), calibration: calibration.fingerprint,
-                      settings: String(decoding: try encoder.encode(settings), as: UTF8.self))
+        let key = Key(
+            teacher: Fingerprint.of(teacher), calibration: calibration.fingerprint,
+            settings: String(decoding: try encoder.encode(settings), as: UTF8.self))
         return (key, calibration)
     }
 
     /// Scores from `cache` when a file for this teacher, calibration set and settings exists;
     /// otherwise computes and stores them there (atomically).
     /// `compute` replaces the built-in engine (an external trial backend computes them instead).
-    public static func cached(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
-                              log: (String) -> Void = { _ in },
-                              compute external: ((CalibrationSet) throws -> ImportanceScores)? = nil) throws -> (ImportanceScores, fromCache: Bool) {
+    public static func cached(
+        teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
+        log: (String) -> Void = { _ in },
+        compute external: ((CalibrationSet) throws -> ImportanceScores)? = nil
+    ) throws -> (ImportanceScores, fromCache: Bool) {
         let (key, calibration) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
         let url = cache.appendingPathComponent("importance-\(key.digest).json")
-        if let data = try? Data(contentsOf: url), let scores = try? JSONDecoder().decode(ImportanceScores.self, from: data) {
+        if let data = try? Data(contentsOf: url),
+            let scores = try? JSONDecoder().decode(ImportanceScores.self, from: data)
+        {
             return (scores, true)
         }
-        let scores = try external.map { try $0(calibration) }
+        let scores =
+            try external.map { try $0(calibration) }
             ?? compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings, log: log)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

@@ -101,7 +101,9 @@ public enum LearningCurve {
 
     /// Each curve's predicted loss at `step`, with a 95% residual-bootstrap interval
     /// (`resamples` refits; deterministic for a seed). Points must have positive steps.
-    public static func predict(_ curves: [[Point]], at step: Double, resamples: Int = 200, seed: UInt64 = 0) -> [Prediction?] {
+    public static func predict(_ curves: [[Point]], at step: Double, resamples: Int = 200, seed: UInt64 = 0)
+        -> [Prediction?]
+    {
         guard let fits = fit(curves) else { return curves.map { _ in nil } }
         let predictions = fits.map { $0.map { $0.loss(at: step) } }
         // Residuals of the curves with more points than their own two parameters; the shared
@@ -114,7 +116,9 @@ public enum LearningCurve {
             for p in points { residuals.append(p.loss - f.loss(at: p.step)) }
         }
         let dof = residuals.count - 2 * fittedCurves - 1
-        guard dof > 0, resamples >= 20 else { return predictions.map { $0.map { Prediction(value: $0, interval: nil) } } }
+        guard dof > 0, resamples >= 20 else {
+            return predictions.map { $0.map { Prediction(value: $0, interval: nil) } }
+        }
         let scale = (Double(residuals.count) / Double(dof)).squareRoot()
         residuals = residuals.map { $0 * scale }
         var rng = SeededGenerator(seed: seed)
@@ -123,7 +127,9 @@ public enum LearningCurve {
             let resampled = zip(curves, fits).map { points, f -> [Point] in
                 guard let f else { return points }
                 return points.map { p in
-                    Point(step: p.step, loss: f.loss(at: p.step) + residuals[Int.random(in: 0..<residuals.count, using: &rng)])
+                    Point(
+                        step: p.step,
+                        loss: f.loss(at: p.step) + residuals[Int.random(in: 0..<residuals.count, using: &rng)])
                 }
             }
             guard let refit = fit(resampled) else { continue }
@@ -134,7 +140,8 @@ public enum LearningCurve {
             let d = draws[i].sorted()
             guard d.count >= 20 else { return Prediction(value: p, interval: nil) }
             func q(_ x: Double) -> Double { d[min(d.count - 1, max(0, Int((x * Double(d.count - 1)).rounded())))] }
-            let interval = Noise.Interval(low: min(p, q(0.025)), high: max(p, q(0.975)), method: "curve", samples: d.count)
+            let interval = Noise.Interval(
+                low: min(p, q(0.025)), high: max(p, q(0.975)), method: "curve", samples: d.count)
             return Prediction(value: p, interval: interval)
         }
     }

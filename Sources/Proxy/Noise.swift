@@ -22,9 +22,11 @@ public enum Noise {
     }
 
     /// Two-sided 95% quantiles of Student's t, t₀.₉₇₅ for 1…30 degrees of freedom.
-    static let t975: [Double] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-                                 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-                                 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+    static let t975: [Double] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+        2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+        2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042
+    ]
 
     /// t₀.₉₇₅ with `df` degrees of freedom (the normal 1.960 beyond 120; 2.021, 2.000, 1.980 at
     /// 40, 60 and 120, as the usual tables, taken for the ranges above 30).
@@ -51,8 +53,10 @@ public enum Noise {
     /// language are resampled with replacement (so every language keeps its number of windows),
     /// the score recomputed `resamples` times, and the 2.5th and 97.5th percentiles kept.
     /// Deterministic for a seed. Nil when the evaluation kept no windows.
-    public static func bootstrapInterval(_ evaluation: EvaluationResult, resamples: Int = 1000, seed: UInt64 = 0,
-                                         score: (EvaluationResult) -> Double) -> Interval? {
+    public static func bootstrapInterval(
+        _ evaluation: EvaluationResult, resamples: Int = 1000, seed: UInt64 = 0,
+        score: (EvaluationResult) -> Double
+    ) -> Interval? {
         let languages = evaluation.windows.keys.sorted().filter { !(evaluation.windows[$0]?.isEmpty ?? true) }
         guard !languages.isEmpty, resamples >= 2 else { return nil }
         var rng = SeededGenerator(seed: seed)
@@ -67,7 +71,8 @@ public enum Noise {
             values.append(score(EvaluationResult(windows: drawn)))
         }
         values.sort()
-        return Interval(low: percentile(values, 0.025), high: percentile(values, 0.975), method: "bootstrap", samples: 1)
+        return Interval(
+            low: percentile(values, 0.025), high: percentile(values, 0.975), method: "bootstrap", samples: 1)
     }
 
     /// The 95% paired bootstrap interval of `score(a) − score(b)` for two candidates evaluated on
@@ -82,15 +87,19 @@ public enum Noise {
     ///
     /// The objective's score depends on the per-language totals only (overall, mean and worst
     /// language all do), so a resample is scored from summed windows.
-    public static func pairedDifference(_ a: [EvaluationResult], _ b: [EvaluationResult], resamples: Int = 1000, seed: UInt64 = 0,
-                                        score: (EvaluationResult) -> Double) -> Interval? {
+    public static func pairedDifference(
+        _ a: [EvaluationResult], _ b: [EvaluationResult], resamples: Int = 1000, seed: UInt64 = 0,
+        score: (EvaluationResult) -> Double
+    ) -> Interval? {
         guard let first = a.first, !b.isEmpty, resamples >= 2 else { return nil }
         let languages = first.windows.keys.sorted().filter { !(first.windows[$0]?.isEmpty ?? true) }
         guard !languages.isEmpty else { return nil }
         // The same windows: per language the same count and the same scored tokens in each.
         for e in a + b {
             guard e.windows.keys.sorted().filter({ !(e.windows[$0]?.isEmpty ?? true) }) == languages else { return nil }
-            for lang in languages where e.windows[lang]!.map(\.tokens) != first.windows[lang]!.map(\.tokens) { return nil }
+            for lang in languages where e.windows[lang]!.map(\.tokens) != first.windows[lang]!.map(\.tokens) {
+                return nil
+            }
         }
         let counts = languages.map { first.windows[$0]!.count }
         let tokens = languages.map { lang in first.windows[lang]!.map(\.tokens) }
@@ -120,13 +129,15 @@ public enum Noise {
         }
         values.sort()
         let method = a.count > 1 || b.count > 1 ? "paired bootstrap (seeds × windows)" : "paired bootstrap (windows)"
-        return Interval(low: percentile(values, 0.025), high: percentile(values, 0.975), method: method, samples: max(a.count, b.count))
+        return Interval(
+            low: percentile(values, 0.025), high: percentile(values, 0.975), method: method,
+            samples: max(a.count, b.count))
     }
 
     /// A resampling seed from names (candidate hashes, a rung): the same in every store, unlike
     /// row ids, so that a decision taken on an interval does not depend on where the study ran.
     public static func seed(_ parts: String...) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325   // FNV-1a
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325 // FNV-1a
         for byte in parts.joined(separator: "\u{0}").utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
         return h
     }

@@ -46,15 +46,22 @@ public enum Pruning {
         var c = teacher
         for (key, value) in target.sorted(by: { $0.key < $1.key }) {
             func int() throws -> Int {
-                guard let n = value.int, n > 0 else { throw ProxyError.invalidTarget(field: key, reason: "must be a positive integer, got \(value)") }
+                guard let n = value.int, n > 0 else {
+                    throw ProxyError.invalidTarget(field: key, reason: "must be a positive integer, got \(value)")
+                }
                 return n
             }
             switch key {
             case "head_dim":
-                guard try int() == teacher.headDim else { throw ProxyError.invalidTarget(field: key, reason: "\(value) differs from the teacher's \(teacher.headDim); head_dim is kept") }
+                guard try int() == teacher.headDim else {
+                    throw ProxyError.invalidTarget(
+                        field: key, reason: "\(value) differs from the teacher's \(teacher.headDim); head_dim is kept")
+                }
             case "model_type":
                 guard value.string == teacher.family.rawValue else {
-                    throw ProxyError.invalidTarget(field: key, reason: "student family \(value) differs from the teacher's '\(teacher.family.rawValue)'")
+                    throw ProxyError.invalidTarget(
+                        field: key,
+                        reason: "student family \(value) differs from the teacher's '\(teacher.family.rawValue)'")
                 }
             default:
                 // The family's search axes, the same map a search space uses.
@@ -64,14 +71,23 @@ public enum Pruning {
                     // Derived, not set: accepted only as the value it derives to (checked below).
                     _ = try int()
                 } else {
-                    throw ProxyError.invalidTarget(field: key, reason: "not a prunable axis (\(prunableAxes(teacher.family).joined(separator: ", ")))")
+                    throw ProxyError.invalidTarget(
+                        field: key,
+                        reason: "not a prunable axis (\(prunableAxes(teacher.family).joined(separator: ", ")))")
                 }
             }
         }
         // JetMoE's query heads follow from its key/value heads and top-k.
         c.deriveQueryHeads()
-        if teacher.family.derivesQueryHeads, let given = target["num_attention_heads"]?.int, given != c.numAttentionHeads {
-            throw ProxyError.invalidTarget(field: "num_attention_heads", reason: "\(given): \(teacher.family.displayName) derives it as num_key_value_heads × num_experts_per_tok = \(c.numAttentionHeads)")
+        if teacher.family.derivesQueryHeads, let given = target["num_attention_heads"]?.int,
+            given != c.numAttentionHeads
+        {
+            throw ProxyError.invalidTarget(
+                field: "num_attention_heads",
+                reason:
+                    "\(given): \(teacher.family.displayName) derives it as num_key_value_heads × "
+                    + "num_experts_per_tok = \(c.numAttentionHeads)"
+            )
         }
         return c
     }
@@ -83,8 +99,13 @@ public enum Pruning {
     /// dense and mixture MLPs (`mlp_only_layers`, `decoder_sparse_step` > 1) is refused.
     public static func requireUniformLayers(_ c: ModelConfig) throws {
         if !c.denseMLPLayers.isEmpty {
-            throw ProxyError.invalidTarget(field: "mlp_only_layers",
-                reason: "the teacher mixes dense MLP layers \(c.denseMLPLayers) with mixture layers; importance and pruning support qwen3_moe teachers whose every layer is a mixture (mlp_only_layers [] and decoder_sparse_step 1), as the released Qwen3-MoE models are")
+            throw ProxyError.invalidTarget(
+                field: "mlp_only_layers",
+                reason:
+                    "the teacher mixes dense MLP layers \(c.denseMLPLayers) with mixture layers; importance "
+                    + "and pruning support qwen3_moe teachers whose every layer is a mixture (mlp_only_layers "
+                    + "[] and decoder_sparse_step 1), as the released Qwen3-MoE models are"
+            )
         }
     }
 
@@ -94,10 +115,16 @@ public enum Pruning {
         func notLarger(_ a: Int, _ b: Int, _ key: String) throws {
             if a > b { throw ProxyError.invalidTarget(field: key, reason: "\(a) is larger than the teacher's \(b)") }
         }
-        guard t.family == teacher.family else { throw ProxyError.invalidTarget(field: "model_type", reason: "student family '\(t.family.rawValue)' differs from the teacher's '\(teacher.family.rawValue)'") }
+        guard t.family == teacher.family else {
+            throw ProxyError.invalidTarget(
+                field: "model_type",
+                reason: "student family '\(t.family.rawValue)' differs from the teacher's '\(teacher.family.rawValue)'")
+        }
         try notLarger(t.numHiddenLayers, teacher.numHiddenLayers, "num_hidden_layers")
         try notLarger(t.hiddenSize, teacher.hiddenSize, "hidden_size")
-        if !t.family.derivesQueryHeads { try notLarger(t.numAttentionHeads, teacher.numAttentionHeads, "num_attention_heads") }  // JetMoE: G × k
+        if !t.family.derivesQueryHeads {
+            try notLarger(t.numAttentionHeads, teacher.numAttentionHeads, "num_attention_heads")
+        } // JetMoE: G × k
         try notLarger(t.numKeyValueHeads, teacher.numKeyValueHeads, "num_key_value_heads")
         try notLarger(t.intermediateSize, teacher.intermediateSize, "intermediate_size")
         try notLarger(t.moeIntermediateSize, teacher.moeIntermediateSize, "moe_intermediate_size")
@@ -105,30 +132,46 @@ public enum Pruning {
             try notLarger(t.numLocalExperts, teacher.numLocalExperts, "num_local_experts")
             try notLarger(t.numExpertsPerTok, teacher.numExpertsPerTok, "num_experts_per_tok")
             if t.numLocalExperts < t.numExpertsPerTok {
-                throw ProxyError.invalidTarget(field: "num_local_experts",
-                    reason: "\(t.numLocalExperts) experts is fewer than num_experts_per_tok \(t.numExpertsPerTok): every token must reach top-k experts")
+                throw ProxyError.invalidTarget(
+                    field: "num_local_experts",
+                    reason:
+                        "\(t.numLocalExperts) experts is fewer than num_experts_per_tok "
+                        + "\(t.numExpertsPerTok): every token must reach top-k experts"
+                )
             }
         }
 
-        for (key, a, b) in [("head_dim", t.headDim, teacher.headDim), ("vocab_size", t.vocabSize, teacher.vocabSize)] where a != b {
+        for (key, a, b) in [("head_dim", t.headDim, teacher.headDim), ("vocab_size", t.vocabSize, teacher.vocabSize)]
+        where a != b {
             throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
         }
         guard t.family.derivesQueryHeads || t.numAttentionHeads % t.numKeyValueHeads == 0 else {
-            throw ProxyError.invalidTarget(field: "num_attention_heads", reason: "\(t.numAttentionHeads) heads do not divide into \(t.numKeyValueHeads) key/value groups")
+            throw ProxyError.invalidTarget(
+                field: "num_attention_heads",
+                reason: "\(t.numAttentionHeads) heads do not divide into \(t.numKeyValueHeads) key/value groups")
         }
-        let perGroup = t.numAttentionHeads / t.numKeyValueHeads, teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
+        let perGroup = t.numAttentionHeads / t.numKeyValueHeads,
+            teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
         if !t.family.derivesQueryHeads, perGroup > teacherPerGroup {
-            throw ProxyError.invalidTarget(field: "num_attention_heads",
-                reason: "\(t.numAttentionHeads) heads over \(t.numKeyValueHeads) groups is \(perGroup) per group; the teacher's groups hold \(teacherPerGroup)")
+            throw ProxyError.invalidTarget(
+                field: "num_attention_heads",
+                reason:
+                    "\(t.numAttentionHeads) heads over \(t.numKeyValueHeads) groups is \(perGroup) per group; "
+                    + "the teacher's groups hold \(teacherPerGroup)"
+            )
         }
         do { try t.validate(file: "target") } catch let e as ModelError {
-            if case let .invalidConfig(_, key, reason) = e { throw ProxyError.invalidTarget(field: key, reason: reason) }
+            if case let .invalidConfig(_, key, reason) = e {
+                throw ProxyError.invalidTarget(field: key, reason: reason)
+            }
             throw e
         }
     }
 
     /// Which units to keep, by importance.
-    public static func plan(teacher: ModelConfig, target t: ModelConfig, scores: ImportanceScores, options: PruneOptions) throws -> PrunePlan {
+    public static func plan(
+        teacher: ModelConfig, target t: ModelConfig, scores: ImportanceScores, options: PruneOptions
+    ) throws -> PrunePlan {
         try validate(target: t, teacher: teacher)
         let L = teacher.numHiddenLayers
         let layerScores = options.layerMetric == .blockImportance ? scores.blockImportance : scores.layerLossRise
@@ -179,22 +222,32 @@ public enum Pruning {
         var plan = PrunePlan(layers: layers, channels: channels, heads: heads, groups: [keptGroups], neurons: neurons)
         if teacher.family.isMixture {
             guard let mlp = scores.mlpExperts, mlp.frequency.count == L else {
-                throw ProxyError.invalidTarget(field: "num_local_experts", reason: "the importance scores hold no expert statistics for this mixture teacher; recompute them")
+                throw ProxyError.invalidTarget(
+                    field: "num_local_experts",
+                    reason: "the importance scores hold no expert statistics for this mixture teacher; recompute them")
             }
             let F = teacher.expertWidth, byExpert = mlp.scores(options.expertMetric)
             for l in layers {
                 let kept = Array(ImportanceScores.ranking(byExpert[l]).prefix(t.numLocalExperts)).sorted()
                 plan.experts.append(kept)
-                plan.expertNeurons.append(kept.map { e in
-                    Array(ImportanceScores.ranking((0..<F).map { scores.neurons[l][e * F + $0] }).prefix(t.expertWidth)).sorted()
-                })
+                plan.expertNeurons.append(
+                    kept.map { e in
+                        Array(
+                            ImportanceScores.ranking((0..<F).map { scores.neurons[l][e * F + $0] }).prefix(
+                                t.expertWidth)
+                        ).sorted()
+                    })
             }
             if teacher.family.hasAttentionExperts {
                 guard let attention = scores.attentionExperts else {
-                    throw ProxyError.invalidTarget(field: "num_local_experts", reason: "the importance scores hold no attention-expert statistics; recompute them")
+                    throw ProxyError.invalidTarget(
+                        field: "num_local_experts",
+                        reason: "the importance scores hold no attention-expert statistics; recompute them")
                 }
                 let byAttention = attention.scores(options.expertMetric)
-                plan.attentionExperts = layers.map { Array(ImportanceScores.ranking(byAttention[$0]).prefix(t.numLocalExperts)).sorted() }
+                plan.attentionExperts = layers.map {
+                    Array(ImportanceScores.ranking(byAttention[$0]).prefix(t.numLocalExperts)).sorted()
+                }
             }
         }
         return plan
@@ -242,16 +295,21 @@ public enum Pruning {
                 precondition(dst.shape == [cols.count], "pruning \(src.name): \(dst.shape) vs \([cols.count])")
                 for (j, c) in cols.enumerated() { dp[j] = sp[c] }
             case 2:
-                let rows = kept(dims[0], size: shape[0], expert: dst.expert), cols = kept(dims[1], size: shape[1], expert: dst.expert)
-                precondition(dst.shape == [rows.count, cols.count], "pruning \(src.name): \(dst.shape) vs \([rows.count, cols.count])")
+                let rows = kept(dims[0], size: shape[0], expert: dst.expert),
+                    cols = kept(dims[1], size: shape[1], expert: dst.expert)
+                precondition(
+                    dst.shape == [rows.count, cols.count],
+                    "pruning \(src.name): \(dst.shape) vs \([rows.count, cols.count])")
                 copyMatrix(sp, srcCols: shape[1], dp, rows: rows, cols: cols)
             case 3:
                 // A stack (E, R, K) over experts: each kept expert's own rows and columns.
                 let experts = kept(dims[0], size: shape[0], expert: nil)
                 var into = dp
                 for (ne, e) in experts.enumerated() {
-                    let rows = kept(dims[1], size: shape[1], expert: ne), cols = kept(dims[2], size: shape[2], expert: ne)
-                    precondition(dst.shape == [experts.count, rows.count, cols.count], "pruning \(src.name): \(dst.shape)")
+                    let rows = kept(dims[1], size: shape[1], expert: ne),
+                        cols = kept(dims[2], size: shape[2], expert: ne)
+                    precondition(
+                        dst.shape == [experts.count, rows.count, cols.count], "pruning \(src.name): \(dst.shape)")
                     copyMatrix(sp + e * shape[1] * shape[2], srcCols: shape[2], into, rows: rows, cols: cols)
                     into += rows.count * cols.count
                 }
@@ -263,7 +321,9 @@ public enum Pruning {
     }
 
     /// d[i, j] = s[rows[i], cols[j]] for a matrix `s` of `srcCols` columns.
-    static func copyMatrix(_ s: UnsafePointer<Float>, srcCols: Int, _ d: UnsafeMutablePointer<Float>, rows: [Int], cols: [Int]) {
+    static func copyMatrix(
+        _ s: UnsafePointer<Float>, srcCols: Int, _ d: UnsafeMutablePointer<Float>, rows: [Int], cols: [Int]
+    ) {
         for (i, row) in rows.enumerated() {
             let sr = s + row * srcCols, dr = d + i * cols.count
             for (j, c) in cols.enumerated() { dr[j] = sr[c] }
@@ -271,8 +331,10 @@ public enum Pruning {
     }
 
     /// Plans and applies in one call.
-    public static func prune(teacher: DecoderModel, to target: ModelConfig, scores: ImportanceScores,
-                             options: PruneOptions = PruneOptions()) throws -> DecoderModel {
+    public static func prune(
+        teacher: DecoderModel, to target: ModelConfig, scores: ImportanceScores,
+        options: PruneOptions = PruneOptions()
+    ) throws -> DecoderModel {
         let plan = try plan(teacher: teacher.config, target: target, scores: scores, options: options)
         return apply(plan, teacher: teacher, target: target)
     }

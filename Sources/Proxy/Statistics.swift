@@ -23,7 +23,15 @@ public enum RankStatistics {
                 let db = b[i] - b[j]
                 let da = a[i] - a[j]
                 if da == 0 && db == 0 { continue }
-                if da == 0 { tiesA += 1 } else if db == 0 { tiesB += 1 } else if (da > 0) == (db > 0) { concordant += 1 } else { discordant += 1 }
+                if da == 0 {
+                    tiesA += 1
+                } else if db == 0 {
+                    tiesB += 1
+                } else if (da > 0) == (db > 0) {
+                    concordant += 1
+                } else {
+                    discordant += 1
+                }
             }
         }
         let n1 = concordant + discordant + tiesA, n2 = concordant + discordant + tiesB

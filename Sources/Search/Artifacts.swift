@@ -20,7 +20,8 @@ public enum Artifacts {
     /// A recorded path on this machine: relative ones under `root`; absolute ones (stores written
     /// before artifacts roots) as they are.
     public static func resolve(_ stored: String, root: URL) -> URL {
-        stored.hasPrefix("/") ? URL(fileURLWithPath: stored, isDirectory: true) : root.appendingPathComponent(stored, isDirectory: true)
+        stored.hasPrefix("/")
+            ? URL(fileURLWithPath: stored, isDirectory: true) : root.appendingPathComponent(stored, isDirectory: true)
     }
 
     /// Why a training checkpoint folder cannot be continued from, or nil when it can: its weights,
@@ -28,7 +29,9 @@ public enum Artifacts {
     public static func problem(checkpoint url: URL) -> String? {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else { return "is missing" }
+        guard fm.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            return "is missing"
+        }
         for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
             let file = url.appendingPathComponent(f)
             guard fm.isReadableFile(atPath: file.path) else { return "lacks \(f) (or it is unreadable)" }

@@ -27,7 +27,7 @@ public struct Candidate: Sendable, Hashable {
     /// The HF config keys a search varies, with this candidate's values.
     public var architecture: JSON {
         var keys = Axis.axes(for: config.family)
-        if config.family.derivesQueryHeads { keys.append(.numAttentionHeads) }   // derived, shown for reading
+        if config.family.derivesQueryHeads { keys.append(.numAttentionHeads) } // derived, shown for reading
         return .object(Dictionary(uniqueKeysWithValues: keys.map { ($0.rawValue, JSON($0.value(config))) }))
     }
 
@@ -57,16 +57,20 @@ public struct Enumeration: Sendable {
     public var explanation: String {
         var parts = ["\(combinations) combinations"]
         for (rule, n) in excluded where n > 0 { parts.append("\(n) \(rule)") }
-        if let s = smallestCounted, let l = largestCounted { parts.append("shapes of this space span \(s)–\(l) counted parameters") }
+        if let s = smallestCounted, let l = largestCounted {
+            parts.append("shapes of this space span \(s)–\(l) counted parameters")
+        }
         return parts.joined(separator: "; ")
     }
 
-    static let rules = ["break head grouping (num_attention_heads not a multiple of num_key_value_heads)",
-                        "put more query heads in a group than the teacher's groups hold",
-                        "have hidden_size not a multiple of num_attention_heads (transformers refuses them)",
-                        "are below the budget minimum", "are above the budget maximum",
-                        "exceed budget.flops_per_token",
-                        "have fewer experts than num_experts_per_tok"]
+    static let rules = [
+        "break head grouping (num_attention_heads not a multiple of num_key_value_heads)",
+        "put more query heads in a group than the teacher's groups hold",
+        "have hidden_size not a multiple of num_attention_heads (transformers refuses them)",
+        "are below the budget minimum", "are above the budget maximum",
+        "exceed budget.flops_per_token",
+        "have fewer experts than num_experts_per_tok"
+    ]
 
     /// The first rule a complete shape breaks, or nil when it is a candidate.
     static func violation(_ c: ModelConfig, spec: SearchSpec, teacherPerGroup: Int) -> String? {
@@ -79,7 +83,9 @@ public struct Enumeration: Sendable {
         let n = spec.budget.counted(c)
         if n < spec.budget.minimum { return rules[3] }
         if n > spec.budget.maximum { return rules[4] }
-        if let cap = spec.budget.maxFLOPsPerToken, c.forwardFLOPsPerToken(sequence: spec.proxy.sequence) > cap { return rules[5] }
+        if let cap = spec.budget.maxFLOPsPerToken, c.forwardFLOPsPerToken(sequence: spec.proxy.sequence) > cap {
+            return rules[5]
+        }
         if let bound = spec.budget.violatedBound(c) { return "are outside budget.\(bound.count.rawValue)" }
         return nil
     }
@@ -97,8 +103,11 @@ public struct Enumeration: Sendable {
         let teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
         // Combinations from axis k on, for whole branches cut at axis k.
         var below = [Int](repeating: 1, count: axes.count + 1)
-        for k in stride(from: axes.count - 1, through: 0, by: -1) { below[k] = saturating(below[k + 1], times: values[k].count) }
-        var e = Enumeration(candidates: [], combinations: below[0], excluded: [], smallestCounted: nil, largestCounted: nil)
+        for k in stride(from: axes.count - 1, through: 0, by: -1) {
+            below[k] = saturating(below[k + 1], times: values[k].count)
+        }
+        var e = Enumeration(
+            candidates: [], combinations: below[0], excluded: [], smallestCounted: nil, largestCounted: nil)
         var counts = Dictionary(uniqueKeysWithValues: rules.map { ($0, 0) })
         for bound in spec.budget.bounds { counts["are outside budget.\(bound.count.rawValue)"] = 0 }
         func completed(_ c: ModelConfig, from k: Int, largest: Bool) -> ModelConfig {
@@ -109,11 +118,15 @@ public struct Enumeration: Sendable {
         e.smallestCounted = spec.budget.counted(completed(teacher, from: 0, largest: false))
         e.largestCounted = spec.budget.counted(completed(teacher, from: 0, largest: true))
         var admitted = 0
-        func walk(_ k: Int, _ c: ModelConfig) -> Bool {   // false: stop, the limit is reached
+        func walk(_ k: Int, _ c: ModelConfig) -> Bool { // false: stop, the limit is reached
             if k == axes.count {
-                if let rule = violation(c, spec: spec, teacherPerGroup: teacherPerGroup) { counts[rule, default: 0] += 1; return true }
+                if let rule = violation(c, spec: spec, teacherPerGroup: teacherPerGroup) {
+                    counts[rule, default: 0] += 1; return true
+                }
                 admitted += 1
-                if e.candidates.count < limit { e.candidates.append(Candidate(config: c, sequence: spec.proxy.sequence)); return true }
+                if e.candidates.count < limit {
+                    e.candidates.append(Candidate(config: c, sequence: spec.proxy.sequence)); return true
+                }
                 e.truncated = true
                 return false
             }
@@ -121,7 +134,8 @@ public struct Enumeration: Sendable {
                 var d = c
                 axes[k].set(&d, v)
                 if spec.budget.counted(completed(d, from: k + 1, largest: false)) > spec.budget.maximum {
-                    counts[rules[4]]! = saturating(counts[rules[4]]!, plus: saturating(values[k].count - i, times: below[k + 1]))
+                    counts[rules[4]]! = saturating(
+                        counts[rules[4]]!, plus: saturating(values[k].count - i, times: below[k + 1]))
                     break
                 }
                 if spec.budget.counted(completed(d, from: k + 1, largest: true)) < spec.budget.minimum {
@@ -149,7 +163,9 @@ public struct Enumeration: Sendable {
         outer: while true {
             var c = teacher
             for (k, axis) in axes.enumerated() { axis.set(&c, values[k][index[k]]) }
-            if violation(c, spec: spec, teacherPerGroup: teacherPerGroup) == nil { candidates.append(Candidate(config: c, sequence: spec.proxy.sequence)) }
+            if violation(c, spec: spec, teacherPerGroup: teacherPerGroup) == nil {
+                candidates.append(Candidate(config: c, sequence: spec.proxy.sequence))
+            }
             var k = axes.count - 1
             while k >= 0 {
                 index[k] += 1
@@ -167,8 +183,13 @@ extension Enumeration {
     /// Throws when the space admits more candidates than a study takes, with the count and what to do.
     public func requireWithinLimit(_ spec: SearchSpec) throws {
         guard truncated else { return }
-        throw SearchError.spec(file: spec.file, path: "space", reason:
-            "the budget admits more than \(candidates.count) candidates (of \(combinations) combinations); tighten the budget or the space, "
-            + "sample it with \"strategy\": {\"name\": \"random\", \"samples\": N} after narrowing it, or raise \"max_candidates\" if you mean it")
+        throw SearchError.spec(
+            file: spec.file, path: "space",
+            reason:
+                "the budget admits more than \(candidates.count) candidates (of \(combinations) "
+                + "combinations); tighten the budget or the space, "
+                + "sample it with \"strategy\": {\"name\": \"random\", \"samples\": N} after narrowing it, or "
+                + "raise \"max_candidates\" if you mean it"
+        )
     }
 }

@@ -18,27 +18,41 @@ public enum Exporter {
     ///
     /// The pruned checkpoints are written in `type`, by default the teacher's own storage type
     /// (a bfloat16 teacher gives bfloat16 students); the proxy-trained weights stay float32.
-    public static func export(store: StudyStore, study name: String, top k: Int, out: URL, importanceCache: URL, artifacts: URL? = nil, force: Bool = false,
-                              type: StorageType? = nil,
-                              log: (String) -> Void = { print($0) }, warn: (String) -> Void = { print("warning: \($0)") }) throws -> [URL] {
+    public static func export(
+        store: StudyStore, study name: String, top k: Int, out: URL, importanceCache: URL, artifacts: URL? = nil,
+        force: Bool = false,
+        type: StorageType? = nil,
+        log: (String) -> Void = { print($0) }, warn: (String) -> Void = { print("warning: \($0)") }
+    ) throws -> [URL] {
         guard k >= 1 else { throw SearchError.store("--top must be at least 1 (got \(k))") }
         guard let study = try store.study(named: name) else { throw SearchError.store("no study '\(name)'") }
-        let spec = try SearchSpec(json: study.spec, file: "store:\(name)") { try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json")) }
+        let spec = try SearchSpec(json: study.spec, file: "store:\(name)") {
+            try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json"))
+        }
         let teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
         let type = try type ?? Checkpoint.storageType(URL(fileURLWithPath: spec.teacher, isDirectory: true))
         guard Fingerprint.of(teacher) == study.teacherFingerprint else {
-            throw SearchError.store("the teacher at \(spec.teacher) is not the one study '\(name)' ran with (fingerprint differs)")
+            throw SearchError.store(
+                "the teacher at \(spec.teacher) is not the one study '\(name)' ran with (fingerprint differs)")
         }
         let corpus = try TokenShards(directory: URL(fileURLWithPath: spec.data, isDirectory: true))
-        let scores = try store.importance(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
+        let scores = try store.importance(
+            teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
         let winners = try store.top(study: study.id, limit: k)
         guard !winners.isEmpty else { throw SearchError.store("study '\(name)' has no completed trial to export") }
-        try OutputDirectory.check(out, option: "--out", inputs: [("teacher", URL(fileURLWithPath: spec.teacher, isDirectory: true)),
-                                                               ("data", URL(fileURLWithPath: spec.data, isDirectory: true))], force: true)
+        try OutputDirectory.check(
+            out, option: "--out",
+            inputs: [
+                ("teacher", URL(fileURLWithPath: spec.teacher, isDirectory: true)),
+                ("data", URL(fileURLWithPath: spec.data, isDirectory: true))
+            ], force: true)
         let summary = try store.summary(study)
         let predictions = try store.predictions(study: study)
         if study.state != "complete" {
-            warn("study '\(name)' is not finished (\(summary.waiting) trials waiting, \(summary.running) running): exporting its ranking so far; distill.json records study_state \"\(study.state)\"")
+            warn(
+                "study '\(name)' is not finished (\(summary.waiting) trials waiting, \(summary.running) "
+                    + "running): exporting its ranking so far; distill.json records study_state \"\(study.state)\""
+            )
         }
         let fm = FileManager.default
         try fm.createDirectory(at: out, withIntermediateDirectories: true)
@@ -58,15 +72,25 @@ public enum Exporter {
                 let proxy = tmp.appendingPathComponent("proxy")
                 try fm.createDirectory(at: proxy, withIntermediateDirectories: true)
                 for f in ["config.json", "model.safetensors"] {
-                    let source = Artifacts.resolve(ck, root: artifacts ?? URL(fileURLWithPath: spec.artifacts ?? "results", isDirectory: true))
-                    do { try fm.copyItem(at: source.appendingPathComponent(f), to: proxy.appendingPathComponent(f)) } catch {
-                        throw SearchError.store("trial \(w.trial.id) (\(w.trial.hash)): cannot copy its proxy weights from \(source.appendingPathComponent(f).path): \(FileIO.describe(error)); pass --artifacts with the folder its trials were written under")
+                    let source = Artifacts.resolve(
+                        ck, root: artifacts ?? URL(fileURLWithPath: spec.artifacts ?? "results", isDirectory: true))
+                    do {
+                        try fm.copyItem(at: source.appendingPathComponent(f), to: proxy.appendingPathComponent(f))
+                    } catch {
+                        throw SearchError.store(
+                            "trial \(w.trial.id) (\(w.trial.hash)): cannot copy its proxy weights from "
+                                + "\(source.appendingPathComponent(f).path): \(FileIO.describe(error)); pass "
+                                + "--artifacts with the folder its trials were written under"
+                        )
                     }
                 }
             }
-            var nemo: [String: JSON] = ["hidden_size": JSON(target.hiddenSize), "ffn_hidden_size": JSON(target.intermediateSize),
-                                        "num_attention_heads": JSON(target.numAttentionHeads), "num_query_groups": JSON(target.numKeyValueHeads),
-                                        "num_layers": JSON(target.numHiddenLayers), "kv_channels": JSON(target.headDim)]
+            var nemo: [String: JSON] = [
+                "hidden_size": JSON(target.hiddenSize), "ffn_hidden_size": JSON(target.intermediateSize),
+                "num_attention_heads": JSON(target.numAttentionHeads),
+                "num_query_groups": JSON(target.numKeyValueHeads),
+                "num_layers": JSON(target.numHiddenLayers), "kv_channels": JSON(target.headDim)
+            ]
             if target.family.isMixture {
                 nemo["num_moe_experts"] = JSON(target.numLocalExperts)
                 nemo["moe_router_topk"] = JSON(target.numExpertsPerTok)
@@ -79,37 +103,65 @@ public enum Exporter {
                 "teacher": .string(spec.teacher), "teacher_fingerprint": .string(study.teacherFingerprint),
                 "data": .string(spec.data), "language_sampling_alpha": JSON(r.alpha),
                 "architecture": w.trial.architecture,
-                "parameters": ["total": JSON(target.parameterCount), "non_embedding": JSON(target.nonEmbeddingParameterCount), "active": JSON(target.activeParameterCount)],
-                "losses": ["logits_kl": JSON(r.loss.kl), "lm": JSON(r.loss.lm), "hidden": JSON(r.loss.hidden.weight), "kl_direction": .string(r.loss.direction.rawValue)],
+                "parameters": [
+                    "total": JSON(target.parameterCount), "non_embedding": JSON(target.nonEmbeddingParameterCount),
+                    "active": JSON(target.activeParameterCount)
+                ],
+                "losses": [
+                    "logits_kl": JSON(r.loss.kl), "lm": JSON(r.loss.lm), "hidden": JSON(r.loss.hidden.weight),
+                    "kl_direction": .string(r.loss.direction.rawValue)
+                ],
                 "temperature": JSON(r.loss.temperature),
-                "schedule": ["name": .string(r.schedule), "peak_learning_rate": JSON(r.learningRate), "warmup_steps": JSON(r.warmup),
-                             "min_ratio": JSON(r.minRatio), "batch_size": JSON(r.batch), "sequence_length": JSON(r.sequence)],
-                "token_budget": ["proxy_tokens": JSON(proxyTokens),
-                                 "full_distillation_steps": JSON(spec.predictionSteps),
-                                 "suggested_full_distillation_tokens": JSON(spec.predictionSteps * r.batch * r.sequence),
-                                 "note": "export.full_distillation_steps (default 100 × proxy.steps: Minitron distils for ~100× the proxy's tokens); scale to your compute"],
+                "schedule": [
+                    "name": .string(r.schedule), "peak_learning_rate": JSON(r.learningRate),
+                    "warmup_steps": JSON(r.warmup),
+                    "min_ratio": JSON(r.minRatio), "batch_size": JSON(r.batch), "sequence_length": JSON(r.sequence)
+                ],
+                "token_budget": [
+                    "proxy_tokens": JSON(proxyTokens),
+                    "full_distillation_steps": JSON(spec.predictionSteps),
+                    "suggested_full_distillation_tokens": JSON(spec.predictionSteps * r.batch * r.sequence),
+                    "note": .string(
+                        "export.full_distillation_steps (default 100 × proxy.steps: Minitron distils for "
+                            + "~100× the proxy's tokens); scale to your compute")
+                ],
                 "predicted_full_distillation_score": predictions.longRun[w.trial.hash].map { p -> JSON in
-                    ["steps": JSON(predictions.steps), "score": JSON(p.prediction.value),
-                     "interval": p.prediction.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null, "curve_points": JSON(p.points),
-                     "method": "L(t) = a + b·t^-c fitted to the proxy's validation points (one exponent shared by the study's candidates), 95% residual bootstrap"]
+                    [
+                        "steps": JSON(predictions.steps), "score": JSON(p.prediction.value),
+                        "interval": p.prediction.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
+                        "curve_points": JSON(p.points),
+                        "method": .string(
+                            "L(t) = a + b·t^-c fitted to the proxy's validation points (one exponent shared "
+                                + "by the study's candidates), 95% residual bootstrap")
+                    ]
                 } ?? .null,
                 "proxy_scores": .object(w.metrics.mapValues { JSON($0) }),
                 "proxy_steps": JSON(w.trial.fidelity),
                 "objective": .string(spec.objective.rawValue), "score": w.value.isFinite ? JSON(w.value) : .null,
                 "interval": w.interval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
-                "interval_method": w.interval.map { .string($0.method == "t" ? "student-t over replicate seeds, 95%" : "bootstrap over validation windows, 95%") } ?? .null,
-                "replicates": JSON(w.replicateScores.count), "replicate_scores": .array(w.replicateScores.map { JSON($0) }),
+                "interval_method": w.interval.map {
+                    .string(
+                        $0.method == "t"
+                            ? "student-t over replicate seeds, 95%" : "bootstrap over validation windows, 95%")
+                } ?? .null,
+                "replicates": JSON(w.replicateScores.count),
+                "replicate_scores": .array(w.replicateScores.map { JSON($0) }),
                 "tied_with_best": .bool(w.tiedWithBest),
                 "difference_to_best": w.difference.map { JSON($0) } ?? .null,
                 "difference_interval": w.differenceInterval.map { [JSON($0.low), JSON($0.high)] } ?? .null,
                 "difference_method": w.differenceInterval.map { .string($0.method + ", 95%") } ?? .null,
                 "tie_method": w.tieMethod.map {
-                    .string($0 == "paired" ? "the paired interval of the difference contains 0" : "the two intervals overlap (no per-window losses recorded)")
+                    .string(
+                        $0 == "paired"
+                            ? "the paired interval of the difference contains 0"
+                            : "the two intervals overlap (no per-window losses recorded)")
                 } ?? .null,
                 "nemo_modelopt": .object(nemo),
                 "study_state": .string(study.state),
-                "study_trials": ["complete": JSON(summary.complete), "pruned": JSON(summary.pruned), "failed": JSON(summary.failed),
-                                 "waiting": JSON(summary.waiting), "running": JSON(summary.running)],
+                "study_trials": [
+                    "complete": JSON(summary.complete), "pruned": JSON(summary.pruned), "failed": JSON(summary.failed),
+                    "waiting": JSON(summary.waiting), "running": JSON(summary.running)
+                ]
             ]
             try AtomicFile.write(distill.data(), to: tmp.appendingPathComponent("distill.json"))
         }
@@ -118,7 +170,8 @@ public enum Exporter {
         var written: [URL] = []
         for s in staged {
             if rename(s.tmp.path, s.dir.path) != 0 {
-                throw SearchError.store("\(s.dir.path): cannot rename the export into place: \(String(cString: strerror(errno)))")
+                throw SearchError.store(
+                    "\(s.dir.path): cannot rename the export into place: \(String(cString: strerror(errno)))")
             }
             log("wrote \(s.dir.path)")
             written.append(s.dir)
@@ -146,12 +199,18 @@ public enum Exporter {
         var folders: [URL] = []
         for name in entries.sorted() {
             let parts = name.split(separator: "-", maxSplits: 1)
-            guard parts.count == 2, Int(parts[0]) != nil, parts[1].count == 12, parts[1].allSatisfy(\.isHexDigit) else { continue }
+            guard parts.count == 2, Int(parts[0]) != nil, parts[1].count == 12, parts[1].allSatisfy(\.isHexDigit) else {
+                continue
+            }
             let folder = out.appendingPathComponent(name)
-            let foreign = (fm.enumerator(atPath: folder.path)?.allObjects as? [String] ?? []).filter { !isExportFile($0) }
+            let foreign = (fm.enumerator(atPath: folder.path)?.allObjects as? [String] ?? []).filter {
+                !isExportFile($0)
+            }
             if !foreign.isEmpty && !force {
-                throw SearchError.store("\(folder.path) holds files an export does not write (\(foreign.prefix(3).joined(separator: ", "))\(foreign.count > 3 ? ", …" : "")); "
-                    + "move them, export to another --out, or pass --force to replace the folder")
+                throw SearchError.store(
+                    "\(folder.path) holds files an export does not write "
+                        + "(\(foreign.prefix(3).joined(separator: ", "))\(foreign.count > 3 ? ", …" : "")); "
+                        + "move them, export to another --out, or pass --force to replace the folder")
             }
             folders.append(folder)
         }

@@ -39,8 +39,10 @@ extension StudyStore {
     /// Each candidate's learning curve from its trials (the search's own runs, not replicates):
     /// the objective's value at every step it was evaluated, after the warmup. `metrics`: the
     /// trials' metrics where the caller has them already (else read from the store).
-    func curves(study: StudyRow, trials: [TrialRow],
-                metrics known: [Int64: [(step: Int, name: String, value: Double)]]? = nil) throws -> [String: [LearningCurve.Point]] {
+    func curves(
+        study: StudyRow, trials: [TrialRow],
+        metrics known: [Int64: [(step: Int, name: String, value: Double)]]? = nil
+    ) throws -> [String: [LearningCurve.Point]] {
         let warmup = study.spec["proxy"]?["warmup"]?.int ?? DistillationRecipe(steps: 1).warmup
         let objective = study.spec["objective"]?["languages"]?.string.flatMap(Objective.init) ?? .mean
         var out: [String: [Int: Double]] = [:]
@@ -49,15 +51,19 @@ extension StudyStore {
                 out[t.hash, default: [:]][m.step] = m.value
             }
         }
-        return out.mapValues { $0.sorted { $0.key < $1.key }.map { LearningCurve.Point(step: Double($0.key), loss: $0.value) } }
+        return out.mapValues {
+            $0.sorted { $0.key < $1.key }.map { LearningCurve.Point(step: Double($0.key), loss: $0.value) }
+        }
     }
 
     /// The study's predictions: every candidate's score at the full-distillation length, and, for
     /// every candidate promoted to a next rung, that rung's score predicted from the points up to
     /// the rung before (all candidates' points up to those steps fix the shared exponent).
     /// `ranked`, `trials`, `metrics`: what the caller has read already (the report has all three).
-    public func predictions(study s: StudyRow, ranked: [Ranked]? = nil, trials known: [TrialRow]? = nil,
-                            metrics: [Int64: [(step: Int, name: String, value: Double)]]? = nil) throws -> Predictions {
+    public func predictions(
+        study s: StudyRow, ranked: [Ranked]? = nil, trials known: [TrialRow]? = nil,
+        metrics: [Int64: [(step: Int, name: String, value: Double)]]? = nil
+    ) throws -> Predictions {
         let trials = try known ?? self.trials(study: s.id)
         let curves = try self.curves(study: s, trials: trials, metrics: metrics)
         let proxySteps = s.spec["proxy"]?["steps"]?.int ?? 100
@@ -74,16 +80,20 @@ extension StudyStore {
         for rung in Set(own.map(\.rung)).sorted() {
             let next = own.filter { $0.rung == rung + 1 && $0.score != nil }
             guard let from = own.first(where: { $0.rung == rung })?.fidelity, let steps = next.first?.fidelity,
-                  steps > from else { continue }  // evolution's generations are new candidates at the same length
+                steps > from
+            else { continue } // evolution's generations are new candidates at the same length
             let upTo = hashes.map { h in curves[h]!.filter { $0.step <= Double(from) } }
             let predicted = LearningCurve.predict(upTo, at: Double(steps), seed: seed &+ UInt64(rung + 1))
             for t in next.sorted(by: { $0.score! < $1.score! }) {
                 guard let i = index[t.hash], let p = predicted[i] else { continue }
-                checks.append(NextRungCheck(hash: t.hash, rung: rung, fromSteps: from, steps: steps, predicted: p, observed: t.score!))
+                checks.append(
+                    NextRungCheck(
+                        hash: t.hash, rung: rung, fromSteps: from, steps: steps, predicted: p, observed: t.score!))
             }
         }
         let ranking = try ranked ?? top(study: s.id)
-        let leaders = ranking.filter { $0.trial.rung == ranking.first?.trial.rung && $0.value.isFinite }.compactMap { r in
+        let leaders = ranking.filter { $0.trial.rung == ranking.first?.trial.rung && $0.value.isFinite }.compactMap {
+            r in
             longRun[r.trial.hash].map { (r.value, $0.prediction.value) }
         }
         let tau = leaders.count >= 2 ? RankStatistics.kendallTau(leaders.map(\.0), leaders.map(\.1)) : nil

@@ -18,21 +18,26 @@ public final class SearchRunner {
     public var studentsPerClaim = 4
     public var staleAfter = 60.0
     public var maxAttempts = 3
-    public var log: (String) -> Void = { print($0); fflush(nil) }
+    public var log: (String) -> Void = {
+        print($0); fflush(nil)
+    }
     let importanceCache: URL
     var scores: ImportanceScores?
     var cleanedJobFolders = false
 
     /// Loads the teacher and corpus and enumerates the space, after checking the corpus and the
     /// memory of `studentsPerClaim` students against the spec. Nothing is written yet.
-    public init(spec: SearchSpec, store: StudyStore, results: URL, importanceCache: URL, studentsPerClaim: Int = 4) throws {
+    public init(spec: SearchSpec, store: StudyStore, results: URL, importanceCache: URL, studentsPerClaim: Int = 4)
+        throws
+    {
         self.spec = spec
         self.store = store
         self.results = results
         self.importanceCache = importanceCache
         self.studentsPerClaim = studentsPerClaim
         corpus = try spec.openCorpus()
-        let teacherConfig = try ModelConfig.load(URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
+        let teacherConfig = try ModelConfig.load(
+            URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
         try spec.checkCorpus(corpus, teacher: teacherConfig)
         try spec.checkResources(teacher: teacherConfig, students: studentsPerClaim)
         teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
@@ -54,18 +59,24 @@ public final class SearchRunner {
     public func prepare(extend: Bool) throws -> Int64 {
         var candidates = initialCandidates()
         if let keep = spec.prefilter, keep < candidates.count {
-            log("prefilter: keeping the best \(keep) of \(candidates.count) by loss after pruning alone (Minitron found this ranking unreliable; use with care)")
+            log(
+                "prefilter: keeping the best \(keep) of \(candidates.count) by loss after pruning alone "
+                    + "(Minitron found this ranking unreliable; use with care)"
+            )
             let s = try importance()
             let losses = try candidates.map { c -> Double in
                 let m = try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)
-                return spec.objective.value(try Evaluation.validationLoss(model: m, shards: corpus, batch: spec.proxy.batch, sequence: spec.proxy.sequence,
-                                                                           maxTokensPerLanguage: spec.proxy.evalTokens))
+                return spec.objective.value(
+                    try Evaluation.validationLoss(
+                        model: m, shards: corpus, batch: spec.proxy.batch, sequence: spec.proxy.sequence,
+                        maxTokensPerLanguage: spec.proxy.evalTokens))
             }
             candidates = zip(candidates, losses).sorted { $0.1 < $1.1 }.prefix(keep).map(\.0)
         }
-        let id = try store.openStudy(name: spec.study, spec: spec.json, teacherFingerprint: Fingerprint.of(teacher),
-                                     candidates: strategy.recordedCandidates(initial: candidates, space: enumeration.candidates),
-                                     extend: extend)
+        let id = try store.openStudy(
+            name: spec.study, spec: spec.json, teacherFingerprint: Fingerprint.of(teacher),
+            candidates: strategy.recordedCandidates(initial: candidates, space: enumeration.candidates),
+            extend: extend)
         let ids = try store.candidateIDs(study: id)
         if try store.trials(study: id).isEmpty {
             try store.addTrials(candidates.map { (ids[$0.hash]!, 0, rungFidelities[0], nil) })
@@ -79,15 +90,25 @@ public final class SearchRunner {
         // settings) is the same, so the store and cache hold one set whichever engine made it.
         // (Not yet for mixtures: their expert scores come from the built-in engine.)
         if !spec.backend.isBuiltin && teacher.config.family.isMixture {
-            log("importance: a mixture-of-experts teacher — computed by the built-in engine (the \(spec.backend.name) backend does not score experts yet)")
+            log(
+                "importance: a mixture-of-experts teacher — computed by the built-in engine (the "
+                    + "\(spec.backend.name) backend does not score experts yet)"
+            )
         }
-        let external: ((CalibrationSet) throws -> ImportanceScores)? = spec.backend.isBuiltin || teacher.config.family.isMixture ? nil : { [self] calibration in
-            log("importance: computed by the \(spec.backend.name) backend")
-            return try ExternalBackend(spec: spec.backend, log: log).importance(
-                teacherPath: spec.teacher, teacher: teacher, corpus: corpus, calibration: calibration, settings: spec.importance,
-                jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent("jobs/importance-\(ProcessInfo.processInfo.hostName)-\(getpid())"))
-        }
-        let s = try store.importance(teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log, compute: external)
+        let external: ((CalibrationSet) throws -> ImportanceScores)? =
+            spec.backend.isBuiltin || teacher.config.family.isMixture
+            ? nil
+            : { [self] calibration in
+                log("importance: computed by the \(spec.backend.name) backend")
+                return try ExternalBackend(spec: spec.backend, log: log).importance(
+                    teacherPath: spec.teacher, teacher: teacher, corpus: corpus, calibration: calibration,
+                    settings: spec.importance,
+                    jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent(
+                        "jobs/importance-\(ProcessInfo.processInfo.hostName)-\(getpid())"))
+            }
+        let s = try store.importance(
+            teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log,
+            compute: external)
         scores = s
         return s
     }
@@ -111,7 +132,8 @@ public final class SearchRunner {
         var removed = 0
         for name in names {
             guard let dash = name.lastIndex(of: "-"), let pid = pid_t(name[name.index(after: dash)...]),
-                  name[..<dash].hasSuffix("-" + host), pid != getpid(), !Interruption.isAlive(pid) else { continue }
+                name[..<dash].hasSuffix("-" + host), pid != getpid(), !Interruption.isAlive(pid)
+            else { continue }
             if (try? FileManager.default.removeItem(at: jobs.appendingPathComponent(name))) != nil { removed += 1 }
         }
         if removed > 0 { log("removed \(removed) job folder(s) that killed processes of \(host) left in \(jobs.path)") }
@@ -120,7 +142,8 @@ public final class SearchRunner {
     /// Where an external backend's job files go while it runs (removed afterwards).
     func jobDirectory(_ trials: [StudyStore.TrialRow]) -> URL {
         results.appendingPathComponent(spec.study).appendingPathComponent("jobs")
-            .appendingPathComponent("trial-\(trials[0].id)-attempt-\(trials[0].attempt)-\(ProcessInfo.processInfo.hostName)-\(getpid())")
+            .appendingPathComponent(
+                "trial-\(trials[0].id)-attempt-\(trials[0].attempt)-\(ProcessInfo.processInfo.hostName)-\(getpid())")
     }
 
     /// The checkpoint `folder/latest` names, checked: present, inside `folder` (no `..`, no
@@ -131,21 +154,30 @@ public final class SearchRunner {
         do { latest = try TrainingCheckpoint.latest(in: folder) } catch {
             throw SearchError.backend("checkpoint: \(error)")
         }
-        guard let latest else { throw SearchError.backend("checkpoint: \(folder.path) has no 'latest' (the backend reported a checkpoint it did not write)") }
+        guard let latest else {
+            throw SearchError.backend(
+                "checkpoint: \(folder.path) has no 'latest' (the backend reported a checkpoint it did not write)")
+        }
         let base = folder.resolvingSymlinksInPath().standardizedFileURL.path
         let resolved = latest.resolvingSymlinksInPath().standardizedFileURL.path
         guard resolved.hasPrefix(base + "/"), !resolved.dropFirst(base.count + 1).contains("/") else {
             throw SearchError.backend("checkpoint: \(folder.path)/latest names \(resolved), outside the trial's folder")
         }
-        if let problem = Artifacts.problem(checkpoint: latest) { throw SearchError.backend("checkpoint \(latest.path) \(problem)") }
+        if let problem = Artifacts.problem(checkpoint: latest) {
+            throw SearchError.backend("checkpoint \(latest.path) \(problem)")
+        }
         let saved = try checkpointStep(latest)
-        guard saved == step else { throw SearchError.backend("checkpoint \(latest.path) is at step \(saved), not the trial's \(step)") }
+        guard saved == step else {
+            throw SearchError.backend("checkpoint \(latest.path) is at step \(saved), not the trial's \(step)")
+        }
         return latest
     }
 
     /// The step a training checkpoint was saved at (its state.json).
     static func checkpointStep(_ url: URL) throws -> Int {
-        guard let step = TrainingCheckpoint.step(of: url) else { throw SearchError.store("\(url.path): no readable state.json with a step") }
+        guard let step = TrainingCheckpoint.step(of: url) else {
+            throw SearchError.store("\(url.path): no readable state.json with a step")
+        }
         return step
     }
 
@@ -162,7 +194,9 @@ public final class SearchRunner {
         for replicate in 1..<r.seeds {
             try store.addTrials(chosen.map { ($0.candidateID, rung, $0.fidelity, nil) }, replicate: replicate)
         }
-        log("replicates: \(chosen.count) finalist(s) rerun with \(r.seeds - 1) other data-order seed(s) at \(chosen.first!.fidelity) steps")
+        log(
+            "replicates: \(chosen.count) finalist(s) rerun with \(r.seeds - 1) other data-order seed(s) at \(chosen.first!.fidelity) steps"
+        )
         return true
     }
 
@@ -175,7 +209,8 @@ public final class SearchRunner {
         removeStaleJobFolders()
         while true {
             try Interruption.check()
-            let claimed = try store.claim(study: study, worker: worker, limit: studentsPerClaim, staleAfter: staleAfter, maxAttempts: maxAttempts)
+            let claimed = try store.claim(
+                study: study, worker: worker, limit: studentsPerClaim, staleAfter: staleAfter, maxAttempts: maxAttempts)
             if claimed.isEmpty { return ran }
             do { try run(claimed, worker: worker) } catch let interrupted as Interruption.Interrupted {
                 // Asked to stop: not the trials' fault, so no attempt is counted.
@@ -183,8 +218,9 @@ public final class SearchRunner {
                     let back = try store.unclaim(claimed.map(\.id), worker: worker)
                     log("\(worker): \(interrupted); \(back) trial(s) back to waiting (no attempt counted)")
                 } catch {
-                    log("\(worker): \(interrupted); the store did not take the trials back (\(error)): "
-                        + "they are taken back when their heartbeat goes stale")
+                    log(
+                        "\(worker): \(interrupted); the store did not take the trials back (\(error)): "
+                            + "they are taken back when their heartbeat goes stale")
                 }
                 throw interrupted
             } catch {
@@ -206,13 +242,15 @@ public final class SearchRunner {
         let all = try store.trials(study: try store.study(named: spec.study)!.id)
         var resumed: [(StudyStore.TrialRow, URL?)] = [], scratch: [(StudyStore.TrialRow, URL?)] = []
         for t in trials {
-            guard let parent = t.parentTrialID, let p = all.first(where: { $0.id == parent }), let ck = p.checkpoint else {
+            guard let parent = t.parentTrialID, let p = all.first(where: { $0.id == parent }), let ck = p.checkpoint
+            else {
                 resumed.append((t, nil))
                 continue
             }
             let url = Artifacts.resolve(ck, root: results)
             if let problem = Artifacts.problem(checkpoint: url) {
-                let message = "artifact: trial \(t.hash) rung \(t.rung): checkpoint \(url.path) of its parent trial \(parent) \(problem)"
+                let message =
+                    "artifact: trial \(t.hash) rung \(t.rung): checkpoint \(url.path) of its parent trial \(parent) \(problem)"
                 if t.attempt == 0 {
                     log("\(message); giving the trial back (a retry retrains it from its pruned init)")
                     try store.release([t.id], worker: worker, error: message, maxAttempts: maxAttempts)
@@ -235,11 +273,16 @@ public final class SearchRunner {
         var students: [(String, DecoderModel)] = []
         var resume: [Int: URL] = [:]
         for (i, (t, url)) in batch.enumerated() {
-            guard let c = byHash[t.hash] else { throw SearchError.store("candidate \(t.hash) is not in the spec's space any more") }
+            guard let c = byHash[t.hash] else {
+                throw SearchError.store("candidate \(t.hash) is not in the spec's space any more")
+            }
             students.append((t.hash, try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)))
             if let url { resume[i] = url }
         }
-        log("\(worker): running \(trials.count) trial(s) at rung \(trials[0].rung) to \(trials[0].fidelity) steps: \(trials.map(\.hash).joined(separator: ", "))")
+        log(
+            "\(worker): running \(trials.count) trial(s) at rung \(trials[0].rung) to \(trials[0].fidelity) "
+                + "steps: \(trials.map(\.hash).joined(separator: ", "))"
+        )
         // Heartbeat while the trials run.
         let ids = trials.map(\.id)
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
@@ -258,18 +301,24 @@ public final class SearchRunner {
         let evaluateAt = spec.evaluationSteps(from: startStep, to: trials[0].fidelity)
         if spec.backend.isBuiltin {
             var trainLoss: [Int: [(Int, Double)]] = [:]
-            let (outcome, distiller) = try DistillationRun.run(teacher: teacher, students: students, corpus: corpus, recipe: recipe,
-                                                               endStep: trials[0].fidelity, resume: resume, evaluateAt: Set(evaluateAt),
-                                                               progressLabel: "trial") { step, losses in
+            let (outcome, distiller) = try DistillationRun.run(
+                teacher: teacher, students: students, corpus: corpus, recipe: recipe,
+                endStep: trials[0].fidelity, resume: resume, evaluateAt: Set(evaluateAt),
+                progressLabel: "trial"
+            ) { step, losses in
                 if step % 10 == 0 { for (i, l) in losses { trainLoss[i, default: []].append((step, l)) } }
             }
             for (i, t) in trials.enumerated() {
                 if let failure = outcome.failures[i] { outcomes[i] = .failure(.backend("\(failure)")); continue }
                 guard let point = outcome.curves[i].last else { continue }
                 let model = distiller.students[i].trainer
-                try TrainingCheckpoint.save(model: model.model, optimizer: model.optimizer, run: ["study": .string(spec.study), "candidate": .string(t.hash)],
-                                            in: checkpointURL(t))
-                outcomes[i] = .success(BackendTrialResult(trainLoss: trainLoss[i, default: []], point: point, curve: Array(outcome.curves[i].dropLast())))
+                try TrainingCheckpoint.save(
+                    model: model.model, optimizer: model.optimizer,
+                    run: ["study": .string(spec.study), "candidate": .string(t.hash)],
+                    in: checkpointURL(t))
+                outcomes[i] = .success(
+                    BackendTrialResult(
+                        trainLoss: trainLoss[i, default: []], point: point, curve: Array(outcome.curves[i].dropLast())))
             }
         } else {
             // The same pruned inits, batches, recipe and evaluation windows, run by the external
@@ -278,7 +327,8 @@ public final class SearchRunner {
             outcomes = try ExternalBackend(spec: spec.backend, log: log).distill(
                 teacherPath: spec.teacher,
                 students: students.enumerated().map { (i, s) in (s.0, s.1, resume[i], checkpointURL(trials[i])) },
-                corpus: corpus, recipe: recipe, startStep: startStep, endStep: trials[0].fidelity, evaluateAt: evaluateAt, jobDirectory: job,
+                corpus: corpus, recipe: recipe, startStep: startStep, endStep: trials[0].fidelity,
+                evaluateAt: evaluateAt, jobDirectory: job,
                 run: ["study": .string(spec.study), "candidates": .array(trials.map { .string($0.hash) })])
         }
         let seconds = Date().timeIntervalSince(start) / Double(trials.count)
@@ -304,7 +354,9 @@ public final class SearchRunner {
                 log("trial \(t.hash) rung \(t.rung) FAILED: \(error)")
                 continue
             }
-            var metrics: [(step: Int, name: String, value: Double)] = trainLoss.map { ($0.0, Metric.trainLoss.rawValue, $0.1) }
+            var metrics: [(step: Int, name: String, value: Double)] = trainLoss.map {
+                ($0.0, Metric.trainLoss.rawValue, $0.1)
+            }
             // The curve points inside the trial's steps, then its end: what its learning curve is fitted to.
             for p in curve + [point] {
                 metrics.append((p.step, Metric.valLoss.rawValue, p.validation.overall))
@@ -320,12 +372,20 @@ public final class SearchRunner {
                 metrics.append((point.step, Metric.scoreLow.rawValue, ci.low))
                 metrics.append((point.step, Metric.scoreHigh.rawValue, ci.high))
             }
-            guard try store.complete(t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics, windows: point.validation.windows) else {
-                log("trial \(t.hash) rung \(t.rung): not recorded — another worker took it back after a missed heartbeat")
+            guard
+                try store.complete(
+                    t.id, worker: worker, score: score, checkpoint: ckpt, metrics: metrics,
+                    windows: point.validation.windows)
+            else {
+                log(
+                    "trial \(t.hash) rung \(t.rung): not recorded — another worker took it back after a missed heartbeat"
+                )
                 continue
             }
-            log(String(format: "trial %@ rung %d (%d steps)%@: score %.4f", t.hash, t.rung, t.fidelity,
-                       t.replicate > 0 ? " replicate \(t.replicate)" as NSString : "" as NSString, score))
+            log(
+                String(
+                    format: "trial %@ rung %d (%d steps)%@: score %.4f", t.hash, t.rung, t.fidelity,
+                    t.replicate > 0 ? " replicate \(t.replicate)" as NSString : "" as NSString, score))
         }
     }
 
@@ -340,8 +400,9 @@ public final class SearchRunner {
         if trials.contains(where: { $0.state == .waiting || $0.state == .running }) { return false }
         let rung = trials.map(\.rung).max() ?? 0
         let current = trials.filter { $0.rung == rung && $0.state == .complete && $0.replicate == 0 }
-        let finished = FinishedRung(study: study, trials: trials, rung: rung, current: current, spec: spec, store: store,
-                                    enumeration: enumeration, log: log)
+        let finished = FinishedRung(
+            study: study, trials: trials, rung: rung, current: current, spec: spec, store: store,
+            enumeration: enumeration, log: log)
         if try strategy.advance(finished) { return false }
         if try addReplicates(study: study, trials: trials) { return false }
         try store.setStudyState(study, "complete")
@@ -363,9 +424,12 @@ public final class SearchRunner {
                 let workers = Dictionary(grouping: running, by: \.worker)
                 let names = workers.keys.sorted()
                 if names != announced {
-                    log("waiting for \(running.count) running trial(s) held by " + names.map { w in
-                        "\(w) (last heartbeat \(Int(workers[w]!.map(\.secondsSinceHeartbeat).min() ?? 0)) s ago)"
-                    }.joined(separator: ", ") + "; a trial without a heartbeat for \(Int(staleAfter)) s is taken back and rerun")
+                    log(
+                        "waiting for \(running.count) running trial(s) held by "
+                            + names.map { w in
+                                "\(w) (last heartbeat \(Int(workers[w]!.map(\.secondsSinceHeartbeat).min() ?? 0)) s ago)"
+                            }.joined(separator: ", ")
+                            + "; a trial without a heartbeat for \(Int(staleAfter)) s is taken back and rerun")
                     announced = names
                 }
                 try Interruption.sleep(2)

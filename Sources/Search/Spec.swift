@@ -34,7 +34,9 @@ public struct Budget: Sendable, Equatable {
 
     /// The first further bound `c` violates, if any.
     func violatedBound(_ c: ModelConfig) -> Bound? {
-        bounds.first { let n = Budget.count($0.count, c); return n < $0.minimum || n > $0.maximum }
+        bounds.first {
+            let n = Budget.count($0.count, c); return n < $0.minimum || n > $0.maximum
+        }
     }
 }
 
@@ -141,15 +143,20 @@ public struct SearchSpec: Sendable {
         try BackendSpec.parse(o) { SearchError.spec(file: "--backend", path: $0, reason: $1) }
     }
 
-    static let topKeys = ["study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective", "export", "max_candidates", "artifacts", "backend"]
+    static let topKeys = [
+        "study", "teacher", "data", "space", "budget", "importance", "proxy", "strategy", "prefilter", "objective",
+        "export", "max_candidates", "artifacts", "backend"
+    ]
 
     /// Why `value` cannot reach a generated script or a file name, or nil: it holds a control
     /// character (a newline would end a script line and start a command); with
     /// `lineSeparators`, U+2028 and U+2029 too.
     public static func controlCharacterProblem(_ value: String, lineSeparators: Bool = false) -> String? {
-        guard let bad = value.unicodeScalars.first(where: {
-            $0.properties.generalCategory == .control || (lineSeparators && ($0 == "\u{2028}" || $0 == "\u{2029}"))
-        }) else { return nil }
+        guard
+            let bad = value.unicodeScalars.first(where: {
+                $0.properties.generalCategory == .control || (lineSeparators && ($0 == "\u{2028}" || $0 == "\u{2029}"))
+            })
+        else { return nil }
         return "\(value.debugDescription) contains the control character U+\(String(format: "%04X", bad.value))"
     }
 
@@ -158,7 +165,9 @@ public struct SearchSpec: Sendable {
     /// at most 100 characters, not '.' or '..', not starting with '-'. Names read from a store
     /// are held to the same rule (`store copy`, `report`).
     public static func studyNameProblem(_ study: String) -> String? {
-        guard study.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else { return "'\(study)': use letters, digits, '-', '_' or '.'" }
+        guard study.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            return "'\(study)': use letters, digits, '-', '_' or '.'"
+        }
         guard study.count <= 100 else { return "\(study.count) characters; at most 100" }
         guard study != "." && study != ".." else { return "'\(study)' cannot name a folder" }
         // A leading '-' would read as an option wherever the name is passed on (workers, scripts).
@@ -175,7 +184,9 @@ public struct SearchSpec: Sendable {
         func check(_ dict: [String: JSON], _ path: String, _ allowed: [String]) throws {
             for k in dict.keys.sorted() where !allowed.contains(k) {
                 let p = path.isEmpty ? k : "\(path).\(k)"
-                let hint = closest(k, in: allowed).map { "; did you mean '\($0)'?" } ?? " (allowed: \(allowed.joined(separator: ", ")))"
+                let hint =
+                    closest(k, in: allowed).map { "; did you mean '\($0)'?" }
+                    ?? " (allowed: \(allowed.joined(separator: ", ")))"
                 throw fail(p, "unknown key\(hint)")
             }
         }
@@ -185,7 +196,9 @@ public struct SearchSpec: Sendable {
             return o
         }
         func string(_ v: JSON?, _ path: String) throws -> String {
-            guard let s = v?.string, !s.isEmpty else { throw fail(path, v == nil ? "missing" : "expected a non-empty string") }
+            guard let s = v?.string, !s.isEmpty else {
+                throw fail(path, v == nil ? "missing" : "expected a non-empty string")
+            }
             return s
         }
         func int(_ v: JSON?, _ path: String, min: Int = 1) throws -> Int {
@@ -195,7 +208,9 @@ public struct SearchSpec: Sendable {
         }
         func number(_ v: JSON?, _ path: String, positive: Bool = false) throws -> Double {
             guard let x = v?.double else { throw fail(path, v == nil ? "missing" : "expected a number, got \(v!)") }
-            guard x >= 0, !positive || x > 0 else { throw fail(path, "\(x) must be \(positive ? "positive" : "non-negative")") }
+            guard x >= 0, !positive || x > 0 else {
+                throw fail(path, "\(x) must be \(positive ? "positive" : "non-negative")")
+            }
             return x
         }
         guard let o = root.object else { throw fail("(root)", "not a JSON object") }
@@ -207,12 +222,16 @@ public struct SearchSpec: Sendable {
         // A Hugging Face repo id (ORG/NAME) that is not a folder here: its snapshot in the local cache.
         do { teacher = try HubCache.localPath(teacher) } catch { throw fail("teacher", "\(error)") }
         if let b = o["backend"] {
-            guard let bo = b.object else { throw fail("backend", "an object: {\"name\": \"torch\", \"device\": \"cpu\"} or {\"command\": [...]}") }
+            guard let bo = b.object else {
+                throw fail("backend", "an object: {\"name\": \"torch\", \"device\": \"cpu\"} or {\"command\": [...]}")
+            }
             backend = try BackendSpec.parse(bo, fail: { fail($0, $1) })
         }
         if let a = o["artifacts"] {
             artifacts = try string(a, "artifacts")
-            guard !(artifacts ?? "").isEmpty else { throw fail("artifacts", "an empty path; name a folder (shared by every worker on a cluster)") }
+            guard !(artifacts ?? "").isEmpty else {
+                throw fail("artifacts", "an empty path; name a folder (shared by every worker on a cluster)")
+            }
         }
         // Paths reach generated scripts (slurm submit) and file names: no control characters.
         for (value, path) in [(artifacts, "artifacts"), (teacherReference, "teacher")] {
@@ -232,16 +251,23 @@ public struct SearchSpec: Sendable {
         } else {
             data = try string(o["data"], "data")
         }
-        if let problem = Self.controlCharacterProblem(data) { throw fail(o["data"]?.object != nil ? "data.corpus" : "data", problem) }
+        if let problem = Self.controlCharacterProblem(data) {
+            throw fail(o["data"]?.object != nil ? "data.corpus" : "data", problem)
+        }
 
         // space
         guard let sp = try object(o["space"], "space") else { throw fail("space", "missing") }
         let axes = Axis.axes(for: t.family)
         for axis in Axis.allCases where !axes.contains(axis) && sp[axis.rawValue] != nil {
-            throw fail("space.\(axis.rawValue)", t.family.derivesQueryHeads && axis == .numAttentionHeads
-                ? "\(t.family.displayName) derives num_attention_heads as num_key_value_heads × num_experts_per_tok; vary those instead"
-                : !t.family.isMixture ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture teacher (mixtral, jetmoe, qwen3_moe)"
-                : "not an axis of a \(t.family.rawValue) teacher; its axes are \(axes.map(\.rawValue).joined(separator: ", "))")
+            throw fail(
+                "space.\(axis.rawValue)",
+                t.family.derivesQueryHeads && axis == .numAttentionHeads
+                    ? "\(t.family.displayName) derives num_attention_heads as num_key_value_heads × num_experts_per_tok; vary those instead"
+                    : !t.family.isMixture
+                        ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
+                            + "teacher (mixtral, jetmoe, qwen3_moe)"
+                        : "not an axis of a \(t.family.rawValue) teacher; its axes are \(axes.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         try check(sp, "space", axes.map(\.rawValue))
         var space: [Axis: [Int]] = [:]
@@ -261,11 +287,15 @@ public struct SearchSpec: Sendable {
                 let lo = try int(r["min"], "\(path).min"), hi = try int(r["max"], "\(path).max")
                 let step = try r["step"].map { try int($0, "\(path).step") } ?? 1
                 guard lo <= hi else { throw fail(path, "min \(lo) is above max \(hi)") }
-                guard hi <= teacherValue else { throw fail("\(path).max", "\(hi) is larger than the teacher's \(teacherValue)") }
+                guard hi <= teacherValue else {
+                    throw fail("\(path).max", "\(hi) is larger than the teacher's \(teacherValue)")
+                }
                 values = Array(stride(from: lo, through: hi, by: step))
             } else {
                 values = [try int(v, path)]
-                if values[0] > teacherValue { throw fail(path, "\(values[0]) is larger than the teacher's \(teacherValue)") }
+                if values[0] > teacherValue {
+                    throw fail(path, "\(values[0]) is larger than the teacher's \(teacherValue)")
+                }
             }
             if axis == .hiddenSize && t.family.requiresHeadsDivideHidden {
                 // transformers 5 refuses hidden_size not divisible by the head count; say so per value
@@ -273,8 +303,10 @@ public struct SearchSpec: Sendable {
                 let heads = sp[Axis.numAttentionHeads.rawValue] == nil ? [t.numAttentionHeads] : nil
                 if let heads {
                     for (i, x) in values.enumerated() where x % heads[0] != 0 {
-                        throw fail(sp[axis.rawValue]?.array != nil ? "\(path)[\(i)]" : path,
-                                   "\(x) is not a multiple of num_attention_heads \(heads[0]) (transformers refuses such a config)")
+                        throw fail(
+                            sp[axis.rawValue]?.array != nil ? "\(path)[\(i)]" : path,
+                            "\(x) is not a multiple of num_attention_heads \(heads[0]) (transformers refuses such a config)"
+                        )
                     }
                 }
             }
@@ -284,12 +316,18 @@ public struct SearchSpec: Sendable {
 
         // budget
         guard let b = try object(o["budget"], "budget") else { throw fail("budget", "missing") }
-        try check(b, "budget", ["parameters", "tolerance", "min", "max", "count", "flops_per_token", "total", "active", "non_embedding"])
+        try check(
+            b, "budget",
+            ["parameters", "tolerance", "min", "max", "count", "flops_per_token", "total", "active", "non_embedding"])
         let count: BudgetCount
         if let c = b["count"] {
-            guard let s = c.string, let bc = BudgetCount(rawValue: s) else { throw fail("budget.count", "total, non_embedding or active") }
+            guard let s = c.string, let bc = BudgetCount(rawValue: s) else {
+                throw fail("budget.count", "total, non_embedding or active")
+            }
             count = bc
-        } else { count = .total }
+        } else {
+            count = .total
+        }
         var minimum: Int, maximum: Int
         if let p = b["parameters"] {
             let target = try int(p, "budget.parameters")
@@ -297,23 +335,31 @@ public struct SearchSpec: Sendable {
             guard tol < 1 else { throw fail("budget.tolerance", "must be below 1") }
             minimum = Int((Double(target) * (1 - tol)).rounded(.up))
             maximum = Int((Double(target) * (1 + tol)).rounded(.down))
-            if b["min"] != nil || b["max"] != nil { throw fail("budget", "give either parameters (with tolerance) or min/max, not both") }
+            if b["min"] != nil || b["max"] != nil {
+                throw fail("budget", "give either parameters (with tolerance) or min/max, not both")
+            }
         } else {
-            guard b["min"] != nil || b["max"] != nil else { throw fail("budget", "give parameters (with tolerance) or min and/or max") }
+            guard b["min"] != nil || b["max"] != nil else {
+                throw fail("budget", "give parameters (with tolerance) or min and/or max")
+            }
             minimum = try b["min"].map { try int($0, "budget.min", min: 0) } ?? 0
             maximum = try b["max"].map { try int($0, "budget.max") } ?? Int.max
             guard minimum <= maximum else { throw fail("budget", "min \(minimum) is above max \(maximum)") }
         }
         let teacherCount = Budget(count: count, minimum: 0, maximum: 0).counted(t)
         if minimum > teacherCount {
-            throw fail(b["parameters"] != nil ? "budget.parameters" : "budget.min", "asks for at least \(minimum) \(count.rawValue) parameters but the teacher has \(teacherCount)")
+            throw fail(
+                b["parameters"] != nil ? "budget.parameters" : "budget.min",
+                "asks for at least \(minimum) \(count.rawValue) parameters but the teacher has \(teacherCount)")
         }
         let flops = try b["flops_per_token"].map { try int($0, "budget.flops_per_token") }
         budget = Budget(count: count, minimum: minimum, maximum: maximum, maxFLOPsPerToken: flops)
         for other in [BudgetCount.total, .active, .nonEmbedding] {
             guard let bound = try object(b[other.rawValue], "budget.\(other.rawValue)") else { continue }
             let path = "budget.\(other.rawValue)"
-            guard other != count else { throw fail(path, "is the budget's own count; give its bounds with parameters or min/max") }
+            guard other != count else {
+                throw fail(path, "is the budget's own count; give its bounds with parameters or min/max")
+            }
             try check(bound, path, ["min", "max"])
             guard bound["min"] != nil || bound["max"] != nil else { throw fail(path, "give min and/or max") }
             let lo = try bound["min"].map { try int($0, "\(path).min", min: 0) } ?? 0
@@ -324,8 +370,15 @@ public struct SearchSpec: Sendable {
 
         // importance
         if let imp = try object(o["importance"], "importance") {
-            try check(imp, "importance", ["calibration_samples", "sequence_length", "batch", "sequence", "depth", "contiguous", "language", "experts", "loss_tokens"])
-            if let v = imp["loss_tokens"] { importance.lossTokensPerLanguage = try int(v, "importance.loss_tokens", min: 0) }
+            try check(
+                imp, "importance",
+                [
+                    "calibration_samples", "sequence_length", "batch", "sequence", "depth", "contiguous", "language",
+                    "experts", "loss_tokens"
+                ])
+            if let v = imp["loss_tokens"] {
+                importance.lossTokensPerLanguage = try int(v, "importance.loss_tokens", min: 0)
+            }
             if let v = imp["experts"] {
                 guard let m = v.string.flatMap(ExpertMetric.init(rawValue:)) else {
                     throw fail("importance.experts", "gated_output_norm or frequency, got \(v)")
@@ -336,15 +389,22 @@ public struct SearchSpec: Sendable {
             if let v = imp["sequence_length"] { importance.sequence = try int(v, "importance.sequence_length", min: 2) }
             for (key, kp) in [("batch", \ImportanceSettings.batchAggregation), ("sequence", \.sequenceAggregation)] {
                 if let v = imp[key] {
-                    guard let a = v.string.flatMap(Aggregation.init) else { throw fail("importance.\(key)", "mean, l2 or variance") }
+                    guard let a = v.string.flatMap(Aggregation.init) else {
+                        throw fail("importance.\(key)", "mean, l2 or variance")
+                    }
                     importance[keyPath: kp] = a
                 }
             }
             if let v = imp["depth"] {
-                guard let m = v.string.flatMap(LayerMetric.init) else { throw fail("importance.depth", "block_importance or loss_rise") }
+                guard let m = v.string.flatMap(LayerMetric.init) else {
+                    throw fail("importance.depth", "block_importance or loss_rise")
+                }
                 prune.layerMetric = m
             }
-            if let v = imp["contiguous"] { guard let x = v.bool else { throw fail("importance.contiguous", "true or false") }; prune.contiguousLayers = x }
+            if let v = imp["contiguous"] {
+                guard let x = v.bool else { throw fail("importance.contiguous", "true or false") };
+                prune.contiguousLayers = x
+            }
             if let v = imp["language"] { importance.language = try string(v, "importance.language") }
         }
 
@@ -354,12 +414,19 @@ public struct SearchSpec: Sendable {
         // proxy
         let teacherConfigLayers = t.numHiddenLayers
         if let p = try object(o["proxy"], "proxy") {
-            try check(p, "proxy", ["steps", "batch_size", "sequence_length", "learning_rate", "warmup", "schedule", "loss", "temperature", "reverse_kl", "eval_tokens", "seed",
-                                 "curve_points"])
+            try check(
+                p, "proxy",
+                [
+                    "steps", "batch_size", "sequence_length", "learning_rate", "warmup", "schedule", "loss",
+                    "temperature", "reverse_kl", "eval_tokens", "seed",
+                    "curve_points"
+                ])
             if let v = p["curve_points"] {
                 curvePoints = try int(v, "proxy.curve_points", min: 0)
                 // Each point is a full evaluation: more than a few dozen per trial is a mistake.
-                guard curvePoints <= 64 else { throw fail("proxy.curve_points", "\(curvePoints) evaluations inside every trial; at most 64") }
+                guard curvePoints <= 64 else {
+                    throw fail("proxy.curve_points", "\(curvePoints) evaluations inside every trial; at most 64")
+                }
             }
             if let v = p["steps"] { proxy.steps = try int(v, "proxy.steps") }
             if let v = p["batch_size"] { proxy.batch = try int(v, "proxy.batch_size") }
@@ -368,7 +435,9 @@ public struct SearchSpec: Sendable {
             if let v = p["warmup"] { proxy.warmup = try int(v, "proxy.warmup", min: 0) }
             if let v = p["schedule"] {
                 let s = try string(v, "proxy.schedule")
-                guard ["cosine", "wsd", "constant"].contains(s) else { throw fail("proxy.schedule", "cosine, wsd or constant") }
+                guard ["cosine", "wsd", "constant"].contains(s) else {
+                    throw fail("proxy.schedule", "cosine, wsd or constant")
+                }
                 proxy.schedule = s
             }
             if let l = try object(p["loss"], "proxy.loss") {
@@ -377,22 +446,35 @@ public struct SearchSpec: Sendable {
                 if let v = l["lm"] { proxy.loss.lm = try number(v, "proxy.loss.lm") }
                 if let v = l["hidden"] { proxy.loss.hidden.weight = try number(v, "proxy.loss.hidden") }
                 if let v = l["hidden_distance"] {
-                    guard let d = v.string.flatMap(HiddenLoss.Distance.init) else { throw fail("proxy.loss.hidden_distance", "cosine or mse") }
+                    guard let d = v.string.flatMap(HiddenLoss.Distance.init) else {
+                        throw fail("proxy.loss.hidden_distance", "cosine or mse")
+                    }
                     proxy.loss.hidden.distance = d
                 }
                 if let v = l["hidden_layers"] {
-                    guard let pairs = v.array else { throw fail("proxy.loss.hidden_layers", "a list of [student, teacher] residual indices") }
+                    guard let pairs = v.array else {
+                        throw fail("proxy.loss.hidden_layers", "a list of [student, teacher] residual indices")
+                    }
                     proxy.loss.hidden.layers = try pairs.enumerated().map { i, p in
-                        guard let a = p.array, a.count == 2, let s = a[0].int, let t = a[1].int, s >= 0, t >= 0, t <= teacherConfigLayers else {
-                            throw fail("proxy.loss.hidden_layers[\(i)]", "expected [student, teacher] with teacher in 0...\(teacherConfigLayers)")
+                        guard let a = p.array, a.count == 2, let s = a[0].int, let t = a[1].int, s >= 0, t >= 0,
+                            t <= teacherConfigLayers
+                        else {
+                            throw fail(
+                                "proxy.loss.hidden_layers[\(i)]",
+                                "expected [student, teacher] with teacher in 0...\(teacherConfigLayers)")
                         }
                         return [s, t]
                     }
                 }
-                if proxy.loss.kl == 0 && proxy.loss.lm == 0 && proxy.loss.hidden.weight == 0 { throw fail("proxy.loss", "every weight is zero") }
+                if proxy.loss.kl == 0 && proxy.loss.lm == 0 && proxy.loss.hidden.weight == 0 {
+                    throw fail("proxy.loss", "every weight is zero")
+                }
             }
             if let v = p["temperature"] { proxy.loss.temperature = try number(v, "proxy.temperature", positive: true) }
-            if let v = p["reverse_kl"] { guard let x = v.bool else { throw fail("proxy.reverse_kl", "true or false") }; proxy.loss.direction = x ? .reverse : .forward }
+            if let v = p["reverse_kl"] {
+                guard let x = v.bool else { throw fail("proxy.reverse_kl", "true or false") };
+                proxy.loss.direction = x ? .reverse : .forward
+            }
             if let v = p["eval_tokens"] { proxy.evalTokens = try int(v, "proxy.eval_tokens") }
             if let v = p["seed"] { proxy.seed = UInt64(try int(v, "proxy.seed", min: 0)) }
         }
@@ -407,48 +489,65 @@ public struct SearchSpec: Sendable {
                 strategy = .grid
             case "random":
                 try check(s, "strategy", ["name", "samples", "seed"])
-                strategy = .random(samples: try int(s["samples"], "strategy.samples"), seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
+                strategy = .random(
+                    samples: try int(s["samples"], "strategy.samples"),
+                    seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
             case "successive_halving":
                 try check(s, "strategy", ["name", "min_steps", "eta", "tie_slack"])
                 if let t = s["tie_slack"] { tieSlack = try int(t, "strategy.tie_slack", min: 0) }
                 let minSteps = try s["min_steps"].map { try int($0, "strategy.min_steps") } ?? max(1, proxy.steps / 9)
                 let eta = try s["eta"].map { try int($0, "strategy.eta", min: 2) } ?? 3
-                guard minSteps <= proxy.steps else { throw fail("strategy.min_steps", "\(minSteps) is above proxy.steps \(proxy.steps)") }
+                guard minSteps <= proxy.steps else {
+                    throw fail("strategy.min_steps", "\(minSteps) is above proxy.steps \(proxy.steps)")
+                }
                 strategy = .successiveHalving(minSteps: minSteps, eta: eta)
             case "evolution":
                 try check(s, "strategy", ["name", "population", "generations", "mutation", "crossover", "seed"])
-                strategy = .evolution(population: try s["population"].map { try int($0, "strategy.population", min: 2) } ?? 8,
-                                      generations: try s["generations"].map { try int($0, "strategy.generations") } ?? 3,
-                                      mutation: try s["mutation"].map { try number($0, "strategy.mutation") } ?? 0.3,
-                                      crossover: try s["crossover"].map { try number($0, "strategy.crossover") } ?? 0.5,
-                                      seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
+                strategy = .evolution(
+                    population: try s["population"].map { try int($0, "strategy.population", min: 2) } ?? 8,
+                    generations: try s["generations"].map { try int($0, "strategy.generations") } ?? 3,
+                    mutation: try s["mutation"].map { try number($0, "strategy.mutation") } ?? 0.3,
+                    crossover: try s["crossover"].map { try number($0, "strategy.crossover") } ?? 0.5,
+                    seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
             default:
-                throw fail("strategy.name", "'\(name)' is not grid, random, successive_halving or evolution" + (closest(name, in: ["grid", "random", "successive_halving", "evolution"]).map { "; did you mean '\($0)'?" } ?? ""))
+                throw fail(
+                    "strategy.name",
+                    "'\(name)' is not grid, random, successive_halving or evolution"
+                        + (closest(name, in: ["grid", "random", "successive_halving", "evolution"]).map {
+                            "; did you mean '\($0)'?"
+                        } ?? ""))
             }
         }
         if let v = o["prefilter"] { prefilter = try int(v, "prefilter") }
         if let v = o["max_candidates"] { maxCandidates = try int(v, "max_candidates") }
         if let ob = try object(o["objective"], "objective") {
             try check(ob, "objective", ["metric", "languages", "replicates"])
-            if let m = ob["metric"], m.string != "val_loss" { throw fail("objective.metric", "only val_loss is available") }
+            if let m = ob["metric"], m.string != "val_loss" {
+                throw fail("objective.metric", "only val_loss is available")
+            }
             if let r = ob["replicates"] {
                 if r.object == nil {
                     replicates = Replicates(seeds: try int(r, "objective.replicates", min: 2))
                 } else if let ro = try object(r, "objective.replicates") {
                     try check(ro, "objective.replicates", ["seeds", "top"])
-                    replicates = Replicates(seeds: try int(ro["seeds"], "objective.replicates.seeds", min: 2),
-                                            top: try ro["top"].map { try int($0, "objective.replicates.top") })
+                    replicates = Replicates(
+                        seeds: try int(ro["seeds"], "objective.replicates.seeds", min: 2),
+                        top: try ro["top"].map { try int($0, "objective.replicates.top") })
                 }
             }
             if let l = ob["languages"] {
-                guard let x = l.string.flatMap(Objective.init) else { throw fail("objective.languages", "overall, mean or worst") }
+                guard let x = l.string.flatMap(Objective.init) else {
+                    throw fail("objective.languages", "overall, mean or worst")
+                }
                 objective = x
             }
         }
         if let e = try object(o["export"], "export") {
             try check(e, "export", ["top", "full_distillation_steps"])
             if let v = e["top"] { exportTop = try int(v, "export.top") }
-            if let v = e["full_distillation_steps"] { fullDistillationSteps = try int(v, "export.full_distillation_steps") }
+            if let v = e["full_distillation_steps"] {
+                fullDistillationSteps = try int(v, "export.full_distillation_steps")
+            }
         }
     }
 }
@@ -459,7 +558,9 @@ extension SearchSpec {
     public func evaluationSteps(from start: Int, to end: Int) -> [Int] {
         let first = max(start, proxy.warmup)
         guard curvePoints > 0, end - first > 1 else { return [end] }
-        let inside = (1...curvePoints).map { first + Int((Double(end - first) * Double($0) / Double(curvePoints + 1)).rounded()) }
+        let inside = (1...curvePoints).map {
+            first + Int((Double(end - first) * Double($0) / Double(curvePoints + 1)).rounded())
+        }
         return Array(Set(inside.filter { $0 > first && $0 < end })).sorted() + [end]
     }
 }

@@ -12,15 +12,25 @@ struct BenchTrain: ParsableCommand {
     @Option(parsing: .unconditional, help: "Sequence length.") var seq = 256
     @Option(parsing: .unconditional, help: "Timed steps (after one untimed warm-up step).") var steps = 10
     @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 0
-    @Option(parsing: .unconditional, help: "Data-parallel workers to split the batch across (1: one model, work split inside each product; default: all threads when the batch has at least that many rows).") var dataParallel: Int?
-    @Option(help: "Element-wise kernel path: avx512, avx2 or scalar (default: the best this CPU has).") var kernels: String?
-    @Flag(help: "Print {\"tokens_per_second\", \"gflops\", \"peak_rss_bytes\", \"cpu\", \"blas_core\", …} as JSON.") var json = false
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Data-parallel workers to split the batch across (1: one model, work split inside each product; "
+                + "default: all threads when the batch has at least that many rows).")
+    ) var dataParallel: Int?
+    @Option(help: "Element-wise kernel path: avx512, avx2 or scalar (default: the best this CPU has).") var kernels:
+        String?
+    @Flag(help: "Print {\"tokens_per_second\", \"gflops\", \"peak_rss_bytes\", \"cpu\", \"blas_core\", …} as JSON.")
+    var json = false
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
-        if batch < 1 || seq < 2 || steps < 1 { throw ValidationError("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required") }
+        if batch < 1 || seq < 2 || steps < 1 {
+            throw ValidationError("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required")
+        }
         if let kernels, !elementwiseKernelPaths.contains(kernels) {
-            throw ValidationError("--kernels: '\(kernels)' is not one of \(elementwiseKernelPaths.joined(separator: ", "))")
+            throw ValidationError(
+                "--kernels: '\(kernels)' is not one of \(elementwiseKernelPaths.joined(separator: ", "))")
         }
     }
 
@@ -32,8 +42,9 @@ struct BenchTrain: ParsableCommand {
         let baseline = residentBytes()
         let model = DecoderModel(config: c)
         model.initialize(seed: seed)
-        let trainer = Trainer(model: model, batch: batch, sequence: seq, schedule: .constant(warmup: 0),
-                              peakLearningRate: 1e-3, totalSteps: steps + 1, dataParallelWorkers: dataParallel)
+        let trainer = Trainer(
+            model: model, batch: batch, sequence: seq, schedule: .constant(warmup: 0),
+            peakLearningRate: 1e-3, totalSteps: steps + 1, dataParallelWorkers: dataParallel)
         let workers = min(trainer.dataParallelWorkers, batch)
         var rng = SeededGenerator(seed: seed &+ 1)
         let n = batch * seq
@@ -49,16 +60,26 @@ struct BenchTrain: ParsableCommand {
         let memory = c.trainingMemory(batch: batch, sequence: seq, dataParallelWorkers: workers)
         let peak = peakResidentBytes()
         if json {
-            printJSON(.object(RuntimePlatform.current.json.merging([
-                "tokens_per_second": JSON(tokensPerSecond), "gflops": JSON(gflops), "peak_rss_bytes": JSON(peak),
-                "predicted_bytes": JSON(memory.state + memory.activations),
-                "baseline_rss_bytes": JSON(baseline), "seconds_per_step": JSON(seconds / Double(steps)),
-                "threads": JSON(Parallel.threads), "data_parallel_workers": JSON(workers), "final_loss": JSON(loss)]) { $1 }))
+            printJSON(
+                .object(
+                    RuntimePlatform.current.json.merging([
+                        "tokens_per_second": JSON(tokensPerSecond), "gflops": JSON(gflops),
+                        "peak_rss_bytes": JSON(peak),
+                        "predicted_bytes": JSON(memory.state + memory.activations),
+                        "baseline_rss_bytes": JSON(baseline), "seconds_per_step": JSON(seconds / Double(steps)),
+                        "threads": JSON(Parallel.threads), "data_parallel_workers": JSON(workers),
+                        "final_loss": JSON(loss)
+                    ]) { $1 }))
         } else {
             print(RuntimePlatform.current.summary)
-            print(String(format: "%.0f tokens/s, %.1f GFLOP/s, %.1f ms/step, peak RSS %@ = %@ runtime before the model + %@ (predicted %@), %d threads, %d data-parallel workers, loss %.4f",
-                         tokensPerSecond, gflops, seconds * 1000 / Double(steps), formatBytes(peak), formatBytes(baseline),
-                         formatBytes(peak - baseline), formatBytes(memory.state + memory.activations), Parallel.threads, workers, loss))
+            print(
+                String(
+                    format:
+                        "%.0f tokens/s, %.1f GFLOP/s, %.1f ms/step, peak RSS %@ = %@ runtime before the model "
+                        + "+ %@ (predicted %@), %d threads, %d data-parallel workers, loss %.4f",
+                    tokensPerSecond, gflops, seconds * 1000 / Double(steps), formatBytes(peak), formatBytes(baseline),
+                    formatBytes(peak - baseline), formatBytes(memory.state + memory.activations), Parallel.threads,
+                    workers, loss))
         }
     }
 }

@@ -4,7 +4,9 @@ import Model
 
 /// Engine options shared by every command that computes.
 struct EngineOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Worker threads for OpenBLAS and the element-wise kernels (default: all cores, or TOPIARY_THREADS).")
+    @Option(
+        parsing: .unconditional,
+        help: "Worker threads for OpenBLAS and the element-wise kernels (default: all cores, or TOPIARY_THREADS).")
     var threads: Int?
 
     func apply() {
@@ -40,7 +42,9 @@ func printWarning(_ text: String) { FileHandle.standardError.write(Data("warning
 /// A range error for a numeric option: `--NAME: VALUE is outside LOW…HIGH (what it means)`.
 func requireRange<T: Comparable>(_ option: String, _ value: T, _ range: ClosedRange<T>, _ meaning: String = "") throws {
     guard range.contains(value) else {
-        throw ValidationError("\(option): \(value) is outside \(range.lowerBound)…\(range.upperBound)\(meaning.isEmpty ? "" : " (\(meaning))")")
+        throw ValidationError(
+            "\(option): \(value) is outside \(range.lowerBound)…\(range.upperBound)\(meaning.isEmpty ? "" : " (\(meaning))")"
+        )
     }
 }
 

@@ -26,10 +26,12 @@ struct ModelEval: ParsableCommand {
         let model = try Checkpoint.load(try checkpointURL(directory))
         let corpus = try TokenShards(directory: directoryURL(data))
         guard model.config.vocabSize >= corpus.vocabularySize else {
-            throw ModelError.invalidConfig(file: directory + "/config.json", key: "vocab_size",
-                                           reason: "\(model.config.vocabSize) is smaller than the corpus tokenizer's \(corpus.vocabularySize)")
+            throw ModelError.invalidConfig(
+                file: directory + "/config.json", key: "vocab_size",
+                reason: "\(model.config.vocabSize) is smaller than the corpus tokenizer's \(corpus.vocabularySize)")
         }
-        let e = try Evaluation.validationLoss(model: model, shards: corpus, batch: batch, sequence: seq, maxTokensPerLanguage: tokens)
+        let e = try Evaluation.validationLoss(
+            model: model, shards: corpus, batch: batch, sequence: seq, maxTokensPerLanguage: tokens)
         let unigram = Evaluation.unigramLoss(shards: corpus, maxTokensPerLanguage: tokens)
         if json {
             printJSON(["validation": e.json, "unigram": .object(unigram.mapValues { JSON($0) })])
@@ -37,9 +39,14 @@ struct ModelEval: ParsableCommand {
         }
         print("language    tokens  validation   unigram")
         for (lang, loss) in e.perLanguage.sorted(by: { $0.key < $1.key }) {
-            print(String(format: "%-9@ %8d %11.4f %9.4f", lang as NSString, e.tokens[lang] ?? 0, loss, unigram[lang] ?? .nan))
+            print(
+                String(
+                    format: "%-9@ %8d %11.4f %9.4f", lang as NSString, e.tokens[lang] ?? 0, loss, unigram[lang] ?? .nan)
+            )
         }
-        print(String(format: "overall   %8d %11.4f   (language mean %.4f, worst %.4f; nats per token)",
-                     e.tokens.values.reduce(0, +), e.overall, e.languageMean, e.worst))
+        print(
+            String(
+                format: "overall   %8d %11.4f   (language mean %.4f, worst %.4f; nats per token)",
+                e.tokens.values.reduce(0, +), e.overall, e.languageMean, e.worst))
     }
 }

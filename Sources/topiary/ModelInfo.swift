@@ -7,7 +7,8 @@ struct ModelInfo: ParsableCommand {
         commandName: "info",
         abstract: "Family, shapes, parameter counts, FLOPs per token and training memory of a checkpoint or config.")
 
-    @Argument(help: "Checkpoint directory, a Hugging Face repo id in the local cache, or a config.json file.") var path: String
+    @Argument(help: "Checkpoint directory, a Hugging Face repo id in the local cache, or a config.json file.") var path:
+        String
     @Option(parsing: .unconditional, help: "Sequence length for FLOPs and memory.") var seq = 256
     @Option(parsing: .unconditional, help: "Batch size for training memory.") var batch = 16
     @Flag(help: "Print JSON.") var json = false
@@ -28,50 +29,69 @@ struct ModelInfo: ParsableCommand {
         let hasWeights = ["model.safetensors", "model.safetensors.index.json"].contains {
             FileManager.default.fileExists(atPath: directoryURL(path).appendingPathComponent($0).path)
         }
-        let c = isDirectory.boolValue && hasWeights ? try Checkpoint.verify(directoryURL(path)) : try ModelConfig.load(configURL)
+        let c =
+            isDirectory.boolValue && hasWeights
+            ? try Checkpoint.verify(directoryURL(path)) : try ModelConfig.load(configURL)
         let flops = c.forwardFLOPsPerToken(sequence: seq)
         let memory = c.trainingMemory(batch: batch, sequence: seq)
         if json {
             printJSON([
                 "family": .string(c.family.rawValue), "config": c.json,
                 "parameters": JSON(c.parameterCount), "non_embedding_parameters": JSON(c.nonEmbeddingParameterCount),
-                "active_parameters": JSON(c.activeParameterCount), "active_non_embedding_parameters": JSON(c.activeNonEmbeddingParameterCount),
+                "active_parameters": JSON(c.activeParameterCount),
+                "active_non_embedding_parameters": JSON(c.activeNonEmbeddingParameterCount),
                 "forward_flops_per_token": JSON(flops), "sequence_length": JSON(seq), "batch_size": JSON(batch),
-                "training_memory_bytes": ["parameters_gradients_adam": JSON(memory.state), "activations": JSON(memory.activations),
-                                          "total": JSON(memory.state + memory.activations)],
-                "platform": .object(RuntimePlatform.current.json),
+                "training_memory_bytes": [
+                    "parameters_gradients_adam": JSON(memory.state), "activations": JSON(memory.activations),
+                    "total": JSON(memory.state + memory.activations)
+                ],
+                "platform": .object(RuntimePlatform.current.json)
             ])
             return
         }
         let mlpKind = c.family.isGated ? "SwiGLU" : "squared ReLU"
-        let mlp = c.family.isMixture
+        let mlp =
+            c.family.isMixture
             ? "\(c.numLocalExperts) experts of \(c.expertWidth) (\(mlpKind)), top \(c.numExpertsPerTok) per token"
-                + (c.family.definition.hasNormTopKProbKey ? (c.normTopKProb ? ", gates renormalised" : ", gates not renormalised") : "")
-                + (c.denseMLPLayers.isEmpty ? "" : "; dense \(c.intermediateSize) on layers \(c.denseMLPLayers.map(String.init).joined(separator: ","))")
-                + (c.family.hasAttentionExperts ? "; attention: \(c.numLocalExperts) experts of \(c.numKeyValueHeads) query heads each" : "")
+                + (c.family.definition.hasNormTopKProbKey
+                    ? (c.normTopKProb ? ", gates renormalised" : ", gates not renormalised") : "")
+                + (c.denseMLPLayers.isEmpty
+                    ? ""
+                    : "; dense \(c.intermediateSize) on layers \(c.denseMLPLayers.map(String.init).joined(separator: ","))")
+                + (c.family.hasAttentionExperts
+                    ? "; attention: \(c.numLocalExperts) experts of \(c.numKeyValueHeads) query heads each" : "")
             : "\(c.intermediateSize) (\(mlpKind))"
         var attentionExtras: [String] = []
         if c.family.hasQKVBias { attentionExtras.append("q/k/v biases") }
         if c.family.hasQKNorm { attentionExtras.append("q/k RMSNorm") }
         if let w = c.slidingWindow {
-            attentionExtras.append("sliding window \(w) on " + (c.slidingLayers.count == c.numHiddenLayers ? "every layer" : "layers \(c.slidingLayers.map(String.init).joined(separator: ","))"))
+            attentionExtras.append(
+                "sliding window \(w) on "
+                    + (c.slidingLayers.count == c.numHiddenLayers
+                        ? "every layer" : "layers \(c.slidingLayers.map(String.init).joined(separator: ","))"))
         }
         let extras = attentionExtras.isEmpty ? "" : "; " + attentionExtras.joined(separator: ", ")
-        let active = c.family.isMixture
-            ? "\nactive/token      \(c.activeParameterCount) (\(formatCount(c.activeParameterCount))), non-embedding \(c.activeNonEmbeddingParameterCount) (\(formatCount(c.activeNonEmbeddingParameterCount)))"
+        let active =
+            c.family.isMixture
+            ? "\nactive/token      \(c.activeParameterCount) (\(formatCount(c.activeParameterCount))), "
+                + "non-embedding \(c.activeNonEmbeddingParameterCount) (\(formatCount(c.activeNonEmbeddingParameterCount)))"
             : ""
-        print("""
-        family            \(c.family.rawValue) (\(c.family.architecture))
-        layers            \(c.numHiddenLayers)
-        hidden            \(c.hiddenSize)
-        heads             \(c.numAttentionHeads) query, \(c.numKeyValueHeads) key/value, head_dim \(c.headDim), rotary dims \(c.rotaryDim)\(extras)
-        mlp               \(mlp)
-        vocabulary        \(c.vocabSize)\(c.tieWordEmbeddings ? " (tied embeddings)" : "")
-        parameters        \(c.parameterCount) (\(formatCount(c.parameterCount))), non-embedding \(c.nonEmbeddingParameterCount) (\(formatCount(c.nonEmbeddingParameterCount)))\(active)
-        FLOPs/token       \(flops) forward at sequence \(seq) (training ≈ 3×)
-        training memory   \(formatBytes(memory.state + memory.activations)) at batch \(batch) × sequence \(seq): \(formatBytes(memory.state)) parameters+gradients+AdamW, \(formatBytes(memory.activations)) activations
-        runs on           \(RuntimePlatform.current.summary)
-        """)
+        print(
+            """
+            family            \(c.family.rawValue) (\(c.family.architecture))
+            layers            \(c.numHiddenLayers)
+            hidden            \(c.hiddenSize)
+            heads             \(c.numAttentionHeads) query, \(c.numKeyValueHeads) key/value, head_dim \(c.headDim),\
+             rotary dims \(c.rotaryDim)\(extras)
+            mlp               \(mlp)
+            vocabulary        \(c.vocabSize)\(c.tieWordEmbeddings ? " (tied embeddings)" : "")
+            parameters        \(c.parameterCount) (\(formatCount(c.parameterCount))), non-embedding\
+             \(c.nonEmbeddingParameterCount) (\(formatCount(c.nonEmbeddingParameterCount)))\(active)
+            FLOPs/token       \(flops) forward at sequence \(seq) (training ≈ 3×)
+            training memory   \(formatBytes(memory.state + memory.activations)) at batch \(batch) × sequence \(seq):\
+             \(formatBytes(memory.state)) parameters+gradients+AdamW, \(formatBytes(memory.activations)) activations
+            runs on           \(RuntimePlatform.current.summary)
+            """)
         RuntimePlatform.current.warnings.forEach { printWarning($0) }
     }
 }

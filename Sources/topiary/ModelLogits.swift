@@ -7,10 +7,10 @@ struct ModelLogits: ParsableCommand {
         commandName: "logits",
         abstract: "Logits, causal-LM loss and (optionally) every parameter's gradient, as safetensors.",
         discussion: """
-        IDS.json is {"input_ids": [[...], ...]} (B rows of equal length T). OUT.safetensors holds \
-        `logits` [B, T, V], `loss` [1] (mean next-token cross-entropy with labels = input_ids) and, with \
-        --grads, `grad:<HF tensor name>` for every parameter.
-        """)
+            IDS.json is {"input_ids": [[...], ...]} (B rows of equal length T). OUT.safetensors holds \
+            `logits` [B, T, V], `loss` [1] (mean next-token cross-entropy with labels = input_ids) and, with \
+            --grads, `grad:<HF tensor name>` for every parameter.
+            """)
 
     @Argument(help: "Checkpoint directory (config.json + safetensors).") var directory: String
     @Option(name: .customLong("input-ids"), help: "JSON file with {\"input_ids\": [[...], ...]}.") var inputIDs: String
@@ -36,6 +36,9 @@ struct ModelLogits: ParsableCommand {
         }
         let report = try LogitsReport(model: model, inputIDs: ids, gradients: grads)
         try report.write(to: fileURL(out))
-        print("wrote \(out): logits [\(report.batch), \(report.sequence), \(report.vocabulary)], loss \(report.loss)\(grads ? ", \(report.gradients.count) gradients" : "")")
+        print(
+            "wrote \(out): logits [\(report.batch), \(report.sequence), \(report.vocabulary)], loss "
+                + "\(report.loss)\(grads ? ", \(report.gradients.count) gradients" : "")"
+        )
     }
 }

@@ -7,11 +7,15 @@ import Search
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "Write a study's report: a self-contained HTML page with inline SVG plots (Pareto front with intervals, successive-halving curves, per-language heat map, rank stability, teacher importance) and a page per candidate.")
+        abstract:
+            "Write a study's report: a self-contained HTML page with inline SVG plots (Pareto front with "
+            + "intervals, successive-halving curves, per-language heat map, rank stability, teacher importance) and a page per candidate."
+    )
 
     @Argument(help: "Study name.") var study: String
     @Option(help: "Output folder (default: results/<study>/report).") var out: String?
-    @Flag(help: "Do not load the teacher to draw its score (faster; the teacher's size is still marked when known).") var noTeacher = false
+    @Flag(help: "Do not load the teacher to draw its score (faster; the teacher's size is still marked when known).")
+    var noTeacher = false
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
 
@@ -38,10 +42,12 @@ func teacherReference(_ st: StudyStore, study name: String) -> TeacherReference?
         let spec = try parseSpec(row.spec, file: "\(st.path): study '\(name)'", students: 1)
         let teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
         let corpus = try spec.openCorpus()
-        let e = try Evaluation.validationLoss(model: teacher, shards: corpus, batch: spec.proxy.batch, sequence: spec.proxy.sequence,
-                                              maxTokensPerLanguage: spec.proxy.evalTokens)
-        return TeacherReference(parameters: teacher.config.parameterCount, activeParameters: teacher.config.activeParameterCount,
-                                score: spec.objective.value(e), perLanguage: e.perLanguage)
+        let e = try Evaluation.validationLoss(
+            model: teacher, shards: corpus, batch: spec.proxy.batch, sequence: spec.proxy.sequence,
+            maxTokensPerLanguage: spec.proxy.evalTokens)
+        return TeacherReference(
+            parameters: teacher.config.parameterCount, activeParameters: teacher.config.activeParameterCount,
+            score: spec.objective.value(e), perLanguage: e.perLanguage)
     } catch {
         printWarning("the report leaves the teacher's score out: \(error)")
         return nil

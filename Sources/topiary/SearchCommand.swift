@@ -6,8 +6,12 @@ import Search
 
 struct StoreOptions: ParsableArguments {
     @Option(help: "Study store (default: TOPIARY_DB or results/topiary.sqlite).") var db: String?
-    @Option(parsing: .unconditional,
-            help: "Seconds to keep retrying a PostgreSQL store whose server stops answering mid-run, before giving up (default: TOPIARY_DB_RETRY or 120; 0: at once).")
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Seconds to keep retrying a PostgreSQL store whose server stops answering mid-run, before giving "
+                + "up (default: TOPIARY_DB_RETRY or 120; 0: at once).")
+    )
     var dbRetry: Double?
     var path: String { StudyStore.defaultPath(db) }
     /// Opens the store for `access`: queries read only; only commands that create studies may create it.
@@ -24,14 +28,26 @@ struct StoreOptions: ParsableArguments {
 
 /// Options of every command that runs trials.
 struct RunnerOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Students distilled together per claim (they share the teacher's forward pass).") var studentsPerClaim = 4
-    @Option(parsing: .unconditional, help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
-    @Option(help: "Artifacts folder: trial checkpoints (weights + AdamW moments), recorded in the store relative to it; on a cluster a folder every worker mounts (default: the spec's \"artifacts\", else --results).") var artifacts: String?
-    @Option(help: "Results directory (the artifacts folder when neither --artifacts nor the spec names one).") var results = "results"
+    @Option(
+        parsing: .unconditional, help: "Students distilled together per claim (they share the teacher's forward pass).")
+    var studentsPerClaim = 4
+    @Option(parsing: .unconditional, help: "Seconds without a heartbeat after which a running trial is taken back.")
+    var staleAfter = 60.0
+    @Option(
+        help: ArgumentHelp(
+            "Artifacts folder: trial checkpoints (weights + AdamW moments), recorded in the store relative to "
+                + "it; on a cluster a folder every worker mounts (default: the spec's \"artifacts\", else --results).")
+    ) var artifacts: String?
+    @Option(help: "Results directory (the artifacts folder when neither --artifacts nor the spec names one).")
+    var results = "results"
     @Option(help: "Importance cache directory (default: <artifacts>/importance).") var importanceCache: String?
 
-    func artifactsRoot(_ spec: SearchSpec?) -> String { Artifacts.root(option: artifacts, spec: spec, fallback: results) }
-    func importanceCacheDirectory(_ spec: SearchSpec?) -> String { importanceCache ?? artifactsRoot(spec) + "/importance" }
+    func artifactsRoot(_ spec: SearchSpec?) -> String {
+        Artifacts.root(option: artifacts, spec: spec, fallback: results)
+    }
+    func importanceCacheDirectory(_ spec: SearchSpec?) -> String {
+        importanceCache ?? artifactsRoot(spec) + "/importance"
+    }
 
     func validate() throws {
         try requireRange("--students-per-claim", studentsPerClaim, 1...64, "students distilled together")
@@ -39,8 +55,10 @@ struct RunnerOptions: ParsableArguments {
     }
 
     func runner(_ spec: SearchSpec, _ store: StudyStore) throws -> SearchRunner {
-        let r = try SearchRunner(spec: spec, store: store, results: directoryURL(artifactsRoot(spec)), importanceCache: directoryURL(importanceCacheDirectory(spec)),
-                                 studentsPerClaim: studentsPerClaim)
+        let r = try SearchRunner(
+            spec: spec, store: store, results: directoryURL(artifactsRoot(spec)),
+            importanceCache: directoryURL(importanceCacheDirectory(spec)),
+            studentsPerClaim: studentsPerClaim)
         r.staleAfter = staleAfter
         return r
     }
@@ -54,12 +72,19 @@ struct SearchCommand: ParsableCommand {
 struct SearchRun: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run (or resume) the study a spec describes; rerunning the same command finishes an interrupted study.")
+        abstract:
+            "Run (or resume) the study a spec describes; rerunning the same command finishes an interrupted study.")
 
     @Argument(help: "Search spec (JSON).") var spec: String
-    @Option(parsing: .unconditional, help: "Worker processes (this one included). On 2 cores, 1 with several students per claim is fastest.") var workers = 1
+    @Option(
+        parsing: .unconditional,
+        help: "Worker processes (this one included). On 2 cores, 1 with several students per claim is fastest.")
+    var workers = 1
     @Flag(help: "Add to an existing study of the same name even though its spec differs.") var extend = false
-    @Option(name: .customLong("report"), help: "Write the study's HTML report (topiary report) into this folder when the study ends.") var reportDir: String?
+    @Option(
+        name: .customLong("report"),
+        help: "Write the study's HTML report (topiary report) into this folder when the study ends.") var reportDir:
+        String?
     @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
@@ -75,7 +100,9 @@ struct SearchRun: ParsableCommand {
         do { try search(helpers) } catch let interrupted as Interruption.Interrupted {
             // The helpers had SIGTERM with the signal: they give their trials back too.
             stopChildren(helpers.processes)
-            print("search run: \(interrupted); the trials it held are waiting again (no attempt counted) — rerun the same command to resume")
+            print(
+                "search run: \(interrupted); the trials it held are waiting again (no attempt counted) — rerun the same command to resume"
+            )
             throw ExitCode(interrupted.exitCode)
         }
     }
@@ -93,10 +120,13 @@ struct SearchRun: ParsableCommand {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
             // The store travels in the environment, never in argv (`ps` shows argv to every user).
-            p.arguments = ["worker", "--spec=\(spec)", "--artifacts=\(options.artifactsRoot(s))",
-                           "--importance-cache=\(options.importanceCacheDirectory(s))",
-                           "--study=\(s.study)", "--name=\(workerName())-\(i + 1)", "--students-per-claim", String(options.studentsPerClaim),
-                           "--stale-after", String(options.staleAfter), "--threads", "1"]
+            p.arguments = [
+                "worker", "--spec=\(spec)", "--artifacts=\(options.artifactsRoot(s))",
+                "--importance-cache=\(options.importanceCacheDirectory(s))",
+                "--study=\(s.study)", "--name=\(workerName())-\(i + 1)", "--students-per-claim",
+                String(options.studentsPerClaim),
+                "--stale-after", String(options.staleAfter), "--threads", "1"
+            ]
             var environment = ProcessInfo.processInfo.environment
             environment["TOPIARY_DB"] = store.path
             if let retry = store.dbRetry { environment["TOPIARY_DB_RETRY"] = String(retry) }
@@ -109,16 +139,26 @@ struct SearchRun: ParsableCommand {
         for p in helpers.processes { p.waitUntilExit() }
         let row = try st.study(named: s.study)!
         let summary = try st.summary(row)
-        print(String(format: "study %@ done in %.0f s: %d trials complete, %d pruned, %d failed; %d distillation steps", s.study,
-                     Date().timeIntervalSince(start), summary.complete, summary.pruned, summary.failed, summary.stepsRun)
-              + (summary.tiePromotions > 0 ? " (\(summary.tieSteps) of them for \(summary.tiePromotions) candidate(s) promoted on a tie at a rung's cut)" : ""))
+        print(
+            String(
+                format: "study %@ done in %.0f s: %d trials complete, %d pruned, %d failed; %d distillation steps",
+                s.study,
+                Date().timeIntervalSince(start), summary.complete, summary.pruned, summary.failed, summary.stepsRun)
+                + (summary.tiePromotions > 0
+                    ? " (\(summary.tieSteps) of them for \(summary.tiePromotions) candidate(s) promoted on a tie at a rung's cut)"
+                    : ""))
         try ResultsTop.printTop(st, study: row, metric: nil, limit: 10, format: "table", noise: 0)
         if let reportDir {
             let dir = directoryURL(reportDir)
-            let index = try StudyReport(store: st, study: s.study, teacher: teacherReference(st, study: s.study)).write(to: dir)
+            let index = try StudyReport(store: st, study: s.study, teacher: teacherReference(st, study: s.study)).write(
+                to: dir)
             print("report: \(index.path)")
         } else {
-            print("report: `topiary report \(s.study)\(store.db.map { " --db \(StudyStore.redacted($0))" } ?? "")` writes results/\(s.study)/report/index.html (or pass --report DIR to search run)")
+            print(
+                "report: `topiary report "
+                    + "\(s.study)\(store.db.map { " --db \(StudyStore.redacted($0))" } ?? "")` writes "
+                    + "results/\(s.study)/report/index.html (or pass --report DIR to search run)"
+            )
         }
     }
 }
@@ -157,15 +197,22 @@ struct WorkerCommand: ParsableCommand {
         commandName: "worker", abstract: "Claim and run waiting trials of a study from a store until none is left.")
 
     @Option(help: "The study to work on; its spec is read from the store.") var study: String?
-    @Option(help: "Search spec of the study (optional: checked against the one the study was started with).") var spec: String?
+    @Option(help: "Search spec of the study (optional: checked against the one the study was started with).") var spec:
+        String?
     @Option(help: "Worker name (default: host-pid, with -slurm-JOB_TASK under Slurm).") var name: String?
-    @Option(help: "Wait up to this many seconds for the study to appear in the store (workers of a Slurm job may start before its coordinator creates it).") var waitForStudy = 0.0
+    @Option(
+        help: ArgumentHelp(
+            "Wait up to this many seconds for the study to appear in the store (workers of a Slurm job may "
+                + "start before its coordinator creates it).")
+    ) var waitForStudy = 0.0
     @OptionGroup var options: RunnerOptions
     @OptionGroup var store: StoreOptions
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
-        if study == nil && spec == nil { throw ValidationError("name the study: --study NAME (its spec is read from the store), or --spec FILE") }
+        if study == nil && spec == nil {
+            throw ValidationError("name the study: --study NAME (its spec is read from the store), or --spec FILE")
+        }
     }
 
     func run() throws {
@@ -179,7 +226,9 @@ struct WorkerCommand: ParsableCommand {
         let given = try spec.map { try loadSpec($0, students: options.studentsPerClaim) }
         let studyName = study ?? given!.study
         if let given, given.study != studyName {
-            throw SearchError.spec(file: given.file, path: "study", reason: "'\(given.study)' is not the study --study names ('\(studyName)')")
+            throw SearchError.spec(
+                file: given.file, path: "study",
+                reason: "'\(given.study)' is not the study --study names ('\(studyName)')")
         }
         var found = try st.study(named: studyName)
         let deadline = Date().addingTimeInterval(waitForStudy)
@@ -187,17 +236,24 @@ struct WorkerCommand: ParsableCommand {
             try Interruption.sleep(2)
             found = try st.study(named: studyName)
         }
-        guard let row = found else { throw SearchError.store("no study '\(studyName)' in \(st.location); start it with `topiary search run`") }
+        guard let row = found else {
+            throw SearchError.store("no study '\(studyName)' in \(st.location); start it with `topiary search run`")
+        }
         // A worker runs the study's own spec: a spec file that differs (a learning rate, a space)
         // would score the remaining trials under other rules than the ones already recorded.
         if let given, given.json != row.spec {
-            throw SearchError.store("\(given.file) differs from the spec study '\(studyName)' was started with (stored in \(st.location)); "
-                + "a worker runs the study's own spec: drop --spec, or start a new study under another name")
+            throw SearchError.store(
+                "\(given.file) differs from the spec study '\(studyName)' was started with (stored in \(st.location)); "
+                    + "a worker runs the study's own spec: drop --spec, or start a new study under another name")
         }
-        let s = try given ?? parseSpec(row.spec, file: "\(st.location): study '\(studyName)'", students: options.studentsPerClaim)
+        let s =
+            try given
+            ?? parseSpec(row.spec, file: "\(st.location): study '\(studyName)'", students: options.studentsPerClaim)
         let runner = try options.runner(s, st)
         guard Fingerprint.of(runner.teacher) == row.teacherFingerprint else {
-            throw SearchError.store("the teacher at \(s.teacher) is not the one study '\(studyName)' was started with (fingerprint differs)")
+            throw SearchError.store(
+                "the teacher at \(s.teacher) is not the one study '\(studyName)' was started with (fingerprint differs)"
+            )
         }
         let worker = name ?? workerName()
         while true {

@@ -11,7 +11,8 @@ struct SlurmCommand: ParsableCommand {
 struct SlurmSubmit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "submit",
-        abstract: "Submit a study as a Slurm job array: task 0 coordinates (creates the study, advances rungs, and works), the others work.",
+        abstract:
+            "Submit a study as a Slurm job array: task 0 coordinates (creates the study, advances rungs, and works), the others work.",
         discussion: """
             Writes a documented sbatch script to <artifacts>/<study>/slurm/ (or --script) and submits it with sbatch, \
             printing the job id. Every task works from the same PostgreSQL store (--db), the same artifacts folder (a \
@@ -22,16 +23,22 @@ struct SlurmSubmit: ParsableCommand {
             """)
 
     @Argument(help: "Search spec (JSON).") var spec: String
-    @Option(help: "PostgreSQL store every task shares: postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (default: TOPIARY_DB).") var db: String?
+    @Option(
+        help:
+            "PostgreSQL store every task shares: postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (default: TOPIARY_DB)."
+    ) var db: String?
     @Option(parsing: .unconditional, help: "Array tasks (worker processes), the coordinator included.") var workers = 2
     @Option(help: "Slurm partition (default: the cluster's default).") var partition: String?
     @Option(help: "Time limit per task, as sbatch takes it (e.g. 4:00:00).") var time: String?
     @Option(parsing: .unconditional, help: "CPUs per task; also the engine's threads.") var cpusPerWorker = 1
     @Option(parsing: .unconditional, help: "GPUs per task (for a GPU trial backend).") var gpusPerWorker = 0
-    @Option(help: "Artifacts folder on storage every node mounts (default: the spec's \"artifacts\", else results).") var artifacts: String?
+    @Option(help: "Artifacts folder on storage every node mounts (default: the spec's \"artifacts\", else results).")
+    var artifacts: String?
     @Option(parsing: .unconditional, help: "Students distilled together per claim.") var studentsPerClaim = 4
-    @Option(parsing: .unconditional, help: "Seconds without a heartbeat after which a running trial is taken back.") var staleAfter = 60.0
-    @Option(help: "Where to write the script (default: <artifacts>/<study>/slurm/submit-<time>.sh).") var script: String?
+    @Option(parsing: .unconditional, help: "Seconds without a heartbeat after which a running trial is taken back.")
+    var staleAfter = 60.0
+    @Option(help: "Where to write the script (default: <artifacts>/<study>/slurm/submit-<time>.sh).") var script:
+        String?
     @Option(help: "The topiary binary the tasks run (default: this one).") var binary: String?
     @Flag(help: "Print the script and the sbatch command; submit nothing, write nothing.") var dryRun = false
 
@@ -59,30 +66,45 @@ struct SlurmSubmit: ParsableCommand {
             throw ValidationError("\(name): \(problem); it would break the generated sbatch script")
         }
         if !spaces, value.contains(where: \.isWhitespace) {
-            throw ValidationError("\(name) \(value.debugDescription): contains white space, which an #SBATCH directive cannot hold")
+            throw ValidationError(
+                "\(name) \(value.debugDescription): contains white space, which an #SBATCH directive cannot hold")
         }
     }
     func run() throws {
         let s = try loadSpec(spec, students: studentsPerClaim)
         let url = StudyStore.defaultPath(db)
         guard StudyStore.schemes.contains(where: { url.lowercased().hasPrefix($0 + "://") }) else {
-            throw ValidationError("--db \(url): a Slurm study needs a PostgreSQL store (postgresql://USER@HOST[:PORT]/DATABASE) that every node reaches; a SQLite file cannot be shared between machines")
+            throw ValidationError(
+                "--db \(url): a Slurm study needs a PostgreSQL store (postgresql://USER@HOST[:PORT]/DATABASE) "
+                    + "that every node reaches; a SQLite file cannot be shared between machines"
+            )
         }
         // Checked now rather than in the tasks: a wrong URL fails here, not on every node.
         if !dryRun { try StudyStore(path: url, access: .create).close() }
         let cwd = FileManager.default.currentDirectoryPath
-        let root = directoryURL(Artifacts.root(option: artifacts, spec: s, fallback: "results")).standardizedFileURL.path
+        let root = directoryURL(Artifacts.root(option: artifacts, spec: s, fallback: "results")).standardizedFileURL
+            .path
         let specPath = URL(fileURLWithPath: spec).standardizedFileURL.path
-        let exe = binary ?? (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let exe =
+            binary ?? (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? CommandLine.arguments[0]
         let logs = "\(root)/\(s.study)/slurm"
-        for (value, name) in [(root, "the artifacts folder"), (specPath, "the spec's path"), (cwd, "the working directory"), (exe, "the topiary binary")] {
+        for (value, name) in [
+            (root, "the artifacts folder"), (specPath, "the spec's path"), (cwd, "the working directory"),
+            (exe, "the topiary binary")
+        ] {
             try Self.requireScriptSafe(value, name)
         }
         // No --db: the tasks read the store from TOPIARY_DB (exported by sbatch), so that the URL
         // and its password never appear in a process's argv.
-        let common = "--artifacts \(Self.quote(root)) --students-per-claim \(studentsPerClaim) --stale-after \(Int(staleAfter)) --threads \(cpusPerWorker)"
-        var directives = ["--job-name=topiary-\(s.study)", "--array=0-\(workers - 1)", "--ntasks=1", "--cpus-per-task=\(cpusPerWorker)",
-                          "--output=\(logs)/%A_%a.out", "--open-mode=append"]
+        let common =
+            "--artifacts \(Self.quote(root)) --students-per-claim \(studentsPerClaim) --stale-after "
+            + "\(Int(staleAfter)) --threads \(cpusPerWorker)"
+        var directives = [
+            "--job-name=topiary-\(s.study)", "--array=0-\(workers - 1)", "--ntasks=1",
+            "--cpus-per-task=\(cpusPerWorker)",
+            "--output=\(logs)/%A_%a.out", "--open-mode=append"
+        ]
         if gpusPerWorker > 0 { directives.append("--gpus-per-task=\(gpusPerWorker)") }
         if let partition { directives.append("--partition=\(partition)") }
         if let time { directives.append("--time=\(time)") }
@@ -121,7 +143,8 @@ struct SlurmSubmit: ParsableCommand {
             return
         }
         try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: URL(fileURLWithPath: file).deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: URL(fileURLWithPath: file).deletingLastPathComponent(), withIntermediateDirectories: true)
         try AtomicFile.write(Data(text.utf8), to: URL(fileURLWithPath: file))
         chmod(file, 0o755)
         let p = Process()
@@ -138,11 +161,20 @@ struct SlurmSubmit: ParsableCommand {
         let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw SearchError.store("sbatch \(file) failed (exit \(p.terminationStatus)): \(errors.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw SearchError.store(
+                "sbatch \(file) failed (exit \(p.terminationStatus)): \(errors.trimmingCharacters(in: .whitespacesAndNewlines))"
+            )
         }
-        let job = output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ";").first.map(String.init) ?? output
-        print("submitted job \(job): \(workers) task(s) of study '\(s.study)' (script \(file), logs \(logs)/\(job)_<task>.out)")
-        print("follow it: `topiary results studies --db \(StudyStore.redacted(url))`, `squeue -j \(job)`; stop it: `scancel \(job)` (submitting again resumes)")
+        let job =
+            output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ";").first.map(String.init)
+            ?? output
+        print(
+            "submitted job \(job): \(workers) task(s) of study '\(s.study)' (script \(file), logs \(logs)/\(job)_<task>.out)"
+        )
+        print(
+            "follow it: `topiary results studies --db \(StudyStore.redacted(url))`, `squeue -j \(job)`; stop "
+                + "it: `scancel \(job)` (submitting again resumes)"
+        )
     }
 
     static func stamp() -> String {

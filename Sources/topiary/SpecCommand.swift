@@ -11,8 +11,12 @@ struct SpecCommand: ParsableCommand {
 /// Loads and validates a spec file, reading the teacher's config.json (not its weights).
 func loadSpec(_ path: String, students: Int = 4) throws -> SearchSpec {
     let data: Data
-    do { data = try FileIO.read(fileURL(path), what: "spec") } catch { throw SearchError.spec(file: path, path: "(file)", reason: "\(error)") }
-    guard let json = JSON.parse(data) else { throw SearchError.spec(file: path, path: "(root)", reason: "malformed JSON") }
+    do { data = try FileIO.read(fileURL(path), what: "spec") } catch {
+        throw SearchError.spec(file: path, path: "(file)", reason: "\(error)")
+    }
+    guard let json = JSON.parse(data) else {
+        throw SearchError.spec(file: path, path: "(root)", reason: "malformed JSON")
+    }
     return try parseSpec(json, file: path, students: students)
 }
 
@@ -23,7 +27,9 @@ func parseSpec(_ json: JSON, file: String, students: Int = 4) throws -> SearchSp
     var teacherConfig: ModelConfig?
     let spec = try SearchSpec(json: json, file: file) { teacher in
         let url = directoryURL(teacher).appendingPathComponent("config.json")
-        guard FileManager.default.fileExists(atPath: url.path) else { throw ModelError.io(path: teacher, reason: "no teacher checkpoint here (config.json missing)") }
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw ModelError.io(path: teacher, reason: "no teacher checkpoint here (config.json missing)")
+        }
         teacherConfig = try ModelConfig.load(url)
         return teacherConfig!
     }
@@ -35,11 +41,14 @@ func parseSpec(_ json: JSON, file: String, students: Int = 4) throws -> SearchSp
 struct SpecCheck: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Validate a search spec and print the candidates it would run, with exact parameter counts; touches no store.")
+        abstract:
+            "Validate a search spec and print the candidates it would run, with exact parameter counts; touches no store."
+    )
 
     @Argument(help: "Search spec (JSON).") var spec: String
     @Flag(help: "Print JSON.") var json = false
-    @Option(parsing: .unconditional, help: "List at most K candidates (the full count is always shown).") var limit = 100
+    @Option(parsing: .unconditional, help: "List at most K candidates (the full count is always shown).") var limit =
+        100
 
     func validate() throws { try requireRange("--limit", limit, 0...Int.max) }
 
@@ -53,34 +62,59 @@ struct SpecCheck: ParsableCommand {
         try e.requireWithinLimit(s)
         let shown = e.candidates.prefix(limit)
         if json {
-            printJSON(.array(shown.map { c in
-                ["candidate": .string(c.hash), "architecture": c.architecture, "parameters": JSON(c.parameters),
-                 "non_embedding_parameters": JSON(c.nonEmbeddingParameters), "active_parameters": JSON(c.activeParameters),
-                 "flops_per_token": JSON(c.flopsPerToken)]
-            }))
+            printJSON(
+                .array(
+                    shown.map { c in
+                        [
+                            "candidate": .string(c.hash), "architecture": c.architecture,
+                            "parameters": JSON(c.parameters),
+                            "non_embedding_parameters": JSON(c.nonEmbeddingParameters),
+                            "active_parameters": JSON(c.activeParameters),
+                            "flops_per_token": JSON(c.flopsPerToken)
+                        ]
+                    }))
             return
         }
-        print("study \(s.study): teacher \(s.teacher) (\(teacher.parameterCount) parameters), strategy \(s.strategy.name), objective \(s.objective.rawValue)")
+        print(
+            "study \(s.study): teacher \(s.teacher) (\(teacher.parameterCount) parameters), strategy "
+                + "\(s.strategy.name), objective \(s.objective.rawValue)"
+        )
         switch s.backend.kind {
         case .builtin: break
         case let .torch(python, script):
-            print("backend: torch on \(s.backend.device), \(s.backend.dtype) (\(python)\(script.map { " \($0)" } ?? ""); heartbeat timeout \(Int(s.backend.heartbeatTimeout)) s)")
+            print(
+                "backend: torch on \(s.backend.device), \(s.backend.dtype) "
+                    + "(\(python)\(script.map { " \($0)" } ?? ""); heartbeat timeout \(Int(s.backend.heartbeatTimeout)) s)"
+            )
         case let .command(parts):
-            print("backend: \(parts.joined(separator: " ")) JOB.json on \(s.backend.device) (heartbeat timeout \(Int(s.backend.heartbeatTimeout)) s)")
+            print(
+                "backend: \(parts.joined(separator: " ")) JOB.json on \(s.backend.device) (heartbeat timeout "
+                    + "\(Int(s.backend.heartbeatTimeout)) s)"
+            )
         }
         func range(_ lo: Int, _ hi: Int) -> String { "[\(lo), \(hi == Int.max ? "∞" : String(hi))]" }
-        print("budget: \(s.budget.count.rawValue) parameters in \(range(s.budget.minimum, s.budget.maximum))"
-              + s.budget.bounds.map { ", \($0.count.rawValue) in \(range($0.minimum, $0.maximum))" }.joined())
+        print(
+            "budget: \(s.budget.count.rawValue) parameters in \(range(s.budget.minimum, s.budget.maximum))"
+                + s.budget.bounds.map { ", \($0.count.rawValue) in \(range($0.minimum, $0.maximum))" }.joined())
         let moe = teacher.family.isMixture
-        print("candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "") + "  parameters  non-embedding  FLOPs/token")
+        print(
+            "candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "")
+                + "  parameters  non-embedding  FLOPs/token")
         for c in shown {
             let k = c.config
-            let experts = moe ? String(format: "%7d %5d %12d ", k.numLocalExperts, k.numExpertsPerTok, c.activeParameters) : ""
-            print(String(format: "%@ %6d %6d %5d %2d %5d ", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
-                         k.numAttentionHeads, k.numKeyValueHeads, moe ? k.expertWidth : k.intermediateSize) + experts
-                  + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken))
+            let experts =
+                moe ? String(format: "%7d %5d %12d ", k.numLocalExperts, k.numExpertsPerTok, c.activeParameters) : ""
+            print(
+                String(
+                    format: "%@ %6d %6d %5d %2d %5d ", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
+                    k.numAttentionHeads, k.numKeyValueHeads, moe ? k.expertWidth : k.intermediateSize) + experts
+                    + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken))
         }
-        if shown.count < e.candidates.count { print("… \(e.candidates.count - shown.count) more (--limit \(limit); --limit \(e.candidates.count) lists all)") }
+        if shown.count < e.candidates.count {
+            print(
+                "… \(e.candidates.count - shown.count) more (--limit \(limit); --limit \(e.candidates.count) lists all)"
+            )
+        }
         print("\(e.candidates.count) candidates of \(e.explanation) (enumerated in \(String(format: "%.1f", ms)) ms)")
     }
 }

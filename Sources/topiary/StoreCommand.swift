@@ -4,7 +4,8 @@ import Search
 
 struct StoreCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "store", abstract: "Move studies between stores (SQLite files and PostgreSQL databases).", subcommands: [StoreCopy.self])
+        commandName: "store", abstract: "Move studies between stores (SQLite files and PostgreSQL databases).",
+        subcommands: [StoreCopy.self])
 }
 
 struct StoreCopy: ParsableCommand {
@@ -25,6 +26,8 @@ struct StoreCopy: ParsableCommand {
         let source = try StudyStore(path: from, access: .read)
         let target = try StudyStore(path: to, access: .create)
         let copied = try source.copy(studies: study.isEmpty ? nil : study, to: target) { print($0) }
-        print("copied \(copied.count) stud\(copied.count == 1 ? "y" : "ies") from \(source.location) to \(target.location)")
+        print(
+            "copied \(copied.count) stud\(copied.count == 1 ? "y" : "ies") from \(source.location) to \(target.location)"
+        )
     }
 }

@@ -15,7 +15,9 @@ func readJSONLines(_ body: (Int, JSON) throws -> Void) throws {
     while let line = readLine(strippingNewline: true) {
         lineNumber += 1
         if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-        guard let json = JSON.parse(Data(line.utf8)) else { throw ModelError.invalidInput("stdin line \(lineNumber): not JSON") }
+        guard let json = JSON.parse(Data(line.utf8)) else {
+            throw ModelError.invalidInput("stdin line \(lineNumber): not JSON")
+        }
         try body(lineNumber, json)
     }
 }
@@ -28,16 +30,23 @@ struct TokenizerEncode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encode", abstract: "Read {\"text\": …} lines on stdin; write {\"ids\": […]} lines.")
     @Option(help: "`byte` or a tokenizer.json path.") var tokenizer: String
-    @Flag(help: "Apply the tokenizer's post-processor (add_special_tokens=True: Llama 3's BOS), as data prepare does per document.")
+    @Flag(
+        help:
+            "Apply the tokenizer's post-processor (add_special_tokens=True: Llama 3's BOS), as data prepare does per document."
+    )
     var specialTokens = false
 
     func run() throws {
         let tok = try loadTokenizer(tokenizer)
         try readJSONLines { n, json in
-            guard let text = json["text"]?.string else { throw ModelError.invalidInput("stdin line \(n): expected {\"text\": string}") }
+            guard let text = json["text"]?.string else {
+                throw ModelError.invalidInput("stdin line \(n): expected {\"text\": string}")
+            }
             // Written as text directly: a JSON tree of ten million ids costs gigabytes.
             var line = "{\"ids\":["
-            for (i, id) in (specialTokens ? tok.encodeDocument(text) : tok.encode(text)).enumerated() { line += i == 0 ? String(id) : "," + String(id) }
+            for (i, id) in (specialTokens ? tok.encodeDocument(text) : tok.encode(text)).enumerated() {
+                line += i == 0 ? String(id) : "," + String(id)
+            }
             line += "]}\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }

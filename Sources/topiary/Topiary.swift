@@ -8,10 +8,13 @@ struct Topiary: ParsableCommand {
         commandName: "topiary",
         abstract: "Neural architecture search that prunes and distils a large language model into small ones.",
         version: "topiary \(topiaryVersion)\n\(RuntimePlatform.current.summary)",
-        subcommands: [ModelCommand.self, DataCommand.self, StoreCommand.self, TokenizerCommand.self, TeacherCommand.self,
-                      ImportanceCommand.self, PruneCommand.self, DistillCommand.self, RankingCommand.self, SpecCommand.self,
-                      SearchCommand.self, WorkerCommand.self, SlurmCommand.self, ResultsCommand.self, ExportCommand.self, BatchCommand.self,
-                      BenchCommand.self, DoctorCommand.self, ReportCommand.self, ServeCommand.self])
+        subcommands: [
+            ModelCommand.self, DataCommand.self, StoreCommand.self, TokenizerCommand.self, TeacherCommand.self,
+            ImportanceCommand.self, PruneCommand.self, DistillCommand.self, RankingCommand.self, SpecCommand.self,
+            SearchCommand.self, WorkerCommand.self, SlurmCommand.self, ResultsCommand.self, ExportCommand.self,
+            BatchCommand.self,
+            BenchCommand.self, DoctorCommand.self, ReportCommand.self, ServeCommand.self
+        ])
 
     /// Chooses the OpenBLAS core before anything else runs (it may start this process once more
     /// with `OPENBLAS_CORETYPE` set; see `RuntimePlatform`), then parses and runs the command.

@@ -67,9 +67,15 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         guard let model = json["model"]?.object else { throw fail("model", "missing") }
         let type = model["type"]?.string ?? "?"
         guard type == "BPE" else { throw fail("model.type", "'\(type)' is not supported (only BPE)") }
-        if let cs = model["continuing_subword_prefix"]?.string, !cs.isEmpty { throw fail("model.continuing_subword_prefix", "not supported") }
-        if let ew = model["end_of_word_suffix"]?.string, !ew.isEmpty { throw fail("model.end_of_word_suffix", "not supported") }
-        if let d = model["dropout"]?.double, d > 0 { throw fail("model.dropout", "BPE dropout \(d) is not supported (tokenisation would be random)") }
+        if let cs = model["continuing_subword_prefix"]?.string, !cs.isEmpty {
+            throw fail("model.continuing_subword_prefix", "not supported")
+        }
+        if let ew = model["end_of_word_suffix"]?.string, !ew.isEmpty {
+            throw fail("model.end_of_word_suffix", "not supported")
+        }
+        if let d = model["dropout"]?.double, d > 0 {
+            throw fail("model.dropout", "BPE dropout \(d) is not supported (tokenisation would be random)")
+        }
         normalizers = try NormalizerStep.parse(json["normalizer"], fail: fail)
         decoders = try DecoderStep.parse(json["decoder"], fail: fail)
         postProcessor = try PostProcessor.parse(json["post_processor"], fail: fail)
@@ -98,7 +104,9 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
                 throw fail("pre_tokenizer", "a Sequence is supported only as [Split, ByteLevel]")
             }
             let split = steps[0]
-            guard let pattern = split["pattern"]?["Regex"]?.string else { throw fail("pre_tokenizer.pretokenizers[0].pattern", "only a Regex pattern is supported") }
+            guard let pattern = split["pattern"]?["Regex"]?.string else {
+                throw fail("pre_tokenizer.pretokenizers[0].pattern", "only a Regex pattern is supported")
+            }
             guard split["behavior"]?.string == "Isolated", split["invert"]?.bool != true else {
                 throw fail("pre_tokenizer.pretokenizers[0].behavior", "only Isolated (not inverted) is supported")
             }
@@ -108,7 +116,10 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
             }
             preTokenization = try byteLevel(steps[1], split: regex)
         default:
-            throw fail("pre_tokenizer.type", "'\(pre?["type"]?.string ?? "?")' is not supported (ByteLevel, Sequence [Split, ByteLevel], Metaspace, or null)")
+            throw fail(
+                "pre_tokenizer.type",
+                "'\(pre?["type"]?.string ?? "?")' is not supported (ByteLevel, Sequence [Split, ByteLevel], Metaspace, or null)"
+            )
         }
         byteFallback = model["byte_fallback"]?.bool ?? false
         fuseUnknown = model["fuse_unk"]?.bool ?? false
@@ -118,7 +129,9 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         /// Ids are stored in u16/u32 shards and read as Int32 by the model: bound them well below.
         let maxID = Self.maxTokenID
         func checkedID(_ value: JSON?, _ key: String) throws -> Int {
-            guard let id = value?.int else { throw fail(key, "id \(value.map { "\($0)" } ?? "missing") is not an integer") }
+            guard let id = value?.int else {
+                throw fail(key, "id \(value.map { "\($0)" } ?? "missing") is not an integer")
+            }
             guard id >= 0 else { throw fail(key, "id \(id) is negative") }
             guard id <= maxID else { throw fail(key, "id \(id) is beyond any vocabulary (at most \(maxID))") }
             return id
@@ -126,24 +139,36 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         var vocab: [String: Int] = [:]
         for (token, id) in vocabJSON { vocab[token] = try checkedID(id, "model.vocab.\(token)") }
         var ranks: [String: Int] = [:]
-        if let merges = model["merges"], merges.array == nil, merges != .null { throw fail("model.merges", "not an array") }
+        if let merges = model["merges"], merges.array == nil, merges != .null {
+            throw fail("model.merges", "not an array")
+        }
         for (i, m) in (model["merges"]?.array ?? []).enumerated() {
             let pair: [String]
-            if let s = m.string { pair = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init) }
-            else { pair = m.array?.compactMap(\.string) ?? [] }
+            if let s = m.string {
+                pair = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            } else {
+                pair = m.array?.compactMap(\.string) ?? []
+            }
             guard pair.count == 2 else { throw fail("model.merges[\(i)]", "not a pair") }
             if ranks[pair[0] + " " + pair[1]] == nil { ranks[pair[0] + " " + pair[1]] = i }
         }
         var added: [(String, Int, Bool)] = []
-        if let list = json["added_tokens"], list.array == nil, list != .null { throw fail("added_tokens", "not an array") }
+        if let list = json["added_tokens"], list.array == nil, list != .null {
+            throw fail("added_tokens", "not an array")
+        }
         for (i, t) in (json["added_tokens"]?.array ?? []).enumerated() {
-            guard let content = t["content"]?.string, !content.isEmpty else { throw fail("added_tokens[\(i)].content", "missing or not a non-empty string") }
+            guard let content = t["content"]?.string, !content.isEmpty else {
+                throw fail("added_tokens[\(i)].content", "missing or not a non-empty string")
+            }
             let id = try checkedID(t["id"], "added_tokens[\(i)].id")
             for flag in ["single_word", "lstrip", "rstrip"] where t[flag]?.bool == true {
                 throw fail("added_tokens[\(i)].\(flag)", "'\(content)': \(flag) is not supported")
             }
             if t["normalized"]?.bool == true, normalizers.contains(where: { $0 != .nfc }) {
-                throw fail("added_tokens[\(i)].normalized", "'\(content)' is matched after normalisation; only tokens matched on the raw text are supported with this normalizer")
+                throw fail(
+                    "added_tokens[\(i)].normalized",
+                    "'\(content)' is matched after normalisation; only tokens matched on the raw text are supported with this normalizer"
+                )
             }
             added.append((content, id, t["special"]?.bool ?? false))
             vocab[content] = id
@@ -171,10 +196,12 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
             endOfTextDescription = "'\(name)' (id \(endOfText))"
         } else if let special = added.first(where: { $0.2 }) {
             endOfText = special.1
-            endOfTextDescription = "'\(special.0)' (id \(special.1)), the first special added token (none is named \(eosNames.joined(separator: ", ")))"
+            endOfTextDescription =
+                "'\(special.0)' (id \(special.1)), the first special added token (none is named \(eosNames.joined(separator: ", ")))"
         } else {
             endOfText = 0
-            endOfTextDescription = "id 0 ('\(vocab.first { $0.value == 0 }?.key ?? "?")'): the tokenizer has no end-of-text or special token"
+            endOfTextDescription =
+                "id 0 ('\(vocab.first { $0.value == 0 }?.key ?? "?")'): the tokenizer has no end-of-text or special token"
         }
         byteToChar = Self.bytesToUnicode()
         charToByte = Dictionary(uniqueKeysWithValues: byteToChar.enumerated().map { ($1, UInt8($0)) })
@@ -217,7 +244,9 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         while !rest.isEmpty {
             var best: (range: Range<Substring.Index>, id: Int)? = nil
             for a in added {
-                if let r = rest.range(of: a.content), best == nil || r.lowerBound < best!.range.lowerBound { best = (r, a.id) }
+                if let r = rest.range(of: a.content), best == nil || r.lowerBound < best!.range.lowerBound {
+                    best = (r, a.id)
+                }
             }
             guard let b = best else { out.append(.text(String(rest))); break }
             if b.range.lowerBound > rest.startIndex { out.append(.text(String(rest[..<b.range.lowerBound]))) }
@@ -247,7 +276,9 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
         case let .metaspace(r, scheme, split):
             guard !text.isEmpty else { return }
             var s = String(String.UnicodeScalarView(text.unicodeScalars.map { $0 == " " ? r : $0 }))
-            if (scheme == .always || scheme == .first && first) && s.unicodeScalars.first != r { s = String(Character(r)) + s }
+            if (scheme == .always || scheme == .first && first) && s.unicodeScalars.first != r {
+                s = String(Character(r)) + s
+            }
             guard split else { body(s); return }
             var piece = String.UnicodeScalarView()
             for c in s.unicodeScalars {
@@ -330,7 +361,9 @@ public struct BPETokenizer: Tokenizer, @unchecked Sendable {
                 if !a.special { tokens.append(a.content) }
                 continue
             }
-            guard let token = idToToken[id] else { throw ModelError.invalidInput("token id \(id) is not in the tokenizer's vocabulary") }
+            guard let token = idToToken[id] else {
+                throw ModelError.invalidInput("token id \(id) is not in the tokenizer's vocabulary")
+            }
             tokens.append(token)
         }
         return decoders.reduce(tokens) { $1.apply($0, charToByte: charToByte) }.joined()

@@ -50,8 +50,10 @@ public enum CorpusReader {
     ///   - separator: for `.text`, a line that separates documents (nil: one document per file).
     /// - Throws: ``ModelError/io(path:reason:)`` when the file cannot be read, or when a JSON
     ///   line is malformed (naming the line).
-    public static func read(_ url: URL, format: CorpusFormat, language: String, separator: String? = nil,
-                            skipped: inout SkipReport) throws -> [Document] {
+    public static func read(
+        _ url: URL, format: CorpusFormat, language: String, separator: String? = nil,
+        skipped: inout SkipReport
+    ) throws -> [Document] {
         let data: Data
         data = try FileIO.read(url, what: "corpus file")
         switch format {
@@ -64,7 +66,9 @@ public enum CorpusReader {
             if format == .fortune {
                 parts = fortuneEntries(text)
             } else if let separator {
-                parts = text.components(separatedBy: "\n\(separator)\n").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+                parts = text.components(separatedBy: "\n\(separator)\n").map {
+                    $0.trimmingCharacters(in: .whitespacesAndNewlines)
+                }
             } else {
                 parts = [text.trimmingCharacters(in: .whitespacesAndNewlines)]
             }
@@ -78,7 +82,9 @@ public enum CorpusReader {
                 if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
                 guard String(data: line, encoding: .utf8) != nil else { skipped.invalidUTF8Documents += 1; continue }
                 guard let object = JSON.parse(Data(line))?.object, let text = object["text"]?.string else {
-                    throw ModelError.io(path: "\(url.path):\(lineNumber)", reason: "expected a JSON object with a string \"text\" field")
+                    throw ModelError.io(
+                        path: "\(url.path):\(lineNumber)", reason: "expected a JSON object with a string \"text\" field"
+                    )
                 }
                 if text.isEmpty { skipped.emptyDocuments += 1; continue }
                 docs.append(Document(text: text, language: object["lang"]?.string ?? language))
@@ -91,7 +97,7 @@ public enum CorpusReader {
     public static let debianFortunePackages: [(package: String, language: String)] = [
         ("fortunes", "en"), ("fortunes-de", "de"), ("fortunes-es", "es"), ("fortunes-it", "it"),
         ("fortunes-br", "pt"), ("fortunes-pl", "pl"), ("fortunes-cs", "cs"), ("fortunes-ru", "ru"),
-        ("fortunes-bg", "bg"), ("fortunes-zh", "zh"), ("fortunes-eo", "eo"), ("fortunes-ga", "ga"),
+        ("fortunes-bg", "bg"), ("fortunes-zh", "zh"), ("fortunes-eo", "eo"), ("fortunes-ga", "ga")
     ]
 
     /// The fortune files each installed package owns (from `dpkg -L`), language from the
@@ -113,15 +119,21 @@ public enum CorpusReader {
             let output = pipe.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             guard process.terminationStatus == 0 else {
-                throw ModelError.io(path: package, reason: "Debian package not installed (run scripts/setup.sh, or apt-get install \(package))")
+                throw ModelError.io(
+                    path: package,
+                    reason: "Debian package not installed (run scripts/setup.sh, or apt-get install \(package))")
             }
             let paths = String(decoding: output, as: UTF8.self).split(separator: "\n").map(String.init)
                 .filter { $0.contains("/games/fortunes/") && !$0.hasSuffix(".dat") }
-            let selected = selectFortuneFiles(paths, skipped: &skipped, isRegularFile: { path in
-                var isDirectory: ObjCBool = false
-                return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
-                    && (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) == nil
-            }, size: { ((try? FileManager.default.attributesOfItem(atPath: $0))?[.size] as? NSNumber)?.intValue ?? 0 })
+            let selected = selectFortuneFiles(
+                paths, skipped: &skipped,
+                isRegularFile: { path in
+                    var isDirectory: ObjCBool = false
+                    return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+                        && !isDirectory.boolValue
+                        && (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) == nil
+                },
+                size: { ((try? FileManager.default.attributesOfItem(atPath: $0))?[.size] as? NSNumber)?.intValue ?? 0 })
             result += selected.map { (URL(fileURLWithPath: $0), language) }
         }
         return result
@@ -130,14 +142,16 @@ public enum CorpusReader {
     /// The rule of ``debianFortuneFiles(skipped:)`` on a package's file list: regular files only
     /// (no symlinks, no `.dat`), no `off` directory, the UTF-8 twin `NAME.u8` instead of `NAME`
     /// when the twin is a non-empty file, and never an empty `.u8` placeholder.
-    public static func selectFortuneFiles(_ paths: [String], skipped: inout SkipReport,
-                                          isRegularFile: (String) -> Bool, size: (String) -> Int) -> [String] {
+    public static func selectFortuneFiles(
+        _ paths: [String], skipped: inout SkipReport,
+        isRegularFile: (String) -> Bool, size: (String) -> Int
+    ) -> [String] {
         var result: [String] = []
         for path in paths.sorted() where !path.hasSuffix(".dat") {
             guard isRegularFile(path) else { continue }
             if path.split(separator: "/").contains("off") { skipped.offensiveFiles.append(path); continue }
             if isRegularFile(path + ".u8"), size(path + ".u8") > 0 { skipped.replacedByUTF8Twin.append(path); continue }
-            if path.hasSuffix(".u8"), size(path) == 0 { continue }   // fortunes-pl ships empty .u8 placeholders
+            if path.hasSuffix(".u8"), size(path) == 0 { continue } // fortunes-pl ships empty .u8 placeholders
             result.append(path)
         }
         return result

@@ -21,12 +21,16 @@ public struct PostProcessor: Sendable, Equatable {
 
     /// Parses `json` (the `post_processor` value).
     /// - Throws: through `fail(key, reason)` for an unknown type or a malformed template.
-    static func parse(_ json: JSON?, fail: (String, String) -> ModelError, key: String = "post_processor") throws -> PostProcessor {
+    static func parse(_ json: JSON?, fail: (String, String) -> ModelError, key: String = "post_processor") throws
+        -> PostProcessor
+    {
         guard let json, !json.isNull else { return PostProcessor() }
         guard let type = json["type"]?.string else { throw fail(key, "expected an object with a type") }
         func id(_ v: JSON?, _ k: String) throws -> Int {
             // Bert/Roberta write [token, id].
-            guard let pair = v?.array, pair.count == 2, let n = pair[1].int, n >= 0 else { throw fail("\(key).\(k)", "expected [token, id]") }
+            guard let pair = v?.array, pair.count == 2, let n = pair[1].int, n >= 0 else {
+                throw fail("\(key).\(k)", "expected [token, id]")
+            }
             return n
         }
         switch type {
@@ -50,7 +54,9 @@ public struct PostProcessor: Sendable, Equatable {
             var seenSequence = false
             for (i, item) in single.enumerated() {
                 if item["Sequence"] != nil {
-                    guard !seenSequence else { throw fail("\(key).single[\(i)]", "a second sequence in a single template") }
+                    guard !seenSequence else {
+                        throw fail("\(key).single[\(i)]", "a second sequence in a single template")
+                    }
                     seenSequence = true
                 } else if let name = item["SpecialToken"]?["id"]?.string {
                     guard let ids = specials[name]?["ids"]?.array?.compactMap(\.int), !ids.isEmpty else {
@@ -64,7 +70,10 @@ public struct PostProcessor: Sendable, Equatable {
             guard seenSequence else { throw fail("\(key).single", "the template has no sequence (A)") }
             return out
         default:
-            throw fail("\(key).type", "'\(type)' is not supported (TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence)")
+            throw fail(
+                "\(key).type",
+                "'\(type)' is not supported (TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence)"
+            )
         }
     }
 }

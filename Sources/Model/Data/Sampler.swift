@@ -44,17 +44,23 @@ public struct BatchSampler: Sendable {
     public let seed: UInt64
 
     /// - Throws: ``ModelError/invalidInput(_:)`` when a language has fewer than T+1 tokens.
-    public init(shards: TokenShards, split: String = "train", batch: Int, sequence: Int,
-                sampling: LanguageSampling, seed: UInt64, only language: String? = nil) throws {
+    public init(
+        shards: TokenShards, split: String = "train", batch: Int, sequence: Int,
+        sampling: LanguageSampling, seed: UInt64, only language: String? = nil
+    ) throws {
         let stats = shards.stats[split] ?? [:]
         var langs = shards.languages.filter { (stats[$0]?.tokens ?? 0) > 0 }
         if let language {
-            guard langs.contains(language) else { throw ModelError.invalidInput("language '\(language)' is not in the corpus (\(langs.joined(separator: ", ")))") }
+            guard langs.contains(language) else {
+                throw ModelError.invalidInput(
+                    "language '\(language)' is not in the corpus (\(langs.joined(separator: ", ")))")
+            }
             langs = [language]
         }
         guard !langs.isEmpty else { throw ModelError.invalidInput("the corpus has no \(split) tokens in any language") }
         for l in langs where stats[l]!.tokens < sequence + 1 {
-            throw ModelError.invalidInput("language '\(l)' has \(stats[l]!.tokens) \(split) tokens, fewer than one window of \(sequence + 1)")
+            throw ModelError.invalidInput(
+                "language '\(l)' has \(stats[l]!.tokens) \(split) tokens, fewer than one window of \(sequence + 1)")
         }
         languages = langs
         ranges = langs.map { stats[$0]!.tokenStart..<stats[$0]!.tokenEnd }
@@ -79,7 +85,9 @@ public struct BatchSampler: Sendable {
             for (i, p) in probabilities.enumerated() { acc += p; if u < acc { li = i; break } }
             let r = ranges[li]
             let start = r.lowerBound + Int(rng.next() % UInt64(r.count - T))
-            window.withUnsafeMutableBufferPointer { shards.tokens(split, start: start, count: T + 1, into: $0.baseAddress!) }
+            window.withUnsafeMutableBufferPointer {
+                shards.tokens(split, start: start, count: T + 1, into: $0.baseAddress!)
+            }
             for t in 0..<T { tokens[b * T + t] = window[t]; targets[b * T + t] = window[t + 1] }
             rowLanguages.append(li)
         }

@@ -37,10 +37,16 @@ public final class TokenShards: @unchecked Sendable {
         let manifestURL = directory.appendingPathComponent("manifest.json")
         let data: Data
         do { data = try FileIO.read(manifestURL, what: "corpus manifest") } catch {
-            throw ModelError.io(path: manifestURL.path, reason: "not a prepared corpus (run `topiary data prepare` first): \((error as? ModelError).map { if case let .io(_, r) = $0 { return r } else { return "\($0)" } } ?? "\(error)")")
+            throw ModelError.io(
+                path: manifestURL.path,
+                reason:
+                    "not a prepared corpus (run `topiary data prepare` first): "
+                    + "\((error as? ModelError).map { if case let .io(_, r) = $0 { return r } else { return "\($0)" } } ?? "\(error)")"
+            )
         }
         guard let manifest = JSON.parse(data), manifest["format"]?.string == "topiary-shards-1" else {
-            throw ModelError.io(path: manifestURL.path, reason: "not a prepared corpus (run `topiary data prepare` first)")
+            throw ModelError.io(
+                path: manifestURL.path, reason: "not a prepared corpus (run `topiary data prepare` first)")
         }
         self.manifest = manifest
         languages = manifest["languages"]?.array?.compactMap(\.string) ?? []
@@ -61,19 +67,29 @@ public final class TokenShards: @unchecked Sendable {
                 st.tokenEnd = s["token_end"]?.int ?? 0
                 // Each language is one token range: the sampler and evaluation index with it.
                 guard languages.contains(lang), st.tokenStart >= 0, st.tokenStart <= st.tokenEnd,
-                      st.tokens == st.tokenEnd - st.tokenStart, st.documents >= 0, st.bytes >= 0 else {
-                    throw ModelError.io(path: manifestURL.path, reason: "splits.\(split).languages.\(lang): an inconsistent entry "
-                        + "(token_start \(st.tokenStart), token_end \(st.tokenEnd), tokens \(st.tokens)\(languages.contains(lang) ? "" : ", not in languages")); the corpus is damaged — prepare it again")
+                    st.tokens == st.tokenEnd - st.tokenStart, st.documents >= 0, st.bytes >= 0
+                else {
+                    throw ModelError.io(
+                        path: manifestURL.path,
+                        reason: "splits.\(split).languages.\(lang): an inconsistent entry "
+                            + "(token_start \(st.tokenStart), token_end \(st.tokenEnd), tokens "
+                            + "\(st.tokens)\(languages.contains(lang) ? "" : ", not in languages")); the "
+                            + "corpus is damaged — prepare it again"
+                    )
                 }
                 perLanguage[lang] = st
             }
             let sorted = perLanguage.values.sorted { $0.tokenStart < $1.tokenStart }
             for (a, b) in zip(sorted, sorted.dropFirst()) where a.tokenEnd > b.tokenStart {
-                throw ModelError.io(path: manifestURL.path, reason: "splits.\(split): language token ranges overlap; the corpus is damaged — prepare it again")
+                throw ModelError.io(
+                    path: manifestURL.path,
+                    reason: "splits.\(split): language token ranges overlap; the corpus is damaged — prepare it again")
             }
             let expected = perLanguage.values.map(\.tokenEnd).max() ?? 0
             guard tokens.count == expected * (wide ? 4 : 2) else {
-                throw ModelError.io(path: url.path, reason: "holds \(tokens.count) bytes but manifest.json describes \(expected) tokens (truncated?)")
+                throw ModelError.io(
+                    path: url.path,
+                    reason: "holds \(tokens.count) bytes but manifest.json describes \(expected) tokens (truncated?)")
             }
             tokenData[split] = tokens
             stats[split] = perLanguage
@@ -112,9 +128,11 @@ public enum ShardWriter {
     /// - Throws: ``ModelError/invalidInput(_:)`` for an empty corpus or a language with too few
     ///   documents for a validation split; ``ModelError/io(path:reason:)`` when writing fails or
     ///   `directory` exists and `overwrite` is false.
-    public static func write(documents: [Document], tokenizer: any Tokenizer, to directory: URL,
-                             validationFraction: Double = 0.05, seed: UInt64 = 0, overwrite: Bool = false,
-                             skipped: SkipReport = SkipReport(), progress: ((Int, Int) -> Void)? = nil) throws -> JSON {
+    public static func write(
+        documents: [Document], tokenizer: any Tokenizer, to directory: URL,
+        validationFraction: Double = 0.05, seed: UInt64 = 0, overwrite: Bool = false,
+        skipped: SkipReport = SkipReport(), progress: ((Int, Int) -> Void)? = nil
+    ) throws -> JSON {
         guard !documents.isEmpty else { throw ModelError.invalidInput("the corpus is empty: no documents were read") }
         let fm = FileManager.default
         if fm.fileExists(atPath: directory.path) && !overwrite {
@@ -127,7 +145,9 @@ public enum ShardWriter {
         for (li, lang) in languages.enumerated() {
             var docs = byLanguage[lang]!
             guard docs.count >= 2 else {
-                throw ModelError.invalidInput("language '\(lang)' has \(docs.count) document; at least 2 are needed so that it has validation documents")
+                throw ModelError.invalidInput(
+                    "language '\(lang)' has \(docs.count) document; at least 2 are needed so that it has validation documents"
+                )
             }
             var rng = SeededGenerator(seed: seed &+ UInt64(li) &* 7919)
             docs.shuffle(using: &rng)
@@ -137,13 +157,19 @@ public enum ShardWriter {
         }
         let wide = tokenizer.vocabularySize > 65536
         // At most one token per byte with a byte-level tokenizer, plus the end-of-text ids and the index.
-        try FileIO.requireFreeSpace(documents.reduce(0) { $0 + ($1.text.utf8.count + 1) * (wide ? 4 : 2) + 16 }, in: directory.deletingLastPathComponent(),
-                                    for: "writing the token shards")
+        try FileIO.requireFreeSpace(
+            documents.reduce(0) { $0 + ($1.text.utf8.count + 1) * (wide ? 4 : 2) + 16 },
+            in: directory.deletingLastPathComponent(),
+            for: "writing the token shards")
         let limit = tokenizer.vocabularySize
         guard limit > 0, limit <= (wide ? Int(UInt32.max) : 65536), (0..<limit).contains(tokenizer.endOfText) else {
-            throw ModelError.invalidInput("tokenizer \(tokenizer.identifier): vocabulary size \(limit) with end-of-text id \(tokenizer.endOfText) does not fit token shards")
+            throw ModelError.invalidInput(
+                "tokenizer \(tokenizer.identifier): vocabulary size \(limit) with end-of-text id "
+                    + "\(tokenizer.endOfText) does not fit token shards"
+            )
         }
-        let temporary = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).tmp-\(getpid())")
+        let temporary = directory.deletingLastPathComponent().appendingPathComponent(
+            ".\(directory.lastPathComponent).tmp-\(getpid())")
         try? fm.removeItem(at: temporary)
         do { try fm.createDirectory(at: temporary, withIntermediateDirectories: true) } catch {
             throw ModelError.io(path: temporary.path, reason: "cannot create: \(FileIO.describe(error))")
@@ -160,15 +186,24 @@ public enum ShardWriter {
                 var ids = tokenizer.encodeDocument(doc.text)
                 if let bad = ids.first(where: { !(0..<limit).contains($0) }) {
                     try? fm.removeItem(at: temporary)
-                    throw ModelError.invalidInput("tokenizer \(tokenizer.identifier) produced id \(bad), outside its vocabulary 0..<\(limit), for a \(doc.language) document; nothing was written")
+                    throw ModelError.invalidInput(
+                        "tokenizer \(tokenizer.identifier) produced id \(bad), outside its vocabulary "
+                            + "0..<\(limit), for a \(doc.language) document; nothing was written"
+                    )
                 }
                 if ids.last != tokenizer.endOfText { ids.append(tokenizer.endOfText) }
-                var st = stats[languages[li]] ?? { var s = LanguageStats(); s.tokenStart = position; return s }()
+                var st =
+                    stats[languages[li]]
+                    ?? {
+                        var s = LanguageStats(); s.tokenStart = position; return s
+                    }()
                 st.documents += 1
                 st.bytes += doc.text.utf8.count
                 st.tokens += ids.count
-                var start = UInt64(position).littleEndian, count = UInt32(ids.count).littleEndian, lang = UInt32(li).littleEndian
-                index.append(Data(bytes: &start, count: 8)); index.append(Data(bytes: &count, count: 4)); index.append(Data(bytes: &lang, count: 4))
+                var start = UInt64(position).littleEndian, count = UInt32(ids.count).littleEndian,
+                    lang = UInt32(li).littleEndian
+                index.append(Data(bytes: &start, count: 8)); index.append(Data(bytes: &count, count: 4));
+                index.append(Data(bytes: &lang, count: 4))
                 if wide {
                     var words = ids.map { UInt32($0).littleEndian }
                     tokens.append(Data(bytes: &words, count: words.count * 4))
@@ -186,10 +221,14 @@ public enum ShardWriter {
             try AtomicFile.write(index, to: temporary.appendingPathComponent("\(split).docs"))
             var langJSON: [String: JSON] = [:]
             for (lang, s) in stats {
-                langJSON[lang] = ["documents": JSON(s.documents), "bytes": JSON(s.bytes), "tokens": JSON(s.tokens),
-                                  "token_start": JSON(s.tokenStart), "token_end": JSON(s.tokenEnd)]
+                langJSON[lang] = [
+                    "documents": JSON(s.documents), "bytes": JSON(s.bytes), "tokens": JSON(s.tokens),
+                    "token_start": JSON(s.tokenStart), "token_end": JSON(s.tokenEnd)
+                ]
             }
-            splitsJSON[split] = ["documents": JSON(splitDocs[split]!.count), "tokens": JSON(position), "languages": .object(langJSON)]
+            splitsJSON[split] = [
+                "documents": JSON(splitDocs[split]!.count), "tokens": JSON(position), "languages": .object(langJSON)
+            ]
         }
         let manifest: JSON = [
             "format": "topiary-shards-1", "tokenizer": .string(tokenizer.identifier),
@@ -197,15 +236,18 @@ public enum ShardWriter {
             "dtype": wide ? "u32" : "u16", "languages": .array(languages.map { .string($0) }),
             "validation_fraction": JSON(validationFraction), "seed": JSON(Int(seed)),
             "splits": .object(splitsJSON),
-            "skipped": ["invalid_utf8_files": .array(skipped.invalidUTF8Files.map { .string($0) }),
-                        "invalid_utf8_documents": JSON(skipped.invalidUTF8Documents),
-                        "offensive_files": .array(skipped.offensiveFiles.map { .string($0) }),
-                        "replaced_by_utf8_twin": .array(skipped.replacedByUTF8Twin.map { .string($0) }),
-                        "empty_documents": JSON(skipped.emptyDocuments)],
+            "skipped": [
+                "invalid_utf8_files": .array(skipped.invalidUTF8Files.map { .string($0) }),
+                "invalid_utf8_documents": JSON(skipped.invalidUTF8Documents),
+                "offensive_files": .array(skipped.offensiveFiles.map { .string($0) }),
+                "replaced_by_utf8_twin": .array(skipped.replacedByUTF8Twin.map { .string($0) }),
+                "empty_documents": JSON(skipped.emptyDocuments)
+            ]
         ]
         try AtomicFile.write(manifest.data(), to: temporary.appendingPathComponent("manifest.json"))
         if fm.fileExists(atPath: directory.path) {
-            let old = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).old-\(getpid())")
+            let old = directory.deletingLastPathComponent().appendingPathComponent(
+                ".\(directory.lastPathComponent).old-\(getpid())")
             try fm.moveItem(at: directory, to: old)
             try fm.moveItem(at: temporary, to: directory)
             try? fm.removeItem(at: old)

@@ -40,7 +40,9 @@ public struct ByteTokenizer: Tokenizer {
         var bytes: [UInt8] = []
         for id in ids {
             if (0..<256).contains(id) { bytes.append(UInt8(id)); continue }
-            guard id >= 256, id < vocabularySize else { throw ModelError.invalidInput("token id \(id) is outside the byte tokenizer's 0..<\(vocabularySize)") }
+            guard id >= 256, id < vocabularySize else {
+                throw ModelError.invalidInput("token id \(id) is outside the byte tokenizer's 0..<\(vocabularySize)")
+            }
             out += String(decoding: bytes, as: UTF8.self)
             bytes.removeAll()
             out += Self.specials[id - 256]

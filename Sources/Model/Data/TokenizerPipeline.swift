@@ -41,7 +41,9 @@ enum NormalizerStep: Equatable {
     }
 
     /// Reads `normalizer` (null, one step or a Sequence of steps).
-    static func parse(_ json: JSON?, fail: (String, String) -> ModelError, key: String = "normalizer") throws -> [NormalizerStep] {
+    static func parse(_ json: JSON?, fail: (String, String) -> ModelError, key: String = "normalizer") throws
+        -> [NormalizerStep]
+    {
         guard let json, !json.isNull else { return [] }
         switch json["type"]?.string {
         case "NFC": return [.nfc]
@@ -49,13 +51,18 @@ enum NormalizerStep: Equatable {
             guard let p = json["prepend"]?.string else { throw fail(key + ".prepend", "missing") }
             return [.prepend(p)]
         case "Replace":
-            guard let pattern = json["pattern"]?["String"]?.string else { throw fail(key + ".pattern", "only a String pattern is supported") }
+            guard let pattern = json["pattern"]?["String"]?.string else {
+                throw fail(key + ".pattern", "only a String pattern is supported")
+            }
             guard let content = json["content"]?.string else { throw fail(key + ".content", "missing") }
             return [.replace(pattern, content)]
         case "Sequence":
-            return try (json["normalizers"]?.array ?? []).enumerated().flatMap { try parse($1, fail: fail, key: "\(key).normalizers[\($0)]") }
+            return try (json["normalizers"]?.array ?? []).enumerated().flatMap {
+                try parse($1, fail: fail, key: "\(key).normalizers[\($0)]")
+            }
         case let type:
-            throw fail(key + ".type", "'\(type ?? "?")' is not supported (NFC, Prepend, Replace, or a Sequence of them)")
+            throw fail(
+                key + ".type", "'\(type ?? "?")' is not supported (NFC, Prepend, Replace, or a Sequence of them)")
         }
     }
 }
@@ -86,7 +93,9 @@ enum DecoderStep: Equatable {
     case fuse
     case strip(Unicode.Scalar, start: Int, stop: Int)
 
-    static func parse(_ json: JSON?, fail: (String, String) -> ModelError, key: String = "decoder") throws -> [DecoderStep] {
+    static func parse(_ json: JSON?, fail: (String, String) -> ModelError, key: String = "decoder") throws
+        -> [DecoderStep]
+    {
         guard let json, !json.isNull else { return [] }
         switch json["type"]?.string {
         case "ByteLevel": return [.byteLevel]
@@ -94,28 +103,43 @@ enum DecoderStep: Equatable {
             let (r, scheme) = try metaspaceOptions(json, fail: fail, key: key)
             return [.metaspace(replacement: r, prepend: scheme)]
         case "Replace":
-            guard let pattern = json["pattern"]?["String"]?.string else { throw fail(key + ".pattern", "only a String pattern is supported") }
+            guard let pattern = json["pattern"]?["String"]?.string else {
+                throw fail(key + ".pattern", "only a String pattern is supported")
+            }
             guard let content = json["content"]?.string else { throw fail(key + ".content", "missing") }
             return [.replace(pattern, content)]
         case "ByteFallback": return [.byteFallback]
         case "Fuse": return [.fuse]
         case "Strip":
-            guard let c = json["content"]?.string?.unicodeScalars, c.count == 1 else { throw fail(key + ".content", "expected one character") }
+            guard let c = json["content"]?.string?.unicodeScalars, c.count == 1 else {
+                throw fail(key + ".content", "expected one character")
+            }
             return [.strip(c.first!, start: json["start"]?.int ?? 0, stop: json["stop"]?.int ?? 0)]
         case "Sequence":
-            return try (json["decoders"]?.array ?? []).enumerated().flatMap { try parse($1, fail: fail, key: "\(key).decoders[\($0)]") }
+            return try (json["decoders"]?.array ?? []).enumerated().flatMap {
+                try parse($1, fail: fail, key: "\(key).decoders[\($0)]")
+            }
         case let type:
-            throw fail(key + ".type", "'\(type ?? "?")' is not supported (ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, or a Sequence of them)")
+            throw fail(
+                key + ".type",
+                "'\(type ?? "?")' is not supported (ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, or a Sequence of them)"
+            )
         }
     }
 
     /// A Metaspace's replacement character and prepend scheme (`prepend_scheme`, or the older
     /// `add_prefix_space`).
-    static func metaspaceOptions(_ json: JSON, fail: (String, String) -> ModelError, key: String) throws -> (Unicode.Scalar, PrependScheme) {
-        guard let r = json["replacement"]?.string?.unicodeScalars, r.count == 1 else { throw fail(key + ".replacement", "expected one character") }
+    static func metaspaceOptions(_ json: JSON, fail: (String, String) -> ModelError, key: String) throws -> (
+        Unicode.Scalar, PrependScheme
+    ) {
+        guard let r = json["replacement"]?.string?.unicodeScalars, r.count == 1 else {
+            throw fail(key + ".replacement", "expected one character")
+        }
         var scheme = PrependScheme.always
         if let s = json["prepend_scheme"]?.string {
-            guard let p = PrependScheme(rawValue: s) else { throw fail(key + ".prepend_scheme", "'\(s)' is not first, always or never") }
+            guard let p = PrependScheme(rawValue: s) else {
+                throw fail(key + ".prepend_scheme", "'\(s)' is not first, always or never")
+            }
             scheme = p
         } else if json["add_prefix_space"]?.bool == false {
             scheme = .never
@@ -147,8 +171,11 @@ enum DecoderStep: Equatable {
             var out: [String] = [], pending: [UInt8] = []
             func flush() {
                 guard !pending.isEmpty else { return }
-                if let s = String(validating: pending, as: UTF8.self) { out.append(s) }
-                else { out.append(String(repeating: "\u{FFFD}", count: pending.count)) }
+                if let s = String(validating: pending, as: UTF8.self) {
+                    out.append(s)
+                } else {
+                    out.append(String(repeating: "\u{FFFD}", count: pending.count))
+                }
                 pending.removeAll()
             }
             for t in tokens {
@@ -175,7 +202,9 @@ enum DecoderStep: Equatable {
     /// The byte of a byte-fallback token `<0xAB>`, or nil.
     static func fallbackByte(_ token: String) -> UInt8? {
         let u = Array(token.utf8)
-        guard u.count == 6, u[0] == UInt8(ascii: "<"), u[1] == UInt8(ascii: "0"), u[2] == UInt8(ascii: "x"), u[5] == UInt8(ascii: ">") else { return nil }
+        guard u.count == 6, u[0] == UInt8(ascii: "<"), u[1] == UInt8(ascii: "0"), u[2] == UInt8(ascii: "x"),
+            u[5] == UInt8(ascii: ">")
+        else { return nil }
         return UInt8(String(decoding: u[3...4], as: UTF8.self), radix: 16)
     }
 }

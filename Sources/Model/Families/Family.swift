@@ -134,11 +134,16 @@ extension FamilyDefinition {
     public var biasKeys: [(key: String, refused: Bool)] { [] }
 
     public func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
-        -> (heads: Int?, kvHeads: Int?, headDim: Int?) {
+        -> (heads: Int?, kvHeads: Int?, headDim: Int?)
+    {
         (try r.int("num_attention_heads"), try r.int("num_key_value_heads"), try r.int("head_dim"))
     }
-    public func readMixture(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> MixtureKeys { MixtureKeys() }
-    public func readSlidingWindow(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> (Int?, [Int]) { (nil, []) }
+    public func readMixture(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> MixtureKeys {
+        MixtureKeys()
+    }
+    public func readSlidingWindow(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> (Int?, [Int]) {
+        (nil, [])
+    }
     public func writeKeys(_ c: ModelConfig, into json: inout [String: JSON], rope: inout [String: JSON]) {
         json["hidden_act"] = "silu"
         json["rms_norm_eps"] = .float(c.normEps)
@@ -175,7 +180,8 @@ public struct Family: Sendable, Hashable, CaseIterable, Codable, RawRepresentabl
     /// file under `Sources/Model/Families/` and its line here.
     public static let allCases: [Family] = [.llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe]
 
-    private static let byModelType: [String: Family] = Dictionary(uniqueKeysWithValues: allCases.map { ($0.rawValue, $0) })
+    private static let byModelType: [String: Family] = Dictionary(
+        uniqueKeysWithValues: allCases.map { ($0.rawValue, $0) })
 
     /// The family of a `model_type`; nil when none is registered.
     public init?(rawValue: String) {
@@ -191,7 +197,8 @@ public struct Family: Sendable, Hashable, CaseIterable, Codable, RawRepresentabl
     public init(from decoder: any Decoder) throws {
         let name = try decoder.singleValueContainer().decode(String.self)
         guard let f = Family(rawValue: name) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown model_type '\(name)'"))
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "unknown model_type '\(name)'"))
         }
         self = f
     }

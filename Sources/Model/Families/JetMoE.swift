@@ -25,7 +25,8 @@ struct JetMoE: FamilyDefinition {
 
     /// The head width is `kv_channels`; key/value heads default to 16; query heads follow.
     func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
-        -> (heads: Int?, kvHeads: Int?, headDim: Int?) {
+        -> (heads: Int?, kvHeads: Int?, headDim: Int?)
+    {
         used.insert("kv_channels")
         let kvHeads = try r.int("num_key_value_heads") ?? 16
         let headDim = try r.int("kv_channels") ?? r.int("head_dim") ?? 128
@@ -55,8 +56,11 @@ struct JetMoE: FamilyDefinition {
     func validate(_ c: ModelConfig, file: String) throws {
         let (G, k) = (c.numKeyValueHeads, c.numExpertsPerTok)
         if c.numAttentionHeads != G * k {
-            throw ModelError.invalidConfig(file: file, key: "num_attention_heads",
-                reason: "JetMoE has num_key_value_heads × num_experts_per_tok = \(G) × \(k) = \(G * k) query heads, got \(c.numAttentionHeads)")
+            throw ModelError.invalidConfig(
+                file: file, key: "num_attention_heads",
+                reason:
+                    "JetMoE has num_key_value_heads × num_experts_per_tok = \(G) × \(k) = \(G * k) query heads, got \(c.numAttentionHeads)"
+            )
         }
     }
 
@@ -64,13 +68,16 @@ struct JetMoE: FamilyDefinition {
         guard case let .attention(_, G, D, _, E) = mixer else { return [] }
         let (C, GD) = (c.hiddenSize, G * D)
         return [
-            TensorSpec("self_attention.experts.router.layer.weight", .attentionRouter, [E, C], [.attentionExperts, .channels]),
-            TensorSpec("self_attention.experts.input_linear.weight", .attentionExpertsIn, [E, GD, C],
-                       [.attentionExperts, .groups(D), .channels]),
+            TensorSpec(
+                "self_attention.experts.router.layer.weight", .attentionRouter, [E, C], [.attentionExperts, .channels]),
+            TensorSpec(
+                "self_attention.experts.input_linear.weight", .attentionExpertsIn, [E, GD, C],
+                [.attentionExperts, .groups(D), .channels]),
             TensorSpec("self_attention.kv_proj.weight", .kv, [2 * GD, C], [.groups(D, copies: 2), .channels]),
-            TensorSpec("self_attention.experts.output_linear.weight", .attentionExpertsOut, [E, C, GD],
-                       [.attentionExperts, .channels, .groups(D)]),
-            TensorSpec("self_attention.experts.bias", .attentionBias, [C], [.channels]),
+            TensorSpec(
+                "self_attention.experts.output_linear.weight", .attentionExpertsOut, [E, C, GD],
+                [.attentionExperts, .channels, .groups(D)]),
+            TensorSpec("self_attention.experts.bias", .attentionBias, [C], [.channels])
         ]
     }
 
@@ -79,9 +86,11 @@ struct JetMoE: FamilyDefinition {
         let C = c.hiddenSize
         return [
             TensorSpec("mlp.router.layer.weight", .mlpRouter, [E, C], [.experts, .channels]),
-            TensorSpec("mlp.input_linear.weight", .expertsIn, [E, 2 * F, C], [.experts, AxisRole(.neurons, copies: 2), .channels]),
+            TensorSpec(
+                "mlp.input_linear.weight", .expertsIn, [E, 2 * F, C],
+                [.experts, AxisRole(.neurons, copies: 2), .channels]),
             TensorSpec("mlp.output_linear.weight", .expertsOut, [E, C, F], [.experts, .channels, .neurons]),
-            TensorSpec("mlp.bias", .mlpBias, [C], [.channels]),
+            TensorSpec("mlp.bias", .mlpBias, [C], [.channels])
         ]
     }
 }

@@ -45,8 +45,9 @@ struct Mixtral: FamilyDefinition {
     }
 
     func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec] {
-        LlamaTensors.experts(mixer, c, router: "block_sparse_moe.gate", prefix: "block_sparse_moe.experts.",
-                             gate: "w1", up: "w3", down: "w2")
+        LlamaTensors.experts(
+            mixer, c, router: "block_sparse_moe.gate", prefix: "block_sparse_moe.experts.",
+            gate: "w1", up: "w3", down: "w2")
     }
 }
 

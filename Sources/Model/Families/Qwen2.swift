@@ -33,9 +33,11 @@ enum QwenWindows {
         var types: [String]
         if perLayer, let v = r.value("layer_types") {
             guard let list = v.array, list.count == layers,
-                  list.allSatisfy({ $0.string == "full_attention" || $0.string == "sliding_attention" }) else {
-                throw r.fail("layer_types",
-                             "expected \(layers) entries (num_hidden_layers), each \"full_attention\" or \"sliding_attention\"")
+                list.allSatisfy({ $0.string == "full_attention" || $0.string == "sliding_attention" })
+            else {
+                throw r.fail(
+                    "layer_types",
+                    "expected \(layers) entries (num_hidden_layers), each \"full_attention\" or \"sliding_attention\"")
             }
             types = list.map { $0.string! }
         } else {
@@ -54,9 +56,10 @@ enum QwenWindows {
         json["sliding_window"] = c.slidingWindow.map { JSON($0) } ?? JSON.null
         if perLayer {
             json["max_window_layers"] = JSON(c.numHiddenLayers)
-            json["layer_types"] = .array((0..<c.numHiddenLayers).map {
-                c.window(layer: $0) == nil ? "full_attention" : "sliding_attention"
-            })
+            json["layer_types"] = .array(
+                (0..<c.numHiddenLayers).map {
+                    c.window(layer: $0) == nil ? "full_attention" : "sliding_attention"
+                })
         }
     }
 }

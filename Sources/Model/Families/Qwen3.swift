@@ -10,7 +10,8 @@ struct Qwen3: FamilyDefinition {
     var biasKeys: [(key: String, refused: Bool)] { [("attention_bias", true)] }
 
     func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
-        -> (heads: Int?, kvHeads: Int?, headDim: Int?) {
+        -> (heads: Int?, kvHeads: Int?, headDim: Int?)
+    {
         (try r.int("num_attention_heads"), try r.int("num_key_value_heads"), try r.int("head_dim") ?? 128)
     }
     func readSlidingWindow(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> (Int?, [Int]) {

@@ -15,7 +15,10 @@ struct Qwen3MoE: FamilyDefinition {
     var biasKeys: [(key: String, refused: Bool)] { [("attention_bias", true)] }
     /// Its config names the experts' width and count `moe_intermediate_size` and `num_experts`.
     var axes: [Axis] {
-        [.numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .moeIntermediateSize, .numExperts, .numExpertsPerTok]
+        [
+            .numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .moeIntermediateSize, .numExperts,
+            .numExpertsPerTok
+        ]
     }
 
     func readMixture(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> MixtureKeys {
@@ -27,14 +30,18 @@ struct Qwen3MoE: FamilyDefinition {
         }
         keys.experts = try r.int("num_experts") ?? r.int("num_local_experts") ?? 128
         keys.perToken = try r.int("num_experts_per_tok") ?? 8
-        for key in ["moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"] { used.insert(key) }
+        for key in ["moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"] {
+            used.insert(key)
+        }
         keys.expertWidth = try r.int("moe_intermediate_size") ?? 768
         keys.normTopK = try r.bool("norm_topk_prob") ?? false
         let step = try r.int("decoder_sparse_step") ?? 1
         guard step >= 1 else { throw r.fail("decoder_sparse_step", "must be at least 1, got \(step)") }
         var only: [Int] = []
         if let v = r.value("mlp_only_layers") {
-            guard let list = v.array else { throw r.fail("mlp_only_layers", "expected a list of layer indices, got \(v)") }
+            guard let list = v.array else {
+                throw r.fail("mlp_only_layers", "expected a list of layer indices, got \(v)")
+            }
             only = try list.map {
                 guard let n = $0.int else { throw r.fail("mlp_only_layers", "expected integers, got \($0)") }
                 return n
@@ -64,17 +71,20 @@ struct Qwen3MoE: FamilyDefinition {
 
     func validate(_ c: ModelConfig, file: String) throws {
         if c.moeIntermediateSize <= 0 {
-            throw ModelError.invalidConfig(file: file, key: "moe_intermediate_size", reason: "must be positive, got \(c.moeIntermediateSize)")
+            throw ModelError.invalidConfig(
+                file: file, key: "moe_intermediate_size", reason: "must be positive, got \(c.moeIntermediateSize)")
         }
         if let l = c.denseMLPLayers.first(where: { $0 < 0 || $0 >= c.numHiddenLayers }) {
-            throw ModelError.invalidConfig(file: file, key: "mlp_only_layers", reason: "layer \(l) is outside 0..<\(c.numHiddenLayers)")
+            throw ModelError.invalidConfig(
+                file: file, key: "mlp_only_layers", reason: "layer \(l) is outside 0..<\(c.numHiddenLayers)")
         }
     }
 
     func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec] {
         if case .dense = mixer { return LlamaTensors.mlp(mixer, c, gated: true) }
-        return LlamaTensors.experts(mixer, c, router: "mlp.gate", prefix: "mlp.experts.",
-                                    gate: "gate_proj", up: "up_proj", down: "down_proj")
+        return LlamaTensors.experts(
+            mixer, c, router: "mlp.gate", prefix: "mlp.experts.",
+            gate: "gate_proj", up: "up_proj", down: "down_proj")
     }
 }
 

@@ -29,8 +29,10 @@ struct AttentionShape {
 
 /// `out = softmax(Q Kᵀ / √D + causal mask) V` for every (batch, head); stores the probabilities
 /// (zero outside the causal, and sliding, window: the backward pass relies on it).
-func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
-                      _ qkv: UnsafePointer<Float>, _ s: AttentionShape) {
+func attentionForward(
+    _ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
+    _ qkv: UnsafePointer<Float>, _ s: AttentionShape
+) {
     let (T, H, G, D, W) = (s.T, s.H, s.G, s.D, s.qkvWidth)
     Parallel.chunks(s.B * H) { _, range in
         for bh in range {
@@ -43,7 +45,9 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutable
             for r0 in stride(from: 0, to: T, by: s.block) {
                 let r1 = min(T, r0 + s.block)
                 // S[r0..<r1, 0..<r1] (rows, r1) = Q[r0..<r1] (rows, D) · K[0..<r1] (r1, D)ᵀ / √D
-                gemm(transB: true, m: r1 - r0, n: r1, k: D, alpha: s.scale, a: q + r0 * W, lda: W, b: k, ldb: W, c: p + r0 * T, ldc: T)
+                gemm(
+                    transB: true, m: r1 - r0, n: r1, k: D, alpha: s.scale, a: q + r0 * W, lda: W, b: k, ldb: W,
+                    c: p + r0 * T, ldc: T)
                 for i in r0..<r1 {
                     let row = p + i * T, lo = s.firstKey(i)
                     let m = maximum(row + lo, count: i + 1 - lo)
@@ -53,7 +57,9 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutable
                     for j in (i + 1)..<T { row[j] = 0 }
                 }
                 // O[r0..<r1] (rows, D) = P[r0..<r1, 0..<r1] · V[0..<r1] (r1, D)
-                gemm(m: r1 - r0, n: D, k: r1, a: p + r0 * T, lda: T, b: v, ldb: W, c: o + r0 * s.outWidth, ldc: s.outWidth)
+                gemm(
+                    m: r1 - r0, n: D, k: r1, a: p + r0 * T, lda: T, b: v, ldb: W, c: o + r0 * s.outWidth,
+                    ldc: s.outWidth)
             }
         }
     }
@@ -64,9 +70,11 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutable
 ///
 /// With P the probabilities and dO the output gradient: dP = dO Vᵀ, dV = Σ_heads Pᵀ dO,
 /// dS = P ⊙ (dP − rowsum(P ⊙ dP)), dQ = dS K / √D, dK = Σ_heads dSᵀ Q / √D.
-func attentionBackward(_ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
-                       _ qkv: UnsafePointer<Float>, _ probs: UnsafePointer<Float>,
-                       _ scratch: UnsafeMutablePointer<Float>, _ s: AttentionShape) {
+func attentionBackward(
+    _ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+    _ qkv: UnsafePointer<Float>, _ probs: UnsafePointer<Float>,
+    _ scratch: UnsafeMutablePointer<Float>, _ s: AttentionShape
+) {
     let (T, H, G, D, W) = (s.T, s.H, s.G, s.D, s.qkvWidth)
     // One work item per (batch, kv group) so that dK and dV accumulate without races.
     Parallel.chunks(s.B * G) { worker, range in
@@ -91,9 +99,13 @@ func attentionBackward(_ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointe
                     let r1 = min(T, r0 + s.block), rows = r1 - r0
                     let pb = p + r0 * T, db = dp + r0 * T
                     // dP (rows, r1) = dO[r0..<r1] (rows, D) · V[0..<r1] (r1, D)ᵀ
-                    gemm(transB: true, m: rows, n: r1, k: D, a: dO + r0 * s.outWidth, lda: s.outWidth, b: v, ldb: W, c: db, ldc: T)
+                    gemm(
+                        transB: true, m: rows, n: r1, k: D, a: dO + r0 * s.outWidth, lda: s.outWidth, b: v, ldb: W,
+                        c: db, ldc: T)
                     // dV[0..<r1] (r1, D) += Pᵀ (r1, rows) · dO[r0..<r1] (rows, D)
-                    gemm(transA: true, m: r1, n: D, k: rows, a: pb, lda: T, b: dO + r0 * s.outWidth, ldb: s.outWidth, beta: 1, c: dv, ldc: W)
+                    gemm(
+                        transA: true, m: r1, n: D, k: rows, a: pb, lda: T, b: dO + r0 * s.outWidth, ldb: s.outWidth,
+                        beta: 1, c: dv, ldc: W)
                     for i in r0..<r1 {
                         let pr = p + i * T, dr = dp + i * T
                         var dot: Float = 0
@@ -104,7 +116,9 @@ func attentionBackward(_ dqkv: UnsafeMutablePointer<Float>, _ dout: UnsafePointe
                     // dQ[r0..<r1] (rows, D) = dS (rows, r1) · K[0..<r1] (r1, D) / √D
                     gemm(m: rows, n: D, k: r1, alpha: s.scale, a: db, lda: T, b: k, ldb: W, c: dq + r0 * W, ldc: W)
                     // dK[0..<r1] (r1, D) += dSᵀ (r1, rows) · Q[r0..<r1] (rows, D) / √D
-                    gemm(transA: true, m: r1, n: D, k: rows, alpha: s.scale, a: db, lda: T, b: q + r0 * W, ldb: W, beta: 1, c: dk, ldc: W)
+                    gemm(
+                        transA: true, m: r1, n: D, k: rows, alpha: s.scale, a: db, lda: T, b: q + r0 * W, ldb: W,
+                        beta: 1, c: dk, ldc: W)
                 }
             }
         }

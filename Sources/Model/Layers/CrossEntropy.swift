@@ -6,8 +6,10 @@ import Foundation
 /// (softmax − onehot) / count, and ignored rows with zeros (llm.c's in-place convention).
 /// `rowLoss` (N) receives each row's loss (0 for ignored rows).
 /// Sums run per chunk in Double and are added in chunk order: deterministic per thread count.
-func crossEntropy(_ logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
-                  rowLoss: UnsafeMutablePointer<Float>, N: Int, V: Int, gradient: Bool) -> Double {
+func crossEntropy(
+    _ logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
+    rowLoss: UnsafeMutablePointer<Float>, N: Int, V: Int, gradient: Bool
+) -> Double {
     var valid = 0
     for n in 0..<N where targets[n] >= 0 { valid += 1 }
     let scale = valid > 0 ? 1 / Float(valid) : 0

@@ -121,8 +121,10 @@ public final class RouterState {
     /// dLogits (N, E). `balance` is dLoss/dP_e for the load-balancing loss's per-expert mean
     /// probability term, already divided by the rows it averages over; `zScale` multiplies the
     /// gradient of Σ_n logsumexp(z_n)².
-    func backward(style: RoutingStyle, dGates: UnsafePointer<Float>, dLogits: UnsafeMutablePointer<Float>,
-                  balance: [Float]?, zScale: Float) {
+    func backward(
+        style: RoutingStyle, dGates: UnsafePointer<Float>, dLogits: UnsafeMutablePointer<Float>,
+        balance: [Float]?, zScale: Float
+    ) {
         let (E, k) = (E, k)
         chosen.withUnsafeBufferPointer { chosen in
             for n in 0..<N {
@@ -163,8 +165,10 @@ public final class RouterState {
 /// Gathers rows of `x` (N rows of `stride`, default `width`) into dispatch order:
 /// `out[r] = x[rowToken[r]]`, or with `slotted` the token's width-wide slot for its choice j,
 /// `x[rowToken[r], j·width ..< (j+1)·width]` (JetMoE's per-choice query heads).
-func gatherRows(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, width: Int, stride: Int? = nil,
-                slotted: Bool = false, router r: RouterState) {
+func gatherRows(
+    _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, width: Int, stride: Int? = nil,
+    slotted: Bool = false, router r: RouterState
+) {
     let ld = stride ?? width
     for row in 0..<(r.N * r.k) {
         let slot = slotted ? Int(r.rowSlot[row]) * width : 0
@@ -174,7 +178,9 @@ func gatherRows(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, w
 
 /// The inverse of a slotted ``gatherRows(_:_:width:stride:slotted:router:)``: writes row r of
 /// `rows` (N·k, width) into its token's slot for its choice j of `x` (N rows of `stride`).
-func scatterToSlots(_ x: UnsafeMutablePointer<Float>, _ rows: UnsafePointer<Float>, width: Int, stride: Int, router r: RouterState) {
+func scatterToSlots(
+    _ x: UnsafeMutablePointer<Float>, _ rows: UnsafePointer<Float>, width: Int, stride: Int, router r: RouterState
+) {
     for row in 0..<(r.N * r.k) {
         (x + Int(r.rowToken[row]) * stride + Int(r.rowSlot[row]) * width).update(from: rows + row * width, count: width)
     }
@@ -182,22 +188,30 @@ func scatterToSlots(_ x: UnsafeMutablePointer<Float>, _ rows: UnsafePointer<Floa
 
 /// Per-expert products over dispatch rows: for each expert e,
 /// `out[rows of e] (n_e, m) = in[rows of e] (n_e, kk) · W_e (m, kk)ᵀ`, W_e at `weights(e)`.
-func expertsForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, m: Int, kk: Int,
-                    weights: (Int) -> UnsafeMutablePointer<Float>, router r: RouterState) {
+func expertsForward(
+    _ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, m: Int, kk: Int,
+    weights: (Int) -> UnsafeMutablePointer<Float>, router r: RouterState
+) {
     for e in 0..<r.E where r.load(e) > 0 {
         let s = r.expertStart[e]
-        gemm(transB: true, m: r.load(e), n: m, k: kk, a: input + s * kk, lda: kk, b: weights(e), ldb: kk, c: out + s * m, ldc: m)
+        gemm(
+            transB: true, m: r.load(e), n: m, k: kk, a: input + s * kk, lda: kk, b: weights(e), ldb: kk, c: out + s * m,
+            ldc: m)
     }
 }
 
 /// Backward of ``expertsForward``: `dW_e (m, kk) += dOut_eᵀ · in_e` and, when `dInput` is given,
 /// `dIn_e (n_e, kk) = dOut_e (n_e, m) · W_e (m, kk)` (overwritten).
-func expertsBackward(dInput: UnsafeMutablePointer<Float>?, dWeights: (Int) -> UnsafeMutablePointer<Float>,
-                     _ dOut: UnsafePointer<Float>, _ input: UnsafePointer<Float>, m: Int, kk: Int,
-                     weights: (Int) -> UnsafeMutablePointer<Float>, router r: RouterState) {
+func expertsBackward(
+    dInput: UnsafeMutablePointer<Float>?, dWeights: (Int) -> UnsafeMutablePointer<Float>,
+    _ dOut: UnsafePointer<Float>, _ input: UnsafePointer<Float>, m: Int, kk: Int,
+    weights: (Int) -> UnsafeMutablePointer<Float>, router r: RouterState
+) {
     for e in 0..<r.E where r.load(e) > 0 {
         let s = r.expertStart[e], n = r.load(e)
-        gemm(transA: true, m: m, n: kk, k: n, a: dOut + s * m, lda: m, b: input + s * kk, ldb: kk, beta: 1, c: dWeights(e), ldc: kk)
+        gemm(
+            transA: true, m: m, n: kk, k: n, a: dOut + s * m, lda: m, b: input + s * kk, ldb: kk, beta: 1,
+            c: dWeights(e), ldc: kk)
         if let dInput {
             gemm(m: n, n: kk, k: m, a: dOut + s * m, lda: m, b: weights(e), ldb: kk, c: dInput + s * kk, ldc: kk)
         }
@@ -205,7 +219,10 @@ func expertsBackward(dInput: UnsafeMutablePointer<Float>?, dWeights: (Int) -> Un
 }
 
 /// `out[n] += Σ_j gate[n, j] · y[row(n, j)]` (+ bias), y is (N·k, C) in dispatch order.
-func combineExperts(_ out: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, bias: UnsafePointer<Float>?, C: Int, router r: RouterState) {
+func combineExperts(
+    _ out: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, bias: UnsafePointer<Float>?, C: Int,
+    router r: RouterState
+) {
     Parallel.chunks(r.N, minimumPerChunk: max(16, 8192 / C)) { _, tokens in
         for n in tokens {
             let o = out + n * C
@@ -220,8 +237,10 @@ func combineExperts(_ out: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float
 
 /// Backward of ``combineExperts``: `dGates[n, j] = dOut[n] · y[row]`, `dy[row] = gate · dOut[n]`,
 /// and `dBias += Σ_n dOut[n]`.
-func combineExpertsBackward(dy: UnsafeMutablePointer<Float>, dGates: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
-                            _ dOut: UnsafePointer<Float>, _ y: UnsafePointer<Float>, C: Int, router r: RouterState) {
+func combineExpertsBackward(
+    dy: UnsafeMutablePointer<Float>, dGates: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
+    _ dOut: UnsafePointer<Float>, _ y: UnsafePointer<Float>, C: Int, router r: RouterState
+) {
     for row in 0..<(r.N * r.k) {
         let n = Int(r.rowToken[row]), j = Int(r.rowSlot[row])
         let d = dOut + n * C, src = y + row * C, dst = dy + row * C, g = r.gates[n * r.k + j]

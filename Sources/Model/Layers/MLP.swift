@@ -12,10 +12,13 @@ func swigluForward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Floa
 
 /// Backward of ``swigluForward``: with s = σ(gate),
 /// `d gate = dact · up · s · (1 + gate·(1 − s))`, `d up = dact · gate · s`.
-func swigluBackward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
-                    _ pre: UnsafePointer<Float>, N: Int, F: Int) {
+func swigluBackward(
+    _ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
+    _ pre: UnsafePointer<Float>, N: Int, F: Int
+) {
     Parallel.chunks(N, minimumPerChunk: max(16, 16384 / F)) { _, rows in
-        tp_swiglu_backward(dpre + rows.lowerBound * 2 * F, dact + rows.lowerBound * F, pre + rows.lowerBound * 2 * F, rows.count, F)
+        tp_swiglu_backward(
+            dpre + rows.lowerBound * 2 * F, dact + rows.lowerBound * F, pre + rows.lowerBound * 2 * F, rows.count, F)
     }
 }
 
@@ -27,8 +30,10 @@ func relu2Forward(_ act: UnsafeMutablePointer<Float>, _ pre: UnsafePointer<Float
 }
 
 /// Backward of ``relu2Forward``: `dpre = dact · 2·max(pre, 0)`.
-func relu2Backward(_ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
-                   _ pre: UnsafePointer<Float>, count: Int) {
+func relu2Backward(
+    _ dpre: UnsafeMutablePointer<Float>, _ dact: UnsafePointer<Float>,
+    _ pre: UnsafePointer<Float>, count: Int
+) {
     Parallel.chunks(count, minimumPerChunk: 16384) { _, range in
         for i in range { dpre[i] = dact[i] * 2 * max(pre[i], 0) }
     }

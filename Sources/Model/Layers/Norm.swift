@@ -4,8 +4,10 @@ import Foundation
 
 /// RMSNorm (llama): `y = x / sqrt(mean(x²) + eps) · w`.
 /// Stores `rstd = 1 / sqrt(mean(x²) + eps)` per row for the backward pass.
-func rmsNormForward(_ y: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
-                    _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, N: Int, C: Int, eps: Float) {
+func rmsNormForward(
+    _ y: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
+    _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, N: Int, C: Int, eps: Float
+) {
     Parallel.chunks(N, minimumPerChunk: max(64, 16384 / C)) { _, rows in
         for n in rows {
             let xr = x + n * C, yr = y + n * C
@@ -19,9 +21,11 @@ func rmsNormForward(_ y: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePoint
 }
 
 /// Backward of ``rmsNormForward``: `dx += r·(dy·w − x·r²·mean(dy·w·x))`, `dw += Σₙ dy·x·r`.
-func rmsNormBackward(_ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
-                     _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                     _ rstd: UnsafePointer<Float>, N: Int, C: Int) {
+func rmsNormBackward(
+    _ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
+    _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+    _ rstd: UnsafePointer<Float>, N: Int, C: Int
+) {
     Parallel.chunks(N, minimumPerChunk: max(64, 16384 / C)) { _, rows in
         for n in rows {
             let xr = x + n * C, dyr = dy + n * C, dxr = dx + n * C
@@ -41,9 +45,11 @@ func rmsNormBackward(_ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutablePoint
 
 /// LayerNorm1P (nemotron): `y = (x − μ)·rstd·(1 + w) + b`, with `rstd = 1/sqrt(var + eps)`
 /// (biased variance, as `torch.nn.functional.layer_norm`).
-func layerNorm1PForward(_ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>,
-                        _ rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                        _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>, N: Int, C: Int, eps: Float) {
+func layerNorm1PForward(
+    _ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>,
+    _ rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+    _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>, N: Int, C: Int, eps: Float
+) {
     Parallel.chunks(N, minimumPerChunk: max(64, 16384 / C)) { _, rows in
         for n in rows {
             let xr = x + n * C, yr = y + n * C
@@ -62,10 +68,12 @@ func layerNorm1PForward(_ y: UnsafeMutablePointer<Float>, _ mean: UnsafeMutableP
 
 /// Backward of ``layerNorm1PForward``: with x̂ = (x−μ)·r and g = dy·(1+w),
 /// `dx += r·(g − mean(g) − x̂·mean(g·x̂))`, `dw += Σₙ dy·x̂`, `db += Σₙ dy`.
-func layerNorm1PBackward(_ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
-                         _ db: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>,
-                         _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                         _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, N: Int, C: Int) {
+func layerNorm1PBackward(
+    _ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
+    _ db: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>,
+    _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+    _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>, N: Int, C: Int
+) {
     Parallel.chunks(N, minimumPerChunk: max(64, 16384 / C)) { _, rows in
         for n in rows {
             let xr = x + n * C, dyr = dy + n * C, dxr = dx + n * C
@@ -97,8 +105,10 @@ func layerNorm1PBackward(_ dx: UnsafeMutablePointer<Float>, _ dw: UnsafeMutableP
 /// (H+2G)·D): each of the H query heads (weight `qWeight`, D) and G key heads (`kWeight`) of a
 /// row is normalised over its D dimensions; values are left alone. The inputs are copied to
 /// `saving` (rows of (H+G)·D) and `rstd` (rows of H+G) for the backward pass.
-func headNormForward(_ qkv: UnsafeMutablePointer<Float>, saving xs: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-                     qWeight: UnsafePointer<Float>, kWeight: UnsafePointer<Float>, rows N: Int, _ s: AttentionShape, eps: Float) {
+func headNormForward(
+    _ qkv: UnsafeMutablePointer<Float>, saving xs: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+    qWeight: UnsafePointer<Float>, kWeight: UnsafePointer<Float>, rows N: Int, _ s: AttentionShape, eps: Float
+) {
     let (H, G, D, W) = (s.H, s.G, s.D, s.qkvWidth), heads = H + G
     Parallel.chunks(N, minimumPerChunk: max(16, 8192 / max(1, heads * D))) { _, rows in
         for n in rows {
@@ -117,9 +127,11 @@ func headNormForward(_ qkv: UnsafeMutablePointer<Float>, saving xs: UnsafeMutabl
 
 /// Backward of ``headNormForward``, in place: on entry `dqkv` holds the gradient with respect
 /// to the normalised heads, on exit with respect to their inputs; `dqWeight`/`dkWeight` += Σ dy·x·r.
-func headNormBackward(_ dqkv: UnsafeMutablePointer<Float>, _ xs: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
-                      qWeight: UnsafePointer<Float>, kWeight: UnsafePointer<Float>,
-                      dqWeight: UnsafeMutablePointer<Float>, dkWeight: UnsafeMutablePointer<Float>, rows N: Int, _ s: AttentionShape) {
+func headNormBackward(
+    _ dqkv: UnsafeMutablePointer<Float>, _ xs: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+    qWeight: UnsafePointer<Float>, kWeight: UnsafePointer<Float>,
+    dqWeight: UnsafeMutablePointer<Float>, dkWeight: UnsafeMutablePointer<Float>, rows N: Int, _ s: AttentionShape
+) {
     let (H, G, D, W) = (s.H, s.G, s.D, s.qkvWidth), heads = H + G
     // Weight gradients first (they read dy), one sequential pass so that the sums need no merging.
     for n in 0..<N {

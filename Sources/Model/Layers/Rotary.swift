@@ -18,8 +18,9 @@ struct RotaryTable {
         rotaryDim = R
         self.T = T
         var c = [Float](repeating: 0, count: T * half), s = c
-        let (inverse, scale) = config.rope.frequencies(R: R, theta: config.ropeTheta,
-                                                       maxPositions: config.maxPositionEmbeddings, sequence: T)
+        let (inverse, scale) = config.rope.frequencies(
+            R: R, theta: config.ropeTheta,
+            maxPositions: config.maxPositionEmbeddings, sequence: T)
         for i in 0..<half {
             let invFreq = inverse[i]
             for t in 0..<T {

@@ -16,8 +16,12 @@ public final class AdamW {
         /// Clip the global gradient L2 norm to this (nil: no clipping).
         public var gradientClip: Double? = 1.0
         public init() {}
-        public init(beta1: Double = 0.9, beta2: Double = 0.95, epsilon: Double = 1e-8, weightDecay: Double = 0.1, gradientClip: Double? = 1.0) {
-            self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon; self.weightDecay = weightDecay; self.gradientClip = gradientClip
+        public init(
+            beta1: Double = 0.9, beta2: Double = 0.95, epsilon: Double = 1e-8, weightDecay: Double = 0.1,
+            gradientClip: Double? = 1.0
+        ) {
+            self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon; self.weightDecay = weightDecay;
+            self.gradientClip = gradientClip
         }
     }
 

@@ -17,8 +17,11 @@ public struct EvaluationResult: Sendable, Equatable {
     public var windows: [String: [WindowLoss]] = [:]
 
     public var json: JSON {
-        ["overall": JSON(overall), "language_mean": JSON(languageMean), "worst": JSON(worst),
-         "per_language": .object(perLanguage.mapValues { JSON($0) }), "tokens": .object(tokens.mapValues { JSON($0) })]
+        [
+            "overall": JSON(overall), "language_mean": JSON(languageMean), "worst": JSON(worst),
+            "per_language": .object(perLanguage.mapValues { JSON($0) }),
+            "tokens": .object(tokens.mapValues { JSON($0) })
+        ]
     }
 }
 
@@ -27,13 +30,16 @@ public enum Evaluation {
     /// language's validation range, up to `maxTokensPerLanguage` predicted tokens per language
     /// (every language at least one window; see ``TokenShards/forEachWindowBatch(_:batch:sequence:maxTokensPerLanguage:_:)``).
     /// - Throws: ``ModelError/nonFinite(step:what:)`` if a loss is NaN (`step` names the caller's step).
-    public static func validationLoss(model: DecoderModel, shards: TokenShards, split: String = "validation",
-                                      batch: Int, sequence T: Int, maxTokensPerLanguage: Int, step: Int = 0,
-                                      activations: Activations? = nil) throws -> EvaluationResult {
+    public static func validationLoss(
+        model: DecoderModel, shards: TokenShards, split: String = "validation",
+        batch: Int, sequence T: Int, maxTokensPerLanguage: Int, step: Int = 0,
+        activations: Activations? = nil
+    ) throws -> EvaluationResult {
         let acts = activations ?? Activations(config: model.config, batch: batch, sequence: T)
         precondition(acts.T == T)
         var tally = LossTally()
-        try shards.forEachWindowBatch(split, batch: acts.B, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) { lang, tokens, targets in
+        try shards.forEachWindowBatch(split, batch: acts.B, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) {
+            lang, tokens, targets in
             try model.forward(tokens: tokens, acts)
             _ = try model.loss(acts, targets: targets, gradient: false)
             tally.add(lang, rowLosses: UnsafeBufferPointer(acts.rowLosses), targets: targets, sequence: T)
@@ -47,7 +53,9 @@ public enum Evaluation {
         let V = shards.vocabularySize
         var result: [String: Double] = [:]
         for lang in shards.languages {
-            guard let train = shards.stats["train"]?[lang], let val = shards.stats["validation"]?[lang] else { continue }
+            guard let train = shards.stats["train"]?[lang], let val = shards.stats["validation"]?[lang] else {
+                continue
+            }
             var counts = [Double](repeating: 1, count: V)
             for t in shards.tokens("train", start: train.tokenStart, count: train.tokens) { counts[Int(t)] += 1 }
             let total = counts.reduce(0, +)
@@ -78,7 +86,9 @@ public struct LossTally: Sendable {
 
     /// Adds the losses of the rows whose target is not ignored. With `sequence` T, each block of
     /// T rows (one window) is also kept as a ``WindowLoss``.
-    public mutating func add(_ language: String, rowLosses: UnsafeBufferPointer<Float>, targets: [Int32], sequence T: Int? = nil) {
+    public mutating func add(
+        _ language: String, rowLosses: UnsafeBufferPointer<Float>, targets: [Int32], sequence T: Int? = nil
+    ) {
         if sums[language] == nil { order.append(language) }
         var sum = sums[language] ?? 0, n = counts[language] ?? 0
         for i in 0..<targets.count where targets[i] >= 0 { sum += Double(rowLosses[i]); n += 1 }
@@ -104,8 +114,9 @@ public struct LossTally: Sendable {
         let total = counts.values.reduce(0, +)
         let overall = perLanguage.reduce(0.0) { $0 + $1.value * Double(counts[$1.key]!) } / Double(max(total, 1))
         let mean = perLanguage.values.reduce(0, +) / Double(max(perLanguage.count, 1))
-        return EvaluationResult(perLanguage: perLanguage, tokens: counts, overall: overall, languageMean: mean,
-                                worst: perLanguage.values.max() ?? 0, windows: windows)
+        return EvaluationResult(
+            perLanguage: perLanguage, tokens: counts, overall: overall, languageMean: mean,
+            worst: perLanguage.values.max() ?? 0, windows: windows)
     }
 }
 
@@ -122,9 +133,10 @@ extension EvaluationResult {
             total += s
             count += n
         }
-        self.init(perLanguage: perLanguage, tokens: tokens, overall: total / Double(max(count, 1)),
-                  languageMean: perLanguage.values.reduce(0, +) / Double(max(perLanguage.count, 1)),
-                  worst: perLanguage.values.max() ?? 0, windows: windows)
+        self.init(
+            perLanguage: perLanguage, tokens: tokens, overall: total / Double(max(count, 1)),
+            languageMean: perLanguage.values.reduce(0, +) / Double(max(perLanguage.count, 1)),
+            worst: perLanguage.values.max() ?? 0, windows: windows)
     }
 }
 
@@ -134,8 +146,10 @@ extension TokenShards {
     /// `body(language, tokens (B·T), targets (B·T, −1 = ignored))`. A language shorter than one
     /// window gets one partial window; a language with fewer than two tokens is skipped. Unused
     /// rows of the last batch have every target ignored.
-    public func forEachWindowBatch(_ split: String = "validation", batch B: Int, sequence T: Int, maxTokensPerLanguage: Int,
-                                   _ body: (_ language: String, _ tokens: [Int32], _ targets: [Int32]) throws -> Void) rethrows {
+    public func forEachWindowBatch(
+        _ split: String = "validation", batch B: Int, sequence T: Int, maxTokensPerLanguage: Int,
+        _ body: (_ language: String, _ tokens: [Int32], _ targets: [Int32]) throws -> Void
+    ) rethrows {
         for lang in languages {
             guard let st = stats[split]?[lang], st.tokens >= 2 else { continue }
             let windows = min(max(1, (st.tokens - 1) / T), max(1, maxTokensPerLanguage / T))

@@ -31,11 +31,15 @@ public struct TrainingRecipe: Sendable, Equatable {
     }
 
     public var json: JSON {
-        ["steps": JSON(steps), "batch": JSON(batch), "sequence": JSON(sequence), "learning_rate": JSON(learningRate),
-         "schedule": .string(schedule), "warmup": JSON(warmup), "min_ratio": JSON(minRatio), "weight_decay": JSON(weightDecay),
-         "gradient_clip": JSON(gradientClip), "seed": JSON(Int(seed)), "alpha": JSON(alpha),
-         "unimax_epochs": unimaxEpochs.map { JSON($0) } ?? .null, "eval_every": JSON(evalEvery), "eval_tokens": JSON(evalTokens),
-         "checkpoint_every": JSON(checkpointEvery), "router_z_loss": JSON(routerZLoss)]
+        [
+            "steps": JSON(steps), "batch": JSON(batch), "sequence": JSON(sequence), "learning_rate": JSON(learningRate),
+            "schedule": .string(schedule), "warmup": JSON(warmup), "min_ratio": JSON(minRatio),
+            "weight_decay": JSON(weightDecay),
+            "gradient_clip": JSON(gradientClip), "seed": JSON(Int(seed)), "alpha": JSON(alpha),
+            "unimax_epochs": unimaxEpochs.map { JSON($0) } ?? .null, "eval_every": JSON(evalEvery),
+            "eval_tokens": JSON(evalTokens),
+            "checkpoint_every": JSON(checkpointEvery), "router_z_loss": JSON(routerZLoss)
+        ]
     }
 }
 
@@ -55,36 +59,46 @@ public enum LanguageModelTraining {
     ///   non-finite loss (naming the step; no checkpoint with NaN weights is written), or I/O.
     /// - Parameter stopAfter: end the process's work after this step, as a kill would (for tests
     ///   of resumption); the run is then unfinished and `Outcome.finished` is false.
-    public static func run(config: ModelConfig, corpus: TokenShards, recipe: TrainingRecipe, output: URL,
-                           stopAfter: Int? = nil, log: (String) -> Void = { print($0) }) throws -> Outcome {
+    public static func run(
+        config: ModelConfig, corpus: TokenShards, recipe: TrainingRecipe, output: URL,
+        stopAfter: Int? = nil, log: (String) -> Void = { print($0) }
+    ) throws -> Outcome {
         guard config.vocabSize >= corpus.vocabularySize else {
-            throw ModelError.invalidConfig(file: "config", key: "vocab_size",
+            throw ModelError.invalidConfig(
+                file: "config", key: "vocab_size",
                 reason: "\(config.vocabSize) is smaller than the corpus tokenizer's \(corpus.vocabularySize) ids")
         }
-        guard let schedule = LearningRateSchedule.named(recipe.schedule, warmup: recipe.warmup, minRatio: recipe.minRatio) else {
+        guard
+            let schedule = LearningRateSchedule.named(recipe.schedule, warmup: recipe.warmup, minRatio: recipe.minRatio)
+        else {
             throw ModelError.invalidInput("unknown schedule '\(recipe.schedule)' (cosine, wsd, constant)")
         }
         let model = DecoderModel(config: config)
         model.initialize(seed: recipe.seed)
         model.routerLossWeights.zLoss = recipe.routerZLoss
-        let trainer = Trainer(model: model, batch: recipe.batch, sequence: recipe.sequence,
-                              settings: .init(weightDecay: recipe.weightDecay, gradientClip: recipe.gradientClip),
-                              schedule: schedule, peakLearningRate: recipe.learningRate, totalSteps: recipe.steps)
-        let sampler = try BatchSampler(shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
-                                       sampling: recipe.sampling, seed: recipe.seed)
+        let trainer = Trainer(
+            model: model, batch: recipe.batch, sequence: recipe.sequence,
+            settings: .init(weightDecay: recipe.weightDecay, gradientClip: recipe.gradientClip),
+            schedule: schedule, peakLearningRate: recipe.learningRate, totalSteps: recipe.steps)
+        let sampler = try BatchSampler(
+            shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
+            sampling: recipe.sampling, seed: recipe.seed)
         let checkpoints = output.appendingPathComponent("checkpoints")
         let runJSON: JSON = ["config": config.json, "recipe": recipe.json, "corpus": .string(corpus.directory.path)]
         var resumedFrom: Int? = nil
         if let last = try TrainingCheckpoint.latest(in: checkpoints) {
             let state = try TrainingCheckpoint.load(last, model: model, optimizer: trainer.optimizer)
             guard state["run"]?["config"] == runJSON["config"], state["run"]?["recipe"] == runJSON["recipe"] else {
-                throw ModelError.io(path: last.path, reason: "checkpoint was written by a different config or recipe; use another --out or delete it")
+                throw ModelError.io(
+                    path: last.path,
+                    reason: "checkpoint was written by a different config or recipe; use another --out or delete it")
             }
             resumedFrom = trainer.optimizer.step
             log("resuming from \(last.lastPathComponent) (step \(trainer.optimizer.step))")
         }
         let logURL = output.appendingPathComponent("log.jsonl")
-        var logLines = (try? String(contentsOf: logURL, encoding: .utf8))?.split(separator: "\n").map(String.init)
+        var logLines =
+            (try? String(contentsOf: logURL, encoding: .utf8))?.split(separator: "\n").map(String.init)
             .filter { (JSON.parse(Data($0.utf8))?["step"]?.int ?? Int.max) <= trainer.optimizer.step } ?? []
         func appendLog(_ entry: JSON) throws {
             logLines.append(entry.description)
@@ -92,11 +106,13 @@ public enum LanguageModelTraining {
         }
         let evalActs = Activations(config: config, batch: recipe.batch, sequence: recipe.sequence)
         func evaluate(_ step: Int) throws -> EvaluationResult {
-            try Evaluation.validationLoss(model: model, shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
-                                          maxTokensPerLanguage: recipe.evalTokens, step: step, activations: evalActs)
+            try Evaluation.validationLoss(
+                model: model, shards: corpus, batch: recipe.batch, sequence: recipe.sequence,
+                maxTokensPerLanguage: recipe.evalTokens, step: step, activations: evalActs)
         }
         let start = trainer.optimizer.step
-        let progress = ProgressReporter(label: "train", total: recipe.steps, firstStep: start, every: max(1, recipe.evalEvery / 4))
+        let progress = ProgressReporter(
+            label: "train", total: recipe.steps, firstStep: start, every: max(1, recipe.evalEvery / 4))
         var loss = Double.nan
         var tokens = 0
         if start < recipe.steps {
@@ -105,20 +121,31 @@ public enum LanguageModelTraining {
                 let r = try trainer.step(tokens: b.tokens, targets: b.targets)
                 loss = r.loss
                 tokens += recipe.batch * recipe.sequence
-                progress.update(step: step, tokens: tokens, fields: [("loss", String(format: "%.4f", r.loss)), ("lr", String(format: "%.2e", r.learningRate))])
-                var entry: [String: JSON] = ["step": JSON(step), "loss": JSON(r.loss), "lr": JSON(r.learningRate), "grad_norm": JSON(r.gradientNorm)]
+                progress.update(
+                    step: step, tokens: tokens,
+                    fields: [("loss", String(format: "%.4f", r.loss)), ("lr", String(format: "%.2e", r.learningRate))])
+                var entry: [String: JSON] = [
+                    "step": JSON(step), "loss": JSON(r.loss), "lr": JSON(r.learningRate),
+                    "grad_norm": JSON(r.gradientNorm)
+                ]
                 if step % recipe.evalEvery == 0 || step == recipe.steps {
                     let e = try evaluate(step)
                     entry["validation"] = e.json
-                    progress.note("step \(step): validation loss \(String(format: "%.4f", e.overall)) (language mean \(String(format: "%.4f", e.languageMean))) "
-                                  + e.perLanguage.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value))" }.joined(separator: " "))
+                    progress.note(
+                        "step \(step): validation loss \(String(format: "%.4f", e.overall)) (language mean "
+                            + "\(String(format: "%.4f", e.languageMean))) "
+                            + e.perLanguage.sorted { $0.key < $1.key }.map {
+                                "\($0.key) \(String(format: "%.3f", $0.value))"
+                            }.joined(separator: " "))
                 }
                 if step % 10 == 0 || entry["validation"] != nil { try appendLog(.object(entry)) }
                 if step % recipe.checkpointEvery == 0 || step == recipe.steps {
-                    try TrainingCheckpoint.save(model: model, optimizer: trainer.optimizer, run: runJSON, in: checkpoints)
+                    try TrainingCheckpoint.save(
+                        model: model, optimizer: trainer.optimizer, run: runJSON, in: checkpoints)
                 }
                 if let stopAfter, step >= stopAfter {
-                    return Outcome(resumedFrom: resumedFrom, finalLoss: loss, evaluation: try evaluate(step), finished: false)
+                    return Outcome(
+                        resumedFrom: resumedFrom, finalLoss: loss, evaluation: try evaluate(step), finished: false)
                 }
             }
         }
@@ -133,7 +160,9 @@ public enum LanguageModelTraining {
 /// newest and is replaced atomically; older ones are then removed.
 public enum TrainingCheckpoint {
     public static func latest(in directory: URL) throws -> URL? {
-        guard let name = try? String(contentsOf: directory.appendingPathComponent("latest"), encoding: .utf8) else { return nil }
+        guard let name = try? String(contentsOf: directory.appendingPathComponent("latest"), encoding: .utf8) else {
+            return nil
+        }
         let url = directory.appendingPathComponent(name.trimmingCharacters(in: .whitespacesAndNewlines))
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw ModelError.io(path: url.path, reason: "named by checkpoints/latest but missing")
@@ -146,14 +175,24 @@ public enum TrainingCheckpoint {
         let name = String(format: "step-%08d", optimizer.step)
         let temporary = directory.appendingPathComponent(".\(name).tmp-\(getpid())")
         try? fm.removeItem(at: temporary)
-        try FileIO.requireFreeSpace(saturating(model.layout.count, times: 12), in: directory, for: "writing a training checkpoint (weights and AdamW moments)")
+        try FileIO.requireFreeSpace(
+            saturating(model.layout.count, times: 12), in: directory,
+            for: "writing a training checkpoint (weights and AdamW moments)")
         try Checkpoint.save(model, to: temporary)
         let slices = model.layout.entries.flatMap { e in
-            [TensorSlice(name: "m:" + e.name, shape: e.shape, values: UnsafeBufferPointer(start: optimizer.m.pointer + e.offset, count: e.count)),
-             TensorSlice(name: "v:" + e.name, shape: e.shape, values: UnsafeBufferPointer(start: optimizer.v.pointer + e.offset, count: e.count))]
+            [
+                TensorSlice(
+                    name: "m:" + e.name, shape: e.shape,
+                    values: UnsafeBufferPointer(start: optimizer.m.pointer + e.offset, count: e.count)),
+                TensorSlice(
+                    name: "v:" + e.name, shape: e.shape,
+                    values: UnsafeBufferPointer(start: optimizer.v.pointer + e.offset, count: e.count))
+            ]
         }
         try SafeTensorsWriter.write(slices, to: temporary.appendingPathComponent("optimizer.safetensors"))
-        try AtomicFile.write((["step": JSON(optimizer.step), "run": run] as JSON).data(), to: temporary.appendingPathComponent("state.json"))
+        try AtomicFile.write(
+            (["step": JSON(optimizer.step), "run": run] as JSON).data(),
+            to: temporary.appendingPathComponent("state.json"))
         try publish(temporary, as: name, in: directory)
     }
 
@@ -166,7 +205,8 @@ public enum TrainingCheckpoint {
         try? fm.removeItem(at: final)
         try fm.moveItem(at: folder, to: final)
         try AtomicFile.write(Data(name.utf8), to: directory.appendingPathComponent("latest"))
-        for old in (try? fm.contentsOfDirectory(atPath: directory.path)) ?? [] where old.hasPrefix("step-") && old != name {
+        for old in (try? fm.contentsOfDirectory(atPath: directory.path)) ?? []
+        where old.hasPrefix("step-") && old != name {
             try? fm.removeItem(at: directory.appendingPathComponent(old))
         }
     }
@@ -184,13 +224,15 @@ public enum TrainingCheckpoint {
         for e in model.layout.entries {
             for (prefix, buffer) in [("m:", optimizer.m), ("v:", optimizer.v)] {
                 guard try opt.info(prefix + e.name).shape == e.shape else {
-                    throw ModelError.checkpoint(path: opt.path, tensor: prefix + e.name, reason: "shape does not match the model")
+                    throw ModelError.checkpoint(
+                        path: opt.path, tensor: prefix + e.name, reason: "shape does not match the model")
                 }
                 try opt.read(prefix + e.name, into: buffer.pointer + e.offset)
             }
         }
         guard let data = try? Data(contentsOf: url.appendingPathComponent("state.json")), let state = JSON.parse(data),
-              let step = state["step"]?.int else {
+            let step = state["step"]?.int
+        else {
             throw ModelError.io(path: url.appendingPathComponent("state.json").path, reason: "missing or malformed")
         }
         optimizer.step = step

@@ -37,7 +37,8 @@ public final class ProgressReporter {
         let rate = elapsed > 0 ? Double(tokens) / elapsed : 0
         var eta = done > 0 ? elapsed / Double(done) * Double(total - step) : 0
         if let f = fraction, f > 0 { eta = elapsed * (1 - f) / f }
-        let text = "\(label) \(unit) \(step)/\(total)" + fields.map { " \($0.0) \($0.1)" }.joined()
+        let text =
+            "\(label) \(unit) \(step)/\(total)" + fields.map { " \($0.0) \($0.1)" }.joined()
             + String(format: " %.0f tok/s ETA %@", rate, Self.duration(eta))
         if isTerminal {
             guard now - lastDraw > 100_000_000 || step == total else { return nil }
@@ -52,11 +53,16 @@ public final class ProgressReporter {
 
     /// A line that must not be overwritten (evaluations, checkpoints).
     public func note(_ line: String) {
-        if isTerminal { FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8)) } else { print(line); fflush(nil) }
+        if isTerminal {
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + "\n").utf8))
+        } else {
+            print(line); fflush(nil)
+        }
     }
 
     public static func duration(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s % 3600 / 60) : String(format: "%dm%02ds", s / 60, s % 60)
+        return s >= 3600
+            ? String(format: "%dh%02dm", s / 3600, s % 3600 / 60) : String(format: "%dm%02ds", s / 60, s % 60)
     }
 }

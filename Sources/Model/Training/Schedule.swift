@@ -37,7 +37,9 @@ public enum LearningRateSchedule: Sendable, Equatable, Codable {
     /// The part of a `wsd` run spent decaying, unless told.
     public static let defaultDecayFraction = 0.2
 
-    public static func named(_ name: String, warmup: Int, minRatio: Double = 0.1, decayFraction: Double = defaultDecayFraction) -> LearningRateSchedule? {
+    public static func named(
+        _ name: String, warmup: Int, minRatio: Double = 0.1, decayFraction: Double = defaultDecayFraction
+    ) -> LearningRateSchedule? {
         switch name {
         case "cosine": return .cosine(warmup: warmup, minRatio: minRatio)
         case "wsd": return .warmupStableDecay(warmup: warmup, decayFraction: decayFraction, minRatio: minRatio)

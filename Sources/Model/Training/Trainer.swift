@@ -26,8 +26,10 @@ public final class Trainer {
         Parallel.threads > 1 && batch >= Parallel.threads ? Parallel.threads : 1
     }
 
-    public init(model: DecoderModel, batch: Int, sequence: Int, settings: AdamW.Settings = .init(),
-                schedule: LearningRateSchedule, peakLearningRate: Double, totalSteps: Int, dataParallelWorkers: Int? = nil) {
+    public init(
+        model: DecoderModel, batch: Int, sequence: Int, settings: AdamW.Settings = .init(),
+        schedule: LearningRateSchedule, peakLearningRate: Double, totalSteps: Int, dataParallelWorkers: Int? = nil
+    ) {
         self.model = model
         self.batch = batch
         self.sequence = sequence
@@ -38,14 +40,17 @@ public final class Trainer {
         self.totalSteps = totalSteps
     }
 
-    public struct StepResult: Sendable { public var loss: Double; public var gradientNorm: Double; public var learningRate: Double }
+    public struct StepResult: Sendable {
+        public var loss: Double; public var gradientNorm: Double; public var learningRate: Double
+    }
 
     /// zero gradients → forward → cross-entropy → backward → AdamW.
     /// - Throws: ``ModelError/nonFinite(step:what:)`` naming the step when the loss or the
     ///   gradient is NaN or infinite; the parameters are then left as they were.
     public func step(tokens: [Int32], targets: [Int32]) throws -> StepResult {
         let stepNumber = optimizer.step + 1
-        let loss = min(dataParallelWorkers, batch) > 1
+        let loss =
+            min(dataParallelWorkers, batch) > 1
             ? try dataParallelGradients(tokens: tokens, targets: targets)
             : try wholeBatchGradients(tokens: tokens, targets: targets)
         guard loss.isFinite else { throw ModelError.nonFinite(step: stepNumber, what: "training loss") }
@@ -72,13 +77,18 @@ public final class Trainer {
     /// Deterministic for a worker count.
     private func dataParallelGradients(tokens: [Int32], targets: [Int32]) throws -> Double {
         guard tokens.count == batch * sequence, targets.count == batch * sequence else {
-            throw ModelError.invalidInput("expected \(batch * sequence) tokens and targets (B \(batch) × T \(sequence)), got \(tokens.count) and \(targets.count)")
+            throw ModelError.invalidInput(
+                "expected \(batch * sequence) tokens and targets (B \(batch) × T \(sequence)), got \(tokens.count) and \(targets.count)"
+            )
         }
         if workers.isEmpty {
             let W = min(dataParallelWorkers, batch)
             workers = (0..<W).map { w in
                 let rows = (batch * w / W)..<(batch * (w + 1) / W)
-                return (w == 0 ? model : DecoderModel(replicaOf: model), Activations(config: model.config, batch: rows.count, sequence: sequence), rows)
+                return (
+                    w == 0 ? model : DecoderModel(replicaOf: model),
+                    Activations(config: model.config, batch: rows.count, sequence: sequence), rows
+                )
             }
         }
         let W = workers.count, T = sequence

@@ -36,35 +36,54 @@ public struct BackendSpec: Sendable, Equatable {
     /// Parses the spec's `"backend"` object.
     static func parse(_ o: [String: JSON], fail: (String, String) -> Error) throws -> BackendSpec {
         var b = BackendSpec()
-        for k in o.keys where !["name", "python", "script", "device", "dtype", "command", "heartbeat_timeout"].contains(k) {
-            throw fail("backend.\(k)", "unknown key (allowed: name, python, script, device, dtype, command, heartbeat_timeout)")
+        for k in o.keys
+        where !["name", "python", "script", "device", "dtype", "command", "heartbeat_timeout"].contains(k) {
+            throw fail(
+                "backend.\(k)", "unknown key (allowed: name, python, script, device, dtype, command, heartbeat_timeout)"
+            )
         }
         if let d = o["device"] {
-            guard let s = d.string, s == "cpu" || s == "cuda" || s.hasPrefix("cuda:") || s == "mps" else { throw fail("backend.device", "cpu, cuda, cuda:N or mps") }
+            guard let s = d.string, s == "cpu" || s == "cuda" || s.hasPrefix("cuda:") || s == "mps" else {
+                throw fail("backend.device", "cpu, cuda, cuda:N or mps")
+            }
             b.device = s
         }
         if let d = o["dtype"] {
-            guard let s = d.string, ["float32", "bfloat16"].contains(s) else { throw fail("backend.dtype", "float32 or bfloat16") }
+            guard let s = d.string, ["float32", "bfloat16"].contains(s) else {
+                throw fail("backend.dtype", "float32 or bfloat16")
+            }
             b.dtype = s
         }
-        if b.dtype == "bfloat16" && b.device == "cpu" { throw fail("backend.dtype", "bfloat16 autocast needs a GPU device; on cpu use float32") }
+        if b.dtype == "bfloat16" && b.device == "cpu" {
+            throw fail("backend.dtype", "bfloat16 autocast needs a GPU device; on cpu use float32")
+        }
         if let t = o["heartbeat_timeout"] {
-            guard let v = t.double, v >= 1, v <= 86_400 else { throw fail("backend.heartbeat_timeout", "seconds between 1 and 86400") }
+            guard let v = t.double, v >= 1, v <= 86_400 else {
+                throw fail("backend.heartbeat_timeout", "seconds between 1 and 86400")
+            }
             b.heartbeatTimeout = v
         }
         if let c = o["command"] {
-            guard o["name"] == nil || o["name"]?.string == "command" else { throw fail("backend", "give either a name or a command, not both") }
+            guard o["name"] == nil || o["name"]?.string == "command" else {
+                throw fail("backend", "give either a name or a command, not both")
+            }
             guard let parts = c.array?.compactMap(\.string), !parts.isEmpty, parts.count == c.array?.count else {
-                throw fail("backend.command", "a non-empty list of strings (the program and its arguments; the job file is appended)")
+                throw fail(
+                    "backend.command",
+                    "a non-empty list of strings (the program and its arguments; the job file is appended)")
             }
             b.kind = .command(parts)
             return b
         }
         switch o["name"]?.string ?? "builtin" {
         case "builtin":
-            guard o.count == (o["name"] == nil ? 0 : 1) else { throw fail("backend", "the built-in engine takes no options") }
+            guard o.count == (o["name"] == nil ? 0 : 1) else {
+                throw fail("backend", "the built-in engine takes no options")
+            }
         case "torch":
-            if let p = o["python"], p.string?.isEmpty ?? true { throw fail("backend.python", "the path of a Python with torch and transformers") }
+            if let p = o["python"], p.string?.isEmpty ?? true {
+                throw fail("backend.python", "the path of a Python with torch and transformers")
+            }
             b.kind = .torch(python: o["python"]?.string ?? Self.defaultPython(), script: o["script"]?.string)
         case let other:
             throw fail("backend.name", "'\(other)' is not builtin or torch (or give a command)")
@@ -77,8 +96,11 @@ public struct BackendSpec: Sendable, Equatable {
     static func defaultPython() -> String {
         let env = ProcessInfo.processInfo.environment
         if let p = env["TOPIARY_PYTHON"] { return p }
-        let venv = (env["TOPIARY_TORCH_VENV"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/topiary/torch-venv")) + "/bin/python"
-        for candidate in [FileManager.default.currentDirectoryPath + "/.venv/bin/python", venv] where FileManager.default.isExecutableFile(atPath: candidate) {
+        let venv =
+            (env["TOPIARY_TORCH_VENV"]
+                ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/topiary/torch-venv")) + "/bin/python"
+        for candidate in [FileManager.default.currentDirectoryPath + "/.venv/bin/python", venv]
+        where FileManager.default.isExecutableFile(atPath: candidate) {
             return candidate
         }
         return "python3"
@@ -102,13 +124,20 @@ public struct BackendSpec: Sendable, Equatable {
         var candidates: [String] = []
         if let dir = ProcessInfo.processInfo.environment["TOPIARY_BACKENDS"] { candidates.append(dir + "/" + relative) }
         candidates.append(FileManager.default.currentDirectoryPath + "/backends/" + relative)
-        var dir = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]).deletingLastPathComponent()
+        var dir = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0]
+        ).deletingLastPathComponent()
         for _ in 0..<6 {
             candidates.append(dir.appendingPathComponent("backends/" + relative).path)
             dir.deleteLastPathComponent()
         }
         guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-            throw SearchError.backend("the torch backend's script backends/torch/topiary_backend.py is not in \(candidates.prefix(2).joined(separator: " or ")) or beside the binary; set TOPIARY_BACKENDS or the spec's backend.script")
+            throw SearchError.backend(
+                "the torch backend's script backends/torch/topiary_backend.py is not in "
+                    + "\(candidates.prefix(2).joined(separator: " or ")) or beside the binary; set "
+                    + "TOPIARY_BACKENDS or the spec's backend.script"
+            )
         }
         return found
     }
@@ -131,15 +160,21 @@ struct ExternalBackend {
     let log: (String) -> Void
 
     /// - Returns: per student index, its result or the failure message (the backend's own words).
-    func distill(teacherPath: String, students: [(name: String, model: DecoderModel, resume: URL?, out: URL)], corpus: TokenShards,
-                 recipe: DistillationRecipe, startStep: Int, endStep: Int, evaluateAt: [Int]? = nil, jobDirectory: URL,
-                 run: JSON) throws -> [Int: Result<BackendTrialResult, SearchError>] {
+    func distill(
+        teacherPath: String, students: [(name: String, model: DecoderModel, resume: URL?, out: URL)],
+        corpus: TokenShards,
+        recipe: DistillationRecipe, startStep: Int, endStep: Int, evaluateAt: [Int]? = nil, jobDirectory: URL,
+        run: JSON
+    ) throws -> [Int: Result<BackendTrialResult, SearchError>] {
         // Refused before anything is written.
         if let moe = students.first(where: { $0.model.config.family.hasAttentionExperts }) {
-            throw SearchError.backend("the \(spec.name) backend does not distil JetMoE students yet (\(moe.name)); use the built-in engine")
+            throw SearchError.backend(
+                "the \(spec.name) backend does not distil JetMoE students yet (\(moe.name)); use the built-in engine")
         }
         guard recipe.loss.hidden.weight == 0 else {
-            throw SearchError.backend("the \(spec.name) backend does not distil hidden states yet (proxy.loss.hidden); use the built-in engine")
+            throw SearchError.backend(
+                "the \(spec.name) backend does not distil hidden states yet (proxy.loss.hidden); use the built-in engine"
+            )
         }
         let fm = FileManager.default
         try Self.freshDirectory(jobDirectory)
@@ -150,10 +185,13 @@ struct ExternalBackend {
             let initDir = jobDirectory.appendingPathComponent("init-\(i)")
             try Checkpoint.save(s.model, to: initDir)
             try fm.createDirectory(at: s.out, withIntermediateDirectories: true)
-            entries.append(DistillJob.Student(name: s.name, init: initDir.path, resume: s.resume?.path, out: s.out.path))
+            entries.append(
+                DistillJob.Student(name: s.name, init: initDir.path, resume: s.resume?.path, out: s.out.path))
         }
         // The exact batches of steps startStep+1 … endStep.
-        let sampler = try BatchSampler(shards: corpus, batch: recipe.batch, sequence: recipe.sequence, sampling: .temperature(recipe.alpha), seed: recipe.seed)
+        let sampler = try BatchSampler(
+            shards: corpus, batch: recipe.batch, sequence: recipe.sequence, sampling: .temperature(recipe.alpha),
+            seed: recipe.seed)
         var tokens: [Int32] = [], targets: [Int32] = []
         let steps = endStep - startStep
         for step in (startStep + 1)...endStep {
@@ -162,22 +200,30 @@ struct ExternalBackend {
             targets += b.targets
         }
         let batchesFile = jobDirectory.appendingPathComponent("batches.safetensors")
-        try SafeTensorsWriter.write(int32: [("tokens", [steps, recipe.batch, recipe.sequence], tokens), ("targets", [steps, recipe.batch, recipe.sequence], targets)], to: batchesFile)
+        try SafeTensorsWriter.write(
+            int32: [
+                ("tokens", [steps, recipe.batch, recipe.sequence], tokens),
+                ("targets", [steps, recipe.batch, recipe.sequence], targets)
+            ], to: batchesFile)
         let languages = corpus.languages
         let T = recipe.sequence
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
-        let vLanguage = try Self.writeValidationWindows(corpus, batch: recipe.batch, sequence: T, maxTokensPerLanguage: recipe.evalTokens, to: validationFile)
+        let vLanguage = try Self.writeValidationWindows(
+            corpus, batch: recipe.batch, sequence: T, maxTokensPerLanguage: recipe.evalTokens, to: validationFile)
         let withKL = languages.map { (corpus.stats["validation"]?[$0]?.tokens ?? 0) > T }
         let job = DistillJob(
             device: spec.device, dtype: spec.dtype, teacher: URL(fileURLWithPath: teacherPath).standardizedFileURL.path,
             students: entries, batches: .init(file: batchesFile.path, from: startStep, to: endStep),
             validation: .init(file: validationFile.path, languages: languages, withKL: withKL),
-            evaluateAt: evaluateAt ?? [endStep], heartbeatSeconds: heartbeatSeconds, recipe: DistillJob.recipe(recipe), run: run)
+            evaluateAt: evaluateAt ?? [endStep], heartbeatSeconds: heartbeatSeconds, recipe: DistillJob.recipe(recipe),
+            run: run)
         let jobFile = try Self.write(job, in: jobDirectory)
-        let events = try runProcess(jobFile: jobFile, students: students.count,
-                                    steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
-        return collect(events: events, students: students.map(\.name), languages: languages, withKL: withKL, T: T,
-                       windowLanguages: vLanguage, startStep: startStep, endStep: endStep, evaluateAt: evaluateAt ?? [endStep])
+        let events = try runProcess(
+            jobFile: jobFile, students: students.count,
+            steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
+        return collect(
+            events: events, students: students.map(\.name), languages: languages, withKL: withKL, T: T,
+            windowLanguages: vLanguage, startStep: startStep, endStep: endStep, evaluateAt: evaluateAt ?? [endStep])
     }
 
     /// An empty job folder (what a killed earlier job left there removed).
@@ -189,10 +235,13 @@ struct ExternalBackend {
     /// The validation windows the built-in engine evaluates (rows with at least one target), as
     /// int32 `tokens` and `targets` [W, T] and `language` [W] (an index into `corpus.languages`).
     /// Returns the language of each window.
-    static func writeValidationWindows(_ corpus: TokenShards, batch: Int, sequence T: Int, maxTokensPerLanguage: Int, to url: URL) throws -> [Int32] {
+    static func writeValidationWindows(
+        _ corpus: TokenShards, batch: Int, sequence T: Int, maxTokensPerLanguage: Int, to url: URL
+    ) throws -> [Int32] {
         var tokens: [Int32] = [], targets: [Int32] = [], language: [Int32] = []
         let languages = corpus.languages
-        corpus.forEachWindowBatch(batch: batch, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) { lang, tk, tg in
+        corpus.forEachWindowBatch(batch: batch, sequence: T, maxTokensPerLanguage: maxTokensPerLanguage) {
+            lang, tk, tg in
             for r in 0..<(tk.count / T) where tg[(r * T)..<((r + 1) * T)].contains(where: { $0 >= 0 }) {
                 tokens += tk[(r * T)..<((r + 1) * T)]
                 targets += tg[(r * T)..<((r + 1) * T)]
@@ -200,29 +249,39 @@ struct ExternalBackend {
             }
         }
         let w = language.count
-        try SafeTensorsWriter.write(int32: [("tokens", [w, T], tokens), ("targets", [w, T], targets), ("language", [w], language)], to: url)
+        try SafeTensorsWriter.write(
+            int32: [("tokens", [w, T], tokens), ("targets", [w, T], targets), ("language", [w], language)], to: url)
         return language
     }
 
     /// Importance scores of the teacher on `calibration` (and the layer-skip loss on the validation
     /// windows), computed by the backend; the same definitions as ``Importance/compute``.
-    func importance(teacherPath: String, teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet, settings: ImportanceSettings,
-                    batch: Int = 16, jobDirectory: URL) throws -> ImportanceScores {
+    func importance(
+        teacherPath: String, teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet,
+        settings: ImportanceSettings,
+        batch: Int = 16, jobDirectory: URL
+    ) throws -> ImportanceScores {
         guard !teacher.config.family.isMixture else {
-            throw SearchError.backend("the \(spec.name) backend does not compute importance of mixtures of experts yet; use the built-in engine")
+            throw SearchError.backend(
+                "the \(spec.name) backend does not compute importance of mixtures of experts yet; use the built-in engine"
+            )
         }
         try Pruning.requireUniformLayers(teacher.config)
         try Self.freshDirectory(jobDirectory)
         defer { try? FileManager.default.removeItem(at: jobDirectory) }
         let T = calibration.sequence, B = min(batch, calibration.samples)
         let calibrationFile = jobDirectory.appendingPathComponent("calibration.safetensors")
-        try SafeTensorsWriter.write(int32: [("tokens", [calibration.samples, T], calibration.tokens)], to: calibrationFile)
+        try SafeTensorsWriter.write(
+            int32: [("tokens", [calibration.samples, T], calibration.tokens)], to: calibrationFile)
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
-        _ = try Self.writeValidationWindows(corpus, batch: B, sequence: T, maxTokensPerLanguage: settings.lossTokensPerLanguage, to: validationFile)
+        _ = try Self.writeValidationWindows(
+            corpus, batch: B, sequence: T, maxTokensPerLanguage: settings.lossTokensPerLanguage, to: validationFile)
         let job = ImportanceJob(
-            device: spec.device, dtype: spec.dtype, teacher: URL(fileURLWithPath: teacherPath).standardizedFileURL.path, batch: B,
+            device: spec.device, dtype: spec.dtype, teacher: URL(fileURLWithPath: teacherPath).standardizedFileURL.path,
+            batch: B,
             calibration: .init(file: calibrationFile.path), validation: .init(file: validationFile.path),
-            aggregation: .init(sequence: settings.sequenceAggregation.rawValue, batch: settings.batchAggregation.rawValue),
+            aggregation: .init(
+                sequence: settings.sequenceAggregation.rawValue, batch: settings.batchAggregation.rawValue),
             heartbeatSeconds: heartbeatSeconds)
         let jobFile = try Self.write(job, in: jobDirectory)
         let c = teacher.config
@@ -230,13 +289,16 @@ struct ExternalBackend {
         case let .failed(message): throw SearchError.backend(message)
         case let .lines(lines):
             if let e = lines.first(where: { $0["event"]?.string == "error" }) {
-                throw SearchError.backend("backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
+                throw SearchError.backend(
+                    "backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
             }
             guard let r = lines.last(where: { $0["event"]?.string == "importance" }) else {
                 throw SearchError.backend("backend \(spec.name): no importance line")
             }
             func matrix(_ key: String, _ rows: Int, _ cols: Int) throws -> [[Double]] {
-                guard let m = r[key]?.array?.map({ $0.array?.compactMap(\.double) ?? [] }), m.count == rows, m.allSatisfy({ $0.count == cols && $0.allSatisfy(\.isFinite) }) else {
+                guard let m = r[key]?.array?.map({ $0.array?.compactMap(\.double) ?? [] }), m.count == rows,
+                    m.allSatisfy({ $0.count == cols && $0.allSatisfy(\.isFinite) })
+                else {
                     throw SearchError.backend("backend \(spec.name): '\(key)' is not \(rows)×\(cols) finite numbers")
                 }
                 return m
@@ -253,11 +315,14 @@ struct ExternalBackend {
             }
             let base = sum / Double(tokens)
             let rise = try vector("skipped_loss_sums", L).map { $0 / Double(tokens) - base }
-            return ImportanceScores(teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint, settings: settings,
-                                    heads: try matrix("heads", L, c.numAttentionHeads), neurons: try matrix("neurons", L, c.intermediateSize),
-                                    channels: try vector("channels", c.hiddenSize), blockImportance: try vector("block_importance", L),
-                                    layerLossRise: settings.lossTokensPerLanguage == 0 ? [] : rise,
-                                    baseValidationLoss: settings.lossTokensPerLanguage == 0 ? 0 : base)
+            return ImportanceScores(
+                teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
+                settings: settings,
+                heads: try matrix("heads", L, c.numAttentionHeads),
+                neurons: try matrix("neurons", L, c.intermediateSize),
+                channels: try vector("channels", c.hiddenSize), blockImportance: try vector("block_importance", L),
+                layerLossRise: settings.lossTokensPerLanguage == 0 ? [] : rise,
+                baseValidationLoss: settings.lossTokensPerLanguage == 0 ? 0 : base)
         }
     }
 
@@ -287,7 +352,9 @@ struct ExternalBackend {
     /// non-zero with per-student errors); whatever it started is killed with its process group
     /// when the job ends. On SIGINT or SIGTERM (``Interruption``) the backend's group is stopped
     /// and ``Interruption/Interrupted`` thrown.
-    func runProcess(jobFile: URL, students: Int = 1, steps: (first: Int, last: Int, tokens: Int)? = nil) throws -> Events {
+    func runProcess(jobFile: URL, students: Int = 1, steps: (first: Int, last: Int, tokens: Int)? = nil) throws
+        -> Events
+    {
         let command = try spec.commandLine()
         let executable = command[0]
         let p = Process()
@@ -389,20 +456,29 @@ struct ExternalBackend {
             for line in fresh where !line.trimmingCharacters(in: .whitespaces).isEmpty {
                 guard let object = JSON.parse(Data(line.utf8))?.object, let event = object["event"]?.string else {
                     let nonFinite = ["NaN", "Infinity"].contains { line.contains($0) }
-                    failure = "backend \(spec.name) printed " + (nonFinite ? "a non-finite number (NaN or infinity): " : "a malformed line (not a JSON object with an \"event\"): ")
+                    failure =
+                        "backend \(spec.name) printed "
+                        + (nonFinite
+                            ? "a non-finite number (NaN or infinity): "
+                            : "a malformed line (not a JSON object with an \"event\"): ")
                         + String(line.prefix(200))
                     break
                 }
                 linesSinceProgress += 1
                 // Progress: a student's step beyond its highest so far.
-                if event == "step", let step = object["step"]?.int, step > highest[object["student"]?.string ?? "", default: 0] {
+                if event == "step", let step = object["step"]?.int,
+                    step > highest[object["student"]?.string ?? "", default: 0]
+                {
                     highest[object["student"]?.string ?? ""] = step
                     linesSinceProgress = 0
                     lastProgress = Date()
                 }
-                let budget = Self.linesPerStep + 8 * students + 4 * Int(Date().timeIntervalSince(lastProgress) / heartbeatSeconds)
+                let budget =
+                    Self.linesPerStep + 8 * students + 4
+                    * Int(Date().timeIntervalSince(lastProgress) / heartbeatSeconds)
                 if linesSinceProgress > budget {
-                    failure = "backend \(spec.name) printed more than \(budget) lines without a step of progress "
+                    failure =
+                        "backend \(spec.name) printed more than \(budget) lines without a step of progress "
                         + "(its last step \(highest.values.max() ?? 0)); killed"
                     break
                 }
@@ -410,7 +486,9 @@ struct ExternalBackend {
                 if event == "heartbeat" { continue }
                 if event == "done" { sawDone = true; doneAt = Date() }
                 events.append(object)
-                if event == "step", let step = object["step"]?.int, linesSinceProgress == 0, Date().timeIntervalSince(lastLogged) > 10 {
+                if event == "step", let step = object["step"]?.int, linesSinceProgress == 0,
+                    Date().timeIntervalSince(lastLogged) > 10
+                {
                     lastLogged = Date()
                     logProgress(step: step, steps: steps, object: object, started: started)
                 }
@@ -430,7 +508,8 @@ struct ExternalBackend {
                 break
             }
             if silent > spec.heartbeatTimeout && exitedAt == nil {
-                failure = "backend \(spec.name) said nothing for \(Int(spec.heartbeatTimeout)) s (heartbeat timeout); killed"
+                failure =
+                    "backend \(spec.name) said nothing for \(Int(spec.heartbeatTimeout)) s (heartbeat timeout); killed"
                 break
             }
             Thread.sleep(forTimeInterval: 0.05)
@@ -451,7 +530,9 @@ struct ExternalBackend {
         _ = group.wait(timeout: .now() + 2)
         if let failure { return .failed(failure) }
         // A descendant that left the group may still hold them: the status is then the one peeked.
-        let exit: (status: Int32, signaled: Bool) = p.isRunning ? (peeked ?? (SIGKILL, true))
+        let exit: (status: Int32, signaled: Bool) =
+            p.isRunning
+            ? (peeked ?? (SIGKILL, true))
             : (p.terminationStatus, p.terminationReason == .uncaughtSignal)
         reader.lock.lock()
         let stderrText = String(decoding: reader.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -464,18 +545,24 @@ struct ExternalBackend {
         if exit.status != 0 || exit.signaled {
             return .failed("backend \(spec.name) \(status): " + (said ?? String(stderrText.suffix(500))))
         }
-        return .failed("backend \(spec.name) exited with status 0 without its done line" + (said.map { ": \($0)" } ?? ""))
+        return .failed(
+            "backend \(spec.name) exited with status 0 without its done line" + (said.map { ": \($0)" } ?? ""))
     }
 
     /// A progress line for a backend's step (tokens/s and ETA over all students).
-    private func logProgress(step: Int, steps: (first: Int, last: Int, tokens: Int)?, object: [String: JSON], started: Date) {
+    private func logProgress(
+        step: Int, steps: (first: Int, last: Int, tokens: Int)?, object: [String: JSON], started: Date
+    ) {
         var line = "backend \(spec.name): step \(step)"
         if let steps { line += "/\(steps.last)" }
-        line += " \(object["student"]?.string ?? "") loss \(object["train_loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")"
+        line +=
+            " \(object["student"]?.string ?? "") loss \(object["train_loss"]?.double.map { String(format: "%.4f", $0) } ?? "?")"
         if let steps, step > steps.first {
             let elapsed = Date().timeIntervalSince(started), done = Double(step - steps.first)
             let eta = elapsed / done * Double(steps.last - step)
-            line += String(format: ", %.0f tokens/s, ETA %dm%02ds", done * Double(steps.tokens) / elapsed, Int(eta) / 60, Int(eta) % 60)
+            line += String(
+                format: ", %.0f tokens/s, ETA %dm%02ds", done * Double(steps.tokens) / elapsed, Int(eta) / 60,
+                Int(eta) % 60)
         }
         log(line)
     }
@@ -483,35 +570,48 @@ struct ExternalBackend {
     /// The students' results from a backend's events, each checked against the job: step lines
     /// inside (startStep, endStep], one evaluation row per window at endStep with 1…T scored tokens,
     /// a non-negative loss sum and KL, a checkpoint at endStep.
-    func collect(events: Events, students: [String], languages: [String], withKL: [Bool], T: Int, windowLanguages: [Int32],
-                 startStep: Int = 0, endStep: Int, evaluateAt: [Int] = []) -> [Int: Result<BackendTrialResult, SearchError>] {
+    func collect(
+        events: Events, students: [String], languages: [String], withKL: [Bool], T: Int, windowLanguages: [Int32],
+        startStep: Int = 0, endStep: Int, evaluateAt: [Int] = []
+    ) -> [Int: Result<BackendTrialResult, SearchError>] {
         var result: [Int: Result<BackendTrialResult, SearchError>] = [:]
         guard case let .lines(lines) = events else {
-            if case let .failed(message) = events { for i in students.indices { result[i] = .failure(.backend(message)) } }
+            if case let .failed(message) = events {
+                for i in students.indices { result[i] = .failure(.backend(message)) }
+            }
             return result
         }
         for (i, name) in students.enumerated() {
             let mine = lines.filter { $0["student"]?.string == name }
             if let error = mine.first(where: { $0["event"]?.string == "error" }) {
-                result[i] = .failure(.backend("backend \(spec.name): " + (error["message"]?.string ?? "an error without a message")))
+                result[i] = .failure(
+                    .backend("backend \(spec.name): " + (error["message"]?.string ?? "an error without a message")))
                 continue
             }
             var trainLoss: [(Int, Double)] = [], all: [(Int, Double)] = []
             var lastLoss = Double.nan
             var malformed: String?
             for e in mine where e["event"]?.string == "step" {
-                guard let step = e["step"]?.int, let loss = e["train_loss"]?.double else { malformed = "a step line without step or train_loss"; break }
+                guard let step = e["step"]?.int, let loss = e["train_loss"]?.double else {
+                    malformed = "a step line without step or train_loss"; break
+                }
                 guard loss.isFinite else { malformed = "a non-finite loss (\(loss)) at step \(step)"; break }
                 guard step > startStep && step <= endStep else {
-                    malformed = "a step line for step \(step), outside the job's steps \(startStep + 1)…\(endStep)"; break
+                    malformed = "a step line for step \(step), outside the job's steps \(startStep + 1)…\(endStep)";
+                    break
                 }
                 lastLoss = loss
                 all.append((step, loss))
                 if step % 10 == 0 { trainLoss.append((step, loss)) }
             }
             guard let eval = mine.last(where: { $0["event"]?.string == "eval" }), eval["step"]?.int == endStep,
-                  let rows = eval["windows"]?.array, rows.count == windowLanguages.count else {
-                result[i] = .failure(.backend("backend \(spec.name): " + (malformed ?? "no evaluation of \(name) at step \(endStep) with one row per validation window")))
+                let rows = eval["windows"]?.array, rows.count == windowLanguages.count
+            else {
+                result[i] = .failure(
+                    .backend(
+                        "backend \(spec.name): "
+                            + (malformed
+                                ?? "no evaluation of \(name) at step \(endStep) with one row per validation window")))
                 continue
             }
             if let malformed { result[i] = .failure(.backend("backend \(spec.name): \(malformed)")); continue }
@@ -521,15 +621,19 @@ struct ExternalBackend {
                 var windows: [String: [WindowLoss]] = [:]
                 var klSum = 0.0, klCount = 0
                 for (w, row) in rows.enumerated() {
-                    guard let a = row.array, a.count == 3, let sum = a[0].double, let n = a[1].int, let kl = a[2].double, sum.isFinite, kl.isFinite,
-                          (1...T).contains(n), sum >= 0, kl >= -1e-4 * Double(n) else { return nil }
+                    guard let a = row.array, a.count == 3, let sum = a[0].double, let n = a[1].int,
+                        let kl = a[2].double, sum.isFinite, kl.isFinite,
+                        (1...T).contains(n), sum >= 0, kl >= -1e-4 * Double(n)
+                    else { return nil }
                     let lang = languages[Int(windowLanguages[w])]
                     windows[lang, default: []].append(WindowLoss(sum: sum, tokens: n))
                     if withKL[Int(windowLanguages[w])] { klSum += kl; klCount += n }
                 }
                 return (EvaluationResult(windows: windows), klSum / Double(max(klCount, 1)))
             }
-            let impossible = "backend \(spec.name): a malformed, non-finite or impossible evaluation row for \(name) (each window scores 1…\(T) tokens with a non-negative loss sum)"
+            let impossible =
+                "backend \(spec.name): a malformed, non-finite or impossible evaluation row for \(name) (each "
+                + "window scores 1…\(T) tokens with a non-negative loss sum)"
             guard let (validation, validationKL) = evaluation(rows) else {
                 result[i] = .failure(.backend(impossible))
                 continue
@@ -538,17 +642,25 @@ struct ExternalBackend {
             var curve: [CurvePoint] = []
             var badCurve = false
             for step in evaluateAt where step < endStep {
-                guard let e = mine.last(where: { $0["event"]?.string == "eval" && $0["step"]?.int == step }) else { continue }
+                guard let e = mine.last(where: { $0["event"]?.string == "eval" && $0["step"]?.int == step }) else {
+                    continue
+                }
                 guard let (v, kl) = e["windows"]?.array.flatMap(evaluation) else { badCurve = true; break }
-                curve.append(CurvePoint(step: step, trainLoss: all.last { $0.0 == step }?.1 ?? .nan, validation: v, validationKL: kl))
+                curve.append(
+                    CurvePoint(
+                        step: step, trainLoss: all.last { $0.0 == step }?.1 ?? .nan, validation: v, validationKL: kl))
             }
             if badCurve { result[i] = .failure(.backend(impossible)); continue }
             guard mine.contains(where: { $0["event"]?.string == "checkpoint" && $0["step"]?.int == endStep }) else {
                 result[i] = .failure(.backend("backend \(spec.name): no checkpoint of \(name) at step \(endStep)"))
                 continue
             }
-            result[i] = .success(BackendTrialResult(trainLoss: trainLoss, point: CurvePoint(step: endStep, trainLoss: lastLoss, validation: validation,
-                                                                                             validationKL: validationKL), curve: curve, steps: all))
+            result[i] = .success(
+                BackendTrialResult(
+                    trainLoss: trainLoss,
+                    point: CurvePoint(
+                        step: endStep, trainLoss: lastLoss, validation: validation,
+                        validationKL: validationKL), curve: curve, steps: all))
         }
         return result
     }

@@ -31,9 +31,11 @@ private final class SchemaNode {
         case .unknown, .any: s = [:]
         case let .scalar(t): s = ["type": .string(t)]
         case .object:
-            s = ["type": "object", "additionalProperties": false,
-                 "properties": .object(Dictionary(keys.map { ($0.0, $0.1.json) }, uniquingKeysWith: { a, _ in a })),
-                 "required": .array(keys.map { .string($0.0) })]
+            s = [
+                "type": "object", "additionalProperties": false,
+                "properties": .object(Dictionary(keys.map { ($0.0, $0.1.json) }, uniquingKeysWith: { a, _ in a })),
+                "required": .array(keys.map { .string($0.0) })
+            ]
         case .array:
             s = ["type": "array"]
             if let items { s["items"] = items.json }

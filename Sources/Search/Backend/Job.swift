@@ -45,7 +45,7 @@ struct DistillJob: Codable, Equatable {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(name, forKey: .name)
             try c.encode(`init`, forKey: .`init`)
-            try c.encode(resume, forKey: .resume)   // null, not absent
+            try c.encode(resume, forKey: .resume) // null, not absent
             try c.encode(out, forKey: .out)
         }
     }
@@ -71,7 +71,9 @@ struct DistillJob: Codable, Equatable {
         var schedule: Schedule
         var loss: Loss
         var adamw: AdamWSettings
-        enum CodingKeys: String, CodingKey { case totalSteps = "total_steps", learningRate = "learning_rate", schedule, loss, adamw }
+        enum CodingKeys: String, CodingKey {
+            case totalSteps = "total_steps", learningRate = "learning_rate", schedule, loss, adamw
+        }
     }
 
     struct Schedule: Codable, Equatable {
@@ -79,7 +81,9 @@ struct DistillJob: Codable, Equatable {
         var warmup: Int
         var minRatio: Double
         var decayFraction: Double
-        enum CodingKeys: String, CodingKey { case name, warmup, minRatio = "min_ratio", decayFraction = "decay_fraction" }
+        enum CodingKeys: String, CodingKey {
+            case name, warmup, minRatio = "min_ratio", decayFraction = "decay_fraction"
+        }
     }
 
     struct Loss: Codable, Equatable {
@@ -104,12 +108,16 @@ struct DistillJob: Codable, Equatable {
     /// AdamW and schedule from the same defaults).
     static func recipe(_ r: DistillationRecipe) -> Recipe {
         let adamw = AdamW.Settings()
-        return Recipe(totalSteps: r.steps, learningRate: r.learningRate,
-                      schedule: Schedule(name: r.schedule, warmup: r.warmup, minRatio: r.minRatio,
-                                         decayFraction: LearningRateSchedule.defaultDecayFraction),
-                      loss: Loss(kl: r.loss.kl, lm: r.loss.lm, temperature: r.loss.temperature, direction: r.loss.direction.rawValue),
-                      adamw: AdamWSettings(beta1: adamw.beta1, beta2: adamw.beta2, epsilon: adamw.epsilon,
-                                           weightDecay: r.weightDecay, gradientClip: r.gradientClip))
+        return Recipe(
+            totalSteps: r.steps, learningRate: r.learningRate,
+            schedule: Schedule(
+                name: r.schedule, warmup: r.warmup, minRatio: r.minRatio,
+                decayFraction: LearningRateSchedule.defaultDecayFraction),
+            loss: Loss(
+                kl: r.loss.kl, lm: r.loss.lm, temperature: r.loss.temperature, direction: r.loss.direction.rawValue),
+            adamw: AdamWSettings(
+                beta1: adamw.beta1, beta2: adamw.beta2, epsilon: adamw.epsilon,
+                weightDecay: r.weightDecay, gradientClip: r.gradientClip))
     }
 }
 
@@ -155,22 +163,31 @@ extension DistillJob {
     /// sides' tests read (`docs/schema/distill-job.example.json`).
     static let example = DistillJob(
         device: "cpu", dtype: "float32", teacher: "/data/teacher",
-        students: [Student(name: "a69362a2bb2e", init: "/jobs/trial-7/init-0", resume: "/results/trials/a69362a2bb2e/rung-0/step-20",
-                           out: "/results/trials/a69362a2bb2e/rung-1"),
-                   Student(name: "8967fa44cc6c", init: "/jobs/trial-7/init-1", resume: nil, out: "/results/trials/8967fa44cc6c/rung-1")],
+        students: [
+            Student(
+                name: "a69362a2bb2e", init: "/jobs/trial-7/init-0",
+                resume: "/results/trials/a69362a2bb2e/rung-0/step-20",
+                out: "/results/trials/a69362a2bb2e/rung-1"),
+            Student(
+                name: "8967fa44cc6c", init: "/jobs/trial-7/init-1", resume: nil,
+                out: "/results/trials/8967fa44cc6c/rung-1")
+        ],
         batches: Batches(file: "/jobs/trial-7/batches.safetensors", from: 20, to: 60),
-        validation: Validation(file: "/jobs/trial-7/validation.safetensors", languages: ["en", "ga"], withKL: [true, false]),
+        validation: Validation(
+            file: "/jobs/trial-7/validation.safetensors", languages: ["en", "ga"], withKL: [true, false]),
         evaluateAt: [40, 60], heartbeatSeconds: 30,
-        recipe: Recipe(totalSteps: 180, learningRate: 0.0003,
-                       schedule: Schedule(name: "wsd", warmup: 10, minRatio: 0.1, decayFraction: 0.2),
-                       loss: Loss(kl: 1, lm: 0, temperature: 1, direction: "forward"),
-                       adamw: AdamWSettings(beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0.1, gradientClip: 1)),
+        recipe: Recipe(
+            totalSteps: 180, learningRate: 0.0003,
+            schedule: Schedule(name: "wsd", warmup: 10, minRatio: 0.1, decayFraction: 0.2),
+            loss: Loss(kl: 1, lm: 0, temperature: 1, direction: "forward"),
+            adamw: AdamWSettings(beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weightDecay: 0.1, gradientClip: 1)),
         run: ["study": "quickstart", "candidates": ["a69362a2bb2e", "8967fa44cc6c"]])
 }
 
 extension ImportanceJob {
     static let example = ImportanceJob(
         device: "cpu", dtype: "float32", teacher: "/data/teacher", batch: 16,
-        calibration: File(file: "/jobs/importance/calibration.safetensors"), validation: File(file: "/jobs/importance/validation.safetensors"),
+        calibration: File(file: "/jobs/importance/calibration.safetensors"),
+        validation: File(file: "/jobs/importance/validation.safetensors"),
         aggregation: Aggregation(sequence: "mean", batch: "l2"), heartbeatSeconds: 30)
 }

@@ -33,7 +33,8 @@ struct SVGPlot {
     /// Only whole-number ticks on the y axis.
     var integerY = false
 
-    init(id: String, x: ClosedRange<Double>, y: ClosedRange<Double>, xLabel: String, yLabel: String, pad: Double = 0.05) {
+    init(id: String, x: ClosedRange<Double>, y: ClosedRange<Double>, xLabel: String, yLabel: String, pad: Double = 0.05)
+    {
         self.id = id
         func padded(_ r: ClosedRange<Double>) -> ClosedRange<Double> {
             let span = r.upperBound - r.lowerBound
@@ -46,7 +47,9 @@ struct SVGPlot {
         self.yLabel = yLabel
     }
 
-    func px(_ x: Double) -> Double { left + (x - xRange.lowerBound) / (xRange.upperBound - xRange.lowerBound) * (width - left - right) }
+    func px(_ x: Double) -> Double {
+        left + (x - xRange.lowerBound) / (xRange.upperBound - xRange.lowerBound) * (width - left - right)
+    }
     func py(_ y: Double) -> Double {
         let f = (y - yRange.lowerBound) / (yRange.upperBound - yRange.lowerBound)
         return invertY ? top + f * (height - top - bottom) : height - bottom - f * (height - top - bottom)
@@ -88,14 +91,19 @@ struct SVGPlot {
         return String(format: "%.3f", v)
     }
 
-    mutating func point(_ x: Double, _ y: Double, radius: Double = 4, cls: String, title: String, link: String? = nil,
-                        errorBar: (Double, Double)? = nil, data: [String: String] = [:]) {
+    mutating func point(
+        _ x: Double, _ y: Double, radius: Double = 4, cls: String, title: String, link: String? = nil,
+        errorBar: (Double, Double)? = nil, data: [String: String] = [:]
+    ) {
         var s = ""
         if let (lo, hi) = errorBar {
-            s += String(format: "<line class=\"errorbar\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px(x), py(lo), px(x), py(hi))
+            s += String(
+                format: "<line class=\"errorbar\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px(x), py(lo),
+                px(x), py(hi))
         }
         let attributes = data.sorted { $0.key < $1.key }.map { " data-\($0.key)=\"\(htmlEscape($0.value))\"" }.joined()
-        let circle = String(format: "<circle class=\"%@\" cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\"", cls, px(x), py(y), radius)
+        let circle =
+            String(format: "<circle class=\"%@\" cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\"", cls, px(x), py(y), radius)
             + attributes + "><title>\(htmlEscape(title))</title></circle>"
         s += link.map { "<a href=\"\(htmlEscape($0))\">\(circle)</a>" } ?? circle
         body.append(s)
@@ -105,40 +113,72 @@ struct SVGPlot {
         guard !points.isEmpty else { return }
         let d = points.map { String(format: "%.1f,%.1f", px($0.0), py($0.1)) }.joined(separator: " ")
         let attributes = data.sorted { $0.key < $1.key }.map { " data-\($0.key)=\"\(htmlEscape($0.value))\"" }.joined()
-        body.append("<polyline class=\"\(cls)\" points=\"\(d)\"\(attributes)>" + (title.map { "<title>\(htmlEscape($0))</title>" } ?? "") + "</polyline>")
+        body.append(
+            "<polyline class=\"\(cls)\" points=\"\(d)\"\(attributes)>"
+                + (title.map { "<title>\(htmlEscape($0))</title>" } ?? "") + "</polyline>")
     }
 
     mutating func horizontalMarker(_ y: Double, label: String, cls: String) {
-        body.append(String(format: "<line class=\"%@\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", cls, left, py(y), width - right, py(y))
-                    + String(format: "<text class=\"marker-label\" x=\"%.1f\" y=\"%.1f\">", left + 4, py(y) - 4) + htmlEscape(label) + "</text>")
+        body.append(
+            String(
+                format: "<line class=\"%@\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", cls, left, py(y),
+                width - right, py(y))
+                + String(format: "<text class=\"marker-label\" x=\"%.1f\" y=\"%.1f\">", left + 4, py(y) - 4)
+                + htmlEscape(label) + "</text>")
     }
 
     mutating func bar(x0: Double, x1: Double, y: Double, cls: String, title: String) {
         let base = max(yRange.lowerBound, 0)
         let (a, b) = (py(max(y, base)), py(min(y, base)))
-        body.append(String(format: "<rect class=\"%@\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"><title>", cls, px(x0), a, max(0.5, px(x1) - px(x0)), max(0.5, b - a))
-                    + htmlEscape(title) + "</title></rect>")
+        body.append(
+            String(
+                format: "<rect class=\"%@\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"><title>", cls, px(x0),
+                a, max(0.5, px(x1) - px(x0)), max(0.5, b - a))
+                + htmlEscape(title) + "</title></rect>")
     }
 
     /// The finished `<svg>`: axes with ticks and labels, then the body.
     func render(xTicks: [Double]? = nil, xTickLabels: [String]? = nil) -> String {
-        var s = String(format: "<svg id=\"%@\" class=\"plot\" viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" role=\"img\" xmlns=\"http://www.w3.org/2000/svg\">",
-                       id, width, height, width, height)
-        s += String(format: "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", left, top, width - left - right, height - top - bottom)
+        var s = String(
+            format:
+                "<svg id=\"%@\" class=\"plot\" viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" "
+                + "role=\"img\" xmlns=\"http://www.w3.org/2000/svg\">",
+            id, width, height, width, height)
+        s += String(
+            format: "<rect class=\"frame\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/>", left, top,
+            width - left - right, height - top - bottom)
         let xs = xTicks ?? Self.ticks(xRange)
         let xLabels = Self.formatTicks(xs)
         for (i, t) in xs.enumerated() where xRange.contains(t) {
             let label = xTickLabels.map { i < $0.count ? $0[i] : "" } ?? xLabels[i]
-            s += String(format: "<line class=\"tick\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px(t), height - bottom, px(t), height - bottom + 5)
-            s += String(format: "<text class=\"tick-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", px(t), height - bottom + 18) + htmlEscape(label) + "</text>"
+            s += String(
+                format: "<line class=\"tick\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", px(t),
+                height - bottom, px(t), height - bottom + 5)
+            s +=
+                String(
+                    format: "<text class=\"tick-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", px(t),
+                    height - bottom + 18) + htmlEscape(label) + "</text>"
         }
-        let yTicks = (integerY ? Self.ticks(yRange).filter { $0 == $0.rounded() } : Self.ticks(yRange)).filter(yRange.contains)
+        let yTicks = (integerY ? Self.ticks(yRange).filter { $0 == $0.rounded() } : Self.ticks(yRange)).filter(
+            yRange.contains)
         for (t, label) in zip(yTicks, Self.formatTicks(yTicks)) {
-            s += String(format: "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", left, py(t), width - right, py(t))
-            s += String(format: "<text class=\"tick-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", left - 6, py(t) + 4) + label + "</text>"
+            s += String(
+                format: "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", left, py(t),
+                width - right, py(t))
+            s +=
+                String(
+                    format: "<text class=\"tick-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">", left - 6, py(t) + 4
+                ) + label + "</text>"
         }
-        s += String(format: "<text class=\"axis-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">", left + (width - left - right) / 2, height - 8) + htmlEscape(xLabel) + "</text>"
-        s += String(format: "<text class=\"axis-label\" transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\">", top + (height - top - bottom) / 2)
+        s +=
+            String(
+                format: "<text class=\"axis-label\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">",
+                left + (width - left - right) / 2, height - 8) + htmlEscape(xLabel) + "</text>"
+        s +=
+            String(
+                format:
+                    "<text class=\"axis-label\" transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\">",
+                top + (height - top - bottom) / 2)
             + htmlEscape(yLabel) + "</text>"
         return s + body.joined() + "</svg>"
     }

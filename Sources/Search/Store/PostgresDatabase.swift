@@ -36,8 +36,10 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     /// Parses `postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require]`
     /// (`postgres://` too); the password may also come from `PGPASSWORD`.
     static func configuration(_ url: String) throws -> (parameters: [(String, String)], display: String) {
-        guard let u = URLComponents(string: url), let scheme = u.scheme, ["postgresql", "postgres"].contains(scheme) else {
-            throw SearchError.store("--db \(redact(url)): not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")
+        guard let u = URLComponents(string: url), let scheme = u.scheme, ["postgresql", "postgres"].contains(scheme)
+        else {
+            throw SearchError.store(
+                "--db \(redact(url)): not a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")
         }
         // An IPv6 literal comes bracketed (`[::1]`); libpq wants it bare.
         let bracketed = { (h: String) in h.hasPrefix("[") && h.hasSuffix("]") ? String(h.dropFirst().dropLast()) : h }
@@ -49,7 +51,8 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         }
         let database = String(u.path.drop { $0 == "/" }).removingPercentEncoding ?? ""
         guard !database.isEmpty, !database.contains("/") else {
-            throw SearchError.store("--db \(redact(url)): no database name after the host (postgresql://USER@HOST[:PORT]/DATABASE)")
+            throw SearchError.store(
+                "--db \(redact(url)): no database name after the host (postgresql://USER@HOST[:PORT]/DATABASE)")
         }
         let password = u.password?.removingPercentEncoding ?? ProcessInfo.processInfo.environment["PGPASSWORD"]
         let sslmode = u.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "disable"
@@ -57,13 +60,16 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             throw SearchError.store("--db \(redact(url)): sslmode '\(sslmode)' is not one of disable, prefer, require")
         }
         if let unknown = u.queryItems?.first(where: { $0.name != "sslmode" }) {
-            throw SearchError.store("--db \(redact(url)): unknown option '\(unknown.name)' (only sslmode is understood)")
+            throw SearchError.store(
+                "--db \(redact(url)): unknown option '\(unknown.name)' (only sslmode is understood)")
         }
         // Everything libpq would otherwise take from PG* variables is given here (a password may
         // still come from ~/.pgpass, as psql's does).
-        var p: [(String, String)] = [("host", host), ("port", String(u.port ?? 5432)), ("user", user), ("dbname", database),
-                                     ("sslmode", sslmode), ("connect_timeout", "10"), ("application_name", "topiary"),
-                                     ("client_encoding", "UTF8"), ("options", "-c TimeZone=UTC")]
+        var p: [(String, String)] = [
+            ("host", host), ("port", String(u.port ?? 5432)), ("user", user), ("dbname", database),
+            ("sslmode", sslmode), ("connect_timeout", "10"), ("application_name", "topiary"),
+            ("client_encoding", "UTF8"), ("options", "-c TimeZone=UTC")
+        ]
         if let password { p.append(("password", password)) }
         return (p, redact(url))
     }
@@ -78,7 +84,9 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     init(url: String) throws {
         (parameters, display) = try Self.configuration(url)
         hasPassword = parameters.contains { $0.0 == "password" }
-        if let v = ProcessInfo.processInfo.environment["TOPIARY_DB_RETRY"].flatMap(Double.init), v >= 0 { outageTolerance = v }
+        if let v = ProcessInfo.processInfo.environment["TOPIARY_DB_RETRY"].flatMap(Double.init), v >= 0 {
+            outageTolerance = v
+        }
         lock.lock()
         defer { lock.unlock() }
         do { _ = try connected() } catch let o as Outage { throw SearchError.store("\(display): \(o.message)") }
@@ -97,8 +105,10 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     /// libpq's message on one line, without its trailing newline.
     static func oneLine(_ message: UnsafePointer<CChar>?) -> String {
         guard let message else { return "unknown error" }
-        return String(cString: message).split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { !$0.isEmpty }.joined(separator: "; ")
+        return String(cString: message).split(whereSeparator: \.isNewline).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        .filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
     /// The open connection, or a new one when there is none or the last one broke.
@@ -114,19 +124,24 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         defer { (keys + values).forEach { free($0) } }
         var k: [UnsafePointer<CChar>?] = keys.map { UnsafePointer($0) } + [nil]
         var v: [UnsafePointer<CChar>?] = values.map { UnsafePointer($0) } + [nil]
-        guard let c = PQconnectdbParams(&k, &v, 0) else { throw Outage(message: "cannot connect: libpq could not allocate a connection") }
+        guard let c = PQconnectdbParams(&k, &v, 0) else {
+            throw Outage(message: "cannot connect: libpq could not allocate a connection")
+        }
         guard PQstatus(c) == CONNECTION_OK else {
             let message = Self.oneLine(PQerrorMessage(c))
             let needsPassword = PQconnectionNeedsPassword(c) == 1 && !hasPassword
             PQfinish(c)
             if needsPassword {
-                throw SearchError.store("\(display): cannot connect: the server asks for a password and none was given "
-                                        + "(postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD)")
+                throw SearchError.store(
+                    "\(display): cannot connect: the server asks for a password and none was given "
+                        + "(postgresql://USER:PASSWORD@HOST/DATABASE, or PGPASSWORD)")
             }
             // The server answered and refused (authentication, no such database, no TLS): waiting
             // will not help — unless it is starting up or shutting down.
-            let transient = ["the database system is starting up", "the database system is shutting down",
-                             "the database system is in recovery mode"]
+            let transient = [
+                "the database system is starting up", "the database system is shutting down",
+                "the database system is in recovery mode"
+            ]
             if (message.contains("FATAL:") || message.contains("SSL")) && !transient.contains(where: message.contains) {
                 throw SearchError.store("\(display): cannot connect: \(message)")
             }
@@ -155,7 +170,12 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         while true {
             do {
                 let result = try attempt()
-                if let began { log(String(format: "store: %@ answers again after %.0f s; carrying on", display, Date().timeIntervalSince(began))) }
+                if let began {
+                    log(
+                        String(
+                            format: "store: %@ answers again after %.0f s; carrying on", display,
+                            Date().timeIntervalSince(began)))
+                }
                 return result
             } catch let outage as Outage {
                 if let c = connection { PQfinish(c) }
@@ -163,10 +183,14 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
                 let start = began ?? Date()
                 let elapsed = Date().timeIntervalSince(start)
                 guard opened, elapsed < outageTolerance, Interruption.requested == nil else {
-                    throw SearchError.store("\(display): \(outage.message)" + (began == nil ? "" : String(format: " (retried for %.0f s)", elapsed)))
+                    throw SearchError.store(
+                        "\(display): \(outage.message)"
+                            + (began == nil ? "" : String(format: " (retried for %.0f s)", elapsed)))
                 }
                 if began == nil {
-                    log("store: \(display) is unreachable (\(outage.message)); retrying for up to \(Int(outageTolerance)) s (--db-retry)")
+                    log(
+                        "store: \(display) is unreachable (\(outage.message)); retrying for up to \(Int(outageTolerance)) s (--db-retry)"
+                    )
                 }
                 began = start
                 Thread.sleep(forTimeInterval: min(delay, max(0.05, outageTolerance - elapsed)))
@@ -190,7 +214,8 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
         static func text(_ d: Date) -> String {
             let whole = d.timeIntervalSince1970.rounded(.down)
             let micro = Int(((d.timeIntervalSince1970 - whole) * 1e6).rounded())
-            return seconds.string(from: Date(timeIntervalSince1970: whole)) + String(format: ".%06d+00", min(micro, 999_999))
+            return seconds.string(from: Date(timeIntervalSince1970: whole))
+                + String(format: ".%06d+00", min(micro, 999_999))
         }
 
         /// `2026-12-01 23:13:16.123456+00` (the fraction optional).
@@ -212,21 +237,23 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             for a in arguments {
                 switch a.sqlValue {
                 case .null: types.append(0); values.append(nil)
-                case let .integer(i): types.append(20); values.append(String(i))          // int8
-                case let .double(d): types.append(701); values.append(Self.text(d))        // float8
-                case let .text(s): types.append(25); values.append(s)                      // text
-                case let .date(d): types.append(1184); values.append(Self.text(d))         // timestamptz
+                case let .integer(i): types.append(20); values.append(String(i)) // int8
+                case let .double(d): types.append(701); values.append(Self.text(d)) // float8
+                case let .text(s): types.append(25); values.append(s) // text
+                case let .date(d): types.append(1184); values.append(Self.text(d)) // timestamptz
                 }
             }
             let copies = values.map { $0.map { strdup($0) } ?? nil }
             defer { copies.forEach { free($0) } }
             let pointers: [UnsafePointer<CChar>?] = copies.map { $0.map { UnsafePointer($0) } }
-            let result = PQexecParams(connection, numberedPlaceholders(sql), Int32(arguments.count), types, pointers, nil, nil, 0)
+            let result = PQexecParams(
+                connection, numberedPlaceholders(sql), Int32(arguments.count), types, pointers, nil, nil, 0)
             let status = result.map(PQresultStatus) ?? PGRES_FATAL_ERROR
             if status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK { return result! }
             defer { PQclear(result) }
             guard let result, PQstatus(connection) == CONNECTION_OK else {
-                throw Outage(message: "the connection was lost: " + PostgresDatabase.oneLine(PQerrorMessage(connection)))
+                throw Outage(
+                    message: "the connection was lost: " + PostgresDatabase.oneLine(PQerrorMessage(connection)))
             }
             func field(_ code: Character) -> String? {
                 PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
@@ -247,25 +274,32 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
             let names = (0..<PQnfields(r)).map { String(cString: PQfname(r, $0)) }
             let types = (0..<PQnfields(r)).map { PQftype(r, $0) }
             return try (0..<PQntuples(r)).map { row in
-                SQLRow(try names.indices.map { col in
-                    let c = Int32(col)
-                    guard PQgetisnull(r, row, c) == 0 else { return (names[col], SQLValue.null) }
-                    return (names[col], try Self.value(String(cString: PQgetvalue(r, row, c)), type: types[col]))
-                })
+                SQLRow(
+                    try names.indices.map { col in
+                        let c = Int32(col)
+                        guard PQgetisnull(r, row, c) == 0 else { return (names[col], SQLValue.null) }
+                        return (names[col], try Self.value(String(cString: PQgetvalue(r, row, c)), type: types[col]))
+                    })
             }
         }
 
         static func value(_ text: String, type: Oid) throws -> SQLValue {
             switch type {
-            case 20, 21, 23:                                                        // int8, int2, int4
-                guard let i = Int64(text) else { throw ServerError(sqlState: nil, message: "unreadable integer '\(text)'", detail: nil) }
+            case 20, 21, 23: // int8, int2, int4
+                guard let i = Int64(text) else {
+                    throw ServerError(sqlState: nil, message: "unreadable integer '\(text)'", detail: nil)
+                }
                 return .integer(i)
-            case 700, 701:                                                          // float4, float8
-                guard let d = Double(text) else { throw ServerError(sqlState: nil, message: "unreadable number '\(text)'", detail: nil) }
+            case 700, 701: // float4, float8
+                guard let d = Double(text) else {
+                    throw ServerError(sqlState: nil, message: "unreadable number '\(text)'", detail: nil)
+                }
                 return .double(d)
-            case 16: return .integer(text == "t" ? 1 : 0)                           // bool
-            case 1114, 1184:                                                        // timestamp, timestamptz
-                guard let d = date(text) else { throw ServerError(sqlState: nil, message: "unreadable timestamp '\(text)'", detail: nil) }
+            case 16: return .integer(text == "t" ? 1 : 0) // bool
+            case 1114, 1184: // timestamp, timestamptz
+                guard let d = date(text) else {
+                    throw ServerError(sqlState: nil, message: "unreadable timestamp '\(text)'", detail: nil)
+                }
                 return .date(d)
             default: return .text(text)
             }
@@ -336,25 +370,36 @@ final class PostgresDatabase: StoreDatabase, @unchecked Sendable {
     func migrate(access: StudyStore.Access) throws {
         let known = Schema.migrations.map(\.name)
         let applied: [String] = try read { ex in
-            let exists: Int = try ex.scalar("""
-                SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'topiary_migrations'
-                """) ?? 0
+            let exists: Int =
+                try ex.scalar(
+                    """
+                    SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name\
+                     = 'topiary_migrations'
+                    """) ?? 0
             return exists == 0 ? [] : try ex.rows("SELECT identifier FROM topiary_migrations").map { $0["identifier"] }
         }
         if let unknown = applied.first(where: { !known.contains($0) }) {
-            throw SearchError.store("\(display) was written by a newer Topiary (unknown schema migration '\(unknown)'); refusing to touch it")
+            throw SearchError.store(
+                "\(display) was written by a newer Topiary (unknown schema migration '\(unknown)'); refusing to touch it"
+            )
         }
         if applied.isEmpty && access != .create {
-            throw SearchError.store("\(display): no Topiary store in this database (a study is created by `topiary search run`)")
+            throw SearchError.store(
+                "\(display): no Topiary store in this database (a study is created by `topiary search run`)")
         }
         if applied.count == known.count { return }
         if access == .read {
-            throw SearchError.store("\(display) is a store of an older Topiary; open it once with a command that writes (e.g. `topiary search run`) to upgrade it")
+            throw SearchError.store(
+                "\(display) is a store of an older Topiary; open it once with a command that writes (e.g. "
+                    + "`topiary search run`) to upgrade it"
+            )
         }
         try write { ex in
             // One migrator at a time, whichever process gets here first.
             try ex.execute("SELECT pg_advisory_xact_lock(7060617279)")
-            try ex.execute("CREATE TABLE IF NOT EXISTS topiary_migrations (identifier TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            try ex.execute(
+                "CREATE TABLE IF NOT EXISTS topiary_migrations (identifier TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
             let done = Set(try ex.rows("SELECT identifier FROM topiary_migrations").map { $0["identifier"] as String })
             for m in Schema.migrations where !done.contains(m.name) {
                 for step in m.steps { for sql in Schema.sql(step, .postgresql) { try ex.execute(sql) } }

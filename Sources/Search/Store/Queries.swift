@@ -35,7 +35,8 @@ extension StudyStore {
         /// `results top` and the report show it ("" for the leader).
         public var differenceText: String {
             guard let difference else { return "" }
-            return String(format: "%+.4f", difference) + (differenceInterval.map { String(format: " [%+.4f, %+.4f]", $0.low, $0.high) } ?? "")
+            return String(format: "%+.4f", difference)
+                + (differenceInterval.map { String(format: " [%+.4f, %+.4f]", $0.low, $0.high) } ?? "")
         }
     }
 
@@ -53,8 +54,10 @@ extension StudyStore {
         var runs: [Int64: [Int64]] = [:]
         for t in best.values {
             let m = Dictionary(try metrics(trial: t.id).map { ($0.name, $0.value) }, uniquingKeysWith: { _, b in b })
-            let replicas = all.filter { $0.candidateID == t.candidateID && $0.rung == t.rung && $0.replicate > 0 && $0.state == .complete }
-                .sorted { $0.replicate < $1.replicate }
+            let replicas = all.filter {
+                $0.candidateID == t.candidateID && $0.rung == t.rung && $0.replicate > 0 && $0.state == .complete
+            }
+            .sorted { $0.replicate < $1.replicate }
             runs[t.id] = [t.id] + replicas.map(\.id)
             var r = Ranked(rank: 0, trial: t, metrics: m, tiedWithPrevious: false)
             r.replicateScores = t.score.map { [$0] + replicas.compactMap(\.score) } ?? []
@@ -73,7 +76,9 @@ extension StudyStore {
         rows.sort { ($0.trial.rung, -$0.value, $1.trial.id) > ($1.trial.rung, -$1.value, $0.trial.id) }
         // Paired comparisons with the leader need each run's windows (none when ranked by another metric).
         let spec: String? = try read { db in try db.scalar("SELECT spec FROM study WHERE id = ?", [study]) }
-        let objective = spec.flatMap { JSON.parse(Data($0.utf8))?["objective"]?["languages"]?.string }.flatMap(Objective.init) ?? .mean
+        let objective =
+            spec.flatMap { JSON.parse(Data($0.utf8))?["objective"]?["languages"]?.string }.flatMap(Objective.init)
+            ?? .mean
         let leaderRung = rows.first?.trial.rung
         let compared = metric == nil ? rows.prefix(limit ?? Int.max).filter { $0.trial.rung == leaderRung } : []
         let windows = try self.windows(trials: compared.flatMap { runs[$0.trial.id] ?? [] })
@@ -83,14 +88,19 @@ extension StudyStore {
         }
         let leaderRuns = rows.first.flatMap(evaluations)
         for i in rows.indices {
-            let tied = i > 0 && rows[i - 1].trial.rung == rows[i].trial.rung && abs(rows[i - 1].value - rows[i].value) <= noise
+            let tied =
+                i > 0 && rows[i - 1].trial.rung == rows[i].trial.rung && abs(rows[i - 1].value - rows[i].value) <= noise
             rows[i].tiedWithPrevious = tied
             rows[i].rank = tied ? rows[i - 1].rank : i + 1
-            guard i > 0, rows[i].trial.rung == rows[0].trial.rung, metric == nil, i < (limit ?? Int.max) else { continue }
+            guard i > 0, rows[i].trial.rung == rows[0].trial.rung, metric == nil, i < (limit ?? Int.max) else {
+                continue
+            }
             rows[i].difference = rows[i].value - rows[0].value
             if let leaderRuns, let mine = evaluations(rows[i]),
-               let d = Noise.pairedDifference(mine, leaderRuns, seed: Noise.seed(rows[i].trial.hash, rows[0].trial.hash, "\(rows[i].trial.rung)"),
-                                              score: objective.value) {
+                let d = Noise.pairedDifference(
+                    mine, leaderRuns, seed: Noise.seed(rows[i].trial.hash, rows[0].trial.hash, "\(rows[i].trial.rung)"),
+                    score: objective.value)
+            {
                 rows[i].differenceInterval = d
                 rows[i].tiedWithBest = d.contains(0)
                 rows[i].tieMethod = "paired"
@@ -113,7 +123,8 @@ extension StudyStore {
         // By the value each candidate is ranked and plotted by: the mean over replicates where it has them.
         return comparable.filter { a in
             !comparable.contains { b in
-                b.trial.parameters <= a.trial.parameters && b.value <= a.value && (b.trial.parameters < a.trial.parameters || b.value < a.value)
+                b.trial.parameters <= a.trial.parameters && b.value <= a.value
+                    && (b.trial.parameters < a.trial.parameters || b.value < a.value)
             }
         }.sorted { $0.trial.parameters < $1.trial.parameters }
     }
@@ -127,9 +138,10 @@ extension StudyStore {
     public func candidates(study: Int64) throws -> [CandidateRow] {
         try read { db in
             try db.rows("SELECT * FROM candidate WHERE studyId = ? ORDER BY id", [study]).map { r in
-                CandidateRow(hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
-                             parameters: r["parameters"], nonEmbeddingParameters: r["non_embedding_parameters"],
-                             activeParameters: r["active_parameters"], flopsPerToken: r["flops_per_token"])
+                CandidateRow(
+                    hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
+                    parameters: r["parameters"], nonEmbeddingParameters: r["non_embedding_parameters"],
+                    activeParameters: r["active_parameters"], flopsPerToken: r["flops_per_token"])
             }
         }
     }
@@ -148,23 +160,31 @@ extension StudyStore {
 
     public func summary(_ s: StudyRow) throws -> StudySummary {
         let t = try trials(study: s.id)
-        let cands: Int = try read { db in try db.scalar("SELECT COUNT(*) FROM candidate WHERE studyId = ?", [s.id]) ?? 0 }
+        let cands: Int = try read { db in try db.scalar("SELECT COUNT(*) FROM candidate WHERE studyId = ?", [s.id]) ?? 0
+        }
         func n(_ state: TrialState) -> Int { t.filter { $0.state == state }.count }
         let steps = t.filter { $0.state.isScored }.reduce(0) { sum, trial in
             let parentFidelity = trial.parentTrialID.flatMap { p in t.first { $0.id == p }?.fidelity } ?? 0
             return sum + trial.fidelity - parentFidelity
         }
         let tied: [Int64] = try read { db in
-            try db.rows("""
-                SELECT DISTINCT metric.trialId FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON candidate.id = trial.candidateId
+            try db.rows(
+                """
+                SELECT DISTINCT metric.trialId FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON\
+                 candidate.id = trial.candidateId
                 WHERE candidate.studyId = ? AND metric.name = '\(Metric.promotedOnTie.rawValue)'
-                """, [s.id]).map { $0["trialId"] }
+                """, [s.id]
+            ).map { $0["trialId"] }
         }
         let tieSteps = t.filter { $0.parentTrialID.map(tied.contains) ?? false }.filter { $0.state.isScored }
-            .reduce(0) { sum, child in sum + child.fidelity - (t.first { $0.id == child.parentTrialID }?.fidelity ?? 0) }
-        var summary = StudySummary(study: s, candidates: cands, complete: n(.complete), running: n(.running), waiting: n(.waiting),
-                                   failed: n(.failed), pruned: n(.pruned), best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil },
-                                   stepsRun: steps, workers: t.compactMap(\.worker).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } })
+            .reduce(0) { sum, child in sum + child.fidelity - (t.first { $0.id == child.parentTrialID }?.fidelity ?? 0)
+            }
+        var summary = StudySummary(
+            study: s, candidates: cands, complete: n(.complete), running: n(.running), waiting: n(.waiting),
+            failed: n(.failed), pruned: n(.pruned),
+            best: try top(study: s.id, limit: 1).first.flatMap { $0.value.isFinite ? $0.value : nil },
+            stepsRun: steps,
+            workers: t.compactMap(\.worker).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } })
         summary.tiePromotions = tied.count
         summary.tieSteps = tieSteps
         return summary

@@ -28,13 +28,21 @@ extension Optional: SQLBindable where Wrapped: SQLBindable { public var sqlValue
 public protocol SQLDecodable { static func decode(_ value: SQLValue) -> Self? }
 extension Int64: SQLDecodable {
     public static func decode(_ v: SQLValue) -> Int64? {
-        switch v { case let .integer(i): return i; case let .double(d): return Int64(exactly: d); default: return nil }
+        switch v {
+        case let .integer(i): return i;
+        case let .double(d): return Int64(exactly: d);
+        default: return nil
+        }
     }
 }
 extension Int: SQLDecodable { public static func decode(_ v: SQLValue) -> Int? { Int64.decode(v).map(Int.init) } }
 extension Double: SQLDecodable {
     public static func decode(_ v: SQLValue) -> Double? {
-        switch v { case let .double(d): return d; case let .integer(i): return Double(i); default: return nil }
+        switch v {
+        case let .double(d): return d;
+        case let .integer(i): return Double(i);
+        default: return nil
+        }
     }
 }
 extension String: SQLDecodable {
@@ -61,7 +69,9 @@ extension Date: SQLDecodable {
     }
 }
 extension Optional: SQLDecodable where Wrapped: SQLDecodable {
-    public static func decode(_ v: SQLValue) -> Wrapped?? { v == .null ? .some(nil) : Wrapped.decode(v).map { .some($0) } }
+    public static func decode(_ v: SQLValue) -> Wrapped?? {
+        v == .null ? .some(nil) : Wrapped.decode(v).map { .some($0) }
+    }
 }
 
 /// One result row; columns are looked up without regard to case (PostgreSQL folds unquoted
@@ -99,7 +109,9 @@ public protocol SQLExecutor {
 extension SQLExecutor {
     @discardableResult public func execute(_ sql: String) throws -> Int { try execute(sql, []) }
     public func rows(_ sql: String) throws -> [SQLRow] { try rows(sql, []) }
-    public func row(_ sql: String, _ arguments: [any SQLBindable] = []) throws -> SQLRow? { try rows(sql, arguments).first }
+    public func row(_ sql: String, _ arguments: [any SQLBindable] = []) throws -> SQLRow? {
+        try rows(sql, arguments).first
+    }
     /// The first column of the first row.
     public func scalar<T: SQLDecodable>(_ sql: String, _ arguments: [any SQLBindable] = []) throws -> T? {
         guard let r = try row(sql, arguments), let v = r.columns.first?.value, v != .null else { return nil }
@@ -149,57 +161,84 @@ enum Schema {
         case evolve(from: Table, to: Table)
     }
 
-    static func c(_ name: String, _ type: ColumnType, notNull: Bool = true, unique: Bool = false, default d: String? = nil, check: String? = nil) -> Column {
+    static func c(
+        _ name: String, _ type: ColumnType, notNull: Bool = true, unique: Bool = false, default d: String? = nil,
+        check: String? = nil
+    ) -> Column {
         Column(name: name, type: type, notNull: notNull, unique: unique, defaultValue: d, check: check)
     }
 
-    static let study = Table(name: "study", columns: [
-        c("id", .id), c("name", .text, unique: true), c("spec", .text), c("teacher_fingerprint", .text), c("created_at", .datetime),
-        c("state", .text, check: "state IN ('running', 'complete')"),
-    ])
-    static let candidate = Table(name: "candidate", columns: [
-        c("id", .id), c("studyId", .reference("study")), c("hash", .text), c("architecture", .text),
-        c("parameters", .integer, check: "parameters > 0"), c("non_embedding_parameters", .integer), c("active_parameters", .integer),
-        c("flops_per_token", .integer),
-    ], uniqueKeys: [["studyId", "hash"]], indexes: [("candidate_on_studyId", ["studyId"])])
-    static let trialV1 = Table(name: "trial", columns: [
-        c("id", .id), c("candidateId", .reference("candidate")), c("rung", .integer, check: "rung >= 0"),
-        c("fidelity", .integer, check: "fidelity > 0"), c("parent_trial_id", .reference("trial"), notNull: false),
-        c("state", .text, check: "state IN ('waiting', 'running', 'complete', 'failed', 'pruned')"),
-        c("worker", .text, notNull: false), c("heartbeat_at", .double, notNull: false), c("started_at", .double, notNull: false),
-        c("finished_at", .double, notNull: false), c("error", .text, notNull: false), c("attempt", .integer, default: "0"),
-        c("score", .double, notNull: false), c("checkpoint", .text, notNull: false),
-    ], uniqueKeys: [["candidateId", "rung"]], indexes: [("trial_on_candidateId", ["candidateId"]), ("trial_state", ["state"])])
+    static let study = Table(
+        name: "study",
+        columns: [
+            c("id", .id), c("name", .text, unique: true), c("spec", .text), c("teacher_fingerprint", .text),
+            c("created_at", .datetime),
+            c("state", .text, check: "state IN ('running', 'complete')")
+        ])
+    static let candidate = Table(
+        name: "candidate",
+        columns: [
+            c("id", .id), c("studyId", .reference("study")), c("hash", .text), c("architecture", .text),
+            c("parameters", .integer, check: "parameters > 0"), c("non_embedding_parameters", .integer),
+            c("active_parameters", .integer),
+            c("flops_per_token", .integer)
+        ], uniqueKeys: [["studyId", "hash"]], indexes: [("candidate_on_studyId", ["studyId"])])
+    static let trialV1 = Table(
+        name: "trial",
+        columns: [
+            c("id", .id), c("candidateId", .reference("candidate")), c("rung", .integer, check: "rung >= 0"),
+            c("fidelity", .integer, check: "fidelity > 0"), c("parent_trial_id", .reference("trial"), notNull: false),
+            c("state", .text, check: "state IN ('waiting', 'running', 'complete', 'failed', 'pruned')"),
+            c("worker", .text, notNull: false), c("heartbeat_at", .double, notNull: false),
+            c("started_at", .double, notNull: false),
+            c("finished_at", .double, notNull: false), c("error", .text, notNull: false),
+            c("attempt", .integer, default: "0"),
+            c("score", .double, notNull: false), c("checkpoint", .text, notNull: false)
+        ], uniqueKeys: [["candidateId", "rung"]],
+        indexes: [("trial_on_candidateId", ["candidateId"]), ("trial_state", ["state"])])
     static let trialV3: Table = {
         var t = trialV1
         t.columns.append(c("replicate", .integer, default: "0", check: "replicate >= 0"))
         t.uniqueKeys = [["candidateId", "rung", "replicate"]]
         return t
     }()
-    static let metric = Table(name: "metric", columns: [
-        c("trialId", .reference("trial")), c("step", .integer), c("name", .text), c("value", .double),
-    ], primaryKey: ["trialId", "step", "name"])
-    static let importance = Table(name: "importance", columns: [
-        c("teacher_fingerprint", .text), c("calibration_fingerprint", .text), c("settings", .text), c("scores", .text),
-        c("created_at", .datetime),
-    ], primaryKey: ["teacher_fingerprint", "calibration_fingerprint", "settings"])
+    static let metric = Table(
+        name: "metric",
+        columns: [
+            c("trialId", .reference("trial")), c("step", .integer), c("name", .text), c("value", .double)
+        ], primaryKey: ["trialId", "step", "name"])
+    static let importance = Table(
+        name: "importance",
+        columns: [
+            c("teacher_fingerprint", .text), c("calibration_fingerprint", .text), c("settings", .text),
+            c("scores", .text),
+            c("created_at", .datetime)
+        ], primaryKey: ["teacher_fingerprint", "calibration_fingerprint", "settings"])
 
     /// Each completed trial's validation windows: `{"LANG": [[nll_sum, tokens], …], …}` in the
     /// evaluation's order (every candidate of a study is scored on the same windows), for paired
     /// comparisons.
-    static let trialWindows = Table(name: "trial_windows", columns: [
-        c("trialId", .reference("trial")), c("windows", .text),
-    ], primaryKey: ["trialId"])
+    static let trialWindows = Table(
+        name: "trial_windows",
+        columns: [
+            c("trialId", .reference("trial")), c("windows", .text)
+        ], primaryKey: ["trialId"])
 
     /// Each `topiary ranking` run: how a teacher's candidates rank after pruning alone and after
     /// each proxy length (the run's `ranking.json` as `result`), for the report's τ-against-length plot.
-    static let rankingStudy = Table(name: "ranking_study", columns: [
-        c("id", .id), c("name", .text), c("teacher_fingerprint", .text), c("created_at", .datetime), c("result", .text),
-    ], indexes: [("ranking_study_on_teacher", ["teacher_fingerprint"])])
+    static let rankingStudy = Table(
+        name: "ranking_study",
+        columns: [
+            c("id", .id), c("name", .text), c("teacher_fingerprint", .text), c("created_at", .datetime),
+            c("result", .text)
+        ], indexes: [("ranking_study_on_teacher", ["teacher_fingerprint"])])
 
     /// Append-only: a store records which of these it has applied, by name.
     static let migrations: [(name: String, steps: [Step])] = [
-        ("v1-studies-candidates-trials-metrics", [.create(study), .create(candidate), .create(trialV1), .create(metric)]),
+        (
+            "v1-studies-candidates-trials-metrics",
+            [.create(study), .create(candidate), .create(trialV1), .create(metric)]
+        ),
         ("v2-importance", [.create(importance)]),
         // Replicates: the finalists rerun with other data-order seeds; a trial is unique by
         // (candidate, rung, replicate).
@@ -207,7 +246,7 @@ enum Schema {
         // Per-window validation losses: paired intervals between candidates.
         ("v4-trial-windows", [.create(trialWindows)]),
         // Ranking-stability runs: τ against proxy length, per teacher.
-        ("v5-ranking-studies", [.create(rankingStudy)]),
+        ("v5-ranking-studies", [.create(rankingStudy)])
     ]
 
     /// The tables as the last migration leaves them, in an order that respects foreign keys.
@@ -246,7 +285,9 @@ enum Schema {
     static func createSQL(_ t: Table, _ d: SQLDialect, name: String? = nil) -> [String] {
         var parts = t.columns.map { columnSQL($0, d) }
         for key in t.uniqueKeys {
-            parts.append((d == .postgresql ? "CONSTRAINT \(uniqueName(t.name, key)) " : "") + "UNIQUE (\(key.joined(separator: ", ")))")
+            parts.append(
+                (d == .postgresql ? "CONSTRAINT \(uniqueName(t.name, key)) " : "")
+                    + "UNIQUE (\(key.joined(separator: ", ")))")
         }
         if let pk = t.primaryKey { parts.append("PRIMARY KEY (\(pk.joined(separator: ", ")))") }
         let table = name ?? t.name
@@ -267,12 +308,17 @@ enum Schema {
             case .sqlite:
                 let kept = new.columns.filter { old.column($0.name) != nil }.map(\.name).joined(separator: ", ")
                 return createSQL(new, d, name: "\(new.name)_new")
-                    + ["INSERT INTO \(new.name)_new (\(kept)) SELECT \(kept) FROM \(old.name)", "DROP TABLE \(old.name)",
-                       "ALTER TABLE \(new.name)_new RENAME TO \(new.name)"]
+                    + [
+                        "INSERT INTO \(new.name)_new (\(kept)) SELECT \(kept) FROM \(old.name)",
+                        "DROP TABLE \(old.name)",
+                        "ALTER TABLE \(new.name)_new RENAME TO \(new.name)"
+                    ]
                     + indexSQL(new)
             case .postgresql:
                 return added.map { "ALTER TABLE \(new.name) ADD COLUMN \(columnSQL($0, d))" }
-                    + old.uniqueKeys.filter { !new.uniqueKeys.contains($0) }.map { "ALTER TABLE \(new.name) DROP CONSTRAINT \(uniqueName(old.name, $0))" }
+                    + old.uniqueKeys.filter { !new.uniqueKeys.contains($0) }.map {
+                        "ALTER TABLE \(new.name) DROP CONSTRAINT \(uniqueName(old.name, $0))"
+                    }
                     + new.uniqueKeys.filter { !old.uniqueKeys.contains($0) }.map {
                         "ALTER TABLE \(new.name) ADD CONSTRAINT \(uniqueName(new.name, $0)) UNIQUE (\($0.joined(separator: ", ")))"
                     }

@@ -14,15 +14,16 @@ final class SQLiteDatabase: StoreDatabase, @unchecked Sendable {
         var dialect: SQLDialect { .sqlite }
 
         static func arguments(_ values: [any SQLBindable]) -> StatementArguments {
-            StatementArguments(values.map { v -> DatabaseValue in
-                switch v.sqlValue {
-                case .null: return .null
-                case let .integer(i): return i.databaseValue
-                case let .double(d): return d.databaseValue
-                case let .text(s): return s.databaseValue
-                case let .date(d): return d.databaseValue
-                }
-            })
+            StatementArguments(
+                values.map { v -> DatabaseValue in
+                    switch v.sqlValue {
+                    case .null: return .null
+                    case let .integer(i): return i.databaseValue
+                    case let .double(d): return d.databaseValue
+                    case let .text(s): return s.databaseValue
+                    case let .date(d): return d.databaseValue
+                    }
+                })
         }
 
         func execute(_ sql: String, _ arguments: [any SQLBindable]) throws -> Int {
@@ -32,15 +33,16 @@ final class SQLiteDatabase: StoreDatabase, @unchecked Sendable {
 
         func rows(_ sql: String, _ arguments: [any SQLBindable]) throws -> [SQLRow] {
             try Row.fetchAll(db, sql: sql, arguments: Self.arguments(arguments)).map { row in
-                SQLRow(row.map { (column, value) -> (name: String, value: SQLValue) in
-                    switch value.storage {
-                    case .null: return (column, .null)
-                    case let .int64(i): return (column, .integer(i))
-                    case let .double(d): return (column, .double(d))
-                    case let .string(s): return (column, .text(s))
-                    case let .blob(b): return (column, .text(String(decoding: b, as: UTF8.self)))
-                    }
-                })
+                SQLRow(
+                    row.map { (column, value) -> (name: String, value: SQLValue) in
+                        switch value.storage {
+                        case .null: return (column, .null)
+                        case let .int64(i): return (column, .integer(i))
+                        case let .double(d): return (column, .double(d))
+                        case let .string(s): return (column, .text(s))
+                        case let .blob(b): return (column, .text(String(decoding: b, as: UTF8.self)))
+                        }
+                    })
             }
         }
     }

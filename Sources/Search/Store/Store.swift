@@ -71,7 +71,10 @@ public final class StudyStore: @unchecked Sendable {
         self.access = access
         if let scheme = path.range(of: "://").map({ String(path[..<$0.lowerBound]) }) {
             guard Self.schemes.contains(scheme.lowercased()) else {
-                throw SearchError.store("--db \(PostgresDatabase.redact(path)): '\(scheme)://' stores are not supported; --db takes a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE) or the path of a SQLite file")
+                throw SearchError.store(
+                    "--db \(PostgresDatabase.redact(path)): '\(scheme)://' stores are not supported; --db "
+                        + "takes a PostgreSQL URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE) or the path of a SQLite file"
+                )
             }
             let pg = try PostgresDatabase(url: path)
             location = pg.display
@@ -89,7 +92,9 @@ public final class StudyStore: @unchecked Sendable {
         let exists = fm.fileExists(atPath: path, isDirectory: &isDirectory)
         if isDirectory.boolValue { throw SearchError.store("\(path) is a folder, not a store file") }
         if access != .create {
-            guard exists else { throw SearchError.store("\(path): no such store (a study is created by `topiary search run`)") }
+            guard exists else {
+                throw SearchError.store("\(path): no such store (a study is created by `topiary search run`)")
+            }
             let size = (try? fm.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             if size == 0 { throw SearchError.store("\(path) is an empty file (0 bytes), not a Topiary store") }
         } else if !exists {
@@ -110,9 +115,15 @@ public final class StudyStore: @unchecked Sendable {
                     (try migrator.hasBeenSuperseded(db), try migrator.hasCompletedMigrations(db))
                 }
                 try queue.close()
-                if superseded { throw SearchError.store("\(path) was written by a newer Topiary (unknown schema migrations); refusing to touch it") }
+                if superseded {
+                    throw SearchError.store(
+                        "\(path) was written by a newer Topiary (unknown schema migrations); refusing to touch it")
+                }
                 if access == .read && !complete {
-                    throw SearchError.store("\(path) is a store of an older Topiary; open it once with a command that writes (e.g. `topiary search run`) to upgrade it")
+                    throw SearchError.store(
+                        "\(path) is a store of an older Topiary; open it once with a command that writes "
+                            + "(e.g. `topiary search run`) to upgrade it"
+                    )
                 }
             } catch let error as SearchError { throw error } catch {
                 throw SearchError.store("\(path) is not a Topiary store (\(Self.describe(error)))")
@@ -147,8 +158,12 @@ public final class StudyStore: @unchecked Sendable {
             let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
             guard statvfs(folder, &fs) == 0, fs.f_flag & UInt(ST_RDONLY) != 0 else { throw error }
             let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
-            let escaped = absolute.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "?#%"))) ?? absolute
-            guard let queue = try? DatabaseQueue(path: "file:\(escaped)?immutable=1", configuration: config) else { throw error }
+            let escaped =
+                absolute.addingPercentEncoding(
+                    withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "?#%"))) ?? absolute
+            guard let queue = try? DatabaseQueue(path: "file:\(escaped)?immutable=1", configuration: config) else {
+                throw error
+            }
             return queue
         }
     }
@@ -184,7 +199,9 @@ public final class StudyStore: @unchecked Sendable {
     /// speed instead of a nested scan. SQLite needs nothing.
     func refreshStatistics() {
         guard dialect == .postgresql else { return }
-        _ = try? db.write { db in try db.execute("ANALYZE trial"); try db.execute("ANALYZE candidate") }
+        _ = try? db.write { db in
+            try db.execute("ANALYZE trial"); try db.execute("ANALYZE candidate")
+        }
     }
 
     /// The SQLite migrations (GRDB's migrator over ``Schema``), for tests that build an older store.
@@ -208,8 +225,9 @@ extension StudyStore {
     }
 
     static func studyRow(_ r: SQLRow) -> StudyRow {
-        StudyRow(id: r["id"], name: r["name"], spec: JSON.parse(Data((r["spec"] as String).utf8)) ?? .null,
-                 teacherFingerprint: r["teacher_fingerprint"], createdAt: r["created_at"], state: r["state"])
+        StudyRow(
+            id: r["id"], name: r["name"], spec: JSON.parse(Data((r["spec"] as String).utf8)) ?? .null,
+            teacherFingerprint: r["teacher_fingerprint"], createdAt: r["created_at"], state: r["state"])
     }
 
     public func studies() throws -> [StudyRow] {
@@ -220,7 +238,9 @@ extension StudyStore {
     /// A study of that name with a different spec is refused unless `extend` (then new candidates
     /// are added and the stored spec replaced). All in one transaction: nothing half-written.
     @discardableResult
-    public func openStudy(name: String, spec: JSON, teacherFingerprint: String, candidates: [Candidate], extend: Bool) throws -> Int64 {
+    public func openStudy(name: String, spec: JSON, teacherFingerprint: String, candidates: [Candidate], extend: Bool)
+        throws -> Int64
+    {
         try write { db in
             let id: Int64
             if let existing = try db.row("SELECT id, spec, teacher_fingerprint FROM study WHERE name = ?", [name]) {
@@ -228,19 +248,28 @@ extension StudyStore {
                 let oldSpec = JSON.parse(Data((existing["spec"] as String).utf8))
                 if oldSpec != spec || (existing["teacher_fingerprint"] as String) != teacherFingerprint {
                     guard extend else {
-                        throw SearchError.store("study '\(name)' exists with a different spec or teacher; rename the study, or pass --extend to add to it")
+                        throw SearchError.store(
+                            "study '\(name)' exists with a different spec or teacher; rename the study, or pass --extend to add to it"
+                        )
                     }
                     try db.execute("UPDATE study SET spec = ?, state = 'running' WHERE id = ?", [spec.description, id])
                 }
             } else {
-                id = try db.scalar("INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES (?, ?, ?, ?, 'running') RETURNING id",
-                                   [name, spec.description, teacherFingerprint, Date()])!
+                id = try db.scalar(
+                    "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES (?, ?, ?, ?, 'running') RETURNING id",
+                    [name, spec.description, teacherFingerprint, Date()])!
             }
             for c in candidates {
-                try db.execute("""
-                    INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token)
+                try db.execute(
+                    """
+                    INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters,\
+                     active_parameters, flops_per_token)
                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                    """, [id, c.hash, c.architecture.description, c.parameters, c.nonEmbeddingParameters, c.activeParameters, c.flopsPerToken])
+                    """,
+                    [
+                        id, c.hash, c.architecture.description, c.parameters, c.nonEmbeddingParameters,
+                        c.activeParameters, c.flopsPerToken
+                    ])
             }
             return id
         }
@@ -261,18 +290,24 @@ extension StudyStore {
                 throw SearchError.store("no study '\(name)'")
             }
             let count = { (state: String) in
-                try db.scalar("""
+                try db.scalar(
+                    """
                     SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId
                     WHERE candidate.studyId = ? AND (? = '' OR trial.state = ?)
                     """, [id, state, state]) ?? 0
             }
             // Only trials whose worker is alive count: a heartbeat within `staleAfter` seconds.
-            let alive = try db.rows("""
+            let alive = try db.rows(
+                """
                 SELECT DISTINCT trial.worker FROM trial JOIN candidate ON candidate.id = trial.candidateId
                 WHERE candidate.studyId = ? AND trial.state = 'running' AND trial.heartbeat_at >= ?
-                """, [id, Date().timeIntervalSince1970 - staleAfter]).map { ($0["worker"] as String?) ?? "?" }
+                """, [id, Date().timeIntervalSince1970 - staleAfter]
+            ).map { ($0["worker"] as String?) ?? "?" }
             if !alive.isEmpty && !evenIfRunning {
-                throw SearchError.store("study '\(name)' has trials running on \(alive.joined(separator: ", ")) (heartbeat in the last \(Int(staleAfter)) s); stop those workers first, or pass --force")
+                throw SearchError.store(
+                    "study '\(name)' has trials running on \(alive.joined(separator: ", ")) (heartbeat in the "
+                        + "last \(Int(staleAfter)) s); stop those workers first, or pass --force"
+                )
             }
             let trials: Int = try count("")
             try db.execute("DELETE FROM study WHERE id = ?", [id])
@@ -283,8 +318,9 @@ extension StudyStore {
     /// candidate hash → id for a study.
     public func candidateIDs(study: Int64) throws -> [String: Int64] {
         try read { db in
-            Dictionary(uniqueKeysWithValues: try db.rows("SELECT id, hash FROM candidate WHERE studyId = ?", [study])
-                .map { ($0["hash"] as String, $0["id"] as Int64) })
+            Dictionary(
+                uniqueKeysWithValues: try db.rows("SELECT id, hash FROM candidate WHERE studyId = ?", [study])
+                    .map { ($0["hash"] as String, $0["id"] as Int64) })
         }
     }
 }
@@ -318,7 +354,9 @@ extension StudyStore {
     }
 
     /// Where a trial stands. Stored as its raw value (the schema's CHECK lists the same five).
-    public enum TrialState: String, Sendable, CaseIterable, CustomStringConvertible, SQLBindable, SQLDecodable, ExpressibleByStringLiteral {
+    public enum TrialState: String, Sendable, CaseIterable, CustomStringConvertible, SQLBindable, SQLDecodable,
+        ExpressibleByStringLiteral
+    {
         case waiting, running, complete, failed
         /// Scored, then stopped by successive halving at its rung.
         case pruned
@@ -336,7 +374,8 @@ extension StudyStore {
 
     public struct TrialRow: Sendable, Equatable {
         public var id: Int64, candidateID: Int64, hash: String, architecture: JSON, rung: Int, fidelity: Int
-        public var parentTrialID: Int64?, state: TrialState, attempt: Int, score: Double?, checkpoint: String?, error: String?
+        public var parentTrialID: Int64?, state: TrialState, attempt: Int, score: Double?, checkpoint: String?,
+            error: String?
         /// 0: the search's own run; r ≥ 1: the candidate rerun from its pruned init with data-order seed + r.
         public var replicate: Int = 0
         /// Who ran it (host-pid[-slurm-JOB_TASK]); kept after it finishes.
@@ -347,22 +386,30 @@ extension StudyStore {
     }
 
     static func trialRow(_ r: SQLRow) -> TrialRow {
-        TrialRow(id: r["id"], candidateID: r["candidateId"], hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
-                 rung: r["rung"], fidelity: r["fidelity"], parentTrialID: r["parent_trial_id"], state: r["state"], attempt: r["attempt"],
-                 score: r["score"], checkpoint: r["checkpoint"], error: r["error"], replicate: r["replicate"], worker: r["worker"], parameters: r["parameters"],
-                 activeParameters: r["active_parameters"])
+        TrialRow(
+            id: r["id"], candidateID: r["candidateId"], hash: r["hash"],
+            architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
+            rung: r["rung"], fidelity: r["fidelity"], parentTrialID: r["parent_trial_id"], state: r["state"],
+            attempt: r["attempt"],
+            score: r["score"], checkpoint: r["checkpoint"], error: r["error"], replicate: r["replicate"],
+            worker: r["worker"], parameters: r["parameters"],
+            activeParameters: r["active_parameters"])
     }
 
     static let trialSelect = """
-        SELECT trial.*, candidate.studyId, candidate.hash, candidate.architecture, candidate.parameters, candidate.active_parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
+        SELECT trial.*, candidate.studyId, candidate.hash, candidate.architecture, candidate.parameters,\
+         candidate.active_parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
         """
 
     /// Adds waiting trials (skipping any that already exist for that candidate, rung and replicate).
-    public func addTrials(_ trials: [(candidate: Int64, rung: Int, fidelity: Int, parent: Int64?)], replicate: Int = 0) throws {
+    public func addTrials(_ trials: [(candidate: Int64, rung: Int, fidelity: Int, parent: Int64?)], replicate: Int = 0)
+        throws
+    {
         defer { refreshStatistics() }
         try write { db in
             for t in trials {
-                try db.execute("""
+                try db.execute(
+                    """
                     INSERT INTO trial (candidateId, rung, fidelity, parent_trial_id, state, replicate) VALUES (?, ?, ?, ?, 'waiting', ?)
                     ON CONFLICT DO NOTHING
                     """, [t.candidate, t.rung, t.fidelity, t.parent, replicate])
@@ -373,9 +420,13 @@ extension StudyStore {
     public func trials(study: Int64, rung: Int? = nil) throws -> [TrialRow] {
         try read { db in
             if let rung {
-                return try db.rows(Self.trialSelect + " WHERE candidate.studyId = ? AND trial.rung = ? ORDER BY trial.id", [study, rung]).map(Self.trialRow)
+                return try db.rows(
+                    Self.trialSelect + " WHERE candidate.studyId = ? AND trial.rung = ? ORDER BY trial.id",
+                    [study, rung]
+                ).map(Self.trialRow)
             }
-            return try db.rows(Self.trialSelect + " WHERE candidate.studyId = ? ORDER BY trial.id", [study]).map(Self.trialRow)
+            return try db.rows(Self.trialSelect + " WHERE candidate.studyId = ? ORDER BY trial.id", [study]).map(
+                Self.trialRow)
         }
     }
 
@@ -384,26 +435,37 @@ extension StudyStore {
     /// claims up to `limit` waiting trials of one study and rung for `worker`. On PostgreSQL the
     /// claimed rows are locked with `FOR UPDATE SKIP LOCKED`: concurrent claims never wait on each
     /// other and never take the same trial.
-    public func claim(study: Int64?, worker: String, limit: Int, staleAfter: Double, maxAttempts: Int) throws -> [TrialRow] {
+    public func claim(study: Int64?, worker: String, limit: Int, staleAfter: Double, maxAttempts: Int) throws
+        -> [TrialRow]
+    {
         try write { db in
             let now = Date().timeIntervalSince1970
-            try Self.giveBack(db, error: "'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for \(Int(staleAfter)) s)'", [],
-                              where: "heartbeat_at < ?", [now - staleAfter], maxAttempts: maxAttempts, now: now)
+            try Self.giveBack(
+                db, error: "'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for \(Int(staleAfter)) s)'",
+                [],
+                where: "heartbeat_at < ?", [now - staleAfter], maxAttempts: maxAttempts, now: now)
             let studyFilter = study.map { "AND candidate.studyId = \($0)" } ?? ""
-            guard let first = try db.row(Self.trialSelect + " WHERE trial.state = 'waiting' \(studyFilter) ORDER BY trial.rung, trial.replicate, trial.id LIMIT 1"
-                                         + db.dialect.skipLocked, []) else {
+            guard
+                let first = try db.row(
+                    Self.trialSelect
+                        + " WHERE trial.state = 'waiting' \(studyFilter) ORDER BY trial.rung, trial.replicate, trial.id LIMIT 1"
+                        + db.dialect.skipLocked, [])
+            else {
                 return []
             }
             // One claim's students share the teacher's batches, so they share a rung and a replicate
             // (its data-order seed).
-            let rows = try db.rows(Self.trialSelect + """
-                 WHERE trial.state = 'waiting' AND candidate.studyId = ? AND trial.rung = ? AND trial.replicate = ?
-                 ORDER BY trial.id LIMIT ?
-                """ + db.dialect.skipLocked, [first["studyId"] as Int64, first["rung"] as Int, first["replicate"] as Int, limit])
+            let rows = try db.rows(
+                Self.trialSelect + """
+                     WHERE trial.state = 'waiting' AND candidate.studyId = ? AND trial.rung = ? AND trial.replicate = ?
+                     ORDER BY trial.id LIMIT ?
+                    """ + db.dialect.skipLocked,
+                [first["studyId"] as Int64, first["rung"] as Int, first["replicate"] as Int, limit])
             let claimed = rows.map(Self.trialRow)
             for t in claimed {
-                try db.execute("UPDATE trial SET state = 'running', worker = ?, heartbeat_at = ?, started_at = ? WHERE id = ?",
-                               [worker, now, now, t.id])
+                try db.execute(
+                    "UPDATE trial SET state = 'running', worker = ?, heartbeat_at = ?, started_at = ? WHERE id = ?",
+                    [worker, now, now, t.id])
             }
             return claimed
         }
@@ -412,8 +474,10 @@ extension StudyStore {
     public func heartbeat(_ trials: [Int64], worker: String) throws {
         guard !trials.isEmpty else { return }
         try write { db in
-            try db.execute("UPDATE trial SET heartbeat_at = ? WHERE worker = ? AND state = 'running' AND id IN (\(trials.map(String.init).joined(separator: ",")))",
-                           [Date().timeIntervalSince1970, worker])
+            try db.execute(
+                "UPDATE trial SET heartbeat_at = ? WHERE worker = ? AND state = 'running' AND id IN "
+                    + "(\(trials.map(String.init).joined(separator: ",")))",
+                [Date().timeIntervalSince1970, worker])
         }
     }
 
@@ -421,24 +485,37 @@ extension StudyStore {
     /// it. Returns false when it does not (another worker took it back after a missed heartbeat):
     /// then nothing is recorded.
     @discardableResult
-    public func complete(_ trial: Int64, worker: String, score: Double, checkpoint: String, metrics: [(step: Int, name: String, value: Double)],
-                         windows: [String: [WindowLoss]] = [:]) throws -> Bool {
+    public func complete(
+        _ trial: Int64, worker: String, score: Double, checkpoint: String,
+        metrics: [(step: Int, name: String, value: Double)],
+        windows: [String: [WindowLoss]] = [:]
+    ) throws -> Bool {
         try write { db in
             guard let owner = try db.row("SELECT worker, state FROM trial WHERE id = ?", [trial]) else {
-                throw SearchError.store("trial \(trial) is gone from \(location): its study was deleted while this process ran it; stopping")
+                throw SearchError.store(
+                    "trial \(trial) is gone from \(location): its study was deleted while this process ran it; stopping"
+                )
             }
-            guard (owner["worker"] as String?) == worker, (owner["state"] as TrialState) == .running else { return false }
+            guard (owner["worker"] as String?) == worker, (owner["state"] as TrialState) == .running else {
+                return false
+            }
             try db.execute("DELETE FROM metric WHERE trialId = ?", [trial])
             // A (step, name) given twice keeps the last value.
             var last: [String: Int] = [:]
             for (i, m) in metrics.enumerated() { last["\(m.step)\u{0}\(m.name)"] = i }
-            let unique = metrics.indices.filter { last["\(metrics[$0].step)\u{0}\(metrics[$0].name)"] == $0 }.map { metrics[$0] }
-            try Self.insertRows("metric", ["trialId", "step", "name", "value"], unique.map { [trial, $0.step, $0.name, $0.value] }, into: db)
+            let unique = metrics.indices.filter { last["\(metrics[$0].step)\u{0}\(metrics[$0].name)"] == $0 }.map {
+                metrics[$0]
+            }
+            try Self.insertRows(
+                "metric", ["trialId", "step", "name", "value"], unique.map { [trial, $0.step, $0.name, $0.value] },
+                into: db)
             try db.execute("DELETE FROM trial_windows WHERE trialId = ?", [trial])
             if !windows.isEmpty {
-                try db.execute("INSERT INTO trial_windows (trialId, windows) VALUES (?, ?)", [trial, Self.encodeWindows(windows)])
+                try db.execute(
+                    "INSERT INTO trial_windows (trialId, windows) VALUES (?, ?)", [trial, Self.encodeWindows(windows)])
             }
-            try db.execute("""
+            try db.execute(
+                """
                 UPDATE trial SET state = 'complete', score = ?, checkpoint = ?, finished_at = ?, error = NULL
                 WHERE id = ? AND worker = ? AND state = 'running'
                 """, [score, checkpoint, Date().timeIntervalSince1970, trial, worker])
@@ -448,8 +525,9 @@ extension StudyStore {
 
     public func fail(_ trial: Int64, worker: String, error: String) throws {
         try write { db in
-            try db.execute("UPDATE trial SET state = 'failed', error = ?, finished_at = ? WHERE id = ? AND worker = ? AND state = 'running'",
-                           [error, Date().timeIntervalSince1970, trial, worker])
+            try db.execute(
+                "UPDATE trial SET state = 'failed', error = ?, finished_at = ? WHERE id = ? AND worker = ? AND state = 'running'",
+                [error, Date().timeIntervalSince1970, trial, worker])
         }
     }
 
@@ -458,8 +536,10 @@ extension StudyStore {
     public func release(_ trials: [Int64], worker: String, error: String, maxAttempts: Int) throws {
         guard !trials.isEmpty else { return }
         try write { db in
-            try Self.giveBack(db, error: "?", [error], where: "worker = ? AND id IN (\(trials.map(String.init).joined(separator: ",")))", [worker],
-                              maxAttempts: maxAttempts, now: Date().timeIntervalSince1970)
+            try Self.giveBack(
+                db, error: "?", [error],
+                where: "worker = ? AND id IN (\(trials.map(String.init).joined(separator: ",")))", [worker],
+                maxAttempts: maxAttempts, now: Date().timeIntervalSince1970)
         }
     }
 
@@ -471,16 +551,21 @@ extension StudyStore {
         guard !trials.isEmpty else { return 0 }
         return try write { db in
             let ids = trials.map(String.init).joined(separator: ",")
-            return try db.execute("UPDATE trial SET state = 'waiting', worker = NULL WHERE state = 'running' AND worker = ? AND id IN (\(ids))", [worker])
+            return try db.execute(
+                "UPDATE trial SET state = 'waiting', worker = NULL WHERE state = 'running' AND worker = ? AND id IN (\(ids))",
+                [worker])
         }
     }
 
     /// Puts running trials that match `condition` back: waiting with an attempt counted and the
     /// error (an SQL expression) kept, or failed once attempts run out. Stale-heartbeat recovery
     /// and ``release(_:worker:error:maxAttempts:)`` share it.
-    static func giveBack(_ db: any SQLExecutor, error: String, _ errorArguments: [any SQLBindable], where condition: String,
-                         _ conditionArguments: [any SQLBindable], maxAttempts: Int, now: Double) throws {
-        try db.execute("""
+    static func giveBack(
+        _ db: any SQLExecutor, error: String, _ errorArguments: [any SQLBindable], where condition: String,
+        _ conditionArguments: [any SQLBindable], maxAttempts: Int, now: Double
+    ) throws {
+        try db.execute(
+            """
             UPDATE trial SET state = CASE WHEN attempt + 1 >= ? THEN 'failed' ELSE 'waiting' END,
                 attempt = attempt + 1, worker = NULL, error = \(error),
                 finished_at = CASE WHEN attempt + 1 >= ? THEN ? ELSE NULL END
@@ -491,11 +576,16 @@ extension StudyStore {
     /// The running trials of a study with their worker and seconds since its last heartbeat.
     public func runningTrials(study: Int64) throws -> [(hash: String, worker: String, secondsSinceHeartbeat: Double)] {
         try read { db in
-            try db.rows("""
+            try db.rows(
+                """
                 SELECT candidate.hash, trial.worker, trial.heartbeat_at FROM trial JOIN candidate ON candidate.id = trial.candidateId
                 WHERE candidate.studyId = ? AND trial.state = 'running' ORDER BY trial.id
-                """, [study]).map { row in
-                (row["hash"], (row["worker"] as String?) ?? "?", Date().timeIntervalSince1970 - ((row["heartbeat_at"] as Double?) ?? 0))
+                """, [study]
+            ).map { row in
+                (
+                    row["hash"], (row["worker"] as String?) ?? "?",
+                    Date().timeIntervalSince1970 - ((row["heartbeat_at"] as Double?) ?? 0)
+                )
             }
         }
     }
@@ -503,7 +593,8 @@ extension StudyStore {
     /// Records one metric value of a trial (replacing any at the same step and name).
     public func addMetric(_ trial: Int64, step: Int, name: String, value: Double) throws {
         try write { db in
-            try db.execute("""
+            try db.execute(
+                """
                 INSERT INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?)
                 ON CONFLICT (trialId, step, name) DO UPDATE SET value = excluded.value
                 """, [trial, step, name, value])
@@ -512,7 +603,11 @@ extension StudyStore {
 
     public func markPruned(_ trials: [Int64]) throws {
         guard !trials.isEmpty else { return }
-        try write { db in try db.execute("UPDATE trial SET state = 'pruned' WHERE state = 'complete' AND id IN (\(trials.map(String.init).joined(separator: ",")))") }
+        try write { db in
+            try db.execute(
+                "UPDATE trial SET state = 'pruned' WHERE state = 'complete' AND id IN (\(trials.map(String.init).joined(separator: ",")))"
+            )
+        }
     }
 
     /// `{"LANG": [[nll_sum, tokens], …]}`, compact.
@@ -541,7 +636,9 @@ extension StudyStore {
         guard !trials.isEmpty else { return [:] }
         return try read { db in
             var out: [Int64: EvaluationResult] = [:]
-            for r in try db.rows("SELECT trialId, windows FROM trial_windows WHERE trialId IN (\(trials.map(String.init).joined(separator: ",")))") {
+            for r in try db.rows(
+                "SELECT trialId, windows FROM trial_windows WHERE trialId IN (\(trials.map(String.init).joined(separator: ",")))"
+            ) {
                 if let w = Self.decodeWindows(r["windows"]) { out[r["trialId"]] = EvaluationResult(windows: w) }
             }
             return out
@@ -562,20 +659,23 @@ extension StudyStore {
     /// Scores recorded for `key`, if any.
     public func importance(_ key: Importance.Key) throws -> ImportanceScores? {
         let text = try read { db in
-            try db.scalar("SELECT scores FROM importance WHERE teacher_fingerprint = ? AND calibration_fingerprint = ? AND settings = ?",
-                          [key.teacher, key.calibration, key.settings]) as String?
+            try db.scalar(
+                "SELECT scores FROM importance WHERE teacher_fingerprint = ? AND calibration_fingerprint = ? AND settings = ?",
+                [key.teacher, key.calibration, key.settings]) as String?
         }
         guard let text else { return nil }
         do { return try JSONDecoder().decode(ImportanceScores.self, from: Data(text.utf8)) } catch {
-            throw SearchError.store("\(location): importance scores for teacher \(key.teacher) cannot be read: \(error)")
+            throw SearchError.store(
+                "\(location): importance scores for teacher \(key.teacher) cannot be read: \(error)")
         }
     }
 
     /// The most recent scores recorded for a teacher (any calibration set and settings), for reports.
     public func latestImportance(teacherFingerprint: String) throws -> ImportanceScores? {
         let text = try read { db in
-            try db.scalar("SELECT scores FROM importance WHERE teacher_fingerprint = ? ORDER BY created_at DESC LIMIT 1",
-                          [teacherFingerprint]) as String?
+            try db.scalar(
+                "SELECT scores FROM importance WHERE teacher_fingerprint = ? ORDER BY created_at DESC LIMIT 1",
+                [teacherFingerprint]) as String?
         }
         return text.flatMap { try? JSONDecoder().decode(ImportanceScores.self, from: Data($0.utf8)) }
     }
@@ -586,7 +686,8 @@ extension StudyStore {
         encoder.outputFormatting = [.sortedKeys]
         let text = String(decoding: try encoder.encode(scores), as: UTF8.self)
         try write { db in
-            try db.execute("""
+            try db.execute(
+                """
                 INSERT INTO importance (teacher_fingerprint, calibration_fingerprint, settings, scores, created_at)
                 VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                 """, [key.teacher, key.calibration, key.settings, text, Date()])
@@ -595,14 +696,19 @@ extension StudyStore {
 
     /// A study's importance scores: from the store, else from the file cache or computed (and then
     /// recorded in the store), so that a store carries the scores its studies pruned with.
-    public func importance(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
-                           log: (String) -> Void, compute: ((CalibrationSet) throws -> ImportanceScores)? = nil) throws -> ImportanceScores {
+    public func importance(
+        teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
+        log: (String) -> Void, compute: ((CalibrationSet) throws -> ImportanceScores)? = nil
+    ) throws -> ImportanceScores {
         let (key, _) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
         if let scores = try importance(key) {
-            log("importance: reusing the scores recorded in the store (teacher \(key.teacher), calibration \(key.calibration))")
+            log(
+                "importance: reusing the scores recorded in the store (teacher \(key.teacher), calibration \(key.calibration))"
+            )
             return scores
         }
-        let (scores, cached) = try Importance.cached(teacher: teacher, corpus: corpus, settings: settings, cache: cache, log: log, compute: compute)
+        let (scores, cached) = try Importance.cached(
+            teacher: teacher, corpus: corpus, settings: settings, cache: cache, log: log, compute: compute)
         if cached { log("importance: reusing cached scores (teacher \(key.teacher), calibration \(key.calibration))") }
         try recordImportance(key, scores)
         return scores
@@ -618,69 +724,103 @@ extension StudyStore {
     /// holds is refused. Works between any two stores (SQLite ↔ PostgreSQL).
     /// - Returns: per study, how many candidates, trials and metric rows went.
     @discardableResult
-    public func copy(studies names: [String]? = nil, to target: StudyStore, log: (String) -> Void = { _ in }) throws -> [(study: String, candidates: Int, trials: Int, metrics: Int)] {
+    public func copy(studies names: [String]? = nil, to target: StudyStore, log: (String) -> Void = { _ in }) throws
+        -> [(study: String, candidates: Int, trials: Int, metrics: Int)]
+    {
         let all = try studies()
         let chosen = try (names ?? all.map(\.name)).map { name in
-            guard let s = all.first(where: { $0.name == name }) else { throw SearchError.store("no study '\(name)' in \(location)") }
+            guard let s = all.first(where: { $0.name == name }) else {
+                throw SearchError.store("no study '\(name)' in \(location)")
+            }
             return s
         }
         // A name from a store becomes folders and arguments too: the spec's rule, before anything is copied.
         for s in chosen {
-            if let problem = SearchSpec.studyNameProblem(s.name) { throw SearchError.store("\(location): study name \(problem); not copied") }
+            if let problem = SearchSpec.studyNameProblem(s.name) {
+                throw SearchError.store("\(location): study name \(problem); not copied")
+            }
         }
         // Importance scores first: they are keyed by content, so copying them twice is harmless.
         let importance = try read { db in try db.rows("SELECT * FROM importance ORDER BY created_at") }
-        try target.write { db in try Self.insert(Schema.importance, importance, into: db, conflict: "ON CONFLICT DO NOTHING") }
+        try target.write { db in
+            try Self.insert(Schema.importance, importance, into: db, conflict: "ON CONFLICT DO NOTHING")
+        }
         // So are the teachers' ranking runs (the reports' τ against proxy length); one already there is not copied again.
-        let rankings = try read { db in try db.rows("SELECT name, teacher_fingerprint, created_at, result FROM ranking_study ORDER BY id") }
+        let rankings = try read { db in
+            try db.rows("SELECT name, teacher_fingerprint, created_at, result FROM ranking_study ORDER BY id")
+        }
         try target.write { db in
             for r in rankings {
-                let arguments: [any SQLBindable] = [r["name"] as String, r["teacher_fingerprint"] as String, r["result"] as String]
-                let present: Int = try db.scalar("SELECT COUNT(*) FROM ranking_study WHERE name = ? AND teacher_fingerprint = ? AND result = ?", arguments) ?? 0
+                let arguments: [any SQLBindable] = [
+                    r["name"] as String, r["teacher_fingerprint"] as String, r["result"] as String
+                ]
+                let present: Int =
+                    try db.scalar(
+                        "SELECT COUNT(*) FROM ranking_study WHERE name = ? AND teacher_fingerprint = ? AND result = ?",
+                        arguments) ?? 0
                 if present == 0 {
-                    try db.execute("INSERT INTO ranking_study (name, teacher_fingerprint, result, created_at) VALUES (?, ?, ?, ?)",
-                                   arguments + [r["created_at"] as Date])
+                    try db.execute(
+                        "INSERT INTO ranking_study (name, teacher_fingerprint, result, created_at) VALUES (?, ?, ?, ?)",
+                        arguments + [r["created_at"] as Date])
                 }
             }
         }
         var copied: [(String, Int, Int, Int)] = []
         for s in chosen {
             let (study, candidates, trials, metrics, windows) = try read { db in
-                (try db.row("SELECT * FROM study WHERE id = ?", [s.id])!,
-                 try db.rows("SELECT * FROM candidate WHERE studyId = ? ORDER BY id", [s.id]),
-                 try db.rows("SELECT trial.* FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ? ORDER BY trial.id", [s.id]),
-                 try db.rows("""
-                    SELECT metric.* FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON candidate.id = trial.candidateId
-                    WHERE candidate.studyId = ? ORDER BY metric.trialId, metric.step, metric.name
-                    """, [s.id]),
-                 try db.rows("""
-                    SELECT trial_windows.* FROM trial_windows JOIN trial ON trial.id = trial_windows.trialId
-                    JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ? ORDER BY trial_windows.trialId
-                    """, [s.id]))
+                (
+                    try db.row("SELECT * FROM study WHERE id = ?", [s.id])!,
+                    try db.rows("SELECT * FROM candidate WHERE studyId = ? ORDER BY id", [s.id]),
+                    try db.rows(
+                        "SELECT trial.* FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE "
+                            + "candidate.studyId = ? ORDER BY trial.id",
+                        [s.id]),
+                    try db.rows(
+                        """
+                        SELECT metric.* FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON\
+                         candidate.id = trial.candidateId
+                        WHERE candidate.studyId = ? ORDER BY metric.trialId, metric.step, metric.name
+                        """, [s.id]),
+                    try db.rows(
+                        """
+                        SELECT trial_windows.* FROM trial_windows JOIN trial ON trial.id = trial_windows.trialId
+                        JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ? ORDER BY trial_windows.trialId
+                        """, [s.id])
+                )
             }
             if trials.contains(where: { ($0["state"] as TrialState) == .running }) {
-                log("warning: study '\(s.name)' has running trials; they are copied as running and will be taken back when their heartbeat goes stale")
+                log(
+                    "warning: study '\(s.name)' has running trials; they are copied as running and will be "
+                        + "taken back when their heartbeat goes stale"
+                )
             }
             try target.write { db in
                 if try db.scalar("SELECT id FROM study WHERE name = ?", [s.name]) as Int64? != nil {
-                    throw SearchError.store("\(target.location) already holds a study '\(s.name)'; delete it there first (topiary results delete \(s.name)) or copy the others with --study")
+                    throw SearchError.store(
+                        "\(target.location) already holds a study '\(s.name)'; delete it there first (topiary "
+                            + "results delete \(s.name)) or copy the others with --study"
+                    )
                 }
                 let studyID: Int64 = try Self.insertReturningID(Schema.study, study, into: db, mapping: [:])
                 var candidateIDs: [Int64: Int64] = [:]
                 for c in candidates {
-                    candidateIDs[c["id"]] = try Self.insertReturningID(Schema.candidate, c, into: db, mapping: ["studyId": [study["id"]: studyID]])
+                    candidateIDs[c["id"]] = try Self.insertReturningID(
+                        Schema.candidate, c, into: db, mapping: ["studyId": [study["id"]: studyID]])
                 }
                 var trialIDs: [Int64: Int64] = [:]
                 for t in trials {
-                    trialIDs[t["id"]] = try Self.insertReturningID(Schema.trialV3, t, into: db,
-                                                                   mapping: ["candidateId": candidateIDs, "parent_trial_id": trialIDs])
+                    trialIDs[t["id"]] = try Self.insertReturningID(
+                        Schema.trialV3, t, into: db,
+                        mapping: ["candidateId": candidateIDs, "parent_trial_id": trialIDs])
                 }
                 let remapped = remapTrial(metrics, trialIDs)
                 try Self.insert(Schema.metric, remapped, into: db, conflict: "")
                 let windowRows = remapTrial(windows, trialIDs)
                 try Self.insert(Schema.trialWindows, windowRows, into: db, conflict: "")
             }
-            log("copied study '\(s.name)': \(candidates.count) candidates, \(trials.count) trials, \(metrics.count) metric values")
+            log(
+                "copied study '\(s.name)': \(candidates.count) candidates, \(trials.count) trials, \(metrics.count) metric values"
+            )
             copied.append((s.name, candidates.count, trials.count, metrics.count))
         }
         return copied
@@ -704,7 +844,9 @@ extension StudyStore {
 
     /// Inserts one row without its id (the target numbers it), replacing references by `mapping`
     /// (column → old id → new id); returns the new id.
-    static func insertReturningID(_ table: Schema.Table, _ row: SQLRow, into db: any SQLExecutor, mapping: [String: [Int64: Int64]]) throws -> Int64 {
+    static func insertReturningID(
+        _ table: Schema.Table, _ row: SQLRow, into db: any SQLExecutor, mapping: [String: [Int64: Int64]]
+    ) throws -> Int64 {
         let columns = table.columns.filter { $0.name != "id" }
         let values: [any SQLBindable] = columns.map { c -> SQLValue in
             let v = row.value(c.name) ?? .null
@@ -714,23 +856,32 @@ extension StudyStore {
             }
             return portable(c, v)
         }
-        return try db.scalar("INSERT INTO \(table.name) (\(columns.map(\.name).joined(separator: ", "))) VALUES (\(columns.map { _ in "?" }.joined(separator: ", "))) RETURNING id", values)!
+        return try db.scalar(
+            "INSERT INTO \(table.name) (\(columns.map(\.name).joined(separator: ", "))) VALUES "
+                + "(\(columns.map { _ in "?" }.joined(separator: ", "))) RETURNING id",
+            values)!
     }
 
     /// Inserts rows of a table without an id column, many per statement.
     static func insert(_ table: Schema.Table, _ rows: [SQLRow], into db: any SQLExecutor, conflict: String) throws {
-        try insertRows(table.name, table.columns.map(\.name), rows.map { r in table.columns.map { portable($0, r.value($0.name) ?? .null) } },
-                       into: db, suffix: conflict)
+        try insertRows(
+            table.name, table.columns.map(\.name),
+            rows.map { r in table.columns.map { portable($0, r.value($0.name) ?? .null) } },
+            into: db, suffix: conflict)
     }
 
     /// `INSERT INTO table (columns) VALUES (…), (…) suffix`, 200 rows per statement (one round trip
     /// each on PostgreSQL).
-    static func insertRows(_ table: String, _ columns: [String], _ rows: [[any SQLBindable]], into db: any SQLExecutor, suffix: String = "") throws {
+    static func insertRows(
+        _ table: String, _ columns: [String], _ rows: [[any SQLBindable]], into db: any SQLExecutor, suffix: String = ""
+    ) throws {
         let placeholders = "(" + columns.map { _ in "?" }.joined(separator: ", ") + ")"
         for start in stride(from: 0, to: rows.count, by: 200) {
             let chunk = rows[start..<min(start + 200, rows.count)]
-            try db.execute("INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
-                           + Array(repeating: placeholders, count: chunk.count).joined(separator: ", ") + " " + suffix, chunk.flatMap { $0 })
+            try db.execute(
+                "INSERT INTO \(table) (\(columns.joined(separator: ", "))) VALUES "
+                    + Array(repeating: placeholders, count: chunk.count).joined(separator: ", ") + " " + suffix,
+                chunk.flatMap { $0 })
         }
     }
 }
@@ -749,15 +900,19 @@ extension StudyStore {
     /// Records a `topiary ranking` run of a teacher.
     public func recordRanking(name: String, teacherFingerprint: String, result: JSON) throws {
         try write { db in
-            try db.execute("INSERT INTO ranking_study (name, teacher_fingerprint, created_at, result) VALUES (?, ?, ?, ?)",
-                           [name, teacherFingerprint, Date(), result.description])
+            try db.execute(
+                "INSERT INTO ranking_study (name, teacher_fingerprint, created_at, result) VALUES (?, ?, ?, ?)",
+                [name, teacherFingerprint, Date(), result.description])
         }
     }
 
     /// The ranking runs recorded for a teacher, oldest first.
     public func rankings(teacherFingerprint: String) throws -> [RankingRow] {
         try read { db in
-            try db.rows("SELECT name, created_at, result FROM ranking_study WHERE teacher_fingerprint = ? ORDER BY id", [teacherFingerprint]).compactMap { r in
+            try db.rows(
+                "SELECT name, created_at, result FROM ranking_study WHERE teacher_fingerprint = ? ORDER BY id",
+                [teacherFingerprint]
+            ).compactMap { r in
                 guard let j = JSON.parse(Data((r["result"] as String).utf8)) else { return nil }
                 return RankingRow(name: r["name"], createdAt: r["created_at"], result: j)
             }

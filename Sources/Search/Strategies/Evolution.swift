@@ -43,7 +43,9 @@ public struct Evolution: SearchStrategy {
                 }
             }
             let child = Candidate(config: c, sequence: f.spec.proxy.sequence)
-            if let known = byHash[child.hash], !tried.contains(known.hash), !children.contains(known) { children.append(known) }
+            if let known = byHash[child.hash], !tried.contains(known.hash), !children.contains(known) {
+                children.append(known)
+            }
         }
         guard !children.isEmpty else { return false }
         let ids = try f.store.candidateIDs(study: f.study)

@@ -59,7 +59,8 @@ extension Strategy {
         case let .random(samples, seed): return RandomSampling(samples: samples, seed: seed)
         case let .successiveHalving(minSteps, eta): return SuccessiveHalving(minSteps: minSteps, eta: eta)
         case let .evolution(population, generations, mutation, crossover, seed):
-            return Evolution(population: population, generations: generations, mutation: mutation, crossover: crossover, seed: seed)
+            return Evolution(
+                population: population, generations: generations, mutation: mutation, crossover: crossover, seed: seed)
         }
     }
 }

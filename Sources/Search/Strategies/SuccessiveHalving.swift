@@ -39,8 +39,10 @@ public struct SuccessiveHalving: SearchStrategy {
         let windows = slack > 0 && cut < ranked.count ? try f.store.windows(trials: near) : [:]
         let keep = Self.promotedCount(count: ranked.count, cut: cut, slack: slack) { i in
             guard let a = windows[ranked[i].id], let b = windows[ranked[cut - 1].id],
-                  let d = Noise.pairedDifference([a], [b], seed: Noise.seed(ranked[i].hash, ranked[cut - 1].hash, "\(rung)"),
-                                                 score: f.spec.objective.value) else { return false }
+                let d = Noise.pairedDifference(
+                    [a], [b], seed: Noise.seed(ranked[i].hash, ranked[cut - 1].hash, "\(rung)"),
+                    score: f.spec.objective.value)
+            else { return false }
             return d.contains(0)
         }
         try f.store.markPruned(ranked.dropFirst(keep).map(\.id))
@@ -51,9 +53,10 @@ public struct SuccessiveHalving: SearchStrategy {
             for t in ranked[cut..<keep] {
                 try f.store.addMetric(t.id, step: t.fidelity, name: StudyStore.Metric.promotedOnTie.rawValue, value: 1)
             }
-            f.log("rung \(rung) done: \(cut) of \(f.current.count) continue to \(next) steps, and \(keep - cut) more tied "
-                + "with the last of them (paired 95% interval of the difference contains 0): "
-                + ranked[cut..<keep].map(\.hash).joined(separator: ", "))
+            f.log(
+                "rung \(rung) done: \(cut) of \(f.current.count) continue to \(next) steps, and \(keep - cut) more tied "
+                    + "with the last of them (paired 95% interval of the difference contains 0): "
+                    + ranked[cut..<keep].map(\.hash).joined(separator: ", "))
         } else {
             f.log("rung \(rung) done: \(keep) of \(f.current.count) continue to \(next) steps")
         }
