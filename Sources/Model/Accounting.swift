@@ -22,44 +22,73 @@ extension ModelConfig {
 
     var normWidth: Int { family.hasNormBias ? 2 * hiddenSize : hiddenSize } // LayerNorm1P has a bias
 
-    /// Every layer's parameters: mixture layers and (qwen3_moe) dense-MLP layers.
+    /// Every block's parameters (``blocks``): each distinct block counted once and multiplied by
+    /// how many layers it is.
     func allLayerParameters<N: Numeric>(active: Bool, in _: N.Type) -> N {
-        func n(_ x: Int) -> N { N(exactly: x)! }
-        let sparse = sparseLayerCount, dense = numHiddenLayers - sparse
-        return n(sparse) * layerParameters(active: active, sparse: true, in: N.self)
-            + n(dense) * layerParameters(active: active, sparse: false, in: N.self)
-    }
-
-    /// The same closed forms in any arithmetic: `Int` for exact counts, `Double` to find, before
-    /// counting, a config whose counts would overflow. `sparse`: a layer whose MLP is a mixture.
-    func layerParameters<N: Numeric>(active: Bool, sparse: Bool, in _: N.Type) -> N {
-        func n(_ x: Int) -> N { N(exactly: x)! }
-        let C = n(hiddenSize), E = n(numLocalExperts)
-        let used = active ? numExpertsPerTok : numLocalExperts
-        let qkvBias = family.hasQKVBias ? n((numAttentionHeads + 2 * numKeyValueHeads) * headDim) : 0
-        let qkNorm = family.hasQKNorm ? n(2 * headDim) : 0
-        return 2 * n(normWidth) + attentionMatrices(experts: used, in: N.self) + qkvBias + qkNorm
-            + mlpMatrices(experts: used, sparse: sparse, in: N.self)
-            + (sparse ? E * C : 0) // MLP router
-            + (family.hasAttentionExperts ? E * C + 2 * C : 0) // attention router, both biases
-    }
-
-    /// Attention projection weights with `experts` JetMoE attention experts.
-    func attentionMatrices<N: Numeric>(experts: Int, in _: N.Type) -> N {
-        func n(_ x: Int) -> N { N(exactly: x)! }
-        let C = n(hiddenSize), D = n(headDim)
-        if family.hasAttentionExperts {
-            let GD = n(attentionExpertWidth)
-            return n(experts) * 2 * GD * C + 2 * GD * C
+        distinctBlocks.reduce(N.zero) {
+            $0 + N(exactly: $1.count)! * blockParameters($1.block, active: active, in: N.self)
         }
-        return C * (n(numAttentionHeads) + 2 * n(numKeyValueHeads)) * D + n(numAttentionHeads) * D * C
     }
 
-    /// MLP projection weights with `experts` experts (a dense layer: one MLP of intermediate_size).
-    func mlpMatrices<N: Numeric>(experts: Int, sparse: Bool, in _: N.Type) -> N {
+    /// The distinct blocks with how many layers each is. Only the layers named by a per-layer
+    /// list (sliding-window layers, dense-MLP layers) can differ from the rest, so this costs
+    /// the lists' length, not the depth (a config of 10^12 layers is counted, and refused, at once).
+    var distinctBlocks: [(block: Block, count: Int)] {
+        var out: [(block: Block, count: Int)] = []
+        func add(_ b: Block, _ n: Int) {
+            if let i = out.firstIndex(where: { $0.block == b }) { out[i].count += n } else { out.append((b, n)) }
+        }
+        let special = Set(slidingLayers).union(denseMLPLayers).filter { $0 >= 0 && $0 < numHiddenLayers }
+        for l in special.sorted() { add(block(l), 1) }
+        if numHiddenLayers > special.count {
+            var l = 0
+            while special.contains(l) { l += 1 }
+            add(block(l), numHiddenLayers - special.count)
+        }
+        return out
+    }
+
+    /// One block's parameters, in any arithmetic: `Int` for exact counts, `Double` to find, before
+    /// counting, a config whose counts would overflow. `active`: k of the E experts.
+    func blockParameters<N: Numeric>(_ b: Block, active: Bool, in _: N.Type) -> N {
         func n(_ x: Int) -> N { N(exactly: x)! }
-        let matrices = n(family.isGated ? 3 : 2) * n(hiddenSize)
-        return sparse ? n(experts) * matrices * n(expertWidth) : matrices * n(intermediateSize)
+        let C = n(hiddenSize), definition = family.definition
+        var total = 2 * n(normWidth)
+        switch b.mixer {
+        case let .attention(_, G, D, _, E) where E > 0:
+            // The experts' query and output projections, the shared key/value projection, the
+            // router and the output bias.
+            let GD = n(G) * n(D), used = n(active ? numExpertsPerTok : E)
+            total += used * 2 * GD * C + 2 * GD * C + n(E) * C + C
+        case let .attention(H, G, D, _, _):
+            total += C * (n(H) + 2 * n(G)) * n(D) + n(H) * n(D) * C
+            if definition.hasQKVBias { total += (n(H) + 2 * n(G)) * n(D) }
+            if definition.hasQKNorm { total += 2 * n(D) }
+        }
+        let matrices = n(definition.isGated ? 3 : 2) * C
+        switch b.channelMixer {
+        case let .dense(F): total += matrices * n(F)
+        case let .experts(E, k, F):
+            total += n(active ? k : E) * matrices * n(F) + n(E) * C + (definition.expertsHaveOutputBias ? C : 0)
+        }
+        return total
+    }
+
+    /// Weights of one block that take part in a matrix product per token: the projections with
+    /// the k chosen experts, and the routers.
+    func blockMatmulParameters(_ b: Block) -> Int {
+        let C = hiddenSize, k = numExpertsPerTok
+        var total = 0
+        switch b.mixer {
+        case let .attention(_, G, D, _, E) where E > 0: total += k * 2 * G * D * C + 2 * G * D * C + E * C
+        case let .attention(H, G, D, _, _): total += C * (H + 2 * G) * D + H * D * C
+        }
+        let matrices = (family.isGated ? 3 : 2) * C
+        switch b.channelMixer {
+        case let .dense(F): total += matrices * F
+        case let .experts(E, k, F): total += k * matrices * F + E * C
+        }
+        return total
     }
 
     /// The parameter count and the forward FLOPs per token at `sequence`, in floating point:
@@ -76,14 +105,7 @@ extension ModelConfig {
     /// k chosen experts, and the routers) plus the LM head (the embedding lookup is not a
     /// product; a tied LM head still is).
     public var matmulParameterCount: Int {
-        let k = numExpertsPerTok, C = hiddenSize, sparse = sparseLayerCount
-        let attention =
-            numHiddenLayers
-            * (attentionMatrices(experts: k, in: Int.self) + (family.hasAttentionExperts ? numLocalExperts * C : 0))
-        let mlp =
-            sparse * (mlpMatrices(experts: k, sparse: true, in: Int.self) + numLocalExperts * C)
-            + (numHiddenLayers - sparse) * mlpMatrices(experts: 1, sparse: false, in: Int.self)
-        return attention + mlp + vocabSize * C
+        distinctBlocks.reduce(0) { $0 + $1.count * blockMatmulParameters($1.block) } + vocabSize * hiddenSize
     }
 
     /// Forward FLOPs per token at sequence length T, PaLM's convention:

@@ -38,6 +38,8 @@ public protocol FamilyDefinition: Sendable {
     /// The experts' width is its own key, `moe_intermediate_size` (qwen3_moe); otherwise it is
     /// `intermediate_size`.
     var hasSeparateExpertWidth: Bool { get }
+    /// Each mixture MLP adds a bias to its output (JetMoE).
+    var expertsHaveOutputBias: Bool { get }
     /// Some layers may keep a dense MLP (qwen3_moe's `mlp_only_layers`, `decoder_sparse_step`).
     var allowsDenseMLPLayers: Bool { get }
     /// `norm_topk_prob` is a key of the config (qwen3_moe); Mixtral always renormalises.
@@ -114,6 +116,7 @@ extension FamilyDefinition {
     public var requiresHeadsDivideHidden: Bool { false }
     public var routesTopKThenSoftmax: Bool { false }
     public var hasSeparateExpertWidth: Bool { false }
+    public var expertsHaveOutputBias: Bool { false }
     public var allowsDenseMLPLayers: Bool { false }
     public var hasNormTopKProbKey: Bool { false }
     public var layerNormEps: Double? { nil }

@@ -10,6 +10,7 @@ struct JetMoE: FamilyDefinition {
     var isMixture: Bool { true }
     var hasAttentionExperts: Bool { true }
     var routesTopKThenSoftmax: Bool { true }
+    var expertsHaveOutputBias: Bool { true }
     /// transformers builds its per-layer norms with RMSNorm's default ε whatever rms_norm_eps
     /// says; only the final norm reads the config.
     var layerNormEps: Double? { 1e-6 }
