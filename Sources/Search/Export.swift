@@ -96,34 +96,15 @@ public enum Exporter {
                 nemo["moe_router_topk"] = JSON(target.numExpertsPerTok)
                 nemo["moe_ffn_hidden_size"] = JSON(target.expertWidth)
             }
-            let proxyTokens = w.trial.fidelity * spec.proxy.batch * spec.proxy.sequence
-            let r = spec.proxy
-            let distill: JSON = [
+            let recipe = DistillFile(spec.proxy, proxySteps: w.trial.fidelity, fullSteps: spec.predictionSteps)
+            var distill: [String: JSON] = [
                 "study": .string(name), "candidate": .string(w.trial.hash), "rank": JSON(w.rank),
                 "teacher": .string(spec.teacher), "teacher_fingerprint": .string(study.teacherFingerprint),
-                "data": .string(spec.data), "language_sampling_alpha": JSON(r.alpha),
+                "data": .string(spec.data),
                 "architecture": w.trial.architecture,
                 "parameters": [
                     "total": JSON(target.parameterCount), "non_embedding": JSON(target.nonEmbeddingParameterCount),
                     "active": JSON(target.activeParameterCount)
-                ],
-                "losses": [
-                    "logits_kl": JSON(r.loss.kl), "lm": JSON(r.loss.lm), "hidden": JSON(r.loss.hidden.weight),
-                    "kl_direction": .string(r.loss.direction.rawValue)
-                ],
-                "temperature": JSON(r.loss.temperature),
-                "schedule": [
-                    "name": .string(r.schedule), "peak_learning_rate": JSON(r.learningRate),
-                    "warmup_steps": JSON(r.warmup),
-                    "min_ratio": JSON(r.minRatio), "batch_size": JSON(r.batch), "sequence_length": JSON(r.sequence)
-                ],
-                "token_budget": [
-                    "proxy_tokens": JSON(proxyTokens),
-                    "full_distillation_steps": JSON(spec.predictionSteps),
-                    "suggested_full_distillation_tokens": JSON(spec.predictionSteps * r.batch * r.sequence),
-                    "note": .string(
-                        "export.full_distillation_steps (default 100 × proxy.steps: Minitron distils for "
-                            + "~100× the proxy's tokens); scale to your compute")
                 ],
                 "predicted_full_distillation_score": predictions.longRun[w.trial.hash].map { p -> JSON in
                     [
@@ -163,7 +144,8 @@ public enum Exporter {
                     "waiting": JSON(summary.waiting), "running": JSON(summary.running)
                 ]
             ]
-            try AtomicFile.write(distill.data(), to: tmp.appendingPathComponent("distill.json"))
+            distill.merge(recipe.json) { own, _ in own }
+            try AtomicFile.write(JSON.object(distill).data(), to: tmp.appendingPathComponent("distill.json"))
         }
         // Everything is written: swap the previous export's folders for the new ones.
         for old in previous { try fm.removeItem(at: old) }

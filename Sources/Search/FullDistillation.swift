@@ -46,21 +46,10 @@ public enum FullDistillation {
             }
             return value
         }
-        let schedule = try need("schedule", j["schedule"]?.object)
-        let losses = try need("losses", j["losses"]?.object)
-        var r = DistillationRecipe(steps: 1)
-        r.batch = try need("schedule.batch_size", schedule["batch_size"]?.int)
-        r.sequence = try need("schedule.sequence_length", schedule["sequence_length"]?.int)
-        r.learningRate = try need("schedule.peak_learning_rate", schedule["peak_learning_rate"]?.double)
-        r.schedule = try need("schedule.name", schedule["name"]?.string)
-        r.warmup = try need("schedule.warmup_steps", schedule["warmup_steps"]?.int)
-        // The recipe's defaults where an older export left them out.
-        r.minRatio = schedule["min_ratio"]?.double ?? r.minRatio
-        r.alpha = j["language_sampling_alpha"]?.double ?? r.alpha
-        r.loss.kl = try need("losses.logits_kl", losses["logits_kl"]?.double)
-        r.loss.lm = try need("losses.lm", losses["lm"]?.double)
-        r.loss.direction = losses["kl_direction"]?.string == "reverse" ? .reverse : .forward
-        if let hidden = losses["hidden"]?.double, hidden != 0 {
+        let recipeFile = try DistillFile.decode(data, file: file.path)
+        var r = recipeFile.recipe
+        let losses = recipeFile.losses
+        if let hidden = losses.hidden, hidden != 0 {
             throw SearchError.spec(
                 file: file.path, path: "losses.hidden",
                 reason:
@@ -68,7 +57,6 @@ public enum FullDistillation {
                     + "yet (its layer pairs are in the study's spec, not here); set it to 0 to distil on the logits alone"
             )
         }
-        r.loss.temperature = try need("temperature", j["temperature"]?.double)
         r.evalTokens = options.evalTokens
         // As strict as a spec: every value inside the range a training run can use.
         func require(_ ok: Bool, _ path: String, _ value: Any, _ rule: String) throws {
@@ -91,14 +79,13 @@ public enum FullDistillation {
         try require(
             r.loss.kl + r.loss.lm > 0, "losses", "logits_kl \(r.loss.kl), lm \(r.loss.lm)",
             "at least one weight must be positive")
-        if let d = losses["kl_direction"] {
-            try require(
-                d.string == "forward" || d.string == "reverse", "losses.kl_direction", d, "must be forward or reverse")
+        if let d = losses.klDirection {
+            try require(d == "forward" || d == "reverse", "losses.kl_direction", d, "must be forward or reverse")
         }
         try require(
             r.loss.temperature > 0 && r.loss.temperature.isFinite, "temperature", r.loss.temperature, "must be positive"
         )
-        let suggested = j["token_budget"]?.object?["suggested_full_distillation_tokens"]?.int
+        let suggested = recipeFile.tokenBudget?.suggestedFullDistillationTokens
         let tokens = try options.tokens ?? need("token_budget.suggested_full_distillation_tokens", suggested)
         let perStep = r.batch * r.sequence
         guard tokens >= perStep else {

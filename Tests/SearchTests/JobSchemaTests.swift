@@ -33,6 +33,10 @@ import Testing
         try Self.expectCommitted("distill-job.schema.json", distill)
         try Self.expectCommitted("importance-job.schema.json", try JSONSchema.of(ImportanceJob.example, title: "Topiary importance job"))
         try Self.expectCommitted("distill-job.example.json", try JSON.parse(Self.encoded(DistillJob.example))!)
+        // The recipe part of an exported distill.json, written and read by one type.
+        let recipe = try JSONSchema.of(DistillFile.example, title: "Topiary distill.json recipe")
+        try Self.expectCommitted("distill-recipe.schema.json", recipe)
+        #expect(recipe.object?["properties"]?.object?["schedule"]?.object?["required"]?.array?.count == 6)
         // The schema says what the job holds: every key required, nothing else, nulls only where optional.
         let o = distill.object!
         #expect(o["additionalProperties"] == .bool(false))
