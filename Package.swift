@@ -6,6 +6,9 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "topiary", targets: ["topiary"]),
+        // The live dashboard, run by `topiary serve`: its own product, so that building `topiary`
+        // (the quick start) does not compile the web server.
+        .executable(name: "topiary-serve", targets: ["topiary-serve"]),
         .library(name: "Model", targets: ["Model"]),
     ],
     dependencies: [
@@ -40,10 +43,11 @@ let package = Package(
         .executableTarget(
             name: "topiary",
             dependencies: [
-                "Model", "Proxy", "Search", "Dashboard",
+                "Model", "Proxy", "Search",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(name: "topiary-serve", dependencies: ["Dashboard", "Search"]),
         .target(name: "FuzzSupport", dependencies: ["Model"], path: "Tests/FuzzSupport"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "CKernels", "CPlatform", "CTestSupport", "FuzzSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Model", "CTestSupport"]),

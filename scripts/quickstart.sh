@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --corpus
-swift build -c release
+swift build -c release --product topiary   # the dashboard (topiary serve) is built apart: --product topiary-serve
 bin=.build/release/topiary
 [ -f data/fortunes/manifest.json ] || $bin data prepare --debian-fortunes --out data/fortunes
 $bin spec check experiments/quickstart.json

@@ -34,22 +34,7 @@ struct ReportCommand: ParsableCommand {
     }
 }
 
-/// The teacher's size and its score under the study's objective on the proxy's validation
-/// windows, or nil (with a warning) when the teacher or corpus cannot be read here.
+/// The teacher's reference score of a study (``TeacherReference/load(_:study:)``).
 func teacherReference(_ st: StudyStore, study name: String) -> TeacherReference? {
-    do {
-        guard let row = try st.study(named: name) else { return nil }
-        let spec = try parseSpec(row.spec, file: "\(st.path): study '\(name)'", students: 1)
-        let teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
-        let corpus = try spec.openCorpus()
-        let e = try Evaluation.validationLoss(
-            model: teacher, shards: corpus, batch: spec.proxy.batch, sequence: spec.proxy.sequence,
-            maxTokensPerLanguage: spec.proxy.evalTokens)
-        return TeacherReference(
-            parameters: teacher.config.parameterCount, activeParameters: teacher.config.activeParameterCount,
-            score: spec.objective.value(e), perLanguage: e.perLanguage)
-    } catch {
-        printWarning("the report leaves the teacher's score out: \(error)")
-        return nil
-    }
+    TeacherReference.load(st, study: name)
 }

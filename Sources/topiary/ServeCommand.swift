@@ -1,15 +1,19 @@
 import ArgumentParser
-import Dashboard
 import Foundation
 import Model
 import Search
 
+/// `topiary serve`: checks its options and the store, then runs the dashboard binary
+/// `topiary-serve` that lies beside this one. The dashboard (Hummingbird, and the swift-nio
+/// under it) is a product of its own so that building `topiary` for the quick start does not
+/// wait for a web server's compile (about 140 s of a fresh release build on 2 cores).
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract:
             "Serve a live, read-only dashboard of a study store: studies, each study's report refreshing "
-            + "while it runs (progress per rung, ETA, failed trials), candidate pages, and JSON under /api/."
+            + "while it runs (progress per rung, ETA, failed trials), candidate pages, and JSON under /api/.",
+        discussion: "Runs topiary-serve, built with `swift build -c release --product topiary-serve`."
     )
 
     @Option(help: "Address to listen on (loopback by default; anything else exposes the store to the network).")
@@ -35,63 +39,36 @@ struct ServeCommand: ParsableCommand {
         try requireRange("--idle-timeout", idleTimeout, 0.1...3600, "seconds")
     }
 
+    /// The dashboard binary beside the running one.
+    static func serverBinary() -> URL {
+        let me =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("topiary-serve")
+    }
+
     func run() throws {
-        let cache = TeacherCache(enabled: !noTeacher)
-        let dashboard = Dashboard(storePath: store.path, teacher: { st, name in cache.reference(st, name) })
-        if dashboard.storeIsMissing {
-            print("no store at \(store.path) yet: the dashboard shows it once `topiary search run` creates it")
-        } else {
+        let binary = Self.serverBinary()
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw ValidationError(
+                "the dashboard is its own binary, \(binary.path), and it is not built: "
+                    + "`swift build -c release --product topiary-serve` builds it (once)")
+        }
+        if store.path.contains("://") || FileManager.default.fileExists(atPath: store.path) {
             _ = try store.open(.read) // a clear error now rather than a 500 on every page
         }
         if host != "127.0.0.1" && host != "localhost" && host != "::1" {
             printWarning("--host \(host): the dashboard (read-only) is reachable from other machines")
         }
-        let done = DispatchSemaphore(value: 0)
-        let failure = FailureBox()
-        let host = self.host, port = self.port, path = StudyStore.redacted(store.path), allowed = allowHost,
-            idle = idleTimeout
-        Task {
-            do {
-                try await dashboard.run(host: host, port: port, allowedHosts: allowed, idleTimeout: idle) { bound in
-                    print("serving \(path) on http://\(host):\(bound)/ (read-only; Ctrl-C to stop)")
-                    fflush(nil)
-                }
-            } catch { failure.set(error) }
-            done.signal()
-        }
-        done.wait()
-        if let error = failure.get() {
-            let text = "\(error)"
-            if text.contains("in use") || text.contains("EADDRINUSE") {
-                throw ValidationError(
-                    "--host \(host) --port \(port): the address is already in use (another server listens "
-                        + "there); pick another port, or --port 0 for any free one"
-                )
-            }
-            throw error
-        }
+        var arguments = [
+            binary.path, "--store", store.path, "--host", host, "--port", "\(port)",
+            "--idle-timeout", "\(idleTimeout)"
+        ]
+        if noTeacher { arguments.append("--no-teacher") }
+        for h in allowHost { arguments += ["--allow-host", h] }
+        if let retry = store.dbRetry { setenv("TOPIARY_DB_RETRY", "\(retry)", 1) }
+        fflush(nil)
+        let argv = arguments.map { strdup($0) } + [nil]
+        execv(binary.path, argv)
+        throw ValidationError("could not run \(binary.path): \(String(cString: strerror(errno)))")
     }
-}
-
-/// The teacher's score per study, computed once per server.
-final class TeacherCache: @unchecked Sendable {
-    let enabled: Bool
-    let lock = NSLock()
-    var values: [String: TeacherReference?] = [:]
-    init(enabled: Bool) { self.enabled = enabled }
-    func reference(_ st: StudyStore, _ name: String) -> TeacherReference? {
-        guard enabled else { return nil }
-        lock.lock(); defer { lock.unlock() }
-        if let v = values[name] { return v }
-        let v = teacherReference(st, study: name)
-        values[name] = v
-        return v
-    }
-}
-
-final class FailureBox: @unchecked Sendable {
-    let lock = NSLock()
-    var error: (any Error)?
-    func set(_ e: any Error) { lock.lock(); error = e; lock.unlock() }
-    func get() -> (any Error)? { lock.lock(); defer { lock.unlock() }; return error }
 }
