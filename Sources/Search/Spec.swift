@@ -96,15 +96,15 @@ public enum Objective: String, Sendable, Codable {
 
 /// A parsed, validated search spec. See docs/search.md for every key and its default.
 public struct SearchSpec: Sendable {
-    public var study: String
+    public var study = ""
     /// The teacher's folder (a repo id is resolved to its snapshot in the Hugging Face cache).
-    public var teacher: String
+    public var teacher = ""
     /// The teacher as the spec names it (a path, or a repo id such as `HuggingFaceTB/SmolLM2-135M-Instruct`).
     public var teacherReference: String = ""
-    public var data: String
+    public var data = ""
     /// axis → values to consider (ascending); axes not named keep the teacher's value.
-    public var space: [Axis: [Int]]
-    public var budget: Budget
+    public var space: [Axis: [Int]] = [:]
+    public var budget = Budget(count: .total, minimum: 0, maximum: 0)
     public var importance = ImportanceSettings()
     public var prune = PruneOptions()
     public var proxy = DistillationRecipe(steps: 100)
@@ -135,8 +135,8 @@ public struct SearchSpec: Sendable {
     /// Who runs the trials' distillation: the built-in engine (default) or an external backend.
     public var backend = BackendSpec()
     /// The spec's JSON as given (stored with the study).
-    public var json: JSON
-    public var file: String
+    public var json = JSON.null
+    public var file = ""
 
     /// A backend from its JSON (`{"name": "torch", …}`), checked as in a spec.
     public static func backend(_ o: [String: JSON]) throws -> BackendSpec {
@@ -175,91 +175,81 @@ public struct SearchSpec: Sendable {
         return nil
     }
 
-    /// Parses and validates a spec against the teacher's config.
+    /// Parses and validates a spec against the teacher's config, one section after another.
     /// - Throws: ``SearchError/spec(file:path:reason:)`` naming the JSON path and rule.
     public init(json root: JSON, file: String, teacherConfig: (String) throws -> ModelConfig) throws {
         self.file = file
         json = root
-        func fail(_ path: String, _ reason: String) -> SearchError { .spec(file: file, path: path, reason: reason) }
-        func check(_ dict: [String: JSON], _ path: String, _ allowed: [String]) throws {
-            for k in dict.keys.sorted() where !allowed.contains(k) {
-                let p = path.isEmpty ? k : "\(path).\(k)"
-                let hint =
-                    closest(k, in: allowed).map { "; did you mean '\($0)'?" }
-                    ?? " (allowed: \(allowed.joined(separator: ", ")))"
-                throw fail(p, "unknown key\(hint)")
-            }
-        }
-        func object(_ v: JSON?, _ path: String) throws -> [String: JSON]? {
-            guard let v else { return nil }
-            guard let o = v.object else { throw fail(path, "expected an object") }
-            return o
-        }
-        func string(_ v: JSON?, _ path: String) throws -> String {
-            guard let s = v?.string, !s.isEmpty else {
-                throw fail(path, v == nil ? "missing" : "expected a non-empty string")
-            }
-            return s
-        }
-        func int(_ v: JSON?, _ path: String, min: Int = 1) throws -> Int {
-            guard let n = v?.int else { throw fail(path, v == nil ? "missing" : v!.notAnIntegerReason) }
-            guard n >= min else { throw fail(path, "\(n) is below the minimum \(min)") }
-            return n
-        }
-        func number(_ v: JSON?, _ path: String, positive: Bool = false) throws -> Double {
-            guard let x = v?.double else { throw fail(path, v == nil ? "missing" : "expected a number, got \(v!)") }
-            guard x >= 0, !positive || x > 0 else {
-                throw fail(path, "\(x) must be \(positive ? "positive" : "non-negative")")
-            }
-            return x
-        }
-        guard let o = root.object else { throw fail("(root)", "not a JSON object") }
-        try check(o, "", Self.topKeys)
-        study = try string(o["study"], "study")
-        if let problem = Self.studyNameProblem(study) { throw fail("study", problem) }
-        teacher = try string(o["teacher"], "teacher")
+        let rd = SpecReader(file: file)
+        guard let o = root.object else { throw rd.fail("(root)", "not a JSON object") }
+        try rd.check(o, "", Self.topKeys)
+        let t = try readStudyAndTeacher(o, rd, teacherConfig)
+        try readData(o, rd)
+        try readSpace(o, rd, teacher: t)
+        try readBudget(o, rd, teacher: t)
+        try readImportance(o, rd, teacher: t)
+        try readProxy(o, rd, teacher: t)
+        try readStrategy(o, rd)
+        try readObjectiveAndExport(o, rd)
+    }
+
+    /// `study`, `teacher` (a repo id resolved in the HF cache), `backend`, `artifacts`; the teacher's config.
+    private mutating func readStudyAndTeacher(
+        _ o: [String: JSON], _ rd: SpecReader, _ teacherConfig: (String) throws -> ModelConfig
+    ) throws -> ModelConfig {
+        study = try rd.string(o["study"], "study")
+        if let problem = Self.studyNameProblem(study) { throw rd.fail("study", problem) }
+        teacher = try rd.string(o["teacher"], "teacher")
         teacherReference = teacher
         // A Hugging Face repo id (ORG/NAME) that is not a folder here: its snapshot in the local cache.
-        do { teacher = try HubCache.localPath(teacher) } catch { throw fail("teacher", "\(error)") }
+        do { teacher = try HubCache.localPath(teacher) } catch { throw rd.fail("teacher", "\(error)") }
         if let b = o["backend"] {
             guard let bo = b.object else {
-                throw fail("backend", "an object: {\"name\": \"torch\", \"device\": \"cpu\"} or {\"command\": [...]}")
+                throw rd.fail(
+                    "backend", "an object: {\"name\": \"torch\", \"device\": \"cpu\"} or {\"command\": [...]}")
             }
-            backend = try BackendSpec.parse(bo, fail: { fail($0, $1) })
+            backend = try BackendSpec.parse(bo, fail: { rd.fail($0, $1) })
         }
         if let a = o["artifacts"] {
-            artifacts = try string(a, "artifacts")
+            artifacts = try rd.string(a, "artifacts")
             guard !(artifacts ?? "").isEmpty else {
-                throw fail("artifacts", "an empty path; name a folder (shared by every worker on a cluster)")
+                throw rd.fail("artifacts", "an empty path; name a folder (shared by every worker on a cluster)")
             }
         }
         // Paths reach generated scripts (slurm submit) and file names: no control characters.
         for (value, path) in [(artifacts, "artifacts"), (teacherReference, "teacher")] {
-            if let value, let problem = Self.controlCharacterProblem(value) { throw fail(path, problem) }
+            if let value, let problem = Self.controlCharacterProblem(value) { throw rd.fail(path, problem) }
         }
-        let t: ModelConfig
-        do { t = try teacherConfig(teacher) } catch { throw fail("teacher", "\(error)") }
+        do { return try teacherConfig(teacher) } catch { throw rd.fail("teacher", "\(error)") }
+    }
 
+    /// `data`: a path, or `{"corpus": path, "sampling": {"temperature": α}}`.
+    private mutating func readData(_ o: [String: JSON], _ rd: SpecReader) throws {
         // data: a path, or {"corpus": path, "sampling": {"temperature": α}}
         if let d = o["data"]?.object {
-            try check(d, "data", ["corpus", "sampling"])
-            data = try string(d["corpus"], "data.corpus")
-            if let s = try object(d["sampling"], "data.sampling") {
-                try check(s, "data.sampling", ["temperature", "alpha"])
-                if let a = s["temperature"] ?? s["alpha"] { proxy.alpha = try number(a, "data.sampling.temperature") }
+            try rd.check(d, "data", ["corpus", "sampling"])
+            data = try rd.string(d["corpus"], "data.corpus")
+            if let s = try rd.object(d["sampling"], "data.sampling") {
+                try rd.check(s, "data.sampling", ["temperature", "alpha"])
+                if let a = s["temperature"] ?? s["alpha"] {
+                    proxy.alpha = try rd.number(a, "data.sampling.temperature")
+                }
             }
         } else {
-            data = try string(o["data"], "data")
+            data = try rd.string(o["data"], "data")
         }
         if let problem = Self.controlCharacterProblem(data) {
-            throw fail(o["data"]?.object != nil ? "data.corpus" : "data", problem)
+            throw rd.fail(o["data"]?.object != nil ? "data.corpus" : "data", problem)
         }
+    }
 
+    /// `space`: per axis of the teacher's family, a value, a list or a range, none above the teacher.
+    private mutating func readSpace(_ o: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
         // space
-        guard let sp = try object(o["space"], "space") else { throw fail("space", "missing") }
+        guard let sp = try rd.object(o["space"], "space") else { throw rd.fail("space", "missing") }
         let axes = Axis.axes(for: t.family)
         for axis in Axis.allCases where !axes.contains(axis) && sp[axis.rawValue] != nil {
-            throw fail(
+            throw rd.fail(
                 "space.\(axis.rawValue)",
                 t.family.derivesQueryHeads && axis == .numAttentionHeads
                     ? "\(t.family.displayName) derives num_attention_heads as num_key_value_heads × num_experts_per_tok; vary those instead"
@@ -269,7 +259,7 @@ public struct SearchSpec: Sendable {
                         : "not an axis of a \(t.family.rawValue) teacher; its axes are \(axes.map(\.rawValue).joined(separator: ", "))"
             )
         }
-        try check(sp, "space", axes.map(\.rawValue))
+        try rd.check(sp, "space", axes.map(\.rawValue))
         var space: [Axis: [Int]] = [:]
         for axis in axes {
             let path = "space.\(axis.rawValue)"
@@ -277,24 +267,24 @@ public struct SearchSpec: Sendable {
             guard let v = sp[axis.rawValue] else { space[axis] = [teacherValue]; continue }
             var values: [Int]
             if let list = v.array {
-                guard !list.isEmpty else { throw fail(path, "empty list") }
-                values = try list.enumerated().map { try int($1, "\(path)[\($0)]") }
+                guard !list.isEmpty else { throw rd.fail(path, "empty list") }
+                values = try list.enumerated().map { try rd.int($1, "\(path)[\($0)]") }
                 for (i, x) in values.enumerated() where x > teacherValue {
-                    throw fail("\(path)[\(i)]", "\(x) is larger than the teacher's \(teacherValue)")
+                    throw rd.fail("\(path)[\(i)]", "\(x) is larger than the teacher's \(teacherValue)")
                 }
             } else if let r = v.object {
-                try check(r, path, ["min", "max", "step"])
-                let lo = try int(r["min"], "\(path).min"), hi = try int(r["max"], "\(path).max")
-                let step = try r["step"].map { try int($0, "\(path).step") } ?? 1
-                guard lo <= hi else { throw fail(path, "min \(lo) is above max \(hi)") }
+                try rd.check(r, path, ["min", "max", "step"])
+                let lo = try rd.int(r["min"], "\(path).min"), hi = try rd.int(r["max"], "\(path).max")
+                let step = try r["step"].map { try rd.int($0, "\(path).step") } ?? 1
+                guard lo <= hi else { throw rd.fail(path, "min \(lo) is above max \(hi)") }
                 guard hi <= teacherValue else {
-                    throw fail("\(path).max", "\(hi) is larger than the teacher's \(teacherValue)")
+                    throw rd.fail("\(path).max", "\(hi) is larger than the teacher's \(teacherValue)")
                 }
                 values = Array(stride(from: lo, through: hi, by: step))
             } else {
-                values = [try int(v, path)]
+                values = [try rd.int(v, path)]
                 if values[0] > teacherValue {
-                    throw fail(path, "\(values[0]) is larger than the teacher's \(teacherValue)")
+                    throw rd.fail(path, "\(values[0]) is larger than the teacher's \(teacherValue)")
                 }
             }
             if axis == .hiddenSize && t.family.requiresHeadsDivideHidden {
@@ -303,7 +293,7 @@ public struct SearchSpec: Sendable {
                 let heads = sp[Axis.numAttentionHeads.rawValue] == nil ? [t.numAttentionHeads] : nil
                 if let heads {
                     for (i, x) in values.enumerated() where x % heads[0] != 0 {
-                        throw fail(
+                        throw rd.fail(
                             sp[axis.rawValue]?.array != nil ? "\(path)[\(i)]" : path,
                             "\(x) is not a multiple of num_attention_heads \(heads[0]) (transformers refuses such a config)"
                         )
@@ -313,16 +303,19 @@ public struct SearchSpec: Sendable {
             space[axis] = Array(Set(values)).sorted()
         }
         self.space = space
+    }
 
+    /// `budget`: the counted parameters' bounds, other counts' bounds, FLOPs per token.
+    private mutating func readBudget(_ o: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
         // budget
-        guard let b = try object(o["budget"], "budget") else { throw fail("budget", "missing") }
-        try check(
+        guard let b = try rd.object(o["budget"], "budget") else { throw rd.fail("budget", "missing") }
+        try rd.check(
             b, "budget",
             ["parameters", "tolerance", "min", "max", "count", "flops_per_token", "total", "active", "non_embedding"])
         let count: BudgetCount
         if let c = b["count"] {
             guard let s = c.string, let bc = BudgetCount(rawValue: s) else {
-                throw fail("budget.count", "total, non_embedding or active")
+                throw rd.fail("budget.count", "total, non_embedding or active")
             }
             count = bc
         } else {
@@ -330,91 +323,101 @@ public struct SearchSpec: Sendable {
         }
         var minimum: Int, maximum: Int
         if let p = b["parameters"] {
-            let target = try int(p, "budget.parameters")
-            let tol = try b["tolerance"].map { try number($0, "budget.tolerance") } ?? 0.05
-            guard tol < 1 else { throw fail("budget.tolerance", "must be below 1") }
+            let target = try rd.int(p, "budget.parameters")
+            let tol = try b["tolerance"].map { try rd.number($0, "budget.tolerance") } ?? 0.05
+            guard tol < 1 else { throw rd.fail("budget.tolerance", "must be below 1") }
             minimum = Int((Double(target) * (1 - tol)).rounded(.up))
             maximum = Int((Double(target) * (1 + tol)).rounded(.down))
             if b["min"] != nil || b["max"] != nil {
-                throw fail("budget", "give either parameters (with tolerance) or min/max, not both")
+                throw rd.fail("budget", "give either parameters (with tolerance) or min/max, not both")
             }
         } else {
             guard b["min"] != nil || b["max"] != nil else {
-                throw fail("budget", "give parameters (with tolerance) or min and/or max")
+                throw rd.fail("budget", "give parameters (with tolerance) or min and/or max")
             }
-            minimum = try b["min"].map { try int($0, "budget.min", min: 0) } ?? 0
-            maximum = try b["max"].map { try int($0, "budget.max") } ?? Int.max
-            guard minimum <= maximum else { throw fail("budget", "min \(minimum) is above max \(maximum)") }
+            minimum = try b["min"].map { try rd.int($0, "budget.min", min: 0) } ?? 0
+            maximum = try b["max"].map { try rd.int($0, "budget.max") } ?? Int.max
+            guard minimum <= maximum else { throw rd.fail("budget", "min \(minimum) is above max \(maximum)") }
         }
         let teacherCount = Budget(count: count, minimum: 0, maximum: 0).counted(t)
         if minimum > teacherCount {
-            throw fail(
+            throw rd.fail(
                 b["parameters"] != nil ? "budget.parameters" : "budget.min",
                 "asks for at least \(minimum) \(count.rawValue) parameters but the teacher has \(teacherCount)")
         }
-        let flops = try b["flops_per_token"].map { try int($0, "budget.flops_per_token") }
+        let flops = try b["flops_per_token"].map { try rd.int($0, "budget.flops_per_token") }
         budget = Budget(count: count, minimum: minimum, maximum: maximum, maxFLOPsPerToken: flops)
         for other in [BudgetCount.total, .active, .nonEmbedding] {
-            guard let bound = try object(b[other.rawValue], "budget.\(other.rawValue)") else { continue }
+            guard let bound = try rd.object(b[other.rawValue], "budget.\(other.rawValue)") else { continue }
             let path = "budget.\(other.rawValue)"
             guard other != count else {
-                throw fail(path, "is the budget's own count; give its bounds with parameters or min/max")
+                throw rd.fail(path, "is the budget's own count; give its bounds with parameters or min/max")
             }
-            try check(bound, path, ["min", "max"])
-            guard bound["min"] != nil || bound["max"] != nil else { throw fail(path, "give min and/or max") }
-            let lo = try bound["min"].map { try int($0, "\(path).min", min: 0) } ?? 0
-            let hi = try bound["max"].map { try int($0, "\(path).max") } ?? Int.max
-            guard lo <= hi else { throw fail(path, "min \(lo) is above max \(hi)") }
+            try rd.check(bound, path, ["min", "max"])
+            guard bound["min"] != nil || bound["max"] != nil else { throw rd.fail(path, "give min and/or max") }
+            let lo = try bound["min"].map { try rd.int($0, "\(path).min", min: 0) } ?? 0
+            let hi = try bound["max"].map { try rd.int($0, "\(path).max") } ?? Int.max
+            guard lo <= hi else { throw rd.fail(path, "min \(lo) is above max \(hi)") }
             budget.bounds.append(.init(count: other, minimum: lo, maximum: hi))
         }
+    }
 
+    /// `importance`: calibration, aggregation, depth metric, expert metric.
+    private mutating func readImportance(_ o: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
         // importance
-        if let imp = try object(o["importance"], "importance") {
-            try check(
+        if let imp = try rd.object(o["importance"], "importance") {
+            try rd.check(
                 imp, "importance",
                 [
                     "calibration_samples", "sequence_length", "batch", "sequence", "depth", "contiguous", "language",
                     "experts", "loss_tokens"
                 ])
             if let v = imp["loss_tokens"] {
-                importance.lossTokensPerLanguage = try int(v, "importance.loss_tokens", min: 0)
+                importance.lossTokensPerLanguage = try rd.int(v, "importance.loss_tokens", min: 0)
             }
             if let v = imp["experts"] {
                 guard let m = v.string.flatMap(ExpertMetric.init(rawValue:)) else {
-                    throw fail("importance.experts", "gated_output_norm or frequency, got \(v)")
+                    throw rd.fail("importance.experts", "gated_output_norm or frequency, got \(v)")
                 }
                 prune.expertMetric = m
             }
-            if let v = imp["calibration_samples"] { importance.samples = try int(v, "importance.calibration_samples") }
-            if let v = imp["sequence_length"] { importance.sequence = try int(v, "importance.sequence_length", min: 2) }
+            if let v = imp["calibration_samples"] {
+                importance.samples = try rd.int(v, "importance.calibration_samples")
+            }
+            if let v = imp["sequence_length"] {
+                importance.sequence = try rd.int(v, "importance.sequence_length", min: 2)
+            }
             for (key, kp) in [("batch", \ImportanceSettings.batchAggregation), ("sequence", \.sequenceAggregation)] {
                 if let v = imp[key] {
                     guard let a = v.string.flatMap(Aggregation.init) else {
-                        throw fail("importance.\(key)", "mean, l2 or variance")
+                        throw rd.fail("importance.\(key)", "mean, l2 or variance")
                     }
                     importance[keyPath: kp] = a
                 }
             }
             if let v = imp["depth"] {
                 guard let m = v.string.flatMap(LayerMetric.init) else {
-                    throw fail("importance.depth", "block_importance or loss_rise")
+                    throw rd.fail("importance.depth", "block_importance or loss_rise")
                 }
                 prune.layerMetric = m
             }
             if let v = imp["contiguous"] {
-                guard let x = v.bool else { throw fail("importance.contiguous", "true or false") };
+                guard let x = v.bool else { throw rd.fail("importance.contiguous", "true or false") };
                 prune.contiguousLayers = x
             }
-            if let v = imp["language"] { importance.language = try string(v, "importance.language") }
+            if let v = imp["language"] { importance.language = try rd.string(v, "importance.language") }
         }
 
         // The layer-skip loss ranks layers for depth pruning: without a depth axis it is not computed.
         if space[.numHiddenLayers] == [t.numHiddenLayers] { importance.lossTokensPerLanguage = 0 }
+    }
 
+    /// `proxy`: the distillation recipe every trial runs, and its curve points.
+    private mutating func readProxy(_ o: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
         // proxy
         let teacherConfigLayers = t.numHiddenLayers
-        if let p = try object(o["proxy"], "proxy") {
-            try check(
+        if let p = try rd.object(o["proxy"], "proxy") {
+            try rd.check(
                 p, "proxy",
                 [
                     "steps", "batch_size", "sequence_length", "learning_rate", "warmup", "schedule", "loss",
@@ -422,44 +425,46 @@ public struct SearchSpec: Sendable {
                     "curve_points"
                 ])
             if let v = p["curve_points"] {
-                curvePoints = try int(v, "proxy.curve_points", min: 0)
+                curvePoints = try rd.int(v, "proxy.curve_points", min: 0)
                 // Each point is a full evaluation: more than a few dozen per trial is a mistake.
                 guard curvePoints <= 64 else {
-                    throw fail("proxy.curve_points", "\(curvePoints) evaluations inside every trial; at most 64")
+                    throw rd.fail("proxy.curve_points", "\(curvePoints) evaluations inside every trial; at most 64")
                 }
             }
-            if let v = p["steps"] { proxy.steps = try int(v, "proxy.steps") }
-            if let v = p["batch_size"] { proxy.batch = try int(v, "proxy.batch_size") }
-            if let v = p["sequence_length"] { proxy.sequence = try int(v, "proxy.sequence_length", min: 2) }
-            if let v = p["learning_rate"] { proxy.learningRate = try number(v, "proxy.learning_rate", positive: true) }
-            if let v = p["warmup"] { proxy.warmup = try int(v, "proxy.warmup", min: 0) }
+            if let v = p["steps"] { proxy.steps = try rd.int(v, "proxy.steps") }
+            if let v = p["batch_size"] { proxy.batch = try rd.int(v, "proxy.batch_size") }
+            if let v = p["sequence_length"] { proxy.sequence = try rd.int(v, "proxy.sequence_length", min: 2) }
+            if let v = p["learning_rate"] {
+                proxy.learningRate = try rd.number(v, "proxy.learning_rate", positive: true)
+            }
+            if let v = p["warmup"] { proxy.warmup = try rd.int(v, "proxy.warmup", min: 0) }
             if let v = p["schedule"] {
-                let s = try string(v, "proxy.schedule")
+                let s = try rd.string(v, "proxy.schedule")
                 guard ["cosine", "wsd", "constant"].contains(s) else {
-                    throw fail("proxy.schedule", "cosine, wsd or constant")
+                    throw rd.fail("proxy.schedule", "cosine, wsd or constant")
                 }
                 proxy.schedule = s
             }
-            if let l = try object(p["loss"], "proxy.loss") {
-                try check(l, "proxy.loss", ["logits_kl", "lm", "hidden", "hidden_distance", "hidden_layers"])
-                if let v = l["logits_kl"] { proxy.loss.kl = try number(v, "proxy.loss.logits_kl") }
-                if let v = l["lm"] { proxy.loss.lm = try number(v, "proxy.loss.lm") }
-                if let v = l["hidden"] { proxy.loss.hidden.weight = try number(v, "proxy.loss.hidden") }
+            if let l = try rd.object(p["loss"], "proxy.loss") {
+                try rd.check(l, "proxy.loss", ["logits_kl", "lm", "hidden", "hidden_distance", "hidden_layers"])
+                if let v = l["logits_kl"] { proxy.loss.kl = try rd.number(v, "proxy.loss.logits_kl") }
+                if let v = l["lm"] { proxy.loss.lm = try rd.number(v, "proxy.loss.lm") }
+                if let v = l["hidden"] { proxy.loss.hidden.weight = try rd.number(v, "proxy.loss.hidden") }
                 if let v = l["hidden_distance"] {
                     guard let d = v.string.flatMap(HiddenLoss.Distance.init) else {
-                        throw fail("proxy.loss.hidden_distance", "cosine or mse")
+                        throw rd.fail("proxy.loss.hidden_distance", "cosine or mse")
                     }
                     proxy.loss.hidden.distance = d
                 }
                 if let v = l["hidden_layers"] {
                     guard let pairs = v.array else {
-                        throw fail("proxy.loss.hidden_layers", "a list of [student, teacher] residual indices")
+                        throw rd.fail("proxy.loss.hidden_layers", "a list of [student, teacher] residual indices")
                     }
                     proxy.loss.hidden.layers = try pairs.enumerated().map { i, p in
                         guard let a = p.array, a.count == 2, let s = a[0].int, let t = a[1].int, s >= 0, t >= 0,
                             t <= teacherConfigLayers
                         else {
-                            throw fail(
+                            throw rd.fail(
                                 "proxy.loss.hidden_layers[\(i)]",
                                 "expected [student, teacher] with teacher in 0...\(teacherConfigLayers)")
                         }
@@ -467,50 +472,56 @@ public struct SearchSpec: Sendable {
                     }
                 }
                 if proxy.loss.kl == 0 && proxy.loss.lm == 0 && proxy.loss.hidden.weight == 0 {
-                    throw fail("proxy.loss", "every weight is zero")
+                    throw rd.fail("proxy.loss", "every weight is zero")
                 }
             }
-            if let v = p["temperature"] { proxy.loss.temperature = try number(v, "proxy.temperature", positive: true) }
+            if let v = p["temperature"] {
+                proxy.loss.temperature = try rd.number(v, "proxy.temperature", positive: true)
+            }
             if let v = p["reverse_kl"] {
-                guard let x = v.bool else { throw fail("proxy.reverse_kl", "true or false") };
+                guard let x = v.bool else { throw rd.fail("proxy.reverse_kl", "true or false") };
                 proxy.loss.direction = x ? .reverse : .forward
             }
-            if let v = p["eval_tokens"] { proxy.evalTokens = try int(v, "proxy.eval_tokens") }
-            if let v = p["seed"] { proxy.seed = UInt64(try int(v, "proxy.seed", min: 0)) }
+            if let v = p["eval_tokens"] { proxy.evalTokens = try rd.int(v, "proxy.eval_tokens") }
+            if let v = p["seed"] { proxy.seed = UInt64(try rd.int(v, "proxy.seed", min: 0)) }
         }
         proxy.evalEvery = proxy.steps
+    }
 
+    /// `strategy`: its name and settings.
+    private mutating func readStrategy(_ o: [String: JSON], _ rd: SpecReader) throws {
         // strategy
-        if let s = try object(o["strategy"], "strategy") {
-            let name = try string(s["name"], "strategy.name")
+        if let s = try rd.object(o["strategy"], "strategy") {
+            let name = try rd.string(s["name"], "strategy.name")
             switch name {
             case "grid":
-                try check(s, "strategy", ["name"])
+                try rd.check(s, "strategy", ["name"])
                 strategy = .grid
             case "random":
-                try check(s, "strategy", ["name", "samples", "seed"])
+                try rd.check(s, "strategy", ["name", "samples", "seed"])
                 strategy = .random(
-                    samples: try int(s["samples"], "strategy.samples"),
-                    seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
+                    samples: try rd.int(s["samples"], "strategy.samples"),
+                    seed: UInt64(try s["seed"].map { try rd.int($0, "strategy.seed", min: 0) } ?? 0))
             case "successive_halving":
-                try check(s, "strategy", ["name", "min_steps", "eta", "tie_slack"])
-                if let t = s["tie_slack"] { tieSlack = try int(t, "strategy.tie_slack", min: 0) }
-                let minSteps = try s["min_steps"].map { try int($0, "strategy.min_steps") } ?? max(1, proxy.steps / 9)
-                let eta = try s["eta"].map { try int($0, "strategy.eta", min: 2) } ?? 3
+                try rd.check(s, "strategy", ["name", "min_steps", "eta", "tie_slack"])
+                if let t = s["tie_slack"] { tieSlack = try rd.int(t, "strategy.tie_slack", min: 0) }
+                let minSteps =
+                    try s["min_steps"].map { try rd.int($0, "strategy.min_steps") } ?? max(1, proxy.steps / 9)
+                let eta = try s["eta"].map { try rd.int($0, "strategy.eta", min: 2) } ?? 3
                 guard minSteps <= proxy.steps else {
-                    throw fail("strategy.min_steps", "\(minSteps) is above proxy.steps \(proxy.steps)")
+                    throw rd.fail("strategy.min_steps", "\(minSteps) is above proxy.steps \(proxy.steps)")
                 }
                 strategy = .successiveHalving(minSteps: minSteps, eta: eta)
             case "evolution":
-                try check(s, "strategy", ["name", "population", "generations", "mutation", "crossover", "seed"])
+                try rd.check(s, "strategy", ["name", "population", "generations", "mutation", "crossover", "seed"])
                 strategy = .evolution(
-                    population: try s["population"].map { try int($0, "strategy.population", min: 2) } ?? 8,
-                    generations: try s["generations"].map { try int($0, "strategy.generations") } ?? 3,
-                    mutation: try s["mutation"].map { try number($0, "strategy.mutation") } ?? 0.3,
-                    crossover: try s["crossover"].map { try number($0, "strategy.crossover") } ?? 0.5,
-                    seed: UInt64(try s["seed"].map { try int($0, "strategy.seed", min: 0) } ?? 0))
+                    population: try s["population"].map { try rd.int($0, "strategy.population", min: 2) } ?? 8,
+                    generations: try s["generations"].map { try rd.int($0, "strategy.generations") } ?? 3,
+                    mutation: try s["mutation"].map { try rd.number($0, "strategy.mutation") } ?? 0.3,
+                    crossover: try s["crossover"].map { try rd.number($0, "strategy.crossover") } ?? 0.5,
+                    seed: UInt64(try s["seed"].map { try rd.int($0, "strategy.seed", min: 0) } ?? 0))
             default:
-                throw fail(
+                throw rd.fail(
                     "strategy.name",
                     "'\(name)' is not grid, random, successive_halving or evolution"
                         + (closest(name, in: ["grid", "random", "successive_halving", "evolution"]).map {
@@ -518,37 +529,80 @@ public struct SearchSpec: Sendable {
                         } ?? ""))
             }
         }
-        if let v = o["prefilter"] { prefilter = try int(v, "prefilter") }
-        if let v = o["max_candidates"] { maxCandidates = try int(v, "max_candidates") }
-        if let ob = try object(o["objective"], "objective") {
-            try check(ob, "objective", ["metric", "languages", "replicates"])
+    }
+
+    /// `prefilter`, `max_candidates`, `objective`, `export`.
+    private mutating func readObjectiveAndExport(_ o: [String: JSON], _ rd: SpecReader) throws {
+        if let v = o["prefilter"] { prefilter = try rd.int(v, "prefilter") }
+        if let v = o["max_candidates"] { maxCandidates = try rd.int(v, "max_candidates") }
+        if let ob = try rd.object(o["objective"], "objective") {
+            try rd.check(ob, "objective", ["metric", "languages", "replicates"])
             if let m = ob["metric"], m.string != "val_loss" {
-                throw fail("objective.metric", "only val_loss is available")
+                throw rd.fail("objective.metric", "only val_loss is available")
             }
             if let r = ob["replicates"] {
                 if r.object == nil {
-                    replicates = Replicates(seeds: try int(r, "objective.replicates", min: 2))
-                } else if let ro = try object(r, "objective.replicates") {
-                    try check(ro, "objective.replicates", ["seeds", "top"])
+                    replicates = Replicates(seeds: try rd.int(r, "objective.replicates", min: 2))
+                } else if let ro = try rd.object(r, "objective.replicates") {
+                    try rd.check(ro, "objective.replicates", ["seeds", "top"])
                     replicates = Replicates(
-                        seeds: try int(ro["seeds"], "objective.replicates.seeds", min: 2),
-                        top: try ro["top"].map { try int($0, "objective.replicates.top") })
+                        seeds: try rd.int(ro["seeds"], "objective.replicates.seeds", min: 2),
+                        top: try ro["top"].map { try rd.int($0, "objective.replicates.top") })
                 }
             }
             if let l = ob["languages"] {
                 guard let x = l.string.flatMap(Objective.init) else {
-                    throw fail("objective.languages", "overall, mean or worst")
+                    throw rd.fail("objective.languages", "overall, mean or worst")
                 }
                 objective = x
             }
         }
-        if let e = try object(o["export"], "export") {
-            try check(e, "export", ["top", "full_distillation_steps"])
-            if let v = e["top"] { exportTop = try int(v, "export.top") }
+        if let e = try rd.object(o["export"], "export") {
+            try rd.check(e, "export", ["top", "full_distillation_steps"])
+            if let v = e["top"] { exportTop = try rd.int(v, "export.top") }
             if let v = e["full_distillation_steps"] {
-                fullDistillationSteps = try int(v, "export.full_distillation_steps")
+                fullDistillationSteps = try rd.int(v, "export.full_distillation_steps")
             }
         }
+    }
+}
+
+/// The spec's JSON reading rules: every error names the JSON path; unknown keys get a "did you mean".
+struct SpecReader {
+    let file: String
+
+    func fail(_ path: String, _ reason: String) -> SearchError { .spec(file: file, path: path, reason: reason) }
+    func check(_ dict: [String: JSON], _ path: String, _ allowed: [String]) throws {
+        for k in dict.keys.sorted() where !allowed.contains(k) {
+            let p = path.isEmpty ? k : "\(path).\(k)"
+            let hint =
+                closest(k, in: allowed).map { "; did you mean '\($0)'?" }
+                ?? " (allowed: \(allowed.joined(separator: ", ")))"
+            throw fail(p, "unknown key\(hint)")
+        }
+    }
+    func object(_ v: JSON?, _ path: String) throws -> [String: JSON]? {
+        guard let v else { return nil }
+        guard let o = v.object else { throw fail(path, "expected an object") }
+        return o
+    }
+    func string(_ v: JSON?, _ path: String) throws -> String {
+        guard let s = v?.string, !s.isEmpty else {
+            throw fail(path, v == nil ? "missing" : "expected a non-empty string")
+        }
+        return s
+    }
+    func int(_ v: JSON?, _ path: String, min: Int = 1) throws -> Int {
+        guard let n = v?.int else { throw fail(path, v == nil ? "missing" : v!.notAnIntegerReason) }
+        guard n >= min else { throw fail(path, "\(n) is below the minimum \(min)") }
+        return n
+    }
+    func number(_ v: JSON?, _ path: String, positive: Bool = false) throws -> Double {
+        guard let x = v?.double else { throw fail(path, v == nil ? "missing" : "expected a number, got \(v!)") }
+        guard x >= 0, !positive || x > 0 else {
+            throw fail(path, "\(x) must be \(positive ? "positive" : "non-negative")")
+        }
+        return x
     }
 }
 
