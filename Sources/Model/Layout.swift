@@ -137,12 +137,6 @@ public struct ParameterLayout: Sendable, Equatable {
         byRole[RoleKey(role: role, layer: layer, expert: expert)].map { entries[$0] }
     }
 
-    /// Offset of a tensor that the layout is known to hold.
-    public func offset(_ name: String) -> Int {
-        guard let i = index[name] else { preconditionFailure("layout has no tensor \(name)") }
-        return entries[i].offset
-    }
-
     /// Offset of a role's tensor that the layout is known to hold.
     func offset(_ role: TensorRole, layer: Int? = nil, expert: Int? = nil) -> Int {
         guard let e = entry(role, layer: layer, expert: expert) else {

@@ -138,6 +138,16 @@ public struct SearchSpec: Sendable {
     public var json = JSON.null
     public var file = ""
 
+    /// The config of the teacher folder a spec names (`teacher/config.json`).
+    /// - Throws: ``ModelError`` when the folder holds no config or it does not read.
+    public static func teacherConfig(_ teacher: String) throws -> ModelConfig {
+        let url = URL(fileURLWithPath: teacher, isDirectory: true).appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw ModelError.io(path: teacher, reason: "no teacher checkpoint here (config.json missing)")
+        }
+        return try ModelConfig.load(url)
+    }
+
     /// A backend from its JSON (`{"name": "torch", …}`), checked as in a spec.
     public static func backend(_ o: [String: JSON]) throws -> BackendSpec {
         try BackendSpec.parse(o) { SearchError.spec(file: "--backend", path: $0, reason: $1) }
@@ -252,7 +262,8 @@ public struct SearchSpec: Sendable {
             throw rd.fail(
                 "space.\(axis.rawValue)",
                 t.family.derivesQueryHeads && axis == .numAttentionHeads
-                    ? "\(t.family.displayName) derives num_attention_heads as num_key_value_heads × num_experts_per_tok; vary those instead"
+                    ? "\(t.family.displayName) derives num_attention_heads as num_key_value_heads × num_experts_per_tok; "
+                        + "vary those instead"
                     : !t.family.isMixture
                         ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
                             + "teacher (mixtral, jetmoe, qwen3_moe)"

@@ -26,11 +26,7 @@ func loadSpec(_ path: String, students: Int = 4) throws -> SearchSpec {
 func parseSpec(_ json: JSON, file: String, students: Int = 4) throws -> SearchSpec {
     var teacherConfig: ModelConfig?
     let spec = try SearchSpec(json: json, file: file) { teacher in
-        let url = directoryURL(teacher).appendingPathComponent("config.json")
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw ModelError.io(path: teacher, reason: "no teacher checkpoint here (config.json missing)")
-        }
-        teacherConfig = try ModelConfig.load(url)
+        teacherConfig = try SearchSpec.teacherConfig(teacher)
         return teacherConfig!
     }
     try spec.checkResources(teacher: teacherConfig!, students: students)

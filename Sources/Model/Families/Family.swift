@@ -163,6 +163,17 @@ extension FamilyDefinition {
         LlamaTensors.mlp(mixer, c, gated: isGated)
     }
 
+    /// Mixtral-style expert counts: `num_local_experts` (default 8) and `num_experts_per_tok`
+    /// (default 2), then the router-loss keys (``readRouterLoss(_:into:used:)``).
+    func readLocalExperts(_ r: ConfigReader, used: inout Set<String>) throws -> MixtureKeys {
+        var keys = MixtureKeys()
+        for key in ["num_local_experts", "num_experts_per_tok"] { used.insert(key) }
+        keys.experts = try r.int("num_local_experts") ?? 8
+        keys.perToken = try r.int("num_experts_per_tok") ?? 2
+        try readRouterLoss(r, into: &keys, used: &used)
+        return keys
+    }
+
     /// The keys every mixture reads: its load-balancing coefficient and `output_router_logits`.
     func readRouterLoss(_ r: ConfigReader, into keys: inout MixtureKeys, used: inout Set<String>) throws {
         for key in [auxLossKey, "output_router_logits"] { used.insert(key) }
@@ -218,8 +229,6 @@ public struct Family: Sendable, Hashable, CaseIterable, Codable, RawRepresentabl
     public var hasAttentionExperts: Bool { definition.hasAttentionExperts }
     public var hasQKVBias: Bool { definition.hasQKVBias }
     public var hasQKNorm: Bool { definition.hasQKNorm }
-    /// Dense attention with llama's q/k/v/o projections (every family but JetMoE).
-    public var hasDenseAttention: Bool { !definition.hasAttentionExperts }
     public var requiresHeadsDivideHidden: Bool { definition.requiresHeadsDivideHidden }
     /// Query heads follow from other axes (JetMoE: num_key_value_heads × num_experts_per_tok).
     public var derivesQueryHeads: Bool { definition.hasAttentionExperts }

@@ -35,12 +35,7 @@ struct JetMoE: FamilyDefinition {
     }
 
     func readMixture(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> MixtureKeys {
-        var keys = MixtureKeys()
-        for key in ["num_local_experts", "num_experts_per_tok"] { used.insert(key) }
-        keys.experts = try r.int("num_local_experts") ?? 8
-        keys.perToken = try r.int("num_experts_per_tok") ?? 2
-        try readRouterLoss(r, into: &keys, used: &used)
-        return keys
+        try readLocalExperts(r, used: &used)
     }
 
     func writeKeys(_ c: ModelConfig, into json: inout [String: JSON], rope: inout [String: JSON]) {
@@ -60,7 +55,8 @@ struct JetMoE: FamilyDefinition {
             throw ModelError.invalidConfig(
                 file: file, key: "num_attention_heads",
                 reason:
-                    "JetMoE has num_key_value_heads × num_experts_per_tok = \(G) × \(k) = \(G * k) query heads, got \(c.numAttentionHeads)"
+                    "JetMoE has num_key_value_heads × num_experts_per_tok = \(G) × \(k) = \(G * k) query heads, "
+                    + "got \(c.numAttentionHeads)"
             )
         }
     }

@@ -13,15 +13,11 @@ struct Mixtral: FamilyDefinition {
     var axes: [Axis] { Axis.dense + [.numLocalExperts, .numExpertsPerTok] }
 
     func readMixture(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> MixtureKeys {
-        var keys = MixtureKeys()
-        for key in ["num_local_experts", "num_experts_per_tok", "router_jitter_noise"] { used.insert(key) }
+        used.insert("router_jitter_noise")
         if let j = try r.double("router_jitter_noise"), j != 0 {
             throw r.unsupported("router_jitter_noise", "\(j); router jitter is not implemented")
         }
-        keys.experts = try r.int("num_local_experts") ?? 8
-        keys.perToken = try r.int("num_experts_per_tok") ?? 2
-        try readRouterLoss(r, into: &keys, used: &used)
-        return keys
+        return try readLocalExperts(r, used: &used)
     }
 
     /// MixtralConfig has a sliding_window that its attention honours: not implemented here.

@@ -9,13 +9,8 @@ extension TeacherReference {
     public static func load(_ st: StudyStore, study name: String) -> TeacherReference? {
         do {
             guard let row = try st.study(named: name) else { return nil }
-            let spec = try SearchSpec(json: row.spec, file: "\(st.path): study '\(name)'") { teacher in
-                let url = URL(fileURLWithPath: teacher, isDirectory: true).appendingPathComponent("config.json")
-                guard FileManager.default.fileExists(atPath: url.path) else {
-                    throw ModelError.io(path: teacher, reason: "no teacher checkpoint here (config.json missing)")
-                }
-                return try ModelConfig.load(url)
-            }
+            let spec = try SearchSpec(
+                json: row.spec, file: "\(st.path): study '\(name)'", teacherConfig: SearchSpec.teacherConfig)
             let teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
             let corpus = try spec.openCorpus()
             let e = try Evaluation.validationLoss(
