@@ -56,11 +56,11 @@ import Testing
             try DatabaseQueue(path: path).read { db in
                 let running = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM trial WHERE state IN ('running', 'waiting')") ?? -1
                 #expect(running == 0, "\(path): \(running) trials running or waiting")
-                let duplicates = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM (SELECT candidateId, rung FROM trial GROUP BY candidateId, rung HAVING COUNT(*) > 1)") ?? -1
+                let duplicates = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM (SELECT candidate_id, rung FROM trial GROUP BY candidate_id, rung HAVING COUNT(*) > 1)") ?? -1
                 #expect(duplicates == 0)
                 #expect(try String.fetchOne(db, sql: "SELECT state FROM study") == "complete")
                 var scores: [String: Double] = [:]
-                for r in try Row.fetchAll(db, sql: "SELECT candidate.hash, trial.rung, trial.score FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE trial.score IS NOT NULL") {
+                for r in try Row.fetchAll(db, sql: "SELECT candidate.hash, trial.rung, trial.score FROM trial JOIN candidate ON candidate.id = trial.candidate_id WHERE trial.score IS NOT NULL") {
                     scores["\(r["hash"] as String)@\(r["rung"] as Int)"] = r["score"]
                 }
                 return scores

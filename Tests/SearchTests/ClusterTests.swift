@@ -121,7 +121,7 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         }
         expectSameScores(try finishedStudyScores(pg), try finishedStudyScores(reference), "PostgreSQL, 4 workers")
         // In SQL: one trial per candidate, rung and replicate; none retried; several workers took part.
-        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM (SELECT candidateId, rung, replicate FROM trial GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d") == "0")
+        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM (SELECT candidate_id, rung, replicate FROM trial GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d") == "0")
         #expect(try Services.psql(pg, "SELECT COUNT(*) FROM trial WHERE attempt > 0 OR state NOT IN ('complete', 'pruned')") == "0")
         let workers = Int(try Services.psql(pg, "SELECT COUNT(DISTINCT worker) FROM trial")) ?? 0
         #expect(workers >= 2, "trials ran on \(workers) worker(s)")
@@ -301,9 +301,9 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         print("postgres kill -9: killed \(killed.joined(separator: ", ")); uninterrupted run \(String(format: "%.1f", span)) s")
         #expect(killed.contains("coordinator"))
         expectSameScores(try finishedStudyScores(pg), try finishedStudyScores(reference), "PostgreSQL after kill -9")
-        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM (SELECT candidateId, rung, replicate FROM trial GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d") == "0")
+        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM (SELECT candidate_id, rung, replicate FROM trial GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d") == "0")
         #expect(try Services.psql(pg, "SELECT COUNT(*) FROM trial WHERE state IN ('waiting', 'running', 'failed')") == "0")
-        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM metric m WHERE NOT EXISTS (SELECT 1 FROM trial t WHERE t.id = m.trialId)") == "0")
+        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM metric m WHERE NOT EXISTS (SELECT 1 FROM trial t WHERE t.id = m.trial_id)") == "0")
         let candidates = try Services.psql(pg, "SELECT COUNT(*) FROM candidate")
         #expect(try Services.psql(pg, "SELECT COUNT(*) FROM trial WHERE rung = 0") == candidates, "every candidate has its rung-0 trial, once")
     }
@@ -354,7 +354,7 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         let first = try submit(second)
         let deadline = Date().addingTimeInterval(300)
         while Date() < deadline, (Int(try Services.psql(pg, """
-            SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId JOIN study ON study.id = candidate.studyId
+            SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidate_id JOIN study ON study.id = candidate.study_id
             WHERE study.name = 'tiny2' AND trial.state IN ('complete', 'pruned')
             """)) ?? 0) < 1 {
             Thread.sleep(forTimeInterval: 0.1)
@@ -368,7 +368,7 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         let reference2 = f.root.appendingPathComponent("reference2.sqlite").path
         #expect(try Self.run(f, second, db: reference2, tag: "sqlite2").status == 0)
         expectSameScores(try finishedStudyScores(pg, study: "tiny2"), try finishedStudyScores(reference2, study: "tiny2"), "Slurm after scancel and resubmission")
-        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM (SELECT candidateId, rung, replicate FROM trial GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d") == "0")
+        #expect(try Services.psql(pg, "SELECT COUNT(*) FROM (SELECT candidate_id, rung, replicate FROM trial GROUP BY 1, 2, 3 HAVING COUNT(*) > 1) d") == "0")
     }
 }
 

@@ -137,7 +137,7 @@ extension StudyStore {
 
     public func candidates(study: Int64) throws -> [CandidateRow] {
         try read { db in
-            try db.rows("SELECT * FROM candidate WHERE studyId = ? ORDER BY id", [study]).map { r in
+            try db.rows("SELECT * FROM candidate WHERE study_id = ? ORDER BY id", [study]).map { r in
                 CandidateRow(
                     hash: r["hash"], architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
                     parameters: r["parameters"], nonEmbeddingParameters: r["non_embedding_parameters"],
@@ -160,7 +160,8 @@ extension StudyStore {
 
     public func summary(_ s: StudyRow) throws -> StudySummary {
         let t = try trials(study: s.id)
-        let cands: Int = try read { db in try db.scalar("SELECT COUNT(*) FROM candidate WHERE studyId = ?", [s.id]) ?? 0
+        let cands: Int = try read { db in
+            try db.scalar("SELECT COUNT(*) FROM candidate WHERE study_id = ?", [s.id]) ?? 0
         }
         func n(_ state: TrialState) -> Int { t.filter { $0.state == state }.count }
         let steps = t.filter { $0.state.isScored }.reduce(0) { sum, trial in
@@ -170,11 +171,11 @@ extension StudyStore {
         let tied: [Int64] = try read { db in
             try db.rows(
                 """
-                SELECT DISTINCT metric.trialId FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON\
-                 candidate.id = trial.candidateId
-                WHERE candidate.studyId = ? AND metric.name = '\(Metric.promotedOnTie.rawValue)'
+                SELECT DISTINCT metric.trial_id FROM metric JOIN trial ON trial.id = metric.trial_id JOIN candidate ON\
+                 candidate.id = trial.candidate_id
+                WHERE candidate.study_id = ? AND metric.name = '\(Metric.promotedOnTie.rawValue)'
                 """, [s.id]
-            ).map { $0["trialId"] }
+            ).map { $0["trial_id"] }
         }
         let tieSteps = t.filter { $0.parentTrialID.map(tied.contains) ?? false }.filter { $0.state.isScored }
             .reduce(0) { sum, child in sum + child.fidelity - (t.first { $0.id == child.parentTrialID }?.fidelity ?? 0)

@@ -159,6 +159,28 @@ enum Schema {
         /// A table changed in place: new columns added, unique keys replaced (SQLite rebuilds the
         /// table, since it cannot change a constraint; PostgreSQL alters it).
         case evolve(from: Table, to: Table)
+        /// Columns renamed in place (the data is kept): `ALTER TABLE … RENAME COLUMN` on both
+        /// engines; indexes are rebuilt under their new names, and PostgreSQL's named unique
+        /// constraints renamed to match.
+        case rename(from: Table, to: Table, columns: [String: String])
+    }
+
+    /// `t` with columns renamed, and its keys and indexes following them (an index named after
+    /// a column is renamed too).
+    static func renaming(_ t: Table, _ renames: [String: String]) -> Table {
+        var out = t
+        let r = { (n: String) in renames[n] ?? n }
+        out.columns = t.columns.map {
+            var c = $0; c.name = r(c.name); return c
+        }
+        out.uniqueKeys = t.uniqueKeys.map { $0.map(r) }
+        out.primaryKey = t.primaryKey?.map(r)
+        out.indexes = t.indexes.map { index in
+            var name = index.name
+            for (old, new) in renames { name = name.replacingOccurrences(of: old, with: new) }
+            return (name, index.columns.map(r))
+        }
+        return out
     }
 
     static func c(
@@ -175,7 +197,7 @@ enum Schema {
             c("created_at", .datetime),
             c("state", .text, check: "state IN ('running', 'complete')")
         ])
-    static let candidate = Table(
+    static let candidateV1 = Table(
         name: "candidate",
         columns: [
             c("id", .id), c("studyId", .reference("study")), c("hash", .text), c("architecture", .text),
@@ -202,7 +224,7 @@ enum Schema {
         t.uniqueKeys = [["candidateId", "rung", "replicate"]]
         return t
     }()
-    static let metric = Table(
+    static let metricV1 = Table(
         name: "metric",
         columns: [
             c("trialId", .reference("trial")), c("step", .integer), c("name", .text), c("value", .double)
@@ -218,11 +240,19 @@ enum Schema {
     /// Each completed trial's validation windows: `{"LANG": [[nll_sum, tokens], …], …}` in the
     /// evaluation's order (every candidate of a study is scored on the same windows), for paired
     /// comparisons.
-    static let trialWindows = Table(
+    static let trialWindowsV4 = Table(
         name: "trial_windows",
         columns: [
             c("trialId", .reference("trial")), c("windows", .text)
         ], primaryKey: ["trialId"])
+
+    /// One naming convention, snake_case, for every column: the references that v1 and v4 spelled
+    /// `studyId`, `candidateId` and `trialId` are `study_id`, `candidate_id` and `trial_id`.
+    static let snakeCase = ["studyId": "study_id", "candidateId": "candidate_id", "trialId": "trial_id"]
+    static let candidate = renaming(candidateV1, snakeCase)
+    static let trial = renaming(trialV3, snakeCase)
+    static let metric = renaming(metricV1, snakeCase)
+    static let trialWindows = renaming(trialWindowsV4, snakeCase)
 
     /// Each `topiary ranking` run: how a teacher's candidates rank after pruning alone and after
     /// each proxy length (the run's `ranking.json` as `result`), for the report's τ-against-length plot.
@@ -237,20 +267,30 @@ enum Schema {
     static let migrations: [(name: String, steps: [Step])] = [
         (
             "v1-studies-candidates-trials-metrics",
-            [.create(study), .create(candidate), .create(trialV1), .create(metric)]
+            [.create(study), .create(candidateV1), .create(trialV1), .create(metricV1)]
         ),
         ("v2-importance", [.create(importance)]),
         // Replicates: the finalists rerun with other data-order seeds; a trial is unique by
         // (candidate, rung, replicate).
         ("v3-trial-replicates", [.evolve(from: trialV1, to: trialV3)]),
         // Per-window validation losses: paired intervals between candidates.
-        ("v4-trial-windows", [.create(trialWindows)]),
+        ("v4-trial-windows", [.create(trialWindowsV4)]),
         // Ranking-stability runs: τ against proxy length, per teacher.
-        ("v5-ranking-studies", [.create(rankingStudy)])
+        ("v5-ranking-studies", [.create(rankingStudy)]),
+        // One naming convention: snake_case references (data kept, renamed in place).
+        (
+            "v6-snake-case-columns",
+            [
+                .rename(from: candidateV1, to: candidate, columns: snakeCase),
+                .rename(from: trialV3, to: trial, columns: snakeCase),
+                .rename(from: metricV1, to: metric, columns: snakeCase),
+                .rename(from: trialWindowsV4, to: trialWindows, columns: snakeCase)
+            ]
+        )
     ]
 
     /// The tables as the last migration leaves them, in an order that respects foreign keys.
-    static let tables = [study, candidate, trialV3, metric, importance, trialWindows, rankingStudy]
+    static let tables = [study, candidate, trial, metric, importance, trialWindows, rankingStudy]
 
     static func type(_ t: ColumnType, _ d: SQLDialect) -> String {
         switch (t, d) {
@@ -323,6 +363,19 @@ enum Schema {
                         "ALTER TABLE \(new.name) ADD CONSTRAINT \(uniqueName(new.name, $0)) UNIQUE (\($0.joined(separator: ", ")))"
                     }
             }
+        case let .rename(old, new, columns):
+            let renamed = old.columns.compactMap { c in columns[c.name].map { (c.name, $0) } }
+            let dropped = old.indexes.filter { i in !new.indexes.contains { $0.name == i.name } }
+            let added = new.indexes.filter { i in !old.indexes.contains { $0.name == i.name } }
+            let constraints =
+                d == .postgresql
+                ? zip(old.uniqueKeys, new.uniqueKeys).filter { $0 != $1 }.map {
+                    "ALTER TABLE \(new.name) RENAME CONSTRAINT \(uniqueName(old.name, $0)) TO \(uniqueName(new.name, $1))"
+                } : []
+            return dropped.map { "DROP INDEX \($0.name)" }
+                + renamed.map { "ALTER TABLE \(new.name) RENAME COLUMN \($0) TO \($1)" }
+                + constraints
+                + indexSQL(Table(name: new.name, columns: new.columns, indexes: added))
         }
     }
 }

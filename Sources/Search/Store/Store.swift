@@ -12,20 +12,21 @@ typealias Metric = StudyStore.Metric
 /// (docs/search.md documents it for sqlite3, psql and pandas users):
 ///
 /// - `study(id, name UNIQUE, spec JSON, teacher_fingerprint, created_at, state)`
-/// - `candidate(id, studyId → study, hash, architecture JSON, parameters, non_embedding_parameters,
-///   active_parameters, flops_per_token, UNIQUE(studyId, hash))`
-/// - `trial(id, candidateId → candidate, rung, fidelity, parent_trial_id → trial, state ∈ waiting |
+/// - `candidate(id, study_id → study, hash, architecture JSON, parameters, non_embedding_parameters,
+///   active_parameters, flops_per_token, UNIQUE(study_id, hash))`
+/// - `trial(id, candidate_id → candidate, rung, fidelity, parent_trial_id → trial, state ∈ waiting |
 ///   running | complete | failed | pruned, worker, heartbeat_at, started_at, finished_at, error,
-///   attempt, score, checkpoint, replicate, UNIQUE(candidateId, rung, replicate))`; replicate 0 is
+///   attempt, score, checkpoint, replicate, UNIQUE(candidate_id, rung, replicate))`; replicate 0 is
 ///   the search's own run, 1… the finalists rerun with other data-order seeds
-/// - `metric(trialId → trial, step, name, value)`: curves and final scores (`val_loss`,
+/// - `metric(trial_id → trial, step, name, value)`: curves and final scores (`val_loss`,
 ///   `val_loss/mean`, `val_loss/worst`, `val_loss/<lang>`, `val_kl`, `train_loss`, `seconds`,
-///   `score_ci_low`/`score_ci_high`, `promoted_on_tie`); the two spellings (camelCase references,
-///   snake_case columns) are the schema's as it stands (`Sources/Search/Store/SQL.swift`).
+///   `score_ci_low`/`score_ci_high`, `promoted_on_tie`). Every column is snake_case (migration
+///   `v6-snake-case-columns` renamed the references older stores spell `studyId`, `candidateId`,
+///   `trialId`); the tables themselves are ``Schema`` in `Sources/Search/Store/SQL.swift`.
 /// - `importance(teacher_fingerprint, calibration_fingerprint, settings JSON, scores JSON,
 ///   created_at, PRIMARY KEY(teacher_fingerprint, calibration_fingerprint, settings))`: the scores
 ///   the studies pruned with, computed once per teacher, calibration set and settings.
-/// - `trial_windows(trialId → trial, windows JSON)`: each completed trial's per-window
+/// - `trial_windows(trial_id → trial, windows JSON)`: each completed trial's per-window
 ///   validation losses, for paired intervals.
 /// - `ranking_study(id, name, teacher_fingerprint, created_at, result JSON)`: the `topiary
 ///   ranking` runs (τ against proxy length) for the report of every study of that teacher.
@@ -262,7 +263,7 @@ extension StudyStore {
             for c in candidates {
                 try db.execute(
                     """
-                    INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters,\
+                    INSERT INTO candidate (study_id, hash, architecture, parameters, non_embedding_parameters,\
                      active_parameters, flops_per_token)
                     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                     """,
@@ -292,15 +293,15 @@ extension StudyStore {
             let count = { (state: String) in
                 try db.scalar(
                     """
-                    SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId
-                    WHERE candidate.studyId = ? AND (? = '' OR trial.state = ?)
+                    SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidate_id
+                    WHERE candidate.study_id = ? AND (? = '' OR trial.state = ?)
                     """, [id, state, state]) ?? 0
             }
             // Only trials whose worker is alive count: a heartbeat within `staleAfter` seconds.
             let alive = try db.rows(
                 """
-                SELECT DISTINCT trial.worker FROM trial JOIN candidate ON candidate.id = trial.candidateId
-                WHERE candidate.studyId = ? AND trial.state = 'running' AND trial.heartbeat_at >= ?
+                SELECT DISTINCT trial.worker FROM trial JOIN candidate ON candidate.id = trial.candidate_id
+                WHERE candidate.study_id = ? AND trial.state = 'running' AND trial.heartbeat_at >= ?
                 """, [id, Date().timeIntervalSince1970 - staleAfter]
             ).map { ($0["worker"] as String?) ?? "?" }
             if !alive.isEmpty && !evenIfRunning {
@@ -319,7 +320,7 @@ extension StudyStore {
     public func candidateIDs(study: Int64) throws -> [String: Int64] {
         try read { db in
             Dictionary(
-                uniqueKeysWithValues: try db.rows("SELECT id, hash FROM candidate WHERE studyId = ?", [study])
+                uniqueKeysWithValues: try db.rows("SELECT id, hash FROM candidate WHERE study_id = ?", [study])
                     .map { ($0["hash"] as String, $0["id"] as Int64) })
         }
     }
@@ -387,7 +388,7 @@ extension StudyStore {
 
     static func trialRow(_ r: SQLRow) -> TrialRow {
         TrialRow(
-            id: r["id"], candidateID: r["candidateId"], hash: r["hash"],
+            id: r["id"], candidateID: r["candidate_id"], hash: r["hash"],
             architecture: JSON.parse(Data((r["architecture"] as String).utf8)) ?? .null,
             rung: r["rung"], fidelity: r["fidelity"], parentTrialID: r["parent_trial_id"], state: r["state"],
             attempt: r["attempt"],
@@ -397,8 +398,8 @@ extension StudyStore {
     }
 
     static let trialSelect = """
-        SELECT trial.*, candidate.studyId, candidate.hash, candidate.architecture, candidate.parameters,\
-         candidate.active_parameters FROM trial JOIN candidate ON candidate.id = trial.candidateId
+        SELECT trial.*, candidate.study_id, candidate.hash, candidate.architecture, candidate.parameters,\
+         candidate.active_parameters FROM trial JOIN candidate ON candidate.id = trial.candidate_id
         """
 
     /// Adds waiting trials (skipping any that already exist for that candidate, rung and replicate).
@@ -410,7 +411,7 @@ extension StudyStore {
             for t in trials {
                 try db.execute(
                     """
-                    INSERT INTO trial (candidateId, rung, fidelity, parent_trial_id, state, replicate) VALUES (?, ?, ?, ?, 'waiting', ?)
+                    INSERT INTO trial (candidate_id, rung, fidelity, parent_trial_id, state, replicate) VALUES (?, ?, ?, ?, 'waiting', ?)
                     ON CONFLICT DO NOTHING
                     """, [t.candidate, t.rung, t.fidelity, t.parent, replicate])
             }
@@ -421,11 +422,11 @@ extension StudyStore {
         try read { db in
             if let rung {
                 return try db.rows(
-                    Self.trialSelect + " WHERE candidate.studyId = ? AND trial.rung = ? ORDER BY trial.id",
+                    Self.trialSelect + " WHERE candidate.study_id = ? AND trial.rung = ? ORDER BY trial.id",
                     [study, rung]
                 ).map(Self.trialRow)
             }
-            return try db.rows(Self.trialSelect + " WHERE candidate.studyId = ? ORDER BY trial.id", [study]).map(
+            return try db.rows(Self.trialSelect + " WHERE candidate.study_id = ? ORDER BY trial.id", [study]).map(
                 Self.trialRow)
         }
     }
@@ -444,7 +445,7 @@ extension StudyStore {
                 db, error: "'worker ' || COALESCE(worker, '?') || ' stopped (no heartbeat for \(Int(staleAfter)) s)'",
                 [],
                 where: "heartbeat_at < ?", [now - staleAfter], maxAttempts: maxAttempts, now: now)
-            let studyFilter = study.map { "AND candidate.studyId = \($0)" } ?? ""
+            let studyFilter = study.map { "AND candidate.study_id = \($0)" } ?? ""
             guard
                 let first = try db.row(
                     Self.trialSelect
@@ -457,10 +458,10 @@ extension StudyStore {
             // (its data-order seed).
             let rows = try db.rows(
                 Self.trialSelect + """
-                     WHERE trial.state = 'waiting' AND candidate.studyId = ? AND trial.rung = ? AND trial.replicate = ?
+                     WHERE trial.state = 'waiting' AND candidate.study_id = ? AND trial.rung = ? AND trial.replicate = ?
                      ORDER BY trial.id LIMIT ?
                     """ + db.dialect.skipLocked,
-                [first["studyId"] as Int64, first["rung"] as Int, first["replicate"] as Int, limit])
+                [first["study_id"] as Int64, first["rung"] as Int, first["replicate"] as Int, limit])
             let claimed = rows.map(Self.trialRow)
             for t in claimed {
                 try db.execute(
@@ -499,7 +500,7 @@ extension StudyStore {
             guard (owner["worker"] as String?) == worker, (owner["state"] as TrialState) == .running else {
                 return false
             }
-            try db.execute("DELETE FROM metric WHERE trialId = ?", [trial])
+            try db.execute("DELETE FROM metric WHERE trial_id = ?", [trial])
             // A (step, name) given twice keeps the last value.
             var last: [String: Int] = [:]
             for (i, m) in metrics.enumerated() { last["\(m.step)\u{0}\(m.name)"] = i }
@@ -507,12 +508,12 @@ extension StudyStore {
                 metrics[$0]
             }
             try Self.insertRows(
-                "metric", ["trialId", "step", "name", "value"], unique.map { [trial, $0.step, $0.name, $0.value] },
+                "metric", ["trial_id", "step", "name", "value"], unique.map { [trial, $0.step, $0.name, $0.value] },
                 into: db)
-            try db.execute("DELETE FROM trial_windows WHERE trialId = ?", [trial])
+            try db.execute("DELETE FROM trial_windows WHERE trial_id = ?", [trial])
             if !windows.isEmpty {
                 try db.execute(
-                    "INSERT INTO trial_windows (trialId, windows) VALUES (?, ?)", [trial, Self.encodeWindows(windows)])
+                    "INSERT INTO trial_windows (trial_id, windows) VALUES (?, ?)", [trial, Self.encodeWindows(windows)])
             }
             try db.execute(
                 """
@@ -578,8 +579,8 @@ extension StudyStore {
         try read { db in
             try db.rows(
                 """
-                SELECT candidate.hash, trial.worker, trial.heartbeat_at FROM trial JOIN candidate ON candidate.id = trial.candidateId
-                WHERE candidate.studyId = ? AND trial.state = 'running' ORDER BY trial.id
+                SELECT candidate.hash, trial.worker, trial.heartbeat_at FROM trial JOIN candidate ON candidate.id = trial.candidate_id
+                WHERE candidate.study_id = ? AND trial.state = 'running' ORDER BY trial.id
                 """, [study]
             ).map { row in
                 (
@@ -595,8 +596,8 @@ extension StudyStore {
         try write { db in
             try db.execute(
                 """
-                INSERT INTO metric (trialId, step, name, value) VALUES (?, ?, ?, ?)
-                ON CONFLICT (trialId, step, name) DO UPDATE SET value = excluded.value
+                INSERT INTO metric (trial_id, step, name, value) VALUES (?, ?, ?, ?)
+                ON CONFLICT (trial_id, step, name) DO UPDATE SET value = excluded.value
                 """, [trial, step, name, value])
         }
     }
@@ -637,9 +638,9 @@ extension StudyStore {
         return try read { db in
             var out: [Int64: EvaluationResult] = [:]
             for r in try db.rows(
-                "SELECT trialId, windows FROM trial_windows WHERE trialId IN (\(trials.map(String.init).joined(separator: ",")))"
+                "SELECT trial_id, windows FROM trial_windows WHERE trial_id IN (\(trials.map(String.init).joined(separator: ",")))"
             ) {
-                if let w = Self.decodeWindows(r["windows"]) { out[r["trialId"]] = EvaluationResult(windows: w) }
+                if let w = Self.decodeWindows(r["windows"]) { out[r["trial_id"]] = EvaluationResult(windows: w) }
             }
             return out
         }
@@ -647,7 +648,7 @@ extension StudyStore {
 
     public func metrics(trial: Int64) throws -> [(step: Int, name: String, value: Double)] {
         try read { db in
-            try db.rows("SELECT step, name, value FROM metric WHERE trialId = ? ORDER BY step, name", [trial])
+            try db.rows("SELECT step, name, value FROM metric WHERE trial_id = ? ORDER BY step, name", [trial])
                 .map { ($0["step"], $0["name"], $0["value"]) }
         }
     }
@@ -770,21 +771,21 @@ extension StudyStore {
             let (study, candidates, trials, metrics, windows) = try read { db in
                 (
                     try db.row("SELECT * FROM study WHERE id = ?", [s.id])!,
-                    try db.rows("SELECT * FROM candidate WHERE studyId = ? ORDER BY id", [s.id]),
+                    try db.rows("SELECT * FROM candidate WHERE study_id = ? ORDER BY id", [s.id]),
                     try db.rows(
-                        "SELECT trial.* FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE "
-                            + "candidate.studyId = ? ORDER BY trial.id",
+                        "SELECT trial.* FROM trial JOIN candidate ON candidate.id = trial.candidate_id WHERE "
+                            + "candidate.study_id = ? ORDER BY trial.id",
                         [s.id]),
                     try db.rows(
                         """
-                        SELECT metric.* FROM metric JOIN trial ON trial.id = metric.trialId JOIN candidate ON\
-                         candidate.id = trial.candidateId
-                        WHERE candidate.studyId = ? ORDER BY metric.trialId, metric.step, metric.name
+                        SELECT metric.* FROM metric JOIN trial ON trial.id = metric.trial_id JOIN candidate ON\
+                         candidate.id = trial.candidate_id
+                        WHERE candidate.study_id = ? ORDER BY metric.trial_id, metric.step, metric.name
                         """, [s.id]),
                     try db.rows(
                         """
-                        SELECT trial_windows.* FROM trial_windows JOIN trial ON trial.id = trial_windows.trialId
-                        JOIN candidate ON candidate.id = trial.candidateId WHERE candidate.studyId = ? ORDER BY trial_windows.trialId
+                        SELECT trial_windows.* FROM trial_windows JOIN trial ON trial.id = trial_windows.trial_id
+                        JOIN candidate ON candidate.id = trial.candidate_id WHERE candidate.study_id = ? ORDER BY trial_windows.trial_id
                         """, [s.id])
                 )
             }
@@ -805,13 +806,13 @@ extension StudyStore {
                 var candidateIDs: [Int64: Int64] = [:]
                 for c in candidates {
                     candidateIDs[c["id"]] = try Self.insertReturningID(
-                        Schema.candidate, c, into: db, mapping: ["studyId": [study["id"]: studyID]])
+                        Schema.candidate, c, into: db, mapping: ["study_id": [study["id"]: studyID]])
                 }
                 var trialIDs: [Int64: Int64] = [:]
                 for t in trials {
                     trialIDs[t["id"]] = try Self.insertReturningID(
-                        Schema.trialV3, t, into: db,
-                        mapping: ["candidateId": candidateIDs, "parent_trial_id": trialIDs])
+                        Schema.trial, t, into: db,
+                        mapping: ["candidate_id": candidateIDs, "parent_trial_id": trialIDs])
                 }
                 let remapped = remapTrial(metrics, trialIDs)
                 try Self.insert(Schema.metric, remapped, into: db, conflict: "")
@@ -826,12 +827,14 @@ extension StudyStore {
         return copied
     }
 
-    /// Rows whose `trialId` is replaced by the copied trial's id.
+    /// Rows whose `trial_id` is replaced by the copied trial's id.
     func remapTrial(_ rows: [SQLRow], _ trialIDs: [Int64: Int64]) -> [SQLRow] {
         rows.map { m in
             var row = m
-            let old: Int64 = m["trialId"]
-            row.columns = m.columns.map { $0.name.lowercased() == "trialid" ? ($0.name, .integer(trialIDs[old]!)) : $0 }
+            let old: Int64 = m["trial_id"]
+            row.columns = m.columns.map {
+                $0.name.lowercased() == "trial_id" ? ($0.name, .integer(trialIDs[old]!)) : $0
+            }
             return row
         }
     }

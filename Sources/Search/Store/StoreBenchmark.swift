@@ -26,12 +26,12 @@ public struct ClaimBenchmark: Sendable {
             for i in 0..<trials {
                 let c: Int64 = try db.scalar(
                     """
-                    INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters,\
+                    INSERT INTO candidate (study_id, hash, architecture, parameters, non_embedding_parameters,\
                      active_parameters, flops_per_token)
                     VALUES (?, ?, '{}', 1000, 900, 1000, 2000) RETURNING id
                     """, [id, String(format: "bench%07d", i)])!
                 try db.execute(
-                    "INSERT INTO trial (candidateId, rung, fidelity, state) VALUES (?, 0, 1, 'waiting')", [c])
+                    "INSERT INTO trial (candidate_id, rung, fidelity, state) VALUES (?, 0, 1, 'waiting')", [c])
             }
             return id
         }
@@ -87,8 +87,8 @@ public struct ClaimBenchmark: Sendable {
         let (claimTimes, recordTimes, perWorker) = (tally.claimTimes, tally.recordTimes, tally.perWorker)
         let complete: Int = try setup.read { db in
             try db.scalar(
-                "SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidateId WHERE "
-                    + "candidate.studyId = ? AND trial.state = 'complete'",
+                "SELECT COUNT(*) FROM trial JOIN candidate ON candidate.id = trial.candidate_id WHERE "
+                    + "candidate.study_id = ? AND trial.state = 'complete'",
                 [study]) ?? 0
         }
         guard complete == trials, perWorker.reduce(0, +) == trials else {
