@@ -84,3 +84,71 @@ import Testing
         #expect(run.status == 1 && run.out.contains("\"event\": \"error\"") && run.out.contains("evaluate_at: missing"), "\(run.out)")
     }
 }
+
+/// The backend's event lines are a typed format too: the committed schema is what the event
+/// types generate, the example lines decode into them, and the torch backend checks what it
+/// prints against the same schema — a renamed key fails on both sides.
+@Suite struct EventSchemaTests {
+    static let example = JobSchemaTests.schemas.appendingPathComponent("backend-events.example.jsonl")
+
+    static func exampleLines() throws -> [[String: JSON]] {
+        try String(contentsOf: example, encoding: .utf8).split(separator: "\n").map { JSON.parse(Data($0.utf8))?.object ?? [:] }
+    }
+
+    @Test func committedEventSchemaIsWhatTheTypesGenerate() throws {
+        try JobSchemaTests.expectCommitted("backend-events.schema.json", try BackendEvent.schema())
+        if ProcessInfo.processInfo.environment["TOPIARY_WRITE_SCHEMA"] != nil {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            var text = ""
+            for (name, example) in BackendEvent.examples {
+                var line = JSON.parse(try e.encode(AnyExample(example)))?.object ?? [:]
+                line["event"] = .string(name)
+                text += String(decoding: try e.encode(JSON.object(line)), as: UTF8.self) + "\n"
+            }
+            try text.write(to: Self.example, atomically: true, encoding: .utf8)
+        }
+        let lines = try Self.exampleLines()
+        #expect(lines.map { $0["event"]?.string } == BackendEvent.examples.map(\.event))
+        // Every example line decodes into its type and equals the example it was written from.
+        #expect(try BackendEvent.decode(BackendEvent.Step.self, lines[1]).get() == BackendEvent.examples[1].example as? BackendEvent.Step)
+        #expect(try BackendEvent.decode(BackendEvent.Eval.self, lines[2]).get() == BackendEvent.examples[2].example as? BackendEvent.Eval)
+        #expect(try BackendEvent.decode(BackendEvent.Importance.self, lines[7]).get()
+                == BackendEvent.examples[7].example as? BackendEvent.Importance)
+        // Optional fields may go; required ones may not, and the error names the field.
+        var step = lines[1]
+        step["kl"] = nil
+        #expect(try BackendEvent.decode(BackendEvent.Step.self, step).get().kl == nil)
+        step["train_loss"] = nil
+        #expect(BackendEvent.decode(BackendEvent.Step.self, step) == .failure(.init("train_loss: missing")))
+        var eval = lines[2]
+        eval["windows"] = [["x", 1, 0]]
+        #expect(BackendEvent.decode(BackendEvent.Eval.self, eval) == .failure(.init("windows[0][0]: expected Double")))
+    }
+
+    @Test func theTorchBackendChecksWhatItPrints() throws {
+        guard let python = BackendTests.python("theTorchBackendChecksWhatItPrints") else { return }
+        let script = JobSchemaTests.root.appendingPathComponent("backends/torch/topiary_backend.py").path
+        let ok = try Services.run(python, [script, "--check-events", Self.example.path])
+        #expect(ok.status == 0 && ok.out.contains("8 lines fit the event schema"), "\(ok.out)")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-events-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let text = try String(contentsOf: Self.example, encoding: .utf8)
+        for (from, to, says) in [("\"train_loss\"", "\"loss\"", "line 2 (step).train_loss: missing"),
+                                 ("\"windows\":[[10.5,8,0.25]]", "\"windows\":[[\"10.5\",8,0.25]]", "line 3 (eval).windows[0][0]: expected number"),
+                                 ("\"event\":\"done\"", "\"event\":\"finished\"", "line 7: unknown event 'finished'")] {
+            #expect(text.contains(from), "\(from)")
+            let bad = dir.appendingPathComponent("events.jsonl")
+            try text.replacingOccurrences(of: from, with: to).write(to: bad, atomically: true, encoding: .utf8)
+            let r = try Services.run(python, [script, "--check-events", bad.path])
+            #expect(r.status == 1 && r.out.contains(says), "\(from) → \(to): \(r.out)")
+        }
+    }
+}
+
+private struct AnyExample: Encodable {
+    let value: any Encodable
+    init(_ value: any Encodable) { self.value = value }
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}

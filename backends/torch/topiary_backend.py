@@ -34,48 +34,67 @@ PROTOCOL = 1
 SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "schema")
 
 
+KINDS = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def load_schema(name):
+    with open(os.path.join(SCHEMAS, name)) as f:
+        return json.load(f)
+
+
+def check_value(value, s, where, source):
+    """Raises ValueError naming the first place in `value` that schema `s` does not allow:
+    missing, unknown, or of the wrong type (the subset of JSON Schema Topiary's schemas use)."""
+    def fits(v, t):
+        if t == "integer":
+            return isinstance(v, int) and not isinstance(v, bool)
+        if t == "number":
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        return isinstance(v, KINDS[t])
+
+    t = s.get("type")
+    types = t if isinstance(t, list) else ([t] if t else [])
+    if types and not any(fits(value, x) for x in types):
+        raise ValueError(f"{where}: expected {' or '.join(types)}, got {json.dumps(value)[:80]}")
+    if isinstance(value, dict) and "properties" in s:
+        props = s["properties"]
+        for k in s.get("required", []):
+            if k not in value:
+                raise ValueError(f"{where}.{k}: missing (schema {source})")
+        for k, v in value.items():
+            if k not in props:
+                if s.get("additionalProperties") is False:
+                    raise ValueError(f"{where}.{k}: not a key of the job (schema {source})")
+                continue
+            check_value(v, props[k], f"{where}.{k}", source)
+    if isinstance(value, list) and "items" in s:
+        for i, v in enumerate(value):
+            check_value(v, s["items"], f"{where}[{i}]", source)
+
+
 def check_job(job):
-    """Raises ValueError naming the first key of `job` that its kind's schema does not allow:
-    missing, unknown, or of the wrong type (the subset of JSON Schema the schemas use)."""
+    """Raises ValueError naming the first key of `job` that its kind's schema does not allow."""
     if not isinstance(job, dict) or job.get("kind") not in ("distill", "importance"):
         raise ValueError(f"job kind {job.get('kind') if isinstance(job, dict) else job!r} is not distill or importance")
-    path = os.path.join(SCHEMAS, f"{job['kind']}-job.schema.json")
-    with open(path) as f:
-        schema = json.load(f)
-    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+    name = f"{job['kind']}-job.schema.json"
+    check_value(job, load_schema(name), "job", name)
 
-    def fits(value, t):
-        if t == "integer":
-            return isinstance(value, int) and not isinstance(value, bool)
-        if t == "number":
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        return isinstance(value, kinds[t])
 
-    def check(value, s, where):
-        t = s.get("type")
-        types = t if isinstance(t, list) else ([t] if t else [])
-        if types and not any(fits(value, x) for x in types):
-            raise ValueError(f"{where}: expected {' or '.join(types)}, got {json.dumps(value)[:80]}")
-        if isinstance(value, dict) and "properties" in s:
-            props = s["properties"]
-            for k in s.get("required", []):
-                if k not in value:
-                    raise ValueError(f"{where}.{k}: missing (schema {os.path.basename(path)})")
-            for k, v in value.items():
-                if k not in props:
-                    if s.get("additionalProperties") is False:
-                        raise ValueError(f"{where}.{k}: not a key of the job (schema {os.path.basename(path)})")
-                    continue
-                check(v, props[k], f"{where}.{k}")
-        if isinstance(value, list) and "items" in s:
-            for i, v in enumerate(value):
-                check(v, s["items"], f"{where}[{i}]")
+# The event schema (docs/schema/backend-events.schema.json): every line this backend prints is
+# checked against it before it goes out, so a renamed field fails here, not in Topiary.
+EVENTS = {b["properties"]["event"]["const"]: b for b in load_schema("backend-events.schema.json")["oneOf"]}
 
-    check(job, schema, "job")
+
+def check_event(line, where="event"):
+    name = line.get("event") if isinstance(line, dict) else None
+    if name not in EVENTS:
+        raise ValueError(f"{where}: unknown event {name!r} (schema backend-events.schema.json)")
+    check_value(line, EVENTS[name], f"{where} ({name})", "backend-events.schema.json")
 
 
 def emit(event, **fields):
     fields["event"] = event
+    check_event(fields)
     sys.stdout.write(json.dumps(fields, allow_nan=True) + "\n")
     sys.stdout.flush()
 
@@ -490,8 +509,20 @@ def main(argv):
             return 1
         print(f"{argv[2]}: fits its schema")
         return 0
+    if len(argv) == 3 and argv[1] == "--check-events":
+        # Checks a file of event lines against the event schema: 0 when every line fits.
+        try:
+            with open(argv[2]) as f:
+                lines = [l for l in f.read().split("\n") if l.strip()]
+            for i, l in enumerate(lines):
+                check_event(json.loads(l), f"line {i + 1}")
+        except (ValueError, OSError) as e:
+            sys.stderr.write(f"{argv[2]}: {e}\n")
+            return 1
+        print(f"{argv[2]}: {len(lines)} lines fit the event schema")
+        return 0
     if len(argv) != 2:
-        sys.stderr.write("usage: topiary_backend.py JOB.json | --check-job JOB.json\n")
+        sys.stderr.write("usage: topiary_backend.py JOB.json | --check-job JOB.json | --check-events EVENTS.jsonl\n")
         return 2
     try:
         job = json.load(open(argv[1]))

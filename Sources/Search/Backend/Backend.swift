@@ -292,35 +292,41 @@ struct ExternalBackend {
                 throw SearchError.backend(
                     "backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
             }
-            guard let r = lines.last(where: { $0["event"]?.string == "importance" }) else {
+            guard let line = lines.last(where: { $0["event"]?.string == "importance" }) else {
                 throw SearchError.backend("backend \(spec.name): no importance line")
             }
-            func matrix(_ key: String, _ rows: Int, _ cols: Int) throws -> [[Double]] {
-                guard let m = r[key]?.array?.map({ $0.array?.compactMap(\.double) ?? [] }), m.count == rows,
-                    m.allSatisfy({ $0.count == cols && $0.allSatisfy(\.isFinite) })
-                else {
+            let r: BackendEvent.Importance
+            switch BackendEvent.decode(BackendEvent.Importance.self, line) {
+            case let .success(decoded): r = decoded
+            case let .failure(problem):
+                throw SearchError.backend("backend \(spec.name): a malformed importance line (\(problem))")
+            }
+            func matrix(_ key: String, _ m: [[Double]], _ rows: Int, _ cols: Int) throws -> [[Double]] {
+                guard m.count == rows, m.allSatisfy({ $0.count == cols && $0.allSatisfy(\.isFinite) }) else {
                     throw SearchError.backend("backend \(spec.name): '\(key)' is not \(rows)×\(cols) finite numbers")
                 }
                 return m
             }
-            func vector(_ key: String, _ n: Int) throws -> [Double] {
-                guard let v = r[key]?.array?.compactMap(\.double), v.count == n, v.allSatisfy(\.isFinite) else {
+            func vector(_ key: String, _ v: [Double], _ n: Int) throws -> [Double] {
+                guard v.count == n, v.allSatisfy(\.isFinite) else {
                     throw SearchError.backend("backend \(spec.name): '\(key)' is not \(n) finite numbers")
                 }
                 return v
             }
             let L = c.numHiddenLayers
-            guard let sum = r["loss_sum"]?.double, let tokens = r["loss_tokens"]?.int, tokens > 0 else {
-                throw SearchError.backend("backend \(spec.name): no loss_sum and loss_tokens")
+            let sum = r.lossSum, tokens = r.lossTokens
+            guard sum.isFinite, tokens > 0 else {
+                throw SearchError.backend("backend \(spec.name): no finite loss_sum over loss_tokens > 0")
             }
             let base = sum / Double(tokens)
-            let rise = try vector("skipped_loss_sums", L).map { $0 / Double(tokens) - base }
+            let rise = try vector("skipped_loss_sums", r.skippedLossSums, L).map { $0 / Double(tokens) - base }
             return ImportanceScores(
                 teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
                 settings: settings,
-                heads: try matrix("heads", L, c.numAttentionHeads),
-                neurons: try matrix("neurons", L, c.intermediateSize),
-                channels: try vector("channels", c.hiddenSize), blockImportance: try vector("block_importance", L),
+                heads: try matrix("heads", r.heads, L, c.numAttentionHeads),
+                neurons: try matrix("neurons", r.neurons, L, c.intermediateSize),
+                channels: try vector("channels", r.channels, c.hiddenSize),
+                blockImportance: try vector("block_importance", r.blockImportance, L),
                 layerLossRise: settings.lossTokensPerLanguage == 0 ? [] : rise,
                 baseValidationLoss: settings.lossTokensPerLanguage == 0 ? 0 : base)
         }
@@ -584,29 +590,40 @@ struct ExternalBackend {
         for (i, name) in students.enumerated() {
             let mine = lines.filter { $0["student"]?.string == name }
             if let error = mine.first(where: { $0["event"]?.string == "error" }) {
-                result[i] = .failure(
-                    .backend("backend \(spec.name): " + (error["message"]?.string ?? "an error without a message")))
+                let message = (try? BackendEvent.decode(BackendEvent.Failure.self, error).get())?.message
+                result[i] = .failure(.backend("backend \(spec.name): " + (message ?? "an error without a message")))
                 continue
             }
+            // Each line as its event's type; the first that is not names its field.
+            var malformed: String?
+            func typed<T: Decodable>(_ type: T.Type, _ event: String) -> [T] {
+                var out: [T] = []
+                for line in mine where line["event"]?.string == event {
+                    switch BackendEvent.decode(type, line) {
+                    case let .success(e): out.append(e)
+                    case let .failure(problem):
+                        if malformed == nil { malformed = "a malformed \(event) line (\(problem))" }
+                    }
+                }
+                return out
+            }
+            let stepLines = typed(BackendEvent.Step.self, "step")
+            let evals = typed(BackendEvent.Eval.self, "eval")
+            let checkpoints = typed(BackendEvent.Checkpoint.self, "checkpoint")
             var trainLoss: [(Int, Double)] = [], all: [(Int, Double)] = []
             var lastLoss = Double.nan
-            var malformed: String?
-            for e in mine where e["event"]?.string == "step" {
-                guard let step = e["step"]?.int, let loss = e["train_loss"]?.double else {
-                    malformed = "a step line without step or train_loss"; break
-                }
+            for e in stepLines where malformed == nil {
+                let step = e.step, loss = e.trainLoss
                 guard loss.isFinite else { malformed = "a non-finite loss (\(loss)) at step \(step)"; break }
                 guard step > startStep && step <= endStep else {
-                    malformed = "a step line for step \(step), outside the job's steps \(startStep + 1)…\(endStep)";
+                    malformed = "a step line for step \(step), outside the job's steps \(startStep + 1)…\(endStep)"
                     break
                 }
                 lastLoss = loss
                 all.append((step, loss))
                 if step % 10 == 0 { trainLoss.append((step, loss)) }
             }
-            guard let eval = mine.last(where: { $0["event"]?.string == "eval" }), eval["step"]?.int == endStep,
-                let rows = eval["windows"]?.array, rows.count == windowLanguages.count
-            else {
+            guard let eval = evals.last, eval.step == endStep, eval.windows.count == windowLanguages.count else {
                 result[i] = .failure(
                     .backend(
                         "backend \(spec.name): "
@@ -616,15 +633,16 @@ struct ExternalBackend {
             }
             if let malformed { result[i] = .failure(.backend("backend \(spec.name): \(malformed)")); continue }
             // A window scores 1…T tokens; a negative log-likelihood sum or KL is impossible.
-            func evaluation(_ rows: [JSON]) -> (EvaluationResult, Double)? {
+            func evaluation(_ rows: [[Double]]) -> (EvaluationResult, Double)? {
                 guard rows.count == windowLanguages.count else { return nil }
                 var windows: [String: [WindowLoss]] = [:]
                 var klSum = 0.0, klCount = 0
                 for (w, row) in rows.enumerated() {
-                    guard let a = row.array, a.count == 3, let sum = a[0].double, let n = a[1].int,
-                        let kl = a[2].double, sum.isFinite, kl.isFinite,
-                        (1...T).contains(n), sum >= 0, kl >= -1e-4 * Double(n)
-                    else { return nil }
+                    guard row.count == 3, let n = Int(exactly: row[1]) else { return nil }
+                    let sum = row[0], kl = row[2]
+                    guard sum.isFinite, kl.isFinite, (1...T).contains(n), sum >= 0, kl >= -1e-4 * Double(n) else {
+                        return nil
+                    }
                     let lang = languages[Int(windowLanguages[w])]
                     windows[lang, default: []].append(WindowLoss(sum: sum, tokens: n))
                     if withKL[Int(windowLanguages[w])] { klSum += kl; klCount += n }
@@ -634,7 +652,7 @@ struct ExternalBackend {
             let impossible =
                 "backend \(spec.name): a malformed, non-finite or impossible evaluation row for \(name) (each "
                 + "window scores 1…\(T) tokens with a non-negative loss sum)"
-            guard let (validation, validationKL) = evaluation(rows) else {
+            guard let (validation, validationKL) = evaluation(eval.windows) else {
                 result[i] = .failure(.backend(impossible))
                 continue
             }
@@ -642,16 +660,14 @@ struct ExternalBackend {
             var curve: [CurvePoint] = []
             var badCurve = false
             for step in evaluateAt where step < endStep {
-                guard let e = mine.last(where: { $0["event"]?.string == "eval" && $0["step"]?.int == step }) else {
-                    continue
-                }
-                guard let (v, kl) = e["windows"]?.array.flatMap(evaluation) else { badCurve = true; break }
+                guard let e = evals.last(where: { $0.step == step }) else { continue }
+                guard let (v, kl) = evaluation(e.windows) else { badCurve = true; break }
                 curve.append(
                     CurvePoint(
                         step: step, trainLoss: all.last { $0.0 == step }?.1 ?? .nan, validation: v, validationKL: kl))
             }
             if badCurve { result[i] = .failure(.backend(impossible)); continue }
-            guard mine.contains(where: { $0["event"]?.string == "checkpoint" && $0["step"]?.int == endStep }) else {
+            guard checkpoints.contains(where: { $0.step == endStep }) else {
                 result[i] = .failure(.backend("backend \(spec.name): no checkpoint of \(name) at step \(endStep)"))
                 continue
             }

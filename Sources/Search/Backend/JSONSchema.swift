@@ -90,6 +90,17 @@ private struct SchemaRecorder: Encoder {
         }
         mutating func encodeNil(forKey key: Key) throws { child(key).nullable = true }
         mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws { try child(key).record(value) }
+        /// An optional that synthesized `Codable` leaves out when nil: null (absent) is allowed.
+        mutating func maybe<T: Encodable>(_ value: T?, _ key: Key) throws {
+            let n = child(key)
+            n.nullable = true
+            if let value { try n.record(value) }
+        }
+        mutating func encodeIfPresent<T: Encodable>(_ value: T?, forKey key: Key) throws { try maybe(value, key) }
+        mutating func encodeIfPresent(_ value: String?, forKey key: Key) throws { try maybe(value, key) }
+        mutating func encodeIfPresent(_ value: Int?, forKey key: Key) throws { try maybe(value, key) }
+        mutating func encodeIfPresent(_ value: Double?, forKey key: Key) throws { try maybe(value, key) }
+        mutating func encodeIfPresent(_ value: Bool?, forKey key: Key) throws { try maybe(value, key) }
         mutating func nestedContainer<N: CodingKey>(keyedBy: N.Type, forKey key: Key) -> KeyedEncodingContainer<N> {
             let n = child(key)
             n.kind = .object

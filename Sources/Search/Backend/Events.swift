@@ -1,0 +1,160 @@
+import Foundation
+import Model
+
+/// What an external backend says on stdout, one JSON object per line with its `event`
+/// (docs/backends.md). Each event Topiary reads is a type here; the JSON Schema generated from
+/// them is committed as `docs/schema/backend-events.schema.json`, the torch backend checks every
+/// line it prints against it, and both sides' tests read the same example lines
+/// (`docs/schema/backend-events.example.jsonl`). Optional fields may be absent; a line may carry
+/// informational fields beyond these (the torch version, `val_loss`), which Topiary ignores.
+enum BackendEvent {
+    /// The backend started the job (informational).
+    struct Start: Codable, Equatable {
+        var `protocol`: Int
+        var backend: String
+        var device: String
+        var dtype: String
+        var students: [String]?
+        var first: Int?
+        var last: Int?
+    }
+
+    /// A student's optimizer step: the distillation loss before the update, and what went into it.
+    struct Step: Codable, Equatable {
+        var student: String
+        var step: Int
+        var trainLoss: Double
+        var kl: Double?
+        var lm: Double?
+        var lr: Double?
+        var gradNorm: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case student, step, trainLoss = "train_loss", kl, lm, lr, gradNorm = "grad_norm"
+        }
+    }
+
+    /// A student's evaluation: one `[nll_sum, tokens, kl_sum]` per validation window, in order.
+    struct Eval: Codable, Equatable {
+        var student: String
+        var step: Int
+        var windows: [[Double]]
+    }
+
+    struct Checkpoint: Codable, Equatable {
+        var student: String
+        var step: Int
+        var path: String
+    }
+
+    /// A failure: of one student (it diverged) or, without `student`, of the whole job.
+    struct Failure: Codable, Equatable {
+        var message: String
+        var student: String?
+        var step: Int?
+    }
+
+    struct Done: Codable, Equatable {
+        /// The students that failed.
+        var failed: [String]
+    }
+
+    /// An importance job's answer: the teacher's scores on the calibration batches, and the
+    /// validation loss whole and with each layer skipped.
+    struct Importance: Codable, Equatable {
+        /// (layers, query heads).
+        var heads: [[Double]]
+        /// (layers, MLP neurons).
+        var neurons: [[Double]]
+        var channels: [Double]
+        var blockImportance: [Double]
+        var lossSum: Double
+        var lossTokens: Int
+        var skippedLossSums: [Double]
+
+        enum CodingKeys: String, CodingKey {
+            case heads, neurons, channels, blockImportance = "block_importance", lossSum = "loss_sum"
+            case lossTokens = "loss_tokens", skippedLossSums = "skipped_loss_sums"
+        }
+    }
+
+    /// The events by name, each with an example that fills every field (for the schema).
+    static let examples: [(event: String, example: any Encodable & Sendable)] = [
+        (
+            "start",
+            Start(
+                protocol: 1, backend: "torch", device: "cpu", dtype: "float32", students: ["a"], first: 1,
+                last: 2)
+        ),
+        ("step", Step(student: "a", step: 1, trainLoss: 2.5, kl: 2.25, lm: 2.75, lr: 1e-3, gradNorm: 0.5)),
+        ("eval", Eval(student: "a", step: 2, windows: [[10.5, 8, 0.25]])),
+        ("checkpoint", Checkpoint(student: "a", step: 2, path: "/out/a/step-00000002")),
+        ("heartbeat", [String: Int]()),
+        ("error", Failure(message: "student a diverged at step 2: distillation loss is nan", student: "a", step: 2)),
+        ("done", Done(failed: ["a"])),
+        (
+            "importance",
+            Importance(
+                heads: [[0.5, 0.25]], neurons: [[1, 2, 3]], channels: [0.5, 1.5], blockImportance: [0.125],
+                lossSum: 20.5, lossTokens: 8, skippedLossSums: [24.25])
+        )
+    ]
+
+    /// The schema of every line: one of the events, told apart by `event`; a field is required
+    /// unless it may be null, and fields beyond the listed ones are allowed.
+    static func schema() throws -> JSON {
+        var branches: [JSON] = []
+        for (name, example) in examples {
+            guard case var .object(s) = try JSONSchema.of(AnyEncodable(example), title: name) else { continue }
+            s["$schema"] = nil
+            var properties = s["properties"]?.object ?? [:]
+            let required = (s["required"]?.array ?? []).compactMap(\.string).filter { key in
+                !(properties[key]?["type"]?.array?.contains("null") ?? false)
+            }
+            properties["event"] = ["const": .string(name)]
+            s["type"] = "object"
+            s["properties"] = .object(properties)
+            s["required"] = .array((["event"] + required).map { .string($0) })
+            s["additionalProperties"] = true
+            branches.append(.object(s))
+        }
+        return [
+            "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Topiary backend events",
+            "oneOf": .array(branches)
+        ]
+    }
+
+    /// `line` as event type `T`, or what is wrong with it, naming the field ("train_loss: missing").
+    static func decode<T: Decodable>(_ type: T.Type, _ line: [String: JSON]) -> Result<T, Problem> {
+        do {
+            let data = try JSONEncoder().encode(JSON.object(line))
+            return .success(try JSONDecoder().decode(T.self, from: data))
+        } catch let DecodingError.keyNotFound(key, context) {
+            return .failure(Problem(path(context.codingPath + [key]) + ": missing"))
+        } catch let DecodingError.typeMismatch(expected, context) {
+            return .failure(Problem(path(context.codingPath) + ": expected \(expected)"))
+        } catch let DecodingError.valueNotFound(expected, context) {
+            return .failure(Problem(path(context.codingPath) + ": expected \(expected), got null"))
+        } catch {
+            return .failure(Problem("\(error)"))
+        }
+    }
+
+    /// What is wrong with a line, naming the field.
+    struct Problem: Error, Equatable, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    private static func path(_ keys: [any CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            .replacingOccurrences(of: ".[", with: "[")
+    }
+}
+
+/// An encodable of any type, for the examples' list.
+private struct AnyEncodable: Encodable {
+    let value: any Encodable
+    init(_ value: any Encodable) { self.value = value }
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}
