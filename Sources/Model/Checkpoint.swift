@@ -186,39 +186,14 @@ public enum Checkpoint {
                     reason: "value \(p[i]) does not fit float16 (at most 65504); write float32 or bfloat16")
             }
         }
-        let size = type.dtype.size
-        let slices = model.layout.entries.map {
-            TensorSlice(
-                name: $0.name, shape: $0.shape,
-                values: UnsafeBufferPointer(start: model.parameters.pointer + $0.offset, count: $0.count))
+        let tensors = model.layout.entries.map { StreamedTensor(name: $0.name, shape: $0.shape, dtype: type.dtype) }
+        try write(tensors, config: model.config, type: type, to: directory, shardBytes: shardBytes, metadata: metadata)
+        {
+            i, emit in
+            let e = model.layout.entries[i]
+            var data = Data()
+            type.append(UnsafeBufferPointer(start: model.parameters.pointer + e.offset, count: e.count), to: &data)
+            try data.withUnsafeBytes { try emit($0) }
         }
-        try FileIO.requireFreeSpace(
-            saturating(model.layout.count, times: size), in: directory, for: "writing the checkpoint")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let fm = FileManager.default
-        if let shardBytes, model.layout.count * size > shardBytes {
-            var shards: [[TensorSlice]] = [[]]
-            var shardSize = 0
-            for s in slices {
-                if shardSize > 0 && shardSize + s.values.count * size > shardBytes { shards.append([]); shardSize = 0 }
-                shards[shards.count - 1].append(s)
-                shardSize += s.values.count * size
-            }
-            var map: [String: JSON] = [:]
-            for (i, shard) in shards.enumerated() {
-                let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
-                try SafeTensorsWriter.write(
-                    shard, type: type, metadata: metadata, to: directory.appendingPathComponent(name))
-                for s in shard { map[s.name] = .string(name) }
-            }
-            let index: JSON = ["metadata": ["total_size": JSON(model.layout.count * size)], "weight_map": .object(map)]
-            try AtomicFile.write(index.data(), to: directory.appendingPathComponent("model.safetensors.index.json"))
-            try? fm.removeItem(at: directory.appendingPathComponent("model.safetensors"))
-        } else {
-            try SafeTensorsWriter.write(
-                slices, type: type, metadata: metadata, to: directory.appendingPathComponent("model.safetensors"))
-            try? fm.removeItem(at: directory.appendingPathComponent("model.safetensors.index.json"))
-        }
-        try model.config.write(to: directory, dtype: type)
     }
 }

@@ -17,9 +17,25 @@ public enum FileIO {
             throw ModelError.io(
                 path: url.path, reason: "is not a regular file (a FIFO, socket or device), not a \(what)")
         }
-        do { return try Data(contentsOf: url, options: mapped ? .alwaysMapped : []) } catch {
+        if mapped { return try map(url, size: Int(st.st_size), what: what) }
+        do { return try Data(contentsOf: url) } catch {
             throw ModelError.io(path: url.path, reason: "cannot read the \(what): \(describe(error))")
         }
+    }
+
+    /// The file memory-mapped read-only (`mmap`, private), unmapped when the `Data` goes: its
+    /// pages are read on first touch and may be handed back (``SafeTensorsFile/withBytes``).
+    static func map(_ url: URL, size: Int, what: String) throws -> Data {
+        guard size > 0 else { return Data() }
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else {
+            throw ModelError.io(path: url.path, reason: "cannot read the \(what): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw ModelError.io(path: url.path, reason: "cannot map the \(what): \(String(cString: strerror(errno)))")
+        }
+        return Data(bytesNoCopy: p, count: size, deallocator: .custom { p, n in munmap(p, n) })
     }
 
     /// A Foundation or POSIX error in plain words: the POSIX reason where there is one.

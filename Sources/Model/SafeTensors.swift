@@ -184,6 +184,31 @@ public struct SafeTensorsFile: @unchecked Sendable {
         }
     }
 
+    /// The tensor's bytes as stored (its own dtype, little-endian), for `body` only. With
+    /// `release`, the pages of the file that held them are handed back to the kernel afterwards
+    /// (`MADV_DONTNEED` on the mapping), so that streaming through a large checkpoint keeps about
+    /// one tensor resident rather than the whole file.
+    public func withBytes<R>(
+        _ name: String, release: Bool = false, _ body: (UnsafeRawBufferPointer, TensorInfo) throws -> R
+    ) throws -> R {
+        let info = try info(name)
+        return try data.withUnsafeBytes { raw in
+            let start = raw.baseAddress!.advanced(by: dataStart + info.begin)
+            defer { if release { Self.release(start, count: info.end - info.begin) } }
+            return try body(UnsafeRawBufferPointer(start: start, count: info.end - info.begin), info)
+        }
+    }
+
+    /// Drops the whole pages inside [start, start + count) from this process's resident set
+    /// (they are read again from the file if touched).
+    static func release(_ start: UnsafeRawPointer, count: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let from = (Int(bitPattern: start) + page - 1) / page * page
+        let to = (Int(bitPattern: start) + count) / page * page
+        guard to > from, let p = UnsafeMutableRawPointer(bitPattern: from) else { return }
+        _ = madvise(p, to - from, Int32(MADV_DONTNEED))
+    }
+
     /// A tensor as a new F32 array.
     public func floats(_ name: String) throws -> [Float] {
         let count = try info(name).count
@@ -242,6 +267,52 @@ public enum StorageType: String, Sendable, CaseIterable {
     public static func bfloat16Bits(_ x: Float) -> UInt16 {
         let bits = x.bitPattern
         return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+
+    /// Copies element `i` of `src` (stored as `from`) to element `j` of `dst` (as `to`): the same
+    /// bits when the types agree, else converted through float32 (rounded to nearest, ties to
+    /// even). False, with nothing promised of `dst`, when the value is NaN or infinite in `to`.
+    @inline(__always)
+    public static func copy(
+        _ src: UnsafeRawBufferPointer, _ from: DType, _ i: Int, into dst: UnsafeMutableRawBufferPointer, _ to: DType,
+        _ j: Int
+    ) -> Bool {
+        if from == to {
+            switch from {
+            case .BF16, .F16:
+                let bits = src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)
+                dst.storeBytes(of: bits, toByteOffset: 2 * j, as: UInt16.self)
+                let exponent: UInt16 = from == .BF16 ? 0x7F80 : 0x7C00
+                return UInt16(littleEndian: bits) & exponent != exponent
+            default:
+                let bits = src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)
+                dst.storeBytes(of: bits, toByteOffset: 4 * j, as: UInt32.self)
+                return Float(bitPattern: UInt32(littleEndian: bits)).isFinite
+            }
+        }
+        let x: Float
+        switch from {
+        case .BF16:
+            x = Float(
+                bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                    << 16)
+        case .F16:
+            x = Float(
+                Float16(bitPattern: UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+        default: x = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+        }
+        switch to {
+        case .BF16:
+            let bits = bfloat16Bits(x)
+            dst.storeBytes(of: bits.littleEndian, toByteOffset: 2 * j, as: UInt16.self)
+            return x.isFinite && bits & 0x7F80 != 0x7F80
+        case .F16:
+            dst.storeBytes(of: Float16(x).bitPattern.littleEndian, toByteOffset: 2 * j, as: UInt16.self)
+            return x.isFinite && abs(x) <= Float(Float16.greatestFiniteMagnitude)
+        default:
+            dst.storeBytes(of: x.bitPattern.littleEndian, toByteOffset: 4 * j, as: UInt32.self)
+            return x.isFinite
+        }
     }
 
     /// Appends `values` in this type, little-endian.

@@ -421,15 +421,29 @@ public enum Importance {
     public static func key(teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings) throws -> (
         Key, CalibrationSet
     ) {
+        try key(teacherFingerprint: Fingerprint.of(teacher), corpus: corpus, settings: settings)
+    }
+
+    /// The cache key of a teacher known by its fingerprint (``Fingerprint/of(_:)-(CheckpointWeights)``).
+    public static func key(teacherFingerprint: String, corpus: TokenShards, settings: ImportanceSettings) throws -> (
+        Key, CalibrationSet
+    ) {
         let calibration = try CalibrationSet(
             corpus: corpus, samples: settings.samples, sequence: settings.sequence,
             language: settings.language, seed: settings.seed)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let key = Key(
-            teacher: Fingerprint.of(teacher), calibration: calibration.fingerprint,
+            teacher: teacherFingerprint, calibration: calibration.fingerprint,
             settings: String(decoding: try encoder.encode(settings), as: UTF8.self))
         return (key, calibration)
+    }
+
+    /// The scores `cache` holds for `key`, if any.
+    public static func cachedScores(_ key: Key, cache: URL) -> ImportanceScores? {
+        let url = cache.appendingPathComponent("importance-\(key.digest).json")
+        guard let data = try? Data(contentsOf: url) else { return nil }
+        return try? JSONDecoder().decode(ImportanceScores.self, from: data)
     }
 
     /// Scores from `cache` when a file for this teacher, calibration set and settings exists;
@@ -441,12 +455,8 @@ public enum Importance {
         compute external: ((CalibrationSet) throws -> ImportanceScores)? = nil
     ) throws -> (ImportanceScores, fromCache: Bool) {
         let (key, calibration) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
+        if let scores = cachedScores(key, cache: cache) { return (scores, true) }
         let url = cache.appendingPathComponent("importance-\(key.digest).json")
-        if let data = try? Data(contentsOf: url),
-            let scores = try? JSONDecoder().decode(ImportanceScores.self, from: data)
-        {
-            return (scores, true)
-        }
         let scores =
             try external.map { try $0(calibration) }
             ?? compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings, log: log)

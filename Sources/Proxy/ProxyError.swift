@@ -38,4 +38,13 @@ public struct Fingerprint {
         f.add(UnsafeRawBufferPointer(start: model.parameters.pointer, count: model.parameters.count * 4))
         return f.hex
     }
+
+    /// The same fingerprint as ``of(_:)`` of the loaded model, streamed from the checkpoint's
+    /// files a piece at a time (the model is never held in float32).
+    public static func of(_ weights: CheckpointWeights) throws -> String {
+        var f = Fingerprint()
+        f.add(weights.config.json.description)
+        try weights.streamFloat32 { f.add($0) }
+        return f.hex
+    }
 }

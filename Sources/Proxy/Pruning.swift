@@ -253,80 +253,143 @@ public enum Pruning {
         return plan
     }
 
+    /// The student's config: `target`, with per-layer properties (sliding-window layers)
+    /// following the layers kept.
+    static func studentConfig(_ plan: PrunePlan, teacher: ModelConfig, target: ModelConfig) -> ModelConfig {
+        var target = target
+        target.slidingLayers = plan.layers.indices.filter { teacher.slidingLayers.contains(plan.layers[$0]) }
+        return target
+    }
+
+    /// The teacher's tensor that student tensor `dst` is cut from: the same role, in the kept
+    /// layer (and kept expert).
+    static func source(of dst: ParameterEntry, _ plan: PrunePlan, teacher: ParameterLayout) -> ParameterEntry {
+        guard let role = dst.role else { preconditionFailure("pruning: \(dst.name) has no role") }
+        let expert = dst.expert.map { plan.experts[dst.layer!][$0] }
+        guard let src = teacher.entry(role, layer: dst.layer.map { plan.layers[$0] }, expert: expert) else {
+            preconditionFailure("pruning: the teacher has no \(role) tensor for \(dst.name)")
+        }
+        return src
+    }
+
+    /// The teacher's indices along an axis of `size` that the plan keeps, in student layer
+    /// `layer`; `expert`: the student's expert whose neurons are meant.
+    static func kept(_ plan: PrunePlan, _ d: AxisRole, size: Int, layer: Int?, expert e: Int?) -> [Int] {
+        guard let unit = d.unit else { return Array(0..<size) }
+        let units: [Int]
+        switch unit {
+        case .channels: units = plan.channels
+        case .heads: units = plan.heads[layer!]
+        case .groups: units = plan.groups[0]
+        case .neurons: units = e.map { plan.expertNeurons[layer!][$0] } ?? plan.neurons[layer!]
+        case .experts: units = plan.experts[layer!]
+        case .attentionExperts: units = plan.attentionExperts[layer!]
+        }
+        let w = d.width, copy = size / d.copies
+        let one = w == 1 ? units : units.flatMap { u in (0..<w).map { u * w + $0 } }
+        return d.copies == 1 ? one : (0..<d.copies).flatMap { c in one.map { c * copy + $0 } }
+    }
+
+    /// Every row of student tensor `dst` as cut from teacher tensor `src`:
+    /// `row(from, cols, to)` means dst[to + j] = src[from + cols[j]] (element indices), in the
+    /// student's order. Each axis keeps the units of the plan that its ``AxisRole`` names; a stack
+    /// (E, R, K) over experts keeps each kept expert's own rows and columns.
+    static func forEachRow(
+        _ plan: PrunePlan, dst: ParameterEntry, src: ParameterEntry, _ row: (Int, [Int], Int) -> Void
+    ) {
+        let (shape, dims, layer) = (src.shape, src.dims, dst.layer)
+        switch shape.count {
+        case 1:
+            let cols = kept(plan, dims[0], size: shape[0], layer: layer, expert: dst.expert)
+            precondition(dst.shape == [cols.count], "pruning \(src.name): \(dst.shape) vs \([cols.count])")
+            row(0, cols, 0)
+        case 2:
+            let rows = kept(plan, dims[0], size: shape[0], layer: layer, expert: dst.expert)
+            let cols = kept(plan, dims[1], size: shape[1], layer: layer, expert: dst.expert)
+            precondition(
+                dst.shape == [rows.count, cols.count],
+                "pruning \(src.name): \(dst.shape) vs \([rows.count, cols.count])")
+            for (i, r) in rows.enumerated() { row(r * shape[1], cols, i * cols.count) }
+        case 3:
+            let experts = kept(plan, dims[0], size: shape[0], layer: layer, expert: nil)
+            var into = 0
+            for (ne, e) in experts.enumerated() {
+                let rows = kept(plan, dims[1], size: shape[1], layer: layer, expert: ne)
+                let cols = kept(plan, dims[2], size: shape[2], layer: layer, expert: ne)
+                precondition(
+                    dst.shape == [experts.count, rows.count, cols.count], "pruning \(src.name): \(dst.shape)")
+                for r in rows {
+                    row(e * shape[1] * shape[2] + r * shape[2], cols, into)
+                    into += cols.count
+                }
+            }
+        default:
+            preconditionFailure("pruning \(src.name): \(shape.count) axes")
+        }
+    }
+
     /// A new model of shape `target` holding the teacher's weights for the units `plan` keeps.
     ///
     /// One loop over the student's tensors, whatever the family: each finds the teacher's tensor
     /// of the same role in the kept layer (and kept expert), and every axis keeps the units of
     /// the plan that its ``AxisRole`` names.
     public static func apply(_ plan: PrunePlan, teacher: DecoderModel, target: ModelConfig) -> DecoderModel {
-        // Per-layer properties (sliding-window layers) follow the layers kept.
-        var target = target
-        target.slidingLayers = plan.layers.indices.filter { teacher.config.slidingLayers.contains(plan.layers[$0]) }
-        let student = DecoderModel(config: target)
+        let student = DecoderModel(config: studentConfig(plan, teacher: teacher.config, target: target))
         for dst in student.layout.entries {
-            guard let role = dst.role else { preconditionFailure("pruning: \(dst.name) has no role") }
-            let layer = dst.layer
-            let expert = dst.expert.map { plan.experts[layer!][$0] }
-            guard let src = teacher.layout.entry(role, layer: layer.map { plan.layers[$0] }, expert: expert) else {
-                preconditionFailure("pruning: the teacher has no \(role) tensor for \(dst.name)")
-            }
-            /// The teacher's indices along an axis of `size` that the plan keeps; `expert`: the
-            /// student's expert whose neurons are meant.
-            func kept(_ d: AxisRole, size: Int, expert e: Int?) -> [Int] {
-                guard let unit = d.unit else { return Array(0..<size) }
-                let units: [Int]
-                switch unit {
-                case .channels: units = plan.channels
-                case .heads: units = plan.heads[layer!]
-                case .groups: units = plan.groups[0]
-                case .neurons: units = e.map { plan.expertNeurons[layer!][$0] } ?? plan.neurons[layer!]
-                case .experts: units = plan.experts[layer!]
-                case .attentionExperts: units = plan.attentionExperts[layer!]
-                }
-                let w = d.width, copy = size / d.copies
-                let one = w == 1 ? units : units.flatMap { u in (0..<w).map { u * w + $0 } }
-                return d.copies == 1 ? one : (0..<d.copies).flatMap { c in one.map { c * copy + $0 } }
-            }
+            let src = source(of: dst, plan, teacher: teacher.layout)
             let sp = teacher.parameters.pointer + src.offset, dp = student.parameters.pointer + dst.offset
-            let (shape, dims) = (src.shape, src.dims)
-            switch shape.count {
-            case 1:
-                let cols = kept(dims[0], size: shape[0], expert: dst.expert)
-                precondition(dst.shape == [cols.count], "pruning \(src.name): \(dst.shape) vs \([cols.count])")
-                for (j, c) in cols.enumerated() { dp[j] = sp[c] }
-            case 2:
-                let rows = kept(dims[0], size: shape[0], expert: dst.expert),
-                    cols = kept(dims[1], size: shape[1], expert: dst.expert)
-                precondition(
-                    dst.shape == [rows.count, cols.count],
-                    "pruning \(src.name): \(dst.shape) vs \([rows.count, cols.count])")
-                copyMatrix(sp, srcCols: shape[1], dp, rows: rows, cols: cols)
-            case 3:
-                // A stack (E, R, K) over experts: each kept expert's own rows and columns.
-                let experts = kept(dims[0], size: shape[0], expert: nil)
-                var into = dp
-                for (ne, e) in experts.enumerated() {
-                    let rows = kept(dims[1], size: shape[1], expert: ne),
-                        cols = kept(dims[2], size: shape[2], expert: ne)
-                    precondition(
-                        dst.shape == [experts.count, rows.count, cols.count], "pruning \(src.name): \(dst.shape)")
-                    copyMatrix(sp + e * shape[1] * shape[2], srcCols: shape[2], into, rows: rows, cols: cols)
-                    into += rows.count * cols.count
-                }
-            default:
-                preconditionFailure("pruning \(src.name): \(shape.count) axes")
+            forEachRow(plan, dst: dst, src: src) { from, cols, to in
+                let s = sp + from, d = dp + to
+                for (j, c) in cols.enumerated() { d[j] = s[c] }
             }
         }
         return student
     }
 
-    /// d[i, j] = s[rows[i], cols[j]] for a matrix `s` of `srcCols` columns.
-    static func copyMatrix(
-        _ s: UnsafePointer<Float>, srcCols: Int, _ d: UnsafeMutablePointer<Float>, rows: [Int], cols: [Int]
-    ) {
-        for (i, row) in rows.enumerated() {
-            let sr = s + row * srcCols, dr = d + i * cols.count
-            for (j, c) in cols.enumerated() { dr[j] = sr[c] }
+    /// Writes the pruned model straight from the teacher's files into `directory`, a tensor at a
+    /// time: each student tensor is cut from the teacher's (memory-mapped, never converted to a
+    /// float32 model), so that memory holds about one tensor, whatever the model's size. Without
+    /// `type` every tensor keeps the teacher's dtype and each value is bit-identical to the
+    /// teacher's; with it, values are converted (rounded to nearest, ties to even). Refuses a
+    /// kept value that is NaN or infinite, naming the tensor, before anything is in place.
+    public static func write(
+        _ plan: PrunePlan, teacher: CheckpointWeights, target: ModelConfig, type: StorageType? = nil,
+        to directory: URL, shardBytes: Int? = nil
+    ) throws {
+        let config = studentConfig(plan, teacher: teacher.config, target: target)
+        let layout = ParameterLayout(config: config)
+        let sources = layout.entries.map { source(of: $0, plan, teacher: teacher.layout) }
+        let tensors = try zip(layout.entries, sources).map { dst, src in
+            let stored = try teacher.dtype(src.name)
+            guard let from = StorageType(stored) else {
+                throw ModelError.safetensors(
+                    file: teacher.directory.path, tensor: src.name,
+                    reason: "dtype \(stored.rawValue) is not a floating-point type Topiary prunes (F32, F16, BF16)")
+            }
+            return StreamedTensor(name: dst.name, shape: dst.shape, dtype: (type ?? from).dtype)
+        }
+        try Checkpoint.write(
+            tensors, config: config, type: type ?? teacher.storageType, to: directory, shardBytes: shardBytes
+        ) {
+            i, emit in
+            let dst = layout.entries[i], src = sources[i], to = tensors[i].dtype
+            try teacher.withTensor(src.name) { raw, info in
+                let out = UnsafeMutableRawBufferPointer.allocate(byteCount: tensors[i].bytes, alignment: 8)
+                defer { out.deallocate() }
+                var bad: Int?
+                forEachRow(plan, dst: dst, src: src) { from, cols, at in
+                    for (j, c) in cols.enumerated() where bad == nil {
+                        bad = StorageType.copy(raw, info.dtype, from + c, into: out, to, at + j) ? nil : at + j
+                    }
+                }
+                if let bad {
+                    throw ModelError.checkpoint(
+                        path: directory.path, tensor: dst.name,
+                        reason: "holds a NaN or infinite value at index \(bad) (from \(src.name)); refusing to write it"
+                    )
+                }
+                try emit(UnsafeRawBufferPointer(out))
+            }
         }
     }
 

@@ -16,8 +16,10 @@ public enum Exporter {
     /// Temporaries left by a killed export are removed. An unfinished study exports its ranking
     /// so far, with a warning, and `distill.json` records the study's state.
     ///
-    /// The pruned checkpoints are written in `type`, by default the teacher's own storage type
-    /// (a bfloat16 teacher gives bfloat16 students); the proxy-trained weights stay float32.
+    /// The pruned checkpoints are cut from the teacher's files a tensor at a time
+    /// (``Pruning/write(_:teacher:target:type:to:shardBytes:)``), in `type` if given, else each
+    /// tensor in the teacher's own dtype, bit for bit (a bfloat16 teacher gives bfloat16 students);
+    /// the proxy-trained weights stay float32.
     public static func export(
         store: StudyStore, study name: String, top k: Int, out: URL, importanceCache: URL, artifacts: URL? = nil,
         force: Bool = false,
@@ -29,15 +31,32 @@ public enum Exporter {
         let spec = try SearchSpec(json: study.spec, file: "store:\(name)") {
             try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json"))
         }
-        let teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
-        let type = try type ?? Checkpoint.storageType(URL(fileURLWithPath: spec.teacher, isDirectory: true))
-        guard Fingerprint.of(teacher) == study.teacherFingerprint else {
+        // The teacher stays in its files (memory-mapped, streamed): only importance scores found
+        // neither in the store nor in the cache load it, in float32, and release it before pruning.
+        let teacherURL = URL(fileURLWithPath: spec.teacher, isDirectory: true)
+        let teacher = try CheckpointWeights(teacherURL)
+        guard try Fingerprint.of(teacher) == study.teacherFingerprint else {
             throw SearchError.store(
                 "the teacher at \(spec.teacher) is not the one study '\(name)' ran with (fingerprint differs)")
         }
         let corpus = try TokenShards(directory: URL(fileURLWithPath: spec.data, isDirectory: true))
-        let scores = try store.importance(
-            teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
+        let (key, _) = try Importance.key(
+            teacherFingerprint: study.teacherFingerprint, corpus: corpus, settings: spec.importance)
+        let scores: ImportanceScores
+        if let recorded = try store.importance(key) {
+            log(
+                "importance: reusing the scores recorded in the store (teacher \(key.teacher), calibration \(key.calibration))"
+            )
+            scores = recorded
+        } else if let cached = Importance.cachedScores(key, cache: importanceCache) {
+            log("importance: reusing cached scores (teacher \(key.teacher), calibration \(key.calibration))")
+            try store.recordImportance(key, cached)
+            scores = cached
+        } else {
+            scores = try store.importance(
+                teacher: try Checkpoint.load(teacherURL), corpus: corpus, settings: spec.importance,
+                cache: importanceCache, log: log)
+        }
         let winners = try store.top(study: study.id, limit: k)
         guard !winners.isEmpty else { throw SearchError.store("study '\(name)' has no completed trial to export") }
         try OutputDirectory.check(
@@ -62,12 +81,12 @@ public enum Exporter {
         for w in winners {
             let o = w.trial.architecture.object ?? [:]
             let target = try Pruning.targetConfig(teacher: teacher.config, target: o)
-            let pruned = try Pruning.prune(teacher: teacher, to: target, scores: scores, options: spec.prune)
+            let plan = try Pruning.plan(teacher: teacher.config, target: target, scores: scores, options: spec.prune)
             let dir = out.appendingPathComponent("\(w.rank)-\(w.trial.hash)")
             let tmp = out.appendingPathComponent(".\(w.rank)-\(w.trial.hash).tmp-\(getpid())")
             try? fm.removeItem(at: tmp)
             staged.append((tmp, dir))
-            try Checkpoint.save(pruned, to: tmp, type: type)
+            try Pruning.write(plan, teacher: teacher, target: target, type: type, to: tmp)
             if let ck = w.trial.checkpoint {
                 let proxy = tmp.appendingPathComponent("proxy")
                 try fm.createDirectory(at: proxy, withIntermediateDirectories: true)

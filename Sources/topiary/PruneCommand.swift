@@ -23,8 +23,9 @@ struct PruneCommand: ParsableCommand {
     @Flag(help: "Remove the least important contiguous block of layers.") var contiguous = false
     @Option(help: "Mixtures: rank experts by gated_output_norm (router weight × output norm) or frequency.")
     var expertMetric = "gated_output_norm"
-    @Option(help: "Storage type of the output: float32, bfloat16 or float16 (default: the teacher's).") var dtype:
-        StorageType?
+    @Option(
+        help: "Storage type of the output: float32, bfloat16 or float16 (default: each tensor keeps the teacher's).")
+    var dtype: StorageType?
     @OptionGroup var importance: ImportanceOptions
     @OptionGroup var engine: EngineOptions
 
@@ -43,21 +44,30 @@ struct PruneCommand: ParsableCommand {
             directoryURL(out),
             inputs: [("--teacher", try checkpointURL(teacher)), ("--data", directoryURL(data)), ("--to", fileURL(to))],
             force: force)
-        let model = try Checkpoint.load(try checkpointURL(teacher))
-        let type = try dtype ?? Checkpoint.storageType(try checkpointURL(teacher))
+        // The teacher stays in its files: only importance, when its scores are not cached, loads
+        // it (in float32, released before pruning); the pruned model is cut a tensor at a time.
+        let teacherURL = try checkpointURL(teacher)
+        let weights = try CheckpointWeights(teacherURL)
         guard let data0 = try? Data(contentsOf: fileURL(to)), let json = JSON.parse(data0)?.object else {
             throw ModelError.invalidInput("\(to): not a JSON object")
         }
-        let target = try Pruning.targetConfig(teacher: model.config, target: json)
-        try Pruning.validate(target: target, teacher: model.config)
+        let target = try Pruning.targetConfig(teacher: weights.config, target: json)
+        try Pruning.validate(target: target, teacher: weights.config)
         let corpus = try TokenShards(directory: directoryURL(data))
-        let scores = try importance.scores(teacher: model, corpus: corpus)
+        let (key, _) = try Importance.key(
+            teacherFingerprint: Fingerprint.of(weights), corpus: corpus, settings: importance.settings)
+        let scores: ImportanceScores
+        if let cached = Importance.cachedScores(key, cache: directoryURL(importance.importanceCache)) {
+            print("importance: reusing cached scores for teacher \(key.teacher), calibration \(key.calibration)")
+            scores = cached
+        } else {
+            scores = try importance.scores(teacher: try Checkpoint.load(teacherURL), corpus: corpus)
+        }
         var options = PruneOptions()
         options.layerMetric = LayerMetric(rawValue: layerMetric)!
         options.contiguousLayers = contiguous
         options.expertMetric = ExpertMetric(rawValue: expertMetric)!
-        let plan = try Pruning.plan(teacher: model.config, target: target, scores: scores, options: options)
-        let student = Pruning.apply(plan, teacher: model, target: target)
+        let plan = try Pruning.plan(teacher: weights.config, target: target, scores: scores, options: options)
         let planJSON: JSON = [
             "layers": .array(plan.layers.map { JSON($0) }), "key_value_groups": .array(plan.groups[0].map { JSON($0) }),
             "heads": .array(plan.heads.map { .array($0.map { JSON($0) }) }),
@@ -68,12 +78,12 @@ struct PruneCommand: ParsableCommand {
             "expert_metric": .string(expertMetric)
         ]
         try OutputDirectory.replace(directoryURL(out)) { folder in
-            try Checkpoint.save(student, to: folder, type: type)
+            try Pruning.write(plan, teacher: weights, target: target, type: dtype, to: folder)
             try AtomicFile.write(planJSON.data(), to: folder.appendingPathComponent("prune_plan.json"))
         }
         print(
-            "wrote \(out): \(target.parameterCount) parameters (teacher \(model.config.parameterCount)) in "
-                + "\(type.rawValue); kept layers \(plan.layers)"
+            "wrote \(out): \(target.parameterCount) parameters (teacher \(weights.config.parameterCount)) in "
+                + "\((dtype ?? weights.storageType).rawValue); kept layers \(plan.layers)"
         )
     }
 }
