@@ -126,10 +126,13 @@ def device_and_dtype(job):
     return device, dtype
 
 
-def load_model(path, device):
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_model(path, device, dtype=torch.float32, attention="eager"):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype, attn_implementation=attention)
     return model.to(device)
 
 
@@ -167,8 +170,9 @@ class AdamW:
     def __init__(self, named, settings):
         self.named = named
         self.s = settings
-        self.m = {n: torch.zeros_like(p) for n, p in named}
-        self.v = {n: torch.zeros_like(p) for n, p in named}
+        # The moments are float32 whatever the weights are (bf16 students keep fp32 state).
+        self.m = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
+        self.v = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
         self.step = 0
 
     @torch.no_grad()
@@ -183,24 +187,32 @@ class AdamW:
         c1 = 1 / (1 - b1 ** self.step)
         c2 = 1 / (1 - b2 ** self.step)
         for n, p in self.named:
-            g = p.grad * scale
+            g = p.grad.float() * scale
             m, v = self.m[n], self.v[n]
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).add_((1 - b2) * g * g)
             decay = wd if p.ndim >= 2 else 0.0
-            p.sub_(lr * ((m * c1) / (torch.sqrt(v * c2) + eps) + decay * p))
+            if p.dtype == torch.float32:
+                p.sub_(lr * ((m * c1) / (torch.sqrt(v * c2) + eps) + decay * p))
+            else:
+                # Low-precision weights: the update in float32, rounded once into the weight.
+                w = p.float()
+                p.copy_(w - lr * ((m * c1) / (torch.sqrt(v * c2) + eps) + decay * w))
         return norm
 
 
-def distillation_loss(student_logits, teacher_logprobs, targets, loss):
+def distillation_loss(student_logits, teacher_logprobs, targets, loss, count=None):
     """distillationLoss of Sources/Proxy/Distillation.swift: KL at τ scaled by τ² and the
-    language-model loss, means over the positions whose target is not ignored (-1)."""
+    language-model loss, means over the positions whose target is not ignored (-1). With
+    `count` (the whole batch's such positions), a micro-batch's sums are divided by it instead,
+    so that the micro-batches' losses add up to the batch's."""
     tau, wkl, wlm = loss["temperature"], loss["kl"], loss["lm"]
     s = student_logits.reshape(-1, student_logits.shape[-1]).float()
     t = targets.reshape(-1)
     valid = t >= 0
-    count = int(valid.sum())
-    if count == 0:
+    if count is None:
+        count = int(valid.sum())
+    if count == 0 or int(valid.sum()) == 0:
         zero = s.sum() * 0
         return zero, 0.0, 0.0
     s, lp = s[valid], teacher_logprobs.reshape(-1, teacher_logprobs.shape[-1])[valid]
@@ -300,9 +312,11 @@ def distill(job):
     recipe = job["recipe"]
     loss = recipe["loss"]
     torch.manual_seed(0)
-    teacher = load_model(job["teacher"], device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    ex = job["execution"]
+    teacher = load_model(job["teacher"], device, DTYPES[ex["teacher_dtype"]], ex["attention"]).eval()
+    teacher.requires_grad_(False)
+    student_dtype = torch.bfloat16 if ex["student"] == "bf16" else torch.float32
+    micro = ex["micro_batch"]
     batches = load_tensors(job["batches"]["file"])
     first, last = job["batches"]["from"], job["batches"]["to"]
     validation = load_tensors(job["validation"]["file"])
@@ -312,7 +326,10 @@ def distill(job):
     beat = Heartbeat(job["heartbeat_seconds"])
     students = []
     for s in job["students"]:
-        model = load_model(s["init"], device).train()
+        model = load_model(s["init"], device, student_dtype, ex["attention"]).train()
+        if ex["activation_checkpointing"]:
+            model.config.use_cache = False
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         named = [(n, p) for n, p in model.named_parameters()]
         opt = AdamW(named, recipe["adamw"])
         if s.get("resume"):
@@ -330,28 +347,47 @@ def distill(job):
     for i, step in enumerate(range(first + 1, last + 1)):
         x = batches["tokens"][i].long().to(device)
         y = batches["targets"][i].long().to(device)
-        with torch.no_grad(), autocast():
-            t_logits = teacher(input_ids=x).logits.float()
-        t_logprobs = torch.log_softmax(t_logits / loss["temperature"], dim=-1)
-        for s in students:
-            if not s["alive"]:
-                continue
-            model, opt = s["model"], s["opt"]
-            model.zero_grad(set_to_none=False)
-            with autocast():
-                out = model(input_ids=x, output_router_logits=True) if s["moe"] else model(input_ids=x)
-            total, kl, lm = distillation_loss(out.logits, t_logprobs, y, loss)
-            value = float(total)
-            if s["moe"]:
-                # Mixtures: the load-balancing loss (E · Σ f_e P_e over every router, unweighted in
-                # transformers' aux_loss) joins the gradient with the config's coefficient, as in
-                # Topiary's engine; the reported loss stays the distillation loss.
-                total = total + s["aux_coef"] * out.aux_loss
-            if not math.isfinite(value):
+        rows = x.shape[0]
+        mb = micro if micro > 0 else rows
+        count = int((y >= 0).sum())
+        alive = [s for s in students if s["alive"]]
+        for s in alive:
+            s["model"].zero_grad(set_to_none=False)
+            s["sums"], s["bad"] = [0.0, 0.0, 0.0], None
+        # Micro-batches of at most `mb` rows: the teacher once per micro-batch (inference mode),
+        # each student's gradients accumulated; every loss is divided by the batch's token count,
+        # so the sums equal one pass over the whole batch.
+        for c0 in range(0, rows, mb):
+            xc, yc = x[c0:c0 + mb], y[c0:c0 + mb]
+            with torch.inference_mode(), autocast():
+                t_logits = teacher(input_ids=xc).logits.float()
+                t_logprobs = torch.log_softmax(t_logits / loss["temperature"], dim=-1)
+            t_logprobs = t_logprobs.clone()  # an ordinary tensor, which autograd may save
+            for s in alive:
+                if s["bad"] is not None:
+                    continue
+                model = s["model"]
+                with autocast():
+                    out = model(input_ids=xc, output_router_logits=True) if s["moe"] else model(input_ids=xc)
+                total, kl, lm = distillation_loss(out.logits, t_logprobs, yc, loss, count=count)
+                value = float(total)
+                if not math.isfinite(value):
+                    s["bad"] = f"student {s['name']} diverged at step {step}: distillation loss is {value}"
+                    continue
+                if s["moe"]:
+                    # Mixtures: the load-balancing loss (E · Σ f_e P_e over every router, unweighted in
+                    # transformers' aux_loss) joins the gradient with the config's coefficient, as in
+                    # Topiary's engine (per micro-batch, weighted by its share of the rows); the
+                    # reported loss stays the distillation loss.
+                    total = total + s["aux_coef"] * out.aux_loss * (xc.shape[0] / rows)
+                total.backward()
+                s["sums"] = [s["sums"][0] + value, s["sums"][1] + kl, s["sums"][2] + lm]
+        for s in alive:
+            if s["bad"] is not None:
                 s["alive"] = False
-                emit("error", student=s["name"], step=step, message=f"student {s['name']} diverged at step {step}: distillation loss is {value}")
+                emit("error", student=s["name"], step=step, message=s["bad"])
                 continue
-            total.backward()
+            opt = s["opt"]
             lr = learning_rate(recipe["schedule"], opt.step + 1, recipe["total_steps"], recipe["learning_rate"])
             try:
                 norm = opt.update(lr)
@@ -359,6 +395,7 @@ def distill(job):
                 s["alive"] = False
                 emit("error", student=s["name"], step=step, message=f"student {s['name']} diverged at step {step}: {e}")
                 continue
+            value, kl, lm = s["sums"]
             emit("step", student=s["name"], step=step, train_loss=value, kl=kl, lm=lm, lr=lr, grad_norm=norm)
             beat.beat(step=step)
         for s in students:

@@ -22,7 +22,12 @@ public struct BackendSpec: Sendable, Equatable {
     public var dtype = "float32"
     /// Seconds without a line from the backend after which it is killed and its trials failed.
     public var heartbeatTimeout = 300.0
+    /// How the torch backend holds a trial in memory (``TrialExecution``).
+    public var execution = TrialExecution()
     public init() {}
+
+    /// The keys a torch backend takes beyond the common ones.
+    static let executionKeys = ["attention", "teacher_dtype", "student", "micro_batch", "activation_checkpointing"]
 
     public var isBuiltin: Bool { kind == .builtin }
     public var name: String {
@@ -36,11 +41,9 @@ public struct BackendSpec: Sendable, Equatable {
     /// Parses the spec's `"backend"` object.
     static func parse(_ o: [String: JSON], fail: (String, String) -> Error) throws -> BackendSpec {
         var b = BackendSpec()
-        for k in o.keys
-        where !["name", "python", "script", "device", "dtype", "command", "heartbeat_timeout"].contains(k) {
-            throw fail(
-                "backend.\(k)", "unknown key (allowed: name, python, script, device, dtype, command, heartbeat_timeout)"
-            )
+        let allowed = ["name", "python", "script", "device", "dtype", "command", "heartbeat_timeout"] + executionKeys
+        for k in o.keys where !allowed.contains(k) {
+            throw fail("backend.\(k)", "unknown key (allowed: \(allowed.joined(separator: ", ")))")
         }
         if let d = o["device"] {
             guard let s = d.string, s == "cpu" || s == "cuda" || s.hasPrefix("cuda:") || s == "mps" else {
@@ -56,6 +59,42 @@ public struct BackendSpec: Sendable, Equatable {
         }
         if b.dtype == "bfloat16" && b.device == "cpu" {
             throw fail("backend.dtype", "bfloat16 autocast needs a GPU device; on cpu use float32")
+        }
+        b.execution.teacherDtype = b.dtype
+        if let a = o["attention"] {
+            guard let v = a.string, ["sdpa", "eager"].contains(v) else {
+                throw fail(
+                    "backend.attention",
+                    "sdpa (PyTorch's scaled dot-product attention, flash on GPUs that have it) or eager")
+            }
+            b.execution.attention = v
+        }
+        if let t = o["teacher_dtype"] {
+            guard let v = t.string, ["float32", "bfloat16"].contains(v) else {
+                throw fail("backend.teacher_dtype", "float32 or bfloat16 (the dtype the teacher is held in)")
+            }
+            b.execution.teacherDtype = v
+        }
+        if let t = o["student"] {
+            guard let v = t.string, ["autocast", "bf16"].contains(v) else {
+                throw fail(
+                    "backend.student",
+                    "autocast (float32 master weights, computing in backend.dtype) or bf16 (bfloat16 weights, float32 "
+                        + "optimizer state)")
+            }
+            b.execution.student = v
+        }
+        if let m = o["micro_batch"] {
+            guard let v = m.int, v >= 0, v <= 1 << 20 else {
+                throw fail(
+                    "backend.micro_batch",
+                    "rows per micro-batch (gradients accumulated over the batch), or 0 for the whole batch")
+            }
+            b.execution.microBatch = v
+        }
+        if let c = o["activation_checkpointing"] {
+            guard let v = c.bool else { throw fail("backend.activation_checkpointing", "true or false") }
+            b.execution.activationCheckpointing = v
         }
         if let t = o["heartbeat_timeout"] {
             guard let v = t.double, v >= 1, v <= 86_400 else {
@@ -215,8 +254,8 @@ struct ExternalBackend {
             device: spec.device, dtype: spec.dtype, teacher: URL(fileURLWithPath: teacherPath).standardizedFileURL.path,
             students: entries, batches: .init(file: batchesFile.path, from: startStep, to: endStep),
             validation: .init(file: validationFile.path, languages: languages, withKL: withKL),
-            evaluateAt: evaluateAt ?? [endStep], heartbeatSeconds: heartbeatSeconds, recipe: DistillJob.recipe(recipe),
-            run: run)
+            evaluateAt: evaluateAt ?? [endStep], heartbeatSeconds: heartbeatSeconds, execution: spec.execution,
+            recipe: DistillJob.recipe(recipe), run: run)
         let jobFile = try Self.write(job, in: jobDirectory)
         let events = try runProcess(
             jobFile: jobFile, students: students.count,

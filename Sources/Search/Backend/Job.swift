@@ -20,6 +20,8 @@ struct DistillJob: Codable, Equatable {
     var evaluateAt: [Int]
     var checkpointEvery = 0
     var heartbeatSeconds: Double
+    /// How the backend holds the trial in memory.
+    var execution = TrialExecution()
     var recipe: Recipe
     /// Free-form labels (study, candidates) the backend echoes in its logs.
     var run: JSON
@@ -27,7 +29,7 @@ struct DistillJob: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case `protocol`, kind, device, dtype, teacher, students, batches, validation
         case evaluateAt = "evaluate_at", checkpointEvery = "checkpoint_every", heartbeatSeconds = "heartbeat_seconds"
-        case recipe, run
+        case execution, recipe, run
     }
 
     struct Student: Codable, Equatable {
@@ -190,4 +192,27 @@ extension ImportanceJob {
         calibration: File(file: "/jobs/importance/calibration.safetensors"),
         validation: File(file: "/jobs/importance/validation.safetensors"),
         aggregation: Aggregation(sequence: "mean", batch: "l2"), heartbeatSeconds: 30)
+}
+
+/// Memory and numerics of a trial on the torch backend (the spec's `backend` keys of the same
+/// names; docs/backends.md).
+public struct TrialExecution: Codable, Equatable, Sendable {
+    /// `sdpa` (PyTorch's scaled dot-product attention) or `eager` (transformers' reference).
+    public var attention = "sdpa"
+    /// The dtype the teacher is held in (inference mode, no gradients).
+    public var teacherDtype = "float32"
+    /// `autocast`: float32 master weights and optimizer state, the forward in `dtype`;
+    /// `bf16`: bfloat16 weights and gradients, float32 AdamW moments.
+    public var student = "autocast"
+    /// Rows per micro-batch, gradients accumulated over the recipe's batch (0: the whole batch).
+    public var microBatch = 0
+    /// Recompute each layer's activations in the backward pass instead of keeping them.
+    public var activationCheckpointing = false
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case attention, teacherDtype = "teacher_dtype", student, microBatch = "micro_batch"
+        case activationCheckpointing = "activation_checkpointing"
+    }
 }

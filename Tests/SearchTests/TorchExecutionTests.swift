@@ -1,0 +1,99 @@
+import Foundation
+import Model
+import Proxy
+import Testing
+
+@testable import Search
+
+/// Issue 25, item 2: how the torch backend holds a trial — sdpa or eager attention, micro-batches
+/// with gradient accumulation, activation checkpointing, a bfloat16 teacher, bfloat16 students —
+/// against the same 20 steps on the default settings.
+@Suite(.serialized) struct TorchExecutionTests {
+    /// The two students' step losses on torch with `execution` (default settings: nil).
+    static func losses(_ run: SideBySide, _ execution: TrialExecution?, tag: String) throws -> [[Double]] {
+        var spec = BackendSpec()
+        spec.kind = run.backend.spec.kind
+        if let execution { spec.execution = execution }
+        let backend = ExternalBackend(spec: spec, log: { _ in })
+        let result = try backend.distill(
+            teacherPath: run.f.teacher.path,
+            students: try run.students().enumerated().map { ($1.0, $1.1, nil, run.f.root.appendingPathComponent("\(tag)-\($0)")) },
+            corpus: run.runner.corpus, recipe: run.recipe, startStep: 0, endStep: 20,
+            jobDirectory: run.f.root.appendingPathComponent("job-\(tag)"), run: [:])
+        return try (0..<2).map { i in
+            let r = try result[i]!.get()
+            #expect(r.steps.map(\.0) == Array(1...20), "\(tag): 20 steps")
+            return r.steps.map(\.1)
+        }
+    }
+
+    static func worst(_ a: [[Double]], _ b: [[Double]]) -> Double {
+        zip(a.joined(), b.joined()).map { BackendTests.relative($0, $1) }.max() ?? .nan
+    }
+
+    /// The largest |Δloss| in nats.
+    static func worstAbsolute(_ a: [[Double]], _ b: [[Double]]) -> Double {
+        zip(a.joined(), b.joined()).map { abs($0 - $1) }.max() ?? .nan
+    }
+
+    @Test func executionOptionsKeepTheLosses() throws {
+        guard let python = BackendTests.python("executionOptionsKeepTheLosses") else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let run = try SideBySide(f, spec: try BackendTests.spec(f), python: python)
+        #expect(run.recipe.batch == 4)
+        let reference = try Self.losses(run, nil, tag: "sdpa")
+        var eager = TrialExecution()
+        eager.attention = "eager"
+        let e = Self.worst(try Self.losses(run, eager, tag: "eager"), reference)
+        // Micro-batches of 1 and 3 rows (the last one short) with gradient accumulation: one batch's
+        // loss, to float32 rounding.
+        var micro = TrialExecution()
+        micro.microBatch = 1
+        let m1 = Self.worst(try Self.losses(run, micro, tag: "micro1"), reference)
+        micro.microBatch = 3
+        let m3 = Self.worst(try Self.losses(run, micro, tag: "micro3"), reference)
+        var checkpointed = TrialExecution()
+        checkpointed.activationCheckpointing = true
+        let c = Self.worst(try Self.losses(run, checkpointed, tag: "checkpointed"), reference)
+        // Low precision: a bfloat16 teacher, and bfloat16 students with float32 moments.
+        var teacher = TrialExecution()
+        teacher.teacherDtype = "bfloat16"
+        let t = Self.worstAbsolute(try Self.losses(run, teacher, tag: "bf16-teacher"), reference)
+        var student = TrialExecution()
+        student.student = "bf16"
+        let s = Self.worstAbsolute(try Self.losses(run, student, tag: "bf16-student"), reference)
+        print("reference losses (student 0):", reference[0].map { String(format: "%.4f", $0) }.joined(separator: " "))
+        print(String(format: "torch execution vs sdpa/whole batch, worst relative step-loss difference over 20 steps × 2 students: "
+                     + "eager %.1e, micro-batch 1 %.1e, micro-batch 3 %.1e, checkpointing %.1e; worst |Δloss| bf16 teacher %.1e nats, bf16 students %.1e nats",
+                     e, m1, m3, c, t, s))
+        #expect(e <= 1e-5, "sdpa vs eager: \(e)")
+        #expect(m1 <= 1e-5 && m3 <= 1e-5, "micro-batches: \(m1), \(m3)")
+        #expect(c <= 1e-5, "activation checkpointing: \(c)")
+        // bfloat16 keeps 8 bits of mantissa: each logit is rounded by up to 2^-9 of its size, about
+        // 0.01 for logits of a few units, and a KL or cross-entropy per token moves by at most that
+        // much; the losses here are KLs of 0.04–0.12 nats between a teacher and its pruned student,
+        // so the gate is absolute, 0.01 nats, not relative. They must differ (the option is real).
+        #expect(t <= 1e-2 && t > 0, "bf16 teacher: \(t)")
+        #expect(s <= 1e-2 && s > 0, "bf16 students: \(s)")
+    }
+
+    @Test func theSpecNamesBadExecutionKeys() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        for (backend, says) in [
+            (["name": "torch", "attention": "flash"] as JSON, "backend.attention"),
+            (["name": "torch", "micro_batch": -1], "backend.micro_batch"),
+            (["name": "torch", "student": "fp8"], "backend.student"),
+            (["name": "torch", "teacher_dtype": "int8"], "backend.teacher_dtype"),
+            (["name": "torch", "activation_checkpointing": "yes"], "backend.activation_checkpointing"),
+        ] {
+            #expect { _ = try BackendTests.spec(f, backend: backend) } throws: { "\($0)".contains(says) }
+        }
+        let ok = try BackendTests.spec(f, backend: ["name": "torch", "attention": "eager", "micro_batch": 2, "student": "bf16",
+                                                    "teacher_dtype": "bfloat16", "activation_checkpointing": true])
+        #expect(ok.backend.execution.attention == "eager" && ok.backend.execution.microBatch == 2
+                && ok.backend.execution.student == "bf16" && ok.backend.execution.teacherDtype == "bfloat16"
+                && ok.backend.execution.activationCheckpointing)
+    }
+}
