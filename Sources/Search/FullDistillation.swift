@@ -148,6 +148,9 @@ public enum FullDistillation {
                     + "tokens on the \(backend.name) backend, a checkpoint every \(plan.checkpointEvery)"
             )
         }
+        // One resident backend for every segment (the teacher loaded once), ended with the run.
+        let resident = ResidentBackend()
+        defer { resident.close() }
         while step < plan.steps {
             let end = min(plan.steps, (step / plan.checkpointEvery + 1) * plan.checkpointEvery)
             // The curve point is written before the checkpoint is: a run killed between the two
@@ -183,7 +186,9 @@ public enum FullDistillation {
                 // the curve point is recorded.
                 let staging = plan.out.appendingPathComponent("staging")
                 try? fm.removeItem(at: staging)
-                let result = try ExternalBackend(spec: backend, log: log).distill(
+                let result = try ExternalBackend(
+                    spec: backend, log: log, resident: backend.protocolVersion == 2 ? resident : nil
+                ).distill(
                     teacherPath: plan.teacher, students: [(plan.name, init_, resumeURL, staging)], corpus: corpus,
                     recipe: plan.recipe,
                     startStep: step, endStep: end, jobDirectory: plan.out.appendingPathComponent("job"),

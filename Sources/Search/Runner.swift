@@ -24,6 +24,11 @@ public final class SearchRunner {
     let importanceCache: URL
     var scores: ImportanceScores?
     var cleanedJobFolders = false
+    /// The worker's resident backend (protocol 2), started at its first job, ended with the run.
+    let residentBackend = ResidentBackend()
+    var backendResident: ResidentBackend? {
+        !spec.backend.isBuiltin && spec.backend.protocolVersion == 2 ? residentBackend : nil
+    }
 
     /// Loads the teacher and corpus and enumerates the space, after checking the corpus and the
     /// memory of `studentsPerClaim` students against the spec. Nothing is written yet.
@@ -100,7 +105,7 @@ public final class SearchRunner {
             ? nil
             : { [self] calibration in
                 log("importance: computed by the \(spec.backend.name) backend")
-                return try ExternalBackend(spec: spec.backend, log: log).importance(
+                return try ExternalBackend(spec: spec.backend, log: log, resident: backendResident).importance(
                     teacherPath: spec.teacher, teacher: teacher, corpus: corpus, calibration: calibration,
                     settings: spec.importance,
                     jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent(
@@ -324,7 +329,7 @@ public final class SearchRunner {
             // The same pruned inits, batches, recipe and evaluation windows, run by the external
             // backend (docs/backends.md); its failures end these trials, not the study.
             let job = jobDirectory(trials)
-            outcomes = try ExternalBackend(spec: spec.backend, log: log).distill(
+            outcomes = try ExternalBackend(spec: spec.backend, log: log, resident: backendResident).distill(
                 teacherPath: spec.teacher,
                 students: students.enumerated().map { (i, s) in (s.0, s.1, resume[i], checkpointURL(trials[i])) },
                 corpus: corpus, recipe: recipe, startStep: startStep, endStep: trials[0].fidelity,
@@ -411,6 +416,7 @@ public final class SearchRunner {
 
     /// prepare → (work → advance)* until done.
     public func run(worker: String, extend: Bool) throws -> Int64 {
+        defer { residentBackend.close() }
         let study = try prepare(extend: extend)
         var announced: [String] = []
         while true {

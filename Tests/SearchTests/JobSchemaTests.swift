@@ -113,17 +113,22 @@ import Testing
         let lines = try Self.exampleLines()
         #expect(lines.map { $0["event"]?.string } == BackendEvent.examples.map(\.event))
         // Every example line decodes into its type and equals the example it was written from.
-        #expect(try BackendEvent.decode(BackendEvent.Step.self, lines[1]).get() == BackendEvent.examples[1].example as? BackendEvent.Step)
-        #expect(try BackendEvent.decode(BackendEvent.Eval.self, lines[2]).get() == BackendEvent.examples[2].example as? BackendEvent.Eval)
-        #expect(try BackendEvent.decode(BackendEvent.Importance.self, lines[7]).get()
-                == BackendEvent.examples[7].example as? BackendEvent.Importance)
+        func index(_ event: String) -> Int { BackendEvent.examples.firstIndex { $0.event == event }! }
+        let (stepAt, evalAt, importanceAt) = (index("step"), index("eval"), index("importance"))
+        #expect(try BackendEvent.decode(BackendEvent.Step.self, lines[stepAt]).get()
+                == BackendEvent.examples[stepAt].example as? BackendEvent.Step)
+        #expect(try BackendEvent.decode(BackendEvent.Eval.self, lines[evalAt]).get()
+                == BackendEvent.examples[evalAt].example as? BackendEvent.Eval)
+        #expect(try BackendEvent.decode(BackendEvent.Importance.self, lines[importanceAt]).get()
+                == BackendEvent.examples[importanceAt].example as? BackendEvent.Importance)
+        #expect(try BackendEvent.decode(BackendEvent.Start.self, lines[index("start")]).get().teacherLoaded == true)
         // Optional fields may go; required ones may not, and the error names the field.
-        var step = lines[1]
+        var step = lines[stepAt]
         step["kl"] = nil
         #expect(try BackendEvent.decode(BackendEvent.Step.self, step).get().kl == nil)
         step["train_loss"] = nil
         #expect(BackendEvent.decode(BackendEvent.Step.self, step) == .failure(.init("train_loss: missing")))
-        var eval = lines[2]
+        var eval = lines[evalAt]
         eval["windows"] = [["x", 1, 0]]
         #expect(BackendEvent.decode(BackendEvent.Eval.self, eval) == .failure(.init("windows[0][0]: expected Double")))
     }
@@ -132,14 +137,14 @@ import Testing
         guard let python = BackendTests.python("theTorchBackendChecksWhatItPrints") else { return }
         let script = JobSchemaTests.root.appendingPathComponent("backends/torch/topiary_backend.py").path
         let ok = try Services.run(python, [script, "--check-events", Self.example.path])
-        #expect(ok.status == 0 && ok.out.contains("8 lines fit the event schema"), "\(ok.out)")
+        #expect(ok.status == 0 && ok.out.contains("9 lines fit the event schema"), "\(ok.out)")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-events-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let text = try String(contentsOf: Self.example, encoding: .utf8)
-        for (from, to, says) in [("\"train_loss\"", "\"loss\"", "line 2 (step).train_loss: missing"),
-                                 ("\"windows\":[[10.5,8,0.25]]", "\"windows\":[[\"10.5\",8,0.25]]", "line 3 (eval).windows[0][0]: expected number"),
-                                 ("\"event\":\"done\"", "\"event\":\"finished\"", "line 7: unknown event 'finished'")] {
+        for (from, to, says) in [("\"train_loss\"", "\"loss\"", "line 3 (step).train_loss: missing"),
+                                 ("\"windows\":[[10.5,8,0.25]]", "\"windows\":[[\"10.5\",8,0.25]]", "line 4 (eval).windows[0][0]: expected number"),
+                                 ("\"event\":\"done\"", "\"event\":\"finished\"", "line 8: unknown event 'finished'")] {
             #expect(text.contains(from), "\(from)")
             let bad = dir.appendingPathComponent("events.jsonl")
             try text.replacingOccurrences(of: from, with: to).write(to: bad, atomically: true, encoding: .utf8)

@@ -28,7 +28,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-PROTOCOL = 1
+PROTOCOL = 1          # the job file's format
+SERVE_PROTOCOL = 2    # the conversation of a resident backend (--serve)
 # The job schemas Topiary generates from its job types (docs/schema/, checked by Swift's
 # JobSchemaTests against the types): every job is checked against its kind's before it runs.
 SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "schema")
@@ -127,6 +128,32 @@ def device_and_dtype(job):
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+# A resident backend (--serve) holds the teacher of its last distill job: the next job with the
+# same teacher (path, files, dtype, attention, device) reuses it instead of loading it again.
+TEACHER = {}
+
+
+def stamp(path):
+    """What identifies a checkpoint folder's contents: its files' names, sizes and times."""
+    out = []
+    for name in sorted(os.listdir(path)):
+        if name.endswith((".safetensors", ".json")):
+            st = os.stat(os.path.join(path, name))
+            out.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def teacher_for(path, device, dtype, attention):
+    key = (os.path.realpath(path), stamp(path), str(device), str(dtype), attention)
+    if TEACHER.get("key") == key:
+        return TEACHER["model"], False
+    TEACHER.clear()  # one teacher at a time: the previous one's memory goes first
+    model = load_model(path, device, dtype, attention).eval()
+    model.requires_grad_(False)
+    TEACHER.update(key=key, model=model)
+    return model, True
 
 
 def load_model(path, device, dtype=torch.float32, attention="eager"):
@@ -313,8 +340,7 @@ def distill(job):
     loss = recipe["loss"]
     torch.manual_seed(0)
     ex = job["execution"]
-    teacher = load_model(job["teacher"], device, DTYPES[ex["teacher_dtype"]], ex["attention"]).eval()
-    teacher.requires_grad_(False)
+    teacher, loaded = teacher_for(job["teacher"], device, DTYPES[ex["teacher_dtype"]], ex["attention"])
     student_dtype = torch.bfloat16 if ex["student"] == "bf16" else torch.float32
     micro = ex["micro_batch"]
     batches = load_tensors(job["batches"]["file"])
@@ -343,7 +369,7 @@ def distill(job):
         students.append({"name": s["name"], "model": model, "opt": opt, "out": s["out"], "alive": True,
                          "moe": moe, "aux_coef": float(getattr(cfg, "router_aux_loss_coef", 0.0) or 0.0)})
     emit("start", protocol=PROTOCOL, backend="torch", torch=torch.__version__, device=str(device), dtype=str(dtype).replace("torch.", ""),
-         students=[s["name"] for s in students], first=first + 1, last=last)
+         students=[s["name"] for s in students], first=first + 1, last=last, teacher_loaded=loaded)
     for i, step in enumerate(range(first + 1, last + 1)):
         x = batches["tokens"][i].long().to(device)
         y = batches["targets"][i].long().to(device)
@@ -535,7 +561,43 @@ def importance(job):
     return 0
 
 
+def run_job(path):
+    """Runs one job file; returns the exit status protocol 1 would give."""
+    job = json.load(open(path))
+    if job.get("protocol") != PROTOCOL:
+        raise ValueError(f"job protocol {job.get('protocol')} is not {PROTOCOL}")
+    check_job(job)
+    kind = job.get("kind")
+    if kind == "distill":
+        return distill(job)
+    if kind == "importance":
+        return importance(job)
+    raise ValueError(f"unknown job kind '{kind}'")
+
+
+def serve():
+    """Protocol 2: says `ready`, then runs each job whose path comes on a line of stdin, each
+    answered as protocol 1 answers it and ended by its `done` line; a job that fails says `error`
+    (no student) and `done`, and the backend waits for the next. Ends at the end of stdin."""
+    emit("ready", protocol=SERVE_PROTOCOL, backend="torch")
+    for line in sys.stdin:
+        path = line.strip()
+        if not path:
+            continue
+        try:
+            run_job(path)
+        except Exception as e:  # noqa: BLE001 - every failure is reported to Topiary as a message
+            message = f"{type(e).__name__}: {e}"
+            emit("error", message=message)
+            emit("done", failed=[])
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+    return 0
+
+
 def main(argv):
+    if len(argv) == 2 and argv[1] == "--serve":
+        return serve()
     if len(argv) == 3 and argv[1] == "--check-job":
         # Checks a job file against the schema and exits: 0 when it fits, 1 with the reason.
         try:
@@ -559,19 +621,10 @@ def main(argv):
         print(f"{argv[2]}: {len(lines)} lines fit the event schema")
         return 0
     if len(argv) != 2:
-        sys.stderr.write("usage: topiary_backend.py JOB.json | --check-job JOB.json | --check-events EVENTS.jsonl\n")
+        sys.stderr.write("usage: topiary_backend.py JOB.json | --serve | --check-job JOB.json | --check-events EVENTS.jsonl\n")
         return 2
     try:
-        job = json.load(open(argv[1]))
-        if job.get("protocol") != PROTOCOL:
-            raise ValueError(f"job protocol {job.get('protocol')} is not {PROTOCOL}")
-        check_job(job)
-        kind = job.get("kind")
-        if kind == "distill":
-            return distill(job)
-        if kind == "importance":
-            return importance(job)
-        raise ValueError(f"unknown job kind '{kind}'")
+        return run_job(argv[1])
     except Exception as e:  # noqa: BLE001 - every failure is reported to Topiary as a message
         message = f"{type(e).__name__}: {e}"
         emit("error", message=message)

@@ -24,6 +24,9 @@ public struct BackendSpec: Sendable, Equatable {
     public var heartbeatTimeout = 300.0
     /// How the torch backend holds a trial in memory (``TrialExecution``).
     public var execution = TrialExecution()
+    /// 2: one resident process per worker takes job after job on its stdin (the torch backend's
+    /// default); 1: a process per job (a command's default).
+    public var protocolVersion = 1
     public init() {}
 
     /// The keys a torch backend takes beyond the common ones.
@@ -41,7 +44,8 @@ public struct BackendSpec: Sendable, Equatable {
     /// Parses the spec's `"backend"` object.
     static func parse(_ o: [String: JSON], fail: (String, String) -> Error) throws -> BackendSpec {
         var b = BackendSpec()
-        let allowed = ["name", "python", "script", "device", "dtype", "command", "heartbeat_timeout"] + executionKeys
+        let allowed =
+            ["name", "python", "script", "device", "dtype", "command", "heartbeat_timeout", "protocol"] + executionKeys
         for k in o.keys where !allowed.contains(k) {
             throw fail("backend.\(k)", "unknown key (allowed: \(allowed.joined(separator: ", ")))")
         }
@@ -112,6 +116,7 @@ public struct BackendSpec: Sendable, Equatable {
                     "a non-empty list of strings (the program and its arguments; the job file is appended)")
             }
             b.kind = .command(parts)
+            b.protocolVersion = try protocolVersion(o, default: 1, fail: fail)
             return b
         }
         switch o["name"]?.string ?? "builtin" {
@@ -124,10 +129,19 @@ public struct BackendSpec: Sendable, Equatable {
                 throw fail("backend.python", "the path of a Python with torch and transformers")
             }
             b.kind = .torch(python: o["python"]?.string ?? Self.defaultPython(), script: o["script"]?.string)
+            b.protocolVersion = try protocolVersion(o, default: 2, fail: fail)
         case let other:
             throw fail("backend.name", "'\(other)' is not builtin or torch (or give a command)")
         }
         return b
+    }
+
+    static func protocolVersion(_ o: [String: JSON], default d: Int, fail: (String, String) -> Error) throws -> Int {
+        guard let v = o["protocol"] else { return d }
+        guard let n = v.int, n == 1 || n == 2 else {
+            throw fail("backend.protocol", "1 (a process per job) or 2 (one resident process per worker)")
+        }
+        return n
     }
 
     /// `TOPIARY_PYTHON`, else `.venv/bin/python` in the working folder, else the environment
@@ -194,9 +208,31 @@ struct BackendTrialResult {
 }
 
 /// Runs a claim's students through an external backend.
+/// A worker's resident backend process (protocol 2), kept from one job to the next so that the
+/// teacher is loaded once per worker; ``close()`` ends it (stdin closed, then its group killed).
+public final class ResidentBackend: @unchecked Sendable {
+    var process: BackendProcess?
+    /// Jobs sent to the current process.
+    var jobs = 0
+    public init() {}
+
+    public func close() {
+        guard let p = process else { return }
+        try? p.input?.close()
+        let deadline = Date().addingTimeInterval(ExternalBackend.exitGrace)
+        while p.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        p.stop()
+        process = nil
+    }
+
+    deinit { close() }
+}
+
 struct ExternalBackend {
     let spec: BackendSpec
     let log: (String) -> Void
+    /// The worker's resident backend (protocol 2), or nil: one process per job (protocol 1).
+    var resident: ResidentBackend? = nil
 
     /// - Returns: per student index, its result or the failure message (the backend's own words).
     func distill(
@@ -400,88 +436,111 @@ struct ExternalBackend {
     func runProcess(jobFile: URL, students: Int = 1, steps: (first: Int, last: Int, tokens: Int)? = nil) throws
         -> Events
     {
+        if let resident { return try runResident(resident, jobFile: jobFile, students: students, steps: steps) }
         let command = try spec.commandLine()
-        let executable = command[0]
-        let p = Process()
-        if executable.contains("/") && !FileManager.default.isExecutableFile(atPath: executable) {
-            return .failed("backend \(spec.name): \(executable) is missing or not executable")
-        }
         try Interruption.check()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = command + [jobFile.path]
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        do { try p.run() } catch { return .failed("backend \(spec.name): cannot start \(executable): \(error)") }
-        // Foundation starts the backend as the leader of its own process group: signals to the
-        // group reach whatever it started too.
-        let pid = p.processIdentifier
-        Interruption.register(pid)
-        defer {
-            // Whatever the backend left behind (a child holding the pipes, a worker pool) goes with it.
-            Interruption.signalGroup(pid, SIGKILL)
-            Interruption.unregister(pid)
+        let proc: BackendProcess
+        switch BackendProcess.start(command + [jobFile.path], name: spec.name, stdin: false) {
+        case let .failure(message): return .failed(message.description)
+        case let .success(started): proc = started
         }
-        // Lines are read on their own thread (new bytes scanned once: linear in the output), handed
-        // over in batches; the clock watches for silence.
-        final class Reader: @unchecked Sendable {
-            let lock = NSLock()
-            var lines: [String] = [], last = Date(), done = false, overflow = false, stderr = Data()
+        // Whatever the backend left behind (a child holding the pipes, a worker pool) goes with it.
+        defer { proc.stop() }
+        return try watch(proc, students: students, steps: steps, resident: false).events
+    }
+
+    /// A job on the worker's resident backend (protocol 2): started with `--serve` on first use
+    /// (it says `ready`), then sent each job file's path on its stdin. A backend that fails a job
+    /// other than by an error line (silence, a malformed line, an exit) is stopped and the next
+    /// job starts a fresh one.
+    func runResident(
+        _ slot: ResidentBackend, jobFile: URL, students: Int, steps: (first: Int, last: Int, tokens: Int)?
+    ) throws -> Events {
+        try Interruption.check()
+        if let old = slot.process, !old.process.isRunning {
+            old.stop()
+            slot.process = nil
         }
-        let reader = Reader()
-        let maxLine = Self.maxLineBytes
-        let group = DispatchGroup()
-        group.enter()
-        Thread.detachNewThread {
-            defer { group.leave() }
-            var pending: [UInt8] = []
-            while true {
-                let chunk = out.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                var complete: [String] = []
-                var start = chunk.startIndex
-                var overflow = false
-                while !overflow, let nl = chunk[start...].firstIndex(of: 0x0A) {
-                    pending.append(contentsOf: chunk[start..<nl])
-                    overflow = pending.count > maxLine
-                    if !overflow { complete.append(String(decoding: pending, as: UTF8.self)) }
-                    pending.removeAll(keepingCapacity: true)
-                    start = nl + 1
+        if slot.process == nil {
+            switch BackendProcess.start(try spec.commandLine() + ["--serve"], name: spec.name, stdin: true) {
+            case let .failure(message): return .failed(message.description)
+            case let .success(started):
+                if let refused = try awaitReady(started) {
+                    started.stop()
+                    return .failed(refused)
                 }
-                if !overflow { pending.append(contentsOf: chunk[start...]) }
-                // The only place a line's length is checked: a longer one is never handed over.
-                overflow = overflow || pending.count > maxLine
-                reader.lock.lock()
-                reader.lines += complete
-                reader.last = Date()
-                reader.overflow = overflow
-                var backlog = reader.lines.count
-                reader.lock.unlock()
-                if overflow { break }
-                // Back-pressure: a backend that floods waits for the lines to be looked at.
-                while backlog > 100_000 {
-                    Thread.sleep(forTimeInterval: 0.01)
-                    reader.lock.lock(); backlog = reader.lines.count; reader.lock.unlock()
+                slot.process = started
+                slot.jobs = 0
+                log("backend \(spec.name): resident process \(started.pid) started (protocol 2)")
+            }
+        }
+        let proc = slot.process!
+        guard proc.send(jobFile.path) else {
+            proc.stop()
+            slot.process = nil
+            return .failed("backend \(spec.name): the resident process no longer reads its jobs (it exited?)")
+        }
+        slot.jobs += 1
+        let watched: (events: Events, alive: Bool)
+        do { watched = try watch(proc, students: students, steps: steps, resident: true) } catch {
+            proc.stop()
+            slot.process = nil
+            throw error
+        }
+        if !watched.alive {
+            proc.stop()
+            slot.process = nil
+        }
+        return watched.events
+    }
+
+    /// Waits for a resident backend's `ready` line (protocol 2); nil when it came, else why not.
+    func awaitReady(_ proc: BackendProcess) throws -> String? {
+        let started = Date()
+        while true {
+            proc.reader.lock.lock()
+            let fresh = proc.reader.lines
+            proc.reader.lines.removeAll(keepingCapacity: true)
+            let finished = proc.reader.done
+            proc.reader.lock.unlock()
+            for line in fresh where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+                let object = JSON.parse(Data(line.utf8))?.object
+                guard object?["event"]?.string == "ready" else {
+                    return "backend \(spec.name) does not speak protocol 2 (its first line was not `ready`: "
+                        + String(line.prefix(200)) + "); give \"protocol\": 1 in the spec's backend"
                 }
+                guard object?["protocol"]?.int == 2 else {
+                    return
+                        "backend \(spec.name) is ready for protocol \(object?["protocol"].map { "\($0)" } ?? "?"), not 2"
+                }
+                return nil
             }
-            reader.lock.lock()
-            if !pending.isEmpty && !reader.overflow { reader.lines.append(String(decoding: pending, as: UTF8.self)) }
-            reader.done = true
-            reader.lock.unlock()
-        }
-        group.enter()
-        Thread.detachNewThread {
-            defer { group.leave() }
-            // The tail is what a failure message quotes; the rest is dropped as it comes.
-            var kept = Data()
-            while true {
-                let chunk = err.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                kept.append(chunk)
-                if kept.count > 1 << 16 { kept = kept.suffix(1 << 15) }
+            if finished || !proc.process.isRunning {
+                proc.reader.lock.lock()
+                let tail = String(decoding: proc.reader.stderr, as: UTF8.self).trimmingCharacters(
+                    in: .whitespacesAndNewlines)
+                proc.reader.lock.unlock()
+                return "backend \(spec.name) exited before it was ready: " + String(tail.suffix(500))
             }
-            reader.lock.lock(); reader.stderr = kept; reader.lock.unlock()
+            if let s = Interruption.requested {
+                proc.stop()
+                throw Interruption.Interrupted(signal: s)
+            }
+            if Date().timeIntervalSince(started) > spec.heartbeatTimeout {
+                return "backend \(spec.name) was not ready within \(Int(spec.heartbeatTimeout)) s (heartbeat timeout)"
+            }
+            Thread.sleep(forTimeInterval: 0.02)
         }
+    }
+
+    /// Watches a started backend through one job: its lines, its silence, its exit. `resident`:
+    /// the job ends at its `done` line and the process is left running for the next one.
+    func watch(
+        _ proc: BackendProcess, students: Int, steps: (first: Int, last: Int, tokens: Int)?, resident: Bool
+    ) throws -> (events: Events, alive: Bool) {
+        let (p, pid, reader, group) = (proc.process, proc.pid, proc.reader, proc.group)
+        // A resident backend was idle before this job: its silence counts from now.
+        reader.lock.lock(); reader.last = Date(); reader.lock.unlock()
         var events: [[String: JSON]] = []
         var failure: String?
         var interrupted: Int32?
@@ -498,7 +557,7 @@ struct ExternalBackend {
             reader.lines.removeAll(keepingCapacity: true)
             let silent = Date().timeIntervalSince(reader.last), finished = reader.done, overflow = reader.overflow
             reader.lock.unlock()
-            for line in fresh where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            for line in fresh where !line.trimmingCharacters(in: .whitespaces).isEmpty && !(resident && sawDone) {
                 guard let object = JSON.parse(Data(line.utf8))?.object, let event = object["event"]?.string else {
                     let nonFinite = ["NaN", "Infinity"].contains { line.contains($0) }
                     failure =
@@ -546,6 +605,7 @@ struct ExternalBackend {
             if exitedAt == nil && (!p.isRunning || Interruption.childExit(pid) != nil) { exitedAt = Date() }
             // Done: the output ended, or the backend exited and what it left holding its stdout
             // had `leftoverGrace` to let go, or it said `done` and had `exitGrace` to exit.
+            if resident && sawDone { break }
             if finished && (!p.isRunning || sawDone) { break }
             if let e = exitedAt, Date().timeIntervalSince(e) > Self.leftoverGrace { break }
             if let d = doneAt, Date().timeIntervalSince(d) > Self.exitGrace {
@@ -558,6 +618,16 @@ struct ExternalBackend {
                 break
             }
             Thread.sleep(forTimeInterval: 0.05)
+        }
+        // A resident backend that finished its job stays for the next one; a job-level error
+        // (no student named) fails every student of this job.
+        if resident && sawDone && failure == nil && interrupted == nil {
+            if let said = events.last(where: { $0["event"]?.string == "error" && $0["student"] == nil }) {
+                return (
+                    .failed("backend \(spec.name): " + (said["message"]?.string ?? "an error without a message")), true
+                )
+            }
+            return (.lines(events), true)
         }
         if let interrupted {
             // Stopped by a signal: SIGTERM went to the group (``Interruption``); give it time to
@@ -573,7 +643,7 @@ struct ExternalBackend {
         let deadline = Date().addingTimeInterval(2)
         while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         _ = group.wait(timeout: .now() + 2)
-        if let failure { return .failed(failure) }
+        if let failure { return (.failed(failure), false) }
         // A descendant that left the group may still hold them: the status is then the one peeked.
         let exit: (status: Int32, signaled: Bool) =
             p.isRunning
@@ -586,12 +656,15 @@ struct ExternalBackend {
         let status = exit.signaled ? "was killed by signal \(exit.status)" : "exited with status \(exit.status)"
         // `done` said and exited: a non-zero status after it (or the kill of one that would not
         // exit) leaves the per-student errors to say the rest.
-        if sawDone { return .lines(events) }
+        if sawDone { return (.lines(events), false) }
         if exit.status != 0 || exit.signaled {
-            return .failed("backend \(spec.name) \(status): " + (said ?? String(stderrText.suffix(500))))
+            return (.failed("backend \(spec.name) \(status): " + (said ?? String(stderrText.suffix(500)))), false)
         }
-        return .failed(
-            "backend \(spec.name) exited with status 0 without its done line" + (said.map { ": \($0)" } ?? ""))
+        return (
+            .failed(
+                "backend \(spec.name) exited with status 0 without its done line" + (said.map { ": \($0)" } ?? "")),
+            false
+        )
     }
 
     /// A progress line for a backend's step (tokens/s and ETA over all students).

@@ -8,6 +8,12 @@ import Model
 /// (`docs/schema/backend-events.example.jsonl`). Optional fields may be absent; a line may carry
 /// informational fields beyond these (the torch version, `val_loss`), which Topiary ignores.
 enum BackendEvent {
+    /// A resident backend (protocol 2) is ready for jobs on its stdin.
+    struct Ready: Codable, Equatable {
+        var `protocol`: Int
+        var backend: String
+    }
+
     /// The backend started the job (informational).
     struct Start: Codable, Equatable {
         var `protocol`: Int
@@ -17,6 +23,12 @@ enum BackendEvent {
         var students: [String]?
         var first: Int?
         var last: Int?
+        /// Whether this job loaded the teacher (false: a resident backend reused the one it holds).
+        var teacherLoaded: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case `protocol`, backend, device, dtype, students, first, last, teacherLoaded = "teacher_loaded"
+        }
     }
 
     /// A student's optimizer step: the distillation loss before the update, and what went into it.
@@ -80,11 +92,12 @@ enum BackendEvent {
 
     /// The events by name, each with an example that fills every field (for the schema).
     static let examples: [(event: String, example: any Encodable & Sendable)] = [
+        ("ready", Ready(protocol: 2, backend: "torch")),
         (
             "start",
             Start(
                 protocol: 1, backend: "torch", device: "cpu", dtype: "float32", students: ["a"], first: 1,
-                last: 2)
+                last: 2, teacherLoaded: true)
         ),
         ("step", Step(student: "a", step: 1, trainLoss: 2.5, kl: 2.25, lm: 2.75, lr: 1e-3, gradNorm: 0.5)),
         ("eval", Eval(student: "a", step: 2, windows: [[10.5, 8, 0.25]])),
