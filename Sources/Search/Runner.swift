@@ -334,6 +334,7 @@ public final class SearchRunner {
                 students: students.enumerated().map { (i, s) in (s.0, s.1, resume[i], checkpointURL(trials[i])) },
                 corpus: corpus, recipe: recipe, startStep: startStep, endStep: trials[0].fidelity,
                 evaluateAt: evaluateAt, jobDirectory: job,
+                batchCache: results.appendingPathComponent(spec.study).appendingPathComponent("batches"),
                 run: ["study": .string(spec.study), "candidates": .array(trials.map { .string($0.hash) })])
         }
         let seconds = Date().timeIntervalSince(start) / Double(trials.count)

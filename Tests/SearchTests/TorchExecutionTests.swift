@@ -96,4 +96,51 @@ import Testing
                 && ok.backend.execution.student == "bf16" && ok.backend.execution.teacherDtype == "bfloat16"
                 && ok.backend.execution.activationCheckpointing)
     }
+
+    /// Issue 25, item 4: a 12-claim study on the torch backend. Protocol 2 (the default) starts one
+    /// backend for the worker and loads the teacher once, where protocol 1 loads it for every
+    /// claim; the batches come from one shared file per step range, and both studies score every
+    /// candidate alike.
+    @Test func aResidentBackendLoadsTheTeacherOnce() throws {
+        guard let python = BackendTests.python("aResidentBackendLoadsTheTeacherOnce") else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        func run(_ version: Int) throws -> (loaded: Int, reused: Int, scores: [String: Double], out: String) {
+            let spec = try f.writeSpec(f.spec([
+                "budget": ["min": 1, "max": JSON(f.config.parameterCount)],
+                "proxy": ["steps": 4, "batch_size": 4, "sequence_length": 16, "eval_tokens": 32, "learning_rate": 1e-3],
+                "strategy": ["name": "grid"],
+                "backend": ["name": "torch", "python": .string(python), "device": "cpu", "protocol": JSON(version)],
+            ]), name: "protocol-\(version).json")
+            let db = f.root.appendingPathComponent("protocol-\(version).sqlite").path
+            let r = try topiary(["search", "run", spec, "--db", db, "--artifacts", f.root.appendingPathComponent("artifacts-\(version)").path,
+                                 "--importance-cache", f.root.appendingPathComponent("importance").path,
+                                 "--threads", "1", "--students-per-claim", "1"], in: f.root, timeout: 1200)
+            #expect(r.status == 0, "\(r.out)\n\(r.err)")
+            let lines = r.out.split(separator: "\n")
+            let store = try StudyStore(path: db, access: .read)
+            defer { store.close() }
+            var scores: [String: Double] = [:]
+            for t in try store.trials(study: try #require(try store.study(named: "tiny")).id) { scores[t.hash] = t.score }
+            return (lines.filter { $0.hasSuffix(": teacher loaded") }.count, lines.filter { $0.hasSuffix(": teacher reused") }.count,
+                    scores, r.out)
+        }
+        let t0 = Date()
+        let resident = try run(2)
+        let t1 = Date()
+        let perClaim = try run(1)
+        let t2 = Date()
+        #expect(resident.scores.count == 12 && resident.scores.values.allSatisfy { $0.isFinite }, "\(resident.scores)")
+        #expect(resident.loaded == 1 && resident.reused == 11, "protocol 2: \(resident.loaded) loads, \(resident.reused) reuses\n\(resident.out)")
+        #expect(perClaim.loaded == 12 && perClaim.reused == 0, "protocol 1: \(perClaim.loaded) loads")
+        #expect(resident.out.contains("resident process") && resident.out.contains("started (protocol 2)"))
+        // The same tokens and the same arithmetic: every candidate's score equal across protocols.
+        #expect(resident.scores.keys.sorted() == perClaim.scores.keys.sorted())
+        for (hash, score) in resident.scores { #expect(score == perClaim.scores[hash], "\(hash): \(score) vs \(perClaim.scores[hash] ?? .nan)") }
+        // One batches file for the 12 claims of the same steps.
+        let batches = try FileManager.default.contentsOfDirectory(atPath: f.root.appendingPathComponent("artifacts-2/tiny/batches").path)
+        #expect(batches.count == 1, "\(batches)")
+        print(String(format: "resident backend, 12 claims: teacher loaded %d× in %.1f s (protocol 1: %d× in %.1f s)",
+                     resident.loaded, t1.timeIntervalSince(t0), perClaim.loaded, t2.timeIntervalSince(t1)))
+    }
 }

@@ -239,7 +239,7 @@ struct ExternalBackend {
         teacherPath: String, students: [(name: String, model: DecoderModel, resume: URL?, out: URL)],
         corpus: TokenShards,
         recipe: DistillationRecipe, startStep: Int, endStep: Int, evaluateAt: [Int]? = nil, jobDirectory: URL,
-        run: JSON
+        batchCache: URL? = nil, run: JSON
     ) throws -> [Int: Result<BackendTrialResult, SearchError>] {
         // Refused before anything is written.
         if let moe = students.first(where: { $0.model.config.family.hasAttentionExperts }) {
@@ -263,23 +263,11 @@ struct ExternalBackend {
             entries.append(
                 DistillJob.Student(name: s.name, init: initDir.path, resume: s.resume?.path, out: s.out.path))
         }
-        // The exact batches of steps startStep+1 … endStep.
-        let sampler = try BatchSampler(
-            shards: corpus, batch: recipe.batch, sequence: recipe.sequence, sampling: .temperature(recipe.alpha),
-            seed: recipe.seed)
-        var tokens: [Int32] = [], targets: [Int32] = []
-        let steps = endStep - startStep
-        for step in (startStep + 1)...endStep {
-            let b = sampler.batch(step: step)
-            tokens += b.tokens
-            targets += b.targets
-        }
-        let batchesFile = jobDirectory.appendingPathComponent("batches.safetensors")
-        try SafeTensorsWriter.write(
-            int32: [
-                ("tokens", [steps, recipe.batch, recipe.sequence], tokens),
-                ("targets", [steps, recipe.batch, recipe.sequence], targets)
-            ], to: batchesFile)
+        // The exact batches of steps startStep+1 … endStep: in the job folder, or in `batchCache`
+        // once for every claim of the same steps (named by what draws them).
+        let batchesFile = try Self.batches(
+            corpus: corpus, recipe: recipe, from: startStep, to: endStep,
+            in: batchCache ?? jobDirectory, shared: batchCache != nil)
         let languages = corpus.languages
         let T = recipe.sequence
         let validationFile = jobDirectory.appendingPathComponent("validation.safetensors")
@@ -296,9 +284,54 @@ struct ExternalBackend {
         let events = try runProcess(
             jobFile: jobFile, students: students.count,
             steps: (startStep, endStep, recipe.batch * recipe.sequence * students.count))
+        if case let .lines(lines) = events,
+            let loaded = lines.first(where: { $0["event"]?.string == "start" })?["teacher_loaded"]?.bool
+        {
+            let on =
+                resident.map { "job \($0.jobs) on resident process \($0.process.map { String($0.pid) } ?? "?")" }
+                ?? "a process for this job"
+            log("backend \(spec.name): \(on): teacher \(loaded ? "loaded" : "reused")")
+        }
         return collect(
             events: events, students: students.map(\.name), languages: languages, withKL: withKL, T: T,
             windowLanguages: vLanguage, startStep: startStep, endStep: endStep, evaluateAt: evaluateAt ?? [endStep])
+    }
+
+    /// The file of `recipe`'s batches for steps from+1 … to, as int32 `tokens` and `targets`
+    /// (steps, B, T): the built-in engine's sampler's, token for token. `shared`: reused when a file
+    /// drawn by the same corpus, recipe and steps is already there (written atomically, so workers
+    /// that race write the same bytes).
+    static func batches(
+        corpus: TokenShards, recipe: DistillationRecipe, from startStep: Int, to endStep: Int, in folder: URL,
+        shared: Bool
+    ) throws -> URL {
+        var url = folder.appendingPathComponent("batches.safetensors")
+        if shared {
+            var f = Fingerprint()
+            f.add(corpus.directory.standardizedFileURL.path)
+            f.add(JSON.object(corpus.stats.mapValues { .object($0.mapValues { JSON($0.tokens) }) }).description)
+            f.add("\(recipe.batch) \(recipe.sequence) \(recipe.alpha) \(recipe.seed)")
+            url = folder.appendingPathComponent(
+                "steps-\(startStep + 1)-\(endStep)-\(f.hex).safetensors")
+            if FileManager.default.fileExists(atPath: url.path) { return url }
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        }
+        let sampler = try BatchSampler(
+            shards: corpus, batch: recipe.batch, sequence: recipe.sequence, sampling: .temperature(recipe.alpha),
+            seed: recipe.seed)
+        var tokens: [Int32] = [], targets: [Int32] = []
+        for step in (startStep + 1)...endStep {
+            let b = sampler.batch(step: step)
+            tokens += b.tokens
+            targets += b.targets
+        }
+        let steps = endStep - startStep
+        try SafeTensorsWriter.write(
+            int32: [
+                ("tokens", [steps, recipe.batch, recipe.sequence], tokens),
+                ("targets", [steps, recipe.batch, recipe.sequence], targets)
+            ], to: url)
+        return url
     }
 
     /// An empty job folder (what a killed earlier job left there removed).
