@@ -295,21 +295,21 @@ public enum Pruning {
     /// student's order. Each axis keeps the units of the plan that its ``AxisRole`` names; a stack
     /// (E, R, K) over experts keeps each kept expert's own rows and columns.
     static func forEachRow(
-        _ plan: PrunePlan, dst: ParameterEntry, src: ParameterEntry, _ row: (Int, [Int], Int) -> Void
-    ) {
+        _ plan: PrunePlan, dst: ParameterEntry, src: ParameterEntry, _ row: (Int, [Int], Int) throws -> Void
+    ) rethrows {
         let (shape, dims, layer) = (src.shape, src.dims, dst.layer)
         switch shape.count {
         case 1:
             let cols = kept(plan, dims[0], size: shape[0], layer: layer, expert: dst.expert)
             precondition(dst.shape == [cols.count], "pruning \(src.name): \(dst.shape) vs \([cols.count])")
-            row(0, cols, 0)
+            try row(0, cols, 0)
         case 2:
             let rows = kept(plan, dims[0], size: shape[0], layer: layer, expert: dst.expert)
             let cols = kept(plan, dims[1], size: shape[1], layer: layer, expert: dst.expert)
             precondition(
                 dst.shape == [rows.count, cols.count],
                 "pruning \(src.name): \(dst.shape) vs \([rows.count, cols.count])")
-            for (i, r) in rows.enumerated() { row(r * shape[1], cols, i * cols.count) }
+            for (i, r) in rows.enumerated() { try row(r * shape[1], cols, i * cols.count) }
         case 3:
             let experts = kept(plan, dims[0], size: shape[0], layer: layer, expert: nil)
             var into = 0
@@ -319,7 +319,7 @@ public enum Pruning {
                 precondition(
                     dst.shape == [experts.count, rows.count, cols.count], "pruning \(src.name): \(dst.shape)")
                 for r in rows {
-                    row(e * shape[1] * shape[2] + r * shape[2], cols, into)
+                    try row(e * shape[1] * shape[2] + r * shape[2], cols, into)
                     into += cols.count
                 }
             }
@@ -374,13 +374,28 @@ public enum Pruning {
             i, emit in
             let dst = layout.entries[i], src = sources[i], to = tensors[i].dtype
             try teacher.withTensor(src.name) { raw, info in
-                let out = UnsafeMutableRawBufferPointer.allocate(byteCount: tensors[i].bytes, alignment: 8)
+                // Written in pieces of at most `chunk` bytes (a row at least): with the teacher's
+                // pages released after each tensor, memory holds about one teacher tensor.
+                let size = to.size, chunk = 4 << 20
+                var out = UnsafeMutableRawBufferPointer.allocate(byteCount: min(tensors[i].bytes, chunk), alignment: 8)
                 defer { out.deallocate() }
+                var used = 0
                 var bad: Int?
-                forEachRow(plan, dst: dst, src: src) { from, cols, at in
-                    for (j, c) in cols.enumerated() where bad == nil {
-                        bad = StorageType.copy(raw, info.dtype, from + c, into: out, to, at + j) ? nil : at + j
+                func flush() throws {
+                    if used > 0 { try emit(UnsafeRawBufferPointer(rebasing: out[0..<used])) }
+                    used = 0
+                }
+                try forEachRow(plan, dst: dst, src: src) { from, cols, at in
+                    if used + cols.count * size > out.count { try flush() }
+                    if cols.count * size > out.count {
+                        out.deallocate()
+                        out = UnsafeMutableRawBufferPointer.allocate(byteCount: cols.count * size, alignment: 8)
                     }
+                    let base = used / size
+                    for (j, c) in cols.enumerated() where bad == nil {
+                        if !StorageType.copy(raw, info.dtype, from + c, into: out, to, base + j) { bad = at + j }
+                    }
+                    used += cols.count * size
                 }
                 if let bad {
                     throw ModelError.checkpoint(
@@ -388,7 +403,7 @@ public enum Pruning {
                         reason: "holds a NaN or infinite value at index \(bad) (from \(src.name)); refusing to write it"
                     )
                 }
-                try emit(UnsafeRawBufferPointer(out))
+                try flush()
             }
         }
     }
