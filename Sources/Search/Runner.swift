@@ -45,6 +45,12 @@ public final class SearchRunner {
             URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
         try spec.checkCorpus(corpus, teacher: teacherConfig)
         try spec.checkResources(teacher: teacherConfig, students: studentsPerClaim)
+        // Trials that would not fit the GPU the spec names are refused before anything is loaded.
+        if spec.backend.gpuMemory != nil {
+            try TrialPlan.check(
+                spec, teacher: teacherConfig, candidates: Enumeration.of(spec, teacher: teacherConfig).candidates,
+                students: studentsPerClaim)
+        }
         teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
         enumeration = Enumeration.of(spec, teacher: teacher.config)
         guard !enumeration.candidates.isEmpty else { throw SearchError.emptySpace(enumeration.explanation) }

@@ -46,15 +46,22 @@ extension SearchSpec {
         // A distillation step: the teacher (weights, gradients, activations) and each student
         // training at (B, T): parameters, gradients and AdamW moments (16 bytes each, at most the
         // budget's maximum when it counts all parameters) and activations no larger than the teacher's.
+        // On an external backend the step is the backend's (`topiary plan`, ``TrialPlan``); this
+        // host holds the teacher in float32 to prune it and the claim's pruned students.
         let activations = saturating(Activations.floatCount(config: t, B: proxy.batch, T: proxy.sequence), times: 4)
         let teacherBytes = saturating(saturating(t.parameterCount, times: 8), plus: activations)
         let studentParameters = budget.count == .total ? min(budget.maximum, t.parameterCount) : t.parameterCount
-        let step = saturating(
-            teacherBytes,
-            plus: saturating(saturating(saturating(studentParameters, times: 16), plus: activations), times: students))
+        let step =
+            backend.isBuiltin
+            ? saturating(
+                teacherBytes,
+                plus: saturating(
+                    saturating(saturating(studentParameters, times: 16), plus: activations), times: students))
+            : saturating(
+                saturating(t.parameterCount, times: 8), plus: saturating(studentParameters, times: 4 * students))
         do {
             try MemoryBudget.check(
-                step, for: "a distillation step",
+                step, for: backend.isBuiltin ? "a distillation step" : "pruning a claim's students",
                 drivers:
                     "teacher \(t.parameterCount) parameters; proxy.batch_size \(proxy.batch) × "
                     + "proxy.sequence_length \(proxy.sequence); \(students) students per claim of at most \(studentParameters) parameters"

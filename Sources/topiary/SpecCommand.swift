@@ -29,6 +29,12 @@ func parseSpec(_ json: JSON, file: String, students: Int = 4) throws -> SearchSp
         teacherConfig = try SearchSpec.teacherConfig(teacher)
         return teacherConfig!
     }
+    // A trial that cannot fit the GPU the spec names is refused first (it is the spec's to change).
+    if spec.backend.gpuMemory != nil {
+        try TrialPlan.check(
+            spec, teacher: teacherConfig!, candidates: Enumeration.of(spec, teacher: teacherConfig!).candidates,
+            students: students)
+    }
     try spec.checkResources(teacher: teacherConfig!, students: students)
     try spec.checkCorpus(try spec.openCorpus(), teacher: teacherConfig!)
     return spec

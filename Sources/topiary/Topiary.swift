@@ -11,6 +11,7 @@ struct Topiary: ParsableCommand {
         subcommands: [
             ModelCommand.self, DataCommand.self, StoreCommand.self, TokenizerCommand.self, TeacherCommand.self,
             ImportanceCommand.self, PruneCommand.self, DistillCommand.self, RankingCommand.self, SpecCommand.self,
+            PlanCommand.self,
             SearchCommand.self, WorkerCommand.self, SlurmCommand.self, ResultsCommand.self, ExportCommand.self,
             BatchCommand.self,
             BenchCommand.self, DoctorCommand.self, ReportCommand.self, ServeCommand.self

@@ -333,8 +333,51 @@ def evaluate(teacher, student, validation, loss, device, dtype, autocast):
     return windows
 
 
+class PeakMemory:
+    """The memory a job adds at its peak: on CUDA `torch.cuda.max_memory_allocated` since the
+    job began; on the CPU the resident set's high-water mark (VmHWM, reset at the job's start
+    through /proc/self/clear_refs) above the resident set at the start. What the process held
+    before the job (a resident backend's teacher) is not counted."""
+
+    def __init__(self, device):
+        # transformers' modules are the process's, not the trial's: imported before the baseline.
+        from transformers import AutoModelForCausalLM  # noqa: F401
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            self.base = torch.cuda.memory_allocated(device)
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+            self.base = self.status("VmRSS")
+        self.device = device
+
+    @staticmethod
+    def status(key):
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def fields(self):
+        if self.cuda:
+            return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(self.device) - self.base), "memory_measure": "cuda"}
+        peak = self.status("VmHWM")
+        if peak is None or self.base is None:
+            return {}
+        return {"peak_memory_bytes": int(peak - self.base), "memory_measure": "rss"}
+
+
 def distill(job):
     device, dtype = device_and_dtype(job)
+    memory = PeakMemory(device)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else (lambda: torch.autocast(device.type, enabled=False))
     recipe = job["recipe"]
     loss = recipe["loss"]
@@ -437,7 +480,7 @@ def distill(job):
                 path = save_checkpoint(s["model"], s["opt"], s["out"], job["run"])
                 emit("checkpoint", student=s["name"], step=step, path=path)
     failed = [s["name"] for s in students if not s["alive"]]
-    emit("done", failed=failed)
+    emit("done", failed=failed, **memory.fields())
     return 0 if not failed else 3
 
 

@@ -24,13 +24,18 @@ public struct BackendSpec: Sendable, Equatable {
     public var heartbeatTimeout = 300.0
     /// How the torch backend holds a trial in memory (``TrialExecution``).
     public var execution = TrialExecution()
+    /// The memory of one GPU (`gpu_memory`): when given, `search run` refuses a spec whose
+    /// trials would not fit one (``TrialPlan``).
+    public var gpuMemory: Int?
     /// 2: one resident process per worker takes job after job on its stdin (the torch backend's
     /// default); 1: a process per job (a command's default).
     public var protocolVersion = 1
     public init() {}
 
     /// The keys a torch backend takes beyond the common ones.
-    static let executionKeys = ["attention", "teacher_dtype", "student", "micro_batch", "activation_checkpointing"]
+    static let executionKeys = [
+        "attention", "teacher_dtype", "student", "micro_batch", "activation_checkpointing", "gpu_memory"
+    ]
 
     public var isBuiltin: Bool { kind == .builtin }
     public var name: String {
@@ -95,6 +100,12 @@ public struct BackendSpec: Sendable, Equatable {
                     "rows per micro-batch (gradients accumulated over the batch), or 0 for the whole batch")
             }
             b.execution.microBatch = v
+        }
+        if let g = o["gpu_memory"] {
+            guard let v = g.string.flatMap(TrialPlan.parseBytes) ?? g.int, v > 0 else {
+                throw fail("backend.gpu_memory", "one GPU's memory, as \"80GiB\" or a number of bytes")
+            }
+            b.gpuMemory = v
         }
         if let c = o["activation_checkpointing"] {
             guard let v = c.bool else { throw fail("backend.activation_checkpointing", "true or false") }
@@ -205,9 +216,10 @@ struct BackendTrialResult {
     var curve: [CurvePoint] = []
     /// Every step's loss, as the backend reported it.
     var steps: [(Int, Double)] = []
+    /// The memory the job added at its peak, as the backend measured it (its `done` line).
+    var peakMemoryBytes: Int?
 }
 
-/// Runs a claim's students through an external backend.
 /// A worker's resident backend process (protocol 2), kept from one job to the next so that the
 /// teacher is loaded once per worker; ``close()`` ends it (stdin closed, then its group killed).
 public final class ResidentBackend: @unchecked Sendable {
@@ -228,6 +240,7 @@ public final class ResidentBackend: @unchecked Sendable {
     deinit { close() }
 }
 
+/// Runs a claim's students through an external backend.
 struct ExternalBackend {
     let spec: BackendSpec
     let log: (String) -> Void
@@ -287,6 +300,11 @@ struct ExternalBackend {
         if case let .lines(lines) = events,
             let loaded = lines.first(where: { $0["event"]?.string == "start" })?["teacher_loaded"]?.bool
         {
+            if let done = lines.last(where: { $0["event"]?.string == "done" }),
+                let peak = (try? BackendEvent.decode(BackendEvent.Done.self, done).get())?.peakMemoryBytes
+            {
+                log("backend \(spec.name): peak memory \(TrialPlan.gib(peak)) above the job's start")
+            }
             let on =
                 resident.map { "job \($0.jobs) on resident process \($0.process.map { String($0.pid) } ?? "?")" }
                 ?? "a process for this job"
@@ -816,12 +834,15 @@ struct ExternalBackend {
                 result[i] = .failure(.backend("backend \(spec.name): no checkpoint of \(name) at step \(endStep)"))
                 continue
             }
+            let done = lines.last { $0["event"]?.string == "done" }
             result[i] = .success(
                 BackendTrialResult(
                     trainLoss: trainLoss,
                     point: CurvePoint(
                         step: endStep, trainLoss: lastLoss, validation: validation,
-                        validationKL: validationKL), curve: curve, steps: all))
+                        validationKL: validationKL), curve: curve, steps: all,
+                    peakMemoryBytes: done.flatMap { try? BackendEvent.decode(BackendEvent.Done.self, $0).get() }?
+                        .peakMemoryBytes))
         }
         return result
     }

@@ -69,6 +69,14 @@ enum BackendEvent {
     struct Done: Codable, Equatable {
         /// The students that failed.
         var failed: [String]
+        /// The memory the job added at its peak, in bytes, and how it was measured: `cuda`
+        /// (`torch.cuda.max_memory_allocated`) or `rss` (the resident set's high-water mark).
+        var peakMemoryBytes: Int?
+        var memoryMeasure: String?
+
+        enum CodingKeys: String, CodingKey {
+            case failed, peakMemoryBytes = "peak_memory_bytes", memoryMeasure = "memory_measure"
+        }
     }
 
     /// An importance job's answer: the teacher's scores on the calibration batches, and the
@@ -104,7 +112,7 @@ enum BackendEvent {
         ("checkpoint", Checkpoint(student: "a", step: 2, path: "/out/a/step-00000002")),
         ("heartbeat", [String: Int]()),
         ("error", Failure(message: "student a diverged at step 2: distillation loss is nan", student: "a", step: 2)),
-        ("done", Done(failed: ["a"])),
+        ("done", Done(failed: ["a"], peakMemoryBytes: 1_073_741_824, memoryMeasure: "cuda")),
         (
             "importance",
             Importance(
