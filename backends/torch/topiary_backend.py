@@ -306,7 +306,7 @@ def load_checkpoint(path, model, opt):
 
 # ---------------------------------------------------------------- distill
 
-def evaluate(teacher, student, validation, loss, device, dtype, autocast):
+def evaluate(teacher, student, validation, loss, device, dtype, autocast, rows=16):
     """Per validation window: NLL sum, counted tokens, and KL(teacher ‖ student) sum at τ (τ²
     scaled) — Topiary aggregates them into per-language losses and val_kl as its own engine does."""
     tokens, targets, langs = validation["tokens"], validation["targets"], validation["language"]
@@ -314,9 +314,9 @@ def evaluate(teacher, student, validation, loss, device, dtype, autocast):
     tau = loss["temperature"]
     windows = []
     with torch.no_grad():
-        for start in range(0, tokens.shape[0], 16):
-            x = tokens[start:start + 16].long().to(device)
-            y = targets[start:start + 16].long().to(device)
+        for start in range(0, tokens.shape[0], rows):
+            x = tokens[start:start + rows].long().to(device)
+            y = targets[start:start + rows].long().to(device)
             with autocast():
                 s = student(input_ids=x).logits.float()
                 t = teacher(input_ids=x).logits.float()
@@ -470,7 +470,9 @@ def distill(job):
         for s in students:
             if s["alive"] and validation is not None and step in evaluate_at:
                 s["model"].eval()
-                windows = evaluate(teacher, s["model"], validation, loss, device, dtype, autocast)
+                # Windows in chunks of the micro-batch when there is one (each window is scored alone,
+                # so the chunking changes no number, only the memory: two chunks' logits at a time).
+                windows = evaluate(teacher, s["model"], validation, loss, device, dtype, autocast, rows=micro or 16)
                 s["model"].train()
                 tokens = sum(w[1] for w in windows)
                 kl_tokens = sum(w[1] for w, lang in zip(windows, validation["language"].tolist()) if validation["with_kl"][lang])

@@ -22,7 +22,9 @@ import Proxy
 /// checkpointing a layer keeps its input (C). The final norm keeps 3C. The peak comes as the
 /// backward pass begins: the loss then holds `9V` float32 values per token — the teacher's
 /// logits and log-probabilities, the student's logits, three values the KL and cross-entropy
-/// keep, and three gradients being formed.
+/// keep, and three gradients being formed. The evaluation holds the student's and the teacher's
+/// float32 logits for a chunk of windows (the micro-batch, else 16 rows); the peak is the model
+/// state plus the larger of the two.
 public struct TrialPlan: Sendable, Equatable {
     public var teacher: Int
     /// Per student.
@@ -32,6 +34,9 @@ public struct TrialPlan: Sendable, Equatable {
     /// One student's activations and loss, without and with activation checkpointing.
     public var activations: Int
     public var activationsCheckpointed: Int
+    /// The evaluation's logits: the student's and the teacher's for a chunk of windows (the
+    /// micro-batch, else 16 rows), in float32.
+    public var evaluation: Int
     public var students: Int
     /// Tokens of one micro-batch.
     public var tokens: Int
@@ -39,9 +44,10 @@ public struct TrialPlan: Sendable, Equatable {
     /// Model state that FSDP shards: the teacher and every student's weights, gradients and moments.
     public var shardable: Int { teacher + students * (studentWeights + gradients + optimizer) }
 
-    /// Peak bytes on one device with `gpus` sharding the model state, with or without checkpointing.
+    /// Peak bytes on one device with `gpus` sharding the model state, with or without checkpointing:
+    /// the model state and the larger of a training step's activations and the evaluation's logits.
     public func peak(gpus: Int = 1, checkpointed: Bool) -> Int {
-        (shardable + gpus - 1) / gpus + (checkpointed ? activationsCheckpointed : activations)
+        (shardable + gpus - 1) / gpus + max(checkpointed ? activationsCheckpointed : activations, evaluation)
     }
 
     /// The fewest GPUs (1…`maxGPUs`) whose `usable` bytes each hold the trial, or nil.
@@ -78,6 +84,7 @@ public struct TrialPlan: Sendable, Equatable {
         let loss = 9 * s.vocabSize * 4
         activations = tokens * (a * (layers + 3 * C) + loss)
         activationsCheckpointed = tokens * (a * (s.numHiddenLayers * C + 3 * C) + loss)
+        evaluation = (e.microBatch > 0 ? e.microBatch : 16) * T * s.vocabSize * 4 * 2
     }
 
     /// FLOPs per token of a claim's step: the teacher's forward, each student's forward and backward.
