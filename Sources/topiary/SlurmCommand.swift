@@ -72,6 +72,12 @@ struct SlurmSubmit: ParsableCommand {
     }
     func run() throws {
         let s = try loadSpec(spec, students: studentsPerClaim)
+        // A trial on several GPUs (backend.gpus_per_trial) runs its torchrun ranks inside one task.
+        if s.backend.gpusPerTrial > 1 && gpusPerWorker < s.backend.gpusPerTrial {
+            throw ValidationError(
+                "--gpus-per-worker \(gpusPerWorker): the spec's backend.gpus_per_trial is \(s.backend.gpusPerTrial), "
+                    + "and each task runs one trial's ranks; give --gpus-per-worker \(s.backend.gpusPerTrial)")
+        }
         let url = StudyStore.defaultPath(db)
         guard StudyStore.schemes.contains(where: { url.lowercased().hasPrefix($0 + "://") }) else {
             throw ValidationError(

@@ -143,4 +143,58 @@ import Testing
         print(String(format: "resident backend, 12 claims: teacher loaded %d× in %.1f s (protocol 1: %d× in %.1f s)",
                      resident.loaded, t1.timeIntervalSince(t0), perClaim.loaded, t2.timeIntervalSince(t1)))
     }
+
+    /// Issue 25, item 3: a trial on two processes (torchrun, FSDP2 over gloo on the CPU, each rank
+    /// half of every batch) distils as one process does — 20 steps of two students, every step's
+    /// loss and the validation loss within 1e-4 relative — and a checkpoint written at one rank
+    /// count is continued at the other, both ways.
+    @Test func twoRanksDistilAsOneAndResumeAcrossRankCounts() throws {
+        guard let python = BackendTests.python("twoRanksDistilAsOneAndResumeAcrossRankCounts") else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let run = try SideBySide(f, spec: try BackendTests.spec(f), python: python)
+        func torch(_ ranks: Int, from start: Int, to end: Int, resume: [URL?] = [nil, nil], _ tag: String) throws -> [BackendTrialResult] {
+            var spec = BackendSpec()
+            spec.kind = run.backend.spec.kind
+            spec.gpusPerTrial = ranks
+            spec.protocolVersion = 1
+            let result = try ExternalBackend(spec: spec, log: { _ in }).distill(
+                teacherPath: f.teacher.path,
+                students: try run.students().enumerated().map { ($1.0, $1.1, resume[$0], f.root.appendingPathComponent("\(tag)-\($0)")) },
+                corpus: run.runner.corpus, recipe: run.recipe, startStep: start, endStep: end,
+                jobDirectory: f.root.appendingPathComponent("job-\(tag)"), run: [:])
+            return try (0..<2).map { try result[$0]!.get() }
+        }
+        func latest(_ tag: String) throws -> [URL?] {
+            try (0..<2).map { try TrainingCheckpoint.latest(in: f.root.appendingPathComponent("\(tag)-\($0)")) }
+        }
+        func worst(_ a: [BackendTrialResult], _ b: [BackendTrialResult], _ what: String) -> Double {
+            var w = 0.0
+            for (x, y) in zip(a, b) {
+                let reference = Dictionary(uniqueKeysWithValues: y.steps)
+                for (step, loss) in x.steps {
+                    let d = BackendTests.relative(loss, reference[step] ?? .nan)
+                    w = max(w, d)
+                    #expect(d <= 1e-4, "\(what) step \(step): \(loss) vs \(reference[step] ?? .nan)")
+                }
+                let v = BackendTests.relative(x.point.validation.overall, y.point.validation.overall)
+                w = max(w, v)
+                #expect(v <= 1e-4, "\(what) validation: \(x.point.validation.overall) vs \(y.point.validation.overall)")
+            }
+            return w
+        }
+        let one = try torch(1, from: 0, to: 20, "one")
+        let two = try torch(2, from: 0, to: 20, "two")
+        #expect(two.allSatisfy { $0.steps.map(\.0) == Array(1...20) })
+        let same = worst(two, one, "2 ranks vs 1")
+        _ = try torch(1, from: 0, to: 10, "one-half")
+        let up = worst(try torch(2, from: 10, to: 20, resume: try latest("one-half"), "up"), one, "1 → 2 ranks")
+        _ = try torch(2, from: 0, to: 10, "two-half")
+        let down = worst(try torch(1, from: 10, to: 20, resume: try latest("two-half"), "down"), one, "2 → 1 rank")
+        // The two-rank checkpoint is a whole model that the built-in engine loads.
+        let ck = try #require(try TrainingCheckpoint.latest(in: f.root.appendingPathComponent("two-0")))
+        #expect(try Checkpoint.load(ck).config == (try run.students())[0].1.config)
+        print(String(format: "torch on 2 gloo ranks vs 1, 20 steps × 2 students: worst relative difference %.1e; resumed 1 → 2 ranks %.1e, 2 → 1 %.1e",
+                     same, up, down))
+    }
 }

@@ -124,4 +124,23 @@ import Testing
         let bad = try topiary(["plan", roomy, "--gpu-memory", "lots"], in: f.root)
         #expect(bad.status != 0 && bad.err.contains("--gpu-memory"))
     }
+
+    /// A spec whose trials run on 2 processes: `slurm submit` asks for as many GPUs per task, and
+    /// writes them into the script's directives; protocol 2 is refused with it.
+    @Test func severalGPUsPerTrialReachSlurmAndTheSpec() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let spec = try f.writeSpec(f.spec(["backend": ["name": "torch", "python": "/bin/false", "device": "cuda", "gpus_per_trial": 2]]),
+                                   name: "two.json")
+        let db = "postgresql://topiary@127.0.0.1:1/none"
+        let refused = try topiary(["slurm", "submit", spec, "--db", db, "--dry-run"], in: f.root)
+        #expect(refused.status != 0 && refused.err.contains("--gpus-per-worker 2"), "\(refused.err)")
+        let dry = try topiary(["slurm", "submit", spec, "--db", db, "--gpus-per-worker", "2", "--dry-run"], in: f.root)
+        #expect(dry.status == 0 && dry.out.contains("#SBATCH --gpus-per-task=2"), "\(dry.out)\n\(dry.err)")
+        let parsed = try f.parse(f.spec(["backend": ["name": "torch", "python": "/bin/false", "gpus_per_trial": 2]]))
+        #expect(parsed.backend.gpusPerTrial == 2 && parsed.backend.protocolVersion == 1)
+        #expect(try parsed.backend.commandLine().contains("torch.distributed.run"))
+        #expect { _ = try f.parse(f.spec(["backend": ["name": "torch", "python": "/bin/false", "gpus_per_trial": 2, "protocol": 2]])) }
+            throws: { "\($0)".contains("backend.protocol") }
+    }
 }

@@ -93,7 +93,18 @@ def check_event(line, where="event"):
     check_value(line, EVENTS[name], f"{where} ({name})", "backend-events.schema.json")
 
 
+# Several processes per trial (`gpus_per_trial` > 1, started by torchrun): FSDP2 shards every
+# student, its AdamW moments and the teacher over the ranks; rank 0 alone speaks the protocol.
+DIST = {"rank": 0, "world": 1}
+
+
+def distributed():
+    return DIST["world"] > 1
+
+
 def emit(event, **fields):
+    if DIST["rank"] != 0:
+        return
     fields["event"] = event
     check_event(fields)
     sys.stdout.write(json.dumps(fields, allow_nan=True) + "\n")
@@ -190,6 +201,11 @@ def learning_rate(schedule, step, total, peak):
     raise ValueError(f"schedule '{name}' is not cosine, wsd or constant")
 
 
+def local(t):
+    """A tensor's own shard: a DTensor's local tensor (sharing its storage), else the tensor."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 class AdamW:
     """Sources/Model/Training/AdamW.swift: decoupled weight decay on matrices only (ndim ≥ 2),
     global-norm clipping (scale clip/norm when norm > clip), bias corrections."""
@@ -204,7 +220,14 @@ class AdamW:
 
     @torch.no_grad()
     def update(self, lr):
-        norm = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for _, p in self.named))
+        # On sharded parameters (DTensors) each rank updates its own shard; the norm is the whole
+        # gradient's, summed over the ranks.
+        squares = sum(float((local(p.grad).double() ** 2).sum()) for _, p in self.named)
+        if distributed():
+            t = torch.tensor([squares], dtype=torch.float64)
+            torch.distributed.all_reduce(t)
+            squares = float(t[0])
+        norm = math.sqrt(squares)
         if not math.isfinite(norm):
             raise FloatingPointError(f"gradient norm is {norm}")
         self.step += 1
@@ -214,8 +237,9 @@ class AdamW:
         c1 = 1 / (1 - b1 ** self.step)
         c2 = 1 / (1 - b2 ** self.step)
         for n, p in self.named:
-            g = p.grad.float() * scale
-            m, v = self.m[n], self.v[n]
+            g = local(p.grad).float() * scale
+            m, v = local(self.m[n]), local(self.v[n])
+            p = local(p)
             m.mul_(b1).add_(g, alpha=1 - b1)
             v.mul_(b2).add_((1 - b2) * g * g)
             decay = wd if p.ndim >= 2 else 0.0
@@ -262,16 +286,33 @@ def save_checkpoint(model, opt, directory, run):
     it (replaced atomically); older steps removed."""
     name = "step-%08d" % opt.step
     final = os.path.join(directory, name)
-    tmp = os.path.join(directory, ".%s.tmp-%d" % (name, os.getpid()))
-    os.makedirs(tmp, exist_ok=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    if distributed():
+        # Every rank gathers its shards (a collective); rank 0 writes the whole model, so that any
+        # engine, at any rank count, resumes it.
+        full = lambda t: t.full_tensor() if hasattr(t, "full_tensor") else t  # noqa: E731
+        weights = {n: full(p.detach()).cpu().contiguous() for n, p in opt.named}
+        moments = {}
+        for n, _ in opt.named:
+            moments["m:" + n] = full(opt.m[n]).float().cpu().contiguous()
+            moments["v:" + n] = full(opt.v[n]).float().cpu().contiguous()
+        if DIST["rank"] != 0:
+            torch.distributed.barrier()
+            return final
+        tmp = os.path.join(directory, ".%s.tmp-%d" % (name, os.getpid()))
+        os.makedirs(tmp, exist_ok=True)
+        model.config.save_pretrained(tmp)
+        save_file(weights, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    else:
+        tmp = os.path.join(directory, ".%s.tmp-%d" % (name, os.getpid()))
+        os.makedirs(tmp, exist_ok=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        moments = {}
+        for n, _ in opt.named:
+            moments["m:" + n] = opt.m[n].detach().float().cpu().contiguous()
+            moments["v:" + n] = opt.v[n].detach().float().cpu().contiguous()
     for extra in ("generation_config.json",):
         if os.path.exists(os.path.join(tmp, extra)):
             os.remove(os.path.join(tmp, extra))
-    moments = {}
-    for n, _ in opt.named:
-        moments["m:" + n] = opt.m[n].detach().float().cpu().contiguous()
-        moments["v:" + n] = opt.v[n].detach().float().cpu().contiguous()
     save_file(moments, os.path.join(tmp, "optimizer.safetensors"))
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump({"step": opt.step, "run": run}, f)
@@ -287,20 +328,31 @@ def save_checkpoint(model, opt, directory, run):
     for old in os.listdir(directory):
         if old.startswith("step-") and old != name:
             shutil.rmtree(os.path.join(directory, old), ignore_errors=True)
+    if distributed():
+        torch.distributed.barrier()
     return final
 
 
 def load_checkpoint(path, model, opt):
+    """A Topiary training checkpoint into `model` and `opt`, whole or into each rank's shards."""
     state = json.load(open(os.path.join(path, "state.json")))
     weights = load_tensors(os.path.join(path, "model.safetensors"))
     moments = load_tensors(os.path.join(path, "optimizer.safetensors"))
+
+    def into(dst, full):
+        if hasattr(dst, "to_local"):
+            from torch.distributed.tensor import distribute_tensor
+            full = distribute_tensor(full.to(dst.dtype), dst.device_mesh, dst.placements).to_local()
+            dst = dst.to_local()
+        dst.copy_(full.to(dst.dtype))
+
     with torch.no_grad():
         for n, p in opt.named:
             if n not in weights:
                 raise KeyError(f"{path}/model.safetensors lacks {n}")
-            p.copy_(weights[n].to(p.dtype))
-            opt.m[n].copy_(moments["m:" + n])
-            opt.v[n].copy_(moments["v:" + n])
+            into(p, weights[n])
+            into(opt.m[n], moments["m:" + n])
+            into(opt.v[n], moments["v:" + n])
     opt.step = int(state["step"])
 
 
@@ -375,15 +427,54 @@ class PeakMemory:
         return {"peak_memory_bytes": int(peak - self.base), "memory_measure": "rss"}
 
 
+def start_distributed(device):
+    """Joins the ranks torchrun started (WORLD_SIZE > 1): gloo on a CPU, NCCL on GPUs, one GPU per
+    rank (LOCAL_RANK); returns the rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    DIST.update(rank=dist.get_rank(), world=dist.get_world_size())
+    return device
+
+
+def shard(model):
+    """FSDP2: each decoder layer, then the rest, sharded over the ranks."""
+    from torch.distributed.fsdp import fully_shard
+    layers, _ = decoder_layers(model)
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def all_sum(values):
+    if not distributed():
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
 def distill(job):
     device, dtype = device_and_dtype(job)
+    device = start_distributed(device)
     memory = PeakMemory(device)
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else (lambda: torch.autocast(device.type, enabled=False))
     recipe = job["recipe"]
     loss = recipe["loss"]
     torch.manual_seed(0)
     ex = job["execution"]
-    teacher, loaded = teacher_for(job["teacher"], device, DTYPES[ex["teacher_dtype"]], ex["attention"])
+    if distributed():
+        teacher = load_model(job["teacher"], device, DTYPES[ex["teacher_dtype"]], ex["attention"]).eval()
+        teacher.requires_grad_(False)
+        teacher, loaded = shard(teacher), True
+    else:
+        teacher, loaded = teacher_for(job["teacher"], device, DTYPES[ex["teacher_dtype"]], ex["attention"])
     student_dtype = torch.bfloat16 if ex["student"] == "bf16" else torch.float32
     micro = ex["micro_batch"]
     batches = load_tensors(job["batches"]["file"])
@@ -399,6 +490,8 @@ def distill(job):
         if ex["activation_checkpointing"]:
             model.config.use_cache = False
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if distributed():
+            shard(model)
         named = [(n, p) for n, p in model.named_parameters()]
         opt = AdamW(named, recipe["adamw"])
         if s.get("resume"):
@@ -413,12 +506,21 @@ def distill(job):
                          "moe": moe, "aux_coef": float(getattr(cfg, "router_aux_loss_coef", 0.0) or 0.0)})
     emit("start", protocol=PROTOCOL, backend="torch", torch=torch.__version__, device=str(device), dtype=str(dtype).replace("torch.", ""),
          students=[s["name"] for s in students], first=first + 1, last=last, teacher_loaded=loaded)
+    world, rank = DIST["world"], DIST["rank"]
+    if batches["tokens"].shape[1] % world:
+        raise ValueError(f"the batch of {batches['tokens'].shape[1]} rows does not split over {world} ranks")
+    # The teacher's forward: inference mode on one process; no_grad when FSDP gathers its shards.
+    teacher_mode = torch.no_grad if distributed() else torch.inference_mode
     for i, step in enumerate(range(first + 1, last + 1)):
         x = batches["tokens"][i].long().to(device)
         y = batches["targets"][i].long().to(device)
+        # Each rank its share of the rows; every loss is divided by the whole batch's token
+        # count, and multiplied by the rank count that FSDP's gradient average divides by.
+        count = int((y >= 0).sum())
+        share = x.shape[0] // world
+        x, y = x[rank * share:(rank + 1) * share], y[rank * share:(rank + 1) * share]
         rows = x.shape[0]
         mb = micro if micro > 0 else rows
-        count = int((y >= 0).sum())
         alive = [s for s in students if s["alive"]]
         for s in alive:
             s["model"].zero_grad(set_to_none=False)
@@ -428,12 +530,12 @@ def distill(job):
         # so the sums equal one pass over the whole batch.
         for c0 in range(0, rows, mb):
             xc, yc = x[c0:c0 + mb], y[c0:c0 + mb]
-            with torch.inference_mode(), autocast():
+            with teacher_mode(), autocast():
                 t_logits = teacher(input_ids=xc).logits.float()
                 t_logprobs = torch.log_softmax(t_logits / loss["temperature"], dim=-1)
             t_logprobs = t_logprobs.clone()  # an ordinary tensor, which autograd may save
             for s in alive:
-                if s["bad"] is not None:
+                if s["bad"] is not None and not distributed():
                     continue
                 model = s["model"]
                 with autocast():
@@ -442,16 +544,23 @@ def distill(job):
                 value = float(total)
                 if not math.isfinite(value):
                     s["bad"] = f"student {s['name']} diverged at step {step}: distillation loss is {value}"
-                    continue
+                    if not distributed():
+                        continue  # (ranks go on with the backward: FSDP's collectives need every rank)
                 if s["moe"]:
                     # Mixtures: the load-balancing loss (E · Σ f_e P_e over every router, unweighted in
                     # transformers' aux_loss) joins the gradient with the config's coefficient, as in
                     # Topiary's engine (per micro-batch, weighted by its share of the rows); the
                     # reported loss stays the distillation loss.
                     total = total + s["aux_coef"] * out.aux_loss * (xc.shape[0] / rows)
-                total.backward()
+                (total * world if distributed() else total).backward()
                 s["sums"] = [s["sums"][0] + value, s["sums"][1] + kl, s["sums"][2] + lm]
         for s in alive:
+            if distributed():
+                # Every rank learns of a divergence on any rank, and of the batch's whole loss.
+                bad, *sums = all_sum([float(s["bad"] is not None)] + s["sums"])
+                s["sums"] = sums
+                if bad and s["bad"] is None:
+                    s["bad"] = f"student {s['name']} diverged at step {step} on another rank"
             if s["bad"] is not None:
                 s["alive"] = False
                 emit("error", student=s["name"], step=step, message=s["bad"])
@@ -483,6 +592,8 @@ def distill(job):
                 emit("checkpoint", student=s["name"], step=step, path=path)
     failed = [s["name"] for s in students if not s["alive"]]
     emit("done", failed=failed, **memory.fields())
+    if distributed():
+        torch.distributed.destroy_process_group()
     return 0 if not failed else 3
 
 

@@ -24,6 +24,10 @@ public struct BackendSpec: Sendable, Equatable {
     public var heartbeatTimeout = 300.0
     /// How the torch backend holds a trial in memory (``TrialExecution``).
     public var execution = TrialExecution()
+    /// Processes (GPUs) one trial runs on (`gpus_per_trial`): above 1 the torch backend runs
+    /// under `torchrun`, FSDP2 sharding every student, its moments and the teacher; rank 0 speaks
+    /// protocol 1.
+    public var gpusPerTrial = 1
     /// The memory of one GPU (`gpu_memory`): when given, `search run` refuses a spec whose
     /// trials would not fit one (``TrialPlan``).
     public var gpuMemory: Int?
@@ -34,7 +38,8 @@ public struct BackendSpec: Sendable, Equatable {
 
     /// The keys a torch backend takes beyond the common ones.
     static let executionKeys = [
-        "attention", "teacher_dtype", "student", "micro_batch", "activation_checkpointing", "gpu_memory"
+        "attention", "teacher_dtype", "student", "micro_batch", "activation_checkpointing", "gpu_memory",
+        "gpus_per_trial"
     ]
 
     public var isBuiltin: Bool { kind == .builtin }
@@ -101,6 +106,12 @@ public struct BackendSpec: Sendable, Equatable {
             }
             b.execution.microBatch = v
         }
+        if let g = o["gpus_per_trial"] {
+            guard let v = g.int, (1...1024).contains(v) else {
+                throw fail("backend.gpus_per_trial", "processes (GPUs) per trial, 1 to 1024")
+            }
+            b.gpusPerTrial = v
+        }
         if let g = o["gpu_memory"] {
             guard let v = g.string.flatMap(TrialPlan.parseBytes) ?? g.int, v > 0 else {
                 throw fail("backend.gpu_memory", "one GPU's memory, as \"80GiB\" or a number of bytes")
@@ -140,7 +151,12 @@ public struct BackendSpec: Sendable, Equatable {
                 throw fail("backend.python", "the path of a Python with torch and transformers")
             }
             b.kind = .torch(python: o["python"]?.string ?? Self.defaultPython(), script: o["script"]?.string)
-            b.protocolVersion = try protocolVersion(o, default: 2, fail: fail)
+            b.protocolVersion = try protocolVersion(o, default: b.gpusPerTrial > 1 ? 1 : 2, fail: fail)
+            if b.gpusPerTrial > 1 && b.protocolVersion == 2 {
+                throw fail(
+                    "backend.protocol",
+                    "a trial on several processes (gpus_per_trial) runs one job per torchrun: protocol 1")
+            }
         case let other:
             throw fail("backend.name", "'\(other)' is not builtin or torch (or give a command)")
         }
@@ -177,7 +193,12 @@ public struct BackendSpec: Sendable, Equatable {
         case let .command(parts): return parts
         case let .torch(python, script):
             let resolved = try script ?? Self.findTorchScript()
-            return [python, resolved]
+            guard gpusPerTrial > 1 else { return [python, resolved] }
+            // torchrun on this machine: one process per GPU (or, on a CPU, per gloo rank).
+            return [
+                python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", String(gpusPerTrial),
+                resolved
+            ]
         }
     }
 

@@ -125,19 +125,21 @@ extension TrialPlan {
             batch: spec.proxy.batch, sequence: spec.proxy.sequence, students: students)
     }
 
-    /// Refuses a spec naming `backend.gpu_memory` whose trials would not fit one GPU, naming the
-    /// first candidate that does not and its numbers.
+    /// Refuses a spec naming `backend.gpu_memory` whose trials would not fit their
+    /// `gpus_per_trial` GPUs, naming the first candidate that does not and its numbers.
     public static func check(_ spec: SearchSpec, teacher: ModelConfig, candidates: [Candidate], students: Int) throws {
         guard let memory = spec.backend.gpuMemory, !spec.backend.isBuiltin else { return }
         let usable = Int(Double(memory) * usableFraction)
         let checkpointed = spec.backend.execution.activationCheckpointing
+        let gpus = spec.backend.gpusPerTrial
         for c in candidates {
             let plan = of(spec, teacher: teacher, student: c.config, students: students)
-            let peak = plan.peak(checkpointed: checkpointed)
+            let peak = plan.peak(gpus: gpus, checkpointed: checkpointed)
             guard peak > usable else { continue }
             throw SearchError.spec(
                 file: spec.file, path: "backend.gpu_memory",
-                reason: "candidate \(c.hash) (\(c.parameters) parameters) needs \(gib(peak)) per trial with "
+                reason:
+                    "candidate \(c.hash) (\(c.parameters) parameters) needs \(gib(peak)) per GPU on \(gpus) GPU(s) with "
                     + "\(students) student(s) per claim — teacher \(gib(plan.teacher)), students "
                     + "\(gib(students * (plan.studentWeights + plan.gradients + plan.optimizer))), activations "
                     + "\(gib(checkpointed ? plan.activationsCheckpointed : plan.activations)) at \(plan.tokens) tokens — "
