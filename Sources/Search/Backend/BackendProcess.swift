@@ -34,6 +34,9 @@ final class BackendProcess: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = command
+        // A resident backend that dies between jobs must not take Topiary with it: writing its
+        // next job then fails (EPIPE, ``send(_:)`` says false) instead of raising SIGPIPE.
+        if stdin { signal(SIGPIPE, SIG_IGN) }
         let out = Pipe(), err = Pipe(), inPipe = stdin ? Pipe() : nil
         p.standardOutput = out
         p.standardError = err
