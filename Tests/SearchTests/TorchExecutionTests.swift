@@ -197,4 +197,36 @@ import Testing
         print(String(format: "torch on 2 gloo ranks vs 1, 20 steps × 2 students: worst relative difference %.1e; resumed 1 → 2 ranks %.1e, 2 → 1 %.1e",
                      same, up, down))
     }
+
+    /// A resident backend killed between two jobs: the next job finds it gone, starts a fresh one
+    /// and succeeds, with the same losses; Topiary is not taken down by the dead pipe.
+    @Test func aResidentBackendKilledBetweenJobsIsReplaced() throws {
+        guard let python = BackendTests.python("aResidentBackendKilledBetweenJobsIsReplaced") else { return }
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let run = try SideBySide(f, spec: try BackendTests.spec(f), python: python)
+        var spec = BackendSpec()
+        spec.kind = run.backend.spec.kind
+        spec.protocolVersion = 2
+        let slot = ResidentBackend()
+        defer { slot.close() }
+        var lines: [String] = []
+        let backend = ExternalBackend(spec: spec, log: { lines.append($0) }, resident: slot)
+        func job(_ tag: String) throws -> [Double] {
+            let result = try backend.distill(
+                teacherPath: f.teacher.path,
+                students: try run.students().enumerated().map { ($1.0, $1.1, nil, f.root.appendingPathComponent("\(tag)-\($0)")) },
+                corpus: run.runner.corpus, recipe: run.recipe, startStep: 0, endStep: 4,
+                jobDirectory: f.root.appendingPathComponent("job-\(tag)"), run: [:])
+            return try (0..<2).flatMap { try result[$0]!.get().steps.map(\.1) }
+        }
+        let first = try job("first")
+        let pid = try #require(slot.process?.pid)
+        kill(pid, SIGKILL)
+        while slot.process?.process.isRunning == true { Thread.sleep(forTimeInterval: 0.02) }
+        let second = try job("second")
+        #expect(second == first, "the same losses from the fresh backend")
+        #expect(slot.process?.pid != pid)
+        #expect(lines.filter { $0.contains("resident process") && $0.contains("started (protocol 2)") }.count == 2, "\(lines)")
+    }
 }
