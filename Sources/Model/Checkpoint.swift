@@ -161,8 +161,7 @@ public enum Checkpoint {
             let info = try file.info(name)
             counts[info.dtype, default: 0] += info.count
         }
-        let most = counts.max { $0.value != $1.value ? $0.value < $1.value : $0.key.rawValue > $1.key.rawValue }
-        return most.flatMap { StorageType($0.key) } ?? .float32
+        return StorageType.majority(counts)
     }
 
     /// Writes `config.json` and the weights (one `model.safetensors`, or shards of at most

@@ -36,8 +36,7 @@ public final class CheckpointWeights: @unchecked Sendable {
     public var storageType: StorageType {
         var counts: [DType: Int] = [:]
         for e in layout.entries { if let d = try? dtype(e.name) { counts[d, default: 0] += e.count } }
-        let most = counts.max { $0.value != $1.value ? $0.value < $1.value : $0.key.rawValue > $1.key.rawValue }
-        return most.flatMap { StorageType($0.key) } ?? .float32
+        return StorageType.majority(counts)
     }
 
     /// `body` with the tensor's stored bytes and header entry; the pages are released afterwards.
@@ -55,29 +54,23 @@ public final class CheckpointWeights: @unchecked Sendable {
         var buffer = [Float](repeating: 0, count: chunk)
         for e in layout.entries {
             try withTensor(e.name) { raw, info in
-                switch info.dtype {
-                case .F32:
-                    body(raw)
-                case .BF16, .F16:
-                    var i = 0
-                    while i < info.count {
-                        let n = min(chunk, info.count - i)
-                        buffer.withUnsafeMutableBufferPointer { out in
-                            for j in 0..<n {
-                                let bits = UInt16(
-                                    littleEndian: raw.loadUnaligned(fromByteOffset: 2 * (i + j), as: UInt16.self))
-                                out[j] =
-                                    info.dtype == .BF16
-                                    ? Float(bitPattern: UInt32(bits) << 16) : Float(Float16(bitPattern: bits))
-                            }
-                            body(UnsafeRawBufferPointer(start: out.baseAddress, count: 4 * n))
-                        }
-                        i += n
+                if info.dtype == .F32 { return body(raw) }
+                var i = 0
+                while i < info.count {
+                    let n = min(chunk, info.count - i)
+                    let converted = buffer.withUnsafeMutableBufferPointer { out in
+                        let ok = SafeTensorsFile.floats(
+                            raw.baseAddress! + i * info.dtype.size, info.dtype, n, into: out.baseAddress!)
+                        if ok { body(UnsafeRawBufferPointer(start: out.baseAddress, count: 4 * n)) }
+                        return ok
                     }
-                default:
-                    throw ModelError.safetensors(
-                        file: directory.path, tensor: e.name,
-                        reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)")
+                    guard converted else {
+                        throw ModelError.safetensors(
+                            file: directory.path, tensor: e.name,
+                            reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)"
+                        )
+                    }
+                    i += n
                 }
             }
         }

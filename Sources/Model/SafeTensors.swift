@@ -158,26 +158,10 @@ public struct SafeTensorsFile: @unchecked Sendable {
     public func read(_ name: String, into destination: UnsafeMutablePointer<Float>) throws {
         let info = try info(name)
         let count = info.count
-        data.withUnsafeBytes { raw in
-            let base = raw.baseAddress!.advanced(by: dataStart + info.begin)
-            switch info.dtype {
-            case .F32:
-                memcpy(destination, base, count * 4)
-            case .F16:
-                for i in 0..<count {
-                    let bits = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                    destination[i] = Float(Float16(bitPattern: bits))
-                }
-            case .BF16:
-                for i in 0..<count {
-                    let bits = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                    destination[i] = Float(bitPattern: UInt32(bits) << 16)
-                }
-            default:
-                break
-            }
+        let converted = data.withUnsafeBytes { raw in
+            Self.floats(raw.baseAddress!.advanced(by: dataStart + info.begin), info.dtype, count, into: destination)
         }
-        if ![.F32, .F16, .BF16].contains(info.dtype) {
+        if !converted {
             throw ModelError.safetensors(
                 file: path, tensor: name,
                 reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)")
@@ -207,6 +191,31 @@ public struct SafeTensorsFile: @unchecked Sendable {
         let to = (Int(bitPattern: start) + count) / page * page
         guard to > from, let p = UnsafeMutableRawPointer(bitPattern: from) else { return }
         _ = madvise(p, to - from, Int32(MADV_DONTNEED))
+    }
+
+    /// Converts `count` values stored as `dtype` at `base` to F32 into `destination`; false (and
+    /// nothing written) for a dtype that is not F32, F16 or BF16.
+    @discardableResult
+    public static func floats(
+        _ base: UnsafeRawPointer, _ dtype: DType, _ count: Int, into destination: UnsafeMutablePointer<Float>
+    ) -> Bool {
+        switch dtype {
+        case .F32:
+            memcpy(destination, base, count * 4)
+        case .F16:
+            for i in 0..<count {
+                let bits = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                destination[i] = Float(Float16(bitPattern: bits))
+            }
+        case .BF16:
+            for i in 0..<count {
+                let bits = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                destination[i] = Float(bitPattern: UInt32(bits) << 16)
+            }
+        default:
+            return false
+        }
+        return true
     }
 
     /// A tensor as a new F32 array.
@@ -251,6 +260,13 @@ public enum StorageType: String, Sendable, CaseIterable {
         case .bfloat16: return .BF16
         case .float16: return .F16
         }
+    }
+
+    /// The type most of `counts` (values per dtype) are stored in: float32 when that is none
+    /// Topiary writes (ties go to the dtype named first alphabetically).
+    static func majority(_ counts: [DType: Int]) -> StorageType {
+        let most = counts.max { $0.value != $1.value ? $0.value < $1.value : $0.key.rawValue > $1.key.rawValue }
+        return most.flatMap { StorageType($0.key) } ?? .float32
     }
 
     /// The storage type of safetensors dtype `d`, if it is a floating-point one Topiary writes.

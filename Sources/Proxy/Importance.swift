@@ -454,12 +454,27 @@ public enum Importance {
         log: (String) -> Void = { _ in },
         compute external: ((CalibrationSet) throws -> ImportanceScores)? = nil
     ) throws -> (ImportanceScores, fromCache: Bool) {
-        let (key, calibration) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
+        try cached(
+            teacherFingerprint: Fingerprint.of(teacher), loadTeacher: { teacher }, corpus: corpus, settings: settings,
+            cache: cache, log: log, compute: external)
+    }
+
+    /// ``cached(teacher:corpus:settings:cache:log:compute:)`` for a teacher known by its
+    /// fingerprint: `loadTeacher` is called only when the scores must be computed by the
+    /// built-in engine (the model is released when they are).
+    public static func cached(
+        teacherFingerprint: String, loadTeacher: () throws -> DecoderModel, corpus: TokenShards,
+        settings: ImportanceSettings, cache: URL, log: (String) -> Void = { _ in },
+        compute external: ((CalibrationSet) throws -> ImportanceScores)? = nil
+    ) throws -> (ImportanceScores, fromCache: Bool) {
+        let (key, calibration) = try Importance.key(
+            teacherFingerprint: teacherFingerprint, corpus: corpus, settings: settings)
         if let scores = cachedScores(key, cache: cache) { return (scores, true) }
         let url = cache.appendingPathComponent("importance-\(key.digest).json")
         let scores =
             try external.map { try $0(calibration) }
-            ?? compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings, log: log)
+            ?? compute(
+                teacher: try loadTeacher(), corpus: corpus, calibration: calibration, settings: settings, log: log)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try AtomicFile.write(try encoder.encode(scores), to: url)

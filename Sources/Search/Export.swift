@@ -40,23 +40,9 @@ public enum Exporter {
                 "the teacher at \(spec.teacher) is not the one study '\(name)' ran with (fingerprint differs)")
         }
         let corpus = try TokenShards(directory: URL(fileURLWithPath: spec.data, isDirectory: true))
-        let (key, _) = try Importance.key(
-            teacherFingerprint: study.teacherFingerprint, corpus: corpus, settings: spec.importance)
-        let scores: ImportanceScores
-        if let recorded = try store.importance(key) {
-            log(
-                "importance: reusing the scores recorded in the store (teacher \(key.teacher), calibration \(key.calibration))"
-            )
-            scores = recorded
-        } else if let cached = Importance.cachedScores(key, cache: importanceCache) {
-            log("importance: reusing cached scores (teacher \(key.teacher), calibration \(key.calibration))")
-            try store.recordImportance(key, cached)
-            scores = cached
-        } else {
-            scores = try store.importance(
-                teacher: try Checkpoint.load(teacherURL), corpus: corpus, settings: spec.importance,
-                cache: importanceCache, log: log)
-        }
+        let scores = try store.importance(
+            teacherFingerprint: study.teacherFingerprint, loadTeacher: { try Checkpoint.load(teacherURL) },
+            corpus: corpus, settings: spec.importance, cache: importanceCache, log: log)
         let winners = try store.top(study: study.id, limit: k)
         guard !winners.isEmpty else { throw SearchError.store("study '\(name)' has no completed trial to export") }
         try OutputDirectory.check(

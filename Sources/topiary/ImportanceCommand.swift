@@ -34,8 +34,15 @@ struct ImportanceOptions: ParsableArguments {
     }
 
     func scores(teacher: DecoderModel, corpus: TokenShards) throws -> ImportanceScores {
+        try scores(teacherFingerprint: Fingerprint.of(teacher), loadTeacher: { teacher }, corpus: corpus)
+    }
+
+    /// The scores of a teacher known by its fingerprint; `loadTeacher` only when they must be computed.
+    func scores(teacherFingerprint: String, loadTeacher: () throws -> DecoderModel, corpus: TokenShards) throws
+        -> ImportanceScores
+    {
         let (scores, cached) = try Importance.cached(
-            teacher: teacher, corpus: corpus, settings: settings,
+            teacherFingerprint: teacherFingerprint, loadTeacher: loadTeacher, corpus: corpus, settings: settings,
             cache: directoryURL(importanceCache),
             log: {
                 print($0); fflush(nil)

@@ -39,22 +39,15 @@ struct PlanCommand: ParsableCommand {
     }
 
     func run() throws {
-        let data: Data
-        do { data = try FileIO.read(fileURL(spec), what: "spec") } catch {
-            throw SearchError.spec(file: spec, path: "(file)", reason: "\(error)")
-        }
-        guard let j = JSON.parse(data) else {
-            throw SearchError.spec(file: spec, path: "(root)", reason: "malformed JSON")
-        }
         var teacher: ModelConfig?
-        let s = try SearchSpec(json: j, file: spec) {
+        let s = try SearchSpec(json: try readSpecJSON(spec), file: spec) {
             teacher = try SearchSpec.teacherConfig($0)
             return teacher!
         }
         let e = Enumeration.of(s, teacher: teacher!)
         guard !e.candidates.isEmpty else { throw SearchError.emptySpace(e.explanation) }
         let memory = gpuMemory.flatMap(TrialPlan.parseBytes) ?? s.backend.gpuMemory ?? 80 << 30
-        let usable = Int(Double(memory) * TrialPlan.usableFraction)
+        let usable = TrialPlan.usable(memory)
         let perGPU = peakTflops * 1e12 * mfu
         let microTokens = TrialPlan.of(s, teacher: teacher!, student: e.candidates[0].config, students: 1).tokens
         var rows: [JSON] = []

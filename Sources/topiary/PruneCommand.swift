@@ -54,15 +54,9 @@ struct PruneCommand: ParsableCommand {
         let target = try Pruning.targetConfig(teacher: weights.config, target: json)
         try Pruning.validate(target: target, teacher: weights.config)
         let corpus = try TokenShards(directory: directoryURL(data))
-        let (key, _) = try Importance.key(
-            teacherFingerprint: Fingerprint.of(weights), corpus: corpus, settings: importance.settings)
-        let scores: ImportanceScores
-        if let cached = Importance.cachedScores(key, cache: directoryURL(importance.importanceCache)) {
-            print("importance: reusing cached scores for teacher \(key.teacher), calibration \(key.calibration)")
-            scores = cached
-        } else {
-            scores = try importance.scores(teacher: try Checkpoint.load(teacherURL), corpus: corpus)
-        }
+        let scores = try importance.scores(
+            teacherFingerprint: Fingerprint.of(weights), loadTeacher: { try Checkpoint.load(teacherURL) },
+            corpus: corpus)
         var options = PruneOptions()
         options.layerMetric = LayerMetric(rawValue: layerMetric)!
         options.contiguousLayers = contiguous

@@ -10,6 +10,11 @@ struct SpecCommand: ParsableCommand {
 
 /// Loads and validates a spec file, reading the teacher's config.json (not its weights).
 func loadSpec(_ path: String, students: Int = 4) throws -> SearchSpec {
+    try parseSpec(try readSpecJSON(path), file: path, students: students)
+}
+
+/// A spec file's JSON, with the errors `spec check` gives for an unreadable or malformed file.
+func readSpecJSON(_ path: String) throws -> JSON {
     let data: Data
     do { data = try FileIO.read(fileURL(path), what: "spec") } catch {
         throw SearchError.spec(file: path, path: "(file)", reason: "\(error)")
@@ -17,7 +22,7 @@ func loadSpec(_ path: String, students: Int = 4) throws -> SearchSpec {
     guard let json = JSON.parse(data) else {
         throw SearchError.spec(file: path, path: "(root)", reason: "malformed JSON")
     }
-    return try parseSpec(json, file: path, students: students)
+    return json
 }
 
 /// Validates a spec's JSON (from a file or from the store), reading the teacher's config.json and

@@ -622,7 +622,6 @@ struct ExternalBackend {
         var linesSinceProgress = 0
         var sawDone = false
         var exitedAt: Date?, doneAt: Date?
-        let heartbeatSeconds = max(1, min(30, spec.heartbeatTimeout / 4))
         while true {
             reader.lock.lock()
             let fresh = reader.lines
@@ -771,6 +770,9 @@ struct ExternalBackend {
             }
             return result
         }
+        // The job's own peak memory, from its done line (the same for every student).
+        let peakMemory = lines.last { $0["event"]?.string == "done" }
+            .flatMap { try? BackendEvent.decode(BackendEvent.Done.self, $0).get() }?.peakMemoryBytes
         for (i, name) in students.enumerated() {
             let mine = lines.filter { $0["student"]?.string == name }
             if let error = mine.first(where: { $0["event"]?.string == "error" }) {
@@ -855,15 +857,13 @@ struct ExternalBackend {
                 result[i] = .failure(.backend("backend \(spec.name): no checkpoint of \(name) at step \(endStep)"))
                 continue
             }
-            let done = lines.last { $0["event"]?.string == "done" }
             result[i] = .success(
                 BackendTrialResult(
                     trainLoss: trainLoss,
                     point: CurvePoint(
                         step: endStep, trainLoss: lastLoss, validation: validation,
                         validationKL: validationKL), curve: curve, steps: all,
-                    peakMemoryBytes: done.flatMap { try? BackendEvent.decode(BackendEvent.Done.self, $0).get() }?
-                        .peakMemoryBytes))
+                    peakMemoryBytes: peakMemory))
         }
         return result
     }

@@ -118,6 +118,9 @@ extension TrialPlan {
     /// the caching allocator's fragmentation.
     public static let usableFraction = 0.9
 
+    /// The bytes of a GPU of `memory` bytes that a trial may plan to use.
+    public static func usable(_ memory: Int) -> Int { Int(Double(memory) * usableFraction) }
+
     /// A claim of `students` students of `spec` on the torch backend.
     public static func of(_ spec: SearchSpec, teacher: ModelConfig, student: ModelConfig, students: Int) -> TrialPlan {
         TrialPlan(
@@ -129,7 +132,7 @@ extension TrialPlan {
     /// `gpus_per_trial` GPUs, naming the first candidate that does not and its numbers.
     public static func check(_ spec: SearchSpec, teacher: ModelConfig, candidates: [Candidate], students: Int) throws {
         guard let memory = spec.backend.gpuMemory, !spec.backend.isBuiltin else { return }
-        let usable = Int(Double(memory) * usableFraction)
+        let usable = Self.usable(memory)
         let checkpointed = spec.backend.execution.activationCheckpointing
         let gpus = spec.backend.gpusPerTrial
         for c in candidates {

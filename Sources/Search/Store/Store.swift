@@ -701,7 +701,18 @@ extension StudyStore {
         teacher: DecoderModel, corpus: TokenShards, settings: ImportanceSettings, cache: URL,
         log: (String) -> Void, compute: ((CalibrationSet) throws -> ImportanceScores)? = nil
     ) throws -> ImportanceScores {
-        let (key, _) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
+        try importance(
+            teacherFingerprint: Fingerprint.of(teacher), loadTeacher: { teacher }, corpus: corpus, settings: settings,
+            cache: cache, log: log, compute: compute)
+    }
+
+    /// The same for a teacher known by its fingerprint, loaded only if the scores must be computed.
+    public func importance(
+        teacherFingerprint: String, loadTeacher: () throws -> DecoderModel, corpus: TokenShards,
+        settings: ImportanceSettings, cache: URL, log: (String) -> Void,
+        compute: ((CalibrationSet) throws -> ImportanceScores)? = nil
+    ) throws -> ImportanceScores {
+        let (key, _) = try Importance.key(teacherFingerprint: teacherFingerprint, corpus: corpus, settings: settings)
         if let scores = try importance(key) {
             log(
                 "importance: reusing the scores recorded in the store (teacher \(key.teacher), calibration \(key.calibration))"
@@ -709,7 +720,8 @@ extension StudyStore {
             return scores
         }
         let (scores, cached) = try Importance.cached(
-            teacher: teacher, corpus: corpus, settings: settings, cache: cache, log: log, compute: compute)
+            teacherFingerprint: teacherFingerprint, loadTeacher: loadTeacher, corpus: corpus, settings: settings,
+            cache: cache, log: log, compute: compute)
         if cached { log("importance: reusing cached scores (teacher \(key.teacher), calibration \(key.calibration))") }
         try recordImportance(key, scores)
         return scores
