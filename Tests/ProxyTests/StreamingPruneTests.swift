@@ -119,7 +119,9 @@ import Testing
             let file = teacherDir.appendingPathComponent("model.safetensors")
             let name = "model.layers.\(layer).mlp.up_proj.weight"
             let f = try SafeTensorsFile(url: file)
-            let header = try Data(contentsOf: file).prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+            let header = try Data(contentsOf: file).prefix(8).withUnsafeBytes {
+                Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)))
+            }
             let offset = 8 + header + (try f.info(name).begin)
             let h = try FileHandle(forWritingTo: file)
             try h.seek(toOffset: UInt64(offset))

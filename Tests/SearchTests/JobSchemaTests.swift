@@ -104,7 +104,7 @@ import Testing
             e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             var text = ""
             for (name, example) in BackendEvent.examples {
-                var line = JSON.parse(try e.encode(AnyExample(example)))?.object ?? [:]
+                var line = JSON.parse(try e.encode(AnyEncodable(example)))?.object ?? [:]
                 line["event"] = .string(name)
                 text += String(decoding: try e.encode(JSON.object(line)), as: UTF8.self) + "\n"
             }
@@ -143,7 +143,8 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let text = try String(contentsOf: Self.example, encoding: .utf8)
         for (from, to, says) in [("\"train_loss\"", "\"loss\"", "line 3 (step).train_loss: missing"),
-                                 ("\"windows\":[[10.5,8,0.25]]", "\"windows\":[[\"10.5\",8,0.25]]", "line 4 (eval).windows[0][0]: expected number"),
+                                 ("\"windows\":[[10.5,8,0.25]]", "\"windows\":[[\"10.5\",8,0.25]]",
+                                  "line 4 (eval).windows[0][0]: expected number"),
                                  ("\"event\":\"done\"", "\"event\":\"finished\"", "line 8: unknown event 'finished'")] {
             #expect(text.contains(from), "\(from)")
             let bad = dir.appendingPathComponent("events.jsonl")
@@ -152,10 +153,4 @@ import Testing
             #expect(r.status == 1 && r.out.contains(says), "\(from) → \(to): \(r.out)")
         }
     }
-}
-
-private struct AnyExample: Encodable {
-    let value: any Encodable
-    init(_ value: any Encodable) { self.value = value }
-    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
 }

@@ -10,10 +10,13 @@ import Testing
 /// every constraint still holding.
 @Suite struct StoreMigrationTests {
     static let oldRows = [
-        "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) VALUES ('old', '{}', 'f', '2026-11-01 00:00:00', 'complete')",
-        "INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, flops_per_token) VALUES (1, 'abc', '{}', 10, 5, 10, 20)",
+        "INSERT INTO study (name, spec, teacher_fingerprint, created_at, state) "
+            + "VALUES ('old', '{}', 'f', '2026-11-01 00:00:00', 'complete')",
+        "INSERT INTO candidate (studyId, hash, architecture, parameters, non_embedding_parameters, active_parameters, "
+            + "flops_per_token) VALUES (1, 'abc', '{}', 10, 5, 10, 20)",
         "INSERT INTO trial (candidateId, rung, fidelity, state, score) VALUES (1, 0, 4, 'complete', 1.5)",
-        "INSERT INTO trial (candidateId, rung, fidelity, parent_trial_id, state, score, replicate) VALUES (1, 1, 8, 1, 'complete', 1.25, 0)",
+        "INSERT INTO trial (candidateId, rung, fidelity, parent_trial_id, state, score, replicate) "
+            + "VALUES (1, 1, 8, 1, 'complete', 1.25, 0)",
         "INSERT INTO metric (trialId, step, name, value) VALUES (2, 8, 'val_loss', 1.25)",
         "INSERT INTO trial_windows (trialId, windows) VALUES (2, '{\"en\": [[2.5, 2]]}')",
     ]
@@ -43,7 +46,8 @@ import Testing
     }
 
     @Test func sqliteStoreBeforeSnakeCaseIsRenamedInPlace() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-snake-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let dir = FileManager.default.temporaryDirectory
+            .appendingPathComponent("topiary-snake-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("old.sqlite").path
@@ -89,7 +93,8 @@ import Testing
         } refuses: { sql in try Services.run("psql", [db, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]).status != 0 }
         let indexes = try Services.psql(db, "SELECT indexname FROM pg_indexes WHERE indexname LIKE '%\\_on\\_%' ORDER BY 1")
         #expect(indexes == "candidate_on_study_id\nranking_study_on_teacher\ntrial_on_candidate_id", "\(indexes)")
-        let unique = try Services.psql(db, "SELECT conname FROM pg_constraint WHERE contype = 'u' AND connamespace = 'public'::regnamespace ORDER BY 1")
+        let unique = try Services.psql(
+            db, "SELECT conname FROM pg_constraint WHERE contype = 'u' AND connamespace = 'public'::regnamespace ORDER BY 1")
         #expect(unique == "candidate_study_id_hash_key\nstudy_name_key\ntrial_candidate_id_rung_replicate_key", "\(unique)")
     }
 }

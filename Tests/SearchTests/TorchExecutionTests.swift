@@ -65,7 +65,8 @@ import Testing
         let s = Self.worstAbsolute(try Self.losses(run, student, tag: "bf16-student"), reference)
         print("reference losses (student 0):", reference[0].map { String(format: "%.4f", $0) }.joined(separator: " "))
         print(String(format: "torch execution vs sdpa/whole batch, worst relative step-loss difference over 20 steps × 2 students: "
-                     + "eager %.1e, micro-batch 1 %.1e, micro-batch 3 %.1e, checkpointing %.1e; worst |Δloss| bf16 teacher %.1e nats, bf16 students %.1e nats",
+                     + "eager %.1e, micro-batch 1 %.1e, micro-batch 3 %.1e, checkpointing %.1e; "
+                     + "worst |Δloss| bf16 teacher %.1e nats, bf16 students %.1e nats",
                      e, m1, m3, c, t, s))
         #expect(e <= 1e-5, "sdpa vs eager: \(e)")
         #expect(m1 <= 1e-5 && m3 <= 1e-5, "micro-batches: \(m1), \(m3)")
@@ -113,7 +114,8 @@ import Testing
                 "backend": ["name": "torch", "python": .string(python), "device": "cpu", "protocol": JSON(version)],
             ]), name: "protocol-\(version).json")
             let db = f.root.appendingPathComponent("protocol-\(version).sqlite").path
-            let r = try topiary(["search", "run", spec, "--db", db, "--artifacts", f.root.appendingPathComponent("artifacts-\(version)").path,
+            let r = try topiary(["search", "run", spec, "--db", db,
+                                 "--artifacts", f.root.appendingPathComponent("artifacts-\(version)").path,
                                  "--importance-cache", f.root.appendingPathComponent("importance").path,
                                  "--threads", "1", "--students-per-claim", "1"], in: f.root, timeout: 1200)
             #expect(r.status == 0, "\(r.out)\n\(r.err)")
@@ -131,12 +133,15 @@ import Testing
         let perClaim = try run(1)
         let t2 = Date()
         #expect(resident.scores.count == 12 && resident.scores.values.allSatisfy { $0.isFinite }, "\(resident.scores)")
-        #expect(resident.loaded == 1 && resident.reused == 11, "protocol 2: \(resident.loaded) loads, \(resident.reused) reuses\n\(resident.out)")
+        #expect(resident.loaded == 1 && resident.reused == 11,
+                "protocol 2: \(resident.loaded) loads, \(resident.reused) reuses\n\(resident.out)")
         #expect(perClaim.loaded == 12 && perClaim.reused == 0, "protocol 1: \(perClaim.loaded) loads")
         #expect(resident.out.contains("resident process") && resident.out.contains("started (protocol 2)"))
         // The same tokens and the same arithmetic: every candidate's score equal across protocols.
         #expect(resident.scores.keys.sorted() == perClaim.scores.keys.sorted())
-        for (hash, score) in resident.scores { #expect(score == perClaim.scores[hash], "\(hash): \(score) vs \(perClaim.scores[hash] ?? .nan)") }
+        for (hash, score) in resident.scores {
+            #expect(score == perClaim.scores[hash], "\(hash): \(score) vs \(perClaim.scores[hash] ?? .nan)")
+        }
         // One batches file for the 12 claims of the same steps.
         let batches = try FileManager.default.contentsOfDirectory(atPath: f.root.appendingPathComponent("artifacts-2/tiny/batches").path)
         #expect(batches.count == 1, "\(batches)")
@@ -194,7 +199,8 @@ import Testing
         // The two-rank checkpoint is a whole model that the built-in engine loads.
         let ck = try #require(try TrainingCheckpoint.latest(in: f.root.appendingPathComponent("two-0")))
         #expect(try Checkpoint.load(ck).config == (try run.students())[0].1.config)
-        print(String(format: "torch on 2 gloo ranks vs 1, 20 steps × 2 students: worst relative difference %.1e; resumed 1 → 2 ranks %.1e, 2 → 1 %.1e",
+        print(String(format: "torch on 2 gloo ranks vs 1, 20 steps × 2 students: worst relative difference %.1e; "
+                     + "resumed 1 → 2 ranks %.1e, 2 → 1 %.1e",
                      same, up, down))
     }
 

@@ -30,7 +30,8 @@ import Testing
         #expect(p.activationsCheckpointed == 32 * (4 * (2 * 16 + 48) + 3600))
         #expect(p.shardable == 4 * pt + 2 * 16 * ps)
         // The evaluation: two float32 logits of 16 windows of 8 tokens; the peak takes the larger.
-        #expect(p.evaluation == 16 * 8 * 100 * 4 * 2 && p.peak(checkpointed: true) == p.shardable + max(p.activationsCheckpointed, p.evaluation))
+        #expect(p.evaluation == 16 * 8 * 100 * 4 * 2
+                && p.peak(checkpointed: true) == p.shardable + max(p.activationsCheckpointed, p.evaluation))
         #expect(p.peak(gpus: 2, checkpointed: false) == (p.shardable + 1) / 2 + p.activations)
         // bf16 students and teacher, eager attention (H·T more per layer), micro-batches of 1 row.
         e.student = "bf16"; e.teacherDtype = "bfloat16"; e.attention = "eager"; e.microBatch = 1
@@ -91,7 +92,8 @@ import Testing
                                  students: 1)
             let predicted = plan.peak(checkpointed: checkpointed)
             let ratio = Double(predicted) / Double(measured)
-            lines.append(String(format: "%@: predicted %@, measured %@ (ratio %.3f)", tag, TrialPlan.gib(predicted), TrialPlan.gib(measured), ratio))
+            lines.append(String(format: "%@: predicted %@, measured %@ (ratio %.3f)",
+                                tag, TrialPlan.gib(predicted), TrialPlan.gib(measured), ratio))
             #expect(abs(ratio - 1) <= 0.2, "\(tag): predicted \(predicted) bytes, measured \(measured)")
         }
         print("trial plan vs measured peak RSS on the CPU: " + lines.joined(separator: "; "))

@@ -173,8 +173,8 @@ enum BackendEvent {
     }
 }
 
-/// An encodable of any type, for the examples' list.
-private struct AnyEncodable: Encodable {
+/// An encodable of any type, for the examples' list (and the tests that write them out).
+struct AnyEncodable: Encodable {
     let value: any Encodable
     init(_ value: any Encodable) { self.value = value }
     func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
