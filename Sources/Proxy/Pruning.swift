@@ -255,7 +255,7 @@ public enum Pruning {
 
     /// The student's config: `target`, with per-layer properties (sliding-window layers)
     /// following the layers kept.
-    static func studentConfig(_ plan: PrunePlan, teacher: ModelConfig, target: ModelConfig) -> ModelConfig {
+    public static func studentConfig(_ plan: PrunePlan, teacher: ModelConfig, target: ModelConfig) -> ModelConfig {
         var target = target
         target.slidingLayers = plan.layers.indices.filter { teacher.slidingLayers.contains(plan.layers[$0]) }
         return target

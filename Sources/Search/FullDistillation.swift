@@ -119,9 +119,18 @@ public enum FullDistillation {
     public static func run(_ plan: Plan, backend: BackendSpec, log: @escaping (String) -> Void) throws -> JSON {
         let fm = FileManager.default
         let checkpoints = plan.out.appendingPathComponent("checkpoints")
-        let teacher = try Checkpoint.load(URL(fileURLWithPath: plan.teacher, isDirectory: true))
+        // The teacher stays in its files until the built-in engine needs it in float32 (its
+        // training, the final evaluation); the fingerprint streams.
+        let teacherWeights = try CheckpointWeights(URL(fileURLWithPath: plan.teacher, isDirectory: true))
+        var loaded: DecoderModel?
+        func teacher() throws -> DecoderModel {
+            if let loaded { return loaded }
+            let t = try Checkpoint.load(teacherWeights.directory)
+            loaded = t
+            return t
+        }
         if let expected = plan.teacherFingerprint, !plan.force {
-            let actual = Fingerprint.of(teacher)
+            let actual = try Fingerprint.of(teacherWeights)
             guard actual == expected else {
                 throw SearchError.store(
                     "the teacher at \(plan.teacher) is not the one the recipe was made with (fingerprint "
@@ -131,7 +140,7 @@ public enum FullDistillation {
         }
         try fm.createDirectory(at: checkpoints, withIntermediateDirectories: true)
         let corpus = try TokenShards(directory: URL(fileURLWithPath: plan.data, isDirectory: true))
-        let init_ = try Checkpoint.load(plan.student)
+        let init_ = try StudentInit.folder(plan.student)
         let curveFile = plan.out.appendingPathComponent("curve.jsonl")
         var resumeURL = try TrainingCheckpoint.latest(in: checkpoints)
         var step = try resumeURL.map { try SearchRunner.checkpointStep($0) } ?? 0
@@ -173,7 +182,7 @@ public enum FullDistillation {
             if backend.isBuiltin {
                 var last: CurvePoint?
                 let (outcome, distiller) = try DistillationRun.run(
-                    teacher: teacher, students: [(plan.name, try Checkpoint.load(plan.student))], corpus: corpus,
+                    teacher: try teacher(), students: [(plan.name, try Checkpoint.load(plan.student))], corpus: corpus,
                     recipe: plan.recipe, endStep: end, resume: resumeURL.map { [0: $0] } ?? [:],
                     evaluateAt: [end], progressLabel: "distill", onPoint: { _, p in last = p })
                 if let failure = outcome.failures[0] { throw failure }
@@ -208,7 +217,7 @@ public enum FullDistillation {
             model: student, shards: corpus, batch: plan.recipe.batch, sequence: plan.recipe.sequence,
             maxTokensPerLanguage: tokens)
         let t = try Evaluation.validationLoss(
-            model: teacher, shards: corpus, batch: plan.recipe.batch, sequence: plan.recipe.sequence,
+            model: try teacher(), shards: corpus, batch: plan.recipe.batch, sequence: plan.recipe.sequence,
             maxTokensPerLanguage: tokens)
         var languages: [String: JSON] = [:]
         for lang in s.perLanguage.keys.sorted() {

@@ -12,7 +12,10 @@ public final class SearchRunner {
     /// store records their paths relative to it, so that workers on other machines that mount the
     /// same shared folder elsewhere find them.
     public let results: URL
-    public let teacher: DecoderModel
+    /// The teacher's files, memory-mapped: an external backend's students are cut from them a
+    /// tensor at a time, in the teacher's dtype, so that a worker never holds the teacher in
+    /// float32 unless the built-in engine needs it (``teacher``).
+    public let teacherWeights: CheckpointWeights
     public let corpus: TokenShards
     public let enumeration: Enumeration
     public var studentsPerClaim = 4
@@ -28,6 +31,34 @@ public final class SearchRunner {
     let residentBackend = ResidentBackend()
     var backendResident: ResidentBackend? {
         !spec.backend.isBuiltin && spec.backend.protocolVersion == 2 ? residentBackend : nil
+    }
+    var loadedTeacher: DecoderModel?
+    var fingerprint: String?
+
+    /// The teacher as a float32 model: loaded at once for the built-in engine and kept; for an
+    /// external backend, loaded at the first use of this property and kept (``transientTeacher()``
+    /// is what the runner itself uses).
+    public var teacher: DecoderModel {
+        get throws {
+            if let loadedTeacher { return loadedTeacher }
+            let t = try Checkpoint.load(teacherWeights.directory)
+            loadedTeacher = t
+            return t
+        }
+    }
+
+    /// The float32 teacher for one computation here (importance by the built-in engine, the
+    /// prefilter's losses): the kept one, else loaded for the caller and released after it.
+    func transientTeacher() throws -> DecoderModel {
+        try loadedTeacher ?? Checkpoint.load(teacherWeights.directory)
+    }
+
+    /// The teacher's fingerprint, streamed from its files once (equal to ``Fingerprint/of(_:)-(DecoderModel)``).
+    public func teacherFingerprint() throws -> String {
+        if let fingerprint { return fingerprint }
+        let f = try loadedTeacher.map(Fingerprint.of) ?? Fingerprint.of(teacherWeights)
+        fingerprint = f
+        return f
     }
 
     /// Loads the teacher and corpus and enumerates the space, after checking the corpus and the
@@ -51,8 +82,9 @@ public final class SearchRunner {
                 spec, teacher: teacherConfig, candidates: Enumeration.of(spec, teacher: teacherConfig).candidates,
                 students: studentsPerClaim)
         }
-        teacher = try Checkpoint.load(URL(fileURLWithPath: spec.teacher, isDirectory: true))
-        enumeration = Enumeration.of(spec, teacher: teacher.config)
+        teacherWeights = try CheckpointWeights(URL(fileURLWithPath: spec.teacher, isDirectory: true))
+        if spec.backend.isBuiltin { loadedTeacher = try Checkpoint.load(teacherWeights.directory) }
+        enumeration = Enumeration.of(spec, teacher: teacherWeights.config)
         guard !enumeration.candidates.isEmpty else { throw SearchError.emptySpace(enumeration.explanation) }
         try enumeration.requireWithinLimit(spec)
     }
@@ -75,6 +107,7 @@ public final class SearchRunner {
                     + "(Minitron found this ranking unreliable; use with care)"
             )
             let s = try importance()
+            let teacher = try transientTeacher()
             let losses = try candidates.map { c -> Double in
                 let m = try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)
                 return spec.objective.value(
@@ -85,7 +118,7 @@ public final class SearchRunner {
             candidates = zip(candidates, losses).sorted { $0.1 < $1.1 }.prefix(keep).map(\.0)
         }
         let id = try store.openStudy(
-            name: spec.study, spec: spec.json, teacherFingerprint: Fingerprint.of(teacher),
+            name: spec.study, spec: spec.json, teacherFingerprint: teacherFingerprint(),
             candidates: strategy.recordedCandidates(initial: candidates, space: enumeration.candidates),
             extend: extend)
         let ids = try store.candidateIDs(study: id)
@@ -100,26 +133,29 @@ public final class SearchRunner {
         // An external backend computes them on its device; the key (teacher, calibration set,
         // settings) is the same, so the store and cache hold one set whichever engine made it.
         // (Not yet for mixtures: their expert scores come from the built-in engine.)
-        if !spec.backend.isBuiltin && teacher.config.family.isMixture {
+        let config = teacherWeights.config
+        if !spec.backend.isBuiltin && config.family.isMixture {
             log(
                 "importance: a mixture-of-experts teacher — computed by the built-in engine (the "
                     + "\(spec.backend.name) backend does not score experts yet)"
             )
         }
         let external: ((CalibrationSet) throws -> ImportanceScores)? =
-            spec.backend.isBuiltin || teacher.config.family.isMixture
+            spec.backend.isBuiltin || config.family.isMixture
             ? nil
             : { [self] calibration in
                 log("importance: computed by the \(spec.backend.name) backend")
                 return try ExternalBackend(spec: spec.backend, log: log, resident: backendResident).importance(
-                    teacherPath: spec.teacher, teacher: teacher, corpus: corpus, calibration: calibration,
+                    teacherPath: spec.teacher, teacher: config, teacherFingerprint: teacherFingerprint(),
+                    corpus: corpus,
+                    calibration: calibration,
                     settings: spec.importance,
                     jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent(
                         "jobs/importance-\(ProcessInfo.processInfo.hostName)-\(getpid())"))
             }
         let s = try store.importance(
-            teacher: teacher, corpus: corpus, settings: spec.importance, cache: importanceCache, log: log,
-            compute: external)
+            teacherFingerprint: teacherFingerprint(), loadTeacher: transientTeacher, corpus: corpus,
+            settings: spec.importance, cache: importanceCache, log: log, compute: external)
         scores = s
         return s
     }
@@ -281,14 +317,13 @@ public final class SearchRunner {
         let trials = batch.map(\.0)
         let s = try importance()
         let byHash = Dictionary(uniqueKeysWithValues: enumeration.candidates.map { ($0.hash, $0) })
-        var students: [(String, DecoderModel)] = []
         var resume: [Int: URL] = [:]
-        for (i, (t, url)) in batch.enumerated() {
-            guard let c = byHash[t.hash] else {
-                throw SearchError.store("candidate \(t.hash) is not in the spec's space any more")
+        let candidates = try batch.enumerated().map { (i, b) in
+            guard let c = byHash[b.0.hash] else {
+                throw SearchError.store("candidate \(b.0.hash) is not in the spec's space any more")
             }
-            students.append((t.hash, try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)))
-            if let url { resume[i] = url }
+            if let url = b.1 { resume[i] = url }
+            return c
         }
         log(
             "\(worker): running \(trials.count) trial(s) at rung \(trials[0].rung) to \(trials[0].fidelity) "
@@ -311,6 +346,10 @@ public final class SearchRunner {
         let startStep = try resume.values.first.map { try Self.checkpointStep($0) } ?? 0
         let evaluateAt = spec.evaluationSteps(from: startStep, to: trials[0].fidelity)
         if spec.backend.isBuiltin {
+            let teacher = try self.teacher
+            let students = try candidates.map {
+                ($0.hash, try Pruning.prune(teacher: teacher, to: $0.config, scores: s, options: spec.prune))
+            }
             var trainLoss: [Int: [(Int, Double)]] = [:]
             let (outcome, distiller) = try DistillationRun.run(
                 teacher: teacher, students: students, corpus: corpus, recipe: recipe,
@@ -332,12 +371,20 @@ public final class SearchRunner {
                         trainLoss: trainLoss[i, default: []], point: point, curve: Array(outcome.curves[i].dropLast())))
             }
         } else {
-            // The same pruned inits, batches, recipe and evaluation windows, run by the external
-            // backend (docs/backends.md); its failures end these trials, not the study.
+            // The same pruned inits (cut from the teacher's files in its dtype), batches, recipe and
+            // evaluation windows, run by the external backend (docs/backends.md); its failures end
+            // these trials, not the study.
             let job = jobDirectory(trials)
+            let inits = try candidates.map { c in
+                StudentInit.pruned(
+                    try Pruning.plan(teacher: teacherWeights.config, target: c.config, scores: s, options: spec.prune),
+                    teacher: teacherWeights, target: c.config)
+            }
             outcomes = try ExternalBackend(spec: spec.backend, log: log, resident: backendResident).distill(
                 teacherPath: spec.teacher,
-                students: students.enumerated().map { (i, s) in (s.0, s.1, resume[i], checkpointURL(trials[i])) },
+                students: candidates.enumerated().map { (i, c) in
+                    (c.hash, inits[i], resume[i], checkpointURL(trials[i]))
+                },
                 corpus: corpus, recipe: recipe, startStep: startStep, endStep: trials[0].fidelity,
                 evaluateAt: evaluateAt, jobDirectory: job,
                 batchCache: results.appendingPathComponent(spec.study).appendingPathComponent("batches"),

@@ -47,28 +47,34 @@ extension SearchSpec {
         // training at (B, T): parameters, gradients and AdamW moments (16 bytes each, at most the
         // budget's maximum when it counts all parameters) and activations no larger than the teacher's.
         // On an external backend the step is the backend's (`topiary plan`, ``TrialPlan``); this
-        // host holds the teacher in float32 to prune it and the claim's pruned students.
+        // host cuts each student from the teacher's files a tensor at a time, and holds the
+        // teacher in float32 only for what the built-in engine computes here: a mixture's
+        // importance and the prefilter's losses (one pruned student at a time).
         let activations = saturating(Activations.floatCount(config: t, B: proxy.batch, T: proxy.sequence), times: 4)
         let teacherBytes = saturating(saturating(t.parameterCount, times: 8), plus: activations)
         let studentParameters = budget.count == .total ? min(budget.maximum, t.parameterCount) : t.parameterCount
+        let hostHoldsTeacher = t.family.isMixture || prefilter != nil
         let step =
             backend.isBuiltin
             ? saturating(
                 teacherBytes,
                 plus: saturating(
                     saturating(saturating(studentParameters, times: 16), plus: activations), times: students))
-            : saturating(
-                saturating(t.parameterCount, times: 8), plus: saturating(studentParameters, times: 4 * students))
+            : hostHoldsTeacher
+                ? saturating(saturating(t.parameterCount, times: 4), plus: saturating(studentParameters, times: 4))
+                : 0
         do {
             try MemoryBudget.check(
-                step, for: backend.isBuiltin ? "a distillation step" : "pruning a claim's students",
+                step, for: backend.isBuiltin ? "a distillation step" : "the float32 teacher this host computes with",
                 drivers:
                     "teacher \(t.parameterCount) parameters; proxy.batch_size \(proxy.batch) × "
                     + "proxy.sequence_length \(proxy.sequence); \(students) students per claim of at most \(studentParameters) parameters"
             )
         } catch { throw fail("proxy.batch_size", "\(error)") }
         // The importance pass: the teacher's activations for a batch of calibration windows, the
-        // windows themselves and one score per unit and sample.
+        // windows themselves and one score per unit and sample (here only when the built-in
+        // engine computes it: an external backend scores a dense teacher on its own device).
+        guard backend.isBuiltin || t.family.isMixture else { return }
         let units =
             t.numHiddenLayers
             * (t.intermediateSize * max(1, t.numLocalExperts) + t.numAttentionHeads + t.hiddenSize + 2)

@@ -250,7 +250,7 @@ struct WorkerCommand: ParsableCommand {
             try given
             ?? parseSpec(row.spec, file: "\(st.location): study '\(studyName)'", students: options.studentsPerClaim)
         let runner = try options.runner(s, st)
-        guard Fingerprint.of(runner.teacher) == row.teacherFingerprint else {
+        guard try runner.teacherFingerprint() == row.teacherFingerprint else {
             throw SearchError.store(
                 "the teacher at \(s.teacher) is not the one study '\(studyName)' was started with (fingerprint differs)"
             )

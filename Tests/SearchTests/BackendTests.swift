@@ -284,6 +284,41 @@ import Testing
         print("orphan backend: \(trials.count) trials in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
     }
 
+    /// Issue 25, item 1: a worker on an external backend cuts its students' inits from the
+    /// teacher's files: a bf16 teacher's inits are bf16, each value the teacher's (equal to pruning
+    /// the float32-loaded teacher in memory), and the worker never loads the teacher in float32.
+    @Test func externalBackendInitsStreamInTheTeachersDtype() throws {
+        let f = try Fixture(storage: .bfloat16)
+        defer { f.cleanup() }
+        let script = f.root.appendingPathComponent("liar.py")
+        try Self.lyingBackend.write(to: script, atomically: true, encoding: .utf8)
+        let backend: JSON = ["command": .array(["/usr/bin/env", "python3", script.path, "honest"].map { .string($0) }), "heartbeat_timeout": 10]
+        let spec = try Self.spec(f, steps: 6, backend: backend)
+        let cache = f.root.appendingPathComponent("importance")
+        let loaded = try Checkpoint.load(f.teacher)
+        let scores = try Importance.cached(teacher: loaded, corpus: try TokenShards(directory: f.corpus), settings: spec.importance, cache: cache).0
+        let store = try StudyStore(path: f.db)
+        let results = f.root.appendingPathComponent("artifacts")
+        let runner = try SearchRunner(spec: spec, store: store, results: results, importanceCache: cache)
+        runner.log = { _ in }
+        let id = try runner.run(worker: "w", extend: false)
+        #expect(runner.loadedTeacher == nil, "the worker loaded the teacher in float32")
+        let byHash = Dictionary(uniqueKeysWithValues: runner.enumeration.candidates.map { ($0.hash, $0) })
+        let trials = try store.trials(study: id).filter { $0.rung == 0 }
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(trials.map { $0.error ?? $0.state.rawValue })")
+        for t in trials {
+            // The honest liar's checkpoint holds its init's weights, copied.
+            let ck = Artifacts.resolve(try #require(t.checkpoint), root: results)
+            let file = try SafeTensorsFile(url: ck.appendingPathComponent("model.safetensors"))
+            let expected = try Pruning.prune(teacher: loaded, to: byHash[t.hash]!.config, scores: scores, options: spec.prune)
+            for e in expected.layout.entries {
+                #expect(try file.info(e.name).dtype == .BF16, "\(t.hash) \(e.name)")
+                let want = Array(UnsafeBufferPointer(start: expected.parameters.pointer + e.offset, count: e.count))
+                #expect(try file.floats(e.name) == want, "\(t.hash) \(e.name)")
+            }
+        }
+    }
+
     /// Issue 22, item 4: everything a backend says is untrusted. A checkpoint it reports but does
     /// not write, or one named outside the trial's folder, fails that trial with a message; the
     /// coordinator neither crashes (it used to trap on a nil, leaving trials running) nor exits.

@@ -261,6 +261,37 @@ public final class ResidentBackend: @unchecked Sendable {
     deinit { close() }
 }
 
+/// A student's init as an external backend reads it: a Hugging Face folder, written into the
+/// job folder when the job is (or one that exists already).
+struct StudentInit {
+    let config: ModelConfig
+    /// Writes the init into the folder it is given, or names the folder it already is.
+    let materialize: (URL) throws -> URL
+
+    /// A model in memory, saved as float32.
+    static func model(_ m: DecoderModel) -> StudentInit {
+        StudentInit(config: m.config) {
+            try Checkpoint.save(m, to: $0)
+            return $0
+        }
+    }
+
+    /// A Hugging Face folder that exists (its headers checked against its config here).
+    static func folder(_ url: URL) throws -> StudentInit {
+        let config = try CheckpointWeights(url).config
+        return StudentInit(config: config) { _ in url }
+    }
+
+    /// The teacher pruned by `plan`, cut from its files a tensor at a time in its own dtype
+    /// (``Pruning/write(_:teacher:target:type:to:shardBytes:)``): never a float32 copy of the teacher.
+    static func pruned(_ plan: PrunePlan, teacher: CheckpointWeights, target: ModelConfig) -> StudentInit {
+        StudentInit(config: Pruning.studentConfig(plan, teacher: teacher.config, target: target)) {
+            try Pruning.write(plan, teacher: teacher, target: target, to: $0)
+            return $0
+        }
+    }
+}
+
 /// Runs a claim's students through an external backend.
 struct ExternalBackend {
     let spec: BackendSpec
@@ -268,15 +299,30 @@ struct ExternalBackend {
     /// The worker's resident backend (protocol 2), or nil: one process per job (protocol 1).
     var resident: ResidentBackend? = nil
 
-    /// - Returns: per student index, its result or the failure message (the backend's own words).
+    /// ``distill(teacherPath:students:corpus:recipe:startStep:endStep:evaluateAt:jobDirectory:batchCache:run:)``
+    /// for students in memory (saved as float32 inits).
     func distill(
         teacherPath: String, students: [(name: String, model: DecoderModel, resume: URL?, out: URL)],
         corpus: TokenShards,
         recipe: DistillationRecipe, startStep: Int, endStep: Int, evaluateAt: [Int]? = nil, jobDirectory: URL,
         batchCache: URL? = nil, run: JSON
     ) throws -> [Int: Result<BackendTrialResult, SearchError>] {
+        try distill(
+            teacherPath: teacherPath,
+            students: students.map { ($0.name, StudentInit.model($0.model), $0.resume, $0.out) },
+            corpus: corpus, recipe: recipe, startStep: startStep, endStep: endStep, evaluateAt: evaluateAt,
+            jobDirectory: jobDirectory, batchCache: batchCache, run: run)
+    }
+
+    /// - Returns: per student index, its result or the failure message (the backend's own words).
+    func distill(
+        teacherPath: String, students: [(name: String, start: StudentInit, resume: URL?, out: URL)],
+        corpus: TokenShards,
+        recipe: DistillationRecipe, startStep: Int, endStep: Int, evaluateAt: [Int]? = nil, jobDirectory: URL,
+        batchCache: URL? = nil, run: JSON
+    ) throws -> [Int: Result<BackendTrialResult, SearchError>] {
         // Refused before anything is written.
-        if let moe = students.first(where: { $0.model.config.family.hasAttentionExperts }) {
+        if let moe = students.first(where: { $0.start.config.family.hasAttentionExperts }) {
             throw SearchError.backend(
                 "the \(spec.name) backend does not distil JetMoE students yet (\(moe.name)); use the built-in engine")
         }
@@ -291,8 +337,7 @@ struct ExternalBackend {
         // The students' pruned inits, as Hugging Face folders.
         var entries: [DistillJob.Student] = []
         for (i, s) in students.enumerated() {
-            let initDir = jobDirectory.appendingPathComponent("init-\(i)")
-            try Checkpoint.save(s.model, to: initDir)
+            let initDir = try s.start.materialize(jobDirectory.appendingPathComponent("init-\(i)"))
             try fm.createDirectory(at: s.out, withIntermediateDirectories: true)
             entries.append(
                 DistillJob.Student(name: s.name, init: initDir.path, resume: s.resume?.path, out: s.out.path))
@@ -401,19 +446,30 @@ struct ExternalBackend {
         return language
     }
 
+    /// The same for a teacher in memory (its config and fingerprint taken from it).
+    func importance(
+        teacherPath: String, teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet,
+        settings: ImportanceSettings, batch: Int = 16, jobDirectory: URL
+    ) throws -> ImportanceScores {
+        try importance(
+            teacherPath: teacherPath, teacher: teacher.config, teacherFingerprint: Fingerprint.of(teacher),
+            corpus: corpus, calibration: calibration, settings: settings, batch: batch, jobDirectory: jobDirectory)
+    }
+
     /// Importance scores of the teacher on `calibration` (and the layer-skip loss on the validation
     /// windows), computed by the backend; the same definitions as ``Importance/compute``.
     func importance(
-        teacherPath: String, teacher: DecoderModel, corpus: TokenShards, calibration: CalibrationSet,
+        teacherPath: String, teacher c: ModelConfig, teacherFingerprint: String, corpus: TokenShards,
+        calibration: CalibrationSet,
         settings: ImportanceSettings,
         batch: Int = 16, jobDirectory: URL
     ) throws -> ImportanceScores {
-        guard !teacher.config.family.isMixture else {
+        guard !c.family.isMixture else {
             throw SearchError.backend(
                 "the \(spec.name) backend does not compute importance of mixtures of experts yet; use the built-in engine"
             )
         }
-        try Pruning.requireUniformLayers(teacher.config)
+        try Pruning.requireUniformLayers(c)
         try Self.freshDirectory(jobDirectory)
         defer { try? FileManager.default.removeItem(at: jobDirectory) }
         let T = calibration.sequence, B = min(batch, calibration.samples)
@@ -431,7 +487,6 @@ struct ExternalBackend {
                 sequence: settings.sequenceAggregation.rawValue, batch: settings.batchAggregation.rawValue),
             heartbeatSeconds: heartbeatSeconds)
         let jobFile = try Self.write(job, in: jobDirectory)
-        let c = teacher.config
         switch try runProcess(jobFile: jobFile) {
         case let .failed(message): throw SearchError.backend(message)
         case let .lines(lines):
@@ -468,7 +523,7 @@ struct ExternalBackend {
             let base = sum / Double(tokens)
             let rise = try vector("skipped_loss_sums", r.skippedLossSums, L).map { $0 / Double(tokens) - base }
             return ImportanceScores(
-                teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
+                teacherFingerprint: teacherFingerprint, calibrationFingerprint: calibration.fingerprint,
                 settings: settings,
                 heads: try matrix("heads", r.heads, L, c.numAttentionHeads),
                 neurons: try matrix("neurons", r.neurons, L, c.intermediateSize),
