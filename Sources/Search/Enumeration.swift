@@ -31,6 +31,9 @@ public struct Candidate: Sendable, Hashable {
         return .object(Dictionary(uniqueKeysWithValues: keys.map { ($0.rawValue, JSON($0.value(config))) }))
     }
 
+    /// Its costs at a serving workload (``ModelConfig/inferenceCost(_:)``).
+    public func cost(_ w: Workload) -> InferenceCost { config.inferenceCost(w) }
+
     public func hash(into hasher: inout Hasher) { hasher.combine(hash) }
     public static func == (a: Candidate, b: Candidate) -> Bool { a.hash == b.hash }
 }
@@ -87,6 +90,7 @@ public struct Enumeration: Sendable {
             return rules[5]
         }
         if let bound = spec.budget.violatedBound(c) { return "are outside budget.\(bound.count.rawValue)" }
+        if let cost = spec.budget.violatedCost(c) { return "exceed budget.\(cost) at the workload" }
         return nil
     }
 

@@ -16,6 +16,12 @@ public struct Budget: Sendable, Equatable {
     /// Further bounds on other counts (`budget.total`, `budget.active`, `budget.non_embedding`),
     /// e.g. an active-parameter target with a cap on total parameters.
     public var bounds: [Bound] = []
+    /// The serving workload the costs below are counted at (`budget.workload`).
+    public var workload: Workload?
+    /// Cap on weights plus KV cache at the workload, in bytes (`budget.memory`).
+    public var maxMemoryBytes: Int?
+    /// Cap on the FLOPs of one decoded token at the workload's context (`budget.decode_flops_per_token`).
+    public var maxDecodeFLOPsPerToken: Int?
 
     public struct Bound: Sendable, Equatable {
         public var count: BudgetCount
@@ -30,6 +36,15 @@ public struct Budget: Sendable, Equatable {
         case .active: return c.activeParameterCount
         case .nonEmbedding: return c.nonEmbeddingParameterCount
         }
+    }
+
+    /// The first cost at the workload that `c` exceeds (its budget key), if any.
+    func violatedCost(_ c: ModelConfig) -> String? {
+        guard let workload, maxMemoryBytes != nil || maxDecodeFLOPsPerToken != nil else { return nil }
+        let cost = c.inferenceCost(workload)
+        if let cap = maxMemoryBytes, cost.memoryBytes > cap { return "memory" }
+        if let cap = maxDecodeFLOPsPerToken, cost.decodeFLOPsPerToken > cap { return "decode_flops_per_token" }
+        return nil
     }
 
     /// The first further bound `c` violates, if any.
@@ -322,7 +337,10 @@ public struct SearchSpec: Sendable {
         guard let b = try rd.object(o["budget"], "budget") else { throw rd.fail("budget", "missing") }
         try rd.check(
             b, "budget",
-            ["parameters", "tolerance", "min", "max", "count", "flops_per_token", "total", "active", "non_embedding"])
+            [
+                "parameters", "tolerance", "min", "max", "count", "flops_per_token", "total", "active", "non_embedding",
+                "workload", "memory", "decode_flops_per_token"
+            ])
         let count: BudgetCount
         if let c = b["count"] {
             guard let s = c.string, let bc = BudgetCount(rawValue: s) else {
@@ -370,6 +388,50 @@ public struct SearchSpec: Sendable {
             let hi = try bound["max"].map { try rd.int($0, "\(path).max") } ?? Int.max
             guard lo <= hi else { throw rd.fail(path, "min \(lo) is above max \(hi)") }
             budget.bounds.append(.init(count: other, minimum: lo, maximum: hi))
+        }
+        try readWorkload(b, rd, teacher: t)
+    }
+
+    /// `budget.workload` and the costs bounded at it: `memory` (weights plus KV cache, bytes as
+    /// "78000MiB" or a number) and `decode_flops_per_token`.
+    private mutating func readWorkload(_ b: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
+        if let w = try rd.object(b["workload"], "budget.workload") {
+            try rd.check(w, "budget.workload", ["batch", "context", "dtype", "kv_dtype"])
+            guard let batchValue = w["batch"] else { throw rd.fail("budget.workload.batch", "missing") }
+            guard let contextValue = w["context"] else { throw rd.fail("budget.workload.context", "missing") }
+            let batch = try rd.int(batchValue, "budget.workload.batch", min: 1)
+            let context = try rd.int(contextValue, "budget.workload.context", min: 1)
+            guard context <= t.maxPositionEmbeddings else {
+                throw rd.fail(
+                    "budget.workload.context",
+                    "\(context) is longer than the teacher's max_position_embeddings \(t.maxPositionEmbeddings)")
+            }
+            func type(_ key: String) throws -> StorageType? {
+                guard let v = w[key] else { return nil }
+                guard let name = v.string, let type = StorageType(rawValue: name) else {
+                    throw rd.fail("budget.workload.\(key)", "float32, bfloat16 or float16")
+                }
+                return type
+            }
+            let weights = try type("dtype") ?? .bfloat16
+            budget.workload = Workload(batch: batch, context: context, weights: weights, cache: try type("kv_dtype"))
+        }
+        if let m = b["memory"] {
+            guard budget.workload != nil else {
+                throw rd.fail(
+                    "budget.memory", "needs budget.workload {\"batch\", \"context\"} to count the KV cache at")
+            }
+            let bytes = m.string.flatMap(TrialPlan.parseBytes) ?? m.int
+            guard let bytes, bytes > 0 else {
+                throw rd.fail("budget.memory", "a size such as \"78000MiB\", \"16GB\" or a number of bytes")
+            }
+            budget.maxMemoryBytes = bytes
+        }
+        if let f = b["decode_flops_per_token"] {
+            guard budget.workload != nil else {
+                throw rd.fail("budget.decode_flops_per_token", "needs budget.workload {\"batch\", \"context\"}")
+            }
+            budget.maxDecodeFLOPsPerToken = try rd.int(f, "budget.decode_flops_per_token", min: 1)
         }
     }
 

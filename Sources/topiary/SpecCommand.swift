@@ -72,13 +72,22 @@ struct SpecCheck: ParsableCommand {
             printJSON(
                 .array(
                     shown.map { c in
-                        [
+                        var o: [String: JSON] = [
                             "candidate": .string(c.hash), "architecture": c.architecture,
                             "parameters": JSON(c.parameters),
                             "non_embedding_parameters": JSON(c.nonEmbeddingParameters),
                             "active_parameters": JSON(c.activeParameters),
                             "flops_per_token": JSON(c.flopsPerToken)
                         ]
+                        if let w = s.budget.workload {
+                            let cost = c.cost(w)
+                            o["workload"] = [
+                                "weight_bytes": JSON(cost.weightBytes), "kv_cache_bytes": JSON(cost.kvCacheBytes),
+                                "memory_bytes": JSON(cost.memoryBytes),
+                                "decode_flops_per_token": JSON(cost.decodeFLOPsPerToken)
+                            ]
+                        }
+                        return .object(o)
                     }))
             return
         }
@@ -103,10 +112,19 @@ struct SpecCheck: ParsableCommand {
         print(
             "budget: \(s.budget.count.rawValue) parameters in \(range(s.budget.minimum, s.budget.maximum))"
                 + s.budget.bounds.map { ", \($0.count.rawValue) in \(range($0.minimum, $0.maximum))" }.joined())
+        let workload = s.budget.workload
+        if let w = workload {
+            print(
+                "workload: batch \(w.batch) × context \(w.context), weights \(w.weights.rawValue), KV cache "
+                    + "\(w.cache.rawValue)"
+                    + (s.budget.maxMemoryBytes.map { "; memory ≤ \($0) bytes (\(formatBytes($0)))" } ?? "")
+                    + (s.budget.maxDecodeFLOPsPerToken.map { "; decode FLOPs/token ≤ \($0)" } ?? ""))
+        }
         let moe = teacher.family.isMixture
         print(
             "candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "")
-                + "  parameters  non-embedding  FLOPs/token")
+                + "  parameters  non-embedding  FLOPs/token"
+                + (workload != nil ? "   weight bytes  KV-cache bytes    memory bytes  decode FLOPs" : ""))
         for c in shown {
             let k = c.config
             let experts =
@@ -115,7 +133,13 @@ struct SpecCheck: ParsableCommand {
                 String(
                     format: "%@ %6d %6d %5d %2d %5d ", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
                     k.numAttentionHeads, k.numKeyValueHeads, moe ? k.expertWidth : k.intermediateSize) + experts
-                    + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken))
+                    + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken)
+                    + (workload.map {
+                        let cost = c.cost($0)
+                        return String(
+                            format: " %14d %15d %15d %13d", cost.weightBytes, cost.kvCacheBytes, cost.memoryBytes,
+                            cost.decodeFLOPsPerToken)
+                    } ?? ""))
         }
         if shown.count < e.candidates.count {
             print(
