@@ -38,6 +38,10 @@ extension ModelConfig {
         func add(_ b: Block, _ n: Int) {
             if let i = out.firstIndex(where: { $0.block == b }) { out[i].count += n } else { out.append((b, n)) }
         }
+        if layerVariants != nil {
+            for l in 0..<numHiddenLayers { add(block(l), 1) }
+            return out
+        }
         let special = Set(slidingLayers).union(denseMLPLayers).filter { $0 >= 0 && $0 < numHiddenLayers }
         for l in special.sorted() { add(block(l), 1) }
         if numHiddenLayers > special.count {
@@ -53,8 +57,9 @@ extension ModelConfig {
     func blockParameters<N: Numeric>(_ b: Block, active: Bool, in _: N.Type) -> N {
         func n(_ x: Int) -> N { N(exactly: x)! }
         let C = n(hiddenSize), definition = family.definition
-        var total = 2 * n(normWidth)
+        var total = n((b.hasMixer ? normWidth : 0) + (b.hasChannelMixer ? normWidth : 0))
         switch b.mixer {
+        case .none: break
         case let .attention(_, G, D, _, E) where E > 0:
             // The experts' query and output projections, the shared key/value projection, the
             // router and the output bias.
@@ -67,6 +72,7 @@ extension ModelConfig {
         }
         let matrices = n(definition.isGated ? 3 : 2) * C
         switch b.channelMixer {
+        case .none: break
         case let .dense(F): total += matrices * n(F)
         case let .experts(E, k, F):
             total += n(active ? k : E) * matrices * n(F) + n(E) * C + (definition.expertsHaveOutputBias ? C : 0)
@@ -80,11 +86,13 @@ extension ModelConfig {
         let C = hiddenSize, k = numExpertsPerTok
         var total = 0
         switch b.mixer {
+        case .none: break
         case let .attention(_, G, D, _, E) where E > 0: total += k * 2 * G * D * C + 2 * G * D * C + E * C
         case let .attention(H, G, D, _, _): total += C * (H + 2 * G) * D + H * D * C
         }
         let matrices = (family.isGated ? 3 : 2) * C
         switch b.channelMixer {
+        case .none: break
         case let .dense(F): total += matrices * F
         case let .experts(E, k, F): total += k * matrices * F + E * C
         }
@@ -112,9 +120,11 @@ extension ModelConfig {
     /// `2 · matmul weights + 4 · L · H · D · T` (the attention products QKᵀ and PV, full T×T).
     /// Norms, softmax and activations are not counted. Training is 3× this.
     public func forwardFLOPsPerToken(sequence T: Int) -> Int {
-        saturating(
+        let attentionLayers =
+            layerVariants.map { v in v.filter { $0.keyValueGroups != nil }.count } ?? numHiddenLayers
+        return saturating(
             saturating(matmulParameterCount, times: 2),
-            plus: saturating(saturating(4 * numAttentionHeads * headDim, times: numHiddenLayers), times: T))
+            plus: saturating(saturating(4 * numAttentionHeads * headDim, times: attentionLayers), times: T))
     }
 
     /// Bytes to train with AdamW at (batch, sequence): parameters, gradients and two moments in

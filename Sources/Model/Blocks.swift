@@ -12,6 +12,9 @@ public struct Block: Sendable, Equatable {
         /// keys seen (nil: full causal attention). `experts` > 0: JetMoE's mixture of attention
         /// (each of k chosen experts projects G query heads; one shared key/value projection).
         case attention(heads: Int, groups: Int, headDim: Int, window: Int?, experts: Int)
+        /// No mixer and no norm before it: the residual stream passes through (Puzzle's
+        /// `no_op` attention).
+        case none
     }
 
     public enum ChannelMixer: Sendable, Equatable {
@@ -19,6 +22,8 @@ public struct Block: Sendable, Equatable {
         case dense(width: Int)
         /// `count` experts of `width` neurons each, `topK` chosen per token by a router.
         case experts(count: Int, topK: Int, width: Int)
+        /// No channel mixer and no norm before it (Puzzle's `no_op` FFN).
+        case none
     }
 
     public var mixer: Mixer
@@ -34,6 +39,24 @@ public struct Block: Sendable, Equatable {
         if case .experts = channelMixer { return true }
         return false
     }
+
+    /// Whether the block has a mixer (and its norm).
+    public var hasMixer: Bool { mixer != .none }
+    /// Whether the block has a channel mixer (and its norm).
+    public var hasChannelMixer: Bool { channelMixer != .none }
+}
+
+/// One layer of a heterogeneous decoder (Puzzle's per-layer `block_configs`): its attention's
+/// key/value groups (nil: no attention) and its MLP's width (nil: no MLP). The query heads and
+/// head width are the model's.
+public struct LayerVariant: Sendable, Hashable, Codable {
+    public var keyValueGroups: Int?
+    public var mlpWidth: Int?
+
+    public init(keyValueGroups: Int?, mlpWidth: Int?) {
+        self.keyValueGroups = keyValueGroups
+        self.mlpWidth = mlpWidth
+    }
 }
 
 extension ModelConfig {
@@ -42,6 +65,14 @@ extension ModelConfig {
 
     /// Layer l's block.
     public func block(_ l: Int) -> Block {
+        if let v = layerVariants?[l] {
+            return Block(
+                mixer: v.keyValueGroups.map {
+                    .attention(
+                        heads: numAttentionHeads, groups: $0, headDim: headDim, window: window(layer: l), experts: 0)
+                } ?? .none,
+                channelMixer: v.mlpWidth.map { .dense(width: $0) } ?? .none)
+        }
         let attentionExperts = family.hasAttentionExperts ? numLocalExperts : 0
         let mixer = Block.Mixer.attention(
             heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim,

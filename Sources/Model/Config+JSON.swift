@@ -85,6 +85,9 @@ extension ModelConfig {
         var object = json.object!
         object["dtype"] = .string(dtype.rawValue)
         try AtomicFile.write(JSON.object(object).data(), to: directory.appendingPathComponent("config.json"))
+        for (name, text) in family.definition.remoteCode.sorted(by: { $0.key < $1.key }) {
+            try AtomicFile.write(Data(text.utf8), to: directory.appendingPathComponent(name))
+        }
     }
 }
 
@@ -244,6 +247,15 @@ public struct ConfigReader {
             normTopKProb: mixture.normTopK,
             denseMLPLayers: mixture.denseLayers, slidingWindow: window, slidingLayers: slidingLayers, rope: rope)
 
+        // A heterogeneous family's layers; the config's key/value heads and MLP width become the
+        // largest any layer has (what buffers are sized by).
+        if let variants = try definition.readLayerVariants(
+            self, heads: heads, hidden: config.hiddenSize, layers: layerCount, used: &used)
+        {
+            config.layerVariants = variants
+            config.numKeyValueHeads = variants.compactMap(\.keyValueGroups).max() ?? config.numKeyValueHeads
+            config.intermediateSize = variants.compactMap(\.mlpWidth).max() ?? config.intermediateSize
+        }
         // Keys transformers does not define for this family change nothing there either: they are
         // kept, written back on export, and named in one warning (``ModelConfig/load(_:)``).
         var passthrough = ModelConfig.Passthrough()

@@ -61,6 +61,10 @@ public struct ModelConfig: Sendable, Equatable {
     public var slidingLayers: [Int]
     /// Rotary frequency scaling (`rope_parameters` / `rope_scaling`); ``RopeScaling/none`` by default.
     public var rope: RopeScaling
+    /// A heterogeneous decoder's layers, one each (nemotron-nas `block_configs`); nil: every
+    /// layer is the config's. ``numKeyValueHeads`` and ``intermediateSize`` are then the largest
+    /// any layer has (what buffers are sized by).
+    public var layerVariants: [LayerVariant]? = nil
     /// Keys of the `config.json` read that change no arithmetic and that Topiary does not write
     /// anew (token ids beyond bos/eos/pad, generation defaults, keys transformers does not
     /// define for the family): written back as they were.

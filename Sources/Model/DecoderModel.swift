@@ -17,6 +17,8 @@ public final class DecoderModel {
     public let parameters: FloatBuffer
     public let gradients: FloatBuffer
     let layerOffsets: [LayerOffsets]
+    /// The config's blocks, layer by layer (``ModelConfig/blocks``).
+    let blocks: [Block]
     let embedding: Int
     let lmHead: Int
     let finalNorm: Int
@@ -55,7 +57,8 @@ public final class DecoderModel {
         self.parameters = parameters
         gradients = FloatBuffer(count: layout.count)
         let layout = layout
-        layerOffsets = config.blocks.enumerated().map { LayerOffsets(layout: layout, layer: $0, block: $1) }
+        blocks = config.blocks
+        layerOffsets = blocks.enumerated().map { LayerOffsets(layout: layout, layer: $0, block: $1) }
         routerLossWeights = RouterLossWeights(loadBalancing: config.routerAuxLossCoef, zLoss: 0)
         embedding = layout.offset(.embedding)
         lmHead = config.tieWordEmbeddings ? embedding : layout.offset(.lmHead)
@@ -155,9 +158,20 @@ public final class DecoderModel {
     }
 
     func attentionShape(_ B: Int, _ T: Int, layer l: Int = 0) -> AttentionShape {
-        AttentionShape(
-            B: B, T: T, H: config.numAttentionHeads, G: config.numKeyValueHeads, D: config.headDim,
+        // Layer l's own key/value groups (a heterogeneous layer may keep fewer).
+        var G = config.numKeyValueHeads
+        if case let .attention(_, groups, _, _, _) = blocks[l].mixer { G = groups }
+        return AttentionShape(
+            B: B, T: T, H: config.numAttentionHeads, G: G, D: config.headDim,
             interleaved: config.family.hasAttentionExperts, window: config.window(layer: l) ?? 0)
+    }
+
+    /// Layer l's MLP width (0 without one).
+    func mlpWidth(_ l: Int) -> Int {
+        switch blocks[l].channelMixer {
+        case let .dense(F): return F
+        case .experts, .none: return config.intermediateSize
+        }
     }
 
     /// Layer l alone: `acts.residual[l + 1]` from `acts.residual[l]` (masks of heads and neurons
@@ -166,13 +180,17 @@ public final class DecoderModel {
 
     func layerForward(_ l: Int, _ acts: Activations) throws {
         let c = config, o = layerOffsets[l], a = acts.layers[l], P = parameters.pointer
-        let (N, C, F) = (acts.N, c.hiddenSize, c.intermediateSize)
+        let (N, C, F) = (acts.N, c.hiddenSize, mlpWidth(l))
         let s = attentionShape(acts.B, acts.T, layer: l)
         let x = acts.residual[l], out = acts.residual[l + 1]
-        normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
-        if let ex = o.attentionExperts, let r = a.attentionRouter {
+        if !o.hasMixer {
+            // No attention: the residual stream passes through.
+            a.mid.update(from: x, count: N * C)
+        } else if let ex = o.attentionExperts, let r = a.attentionRouter {
+            normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
             try mixtureOfAttentionForward(l, acts, ex, r)
         } else {
+            normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
             // qkv (N, (H+2G)D) = norm1 (N, C) · W_qkv ((H+2G)D, C)ᵀ (+ bias)
             gemm(
                 transB: true, m: N, n: s.qkvWidth, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv,
@@ -193,8 +211,9 @@ public final class DecoderModel {
                 transB: true, m: N, n: C, k: s.outWidth, a: a.attn, lda: s.outWidth, b: P + o.o, ldb: s.outWidth,
                 beta: 1, c: a.mid, ldc: C)
         }
-        normForward(a.norm2, a.mean2, a.rstd2, a.mid, weight: o.norm2, bias: o.norm2Bias, N: N)
         out.update(from: a.mid, count: N * C)
+        guard o.hasChannelMixer else { return }
+        normForward(a.norm2, a.mean2, a.rstd2, a.mid, weight: o.norm2, bias: o.norm2Bias, N: N)
         if let ex = o.mlpExperts, let r = a.mlpRouter {
             try mixtureMLPForward(l, acts, ex, r)
             return
@@ -300,11 +319,13 @@ public final class DecoderModel {
     func layerBackward(_ l: Int, _ acts: Activations, _ routing: RouterGradientTerms) {
         let c = config, o = layerOffsets[l], a = acts.layers[l]
         let P = parameters.pointer, Gr = gradients.pointer
-        let (N, C, F) = (acts.N, c.hiddenSize, c.intermediateSize)
+        let (N, C, F) = (acts.N, c.hiddenSize, mlpWidth(l))
         let s = attentionShape(acts.B, acts.T, layer: l)
         let preWidth = c.family.isGated ? 2 * F : F
         let dres = acts.dResidual
-        if let ex = o.mlpExperts, let r = a.mlpRouter {
+        // A missing sub-block passes the residual's gradient through unchanged.
+        if !o.hasChannelMixer {
+        } else if let ex = o.mlpExperts, let r = a.mlpRouter {
             mixtureMLPBackward(l, acts, ex, r, routing)
         } else {
             // MLP. dW_down (C, F) += dresᵀ (C, N) · mlpAct (N, F); dAct (N, F) = dres (N, C) · W_down (C, F)
@@ -321,7 +342,10 @@ public final class DecoderModel {
                 c: Gr + o.mlpIn, ldc: C)
             gemm(m: N, n: C, k: preWidth, a: acts.dMLPPre, lda: preWidth, b: P + o.mlpIn, ldb: C, c: acts.dNorm, ldc: C)
         }
-        normBackward(dres, acts.dNorm, a.mid, a.mean2, a.rstd2, weight: o.norm2, bias: o.norm2Bias, N: N)
+        if o.hasChannelMixer {
+            normBackward(dres, acts.dNorm, a.mid, a.mean2, a.rstd2, weight: o.norm2, bias: o.norm2Bias, N: N)
+        }
+        guard o.hasMixer else { return }
         if let ex = o.attentionExperts, let r = a.attentionRouter {
             mixtureOfAttentionBackward(l, acts, ex, r, routing)
         } else {

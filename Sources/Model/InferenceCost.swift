@@ -34,6 +34,7 @@ extension Block {
     /// key/value projection among its attention experts, so the same).
     public var keyValueWidth: Int {
         switch mixer {
+        case .none: return 0
         case let .attention(_, G, D, _, _): return 2 * G * D
         }
     }
@@ -41,6 +42,7 @@ extension Block {
     /// Positions this block's cache holds at `context`: all of them, or its sliding window.
     public func cachedPositions(context: Int) -> Int {
         switch mixer {
+        case .none: return 0
         case let .attention(_, _, _, window, _): return window.map { min($0, context) } ?? context
         }
     }
@@ -49,6 +51,7 @@ extension Block {
     /// `4 · H · D · positions` (H query heads; a JetMoE layer's k experts of G heads each).
     func attentionProductFLOPs(positions: Int, expertsPerToken k: Int) -> Int {
         switch mixer {
+        case .none: return 0
         case let .attention(H, G, D, _, E):
             let heads = E > 0 ? k * G : H
             return saturating(4 * heads * D, times: positions)

@@ -158,10 +158,15 @@ public struct ParameterLayout: Sendable, Equatable {
         }
         for (l, block) in c.blocks.enumerated() {
             let p = Self.layerPrefix(l)
-            norm("input_layernorm", .inputNorm, .inputNormBias, prefix: p, layer: l)
-            for t in family.mixerTensors(block.mixer, c) { add(t, prefix: p, layer: l) }
-            norm("post_attention_layernorm", .postNorm, .postNormBias, prefix: p, layer: l)
-            for t in family.channelMixerTensors(block.channelMixer, c) { add(t, prefix: p, layer: l) }
+            // A block without a mixer (or channel mixer) has neither it nor the norm before it.
+            if block.hasMixer {
+                norm("input_layernorm", .inputNorm, .inputNormBias, prefix: p, layer: l)
+                for t in family.mixerTensors(block.mixer, c) { add(t, prefix: p, layer: l) }
+            }
+            if block.hasChannelMixer {
+                norm("post_attention_layernorm", .postNorm, .postNormBias, prefix: p, layer: l)
+                for t in family.channelMixerTensors(block.channelMixer, c) { add(t, prefix: p, layer: l) }
+            }
         }
         norm(Self.finalNormName, .finalNorm, .finalNormBias, prefix: "", layer: nil)
         if !c.tieWordEmbeddings { add(Self.lmHeadName, [V, C], role: .lmHead, dims: [.whole, .channels]) }
@@ -189,14 +194,19 @@ struct LayerOffsets {
     var attentionExperts: ExpertOffsets?
     /// The routers' tensor names (for errors).
     var mlpRouterName: String?, attentionRouterName: String?
+    /// Whether the block has its mixer and its channel mixer (a heterogeneous layer may not).
+    var hasMixer: Bool, hasChannelMixer: Bool
 
     init(layout: ParameterLayout, layer l: Int, block: Block) {
         func at(_ role: TensorRole, _ expert: Int? = nil) -> Int { layout.offset(role, layer: l, expert: expert) }
         func maybe(_ role: TensorRole) -> Int? { layout.entry(role, layer: l)?.offset }
-        norm1 = at(.inputNorm)
+        // 0 for a norm the block does not have (its sub-block is skipped).
+        norm1 = block.hasMixer ? at(.inputNorm) : 0
         norm1Bias = maybe(.inputNormBias)
-        norm2 = at(.postNorm)
+        norm2 = block.hasChannelMixer ? at(.postNorm) : 0
         norm2Bias = maybe(.postNormBias)
+        hasMixer = block.hasMixer
+        hasChannelMixer = block.hasChannelMixer
         (qkv, o, mlpIn, down) = (0, 0, 0, 0)
         qkvBias = maybe(.qBias)
         qNorm = maybe(.qNorm)
@@ -207,6 +217,7 @@ struct LayerOffsets {
             return (e.offset, e.count / e.shape[0])
         }
         switch block.mixer {
+        case .none: break
         case let .attention(_, _, _, _, experts) where experts > 0:
             qkv = at(.kv)
             let (input, inputStride) = stack(.attentionExpertsIn), (output, outputStride) = stack(.attentionExpertsOut)
@@ -219,6 +230,7 @@ struct LayerOffsets {
             o = at(.o)
         }
         switch block.channelMixer {
+        case .none: break
         case .dense:
             mlpIn = maybe(.gate) ?? at(.up)
             down = at(.down)

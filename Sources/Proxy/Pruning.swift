@@ -98,6 +98,14 @@ public enum Pruning {
     /// Importance and pruning treat every layer alike: a qwen3_moe teacher whose layers mix
     /// dense and mixture MLPs (`mlp_only_layers`, `decoder_sparse_step` > 1) is refused.
     public static func requireUniformLayers(_ c: ModelConfig) throws {
+        if c.layerVariants != nil {
+            throw ProxyError.invalidTarget(
+                field: "block_configs",
+                reason:
+                    "the teacher's layers differ (a heterogeneous \(c.family.rawValue) model); importance and "
+                    + "pruning start from a homogeneous teacher"
+            )
+        }
         if !c.denseMLPLayers.isEmpty {
             throw ProxyError.invalidTarget(
                 field: "mlp_only_layers",

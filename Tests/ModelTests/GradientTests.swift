@@ -15,7 +15,18 @@ import Testing
                       (.mixtral, false, 5), (.jetmoe, true, 5), (.jetmoe, false, 40),
                       (.qwen2, false, 6), (.qwen3, true, 5), (.mistral, false, 40), (.qwen3Moe, false, 5)])
     func finiteDifferences(_ family: Family, _ tied: Bool, _ T: Int) throws {
-        let config = tinyConfig(family, tied: tied)
+        try Self.checkFiniteDifferences(tinyConfig(family, tied: tied), T: T)
+    }
+
+    /// Issue 27: a heterogeneous decoder — layers with fewer key/value groups, without attention,
+    /// without an MLP, with neither, and MLPs of different widths.
+    @Test(arguments: [5, 40])
+    func finiteDifferencesHeterogeneous(_ T: Int) throws {
+        try Self.checkFiniteDifferences(heterogeneousConfig(), T: T)
+    }
+
+    static func checkFiniteDifferences(_ config: ModelConfig, T: Int) throws {
+        let (family, tied) = (config.family, config.tieWordEmbeddings)
         let model = DecoderModel(config: config)
         model.initialize(seed: 42)
         // Mixtures: both auxiliary router losses on, so their gradients are checked too.
@@ -81,8 +92,8 @@ import Testing
 
     /// The gradient really flows everywhere: no tensor's gradient is identically zero.
     @Test func everyTensorGetsGradient() throws {
-        for (family, tied) in Self.cases {
-            let config = tinyConfig(family, tied: tied)
+        for config in Self.cases.map({ tinyConfig($0.0, tied: $0.1) }) + [heterogeneousConfig()] {
+            let family = config.family
             let model = DecoderModel(config: config)
             model.initialize(seed: 3)
             // Long enough that every expert receives tokens.

@@ -36,3 +36,15 @@ func tinyConfig(_ family: Family, tied: Bool = false, vocab: Int = 23, layers: I
                        moeIntermediateSize: family == .qwen3Moe ? 8 : nil, denseMLPLayers: family == .qwen3Moe && layers > 1 ? [1] : [],
                        slidingWindow: family == .qwen2 || family == .mistral ? 3 : nil, slidingLayers: family == .qwen2 ? [1] : nil)
 }
+
+/// A nemotron-nas decoder whose five layers differ: 2 key/value groups and an MLP of 512, no
+/// attention and 256, 1 group and no MLP, neither, 2 groups and 256.
+func heterogeneousConfig(tied: Bool = false, vocab: Int = 23) -> ModelConfig {
+    var c = ModelConfig(family: .nemotronNAS, vocabSize: vocab, hiddenSize: 16, intermediateSize: 512, numHiddenLayers: 5,
+                        numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4, ropeTheta: 100, tieWordEmbeddings: tied,
+                        maxPositionEmbeddings: 64, initializerRange: 0.3)
+    c.layerVariants = [LayerVariant(keyValueGroups: 2, mlpWidth: 512), LayerVariant(keyValueGroups: nil, mlpWidth: 256),
+                       LayerVariant(keyValueGroups: 1, mlpWidth: nil), LayerVariant(keyValueGroups: nil, mlpWidth: nil),
+                       LayerVariant(keyValueGroups: 2, mlpWidth: 256)]
+    return c
+}

@@ -76,6 +76,13 @@ public protocol FamilyDefinition: Sendable {
     /// The sliding window and the layers it applies to, as transformers 5 derives them; families
     /// without window keys ignore them as transformers does.
     func readSlidingWindow(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> (Int?, [Int])
+    /// A heterogeneous family's per-layer variants (nemotron-nas `block_configs`); nil for the
+    /// families whose layers follow the config's shape.
+    func readLayerVariants(_ r: ConfigReader, heads: Int, hidden: Int, layers: Int, used: inout Set<String>) throws
+        -> [LayerVariant]?
+    /// Python files a checkpoint of the family carries for transformers' `trust_remote_code`
+    /// (name → text), written beside `config.json`; none for the families transformers ships.
+    var remoteCode: [String: String] { get }
     /// Writes the family's own keys of `config.json` (and of `rope_parameters`).
     func writeKeys(_ c: ModelConfig, into json: inout [String: JSON], rope: inout [String: JSON])
     /// Shape rules of the family beyond those every family shares.
@@ -147,6 +154,10 @@ extension FamilyDefinition {
     public func readSlidingWindow(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> (Int?, [Int]) {
         (nil, [])
     }
+    public var remoteCode: [String: String] { [:] }
+    public func readLayerVariants(
+        _ r: ConfigReader, heads: Int, hidden: Int, layers: Int, used: inout Set<String>
+    ) throws -> [LayerVariant]? { nil }
     public func writeKeys(_ c: ModelConfig, into json: inout [String: JSON], rope: inout [String: JSON]) {
         json["hidden_act"] = "silu"
         json["rms_norm_eps"] = .float(c.normEps)
@@ -192,7 +203,9 @@ public struct Family: Sendable, Hashable, CaseIterable, Codable, RawRepresentabl
 
     /// The registry: every family the engine implements, by `model_type`. A new family is one
     /// file under `Sources/Model/Families/` and its line here.
-    public static let allCases: [Family] = [.llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe]
+    public static let allCases: [Family] = [
+        .llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe, .nemotronNAS
+    ]
 
     private static let byModelType: [String: Family] = Dictionary(
         uniqueKeysWithValues: allCases.map { ($0.rawValue, $0) })

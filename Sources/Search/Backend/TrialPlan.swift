@@ -71,10 +71,13 @@ public struct TrialPlan: Sendable, Equatable {
         let a = dtype == "bfloat16" || e.student == "bf16" ? 2 : 4
         let C = s.hiddenSize
         func layer(_ b: Block) -> Int {
-            guard case let .attention(H, G, D, _, _) = b.mixer else { return 0 }
-            var n = 6 * C + 3 * H * D + 2 * G * D + H
-            if e.attention == "eager" { n += H * T + 2 * (H * D - G * D) }
+            var n = 0
+            if case let .attention(H, G, D, _, _) = b.mixer {
+                n += 6 * C + 3 * H * D + 2 * G * D + H
+                if e.attention == "eager" { n += H * T + 2 * (H * D - G * D) }
+            }
             switch b.channelMixer {
+            case .none: break
             case let .dense(F): n += 4 * F
             case let .experts(E, k, F): n += 2 * E + 4 * k * F
             }
