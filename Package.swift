@@ -30,6 +30,11 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        // The MIP solver of the puzzle strategy (one variant per layer under the budgets): GLPK.
+        .systemLibrary(
+            name: "CGLPK",
+            providers: [.apt(["libglpk-dev"])]
+        ),
         .target(name: "CKernels"),
         .target(name: "CPlatform", dependencies: ["COpenBLAS"]),
         .target(name: "CTestSupport", dependencies: ["CPlatform"]),
@@ -38,7 +43,7 @@ let package = Package(
             dependencies: ["COpenBLAS", "CKernels", "CPlatform"]
         ),
         .target(name: "Proxy", dependencies: ["Model"]),
-        .target(name: "Search", dependencies: ["Proxy", "Model", "CLibPQ", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "Search", dependencies: ["Proxy", "Model", "CLibPQ", "CGLPK", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "Dashboard", dependencies: ["Search", "Model", .product(name: "Hummingbird", package: "hummingbird")]),
         .executableTarget(
             name: "topiary",

@@ -8,7 +8,7 @@ set -euo pipefail
 #   --torch   makes (or reuses) the PyTorch backend's Python environment (scripts/torch-venv.sh)
 #   --real-model  fetches and converts SmolLM2-135M-Instruct into ~/.cache/topiary/models (implies
 #             --torch; scripts/get-smollm2.sh), which the real-model tests and experiments/smollm2/half.json use
-packages=(libopenblas-dev libsqlite3-dev libpq-dev pkg-config)
+packages=(libopenblas-dev libsqlite3-dev libpq-dev libglpk-dev pkg-config)
 torch=0
 real=0
 for option in "$@"; do

@@ -9,6 +9,8 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
     case store(String)
     /// An external trial backend failed: its own message, kept on the trial.
     case backend(String)
+    /// The layer-choice program (the puzzle strategy) is malformed or its solver failed.
+    case solver(String)
 
     public var description: String {
         switch self {
@@ -16,6 +18,7 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
         case let .emptySpace(why): return "no candidate fits: \(why)"
         case let .store(why): return "store: \(why)"
         case let .backend(why): return why
+        case let .solver(why): return "solver: \(why)"
         }
     }
 }

@@ -1,0 +1,4 @@
+#ifndef TOPIARY_CGLPK_SHIM_H
+#define TOPIARY_CGLPK_SHIM_H
+#include <glpk.h>
+#endif
