@@ -25,10 +25,18 @@ public struct CalibrationSet: Sendable {
             throw ProxyError.calibration("\(error)")
         }
         let batch = sampler.batch(step: 0)
+        self.init(
+            tokens: batch.tokens, samples: samples, sequence: sequence,
+            languages: batch.languages.map { sampler.languages[$0] })
+    }
+
+    /// Windows given as they are: `samples` rows of `sequence` token ids, with their languages.
+    public init(tokens: [Int32], samples: Int, sequence: Int, languages: [String]) {
+        precondition(tokens.count == samples * sequence && languages.count == samples, "calibration windows")
         self.samples = samples
         self.sequence = sequence
-        tokens = batch.tokens
-        languages = batch.languages.map { sampler.languages[$0] }
+        self.tokens = tokens
+        self.languages = languages
         var f = Fingerprint()
         f.add(tokens)
         f.add("\(samples)x\(sequence)")
