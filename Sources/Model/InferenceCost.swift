@@ -85,3 +85,41 @@ extension ModelConfig {
             decodeFLOPsPerToken: saturating(saturating(matmulParameterCount, times: 2), plus: attention))
     }
 }
+
+/// What one block adds to each cost a budget can bound (``ModelConfig/blockCost(_:at:)``), or
+/// what lies outside the blocks (``ModelConfig/costOutsideBlocks(at:)``); the blocks' and the
+/// outside's sum to the model's (tested).
+public struct BlockCost: Sendable, Equatable {
+    public var parameters: Int
+    /// Weights plus KV cache at the workload (0 without one).
+    public var memoryBytes: Int
+    /// Decode FLOPs per token at the workload's context (the matrix products alone without one).
+    public var decodeFLOPs: Int
+}
+
+extension ModelConfig {
+    /// Block `b`'s share of the counts, as if it were one layer of this config.
+    public func blockCost(_ b: Block, at w: Workload?) -> BlockCost {
+        let parameters = blockParameters(b, active: false, in: Int.self)
+        let positions = w.map { b.cachedPositions(context: $0.context) } ?? 0
+        let memory =
+            w.map {
+                saturating(
+                    saturating(parameters, times: $0.weights.dtype.size),
+                    plus: saturating(
+                        saturating(b.keyValueWidth * positions, times: $0.batch), times: $0.cache.dtype.size))
+            } ?? 0
+        let flops = saturating(
+            saturating(blockMatmulParameters(b), times: 2),
+            plus: b.attentionProductFLOPs(positions: positions, expertsPerToken: numExpertsPerTok))
+        return BlockCost(parameters: parameters, memoryBytes: memory, decodeFLOPs: flops)
+    }
+
+    /// The embedding, the LM head and the final norm: the same for every choice of blocks.
+    public func costOutsideBlocks(at w: Workload?) -> BlockCost {
+        let parameters = embeddingParameterCount + normWidth
+        return BlockCost(
+            parameters: parameters, memoryBytes: w.map { saturating(parameters, times: $0.weights.dtype.size) } ?? 0,
+            decodeFLOPs: 2 * vocabSize * hiddenSize)
+    }
+}

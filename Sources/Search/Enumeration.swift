@@ -17,6 +17,9 @@ public struct Candidate: Sendable, Hashable {
         self.config = config
         var f = Fingerprint()
         f.add(Axis.axes(for: config.family).map { "\($0.rawValue)=\($0.value(config))" }.joined(separator: ","))
+        if let layers = config.layerVariants {
+            f.add(layers.map { "\($0.keyValueGroups ?? 0)/\($0.mlpWidth ?? 0)" }.joined(separator: ","))
+        }
         hash = String(f.hex.prefix(12))
         parameters = config.parameterCount
         nonEmbeddingParameters = config.nonEmbeddingParameterCount
@@ -28,7 +31,24 @@ public struct Candidate: Sendable, Hashable {
     public var architecture: JSON {
         var keys = Axis.axes(for: config.family)
         if config.family.derivesQueryHeads { keys.append(.numAttentionHeads) } // derived, shown for reading
-        return .object(Dictionary(uniqueKeysWithValues: keys.map { ($0.rawValue, JSON($0.value(config))) }))
+        var o = Dictionary(uniqueKeysWithValues: keys.map { ($0.rawValue, JSON($0.value(config))) })
+        // A heterogeneous candidate: each layer's key/value groups and MLP width (null: removed).
+        if let layers = config.layerVariants {
+            o[Self.layersKey] = .array(
+                layers.map { [$0.keyValueGroups.map { JSON($0) } ?? .null, $0.mlpWidth.map { JSON($0) } ?? .null] })
+        }
+        return .object(o)
+    }
+
+    /// The architecture key of a heterogeneous candidate's layers.
+    public static let layersKey = "layers"
+
+    /// The layer variants an architecture (``architecture``) names, or nil for a homogeneous one.
+    public static func layerVariants(_ architecture: JSON) -> [LayerVariant]? {
+        guard let layers = architecture[layersKey]?.array else { return nil }
+        return layers.map {
+            LayerVariant(keyValueGroups: $0.array?.first?.int, mlpWidth: $0.array?.dropFirst().first?.int)
+        }
     }
 
     /// Its costs at a serving workload (``ModelConfig/inferenceCost(_:)``).

@@ -85,6 +85,8 @@ public final class SearchRunner {
         teacherWeights = try CheckpointWeights(URL(fileURLWithPath: spec.teacher, isDirectory: true))
         if spec.backend.isBuiltin { loadedTeacher = try Checkpoint.load(teacherWeights.directory) }
         enumeration = Enumeration.of(spec, teacher: teacherWeights.config)
+        // The puzzle strategy's candidates come from its block library, not from the space.
+        if case .puzzle = spec.strategy { return }
         guard !enumeration.candidates.isEmpty else { throw SearchError.emptySpace(enumeration.explanation) }
         try enumeration.requireWithinLimit(spec)
     }
@@ -95,12 +97,77 @@ public final class SearchRunner {
     var rungFidelities: [Int] { strategy.fidelities(proxySteps: spec.proxy.steps) }
 
     /// The candidates a strategy starts from.
-    func initialCandidates() -> [Candidate] { strategy.initialCandidates(enumeration.candidates) }
+    func initialCandidates() throws -> [Candidate] {
+        if let puzzle = strategy as? Puzzle { return try puzzleCandidates(puzzle) }
+        return strategy.initialCandidates(enumeration.candidates)
+    }
+
+    var puzzleChoices: [Candidate]?
+
+    /// The puzzle strategy's candidates (``Puzzle``): the block library's replacement scores,
+    /// computed once per teacher, calibration set and library (a file in the importance cache),
+    /// then the solver's choices. Deterministic, so that every worker finds the same ones.
+    func puzzleCandidates(_ puzzle: Puzzle) throws -> [Candidate] {
+        if let puzzleChoices { return puzzleChoices }
+        let t = teacherWeights.config
+        let importance = try importance()
+        let (key, calibration) = try Importance.key(
+            teacherFingerprint: try teacherFingerprint(), corpus: corpus, settings: spec.importance)
+        let library = puzzle.library(teacher: t)
+        var f = Fingerprint()
+        f.add(key.digest)
+        f.add(library.map(Puzzle.describe).joined(separator: ","))
+        let file = importanceCache.appendingPathComponent("puzzle-\(f.hex).json")
+        var scores: [[Double]]
+        if let data = try? Data(contentsOf: file), let cached = try? JSONDecoder().decode([[Double]].self, from: data),
+            cached.count == t.numHiddenLayers, cached.allSatisfy({ $0.count == library.count })
+        {
+            log("puzzle: reusing the block library's scores (\(file.lastPathComponent))")
+            scores = cached
+        } else {
+            log(
+                "puzzle: scoring \(library.count) variants × \(t.numHiddenLayers) layers by one-block replacement "
+                    + "(KL to the teacher on \(calibration.samples) calibration windows of \(calibration.sequence) tokens)"
+            )
+            let start = Date()
+            scores = try BlockLibrary.replacementScores(
+                teacher: try transientTeacher(), variants: Array(repeating: library, count: t.numHiddenLayers),
+                importance: importance, calibration: calibration
+            ) { [log] done, total in
+                if done % max(1, total / 10) == 0 || done == total {
+                    log(
+                        String(
+                            format: "puzzle: %d/%d variants scored (%.0f s)", done, total,
+                            Date().timeIntervalSince(start)))
+                }
+            }
+            try FileManager.default.createDirectory(at: importanceCache, withIntermediateDirectories: true)
+            try AtomicFile.write(try JSONEncoder().encode(scores), to: file)
+        }
+        let candidates = try puzzle.candidates(spec: spec, teacher: t, scores: scores, log: log)
+        puzzleChoices = candidates
+        return candidates
+    }
+
+    /// Every candidate a trial may name: the space's and the puzzle strategy's.
+    func candidatesByHash() throws -> [String: Candidate] {
+        var all = enumeration.candidates
+        if let puzzle = strategy as? Puzzle { all += try puzzleCandidates(puzzle) }
+        return Dictionary(all.map { ($0.hash, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// The teacher cut into candidate `c`: by the plan of its shape, or into its layer variants.
+    func pruned(_ c: Candidate, teacher: DecoderModel, scores s: ImportanceScores) throws -> DecoderModel {
+        if let variants = c.config.layerVariants {
+            return try HeterogeneousPruning.prune(teacher: teacher, variants: variants, scores: s)
+        }
+        return try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)
+    }
 
     /// Creates the study (or finds it) and its first trials. Returns the study id.
     @discardableResult
     public func prepare(extend: Bool) throws -> Int64 {
-        var candidates = initialCandidates()
+        var candidates = try initialCandidates()
         if let keep = spec.prefilter, keep < candidates.count {
             log(
                 "prefilter: keeping the best \(keep) of \(candidates.count) by loss after pruning alone "
@@ -109,7 +176,7 @@ public final class SearchRunner {
             let s = try importance()
             let teacher = try transientTeacher()
             let losses = try candidates.map { c -> Double in
-                let m = try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)
+                let m = try pruned(c, teacher: teacher, scores: s)
                 return spec.objective.value(
                     try Evaluation.validationLoss(
                         model: m, shards: corpus, batch: spec.proxy.batch, sequence: spec.proxy.sequence,
@@ -316,7 +383,7 @@ public final class SearchRunner {
     func runBatch(_ batch: [(StudyStore.TrialRow, URL?)], worker: String) throws {
         let trials = batch.map(\.0)
         let s = try importance()
-        let byHash = Dictionary(uniqueKeysWithValues: enumeration.candidates.map { ($0.hash, $0) })
+        let byHash = try candidatesByHash()
         var resume: [Int: URL] = [:]
         let candidates = try batch.enumerated().map { (i, b) in
             guard let c = byHash[b.0.hash] else {
@@ -347,9 +414,7 @@ public final class SearchRunner {
         let evaluateAt = spec.evaluationSteps(from: startStep, to: trials[0].fidelity)
         if spec.backend.isBuiltin {
             let teacher = try self.teacher
-            let students = try candidates.map {
-                ($0.hash, try Pruning.prune(teacher: teacher, to: $0.config, scores: s, options: spec.prune))
-            }
+            let students = try candidates.map { ($0.hash, try pruned($0, teacher: teacher, scores: s)) }
             var trainLoss: [Int: [(Int, Double)]] = [:]
             let (outcome, distiller) = try DistillationRun.run(
                 teacher: teacher, students: students, corpus: corpus, recipe: recipe,

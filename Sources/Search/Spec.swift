@@ -60,6 +60,8 @@ public enum Strategy: Sendable, Equatable {
     case random(samples: Int, seed: UInt64)
     case successiveHalving(minSteps: Int, eta: Int)
     case evolution(population: Int, generations: Int, mutation: Double, crossover: Double, seed: UInt64)
+    /// Puzzle's heterogeneous candidates (docs/heterogeneous.md), then successive halving.
+    case puzzle(PuzzleSettings)
 
     public var name: String {
         switch self {
@@ -67,8 +69,23 @@ public enum Strategy: Sendable, Equatable {
         case .random: return "random"
         case .successiveHalving: return "successive_halving"
         case .evolution: return "evolution"
+        case .puzzle: return "puzzle"
         }
     }
+}
+
+/// The `puzzle` strategy's settings: the block library (every layer's attention keeps one of
+/// `keyValueHeads` groups counts, its MLP one of `widths`, either may be removed when `noOp`),
+/// how many solver solutions become candidates and how far apart they are, and the successive
+/// halving that judges them.
+public struct PuzzleSettings: Sendable, Equatable {
+    public var solutions: Int
+    public var minHamming: Int
+    public var keyValueHeads: [Int]
+    public var widths: [Int]
+    public var noOp: Bool
+    public var minSteps: Int
+    public var eta: Int
 }
 
 /// How many scores each finalist gets and which candidates are finalists.
@@ -214,7 +231,7 @@ public struct SearchSpec: Sendable {
         try readBudget(o, rd, teacher: t)
         try readImportance(o, rd, teacher: t)
         try readProxy(o, rd, teacher: t)
-        try readStrategy(o, rd)
+        try readStrategy(o, rd, teacher: t)
         try readObjectiveAndExport(o, rd)
     }
 
@@ -562,7 +579,7 @@ public struct SearchSpec: Sendable {
     }
 
     /// `strategy`: its name and settings.
-    private mutating func readStrategy(_ o: [String: JSON], _ rd: SpecReader) throws {
+    private mutating func readStrategy(_ o: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
         // strategy
         if let s = try rd.object(o["strategy"], "strategy") {
             let name = try rd.string(s["name"], "strategy.name")
@@ -593,15 +610,73 @@ public struct SearchSpec: Sendable {
                     mutation: try s["mutation"].map { try rd.number($0, "strategy.mutation") } ?? 0.3,
                     crossover: try s["crossover"].map { try rd.number($0, "strategy.crossover") } ?? 0.5,
                     seed: UInt64(try s["seed"].map { try rd.int($0, "strategy.seed", min: 0) } ?? 0))
+            case "puzzle":
+                try readPuzzle(s, rd, teacher: t)
             default:
                 throw rd.fail(
                     "strategy.name",
-                    "'\(name)' is not grid, random, successive_halving or evolution"
-                        + (closest(name, in: ["grid", "random", "successive_halving", "evolution"]).map {
+                    "'\(name)' is not grid, random, successive_halving, evolution or puzzle"
+                        + (closest(name, in: ["grid", "random", "successive_halving", "evolution", "puzzle"]).map {
                             "; did you mean '\($0)'?"
                         } ?? ""))
             }
         }
+    }
+
+    /// `strategy` `puzzle`: the block library against the teacher (groups dividing its key/value
+    /// heads, widths the nemotron-nas format can write, at most the teacher's), the solutions,
+    /// and the halving.
+    private mutating func readPuzzle(_ s: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
+        try rd.check(
+            s, "strategy",
+            [
+                "name", "solutions", "min_hamming", "num_key_value_heads", "intermediate_size", "no_op", "min_steps",
+                "eta", "tie_slack"
+            ])
+        guard backend.isBuiltin else {
+            throw rd.fail("strategy.name", "puzzle runs on the built-in engine for now (backend \(backend.name))")
+        }
+        let whole = LayerVariant(keyValueGroups: t.numKeyValueHeads, mlpWidth: t.intermediateSize)
+        do {
+            try HeterogeneousPruning.check(Array(repeating: whole, count: t.numHiddenLayers), teacher: t)
+        } catch { throw rd.fail("strategy.name", "\(error)") }
+        func list(_ key: String, _ fallback: Int) throws -> [Int] {
+            guard let v = s[key] else { return [fallback] }
+            guard let a = v.array, !a.isEmpty else { throw rd.fail("strategy.\(key)", "a non-empty list of integers") }
+            return try a.enumerated().map { try rd.int($0.element, "strategy.\(key)[\($0.offset)]") }
+        }
+        let groups = Array(Set(try list("num_key_value_heads", t.numKeyValueHeads) + [t.numKeyValueHeads])).sorted()
+        for (i, g) in groups.enumerated() where t.numKeyValueHeads % g != 0 {
+            throw rd.fail(
+                "strategy.num_key_value_heads[\(i)]", "\(g) does not divide the teacher's \(t.numKeyValueHeads)")
+        }
+        let widths = Array(Set(try list("intermediate_size", t.intermediateSize) + [t.intermediateSize])).sorted()
+        for (i, w) in widths.enumerated() {
+            guard w <= t.intermediateSize else {
+                throw rd.fail("strategy.intermediate_size[\(i)]", "\(w) is above the teacher's \(t.intermediateSize)")
+            }
+            guard NemotronNASFormat.canWrite(width: w, hidden: t.hiddenSize) else {
+                throw rd.fail(
+                    "strategy.intermediate_size[\(i)]",
+                    "\(w) cannot be written in the nemotron-nas format (its ffn_mult rounds widths up to a multiple of 256)"
+                )
+            }
+        }
+        if let v = s["tie_slack"] { tieSlack = try rd.int(v, "strategy.tie_slack", min: 0) }
+        let minSteps = try s["min_steps"].map { try rd.int($0, "strategy.min_steps") } ?? max(1, proxy.steps / 9)
+        guard minSteps <= proxy.steps else {
+            throw rd.fail("strategy.min_steps", "\(minSteps) is above proxy.steps \(proxy.steps)")
+        }
+        strategy = .puzzle(
+            PuzzleSettings(
+                solutions: try s["solutions"].map { try rd.int($0, "strategy.solutions") } ?? 4,
+                minHamming: try s["min_hamming"].map { try rd.int($0, "strategy.min_hamming") } ?? 2,
+                keyValueHeads: groups, widths: widths,
+                noOp: try s["no_op"].map {
+                    guard let b = $0.bool else { throw rd.fail("strategy.no_op", "true or false") }
+                    return b
+                } ?? true,
+                minSteps: minSteps, eta: try s["eta"].map { try rd.int($0, "strategy.eta", min: 2) } ?? 3))
     }
 
     /// `prefilter`, `max_candidates`, `objective`, `export`.

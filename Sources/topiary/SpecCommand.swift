@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import Proxy
 import Search
 
 struct SpecCommand: ParsableCommand {
@@ -65,6 +66,7 @@ struct SpecCheck: ParsableCommand {
         let start = DispatchTime.now().uptimeNanoseconds
         let e = Enumeration.of(s, teacher: teacher)
         let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+        if let puzzle = s.strategy.value as? Puzzle { return try printPuzzle(s, puzzle, teacher: teacher) }
         guard !e.candidates.isEmpty else { throw SearchError.emptySpace(e.explanation) }
         try e.requireWithinLimit(s)
         let shown = e.candidates.prefix(limit)
@@ -147,5 +149,66 @@ struct SpecCheck: ParsableCommand {
             )
         }
         print("\(e.candidates.count) candidates of \(e.explanation) (enumerated in \(String(format: "%.1f", ms)) ms)")
+    }
+
+    /// A puzzle spec: its block library with each variant's costs, what lies outside the blocks,
+    /// and the budget the solver fills (its candidates come from the library's scores at search time).
+    func printPuzzle(_ s: SearchSpec, _ puzzle: Puzzle, teacher: ModelConfig) throws {
+        let library = puzzle.library(teacher: teacher), w = s.budget.workload
+        let costs = library.map { v -> BlockCost in
+            var one = HeterogeneousPruning.studentConfig(teacher: teacher, variants: [v])
+            one.numHiddenLayers = 1
+            return one.blockCost(one.block(0), at: w)
+        }
+        let outside = teacher.costOutsideBlocks(at: w)
+        // The program the solver gets (it checks the budget leaves room beside the embedding and head).
+        _ = try Puzzle.program(
+            spec: s, teacher: teacher, library: library,
+            scores: Array(repeating: Array(repeating: 0, count: library.count), count: teacher.numHiddenLayers))
+        if json {
+            printJSON(
+                [
+                    "strategy": "puzzle", "layers": JSON(teacher.numHiddenLayers),
+                    "variants": .array(
+                        zip(library, costs).map { v, c in
+                            [
+                                "num_key_value_heads": v.keyValueGroups.map { JSON($0) } ?? .null,
+                                "intermediate_size": v.mlpWidth.map { JSON($0) } ?? .null,
+                                "parameters": JSON(c.parameters), "memory_bytes": JSON(c.memoryBytes),
+                                "decode_flops_per_token": JSON(c.decodeFLOPs)
+                            ]
+                        }),
+                    "outside_blocks": [
+                        "parameters": JSON(outside.parameters), "memory_bytes": JSON(outside.memoryBytes),
+                        "decode_flops_per_token": JSON(outside.decodeFLOPs)
+                    ]
+                ])
+            return
+        }
+        print(
+            "study \(s.study): teacher \(s.teacher) (\(teacher.parameterCount) parameters, \(teacher.numHiddenLayers) layers), "
+                + "strategy puzzle: \(puzzle.settings.solutions) solutions at least \(puzzle.settings.minHamming) layers apart, "
+                + "plus the best homogeneous choice, judged by successive halving")
+        if let w {
+            print(
+                "workload: batch \(w.batch) × context \(w.context), weights \(w.weights.rawValue), KV cache \(w.cache.rawValue)"
+                    + (s.budget.maxMemoryBytes.map { "; memory ≤ \($0) bytes (\(formatBytes($0)))" } ?? "")
+                    + (s.budget.maxDecodeFLOPsPerToken.map { "; decode FLOPs/token ≤ \($0)" } ?? ""))
+        }
+        if s.budget.maximum < Int.max { print("budget: \(s.budget.count.rawValue) parameters ≤ \(s.budget.maximum)") }
+        print("block library (each layer takes one; kv: key/value groups, mlp: width, -: removed):")
+        print("   kv   mlp   parameters   memory bytes  decode FLOPs")
+        for (v, c) in zip(library, costs) {
+            func pad(_ x: String) -> String { String(repeating: " ", count: max(0, 5 - x.count)) + x }
+            print(
+                pad(v.keyValueGroups.map(String.init) ?? "-") + " " + pad(v.mlpWidth.map(String.init) ?? "-")
+                    + String(format: " %12d %14d %13d", c.parameters, c.memoryBytes, c.decodeFLOPs))
+        }
+        print(
+            "outside the blocks (embedding, head, final norm): \(outside.parameters) parameters, \(outside.memoryBytes) "
+                + "memory bytes, \(outside.decodeFLOPs) decode FLOPs")
+        print(
+            "\(library.count) variants × \(teacher.numHiddenLayers) layers: candidates are chosen at `search run` from their "
+                + "one-block replacement scores")
     }
 }

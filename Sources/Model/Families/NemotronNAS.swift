@@ -141,6 +141,14 @@ struct NemotronNAS: FamilyDefinition {
     }
 }
 
+/// The nemotron-nas format's `ffn_mult` rule, for callers outside the family (a spec's block library).
+public enum NemotronNASFormat {
+    /// Whether an MLP of `width` can be written as an `ffn_mult` at `hidden`.
+    public static func canWrite(width: Int, hidden: Int) -> Bool {
+        NemotronNAS.ffnMult(width: width, hidden: hidden) != nil
+    }
+}
+
 extension Family {
     public static let nemotronNAS = Family(NemotronNAS())
 }

@@ -61,6 +61,7 @@ extension Strategy {
         case let .evolution(population, generations, mutation, crossover, seed):
             return Evolution(
                 population: population, generations: generations, mutation: mutation, crossover: crossover, seed: seed)
+        case let .puzzle(settings): return Puzzle(settings: settings)
         }
     }
 }

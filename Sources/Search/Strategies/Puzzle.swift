@@ -1,0 +1,113 @@
+import Foundation
+import Model
+import Proxy
+
+/// Puzzle's search (arXiv 2411.19146) judged by Topiary's proxy: every layer's variants are scored
+/// by one-block replacement (``BlockLibrary``), the layer-choice program picks the `solutions`
+/// best choices under the budget's costs that differ pairwise in `min_hamming` layers
+/// (``LayerChoiceProblem``), the best homogeneous choice of the same library joins them as a
+/// baseline, and successive halving with the KD proxy decides among them — the solver proposes,
+/// the proxy judges.
+public struct Puzzle: SearchStrategy {
+    public var settings: PuzzleSettings
+    public var name: String { "puzzle" }
+    var halving: SuccessiveHalving { SuccessiveHalving(minSteps: settings.minSteps, eta: settings.eta) }
+
+    public func fidelities(proxySteps: Int) -> [Int] { halving.fidelities(proxySteps: proxySteps) }
+    public func defaultFinalists(_ finalists: Int) -> Int { halving.defaultFinalists(finalists) }
+    public func advance(_ finished: FinishedRung) throws -> Bool { try halving.advance(finished) }
+
+    /// Every layer's variants: the teacher's block first, then each groups × width pair, then
+    /// (with `no_op`) attention alone removed, the MLP alone removed, both.
+    public func library(teacher t: ModelConfig) -> [LayerVariant] {
+        let groups = settings.keyValueHeads.sorted(by: >) as [Int?]
+        let widths = settings.widths.sorted(by: >) as [Int?]
+        var out: [LayerVariant] = []
+        for g in groups + (settings.noOp ? [nil] : []) {
+            for w in widths + (settings.noOp ? [nil] : []) {
+                let v = LayerVariant(keyValueGroups: g, mlpWidth: w)
+                if !out.contains(v) { out.append(v) }
+            }
+        }
+        let whole = LayerVariant(keyValueGroups: t.numKeyValueHeads, mlpWidth: t.intermediateSize)
+        return [whole] + out.filter { $0 != whole }
+    }
+
+    /// The layer-choice program of `scores` (per layer, per ``library(teacher:)`` variant) under
+    /// the spec's budget: the counted parameters' maximum, and at the workload the memory and
+    /// decode-FLOPs caps, each less what lies outside the blocks.
+    public static func program(spec: SearchSpec, teacher t: ModelConfig, library: [LayerVariant], scores: [[Double]])
+        throws -> LayerChoiceProblem
+    {
+        let b = spec.budget, w = b.workload
+        let costs = library.map { v -> BlockCost in
+            var one = HeterogeneousPruning.studentConfig(teacher: t, variants: [v])
+            one.numHiddenLayers = 1
+            return one.blockCost(one.block(0), at: w)
+        }
+        let outside = t.costOutsideBlocks(at: w)
+        var rows: [([Double], Double)] = []
+        if b.maximum < Int.max {
+            guard b.count != .active || !t.family.isMixture else {
+                throw SearchError.spec(
+                    file: spec.file, path: "budget.count", reason: "puzzle counts dense teachers only")
+            }
+            let fixed = b.count == .nonEmbedding ? 0 : outside.parameters
+            rows.append((costs.map { Double($0.parameters) }, Double(b.maximum - fixed)))
+        }
+        if let cap = b.maxMemoryBytes {
+            rows.append((costs.map { Double($0.memoryBytes) }, Double(cap - outside.memoryBytes)))
+        }
+        if let cap = b.maxDecodeFLOPsPerToken {
+            rows.append((costs.map { Double($0.decodeFLOPs) }, Double(cap - outside.decodeFLOPs)))
+        }
+        guard !rows.isEmpty else {
+            throw SearchError.spec(
+                file: spec.file, path: "budget",
+                reason: "puzzle needs a bound: budget max/parameters, memory or decode_flops_per_token")
+        }
+        if let bad = rows.first(where: { $0.1 <= 0 }) {
+            throw SearchError.spec(
+                file: spec.file, path: "budget",
+                reason: "the embedding and head alone exceed a bound (\(Int(bad.1)) left for the blocks)")
+        }
+        let L = t.numHiddenLayers
+        return LayerChoiceProblem(
+            scores: scores, costs: rows.map { row in Array(repeating: row.0, count: L) }, limits: rows.map(\.1))
+    }
+
+    /// The candidates: the solver's solutions, then the best homogeneous choice that fits (when it
+    /// is not among them), each a nemotron-nas config.
+    public func candidates(spec: SearchSpec, teacher t: ModelConfig, scores: [[Double]], log: (String) -> Void) throws
+        -> [Candidate]
+    {
+        let library = library(teacher: t)
+        let problem = try Self.program(spec: spec, teacher: t, library: library, scores: scores)
+        var choices = try problem.solve(count: settings.solutions, minHamming: settings.minHamming)
+        let L = t.numHiddenLayers
+        let homogeneous = library.indices.map { Array(repeating: $0, count: L) }.filter(problem.isFeasible)
+            .min { problem.score($0) < problem.score($1) }
+        if let h = homogeneous, !choices.contains(h) { choices.append(h) }
+        guard !choices.isEmpty else {
+            throw SearchError.emptySpace("no choice of the block library's variants fits the budget")
+        }
+        for (i, c) in choices.enumerated() {
+            log(
+                String(
+                    format: "puzzle: %@ %d: summed replacement score %.4f; ",
+                    i == choices.count - 1 && c == homogeneous ? "homogeneous baseline" : "solution", i + 1,
+                    problem.score(c))
+                    + c.map { Self.describe(library[$0]) }.joined(separator: " "))
+        }
+        return choices.map { c in
+            Candidate(
+                config: HeterogeneousPruning.studentConfig(teacher: t, variants: c.map { library[$0] }),
+                sequence: spec.proxy.sequence)
+        }
+    }
+
+    /// "g3/f512", "-/f256", "g1/-": a layer's key/value groups and MLP width.
+    static func describe(_ v: LayerVariant) -> String {
+        (v.keyValueGroups.map { "g\($0)" } ?? "-") + "/" + (v.mlpWidth.map { "f\($0)" } ?? "-")
+    }
+}
