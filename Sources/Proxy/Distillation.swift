@@ -134,7 +134,8 @@ public final class Distiller {
         learningRate: Double, schedule: LearningRateSchedule, steps: Int, settings: AdamW.Settings = .init()
     ) throws {
         for (name, s) in students {
-            guard s.config.family == teacher.config.family else {
+            // A heterogeneous student (nemotron-nas) is cut from a Llama-numerics teacher of another family.
+            guard s.config.family == teacher.config.family || s.config.layerVariants != nil else {
                 throw ProxyError.invalidTarget(
                     field: "model_type",
                     reason:

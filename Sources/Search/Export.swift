@@ -64,19 +64,31 @@ public enum Exporter {
         let previous = try previousExport(in: out, force: force)
         var staged: [(tmp: URL, dir: URL)] = []
         defer { for s in staged { try? fm.removeItem(at: s.tmp) } }
+        // A heterogeneous winner (the puzzle strategy) is cut from the float32 teacher, loaded once.
+        var loadedTeacher: DecoderModel?
         for w in winners {
-            let o = w.trial.architecture.object ?? [:]
-            let target = try Pruning.targetConfig(teacher: teacher.config, target: o)
-            let plan = try Pruning.plan(teacher: teacher.config, target: target, scores: scores, options: spec.prune)
             let dir = out.appendingPathComponent("\(w.rank)-\(w.trial.hash)")
             let tmp = out.appendingPathComponent(".\(w.rank)-\(w.trial.hash).tmp-\(getpid())")
             try? fm.removeItem(at: tmp)
             staged.append((tmp, dir))
-            try Pruning.write(plan, teacher: teacher, target: target, type: type, to: tmp)
+            let target: ModelConfig
+            if let variants = Candidate.layerVariants(w.trial.architecture) {
+                let full = try loadedTeacher ?? Checkpoint.load(teacherURL)
+                loadedTeacher = full
+                let student = try HeterogeneousPruning.prune(teacher: full, variants: variants, scores: scores)
+                try Checkpoint.save(student, to: tmp, type: type ?? teacher.storageType)
+                target = student.config
+            } else {
+                target = try Pruning.targetConfig(teacher: teacher.config, target: w.trial.architecture.object ?? [:])
+                let plan = try Pruning.plan(
+                    teacher: teacher.config, target: target, scores: scores, options: spec.prune)
+                try Pruning.write(plan, teacher: teacher, target: target, type: type, to: tmp)
+            }
             if let ck = w.trial.checkpoint {
                 let proxy = tmp.appendingPathComponent("proxy")
                 try fm.createDirectory(at: proxy, withIntermediateDirectories: true)
-                for f in ["config.json", "model.safetensors"] {
+                let remoteCode = target.family.definition.remoteCode.keys.sorted()
+                for f in ["config.json", "model.safetensors"] + remoteCode {
                     let source = Artifacts.resolve(
                         ck, root: artifacts ?? URL(fileURLWithPath: spec.artifacts ?? "results", isDirectory: true))
                     do {
@@ -173,7 +185,11 @@ public enum Exporter {
         let folder = (relative as NSString).deletingLastPathComponent
         guard folder.isEmpty || folder == "proxy" else { return false }
         if name == "proxy" && folder.isEmpty { return true }
-        return ["config.json", "model.safetensors", "model.safetensors.index.json", "distill.json"].contains(name)
+        return [
+            "config.json", "model.safetensors", "model.safetensors.index.json", "distill.json",
+            "configuration_decilm.py",
+            "modeling_decilm.py"
+        ].contains(name)
             || (name.hasPrefix("model-") && name.hasSuffix(".safetensors"))
     }
 

@@ -645,13 +645,16 @@ public struct SearchSpec: Sendable {
             guard let a = v.array, !a.isEmpty else { throw rd.fail("strategy.\(key)", "a non-empty list of integers") }
             return try a.enumerated().map { try rd.int($0.element, "strategy.\(key)[\($0.offset)]") }
         }
-        let groups = Array(Set(try list("num_key_value_heads", t.numKeyValueHeads) + [t.numKeyValueHeads])).sorted()
-        for (i, g) in groups.enumerated() where t.numKeyValueHeads % g != 0 {
+        let givenGroups = try list("num_key_value_heads", t.numKeyValueHeads)
+        for (i, g) in givenGroups.enumerated() where g <= 0 || t.numKeyValueHeads % g != 0 {
             throw rd.fail(
                 "strategy.num_key_value_heads[\(i)]", "\(g) does not divide the teacher's \(t.numKeyValueHeads)")
         }
-        let widths = Array(Set(try list("intermediate_size", t.intermediateSize) + [t.intermediateSize])).sorted()
-        for (i, w) in widths.enumerated() {
+        let groups = Array(Set(givenGroups + [t.numKeyValueHeads])).sorted()
+        let givenWidths = try list("intermediate_size", t.intermediateSize)
+        let widths = Array(Set(givenWidths + [t.intermediateSize])).sorted()
+        // The teacher's own width is always in the library, so it is checked too (after the list).
+        for (i, w) in (givenWidths + [t.intermediateSize]).enumerated() {
             guard w <= t.intermediateSize else {
                 throw rd.fail("strategy.intermediate_size[\(i)]", "\(w) is above the teacher's \(t.intermediateSize)")
             }

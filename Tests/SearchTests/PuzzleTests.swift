@@ -1,0 +1,107 @@
+import Foundation
+import Model
+import Proxy
+@testable import Search
+import Testing
+
+/// Issue 27: the puzzle strategy end to end on a tiny teacher whose MLP width the nemotron-nas
+/// format can write (512): the block library is scored, the solver's choices fit the memory
+/// budget and differ pairwise, the homogeneous baseline joins them, successive halving judges
+/// them, and the winner exports as a nemotron-nas checkpoint.
+@Suite(.serialized) struct PuzzleTests {
+    /// The fixture's corpus with a llama teacher of 3 layers, hidden 16, 4 heads over 2 groups, MLP 512.
+    static func fixture() throws -> (Fixture, URL) {
+        let f = try Fixture()
+        let c = ModelConfig(family: .llama, vocabSize: 257, hiddenSize: 16, intermediateSize: 512, numHiddenLayers: 3,
+                            numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1)
+        let m = DecoderModel(config: c)
+        m.initialize(seed: 3)
+        let teacher = f.root.appendingPathComponent("wide-teacher")
+        try Checkpoint.save(m, to: teacher)
+        return (f, teacher)
+    }
+
+    static func spec(_ f: Fixture, teacher: URL, memory: Int, solutions: Int = 3, hamming: Int = 2) throws -> SearchSpec {
+        var json = f.spec(["strategy": ["name": "puzzle", "solutions": JSON(solutions), "min_hamming": JSON(hamming),
+                                        "num_key_value_heads": [2, 1], "intermediate_size": [512, 256], "min_steps": 2, "eta": 3],
+                           "space": [:],
+                           "budget": ["max": 1_000_000, "workload": ["batch": 4, "context": 64, "dtype": "bfloat16"],
+                                      "memory": JSON(memory)]])
+        json = .object(json.object!.merging(["teacher": .string(teacher.path)]) { $1 })
+        return try f.parse(json)
+    }
+
+    @Test func aPuzzleStudyRunsAndItsWinnerExports() throws {
+        let (f, teacher) = try Self.fixture()
+        defer { f.cleanup() }
+        let t = try ModelConfig.load(teacher.appendingPathComponent("config.json"))
+        let w = Workload(batch: 4, context: 64, weights: .bfloat16)
+        // About two thirds of the teacher's memory at the workload.
+        let cap = t.inferenceCost(w).memoryBytes * 2 / 3
+        let spec = try Self.spec(f, teacher: teacher, memory: cap)
+        let store = try StudyStore(path: f.db)
+        let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        var lines: [String] = []
+        runner.log = { lines.append($0) }
+        let id = try runner.run(worker: "w", extend: false)
+        #expect(try store.study(named: "tiny")?.state == "complete")
+        let candidates = try store.candidates(study: id)
+        let variants = candidates.compactMap { Candidate.layerVariants($0.architecture) }
+        #expect(variants.count == candidates.count && (2...4).contains(candidates.count), "\(candidates.map(\.architecture))")
+        for v in variants {
+            let c = HeterogeneousPruning.studentConfig(teacher: t, variants: v)
+            #expect(c.inferenceCost(w).memoryBytes <= cap, "\(v) exceeds the memory budget")
+        }
+        // The solver's solutions differ pairwise in at least 2 layers; the baseline's layers are all alike.
+        let solverLines = lines.filter { $0.hasPrefix("puzzle: solution") }
+        #expect(!solverLines.isEmpty, "\(lines)")
+        let solutions = Array(variants.prefix(solverLines.count))
+        for i in solutions.indices { for j in solutions.indices where j > i {
+            #expect(zip(solutions[i], solutions[j]).filter { $0 != $1 }.count >= 2, "\(solutions[i]) vs \(solutions[j])")
+        } }
+        if lines.contains(where: { $0.hasPrefix("puzzle: homogeneous baseline") }) {
+            #expect(Set(variants.last!).count == 1)
+        }
+        let trials = try store.trials(study: id)
+        #expect(trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(trials.map { $0.error ?? "" })")
+        // The block library's scores are cached: a second runner reuses them and finds the same candidates.
+        let again = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
+                                     importanceCache: f.root.appendingPathComponent("importance"))
+        var againLines: [String] = []
+        again.log = { againLines.append($0) }
+        #expect(try again.initialCandidates().map(\.hash) == (try runner.initialCandidates()).map(\.hash))
+        #expect(againLines.contains { $0.contains("reusing the block library's scores") })
+        // The winner exports as nemotron-nas, with its modeling file.
+        let out = f.root.appendingPathComponent("export")
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out, importanceCache: f.root.appendingPathComponent("importance"),
+                                       artifacts: f.root.appendingPathComponent("results"), log: { _ in }, warn: { _ in })
+        let exported = try Checkpoint.load(dirs[0])
+        #expect(exported.config.family == .nemotronNAS && exported.config.layerVariants != nil)
+        let winner = try #require(try store.top(study: id, limit: 1).first)
+        #expect(Candidate.layerVariants(winner.trial.architecture) == exported.config.layerVariants)
+        #expect(FileManager.default.fileExists(atPath: dirs[0].appendingPathComponent("modeling_decilm.py").path))
+        #expect(FileManager.default.fileExists(atPath: dirs[0].appendingPathComponent("proxy/modeling_decilm.py").path))
+    }
+
+    @Test func badPuzzleSpecsNameTheirKey() throws {
+        let (f, teacher) = try Self.fixture()
+        defer { f.cleanup() }
+        func fails(_ strategy: JSON, _ path: String, backend: JSON? = nil) {
+            var extra: [String: JSON] = ["strategy": strategy, "space": [:], "teacher": .string(teacher.path)]
+            if let backend { extra["backend"] = backend }
+            #expect { _ = try f.parse(f.spec(extra)) } throws: { error in
+                guard case let SearchError.spec(_, p, _) = error else { return false }
+                return p == path
+            }
+        }
+        fails(["name": "puzzle", "intermediate_size": [300]], "strategy.intermediate_size[0]")
+        fails(["name": "puzzle", "intermediate_size": [768]], "strategy.intermediate_size[0]")
+        fails(["name": "puzzle", "num_key_value_heads": [3]], "strategy.num_key_value_heads[0]")
+        fails(["name": "puzzle", "no_op": "yes"], "strategy.no_op")
+        fails(["name": "puzzle", "solution": 3], "strategy.solution")
+        fails(["name": "puzzle"], "strategy.name", backend: ["name": "torch"])
+        // The fixture's own teacher (MLP 32) cannot be written as nemotron-nas.
+        #expect { _ = try f.parse(f.spec(["strategy": ["name": "puzzle"], "space": [:]])) } throws: { "\($0)".contains("intermediate_size") }
+    }
+}
