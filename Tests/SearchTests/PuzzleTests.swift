@@ -74,7 +74,8 @@ import Testing
         #expect(againLines.contains { $0.contains("reusing the block library's scores") })
         // The winner exports as nemotron-nas, with its modeling file.
         let out = f.root.appendingPathComponent("export")
-        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out, importanceCache: f.root.appendingPathComponent("importance"),
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out,
+                                       importanceCache: f.root.appendingPathComponent("importance"),
                                        artifacts: f.root.appendingPathComponent("results"), log: { _ in }, warn: { _ in })
         let exported = try Checkpoint.load(dirs[0])
         #expect(exported.config.family == .nemotronNAS && exported.config.layerVariants != nil)
@@ -102,6 +103,8 @@ import Testing
         fails(["name": "puzzle", "solution": 3], "strategy.solution")
         fails(["name": "puzzle"], "strategy.name", backend: ["name": "torch"])
         // The fixture's own teacher (MLP 32) cannot be written as nemotron-nas.
-        #expect { _ = try f.parse(f.spec(["strategy": ["name": "puzzle"], "space": [:]])) } throws: { "\($0)".contains("intermediate_size") }
+        #expect { _ = try f.parse(f.spec(["strategy": ["name": "puzzle"], "space": [:]])) } throws: {
+            "\($0)".contains("intermediate_size")
+        }
     }
 }
