@@ -335,6 +335,19 @@ public struct StudyReport {
 
     public static func architectureText(_ a: JSON) -> String {
         let o = a.object ?? [:]
+        // A heterogeneous candidate (the puzzle strategy): how many layers keep attention (with
+        // which key/value groups) and an MLP (of which widths).
+        if let layers = Candidate.layerVariants(a) {
+            let groups = Set(layers.compactMap(\.keyValueGroups)).sorted(by: >), widths = layers.compactMap(\.mlpWidth)
+            let attention = layers.filter { $0.keyValueGroups != nil }.count
+            let mlp =
+                widths.isEmpty
+                ? "0" : "\(widths.count) F\(widths.min()!)" + (widths.min() == widths.max() ? "" : "–\(widths.max()!)")
+            return
+                "L\(layers.count) C\(o["hidden_size"]?.int ?? 0) H\(o["num_attention_heads"]?.int ?? 0) het: attn "
+                + "\(attention)" + (groups.isEmpty ? "" : " kv\(groups.map(String.init).joined(separator: ","))")
+                + " mlp \(mlp)"
+        }
         let experts =
             (o["num_local_experts"] ?? o["num_experts"])?.int.map { " E\($0)k\(o["num_experts_per_tok"]?.int ?? 0)" }
             ?? ""
