@@ -324,19 +324,42 @@ struct ResultsCompare: ParsableCommand {
     @OptionGroup var format: FormatOption
     func run() throws {
         let st = try store.open(.read)
-        let rows = try [a, b].map { name -> [JSON] in
-            let s = try requireStudy(st, name)
-            let sum = try st.summary(s)
-            let best = try st.top(study: s.id, limit: 1).first
-            return [
-                .string(name), JSON(sum.candidates), JSON(sum.stepsRun), .string(best?.trial.hash ?? "–"),
+        let studies = try [a, b].map { try requireStudy(st, $0) }
+        let bests = try studies.map { try st.top(study: $0.id, limit: 1).first }
+        // The second best against the first, paired over the validation windows both were scored
+        // on (the same corpus and evaluation settings give the same windows), under the first
+        // study's objective; none when their windows differ.
+        let objective = Objective(rawValue: studies[0].spec["objective"]?["languages"]?.string ?? "mean") ?? .mean
+        var difference: (value: Double, interval: Noise.Interval)?
+        if let x = bests[0]?.trial, let y = bests[1]?.trial {
+            let w = try st.windows(trials: [x.id, y.id])
+            if let wx = w[x.id], let wy = w[y.id], wx.windows.mapValues(\.count) == wy.windows.mapValues(\.count),
+                let d = Noise.pairedDifference(
+                    [wy], [wx], seed: Noise.seed(x.hash, y.hash, "compare"), score: objective.value)
+            {
+                difference = (objective.value(wy) - objective.value(wx), d)
+            }
+        }
+        let rows = zip(studies, bests).enumerated().map { i, pair -> [JSON] in
+            let (s, best) = pair
+            let sum = (try? st.summary(s))
+            var row: [JSON] = [
+                .string(s.name), JSON(sum?.candidates ?? 0), JSON(sum?.stepsRun ?? 0), .string(best?.trial.hash ?? "–"),
                 .string(best.map { architectureText($0.trial.architecture) } ?? "–"),
                 best?.trial.score.map { JSON($0) } ?? .null
             ]
+            if i == 1, let d = difference {
+                row += [JSON(d.value), JSON(d.interval.low), JSON(d.interval.high)]
+            } else {
+                row += [.null, .null, .null]
+            }
+            return row
         }
         printRows(
-            ["study", "candidates", "distillation steps", "best", "architecture", "score"], rows,
-            format: format.resolved)
+            [
+                "study", "candidates", "distillation steps", "best", "architecture", "score",
+                "difference to the first", "difference low (paired 95%)", "difference high"
+            ], rows, format: format.resolved)
     }
 }
 
