@@ -81,6 +81,11 @@ import Testing
         #expect(exported.config.family == .nemotronNAS && exported.config.layerVariants != nil)
         let winner = try #require(try store.top(study: id, limit: 1).first)
         #expect(Candidate.layerVariants(winner.trial.architecture) == exported.config.layerVariants)
+        // Reports name it by its layers: how many keep attention (and their groups) and an MLP.
+        let v = exported.config.layerVariants!
+        let text = StudyReport.architectureText(winner.trial.architecture)
+        #expect(text.hasPrefix("L3 C16 H4 het: attn \(v.filter { $0.keyValueGroups != nil }.count)"), "\(text)")
+        #expect(text.contains("mlp \(v.filter { $0.mlpWidth != nil }.count)"), "\(text)")
         #expect(FileManager.default.fileExists(atPath: dirs[0].appendingPathComponent("modeling_decilm.py").path))
         #expect(FileManager.default.fileExists(atPath: dirs[0].appendingPathComponent("proxy/modeling_decilm.py").path))
     }
