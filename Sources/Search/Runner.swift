@@ -149,10 +149,23 @@ public final class SearchRunner {
         return candidates
     }
 
-    /// Every candidate a trial may name: the space's and the puzzle strategy's.
+    /// Every candidate a trial may name: the space's, and the heterogeneous ones the study
+    /// recorded (the puzzle strategy's), rebuilt from their stored layers — so that a worker on
+    /// another machine runs what the study chose without scoring the block library again.
     func candidatesByHash() throws -> [String: Candidate] {
         var all = enumeration.candidates
-        if let puzzle = strategy as? Puzzle { all += try puzzleCandidates(puzzle) }
+        if strategy is Puzzle, let study = try store.study(named: spec.study) {
+            for row in try store.candidates(study: study.id) {
+                guard let variants = Candidate.layerVariants(row.architecture) else { continue }
+                let c = Candidate(
+                    config: HeterogeneousPruning.studentConfig(teacher: teacherWeights.config, variants: variants),
+                    sequence: spec.proxy.sequence)
+                guard c.hash == row.hash else {
+                    throw SearchError.store("candidate \(row.hash): its stored layers give candidate \(c.hash)")
+                }
+                all.append(c)
+            }
+        }
         return Dictionary(all.map { ($0.hash, $0) }, uniquingKeysWith: { a, _ in a })
     }
 

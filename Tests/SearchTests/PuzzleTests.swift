@@ -90,6 +90,33 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: dirs[0].appendingPathComponent("proxy/modeling_decilm.py").path))
     }
 
+    /// A worker elsewhere (its own importance cache) runs a puzzle study's trials from the
+    /// candidates the store recorded, without scoring the block library again.
+    @Test func aWorkerRunsTheRecordedCandidates() throws {
+        let (f, teacher) = try Self.fixture()
+        defer { f.cleanup() }
+        let t = try ModelConfig.load(teacher.appendingPathComponent("config.json"))
+        let cap = t.inferenceCost(Workload(batch: 4, context: 64, weights: .bfloat16)).memoryBytes * 2 / 3
+        let spec = try Self.spec(f, teacher: teacher, memory: cap, solutions: 2)
+        let store = try StudyStore(path: f.db)
+        let results = f.root.appendingPathComponent("results")
+        let first = try SearchRunner(spec: spec, store: store, results: results, importanceCache: f.root.appendingPathComponent("a"))
+        first.log = { _ in }
+        let id = try first.prepare(extend: false)
+        let worker = try SearchRunner(spec: spec, store: store, results: results, importanceCache: f.root.appendingPathComponent("b"))
+        var lines: [String] = []
+        worker.log = { lines.append($0) }
+        while true {
+            let ran = try worker.work(study: id, worker: "elsewhere")
+            if try worker.advance(study: id) { break }
+            #expect(ran > 0, "the worker found nothing to run")
+            if ran == 0 { break }
+        }
+        #expect(try store.study(named: "tiny")?.state == "complete")
+        #expect(!lines.contains { $0.contains("puzzle: scoring") }, "\(lines)")
+        #expect(try store.trials(study: id).allSatisfy { $0.state == "complete" || $0.state == "pruned" })
+    }
+
     @Test func badPuzzleSpecsNameTheirKey() throws {
         let (f, teacher) = try Self.fixture()
         defer { f.cleanup() }
