@@ -299,19 +299,63 @@ struct ResultsShow: ParsableCommand {
 
 struct ResultsPareto: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "pareto", abstract: "Candidates no other beats on both parameters and score.")
+        commandName: "pareto", abstract: "Candidates no other beats on both a cost (default: parameters) and score.",
+        discussion:
+            "--cost memory, kv_cache or decode_flops counts each candidate at the study's budget.workload "
+            + "(docs/search.md, costs at a serving workload), from the teacher's config.json.")
     @Argument(help: "Study name.") var study: String
+    @Option(help: "The cost: parameters, active, memory, kv_cache or decode_flops.") var cost = "parameters"
     @OptionGroup var store: StoreOptions
     @OptionGroup var format: FormatOption
+
+    static let costs = ["parameters", "active", "memory", "kv_cache", "decode_flops"]
+
+    func validate() throws {
+        guard Self.costs.contains(cost) else {
+            throw ValidationError("--cost takes \(Self.costs.joined(separator: ", "))")
+        }
+    }
+
     func run() throws {
         let st = try store.open(.read)
-        let rows = try st.pareto(study: try requireStudy(st, study).id).map { r -> [JSON] in
+        let row = try requireStudy(st, study)
+        let ranked = try st.top(study: row.id)
+        var value: (StudyStore.Ranked) -> Double = { Double($0.trial.parameters) }
+        if cost == "active" { value = { Double($0.trial.activeParameters) } }
+        if ["memory", "kv_cache", "decode_flops"].contains(cost) {
+            let spec = try SearchSpec(json: row.spec, file: "store:\(study)") {
+                try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json"))
+            }
+            guard let w = spec.budget.workload else {
+                throw SearchError.store(
+                    "study '\(study)': its spec names no budget.workload to count --cost \(cost) at")
+            }
+            let teacher = try ModelConfig.load(
+                URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
+            var costs: [String: InferenceCost] = [:]
+            for r in ranked {
+                let a = r.trial.architecture
+                let c =
+                    try Candidate.layerVariants(a).map {
+                        HeterogeneousPruning.studentConfig(teacher: teacher, variants: $0)
+                    } ?? Pruning.targetConfig(teacher: teacher, target: a.object ?? [:])
+                costs[r.trial.hash] = c.inferenceCost(w)
+            }
+            let pick: (InferenceCost) -> Int =
+                cost == "memory"
+                ? { $0.memoryBytes } : cost == "kv_cache" ? { $0.kvCacheBytes } : { $0.decodeFLOPsPerToken }
+            value = { Double(costs[$0.trial.hash].map(pick) ?? 0) }
+        }
+        let rows = StudyStore.pareto(ranked, cost: value).map { r -> [JSON] in
             [
                 .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
-                JSON(r.trial.activeParameters), JSON(r.trial.score ?? .nan)
-            ]
+                JSON(r.trial.activeParameters)
+            ] + (["parameters", "active"].contains(cost) ? [] : [JSON(Int(value(r)))]) + [JSON(r.trial.score ?? .nan)]
         }
-        printRows(["candidate", "architecture", "parameters", "active", "score"], rows, format: format.resolved)
+        printRows(
+            ["candidate", "architecture", "parameters", "active"]
+                + (["parameters", "active"].contains(cost) ? [] : [cost])
+                + ["score"], rows, format: format.resolved)
     }
 }
 

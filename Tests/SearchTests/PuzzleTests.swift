@@ -65,6 +65,23 @@ import Testing
         }
         let trials = try store.trials(study: id)
         #expect(trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(trials.map { $0.error ?? "" })")
+        // The Pareto front against memory at the workload: each row's memory is the candidate's,
+        // and no candidate beats a front member on both memory and score.
+        let front = try topiary(["results", "pareto", "tiny", "--cost", "memory", "--db", f.db, "--format", "json"])
+        #expect(front.status == 0, "\(front.err)")
+        let rows = try #require(JSON.parse(Data(front.out.utf8))?.array)
+        let byHash = Dictionary(uniqueKeysWithValues: zip(candidates.map(\.hash), variants))
+        let ranked = try store.top(study: id)
+        func memory(_ hash: String) -> Int {
+            HeterogeneousPruning.studentConfig(teacher: t, variants: byHash[hash]!).inferenceCost(w).memoryBytes
+        }
+        #expect(!rows.isEmpty)
+        for r in rows {
+            let hash = try #require(r["candidate"]?.string)
+            #expect(r["memory"]?.int == memory(hash))
+            let mine = try #require(ranked.first { $0.trial.hash == hash })
+            #expect(!ranked.contains { $0.trial.rung == mine.trial.rung && memory($0.trial.hash) < memory(hash) && $0.value < mine.value })
+        }
         // The block library's scores are cached: a second runner reuses them and finds the same candidates.
         let again = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
                                      importanceCache: f.root.appendingPathComponent("importance"))

@@ -117,16 +117,21 @@ extension StudyStore {
     public func pareto(study: Int64) throws -> [Ranked] { Self.pareto(try top(study: study)) }
 
     /// The Pareto front of a ranking already computed by ``top(study:metric:limit:noise:)``.
-    public static func pareto(_ all: [Ranked]) -> [Ranked] {
+    public static func pareto(_ all: [Ranked]) -> [Ranked] { pareto(all) { Double($0.trial.parameters) } }
+
+    /// The front of `all` against any cost (parameters, memory or FLOPs at a workload, …): the
+    /// candidates no other beats on both that cost and the score.
+    public static func pareto(_ all: [Ranked], cost: (Ranked) -> Double) -> [Ranked] {
         let maxRung = all.map(\.trial.rung).max() ?? 0
         let comparable = all.filter { $0.trial.rung == maxRung || all.filter { $0.trial.rung == maxRung }.count < 2 }
         // By the value each candidate is ranked and plotted by: the mean over replicates where it has them.
         return comparable.filter { a in
-            !comparable.contains { b in
-                b.trial.parameters <= a.trial.parameters && b.value <= a.value
-                    && (b.trial.parameters < a.trial.parameters || b.value < a.value)
+            let ca = cost(a)
+            return !comparable.contains { b in
+                let cb = cost(b)
+                return cb <= ca && b.value <= a.value && (cb < ca || b.value < a.value)
             }
-        }.sorted { $0.trial.parameters < $1.trial.parameters }
+        }.sorted { cost($0) < cost($1) }
     }
 
     /// Every candidate of a study with its exact counts.
