@@ -32,6 +32,19 @@ struct InferenceCostTests {
         #expect(wide.decodeFLOPsPerToken == cost.decodeFLOPsPerToken)
     }
 
+    /// What the solver adds up: every block's cost plus what lies outside the blocks is the
+    /// model's, for a heterogeneous model and a homogeneous one, with and without a workload.
+    @Test func blockCostsSumToTheModels() {
+        for c in [heterogeneousConfig(), heterogeneousConfig(tied: true), Self.smol] {
+            for w in [Workload(batch: 3, context: 40, weights: .bfloat16, cache: .float32), nil] {
+                let parts = c.blocks.map { c.blockCost($0, at: w) } + [c.costOutsideBlocks(at: w)]
+                #expect(parts.reduce(0) { $0 + $1.parameters } == c.parameterCount)
+                #expect(parts.reduce(0) { $0 + $1.decodeFLOPs } == c.inferenceCost(w ?? Workload(batch: 1, context: 0)).decodeFLOPsPerToken)
+                if let w { #expect(parts.reduce(0) { $0 + $1.memoryBytes } == c.inferenceCost(w).memoryBytes) }
+            }
+        }
+    }
+
     /// A sliding-window layer caches its window, not the context, and attends over it.
     @Test func slidingWindowLayersCacheTheirWindow() {
         let c = ModelConfig(

@@ -52,7 +52,8 @@ public struct Puzzle: SearchStrategy {
                 throw SearchError.spec(
                     file: spec.file, path: "budget.count", reason: "puzzle counts dense teachers only")
             }
-            let fixed = b.count == .nonEmbedding ? 0 : outside.parameters
+            // Non-embedding counts keep the final norm outside the blocks.
+            let fixed = b.count == .nonEmbedding ? outside.parameters - t.embeddingParameterCount : outside.parameters
             rows.append((costs.map { Double($0.parameters) }, Double(b.maximum - fixed)))
         }
         if let cap = b.maxMemoryBytes {
