@@ -60,19 +60,21 @@ public struct LayerVariant: Sendable, Hashable, Codable {
 }
 
 extension ModelConfig {
+    /// The block a layer variant makes with this config's query heads and head width.
+    public func block(_ v: LayerVariant, window: Int? = nil) -> Block {
+        Block(
+            mixer: v.keyValueGroups.map {
+                .attention(heads: numAttentionHeads, groups: $0, headDim: headDim, window: window, experts: 0)
+            } ?? .none,
+            channelMixer: v.mlpWidth.map { .dense(width: $0) } ?? .none)
+    }
+
     /// The blocks of this config, layer by layer.
     public var blocks: [Block] { (0..<numHiddenLayers).map(block) }
 
     /// Layer l's block.
     public func block(_ l: Int) -> Block {
-        if let v = layerVariants?[l] {
-            return Block(
-                mixer: v.keyValueGroups.map {
-                    .attention(
-                        heads: numAttentionHeads, groups: $0, headDim: headDim, window: window(layer: l), experts: 0)
-                } ?? .none,
-                channelMixer: v.mlpWidth.map { .dense(width: $0) } ?? .none)
-        }
+        if let v = layerVariants?[l] { return block(v, window: window(layer: l)) }
         let attentionExperts = family.hasAttentionExperts ? numLocalExperts : 0
         let mixer = Block.Mixer.attention(
             heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim,

@@ -155,11 +155,7 @@ struct SpecCheck: ParsableCommand {
     /// and the budget the solver fills (its candidates come from the library's scores at search time).
     func printPuzzle(_ s: SearchSpec, _ puzzle: Puzzle, teacher: ModelConfig) throws {
         let library = puzzle.library(teacher: teacher), w = s.budget.workload
-        let costs = library.map { v -> BlockCost in
-            var one = HeterogeneousPruning.studentConfig(teacher: teacher, variants: [v])
-            one.numHiddenLayers = 1
-            return one.blockCost(one.block(0), at: w)
-        }
+        let costs = Puzzle.blockCosts(library, teacher: teacher, at: w)
         let outside = teacher.costOutsideBlocks(at: w)
         // The program the solver gets (it checks the budget leaves room beside the embedding and head).
         _ = try Puzzle.program(

@@ -292,11 +292,13 @@ import Testing
         defer { f.cleanup() }
         let script = f.root.appendingPathComponent("liar.py")
         try Self.lyingBackend.write(to: script, atomically: true, encoding: .utf8)
-        let backend: JSON = ["command": .array(["/usr/bin/env", "python3", script.path, "honest"].map { .string($0) }), "heartbeat_timeout": 10]
+        let command = ["/usr/bin/env", "python3", script.path, "honest"]
+        let backend: JSON = ["command": .array(command.map { .string($0) }), "heartbeat_timeout": 10]
         let spec = try Self.spec(f, steps: 6, backend: backend)
         let cache = f.root.appendingPathComponent("importance")
         let loaded = try Checkpoint.load(f.teacher)
-        let scores = try Importance.cached(teacher: loaded, corpus: try TokenShards(directory: f.corpus), settings: spec.importance, cache: cache).0
+        let scores = try Importance.cached(teacher: loaded, corpus: try TokenShards(directory: f.corpus),
+                                           settings: spec.importance, cache: cache).0
         let store = try StudyStore(path: f.db)
         let results = f.root.appendingPathComponent("artifacts")
         let runner = try SearchRunner(spec: spec, store: store, results: results, importanceCache: cache)
@@ -305,7 +307,8 @@ import Testing
         #expect(runner.loadedTeacher == nil, "the worker loaded the teacher in float32")
         let byHash = Dictionary(uniqueKeysWithValues: runner.enumeration.candidates.map { ($0.hash, $0) })
         let trials = try store.trials(study: id).filter { $0.rung == 0 }
-        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(trials.map { $0.error ?? $0.state.rawValue })")
+        #expect(!trials.isEmpty && trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" },
+                "\(trials.map { $0.error ?? $0.state.rawValue })")
         for t in trials {
             // The honest liar's checkpoint holds its init's weights, copied.
             let ck = Artifacts.resolve(try #require(t.checkpoint), root: results)

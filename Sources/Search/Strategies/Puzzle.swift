@@ -33,6 +33,11 @@ public struct Puzzle: SearchStrategy {
         return [whole] + out.filter { $0 != whole }
     }
 
+    /// What each variant of `library` adds to every cost, as one layer of the teacher's student.
+    public static func blockCosts(_ library: [LayerVariant], teacher t: ModelConfig, at w: Workload?) -> [BlockCost] {
+        library.map { t.blockCost(t.block($0), at: w) }
+    }
+
     /// The layer-choice program of `scores` (per layer, per ``library(teacher:)`` variant) under
     /// the spec's budget: the counted parameters' maximum, and at the workload the memory and
     /// decode-FLOPs caps, each less what lies outside the blocks.
@@ -40,11 +45,7 @@ public struct Puzzle: SearchStrategy {
         throws -> LayerChoiceProblem
     {
         let b = spec.budget, w = b.workload
-        let costs = library.map { v -> BlockCost in
-            var one = HeterogeneousPruning.studentConfig(teacher: t, variants: [v])
-            one.numHiddenLayers = 1
-            return one.blockCost(one.block(0), at: w)
-        }
+        let costs = blockCosts(library, teacher: t, at: w)
         let outside = t.costOutsideBlocks(at: w)
         var rows: [([Double], Double)] = []
         if b.maximum < Int.max {
