@@ -251,7 +251,7 @@ public struct SafeTensorsFile: @unchecked Sendable {
 
 /// The floating-point type a checkpoint is written in (F32 weights are rounded to the nearest
 /// representable value, ties to even, as `torch.Tensor.to` does).
-public enum StorageType: String, Sendable, CaseIterable {
+public enum StorageType: String, Sendable, CaseIterable, Codable {
     case float32, bfloat16, float16
 
     public var dtype: DType {

@@ -33,6 +33,23 @@ struct RotaryTable {
         sin = s
     }
 
+    /// Rotates `heads` consecutive heads of D floats in each of N rows, all at position `t` (one
+    /// decoded token per sequence), in place.
+    func apply(_ x: UnsafeMutablePointer<Float>, rows N: Int, stride: Int, heads: Int, D: Int, position t: Int) {
+        precondition(t < T)
+        let half = rotaryDim / 2
+        for n in 0..<N {
+            for h in 0..<heads {
+                let v = x + n * stride + h * D
+                for i in 0..<half {
+                    let a = v[i], b = v[i + half], co = cos[t * half + i], si = sin[t * half + i]
+                    v[i] = a * co - b * si
+                    v[i + half] = b * co + a * si
+                }
+            }
+        }
+    }
+
     /// Rotates `heads` consecutive heads of D floats in each row, in place.
     /// `x` points at the first head of row 0; rows are `stride` floats apart; row n is position
     /// n mod T. `inverse` applies the transpose rotation (the backward pass).

@@ -1,0 +1,166 @@
+import Foundation
+
+/// Incremental decoding with a key/value cache: each ``step(_:)`` feeds one token per sequence and
+/// gives the next-token logits, attending to every position cached before it (a sliding-window
+/// layer to its window). This is how a served model generates after its prompt, and what
+/// ``Throughput`` times per block. Dense attention and MLP blocks of every family, layers that
+/// differ (heterogeneous configs) included; a mixture of experts is refused. Masks are not
+/// honoured. Equal to the full forward's logits at every position (tested).
+public final class DecodeSession {
+    public let model: DecoderModel
+    public let batch: Int
+    /// Positions the cache holds per sequence.
+    public let capacity: Int
+    /// Positions cached so far (the next step's position).
+    public private(set) var length = 0
+    let rotary: RotaryTable
+    /// Per layer with attention: keys and values, (B, capacity, G·D) each.
+    let keys: [FloatBuffer?], values: [FloatBuffer?]
+    let x: FloatBuffer, norm: FloatBuffer, mean: FloatBuffer, rstd: FloatBuffer
+    let qkv: FloatBuffer, saved: FloatBuffer, headRstd: FloatBuffer, attn: FloatBuffer
+    let pre: FloatBuffer, act: FloatBuffer, scores: FloatBuffer
+    public let logits: FloatBuffer
+
+    public init(model: DecoderModel, batch B: Int, capacity: Int) throws {
+        let c = model.config
+        guard !c.family.isMixture, !c.family.hasAttentionExperts else {
+            throw ModelError.invalidInput(
+                "decoding with a cache covers dense blocks; \(c.family.rawValue) routes experts")
+        }
+        guard B >= 1, capacity >= 1 else { throw ModelError.invalidInput("decode batch and capacity must be positive") }
+        self.model = model
+        batch = B
+        self.capacity = capacity
+        rotary = RotaryTable(config: c, T: capacity)
+        var widest = 1, widestMLP = 1
+        var k: [FloatBuffer?] = [], v: [FloatBuffer?] = []
+        for l in 0..<c.numHiddenLayers {
+            let s = model.attentionShape(B, 1, layer: l)
+            if model.layerOffsets[l].hasMixer {
+                widest = max(widest, s.qkvWidth)
+                k.append(FloatBuffer(count: B * capacity * s.G * s.D))
+                v.append(FloatBuffer(count: B * capacity * s.G * s.D))
+            } else {
+                k.append(nil)
+                v.append(nil)
+            }
+            widestMLP = max(widestMLP, model.mlpWidth(l))
+        }
+        keys = k
+        values = v
+        let C = c.hiddenSize, H = c.numAttentionHeads, D = c.headDim
+        x = FloatBuffer(count: B * C)
+        norm = FloatBuffer(count: B * C)
+        mean = FloatBuffer(count: B)
+        rstd = FloatBuffer(count: B)
+        qkv = FloatBuffer(count: B * widest)
+        saved = FloatBuffer(count: B * widest)
+        headRstd = FloatBuffer(count: B * widest)
+        attn = FloatBuffer(count: B * H * D)
+        pre = FloatBuffer(count: B * 2 * widestMLP)
+        act = FloatBuffer(count: B * widestMLP)
+        scores = FloatBuffer(count: Parallel.threads * capacity)
+        logits = FloatBuffer(count: B * c.vocabSize)
+    }
+
+    /// Feeds `tokens` (one per sequence) at position ``length`` and leaves the next-token logits
+    /// (B, V) in ``logits``.
+    public func step(_ tokens: [Int32]) throws {
+        let c = model.config, C = c.hiddenSize, V = c.vocabSize, P = model.parameters.pointer
+        guard tokens.count == batch else {
+            throw ModelError.invalidInput("expected \(batch) tokens, got \(tokens.count)")
+        }
+        guard length < capacity else {
+            throw ModelError.invalidInput("the cache holds \(capacity) positions, all used")
+        }
+        for (i, t) in tokens.enumerated() where t < 0 || Int(t) >= V {
+            throw ModelError.invalidInput("token id \(t) of sequence \(i) is outside the vocabulary 0..<\(V)")
+        }
+        for (b, t) in tokens.enumerated() {
+            (x.pointer + b * C).update(from: P + model.embedding + Int(t) * C, count: C)
+        }
+        for l in 0..<c.numHiddenLayers { layer(l) }
+        head()
+        length += 1
+    }
+
+    /// Layer l on the hidden states ``x`` (B, C) at position ``length``, in place.
+    func layer(_ l: Int) {
+        let c = model.config, o = model.layerOffsets[l], P = model.parameters.pointer
+        let (B, C, F, p) = (batch, c.hiddenSize, model.mlpWidth(l), length)
+        if o.hasMixer, let K = keys[l], let Vc = values[l] {
+            let s = model.attentionShape(B, 1, layer: l), GD = s.G * s.D
+            model.normForward(
+                norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm1, bias: o.norm1Bias, N: B)
+            let q = qkv.pointer
+            gemm(
+                transB: true, m: B, n: s.qkvWidth, k: C, a: norm.pointer, lda: C, b: P + o.qkv, ldb: C, c: q,
+                ldc: s.qkvWidth)
+            if let bias = o.qkvBias { addRowBias(q, P + bias, rows: B, width: s.qkvWidth) }
+            if let qn = o.qNorm, let kn = o.kNorm {
+                headNormForward(
+                    q, saving: saved.pointer, rstd: headRstd.pointer, qWeight: P + qn, kWeight: P + kn, rows: B, s,
+                    eps: Float(c.normEps))
+            }
+            rotary.apply(q, rows: B, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, position: p)
+            for b in 0..<B {
+                (K.pointer + (b * capacity + p) * GD).update(from: q + b * s.qkvWidth + s.H * s.D, count: GD)
+                (Vc.pointer + (b * capacity + p) * GD).update(from: q + b * s.qkvWidth + (s.H + s.G) * s.D, count: GD)
+            }
+            let lo = s.window > 0 ? max(0, p - s.window + 1) : 0, n = p + 1 - lo
+            let (H, D, out, cap) = (s.H, s.D, attn.pointer, capacity)
+            let scratch = scores.pointer, qk = UnsafePointer(q)
+            Parallel.chunks(B * H) { worker, range in
+                let sc = scratch + worker * cap
+                for bh in range {
+                    let b = bh / H, h = bh % H, g = s.group(h)
+                    let kb = K.pointer + (b * cap + lo) * GD + g * D, vb = Vc.pointer + (b * cap + lo) * GD + g * D
+                    // scores (1, n) = q (1, D) · K[lo…p] (n, D)ᵀ / √D; then softmax; out (1, D) = P · V[lo…p]
+                    gemm(
+                        transB: true, m: 1, n: n, k: D, alpha: s.scale, a: qk + b * s.qkvWidth + h * D, lda: D,
+                        b: kb, ldb: GD, c: sc, ldc: n)
+                    let m = maximum(sc, count: n)
+                    let inv = 1 / expShifted(sc, count: n, shift: m)
+                    for j in 0..<n { sc[j] *= inv }
+                    gemm(
+                        m: 1, n: D, k: n, a: sc, lda: n, b: vb, ldb: GD, c: out + b * s.outWidth + h * D,
+                        ldc: s.outWidth)
+                }
+            }
+            gemm(
+                transB: true, m: B, n: C, k: s.outWidth, a: attn.pointer, lda: s.outWidth, b: P + o.o, ldb: s.outWidth,
+                beta: 1, c: x.pointer, ldc: C)
+        }
+        guard o.hasChannelMixer else { return }
+        model.normForward(norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm2, bias: o.norm2Bias, N: B)
+        let preWidth = c.family.isGated ? 2 * F : F
+        gemm(
+            transB: true, m: B, n: preWidth, k: C, a: norm.pointer, lda: C, b: P + o.mlpIn, ldb: C, c: pre.pointer,
+            ldc: preWidth)
+        if c.family.isGated {
+            swigluForward(act.pointer, pre.pointer, N: B, F: F)
+        } else {
+            relu2Forward(act.pointer, pre.pointer, count: B * F)
+        }
+        gemm(
+            transB: true, m: B, n: C, k: F, a: act.pointer, lda: F, b: P + o.down, ldb: F, beta: 1, c: x.pointer, ldc: C
+        )
+    }
+
+    /// The final norm and the LM head on ``x``: logits (B, V).
+    func head() {
+        let c = model.config, C = c.hiddenSize, P = model.parameters.pointer
+        model.normForward(
+            norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: model.finalNorm, bias: model.finalNormBias,
+            N: batch)
+        gemm(
+            transB: true, m: batch, n: c.vocabSize, k: C, a: norm.pointer, lda: C, b: P + model.lmHead, ldb: C,
+            c: logits.pointer, ldc: c.vocabSize)
+    }
+
+    /// Treats the cache as holding `n` positions, whatever it holds (timing a step at a context).
+    func assumeCached(_ n: Int) {
+        precondition(n < capacity)
+        length = n
+    }
+}
