@@ -110,7 +110,9 @@ public struct Enumeration: Sendable {
             return rules[5]
         }
         if let bound = spec.budget.violatedBound(c) { return "are outside budget.\(bound.count.rawValue)" }
-        if let cost = spec.budget.violatedCost(c) { return "exceed budget.\(cost) at the workload" }
+        if let cost = spec.budget.violatedCost(c) {
+            return cost == "throughput" ? "fall below budget.throughput.min" : "exceed budget.\(cost) at the workload"
+        }
         return nil
     }
 

@@ -22,6 +22,8 @@ public struct Budget: Sendable, Equatable {
     public var maxMemoryBytes: Int?
     /// Cap on the FLOPs of one decoded token at the workload's context (`budget.decode_flops_per_token`).
     public var maxDecodeFLOPsPerToken: Int?
+    /// A floor on generated tokens per second at a serving workload (`budget.throughput`).
+    public var throughput: ThroughputBudget?
 
     public struct Bound: Sendable, Equatable {
         public var count: BudgetCount
@@ -40,6 +42,7 @@ public struct Budget: Sendable, Equatable {
 
     /// The first cost at the workload that `c` exceeds (its budget key), if any.
     func violatedCost(_ c: ModelConfig) -> String? {
+        if let t = throughput, let e = t.estimate(c), e.tokensPerSecond < t.minimum { return "throughput" }
         guard let workload, maxMemoryBytes != nil || maxDecodeFLOPsPerToken != nil else { return nil }
         let cost = c.inferenceCost(workload)
         if let cap = maxMemoryBytes, cost.memoryBytes > cap { return "memory" }
@@ -52,6 +55,22 @@ public struct Budget: Sendable, Equatable {
         bounds.first {
             let n = Budget.count($0.count, c); return n < $0.minimum || n > $0.maximum
         }
+    }
+}
+
+/// `budget.throughput`: at least `minimum` generated tokens per second at `workload`, each block's
+/// time from the measured `table` (`topiary bench throughput`) or, where it has none, from the
+/// roofline (the spec's `roofline`, else the table's own).
+public struct ThroughputBudget: Sendable, Equatable {
+    public var minimum: Double
+    public var workload: ServingWorkload
+    public var table: ThroughputTable?
+    /// The table's file as the spec names it (it may not exist yet: `topiary bench throughput` writes it).
+    public var tablePath: String?
+    public var roofline: Roofline?
+
+    public func estimate(_ c: ModelConfig) -> ThroughputEstimate? {
+        Throughput.estimate(c, at: workload, table: table, roofline: roofline)
     }
 }
 
@@ -217,6 +236,9 @@ public struct SearchSpec: Sendable {
         return nil
     }
 
+    /// Set while `topiary bench throughput` reads a spec whose table it is about to measure.
+    nonisolated(unsafe) public static var measuringThroughput = false
+
     /// Parses and validates a spec against the teacher's config, one section after another.
     /// - Throws: ``SearchError/spec(file:path:reason:)`` naming the JSON path and rule.
     public init(json root: JSON, file: String, teacherConfig: (String) throws -> ModelConfig) throws {
@@ -356,7 +378,7 @@ public struct SearchSpec: Sendable {
             b, "budget",
             [
                 "parameters", "tolerance", "min", "max", "count", "flops_per_token", "total", "active", "non_embedding",
-                "workload", "memory", "decode_flops_per_token"
+                "workload", "memory", "decode_flops_per_token", "throughput"
             ])
         let count: BudgetCount
         if let c = b["count"] {
@@ -407,6 +429,76 @@ public struct SearchSpec: Sendable {
             budget.bounds.append(.init(count: other, minimum: lo, maximum: hi))
         }
         try readWorkload(b, rd, teacher: t)
+        try readThroughput(b, rd, teacher: t)
+    }
+
+    /// `budget.throughput {"min", "batch", "input", "output", "dtype", "table", "roofline"}`.
+    private mutating func readThroughput(_ b: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
+        guard let o = try rd.object(b["throughput"], "budget.throughput") else { return }
+        let path = "budget.throughput"
+        try rd.check(o, path, ["min", "batch", "input", "output", "dtype", "table", "roofline"])
+        func required(_ key: String) throws -> JSON {
+            guard let v = o[key] else { throw rd.fail("\(path).\(key)", "missing") }
+            return v
+        }
+        let minimum = try rd.number(try required("min"), "\(path).min")
+        guard minimum > 0 else { throw rd.fail("\(path).min", "must be positive (generated tokens per second)") }
+        let batch = try rd.int(try required("batch"), "\(path).batch", min: 1)
+        let input = try rd.int(try required("input"), "\(path).input", min: 1)
+        let output = try rd.int(try required("output"), "\(path).output", min: 1)
+        guard input + output <= t.maxPositionEmbeddings else {
+            throw rd.fail(
+                path, "input + output = \(input + output) is longer than the teacher's max_position_embeddings")
+        }
+        var dtype = StorageType.bfloat16
+        if let v = o["dtype"] {
+            guard let name = v.string, let d = StorageType(rawValue: name) else {
+                throw rd.fail("\(path).dtype", "float32, bfloat16 or float16")
+            }
+            dtype = d
+        }
+        let workload = ServingWorkload(batch: batch, input: input, output: output, dtype: dtype)
+        var roofline: Roofline?
+        if let r = try rd.object(o["roofline"], "\(path).roofline") {
+            try rd.check(r, "\(path).roofline", ["flops_per_second", "bytes_per_second"])
+            let f = try rd.number(
+                try r["flops_per_second"] ?? { throw rd.fail("\(path).roofline.flops_per_second", "missing") }(),
+                "\(path).roofline.flops_per_second")
+            guard let bv = r["bytes_per_second"] else { throw rd.fail("\(path).roofline.bytes_per_second", "missing") }
+            let bytes =
+                try bv.string.flatMap(TrialPlan.parseBytes).map(Double.init)
+                ?? rd.number(bv, "\(path).roofline.bytes_per_second")
+            guard f > 0, bytes > 0 else { throw rd.fail("\(path).roofline", "rates must be positive") }
+            roofline = Roofline(flopsPerSecond: f, bytesPerSecond: bytes)
+        }
+        var table: ThroughputTable?
+        let tablePath = try o["table"].map { v -> String in
+            guard let s = v.string, !s.isEmpty else { throw rd.fail("\(path).table", "a file name") }
+            return s
+        }
+        if let tablePath, let data = FileManager.default.contents(atPath: tablePath) {
+            do {
+                table = try JSONDecoder().decode(ThroughputTable.self, from: data)
+            } catch {
+                throw rd.fail("\(path).table", "\(tablePath) is not a throughput table (\(error))")
+            }
+            if table?.workload != workload {
+                throw rd.fail(
+                    "\(path).table",
+                    "\(tablePath) was measured at another workload; measure this one with topiary bench throughput")
+            }
+        } else if let tablePath, roofline == nil, !SearchSpec.measuringThroughput {
+            throw rd.fail(
+                "\(path).table",
+                "\(tablePath) does not exist; measure it with `topiary bench throughput \(file)`, or give roofline")
+        }
+        guard table?.roofline != nil || roofline != nil || SearchSpec.measuringThroughput else {
+            throw rd.fail(
+                path,
+                "give table (measured by `topiary bench throughput`) or roofline {flops_per_second, bytes_per_second}")
+        }
+        budget.throughput = ThroughputBudget(
+            minimum: minimum, workload: workload, table: table, tablePath: tablePath, roofline: roofline)
     }
 
     /// `budget.workload` and the costs bounded at it: `memory` (weights plus KV cache, bytes as

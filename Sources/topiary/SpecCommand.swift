@@ -81,6 +81,12 @@ struct SpecCheck: ParsableCommand {
                             "active_parameters": JSON(c.activeParameters),
                             "flops_per_token": JSON(c.flopsPerToken)
                         ]
+                        if let t = s.budget.throughput, let e = t.estimate(c.config) {
+                            o["throughput"] = [
+                                "tokens_per_second": JSON(e.tokensPerSecond), "seconds": JSON(e.seconds),
+                                "estimated_parts": JSON(e.estimated), "parts": JSON(e.parts)
+                            ]
+                        }
                         if let w = s.budget.workload {
                             let cost = c.cost(w)
                             o["workload"] = [
@@ -122,11 +128,14 @@ struct SpecCheck: ParsableCommand {
                     + (s.budget.maxMemoryBytes.map { "; memory ≤ \($0) bytes (\(formatBytes($0)))" } ?? "")
                     + (s.budget.maxDecodeFLOPsPerToken.map { "; decode FLOPs/token ≤ \($0)" } ?? ""))
         }
+        printThroughput(s)
+        let tp = s.budget.throughput
         let moe = teacher.family.isMixture
         print(
             "candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "")
                 + "  parameters  non-embedding  FLOPs/token"
-                + (workload != nil ? "   weight bytes  KV-cache bytes    memory bytes  decode FLOPs" : ""))
+                + (workload != nil ? "   weight bytes  KV-cache bytes    memory bytes  decode FLOPs" : "")
+                + (tp != nil ? "   tokens/s" : ""))
         for c in shown {
             let k = c.config
             let experts =
@@ -141,7 +150,13 @@ struct SpecCheck: ParsableCommand {
                         return String(
                             format: " %14d %15d %15d %13d", cost.weightBytes, cost.kvCacheBytes, cost.memoryBytes,
                             cost.decodeFLOPsPerToken)
+                    } ?? "")
+                    + (tp.flatMap { $0.estimate(k) }.map {
+                        String(format: " %10.1f", $0.tokensPerSecond) + ($0.estimated > 0 ? "*" : "")
                     } ?? ""))
+        }
+        if let tp, e.candidates.contains(where: { tp.estimate($0.config)?.estimated ?? 0 > 0 }) {
+            print("* some blocks estimated by the roofline (no measurement in the table)")
         }
         if shown.count < e.candidates.count {
             print(
@@ -192,13 +207,28 @@ struct SpecCheck: ParsableCommand {
                     + (s.budget.maxDecodeFLOPsPerToken.map { "; decode FLOPs/token ≤ \($0)" } ?? ""))
         }
         if s.budget.maximum < Int.max { print("budget: \(s.budget.count.rawValue) parameters ≤ \(s.budget.maximum)") }
+        printThroughput(s)
+        let tp = s.budget.throughput
         print("block library (each layer takes one; kv: key/value groups, mlp: width, -: removed):")
-        print("   kv   mlp   parameters   memory bytes  decode FLOPs")
+        print("   kv   mlp   parameters   memory bytes  decode FLOPs" + (tp != nil ? "   seconds" : ""))
         for (v, c) in zip(library, costs) {
             func pad(_ x: String) -> String { String(repeating: " ", count: max(0, 5 - x.count)) + x }
+            var seconds = ""
+            if let tp {
+                let block = teacher.block(v), w = tp.workload
+                if let m = tp.table?.blocks[Throughput.key(block, in: teacher)] {
+                    seconds = String(format: " %9.5f", m.seconds(output: w.output))
+                } else if let line = tp.roofline ?? tp.table?.roofline {
+                    seconds =
+                        String(
+                            format: " %9.5f",
+                            Throughput.rooflineTimes(block, in: teacher, at: w, line).seconds(output: w.output))
+                        + "*"
+                }
+            }
             print(
                 pad(v.keyValueGroups.map(String.init) ?? "-") + " " + pad(v.mlpWidth.map(String.init) ?? "-")
-                    + String(format: " %12d %14d %13d", c.parameters, c.memoryBytes, c.decodeFLOPs))
+                    + String(format: " %12d %14d %13d", c.parameters, c.memoryBytes, c.decodeFLOPs) + seconds)
         }
         print(
             "outside the blocks (embedding, head, final norm): \(outside.parameters) parameters, \(outside.memoryBytes) "
@@ -206,5 +236,25 @@ struct SpecCheck: ParsableCommand {
         print(
             "\(library.count) variants × \(teacher.numHiddenLayers) layers: candidates are chosen at `search run` from their "
                 + "one-block replacement scores")
+    }
+
+    /// The throughput floor, its workload and where block times come from.
+    func printThroughput(_ s: SearchSpec) {
+        guard let t = s.budget.throughput else { return }
+        let w = t.workload
+        var source: [String] = []
+        if let table = t.table, let path = t.tablePath {
+            source.append("measured: \(path) (\(table.engine), \(table.machine), \(table.threads) threads)")
+        }
+        if let r = t.roofline ?? t.table?.roofline {
+            source.append(
+                String(
+                    format: "roofline %.3g FLOP/s, %.3g bytes/s for shapes not measured", r.flopsPerSecond,
+                    r.bytesPerSecond))
+        }
+        print(
+            String(format: "throughput: ≥ %.1f generated tokens/s", t.minimum)
+                + " at batch \(w.batch) × (\(w.input) prompt + \(w.output) generated) tokens, \(w.dtype.rawValue); "
+                + source.joined(separator: "; "))
     }
 }

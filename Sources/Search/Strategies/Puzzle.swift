@@ -63,19 +63,33 @@ public struct Puzzle: SearchStrategy {
         if let cap = b.maxDecodeFLOPsPerToken {
             rows.append((costs.map { Double($0.decodeFLOPs) }, Double(cap - outside.decodeFLOPs)))
         }
+        let L = t.numHiddenLayers
+        var costs3 = rows.map { row in Array(repeating: row.0, count: L) }
+        if let tp = b.throughput {
+            // Seconds add up block by block: Σ_l seconds_l ≤ batch · output / min − the outside's.
+            let w = tp.workload, line = tp.roofline ?? tp.table?.roofline
+            func seconds(_ block: Block) -> Double {
+                if let m = tp.table?.blocks[Throughput.key(block, in: t)] { return m.seconds(output: w.output) }
+                return line.map { Throughput.rooflineTimes(block, in: t, at: w, $0).seconds(output: w.output) }
+                    ?? .infinity
+            }
+            let outsideSeconds =
+                tp.table?.outside[Throughput.outsideKey(t)]?.seconds(output: w.output)
+                ?? line.map { Throughput.rooflineOutside(t, at: w, $0).seconds(output: w.output) } ?? .infinity
+            costs3.append((0..<L).map { l in library.map { seconds(t.block($0, window: t.window(layer: l))) } })
+            rows.append(([], Double(w.batch * w.output) / tp.minimum - outsideSeconds))
+        }
         guard !rows.isEmpty else {
             throw SearchError.spec(
                 file: spec.file, path: "budget",
-                reason: "puzzle needs a bound: budget max/parameters, memory or decode_flops_per_token")
+                reason: "puzzle needs a bound: budget max/parameters, memory, decode_flops_per_token or throughput")
         }
         if let bad = rows.first(where: { $0.1 <= 0 }) {
             throw SearchError.spec(
                 file: spec.file, path: "budget",
                 reason: "the embedding and head alone exceed a bound (\(Int(bad.1)) left for the blocks)")
         }
-        let L = t.numHiddenLayers
-        return LayerChoiceProblem(
-            scores: scores, costs: rows.map { row in Array(repeating: row.0, count: L) }, limits: rows.map(\.1))
+        return LayerChoiceProblem(scores: scores, costs: costs3, limits: rows.map(\.1))
     }
 
     /// The candidates: the solver's solutions, then the best homogeneous choice that fits (when it

@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import Model
+import Search
+
+/// `topiary bench throughput SPEC`: measures every block shape a spec's throughput budget needs on
+/// the built-in engine and writes the table the spec reads.
+struct BenchThroughput: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "throughput",
+        abstract:
+            "Measures each block shape of a spec's candidates at its budget.throughput workload (built-in engine).",
+        discussion: """
+            For every distinct block of the spec's candidates (a puzzle spec: of its block library) and what lies \
+            outside the blocks, times the prefill of one prompt of `input` tokens (× batch) and a decode step of the \
+            whole batch with a key/value cache at `input + 1` and `input + output − 1` positions, each the median of \
+            --repeats runs, and this machine's roofline (a large product's FLOP/s, a large copy's bytes/s). Writes \
+            them to budget.throughput.table (or --out). Shapes already in that table, measured on this machine at \
+            this workload and thread count, are kept, not measured again.
+            """)
+
+    @Argument(help: "The search spec (JSON) with budget.throughput.") var spec: String
+    @Option(help: "Where to write the table (default: the spec's budget.throughput.table).") var out: String?
+    @Option(parsing: .unconditional, help: "Timed runs per phase (the median is kept).") var repeats = 5
+    @OptionGroup var engine: EngineOptions
+
+    func validate() throws { try requireRange("--repeats", repeats, 1...1000) }
+
+    func run() throws {
+        engine.apply()
+        SearchSpec.measuringThroughput = true
+        let s = try loadSpec(spec)
+        SearchSpec.measuringThroughput = false
+        guard let tp = s.budget.throughput else {
+            throw SearchError.spec(file: spec, path: "budget.throughput", reason: "missing: nothing to measure")
+        }
+        guard let path = out ?? tp.tablePath else {
+            throw ValidationError("give --out FILE or budget.throughput.table in \(spec)")
+        }
+        let teacher = try ModelConfig.load(directoryURL(s.teacher).appendingPathComponent("config.json"))
+        // Every config whose blocks a candidate may take: the puzzle library's, or the space's
+        // candidates under every bound but the throughput floor.
+        var blocks: [(String, Block, ModelConfig)] = [], outside: [(String, ModelConfig)] = []
+        func add(_ c: ModelConfig, _ b: Block) {
+            let k = Throughput.key(b, in: c)
+            if !blocks.contains(where: { $0.0 == k }) { blocks.append((k, b, c)) }
+        }
+        func addOutside(_ c: ModelConfig) {
+            let k = Throughput.outsideKey(c)
+            if !outside.contains(where: { $0.0 == k }) { outside.append((k, c)) }
+        }
+        if let puzzle = s.strategy.value as? Puzzle {
+            for v in puzzle.library(teacher: teacher) {
+                for l in 0..<teacher.numHiddenLayers {
+                    add(teacher, teacher.block(v, window: teacher.window(layer: l)))
+                }
+            }
+            addOutside(teacher)
+        } else {
+            var unbounded = s
+            unbounded.budget.throughput = nil
+            let e = Enumeration.of(unbounded, teacher: teacher)
+            try e.requireWithinLimit(unbounded)
+            for c in e.candidates {
+                for b in c.config.blocks { add(c.config, b) }
+                addOutside(c.config)
+            }
+        }
+        let machine = RuntimePlatform.current.summary
+        var table = ThroughputTable(
+            machine: machine, engine: "built-in (float32, CPU)", threads: Parallel.threads, workload: tp.workload,
+            roofline: nil)
+        if let data = FileManager.default.contents(atPath: path),
+            let old = try? JSONDecoder().decode(ThroughputTable.self, from: data),
+            old.machine == machine, old.threads == table.threads, old.workload == tp.workload
+        {
+            table = old
+        }
+        let w = tp.workload
+        print(
+            "platform: \(machine); \(Parallel.threads) threads; batch \(w.batch) × (\(w.input) prompt + \(w.output) "
+                + "generated) tokens")
+        if table.roofline == nil {
+            let r = Throughput.measureMachine()
+            table.roofline = r
+            print(String(format: "roofline: %.3g FLOP/s, %.3g bytes/s", r.flopsPerSecond, r.bytesPerSecond))
+        }
+        let todo = blocks.filter { table.blocks[$0.0] == nil }
+        print("\(blocks.count) block shapes, \(blocks.count - todo.count) already measured")
+        let start = Date()
+        for (i, (key, block, config)) in todo.enumerated() {
+            let t = try Throughput.measure(block, like: config, at: w, repeats: repeats)
+            table.blocks[key] = t
+            print(
+                String(
+                    format: "[%d/%d] %@: prefill %.5f s, decode step %.6f → %.6f s, %.4f s in all (%.0f s elapsed)",
+                    i + 1, todo.count, key as NSString, t.prefill, t.decodeFirst, t.decodeLast,
+                    t.seconds(output: w.output), Date().timeIntervalSince(start)))
+            fflush(nil)
+        }
+        for (key, config) in outside where table.outside[key] == nil {
+            table.outside[key] = try Throughput.measureOutside(like: config, at: w, repeats: repeats)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(table), to: fileURL(path))
+        print("wrote \(path): \(table.blocks.count) blocks, \(table.outside.count) outside")
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import Model
+@testable import Search
+import Testing
+
+/// Issue 27, item 1: a floor on generated tokens per second at a serving workload, from block
+/// times measured by `topiary bench throughput` or estimated by the roofline.
+struct ThroughputBudgetTests {
+    static let line: JSON = ["flops_per_second": 1e9, "bytes_per_second": "100MB"]
+    static func floor(_ min: Double, table: String? = nil, roofline: JSON? = line) -> JSON {
+        var o: [String: JSON] = ["min": JSON(min), "batch": 2, "input": 8, "output": 4]
+        if let table { o["table"] = .string(table) }
+        if let roofline { o["roofline"] = roofline }
+        return .object(o)
+    }
+    static let workload = ServingWorkload(batch: 2, input: 8, output: 4)
+
+    /// The floor keeps exactly the shapes whose estimate reaches it, as a filter over every
+    /// combination does, and counts the rest under its rule.
+    @Test func rooflineFloorKeepsExactlyTheShapesFastEnough() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let all = Enumeration.of(try f.parse(f.spec()), teacher: f.config).candidates
+        let line = Roofline(flopsPerSecond: 1e9, bytesPerSecond: 1e8)
+        func rate(_ c: Candidate) -> Double {
+            Throughput.estimate(c.config, at: Self.workload, table: nil, roofline: line)!.tokensPerSecond
+        }
+        let rates = all.map(rate).sorted()
+        let floor = rates[rates.count / 2]
+        let spec = try f.parse(f.spec(["budget": ["min": 1, "max": JSON(f.config.parameterCount), "throughput": Self.floor(floor)]]))
+        #expect(spec.budget.throughput?.roofline == line && spec.budget.throughput?.workload == Self.workload)
+        let e = Enumeration.of(spec, teacher: f.config)
+        let expected = all.filter { rate($0) >= floor }
+        #expect(Set(e.candidates.map(\.hash)) == Set(expected.map(\.hash)))
+        #expect(!expected.isEmpty && expected.count < all.count)
+        #expect(e.excluded.first { $0.rule == "fall below budget.throughput.min" }?.count == all.count - expected.count)
+        #expect(Set(Enumeration.exhaustive(spec, teacher: f.config).map(\.hash)) == Set(expected.map(\.hash)))
+    }
+
+    static let badBudgets: [(JSON, String)] = [
+        (["min": 1, "throughput": ["batch": 2, "input": 8, "output": 4, "roofline": line]], "budget.throughput.min"),
+        (["min": 1, "throughput": ["min": 10, "input": 8, "output": 4, "roofline": line]], "budget.throughput.batch"),
+        (["min": 1, "throughput": ["min": 10, "batch": 2, "input": 60, "output": 8, "roofline": line]], "budget.throughput"),
+        (["min": 1, "throughput": ["min": 10, "batch": 2, "input": 8, "output": 4]], "budget.throughput"),
+        (["min": 1, "throughput": floor(10, table: "/nonexistent/table.json", roofline: nil)], "budget.throughput.table"),
+        (["min": 1, "throughput": floor(10, roofline: ["flops_per_second": 1e9])], "budget.throughput.roofline.bytes_per_second"),
+        (["min": 1, "throughput": floor(-1)], "budget.throughput.min"),
+        (["min": 1, "throughput": ["min": 10, "batch": 2, "input": 8, "output": 4, "roofline": line, "context": 8]],
+         "budget.throughput.context"),
+    ]
+
+    @Test(arguments: badBudgets)
+    func badThroughputBudgetsNameTheirKey(budget: JSON, path: String) throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        #expect { _ = try f.parse(f.spec(["budget": budget])) } throws: { error in
+            guard case let SearchError.spec(_, p, _) = error else { return false }
+            return p == path
+        }
+    }
+
+    /// `bench throughput` measures every block shape of the candidates once and writes the table;
+    /// `spec check` then prints each candidate's tokens/s from it (nothing estimated), and a second
+    /// measurement finds every shape already there.
+    @Test func benchThroughputWritesTheTableSpecCheckReads() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let file = f.root.appendingPathComponent("spec.json"), table = f.root.appendingPathComponent("table.json")
+        try f.spec(["budget": ["min": 1, "max": JSON(f.config.parameterCount),
+                               "throughput": Self.floor(1, table: table.path, roofline: nil)]]).data().write(to: file)
+        let missing = try topiary(["spec", "check", file.path])
+        #expect(missing.status != 0 && missing.err.contains("budget.throughput.table") && missing.err.contains("bench throughput"))
+        let bench = try topiary(["bench", "throughput", file.path, "--repeats", "1", "--threads", "1"])
+        #expect(bench.status == 0, "\(bench.err)")
+        let measured = try JSONDecoder().decode(ThroughputTable.self, from: Data(contentsOf: table))
+        #expect(measured.workload == Self.workload && measured.roofline != nil && measured.threads == 1)
+        let spec = try f.parse(JSON.parse(try Data(contentsOf: file))!)
+        let candidates = Enumeration.of(spec, teacher: f.config).candidates
+        #expect(!candidates.isEmpty)
+        for c in candidates {
+            for b in c.config.blocks { #expect(measured.blocks[Throughput.key(b, in: c.config)] != nil) }
+            #expect(measured.outside[Throughput.outsideKey(c.config)] != nil)
+        }
+        let check = try topiary(["spec", "check", file.path, "--json"])
+        #expect(check.status == 0, "\(check.err)")
+        let rows = try #require(JSON.parse(Data(check.out.utf8))?.array)
+        #expect(rows.count == candidates.count)
+        for r in rows {
+            #expect(r["throughput"]?["estimated_parts"]?.int == 0)
+            #expect((r["throughput"]?["tokens_per_second"]?.double ?? 0) > 0)
+        }
+        let text = try topiary(["spec", "check", file.path])
+        #expect(text.out.contains("tokens/s") && text.out.contains("measured: \(table.path)"))
+        let again = try topiary(["bench", "throughput", file.path, "--repeats", "1", "--threads", "1"])
+        #expect(again.out.contains("already measured") && again.out.contains("0 block shapes") == false)
+        let counts = again.out.split(separator: "\n").first { $0.contains("already measured") }.map(String.init) ?? ""
+        #expect(counts.hasPrefix("\(measured.blocks.count) block shapes, \(measured.blocks.count) already"), "\(counts)")
+        // A table measured at another workload is refused by name.
+        var other = measured
+        other.workload.batch = 3
+        try JSONEncoder().encode(other).write(to: table)
+        let stale = try topiary(["spec", "check", file.path])
+        #expect(stale.status != 0 && stale.err.contains("another workload"))
+    }
+
+    /// The puzzle strategy's program bounds the summed block seconds: every solution reaches the floor.
+    @Test func puzzleSolutionsReachTheFloor() throws {
+        let (f, teacher) = try PuzzleTests.fixture()
+        defer { f.cleanup() }
+        let t = try ModelConfig.load(teacher.appendingPathComponent("config.json"))
+        let line = Roofline(flopsPerSecond: 1e9, bytesPerSecond: 1e8)
+        let teacherRate = Throughput.estimate(t, at: Self.workload, table: nil, roofline: line)!.tokensPerSecond
+        var json = f.spec(["strategy": ["name": "puzzle", "solutions": 3, "min_hamming": 1, "num_key_value_heads": [2, 1],
+                                        "intermediate_size": [512, 256]],
+                           "space": [:], "budget": ["max": 1_000_000, "throughput": Self.floor(teacherRate * 1.3)]])
+        json = .object(json.object!.merging(["teacher": .string(teacher.path)]) { $1 })
+        let spec = try f.parse(json)
+        let puzzle = try #require(spec.strategy.value as? Puzzle)
+        let library = puzzle.library(teacher: t)
+        // Scores that prefer the teacher's own block, so the floor is what pushes layers to shrink.
+        let scores = (0..<t.numHiddenLayers).map { l in library.indices.map { Double($0) + Double(l) * 0.1 } }
+        let candidates = try puzzle.candidates(spec: spec, teacher: t, scores: scores) { _ in }
+        #expect(!candidates.isEmpty)
+        for c in candidates {
+            let rate = Throughput.estimate(c.config, at: Self.workload, table: nil, roofline: line)!.tokensPerSecond
+            #expect(rate >= teacherRate * 1.3 * (1 - 1e-9), "\(c.config.layerVariants ?? []) at \(rate)")
+        }
+    }
+}
