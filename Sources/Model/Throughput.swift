@@ -105,7 +105,7 @@ public enum Throughput {
         case let .experts(E, k, F): s += " experts\(E)x\(k) F\(F)"
         }
         if b.channelMixer != .none { s += c.family.isGated ? " swiglu" : " relu2" }
-        if c.family.hasNormBias { s += " layernorm" }
+        if c.family.hasNormBias { s += " LN1P" }
         return s
     }
 

@@ -29,8 +29,8 @@ struct BenchThroughput: ParsableCommand {
     func run() throws {
         engine.apply()
         SearchSpec.measuringThroughput = true
+        defer { SearchSpec.measuringThroughput = false }
         let s = try loadSpec(spec)
-        SearchSpec.measuringThroughput = false
         guard let tp = s.budget.throughput else {
             throw SearchError.spec(file: spec, path: "budget.throughput", reason: "missing: nothing to measure")
         }

@@ -253,7 +253,10 @@ func randomMixtureScores(_ c: ModelConfig, seed: UInt64 = 9) -> ImportanceScores
         var masks = ForwardMasks()
         for l in 0..<4 { masks.heads[l] = (0..<4).filter { $0 % 2 != kept[0] } }
         let gap = try pruningGap(teacher: t, masks: masks, student: student)
-        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
+        // Relative to the logits' size: the sliced products sum in another order (on a Zen 3
+        // OpenBLAS kernel the gap reached 1.8e-5 absolute).
+        let scale = try logits(student, sampleTokens, B: 2, T: 8).map(abs).max()!
+        #expect(gap.masked < 1e-5 * max(1, scale), "max |Δlogit| \(gap.masked), logits up to \(scale)")
         #expect(gap.unmasked > 1e-3)
     }
 
