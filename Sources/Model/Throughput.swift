@@ -112,33 +112,41 @@ public enum Throughput {
     /// The key of what lies outside the blocks.
     public static func outsideKey(_ c: ModelConfig) -> String { "C\(c.hiddenSize) V\(c.vocabSize)" }
 
+    /// Block `b`'s seconds at `w`: measured in `table`, else by `roofline` (the given one, else the
+    /// table's; `estimated`). Nil when neither has it.
+    public static func blockSeconds(
+        _ b: Block, in c: ModelConfig, at w: ServingWorkload, table: ThroughputTable?, roofline: Roofline?
+    ) -> (seconds: Double, estimated: Bool)? {
+        if let t = table?.blocks[key(b, in: c)] { return (t.seconds(output: w.output), false) }
+        guard let line = roofline ?? table?.roofline else { return nil }
+        return (rooflineTimes(b, in: c, at: w, line).seconds(output: w.output), true)
+    }
+
+    /// What lies outside the blocks, the same way.
+    public static func outsideSeconds(
+        _ c: ModelConfig, at w: ServingWorkload, table: ThroughputTable?, roofline: Roofline?
+    ) -> (seconds: Double, estimated: Bool)? {
+        if let t = table?.outside[outsideKey(c)] { return (t.seconds(output: w.output), false) }
+        guard let line = roofline ?? table?.roofline else { return nil }
+        return (rooflineOutside(c, at: w, line).seconds(output: w.output), true)
+    }
+
     /// `c`'s throughput at `w`: every block from `table` where measured, else from `roofline`
     /// (the spec's, else the table's). Nil when a part has neither.
     public static func estimate(_ c: ModelConfig, at w: ServingWorkload, table: ThroughputTable?, roofline: Roofline?)
         -> ThroughputEstimate?
     {
-        let line = roofline ?? table?.roofline
         var seconds = 0.0, estimated = 0, parts = 0
         for (block, count) in c.distinctBlocks {
+            guard let s = blockSeconds(block, in: c, at: w, table: table, roofline: roofline) else { return nil }
+            seconds += Double(count) * s.seconds
             parts += count
-            if let t = table?.blocks[key(block, in: c)] {
-                seconds += Double(count) * t.seconds(output: w.output)
-            } else if let line {
-                seconds += Double(count) * rooflineTimes(block, in: c, at: w, line).seconds(output: w.output)
-                estimated += count
-            } else {
-                return nil
-            }
+            if s.estimated { estimated += count }
         }
+        guard let o = outsideSeconds(c, at: w, table: table, roofline: roofline) else { return nil }
+        seconds += o.seconds
         parts += 1
-        if let t = table?.outside[outsideKey(c)] {
-            seconds += t.seconds(output: w.output)
-        } else if let line {
-            seconds += rooflineOutside(c, at: w, line).seconds(output: w.output)
-            estimated += 1
-        } else {
-            return nil
-        }
+        if o.estimated { estimated += 1 }
         return ThroughputEstimate(
             tokensPerSecond: Double(w.batch * w.output) / seconds, seconds: seconds, estimated: estimated, parts: parts)
     }

@@ -215,15 +215,10 @@ struct SpecCheck: ParsableCommand {
             func pad(_ x: String) -> String { String(repeating: " ", count: max(0, 5 - x.count)) + x }
             var seconds = ""
             if let tp {
-                let block = teacher.block(v), w = tp.workload
-                if let m = tp.table?.blocks[Throughput.key(block, in: teacher)] {
-                    seconds = String(format: " %9.5f", m.seconds(output: w.output))
-                } else if let line = tp.roofline ?? tp.table?.roofline {
-                    seconds =
-                        String(
-                            format: " %9.5f",
-                            Throughput.rooflineTimes(block, in: teacher, at: w, line).seconds(output: w.output))
-                        + "*"
+                if let t = Throughput.blockSeconds(
+                    teacher.block(v), in: teacher, at: tp.workload, table: tp.table, roofline: tp.roofline)
+                {
+                    seconds = String(format: " %9.5f", t.seconds) + (t.estimated ? "*" : "")
                 }
             }
             print(

@@ -67,15 +67,13 @@ public struct Puzzle: SearchStrategy {
         var costs3 = rows.map { row in Array(repeating: row.0, count: L) }
         if let tp = b.throughput {
             // Seconds add up block by block: Σ_l seconds_l ≤ batch · output / min − the outside's.
-            let w = tp.workload, line = tp.roofline ?? tp.table?.roofline
+            let w = tp.workload
             func seconds(_ block: Block) -> Double {
-                if let m = tp.table?.blocks[Throughput.key(block, in: t)] { return m.seconds(output: w.output) }
-                return line.map { Throughput.rooflineTimes(block, in: t, at: w, $0).seconds(output: w.output) }
+                Throughput.blockSeconds(block, in: t, at: w, table: tp.table, roofline: tp.roofline)?.seconds
                     ?? .infinity
             }
             let outsideSeconds =
-                tp.table?.outside[Throughput.outsideKey(t)]?.seconds(output: w.output)
-                ?? line.map { Throughput.rooflineOutside(t, at: w, $0).seconds(output: w.output) } ?? .infinity
+                Throughput.outsideSeconds(t, at: w, table: tp.table, roofline: tp.roofline)?.seconds ?? .infinity
             costs3.append((0..<L).map { l in library.map { seconds(t.block($0, window: t.window(layer: l))) } })
             rows.append(([], Double(w.batch * w.output) / tp.minimum - outsideSeconds))
         }
