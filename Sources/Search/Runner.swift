@@ -339,6 +339,17 @@ public final class SearchRunner {
             let claimed = try store.claim(
                 study: study, worker: worker, limit: studentsPerClaim, staleAfter: staleAfter, maxAttempts: maxAttempts)
             if claimed.isEmpty { return ran }
+            // Heartbeat from the claim to the last trial recorded (importance, pruning and every
+            // group of the claim included), several times within --stale-after: one beat every
+            // 5 s against `--stale-after 1` let another worker take back trials still running.
+            let ids = claimed.map(\.id)
+            let beat = Self.heartbeatInterval(staleAfter: staleAfter)
+            let timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
+            timer.schedule(deadline: .now() + beat, repeating: beat)
+            let store = self.store
+            timer.setEventHandler { try? store.heartbeat(ids, worker: worker) }
+            timer.resume()
+            defer { timer.cancel() }
             do { try run(claimed, worker: worker) } catch let interrupted as Interruption.Interrupted {
                 // Asked to stop: not the trials' fault, so no attempt is counted.
                 do {
@@ -393,6 +404,10 @@ public final class SearchRunner {
         for group in [resumed, scratch] where !group.isEmpty { try runBatch(group, worker: worker) }
     }
 
+    /// Seconds between a worker's heartbeats: a quarter of `staleAfter` (so one late beat is not
+    /// a stale trial), at most 5 s.
+    static func heartbeatInterval(staleAfter: Double) -> Double { max(0.05, min(5, staleAfter / 4)) }
+
     func runBatch(_ batch: [(StudyStore.TrialRow, URL?)], worker: String) throws {
         let trials = batch.map(\.0)
         let s = try importance()
@@ -409,14 +424,6 @@ public final class SearchRunner {
             "\(worker): running \(trials.count) trial(s) at rung \(trials[0].rung) to \(trials[0].fidelity) "
                 + "steps: \(trials.map(\.hash).joined(separator: ", "))"
         )
-        // Heartbeat while the trials run.
-        let ids = trials.map(\.id)
-        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
-        timer.schedule(deadline: .now() + 5, repeating: 5)
-        let store = self.store
-        timer.setEventHandler { try? store.heartbeat(ids, worker: worker) }
-        timer.resume()
-        defer { timer.cancel() }
         var recipe = spec.proxy
         recipe.evalEvery = Int.max / 2
         // Replicate r reruns the candidate from its pruned init with data-order seed + r.
