@@ -315,6 +315,18 @@ public final class DecoderModel {
         }
     }
 
+    /// Layer l alone, after ``forward(layer:_:)``: `outputGradient` (N, C) is dLoss/d(residual[l+1]);
+    /// the layer's parameter gradients are added to ``gradients`` and dLoss/d(residual[l]) is
+    /// left in `acts.dResidual` (blockwise local distillation trains one block this way). Dense
+    /// blocks only: a mixture's router losses span the whole model.
+    public func backward(layer l: Int, _ acts: Activations, outputGradient: UnsafePointer<Float>) {
+        precondition(
+            layerOffsets[l].mlpExperts == nil && layerOffsets[l].attentionExperts == nil,
+            "backward(layer:) is for dense blocks")
+        acts.dResidual.update(from: outputGradient, count: acts.N * config.hiddenSize)
+        layerBackward(l, acts, routerGradientTerms([]))
+    }
+
     /// On entry `acts.dResidual` holds dLoss/d(residual[l+1]); on exit dLoss/d(residual[l]).
     func layerBackward(_ l: Int, _ acts: Activations, _ routing: RouterGradientTerms) {
         let c = config, o = layerOffsets[l], a = acts.layers[l]

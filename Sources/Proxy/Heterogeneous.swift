@@ -49,18 +49,31 @@ public enum HeterogeneousPruning {
         return c
     }
 
-    /// The teacher cut into `variants` (see the type's description).
-    public static func prune(teacher: DecoderModel, variants: [LayerVariant], scores: ImportanceScores) throws
-        -> DecoderModel
-    {
+    /// The teacher cut into `variants` (see the type's description). A layer whose variant is in
+    /// `trained` (``LocalDistillation``) takes those weights instead of the pruned ones.
+    public static func prune(
+        teacher: DecoderModel, variants: [LayerVariant], scores: ImportanceScores, trained: BlockWeights? = nil
+    ) throws -> DecoderModel {
         let t = teacher.config
         try check(variants, teacher: t)
         let config = studentConfig(teacher: t, variants: variants)
         try config.validate(file: "block_configs")
         let student = DecoderModel(config: config)
-        let D = t.headDim, C = t.hiddenSize
+        var blocks: [Int: DecoderModel] = [:]
+        if let trained {
+            for (l, v) in variants.enumerated() {
+                if let block = try trained.block(layer: l, variant: v, teacher: t) { blocks[l] = block }
+            }
+        }
         for e in student.layout.entries {
             let dst = student.tensor(e.name)!
+            if let l = e.layer, let block = blocks[l], let role = e.role {
+                guard let src = block.layout.entry(role, layer: 0).flatMap({ block.tensor($0.name) }) else {
+                    throw ProxyError.invalidTarget(field: e.name, reason: "the trained block has no \(role) tensor")
+                }
+                _ = dst.update(fromContentsOf: src)
+                continue
+            }
             guard let src = teacher.tensor(e.name) else {
                 throw ProxyError.invalidTarget(field: e.name, reason: "the teacher has no tensor \(e.name)")
             }
@@ -68,32 +81,43 @@ public enum HeterogeneousPruning {
                 _ = dst.update(fromContentsOf: src)
                 continue
             }
-            switch role {
-            case .k, .v:
-                // Mean of each merged run of the teacher's groups, row by row.
-                let G = t.numKeyValueHeads, g2 = variants[l].keyValueGroups!, merge = G / g2
-                for j in 0..<g2 {
-                    for r in 0..<(D * C) {
-                        var sum: Float = 0
-                        for m in 0..<merge { sum += src[((j * merge + m) * D) * C + r] }
-                        dst[j * D * C + r] = sum / Float(merge)
-                    }
-                }
-            case .gate, .up, .down:
-                let kept = Array(ImportanceScores.ranking(scores.neurons[l]).prefix(variants[l].mlpWidth!)).sorted()
-                if role == .down {
-                    let F = t.intermediateSize, W = kept.count
-                    for r in 0..<C { for (i, n) in kept.enumerated() { dst[r * W + i] = src[r * F + n] } }
-                } else {
-                    for (i, n) in kept.enumerated() {
-                        for c in 0..<C { dst[i * C + c] = src[n * C + c] }
-                    }
-                }
-            default:
-                _ = dst.update(fromContentsOf: src)
-            }
+            fill(
+                dst, role: role, from: UnsafeBufferPointer(src), teacher: t, variant: variants[l],
+                neurons: scores.neurons[l])
         }
         return student
+    }
+
+    /// One tensor of a layer cut into `v` from the teacher's tensor of the same role.
+    static func fill(
+        _ dst: UnsafeMutableBufferPointer<Float>, role: TensorRole, from src: UnsafeBufferPointer<Float>,
+        teacher t: ModelConfig, variant v: LayerVariant, neurons: [Double]
+    ) {
+        let D = t.headDim, C = t.hiddenSize
+        switch role {
+        case .k, .v:
+            // Mean of each merged run of the teacher's groups, row by row.
+            let G = t.numKeyValueHeads, g2 = v.keyValueGroups!, merge = G / g2
+            for j in 0..<g2 {
+                for r in 0..<(D * C) {
+                    var sum: Float = 0
+                    for m in 0..<merge { sum += src[((j * merge + m) * D) * C + r] }
+                    dst[j * D * C + r] = sum / Float(merge)
+                }
+            }
+        case .gate, .up, .down:
+            let kept = Array(ImportanceScores.ranking(neurons).prefix(v.mlpWidth!)).sorted()
+            if role == .down {
+                let F = t.intermediateSize, W = kept.count
+                for r in 0..<C { for (i, n) in kept.enumerated() { dst[r * W + i] = src[r * F + n] } }
+            } else {
+                for (i, n) in kept.enumerated() {
+                    for c in 0..<C { dst[i * C + c] = src[n * C + c] }
+                }
+            }
+        default:
+            _ = dst.update(fromContentsOf: src)
+        }
     }
 }
 
@@ -102,13 +126,14 @@ public enum HeterogeneousPruning {
 /// measuring the KL divergence of the resulting model's next-token distribution from the
 /// teacher's on the calibration windows (mean over tokens, nats): 0 for the teacher's own block.
 /// The score of a whole choice is taken as the sum of its blocks' scores (what the solver
-/// minimises). Variants here are initialised by pruning (``HeterogeneousPruning``); Puzzle's
-/// blockwise local distillation of each variant before scoring is not done yet.
+/// minimises). Variants are initialised by pruning (``HeterogeneousPruning``) and, given
+/// `trained` weights, by Puzzle's blockwise local distillation (``LocalDistillation``).
 public enum BlockLibrary {
     /// `scores[l][v]` for `variants[l][v]`. `progress(done, total)` after each variant.
     public static func replacementScores(
         teacher: DecoderModel, variants: [[LayerVariant]], importance: ImportanceScores,
-        calibration: CalibrationSet, batch: Int = 8, progress: (Int, Int) -> Void = { _, _ in }
+        calibration: CalibrationSet, trained: BlockWeights? = nil, batch: Int = 8,
+        progress: (Int, Int) -> Void = { _, _ in }
     ) throws -> [[Double]] {
         let t = teacher.config, L = t.numHiddenLayers, V = t.vocabSize, T = calibration.sequence
         guard variants.count == L else {
@@ -143,7 +168,8 @@ public enum BlockLibrary {
                 if v == full { return 0 }
                 var choice = Array(repeating: full, count: L)
                 choice[l] = v
-                let model = try HeterogeneousPruning.prune(teacher: teacher, variants: choice, scores: importance)
+                let model = try HeterogeneousPruning.prune(
+                    teacher: teacher, variants: choice, scores: importance, trained: trained)
                 var sum = 0.0, tokens = 0
                 for (b, (start, rows)) in batches.enumerated() {
                     let acts = Activations(config: model.config, batch: rows, sequence: T)
