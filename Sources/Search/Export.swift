@@ -75,7 +75,10 @@ public enum Exporter {
             if let variants = Candidate.layerVariants(w.trial.architecture) {
                 let full = try loadedTeacher ?? Checkpoint.load(teacherURL)
                 loadedTeacher = full
-                let student = try HeterogeneousPruning.prune(teacher: full, variants: variants, scores: scores)
+                let trained = try puzzleBlockWeights(
+                    spec: spec, teacher: full.config, study: study, corpus: corpus, cache: importanceCache)
+                let student = try HeterogeneousPruning.prune(
+                    teacher: full, variants: variants, scores: scores, trained: trained)
                 try Checkpoint.save(student, to: tmp, type: type ?? teacher.storageType)
                 target = student.config
             } else {
@@ -180,6 +183,27 @@ public enum Exporter {
     }
 
     /// What a file in a `<rank>-<hash>` folder may be called for Topiary to have written it.
+    /// A puzzle study's locally distilled blocks (`strategy.local_distillation`), which its
+    /// heterogeneous winners start from, read from the importance cache the search wrote them
+    /// to; nil when the study scored its blocks as pruned.
+    static func puzzleBlockWeights(
+        spec: SearchSpec, teacher t: ModelConfig, study: StudyStore.StudyRow, corpus: TokenShards, cache: URL
+    ) throws -> BlockWeights? {
+        guard let puzzle = spec.strategy.value as? Puzzle else { return nil }
+        let (key, _) = try Importance.key(
+            teacherFingerprint: study.teacherFingerprint, corpus: corpus, settings: spec.importance)
+        guard let file = puzzle.blockWeightsFile(cache: cache, importanceKey: key.digest, teacher: t) else {
+            return nil
+        }
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            throw SearchError.store(
+                "study '\(study.name)' distilled its blocks locally, and \(file.path) is not there: pass "
+                    + "--importance-cache with the folder its search used")
+        }
+        return try BlockWeights.read(
+            from: file, teacher: t, variants: Array(repeating: puzzle.library(teacher: t), count: t.numHiddenLayers))
+    }
+
     static func isExportFile(_ relative: String) -> Bool {
         let name = (relative as NSString).lastPathComponent
         let folder = (relative as NSString).deletingLastPathComponent

@@ -114,9 +114,11 @@ public final class SearchRunner {
         let (key, calibration) = try Importance.key(
             teacherFingerprint: try teacherFingerprint(), corpus: corpus, settings: spec.importance)
         let library = puzzle.library(teacher: t)
+        let trained = try puzzleBlockWeights(puzzle)
         var f = Fingerprint()
         f.add(key.digest)
         f.add(library.map(Puzzle.describe).joined(separator: ","))
+        if let bld = puzzle.settings.localDistillation { f.add(bld.description) }
         let file = importanceCache.appendingPathComponent("puzzle-\(f.hex).json")
         var scores: [[Double]]
         if let data = try? Data(contentsOf: file), let cached = try? JSONDecoder().decode([[Double]].self, from: data),
@@ -126,13 +128,14 @@ public final class SearchRunner {
             scores = cached
         } else {
             log(
-                "puzzle: scoring \(library.count) variants × \(t.numHiddenLayers) layers by one-block replacement "
+                "puzzle: scoring \(library.count) variants × \(t.numHiddenLayers) layers"
+                    + (trained == nil ? " (as pruned)" : " (locally distilled)") + " by one-block replacement "
                     + "(KL to the teacher on \(calibration.samples) calibration windows of \(calibration.sequence) tokens)"
             )
             let start = Date()
             scores = try BlockLibrary.replacementScores(
                 teacher: try transientTeacher(), variants: Array(repeating: library, count: t.numHiddenLayers),
-                importance: importance, calibration: calibration
+                importance: importance, calibration: calibration, trained: trained
             ) { [log] done, total in
                 if done % max(1, total / 10) == 0 || done == total {
                     log(
@@ -147,6 +150,66 @@ public final class SearchRunner {
         let candidates = try puzzle.candidates(spec: spec, teacher: t, scores: scores, log: log)
         puzzleChoices = candidates
         return candidates
+    }
+
+    var puzzleWeights: BlockWeights??
+
+    /// The block library's locally distilled weights when the puzzle strategy asks for them
+    /// (`strategy.local_distillation`), trained once per teacher, calibration key, library and
+    /// settings into a file in the importance cache — which every worker then reads — else nil.
+    func puzzleBlockWeights(_ puzzle: Puzzle) throws -> BlockWeights? {
+        if let puzzleWeights { return puzzleWeights }
+        guard let bld = puzzle.settings.localDistillation else {
+            puzzleWeights = .some(nil)
+            return nil
+        }
+        let t = teacherWeights.config, importance = try importance()
+        let (key, _) = try Importance.key(
+            teacherFingerprint: try teacherFingerprint(), corpus: corpus, settings: spec.importance)
+        let library = puzzle.library(teacher: t)
+        let variants = Array(repeating: library, count: t.numHiddenLayers)
+        let file = puzzle.blockWeightsFile(cache: importanceCache, importanceKey: key.digest, teacher: t)!
+        if FileManager.default.fileExists(atPath: file.path) {
+            do {
+                let w = try BlockWeights.read(from: file, teacher: t, variants: variants)
+                log("puzzle: reusing the locally distilled blocks (\(file.lastPathComponent))")
+                puzzleWeights = .some(w)
+                return w
+            } catch {
+                log("puzzle: \(file.lastPathComponent) is unreadable (\(error)); training the blocks again")
+            }
+        }
+        let trainedCount = variants.joined().filter {
+            $0 != library[0] && ($0.keyValueGroups != nil || $0.mlpWidth != nil)
+        }.count
+        log(
+            "puzzle: local distillation of \(trainedCount) blocks (\(library.count - 1) variants × \(t.numHiddenLayers) "
+                + "layers, less the no-ops): \(bld.steps) steps of \(bld.batchSize) × \(bld.sequence) tokens, "
+                + "rate \(bld.learningRate), every block on the same teacher pass")
+        let start = Date()
+        let every = max(1, bld.steps / 10)
+        let (weights, losses) = try LocalDistillation.train(
+            teacher: try transientTeacher(), variants: variants, importance: importance, corpus: corpus, settings: bld
+        ) { [log] step, l in
+            guard step % every == 0 || step == 1 || step == bld.steps else { return }
+            let elapsed = Date().timeIntervalSince(start)
+            let tokens = Double(step * bld.batchSize * bld.sequence)
+            log(
+                String(
+                    format: "puzzle: local distillation step %d/%d, mean block loss %.4f, %.0f teacher tok/s, ETA %@",
+                    step, bld.steps, l.reduce(0, +) / Double(max(1, l.count)), tokens / max(elapsed, 1e-9),
+                    ProgressReporter.duration(elapsed / Double(step) * Double(bld.steps - step))))
+        }
+        let final = losses.joined().compactMap { $0 }.filter { $0 > 0 }
+        log(
+            String(
+                format: "puzzle: %d blocks distilled in %.0f s; normalised MSE at the end: mean %.4f, worst %.4f",
+                final.count, Date().timeIntervalSince(start), final.reduce(0, +) / Double(max(1, final.count)),
+                final.max() ?? 0))
+        try FileManager.default.createDirectory(at: importanceCache, withIntermediateDirectories: true)
+        try weights.write(to: file)
+        puzzleWeights = .some(weights)
+        return weights
     }
 
     /// Every candidate a trial may name: the space's, and the heterogeneous ones the study
@@ -172,7 +235,8 @@ public final class SearchRunner {
     /// The teacher cut into candidate `c`: by the plan of its shape, or into its layer variants.
     func pruned(_ c: Candidate, teacher: DecoderModel, scores s: ImportanceScores) throws -> DecoderModel {
         if let variants = c.config.layerVariants {
-            return try HeterogeneousPruning.prune(teacher: teacher, variants: variants, scores: s)
+            let trained = try (strategy as? Puzzle).flatMap { try puzzleBlockWeights($0) }
+            return try HeterogeneousPruning.prune(teacher: teacher, variants: variants, scores: s, trained: trained)
         }
         return try Pruning.prune(teacher: teacher, to: c.config, scores: s, options: spec.prune)
     }

@@ -105,6 +105,8 @@ public struct PuzzleSettings: Sendable, Equatable {
     public var noOp: Bool
     public var minSteps: Int
     public var eta: Int
+    /// Blockwise local distillation of every variant before scoring (nil: scored as pruned).
+    public var localDistillation: LocalDistillationSettings? = nil
 }
 
 /// How many scores each finalist gets and which candidates are finalists.
@@ -723,7 +725,7 @@ public struct SearchSpec: Sendable {
             s, "strategy",
             [
                 "name", "solutions", "min_hamming", "num_key_value_heads", "intermediate_size", "no_op", "min_steps",
-                "eta", "tie_slack"
+                "eta", "tie_slack", "local_distillation"
             ])
         guard backend.isBuiltin else {
             throw rd.fail("strategy.name", "puzzle runs on the built-in engine for now (backend \(backend.name))")
@@ -771,7 +773,37 @@ public struct SearchSpec: Sendable {
                     guard let b = $0.bool else { throw rd.fail("strategy.no_op", "true or false") }
                     return b
                 } ?? true,
-                minSteps: minSteps, eta: try s["eta"].map { try rd.int($0, "strategy.eta", min: 2) } ?? 3))
+                minSteps: minSteps, eta: try s["eta"].map { try rd.int($0, "strategy.eta", min: 2) } ?? 3,
+                localDistillation: try readLocalDistillation(s["local_distillation"], rd, teacher: t)))
+    }
+
+    /// `strategy.local_distillation`: `true` (defaults), `false`/absent (blocks scored as
+    /// pruned), or `{"steps", "batch_size", "sequence_length", "learning_rate", "seed"}` —
+    /// by default 64 steps at the proxy's batch, sequence and rate, seed proxy.seed + 1.
+    private func readLocalDistillation(_ v: JSON?, _ rd: SpecReader, teacher t: ModelConfig) throws
+        -> LocalDistillationSettings?
+    {
+        let key = "strategy.local_distillation"
+        guard let v else { return nil }
+        var d = LocalDistillationSettings(
+            steps: 64, batchSize: proxy.batch, sequence: proxy.sequence, learningRate: proxy.learningRate,
+            seed: proxy.seed &+ 1)
+        if let b = v.bool { return b ? d : nil }
+        guard let o = try rd.object(v, key) else { return nil }
+        try rd.check(o, key, ["steps", "batch_size", "sequence_length", "learning_rate", "seed"])
+        if let x = o["steps"] { d.steps = try rd.int(x, key + ".steps") }
+        if let x = o["batch_size"] { d.batchSize = try rd.int(x, key + ".batch_size") }
+        if let x = o["sequence_length"] {
+            d.sequence = try rd.int(x, key + ".sequence_length")
+            guard d.sequence <= t.maxPositionEmbeddings else {
+                throw rd.fail(
+                    key + ".sequence_length",
+                    "\(d.sequence) is above the teacher's max_position_embeddings \(t.maxPositionEmbeddings)")
+            }
+        }
+        if let x = o["learning_rate"] { d.learningRate = try rd.number(x, key + ".learning_rate", positive: true) }
+        if let x = o["seed"] { d.seed = UInt64(try rd.int(x, key + ".seed", min: 0)) }
+        return d
     }
 
     /// `prefilter`, `max_candidates`, `objective`, `export`.

@@ -230,7 +230,11 @@ struct SpecCheck: ParsableCommand {
                 + "memory bytes, \(outside.decodeFLOPs) decode FLOPs")
         print(
             "\(library.count) variants × \(teacher.numHiddenLayers) layers: candidates are chosen at `search run` from their "
-                + "one-block replacement scores")
+                + "one-block replacement scores"
+                + (puzzle.settings.localDistillation.map {
+                    ", each variant first locally distilled (\($0.steps) steps of \($0.batchSize) × \($0.sequence) tokens, "
+                        + "rate \($0.learningRate))"
+                } ?? ", each variant as pruned (no local distillation)"))
     }
 
     /// The throughput floor, its workload and where block times come from.

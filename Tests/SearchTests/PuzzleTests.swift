@@ -21,9 +21,12 @@ import Testing
         return (f, teacher)
     }
 
-    static func spec(_ f: Fixture, teacher: URL, memory: Int, solutions: Int = 3, hamming: Int = 2) throws -> SearchSpec {
-        var json = f.spec(["strategy": ["name": "puzzle", "solutions": JSON(solutions), "min_hamming": JSON(hamming),
-                                        "num_key_value_heads": [2, 1], "intermediate_size": [512, 256], "min_steps": 2, "eta": 3],
+    static func spec(_ f: Fixture, teacher: URL, memory: Int, solutions: Int = 3, hamming: Int = 2,
+                     localDistillation: JSON? = nil) throws -> SearchSpec {
+        var strategy: [String: JSON] = ["name": "puzzle", "solutions": JSON(solutions), "min_hamming": JSON(hamming),
+                                        "num_key_value_heads": [2, 1], "intermediate_size": [512, 256], "min_steps": 2, "eta": 3]
+        if let localDistillation { strategy["local_distillation"] = localDistillation }
+        var json = f.spec(["strategy": .object(strategy),
                            "space": [:],
                            "budget": ["max": 1_000_000, "workload": ["batch": 4, "context": 64, "dtype": "bfloat16"],
                                       "memory": JSON(memory)]])
@@ -134,6 +137,85 @@ import Testing
         #expect(try store.trials(study: id).allSatisfy { $0.state == "complete" || $0.state == "pruned" })
     }
 
+    /// `strategy.local_distillation`: the blocks are distilled once into the importance cache
+    /// (a second runner reuses the file), the candidates' inits carry the trained blocks, and
+    /// the library is scored with them.
+    @Test func locallyDistilledBlocksInitialiseTheCandidates() throws {
+        let (f, teacher) = try Self.fixture()
+        defer { f.cleanup() }
+        let t = try ModelConfig.load(teacher.appendingPathComponent("config.json"))
+        let cap = t.inferenceCost(Workload(batch: 4, context: 64, weights: .bfloat16)).memoryBytes * 2 / 3
+        let bld: JSON = ["steps": 6, "batch_size": 4, "sequence_length": 16, "learning_rate": 3e-3]
+        let spec = try Self.spec(f, teacher: teacher, memory: cap, solutions: 2, localDistillation: bld)
+        guard case let .puzzle(settings) = spec.strategy else { Issue.record("not a puzzle spec"); return }
+        #expect(settings.localDistillation == LocalDistillationSettings(steps: 6, batchSize: 4, sequence: 16, learningRate: 3e-3,
+                                                                        seed: spec.proxy.seed + 1))
+        let store = try StudyStore(path: f.db)
+        let cache = f.root.appendingPathComponent("importance"), results = f.root.appendingPathComponent("results")
+        let runner = try SearchRunner(spec: spec, store: store, results: results, importanceCache: cache)
+        var lines: [String] = []
+        runner.log = { lines.append($0) }
+        let candidates = try runner.initialCandidates()
+        #expect(lines.contains { $0.contains("local distillation step 6/6") }, "\(lines)")
+        #expect(lines.contains { $0.contains("blocks distilled in") } && lines.contains { $0.contains("(locally distilled) by one-block") })
+        let files = try FileManager.default.contentsOfDirectory(atPath: cache.path).filter { $0.hasPrefix("puzzle-bld-") }
+        #expect(files.count == 1, "\(files)")
+        let puzzle = try #require(runner.strategy as? Puzzle)
+        let library = puzzle.library(teacher: t)
+        let weights = try BlockWeights.read(from: cache.appendingPathComponent(files[0]), teacher: t,
+                                            variants: Array(repeating: library, count: 3))
+        // A candidate's init: every layer not the teacher's own block holds its trained weights.
+        let c = try #require(candidates.first { $0.config.layerVariants!.contains { $0 != library[0] && $0.mlpWidth != nil } })
+        let teacherModel = try runner.transientTeacher(), importance = try runner.importance()
+        let student = try runner.pruned(c, teacher: teacherModel, scores: importance)
+        let plain = try HeterogeneousPruning.prune(teacher: teacherModel, variants: c.config.layerVariants!, scores: importance)
+        var differs = false
+        for (l, v) in c.config.layerVariants!.enumerated() where v != library[0] && (v.mlpWidth != nil || v.keyValueGroups != nil) {
+            let block = try #require(try weights.block(layer: l, variant: v))
+            for e in block.layout.entries where e.layer == 0 {
+                let name = e.name.replacingOccurrences(of: "layers.0.", with: "layers.\(l).")
+                #expect(Array(student.tensor(name)!) == Array(block.tensor(e.name)!), "\(name)")
+                if Array(student.tensor(name)!) != Array(plain.tensor(name)!) { differs = true }
+            }
+        }
+        #expect(differs, "training changed nothing")
+        // A second runner reuses the file and finds the same candidates.
+        let again = try SearchRunner(spec: spec, store: store, results: results, importanceCache: cache)
+        var againLines: [String] = []
+        again.log = { againLines.append($0) }
+        #expect(try again.initialCandidates().map(\.hash) == candidates.map(\.hash))
+        #expect(againLines.contains { $0.contains("reusing the locally distilled blocks") }, "\(againLines)")
+        #expect(!againLines.contains { $0.contains("local distillation step") })
+        // The scores differ from the pruned library's (another cache file).
+        let plainRunner = try SearchRunner(spec: try Self.spec(f, teacher: teacher, memory: cap, solutions: 2), store: store,
+                                           results: results, importanceCache: cache)
+        var plainLines: [String] = []
+        plainRunner.log = { plainLines.append($0) }
+        _ = try plainRunner.initialCandidates()
+        #expect(plainLines.contains { $0.contains("(as pruned) by one-block") }, "\(plainLines)")
+        // The study runs; its winner's exported init is made of the trained blocks, and an export
+        // without the importance cache that holds them says which folder to pass.
+        _ = try runner.run(worker: "w", extend: false)
+        let winner = try #require(try store.top(study: try store.study(named: "tiny")!.id, limit: 1).first)
+        let out = f.root.appendingPathComponent("export")
+        let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out, importanceCache: cache, artifacts: results,
+                                       log: { _ in }, warn: { _ in })
+        let exported = try Checkpoint.load(dirs[0])
+        let winning = try #require(Candidate.layerVariants(winner.trial.architecture))
+        for (l, v) in winning.enumerated() where v != library[0] && (v.mlpWidth != nil || v.keyValueGroups != nil) {
+            let block = try #require(try weights.block(layer: l, variant: v))
+            for e in block.layout.entries where e.layer == 0 {
+                let name = e.name.replacingOccurrences(of: "layers.0.", with: "layers.\(l).")
+                #expect(Array(exported.tensor(name)!) == Array(block.tensor(e.name)!), "exported \(name)")
+            }
+        }
+        #expect {
+            _ = try Exporter.export(store: store, study: "tiny", top: 1, out: f.root.appendingPathComponent("export2"),
+                                    importanceCache: f.root.appendingPathComponent("elsewhere"), artifacts: results,
+                                    log: { _ in }, warn: { _ in })
+        } throws: { "\($0)".contains("--importance-cache") && "\($0)".contains("puzzle-bld-") }
+    }
+
     @Test func badPuzzleSpecsNameTheirKey() throws {
         let (f, teacher) = try Self.fixture()
         defer { f.cleanup() }
@@ -150,6 +232,11 @@ import Testing
         fails(["name": "puzzle", "num_key_value_heads": [3]], "strategy.num_key_value_heads[0]")
         fails(["name": "puzzle", "no_op": "yes"], "strategy.no_op")
         fails(["name": "puzzle", "solution": 3], "strategy.solution")
+        fails(["name": "puzzle", "local_distillation": "yes"], "strategy.local_distillation")
+        fails(["name": "puzzle", "local_distillation": ["step": 3]], "strategy.local_distillation.step")
+        fails(["name": "puzzle", "local_distillation": ["steps": 0]], "strategy.local_distillation.steps")
+        fails(["name": "puzzle", "local_distillation": ["sequence_length": 4096]], "strategy.local_distillation.sequence_length")
+        fails(["name": "puzzle", "local_distillation": ["learning_rate": -1]], "strategy.local_distillation.learning_rate")
         fails(["name": "puzzle"], "strategy.name", backend: ["name": "torch"])
         // The fixture's own teacher (MLP 32) cannot be written as nemotron-nas.
         #expect { _ = try f.parse(f.spec(["strategy": ["name": "puzzle"], "space": [:]])) } throws: {

@@ -121,6 +121,17 @@ public struct Puzzle: SearchStrategy {
     }
 
     /// "g3/f512", "-/f256", "g1/-": a layer's key/value groups and MLP width.
+    /// Where the library's locally distilled blocks live in an importance cache (one file per
+    /// teacher and calibration key, library and settings), or nil without local distillation.
+    public func blockWeightsFile(cache: URL, importanceKey: String, teacher t: ModelConfig) -> URL? {
+        guard let bld = settings.localDistillation else { return nil }
+        var f = Fingerprint()
+        f.add(importanceKey)
+        f.add(library(teacher: t).map(Self.describe).joined(separator: ","))
+        f.add(bld.description)
+        return cache.appendingPathComponent("puzzle-bld-\(f.hex).safetensors")
+    }
+
     static func describe(_ v: LayerVariant) -> String {
         (v.keyValueGroups.map { "g\($0)" } ?? "-") + "/" + (v.mlpWidth.map { "f\($0)" } ?? "-")
     }
