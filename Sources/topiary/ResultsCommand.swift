@@ -302,13 +302,15 @@ struct ResultsPareto: ParsableCommand {
         commandName: "pareto", abstract: "Candidates no other beats on both a cost (default: parameters) and score.",
         discussion:
             "--cost memory, kv_cache or decode_flops counts each candidate at the study's budget.workload "
-            + "(docs/search.md, costs at a serving workload), from the teacher's config.json.")
+            + "(docs/search.md, costs at a serving workload), from the teacher's config.json; --cost throughput "
+            + "estimates its generated tokens/s at budget.throughput (the block table, else the roofline; "
+            + "more is better) and marks an estimate with a part from the roofline by *.")
     @Argument(help: "Study name.") var study: String
-    @Option(help: "The cost: parameters, active, memory, kv_cache or decode_flops.") var cost = "parameters"
+    @Option(help: "The cost: parameters, active, memory, kv_cache, decode_flops or throughput.") var cost = "parameters"
     @OptionGroup var store: StoreOptions
     @OptionGroup var format: FormatOption
 
-    static let costs = ["parameters", "active", "memory", "kv_cache", "decode_flops"]
+    static let costs = ["parameters", "active", "memory", "kv_cache", "decode_flops", "throughput"]
 
     func validate() throws {
         guard Self.costs.contains(cost) else {
@@ -322,6 +324,41 @@ struct ResultsPareto: ParsableCommand {
         let ranked = try st.top(study: row.id)
         var value: (StudyStore.Ranked) -> Double = { Double($0.trial.parameters) }
         if cost == "active" { value = { Double($0.trial.activeParameters) } }
+        var shown: (StudyStore.Ranked) -> JSON = { JSON(Int(value($0))) }
+        if cost == "throughput" {
+            let spec = try SearchSpec(json: row.spec, file: "store:\(study)") {
+                try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json"))
+            }
+            guard let tp = spec.budget.throughput else {
+                throw SearchError.store(
+                    "study '\(study)': its spec names no budget.throughput to estimate --cost throughput at")
+            }
+            let teacher = try ModelConfig.load(
+                URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
+            var estimates: [String: ThroughputEstimate] = [:]
+            for r in ranked {
+                let a = r.trial.architecture
+                let c =
+                    try Candidate.layerVariants(a).map {
+                        HeterogeneousPruning.studentConfig(teacher: teacher, variants: $0)
+                    } ?? Pruning.targetConfig(teacher: teacher, target: a.object ?? [:])
+                guard let e = tp.estimate(c) else {
+                    throw SearchError.store(
+                        "study '\(study)': candidate \(r.trial.hash) has a block neither in the table nor under a roofline"
+                    )
+                }
+                estimates[r.trial.hash] = e
+            }
+            // The front minimises seconds per generated token: fewer is more throughput.
+            value = { 1 / (estimates[$0.trial.hash]?.tokensPerSecond ?? 0) }
+            shown = { r in
+                guard let e = estimates[r.trial.hash] else { return .null }
+                // A number in csv and json; the table marks a rate with a roofline part.
+                return format.resolved != "table"
+                    ? JSON((e.tokensPerSecond * 10).rounded() / 10)
+                    : .string(String(format: "%.0f", e.tokensPerSecond) + (e.estimated > 0 ? "*" : ""))
+            }
+        }
         if ["memory", "kv_cache", "decode_flops"].contains(cost) {
             let spec = try SearchSpec(json: row.spec, file: "store:\(study)") {
                 try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json"))
@@ -350,7 +387,7 @@ struct ResultsPareto: ParsableCommand {
             [
                 .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
                 JSON(r.trial.activeParameters)
-            ] + (["parameters", "active"].contains(cost) ? [] : [JSON(Int(value(r)))]) + [JSON(r.trial.score ?? .nan)]
+            ] + (["parameters", "active"].contains(cost) ? [] : [shown(r)]) + [JSON(r.trial.score ?? .nan)]
         }
         printRows(
             ["candidate", "architecture", "parameters", "active"]

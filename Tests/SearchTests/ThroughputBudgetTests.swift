@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import Proxy
 @testable import Search
 import Testing
 
@@ -104,6 +105,51 @@ struct ThroughputBudgetTests {
     }
 
     /// The puzzle strategy's program bounds the summed block seconds: every solution reaches the floor.
+    /// `results pareto --cost throughput`: each row's tokens/s is the candidate's estimate at the
+    /// study's floor, and no candidate is both faster and better than a front member.
+    @Test func paretoAgainstThroughput() throws {
+        let f = try Fixture()
+        defer { f.cleanup() }
+        let all = Enumeration.of(try f.parse(f.spec()), teacher: f.config).candidates
+        let line = Roofline(flopsPerSecond: 1e9, bytesPerSecond: 1e8)
+        let rates = all.map { Throughput.estimate($0.config, at: Self.workload, table: nil, roofline: line)!.tokensPerSecond }.sorted()
+        let spec = try f.writeSpec(f.spec(["budget": ["min": 1, "max": JSON(f.config.parameterCount),
+                                                      "throughput": Self.floor(rates[rates.count / 2])]]))
+        let run = try topiary(["search", "run", spec, "--db", f.db, "--artifacts", f.root.appendingPathComponent("a").path,
+                               "--threads", "1"], in: f.root)
+        #expect(run.status == 0, "\(run.err)")
+        let front = try topiary(["results", "pareto", "tiny", "--cost", "throughput", "--db", f.db, "--format", "json"])
+        #expect(front.status == 0, "\(front.err)")
+        let rows = try #require(JSON.parse(Data(front.out.utf8))?.array)
+        let store = try StudyStore(path: f.db, access: .read)
+        defer { store.close() }
+        let ranked = try store.top(study: try #require(try store.study(named: "tiny")).id)
+        func rate(_ hash: String) throws -> Double {
+            let a = try #require(ranked.first { $0.trial.hash == hash }).trial.architecture
+            let c = try Pruning.targetConfig(teacher: f.config, target: a.object ?? [:])
+            return Throughput.estimate(c, at: Self.workload, table: nil, roofline: line)!.tokensPerSecond
+        }
+        #expect(!rows.isEmpty && rows.count < ranked.count, "\(rows.count) of \(ranked.count)")
+        for r in rows {
+            let hash = try #require(r["candidate"]?.string)
+            let shown = try #require(r["throughput"]?.double)
+            let expected = try rate(hash)
+            #expect(abs(shown - expected) <= 0.05 + 1e-9, "\(hash): \(shown) vs \(expected)")
+            let mine = try #require(ranked.first { $0.trial.hash == hash })
+            let beaten = try ranked.filter { $0.trial.rung == mine.trial.rung && $0.value < mine.value }
+                .contains { try rate($0.trial.hash) > shown + 0.05 }
+            #expect(!beaten, "\(hash) is beaten on both")
+        }
+        let table = try topiary(["results", "pareto", "tiny", "--cost", "throughput", "--db", f.db, "--format", "table"])
+        #expect(table.out.contains("throughput") && table.out.contains("*"), "\(table.out)")
+        // A study without a floor says what is missing.
+        let plain = try f.writeSpec(f.spec(["study": "plain"]), name: "plain.json")
+        #expect(try topiary(["search", "run", plain, "--db", f.db, "--artifacts", f.root.appendingPathComponent("b").path,
+                             "--threads", "1"], in: f.root).status == 0)
+        let refused = try topiary(["results", "pareto", "plain", "--cost", "throughput", "--db", f.db])
+        #expect(refused.status != 0 && refused.err.contains("budget.throughput"), "\(refused.err)")
+    }
+
     @Test func puzzleSolutionsReachTheFloor() throws {
         let (f, teacher) = try PuzzleTests.fixture()
         defer { f.cleanup() }
