@@ -325,65 +325,28 @@ struct ResultsPareto: ParsableCommand {
         var value: (StudyStore.Ranked) -> Double = { Double($0.trial.parameters) }
         if cost == "active" { value = { Double($0.trial.activeParameters) } }
         var shown: (StudyStore.Ranked) -> JSON = { JSON(Int(value($0))) }
-        if cost == "throughput" {
-            let spec = try SearchSpec(json: row.spec, file: "store:\(study)") {
-                try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json"))
-            }
-            guard let tp = spec.budget.throughput else {
+        var front = StudyStore.pareto(ranked, cost: value)
+        if let c = ServingCosts.Cost(rawValue: cost) {
+            let costs = try ServingCosts.of(row, ranked: ranked)
+            guard let v = costs.values[c] else {
                 throw SearchError.store(
-                    "study '\(study)': its spec names no budget.throughput to estimate --cost throughput at")
+                    "study '\(study)': its spec names no "
+                        + (c == .throughput ? "budget.throughput to estimate" : "budget.workload to count")
+                        + " --cost \(cost) at")
             }
-            let teacher = try ModelConfig.load(
-                URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
-            var estimates: [String: ThroughputEstimate] = [:]
-            for r in ranked {
-                let a = r.trial.architecture
-                let c =
-                    try Candidate.layerVariants(a).map {
-                        HeterogeneousPruning.studentConfig(teacher: teacher, variants: $0)
-                    } ?? Pruning.targetConfig(teacher: teacher, target: a.object ?? [:])
-                guard let e = tp.estimate(c) else {
-                    throw SearchError.store(
-                        "study '\(study)': candidate \(r.trial.hash) has a block neither in the table nor under a roofline"
-                    )
+            value = { v[$0.trial.hash] ?? .nan }
+            front = costs.front(ranked, c)
+            if c == .throughput {
+                shown = { r in
+                    guard let x = v[r.trial.hash] else { return .null }
+                    // A number in csv and json; the table marks a rate with a roofline part.
+                    return format.resolved != "table"
+                        ? JSON((x * 10).rounded() / 10)
+                        : .string(String(format: "%.0f", x) + (costs.estimated[r.trial.hash] == true ? "*" : ""))
                 }
-                estimates[r.trial.hash] = e
-            }
-            // The front minimises seconds per generated token: fewer is more throughput.
-            value = { 1 / (estimates[$0.trial.hash]?.tokensPerSecond ?? 0) }
-            shown = { r in
-                guard let e = estimates[r.trial.hash] else { return .null }
-                // A number in csv and json; the table marks a rate with a roofline part.
-                return format.resolved != "table"
-                    ? JSON((e.tokensPerSecond * 10).rounded() / 10)
-                    : .string(String(format: "%.0f", e.tokensPerSecond) + (e.estimated > 0 ? "*" : ""))
             }
         }
-        if ["memory", "kv_cache", "decode_flops"].contains(cost) {
-            let spec = try SearchSpec(json: row.spec, file: "store:\(study)") {
-                try ModelConfig.load(URL(fileURLWithPath: $0, isDirectory: true).appendingPathComponent("config.json"))
-            }
-            guard let w = spec.budget.workload else {
-                throw SearchError.store(
-                    "study '\(study)': its spec names no budget.workload to count --cost \(cost) at")
-            }
-            let teacher = try ModelConfig.load(
-                URL(fileURLWithPath: spec.teacher, isDirectory: true).appendingPathComponent("config.json"))
-            var costs: [String: InferenceCost] = [:]
-            for r in ranked {
-                let a = r.trial.architecture
-                let c =
-                    try Candidate.layerVariants(a).map {
-                        HeterogeneousPruning.studentConfig(teacher: teacher, variants: $0)
-                    } ?? Pruning.targetConfig(teacher: teacher, target: a.object ?? [:])
-                costs[r.trial.hash] = c.inferenceCost(w)
-            }
-            let pick: (InferenceCost) -> Int =
-                cost == "memory"
-                ? { $0.memoryBytes } : cost == "kv_cache" ? { $0.kvCacheBytes } : { $0.decodeFLOPsPerToken }
-            value = { Double(costs[$0.trial.hash].map(pick) ?? 0) }
-        }
-        let rows = StudyStore.pareto(ranked, cost: value).map { r -> [JSON] in
+        let rows = front.map { r -> [JSON] in
             [
                 .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
                 JSON(r.trial.activeParameters)

@@ -85,6 +85,15 @@ import Testing
             let mine = try #require(ranked.first { $0.trial.hash == hash })
             #expect(!ranked.contains { $0.trial.rung == mine.trial.rung && memory($0.trial.hash) < memory(hash) && $0.value < mine.value })
         }
+        // The report draws a front against each serving cost at the workload, a point per scored candidate.
+        let html = try StudyReport(store: store, study: "tiny").indexHTML()
+        let scored = Set(ranked.filter { $0.value.isFinite }.map(\.trial.hash)).count
+        for id in ["pareto-memory", "pareto-kv_cache", "pareto-decode_flops"] {
+            let svg = try #require(html.components(separatedBy: "<svg id=\"\(id)\"").dropFirst().first?.components(separatedBy: "</svg>").first,
+                                   "no \(id) plot")
+            #expect(svg.components(separatedBy: "data-candidate=").count - 1 == scored, "\(id)")
+        }
+        #expect(!html.contains("pareto-throughput"), "no throughput floor, no throughput plot")
         // The block library's scores are cached: a second runner reuses them and finds the same candidates.
         let again = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
                                      importanceCache: f.root.appendingPathComponent("importance"))

@@ -140,6 +140,8 @@ struct ThroughputBudgetTests {
                 .contains { try rate($0.trial.hash) > shown + 0.05 }
             #expect(!beaten, "\(hash) is beaten on both")
         }
+        let html = try StudyReport(store: store, study: "tiny").indexHTML()
+        #expect(html.contains("<svg id=\"pareto-throughput\"") && !html.contains("pareto-memory"))
         let table = try topiary(["results", "pareto", "tiny", "--cost", "throughput", "--db", f.db, "--format", "table"])
         #expect(table.out.contains("throughput") && table.out.contains("*"), "\(table.out)")
         // A study without a floor says what is missing.

@@ -35,6 +35,9 @@ public struct StudyReport {
     /// Counted parameters of the budget ("total", "active" or "non_embedding").
     let budgetCount: String
     let objective: String
+    /// The candidates' serving costs at the study's workloads (nil when its teacher's config
+    /// cannot be read here); each has its own front in the report.
+    let servingCosts: ServingCosts?
 
     public init(store: StudyStore, study name: String, teacher: TeacherReference? = nil) throws {
         guard let s = try store.study(named: name) else { throw SearchError.store("no study '\(name)'") }
@@ -53,6 +56,7 @@ public struct StudyReport {
         rankings = try store.rankings(teacherFingerprint: s.teacherFingerprint)
         budgetCount = s.spec["budget"]?["count"]?.string ?? "total"
         objective = s.spec["objective"]?["languages"]?.string ?? "mean"
+        servingCosts = try? ServingCosts.of(s, ranked: ranked)
     }
 
     func counted(_ r: StudyStore.Ranked) -> Int {
@@ -125,6 +129,18 @@ public struct StudyReport {
                     ? ""
                     : "The dashed green line is the teacher's score (its size is in the label: the candidates are a fraction of it).")
         )
+        for c in ServingCosts.Cost.allCases {
+            guard let values = servingCosts?.values[c] else { continue }
+            b += section(
+                "Pareto front against \(c.label)",
+                paretoSVG(
+                    id: "pareto-\(c.rawValue)", xLabel: c.label, x: { values[$0.trial.hash] },
+                    front: servingCosts!.front(ranked, c), teacherMarker: false),
+                "The same candidates against their \(c.label) (spec budget."
+                    + (c == .throughput ? "throughput" : "workload") + "): "
+                    + (c.higherIsBetter ? "right is faster. " : "left is cheaper. ")
+                    + "The red line joins the candidates no other beats on both this cost and the score.")
+        }
         b += section(
             "Successive-halving curves", curvesSVG(),
             "Proxy score after each rung's distillation steps, one line per candidate. Candidates stopped "
@@ -446,28 +462,35 @@ public struct StudyReport {
     func empty(_ id: String, _ why: String) -> String { "<p id=\"\(id)\" class=\"empty\">\(htmlEscape(why))</p>" }
 
     func paretoSVG() -> String {
-        let scored = ranked.filter { $0.value.isFinite }
-        guard !scored.isEmpty else { return empty("pareto", "No candidate has been scored yet.") }
-        let xs = scored.map { Double(counted($0)) }
+        paretoSVG(id: "pareto", xLabel: countedLabel(), x: { Double(counted($0)) }, front: pareto, teacherMarker: true)
+    }
+
+    /// Score against a cost `x`, every scored candidate a point, the `front` joined.
+    func paretoSVG(
+        id: String, xLabel: String, x: (StudyStore.Ranked) -> Double?, front: [StudyStore.Ranked], teacherMarker: Bool
+    ) -> String {
+        let scored = ranked.filter { $0.value.isFinite && x($0)?.isFinite == true }
+        guard !scored.isEmpty else { return empty(id, "No candidate has been scored yet.") }
+        let xs = scored.map { x($0)! }
         var ys = scored.flatMap { r in [r.value] + (r.interval.map { [$0.low, $0.high] } ?? []) }
-        if let t = teacher { ys.append(t.score) }
+        if teacherMarker, let t = teacher { ys.append(t.score) }
         var plot = SVGPlot(
-            id: "pareto", x: xs.min()!...xs.max()!, y: ys.min()!...ys.max()!, xLabel: countedLabel(), yLabel: scoreLabel
+            id: id, x: xs.min()!...xs.max()!, y: ys.min()!...ys.max()!, xLabel: xLabel, yLabel: scoreLabel
         )
-        let front = pareto.filter { $0.value.isFinite }.sorted { counted($0) < counted($1) }
-        plot.line(front.map { (Double(counted($0)), $0.value) }, cls: "front", title: "Pareto front")
+        let line = front.filter { $0.value.isFinite && x($0)?.isFinite == true }.sorted { x($0)! < x($1)! }
+        plot.line(line.map { (x($0)!, $0.value) }, cls: "front", title: "Pareto front")
         for r in scored {
             let finalist = r.trial.rung == topRung
             let cls = r.trial.id == ranked.first?.trial.id ? "point winner" : (finalist ? "point" : "point stopped")
             plot.point(
-                Double(counted(r)), r.value, radius: finalist ? 5 : 3.5, cls: cls,
+                x(r)!, r.value, radius: finalist ? 5 : 3.5, cls: cls,
                 title: String(
                     format: "%@ %@: %.4f after %d steps", r.trial.hash, Self.architectureText(r.trial.architecture),
                     r.value, r.trial.fidelity),
                 link: "candidates/\(r.trial.hash).html", errorBar: r.interval.map { ($0.low, $0.high) },
                 data: ["candidate": r.trial.hash])
         }
-        if let t = teacher {
+        if teacherMarker, let t = teacher {
             let size = budgetCount == "active" ? t.activeParameters : t.parameters
             plot.horizontalMarker(
                 t.score,
