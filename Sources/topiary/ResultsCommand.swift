@@ -299,22 +299,29 @@ struct ResultsShow: ParsableCommand {
 
 struct ResultsPareto: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "pareto", abstract: "Candidates no other beats on both a cost (default: parameters) and score.",
+        commandName: "pareto",
+        abstract: "Candidates no other beats on every given cost (default: parameters) and the score.",
         discussion:
             "--cost memory, kv_cache or decode_flops counts each candidate at the study's budget.workload "
             + "(docs/search.md, costs at a serving workload), from the teacher's config.json; --cost throughput "
             + "estimates its generated tokens/s at budget.throughput (the block table, else the roofline; "
-            + "more is better) and marks an estimate with a part from the roofline by *.")
+            + "more is better) and marks an estimate with a part from the roofline by *. Several costs, "
+            + "comma-separated (--cost memory,throughput), give the front over all of them and the score.")
     @Argument(help: "Study name.") var study: String
-    @Option(help: "The cost: parameters, active, memory, kv_cache, decode_flops or throughput.") var cost = "parameters"
+    @Option(help: "The costs, comma-separated: parameters, active, memory, kv_cache, decode_flops, throughput.")
+    var cost = "parameters"
     @OptionGroup var store: StoreOptions
     @OptionGroup var format: FormatOption
 
     static let costs = ["parameters", "active", "memory", "kv_cache", "decode_flops", "throughput"]
+    var names: [String] { cost.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
     func validate() throws {
-        guard Self.costs.contains(cost) else {
-            throw ValidationError("--cost takes \(Self.costs.joined(separator: ", "))")
+        for n in names where !Self.costs.contains(n) {
+            throw ValidationError("--cost: '\(n)' is not one of \(Self.costs.joined(separator: ", "))")
+        }
+        guard !names.isEmpty, Set(names).count == names.count else {
+            throw ValidationError("--cost takes one or more distinct costs, comma-separated")
         }
     }
 
@@ -322,40 +329,47 @@ struct ResultsPareto: ParsableCommand {
         let st = try store.open(.read)
         let row = try requireStudy(st, study)
         let ranked = try st.top(study: row.id)
-        var value: (StudyStore.Ranked) -> Double = { Double($0.trial.parameters) }
-        if cost == "active" { value = { Double($0.trial.activeParameters) } }
-        var shown: (StudyStore.Ranked) -> JSON = { JSON(Int(value($0))) }
-        var front = StudyStore.pareto(ranked, cost: value)
-        if let c = ServingCosts.Cost(rawValue: cost) {
-            let costs = try ServingCosts.of(row, ranked: ranked)
-            guard let v = costs.values[c] else {
-                throw SearchError.store(
-                    "study '\(study)': its spec names no "
-                        + (c == .throughput ? "budget.throughput to estimate" : "budget.workload to count")
-                        + " --cost \(cost) at")
-            }
-            value = { v[$0.trial.hash] ?? .nan }
-            front = costs.front(ranked, c)
-            if c == .throughput {
-                shown = { r in
-                    guard let x = v[r.trial.hash] else { return .null }
-                    // A number in csv and json; the table marks a rate with a roofline part.
-                    return format.resolved != "table"
-                        ? JSON((x * 10).rounded() / 10)
-                        : .string(String(format: "%.0f", x) + (costs.estimated[r.trial.hash] == true ? "*" : ""))
+        let serving = names.contains { ServingCosts.Cost(rawValue: $0) != nil }
+        let costs = serving ? try ServingCosts.of(row, ranked: ranked) : nil
+        // Per cost: what the front minimises and what a row shows.
+        var minimised: [(StudyStore.Ranked) -> Double] = []
+        var shown: [(StudyStore.Ranked) -> JSON] = []
+        for n in names {
+            switch n {
+            case "parameters": minimised.append { Double($0.trial.parameters) }
+            case "active": minimised.append { Double($0.trial.activeParameters) }
+            default:
+                let c = ServingCosts.Cost(rawValue: n)!
+                guard let v = costs?.values[c] else {
+                    throw SearchError.store(
+                        "study '\(study)': its spec names no "
+                            + (c == .throughput ? "budget.throughput to estimate" : "budget.workload to count")
+                            + " --cost \(n) at")
+                }
+                minimised.append { c.higherIsBetter ? -(v[$0.trial.hash] ?? .nan) : (v[$0.trial.hash] ?? .nan) }
+                if c == .throughput {
+                    let estimated = costs?.estimated ?? [:]
+                    shown.append { r in
+                        guard let x = v[r.trial.hash] else { return .null }
+                        // A number in csv and json; the table marks a rate with a roofline part.
+                        return format.resolved != "table"
+                            ? JSON((x * 10).rounded() / 10)
+                            : .string(String(format: "%.0f", x) + (estimated[r.trial.hash] == true ? "*" : ""))
+                    }
+                } else {
+                    shown.append { r in v[r.trial.hash].map { JSON(Int($0)) } ?? .null }
                 }
             }
         }
-        let rows = front.map { r -> [JSON] in
+        let extra = names.filter { !["parameters", "active"].contains($0) }
+        let rows = StudyStore.pareto(ranked, costs: minimised).map { r -> [JSON] in
             [
                 .string(r.trial.hash), .string(architectureText(r.trial.architecture)), JSON(r.trial.parameters),
                 JSON(r.trial.activeParameters)
-            ] + (["parameters", "active"].contains(cost) ? [] : [shown(r)]) + [JSON(r.trial.score ?? .nan)]
+            ] + shown.map { $0(r) } + [JSON(r.trial.score ?? .nan)]
         }
         printRows(
-            ["candidate", "architecture", "parameters", "active"]
-                + (["parameters", "active"].contains(cost) ? [] : [cost])
-                + ["score"], rows, format: format.resolved)
+            ["candidate", "architecture", "parameters", "active"] + extra + ["score"], rows, format: format.resolved)
     }
 }
 

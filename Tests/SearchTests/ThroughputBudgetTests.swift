@@ -140,6 +140,23 @@ struct ThroughputBudgetTests {
                 .contains { try rate($0.trial.hash) > shown + 0.05 }
             #expect(!beaten, "\(hash) is beaten on both")
         }
+        // Two costs at once: the front over parameters, tokens/s and the score holds the
+        // throughput front and nothing another candidate beats on all three.
+        let both = try topiary(["results", "pareto", "tiny", "--cost", "parameters,throughput", "--db", f.db, "--format", "json"])
+        #expect(both.status == 0, "\(both.err)")
+        let rows2 = try #require(JSON.parse(Data(both.out.utf8))?.array)
+        let hashes2 = Set(rows2.compactMap { $0["candidate"]?.string })
+        #expect(Set(rows.compactMap { $0["candidate"]?.string }).isSubset(of: hashes2) && rows2.count < ranked.count)
+        let top = ranked.map(\.trial.rung).max()!
+        for r in rows2 {
+            let hash = try #require(r["candidate"]?.string)
+            let mine = try #require(ranked.first { $0.trial.hash == hash })
+            let beaten = try ranked.filter { $0.trial.rung == top && $0.value < mine.value && $0.trial.parameters <= mine.trial.parameters }
+                .contains { try rate($0.trial.hash) >= (try rate(hash)) }
+            #expect(!beaten, "\(hash) is beaten on all three")
+        }
+        #expect(try topiary(["results", "pareto", "tiny", "--cost", "throughput,throughput", "--db", f.db]).status != 0)
+        #expect(try topiary(["results", "pareto", "tiny", "--cost", "memory,speed", "--db", f.db]).err.contains("'speed'"))
         let html = try StudyReport(store: store, study: "tiny").indexHTML()
         #expect(html.contains("<svg id=\"pareto-throughput\"") && !html.contains("pareto-memory"))
         let table = try topiary(["results", "pareto", "tiny", "--cost", "throughput", "--db", f.db, "--format", "table"])

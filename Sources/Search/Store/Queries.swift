@@ -121,17 +121,23 @@ extension StudyStore {
 
     /// The front of `all` against any cost (parameters, memory or FLOPs at a workload, …): the
     /// candidates no other beats on both that cost and the score.
-    public static func pareto(_ all: [Ranked], cost: (Ranked) -> Double) -> [Ranked] {
+    public static func pareto(_ all: [Ranked], cost: @escaping (Ranked) -> Double) -> [Ranked] {
+        pareto(all, costs: [cost])
+    }
+
+    /// The front of `all` against several costs at once (each minimised; negate one where more
+    /// is better): the candidates no other beats on every cost and the score. Sorted by the first.
+    public static func pareto(_ all: [Ranked], costs: [(Ranked) -> Double]) -> [Ranked] {
         let maxRung = all.map(\.trial.rung).max() ?? 0
         let comparable = all.filter { $0.trial.rung == maxRung || all.filter { $0.trial.rung == maxRung }.count < 2 }
         // By the value each candidate is ranked and plotted by: the mean over replicates where it has them.
-        return comparable.filter { a in
-            let ca = cost(a)
-            return !comparable.contains { b in
-                let cb = cost(b)
-                return cb <= ca && b.value <= a.value && (cb < ca || b.value < a.value)
+        let key = comparable.map { r in costs.map { $0(r) } + [r.value] }
+        let front = comparable.indices.filter { a in
+            !comparable.indices.contains { b in
+                zip(key[b], key[a]).allSatisfy { $0 <= $1 } && zip(key[b], key[a]).contains { $0 < $1 }
             }
-        }.sorted { cost($0) < cost($1) }
+        }
+        return front.sorted { key[$0][0] < key[$1][0] }.map { comparable[$0] }
     }
 
     /// Every candidate of a study with its exact counts.
