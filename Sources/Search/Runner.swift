@@ -121,7 +121,13 @@ public final class SearchRunner {
         if let bld = puzzle.settings.localDistillation { f.add(bld.description) }
         let file = importanceCache.appendingPathComponent("puzzle-\(f.hex).json")
         var scores: [[Double]]
-        if let data = try? Data(contentsOf: file), let cached = try? JSONDecoder().decode([[Double]].self, from: data),
+        let training = puzzle.settings.localDistillation?.description ?? "pruned"
+        let names = library.map(Puzzle.describe)
+        if let recorded = try store.blockScores(key, training: training, layers: t.numHiddenLayers, variants: names) {
+            log("puzzle: reusing the block library's scores recorded in the store")
+            scores = recorded
+        } else if let data = try? Data(contentsOf: file),
+            let cached = try? JSONDecoder().decode([[Double]].self, from: data),
             cached.count == t.numHiddenLayers, cached.allSatisfy({ $0.count == library.count })
         {
             log("puzzle: reusing the block library's scores (\(file.lastPathComponent))")
@@ -147,6 +153,7 @@ public final class SearchRunner {
             try FileManager.default.createDirectory(at: importanceCache, withIntermediateDirectories: true)
             try AtomicFile.write(try JSONEncoder().encode(scores), to: file)
         }
+        try store.recordBlockScores(key, training: training, variants: names, scores: scores)
         let candidates = try puzzle.candidates(spec: spec, teacher: t, scores: scores, log: log)
         puzzleChoices = candidates
         return candidates

@@ -94,13 +94,40 @@ import Testing
             #expect(svg.components(separatedBy: "data-candidate=").count - 1 == scored, "\(id)")
         }
         #expect(!html.contains("pareto-throughput"), "no throughput floor, no throughput plot")
-        // The block library's scores are cached: a second runner reuses them and finds the same candidates.
+        // The block library's scores are in the store, per layer and variant, equal to the cache
+        // file's; a second runner with an empty importance cache reuses them and finds the same
+        // candidates; a copy of the store carries them.
+        let puzzle = try #require(runner.strategy as? Puzzle)
+        let names = puzzle.library(teacher: t).map(Puzzle.describe)
+        let (key, _) = try Importance.key(teacherFingerprint: try runner.teacherFingerprint(), corpus: runner.corpus,
+                                          settings: spec.importance)
+        let recorded = try #require(try store.blockScores(key, training: "pruned", layers: 3, variants: names))
+        let cacheFiles = try FileManager.default.contentsOfDirectory(atPath: f.root.appendingPathComponent("importance").path)
+        let file = try #require(cacheFiles.first { $0.hasPrefix("puzzle-") && $0.hasSuffix(".json") })
+        let cached = try JSONDecoder().decode([[Double]].self, from: Data(contentsOf: f.root.appendingPathComponent("importance/\(file)")))
+        #expect(recorded == cached && recorded.count == 3 && recorded[0].count == names.count)
+        #expect(try store.blockScores(key, training: "bld:other", layers: 3, variants: names) == nil)
+        #expect(try store.blockScores(key, training: "pruned", layers: 4, variants: names) == nil)
         let again = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results"),
-                                     importanceCache: f.root.appendingPathComponent("importance"))
+                                     importanceCache: f.root.appendingPathComponent("empty-cache"))
         var againLines: [String] = []
         again.log = { againLines.append($0) }
         #expect(try again.initialCandidates().map(\.hash) == (try runner.initialCandidates()).map(\.hash))
-        #expect(againLines.contains { $0.contains("reusing the block library's scores") })
+        #expect(againLines.contains { $0.contains("reusing the block library's scores recorded in the store") }, "\(againLines)")
+        let copy = try StudyStore(path: f.root.appendingPathComponent("copy.sqlite").path)
+        try store.copy(to: copy)
+        #expect(try copy.blockScores(key, training: "pruned", layers: 3, variants: names) == recorded)
+        copy.close()
+        if let server = Services.postgres("aPuzzleStudyRunsAndItsWinnerExports (block scores on PostgreSQL)") {
+            let pg = try StudyStore(path: try Services.freshDatabase(server, "block_scores"))
+            defer { pg.close() }
+            try store.copy(to: pg)
+            #expect(try pg.blockScores(key, training: "pruned", layers: 3, variants: names) == recorded)
+            try pg.recordBlockScores(key, training: "bld:test", variants: names, scores: recorded.map { $0.map { $0 + 1 } })
+            try pg.recordBlockScores(key, training: "bld:test", variants: names, scores: recorded)
+            #expect(try pg.blockScores(key, training: "bld:test", layers: 3, variants: names) == recorded.map { $0.map { $0 + 1 } },
+                    "the first record is kept")
+        }
         // The winner exports as nemotron-nas, with its modeling file.
         let out = f.root.appendingPathComponent("export")
         let dirs = try Exporter.export(store: store, study: "tiny", top: 1, out: out,

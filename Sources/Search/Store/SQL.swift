@@ -263,6 +263,18 @@ enum Schema {
             c("result", .text)
         ], indexes: [("ranking_study_on_teacher", ["teacher_fingerprint"])])
 
+    /// The puzzle strategy's block library scores: one-block replacement KL of variant `variant`
+    /// (`g3/f512`, `-/f256`, …) at teacher layer `layer`, for a teacher, calibration set and
+    /// importance settings, with the variants as pruned (`training` = `pruned`) or locally
+    /// distilled (`training` = the settings' description).
+    static let blockScore = Table(
+        name: "block_score",
+        columns: [
+            c("teacher_fingerprint", .text), c("calibration_fingerprint", .text), c("settings", .text),
+            c("training", .text), c("layer", .integer, check: "layer >= 0"), c("variant", .text), c("score", .double),
+            c("created_at", .datetime)
+        ], primaryKey: ["teacher_fingerprint", "calibration_fingerprint", "settings", "training", "layer", "variant"])
+
     /// Append-only: a store records which of these it has applied, by name.
     static let migrations: [(name: String, steps: [Step])] = [
         (
@@ -286,11 +298,13 @@ enum Schema {
                 .rename(from: metricV1, to: metric, columns: snakeCase),
                 .rename(from: trialWindowsV4, to: trialWindows, columns: snakeCase)
             ]
-        )
+        ),
+        // The puzzle strategy's block scores, per teacher, calibration set and variant.
+        ("v7-block-scores", [.create(blockScore)])
     ]
 
     /// The tables as the last migration leaves them, in an order that respects foreign keys.
-    static let tables = [study, candidate, trial, metric, importance, trialWindows, rankingStudy]
+    static let tables = [study, candidate, trial, metric, importance, trialWindows, rankingStudy, blockScore]
 
     static func type(_ t: ColumnType, _ d: SQLDialect) -> String {
         switch (t, d) {

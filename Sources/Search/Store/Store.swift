@@ -30,6 +30,10 @@ typealias Metric = StudyStore.Metric
 ///   validation losses, for paired intervals.
 /// - `ranking_study(id, name, teacher_fingerprint, created_at, result JSON)`: the `topiary
 ///   ranking` runs (τ against proxy length) for the report of every study of that teacher.
+/// - `block_score(teacher_fingerprint, calibration_fingerprint, settings JSON, training, layer,
+///   variant, score, created_at)`: the puzzle strategy's one-block replacement scores, per teacher,
+///   calibration set, importance settings, training (`pruned` or local distillation's settings),
+///   layer and variant.
 public final class StudyStore: @unchecked Sendable {
     /// Where the store lives as given: a SQLite file's path or a `postgresql://` URL.
     public let path: String
@@ -728,6 +732,53 @@ extension StudyStore {
     }
 }
 
+// MARK: block scores
+
+extension StudyStore {
+    /// The block library's scores recorded for `key` and `training`: `scores[l][v]` for every
+    /// layer below `layers` and every variant of `variants`, or nil when any is missing.
+    public func blockScores(_ key: Importance.Key, training: String, layers: Int, variants: [String]) throws
+        -> [[Double]]?
+    {
+        let rows = try read { db in
+            try db.rows(
+                """
+                SELECT layer, variant, score FROM block_score
+                WHERE teacher_fingerprint = ? AND calibration_fingerprint = ? AND settings = ? AND training = ?
+                """, [key.teacher, key.calibration, key.settings, training])
+        }
+        var found: [String: Double] = [:]
+        for r in rows { found["\(r["layer"] as Int) \(r["variant"] as String)"] = r["score"] as Double }
+        var scores: [[Double]] = []
+        for l in 0..<layers {
+            var row: [Double] = []
+            for v in variants {
+                guard let x = found["\(l) \(v)"] else { return nil }
+                row.append(x)
+            }
+            scores.append(row)
+        }
+        return scores
+    }
+
+    /// Records them (a score already recorded for the same key is kept).
+    public func recordBlockScores(_ key: Importance.Key, training: String, variants: [String], scores: [[Double]])
+        throws
+    {
+        let now = Date()
+        var rows: [[any SQLBindable]] = []
+        for (l, row) in scores.enumerated() {
+            for (v, x) in zip(variants, row) {
+                rows.append([key.teacher, key.calibration, key.settings, training, l, v, x, now])
+            }
+        }
+        try write { db in
+            try Self.insertRows(
+                "block_score", Schema.blockScore.columns.map(\.name), rows, into: db, suffix: "ON CONFLICT DO NOTHING")
+        }
+    }
+}
+
 // MARK: copying between stores
 
 extension StudyStore {
@@ -757,6 +808,11 @@ extension StudyStore {
         let importance = try read { db in try db.rows("SELECT * FROM importance ORDER BY created_at") }
         try target.write { db in
             try Self.insert(Schema.importance, importance, into: db, conflict: "ON CONFLICT DO NOTHING")
+        }
+        // And the puzzle strategy's block scores.
+        let blocks = try read { db in try db.rows("SELECT * FROM block_score ORDER BY created_at") }
+        try target.write { db in
+            try Self.insert(Schema.blockScore, blocks, into: db, conflict: "ON CONFLICT DO NOTHING")
         }
         // So are the teachers' ranking runs (the reports' τ against proxy length); one already there is not copied again.
         let rankings = try read { db in
