@@ -249,6 +249,34 @@ public enum Throughput {
             decodeLast: decode(at: w.input + max(1, w.output - 1)))
     }
 
+    /// Times a whole model the way the table's parts are timed, but in one pass: the prefill of
+    /// one prompt through every layer (× batch) plus the head on one row per sequence, and a
+    /// batch decode step through every layer and the head at `input + 1` and `input + output − 1`
+    /// cached positions — to check a sum of block times against the model they add up to.
+    public static func measureWhole(_ c: ModelConfig, at w: ServingWorkload, repeats: Int = 5) throws -> PhaseTimes {
+        let m = DecoderModel(config: c)
+        m.initialize(seed: 1)
+        let L = c.numHiddenLayers
+        let acts = Activations(config: c, batch: 1, sequence: w.input)
+        var rng = SeededGenerator(seed: 2)
+        let x = acts.residual[0]
+        for i in 0..<(w.input * c.hiddenSize) { x[i] = Float(rng.normal()) }
+        let layers = try median(repeats) { for l in 0..<L { try m.forward(layer: l, acts) } } * Double(w.batch)
+        let session = try DecodeSession(model: m, batch: w.batch, capacity: w.input + w.output)
+        let head = median(repeats) { session.head() }
+        for i in 0..<(w.batch * c.hiddenSize) { session.x.pointer[i] = Float(rng.normal()) * 0.01 }
+        func decode(at n: Int) -> Double {
+            median(repeats) {
+                session.assumeCached(n - 1)
+                for l in 0..<L { session.layer(l) }
+                session.head()
+            }
+        }
+        return PhaseTimes(
+            prefill: layers + head, decodeFirst: decode(at: w.input + 1),
+            decodeLast: decode(at: w.input + max(1, w.output - 1)))
+    }
+
     /// Times what lies outside the blocks: the final norm and LM head on one row per sequence.
     public static func measureOutside(like c: ModelConfig, at w: ServingWorkload, repeats: Int = 5) throws -> PhaseTimes
     {

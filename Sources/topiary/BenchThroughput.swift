@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import Proxy
 import Search
 
 /// `topiary bench throughput SPEC`: measures every block shape a spec's throughput budget needs on
@@ -16,15 +17,24 @@ struct BenchThroughput: ParsableCommand {
             whole batch with a key/value cache at `input + 1` and `input + output − 1` positions, each the median of \
             --repeats runs, and this machine's roofline (a large product's FLOP/s, a large copy's bytes/s). Writes \
             them to budget.throughput.table (or --out). Shapes already in that table, measured on this machine at \
-            this workload and thread count, are kept, not measured again.
+            this workload and thread count, are kept, not measured again. --check K then times the teacher and K \
+            candidates as whole models (every layer and the head in one pass) and prints each one's measured \
+            tokens/s beside the sum of its blocks' times from the table.
             """)
 
     @Argument(help: "The search spec (JSON) with budget.throughput.") var spec: String
     @Option(help: "Where to write the table (default: the spec's budget.throughput.table).") var out: String?
     @Option(parsing: .unconditional, help: "Timed runs per phase (the median is kept).") var repeats = 5
+    @Option(
+        parsing: .unconditional,
+        help: "Also time the teacher and this many candidates whole, against the sum of their blocks (0: none).")
+    var check = 0
     @OptionGroup var engine: EngineOptions
 
-    func validate() throws { try requireRange("--repeats", repeats, 1...1000) }
+    func validate() throws {
+        try requireRange("--repeats", repeats, 1...1000)
+        try requireRange("--check", check, 0...1000)
+    }
 
     func run() throws {
         engine.apply()
@@ -41,6 +51,8 @@ struct BenchThroughput: ParsableCommand {
         // Every config whose blocks a candidate may take: the puzzle library's, or the space's
         // candidates under every bound but the throughput floor.
         var blocks: [(String, Block, ModelConfig)] = [], outside: [(String, ModelConfig)] = []
+        // Whole models --check may time: the puzzle library's homogeneous choices, or the space's candidates.
+        var models: [(String, ModelConfig)] = []
         func add(_ c: ModelConfig, _ b: Block) {
             let k = Throughput.key(b, in: c)
             if !blocks.contains(where: { $0.0 == k }) { blocks.append((k, b, c)) }
@@ -54,6 +66,14 @@ struct BenchThroughput: ParsableCommand {
                 for l in 0..<teacher.numHiddenLayers {
                     add(teacher, teacher.block(v, window: teacher.window(layer: l)))
                 }
+                if v.keyValueGroups != nil || v.mlpWidth != nil {
+                    let variants = Array(repeating: v, count: teacher.numHiddenLayers)
+                    models.append(
+                        (
+                            variants.map(Puzzle.describe).joined(separator: " "),
+                            HeterogeneousPruning.studentConfig(teacher: teacher, variants: variants)
+                        ))
+                }
             }
             addOutside(teacher)
         } else {
@@ -64,6 +84,7 @@ struct BenchThroughput: ParsableCommand {
             for c in e.candidates {
                 for b in c.config.blocks { add(c.config, b) }
                 addOutside(c.config)
+                models.append((c.hash, c.config))
             }
         }
         let machine = RuntimePlatform.current.summary
@@ -105,5 +126,36 @@ struct BenchThroughput: ParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(table), to: fileURL(path))
         print("wrote \(path): \(table.blocks.count) blocks, \(table.outside.count) outside")
+        if check > 0 { try checkWhole([("teacher", teacher)] + Self.spread(models, count: check), table: table, at: w) }
+    }
+
+    /// `count` of `models`, evenly spread over the list (first and last included).
+    static func spread(_ models: [(String, ModelConfig)], count: Int) -> [(String, ModelConfig)] {
+        guard models.count > count else { return models }
+        if count == 1 { return [models[0]] }
+        return (0..<count).map { models[$0 * (models.count - 1) / (count - 1)] }
+    }
+
+    /// Each model timed whole against the sum of its blocks' times in `table`.
+    func checkWhole(_ models: [(String, ModelConfig)], table: ThroughputTable, at w: ServingWorkload) throws {
+        print("whole-model check: \(models.count) models, measured in one pass against the sum of their blocks")
+        var ratios: [Double] = []
+        for (name, config) in models {
+            guard let sum = Throughput.estimate(config, at: w, table: table, roofline: nil) else { continue }
+            let whole = try Throughput.measureWhole(config, at: w, repeats: repeats)
+            let measured = Double(w.batch * w.output) / whole.seconds(output: w.output)
+            ratios.append(measured / sum.tokensPerSecond)
+            print(
+                String(
+                    format: "  %@: measured %.0f tokens/s, sum of blocks %.0f tokens/s, measured/sum %.3f",
+                    name as NSString, measured, sum.tokensPerSecond, measured / sum.tokensPerSecond))
+            fflush(nil)
+        }
+        if let lo = ratios.min(), let hi = ratios.max() {
+            print(
+                String(
+                    format: "measured/sum over %d models: %.3f to %.3f, mean %.3f", ratios.count, lo, hi,
+                    ratios.reduce(0, +) / Double(ratios.count)))
+        }
     }
 }

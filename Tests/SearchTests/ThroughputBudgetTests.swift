@@ -92,8 +92,16 @@ struct ThroughputBudgetTests {
         }
         let text = try topiary(["spec", "check", file.path])
         #expect(text.out.contains("tokens/s") && text.out.contains("measured: \(table.path)"))
-        let again = try topiary(["bench", "throughput", file.path, "--repeats", "1", "--threads", "1"])
+        let again = try topiary(["bench", "throughput", file.path, "--repeats", "1", "--threads", "1", "--check", "2"])
         #expect(again.out.contains("already measured") && again.out.contains("0 block shapes") == false)
+        // --check: the teacher and two candidates timed whole, each beside the sum of its blocks.
+        let checked = again.out.split(separator: "\n").filter { $0.contains("sum of blocks") }
+        #expect(again.out.contains("whole-model check: 3 models") && checked.count == 3, "\(again.out)")
+        #expect(checked.first?.hasPrefix("  teacher: measured ") == true)
+        for line in checked {
+            let ratio = Double(line.components(separatedBy: "measured/sum ").last ?? "") ?? 0
+            #expect(ratio > 0 && ratio.isFinite, "\(line)")
+        }
         let counts = again.out.split(separator: "\n").first { $0.contains("already measured") }.map(String.init) ?? ""
         #expect(counts.hasPrefix("\(measured.blocks.count) block shapes, \(measured.blocks.count) already"), "\(counts)")
         // A table measured at another workload is refused by name.

@@ -132,7 +132,7 @@ public struct Puzzle: SearchStrategy {
         return cache.appendingPathComponent("puzzle-bld-\(f.hex).safetensors")
     }
 
-    static func describe(_ v: LayerVariant) -> String {
+    public static func describe(_ v: LayerVariant) -> String {
         (v.keyValueGroups.map { "g\($0)" } ?? "-") + "/" + (v.mlpWidth.map { "f\($0)" } ?? "-")
     }
 }
