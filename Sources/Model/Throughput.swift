@@ -185,8 +185,9 @@ public enum Throughput {
 
     // MARK: measured on the built-in engine
 
-    /// A one-layer model of `b` with `c`'s numerics (random weights: time does not depend on them).
-    static func oneLayer(_ b: Block, like c: ModelConfig) throws -> DecoderModel {
+    /// A model of `layers` copies of `b` with `c`'s numerics (random weights: time does not
+    /// depend on them).
+    static func oneLayer(_ b: Block, like c: ModelConfig, layers: Int = 1) throws -> DecoderModel {
         var one = c
         var variant = LayerVariant(keyValueGroups: nil, mlpWidth: nil)
         switch b.mixer {
@@ -197,15 +198,15 @@ public enum Throughput {
             }
             variant.keyValueGroups = G
             one.slidingWindow = window
-            one.slidingLayers = window == nil ? [] : [0]
+            one.slidingLayers = window == nil ? [] : Array(0..<layers)
         }
         switch b.channelMixer {
         case .none: break
         case let .dense(F): variant.mlpWidth = F
         case .experts: throw ModelError.invalidInput("the built-in engine times dense MLP blocks")
         }
-        one.numHiddenLayers = 1
-        one.layerVariants = [variant]
+        one.numHiddenLayers = layers
+        one.layerVariants = Array(repeating: variant, count: layers)
         let m = DecoderModel(config: one)
         m.initialize(seed: 1)
         return m
@@ -223,26 +224,34 @@ public enum Throughput {
         return times.sorted()[times.count / 2]
     }
 
-    /// Times block `b` (with `c`'s numerics) on the built-in engine: the prefill of one prompt of
-    /// `input` tokens (the batch's prefill is `batch` of them: prefill is bound by its products,
-    /// which grow with the tokens), and a decode step of the whole batch at both contexts, each the
-    /// median of `repeats`.
+    /// The built-in engine's description in a table: blocks are timed in a stack as deep as the
+    /// model they come from (see ``measure(_:like:at:repeats:)``).
+    public static let engineDescription = "built-in (float32, CPU; each block timed in a stack of the model's depth)"
+
+    /// Times block `b` (with `c`'s numerics) on the built-in engine, in a stack of
+    /// `c.numHiddenLayers` copies of it, each with its own weights and key/value cache, divided by
+    /// the depth — so that a block's time carries the cache pressure of a whole model (a block
+    /// timed alone keeps its weights and cache hot, and summed such times overstate a model's
+    /// tokens/s by 1.3–2× on a 2-core EPYC: `bench throughput --check`). Phases: the prefill of
+    /// one prompt of `input` tokens (× batch: prefill is bound by its products), and a decode step
+    /// of the whole batch at both contexts, each the median of `repeats`.
     public static func measure(_ b: Block, like c: ModelConfig, at w: ServingWorkload, repeats: Int = 5) throws
         -> PhaseTimes
     {
-        let m = try oneLayer(b, like: c)
+        let L = max(1, c.numHiddenLayers)
+        let m = try oneLayer(b, like: c, layers: L)
         let acts = Activations(config: m.config, batch: 1, sequence: w.input)
         var rng = SeededGenerator(seed: 2)
         let x = acts.residual[0]
         for i in 0..<(w.input * c.hiddenSize) { x[i] = Float(rng.normal()) }
-        let prefill = try median(repeats) { try m.forward(layer: 0, acts) } * Double(w.batch)
+        let prefill = try median(repeats) { for l in 0..<L { try m.forward(layer: l, acts) } } * Double(w.batch) / Double(L)
         let session = try DecodeSession(model: m, batch: w.batch, capacity: w.input + w.output)
         for i in 0..<(w.batch * c.hiddenSize) { session.x.pointer[i] = Float(rng.normal()) * 0.01 }
         func decode(at n: Int) -> Double {
             median(repeats) {
                 session.assumeCached(n - 1)
-                session.layer(0)
-            }
+                for l in 0..<L { session.layer(l) }
+            } / Double(L)
         }
         return PhaseTimes(
             prefill: prefill, decodeFirst: decode(at: w.input + 1),

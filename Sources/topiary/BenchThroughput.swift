@@ -16,8 +16,9 @@ struct BenchThroughput: ParsableCommand {
             outside the blocks, times the prefill of one prompt of `input` tokens (× batch) and a decode step of the \
             whole batch with a key/value cache at `input + 1` and `input + output − 1` positions, each the median of \
             --repeats runs, and this machine's roofline (a large product's FLOP/s, a large copy's bytes/s). Writes \
-            them to budget.throughput.table (or --out). Shapes already in that table, measured on this machine at \
-            this workload and thread count, are kept, not measured again. --check K then times the teacher and K \
+            them to budget.throughput.table (or --out). Each block is timed in a stack as deep as the model, each \
+            layer with its own weights and cache, divided by the depth. Shapes already in that table, measured by \
+            this engine on this machine at this workload and thread count, are kept, not measured again. --check K then times the teacher and K \
             candidates as whole models (every layer and the head in one pass) and prints each one's measured \
             tokens/s beside the sum of its blocks' times from the table.
             """)
@@ -75,6 +76,17 @@ struct BenchThroughput: ParsableCommand {
                         ))
                 }
             }
+            // And as many seeded mixtures of the library's variants, layer by layer.
+            let library = puzzle.library(teacher: teacher).filter { $0.keyValueGroups != nil || $0.mlpWidth != nil }
+            var rng = SeededGenerator(seed: 7)
+            for _ in 0..<models.count {
+                let variants = (0..<teacher.numHiddenLayers).map { _ in library[Int(rng.next() % UInt64(library.count))] }
+                models.append(
+                    (
+                        variants.map(Puzzle.describe).joined(separator: " "),
+                        HeterogeneousPruning.studentConfig(teacher: teacher, variants: variants)
+                    ))
+            }
             addOutside(teacher)
         } else {
             var unbounded = s
@@ -89,11 +101,11 @@ struct BenchThroughput: ParsableCommand {
         }
         let machine = RuntimePlatform.current.summary
         var table = ThroughputTable(
-            machine: machine, engine: "built-in (float32, CPU)", threads: Parallel.threads, workload: tp.workload,
+            machine: machine, engine: Throughput.engineDescription, threads: Parallel.threads, workload: tp.workload,
             roofline: nil)
         if let data = FileManager.default.contents(atPath: path),
             let old = try? JSONDecoder().decode(ThroughputTable.self, from: data),
-            old.machine == machine, old.threads == table.threads, old.workload == tp.workload
+            old.machine == machine, old.threads == table.threads, old.workload == tp.workload, old.engine == table.engine
         {
             table = old
         }
