@@ -232,7 +232,7 @@ public enum Throughput {
     /// `c.numHiddenLayers` copies of it, each with its own weights and key/value cache, divided by
     /// the depth — so that a block's time carries the cache pressure of a whole model (a block
     /// timed alone keeps its weights and cache hot, and summed such times overstate a model's
-    /// tokens/s by 1.3–2× on a 2-core EPYC: `bench throughput --check`). Phases: the prefill of
+    /// tokens/s by 1.25–1.6× on average, up to 2.1×, on a 2-core EPYC: `bench throughput --check`). Phases: the prefill of
     /// one prompt of `input` tokens (× batch: prefill is bound by its products), and a decode step
     /// of the whole batch at both contexts, each the median of `repeats`.
     public static func measure(_ b: Block, like c: ModelConfig, at w: ServingWorkload, repeats: Int = 5) throws
@@ -244,7 +244,8 @@ public enum Throughput {
         var rng = SeededGenerator(seed: 2)
         let x = acts.residual[0]
         for i in 0..<(w.input * c.hiddenSize) { x[i] = Float(rng.normal()) }
-        let prefill = try median(repeats) { for l in 0..<L { try m.forward(layer: l, acts) } } * Double(w.batch) / Double(L)
+        let prefill =
+            try median(repeats) { for l in 0..<L { try m.forward(layer: l, acts) } } * Double(w.batch) / Double(L)
         let session = try DecodeSession(model: m, batch: w.batch, capacity: w.input + w.output)
         for i in 0..<(w.batch * c.hiddenSize) { session.x.pointer[i] = Float(rng.normal()) * 0.01 }
         func decode(at n: Int) -> Double {

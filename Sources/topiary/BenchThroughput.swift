@@ -18,9 +18,9 @@ struct BenchThroughput: ParsableCommand {
             --repeats runs, and this machine's roofline (a large product's FLOP/s, a large copy's bytes/s). Writes \
             them to budget.throughput.table (or --out). Each block is timed in a stack as deep as the model, each \
             layer with its own weights and cache, divided by the depth. Shapes already in that table, measured by \
-            this engine on this machine at this workload and thread count, are kept, not measured again. --check K then times the teacher and K \
-            candidates as whole models (every layer and the head in one pass) and prints each one's measured \
-            tokens/s beside the sum of its blocks' times from the table.
+            this engine on this machine at this workload and thread count, are kept, not measured again. \
+            --check K then times the teacher and K candidates as whole models (every layer and the head in one \
+            pass) and prints each one's measured tokens/s beside the sum of its blocks' times from the table.
             """)
 
     @Argument(help: "The search spec (JSON) with budget.throughput.") var spec: String
@@ -80,7 +80,8 @@ struct BenchThroughput: ParsableCommand {
             let library = puzzle.library(teacher: teacher).filter { $0.keyValueGroups != nil || $0.mlpWidth != nil }
             var rng = SeededGenerator(seed: 7)
             for _ in 0..<models.count {
-                let variants = (0..<teacher.numHiddenLayers).map { _ in library[Int(rng.next() % UInt64(library.count))] }
+                let variants = (0..<teacher.numHiddenLayers).map { _ in library[Int(rng.next() % UInt64(library.count))]
+                }
                 models.append(
                     (
                         variants.map(Puzzle.describe).joined(separator: " "),
@@ -105,7 +106,8 @@ struct BenchThroughput: ParsableCommand {
             roofline: nil)
         if let data = FileManager.default.contents(atPath: path),
             let old = try? JSONDecoder().decode(ThroughputTable.self, from: data),
-            old.machine == machine, old.threads == table.threads, old.workload == tp.workload, old.engine == table.engine
+            old.machine == machine, old.threads == table.threads, old.workload == tp.workload,
+            old.engine == table.engine
         {
             table = old
         }
