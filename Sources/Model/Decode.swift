@@ -87,7 +87,7 @@ public final class DecodeSession {
     /// Layer l on the hidden states ``x`` (B, C) at position ``length``, in place.
     func layer(_ l: Int) {
         let c = model.config, o = model.layerOffsets[l], P = model.parameters.pointer
-        let (B, C, F, p) = (batch, c.hiddenSize, model.mlpWidth(l), length)
+        let (B, C, p) = (batch, c.hiddenSize, length)
         if o.hasMixer, let K = keys[l], let Vc = values[l] {
             let s = model.attentionShape(B, 1, layer: l), GD = s.G * s.D
             model.normForward(
@@ -133,18 +133,7 @@ public final class DecodeSession {
         }
         guard o.hasChannelMixer else { return }
         model.normForward(norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm2, bias: o.norm2Bias, N: B)
-        let preWidth = c.family.isGated ? 2 * F : F
-        gemm(
-            transB: true, m: B, n: preWidth, k: C, a: norm.pointer, lda: C, b: P + o.mlpIn, ldb: C, c: pre.pointer,
-            ldc: preWidth)
-        if c.family.isGated {
-            swigluForward(act.pointer, pre.pointer, N: B, F: F)
-        } else {
-            relu2Forward(act.pointer, pre.pointer, count: B * F)
-        }
-        gemm(
-            transB: true, m: B, n: C, k: F, a: act.pointer, lda: F, b: P + o.down, ldb: F, beta: 1, c: x.pointer, ldc: C
-        )
+        model.denseMLPForward(l, norm: norm.pointer, pre: pre.pointer, act: act.pointer, out: x.pointer, rows: B)
     }
 
     /// The final norm and the LM head on ``x``: logits (B, V).

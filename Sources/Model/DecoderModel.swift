@@ -180,7 +180,7 @@ public final class DecoderModel {
 
     func layerForward(_ l: Int, _ acts: Activations) throws {
         let c = config, o = layerOffsets[l], a = acts.layers[l], P = parameters.pointer
-        let (N, C, F) = (acts.N, c.hiddenSize, mlpWidth(l))
+        let (N, C) = (acts.N, c.hiddenSize)
         let s = attentionShape(acts.B, acts.T, layer: l)
         let x = acts.residual[l], out = acts.residual[l + 1]
         if !o.hasMixer {
@@ -218,19 +218,26 @@ public final class DecoderModel {
             try mixtureMLPForward(l, acts, ex, r)
             return
         }
-        let preWidth = c.family.isGated ? 2 * F : F
-        // mlpPre (N, 2F|F) = norm2 (N, C) · W_in (2F|F, C)ᵀ
-        gemm(
-            transB: true, m: N, n: preWidth, k: C, a: a.norm2, lda: C, b: P + o.mlpIn, ldb: C, c: a.mlpPre,
-            ldc: preWidth)
-        if c.family.isGated {
-            swigluForward(a.mlpAct, a.mlpPre, N: N, F: F)
+        denseMLPForward(l, norm: a.norm2, pre: a.mlpPre, act: a.mlpAct, out: out, rows: N)
+    }
+
+    /// Layer l's dense MLP on `rows` normed rows (rows, C): pre (rows, 2F|F) = norm · W_inᵀ, the
+    /// activation (SwiGLU or squared ReLU) into act (rows, F), masked neurons zeroed, and
+    /// out += act · W_downᵀ — the training forward pass and ``DecodeSession`` share it.
+    func denseMLPForward(
+        _ l: Int, norm: UnsafePointer<Float>, pre: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>,
+        out: UnsafeMutablePointer<Float>, rows N: Int
+    ) {
+        let o = layerOffsets[l], P = parameters.pointer, C = config.hiddenSize, F = mlpWidth(l)
+        let preWidth = config.family.isGated ? 2 * F : F
+        gemm(transB: true, m: N, n: preWidth, k: C, a: norm, lda: C, b: P + o.mlpIn, ldb: C, c: pre, ldc: preWidth)
+        if config.family.isGated {
+            swigluForward(act, pre, N: N, F: F)
         } else {
-            relu2Forward(a.mlpAct, a.mlpPre, count: N * F)
+            relu2Forward(act, pre, count: N * F)
         }
-        for i in masks.neurons[l] ?? [] { for n in 0..<N { a.mlpAct[n * F + i] = 0 } }
-        // out = mid + mlpAct (N, F) · W_down (C, F)ᵀ
-        gemm(transB: true, m: N, n: C, k: F, a: a.mlpAct, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
+        for i in masks.neurons[l] ?? [] { for n in 0..<N { act[n * F + i] = 0 } }
+        gemm(transB: true, m: N, n: C, k: F, a: act, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
     }
 
     /// Zeroes the attention output (N, H·D) of the query heads masked in layer l.
