@@ -252,6 +252,37 @@ import Testing
         } throws: { "\($0)".contains("--importance-cache") && "\($0)".contains("puzzle-bld-") }
     }
 
+    /// budget.min holds for every solution and the baseline, even when the scores favour the
+    /// smallest variants; a minimum no choice reaches is an error naming budget.min.
+    @Test func theBudgetsMinimumHolds() throws {
+        let (f, teacher) = try Self.fixture()
+        defer { f.cleanup() }
+        let t = try ModelConfig.load(teacher.appendingPathComponent("config.json"))
+        func spec(min: Int) throws -> SearchSpec {
+            var json = f.spec(["strategy": ["name": "puzzle", "solutions": 3, "min_hamming": 1, "num_key_value_heads": [2, 1],
+                                            "intermediate_size": [512, 256]],
+                               "space": [:], "budget": ["min": JSON(min), "max": JSON(t.parameterCount)]])
+            json = .object(json.object!.merging(["teacher": .string(teacher.path)]) { $1 })
+            return try f.parse(json)
+        }
+        let minimum = t.parameterCount * 3 / 4
+        let s = try spec(min: minimum)
+        let puzzle = try #require(s.strategy.value as? Puzzle)
+        let library = puzzle.library(teacher: t)
+        // Scores that reward removing things: without the minimum the solver would empty every layer.
+        let scores = (0..<t.numHiddenLayers).map { _ in
+            library.map { v in Double((v.keyValueGroups ?? 0) * 1000 + (v.mlpWidth ?? 0)) }
+        }
+        let candidates = try puzzle.candidates(spec: s, teacher: t, scores: scores) { _ in }
+        #expect(!candidates.isEmpty)
+        for c in candidates { #expect(c.config.parameterCount >= minimum, "\(c.config.layerVariants ?? []): \(c.config.parameterCount)") }
+        let free = try puzzle.candidates(spec: try spec(min: 1), teacher: t, scores: scores) { _ in }
+        #expect(free.contains { $0.config.parameterCount < minimum }, "the minimum binds")
+        #expect { _ = try puzzle.candidates(spec: try spec(min: t.parameterCount + 1), teacher: t, scores: scores) { _ in } } throws: {
+            "\($0)".contains("budget.min") || "\($0)".contains("min")
+        }
+    }
+
     @Test func badPuzzleSpecsNameTheirKey() throws {
         let (f, teacher) = try Self.fixture()
         defer { f.cleanup() }

@@ -6,8 +6,8 @@ import Foundation
 /// solved exactly by GLPK's branch and cut (`glp_intopt`).
 ///
 /// Variables `x[l][v]` ∈ {0, 1}: layer l takes variant v. Rows: `Σ_v x[l][v] = 1` for every
-/// layer; `Σ_l Σ_v cost[k][l][v] · x[l][v] ≤ limit[k]` for every cost k (each row divided by its
-/// limit, so that byte counts of 10^11 and FLOPs of 10^12 sit beside the 0/1 rows without
+/// layer; `minimum[k] ≤ Σ_l Σ_v cost[k][l][v] · x[l][v] ≤ limit[k]` for every cost k (each row
+/// divided by its limit, so that byte counts of 10^11 and FLOPs of 10^12 sit beside the 0/1 rows without
 /// rounding trouble). The K best solutions that differ pairwise in at least H layers come one at
 /// a time: after each, the row `Σ_l x[l][chosen_l] ≤ L − H` cuts off it and its neighbours.
 public struct LayerChoiceProblem: Sendable {
@@ -17,11 +17,14 @@ public struct LayerChoiceProblem: Sendable {
     public var costs: [[[Double]]]
     /// `limits[k]`: the most cost k may sum to over the layers.
     public var limits: [Double]
+    /// `minimums[k]`: the least cost k must sum to (0: no minimum).
+    public var minimums: [Double]
 
-    public init(scores: [[Double]], costs: [[[Double]]], limits: [Double]) {
+    public init(scores: [[Double]], costs: [[[Double]]], limits: [Double], minimums: [Double]? = nil) {
         self.scores = scores
         self.costs = costs
         self.limits = limits
+        self.minimums = minimums ?? Array(repeating: 0, count: limits.count)
     }
 
     /// The summed score of a choice (one variant index per layer).
@@ -29,7 +32,10 @@ public struct LayerChoiceProblem: Sendable {
 
     /// Whether a choice keeps every cost within its limit.
     public func isFeasible(_ choice: [Int]) -> Bool {
-        zip(costs, limits).allSatisfy { cost, limit in zip(cost, choice).reduce(0) { $0 + $1.0[$1.1] } <= limit }
+        costs.indices.allSatisfy { k in
+            let sum = zip(costs[k], choice).reduce(0) { $0 + $1.0[$1.1] }
+            return sum <= limits[k] && sum >= minimums[k]
+        }
     }
 
     /// Layers in which two choices differ.
@@ -46,6 +52,9 @@ public struct LayerChoiceProblem: Sendable {
         }
         guard limits.count == costs.count, limits.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw SearchError.solver("every cost needs a positive, finite limit")
+        }
+        guard minimums.count == costs.count, zip(minimums, limits).allSatisfy({ $0 >= 0 && $0 <= $1 }) else {
+            throw SearchError.solver("every cost's minimum must lie in 0…its limit")
         }
         var column: [[Int32]] = [] // column[l][v]: GLPK's 1-based column
         var next: Int32 = 1
@@ -84,7 +93,8 @@ public struct LayerChoiceProblem: Sendable {
         for (k, cost) in costs.enumerated() {
             var entries: [(Int32, Double)] = []
             for l in 0..<L { for v in cost[l].indices { entries.append((column[l][v], cost[l][v] / limits[k])) } }
-            addRow(entries, type: GLP_UP, lower: 0, upper: 1)
+            let lower = minimums[k] / limits[k]
+            addRow(entries, type: lower > 0 ? GLP_DB : GLP_UP, lower: lower, upper: 1)
         }
         var found: [[Int]] = []
         var parm = glp_iocp()

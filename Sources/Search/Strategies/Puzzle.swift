@@ -48,14 +48,22 @@ public struct Puzzle: SearchStrategy {
         let costs = blockCosts(library, teacher: t, at: w)
         let outside = t.costOutsideBlocks(at: w)
         var rows: [([Double], Double)] = []
-        if b.maximum < Int.max {
+        var parameterRow: Int?, parameterMinimum = 0.0
+        if b.maximum < Int.max || b.minimum > 0 {
             guard b.count != .active || !t.family.isMixture else {
                 throw SearchError.spec(
                     file: spec.file, path: "budget.count", reason: "puzzle counts dense teachers only")
             }
             // Non-embedding counts keep the final norm outside the blocks.
             let fixed = b.count == .nonEmbedding ? outside.parameters - t.embeddingParameterCount : outside.parameters
-            rows.append((costs.map { Double($0.parameters) }, Double(b.maximum - fixed)))
+            let perLayer = costs.map { Double($0.parameters) }
+            // No maximum: the most the blocks can hold (every layer its largest variant).
+            let upper =
+                b.maximum < Int.max
+                ? Double(b.maximum - fixed) : Double(t.numHiddenLayers) * (perLayer.max() ?? 0) + 1
+            parameterRow = rows.count
+            parameterMinimum = max(0, Double(b.minimum - fixed))
+            rows.append((perLayer, upper))
         }
         if let cap = b.maxMemoryBytes {
             rows.append((costs.map { Double($0.memoryBytes) }, Double(cap - outside.memoryBytes)))
@@ -87,7 +95,16 @@ public struct Puzzle: SearchStrategy {
                 file: spec.file, path: "budget",
                 reason: "the embedding and head alone exceed a bound (\(Int(bad.1)) left for the blocks)")
         }
-        return LayerChoiceProblem(scores: scores, costs: costs3, limits: rows.map(\.1))
+        var minimums = Array(repeating: 0.0, count: rows.count)
+        if let r = parameterRow {
+            guard parameterMinimum <= rows[r].1 else {
+                throw SearchError.spec(
+                    file: spec.file, path: "budget.min",
+                    reason: "no choice of the block library holds \(b.minimum) counted parameters under the maximum")
+            }
+            minimums[r] = parameterMinimum
+        }
+        return LayerChoiceProblem(scores: scores, costs: costs3, limits: rows.map(\.1), minimums: minimums)
     }
 
     /// The candidates: the solver's solutions, then the best homogeneous choice that fits (when it
