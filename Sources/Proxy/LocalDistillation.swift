@@ -127,7 +127,14 @@ public enum LocalDistillation {
         let schedule = LearningRateSchedule.cosine(warmup: max(1, s.steps / 10), minRatio: 0.1)
         let tailStart = s.steps - max(1, s.steps / 10)
         for step in 1...s.steps {
+            // Asked to stop (SIGINT, SIGTERM): between steps, nothing written.
+            try Interruption.check()
             let tokens = sampler.batch(step: step - 1).tokens
+            if let bad = tokens.first(where: { $0 < 0 || Int($0) >= t.vocabSize }) {
+                throw ProxyError.calibration(
+                    "local distillation: token id \(bad) of the corpus is outside the teacher's vocabulary 0..<\(t.vocabSize)"
+                )
+            }
             let x0 = teacherActs.residual[0]
             for n in 0..<N {
                 (x0 + n * C).update(from: embedding.baseAddress! + Int(tokens[n]) * C, count: C)

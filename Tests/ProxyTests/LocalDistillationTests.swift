@@ -154,6 +154,11 @@ struct LocalDistillationTests {
         let sumPruned = pruned.joined().reduce(0, +), sumTrained = trained.joined().reduce(0, +)
         #expect(sumTrained < sumPruned, "summed replacement KL: pruned \(sumPruned), trained \(sumTrained)")
         for l in 0..<3 { #expect(trained[l][0] == 0 && trained[l][4] == pruned[l][4]) }
+        // A corpus whose tokens the teacher cannot embed is refused, naming the token.
+        let small = Self.teacher(vocab: 41)
+        #expect {
+            _ = try LocalDistillation.train(teacher: small, variants: variants, importance: scores, corpus: corpus, settings: settings)
+        } throws: { "\($0)".contains("outside the teacher's vocabulary 0..<41") }
         // A file missing a block is refused, naming it.
         #expect { _ = try BlockWeights.read(from: file, teacher: t.config, variants: variants + [library]) } throws: {
             "\($0)".contains("layers.3.")
