@@ -67,7 +67,11 @@ func finishedStudyScores(_ db: String, study: String = "tiny") throws -> [String
     guard let s = try store.study(named: study) else { Issue.record("no study \(study) in \(db)"); return [:] }
     #expect(s.state == "complete", "\(db): study \(study) is \(s.state)")
     let trials = try store.trials(study: s.id)
-    #expect(!trials.contains { $0.state == "waiting" || $0.state == "running" || $0.state == "failed" }, "\(db): unfinished or failed trials")
+    let unfinished = trials.filter { $0.state == "waiting" || $0.state == "running" || $0.state == "failed" }
+    let why = unfinished.map {
+        "\($0.hash)@\($0.rung) \($0.state) attempt \($0.attempt) worker \($0.worker ?? "-"): \($0.error ?? "no error")"
+    }.joined(separator: "; ")
+    #expect(unfinished.isEmpty, "\(db): unfinished or failed trials: \(why)")
     var scores: [String: Double] = [:]
     for t in trials where t.score != nil {
         let key = "\(t.hash)@\(t.rung)/\(t.replicate)"
