@@ -239,24 +239,10 @@ public enum Throughput {
         -> PhaseTimes
     {
         let L = max(1, c.numHiddenLayers)
-        let m = try oneLayer(b, like: c, layers: L)
-        let acts = Activations(config: m.config, batch: 1, sequence: w.input)
-        var rng = SeededGenerator(seed: 2)
-        let x = acts.residual[0]
-        for i in 0..<(w.input * c.hiddenSize) { x[i] = Float(rng.normal()) }
-        let prefill =
-            try median(repeats) { for l in 0..<L { try m.forward(layer: l, acts) } } * Double(w.batch) / Double(L)
-        let session = try DecodeSession(model: m, batch: w.batch, capacity: w.input + w.output)
-        for i in 0..<(w.batch * c.hiddenSize) { session.x.pointer[i] = Float(rng.normal()) * 0.01 }
-        func decode(at n: Int) -> Double {
-            median(repeats) {
-                session.assumeCached(n - 1)
-                for l in 0..<L { session.layer(l) }
-            } / Double(L)
-        }
+        let t = try timeLayers(try oneLayer(b, like: c, layers: L), at: w, repeats: repeats, head: false)
         return PhaseTimes(
-            prefill: prefill, decodeFirst: decode(at: w.input + 1),
-            decodeLast: decode(at: w.input + max(1, w.output - 1)))
+            prefill: t.prefill / Double(L), decodeFirst: t.decodeFirst / Double(L), decodeLast: t.decodeLast / Double(L)
+        )
     }
 
     /// Times a whole model the way the table's parts are timed, but in one pass: the prefill of
@@ -266,24 +252,31 @@ public enum Throughput {
     public static func measureWhole(_ c: ModelConfig, at w: ServingWorkload, repeats: Int = 5) throws -> PhaseTimes {
         let m = DecoderModel(config: c)
         m.initialize(seed: 1)
-        let L = c.numHiddenLayers
+        return try timeLayers(m, at: w, repeats: repeats, head: true)
+    }
+
+    /// Every layer of `m` in one pass, each phase the median of `repeats`: the prefill of one
+    /// prompt (× batch), a batch decode step at `input + 1` and `input + output − 1` cached
+    /// positions; with `head`, the head on one row per sequence added to each.
+    static func timeLayers(_ m: DecoderModel, at w: ServingWorkload, repeats: Int, head: Bool) throws -> PhaseTimes {
+        let c = m.config, L = c.numHiddenLayers
         let acts = Activations(config: c, batch: 1, sequence: w.input)
         var rng = SeededGenerator(seed: 2)
         let x = acts.residual[0]
         for i in 0..<(w.input * c.hiddenSize) { x[i] = Float(rng.normal()) }
         let layers = try median(repeats) { for l in 0..<L { try m.forward(layer: l, acts) } } * Double(w.batch)
         let session = try DecodeSession(model: m, batch: w.batch, capacity: w.input + w.output)
-        let head = median(repeats) { session.head() }
+        let headTime = head ? median(repeats) { session.head() } : 0
         for i in 0..<(w.batch * c.hiddenSize) { session.x.pointer[i] = Float(rng.normal()) * 0.01 }
         func decode(at n: Int) -> Double {
             median(repeats) {
                 session.assumeCached(n - 1)
                 for l in 0..<L { session.layer(l) }
-                session.head()
+                if head { session.head() }
             }
         }
         return PhaseTimes(
-            prefill: layers + head, decodeFirst: decode(at: w.input + 1),
+            prefill: layers + headTime, decodeFirst: decode(at: w.input + 1),
             decodeLast: decode(at: w.input + max(1, w.output - 1)))
     }
 

@@ -145,7 +145,8 @@ struct LocalDistillationTests {
         try student.forward(tokens: held, sa)
         ba.residual[0].update(from: sa.residual[2], count: 4 * 16 * 16)
         try block.forward(layer: 0, ba)
-        #expect(Array(UnsafeBufferPointer(start: sa.residual[3], count: 64 * 16)) == Array(UnsafeBufferPointer(start: ba.residual[1], count: 64 * 16)))
+        let layerOut = Array(UnsafeBufferPointer(start: sa.residual[3], count: 64 * 16))
+        #expect(layerOut == Array(UnsafeBufferPointer(start: ba.residual[1], count: 64 * 16)))
         // One-block replacement with the trained blocks scores below the pruned ones.
         let calibration = CalibrationSet(tokens: held, samples: 4, sequence: 16, languages: ["en", "en", "en", "en"])
         let pruned = try BlockLibrary.replacementScores(teacher: t, variants: variants, importance: scores, calibration: calibration)

@@ -89,8 +89,8 @@ import Testing
         let html = try StudyReport(store: store, study: "tiny").indexHTML()
         let scored = Set(ranked.filter { $0.value.isFinite }.map(\.trial.hash)).count
         for id in ["pareto-memory", "pareto-kv_cache", "pareto-decode_flops"] {
-            let svg = try #require(html.components(separatedBy: "<svg id=\"\(id)\"").dropFirst().first?.components(separatedBy: "</svg>").first,
-                                   "no \(id) plot")
+            let after = html.components(separatedBy: "<svg id=\"\(id)\"").dropFirst().first
+            let svg = try #require(after?.components(separatedBy: "</svg>").first, "no \(id) plot")
             #expect(svg.components(separatedBy: "data-candidate=").count - 1 == scored, "\(id)")
         }
         #expect(!html.contains("pareto-throughput"), "no throughput floor, no throughput plot")
