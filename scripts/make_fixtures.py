@@ -4,7 +4,8 @@
 Run once (the Swift tests never need Python):
     python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors
     .venv/bin/python scripts/make_fixtures.py [NAME ...]
-With names (e.g. `rope`, or single fixtures), only those are made; `rope` makes the five rope
+With names (e.g. `rope`, `hybrid`), only those are made; `hybrid` makes the Nemotron-H fixtures
+(nemotron_h_hybrid, nemotron_h_untied); `rope` makes the five rope
 scaling fixtures (llama_rope_linear, llama_rope_dynamic in transformers 4's `rope_scaling` +
 `rope_theta` spelling; llama_rope_llama3, qwen2_yarn, mistral_yarn_mscale in 5's `rope_parameters`).
 
@@ -29,7 +30,7 @@ from safetensors.torch import save_file
 from transformers import (JetMoeConfig, JetMoeForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
                           MistralForCausalLM, MixtralConfig, MixtralForCausalLM, NemotronConfig, NemotronForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig,
-                          Qwen3MoeForCausalLM)
+                          NemotronHConfig, NemotronHForCausalLM, Qwen3MoeForCausalLM)
 import transformers
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "Tests", "ModelTests", "Fixtures")
@@ -45,6 +46,9 @@ def perturb_norms(model, generator):
 
 def checkpoint_names(name, grad, model_type):
     """The saved checkpoint's tensor names for one in-memory parameter (fused experts split)."""
+    if model_type == "nemotron_h":  # saved under `backbone.` (transformers renames it `model.` in memory)
+        yield (name.replace("model.", "backbone.", 1) if name.startswith("model.") else name), grad
+        return
     if model_type == "qwen3_moe" and ".mlp.experts." in name:
         prefix = name.split(".mlp.experts.")[0] + ".mlp.experts."
         if name.endswith("gate_up_proj"):
@@ -151,10 +155,41 @@ def rope_fixtures(wanted):
             v4_rope_spelling(name)
 
 
+def hybrid_fixtures(wanted):
+    """The Nemotron-H fixtures (`hybrid`, or every fixture without names)."""
+    if wanted and "hybrid" not in wanted:
+        return
+    # Nemotron-H (issue 26): Mamba2, MLP, attention and Mamba2 layers; 4 Mamba heads of 6 channels
+    # in 2 groups, a state of 5, a convolution of 4 taps with its bias, chunks of 4 positions so
+    # that the 11-token sequences cross chunk boundaries (transformers' chunked scan), Δ biases
+    # spread so that some time steps sit at the time_step_min clamp.
+    torch.manual_seed(41)
+    nh = NemotronHForCausalLM(NemotronHConfig(
+        vocab_size=61, hidden_size=32, layers_block_type=["mamba", "mlp", "attention", "mamba"],
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40, mamba_num_heads=4,
+        mamba_head_dim=6, n_groups=2, ssm_state_size=5, conv_kernel=4, chunk_size=4, time_step_min=0.01,
+        max_position_embeddings=64, initializer_range=0.2, attn_implementation="eager"))
+    with torch.no_grad():
+        for layer in nh.model.layers:
+            if layer.block_type == "linear_attention":
+                layer.mixer.dt_bias.copy_(torch.tensor([-6.0, -1.0, 0.0, 1.0]))
+    make("nemotron_h_hybrid", nh, 61, batch=2, seq=11, seed=12)
+    # Without the convolution's bias, attention first, one Mamba group; tie_word_embeddings true,
+    # which transformers' Nemotron-H ignores (it has no tied keys and keeps its own lm_head).
+    torch.manual_seed(43)
+    nh2 = NemotronHForCausalLM(NemotronHConfig(
+        vocab_size=61, hidden_size=32, layers_block_type=["attention", "mamba", "mlp"], num_attention_heads=4,
+        num_key_value_heads=4, head_dim=8, intermediate_size=24, mamba_num_heads=2, mamba_head_dim=8, n_groups=1,
+        ssm_state_size=4, conv_kernel=2, chunk_size=8, use_conv_bias=False, tie_word_embeddings=True,
+        max_position_embeddings=64, initializer_range=0.2, attn_implementation="eager"))
+    make("nemotron_h_untied", nh2, 61, batch=1, seq=19, seed=13)
+
+
 def main():
     import sys
     wanted = set(sys.argv[1:])
     rope_fixtures(wanted)
+    hybrid_fixtures(wanted)
     if wanted:
         return
     torch.manual_seed(1234)

@@ -38,7 +38,7 @@ extension ModelConfig {
         func add(_ b: Block, _ n: Int) {
             if let i = out.firstIndex(where: { $0.block == b }) { out[i].count += n } else { out.append((b, n)) }
         }
-        if layerVariants != nil {
+        if layerVariants != nil || hybridLayers != nil {
             for l in 0..<numHiddenLayers { add(block(l), 1) }
             return out
         }
@@ -69,6 +69,8 @@ extension ModelConfig {
             total += C * (n(H) + 2 * n(G)) * n(D) + n(H) * n(D) * C
             if definition.hasQKVBias { total += (n(H) + 2 * n(G)) * n(D) }
             if definition.hasQKNorm { total += 2 * n(D) }
+        case let .mamba(m):
+            total += n(m.parameterCount(hidden: hiddenSize, convBias: mambaConvBias))
         }
         let matrices = n(definition.isGated ? 3 : 2) * C
         switch b.channelMixer {
@@ -89,6 +91,7 @@ extension ModelConfig {
         case .none: break
         case let .attention(_, G, D, _, E) where E > 0: total += k * 2 * G * D * C + 2 * G * D * C + E * C
         case let .attention(H, G, D, _, _): total += C * (H + 2 * G) * D + H * D * C
+        case let .mamba(m): total += C * m.projectionWidth + m.innerWidth * C
         }
         let matrices = (family.isGated ? 3 : 2) * C
         switch b.channelMixer {
@@ -117,14 +120,21 @@ extension ModelConfig {
     }
 
     /// Forward FLOPs per token at sequence length T, PaLM's convention:
-    /// `2 · matmul weights + 4 · L · H · D · T` (the attention products QKᵀ and PV, full T×T).
-    /// Norms, softmax and activations are not counted. Training is 3× this.
+    /// `2 · matmul weights + 4 · L · H · D · T` (the attention products QKᵀ and PV, full T×T),
+    /// plus, per Mamba2 layer, `4 · I · N` (the state's update by the outer product of x and B,
+    /// and its readout against C). Norms, softmax, the convolution and activations are not
+    /// counted. Training is 3× this.
     public func forwardFLOPsPerToken(sequence T: Int) -> Int {
         let attentionLayers =
-            layerVariants.map { v in v.filter { $0.keyValueGroups != nil }.count } ?? numHiddenLayers
+            layerVariants.map { v in v.filter { $0.keyValueGroups != nil }.count }
+            ?? hybridLayers.map { $0.filter { $0 == .attention }.count } ?? numHiddenLayers
+        let mambaLayers = hybridLayers.map { $0.filter { $0 == .mamba }.count } ?? 0
+        let scan = mamba.map { 4 * $0.innerWidth * $0.stateSize } ?? 0
         return saturating(
-            saturating(matmulParameterCount, times: 2),
-            plus: saturating(saturating(4 * numAttentionHeads * headDim, times: attentionLayers), times: T))
+            saturating(
+                saturating(matmulParameterCount, times: 2),
+                plus: saturating(saturating(4 * numAttentionHeads * headDim, times: attentionLayers), times: T)),
+            plus: saturating(scan, times: mambaLayers))
     }
 
     /// Bytes to train with AdamW at (batch, sequence): parameters, gradients and two moments in

@@ -31,6 +31,16 @@ public final class Activations {
         public internal(set) var attnGathered, attnSlots, attnExpertOut: UnsafeMutablePointer<Float>?
         /// Qwen3's query/key norms: their inputs (N, (H+G)·D) and reciprocal RMS (N, H+G).
         public internal(set) var qkNormInput, qkRstd: UnsafeMutablePointer<Float>?
+        /// A Mamba2 mixer (carved in every layer of a model that has one).
+        public internal(set) var mamba: MambaActivations?
+    }
+
+    /// A Mamba2 mixer's activations: the in-projection (N, W = I + convDim + H), the
+    /// convolution's output before its SiLU and after it (N, convDim: x, B, C), the time steps Δ
+    /// (N, H), the scan's output y (N, I), the gated norm's output (N, I) and reciprocal RMS
+    /// (N, groups), and the scan's state at the start of every chunk (B, chunks, H, P, N).
+    public struct MambaActivations {
+        public internal(set) var projection, convPre, xbc, dt, y, normed, rstd, states: UnsafeMutablePointer<Float>
     }
     public internal(set) var residual: [UnsafeMutablePointer<Float>] = []
     /// Per-layer activations of the last forward pass (read by importance scoring).
@@ -42,6 +52,9 @@ public final class Activations {
     var dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores: UnsafeMutablePointer<Float>
     /// Mixture scratch: dGates (N·k), dLogits (N·E), per-row expert gradients (N·k, max(C, G·D)).
     var dGates, dRouterLogits, dExpertRows: UnsafeMutablePointer<Float>
+    /// Mamba2 scratch: d(projection) (N, W), d(x, B, C) (N, convDim), dy and d(normed) (N, I),
+    /// dΔ (N, H), and per-sequence dA and dD (B, 2H).
+    var dMambaProjection, dMambaXBC, dMambaY, dMambaNormed, dMambaDt, dMambaAD: UnsafeMutablePointer<Float>
 
     /// Hands out consecutive pieces of one allocation; with no base it only counts.
     private struct Carver {
@@ -81,6 +94,7 @@ public final class Activations {
         var finalNorm, finalMean, finalRstd, logits, rowLoss: UnsafeMutablePointer<Float>
         var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores, dGates, dRouterLogits,
             dExpertRows: UnsafeMutablePointer<Float>
+        var dMambaProjection, dMambaXBC, dMambaY, dMambaNormed, dMambaDt, dMambaAD: UnsafeMutablePointer<Float>
 
         init(config c: ModelConfig, B: Int, T: Int, threads: Int, carver: inout Carver) {
             let N = B * T, C = c.hiddenSize
@@ -100,6 +114,8 @@ public final class Activations {
                 c.family.isMixture ? (pre: rows * 2 * c.expertWidth, act: rows * c.expertWidth) : (pre: 0, act: 0)
             let (preSize, actSize) = (max(dense.pre, sparse.pre), max(dense.act, sparse.act))
             let qkHeads = c.family.hasQKNorm ? c.numAttentionHeads + c.numKeyValueHeads : 0
+            let mamba = c.hybridLayers?.contains(.mamba) == true ? c.mamba : nil
+            let chunks = (T + c.mambaChunkSize - 1) / c.mambaChunkSize
             for _ in 0...c.numHiddenLayers { residual.append(carver.take(N * C)) }
             for l in 0..<c.numHiddenLayers {
                 var layer = Layer(
@@ -111,6 +127,14 @@ public final class Activations {
                 if qkHeads > 0 {
                     layer.qkNormInput = carver.take(N * qkHeads * c.headDim)
                     layer.qkRstd = carver.take(N * qkHeads)
+                }
+                if let m = mamba {
+                    layer.mamba = MambaActivations(
+                        projection: carver.take(N * m.projectionWidth), convPre: carver.take(N * m.convWidth),
+                        xbc: carver.take(N * m.convWidth), dt: carver.take(N * m.heads),
+                        y: carver.take(N * m.innerWidth),
+                        normed: carver.take(N * m.innerWidth), rstd: carver.take(N * m.groups),
+                        states: carver.take(B * chunks * m.heads * m.headDim * m.stateSize))
                 }
                 if c.family.isMixture {
                     let router = RouterState(
@@ -137,6 +161,12 @@ public final class Activations {
             dGates = carver.take(mixture ? N * k : 0)
             dRouterLogits = carver.take(mixture ? N * E : 0)
             dExpertRows = carver.take(mixture ? 2 * rows * max(C, GD) : 0)
+            dMambaProjection = carver.take(N * (mamba?.projectionWidth ?? 0))
+            dMambaXBC = carver.take(N * (mamba?.convWidth ?? 0))
+            dMambaY = carver.take(N * (mamba?.innerWidth ?? 0))
+            dMambaNormed = carver.take(N * (mamba?.innerWidth ?? 0))
+            dMambaDt = carver.take(N * (mamba?.heads ?? 0))
+            dMambaAD = carver.take(B * 2 * (mamba?.heads ?? 0))
         }
     }
 
@@ -160,6 +190,8 @@ public final class Activations {
         dResidual = plan.dResidual; dNorm = plan.dNorm; dQKV = plan.dQKV; dAttn = plan.dAttn
         dMLPPre = plan.dMLPPre; dMLPAct = plan.dMLPAct; dScores = plan.dScores
         dGates = plan.dGates; dRouterLogits = plan.dRouterLogits; dExpertRows = plan.dExpertRows
+        dMambaProjection = plan.dMambaProjection; dMambaXBC = plan.dMambaXBC; dMambaY = plan.dMambaY
+        dMambaNormed = plan.dMambaNormed; dMambaDt = plan.dMambaDt; dMambaAD = plan.dMambaAD
     }
 
     /// Logits (N, V) of the last forward pass (or dlogits after a loss with gradient).

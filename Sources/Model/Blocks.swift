@@ -12,6 +12,8 @@ public struct Block: Sendable, Equatable {
         /// keys seen (nil: full causal attention). `experts` > 0: JetMoE's mixture of attention
         /// (each of k chosen experts projects G query heads; one shared key/value projection).
         case attention(heads: Int, groups: Int, headDim: Int, window: Int?, experts: Int)
+        /// Mamba2's selective state-space mixer (Nemotron-H's `linear_attention` layers).
+        case mamba(MambaShape)
         /// No mixer and no norm before it: the residual stream passes through (Puzzle's
         /// `no_op` attention).
         case none
@@ -46,6 +48,78 @@ public struct Block: Sendable, Equatable {
     public var hasChannelMixer: Bool { channelMixer != .none }
 }
 
+/// The shape of a Mamba2 mixer (transformers' `NemotronHMamba2Mixer`): `heads` heads of
+/// `headDim` channels (I = heads·headDim), `groups` groups of B and C (each of `stateSize`),
+/// the heads of group g being g·heads/groups ..< (g+1)·heads/groups; a depthwise causal
+/// convolution of `convKernel` taps over x, B and C (convDim = I + 2·groups·stateSize).
+public struct MambaShape: Sendable, Hashable, Codable {
+    public var heads: Int, headDim: Int, groups: Int, stateSize: Int, convKernel: Int
+
+    public init(heads: Int, headDim: Int, groups: Int, stateSize: Int, convKernel: Int) {
+        self.heads = heads
+        self.headDim = headDim
+        self.groups = groups
+        self.stateSize = stateSize
+        self.convKernel = convKernel
+    }
+
+    /// I: the width of x, of the gate z and of the scan's output.
+    public var innerWidth: Int { heads * headDim }
+    /// The channels the convolution mixes: x, B and C.
+    public var convWidth: Int { innerWidth + 2 * groups * stateSize }
+    /// The in-projection's output: z, then x, B, C, then one time step per head.
+    public var projectionWidth: Int { innerWidth + convWidth + heads }
+    /// Parameters of one mixer (in and out projections, convolution, dt bias, A, D, norm),
+    /// without the block's norm; `convBias` when the convolution has its bias.
+    public func parameterCount(hidden C: Int, convBias: Bool) -> Int {
+        C * projectionWidth + convWidth * convKernel + (convBias ? convWidth : 0) + 3 * heads + innerWidth
+            + innerWidth * C
+    }
+}
+
+/// What a hybrid decoder's layer is (Nemotron-H's `layers_block_type`).
+public enum HybridLayer: String, Sendable, Hashable, Codable, CaseIterable {
+    case mamba, attention, mlp, moe
+
+    /// The pattern letter (`hybrid_override_pattern`).
+    public var letter: Character {
+        switch self {
+        case .mamba: "M"
+        case .attention: "*"
+        case .mlp: "-"
+        case .moe: "E"
+        }
+    }
+
+    /// transformers 5's name (`linear_attention`, `full_attention`, `mlp`, `moe`).
+    public var transformersName: String {
+        switch self {
+        case .mamba: "linear_attention"
+        case .attention: "full_attention"
+        case .mlp: "mlp"
+        case .moe: "moe"
+        }
+    }
+
+    /// Reads one entry of `layers_block_type`: transformers 5's names or the older `mamba` /
+    /// `attention`.
+    public init?(name: String) {
+        switch name {
+        case "linear_attention", "mamba": self = .mamba
+        case "full_attention", "attention": self = .attention
+        case "mlp": self = .mlp
+        case "moe": self = .moe
+        default: return nil
+        }
+    }
+
+    /// Reads one letter of `hybrid_override_pattern`.
+    public init?(letter: Character) {
+        guard let t = HybridLayer.allCases.first(where: { $0.letter == letter }) else { return nil }
+        self = t
+    }
+}
+
 /// One layer of a heterogeneous decoder (Puzzle's per-layer `block_configs`): its attention's
 /// key/value groups (nil: no attention) and its MLP's width (nil: no MLP). The query heads and
 /// head width are the model's.
@@ -75,6 +149,19 @@ extension ModelConfig {
     /// Layer l's block.
     public func block(_ l: Int) -> Block {
         if let v = layerVariants?[l] { return block(v, window: window(layer: l)) }
+        if let types = hybridLayers {
+            // A hybrid layer is one mixer behind one norm: Mamba2 or attention (a block without
+            // its channel mixer), or an MLP (a block without its mixer).
+            switch types[l] {
+            case .mamba: return Block(mixer: .mamba(mamba!), channelMixer: .none)
+            case .attention:
+                let a = Block.Mixer.attention(
+                    heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim, window: nil, experts: 0)
+                return Block(mixer: a, channelMixer: .none)
+            case .mlp: return Block(mixer: .none, channelMixer: .dense(width: intermediateSize))
+            case .moe: preconditionFailure("mixture-of-experts hybrid layers are refused when the config is read")
+            }
+        }
         let attentionExperts = family.hasAttentionExperts ? numLocalExperts : 0
         let mixer = Block.Mixer.attention(
             heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim,

@@ -125,7 +125,7 @@ public enum Checkpoint {
             try byTensor[e.name]!.read(e.name, into: model.parameters.pointer + e.offset)
             remaining.remove(e.name)
         }
-        let lmHead = ParameterLayout.lmHeadName, embedding = ParameterLayout.embeddingName
+        let lmHead = ParameterLayout.lmHeadName, embedding = model.config.family.definition.embeddingName
         if model.config.tieWordEmbeddings, remaining.contains(lmHead), let file = byTensor[lmHead] {
             let head = try file.floats(lmHead)
             let embed = Array(model.tensor(embedding)!)

@@ -66,9 +66,13 @@ extension ModelConfig {
         json["head_dim"] = JSON(headDim)
         family.definition.writeKeys(self, into: &json, rope: &rope)
         for (key, value) in self.rope.json where self.rope.kind != .default { rope[key] = value }
-        json["rope_parameters"] = .object(rope)
-        // transformers 4 reads the scaling from rope_scaling (5 reads either; they agree).
-        if self.rope.kind != .default { json["rope_scaling"] = .object(rope) }
+        if family.definition.hasRotary {
+            json["rope_parameters"] = .object(rope)
+            // transformers 4 reads the scaling from rope_scaling (5 reads either; they agree).
+            if self.rope.kind != .default { json["rope_scaling"] = .object(rope) }
+        } else {
+            json["rope_theta"] = nil
+        }
         for (key, value) in passthrough.keys where json[key] == nil { json[key] = value }
         json["bos_token_id"] = bosTokenId.map { JSON($0) } ?? JSON.null
         json["pad_token_id"] = padTokenId.map { JSON($0) } ?? JSON.null
@@ -153,7 +157,9 @@ public struct ConfigReader {
         if let tp = try int("pretraining_tp"), tp != 1 {
             throw unsupported("pretraining_tp", "\(tp); only 1 is implemented")
         }
-        let layerCount = try requiredInt("num_hidden_layers")
+        // A hybrid family's layer list gives the layer count (Nemotron-H ignores num_hidden_layers).
+        let hybrid = try definition.readHybrid(self, used: &used)
+        let layerCount = try hybrid.map(\.layers.count) ?? requiredInt("num_hidden_layers")
         let (window, slidingLayers) = try definition.readSlidingWindow(self, layers: layerCount, used: &used)
         let actKey = definition.activationKey, expectedAct = definition.activation
         used.insert(actKey)
@@ -229,14 +235,16 @@ public struct ConfigReader {
             vocabSize: try requiredInt("vocab_size"),
             hiddenSize: try requiredInt("hidden_size"),
             intermediateSize: try requiredInt("intermediate_size"),
-            numHiddenLayers: try requiredInt("num_hidden_layers"),
+            numHiddenLayers: layerCount,
             numAttentionHeads: heads,
             numKeyValueHeads: kvHeads,
             headDim: headDim,
             normEps: try double(epsKey),
             ropeTheta: ropeTheta,
             partialRotaryFactor: partial,
-            tieWordEmbeddings: try bool("tie_word_embeddings") ?? definition.defaultTieWordEmbeddings,
+            // transformers' Nemotron-H keeps its own LM head whatever tie_word_embeddings says.
+            tieWordEmbeddings: try (bool("tie_word_embeddings") ?? definition.defaultTieWordEmbeddings)
+                && definition.canTieEmbeddings,
             maxPositionEmbeddings: try int("max_position_embeddings") ?? definition.defaultMaxPositionEmbeddings,
             initializerRange: try double("initializer_range") ?? definition.defaultInitializerRange,
             bosTokenId: try int("bos_token_id"),
@@ -247,6 +255,13 @@ public struct ConfigReader {
             normTopKProb: mixture.normTopK,
             denseMLPLayers: mixture.denseLayers, slidingWindow: window, slidingLayers: slidingLayers, rope: rope)
 
+        if let hybrid {
+            config.hybridLayers = hybrid.layers
+            config.mamba = hybrid.mamba
+            config.mambaConvBias = hybrid.convBias
+            config.mambaTimeStepMin = hybrid.timeStepMin
+            config.mambaChunkSize = hybrid.chunkSize
+        }
         // A heterogeneous family's layers; the config's key/value heads and MLP width become the
         // largest any layer has (what buffers are sized by).
         if let variants = try definition.readLayerVariants(
@@ -261,7 +276,9 @@ public struct ConfigReader {
         var passthrough = ModelConfig.Passthrough()
         for key in json.keys.sorted() where !used.contains(key) && !ModelConfig.regeneratedKeys.contains(key) {
             passthrough.keys[key] = json[key]!
-            if !ModelConfig.pretrainedMetadataKeys.contains(key) { passthrough.unknown.append(key) }
+            if !ModelConfig.pretrainedMetadataKeys.contains(key), !definition.metadataKeys.contains(key) {
+                passthrough.unknown.append(key)
+            }
         }
         config.passthrough = passthrough
         try config.validate(file: file)

@@ -65,6 +65,17 @@ public struct ModelConfig: Sendable, Equatable {
     /// layer is the config's. ``numKeyValueHeads`` and ``intermediateSize`` are then the largest
     /// any layer has (what buffers are sized by).
     public var layerVariants: [LayerVariant]? = nil
+    /// A hybrid decoder's layer types (Nemotron-H `layers_block_type`); nil for the families
+    /// whose every layer is attention then an MLP.
+    public var hybridLayers: [HybridLayer]? = nil
+    /// The Mamba2 mixers' shape (Nemotron-H; nil without Mamba layers).
+    public var mamba: MambaShape? = nil
+    /// Mamba2's other settings: whether the convolution has a bias (`use_conv_bias`), the floor
+    /// of the time step (`time_step_min`, which transformers' mixer clamps Δ to) and the scan's
+    /// chunk (`chunk_size`: how often the backward pass checkpoints the state).
+    public var mambaConvBias = true
+    public var mambaTimeStepMin = 0.001
+    public var mambaChunkSize = 128
     /// Keys of the `config.json` read that change no arithmetic and that Topiary does not write
     /// anew (token ids beyond bos/eos/pad, generation defaults, keys transformers does not
     /// define for the family): written back as they were.
@@ -95,7 +106,8 @@ public struct ModelConfig: Sendable, Equatable {
     }
 
     /// Rotary dimensions per head: `Int(D × partial_rotary_factor)` as transformers computes it.
-    public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
+    /// 0 for a family without rotary embeddings (Nemotron-H).
+    public var rotaryDim: Int { family.definition.hasRotary ? Int(Double(headDim) * partialRotaryFactor) : 0 }
 
     public init(
         family: Family, vocabSize: Int, hiddenSize: Int, intermediateSize: Int,
@@ -200,7 +212,7 @@ public struct ModelConfig: Sendable, Equatable {
                     "\(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads) (transformers refuses such a config)"
             )
         }
-        if rotaryDim % 2 != 0 || rotaryDim <= 0 || rotaryDim > headDim {
+        if family.definition.hasRotary, rotaryDim % 2 != 0 || rotaryDim <= 0 || rotaryDim > headDim {
             throw ModelError.invalidConfig(
                 file: file, key: "partial_rotary_factor",
                 reason:

@@ -27,6 +27,11 @@ public final class DecodeSession {
             throw ModelError.invalidInput(
                 "decoding with a cache covers dense blocks; \(c.family.rawValue) routes experts")
         }
+        if c.hybridLayers?.contains(.mamba) == true {
+            throw ModelError.invalidInput(
+                "decoding with a cache does not cover Mamba2 layers yet (\(c.family.displayName)); "
+                    + "the full forward pass runs them")
+        }
         guard B >= 1, capacity >= 1 else { throw ModelError.invalidInput("decode batch and capacity must be positive") }
         self.model = model
         batch = B

@@ -73,6 +73,29 @@ public final class DecoderModel {
         let std = config.initializerRange
         for e in layout.entries {
             let p = parameters.pointer + e.offset
+            // Mamba2 as transformers initialises it: A_log = log(1…H), D = 1, Δ's bias the inverse
+            // softplus of a log-uniform draw in [time_step_min, time_step_max] (floored at
+            // time_step_floor), and the convolution as PyTorch's Conv1d, U(±1/√K).
+            switch e.role {
+            case .mambaALog?:
+                for h in 0..<e.count { p[h] = Float(Foundation.log(Double(h + 1))) }
+                continue
+            case .mambaD?:
+                p.update(repeating: 1, count: e.count)
+                continue
+            case .mambaDtBias?:
+                let (lo, hi) = (Foundation.log(config.mambaTimeStepMin), Foundation.log(0.1))
+                for h in 0..<e.count {
+                    let dt = max(Foundation.exp(rng.uniform() * (hi - lo) + lo), 1e-4)
+                    p[h] = Float(dt + Foundation.log(-Foundation.expm1(-dt)))
+                }
+                continue
+            case .mambaConv?, .mambaConvBias?:
+                let bound = 1 / Double(config.mamba?.convKernel ?? 1).squareRoot()
+                for i in 0..<e.count { p[i] = Float((2 * rng.uniform() - 1) * bound) }
+                continue
+            default: break
+            }
             if e.shape.count >= 2 {
                 for i in 0..<e.count { p[i] = Float(rng.normal() * std) }
             } else {
@@ -186,6 +209,9 @@ public final class DecoderModel {
         if !o.hasMixer {
             // No attention: the residual stream passes through.
             a.mid.update(from: x, count: N * C)
+        } else if let mo = o.mamba, let ma = a.mamba {
+            normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
+            mambaForward(l, mo, ma, acts)
         } else if let ex = o.attentionExperts, let r = a.attentionRouter {
             normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
             try mixtureOfAttentionForward(l, acts, ex, r)
@@ -365,7 +391,9 @@ public final class DecoderModel {
             normBackward(dres, acts.dNorm, a.mid, a.mean2, a.rstd2, weight: o.norm2, bias: o.norm2Bias, N: N)
         }
         guard o.hasMixer else { return }
-        if let ex = o.attentionExperts, let r = a.attentionRouter {
+        if let mo = o.mamba, let ma = a.mamba {
+            mambaBackward(l, mo, ma, acts)
+        } else if let ex = o.attentionExperts, let r = a.attentionRouter {
             mixtureOfAttentionBackward(l, acts, ex, r, routing)
         } else {
             // Attention. dW_o (C, HD) += dresᵀ · attn; dAttn (N, HD) = dres (N, C) · W_o (C, HD)

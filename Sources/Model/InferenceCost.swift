@@ -31,19 +31,24 @@ public struct InferenceCost: Sendable, Equatable {
 
 extension Block {
     /// Key/value values one position of this block keeps: `2 · G · D` (a JetMoE layer shares one
-    /// key/value projection among its attention experts, so the same).
+    /// key/value projection among its attention experts, so the same). A Mamba2 mixer keeps one
+    /// recurrent state whatever the context: `I · N` for the scan plus `convDim · (K − 1)` for the
+    /// convolution, counted as one position.
     public var keyValueWidth: Int {
         switch mixer {
         case .none: return 0
         case let .attention(_, G, D, _, _): return 2 * G * D
+        case let .mamba(m): return m.innerWidth * m.stateSize + m.convWidth * (m.convKernel - 1)
         }
     }
 
-    /// Positions this block's cache holds at `context`: all of them, or its sliding window.
+    /// Positions this block's cache holds at `context`: all of them, or its sliding window; 1 for
+    /// a Mamba2 mixer's state.
     public func cachedPositions(context: Int) -> Int {
         switch mixer {
         case .none: return 0
         case let .attention(_, _, _, window, _): return window.map { min($0, context) } ?? context
+        case .mamba: return context > 0 ? 1 : 0
         }
     }
 
@@ -55,6 +60,9 @@ extension Block {
         case let .attention(H, G, D, _, E):
             let heads = E > 0 ? k * G : H
             return saturating(4 * heads * D, times: positions)
+        case let .mamba(m):
+            // The state's update (x ⊗ B) and its readout (against C), once per token.
+            return saturating(4 * m.innerWidth * m.stateSize, times: positions)
         }
     }
 }

@@ -12,9 +12,13 @@ public enum TensorRole: String, Sendable, Equatable {
     /// A mixture MLP: the router; one expert's projections (Mixtral-style, one tensor each);
     /// or stacks over every expert (JetMoE: `in` holds gate then up), and the output bias.
     case mlpRouter, expertGate, expertUp, expertDown, expertsIn, expertsOut, mlpBias
+    /// A Mamba2 mixer: the in-projection (z, x, B, C, dt), the depthwise convolution's weight
+    /// (convDim, 1, K) and bias, the time-step bias, A_log and D (one per head), the gated
+    /// norm's weight (I) and the out-projection.
+    case mambaIn, mambaConv, mambaConvBias, mambaDtBias, mambaALog, mambaD, mambaNorm, mambaOut
 
     /// Norm weights that RMSNorm initialises to 1.
-    public var isNormWeight: Bool { [.inputNorm, .postNorm, .finalNorm, .qNorm, .kNorm].contains(self) }
+    public var isNormWeight: Bool { [.inputNorm, .postNorm, .finalNorm, .qNorm, .kNorm, .mambaNorm].contains(self) }
 }
 
 /// The units of the teacher a pruning plan keeps, by what they index.
@@ -103,7 +107,6 @@ public struct ParameterLayout: Sendable, Equatable {
 
     public static let embeddingName = "model.embed_tokens.weight"
     public static let lmHeadName = "lm_head.weight"
-    static let finalNormName = "model.norm"
     /// The prefix of layer l's tensors.
     public static func layerPrefix(_ l: Int) -> String { "model.layers.\(l)." }
 
@@ -151,24 +154,24 @@ public struct ParameterLayout: Sendable, Equatable {
     public init(config c: ModelConfig) {
         let (C, V) = (c.hiddenSize, c.vocabSize)
         let family = c.family.definition, hasBias = family.hasNormBias
-        add(Self.embeddingName, [V, C], role: .embedding, dims: [.whole, .channels])
+        add(family.embeddingName, [V, C], role: .embedding, dims: [.whole, .channels])
         func norm(_ name: String, _ weight: TensorRole, _ bias: TensorRole, prefix: String, layer: Int?) {
             add(prefix + name + ".weight", [C], role: weight, layer: layer, dims: [.channels])
             if hasBias { add(prefix + name + ".bias", [C], role: bias, layer: layer, dims: [.channels]) }
         }
         for (l, block) in c.blocks.enumerated() {
-            let p = Self.layerPrefix(l)
+            let p = family.layerPrefix(l)
             // A block without a mixer (or channel mixer) has neither it nor the norm before it.
             if block.hasMixer {
-                norm("input_layernorm", .inputNorm, .inputNormBias, prefix: p, layer: l)
+                norm(family.mixerNormName, .inputNorm, .inputNormBias, prefix: p, layer: l)
                 for t in family.mixerTensors(block.mixer, c) { add(t, prefix: p, layer: l) }
             }
             if block.hasChannelMixer {
-                norm("post_attention_layernorm", .postNorm, .postNormBias, prefix: p, layer: l)
+                norm(family.channelMixerNormName, .postNorm, .postNormBias, prefix: p, layer: l)
                 for t in family.channelMixerTensors(block.channelMixer, c) { add(t, prefix: p, layer: l) }
             }
         }
-        norm(Self.finalNormName, .finalNorm, .finalNormBias, prefix: "", layer: nil)
+        norm(family.finalNormName, .finalNorm, .finalNormBias, prefix: "", layer: nil)
         if !c.tieWordEmbeddings { add(Self.lmHeadName, [V, C], role: .lmHead, dims: [.whole, .channels]) }
     }
 
@@ -196,6 +199,8 @@ struct LayerOffsets {
     var mlpRouterName: String?, attentionRouterName: String?
     /// Whether the block has its mixer and its channel mixer (a heterogeneous layer may not).
     var hasMixer: Bool, hasChannelMixer: Bool
+    /// A Mamba2 mixer's tensors.
+    var mamba: MambaOffsets?
 
     init(layout: ParameterLayout, layer l: Int, block: Block) {
         func at(_ role: TensorRole, _ expert: Int? = nil) -> Int { layout.offset(role, layer: l, expert: expert) }
@@ -228,6 +233,11 @@ struct LayerOffsets {
         case .attention:
             qkv = at(.q)
             o = at(.o)
+        case let .mamba(shape):
+            mamba = MambaOffsets(
+                shape: shape, input: at(.mambaIn), conv: at(.mambaConv), convBias: maybe(.mambaConvBias),
+                dtBias: at(.mambaDtBias), aLog: at(.mambaALog), d: at(.mambaD), norm: at(.mambaNorm),
+                output: at(.mambaOut))
         }
         switch block.channelMixer {
         case .none: break
@@ -252,6 +262,12 @@ struct LayerOffsets {
             mlpRouterName = layout.entry(.mlpRouter, layer: l)?.name
         }
     }
+}
+
+/// Where one Mamba2 mixer's tensors sit (``TensorRole/mambaIn`` …).
+struct MambaOffsets {
+    var shape: MambaShape
+    var input: Int, conv: Int, convBias: Int?, dtBias: Int, aLog: Int, d: Int, norm: Int, output: Int
 }
 
 /// Where one mixture's tensors sit: expert e's input matrix at `input + e·inputStride`, its

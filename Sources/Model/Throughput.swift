@@ -98,6 +98,8 @@ public enum Throughput {
             s += " H\(H) G\(G) D\(D)" + (window.map { " W\($0)" } ?? "") + (E > 0 ? " E\(E)" : "")
             if c.family.hasQKVBias { s += " bias" }
             if c.family.hasQKNorm { s += " qknorm" }
+        case let .mamba(m):
+            s += " mamba H\(m.heads) P\(m.headDim) G\(m.groups) N\(m.stateSize) K\(m.convKernel)"
         }
         switch b.channelMixer {
         case .none: s += " mlp-"
@@ -199,6 +201,8 @@ public enum Throughput {
             variant.keyValueGroups = G
             one.slidingWindow = window
             one.slidingLayers = window == nil ? [] : Array(0..<layers)
+        case .mamba:
+            throw ModelError.invalidInput("the built-in engine does not time Mamba2 blocks yet")
         }
         switch b.channelMixer {
         case .none: break

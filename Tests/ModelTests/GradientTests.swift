@@ -25,7 +25,23 @@ import Testing
         try Self.checkFiniteDifferences(heterogeneousConfig(), T: T)
     }
 
-    static func checkFiniteDifferences(_ config: ModelConfig, T: Int) throws {
+    /// Issue 26: Nemotron-H — Mamba2 (convolution, the selective scan across chunk boundaries,
+    /// the time-step clamp, the gated grouped norm), attention without rotary, squared-ReLU MLP.
+    @Test(arguments: [(5, true), (13, true), (9, false)])
+    func finiteDifferencesHybrid(_ T: Int, _ convBias: Bool) throws {
+        // Time steps Δ near 1 rather than transformers' initial 0.001…0.1, so that A_log's
+        // gradients (∝ Δ) stand above the float32 loss's rounding; one head's Δ at the clamp.
+        try Self.checkFiniteDifferences(hybridConfig(convBias: convBias), T: T) { model in
+            for e in model.layout.entries where e.role == .mambaDtBias {
+                let p = model.tensor(e.name)!
+                for h in 0..<p.count { p[h] = h == 0 ? -9 : 0.5 * Float(h) }
+            }
+        }
+    }
+
+    static func checkFiniteDifferences(
+        _ config: ModelConfig, T: Int, step h: Float = 1e-2, prepare: (DecoderModel) -> Void = { _ in }
+    ) throws {
         let (family, tied) = (config.family, config.tieWordEmbeddings)
         let model = DecoderModel(config: config)
         model.initialize(seed: 42)
@@ -37,6 +53,7 @@ import Testing
             let p = model.tensor(e.name)!
             for i in 0..<p.count { p[i] += Float(0.2 * rng.normal()) }
         }
+        prepare(model)
         let B = T > 8 ? 1 : 2
         let tokens = (0..<(B * T)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
         var targets = DecoderModel.shiftedTargets(tokens, batch: B, sequence: T)
@@ -63,7 +80,6 @@ import Testing
         let analytic = model.gradients.array
         var checked = 0, skipped = 0
 
-        let h: Float = 1e-2
         for e in model.layout.entries {
             // The largest gradients of the tensor plus a few random entries.
             let indices = Array(Set((0..<e.count).sorted { abs(analytic[e.offset + $0]) > abs(analytic[e.offset + $1]) }.prefix(3)
@@ -92,7 +108,7 @@ import Testing
 
     /// The gradient really flows everywhere: no tensor's gradient is identically zero.
     @Test func everyTensorGetsGradient() throws {
-        for config in Self.cases.map({ tinyConfig($0.0, tied: $0.1) }) + [heterogeneousConfig()] {
+        for config in Self.cases.map({ tinyConfig($0.0, tied: $0.1) }) + [heterogeneousConfig(), hybridConfig()] {
             let family = config.family
             let model = DecoderModel(config: config)
             model.initialize(seed: 3)

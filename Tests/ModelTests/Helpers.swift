@@ -37,6 +37,21 @@ func tinyConfig(_ family: Family, tied: Bool = false, vocab: Int = 23, layers: I
                        slidingWindow: family == .qwen2 || family == .mistral ? 3 : nil, slidingLayers: family == .qwen2 ? [1] : nil)
 }
 
+/// A Nemotron-H decoder of Mamba2, MLP, attention and Mamba2 layers: 4 Mamba heads of 3 channels
+/// in 2 groups, a state of 5, a convolution of 3 taps, and a chunk of 4 positions (so that the
+/// backward pass's state checkpoints are crossed).
+func hybridConfig(vocab: Int = 23, layers: [HybridLayer] = [.mamba, .mlp, .attention, .mamba],
+                  convBias: Bool = true) -> ModelConfig {
+    var c = ModelConfig(family: .nemotronH, vocabSize: vocab, hiddenSize: 16, intermediateSize: 20, numHiddenLayers: layers.count,
+                        numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 4,
+                        maxPositionEmbeddings: 64, initializerRange: 0.3)
+    c.hybridLayers = layers
+    c.mamba = MambaShape(heads: 4, headDim: 3, groups: 2, stateSize: 5, convKernel: 3)
+    c.mambaChunkSize = 4
+    c.mambaConvBias = convBias
+    return c
+}
+
 /// A nemotron-nas decoder whose five layers differ: 2 key/value groups and an MLP of 512, no
 /// attention and 256, 1 group and no MLP, neither, 2 groups and 256.
 func heterogeneousConfig(tied: Bool = false, vocab: Int = 23) -> ModelConfig {

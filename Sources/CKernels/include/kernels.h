@@ -46,4 +46,22 @@ void tp_swiglu_backward_on(int path, float *dpre, const float *dact, const float
 void tp_adamw(float *p, const float *grad, float *m, float *v, long n, const float *k);
 void tp_adamw_on(int path, float *p, const float *grad, float *m, float *v, long n, const float *k);
 
+/// Mamba2's selective scan for one sequence and one group g (mamba.c): x, B and C read from xbc
+/// (rows of stride xs; x of head h at h·P, B at I + g·N, C at I + G·N + g·N), Δ from dt (stride
+/// dts), y written (stride ys), the state at the start of every chunk of Q positions kept in
+/// chunk_states ([chunk][head][P][N]).
+void tp_mamba_scan_forward(long T, long H, long P, long G, long Ns, long Q, long g, const float *xbc, long xs, long I,
+                           const float *dt, long dts, const float *A, const float *D, float *y, long ys,
+                           float *chunk_states);
+/// Its backward pass from dy: adds into dxbc, ddt, dA and dD (zeroed by the caller).
+void tp_mamba_scan_backward(long T, long H, long P, long G, long Ns, long Q, long g, const float *xbc, long xs, long I,
+                            const float *dt, long dts, const float *A, const float *D, const float *chunk_states,
+                            const float *dy, long dys, float *dxbc, float *ddt, float *dA, float *dD);
+/// Depthwise causal convolution of K taps over T positions of W channels (bias may be NULL), and
+/// its backward pass (din written; dw, dbias added to).
+void tp_causal_conv_forward(long T, long W, long K, const float *in, long is, const float *w, const float *bias,
+                            float *out, long os);
+void tp_causal_conv_backward(long T, long W, long K, const float *in, long is, const float *w, const float *dout,
+                             long os, float *din, long ds, float *dw, float *dbias);
+
 #endif

@@ -94,11 +94,45 @@ public protocol FamilyDefinition: Sendable {
     /// Query heads the family derives from other axes (JetMoE: G × k); nil when they are free.
     func derivedQueryHeads(_ c: ModelConfig) -> Int?
 
+    // MARK: hybrid decoders
+    /// Rotary position embeddings on attention (Nemotron-H's attention has none).
+    var hasRotary: Bool { get }
+    /// Whether `tie_word_embeddings` ties the LM head to the embedding (transformers' Nemotron-H
+    /// has no tied keys: it always keeps its own head).
+    var canTieEmbeddings: Bool { get }
+    /// A hybrid family's layer types and Mamba2 settings (Nemotron-H); nil for the families
+    /// whose layers are all attention then an MLP. The layer count is then the list's length.
+    func readHybrid(_ r: ConfigReader, used: inout Set<String>) throws -> HybridKeys?
+    /// Keys the family's transformers config defines that change no forward arithmetic (its
+    /// initialisation, cache dtypes, keys of a block type the config has none of): kept and
+    /// written back, not warned about.
+    var metadataKeys: Set<String> { get }
+
     // MARK: tensors
+    /// The checkpoint names of the parts every family has: the token embedding, the final
+    /// norm's prefix, layer l's prefix, and the norms before a block's mixer and channel mixer.
+    var embeddingName: String { get }
+    var finalNormName: String { get }
+    func layerPrefix(_ l: Int) -> String
+    var mixerNormName: String { get }
+    var channelMixerNormName: String { get }
     /// One block's mixer tensors, named inside the layer (`self_attn.q_proj.weight`).
     func mixerTensors(_ mixer: Block.Mixer, _ c: ModelConfig) -> [TensorSpec]
     /// One block's channel-mixer tensors, named inside the layer.
     func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec]
+}
+
+/// A hybrid config's layers and Mamba2 settings (``FamilyDefinition/readHybrid(_:used:)``).
+public struct HybridKeys: Sendable {
+    public var layers: [HybridLayer]
+    public var mamba: MambaShape?
+    public var convBias = true
+    public var timeStepMin = 0.001
+    public var chunkSize = 128
+    public init(layers: [HybridLayer], mamba: MambaShape?) {
+        self.layers = layers
+        self.mamba = mamba
+    }
 }
 
 /// A mixture's config values (zero and nil for dense families).
@@ -142,6 +176,15 @@ extension FamilyDefinition {
     public var defaultTieWordEmbeddings: Bool { false }
     public var allowsPartialRotary: Bool { false }
     public var biasKeys: [(key: String, refused: Bool)] { [] }
+    public var hasRotary: Bool { true }
+    public var canTieEmbeddings: Bool { true }
+    public func readHybrid(_ r: ConfigReader, used: inout Set<String>) throws -> HybridKeys? { nil }
+    public var metadataKeys: Set<String> { [] }
+    public var embeddingName: String { ParameterLayout.embeddingName }
+    public var finalNormName: String { "model.norm" }
+    public func layerPrefix(_ l: Int) -> String { ParameterLayout.layerPrefix(l) }
+    public var mixerNormName: String { "input_layernorm" }
+    public var channelMixerNormName: String { "post_attention_layernorm" }
 
     public func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
         -> (heads: Int?, kvHeads: Int?, headDim: Int?)
@@ -204,7 +247,7 @@ public struct Family: Sendable, Hashable, CaseIterable, Codable, RawRepresentabl
     /// The registry: every family the engine implements, by `model_type`. A new family is one
     /// file under `Sources/Model/Families/` and its line here.
     public static let allCases: [Family] = [
-        .llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe, .nemotronNAS
+        .llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe, .nemotronNAS, .nemotronH
     ]
 
     private static let byModelType: [String: Family] = Dictionary(

@@ -76,6 +76,7 @@ public struct TrialPlan: Sendable, Equatable {
                 n += 6 * C + 3 * H * D + 2 * G * D + H
                 if e.attention == "eager" { n += H * T + 2 * (H * D - G * D) }
             }
+            if case let .mamba(m) = b.mixer { n += 2 * C + 2 * m.projectionWidth + 2 * m.convWidth + 3 * m.innerWidth }
             switch b.channelMixer {
             case .none: break
             case let .dense(F): n += 4 * F

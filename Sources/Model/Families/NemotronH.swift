@@ -1,0 +1,196 @@
+/// `NemotronHForCausalLM`: a hybrid decoder whose every layer is one mixer behind an RMSNorm and
+/// a residual connection — a Mamba2 mixer (`linear_attention`, pattern `M`), grouped-query
+/// attention without positional embeddings (`full_attention`, `*`), or a squared-ReLU MLP
+/// (`mlp`, `-`) — given by `layers_block_type` (transformers 5's names or the older `mamba` /
+/// `attention`) or the older `hybrid_override_pattern` string. Tensors live under `backbone.`.
+/// Mixture-of-experts layers (`moe`, `E`) are refused when the config is read.
+struct NemotronH: FamilyDefinition {
+    var modelType: String { "nemotron_h" }
+    var architecture: String { "NemotronHForCausalLM" }
+    var displayName: String { "Nemotron-H" }
+    var isGated: Bool { false }
+    var hasRotary: Bool { false }
+    var canTieEmbeddings: Bool { false }
+    var epsKey: String { "layer_norm_epsilon" }
+    var activationKey: String { "mlp_hidden_act" }
+    var activation: String { "relu2" }
+    var defaultNormEps: Double { 1e-5 }
+    var biasKeys: [(key: String, refused: Bool)] {
+        [("attention_bias", true), ("mlp_bias", true), ("use_bias", true)]
+    }
+    /// Keys NemotronHConfig defines that change no forward pass here: initialisation, kernels and
+    /// cache dtypes, the mixture and multi-token-prediction keys of blocks the config has none of.
+    var metadataKeys: Set<String> {
+        [
+            "expand", "mamba_expand", "time_step_max", "mamba_dt_max", "time_step_floor", "mamba_dt_init_floor",
+            "time_step_limit", "mamba_dt_limit", "mamba_ssm_cache_dtype", "use_mamba_kernels", "residual_in_fp32",
+            "rescale_prenorm_residual", "hidden_dropout", "num_logits_to_keep", "mamba_proj_bias", "sliding_window",
+            "n_routed_experts", "n_shared_experts", "moe_intermediate_size", "moe_shared_expert_intermediate_size",
+            "moe_latent_size", "moe_shared_expert_overlap", "num_experts_per_tok", "routed_scaling_factor", "n_group",
+            "topk_group", "norm_topk_prob", "output_router_logits", "router_aux_loss_coef",
+            "num_nextn_predict_layers", "mtp_layers_block_type", "mtp_hybrid_override_pattern"
+        ]
+    }
+    var axes: [Axis] { [] }
+
+    var embeddingName: String { "backbone.embeddings.weight" }
+    var finalNormName: String { "backbone.norm_f" }
+    func layerPrefix(_ l: Int) -> String { "backbone.layers.\(l)." }
+    var mixerNormName: String { "norm" }
+    var channelMixerNormName: String { "norm" }
+
+    func readHybrid(_ r: ConfigReader, used: inout Set<String>) throws -> HybridKeys? {
+        for key in ["layers_block_type", "layer_types", "hybrid_override_pattern", "num_hidden_layers"] {
+            used.insert(key)
+        }
+        var layers: [HybridLayer]
+        let listKey = r.value("layers_block_type") != nil ? "layers_block_type" : "layer_types"
+        if let v = r.value(listKey) {
+            guard let list = v.array else { throw r.fail(listKey, "expected a list of layer types, got \(v)") }
+            layers = try list.enumerated().map { i, item in
+                guard let name = item.string, let t = HybridLayer(name: name) else {
+                    throw r.fail(
+                        "\(listKey)[\(i)]",
+                        "\(item) is not a layer type; expected linear_attention (or mamba), full_attention "
+                            + "(or attention), mlp or moe")
+                }
+                return t
+            }
+        } else if let v = r.value("hybrid_override_pattern") {
+            guard let pattern = v.string else { throw r.fail("hybrid_override_pattern", "expected a string, got \(v)") }
+            layers = try pattern.enumerated().map { i, letter in
+                guard let t = HybridLayer(letter: letter) else {
+                    throw r.fail(
+                        "hybrid_override_pattern",
+                        "'\(letter)' at position \(i) is not a layer type; expected M (Mamba2), * (attention), "
+                            + "- (MLP) or E (mixture of experts)")
+                }
+                return t
+            }
+        } else {
+            // transformers' default.
+            layers = [.mamba, .moe, .attention, .mlp]
+        }
+        guard !layers.isEmpty else { throw r.fail(listKey, "the model has no layers") }
+        if let l = layers.firstIndex(of: .moe) {
+            throw r.unsupported(
+                r.value("hybrid_override_pattern") != nil && r.value(listKey) == nil
+                    ? "hybrid_override_pattern" : listKey,
+                "layer \(l) is a mixture-of-experts block (moe, E); Nemotron-H's MoE blocks are not implemented yet")
+        }
+        /// A key, or its older spelling, which transformers prefers when both are given.
+        func int(_ key: String, legacy: String? = nil, _ fallback: Int) throws -> Int {
+            used.insert(key)
+            if let legacy {
+                used.insert(legacy)
+                if let n = try r.int(legacy) { return n }
+            }
+            return try r.int(key) ?? fallback
+        }
+        let shape = MambaShape(
+            heads: try int("mamba_num_heads", 128), headDim: try int("mamba_head_dim", 64),
+            groups: try int("n_groups", legacy: "mamba_n_groups", 8), stateSize: try int("ssm_state_size", 128),
+            convKernel: try int("conv_kernel", legacy: "mamba_d_conv", 4))
+        var keys = HybridKeys(layers: layers, mamba: shape)
+        keys.chunkSize = try int("chunk_size", legacy: "mamba_chunk_size", 128)
+        for key in ["use_conv_bias", "mamba_conv_bias", "time_step_min", "mamba_dt_min", "mamba_hidden_act"] {
+            used.insert(key)
+        }
+        keys.convBias = try r.bool("mamba_conv_bias") ?? r.bool("use_conv_bias") ?? true
+        keys.timeStepMin = try r.double("mamba_dt_min") ?? r.double("time_step_min") ?? 0.001
+        if let v = r.value("mamba_hidden_act"), v.string != "silu" {
+            throw r.unsupported("mamba_hidden_act", "\(v); Nemotron-H's Mamba2 mixer is implemented with 'silu'")
+        }
+        return keys
+    }
+
+    func writeKeys(_ c: ModelConfig, into json: inout [String: JSON], rope: inout [String: JSON]) {
+        let layers = c.hybridLayers ?? []
+        json["layers_block_type"] = .array(layers.map { .string($0.transformersName) })
+        // vLLM and transformers 4's remote code read the pattern string.
+        json["hybrid_override_pattern"] = .string(String(layers.map(\.letter)))
+        json["mlp_hidden_act"] = "relu2"
+        json["mamba_hidden_act"] = "silu"
+        json["layer_norm_epsilon"] = .float(c.normEps)
+        json["attention_bias"] = false
+        json["mlp_bias"] = false
+        json["use_bias"] = false
+        if let m = c.mamba {
+            json["mamba_num_heads"] = JSON(m.heads)
+            json["mamba_head_dim"] = JSON(m.headDim)
+            json["n_groups"] = JSON(m.groups)
+            json["ssm_state_size"] = JSON(m.stateSize)
+            json["conv_kernel"] = JSON(m.convKernel)
+        }
+        json["use_conv_bias"] = .bool(c.mambaConvBias)
+        json["chunk_size"] = JSON(c.mambaChunkSize)
+        json["time_step_min"] = .float(c.mambaTimeStepMin)
+    }
+
+    func validate(_ c: ModelConfig, file: String) throws {
+        if c.tieWordEmbeddings {
+            throw ModelError.invalidConfig(
+                file: file, key: "tie_word_embeddings",
+                reason: "transformers' Nemotron-H always keeps its own LM head; it cannot be tied")
+        }
+        guard let layers = c.hybridLayers, layers.count == c.numHiddenLayers else {
+            throw ModelError.invalidConfig(
+                file: file, key: "layers_block_type", reason: "must name one type for each of the model's layers")
+        }
+        guard let m = c.mamba else {
+            throw ModelError.invalidConfig(file: file, key: "mamba_num_heads", reason: "missing")
+        }
+        for (value, key) in [
+            (m.heads, "mamba_num_heads"), (m.headDim, "mamba_head_dim"), (m.groups, "n_groups"),
+            (m.stateSize, "ssm_state_size"), (m.convKernel, "conv_kernel"), (c.mambaChunkSize, "chunk_size")
+        ] where value <= 0 {
+            throw ModelError.invalidConfig(file: file, key: key, reason: "must be positive, got \(value)")
+        }
+        if m.heads % m.groups != 0 {
+            throw ModelError.invalidConfig(
+                file: file, key: "n_groups",
+                reason: "mamba_num_heads \(m.heads) is not a multiple of n_groups \(m.groups)")
+        }
+        if !(c.mambaTimeStepMin >= 0) {
+            throw ModelError.invalidConfig(
+                file: file, key: "time_step_min", reason: "must be non-negative, got \(c.mambaTimeStepMin)")
+        }
+    }
+
+    func mixerTensors(_ mixer: Block.Mixer, _ c: ModelConfig) -> [TensorSpec] {
+        guard case let .mamba(m) = mixer else {
+            return LlamaTensors.attention(mixer, c, bias: false, qkNorm: false).map(Self.inMixer)
+        }
+        let C = c.hiddenSize
+        var t = [
+            TensorSpec("mixer.in_proj.weight", .mambaIn, [m.projectionWidth, C], [.whole, .channels]),
+            TensorSpec("mixer.conv1d.weight", .mambaConv, [m.convWidth, 1, m.convKernel], [.whole, .whole, .whole])
+        ]
+        if c.mambaConvBias { t.append(TensorSpec("mixer.conv1d.bias", .mambaConvBias, [m.convWidth], [.whole])) }
+        t += [
+            TensorSpec("mixer.dt_bias", .mambaDtBias, [m.heads], [.whole]),
+            TensorSpec("mixer.A_log", .mambaALog, [m.heads], [.whole]),
+            TensorSpec("mixer.D", .mambaD, [m.heads], [.whole]),
+            TensorSpec("mixer.norm.weight", .mambaNorm, [m.innerWidth], [.whole]),
+            TensorSpec("mixer.out_proj.weight", .mambaOut, [C, m.innerWidth], [.channels, .whole])
+        ]
+        return t
+    }
+
+    func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec] {
+        LlamaTensors.mlp(mixer, c, gated: false).map(Self.inMixer)
+    }
+
+    /// Every layer's one module is its `mixer` (`self_attn.q_proj` → `mixer.q_proj`).
+    static func inMixer(_ t: TensorSpec) -> TensorSpec {
+        var t = t
+        for old in ["self_attn.", "mlp."] where t.name.hasPrefix(old) {
+            t.name = "mixer." + t.name.dropFirst(old.count)
+        }
+        return t
+    }
+}
+
+extension Family {
+    public static let nemotronH = Family(NemotronH())
+}
