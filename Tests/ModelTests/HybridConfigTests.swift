@@ -1,0 +1,87 @@
+import Foundation
+import Model
+import Testing
+
+/// Issue 26: every spelling of a Nemotron-H config reads to the same model, and what cannot be
+/// run is refused naming the key.
+@Suite struct HybridConfigTests {
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/nemotron_h_hybrid/config.json")
+
+    /// The fixture's config.json with some keys replaced (nil removes one).
+    func variant(_ changes: [String: JSON?]) throws -> ModelConfig {
+        var json = try #require(JSON.parse(try Data(contentsOf: Self.fixture))?.object)
+        for (key, value) in changes { json[key] = value ?? nil }
+        return try ModelConfig.decode(JSON.object(json).data())
+    }
+
+    func refusal(_ changes: [String: JSON?]) -> String {
+        do {
+            _ = try variant(changes)
+            return "accepted"
+        } catch { return "\(error)" }
+    }
+
+    @Test func everySpellingReadsTheSameModel() throws {
+        let base = try ModelConfig.load(Self.fixture)
+        #expect(base.hybridLayers == [.mamba, .mlp, .attention, .mamba])
+        #expect(base.mamba == MambaShape(heads: 4, headDim: 6, groups: 2, stateSize: 5, convKernel: 4))
+        #expect(base.mambaChunkSize == 4 && base.mambaTimeStepMin == 0.01 && base.mambaConvBias)
+        #expect(base.passthrough.unknown.isEmpty, "keys warned about: \(base.passthrough.unknown)")
+        // The older names of the layer types, and the pattern string.
+        let older = try variant(["layers_block_type": ["mamba", "mlp", "attention", "mamba"]])
+        #expect(older.hybridLayers == base.hybridLayers && older.blocks == base.blocks)
+        let pattern = try variant(["layers_block_type": nil, "hybrid_override_pattern": "M-*M"])
+        #expect(pattern.hybridLayers == base.hybridLayers && pattern.blocks == base.blocks)
+        // The mamba_* spellings of the Mamba2 keys (transformers prefers them when both are given).
+        let legacy = try variant([
+            "n_groups": nil, "mamba_n_groups": 2, "conv_kernel": 9, "mamba_d_conv": 4, "chunk_size": nil,
+            "mamba_chunk_size": 4, "time_step_min": nil, "mamba_dt_min": 0.01
+        ])
+        #expect(legacy.mamba == base.mamba && legacy.mambaChunkSize == 4 && legacy.mambaTimeStepMin == 0.01)
+        // num_hidden_layers is ignored, as transformers ignores it: the list gives the depth.
+        #expect(try variant(["num_hidden_layers": 7]).numHiddenLayers == 4)
+        // Written back, it reads the same.
+        #expect(try ModelConfig.decode(base.json.data()) == base)
+        let written = try #require(base.json.object)
+        #expect(written["hybrid_override_pattern"]?.string == "M-*M")
+        #expect(written["rope_parameters"] == nil && written["rope_theta"] == nil)
+    }
+
+    @Test func whatCannotRunIsRefusedNamingTheKey() {
+        #expect(refusal(["layers_block_type": ["mamba", "moe"]]).contains("layers_block_type"))
+        #expect(refusal(["layers_block_type": ["mamba", "moe"]]).contains("mixture-of-experts"))
+        #expect(
+            refusal(["layers_block_type": nil, "hybrid_override_pattern": "M-E"]).contains("hybrid_override_pattern"))
+        #expect(refusal(["layers_block_type": ["mamba", "conv"]]).contains("layers_block_type[1]"))
+        #expect(refusal(["layers_block_type": nil, "hybrid_override_pattern": "M-x"]).contains("'x' at position 2"))
+        #expect(refusal(["layers_block_type": []]).contains("no layers"))
+        #expect(refusal(["n_groups": 3]).contains("n_groups"))
+        #expect(refusal(["mamba_hidden_act": "gelu"]).contains("mamba_hidden_act"))
+        #expect(refusal(["use_bias": true]).contains("use_bias"))
+        #expect(refusal(["ssm_state_size": 0]).contains("ssm_state_size"))
+        #expect(refusal(["mlp_hidden_act": "silu"]).contains("mlp_hidden_act"))
+    }
+
+    /// transformers' Nemotron-H keeps its own LM head whatever tie_word_embeddings says (its
+    /// fixture saves an lm_head that differs from the embedding): Topiary reads it untied.
+    @Test func tieWordEmbeddingsIsIgnoredAsTransformersIgnoresIt() throws {
+        let c = try variant(["tie_word_embeddings": true])
+        #expect(!c.tieWordEmbeddings)
+        #expect(ParameterLayout(config: c).entry("lm_head.weight") != nil)
+    }
+
+    /// Parameter counts by hand for the fixture's shape (C 32, V 61, F 40; Mamba H 4, P 6,
+    /// groups 2, N 5, K 4; attention 4 heads, 2 groups of 8).
+    @Test func parameterCountsByHand() throws {
+        let c = try ModelConfig.load(Self.fixture)
+        let I = 24, convDim = I + 2 * 2 * 5, W = I + convDim + 4
+        let mamba = 32 * W + convDim * 4 + convDim + 3 * 4 + I + I * 32 + 32
+        let mlp = 2 * 32 * 40 + 32
+        let attention = 32 * (4 + 2 * 2) * 8 + 4 * 8 * 32 + 32
+        let total = 2 * 61 * 32 + 2 * mamba + mlp + attention + 32
+        #expect(c.parameterCount == total)
+        #expect(ParameterLayout(config: c).count == total)
+        #expect(c.activeParameterCount == total)
+    }
+}
