@@ -15,6 +15,25 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     /// qwen3_moe's names for the experts' width and count.
     case moeIntermediateSize = "moe_intermediate_size"
     case numExperts = "num_experts"
+    /// Hybrid decoders (Nemotron-H): the Mamba2 heads and their width, and the depth counted per
+    /// layer type — the layers of each type a candidate keeps (which ones is pruning's choice,
+    /// by block importance among the layers of that type). A type whose axis a space leaves out
+    /// keeps every layer.
+    case mambaNumHeads = "mamba_num_heads"
+    case mambaHeadDim = "mamba_head_dim"
+    case numMambaLayers = "num_mamba_layers"
+    case numAttentionLayers = "num_attention_layers"
+    case numMLPLayers = "num_mlp_layers"
+
+    /// The layer type a depth axis of a hybrid decoder counts.
+    public var layerType: HybridLayer? {
+        switch self {
+        case .numMambaLayers: .mamba
+        case .numAttentionLayers: .attention
+        case .numMLPLayers: .mlp
+        default: nil
+        }
+    }
 
     public static let dense: [Axis] = [
         .numHiddenLayers, .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize
@@ -36,6 +55,10 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numLocalExperts, .numExperts: return c.numLocalExperts
         case .numExpertsPerTok: return c.numExpertsPerTok
         case .moeIntermediateSize: return c.moeIntermediateSize
+        case .mambaNumHeads: return c.mamba?.heads ?? 0
+        case .mambaHeadDim: return c.mamba?.headDim ?? 0
+        case .numMambaLayers, .numAttentionLayers, .numMLPLayers:
+            return c.hybridLayers?.filter { $0 == layerType }.count ?? 0
         }
     }
     /// Sets the axis (JetMoE's query heads follow its key/value heads and top-k).
@@ -49,6 +72,19 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numLocalExperts, .numExperts: c.numLocalExperts = v
         case .numExpertsPerTok: c.numExpertsPerTok = v
         case .moeIntermediateSize: c.moeIntermediateSize = v
+        case .mambaNumHeads: c.mamba?.heads = v
+        case .mambaHeadDim: c.mamba?.headDim = v
+        case .numMambaLayers, .numAttentionLayers, .numMLPLayers:
+            // Which layers of the type go is pruning's choice: until then the last ones do (the
+            // counts, and so every cost, do not depend on which).
+            guard var layers = c.hybridLayers, let type = layerType else { return }
+            var have = layers.filter { $0 == type }.count
+            while have > v, let last = layers.lastIndex(of: type) {
+                layers.remove(at: last)
+                have -= 1
+            }
+            c.hybridLayers = layers
+            c.numHiddenLayers = layers.count
         }
         c.deriveQueryHeads()
     }

@@ -36,18 +36,22 @@ extension DecoderModel {
                 T, H, s.headDim, s.groups, s.stateSize, Q, g, m.xbc + b * T * Wc, Wc, I, m.dt + b * T * H, H, A, D,
                 m.y + b * T * I, I, m.states + b * stateFloats)
         }
-        // normed = w · h / rms(h) per group, h = y · SiLU(z)
+        // normed = w · h / rms(h) per group, h = y · SiLU(z); masked channels leave the mean.
         let gs = I / s.groups, eps = Float(config.normEps)
+        var kept = [Bool](repeating: true, count: I)
+        for h in masks.mambaHeads[l] ?? [] { for p in 0..<s.headDim { kept[h * s.headDim + p] = false } }
+        for p in masks.mambaChannels[l] ?? [] { for h in 0..<H { kept[h * s.headDim + p] = false } }
+        let counts = (0..<s.groups).map { g in Float(max(1, kept[(g * gs)..<((g + 1) * gs)].filter { $0 }.count)) }
         for n in 0..<N {
             let z = m.projection + n * W, y = m.y + n * I, out = m.normed + n * I
             for g in 0..<s.groups {
                 var ms: Float = 0
                 for i in (g * gs)..<((g + 1) * gs) {
-                    let h = y[i] * silu(z[i])
+                    let h = kept[i] ? y[i] * silu(z[i]) : 0
                     out[i] = h
                     ms += h * h
                 }
-                let r = 1 / (ms / Float(gs) + eps).squareRoot()
+                let r = 1 / (ms / counts[g] + eps).squareRoot()
                 m.rstd[n * s.groups + g] = r
                 for i in (g * gs)..<((g + 1) * gs) { out[i] = P[o.norm + i] * (out[i] * r) }
             }

@@ -433,6 +433,10 @@ public struct ForwardMasks: Sendable, Equatable {
     public var experts: [Int: [Int]] = [:]
     /// layer → JetMoE attention experts removed from routing
     public var attentionExperts: [Int: [Int]] = [:]
+    /// layer → Mamba2 heads, and head channels (of every head), removed: their output is zero
+    /// and they leave the gated norm's mean, as if pruned
+    public var mambaHeads: [Int: [Int]] = [:]
+    public var mambaChannels: [Int: [Int]] = [:]
     public init(
         skipLayers: Set<Int> = [], heads: [Int: [Int]] = [:], neurons: [Int: [Int]] = [:],
         experts: [Int: [Int]] = [:], attentionExperts: [Int: [Int]] = [:]

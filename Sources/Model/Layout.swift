@@ -24,6 +24,10 @@ public enum TensorRole: String, Sendable, Equatable {
 /// The units of the teacher a pruning plan keeps, by what they index.
 public enum PrunedUnit: Sendable, Equatable {
     case channels, heads, groups, neurons, experts, attentionExperts
+    /// A Mamba2 mixer's axes: its heads (H), its inner width (heads × head channels, I), the
+    /// rows its convolution mixes (x, then B and C kept whole) and its in-projection's rows (z,
+    /// then the convolution's rows, then one time step per head).
+    case mambaHeads, mambaInner, mambaConv, mambaProjection
 }
 
 /// What one axis of a tensor indexes: the unit whose kept subset pruning selects along it (nil:
@@ -47,6 +51,10 @@ public struct AxisRole: Sendable, Equatable {
     public static let attentionExperts = AxisRole(.attentionExperts)
     public static func heads(_ D: Int) -> AxisRole { AxisRole(.heads, width: D) }
     public static func groups(_ D: Int, copies: Int = 1) -> AxisRole { AxisRole(.groups, width: D, copies: copies) }
+    public static let mambaHeads = AxisRole(.mambaHeads)
+    public static let mambaInner = AxisRole(.mambaInner)
+    public static let mambaConv = AxisRole(.mambaConv)
+    public static let mambaProjection = AxisRole(.mambaProjection)
 }
 
 /// A tensor a family declares for a block: its HF name inside the layer, its role, shape and

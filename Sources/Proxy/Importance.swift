@@ -64,6 +64,11 @@ public struct ImportanceScores: Sendable, Equatable, Codable {
     public var mlpExperts: ExpertScores?
     /// JetMoE: the attention experts of every layer.
     public var attentionExperts: ExpertScores?
+    /// Hybrid decoders, [layer][channel i = head·P + p of the Mamba2 mixer's inner width]: the
+    /// aggregated gated, normed output feeding the out-projection (empty for a layer without a
+    /// Mamba2 mixer). A head's score is the sum over its channels, a head channel's the sum over
+    /// the heads kept (after Minitron-SSM, arXiv 2504.11409).
+    public var mambaChannels: [[Double]]? = nil
 
     public init(
         teacherFingerprint: String, calibrationFingerprint: String, settings: ImportanceSettings, heads: [[Double]],
@@ -190,6 +195,9 @@ public enum Importance {
         // Per-sample sequence aggregates: [layer][unit][sample].
         var headSeq = [[Double]](repeating: [Double](repeating: 0, count: H * S), count: L)
         var neuronSeq = [[Double]](repeating: [Double](repeating: 0, count: mixture ? 0 : F * S), count: L)
+        let mambaWidth = c.mamba?.innerWidth ?? 0
+        let mambaLayers = (0..<L).map { c.hybridLayers?[$0] == .mamba }
+        var mambaSeq = mambaLayers.map { [Double](repeating: 0, count: $0 ? mambaWidth * S : 0) }
         var channelSeq = [[Double]](repeating: [Double](repeating: 0, count: C * S), count: 2 * L + 1)
         var cosineSum = [Double](repeating: 0, count: L)
         var tokensSeen = 0
@@ -228,6 +236,13 @@ public enum Importance {
                         if !mixture {
                             for i in 0..<F {
                                 neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) }
+                            }
+                        }
+                        if mambaLayers[l], let m = a.mamba {
+                            for i in 0..<mambaWidth {
+                                mambaSeq[l][i * S + sample] = aggregate { t in
+                                    Double(m.normed[(r * T + t) * mambaWidth + i])
+                                }
                             }
                         }
                         for (k, y) in [a.norm1, a.norm2].enumerated() {
@@ -306,12 +321,16 @@ public enum Importance {
                 )
             }
         }
-        return ImportanceScores(
+        var scores = ImportanceScores(
             teacherFingerprint: Fingerprint.of(teacher), calibrationFingerprint: calibration.fingerprint,
             settings: settings, heads: heads, neurons: neurons, channels: channels,
             blockImportance: blockImportance, layerLossRise: rise, baseValidationLoss: base,
             mlpExperts: mixture ? mlpExperts.scores : nil,
             attentionExperts: c.family.hasAttentionExperts ? attentionExperts.scores : nil)
+        if c.hybridLayers != nil {
+            scores.mambaChannels = zip(mambaSeq, mambaLayers).map { $1 ? reduceSamples($0, units: mambaWidth) : [] }
+        }
+        return scores
     }
 
     /// The validation loss of `teacher` (token-weighted over languages, as

@@ -34,6 +34,12 @@ public struct PrunePlan: Sendable, Equatable {
     public var expertNeurons: [[[Int]]] = []
     /// JetMoE, per kept layer: kept attention experts.
     public var attentionExperts: [[Int]] = []
+    /// Hybrid decoders, per kept layer: the Mamba2 heads kept (the same number from every
+    /// group, so that groups stay whole) and the head channels kept (the same for every head of
+    /// the layer); empty for a layer without a Mamba2 mixer. `mamba` is the teacher's shape.
+    public var mambaHeads: [[Int]] = []
+    public var mambaChannels: [[Int]] = []
+    public var mamba: MambaShape? = nil
 }
 
 public enum Pruning {
@@ -66,7 +72,13 @@ public enum Pruning {
             default:
                 // The family's search axes, the same map a search space uses.
                 if let axis = Axis(rawValue: key), Axis.axes(for: teacher.family).contains(axis) {
-                    axis.set(&c, try int())
+                    let n = try int()
+                    axis.set(&c, n)
+                    // A layer-type count can only shrink.
+                    if axis.layerType != nil, axis.value(c) != n {
+                        throw ProxyError.invalidTarget(
+                            field: key, reason: "\(n) is larger than the teacher's \(axis.value(teacher))")
+                    }
                 } else if key == "num_attention_heads" && teacher.family.derivesQueryHeads {
                     // Derived, not set: accepted only as the value it derives to (checked below).
                     _ = try int()
@@ -168,6 +180,26 @@ public enum Pruning {
                     + "the teacher's groups hold \(teacherPerGroup)"
             )
         }
+        if let tm = teacher.mamba, let sm = t.mamba {
+            try notLarger(sm.heads, tm.heads, "mamba_num_heads")
+            try notLarger(sm.headDim, tm.headDim, "mamba_head_dim")
+            if sm.heads % tm.groups != 0 {
+                throw ProxyError.invalidTarget(
+                    field: "mamba_num_heads",
+                    reason:
+                        "\(sm.heads) is not a multiple of n_groups \(tm.groups): Mamba2 heads are pruned within "
+                        + "their groups, the same number from each, and groups are kept")
+            }
+            for (key, a, b) in [
+                ("n_groups", sm.groups, tm.groups), ("ssm_state_size", sm.stateSize, tm.stateSize),
+                ("conv_kernel", sm.convKernel, tm.convKernel)
+            ] where a != b {
+                throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
+            }
+        }
+        for axis in [Axis.numMambaLayers, .numAttentionLayers, .numMLPLayers] where teacher.hybridLayers != nil {
+            try notLarger(axis.value(t), axis.value(teacher), axis.rawValue)
+        }
         do { try t.validate(file: "target") } catch let e as ModelError {
             if case let .invalidConfig(_, key, reason) = e {
                 throw ProxyError.invalidTarget(field: key, reason: reason)
@@ -184,7 +216,19 @@ public enum Pruning {
         let L = teacher.numHiddenLayers
         let layerScores = options.layerMetric == .blockImportance ? scores.blockImportance : scores.layerLossRise
         var layers: [Int]
-        if options.contiguousLayers {
+        if let types = teacher.hybridLayers, let keptTypes = t.hybridLayers {
+            // Depth by layer type: of each type, the layers the target keeps, by importance among
+            // the layers of that type.
+            layers = []
+            for type in HybridLayer.allCases {
+                let candidates = (0..<L).filter { types[$0] == type }
+                let want = keptTypes.filter { $0 == type }.count
+                layers += ImportanceScores.ranking(candidates.map { layerScores[$0] }).prefix(want).map {
+                    candidates[$0]
+                }
+            }
+            layers.sort()
+        } else if options.contiguousLayers {
             let drop = L - t.numHiddenLayers
             var best = 0, bestSum = Double.infinity
             if drop > 0 {
@@ -228,6 +272,35 @@ public enum Pruning {
             neurons.append(Array(ImportanceScores.ranking(scores.neurons[l]).prefix(t.intermediateSize)).sorted())
         }
         var plan = PrunePlan(layers: layers, channels: channels, heads: heads, groups: [keptGroups], neurons: neurons)
+        if let tm = teacher.mamba, let sm = t.mamba, let types = teacher.hybridLayers {
+            guard let byChannel = scores.mambaChannels, byChannel.count == L else {
+                throw ProxyError.invalidTarget(
+                    field: "mamba_num_heads",
+                    reason: "the importance scores hold no Mamba2 statistics for this hybrid teacher; recompute them")
+            }
+            plan.mamba = tm
+            let (P, perGroup, keepPerGroup) = (tm.headDim, tm.heads / tm.groups, sm.heads / tm.groups)
+            for l in layers {
+                guard types[l] == .mamba else {
+                    plan.mambaHeads.append([])
+                    plan.mambaChannels.append([])
+                    continue
+                }
+                let score = byChannel[l]
+                let headScore = (0..<tm.heads).map { h in (0..<P).reduce(0) { $0 + score[h * P + $1] } }
+                var kept: [Int] = []
+                for g in 0..<tm.groups {
+                    let members = (0..<perGroup).map { g * perGroup + $0 }
+                    kept += ImportanceScores.ranking(members.map { headScore[$0] }).prefix(keepPerGroup).map {
+                        members[$0]
+                    }
+                }
+                kept.sort()
+                let channelScore = (0..<P).map { p in kept.reduce(0) { $0 + score[$1 * P + p] } }
+                plan.mambaHeads.append(kept)
+                plan.mambaChannels.append(Array(ImportanceScores.ranking(channelScore).prefix(sm.headDim)).sorted())
+            }
+        }
         if teacher.family.isMixture {
             guard let mlp = scores.mlpExperts, mlp.frequency.count == L else {
                 throw ProxyError.invalidTarget(
@@ -266,6 +339,10 @@ public enum Pruning {
     public static func studentConfig(_ plan: PrunePlan, teacher: ModelConfig, target: ModelConfig) -> ModelConfig {
         var target = target
         target.slidingLayers = plan.layers.indices.filter { teacher.slidingLayers.contains(plan.layers[$0]) }
+        if let types = teacher.hybridLayers {
+            target.hybridLayers = plan.layers.map { types[$0] }
+            target.numHiddenLayers = plan.layers.count
+        }
         return target
     }
 
@@ -286,6 +363,7 @@ public enum Pruning {
         guard let unit = d.unit else { return Array(0..<size) }
         let units: [Int]
         switch unit {
+        case .mambaHeads, .mambaInner, .mambaConv, .mambaProjection: return mambaRows(plan, unit, layer: layer!)
         case .channels: units = plan.channels
         case .heads: units = plan.heads[layer!]
         case .groups: units = plan.groups[0]
@@ -296,6 +374,22 @@ public enum Pruning {
         let w = d.width, copy = size / d.copies
         let one = w == 1 ? units : units.flatMap { u in (0..<w).map { u * w + $0 } }
         return d.copies == 1 ? one : (0..<d.copies).flatMap { c in one.map { c * copy + $0 } }
+    }
+
+    /// The teacher's indices a Mamba2 axis keeps in student layer `l`: the kept heads; the inner
+    /// width's channels h·P + p of the kept heads and head channels; the convolution's rows (those
+    /// of x, then B and C whole); the in-projection's rows (z, the convolution's, the time steps).
+    static func mambaRows(_ plan: PrunePlan, _ unit: PrunedUnit, layer l: Int) -> [Int] {
+        let m = plan.mamba!, heads = plan.mambaHeads[l], channels = plan.mambaChannels[l]
+        let (I, P) = (m.innerWidth, m.headDim)
+        let inner = heads.flatMap { h in channels.map { h * P + $0 } }
+        let conv = inner + (0..<(2 * m.groups * m.stateSize)).map { I + $0 }
+        switch unit {
+        case .mambaHeads: return heads
+        case .mambaInner: return inner
+        case .mambaConv: return conv
+        default: return inner + conv.map { I + $0 } + heads.map { I + m.convWidth + $0 }
+        }
     }
 
     /// Every row of student tensor `dst` as cut from teacher tensor `src`:

@@ -31,7 +31,12 @@ struct NemotronH: FamilyDefinition {
             "num_nextn_predict_layers", "mtp_layers_block_type", "mtp_hybrid_override_pattern"
         ]
     }
-    var axes: [Axis] { [] }
+    var axes: [Axis] {
+        [
+            .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize, .mambaNumHeads, .mambaHeadDim,
+            .numMambaLayers, .numAttentionLayers, .numMLPLayers
+        ]
+    }
 
     var embeddingName: String { "backbone.embeddings.weight" }
     var finalNormName: String { "backbone.norm_f" }
@@ -163,16 +168,19 @@ struct NemotronH: FamilyDefinition {
         }
         let C = c.hiddenSize
         var t = [
-            TensorSpec("mixer.in_proj.weight", .mambaIn, [m.projectionWidth, C], [.whole, .channels]),
-            TensorSpec("mixer.conv1d.weight", .mambaConv, [m.convWidth, 1, m.convKernel], [.whole, .whole, .whole])
+            TensorSpec("mixer.in_proj.weight", .mambaIn, [m.projectionWidth, C], [.mambaProjection, .channels]),
+            TensorSpec(
+                "mixer.conv1d.weight", .mambaConv, [m.convWidth, 1, m.convKernel], [.mambaConv, .whole, .whole])
         ]
-        if c.mambaConvBias { t.append(TensorSpec("mixer.conv1d.bias", .mambaConvBias, [m.convWidth], [.whole])) }
+        if c.mambaConvBias {
+            t.append(TensorSpec("mixer.conv1d.bias", .mambaConvBias, [m.convWidth], [.mambaConv]))
+        }
         t += [
-            TensorSpec("mixer.dt_bias", .mambaDtBias, [m.heads], [.whole]),
-            TensorSpec("mixer.A_log", .mambaALog, [m.heads], [.whole]),
-            TensorSpec("mixer.D", .mambaD, [m.heads], [.whole]),
-            TensorSpec("mixer.norm.weight", .mambaNorm, [m.innerWidth], [.whole]),
-            TensorSpec("mixer.out_proj.weight", .mambaOut, [C, m.innerWidth], [.channels, .whole])
+            TensorSpec("mixer.dt_bias", .mambaDtBias, [m.heads], [.mambaHeads]),
+            TensorSpec("mixer.A_log", .mambaALog, [m.heads], [.mambaHeads]),
+            TensorSpec("mixer.D", .mambaD, [m.heads], [.mambaHeads]),
+            TensorSpec("mixer.norm.weight", .mambaNorm, [m.innerWidth], [.mambaInner]),
+            TensorSpec("mixer.out_proj.weight", .mambaOut, [C, m.innerWidth], [.channels, .mambaInner])
         ]
         return t
     }
