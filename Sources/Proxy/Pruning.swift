@@ -52,8 +52,11 @@ public enum Pruning {
         var c = teacher
         for (key, value) in target.sorted(by: { $0.key < $1.key }) {
             func int() throws -> Int {
-                guard let n = value.int, n > 0 else {
-                    throw ProxyError.invalidTarget(field: key, reason: "must be a positive integer, got \(value)")
+                // A hybrid decoder may drop every layer of a type.
+                let least = Axis(rawValue: key)?.layerType != nil ? 0 : 1
+                guard let n = value.int, n >= least else {
+                    throw ProxyError.invalidTarget(
+                        field: key, reason: "must be an integer of at least \(least), got \(value)")
                 }
                 return n
             }

@@ -92,7 +92,9 @@ public struct Enumeration: Sendable {
         "have hidden_size not a multiple of num_attention_heads (transformers refuses them)",
         "are below the budget minimum", "are above the budget maximum",
         "exceed budget.flops_per_token",
-        "have fewer experts than num_experts_per_tok"
+        "have fewer experts than num_experts_per_tok",
+        "break Mamba2 groups (mamba_num_heads not a multiple of n_groups)",
+        "have no layers left"
     ]
 
     /// The first rule a complete shape breaks, or nil when it is a candidate.
@@ -100,6 +102,8 @@ public struct Enumeration: Sendable {
         let (H, G) = (c.numAttentionHeads, c.numKeyValueHeads)
         let derived = c.family.derivesQueryHeads
         if c.family.isMixture && c.numLocalExperts < c.numExpertsPerTok { return rules[6] }
+        if let m = c.mamba, m.heads % m.groups != 0 { return rules[7] }
+        if c.numHiddenLayers == 0 { return rules[8] }
         if !derived && H % G != 0 { return rules[0] }
         if !derived && H / G > teacherPerGroup { return rules[1] }
         if c.family.requiresHeadsDivideHidden && c.hiddenSize % H != 0 { return rules[2] }

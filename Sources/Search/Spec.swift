@@ -331,17 +331,20 @@ public struct SearchSpec: Sendable {
         for axis in axes {
             let path = "space.\(axis.rawValue)"
             let teacherValue = axis.value(t)
+            // A hybrid decoder may drop every layer of a type.
+            let least = axis.layerType != nil ? 0 : 1
             guard let v = sp[axis.rawValue] else { space[axis] = [teacherValue]; continue }
             var values: [Int]
             if let list = v.array {
                 guard !list.isEmpty else { throw rd.fail(path, "empty list") }
-                values = try list.enumerated().map { try rd.int($1, "\(path)[\($0)]") }
+                values = try list.enumerated().map { try rd.int($1, "\(path)[\($0)]", min: least) }
                 for (i, x) in values.enumerated() where x > teacherValue {
                     throw rd.fail("\(path)[\(i)]", "\(x) is larger than the teacher's \(teacherValue)")
                 }
             } else if let r = v.object {
                 try rd.check(r, path, ["min", "max", "step"])
-                let lo = try rd.int(r["min"], "\(path).min"), hi = try rd.int(r["max"], "\(path).max")
+                let lo = try rd.int(r["min"], "\(path).min", min: least),
+                    hi = try rd.int(r["max"], "\(path).max", min: least)
                 let step = try r["step"].map { try rd.int($0, "\(path).step") } ?? 1
                 guard lo <= hi else { throw rd.fail(path, "min \(lo) is above max \(hi)") }
                 guard hi <= teacherValue else {
@@ -349,7 +352,7 @@ public struct SearchSpec: Sendable {
                 }
                 values = Array(stride(from: lo, through: hi, by: step))
             } else {
-                values = [try rd.int(v, path)]
+                values = [try rd.int(v, path, min: least)]
                 if values[0] > teacherValue {
                     throw rd.fail(path, "\(values[0]) is larger than the teacher's \(teacherValue)")
                 }

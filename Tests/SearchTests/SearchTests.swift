@@ -33,6 +33,14 @@ struct Fixture {
             config = ModelConfig(family: .qwen3Moe, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
                                  numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1,
                                  numLocalExperts: 4, numExpertsPerTok: 2, moeIntermediateSize: 16, normTopKProb: true)
+        case .nemotronH:
+            // Mamba2, MLP, attention, Mamba2: 4 Mamba heads of 6 in 2 groups, state 8, chunks of 4.
+            var c = ModelConfig(family: .nemotronH, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 4,
+                                numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, maxPositionEmbeddings: 64, initializerRange: 0.1)
+            c.hybridLayers = [.mamba, .mlp, .attention, .mamba]
+            c.mamba = MambaShape(heads: 4, headDim: 6, groups: 2, stateSize: 8, convKernel: 4)
+            c.mambaChunkSize = 4
+            config = c
         default:
             config = ModelConfig(family: family, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
                                  numAttentionHeads: 6, numKeyValueHeads: 3, headDim: family == .qwen3 ? 6 : 4, maxPositionEmbeddings: 64,

@@ -500,6 +500,8 @@ def distill(job):
                 raise ValueError(f"{s['resume']} is at step {opt.step}, the job starts after step {first}")
         cfg = model.config
         moe = bool(getattr(cfg, "num_local_experts", 0) or getattr(cfg, "num_experts", 0))
+        if cfg.model_type == "nemotron_h":  # its config always names experts; only `moe` layers have them
+            moe = "moe" in cfg.layers_block_type
         if moe and cfg.model_type not in ("mixtral", "qwen3_moe"):
             raise ValueError(f"{cfg.model_type} students are not distilled by the torch backend yet (mixtral and qwen3_moe are)")
         students.append({"name": s["name"], "model": model, "opt": opt, "out": s["out"], "alive": True,
@@ -624,6 +626,9 @@ def importance(job):
     device, dtype = device_and_dtype(job)
     teacher = load_model(job["teacher"], device).eval()
     config = teacher.config
+    if config.model_type == "nemotron_h":
+        raise ValueError("importance of Nemotron-H teachers is not implemented by the torch backend yet; "
+                         "the built-in engine scores them (leave backend.importance unset)")
     if getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None):
         raise ValueError("importance of mixtures of experts is not implemented by the torch backend yet")
     layers, final_norm = decoder_layers(teacher)

@@ -1,0 +1,59 @@
+import Foundation
+import Model
+import Proxy
+@testable import Search
+import Testing
+
+/// Issue 26, item 4: a search over a Nemotron-H teacher's axes — Mamba2 heads and head width,
+/// MLP width, depth by layer type — enumerates exact counts, runs successive halving with the KD
+/// proxy, and exports candidates whose checkpoints hold exactly the counted parameters.
+struct HybridSearchTests {
+    @Test func aNemotronHSearchRunsAndItsWinnersExport() throws {
+        let f = try Fixture(family: .nemotronH)
+        defer { f.cleanup() }
+        let spec = try f.parse(
+            f.spec([
+                "space": [
+                    "mamba_num_heads": [2, 4], "mamba_head_dim": [4, 6], "intermediate_size": [16, 32],
+                    "num_mlp_layers": [0, 1], "num_mamba_layers": [1, 2]
+                ],
+                "budget": ["min": 1, "max": JSON(f.config.parameterCount * 95 / 100)]
+            ]))
+        // Exact counts: every candidate's count is its config's, and its layers are the teacher's
+        // types less the ones the depth axes drop.
+        let e = Enumeration.of(spec, teacher: f.config)
+        #expect(e.combinations == 32)
+        #expect(!e.candidates.isEmpty && e.candidates.count < 32)
+        for c in e.candidates {
+            #expect(c.parameters == ParameterLayout(config: c.config).count)
+            #expect(c.parameters <= f.config.parameterCount * 95 / 100)
+            #expect(c.config.hybridLayers?.filter { $0 == .attention }.count == 1)
+            #expect(Enumeration.exhaustive(spec, teacher: f.config).contains(c))
+        }
+        // Mamba heads must stay a multiple of the groups.
+        let odd = try f.parse(f.spec(["space": ["mamba_num_heads": [3, 4]], "budget": ["min": 1, "max": JSON(f.config.parameterCount)]]))
+        let oddEnumeration = Enumeration.of(odd, teacher: f.config)
+        #expect(oddEnumeration.candidates.count == 1)
+        #expect(oddEnumeration.explanation.contains("break Mamba2 groups"))
+
+        let (store, _) = try f.run(spec)
+        let ranked = try store.top(study: try #require(try store.study(named: "tiny")).id, limit: 2)
+        #expect(!ranked.isEmpty)
+        let dirs = try Exporter.export(
+            store: store, study: "tiny", top: 2, out: f.root.appendingPathComponent("export"),
+            importanceCache: f.root.appendingPathComponent("importance"), artifacts: f.root.appendingPathComponent("results"),
+            log: { _ in })
+        for (dir, winner) in zip(dirs, ranked) {
+            let model = try Checkpoint.load(dir)
+            #expect(model.config.family == .nemotronH)
+            #expect(model.config.parameterCount == winner.trial.parameters)
+            #expect(model.layout.count == winner.trial.parameters)
+            // Its layers are the teacher's types in the teacher's order, less those dropped.
+            let types = try #require(model.config.hybridLayers)
+            #expect(types.filter { $0 == .attention }.count == 1)
+            // The proxy-trained student loads too and scores what the study recorded.
+            let proxy = try Checkpoint.load(dir.appendingPathComponent("proxy"))
+            #expect(proxy.config == model.config)
+        }
+    }
+}
