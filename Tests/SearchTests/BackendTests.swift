@@ -102,6 +102,26 @@ import Testing
         print(String(format: "torch vs built-in, 20 steps of 2 %@ students: worst relative step-loss difference %.2e", family.rawValue, worst))
     }
 
+    /// Issue 26, item 5: two pruned Nemotron-H students (Mamba2 heads and head width cut)
+    /// distilled 20 steps by torch (transformers' NemotronHForCausalLM) and by the built-in
+    /// engine on the same batches: every step's loss within 1e-3 relative.
+    @Test func torchDistillsNemotronHStudentsAsTheBuiltinEngine() throws {
+        guard let python = Self.python("torchDistillsNemotronHStudentsAsTheBuiltinEngine") else { return }
+        let f = try Fixture(family: .nemotronH)
+        defer { f.cleanup() }
+        let spec = try f.parse(f.spec(["space": ["mamba_num_heads": [2, 4], "mamba_head_dim": [4], "intermediate_size": [16, 32]],
+                                       "budget": ["min": 1, "max": JSON(f.config.parameterCount * 95 / 100)],
+                                       "proxy": ["steps": 20, "batch_size": 4, "sequence_length": 16, "eval_tokens": 64, "learning_rate": 2e-3, "warmup": 3]]))
+        let (builtin, _, _, result) = try SideBySide(f, spec: spec, python: python).twentySteps()
+        var worst = 0.0
+        for i in 0..<2 {
+            let r = try result[i]!.get()
+            #expect(r.steps.count == 20)
+            worst = max(worst, SideBySide.worstStepDifference(r, builtin[i]!, "nemotron_h student \(i)"))
+        }
+        print(String(format: "torch vs built-in, 20 steps of 2 nemotron_h students: worst relative step-loss difference %.2e", worst))
+    }
+
     /// Importance by the torch backend against the built-in engine on the same calibration set:
     /// every head, neuron and channel score and the block importance within 1e-4 relative, the
     /// layer-skip loss rises within 1e-4 of the base loss, for two aggregation settings.
