@@ -3,7 +3,10 @@
 each DIR loads in transformers (AutoModelForCausalLM, in the dtype it was saved in) and gives the
 logits of `topiary model logits DIR`, and transformers' parameter count equals `topiary model info`.
 
-    .venv/bin/python scripts/check_checkpoint_load.py DIR [DIR ...] [--topiary .build/release/topiary]
+    .venv/bin/python scripts/check_checkpoint_load.py DIR [DIR ...] [--topiary .build/release/topiary] [--seq 32]
+
+`--seq`: tokens per sequence (2 sequences); longer than a Nemotron-H config's chunk_size, it crosses
+transformers' scan chunks.
 """
 import argparse
 import json
@@ -20,13 +23,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--topiary", default=".build/release/topiary")
+    ap.add_argument("--seq", type=int, default=32)
     a = ap.parse_args()
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for d in a.dirs:
             info = json.loads(subprocess.run([a.topiary, "model", "info", d, "--json"], check=True, capture_output=True).stdout)
             vocab = info["config"]["vocab_size"]
-            ids = torch.randint(0, vocab, (2, 32), generator=torch.Generator().manual_seed(0))
+            ids = torch.randint(0, vocab, (2, a.seq), generator=torch.Generator().manual_seed(0))
             ids_path = os.path.join(tmp, "ids.json")
             json.dump({"input_ids": ids.tolist()}, open(ids_path, "w"))
             model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager")

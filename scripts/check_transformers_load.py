@@ -2,7 +2,8 @@
 """Outside check: checkpoints written by Topiary load in transformers and give the same logits.
 
 For each family (llama untied, llama tied, nemotron, mixtral, jetmoe, qwen2 with a sliding layer, qwen2 tied,
-qwen3, mistral with a sliding window, qwen3_moe with a dense layer) it trains a tiny model for a few steps with
+qwen3, mistral with a sliding window, qwen3_moe with a dense layer, nemotron_h with Mamba2, MLP and attention
+layers, with and without the convolution's bias) it trains a tiny model for a few steps with
 `topiary teacher train` (so the weights are Topiary's own), loads the output directory with
 AutoModelForCausalLM.from_pretrained, and compares transformers' logits with
 `topiary model logits`. Needs a prepared corpus (data/fortunes) and a built topiary.
@@ -45,7 +46,19 @@ CONFIGS = {
     "qwen3_moe_all": {"model_type": "qwen3_moe", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
                       "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
                       "moe_intermediate_size": 12, "norm_topk_prob": True},
+    "nemotron_h": {"model_type": "nemotron_h", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48,
+                   "layers_block_type": ["mamba", "mlp", "attention", "mamba"], "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 8, "mamba_num_heads": 4, "mamba_head_dim": 8, "n_groups": 2,
+                   "ssm_state_size": 8, "conv_kernel": 4, "chunk_size": 8},
+    "nemotron_h_nobias": {"model_type": "nemotron_h", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48,
+                          "hybrid_override_pattern": "*M-M", "num_attention_heads": 4, "num_key_value_heads": 4,
+                          "head_dim": 8, "mamba_num_heads": 2, "mamba_head_dim": 16, "n_groups": 1, "ssm_state_size": 4,
+                          "conv_kernel": 2, "chunk_size": 4, "use_conv_bias": False},
 }
+
+# The pruning target of each family's second check (a hybrid decoder's depth is counted per layer type).
+PRUNE_TARGETS = {"nemotron_h": {"num_mamba_layers": 1, "mamba_num_heads": 2},
+                 "nemotron_h_nobias": {"num_mlp_layers": 0, "mamba_head_dim": 8}}
 
 
 def main():
@@ -76,7 +89,8 @@ def main():
             info = json.loads(subprocess.run([a.topiary, "model", "info", out, "--json"], check=True, capture_output=True).stdout)
             sizes = {n: p.numel() for n, p in model.named_parameters()}
             total = model.num_parameters()
-            non_embedding = sum(v for n, v in sizes.items() if "embed_tokens" not in n and not n.startswith("lm_head"))
+            non_embedding = sum(v for n, v in sizes.items()
+                                if "embed_tokens" not in n and n != "model.embeddings.weight" and not n.startswith("lm_head"))
             inactive = 0
             if "num_experts_per_tok" in cfg:
                 E, k = model.config.num_local_experts, model.config.num_experts_per_tok
@@ -99,7 +113,7 @@ def main():
                 continue
             half = os.path.join(tmp, name + "-bf16")
             target = os.path.join(tmp, name + "-target.json")
-            json.dump({"num_hidden_layers": 1}, open(target, "w"))
+            json.dump(PRUNE_TARGETS.get(name, {"num_hidden_layers": 1}), open(target, "w"))
             subprocess.run([a.topiary, "prune", "--teacher", out, "--to", target, "--out", half, "--data", a.data, "--dtype", "bfloat16",
                             "--samples", "4", "--calibration-seq", "16", "--importance-cache", os.path.join(tmp, "cache")],
                            check=True, stdout=subprocess.DEVNULL)
@@ -112,7 +126,8 @@ def main():
             subprocess.run([a.topiary, "model", "logits", half, "--input-ids", ids_path, "--out", got_half_path], check=True, stdout=subprocess.DEVNULL)
             err_half = ((load_file(got_half_path)["logits"] - ref_half).norm() / ref_half.norm()).item()
             worst = max(worst, err_half)
-            print(f"{'':11s} pruned to 1 layer, bfloat16 checkpoint: logits rel. error {err_half:.2e}")
+            what = "pruned" + (f" to {PRUNE_TARGETS[name]}" if name in PRUNE_TARGETS else " to 1 layer")
+            print(f"{'':11s} {what}, bfloat16 checkpoint: logits rel. error {err_half:.2e}")
     print("OK" if worst < 1e-4 else "FAIL", f"worst {worst:.2e}")
 
 

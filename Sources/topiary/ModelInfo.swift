@@ -76,10 +76,25 @@ struct ModelInfo: ParsableCommand {
             ? "\nactive/token      \(c.activeParameterCount) (\(formatCount(c.activeParameterCount))), "
                 + "non-embedding \(c.activeNonEmbeddingParameterCount) (\(formatCount(c.activeNonEmbeddingParameterCount)))"
             : ""
+        var layers = "\(c.numHiddenLayers)"
+        if let types = c.hybridLayers {
+            let counts = [(HybridLayer.mamba, "Mamba2"), (.attention, "attention"), (.mlp, "MLP")].compactMap {
+                t, name in
+                let n = types.filter { $0 == t }.count
+                return n > 0 ? "\(n) \(name)" : nil
+            }
+            layers += " (\(String(types.map(\.letter))): \(counts.joined(separator: ", ")))"
+            if let m = c.mamba {
+                layers +=
+                    "\nmamba2            \(m.heads) heads × \(m.headDim) in \(m.groups) groups, state \(m.stateSize), "
+                    + "conv \(m.convKernel)\(c.mambaConvBias ? "" : " (no bias)"), Δ ≥ \(c.mambaTimeStepMin), "
+                    + "chunk \(c.mambaChunkSize)"
+            }
+        }
         print(
             """
             family            \(c.family.rawValue) (\(c.family.architecture))
-            layers            \(c.numHiddenLayers)
+            layers            \(layers)
             hidden            \(c.hiddenSize)
             heads             \(c.numAttentionHeads) query, \(c.numKeyValueHeads) key/value, head_dim \(c.headDim),\
              rotary dims \(c.rotaryDim)\(extras)
