@@ -4,7 +4,8 @@ import Foundation
 /// gives the next-token logits, attending to every position cached before it (a sliding-window
 /// layer to its window). This is how a served model generates after its prompt, and what
 /// ``Throughput`` times per block. Dense attention and MLP blocks of every family, layers that
-/// differ (heterogeneous configs) included; a mixture of experts is refused. Masks are not
+/// differ (heterogeneous configs) included, and Mamba2 mixers in their recurrent form (a state
+/// per sequence, whatever the context); a mixture of experts is refused. Masks are not
 /// honoured. Equal to the full forward's logits at every position (tested).
 public final class DecodeSession {
     public let model: DecoderModel
@@ -20,6 +21,22 @@ public final class DecodeSession {
     let qkv: FloatBuffer, saved: FloatBuffer, headRstd: FloatBuffer, attn: FloatBuffer
     let pre: FloatBuffer, act: FloatBuffer, scores: FloatBuffer
     public let logits: FloatBuffer
+    /// Per Mamba2 layer: the scan's state (B, heads, P, N) and the convolution's last K − 1 inputs
+    /// (B, K − 1, convDim), oldest first; and one step's scratch.
+    let ssm: [FloatBuffer?], convHistory: [FloatBuffer?]
+    let mambaScratch: MambaStepScratch?
+
+    struct MambaStepScratch {
+        let projection, conv, dt, y, normed, rstd: FloatBuffer
+        init(_ m: MambaShape, batch B: Int) {
+            projection = FloatBuffer(count: B * m.projectionWidth)
+            conv = FloatBuffer(count: B * m.convWidth)
+            dt = FloatBuffer(count: B * m.heads)
+            y = FloatBuffer(count: B * m.innerWidth)
+            normed = FloatBuffer(count: B * m.innerWidth)
+            rstd = FloatBuffer(count: B * m.groups)
+        }
+    }
 
     public init(model: DecoderModel, batch B: Int, capacity: Int) throws {
         let c = model.config
@@ -27,21 +44,23 @@ public final class DecodeSession {
             throw ModelError.invalidInput(
                 "decoding with a cache covers dense blocks; \(c.family.rawValue) routes experts")
         }
-        if c.hybridLayers?.contains(.mamba) == true {
-            throw ModelError.invalidInput(
-                "decoding with a cache does not cover Mamba2 layers yet (\(c.family.displayName)); "
-                    + "the full forward pass runs them")
-        }
         guard B >= 1, capacity >= 1 else { throw ModelError.invalidInput("decode batch and capacity must be positive") }
         self.model = model
         batch = B
         self.capacity = capacity
         rotary = RotaryTable(config: c, T: capacity)
         var widest = 1, widestMLP = 1
-        var k: [FloatBuffer?] = [], v: [FloatBuffer?] = []
+        var k: [FloatBuffer?] = [], v: [FloatBuffer?] = [], ssm: [FloatBuffer?] = [], history: [FloatBuffer?] = []
         for l in 0..<c.numHiddenLayers {
             let s = model.attentionShape(B, 1, layer: l)
-            if model.layerOffsets[l].hasMixer {
+            if let m = model.layerOffsets[l].mamba?.shape {
+                ssm.append(FloatBuffer(count: B * m.heads * m.headDim * m.stateSize))
+                history.append(FloatBuffer(count: B * (m.convKernel - 1) * m.convWidth))
+            } else {
+                ssm.append(nil)
+                history.append(nil)
+            }
+            if model.layerOffsets[l].hasMixer, model.layerOffsets[l].mamba == nil {
                 widest = max(widest, s.qkvWidth)
                 k.append(FloatBuffer(count: B * capacity * s.G * s.D))
                 v.append(FloatBuffer(count: B * capacity * s.G * s.D))
@@ -53,6 +72,9 @@ public final class DecodeSession {
         }
         keys = k
         values = v
+        self.ssm = ssm
+        convHistory = history
+        mambaScratch = c.mamba.map { MambaStepScratch($0, batch: B) }
         let C = c.hiddenSize, H = c.numAttentionHeads, D = c.headDim
         x = FloatBuffer(count: B * C)
         norm = FloatBuffer(count: B * C)
@@ -93,7 +115,11 @@ public final class DecodeSession {
     func layer(_ l: Int) {
         let c = model.config, o = model.layerOffsets[l], P = model.parameters.pointer
         let (B, C, p) = (batch, c.hiddenSize, length)
-        if o.hasMixer, let K = keys[l], let Vc = values[l] {
+        if let mo = o.mamba, let state = ssm[l], let history = convHistory[l], let scratch = mambaScratch {
+            model.normForward(
+                norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm1, bias: o.norm1Bias, N: B)
+            mambaStep(mo, state: state.pointer, history: history.pointer, scratch)
+        } else if o.hasMixer, let K = keys[l], let Vc = values[l] {
             let s = model.attentionShape(B, 1, layer: l), GD = s.G * s.D
             model.normForward(
                 norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm1, bias: o.norm1Bias, N: B)
@@ -139,6 +165,58 @@ public final class DecodeSession {
         guard o.hasChannelMixer else { return }
         model.normForward(norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm2, bias: o.norm2Bias, N: B)
         model.denseMLPForward(l, norm: norm.pointer, pre: pre.pointer, act: act.pointer, out: x.pointer, rows: B)
+    }
+
+    /// One position of a Mamba2 mixer, its recurrent form: the in-projection of the normed rows;
+    /// the convolution over the kept K − 1 inputs and this one; Δ; the state's update
+    /// S = exp(Δ·A)·S + Δ·x ⊗ B and readout y = S·C + D·x; the gated norm; x += out_proj.
+    func mambaStep(
+        _ o: MambaOffsets, state: UnsafeMutablePointer<Float>, history: UnsafeMutablePointer<Float>,
+        _ t: MambaStepScratch
+    ) {
+        let c = model.config, s = o.shape, P = model.parameters.pointer
+        let (B, C, I, W, Wc, H, K) = (
+            batch, c.hiddenSize, s.innerWidth, s.projectionWidth, s.convWidth, s.heads, s.convKernel
+        )
+        let (Pd, Ns, perGroup) = (s.headDim, s.stateSize, s.heads / s.groups)
+        gemm(
+            transB: true, m: B, n: W, k: C, a: norm.pointer, lda: C, b: P + o.input, ldb: C, c: t.projection.pointer,
+            ldc: W)
+        let floor = Float(c.mambaTimeStepMin)
+        for b in 0..<B {
+            let row = t.projection.pointer + b * W, hist = history + b * (K - 1) * Wc, out = t.conv.pointer + b * Wc
+            for ch in 0..<Wc {
+                var v = o.convBias.map { P[$0 + ch] } ?? 0
+                for k in 0..<(K - 1) { v += P[o.conv + ch * K + k] * hist[k * Wc + ch] }
+                v += P[o.conv + ch * K + K - 1] * row[I + ch]
+                out[ch] = silu(v)
+            }
+            // The oldest input leaves the history, this one enters it.
+            if K > 1 {
+                for k in 0..<(K - 2) { (hist + k * Wc).update(from: hist + (k + 1) * Wc, count: Wc) }
+                (hist + (K - 2) * Wc).update(from: row + I, count: Wc)
+            }
+            for h in 0..<H {
+                let dt = max(softplus(row[I + Wc + h] + P[o.dtBias + h]), floor), a = expf(-expf(P[o.aLog + h]) * dt)
+                let g = h / perGroup, x = out + h * Pd, bv = out + I + g * Ns, cv = out + I + s.groups * Ns + g * Ns
+                let S = state + (b * H + h) * Pd * Ns, y = t.y.pointer + b * I + h * Pd
+                for p in 0..<Pd {
+                    let sp = S + p * Ns, dx = dt * x[p]
+                    var acc: Float = 0
+                    for n in 0..<Ns {
+                        sp[n] = a * sp[n] + dx * bv[n]
+                        acc += sp[n] * cv[n]
+                    }
+                    y[p] = acc + P[o.d + h] * x[p]
+                }
+            }
+        }
+        model.gatedNorm(
+            o, z: t.projection.pointer, zStride: W, y: t.y.pointer, out: t.normed.pointer, rstd: t.rstd.pointer, rows: B
+        )
+        gemm(
+            transB: true, m: B, n: C, k: I, a: t.normed.pointer, lda: I, b: P + o.output, ldb: I, beta: 1,
+            c: x.pointer, ldc: C)
     }
 
     /// The final norm and the LM head on ``x``: logits (B, V).

@@ -37,25 +37,10 @@ extension DecoderModel {
                 m.y + b * T * I, I, m.states + b * stateFloats)
         }
         // normed = w · h / rms(h) per group, h = y · SiLU(z); masked channels leave the mean.
-        let gs = I / s.groups, eps = Float(config.normEps)
         var kept = [Bool](repeating: true, count: I)
         for h in masks.mambaHeads[l] ?? [] { for p in 0..<s.headDim { kept[h * s.headDim + p] = false } }
         for p in masks.mambaChannels[l] ?? [] { for h in 0..<H { kept[h * s.headDim + p] = false } }
-        let counts = (0..<s.groups).map { g in Float(max(1, kept[(g * gs)..<((g + 1) * gs)].filter { $0 }.count)) }
-        for n in 0..<N {
-            let z = m.projection + n * W, y = m.y + n * I, out = m.normed + n * I
-            for g in 0..<s.groups {
-                var ms: Float = 0
-                for i in (g * gs)..<((g + 1) * gs) {
-                    let h = kept[i] ? y[i] * silu(z[i]) : 0
-                    out[i] = h
-                    ms += h * h
-                }
-                let r = 1 / (ms / counts[g] + eps).squareRoot()
-                m.rstd[n * s.groups + g] = r
-                for i in (g * gs)..<((g + 1) * gs) { out[i] = P[o.norm + i] * (out[i] * r) }
-            }
-        }
+        gatedNorm(o, z: m.projection, zStride: W, y: m.y, out: m.normed, rstd: m.rstd, rows: N, kept: kept)
         // mid = x + normed (N, I) · W_out (C, I)ᵀ
         a.mid.update(from: acts.residual[l], count: N * C)
         gemm(
@@ -139,6 +124,33 @@ extension DecoderModel {
 }
 
 extension DecoderModel {
+    /// The gated grouped RMSNorm of `rows` rows: out = w · g / rms(g) over each group's channels,
+    /// g = y · SiLU(z) (z read with row stride `zStride`), channels not `kept` zero and outside
+    /// the mean; the reciprocal RMS per row and group into `rstd`.
+    func gatedNorm(
+        _ o: MambaOffsets, z: UnsafePointer<Float>, zStride: Int, y: UnsafePointer<Float>,
+        out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, rows N: Int, kept: [Bool]? = nil
+    ) {
+        let P = parameters.pointer, s = o.shape, I = s.innerWidth, gs = I / s.groups, eps = Float(config.normEps)
+        let counts = (0..<s.groups).map { g in
+            Float(max(1, kept.map { $0[(g * gs)..<((g + 1) * gs)].filter { $0 }.count } ?? gs))
+        }
+        for n in 0..<N {
+            let z = z + n * zStride, y = y + n * I, out = out + n * I
+            for g in 0..<s.groups {
+                var ms: Float = 0
+                for i in (g * gs)..<((g + 1) * gs) {
+                    let h = kept?[i] ?? true ? y[i] * silu(z[i]) : 0
+                    out[i] = h
+                    ms += h * h
+                }
+                let r = 1 / (ms / counts[g] + eps).squareRoot()
+                rstd[n * s.groups + g] = r
+                for i in (g * gs)..<((g + 1) * gs) { out[i] = P[o.norm + i] * (out[i] * r) }
+            }
+        }
+    }
+
     /// Floats of one sequence's chunk-start states.
     func scanStateFloats(_ s: MambaShape, T: Int) -> Int {
         (T + config.mambaChunkSize - 1) / config.mambaChunkSize * s.heads * s.headDim * s.stateSize

@@ -190,6 +190,7 @@ public enum Throughput {
     /// A model of `layers` copies of `b` with `c`'s numerics (random weights: time does not
     /// depend on them).
     static func oneLayer(_ b: Block, like c: ModelConfig, layers: Int = 1) throws -> DecoderModel {
+        if c.hybridLayers != nil { return try hybridLayers(b, like: c, layers: layers) }
         var one = c
         var variant = LayerVariant(keyValueGroups: nil, mlpWidth: nil)
         switch b.mixer {
@@ -202,7 +203,7 @@ public enum Throughput {
             one.slidingWindow = window
             one.slidingLayers = window == nil ? [] : Array(0..<layers)
         case .mamba:
-            throw ModelError.invalidInput("the built-in engine does not time Mamba2 blocks yet")
+            throw ModelError.invalidInput("Mamba2 blocks are timed in a hybrid (nemotron_h) config")
         }
         switch b.channelMixer {
         case .none: break
@@ -211,6 +212,32 @@ public enum Throughput {
         }
         one.numHiddenLayers = layers
         one.layerVariants = Array(repeating: variant, count: layers)
+        let m = DecoderModel(config: one)
+        m.initialize(seed: 1)
+        return m
+    }
+
+    /// A hybrid model of `layers` copies of `b`, which is one mixer (Mamba2 or attention) or one
+    /// MLP, with `c`'s numerics.
+    static func hybridLayers(_ b: Block, like c: ModelConfig, layers: Int) throws -> DecoderModel {
+        var one = c
+        let type: HybridLayer
+        switch (b.mixer, b.channelMixer) {
+        case let (.mamba(m), .none):
+            type = .mamba
+            one.mamba = m
+        case let (.attention(H, G, _, window, E), .none) where E == 0 && window == nil:
+            type = .attention
+            one.numAttentionHeads = H
+            one.numKeyValueHeads = G
+        case let (.none, .dense(F)):
+            type = .mlp
+            one.intermediateSize = F
+        default:
+            throw ModelError.invalidInput("a hybrid layer is one Mamba2 mixer, one attention mixer or one MLP")
+        }
+        one.hybridLayers = Array(repeating: type, count: layers)
+        one.numHiddenLayers = layers
         let m = DecoderModel(config: one)
         m.initialize(seed: 1)
         return m

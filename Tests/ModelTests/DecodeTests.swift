@@ -8,6 +8,8 @@ struct DecodeTests {
     static let configs: [(String, ModelConfig)] = [
         ("llama", tinyConfig(.llama)), ("qwen2", tinyConfig(.qwen2)), ("qwen3", tinyConfig(.qwen3, tied: true)),
         ("nemotron", tinyConfig(.nemotron)), ("mistral", tinyConfig(.mistral)), ("heterogeneous", heterogeneousConfig()),
+        // Mamba2's recurrent form against the training scan (chunks of 4 crossed at 7).
+        ("nemotron_h", hybridConfig()), ("nemotron_h without conv bias", hybridConfig(convBias: false)),
     ]
 
     /// Every step's logits equal the full forward's at that position (windows of 3 crossed at 7).
