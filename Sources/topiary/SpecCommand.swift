@@ -130,9 +130,10 @@ struct SpecCheck: ParsableCommand {
         }
         printThroughput(s)
         let tp = s.budget.throughput
-        let moe = teacher.family.isMixture
+        let moe = teacher.family.isMixture, hybrid = teacher.hybridLayers != nil
         print(
             "candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "")
+                + (hybrid ? "pattern      mamba H×P " : "")
                 + "  parameters  non-embedding  FLOPs/token"
                 + (workload != nil ? "   weight bytes  KV-cache bytes    memory bytes  decode FLOPs" : "")
                 + (tp != nil ? "   tokens/s" : ""))
@@ -144,6 +145,13 @@ struct SpecCheck: ParsableCommand {
                 String(
                     format: "%@ %6d %6d %5d %2d %5d ", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,
                     k.numAttentionHeads, k.numKeyValueHeads, moe ? k.expertWidth : k.intermediateSize) + experts
+                    + (hybrid
+                        ? String(String(k.hybridLayers!.map(\.letter))).padding(
+                            toLength: 12, withPad: " ", startingAt: 0)
+                            + " "
+                            + "\(k.mamba!.heads)×\(k.mamba!.headDim)".padding(toLength: 9, withPad: " ", startingAt: 0)
+                            + " "
+                        : "")
                     + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken)
                     + (workload.map {
                         let cost = c.cost($0)

@@ -364,6 +364,14 @@ public struct StudyReport {
                 + "\(attention)" + (groups.isEmpty ? "" : " kv\(groups.map(String.init).joined(separator: ","))")
                 + " mlp \(mlp)"
         }
+        // A hybrid candidate: its layers per type, the Mamba2 heads × head width, attention, MLP.
+        if let mamba = o["num_mamba_layers"]?.int {
+            func v(_ key: String) -> Int { o[key]?.int ?? 0 }
+            return
+                "C\(v("hidden_size")) M\(mamba)×\(v("mamba_num_heads"))x\(v("mamba_head_dim")) "
+                + "A\(v("num_attention_layers"))×H\(v("num_attention_heads"))/\(v("num_key_value_heads")) "
+                + "F\(v("num_mlp_layers"))×\(v("intermediate_size"))"
+        }
         let experts =
             (o["num_local_experts"] ?? o["num_experts"])?.int.map { " E\($0)k\(o["num_experts_per_tok"]?.int ?? 0)" }
             ?? ""
