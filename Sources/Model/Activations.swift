@@ -31,7 +31,7 @@ public final class Activations {
         public internal(set) var attnGathered, attnSlots, attnExpertOut: UnsafeMutablePointer<Float>?
         /// Qwen3's query/key norms: their inputs (N, (H+G)·D) and reciprocal RMS (N, H+G).
         public internal(set) var qkNormInput, qkRstd: UnsafeMutablePointer<Float>?
-        /// A Mamba2 mixer (carved in every layer of a model that has one).
+        /// A Mamba2 mixer (in a hybrid decoder's Mamba2 layers).
         public internal(set) var mamba: MambaActivations?
     }
 
@@ -80,7 +80,9 @@ public final class Activations {
             return carver.used
         }
         let L = c.numHiddenLayers
-        if L <= 2 { return count(layers: L) }
+        // A hybrid decoder's layers carve what their type needs: its list is explicit, so it is
+        // counted layer by layer.
+        if L <= 2 || c.hybridLayers != nil { return count(layers: L) }
         let one = count(layers: 1), perLayer = count(layers: 2) - one
         let (product, overflow) = perLayer.multipliedReportingOverflow(by: L - 1)
         let (total, overflow2) = one.addingReportingOverflow(product)
@@ -118,17 +120,21 @@ public final class Activations {
             let chunks = (T + c.mambaChunkSize - 1) / c.mambaChunkSize
             for _ in 0...c.numHiddenLayers { residual.append(carver.take(N * C)) }
             for l in 0..<c.numHiddenLayers {
+                // A hybrid layer holds one mixer: attention's and the MLP's buffers only where it is one.
+                let type = c.hybridLayers?[l]
+                let attention = type == nil || type == .attention, mlp = type == nil || type == .mlp
                 var layer = Layer(
                     mid: carver.take(N * C), norm1: carver.take(N * C), mean1: carver.take(N), rstd1: carver.take(N),
-                    qkv: carver.take(N * qkvW), probs: carver.take(B * c.numAttentionHeads * T * T),
-                    attn: carver.take(N * attnW), norm2: carver.take(N * C), mean2: carver.take(N),
+                    qkv: carver.take(attention ? N * qkvW : 0),
+                    probs: carver.take(attention ? B * c.numAttentionHeads * T * T : 0),
+                    attn: carver.take(attention ? N * attnW : 0), norm2: carver.take(N * C), mean2: carver.take(N),
                     rstd2: carver.take(N),
-                    mlpPre: carver.take(preSize), mlpAct: carver.take(actSize))
+                    mlpPre: carver.take(mlp ? preSize : 0), mlpAct: carver.take(mlp ? actSize : 0))
                 if qkHeads > 0 {
                     layer.qkNormInput = carver.take(N * qkHeads * c.headDim)
                     layer.qkRstd = carver.take(N * qkHeads)
                 }
-                if let m = mamba {
+                if let m = mamba, type == .mamba {
                     layer.mamba = MambaActivations(
                         projection: carver.take(N * m.projectionWidth), convPre: carver.take(N * m.convWidth),
                         xbc: carver.take(N * m.convWidth), dt: carver.take(N * m.heads),
@@ -156,7 +162,8 @@ public final class Activations {
             logits = carver.take(N * c.vocabSize); rowLoss = carver.take(N)
             dResidual = carver.take(N * C); dNorm = carver.take(N * C); dQKV = carver.take(N * qkvW);
             dAttn = carver.take(N * attnW)
-            dMLPPre = carver.take(preSize); dMLPAct = carver.take(actSize); dScores = carver.take(threads * T * T)
+            dMLPPre = carver.take(preSize); dMLPAct = carver.take(actSize);
+            dScores = carver.take(c.hybridLayers?.contains(.attention) ?? true ? threads * T * T : 0)
             let mixture = c.family.isMixture
             dGates = carver.take(mixture ? N * k : 0)
             dRouterLogits = carver.take(mixture ? N * E : 0)

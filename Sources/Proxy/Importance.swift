@@ -223,9 +223,13 @@ public enum Importance {
                 }
                 for l in 0..<L {
                     let a = acts.layers[l]
+                    // A hybrid layer has attention heads or MLP neurons only if it is of that type.
+                    let (hasHeads, hasNeurons) = (
+                        c.hybridLayers.map { $0[l] == .attention } ?? true, c.hybridLayers.map { $0[l] == .mlp } ?? true
+                    )
                     for r in 0..<rows {
                         let sample = start + r
-                        for h in 0..<H {
+                        for h in 0..<H where hasHeads {
                             headSeq[l][h * S + sample] = aggregate { t in
                                 let p = a.attn + (r * T + t) * H * D + h * D
                                 var s: Float = 0
@@ -233,7 +237,7 @@ public enum Importance {
                                 return Double(s.squareRoot())
                             }
                         }
-                        if !mixture {
+                        if !mixture && hasNeurons {
                             for i in 0..<F {
                                 neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) }
                             }

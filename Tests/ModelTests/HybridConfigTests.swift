@@ -84,4 +84,14 @@ import Testing
         #expect(ParameterLayout(config: c).count == total)
         #expect(c.activeParameterCount == total)
     }
+
+    /// A hybrid layer carves what its type needs: a Mamba2-only model holds no attention
+    /// probabilities (B·H·T² per attention layer), an attention layer does.
+    @Test func hybridLayersCarveOnlyWhatTheirTypeNeeds() {
+        let (B, T) = (2, 512), probabilities = 2 * 4 * 512 * 512
+        let mamba = Activations.floatCount(config: hybridConfig(layers: [.mamba, .mamba, .mamba]), B: B, T: T)
+        let withAttention = Activations.floatCount(config: hybridConfig(layers: [.mamba, .attention, .mamba]), B: B, T: T)
+        #expect(mamba < probabilities, "\(mamba) floats")
+        #expect(withAttention > mamba + probabilities)
+    }
 }
