@@ -219,6 +219,11 @@ public enum Pruning {
         let L = teacher.numHiddenLayers
         let layerScores = options.layerMetric == .blockImportance ? scores.blockImportance : scores.layerLossRise
         var layers: [Int]
+        if teacher.hybridLayers != nil, options.contiguousLayers, t.numHiddenLayers < L {
+            throw ProxyError.invalidTarget(
+                field: "num_hidden_layers",
+                reason: "a hybrid teacher's depth is pruned per layer type, not as one contiguous block")
+        }
         if let types = teacher.hybridLayers, let keptTypes = t.hybridLayers {
             // Depth by layer type: of each type, the layers the target keeps, by importance among
             // the layers of that type.

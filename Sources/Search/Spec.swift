@@ -320,10 +320,16 @@ public struct SearchSpec: Sendable {
                 t.family.derivesQueryHeads && axis == .numAttentionHeads
                     ? "\(t.family.displayName) derives num_attention_heads as num_key_value_heads × num_experts_per_tok; "
                         + "vary those instead"
-                    : !t.family.isMixture
-                        ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
-                            + "teacher (mixtral, jetmoe, qwen3_moe)"
-                        : "not an axis of a \(t.family.rawValue) teacher; its axes are \(axes.map(\.rawValue).joined(separator: ", "))"
+                    : t.hybridLayers != nil && axis == .numHiddenLayers
+                        ? "a hybrid teacher's depth is counted per layer type: vary num_mamba_layers, "
+                            + "num_attention_layers or num_mlp_layers"
+                        : [.mambaNumHeads, .mambaHeadDim, .numMambaLayers, .numAttentionLayers, .numMLPLayers].contains(
+                            axis)
+                            ? "\(axis.rawValue) is an axis of hybrid (nemotron_h) teachers; this one is \(t.family.rawValue)"
+                            : !t.family.isMixture
+                                ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
+                                    + "teacher (mixtral, jetmoe, qwen3_moe)"
+                                : "not an axis of a \(t.family.rawValue) teacher; its axes are \(axes.map(\.rawValue).joined(separator: ", "))"
             )
         }
         try rd.check(sp, "space", axes.map(\.rawValue))

@@ -56,4 +56,24 @@ struct HybridSearchTests {
             #expect(proxy.config == model.config)
         }
     }
+
+    /// Spaces a hybrid teacher cannot take are refused naming the axis and what to vary instead.
+    @Test func badHybridSpacesNameTheAxis() throws {
+        let f = try Fixture(family: .nemotronH)
+        defer { f.cleanup() }
+        func refusal(_ space: JSON) -> String {
+            do {
+                _ = try f.parse(f.spec(["space": space]))
+                return "accepted"
+            } catch { return "\(error)" }
+        }
+        #expect(refusal(["num_hidden_layers": [2, 3]]).contains("counted per layer type"))
+        #expect(refusal(["num_mamba_layers": [3]]).contains("space.num_mamba_layers[0]: 3 is larger than the teacher's 2"))
+        let dense = try Fixture()
+        defer { dense.cleanup() }
+        do {
+            _ = try dense.parse(dense.spec(["space": ["mamba_num_heads": [2]]]))
+            Issue.record("a Mamba2 axis on a llama teacher was accepted")
+        } catch { #expect("\(error)".contains("an axis of hybrid (nemotron_h) teachers")) }
+    }
 }

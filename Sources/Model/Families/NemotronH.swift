@@ -142,6 +142,11 @@ struct NemotronH: FamilyDefinition {
             throw ModelError.invalidConfig(
                 file: file, key: "layers_block_type", reason: "must name one type for each of the model's layers")
         }
+        if let l = layers.firstIndex(of: .moe) {
+            throw ModelError.unsupportedConfig(
+                file: file, key: "layers_block_type",
+                reason: "layer \(l) is a mixture-of-experts block; Nemotron-H's MoE blocks are not implemented yet")
+        }
         guard let m = c.mamba else {
             throw ModelError.invalidConfig(file: file, key: "mamba_num_heads", reason: "missing")
         }
