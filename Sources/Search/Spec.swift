@@ -329,7 +329,8 @@ public struct SearchSpec: Sendable {
                             : !t.family.isMixture
                                 ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
                                     + "teacher (mixtral, jetmoe, qwen3_moe)"
-                                : "not an axis of a \(t.family.rawValue) teacher; its axes are \(axes.map(\.rawValue).joined(separator: ", "))"
+                                : "not an axis of a \(t.family.rawValue) teacher; its axes are "
+                                    + axes.map(\.rawValue).joined(separator: ", ")
             )
         }
         try rd.check(sp, "space", axes.map(\.rawValue))
