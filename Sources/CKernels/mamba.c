@@ -11,6 +11,10 @@
 // order; its cost is linear in T. The state at the start of every chunk of Q positions is kept
 // for the backward pass, which recomputes the states inside one chunk at a time.
 
+// The state's update and the readout over N are sums in float32: reassociating them (so that the
+// compiler vectorises the loops over N) changes results by rounding only.
+#pragma clang fp reassociate(on)
+
 #define X(t, h) (xbc + (t) * xs + (h) * P)
 #define BV(t) (xbc + (t) * xs + I + g * Ns)
 #define CV(t) (xbc + (t) * xs + I + G * Ns + g * Ns)
@@ -28,10 +32,11 @@ void tp_mamba_scan_forward(long T, long H, long P, long G, long Ns, long Q, long
             const float *x = X(t, h), *b = BV(t), *c = CV(t);
             float *out = y + t * ys + h * P;
             for (long p = 0; p < P; p++) {
-                float *s = S + p * Ns, dx = d * x[p], acc = 0;
+                float *restrict s = S + p * Ns, dx = d * x[p], acc = 0;
+                const float *restrict br = b, *restrict cr = c;
                 for (long n = 0; n < Ns; n++) {
-                    s[n] = a * s[n] + dx * b[n];
-                    acc += s[n] * c[n];
+                    s[n] = a * s[n] + dx * br[n];
+                    acc += s[n] * cr[n];
                 }
                 out[p] = acc + D[h] * x[p];
             }
@@ -64,8 +69,9 @@ void tp_mamba_scan_backward(long T, long H, long P, long G, long Ns, long Q, lon
                 const float *prev = buf + (t - t0) * P * Ns;
                 float *cur = buf + (t - t0 + 1) * P * Ns;
                 for (long p = 0; p < P; p++) {
-                    float dx = d * x[p];
-                    for (long n = 0; n < Ns; n++) cur[p * Ns + n] = a * prev[p * Ns + n] + dx * b[n];
+                    float dx = d * x[p], *restrict cr = cur + p * Ns;
+                    const float *restrict pr = prev + p * Ns, *restrict br = b;
+                    for (long n = 0; n < Ns; n++) cr[n] = a * pr[n] + dx * br[n];
                 }
             }
             for (long t = t1 - 1; t >= t0; t--) {
@@ -76,23 +82,29 @@ void tp_mamba_scan_backward(long T, long H, long P, long G, long Ns, long Q, lon
                 float *gc = dxbc + t * xs + I + G * Ns + g * Ns;
                 float dd = 0, ga = 0, gdt = 0;
                 for (long p = 0; p < P; p++) {
-                    dd += gy[p] * x[p];
-                    gx[p] += D[h] * gy[p];
-                    float *gs = gS + p * Ns, sb = 0;
-                    const float *sc = cur + p * Ns, *sp = prev + p * Ns;
+                    float g = gy[p], sb = 0, gap = 0;
+                    dd += g * x[p];
+                    gx[p] += D[h] * g;
+                    // Distinct arrays (the state, its gradient, B, C and dC): restrict lets the
+                    // loop vectorise without run-time overlap checks.
+                    float *restrict gs = gS + p * Ns, *restrict gcr = gc;
+                    const float *restrict sc = cur + p * Ns, *restrict sp = prev + p * Ns;
+                    const float *restrict cr = c, *restrict br = b;
                     for (long n = 0; n < Ns; n++) {
-                        gc[n] += sc[n] * gy[p];
-                        gs[n] += gy[p] * c[n];
-                        ga += gs[n] * sp[n];
-                        sb += gs[n] * b[n];
+                        gcr[n] += sc[n] * g;
+                        float v = gs[n] + g * cr[n];
+                        gs[n] = v;
+                        gap += v * sp[n];
+                        sb += v * br[n];
                     }
+                    ga += gap;
                     gdt += x[p] * sb;
                     gx[p] += d * sb;
                 }
                 for (long p = 0; p < P; p++) {
-                    float *gs = gS + p * Ns, dx = d * x[p];
+                    float *restrict gs = gS + p * Ns, *restrict gbr = gb, dx = d * x[p];
                     for (long n = 0; n < Ns; n++) {
-                        gb[n] += dx * gs[n];
+                        gbr[n] += dx * gs[n];
                         gs[n] *= a;
                     }
                 }
