@@ -28,21 +28,24 @@ void tp_mamba_scan_forward(long T, long H, long P, long G, long Ns, long Q, long
         memset(S, 0, sizeof(float) * P * Ns);
         for (long t = 0; t < T; t++) {
             if (t % Q == 0) memcpy(chunk_states + ((t / Q) * H + h) * P * Ns, S, sizeof(float) * P * Ns);
-            float d = dt[t * dts + h], a = expf(d * A[h]);
-            const float *x = X(t, h), *b = BV(t), *c = CV(t);
-            float *out = y + t * ys + h * P;
-            for (long p = 0; p < P; p++) {
-                float *restrict s = S + p * Ns, dx = d * x[p], acc = 0;
-                const float *restrict br = b, *restrict cr = c;
-                for (long n = 0; n < Ns; n++) {
-                    s[n] = a * s[n] + dx * br[n];
-                    acc += s[n] * cr[n];
-                }
-                out[p] = acc + D[h] * x[p];
-            }
+            float d = dt[t * dts + h];
+            tp_mamba_state_step(P, Ns, S, X(t, h), BV(t), CV(t), d, expf(d * A[h]), D[h], y + t * ys + h * P);
         }
     }
     free(S);
+}
+
+void tp_mamba_state_step(long P, long Ns, float *S, const float *x, const float *b, const float *c, float d, float a,
+                         float Dh, float *y) {
+    for (long p = 0; p < P; p++) {
+        float *restrict s = S + p * Ns, dx = d * x[p], acc = 0;
+        const float *restrict br = b, *restrict cr = c;
+        for (long n = 0; n < Ns; n++) {
+            s[n] = a * s[n] + dx * br[n];
+            acc += s[n] * cr[n];
+        }
+        y[p] = acc + Dh * x[p];
+    }
 }
 
 // The backward pass of tp_mamba_scan_forward for the same sequence and group, given dy. It adds

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Incremental decoding with a key/value cache: each ``step(_:)`` feeds one token per sequence and
@@ -182,7 +183,6 @@ public final class DecodeSession {
         gemm(
             transB: true, m: B, n: W, k: C, a: norm.pointer, lda: C, b: P + o.input, ldb: C, c: t.projection.pointer,
             ldc: W)
-        let floor = Float(c.mambaTimeStepMin)
         for b in 0..<B {
             let row = t.projection.pointer + b * W, hist = history + b * (K - 1) * Wc, out = t.conv.pointer + b * Wc
             for ch in 0..<Wc {
@@ -197,18 +197,11 @@ public final class DecodeSession {
                 (hist + (K - 2) * Wc).update(from: row + I, count: Wc)
             }
             for h in 0..<H {
-                let dt = max(softplus(row[I + Wc + h] + P[o.dtBias + h]), floor), a = expf(-expf(P[o.aLog + h]) * dt)
-                let g = h / perGroup, x = out + h * Pd, bv = out + I + g * Ns, cv = out + I + s.groups * Ns + g * Ns
-                let S = state + (b * H + h) * Pd * Ns, y = t.y.pointer + b * I + h * Pd
-                for p in 0..<Pd {
-                    let sp = S + p * Ns, dx = dt * x[p]
-                    var acc: Float = 0
-                    for n in 0..<Ns {
-                        sp[n] = a * sp[n] + dx * bv[n]
-                        acc += sp[n] * cv[n]
-                    }
-                    y[p] = acc + P[o.d + h] * x[p]
-                }
+                let dt = model.mambaTimeStep(row[I + Wc + h], o, head: h), g = h / perGroup
+                tp_mamba_state_step(
+                    Pd, Ns, state + (b * H + h) * Pd * Ns, out + h * Pd, out + I + g * Ns,
+                    out + I + s.groups * Ns + g * Ns, dt, expf(-expf(P[o.aLog + h]) * dt), P[o.d + h],
+                    t.y.pointer + b * I + h * Pd)
             }
         }
         model.gatedNorm(

@@ -23,11 +23,8 @@ extension DecoderModel {
                 m.convPre + b * T * Wc, Wc)
         }
         for i in 0..<(N * Wc) { m.xbc[i] = silu(m.convPre[i]) }
-        let floor = Float(config.mambaTimeStepMin)
         for n in 0..<N {
-            for h in 0..<H {
-                m.dt[n * H + h] = max(softplus(m.projection[n * W + I + Wc + h] + P[o.dtBias + h]), floor)
-            }
+            for h in 0..<H { m.dt[n * H + h] = mambaTimeStep(m.projection[n * W + I + Wc + h], o, head: h) }
         }
         let Q = config.mambaChunkSize, stateFloats = scanStateFloats(s, T: T)
         // Each (sequence, group) task writes its own heads' y and states.
@@ -149,6 +146,12 @@ extension DecoderModel {
                 for i in (g * gs)..<((g + 1) * gs) { out[i] = P[o.norm + i] * (out[i] * r) }
             }
         }
+    }
+
+    /// Head h's time step from its in-projection value: Δ = max(softplus(raw + dt_bias),
+    /// time_step_min) — the training scan and decoding both take it.
+    @inline(__always) func mambaTimeStep(_ raw: Float, _ o: MambaOffsets, head h: Int) -> Float {
+        max(softplus(raw + parameters.pointer[o.dtBias + h]), Float(config.mambaTimeStepMin))
     }
 
     /// Floats of one sequence's chunk-start states.

@@ -70,7 +70,8 @@ struct HybridExportTests {
         let scale = ours.map { abs($0) }.max() ?? 1
         let worst = zip(ours, theirs).map { abs($0 - $1) }.max() ?? .infinity
         print(
-            "nemotron_h checkpoint (conv bias \(convBias)): transformers vs Topiary, worst logit difference \(worst) (largest logit \(scale))"
+            "nemotron_h checkpoint (conv bias \(convBias)): transformers vs Topiary, worst logit difference \(worst) "
+                + "(largest logit \(scale))"
         )
         #expect(worst <= 1e-5, "worst logit difference \(worst)")
     }

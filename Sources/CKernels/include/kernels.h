@@ -53,6 +53,10 @@ void tp_adamw_on(int path, float *p, const float *grad, float *m, float *v, long
 void tp_mamba_scan_forward(long T, long H, long P, long G, long Ns, long Q, long g, const float *xbc, long xs, long I,
                            const float *dt, long dts, const float *A, const float *D, float *y, long ys,
                            float *chunk_states);
+/// One position of one head, the step both the scan and decoding take: S (P × N) ← a·S + d·x ⊗ b,
+/// y = S·c + Dh·x (a = exp(d·A)).
+void tp_mamba_state_step(long P, long Ns, float *S, const float *x, const float *b, const float *c, float d, float a,
+                         float Dh, float *y);
 /// Its backward pass from dy: adds into dxbc, ddt, dA and dD (zeroed by the caller).
 void tp_mamba_scan_backward(long T, long H, long P, long G, long Ns, long Q, long g, const float *xbc, long xs, long I,
                             const float *dt, long dts, const float *A, const float *D, const float *chunk_states,
