@@ -5,7 +5,8 @@ Run once (the Swift tests never need Python):
     python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors
     .venv/bin/python scripts/make_fixtures.py [NAME ...]
 With names (e.g. `rope`, `hybrid`), only those are made; `hybrid` makes the Nemotron-H fixtures
-(nemotron_h_hybrid, nemotron_h_untied); `rope` makes the five rope
+(nemotron_h_hybrid, nemotron_h_untied), `qwen35` the Qwen3.5 ones (qwen3_5_hybrid,
+qwen3_5_tied); `rope` makes the five rope
 scaling fixtures (llama_rope_linear, llama_rope_dynamic in transformers 4's `rope_scaling` +
 `rope_theta` spelling; llama_rope_llama3, qwen2_yarn, mistral_yarn_mscale in 5's `rope_parameters`).
 
@@ -185,11 +186,40 @@ def hybrid_fixtures(wanted):
     make("nemotron_h_untied", nh2, 61, batch=1, seq=19, seed=13)
 
 
+def qwen35_fixtures(wanted):
+    """The Qwen3.5 fixtures (`qwen35`, or every fixture without names)."""
+    if wanted and "qwen35" not in wanted:
+        return
+    from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+    # Qwen3.5 (issue 26): Gated DeltaNet, DeltaNet, gated attention, DeltaNet layers; 2 key heads
+    # of 8 serving 4 value heads of 6 (two per key head); attention with q/k norms and a quarter
+    # of each head rotating (the default); 70-token sequences cross transformers' chunk of 64.
+    torch.manual_seed(51)
+    q = Qwen3_5ForCausalLM(Qwen3_5TextConfig(
+        vocab_size=61, hidden_size=32, num_hidden_layers=4,
+        layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40, linear_num_key_heads=2,
+        linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=6, linear_conv_kernel_dim=4,
+        max_position_embeddings=128, initializer_range=0.2, attn_implementation="eager"))
+    make("qwen3_5_hybrid", q, 61, batch=2, seq=70, seed=14)
+    # Tied embeddings, layer types from full_attention_interval 2, as many value heads as key heads,
+    # half of each head rotating, a convolution of 2 taps, 67 tokens.
+    torch.manual_seed(53)
+    q2 = Qwen3_5ForCausalLM(Qwen3_5TextConfig(
+        vocab_size=61, hidden_size=24, num_hidden_layers=2, full_attention_interval=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=12, intermediate_size=20, linear_num_key_heads=2, linear_num_value_heads=2,
+        linear_key_head_dim=4, linear_value_head_dim=8, linear_conv_kernel_dim=2, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.5},
+        max_position_embeddings=128, initializer_range=0.2, attn_implementation="eager"))
+    make("qwen3_5_tied", q2, 61, batch=1, seq=67, seed=15)
+
+
 def main():
     import sys
     wanted = set(sys.argv[1:])
     rope_fixtures(wanted)
     hybrid_fixtures(wanted)
+    qwen35_fixtures(wanted)
     if wanted:
         return
     torch.manual_seed(1234)

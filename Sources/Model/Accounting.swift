@@ -66,11 +66,15 @@ extension ModelConfig {
             let GD = n(G) * n(D), used = n(active ? numExpertsPerTok : E)
             total += used * 2 * GD * C + 2 * GD * C + n(E) * C + C
         case let .attention(H, G, D, _, _):
-            total += C * (n(H) + 2 * n(G)) * n(D) + n(H) * n(D) * C
+            // Gated attention's q_proj projects each head's gate beside its queries.
+            let queries = n(definition.hasGatedAttention ? 2 * H : H)
+            total += C * (queries + 2 * n(G)) * n(D) + n(H) * n(D) * C
             if definition.hasQKVBias { total += (n(H) + 2 * n(G)) * n(D) }
             if definition.hasQKNorm { total += 2 * n(D) }
         case let .mamba(m):
             total += n(m.parameterCount(hidden: hiddenSize, convBias: mambaConvBias))
+        case let .deltaNet(d):
+            total += n(d.parameterCount(hidden: hiddenSize))
         }
         let matrices = n(definition.isGated ? 3 : 2) * C
         switch b.channelMixer {
@@ -90,8 +94,10 @@ extension ModelConfig {
         switch b.mixer {
         case .none: break
         case let .attention(_, G, D, _, E) where E > 0: total += k * 2 * G * D * C + 2 * G * D * C + E * C
-        case let .attention(H, G, D, _, _): total += C * (H + 2 * G) * D + H * D * C
+        case let .attention(H, G, D, _, _):
+            total += C * ((family.definition.hasGatedAttention ? 2 * H : H) + 2 * G) * D + H * D * C
         case let .mamba(m): total += C * m.projectionWidth + m.innerWidth * C
+        case let .deltaNet(d): total += C * d.projectionWidth + d.valueWidth * C
         }
         let matrices = (family.isGated ? 3 : 2) * C
         switch b.channelMixer {
@@ -122,7 +128,9 @@ extension ModelConfig {
     /// Forward FLOPs per token at sequence length T, PaLM's convention:
     /// `2 · matmul weights + 4 · L · H · D · T` (the attention products QKᵀ and PV, full T×T),
     /// plus, per Mamba2 layer, `4 · I · N` (the state's update by the outer product of x and B,
-    /// and its readout against C). Norms, softmax, the convolution and activations are not
+    /// and its readout against C), and per Gated DeltaNet layer `6 · Hv · Dk · Dv` (the state's
+    /// read against k, its rank-one update and its readout against q). Norms, softmax, the
+    /// convolution and activations are not
     /// counted. Training is 3× this.
     public func forwardFLOPsPerToken(sequence T: Int) -> Int {
         let attentionLayers =
@@ -130,11 +138,15 @@ extension ModelConfig {
             ?? hybridLayers.map { $0.filter { $0 == .attention }.count } ?? numHiddenLayers
         let mambaLayers = hybridLayers.map { $0.filter { $0 == .mamba }.count } ?? 0
         let scan = mamba.map { 4 * $0.innerWidth * $0.stateSize } ?? 0
+        let deltaLayers = hybridLayers.map { $0.filter { $0 == .deltaNet }.count } ?? 0
+        let rule = deltaNet.map { 6 * $0.valueHeads * $0.keyDim * $0.valueDim } ?? 0
         return saturating(
             saturating(
-                saturating(matmulParameterCount, times: 2),
-                plus: saturating(saturating(4 * numAttentionHeads * headDim, times: attentionLayers), times: T)),
-            plus: saturating(scan, times: mambaLayers))
+                saturating(
+                    saturating(matmulParameterCount, times: 2),
+                    plus: saturating(saturating(4 * numAttentionHeads * headDim, times: attentionLayers), times: T)),
+                plus: saturating(scan, times: mambaLayers)),
+            plus: saturating(rule, times: deltaLayers))
     }
 
     /// Bytes to train with AdamW at (batch, sequence): parameters, gradients and two moments in

@@ -33,6 +33,22 @@ public final class Activations {
         public internal(set) var qkNormInput, qkRstd: UnsafeMutablePointer<Float>?
         /// A Mamba2 mixer (in a hybrid decoder's Mamba2 layers).
         public internal(set) var mamba: MambaActivations?
+        /// A Gated DeltaNet mixer (in Qwen3.5's linear-attention layers).
+        public internal(set) var deltaNet: DeltaNetActivations?
+        /// Gated attention (Qwen3.5): the gate before its sigmoid and attention's output before
+        /// the gate, (N, H·D) each; `attn` holds the gated output.
+        public internal(set) var attnGate, attnUngated: UnsafeMutablePointer<Float>?
+    }
+
+    /// A Gated DeltaNet mixer's activations: the in-projection (N, W = convDim + V + 2·Hv), the
+    /// convolution's output before its SiLU and after it (N, convDim: q, k, v), the normalised
+    /// queries (scaled by 1/√Dk) and keys (N, Hk·Dk each) with their reciprocal norms (N, Hk
+    /// each), the log decay g and the rate β (N, Hv each), the rule's output (N, V), the gated
+    /// norm's output (N, V) and reciprocal RMS (N, Hv), and the state at the start of every
+    /// chunk (B, Hv, chunks, Dk, Dv).
+    public struct DeltaNetActivations {
+        public internal(set) var projection, convPre, xbc, q, k, qInv, kInv, g, beta, o, normed, rstd,
+            states: UnsafeMutablePointer<Float>
     }
 
     /// A Mamba2 mixer's activations: the in-projection (N, W = I + convDim + H), the
@@ -55,6 +71,11 @@ public final class Activations {
     /// Mamba2 scratch: d(projection) (N, W), d(x, B, C) (N, convDim), dy and d(normed) (N, I),
     /// dΔ (N, H), and per-sequence dA and dD (B, 2H).
     var dMambaProjection, dMambaXBC, dMambaY, dMambaNormed, dMambaDt, dMambaAD: UnsafeMutablePointer<Float>
+    /// Gated attention's projection (N, (2H + 2G)·D), forward and backward; DeltaNet scratch:
+    /// d(projection) (N, W), d(q, k, v) (N, convDim), d(output) and d(normed) (N, V), each value
+    /// head's dq and dk (N, Hv, Dk each), dg and dβ (N, Hv each).
+    var gatedProjection, dDeltaProjection, dDeltaXBC, dDeltaO, dDeltaNormed, dDeltaQK, dDeltaGB:
+        UnsafeMutablePointer<Float>
 
     /// Hands out consecutive pieces of one allocation; with no base it only counts.
     private struct Carver {
@@ -97,6 +118,8 @@ public final class Activations {
         var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores, dGates, dRouterLogits,
             dExpertRows: UnsafeMutablePointer<Float>
         var dMambaProjection, dMambaXBC, dMambaY, dMambaNormed, dMambaDt, dMambaAD: UnsafeMutablePointer<Float>
+        var gatedProjection, dDeltaProjection, dDeltaXBC, dDeltaO, dDeltaNormed, dDeltaQK, dDeltaGB:
+            UnsafeMutablePointer<Float>
 
         init(config c: ModelConfig, B: Int, T: Int, threads: Int, carver: inout Carver) {
             let N = B * T, C = c.hiddenSize
@@ -118,11 +141,15 @@ public final class Activations {
             let qkHeads = c.family.hasQKNorm ? c.numAttentionHeads + c.numKeyValueHeads : 0
             let mamba = c.hybridLayers?.contains(.mamba) == true ? c.mamba : nil
             let chunks = (T + c.mambaChunkSize - 1) / c.mambaChunkSize
+            let delta = c.hybridLayers?.contains(.deltaNet) == true ? c.deltaNet : nil
+            let deltaChunks = (T + c.deltaNetChunkSize - 1) / c.deltaNetChunkSize
+            let gated = c.family.definition.hasGatedAttention
             for _ in 0...c.numHiddenLayers { residual.append(carver.take(N * C)) }
             for l in 0..<c.numHiddenLayers {
                 // A hybrid layer holds one mixer: attention's and the MLP's buffers only where it is one.
                 let type = c.hybridLayers?[l]
-                let attention = type == nil || type == .attention, mlp = type == nil || type == .mlp
+                let attention = type == nil || type == .attention
+                let mlp = type == nil || type == .mlp || c.family.definition.hybridMixersHaveMLP
                 var layer = Layer(
                     mid: carver.take(N * C), norm1: carver.take(N * C), mean1: carver.take(N), rstd1: carver.take(N),
                     qkv: carver.take(attention ? N * qkvW : 0),
@@ -141,6 +168,19 @@ public final class Activations {
                         y: carver.take(N * m.innerWidth),
                         normed: carver.take(N * m.innerWidth), rstd: carver.take(N * m.groups),
                         states: carver.take(B * chunks * m.heads * m.headDim * m.stateSize))
+                }
+                if let d = delta, type == .deltaNet {
+                    let (Hk, Hv) = (d.keyHeads, d.valueHeads)
+                    layer.deltaNet = DeltaNetActivations(
+                        projection: carver.take(N * d.projectionWidth), convPre: carver.take(N * d.convWidth),
+                        xbc: carver.take(N * d.convWidth), q: carver.take(N * d.keyWidth), k: carver.take(N * d.keyWidth),
+                        qInv: carver.take(N * Hk), kInv: carver.take(N * Hk), g: carver.take(N * Hv),
+                        beta: carver.take(N * Hv), o: carver.take(N * d.valueWidth), normed: carver.take(N * d.valueWidth),
+                        rstd: carver.take(N * Hv), states: carver.take(B * Hv * deltaChunks * d.keyDim * d.valueDim))
+                }
+                if gated, attention {
+                    layer.attnGate = carver.take(N * attnW)
+                    layer.attnUngated = carver.take(N * attnW)
                 }
                 if c.family.isMixture {
                     let router = RouterState(
@@ -174,6 +214,13 @@ public final class Activations {
             dMambaNormed = carver.take(N * (mamba?.innerWidth ?? 0))
             dMambaDt = carver.take(N * (mamba?.heads ?? 0))
             dMambaAD = carver.take(B * 2 * (mamba?.heads ?? 0))
+            gatedProjection = carver.take(gated ? N * (qkvW + attnW) : 0)
+            dDeltaProjection = carver.take(N * (delta?.projectionWidth ?? 0))
+            dDeltaXBC = carver.take(N * (delta?.convWidth ?? 0))
+            dDeltaO = carver.take(N * (delta?.valueWidth ?? 0))
+            dDeltaNormed = carver.take(N * (delta?.valueWidth ?? 0))
+            dDeltaQK = carver.take(2 * N * (delta.map { $0.valueHeads * $0.keyDim } ?? 0))
+            dDeltaGB = carver.take(2 * N * (delta?.valueHeads ?? 0))
         }
     }
 
@@ -199,6 +246,8 @@ public final class Activations {
         dGates = plan.dGates; dRouterLogits = plan.dRouterLogits; dExpertRows = plan.dExpertRows
         dMambaProjection = plan.dMambaProjection; dMambaXBC = plan.dMambaXBC; dMambaY = plan.dMambaY
         dMambaNormed = plan.dMambaNormed; dMambaDt = plan.dMambaDt; dMambaAD = plan.dMambaAD
+        gatedProjection = plan.gatedProjection; dDeltaProjection = plan.dDeltaProjection; dDeltaXBC = plan.dDeltaXBC
+        dDeltaO = plan.dDeltaO; dDeltaNormed = plan.dDeltaNormed; dDeltaQK = plan.dDeltaQK; dDeltaGB = plan.dDeltaGB
     }
 
     /// Logits (N, V) of the last forward pass (or dlogits after a loss with gradient).

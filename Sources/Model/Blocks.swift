@@ -14,6 +14,8 @@ public struct Block: Sendable, Equatable {
         case attention(heads: Int, groups: Int, headDim: Int, window: Int?, experts: Int)
         /// Mamba2's selective state-space mixer (Nemotron-H's `linear_attention` layers).
         case mamba(MambaShape)
+        /// Gated DeltaNet (Qwen3.5's `linear_attention` layers).
+        case deltaNet(DeltaNetShape)
         /// No mixer and no norm before it: the residual stream passes through (Puzzle's
         /// `no_op` attention).
         case none
@@ -77,9 +79,45 @@ public struct MambaShape: Sendable, Hashable, Codable {
     }
 }
 
-/// What a hybrid decoder's layer is (Nemotron-H's `layers_block_type`).
+/// The shape of a Gated DeltaNet mixer (transformers' `Qwen3_5GatedDeltaNet`): `keyHeads` query
+/// and key heads of `keyDim` channels, `valueHeads` value heads of `valueDim` (value head h reads
+/// key head h / (valueHeads / keyHeads)), and a depthwise causal convolution of `convKernel`
+/// taps over q, k and v (convDim = 2·keyHeads·keyDim + valueHeads·valueDim).
+public struct DeltaNetShape: Sendable, Hashable, Codable {
+    public var keyHeads: Int, valueHeads: Int, keyDim: Int, valueDim: Int, convKernel: Int
+
+    public init(keyHeads: Int, valueHeads: Int, keyDim: Int, valueDim: Int, convKernel: Int) {
+        self.keyHeads = keyHeads
+        self.valueHeads = valueHeads
+        self.keyDim = keyDim
+        self.valueDim = valueDim
+        self.convKernel = convKernel
+    }
+
+    /// The width of q (and of k).
+    public var keyWidth: Int { keyHeads * keyDim }
+    /// The width of v, of the gate z and of the output.
+    public var valueWidth: Int { valueHeads * valueDim }
+    /// The channels the convolution mixes: q, k and v.
+    public var convWidth: Int { 2 * keyWidth + valueWidth }
+    /// The fused in-projection's output: q, k, v (`in_proj_qkv`), z (`in_proj_z`), then one β
+    /// logit (`in_proj_b`) and one decay input (`in_proj_a`) per value head.
+    public var projectionWidth: Int { convWidth + valueWidth + 2 * valueHeads }
+    /// Value heads per key head.
+    public var valuesPerKey: Int { valueHeads / keyHeads }
+    /// Parameters of one mixer (projections, convolution, dt bias, A_log, norm), without the
+    /// block's norm.
+    public func parameterCount(hidden C: Int) -> Int {
+        C * projectionWidth + convWidth * convKernel + 2 * valueHeads + valueDim + valueWidth * C
+    }
+}
+
+/// What a hybrid decoder's layer is (Nemotron-H's `layers_block_type`, Qwen3.5's `layer_types`).
 public enum HybridLayer: String, Sendable, Hashable, Codable, CaseIterable {
     case mamba, attention, mlp, moe
+    /// Qwen3.5's Gated DeltaNet layer (its `linear_attention`; an MLP follows it, as it follows
+    /// Qwen3.5's attention layers).
+    case deltaNet
 
     /// The pattern letter (`hybrid_override_pattern`).
     public var letter: Character {
@@ -88,6 +126,7 @@ public enum HybridLayer: String, Sendable, Hashable, Codable, CaseIterable {
         case .attention: "*"
         case .mlp: "-"
         case .moe: "E"
+        case .deltaNet: "G"
         }
     }
 
@@ -98,6 +137,7 @@ public enum HybridLayer: String, Sendable, Hashable, Codable, CaseIterable {
         case .attention: "full_attention"
         case .mlp: "mlp"
         case .moe: "moe"
+        case .deltaNet: "linear_attention"
         }
     }
 
@@ -115,7 +155,7 @@ public enum HybridLayer: String, Sendable, Hashable, Codable, CaseIterable {
 
     /// Reads one letter of `hybrid_override_pattern`.
     public init?(letter: Character) {
-        guard let t = HybridLayer.allCases.first(where: { $0.letter == letter }) else { return nil }
+        guard let t = HybridLayer.allCases.first(where: { $0.letter == letter && $0 != .deltaNet }) else { return nil }
         self = t
     }
 }
@@ -150,14 +190,17 @@ extension ModelConfig {
     public func block(_ l: Int) -> Block {
         if let v = layerVariants?[l] { return block(v, window: window(layer: l)) }
         if let types = hybridLayers {
-            // A hybrid layer is one mixer behind one norm: Mamba2 or attention (a block without
-            // its channel mixer), or an MLP (a block without its mixer).
+            // A Nemotron-H layer is one mixer behind one norm: Mamba2 or attention (a block
+            // without its channel mixer), or an MLP (a block without its mixer). A Qwen3.5 layer
+            // is Gated DeltaNet or attention, then an MLP.
+            let mlp: Block.ChannelMixer = family.definition.hybridMixersHaveMLP ? .dense(width: intermediateSize) : .none
             switch types[l] {
             case .mamba: return Block(mixer: .mamba(mamba!), channelMixer: .none)
+            case .deltaNet: return Block(mixer: .deltaNet(deltaNet!), channelMixer: mlp)
             case .attention:
                 let a = Block.Mixer.attention(
                     heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim, window: nil, experts: 0)
-                return Block(mixer: a, channelMixer: .none)
+                return Block(mixer: a, channelMixer: mlp)
             case .mlp: return Block(mixer: .none, channelMixer: .dense(width: intermediateSize))
             case .moe: preconditionFailure("mixture-of-experts hybrid layers are refused when the config is read")
             }

@@ -125,6 +125,7 @@ public enum Checkpoint {
             try byTensor[e.name]!.read(e.name, into: model.parameters.pointer + e.offset)
             remaining.remove(e.name)
         }
+        model.shiftZeroCenteredNorms(by: 1)
         let lmHead = ParameterLayout.lmHeadName, embedding = model.config.family.definition.embeddingName
         if model.config.tieWordEmbeddings, remaining.contains(lmHead), let file = byTensor[lmHead] {
             let head = try file.floats(lmHead)
@@ -186,12 +187,20 @@ public enum Checkpoint {
             }
         }
         let tensors = model.layout.entries.map { StreamedTensor(name: $0.name, shape: $0.shape, dtype: type.dtype) }
+        let zeroCentered = model.config.family.definition.hasZeroCenteredNorms
         try write(tensors, config: model.config, type: type, to: directory, shardBytes: shardBytes, metadata: metadata)
         {
             i, emit in
             let e = model.layout.entries[i]
             var data = Data()
-            type.append(UnsafeBufferPointer(start: model.parameters.pointer + e.offset, count: e.count), to: &data)
+            let values = UnsafeBufferPointer(start: model.parameters.pointer + e.offset, count: e.count)
+            if zeroCentered, e.role?.isZeroCenteredNorm == true {
+                // Held as 1 + w (``FamilyDefinition/hasZeroCenteredNorms``); the file holds w.
+                let w = values.map { $0 - 1 }
+                w.withUnsafeBufferPointer { type.append($0, to: &data) }
+            } else {
+                type.append(values, to: &data)
+            }
             try data.withUnsafeBytes { try emit($0) }
         }
     }

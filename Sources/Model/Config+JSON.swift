@@ -180,7 +180,7 @@ public struct ConfigReader {
         if let p = try double("partial_rotary_factor") { partial = p }
         if let key = ["rope_scaling", "rope_parameters"].first(where: { value($0) != nil }), let v = value(key) {
             guard let dict = v.object else { throw fail(key, "expected an object, got \(v)") }
-            rope = try ropeScaling(dict, path: key, layers: layerCount)
+            rope = try ropeScaling(dict, path: key, layers: layerCount, ignored: definition.ignoredRopeKeys)
             if let t = try double("rope_theta", in: dict, path: "\(key).rope_theta") { ropeTheta = t }
             if let p = try double("partial_rotary_factor", in: dict, path: "\(key).partial_rotary_factor") {
                 partial = p
@@ -261,6 +261,7 @@ public struct ConfigReader {
             config.mambaConvBias = hybrid.convBias
             config.mambaTimeStepMin = hybrid.timeStepMin
             config.mambaChunkSize = hybrid.chunkSize
+            config.deltaNet = hybrid.deltaNet
         }
         // A heterogeneous family's layers; the config's key/value heads and MLP width become the
         // largest any layer has (what buffers are sized by).
@@ -287,7 +288,9 @@ public struct ConfigReader {
 
     /// Reads a `rope_parameters` / `rope_scaling` object: its `rope_type` (or v4 `type`) and the
     /// parameters that type reads. Another type, or a key the type does not read, is refused.
-    func ropeScaling(_ dict: [String: JSON], path: String, layers: Int) throws -> RopeScaling {
+    func ropeScaling(
+        _ dict: [String: JSON], path: String, layers: Int, ignored: Set<String> = []
+    ) throws -> RopeScaling {
         let name = (dict["rope_type"] ?? dict["type"])?.string ?? "default"
         guard let kind = RopeScaling.Kind(rawValue: name) else {
             throw unsupported(
@@ -296,7 +299,8 @@ public struct ConfigReader {
                     + RopeScaling.Kind.allCases.map(\.rawValue).joined(separator: ", "))
         }
         let reads = RopeScaling.keys(of: kind)
-        let allowed = Set(["rope_type", "type", "rope_theta", "partial_rotary_factor"] + reads)
+        let allowed = Set(["rope_type", "type", "rope_theta", "partial_rotary_factor"] + reads).union(
+            ignored)
         for key in dict.keys.sorted() where !allowed.contains(key) && !(dict[key]?.isNull ?? true) {
             throw unsupported(
                 "\(path).\(key)",

@@ -76,6 +76,11 @@ public struct ModelConfig: Sendable, Equatable {
     public var mambaConvBias = true
     public var mambaTimeStepMin = 0.001
     public var mambaChunkSize = 128
+    /// The Gated DeltaNet mixers' shape (Qwen3.5; nil without DeltaNet layers).
+    public var deltaNet: DeltaNetShape? = nil
+    /// How often the DeltaNet scan's backward pass checkpoints the state (transformers' chunked
+    /// form uses chunks of 64; not a config key).
+    public var deltaNetChunkSize = 64
     /// Keys of the `config.json` read that change no arithmetic and that Topiary does not write
     /// anew (token ids beyond bos/eos/pad, generation defaults, keys transformers does not
     /// define for the family): written back as they were.

@@ -5,8 +5,8 @@ import Foundation
 /// gives the next-token logits, attending to every position cached before it (a sliding-window
 /// layer to its window). This is how a served model generates after its prompt, and what
 /// ``Throughput`` times per block. Dense attention and MLP blocks of every family, layers that
-/// differ (heterogeneous configs) included, and Mamba2 mixers in their recurrent form (a state
-/// per sequence, whatever the context); a mixture of experts is refused. Masks are not
+/// differ (heterogeneous configs) included, and Mamba2 and Gated DeltaNet mixers in their
+/// recurrent form (a state per sequence, whatever the context); a mixture of experts is refused. Masks are not
 /// honoured. Equal to the full forward's logits at every position (tested).
 public final class DecodeSession {
     public let model: DecoderModel
@@ -24,8 +24,26 @@ public final class DecodeSession {
     public let logits: FloatBuffer
     /// Per Mamba2 layer: the scan's state (B, heads, P, N) and the convolution's last K − 1 inputs
     /// (B, K − 1, convDim), oldest first; and one step's scratch.
+    /// Per Gated DeltaNet layer likewise: the rule's state (B, Hv, Dk, Dv) in `ssm` and the
+    /// convolution's last K − 1 inputs in `convHistory`.
     let ssm: [FloatBuffer?], convHistory: [FloatBuffer?]
     let mambaScratch: MambaStepScratch?
+    let deltaScratch: DeltaNetStepScratch?
+    /// Gated attention's gate (B, H·D).
+    let gate: FloatBuffer
+
+    struct DeltaNetStepScratch {
+        let projection, conv, q, k, o, normed, rstd: FloatBuffer
+        init(_ d: DeltaNetShape, batch B: Int) {
+            projection = FloatBuffer(count: B * d.projectionWidth)
+            conv = FloatBuffer(count: B * d.convWidth)
+            q = FloatBuffer(count: B * d.keyWidth)
+            k = FloatBuffer(count: B * d.keyWidth)
+            o = FloatBuffer(count: B * d.valueWidth)
+            normed = FloatBuffer(count: B * d.valueWidth)
+            rstd = FloatBuffer(count: B * d.valueHeads)
+        }
+    }
 
     struct MambaStepScratch {
         let projection, conv, dt, y, normed, rstd: FloatBuffer
@@ -54,15 +72,19 @@ public final class DecodeSession {
         var k: [FloatBuffer?] = [], v: [FloatBuffer?] = [], ssm: [FloatBuffer?] = [], history: [FloatBuffer?] = []
         for l in 0..<c.numHiddenLayers {
             let s = model.attentionShape(B, 1, layer: l)
-            if let m = model.layerOffsets[l].mamba?.shape {
+            let o = model.layerOffsets[l]
+            if let m = o.mamba?.shape {
                 ssm.append(FloatBuffer(count: B * m.heads * m.headDim * m.stateSize))
                 history.append(FloatBuffer(count: B * (m.convKernel - 1) * m.convWidth))
+            } else if let d = o.deltaNet?.shape {
+                ssm.append(FloatBuffer(count: B * d.valueHeads * d.keyDim * d.valueDim))
+                history.append(FloatBuffer(count: B * (d.convKernel - 1) * d.convWidth))
             } else {
                 ssm.append(nil)
                 history.append(nil)
             }
-            if model.layerOffsets[l].hasMixer, model.layerOffsets[l].mamba == nil {
-                widest = max(widest, s.qkvWidth)
+            if o.hasMixer, o.mamba == nil, o.deltaNet == nil {
+                widest = max(widest, s.qkvWidth + (c.family.definition.hasGatedAttention ? s.outWidth : 0))
                 k.append(FloatBuffer(count: B * capacity * s.G * s.D))
                 v.append(FloatBuffer(count: B * capacity * s.G * s.D))
             } else {
@@ -76,7 +98,9 @@ public final class DecodeSession {
         self.ssm = ssm
         convHistory = history
         mambaScratch = c.mamba.map { MambaStepScratch($0, batch: B) }
+        deltaScratch = c.deltaNet.map { DeltaNetStepScratch($0, batch: B) }
         let C = c.hiddenSize, H = c.numAttentionHeads, D = c.headDim
+        gate = FloatBuffer(count: c.family.definition.hasGatedAttention ? B * H * D : 0)
         x = FloatBuffer(count: B * C)
         norm = FloatBuffer(count: B * C)
         mean = FloatBuffer(count: B)
@@ -120,14 +144,27 @@ public final class DecodeSession {
             model.normForward(
                 norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm1, bias: o.norm1Bias, N: B)
             mambaStep(mo, state: state.pointer, history: history.pointer, scratch)
+        } else if let dn = o.deltaNet, let state = ssm[l], let history = convHistory[l], let scratch = deltaScratch {
+            model.normForward(
+                norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm1, bias: o.norm1Bias, N: B)
+            deltaNetStep(dn, state: state.pointer, history: history.pointer, scratch)
         } else if o.hasMixer, let K = keys[l], let Vc = values[l] {
             let s = model.attentionShape(B, 1, layer: l), GD = s.G * s.D
             model.normForward(
                 norm.pointer, mean.pointer, rstd.pointer, x.pointer, weight: o.norm1, bias: o.norm1Bias, N: B)
-            let q = qkv.pointer
-            gemm(
-                transB: true, m: B, n: s.qkvWidth, k: C, a: norm.pointer, lda: C, b: P + o.qkv, ldb: C, c: q,
-                ldc: s.qkvWidth)
+            let q = qkv.pointer, gated = c.family.definition.hasGatedAttention
+            if gated {
+                // Projected into `saved`, then split into queries, keys, values and the gate.
+                let PW = s.qkvWidth + s.outWidth
+                gemm(
+                    transB: true, m: B, n: PW, k: C, a: norm.pointer, lda: C, b: P + o.qkv, ldb: C, c: saved.pointer,
+                    ldc: PW)
+                model.splitGatedProjection(saved.pointer, qkv: q, gate: gate.pointer, s, rows: B)
+            } else {
+                gemm(
+                    transB: true, m: B, n: s.qkvWidth, k: C, a: norm.pointer, lda: C, b: P + o.qkv, ldb: C, c: q,
+                    ldc: s.qkvWidth)
+            }
             if let bias = o.qkvBias { addRowBias(q, P + bias, rows: B, width: s.qkvWidth) }
             if let qn = o.qNorm, let kn = o.kNorm {
                 headNormForward(
@@ -159,6 +196,7 @@ public final class DecodeSession {
                         ldc: s.outWidth)
                 }
             }
+            if gated { for i in 0..<(B * s.outWidth) { out[i] *= sigmoid(gate.pointer[i]) } }
             gemm(
                 transB: true, m: B, n: C, k: s.outWidth, a: attn.pointer, lda: s.outWidth, b: P + o.o, ldb: s.outWidth,
                 beta: 1, c: x.pointer, ldc: C)
@@ -209,6 +247,58 @@ public final class DecodeSession {
         )
         gemm(
             transB: true, m: B, n: C, k: I, a: t.normed.pointer, lda: I, b: P + o.output, ldb: I, beta: 1,
+            c: x.pointer, ldc: C)
+    }
+
+    /// One position of a Gated DeltaNet mixer, its recurrent form: the in-projection of the normed
+    /// rows; the convolution over the kept K − 1 inputs and this one; q and k normalised; β and
+    /// the decay; the rule's step per value head (``tp_gdn_state_step``); the gated norm;
+    /// x += out_proj.
+    func deltaNetStep(
+        _ o: DeltaNetOffsets, state: UnsafeMutablePointer<Float>, history: UnsafeMutablePointer<Float>,
+        _ t: DeltaNetStepScratch
+    ) {
+        let c = model.config, s = o.shape, P = model.parameters.pointer
+        let (B, C, W, Wc, K) = (batch, c.hiddenSize, s.projectionWidth, s.convWidth, s.convKernel)
+        let (Hk, Hv, Dk, Dv, Kw, Vw) = (s.keyHeads, s.valueHeads, s.keyDim, s.valueDim, s.keyWidth, s.valueWidth)
+        gemm(
+            transB: true, m: B, n: W, k: C, a: norm.pointer, lda: C, b: P + o.input, ldb: C, c: t.projection.pointer,
+            ldc: W)
+        let scale = 1 / Float(Dk).squareRoot()
+        for b in 0..<B {
+            let row = t.projection.pointer + b * W, hist = history + b * (K - 1) * Wc, out = t.conv.pointer + b * Wc
+            for ch in 0..<Wc {
+                var v: Float = 0
+                for k in 0..<(K - 1) { v += P[o.conv + ch * K + k] * hist[k * Wc + ch] }
+                v += P[o.conv + ch * K + K - 1] * row[ch]
+                out[ch] = silu(v)
+            }
+            if K > 1 {
+                for k in 0..<(K - 2) { (hist + k * Wc).update(from: hist + (k + 1) * Wc, count: Wc) }
+                (hist + (K - 2) * Wc).update(from: row, count: Wc)
+            }
+            for h in 0..<Hk {
+                for (source, dest, factor) in [(h * Dk, t.q.pointer, scale), (Kw + h * Dk, t.k.pointer, 1)] {
+                    let xr = out + source, y = dest + b * Kw + h * Dk
+                    var ss: Float = 0
+                    for i in 0..<Dk { ss += xr[i] * xr[i] }
+                    let r = 1 / (ss + 1e-6).squareRoot()
+                    for i in 0..<Dk { y[i] = xr[i] * r * factor }
+                }
+            }
+            for h in 0..<Hv {
+                let (beta, g) = model.deltaNetGates(row, o, head: h), hk = h / s.valuesPerKey
+                tp_gdn_state_step(
+                    Dk, Dv, state + (b * Hv + h) * Dk * Dv, t.q.pointer + b * Kw + hk * Dk,
+                    t.k.pointer + b * Kw + hk * Dk, out + 2 * Kw + h * Dv, expf(g), beta,
+                    t.o.pointer + b * Vw + h * Dv)
+            }
+        }
+        model.deltaNetGatedNorm(
+            o, z: t.projection.pointer + Wc, zStride: W, o: t.o.pointer, out: t.normed.pointer, rstd: t.rstd.pointer,
+            rows: B)
+        gemm(
+            transB: true, m: B, n: C, k: Vw, a: t.normed.pointer, lda: Vw, b: P + o.output, ldb: Vw, beta: 1,
             c: x.pointer, ldc: C)
     }
 

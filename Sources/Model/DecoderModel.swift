@@ -90,6 +90,17 @@ public final class DecoderModel {
                     p[h] = Float(dt + Foundation.log(-Foundation.expm1(-dt)))
                 }
                 continue
+            case .deltaALog?:
+                // transformers: A ~ U(0.01, 16), dt_bias = 1.
+                for h in 0..<e.count { p[h] = Float(Foundation.log(0.01 + rng.uniform() * (16 - 0.01))) }
+                continue
+            case .deltaDtBias?:
+                p.update(repeating: 1, count: e.count)
+                continue
+            case .deltaConv?:
+                let bound = 1 / Double(config.deltaNet?.convKernel ?? 1).squareRoot()
+                for i in 0..<e.count { p[i] = Float((2 * rng.uniform() - 1) * bound) }
+                continue
             case .mambaConv?, .mambaConvBias?:
                 let bound = 1 / Double(config.mamba?.convKernel ?? 1).squareRoot()
                 for i in 0..<e.count { p[i] = Float((2 * rng.uniform() - 1) * bound) }
@@ -106,6 +117,16 @@ public final class DecoderModel {
     }
 
     public func zeroGradients() { gradients.zero() }
+
+    /// Adds `delta` to every zero-centred norm weight (a family whose RMSNorm scales by 1 + w
+    /// holds 1 + w: +1 after reading a checkpoint's w). Other families are left as they are.
+    public func shiftZeroCenteredNorms(by delta: Float) {
+        guard config.family.definition.hasZeroCenteredNorms else { return }
+        for e in layout.entries where e.role?.isZeroCenteredNorm == true {
+            let p = parameters.pointer + e.offset
+            for i in 0..<e.count { p[i] += delta }
+        }
+    }
 
     /// One tensor's parameters.
     public func tensor(_ name: String) -> UnsafeMutableBufferPointer<Float>? {
@@ -212,15 +233,25 @@ public final class DecoderModel {
         } else if let mo = o.mamba, let ma = a.mamba {
             normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
             mambaForward(l, mo, ma, acts)
+        } else if let dn = o.deltaNet, let da = a.deltaNet {
+            normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
+            deltaNetForward(l, dn, da, acts)
         } else if let ex = o.attentionExperts, let r = a.attentionRouter {
             normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
             try mixtureOfAttentionForward(l, acts, ex, r)
         } else {
             normForward(a.norm1, a.mean1, a.rstd1, x, weight: o.norm1, bias: o.norm1Bias, N: N)
-            // qkv (N, (H+2G)D) = norm1 (N, C) · W_qkv ((H+2G)D, C)ᵀ (+ bias)
-            gemm(
-                transB: true, m: N, n: s.qkvWidth, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv,
-                ldc: s.qkvWidth)
+            if let gate = a.attnGate {
+                // Gated attention: q_proj's rows are each head's queries then its gate.
+                let PW = s.qkvWidth + s.outWidth, gp = acts.gatedProjection
+                gemm(transB: true, m: N, n: PW, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: gp, ldc: PW)
+                splitGatedProjection(gp, qkv: a.qkv, gate: gate, s, rows: N)
+            } else {
+                // qkv (N, (H+2G)D) = norm1 (N, C) · W_qkv ((H+2G)D, C)ᵀ (+ bias)
+                gemm(
+                    transB: true, m: N, n: s.qkvWidth, k: C, a: a.norm1, lda: C, b: P + o.qkv, ldb: C, c: a.qkv,
+                    ldc: s.qkvWidth)
+            }
             if let bias = o.qkvBias { addRowBias(a.qkv, P + bias, rows: N, width: s.qkvWidth) }
             if let qn = o.qNorm, let kn = o.kNorm, let xs = a.qkNormInput, let rs = a.qkRstd {
                 headNormForward(
@@ -230,6 +261,10 @@ public final class DecoderModel {
             // Rotary on the H query heads and the G key heads (adjacent in each row).
             acts.rotary.apply(a.qkv, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: false)
             attentionForward(a.attn, a.probs, a.qkv, s)
+            if let gate = a.attnGate, let ungated = a.attnUngated {
+                ungated.update(from: a.attn, count: N * s.outWidth)
+                for i in 0..<(N * s.outWidth) { a.attn[i] *= sigmoid(gate[i]) }
+            }
             maskHeads(l, a.attn, s, N: N)
             // mid = x + attn (N, HD) · W_o (C, HD)ᵀ
             a.mid.update(from: x, count: N * C)
@@ -264,6 +299,34 @@ public final class DecoderModel {
         }
         for i in masks.neurons[l] ?? [] { for n in 0..<N { act[n * F + i] = 0 } }
         gemm(transB: true, m: N, n: C, k: F, a: act, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
+    }
+
+    /// Gated attention's projection rows (N, (2H + 2G)·D: each head's queries then its gate, then
+    /// keys and values) into qkv (N, (H + 2G)·D) and the gates (N, H·D).
+    func splitGatedProjection(
+        _ gp: UnsafePointer<Float>, qkv: UnsafeMutablePointer<Float>, gate: UnsafeMutablePointer<Float>,
+        _ s: AttentionShape, rows N: Int
+    ) {
+        let PW = s.qkvWidth + s.outWidth, D = s.D, kv = s.qkvWidth - s.outWidth
+        for n in 0..<N {
+            let row = gp + n * PW
+            for h in 0..<s.H {
+                (qkv + n * s.qkvWidth + h * D).update(from: row + h * 2 * D, count: D)
+                (gate + n * s.outWidth + h * D).update(from: row + h * 2 * D + D, count: D)
+            }
+            (qkv + n * s.qkvWidth + s.outWidth).update(from: row + 2 * s.outWidth, count: kv)
+        }
+    }
+
+    /// The inverse of ``splitGatedProjection(_:qkv:gate:_:rows:)`` for gradients: dqkv's query,
+    /// key and value columns into `gp`, whose gate columns are already there.
+    func mergeGatedProjection(_ dqkv: UnsafePointer<Float>, into gp: UnsafeMutablePointer<Float>, _ s: AttentionShape, rows N: Int) {
+        let PW = s.qkvWidth + s.outWidth, D = s.D, kv = s.qkvWidth - s.outWidth
+        for n in 0..<N {
+            let row = gp + n * PW
+            for h in 0..<s.H { (row + h * 2 * D).update(from: dqkv + n * s.qkvWidth + h * D, count: D) }
+            (row + 2 * s.outWidth).update(from: dqkv + n * s.qkvWidth + s.outWidth, count: kv)
+        }
     }
 
     /// Zeroes the attention output (N, H·D) of the query heads masked in layer l.
@@ -393,6 +456,8 @@ public final class DecoderModel {
         guard o.hasMixer else { return }
         if let mo = o.mamba, let ma = a.mamba {
             mambaBackward(l, mo, ma, acts)
+        } else if let dn = o.deltaNet, let da = a.deltaNet {
+            deltaNetBackward(l, dn, da, acts)
         } else if let ex = o.attentionExperts, let r = a.attentionRouter {
             mixtureOfAttentionBackward(l, acts, ex, r, routing)
         } else {
@@ -402,6 +467,20 @@ public final class DecoderModel {
                 c: Gr + o.o, ldc: s.outWidth)
             gemm(
                 m: N, n: s.outWidth, k: C, a: dres, lda: C, b: P + o.o, ldb: s.outWidth, c: acts.dAttn, ldc: s.outWidth)
+            let PW = s.qkvWidth + s.outWidth, gp = acts.gatedProjection
+            if let gate = a.attnGate, let ungated = a.attnUngated {
+                // attn = ungated·σ(gate): the gate's gradient goes to its rows of the projection.
+                let H = s.H, D = s.D
+                for n in 0..<N {
+                    for h in 0..<H {
+                        for d in 0..<D {
+                            let i = n * s.outWidth + h * D + d, sg = sigmoid(gate[i]), g = acts.dAttn[i]
+                            gp[n * PW + h * 2 * D + D + d] = g * ungated[i] * sg * (1 - sg)
+                            acts.dAttn[i] = g * sg
+                        }
+                    }
+                }
+            }
             attentionBackward(acts.dQKV, acts.dAttn, a.qkv, a.probs, acts.dScores, s)
             acts.rotary.apply(acts.dQKV, rows: N, stride: s.qkvWidth, heads: s.H + s.G, D: s.D, inverse: true)
             if let qn = o.qNorm, let kn = o.kNorm, let xs = a.qkNormInput, let rs = a.qkRstd {
@@ -411,10 +490,12 @@ public final class DecoderModel {
             }
             if let bias = o.qkvBias { addColumnSums(Gr + bias, acts.dQKV, rows: N, width: s.qkvWidth) }
             // dW_qkv += dQKVᵀ · norm1; dNorm (N, C) = dQKV (N, (H+2G)D) · W_qkv ((H+2G)D, C)
+            let (dp, width) = a.attnGate != nil ? (gp, PW) : (acts.dQKV, s.qkvWidth)
+            if a.attnGate != nil { mergeGatedProjection(acts.dQKV, into: gp, s, rows: N) }
             gemm(
-                transA: true, m: s.qkvWidth, n: C, k: N, a: acts.dQKV, lda: s.qkvWidth, b: a.norm1, ldb: C, beta: 1,
-                c: Gr + o.qkv, ldc: C)
-            gemm(m: N, n: C, k: s.qkvWidth, a: acts.dQKV, lda: s.qkvWidth, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)
+                transA: true, m: width, n: C, k: N, a: dp, lda: width, b: a.norm1, ldb: C, beta: 1, c: Gr + o.qkv,
+                ldc: C)
+            gemm(m: N, n: C, k: width, a: dp, lda: width, b: P + o.qkv, ldb: C, c: acts.dNorm, ldc: C)
         }
         normBackward(dres, acts.dNorm, acts.residual[l], a.mean1, a.rstd1, weight: o.norm1, bias: o.norm1Bias, N: N)
     }

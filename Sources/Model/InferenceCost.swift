@@ -33,12 +33,14 @@ extension Block {
     /// Key/value values one position of this block keeps: `2 · G · D` (a JetMoE layer shares one
     /// key/value projection among its attention experts, so the same). A Mamba2 mixer keeps one
     /// recurrent state whatever the context: `I · N` for the scan plus `convDim · (K − 1)` for the
-    /// convolution, counted as one position.
+    /// convolution, counted as one position; a Gated DeltaNet mixer `Hv · Dk · Dv` plus its
+    /// convolution's `convDim · (K − 1)`.
     public var keyValueWidth: Int {
         switch mixer {
         case .none: return 0
         case let .attention(_, G, D, _, _): return 2 * G * D
         case let .mamba(m): return m.innerWidth * m.stateSize + m.convWidth * (m.convKernel - 1)
+        case let .deltaNet(d): return d.valueHeads * d.keyDim * d.valueDim + d.convWidth * (d.convKernel - 1)
         }
     }
 
@@ -48,7 +50,7 @@ extension Block {
         switch mixer {
         case .none: return 0
         case let .attention(_, _, _, window, _): return window.map { min($0, context) } ?? context
-        case .mamba: return context > 0 ? 1 : 0
+        case .mamba, .deltaNet: return context > 0 ? 1 : 0
         }
     }
 
@@ -63,6 +65,9 @@ extension Block {
         case let .mamba(m):
             // The state's update (x ⊗ B) and its readout (against C), once per token.
             return saturating(4 * m.innerWidth * m.stateSize, times: positions)
+        case let .deltaNet(d):
+            // The state's read against k, its rank-one update and its readout against q.
+            return saturating(6 * d.valueHeads * d.keyDim * d.valueDim, times: positions)
         }
     }
 }

@@ -16,9 +16,17 @@ public enum TensorRole: String, Sendable, Equatable {
     /// (convDim, 1, K) and bias, the time-step bias, A_log and D (one per head), the gated
     /// norm's weight (I) and the out-projection.
     case mambaIn, mambaConv, mambaConvBias, mambaDtBias, mambaALog, mambaD, mambaNorm, mambaOut
+    /// A Gated DeltaNet mixer: its in-projections (q, k, v; the gate z; β; the decay input a),
+    /// the depthwise convolution (convDim, 1, K), the time-step bias and A_log (one per value
+    /// head), the gated norm's weight (value head dim) and the out-projection.
+    case deltaQKV, deltaZ, deltaB, deltaA, deltaConv, deltaDtBias, deltaALog, deltaNorm, deltaOut
 
     /// Norm weights that RMSNorm initialises to 1.
-    public var isNormWeight: Bool { [.inputNorm, .postNorm, .finalNorm, .qNorm, .kNorm, .mambaNorm].contains(self) }
+    public var isNormWeight: Bool {
+        [.inputNorm, .postNorm, .finalNorm, .qNorm, .kNorm, .mambaNorm, .deltaNorm].contains(self)
+    }
+    /// The RMSNorm weights a zero-centred family (Qwen3.5) stores as w for a scale of 1 + w.
+    public var isZeroCenteredNorm: Bool { [.inputNorm, .postNorm, .finalNorm, .qNorm, .kNorm].contains(self) }
 }
 
 /// The units of the teacher a pruning plan keeps, by what they index.
@@ -209,6 +217,8 @@ struct LayerOffsets {
     var hasMixer: Bool, hasChannelMixer: Bool
     /// A Mamba2 mixer's tensors.
     var mamba: MambaOffsets?
+    /// A Gated DeltaNet mixer's tensors.
+    var deltaNet: DeltaNetOffsets?
 
     init(layout: ParameterLayout, layer l: Int, block: Block) {
         func at(_ role: TensorRole, _ expert: Int? = nil) -> Int { layout.offset(role, layer: l, expert: expert) }
@@ -246,6 +256,14 @@ struct LayerOffsets {
                 shape: shape, input: at(.mambaIn), conv: at(.mambaConv), convBias: maybe(.mambaConvBias),
                 dtBias: at(.mambaDtBias), aLog: at(.mambaALog), d: at(.mambaD), norm: at(.mambaNorm),
                 output: at(.mambaOut))
+        case let .deltaNet(shape):
+            let input = at(.deltaQKV)
+            precondition(
+                at(.deltaA) == input + (shape.projectionWidth - shape.valueHeads) * layout.entry(.deltaQKV, layer: l)!.shape[1],
+                "the DeltaNet in-projections must be adjacent")
+            deltaNet = DeltaNetOffsets(
+                shape: shape, input: input, conv: at(.deltaConv), dtBias: at(.deltaDtBias), aLog: at(.deltaALog),
+                norm: at(.deltaNorm), output: at(.deltaOut))
         }
         switch block.channelMixer {
         case .none: break
@@ -276,6 +294,13 @@ struct LayerOffsets {
 struct MambaOffsets {
     var shape: MambaShape
     var input: Int, conv: Int, convBias: Int?, dtBias: Int, aLog: Int, d: Int, norm: Int, output: Int
+}
+
+/// Where one Gated DeltaNet mixer's tensors sit (``TensorRole/deltaQKV`` …); `input` is the
+/// fused (W, C) in-projection.
+struct DeltaNetOffsets {
+    var shape: DeltaNetShape
+    var input: Int, conv: Int, dtBias: Int, aLog: Int, norm: Int, output: Int
 }
 
 /// Where one mixture's tensors sit: expert e's input matrix at `input + e·inputStride`, its

@@ -98,8 +98,11 @@ public enum Throughput {
             s += " H\(H) G\(G) D\(D)" + (window.map { " W\($0)" } ?? "") + (E > 0 ? " E\(E)" : "")
             if c.family.hasQKVBias { s += " bias" }
             if c.family.hasQKNorm { s += " qknorm" }
+            if c.family.definition.hasGatedAttention { s += " gated" }
         case let .mamba(m):
             s += " mamba H\(m.heads) P\(m.headDim) G\(m.groups) N\(m.stateSize) K\(m.convKernel)"
+        case let .deltaNet(d):
+            s += " deltanet Hk\(d.keyHeads) Hv\(d.valueHeads) Dk\(d.keyDim) Dv\(d.valueDim) K\(d.convKernel)"
         }
         switch b.channelMixer {
         case .none: s += " mlp-"
@@ -202,8 +205,8 @@ public enum Throughput {
             variant.keyValueGroups = G
             one.slidingWindow = window
             one.slidingLayers = window == nil ? [] : Array(0..<layers)
-        case .mamba:
-            throw ModelError.invalidInput("Mamba2 blocks are timed in a hybrid (nemotron_h) config")
+        case .mamba, .deltaNet:
+            throw ModelError.invalidInput("Mamba2 and DeltaNet blocks are timed in a hybrid config")
         }
         switch b.channelMixer {
         case .none: break
@@ -233,8 +236,20 @@ public enum Throughput {
         case let (.none, .dense(F)):
             type = .mlp
             one.intermediateSize = F
+        case let (.deltaNet(d), .dense(F)) where c.family.definition.hybridMixersHaveMLP:
+            type = .deltaNet
+            one.deltaNet = d
+            one.intermediateSize = F
+        case let (.attention(H, G, _, window, E), .dense(F))
+        where E == 0 && window == nil && c.family.definition.hybridMixersHaveMLP:
+            type = .attention
+            one.numAttentionHeads = H
+            one.numKeyValueHeads = G
+            one.intermediateSize = F
         default:
-            throw ModelError.invalidInput("a hybrid layer is one Mamba2 mixer, one attention mixer or one MLP")
+            throw ModelError.invalidInput(
+                "a hybrid layer is one Mamba2 mixer, one attention mixer or one MLP (Nemotron-H), or a DeltaNet or "
+                    + "attention mixer then an MLP (Qwen3.5)")
         }
         one.hybridLayers = Array(repeating: type, count: layers)
         one.numHiddenLayers = layers

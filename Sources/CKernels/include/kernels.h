@@ -68,4 +68,22 @@ void tp_causal_conv_forward(long T, long W, long K, const float *in, long is, co
 void tp_causal_conv_backward(long T, long W, long K, const float *in, long is, const float *w, const float *dout,
                              long os, float *din, long ds, float *dw, float *dbias);
 
+/// The gated delta rule for one sequence and one value head (deltanet.c): q and k (rows of stride
+/// qks, already L2-normalised, q scaled by 1/√Dk), v (stride vs), the log decay g and the rate β
+/// (stride gs); o written (stride os); the state (Dk × Dv) at the start of every chunk of Q
+/// positions kept in chunk_states ([chunk][Dk][Dv]).
+void tp_gdn_scan_forward(long T, long Dk, long Dv, long Q, const float *q, const float *k, long qks, const float *v,
+                         long vs, const float *g, const float *beta, long gs, float *o, long os,
+                         float *chunk_states);
+/// One position, the step both the scan and decoding take: S ← a·S; δ = β·(v − Sᵀk); S += k ⊗ δ;
+/// o = Sᵀq.
+void tp_gdn_state_step(long Dk, long Dv, float *S, const float *q, const float *k, const float *v, float a,
+                       float beta, float *o);
+/// Its backward pass from do: writes dq, dk (stride dqks; this head's share), dv (stride dvs), dg
+/// and dβ (stride dgs).
+void tp_gdn_scan_backward(long T, long Dk, long Dv, long Q, const float *q, const float *k, long qks, const float *v,
+                          long vs, const float *g, const float *beta, long gs, const float *chunk_states,
+                          const float *dout, long dos, float *dq, float *dk, long dqks, float *dv, long dvs, float *dg,
+                          float *dbeta, long dgs);
+
 #endif

@@ -103,6 +103,18 @@ public protocol FamilyDefinition: Sendable {
     /// A hybrid family's layer types and Mamba2 settings (Nemotron-H); nil for the families
     /// whose layers are all attention then an MLP. The layer count is then the list's length.
     func readHybrid(_ r: ConfigReader, used: inout Set<String>) throws -> HybridKeys?
+    /// A hybrid layer's mixer is followed by an MLP (Qwen3.5); Nemotron-H's layers are one each.
+    var hybridMixersHaveMLP: Bool { get }
+    /// Attention's output is gated per channel by σ(gate), the gate projected with the queries
+    /// (Qwen3.5's `q_proj` of 2·H·D rows: each head's queries then its gate).
+    var hasGatedAttention: Bool { get }
+    /// RMSNorm scales by 1 + w (Qwen3.5's `Qwen3_5RMSNorm`, weights initialised to 0). Topiary
+    /// holds 1 + w in memory, adding 1 when a checkpoint is read and subtracting it when one
+    /// is written, so that the engine's norms are the same for every family.
+    var hasZeroCenteredNorms: Bool { get }
+    /// Keys of `rope_parameters` the family's config may carry that change nothing for text
+    /// (Qwen3.5's multimodal `mrope_section`, `mrope_interleaved`).
+    var ignoredRopeKeys: Set<String> { get }
     /// Keys the family's transformers config defines that change no forward arithmetic (its
     /// initialisation, cache dtypes, keys of a block type the config has none of): kept and
     /// written back, not warned about.
@@ -126,6 +138,7 @@ public protocol FamilyDefinition: Sendable {
 public struct HybridKeys: Sendable {
     public var layers: [HybridLayer]
     public var mamba: MambaShape?
+    public var deltaNet: DeltaNetShape? = nil
     public var convBias = true
     public var timeStepMin = 0.001
     public var chunkSize = 128
@@ -180,6 +193,10 @@ extension FamilyDefinition {
     public var canTieEmbeddings: Bool { true }
     public func readHybrid(_ r: ConfigReader, used: inout Set<String>) throws -> HybridKeys? { nil }
     public var metadataKeys: Set<String> { [] }
+    public var hybridMixersHaveMLP: Bool { false }
+    public var hasGatedAttention: Bool { false }
+    public var hasZeroCenteredNorms: Bool { false }
+    public var ignoredRopeKeys: Set<String> { [] }
     public var embeddingName: String { ParameterLayout.embeddingName }
     public var finalNormName: String { "model.norm" }
     public func layerPrefix(_ l: Int) -> String { ParameterLayout.layerPrefix(l) }
@@ -247,7 +264,7 @@ public struct Family: Sendable, Hashable, CaseIterable, Codable, RawRepresentabl
     /// The registry: every family the engine implements, by `model_type`. A new family is one
     /// file under `Sources/Model/Families/` and its line here.
     public static let allCases: [Family] = [
-        .llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe, .nemotronNAS, .nemotronH
+        .llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe, .nemotronNAS, .nemotronH, .qwen35
     ]
 
     private static let byModelType: [String: Family] = Dictionary(

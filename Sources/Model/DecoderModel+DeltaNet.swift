@@ -1,0 +1,181 @@
+import CKernels
+import Foundation
+
+/// Gated DeltaNet (transformers' `Qwen3_5GatedDeltaNet`, its PyTorch path), on the normed input u
+/// (N, C) of a layer:
+///
+///     qkv, z, b, a = split(u · W_inᵀ, [convDim, V, Hv, Hv])        (W_in: in_proj_qkv, _z, _b, _a)
+///     q, k, v      = split(SiLU(causal depthwise conv(qkv)), [Hk·Dk, Hk·Dk, Hv·Dv])
+///     q̂ = q/‖q‖/√Dk, k̂ = k/‖k‖ per key head (‖x‖ = √(Σx² + 1e-6));  β = σ(b)
+///     g = −exp(A_log) · softplus(a + dt_bias)
+///     o = the gated delta rule of q̂, k̂, v, g, β, value head h reading key head h/(Hv/Hk)
+///                                                                     (``tp_gdn_scan_forward``)
+///     mid = residual + (w · RMSNorm(o) · SiLU(z)) · W_outᵀ, the norm over each head's Dv
+extension DecoderModel {
+    func deltaNetForward(_ l: Int, _ o: DeltaNetOffsets, _ m: Activations.DeltaNetActivations, _ acts: Activations) {
+        let P = parameters.pointer, a = acts.layers[l], s = o.shape
+        let (B, T, N, C) = (acts.B, acts.T, acts.N, config.hiddenSize)
+        let (W, Wc, Kw, Vw) = (s.projectionWidth, s.convWidth, s.keyWidth, s.valueWidth)
+        let (Hk, Hv, Dk, Dv) = (s.keyHeads, s.valueHeads, s.keyDim, s.valueDim)
+        gemm(transB: true, m: N, n: W, k: C, a: a.norm1, lda: C, b: P + o.input, ldb: C, c: m.projection, ldc: W)
+        for b in 0..<B {
+            tp_causal_conv_forward(
+                T, Wc, s.convKernel, m.projection + b * T * W, W, P + o.conv, nil, m.convPre + b * T * Wc, Wc)
+        }
+        for i in 0..<(N * Wc) { m.xbc[i] = silu(m.convPre[i]) }
+        let scale = 1 / Float(Dk).squareRoot()
+        for n in 0..<N {
+            for h in 0..<Hk {
+                for (source, out, inv, factor) in [(h * Dk, m.q, m.qInv, scale), (Kw + h * Dk, m.k, m.kInv, 1)] {
+                    let x = m.xbc + n * Wc + source, y = out + n * Kw + h * Dk
+                    var ss: Float = 0
+                    for i in 0..<Dk { ss += x[i] * x[i] }
+                    let r = 1 / (ss + 1e-6).squareRoot()
+                    inv[n * Hk + h] = r
+                    for i in 0..<Dk { y[i] = x[i] * r * factor }
+                }
+            }
+            for h in 0..<Hv {
+                (m.beta[n * Hv + h], m.g[n * Hv + h]) = deltaNetGates(m.projection + n * W, o, head: h)
+            }
+        }
+        let Q = config.deltaNetChunkSize, stateFloats = deltaNetStateFloats(s, T: T)
+        // Each (sequence, value head) task writes its own head's output and states.
+        Parallel.chunks(B * Hv) { _, range in
+            for task in range {
+                let (b, h) = (task / Hv, task % Hv), hk = h / s.valuesPerKey, row = b * T
+                tp_gdn_scan_forward(
+                    T, Dk, Dv, Q, m.q + row * Kw + hk * Dk, m.k + row * Kw + hk * Dk, Kw,
+                    m.xbc + row * Wc + 2 * Kw + h * Dv, Wc, m.g + row * Hv + h, m.beta + row * Hv + h, Hv,
+                    m.o + row * Vw + h * Dv, Vw, m.states + task * stateFloats)
+            }
+        }
+        deltaNetGatedNorm(o, z: m.projection + Wc, zStride: W, o: m.o, out: m.normed, rstd: m.rstd, rows: N)
+        // mid = x + normed (N, V) · W_out (C, V)ᵀ
+        a.mid.update(from: acts.residual[l], count: N * C)
+        gemm(
+            transB: true, m: N, n: C, k: Vw, a: m.normed, lda: Vw, b: P + o.output, ldb: Vw, beta: 1, c: a.mid,
+            ldc: C)
+    }
+
+    /// On entry `acts.dResidual` holds dLoss/d(mid); adds the mixer's parameter gradients and
+    /// leaves dLoss/d(norm1) in `acts.dNorm`.
+    func deltaNetBackward(_ l: Int, _ o: DeltaNetOffsets, _ m: Activations.DeltaNetActivations, _ acts: Activations) {
+        let P = parameters.pointer, Gr = gradients.pointer, a = acts.layers[l], s = o.shape
+        let (B, T, N, C) = (acts.B, acts.T, acts.N, config.hiddenSize)
+        let (W, Wc, Kw, Vw) = (s.projectionWidth, s.convWidth, s.keyWidth, s.valueWidth)
+        let (Hk, Hv, Dk, Dv) = (s.keyHeads, s.valueHeads, s.keyDim, s.valueDim)
+        let dres = acts.dResidual, dProj = acts.dDeltaProjection, dXBC = acts.dDeltaXBC
+        let dO = acts.dDeltaO, dNormed = acts.dDeltaNormed
+        let dq = acts.dDeltaQK, dk = acts.dDeltaQK + N * Hv * Dk, dg = acts.dDeltaGB, dBeta = acts.dDeltaGB + N * Hv
+        // dW_out (C, V) += dresᵀ · normed; dNormed (N, V) = dres (N, C) · W_out (C, V)
+        gemm(transA: true, m: C, n: Vw, k: N, a: dres, lda: C, b: m.normed, ldb: Vw, beta: 1, c: Gr + o.output, ldc: Vw)
+        gemm(m: N, n: Vw, k: C, a: dres, lda: C, b: P + o.output, ldb: Vw, c: dNormed, ldc: Vw)
+        // The gated norm: ô = o·r, out = w·ô·SiLU(z); dô = dout·w·SiLU(z), do = r·(dô − ô·mean(dô·ô)),
+        // dz = dout·w·ô·SiLU′(z).
+        for n in 0..<N {
+            for h in 0..<Hv {
+                let r = m.rstd[n * Hv + h], ob = m.o + n * Vw + h * Dv, z = m.projection + n * W + Wc + h * Dv
+                let dn = dNormed + n * Vw + h * Dv, dz = dProj + n * W + Wc + h * Dv, dout = dO + n * Vw + h * Dv
+                var dot: Float = 0
+                for j in 0..<Dv {
+                    let oHat = ob[j] * r, sz = silu(z[j]), w = P[o.norm + j]
+                    Gr[o.norm + j] += dn[j] * oHat * sz
+                    dz[j] = dn[j] * w * oHat * siluDerivative(z[j])
+                    let dHat = dn[j] * w * sz
+                    dout[j] = dHat
+                    dot += dHat * oHat
+                }
+                let mean = dot / Float(Dv)
+                for j in 0..<Dv { dout[j] = r * (dout[j] - ob[j] * r * mean) }
+            }
+        }
+        let Q = config.deltaNetChunkSize, stateFloats = deltaNetStateFloats(s, T: T)
+        Parallel.chunks(B * Hv) { _, range in
+            for task in range {
+                let (b, h) = (task / Hv, task % Hv), hk = h / s.valuesPerKey, row = b * T
+                tp_gdn_scan_backward(
+                    T, Dk, Dv, Q, m.q + row * Kw + hk * Dk, m.k + row * Kw + hk * Dk, Kw,
+                    m.xbc + row * Wc + 2 * Kw + h * Dv, Wc, m.g + row * Hv + h, m.beta + row * Hv + h, Hv,
+                    m.states + task * stateFloats, dO + row * Vw + h * Dv, Vw, dq + (row * Hv + h) * Dk,
+                    dk + (row * Hv + h) * Dk, Hv * Dk, dXBC + row * Wc + 2 * Kw + h * Dv, Wc, dg + row * Hv + h,
+                    dBeta + row * Hv + h, Hv)
+            }
+        }
+        let scale = 1 / Float(Dk).squareRoot()
+        for n in 0..<N {
+            // q̂ = x·r·factor with r = (Σx² + ε)^(−1/2): dx = factor·(r·dŷ − x·r³·(x·dŷ)), dŷ summed
+            // over the value heads that read the key head.
+            for hk in 0..<Hk {
+                for (source, grads, inv, factor) in [(hk * Dk, dq, m.qInv, scale), (Kw + hk * Dk, dk, m.kInv, 1)] {
+                    let x = m.xbc + n * Wc + source, dx = dXBC + n * Wc + source, r = inv[n * Hk + hk]
+                    for i in 0..<Dk { dx[i] = 0 }
+                    for h in (hk * s.valuesPerKey)..<((hk + 1) * s.valuesPerKey) {
+                        let d = grads + (n * Hv + h) * Dk
+                        for i in 0..<Dk { dx[i] += d[i] }
+                    }
+                    var dot: Float = 0
+                    for i in 0..<Dk { dot += x[i] * dx[i] }
+                    let r3 = r * r * r * dot
+                    for i in 0..<Dk { dx[i] = factor * (r * dx[i] - x[i] * r3) }
+                }
+            }
+            // β = σ(b); g = −exp(A_log)·softplus(a + dt_bias).
+            for h in 0..<Hv {
+                let row = m.projection + n * W, bRaw = row[Wc + Vw + h], aRaw = row[Wc + Vw + Hv + h] + P[o.dtBias + h]
+                let beta = m.beta[n * Hv + h], gh = dg[n * Hv + h]
+                dProj[n * W + Wc + Vw + h] = dBeta[n * Hv + h] * beta * (1 - beta)
+                let da = gh * -expf(P[o.aLog + h]) * softplusDerivative(aRaw)
+                dProj[n * W + Wc + Vw + Hv + h] = da
+                Gr[o.dtBias + h] += da
+                Gr[o.aLog + h] += gh * m.g[n * Hv + h]
+            }
+        }
+        for i in 0..<(N * Wc) { dXBC[i] *= siluDerivative(m.convPre[i]) }
+        for b in 0..<B {
+            tp_causal_conv_backward(
+                T, Wc, s.convKernel, m.projection + b * T * W, W, P + o.conv, dXBC + b * T * Wc, Wc,
+                dProj + b * T * W, W, Gr + o.conv, nil)
+        }
+        // dW_in (W, C) += dProjᵀ · norm1; dNorm (N, C) = dProj (N, W) · W_in (W, C)
+        gemm(transA: true, m: W, n: C, k: N, a: dProj, lda: W, b: a.norm1, ldb: C, beta: 1, c: Gr + o.input, ldc: C)
+        gemm(m: N, n: C, k: W, a: dProj, lda: W, b: P + o.input, ldb: C, c: acts.dNorm, ldc: C)
+    }
+
+    /// Value head h's rate β = σ(b) and log decay g = −exp(A_log)·softplus(a + dt_bias) from one
+    /// row of the in-projection — the training scan and decoding both take them.
+    @inline(__always) func deltaNetGates(_ row: UnsafePointer<Float>, _ o: DeltaNetOffsets, head h: Int)
+        -> (beta: Float, g: Float)
+    {
+        let P = parameters.pointer, s = o.shape, base = s.convWidth + s.valueWidth
+        let b = row[base + h], a = row[base + s.valueHeads + h]
+        return (1 / (1 + expf(-b)), -expf(P[o.aLog + h]) * softplus(a + P[o.dtBias + h]))
+    }
+
+    /// The gated norm of `rows` rows: out = w · o / rms(o) · SiLU(z) over each value head's Dv
+    /// channels (z read with row stride `zStride`); the reciprocal RMS per row and head into `rstd`.
+    func deltaNetGatedNorm(
+        _ o: DeltaNetOffsets, z: UnsafePointer<Float>, zStride: Int, o y: UnsafePointer<Float>,
+        out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, rows N: Int
+    ) {
+        let P = parameters.pointer, s = o.shape, Dv = s.valueDim, eps = Float(config.normEps)
+        for n in 0..<N {
+            for h in 0..<s.valueHeads {
+                let base = h * Dv, yr = y + n * s.valueWidth + base, zr = z + n * zStride + base
+                let outr = out + n * s.valueWidth + base
+                var ms: Float = 0
+                for j in 0..<Dv { ms += yr[j] * yr[j] }
+                let r = 1 / (ms / Float(Dv) + eps).squareRoot()
+                rstd[n * s.valueHeads + h] = r
+                for j in 0..<Dv { outr[j] = P[o.norm + j] * (yr[j] * r) * silu(zr[j]) }
+            }
+        }
+    }
+
+    /// Floats of one (sequence, value head)'s chunk-start states.
+    func deltaNetStateFloats(_ s: DeltaNetShape, T: Int) -> Int {
+        (T + config.deltaNetChunkSize - 1) / config.deltaNetChunkSize * s.keyDim * s.valueDim
+    }
+}
+
+@inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
