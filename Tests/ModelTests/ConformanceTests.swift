@@ -7,7 +7,8 @@ import Testing
     @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "llama_long", "mixtral_moe", "jetmoe_moa",
                       "qwen2_sliding", "qwen2_tied", "qwen3_qknorm", "mistral_sliding", "qwen3_moe_dense_layer", "qwen3_moe_norm_topk",
                       "llama_rope_linear", "llama_rope_dynamic", "llama_rope_llama3", "qwen2_yarn", "mistral_yarn_mscale",
-                      "nemotron_h_hybrid", "nemotron_h_untied"])
+                      "nemotron_h_hybrid", "nemotron_h_untied",
+                      "qwen3_5_hybrid", "qwen3_5_tied"])
     func matchesTransformers(_ name: String) throws {
         let dir = fixtures.appendingPathComponent(name)
         let model = try Checkpoint.load(dir)

@@ -10,6 +10,8 @@ struct DecodeTests {
         ("nemotron", tinyConfig(.nemotron)), ("mistral", tinyConfig(.mistral)), ("heterogeneous", heterogeneousConfig()),
         // Mamba2's recurrent form against the training scan (chunks of 4 crossed at 7).
         ("nemotron_h", hybridConfig()), ("nemotron_h without conv bias", hybridConfig(convBias: false)),
+        // Gated DeltaNet's recurrent form and gated attention (chunks of 4 crossed at 7).
+        ("qwen3_5", qwen35Config()), ("qwen3_5 tied, one value head per key head", qwen35Config(tied: true, valueHeads: 2)),
     ]
 
     /// Every step's logits equal the full forward's at that position (windows of 3 crossed at 7).

@@ -39,6 +39,32 @@ import Testing
         }
     }
 
+    /// Issue 26: Qwen3.5 — Gated DeltaNet (convolution, q/k L2 norms, the gated delta rule across
+    /// chunk boundaries, grouped value heads, the gated norm), gated attention with q/k norms and
+    /// partial rotary, zero-centred norms, tied and untied heads. (T, tied, value heads, Dk, Dv.)
+    ///
+    /// Conditioning: a head's first output is β·v·(q̂·k̂) and the gated norm divides it by its
+    /// RMS, so where q̂·k̂ is near 0 the output flips sign over a tiny step — a finite difference
+    /// there measures nothing. Each layer's keys are therefore made equal to its queries (their
+    /// projections and convolutions copied; each is still perturbed on its own) and the decays
+    /// weak (A 0.05, 0.1, …), so that the state carries every position. The transformers
+    /// fixtures (qwen3_5_hybrid, qwen3_5_tied) check the unconditioned case.
+    @Test(arguments: [(5, false, 4, 8, 8), (13, true, 4, 8, 8), (9, false, 2, 8, 6), (13, true, 4, 4, 3)])
+    func finiteDifferencesQwen35(_ T: Int, _ tied: Bool, _ valueHeads: Int, _ keyDim: Int, _ valueDim: Int) throws {
+        let c = qwen35Config(tied: tied, valueHeads: valueHeads, keyDim: keyDim, valueDim: valueDim)
+        try Self.checkFiniteDifferences(c, T: T, step: 3e-3) { model in
+            let d = c.deltaNet!, Kw = d.keyWidth, C = c.hiddenSize
+            for l in 0..<c.numHiddenLayers where c.hybridLayers![l] == .deltaNet {
+                let prefix = "model.layers.\(l).linear_attn."
+                let w = model.tensor(prefix + "in_proj_qkv.weight")!, conv = model.tensor(prefix + "conv1d.weight")!
+                for i in 0..<(Kw * C) { w[Kw * C + i] = w[i] }
+                for i in 0..<(Kw * d.convKernel) { conv[Kw * d.convKernel + i] = conv[i] }
+                let a = model.tensor(prefix + "A_log")!
+                for h in 0..<a.count { a[h] = Float(log(0.05 * Double(h + 1))) }
+            }
+        }
+    }
+
     static func checkFiniteDifferences(
         _ config: ModelConfig, T: Int, step h: Float = 1e-2, prepare: (DecoderModel) -> Void = { _ in }
     ) throws {
@@ -108,7 +134,7 @@ import Testing
 
     /// The gradient really flows everywhere: no tensor's gradient is identically zero.
     @Test func everyTensorGetsGradient() throws {
-        for config in Self.cases.map({ tinyConfig($0.0, tied: $0.1) }) + [heterogeneousConfig(), hybridConfig()] {
+        for config in Self.cases.map({ tinyConfig($0.0, tied: $0.1) }) + [heterogeneousConfig(), hybridConfig(), qwen35Config()] {
             let family = config.family
             let model = DecoderModel(config: config)
             model.initialize(seed: 3)

@@ -52,6 +52,19 @@ func hybridConfig(vocab: Int = 23, layers: [HybridLayer] = [.mamba, .mlp, .atten
     return c
 }
 
+/// A Qwen3.5 decoder: Gated DeltaNet (2 key heads of `keyDim`, `valueHeads` value heads of `valueDim`, a
+/// convolution of 3 taps, chunks of 4), gated attention with half of each head rotating, SwiGLU.
+func qwen35Config(vocab: Int = 23, layers: [HybridLayer] = [.deltaNet, .attention, .deltaNet], tied: Bool = false,
+                  valueHeads: Int = 4, keyDim: Int = 4, valueDim: Int = 3) -> ModelConfig {
+    var c = ModelConfig(family: .qwen35, vocabSize: vocab, hiddenSize: 16, intermediateSize: 20, numHiddenLayers: layers.count,
+                        numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 100, partialRotaryFactor: 0.5,
+                        tieWordEmbeddings: tied, maxPositionEmbeddings: 64, initializerRange: 0.3)
+    c.hybridLayers = layers
+    c.deltaNet = DeltaNetShape(keyHeads: 2, valueHeads: valueHeads, keyDim: keyDim, valueDim: valueDim, convKernel: 3)
+    c.deltaNetChunkSize = 4
+    return c
+}
+
 /// A nemotron-nas decoder whose five layers differ: 2 key/value groups and an MLP of 512, no
 /// attention and 256, 1 group and no MLP, neither, 2 groups and 256.
 func heterogeneousConfig(tied: Bool = false, vocab: Int = 23) -> ModelConfig {

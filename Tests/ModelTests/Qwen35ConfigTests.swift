@@ -1,0 +1,98 @@
+import Foundation
+import Model
+import Testing
+
+/// Issue 26: Qwen3.5 (`qwen3_5_text`) configs read in every spelling transformers accepts, are
+/// written back so that they read the same, and what cannot be run is refused naming the key.
+@Suite struct Qwen35ConfigTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static let fixture = fixtures.appendingPathComponent("qwen3_5_hybrid/config.json")
+
+    /// The fixture's config.json with some keys replaced (nil removes one).
+    func variant(_ changes: [String: JSON?]) throws -> ModelConfig {
+        var json = try #require(JSON.parse(try Data(contentsOf: Self.fixture))?.object)
+        for (key, value) in changes { json[key] = value ?? nil }
+        return try ModelConfig.decode(JSON.object(json).data())
+    }
+
+    func refusal(_ changes: [String: JSON?]) -> String {
+        do {
+            _ = try variant(changes)
+            return "accepted"
+        } catch { return "\(error)" }
+    }
+
+    @Test func everySpellingReadsTheSameModel() throws {
+        let base = try ModelConfig.load(Self.fixture)
+        #expect(base.hybridLayers == [.deltaNet, .deltaNet, .attention, .deltaNet])
+        #expect(base.deltaNet == DeltaNetShape(keyHeads: 2, valueHeads: 4, keyDim: 8, valueDim: 6, convKernel: 4))
+        #expect(base.partialRotaryFactor == 0.25 && base.rotaryDim == 2)
+        #expect(base.passthrough.unknown.isEmpty, "keys warned about: \(base.passthrough.unknown)")
+        // Without layer_types, one attention layer in every full_attention_interval (default 4).
+        #expect(try variant(["layer_types": nil]).hybridLayers == [.deltaNet, .deltaNet, .deltaNet, .attention])
+        #expect(
+            try variant(["layer_types": nil, "full_attention_interval": 2]).hybridLayers == [
+                .deltaNet, .attention, .deltaNet, .attention
+            ])
+        // The multimodal rope keys of the full Qwen3.5 config change nothing for text.
+        let mrope = try variant([
+            "rope_parameters": [
+                "rope_type": "default", "rope_theta": 10000, "partial_rotary_factor": 0.25,
+                "mrope_section": [11, 11, 10], "mrope_interleaved": true
+            ]
+        ])
+        #expect(mrope.blocks == base.blocks && mrope.rotaryDim == 2)
+        // partial_rotary_factor defaults to a quarter, as transformers sets it.
+        #expect(try variant(["rope_parameters": ["rope_type": "default", "rope_theta": 10000]]).rotaryDim == 2)
+        // Written back, it reads the same.
+        #expect(try ModelConfig.decode(base.json.data()) == base)
+        let written = try #require(base.json.object)
+        #expect(written["layer_types"]?.array?.compactMap(\.string) == [
+            "linear_attention", "linear_attention", "full_attention", "linear_attention"
+        ])
+    }
+
+    @Test func whatCannotRunIsRefusedNamingTheKey() {
+        #expect(refusal(["layer_types": ["linear_attention", "sliding_attention", "full_attention", "linear_attention"]])
+            .contains("layer_types[1]"))
+        #expect(refusal(["layer_types": ["linear_attention", "full_attention"]]).contains("num_hidden_layers is 4"))
+        #expect(refusal(["linear_num_value_heads": 3]).contains("linear_num_value_heads"))
+        #expect(refusal(["linear_key_head_dim": 0]).contains("linear_key_head_dim"))
+        #expect(refusal(["attention_bias": true]).contains("attention_bias"))
+        #expect(refusal(["hidden_act": "gelu"]).contains("hidden_act"))
+        #expect(
+            refusal(["rope_parameters": ["rope_type": "default", "rope_theta": 10000, "mrope_sections": [1]]])
+                .contains("mrope_sections"))
+    }
+
+    /// Parameter counts by hand for the fixture's shape (C 32, V 61, F 40; DeltaNet 2 key heads
+    /// of 8, 4 value heads of 6, K 4; attention 4 heads of 8 with their gates, 2 groups), and
+    /// equal to the checkpoint transformers saved.
+    @Test func parameterCountsByHand() throws {
+        let c = try ModelConfig.load(Self.fixture)
+        let convDim = 2 * 2 * 8 + 4 * 6, W = convDim + 24 + 2 * 4
+        let deltaNet = 32 * W + convDim * 4 + 2 * 4 + 6 + 24 * 32
+        let attention = 32 * (2 * 4 + 2 * 2) * 8 + 4 * 8 * 32 + 2 * 8
+        let mlp = 3 * 32 * 40, norms = 2 * 32
+        let total = 2 * 61 * 32 + 3 * (deltaNet + mlp + norms) + attention + mlp + norms + 32
+        #expect(c.parameterCount == total)
+        #expect(ParameterLayout(config: c).count == total)
+        let file = try SafeTensorsFile(url: Self.fixtures.appendingPathComponent("qwen3_5_hybrid/model.safetensors"))
+        #expect(try file.tensors.keys.reduce(0) { $0 + (try file.info($1).count) } == total)
+    }
+
+    /// RMSNorm scales by 1 + w: the checkpoint's w is read as 1 + w and written back as w, bit for bit.
+    @Test func zeroCenteredNormsRoundTrip() throws {
+        let dir = Self.fixtures.appendingPathComponent("qwen3_5_tied")
+        let model = try Checkpoint.load(dir)
+        let name = "model.layers.0.input_layernorm.weight"
+        let stored = try SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors")).floats(name)
+        #expect(Array(model.tensor(name)!) == stored.map { $0 + 1 })
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("qwen35-roundtrip-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        try Checkpoint.save(model, to: out)
+        let again = try SafeTensorsFile(url: out.appendingPathComponent("model.safetensors")).floats(name)
+        #expect(zip(again, stored).allSatisfy { abs($0 - $1) <= 1e-7 })
+        #expect(Array(try Checkpoint.load(out).tensor(name)!) == Array(model.tensor(name)!))
+    }
+}
