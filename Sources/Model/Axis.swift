@@ -15,7 +15,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     /// qwen3_moe's names for the experts' width and count.
     case moeIntermediateSize = "moe_intermediate_size"
     case numExperts = "num_experts"
-    /// Hybrid decoders (Nemotron-H): the Mamba2 heads and their width, and the depth counted per
+    /// Hybrid decoders (Nemotron-H, Qwen3.5): the Mamba2 heads and their width, and the depth counted per
     /// layer type — the layers of each type a candidate keeps (which ones is pruning's choice,
     /// by block importance among the layers of that type). A type whose axis a space leaves out
     /// keeps every layer.
@@ -24,6 +24,8 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     case numMambaLayers = "num_mamba_layers"
     case numAttentionLayers = "num_attention_layers"
     case numMLPLayers = "num_mlp_layers"
+    /// Qwen3.5's Gated DeltaNet layers (its attention layers are `num_attention_layers`).
+    case numDeltaNetLayers = "num_deltanet_layers"
 
     /// The layer type a depth axis of a hybrid decoder counts.
     public var layerType: HybridLayer? {
@@ -31,6 +33,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numMambaLayers: .mamba
         case .numAttentionLayers: .attention
         case .numMLPLayers: .mlp
+        case .numDeltaNetLayers: .deltaNet
         default: nil
         }
     }
@@ -57,7 +60,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .moeIntermediateSize: return c.moeIntermediateSize
         case .mambaNumHeads: return c.mamba?.heads ?? 0
         case .mambaHeadDim: return c.mamba?.headDim ?? 0
-        case .numMambaLayers, .numAttentionLayers, .numMLPLayers:
+        case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers:
             return c.hybridLayers?.filter { $0 == layerType }.count ?? 0
         }
     }
@@ -74,7 +77,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .moeIntermediateSize: c.moeIntermediateSize = v
         case .mambaNumHeads: c.mamba?.heads = v
         case .mambaHeadDim: c.mamba?.headDim = v
-        case .numMambaLayers, .numAttentionLayers, .numMLPLayers:
+        case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers:
             // Which layers of the type go is pruning's choice: until then the last ones do (the
             // counts, and so every cost, do not depend on which).
             guard var layers = c.hybridLayers, let type = layerType else { return }

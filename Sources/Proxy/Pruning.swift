@@ -200,7 +200,8 @@ public enum Pruning {
                 throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
             }
         }
-        for axis in [Axis.numMambaLayers, .numAttentionLayers, .numMLPLayers] where teacher.hybridLayers != nil {
+        for axis in [Axis.numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers]
+        where teacher.hybridLayers != nil {
             try notLarger(axis.value(t), axis.value(teacher), axis.rawValue)
         }
         do { try t.validate(file: "target") } catch let e as ModelError {

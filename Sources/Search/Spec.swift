@@ -321,11 +321,13 @@ public struct SearchSpec: Sendable {
                     ? "\(t.family.displayName) derives num_attention_heads as num_key_value_heads × num_experts_per_tok; "
                         + "vary those instead"
                     : t.hybridLayers != nil && axis == .numHiddenLayers
-                        ? "a hybrid teacher's depth is counted per layer type: vary num_mamba_layers, "
-                            + "num_attention_layers or num_mlp_layers"
-                        : [.mambaNumHeads, .mambaHeadDim, .numMambaLayers, .numAttentionLayers, .numMLPLayers].contains(
-                            axis)
-                            ? "\(axis.rawValue) is an axis of hybrid (nemotron_h) teachers; this one is \(t.family.rawValue)"
+                        ? "a hybrid teacher's depth is counted per layer type: vary "
+                            + axes.filter { $0.layerType != nil }.map(\.rawValue).joined(separator: ", ")
+                        : [.mambaNumHeads, .mambaHeadDim, .numMambaLayers, .numMLPLayers].contains(axis)
+                            ? "\(axis.rawValue) is an axis of Nemotron-H (nemotron_h) teachers; this one is \(t.family.rawValue)"
+                            : [.numDeltaNetLayers, .numAttentionLayers].contains(axis)
+                                ? "\(axis.rawValue) is an axis of hybrid teachers (nemotron_h, qwen3_5_text); this one is "
+                                    + t.family.rawValue
                             : !t.family.isMixture
                                 ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
                                     + "teacher (mixtral, jetmoe, qwen3_moe)"

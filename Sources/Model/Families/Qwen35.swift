@@ -17,7 +17,9 @@ struct Qwen35: FamilyDefinition {
     var defaultMaxPositionEmbeddings: Int { 32768 }
     var ignoredRopeKeys: Set<String> { ["mrope_section", "mrope_interleaved"] }
     var biasKeys: [(key: String, refused: Bool)] { [("attention_bias", true)] }
-    var axes: [Axis] { [.hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize] }
+    var axes: [Axis] {
+        [.hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize, .numDeltaNetLayers, .numAttentionLayers]
+    }
 
     func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
         -> (heads: Int?, kvHeads: Int?, headDim: Int?)
