@@ -3,7 +3,8 @@
 
 For each family (llama untied, llama tied, nemotron, mixtral, jetmoe, qwen2 with a sliding layer, qwen2 tied,
 qwen3, mistral with a sliding window, qwen3_moe with a dense layer, nemotron_h with Mamba2, MLP and attention
-layers, with and without the convolution's bias) it trains a tiny model for a few steps with
+layers, with and without the convolution's bias, qwen3_5_text with Gated DeltaNet and gated attention, tied and
+untied) it trains a tiny model for a few steps with
 `topiary teacher train` (so the weights are Topiary's own), loads the output directory with
 AutoModelForCausalLM.from_pretrained, and compares transformers' logits with
 `topiary model logits`. Needs a prepared corpus (data/fortunes) and a built topiary.
@@ -54,11 +55,24 @@ CONFIGS = {
                           "hybrid_override_pattern": "*M-M", "num_attention_heads": 4, "num_key_value_heads": 4,
                           "head_dim": 8, "mamba_num_heads": 2, "mamba_head_dim": 16, "n_groups": 1, "ssm_state_size": 4,
                           "conv_kernel": 2, "chunk_size": 4, "use_conv_bias": False},
+    "qwen3_5": {"model_type": "qwen3_5_text", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48,
+                "num_hidden_layers": 4, "layer_types": ["linear_attention", "linear_attention", "full_attention",
+                                                        "linear_attention"],
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "linear_num_key_heads": 2,
+                "linear_num_value_heads": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8},
+    "qwen3_5_tied": {"model_type": "qwen3_5_text", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48,
+                     "num_hidden_layers": 2, "full_attention_interval": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 1, "head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 2,
+                     "linear_key_head_dim": 8, "linear_value_head_dim": 8, "linear_conv_kernel_dim": 2,
+                     "tie_word_embeddings": True,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.5}},
 }
 
 # The pruning target of each family's second check (a hybrid decoder's depth is counted per layer type).
 PRUNE_TARGETS = {"nemotron_h": {"num_mamba_layers": 1, "mamba_num_heads": 2},
-                 "nemotron_h_nobias": {"num_mlp_layers": 0, "mamba_head_dim": 8}}
+                 "nemotron_h_nobias": {"num_mlp_layers": 0, "mamba_head_dim": 8},
+                 "qwen3_5": {"num_deltanet_layers": 2, "num_attention_heads": 2},
+                 "qwen3_5_tied": {"hidden_size": 24, "intermediate_size": 24}}
 
 
 def main():

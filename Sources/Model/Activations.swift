@@ -74,8 +74,8 @@ public final class Activations {
     /// Gated attention's projection (N, (2H + 2G)·D), forward and backward; DeltaNet scratch:
     /// d(projection) (N, W), d(q, k, v) (N, convDim), d(output) and d(normed) (N, V), each value
     /// head's dq and dk (N, Hv, Dk each), dg and dβ (N, Hv each).
-    var gatedProjection, dDeltaProjection, dDeltaXBC, dDeltaO, dDeltaNormed, dDeltaQK, dDeltaGB:
-        UnsafeMutablePointer<Float>
+    var gatedProjection, dDeltaProjection, dDeltaXBC, dDeltaO, dDeltaNormed, dDeltaQK,
+        dDeltaGB: UnsafeMutablePointer<Float>
 
     /// Hands out consecutive pieces of one allocation; with no base it only counts.
     private struct Carver {
@@ -118,8 +118,8 @@ public final class Activations {
         var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores, dGates, dRouterLogits,
             dExpertRows: UnsafeMutablePointer<Float>
         var dMambaProjection, dMambaXBC, dMambaY, dMambaNormed, dMambaDt, dMambaAD: UnsafeMutablePointer<Float>
-        var gatedProjection, dDeltaProjection, dDeltaXBC, dDeltaO, dDeltaNormed, dDeltaQK, dDeltaGB:
-            UnsafeMutablePointer<Float>
+        var gatedProjection, dDeltaProjection, dDeltaXBC, dDeltaO, dDeltaNormed, dDeltaQK,
+            dDeltaGB: UnsafeMutablePointer<Float>
 
         init(config c: ModelConfig, B: Int, T: Int, threads: Int, carver: inout Carver) {
             let N = B * T, C = c.hiddenSize
@@ -173,9 +173,11 @@ public final class Activations {
                     let (Hk, Hv) = (d.keyHeads, d.valueHeads)
                     layer.deltaNet = DeltaNetActivations(
                         projection: carver.take(N * d.projectionWidth), convPre: carver.take(N * d.convWidth),
-                        xbc: carver.take(N * d.convWidth), q: carver.take(N * d.keyWidth), k: carver.take(N * d.keyWidth),
+                        xbc: carver.take(N * d.convWidth), q: carver.take(N * d.keyWidth),
+                        k: carver.take(N * d.keyWidth),
                         qInv: carver.take(N * Hk), kInv: carver.take(N * Hk), g: carver.take(N * Hv),
-                        beta: carver.take(N * Hv), o: carver.take(N * d.valueWidth), normed: carver.take(N * d.valueWidth),
+                        beta: carver.take(N * Hv), o: carver.take(N * d.valueWidth),
+                        normed: carver.take(N * d.valueWidth),
                         rstd: carver.take(N * Hv), states: carver.take(B * Hv * deltaChunks * d.keyDim * d.valueDim))
                 }
                 if gated, attention {

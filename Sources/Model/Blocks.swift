@@ -193,7 +193,8 @@ extension ModelConfig {
             // A Nemotron-H layer is one mixer behind one norm: Mamba2 or attention (a block
             // without its channel mixer), or an MLP (a block without its mixer). A Qwen3.5 layer
             // is Gated DeltaNet or attention, then an MLP.
-            let mlp: Block.ChannelMixer = family.definition.hybridMixersHaveMLP ? .dense(width: intermediateSize) : .none
+            let mlp: Block.ChannelMixer =
+                family.definition.hybridMixersHaveMLP ? .dense(width: intermediateSize) : .none
             switch types[l] {
             case .mamba: return Block(mixer: .mamba(mamba!), channelMixer: .none)
             case .deltaNet: return Block(mixer: .deltaNet(deltaNet!), channelMixer: mlp)

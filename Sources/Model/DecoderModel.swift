@@ -320,7 +320,9 @@ public final class DecoderModel {
 
     /// The inverse of ``splitGatedProjection(_:qkv:gate:_:rows:)`` for gradients: dqkv's query,
     /// key and value columns into `gp`, whose gate columns are already there.
-    func mergeGatedProjection(_ dqkv: UnsafePointer<Float>, into gp: UnsafeMutablePointer<Float>, _ s: AttentionShape, rows N: Int) {
+    func mergeGatedProjection(
+        _ dqkv: UnsafePointer<Float>, into gp: UnsafeMutablePointer<Float>, _ s: AttentionShape, rows N: Int
+    ) {
         let PW = s.qkvWidth + s.outWidth, D = s.D, kv = s.qkvWidth - s.outWidth
         for n in 0..<N {
             let row = gp + n * PW

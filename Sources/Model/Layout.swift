@@ -259,7 +259,8 @@ struct LayerOffsets {
         case let .deltaNet(shape):
             let input = at(.deltaQKV)
             precondition(
-                at(.deltaA) == input + (shape.projectionWidth - shape.valueHeads) * layout.entry(.deltaQKV, layer: l)!.shape[1],
+                at(.deltaA) == input + (shape.projectionWidth - shape.valueHeads)
+                    * layout.entry(.deltaQKV, layer: l)!.shape[1],
                 "the DeltaNet in-projections must be adjacent")
             deltaNet = DeltaNetOffsets(
                 shape: shape, input: input, conv: at(.deltaConv), dtBias: at(.deltaDtBias), aLog: at(.deltaALog),

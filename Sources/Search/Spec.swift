@@ -328,11 +328,11 @@ public struct SearchSpec: Sendable {
                             : [.numDeltaNetLayers, .numAttentionLayers].contains(axis)
                                 ? "\(axis.rawValue) is an axis of hybrid teachers (nemotron_h, qwen3_5_text); this one is "
                                     + t.family.rawValue
-                            : !t.family.isMixture
-                                ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
-                                    + "teacher (mixtral, jetmoe, qwen3_moe)"
-                                : "not an axis of a \(t.family.rawValue) teacher; its axes are "
-                                    + axes.map(\.rawValue).joined(separator: ", ")
+                                : !t.family.isMixture
+                                    ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
+                                        + "teacher (mixtral, jetmoe, qwen3_moe)"
+                                    : "not an axis of a \(t.family.rawValue) teacher; its axes are "
+                                        + axes.map(\.rawValue).joined(separator: ", ")
             )
         }
         try rd.check(sp, "space", axes.map(\.rawValue))

@@ -78,7 +78,10 @@ struct ModelInfo: ParsableCommand {
             : ""
         var layers = "\(c.numHiddenLayers)"
         if let types = c.hybridLayers {
-            let counts = [(HybridLayer.mamba, "Mamba2"), (.attention, "attention"), (.mlp, "MLP")].compactMap {
+            let kinds = [
+                (HybridLayer.mamba, "Mamba2"), (.deltaNet, "Gated DeltaNet"), (.attention, "attention"), (.mlp, "MLP")
+            ]
+            let counts = kinds.compactMap {
                 t, name in
                 let n = types.filter { $0 == t }.count
                 return n > 0 ? "\(n) \(name)" : nil
@@ -89,6 +92,11 @@ struct ModelInfo: ParsableCommand {
                     "\nmamba2            \(m.heads) heads × \(m.headDim) in \(m.groups) groups, state \(m.stateSize), "
                     + "conv \(m.convKernel)\(c.mambaConvBias ? "" : " (no bias)"), Δ ≥ \(c.mambaTimeStepMin), "
                     + "chunk \(c.mambaChunkSize)"
+            }
+            if let d = c.deltaNet {
+                layers +=
+                    "\ndeltanet          \(d.keyHeads) key heads × \(d.keyDim), \(d.valueHeads) value heads × "
+                    + "\(d.valueDim), conv \(d.convKernel); each layer then a SwiGLU MLP"
             }
         }
         print(

@@ -133,7 +133,7 @@ struct SpecCheck: ParsableCommand {
         let moe = teacher.family.isMixture, hybrid = teacher.hybridLayers != nil
         print(
             "candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "")
-                + (hybrid ? "pattern      mamba H×P " : "")
+                + (hybrid ? "pattern      mixer     " : "")
                 + "  parameters  non-embedding  FLOPs/token"
                 + (workload != nil ? "   weight bytes  KV-cache bytes    memory bytes  decode FLOPs" : "")
                 + (tp != nil ? "   tokens/s" : ""))
@@ -149,7 +149,10 @@ struct SpecCheck: ParsableCommand {
                         ? String(String(k.hybridLayers!.map(\.letter))).padding(
                             toLength: 12, withPad: " ", startingAt: 0)
                             + " "
-                            + "\(k.mamba!.heads)×\(k.mamba!.headDim)".padding(toLength: 9, withPad: " ", startingAt: 0)
+                            + (k.mamba.map { "\($0.heads)×\($0.headDim)" } ?? k.deltaNet.map {
+                                "\($0.valueHeads)×\($0.valueDim)"
+                            }
+                            ?? "").padding(toLength: 9, withPad: " ", startingAt: 0)
                             + " "
                         : "")
                     + String(format: "%12d %14d %12d", c.parameters, c.nonEmbeddingParameters, c.flopsPerToken)

@@ -38,7 +38,8 @@ struct Qwen35: FamilyDefinition {
                 case "linear_attention": return .deltaNet
                 case "full_attention": return .attention
                 default:
-                    throw r.fail("layer_types[\(i)]", "\(item) is not a layer type; expected linear_attention or full_attention")
+                    throw r.fail(
+                        "layer_types[\(i)]", "\(item) is not a layer type; expected linear_attention or full_attention")
                 }
             }
             guard layers.count == count else {
