@@ -52,8 +52,23 @@ public final class CheckpointWeights: @unchecked Sendable {
     /// at most `chunk` values.
     public func streamFloat32(chunk: Int = 1 << 16, _ body: (UnsafeRawBufferPointer) -> Void) throws {
         var buffer = [Float](repeating: 0, count: chunk)
+        let zeroCentered = config.family.definition.hasZeroCenteredNorms
         for e in layout.entries {
             try withTensor(e.name) { raw, info in
+                if zeroCentered, e.role?.isZeroCenteredNorm == true {
+                    // Held as 1 + w once loaded (``FamilyDefinition/hasZeroCenteredNorms``); norms are small.
+                    var values = [Float](repeating: 0, count: info.count)
+                    let ok = values.withUnsafeMutableBufferPointer {
+                        SafeTensorsFile.floats(raw.baseAddress!, info.dtype, info.count, into: $0.baseAddress!)
+                    }
+                    guard ok else {
+                        throw ModelError.safetensors(
+                            file: directory.path, tensor: e.name,
+                            reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)")
+                    }
+                    for i in values.indices { values[i] += 1 }
+                    return values.withUnsafeBytes { body($0) }
+                }
                 if info.dtype == .F32 { return body(raw) }
                 var i = 0
                 while i < info.count {

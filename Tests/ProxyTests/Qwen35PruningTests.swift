@@ -82,4 +82,15 @@ import Testing
         #expect(field(["num_hidden_layers": 3]) == "num_hidden_layers")
         #expect(field(["mamba_num_heads": 2]) == "mamba_num_heads")
     }
+
+    /// The teacher's fingerprint streamed from its files equals the loaded model's, whose norms
+    /// hold 1 + w (a search records one and export checks the other).
+    @Test func streamedFingerprintEqualsTheLoadedModels() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qwen35-fingerprint-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let t = Self.teacher()
+        try Checkpoint.save(t, to: dir, type: .bfloat16)
+        let loaded = try Checkpoint.load(dir)
+        #expect(Fingerprint.of(loaded) == (try Fingerprint.of(CheckpointWeights(dir))))
+    }
 }
