@@ -26,6 +26,9 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     case numMLPLayers = "num_mlp_layers"
     /// Qwen3.5's Gated DeltaNet layers (its attention layers are `num_attention_layers`).
     case numDeltaNetLayers = "num_deltanet_layers"
+    /// Qwen3.5's Gated DeltaNet value heads, pruned within their key heads (the same number from
+    /// each, so that it stays a multiple of `linear_num_key_heads`).
+    case linearNumValueHeads = "linear_num_value_heads"
 
     /// The layer type a depth axis of a hybrid decoder counts.
     public var layerType: HybridLayer? {
@@ -60,6 +63,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .moeIntermediateSize: return c.moeIntermediateSize
         case .mambaNumHeads: return c.mamba?.heads ?? 0
         case .mambaHeadDim: return c.mamba?.headDim ?? 0
+        case .linearNumValueHeads: return c.deltaNet?.valueHeads ?? 0
         case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers:
             return c.hybridLayers?.filter { $0 == layerType }.count ?? 0
         }
@@ -77,6 +81,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .moeIntermediateSize: c.moeIntermediateSize = v
         case .mambaNumHeads: c.mamba?.heads = v
         case .mambaHeadDim: c.mamba?.headDim = v
+        case .linearNumValueHeads: c.deltaNet?.valueHeads = v
         case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers:
             // Which layers of the type go is pruning's choice: until then the last ones do (the
             // counts, and so every cost, do not depend on which).

@@ -64,7 +64,8 @@ public final class CheckpointWeights: @unchecked Sendable {
                     guard ok else {
                         throw ModelError.safetensors(
                             file: directory.path, tensor: e.name,
-                            reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)")
+                            reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)"
+                        )
                     }
                     for i in values.indices { values[i] += 1 }
                     return values.withUnsafeBytes { body($0) }

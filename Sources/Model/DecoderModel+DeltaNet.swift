@@ -51,6 +51,9 @@ extension DecoderModel {
             }
         }
         deltaNetGatedNorm(o, z: m.projection + Wc, zStride: W, o: m.o, out: m.normed, rstd: m.rstd, rows: N)
+        for h in masks.deltaNetHeads[l] ?? [] {
+            for n in 0..<N { (m.normed + n * Vw + h * Dv).update(repeating: 0, count: Dv) }
+        }
         // mid = x + normed (N, V) · W_out (C, V)ᵀ
         a.mid.update(from: acts.residual[l], count: N * C)
         gemm(

@@ -520,6 +520,8 @@ public struct ForwardMasks: Sendable, Equatable {
     /// and they leave the gated norm's mean, as if pruned
     public var mambaHeads: [Int: [Int]] = [:]
     public var mambaChannels: [Int: [Int]] = [:]
+    /// layer → Gated DeltaNet value heads removed: their output is zero, as if pruned
+    public var deltaNetHeads: [Int: [Int]] = [:]
     public init(
         skipLayers: Set<Int> = [], heads: [Int: [Int]] = [:], neurons: [Int: [Int]] = [:],
         experts: [Int: [Int]] = [:], attentionExperts: [Int: [Int]] = [:]

@@ -36,6 +36,9 @@ public enum PrunedUnit: Sendable, Equatable {
     /// rows its convolution mixes (x, then B and C kept whole) and its in-projection's rows (z,
     /// then the convolution's rows, then one time step per head).
     case mambaHeads, mambaInner, mambaConv, mambaProjection
+    /// A Gated DeltaNet mixer's axes: its value heads, their channels (h·Dv + j), and the rows its
+    /// convolution mixes (q and k kept whole, then the kept value heads' channels).
+    case deltaHeads, deltaValues, deltaConv
 }
 
 /// What one axis of a tensor indexes: the unit whose kept subset pruning selects along it (nil:
@@ -63,6 +66,9 @@ public struct AxisRole: Sendable, Equatable {
     public static let mambaInner = AxisRole(.mambaInner)
     public static let mambaConv = AxisRole(.mambaConv)
     public static let mambaProjection = AxisRole(.mambaProjection)
+    public static let deltaHeads = AxisRole(.deltaHeads)
+    public static let deltaValues = AxisRole(.deltaValues)
+    public static let deltaConv = AxisRole(.deltaConv)
 }
 
 /// A tensor a family declares for a block: its HF name inside the layer, its role, shape and

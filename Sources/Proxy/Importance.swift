@@ -69,6 +69,10 @@ public struct ImportanceScores: Sendable, Equatable, Codable {
     /// Mamba2 mixer). A head's score is the sum over its channels, a head channel's the sum over
     /// the heads kept (after Minitron-SSM, arXiv 2504.11409).
     public var mambaChannels: [[Double]]? = nil
+    /// Qwen3.5, [layer][value head]: the aggregated L2 norm of each Gated DeltaNet value head's
+    /// gated, normed output feeding the out-projection, as attention heads are scored (empty for
+    /// a layer without DeltaNet).
+    public var deltaNetHeads: [[Double]]? = nil
 
     public init(
         teacherFingerprint: String, calibrationFingerprint: String, settings: ImportanceSettings, heads: [[Double]],
@@ -198,6 +202,9 @@ public enum Importance {
         let mambaWidth = c.mamba?.innerWidth ?? 0
         let mambaLayers = (0..<L).map { c.hybridLayers?[$0] == .mamba }
         var mambaSeq = mambaLayers.map { [Double](repeating: 0, count: $0 ? mambaWidth * S : 0) }
+        let (deltaHeads, deltaDim) = (c.deltaNet?.valueHeads ?? 0, c.deltaNet?.valueDim ?? 0)
+        let deltaLayers = (0..<L).map { c.hybridLayers?[$0] == .deltaNet }
+        var deltaSeq = deltaLayers.map { [Double](repeating: 0, count: $0 ? deltaHeads * S : 0) }
         var channelSeq = [[Double]](repeating: [Double](repeating: 0, count: C * S), count: 2 * L + 1)
         var cosineSum = [Double](repeating: 0, count: L)
         var tokensSeen = 0
@@ -224,9 +231,12 @@ public enum Importance {
                 for l in 0..<L {
                     let a = acts.layers[l]
                     // A hybrid layer has attention heads or MLP neurons only if it is of that type.
-                    let (hasHeads, hasNeurons) = (
-                        c.hybridLayers.map { $0[l] == .attention } ?? true, c.hybridLayers.map { $0[l] == .mlp } ?? true
-                    )
+                    // (Qwen3.5's DeltaNet and attention layers both end in an MLP.)
+                    let block = c.block(l)
+                    let hasHeads = c.hybridLayers.map { $0[l] == .attention } ?? true
+                    let hasNeurons =
+                        block.hasChannelMixer
+                        && (c.hybridLayers.map { $0[l] == .mlp } ?? true || c.family.definition.hybridMixersHaveMLP)
                     for r in 0..<rows {
                         let sample = start + r
                         for h in 0..<H where hasHeads {
@@ -240,6 +250,16 @@ public enum Importance {
                         if !mixture && hasNeurons {
                             for i in 0..<F {
                                 neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) }
+                            }
+                        }
+                        if deltaLayers[l], let m = a.deltaNet {
+                            for h in 0..<deltaHeads {
+                                deltaSeq[l][h * S + sample] = aggregate { t in
+                                    let p = m.normed + (r * T + t) * deltaHeads * deltaDim + h * deltaDim
+                                    var s: Float = 0
+                                    for j in 0..<deltaDim { s += p[j] * p[j] }
+                                    return Double(s.squareRoot())
+                                }
                             }
                         }
                         if mambaLayers[l], let m = a.mamba {
@@ -333,6 +353,7 @@ public enum Importance {
             attentionExperts: c.family.hasAttentionExperts ? attentionExperts.scores : nil)
         if c.hybridLayers != nil {
             scores.mambaChannels = zip(mambaSeq, mambaLayers).map { $1 ? reduceSamples($0, units: mambaWidth) : [] }
+            scores.deltaNetHeads = zip(deltaSeq, deltaLayers).map { $1 ? reduceSamples($0, units: deltaHeads) : [] }
         }
         return scores
     }

@@ -40,6 +40,10 @@ public struct PrunePlan: Sendable, Equatable {
     public var mambaHeads: [[Int]] = []
     public var mambaChannels: [[Int]] = []
     public var mamba: MambaShape? = nil
+    /// Qwen3.5, per kept layer: the Gated DeltaNet value heads kept (the same number under every
+    /// key head); empty for a layer without one. `deltaNet` is the teacher's shape.
+    public var deltaNetHeads: [[Int]] = []
+    public var deltaNet: DeltaNetShape? = nil
 }
 
 public enum Pruning {
@@ -183,6 +187,23 @@ public enum Pruning {
                     + "the teacher's groups hold \(teacherPerGroup)"
             )
         }
+        if let td = teacher.deltaNet, let sd = t.deltaNet {
+            try notLarger(sd.valueHeads, td.valueHeads, "linear_num_value_heads")
+            if sd.valueHeads % td.keyHeads != 0 || sd.valueHeads == 0 {
+                throw ProxyError.invalidTarget(
+                    field: "linear_num_value_heads",
+                    reason:
+                        "\(sd.valueHeads) is not a positive multiple of linear_num_key_heads \(td.keyHeads): value heads "
+                        + "are pruned under their key heads, the same number from each")
+            }
+            for (key, a, b) in [
+                ("linear_num_key_heads", sd.keyHeads, td.keyHeads), ("linear_key_head_dim", sd.keyDim, td.keyDim),
+                ("linear_value_head_dim", sd.valueDim, td.valueDim),
+                ("linear_conv_kernel_dim", sd.convKernel, td.convKernel)
+            ] where a != b {
+                throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
+            }
+        }
         if let tm = teacher.mamba, let sm = t.mamba {
             try notLarger(sm.heads, tm.heads, "mamba_num_heads")
             try notLarger(sm.headDim, tm.headDim, "mamba_head_dim")
@@ -310,6 +331,31 @@ public enum Pruning {
                 plan.mambaChannels.append(Array(ImportanceScores.ranking(channelScore).prefix(sm.headDim)).sorted())
             }
         }
+        if let td = teacher.deltaNet, let sd = t.deltaNet, let types = teacher.hybridLayers {
+            plan.deltaNet = td
+            let keep = sd.valueHeads / td.keyHeads
+            for l in layers {
+                guard types[l] == .deltaNet else {
+                    plan.deltaNetHeads.append([])
+                    continue
+                }
+                guard sd.valueHeads < td.valueHeads else {
+                    plan.deltaNetHeads.append(Array(0..<td.valueHeads))
+                    continue
+                }
+                guard let byHead = scores.deltaNetHeads, byHead.count == L, byHead[l].count == td.valueHeads else {
+                    throw ProxyError.invalidTarget(
+                        field: "linear_num_value_heads",
+                        reason: "the importance scores hold no DeltaNet statistics for this teacher; recompute them")
+                }
+                var kept: [Int] = []
+                for k in 0..<td.keyHeads {
+                    let members = (0..<td.valuesPerKey).map { k * td.valuesPerKey + $0 }
+                    kept += ImportanceScores.ranking(members.map { byHead[l][$0] }).prefix(keep).map { members[$0] }
+                }
+                plan.deltaNetHeads.append(kept.sorted())
+            }
+        }
         if teacher.family.isMixture {
             guard let mlp = scores.mlpExperts, mlp.frequency.count == L else {
                 throw ProxyError.invalidTarget(
@@ -373,6 +419,7 @@ public enum Pruning {
         let units: [Int]
         switch unit {
         case .mambaHeads, .mambaInner, .mambaConv, .mambaProjection: return mambaRows(plan, unit, layer: layer!)
+        case .deltaHeads, .deltaValues, .deltaConv: return deltaNetRows(plan, unit, layer: layer!)
         case .channels: units = plan.channels
         case .heads: units = plan.heads[layer!]
         case .groups: units = plan.groups[0]
@@ -398,6 +445,19 @@ public enum Pruning {
         case .mambaInner: return inner
         case .mambaConv: return conv
         default: return inner + conv.map { I + $0 } + heads.map { I + m.convWidth + $0 }
+        }
+    }
+
+    /// The teacher's indices a Gated DeltaNet axis keeps in student layer `l`: the kept value
+    /// heads; their channels h·Dv + j; the convolution's rows (q and k whole, then the kept value
+    /// channels after them).
+    static func deltaNetRows(_ plan: PrunePlan, _ unit: PrunedUnit, layer l: Int) -> [Int] {
+        let d = plan.deltaNet!, heads = plan.deltaNetHeads[l]
+        let values = heads.flatMap { h in (0..<d.valueDim).map { h * d.valueDim + $0 } }
+        switch unit {
+        case .deltaHeads: return heads
+        case .deltaValues: return values
+        default: return Array(0..<(2 * d.keyWidth)) + values.map { 2 * d.keyWidth + $0 }
         }
     }
 

@@ -94,7 +94,8 @@ public struct Enumeration: Sendable {
         "exceed budget.flops_per_token",
         "have fewer experts than num_experts_per_tok",
         "break Mamba2 groups (mamba_num_heads not a multiple of n_groups)",
-        "have no layers left"
+        "have no layers left",
+        "break DeltaNet key heads (linear_num_value_heads not a multiple of linear_num_key_heads)"
     ]
 
     /// The first rule a complete shape breaks, or nil when it is a candidate.
@@ -103,6 +104,7 @@ public struct Enumeration: Sendable {
         let derived = c.family.derivesQueryHeads
         if c.family.isMixture && c.numLocalExperts < c.numExpertsPerTok { return rules[6] }
         if let m = c.mamba, m.heads % m.groups != 0 { return rules[7] }
+        if let d = c.deltaNet, d.valueHeads % d.keyHeads != 0 { return rules[9] }
         if c.numHiddenLayers == 0 { return rules[8] }
         if !derived && H % G != 0 { return rules[0] }
         if !derived && H / G > teacherPerGroup { return rules[1] }

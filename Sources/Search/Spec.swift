@@ -323,16 +323,15 @@ public struct SearchSpec: Sendable {
                     : t.hybridLayers != nil && axis == .numHiddenLayers
                         ? "a hybrid teacher's depth is counted per layer type: vary "
                             + axes.filter { $0.layerType != nil }.map(\.rawValue).joined(separator: ", ")
-                        : [.mambaNumHeads, .mambaHeadDim, .numMambaLayers, .numMLPLayers].contains(axis)
-                            ? "\(axis.rawValue) is an axis of Nemotron-H (nemotron_h) teachers; this one is \(t.family.rawValue)"
-                            : [.numDeltaNetLayers, .numAttentionLayers].contains(axis)
-                                ? "\(axis.rawValue) is an axis of hybrid teachers (nemotron_h, qwen3_5_text); this one is "
-                                    + t.family.rawValue
-                                : !t.family.isMixture
-                                    ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
-                                        + "teacher (mixtral, jetmoe, qwen3_moe)"
-                                    : "not an axis of a \(t.family.rawValue) teacher; its axes are "
-                                        + axes.map(\.rawValue).joined(separator: ", ")
+                        : [.numLocalExperts, .numExpertsPerTok, .numExperts, .moeIntermediateSize].contains(axis)
+                            && !t.family.isMixture
+                            ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
+                                + "teacher (mixtral, jetmoe, qwen3_moe)"
+                            : "not an axis of a \(t.family.rawValue) teacher; its axes are "
+                                + axes.map(\.rawValue).joined(separator: ", ") + " (\(axis.rawValue) is an axis of "
+                                + Family.allCases.filter { $0.axes.contains(axis) }.map(\.rawValue).joined(
+                                    separator: ", ")
+                                + " teachers)"
             )
         }
         try rd.check(sp, "space", axes.map(\.rawValue))

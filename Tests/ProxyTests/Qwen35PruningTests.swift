@@ -50,6 +50,34 @@ import Testing
         #expect(try pruningGap(teacher: t, masks: headsOnly, student: student).masked > 1e-4)
     }
 
+    /// DeltaNet value heads: one of the two under each key head, by score; pruned = masked.
+    @Test func deltaNetValueHeadsEqualMasking() throws {
+        let t = Self.teacher()
+        var scores = randomScores(t.config)
+        var rng = SeededGenerator(seed: 12)
+        scores.deltaNetHeads = t.config.hybridLayers!.map { $0 == .deltaNet ? (0..<4).map { _ in rng.uniform() } : [] }
+        let target = try Pruning.targetConfig(teacher: t.config, target: ["linear_num_value_heads": 2])
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: scores, options: PruneOptions())
+        var masks = ForwardMasks()
+        for l in [0, 2, 3] {
+            let kept = plan.deltaNetHeads[l]
+            #expect(kept.count == 2 && kept.filter { $0 < 2 }.count == 1, "layer \(l): \(kept)")
+            let best = [0, 2].map { k in scores.deltaNetHeads![l][k] >= scores.deltaNetHeads![l][k + 1] ? k : k + 1 }
+            #expect(kept == best)
+            masks.deltaNetHeads[l] = (0..<4).filter { !kept.contains($0) }
+        }
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        #expect(student.config.deltaNet?.valueHeads == 2 && student.layout.count == student.config.parameterCount)
+        let gap = try pruningGap(teacher: t, masks: masks, student: student)
+        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
+        #expect(gap.unmasked > 1e-3, "the pruning changed nothing (\(gap.unmasked))")
+        // Without the scores the plan is refused, naming the axis.
+        scores.deltaNetHeads = nil
+        #expect(throws: ProxyError.self) {
+            try Pruning.plan(teacher: t.config, target: target, scores: scores, options: PruneOptions())
+        }
+    }
+
     /// Depth by layer type: the target keeps 2 of 3 DeltaNet layers and the attention layer;
     /// which by block importance among the DeltaNet layers.
     @Test func depthByTypeEqualsSkipping() throws {
@@ -81,6 +109,8 @@ import Testing
         #expect(field(["num_attention_layers": 2]) == "num_attention_layers")
         #expect(field(["num_hidden_layers": 3]) == "num_hidden_layers")
         #expect(field(["mamba_num_heads": 2]) == "mamba_num_heads")
+        #expect(field(["linear_num_value_heads": 3]) == "linear_num_value_heads")
+        #expect(field(["linear_num_value_heads": 6]) == "linear_num_value_heads")
     }
 
     /// The teacher's fingerprint streamed from its files equals the loaded model's, whose norms

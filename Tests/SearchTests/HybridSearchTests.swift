@@ -74,6 +74,10 @@ struct HybridSearchTests {
         do {
             _ = try dense.parse(dense.spec(["space": ["mamba_num_heads": [2]]]))
             Issue.record("a Mamba2 axis on a llama teacher was accepted")
-        } catch { #expect("\(error)".contains("an axis of hybrid (nemotron_h) teachers")) }
+        } catch { #expect("\(error)".contains("not an axis of a llama teacher") && "\(error)".contains("axis of nemotron_h teachers")) }
+        do {
+            _ = try dense.parse(dense.spec(["space": ["num_deltanet_layers": [1]]]))
+            Issue.record("a DeltaNet axis on a llama teacher was accepted")
+        } catch { #expect("\(error)".contains("(num_deltanet_layers is an axis of qwen3_5_text teachers)")) }
     }
 }

@@ -18,7 +18,10 @@ struct Qwen35: FamilyDefinition {
     var ignoredRopeKeys: Set<String> { ["mrope_section", "mrope_interleaved"] }
     var biasKeys: [(key: String, refused: Bool)] { [("attention_bias", true)] }
     var axes: [Axis] {
-        [.hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize, .numDeltaNetLayers, .numAttentionLayers]
+        [
+            .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize, .linearNumValueHeads,
+            .numDeltaNetLayers, .numAttentionLayers
+        ]
     }
 
     func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
@@ -119,16 +122,16 @@ struct Qwen35: FamilyDefinition {
         let C = c.hiddenSize
         // The four in-projections are adjacent: one (W, C) matrix.
         return [
-            TensorSpec("linear_attn.in_proj_qkv.weight", .deltaQKV, [d.convWidth, C], [.whole, .channels]),
-            TensorSpec("linear_attn.in_proj_z.weight", .deltaZ, [d.valueWidth, C], [.whole, .channels]),
-            TensorSpec("linear_attn.in_proj_b.weight", .deltaB, [d.valueHeads, C], [.whole, .channels]),
-            TensorSpec("linear_attn.in_proj_a.weight", .deltaA, [d.valueHeads, C], [.whole, .channels]),
+            TensorSpec("linear_attn.in_proj_qkv.weight", .deltaQKV, [d.convWidth, C], [.deltaConv, .channels]),
+            TensorSpec("linear_attn.in_proj_z.weight", .deltaZ, [d.valueWidth, C], [.deltaValues, .channels]),
+            TensorSpec("linear_attn.in_proj_b.weight", .deltaB, [d.valueHeads, C], [.deltaHeads, .channels]),
+            TensorSpec("linear_attn.in_proj_a.weight", .deltaA, [d.valueHeads, C], [.deltaHeads, .channels]),
             TensorSpec(
-                "linear_attn.conv1d.weight", .deltaConv, [d.convWidth, 1, d.convKernel], [.whole, .whole, .whole]),
-            TensorSpec("linear_attn.dt_bias", .deltaDtBias, [d.valueHeads], [.whole]),
-            TensorSpec("linear_attn.A_log", .deltaALog, [d.valueHeads], [.whole]),
+                "linear_attn.conv1d.weight", .deltaConv, [d.convWidth, 1, d.convKernel], [.deltaConv, .whole, .whole]),
+            TensorSpec("linear_attn.dt_bias", .deltaDtBias, [d.valueHeads], [.deltaHeads]),
+            TensorSpec("linear_attn.A_log", .deltaALog, [d.valueHeads], [.deltaHeads]),
             TensorSpec("linear_attn.norm.weight", .deltaNorm, [d.valueDim], [.whole]),
-            TensorSpec("linear_attn.out_proj.weight", .deltaOut, [C, d.valueWidth], [.channels, .whole])
+            TensorSpec("linear_attn.out_proj.weight", .deltaOut, [C, d.valueWidth], [.channels, .deltaValues])
         ]
     }
 }

@@ -1,0 +1,65 @@
+import Foundation
+import Model
+import Proxy
+@testable import Search
+import Testing
+
+/// Issue 26, items 3 and 4 for Qwen3.5: importance scores every unit a space can prune (the MLP
+/// neurons of DeltaNet and attention layers, the DeltaNet value heads), and a search over its
+/// axes enumerates exact counts, runs successive halving and exports loadable winners.
+struct Qwen35SearchTests {
+    @Test func importanceScoresEveryPrunableUnit() throws {
+        let f = try Fixture(family: .qwen35)
+        defer { f.cleanup() }
+        let teacher = try Checkpoint.load(f.teacher)
+        let corpus = try TokenShards(directory: f.corpus)
+        var settings = ImportanceSettings()
+        settings.samples = 4
+        settings.sequence = 8
+        settings.lossTokensPerLanguage = 0
+        let (_, calibration) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
+        let s = try Importance.compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings)
+        // Every layer's MLP neurons (DeltaNet layers end in an MLP as attention ones do).
+        for l in 0..<3 { #expect(s.neurons[l].count == 32 && s.neurons[l].contains { $0 != 0 }, "layer \(l)") }
+        #expect(s.heads[1].contains { $0 != 0 } && s.heads[0].allSatisfy { $0 == 0 })
+        let delta = try #require(s.deltaNetHeads)
+        #expect(delta.map(\.count) == [4, 0, 4])
+        #expect(delta[0].allSatisfy { $0 > 0 } && delta[2].allSatisfy { $0 > 0 })
+    }
+
+    @Test func aQwen35SearchRunsAndItsWinnersExport() throws {
+        let f = try Fixture(family: .qwen35)
+        defer { f.cleanup() }
+        let spec = try f.parse(
+            f.spec([
+                "space": [
+                    "hidden_size": [16, 24], "intermediate_size": [16, 32], "linear_num_value_heads": [2, 3, 4],
+                    "num_deltanet_layers": [1, 2]
+                ],
+                "budget": ["min": 1, "max": JSON(f.config.parameterCount * 95 / 100)]
+            ]))
+        let e = Enumeration.of(spec, teacher: f.config)
+        #expect(e.combinations == 24)
+        // 3 value heads do not divide among 2 key heads: excluded.
+        #expect(e.candidates.allSatisfy { $0.config.deltaNet!.valueHeads != 3 })
+        #expect(e.explanation.contains("break DeltaNet key heads"), "\(e.explanation)")
+        #expect(!e.candidates.isEmpty)
+        for c in e.candidates {
+            #expect(c.parameters == ParameterLayout(config: c.config).count)
+            #expect(c.config.hybridLayers?.filter { $0 == .attention }.count == 1)
+        }
+        let (store, _) = try f.run(spec)
+        let ranked = try store.top(study: try #require(try store.study(named: "tiny")).id, limit: 2)
+        #expect(!ranked.isEmpty)
+        let dirs = try Exporter.export(
+            store: store, study: "tiny", top: 2, out: f.root.appendingPathComponent("export"),
+            importanceCache: f.root.appendingPathComponent("importance"), artifacts: f.root.appendingPathComponent("results"),
+            log: { _ in })
+        for (dir, winner) in zip(dirs, ranked) {
+            let model = try Checkpoint.load(dir)
+            #expect(model.config.family == .qwen35)
+            #expect(model.layout.count == winner.trial.parameters)
+            #expect(try Checkpoint.load(dir.appendingPathComponent("proxy")).config == model.config)
+        }
+    }
+}
