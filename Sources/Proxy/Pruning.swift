@@ -142,6 +142,12 @@ public enum Pruning {
         func notLarger(_ a: Int, _ b: Int, _ key: String) throws {
             if a > b { throw ProxyError.invalidTarget(field: key, reason: "\(a) is larger than the teacher's \(b)") }
         }
+        /// Keys pruning keeps: (key, the target's value, the teacher's).
+        func unchanged(_ pairs: [(String, Int, Int)]) throws {
+            for (key, a, b) in pairs where a != b {
+                throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
+            }
+        }
         guard t.family == teacher.family else {
             throw ProxyError.invalidTarget(
                 field: "model_type",
@@ -168,10 +174,7 @@ public enum Pruning {
             }
         }
 
-        for (key, a, b) in [("head_dim", t.headDim, teacher.headDim), ("vocab_size", t.vocabSize, teacher.vocabSize)]
-        where a != b {
-            throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
-        }
+        try unchanged([("head_dim", t.headDim, teacher.headDim), ("vocab_size", t.vocabSize, teacher.vocabSize)])
         guard t.family.derivesQueryHeads || t.numAttentionHeads % t.numKeyValueHeads == 0 else {
             throw ProxyError.invalidTarget(
                 field: "num_attention_heads",
@@ -196,13 +199,11 @@ public enum Pruning {
                         "\(sd.valueHeads) is not a positive multiple of linear_num_key_heads \(td.keyHeads): value heads "
                         + "are pruned under their key heads, the same number from each")
             }
-            for (key, a, b) in [
+            try unchanged([
                 ("linear_num_key_heads", sd.keyHeads, td.keyHeads), ("linear_key_head_dim", sd.keyDim, td.keyDim),
                 ("linear_value_head_dim", sd.valueDim, td.valueDim),
                 ("linear_conv_kernel_dim", sd.convKernel, td.convKernel)
-            ] where a != b {
-                throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
-            }
+            ])
         }
         if let tm = teacher.mamba, let sm = t.mamba {
             try notLarger(sm.heads, tm.heads, "mamba_num_heads")
@@ -214,12 +215,10 @@ public enum Pruning {
                         "\(sm.heads) is not a multiple of n_groups \(tm.groups): Mamba2 heads are pruned within "
                         + "their groups, the same number from each, and groups are kept")
             }
-            for (key, a, b) in [
+            try unchanged([
                 ("n_groups", sm.groups, tm.groups), ("ssm_state_size", sm.stateSize, tm.stateSize),
                 ("conv_kernel", sm.convKernel, tm.convKernel)
-            ] where a != b {
-                throw ProxyError.invalidTarget(field: key, reason: "\(a) differs from the teacher's \(b); it is kept")
-            }
+            ])
         }
         for axis in [Axis.numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers]
         where teacher.hybridLayers != nil {

@@ -11,13 +11,10 @@ struct Qwen35SearchTests {
     @Test func importanceScoresEveryPrunableUnit() throws {
         let f = try Fixture(family: .qwen35)
         defer { f.cleanup() }
-        let teacher = try Checkpoint.load(f.teacher)
-        let corpus = try TokenShards(directory: f.corpus)
+        let (teacher, corpus) = (try Checkpoint.load(f.teacher), try TokenShards(directory: f.corpus))
         var settings = ImportanceSettings()
-        settings.samples = 4
-        settings.sequence = 8
-        settings.lossTokensPerLanguage = 0
-        let (_, calibration) = try Importance.key(teacher: teacher, corpus: corpus, settings: settings)
+        (settings.samples, settings.sequence, settings.lossTokensPerLanguage) = (4, 8, 0)
+        let calibration = try Importance.key(teacher: teacher, corpus: corpus, settings: settings).1
         let s = try Importance.compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings)
         // Every layer's MLP neurons (DeltaNet layers end in an MLP as attention ones do).
         for l in 0..<3 { #expect(s.neurons[l].count == 32 && s.neurons[l].contains { $0 != 0 }, "layer \(l)") }
@@ -51,11 +48,7 @@ struct Qwen35SearchTests {
         let (store, _) = try f.run(spec)
         let ranked = try store.top(study: try #require(try store.study(named: "tiny")).id, limit: 2)
         #expect(!ranked.isEmpty)
-        let dirs = try Exporter.export(
-            store: store, study: "tiny", top: 2, out: f.root.appendingPathComponent("export"),
-            importanceCache: f.root.appendingPathComponent("importance"), artifacts: f.root.appendingPathComponent("results"),
-            log: { _ in })
-        for (dir, winner) in zip(dirs, ranked) {
+        for (dir, winner) in zip(try f.exportTop(store, 2), ranked) {
             let model = try Checkpoint.load(dir)
             #expect(model.config.family == .qwen35)
             #expect(model.layout.count == winner.trial.parameters)

@@ -83,6 +83,14 @@ struct Fixture {
         return .object(s)
     }
 
+    /// The top `n` of study "tiny" exported under `root/export`, with the fixture's cache and artifacts.
+    func exportTop(_ store: StudyStore, _ n: Int) throws -> [URL] {
+        try Exporter.export(
+            store: store, study: "tiny", top: n, out: root.appendingPathComponent("export"),
+            importanceCache: root.appendingPathComponent("importance"), artifacts: root.appendingPathComponent("results"),
+            log: { _ in })
+    }
+
     func parse(_ json: JSON) throws -> SearchSpec {
         try SearchSpec(json: json, file: "spec.json") { try ModelConfig.load(URL(fileURLWithPath: $0).appendingPathComponent("config.json")) }
     }
