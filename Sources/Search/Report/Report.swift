@@ -372,11 +372,12 @@ public struct StudyReport {
                 + "A\(v("num_attention_layers"))×H\(v("num_attention_heads"))/\(v("num_key_value_heads")) "
                 + "F\(v("num_mlp_layers"))×\(v("intermediate_size"))"
         }
-        // Qwen3.5: its Gated DeltaNet and attention layers, each with an MLP.
+        // Qwen3.5: its Gated DeltaNet layers × value heads, attention layers × heads, MLP width.
         if let delta = o["num_deltanet_layers"]?.int {
             func v(_ key: String) -> Int { o[key]?.int ?? 0 }
             return
-                "C\(v("hidden_size")) G\(delta) A\(v("num_attention_layers"))×H\(v("num_attention_heads"))/"
+                "C\(v("hidden_size")) G\(delta)×V\(v("linear_num_value_heads")) "
+                + "A\(v("num_attention_layers"))×H\(v("num_attention_heads"))/"
                 + "\(v("num_key_value_heads")) F\(v("intermediate_size"))"
         }
         let experts =
