@@ -104,6 +104,17 @@ import Testing
             label: "nemotron_h")
     }
 
+    /// Qwen3.5 students (Gated DeltaNet, gated attention; value heads and MLP width pruned): the
+    /// torch backend runs transformers' own Qwen3_5ForCausalLM (its chunked form) and the
+    /// built-in engine the recurrence.
+    @Test func torchDistillsQwen35StudentsAsTheBuiltinEngine() throws {
+        guard let python = Self.python("torchDistillsQwen35StudentsAsTheBuiltinEngine") else { return }
+        let f = try Fixture(family: .qwen35)
+        defer { f.cleanup() }
+        try Self.twoStudentsSideBySide(
+            f, space: ["linear_num_value_heads": [2, 4], "intermediate_size": [16, 32]], python: python, label: "qwen3_5_text")
+    }
+
     /// The first and last candidates of `space` (below 95% of the teacher), pruned and distilled
     /// 20 steps by torch and by the built-in engine on the same batches: 20 steps each, every
     /// step's loss within 1e-3 relative (``SideBySide/worstStepDifference(_:_:_:)``).

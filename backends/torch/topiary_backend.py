@@ -626,9 +626,9 @@ def importance(job):
     device, dtype = device_and_dtype(job)
     teacher = load_model(job["teacher"], device).eval()
     config = teacher.config
-    if config.model_type == "nemotron_h":
-        raise ValueError("importance of Nemotron-H teachers is not implemented by the torch backend yet; "
-                         "the built-in engine scores them (leave backend.importance unset)")
+    if config.model_type in ("nemotron_h", "qwen3_5_text"):
+        raise ValueError(f"importance of {config.model_type} (hybrid) teachers is not implemented by the torch backend "
+                         "yet; the built-in engine scores them (leave backend.importance unset)")
     if getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None):
         raise ValueError("importance of mixtures of experts is not implemented by the torch backend yet")
     layers, final_norm = decoder_layers(teacher)
