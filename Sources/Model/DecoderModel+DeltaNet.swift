@@ -24,16 +24,22 @@ extension DecoderModel {
         }
         for i in 0..<(N * Wc) { m.xbc[i] = silu(m.convPre[i]) }
         let scale = 1 / Float(Dk).squareRoot()
+        /// y = x·r·factor with r = 1/√(Σx² + 1e-6) over one head's Dk channels; r into `inv`.
+        func normalise(
+            _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ inv: UnsafeMutablePointer<Float>,
+            _ factor: Float
+        ) {
+            var ss: Float = 0
+            for i in 0..<Dk { ss += x[i] * x[i] }
+            let r = 1 / (ss + 1e-6).squareRoot()
+            inv.pointee = r
+            for i in 0..<Dk { y[i] = x[i] * r * factor }
+        }
         for n in 0..<N {
             for h in 0..<Hk {
-                for (source, out, inv, factor) in [(h * Dk, m.q, m.qInv, scale), (Kw + h * Dk, m.k, m.kInv, 1)] {
-                    let x = m.xbc + n * Wc + source, y = out + n * Kw + h * Dk
-                    var ss: Float = 0
-                    for i in 0..<Dk { ss += x[i] * x[i] }
-                    let r = 1 / (ss + 1e-6).squareRoot()
-                    inv[n * Hk + h] = r
-                    for i in 0..<Dk { y[i] = x[i] * r * factor }
-                }
+                let x = m.xbc + n * Wc, at = n * Kw + h * Dk
+                normalise(x + h * Dk, m.q + at, m.qInv + n * Hk + h, scale)
+                normalise(x + Kw + h * Dk, m.k + at, m.kInv + n * Hk + h, 1)
             }
             for h in 0..<Hv {
                 (m.beta[n * Hv + h], m.g[n * Hv + h]) = deltaNetGates(m.projection + n * W, o, head: h)
@@ -106,22 +112,26 @@ extension DecoderModel {
             }
         }
         let scale = 1 / Float(Dk).squareRoot()
+        /// Key head hk's dq (or dk) of row n, summed over the value heads that read it, back
+        /// through its normalisation into dXBC.
+        func unnormalise(_ n: Int, _ hk: Int, source: Int, grads: UnsafePointer<Float>, inv r: Float, factor: Float) {
+            let x = m.xbc + n * Wc + source, dx = dXBC + n * Wc + source
+            for i in 0..<Dk { dx[i] = 0 }
+            for h in (hk * s.valuesPerKey)..<((hk + 1) * s.valuesPerKey) {
+                let d = grads + (n * Hv + h) * Dk
+                for i in 0..<Dk { dx[i] += d[i] }
+            }
+            var dot: Float = 0
+            for i in 0..<Dk { dot += x[i] * dx[i] }
+            let r3 = r * r * r * dot
+            for i in 0..<Dk { dx[i] = factor * (r * dx[i] - x[i] * r3) }
+        }
         for n in 0..<N {
             // q̂ = x·r·factor with r = (Σx² + ε)^(−1/2): dx = factor·(r·dŷ − x·r³·(x·dŷ)), dŷ summed
             // over the value heads that read the key head.
             for hk in 0..<Hk {
-                for (source, grads, inv, factor) in [(hk * Dk, dq, m.qInv, scale), (Kw + hk * Dk, dk, m.kInv, 1)] {
-                    let x = m.xbc + n * Wc + source, dx = dXBC + n * Wc + source, r = inv[n * Hk + hk]
-                    for i in 0..<Dk { dx[i] = 0 }
-                    for h in (hk * s.valuesPerKey)..<((hk + 1) * s.valuesPerKey) {
-                        let d = grads + (n * Hv + h) * Dk
-                        for i in 0..<Dk { dx[i] += d[i] }
-                    }
-                    var dot: Float = 0
-                    for i in 0..<Dk { dot += x[i] * dx[i] }
-                    let r3 = r * r * r * dot
-                    for i in 0..<Dk { dx[i] = factor * (r * dx[i] - x[i] * r3) }
-                }
+                unnormalise(n, hk, source: hk * Dk, grads: dq, inv: m.qInv[n * Hk + hk], factor: scale)
+                unnormalise(n, hk, source: Kw + hk * Dk, grads: dk, inv: m.kInv[n * Hk + hk], factor: 1)
             }
             // β = σ(b); g = −exp(A_log)·softplus(a + dt_bias).
             for h in 0..<Hv {
