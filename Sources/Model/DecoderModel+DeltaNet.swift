@@ -45,16 +45,12 @@ extension DecoderModel {
                 (m.beta[n * Hv + h], m.g[n * Hv + h]) = deltaNetGates(m.projection + n * W, o, head: h)
             }
         }
-        let Q = config.deltaNetChunkSize, stateFloats = deltaNetStateFloats(s, T: T)
         // Each (sequence, value head) task writes its own head's output and states.
-        Parallel.chunks(B * Hv) { _, range in
-            for task in range {
-                let (b, h) = (task / Hv, task % Hv), hk = h / s.valuesPerKey, row = b * T
-                tp_gdn_scan_forward(
-                    T, Dk, Dv, Q, m.q + row * Kw + hk * Dk, m.k + row * Kw + hk * Dk, Kw,
-                    m.xbc + row * Wc + 2 * Kw + h * Dv, Wc, m.g + row * Hv + h, m.beta + row * Hv + h, Hv,
-                    m.o + row * Vw + h * Dv, Vw, m.states + task * stateFloats)
-            }
+        forEachSequenceAndValueHead(s, m, B: B, T: T) { row, h, i in
+            tp_gdn_scan_forward(
+                T, Dk, Dv, config.deltaNetChunkSize, i.q, i.k, Kw, i.v, Wc, i.g, i.beta, Hv, m.o + row * Vw + h * Dv,
+                Vw,
+                i.states)
         }
         deltaNetGatedNorm(o, z: m.projection + Wc, zStride: W, o: m.o, out: m.normed, rstd: m.rstd, rows: N)
         for h in masks.deltaNetHeads[l] ?? [] {
@@ -99,17 +95,11 @@ extension DecoderModel {
                 for j in 0..<Dv { dout[j] = r * (dout[j] - ob[j] * r * mean) }
             }
         }
-        let Q = config.deltaNetChunkSize, stateFloats = deltaNetStateFloats(s, T: T)
-        Parallel.chunks(B * Hv) { _, range in
-            for task in range {
-                let (b, h) = (task / Hv, task % Hv), hk = h / s.valuesPerKey, row = b * T
-                tp_gdn_scan_backward(
-                    T, Dk, Dv, Q, m.q + row * Kw + hk * Dk, m.k + row * Kw + hk * Dk, Kw,
-                    m.xbc + row * Wc + 2 * Kw + h * Dv, Wc, m.g + row * Hv + h, m.beta + row * Hv + h, Hv,
-                    m.states + task * stateFloats, dO + row * Vw + h * Dv, Vw, dq + (row * Hv + h) * Dk,
-                    dk + (row * Hv + h) * Dk, Hv * Dk, dXBC + row * Wc + 2 * Kw + h * Dv, Wc, dg + row * Hv + h,
-                    dBeta + row * Hv + h, Hv)
-            }
+        forEachSequenceAndValueHead(s, m, B: B, T: T) { row, h, i in
+            tp_gdn_scan_backward(
+                T, Dk, Dv, config.deltaNetChunkSize, i.q, i.k, Kw, i.v, Wc, i.g, i.beta, Hv, i.states,
+                dO + row * Vw + h * Dv, Vw, dq + (row * Hv + h) * Dk, dk + (row * Hv + h) * Dk, Hv * Dk,
+                dXBC + row * Wc + 2 * Kw + h * Dv, Wc, dg + row * Hv + h, dBeta + row * Hv + h, Hv)
         }
         let scale = 1 / Float(Dk).squareRoot()
         /// Key head hk's dq (or dk) of row n, summed over the value heads that read it, back
@@ -135,7 +125,7 @@ extension DecoderModel {
             }
             // β = σ(b); g = −exp(A_log)·softplus(a + dt_bias).
             for h in 0..<Hv {
-                let row = m.projection + n * W, bRaw = row[Wc + Vw + h], aRaw = row[Wc + Vw + Hv + h] + P[o.dtBias + h]
+                let aRaw = m.projection[n * W + Wc + Vw + Hv + h] + P[o.dtBias + h]
                 let beta = m.beta[n * Hv + h], gh = dg[n * Hv + h]
                 dProj[n * W + Wc + Vw + h] = dBeta[n * Hv + h] * beta * (1 - beta)
                 let da = gh * -expf(P[o.aLog + h]) * softplusDerivative(aRaw)
@@ -181,6 +171,33 @@ extension DecoderModel {
                 let r = 1 / (ms / Float(Dv) + eps).squareRoot()
                 rstd[n * s.valueHeads + h] = r
                 for j in 0..<Dv { outr[j] = P[o.norm + j] * (yr[j] * r) * silu(zr[j]) }
+            }
+        }
+    }
+
+    /// One (sequence, value head)'s inputs to the gated delta rule, at its first position: the
+    /// normalised query and key of its key head, its value, log decay and rate, and its
+    /// chunk-start states.
+    struct DeltaRuleInputs {
+        var q, k, v, g, beta: UnsafePointer<Float>
+        var states: UnsafeMutablePointer<Float>
+    }
+
+    /// Runs `body(first row, value head, inputs)` for every sequence and value head,
+    /// concurrently (each task touches only its own head's outputs and states).
+    func forEachSequenceAndValueHead(
+        _ s: DeltaNetShape, _ m: Activations.DeltaNetActivations, B: Int, T: Int,
+        _ body: (Int, Int, DeltaRuleInputs) -> Void
+    ) {
+        let (Hv, Kw, Wc, stateFloats) = (s.valueHeads, s.keyWidth, s.convWidth, deltaNetStateFloats(s, T: T))
+        Parallel.chunks(B * Hv) { _, range in
+            for task in range {
+                let (row, h) = (task / Hv * T, task % Hv), key = h / s.valuesPerKey * s.keyDim
+                body(
+                    row, h,
+                    DeltaRuleInputs(
+                        q: m.q + row * Kw + key, k: m.k + row * Kw + key, v: m.xbc + row * Wc + 2 * Kw + h * s.valueDim,
+                        g: m.g + row * Hv + h, beta: m.beta + row * Hv + h, states: m.states + task * stateFloats))
             }
         }
     }

@@ -208,6 +208,7 @@ public enum Importance {
         var channelSeq = [[Double]](repeating: [Double](repeating: 0, count: C * S), count: 2 * L + 1)
         var cosineSum = [Double](repeating: 0, count: L)
         var tokensSeen = 0
+        let blocks = c.blocks
         let saved = teacher.masks
         teacher.masks = ForwardMasks()
         defer { teacher.masks = saved }
@@ -230,13 +231,11 @@ public enum Importance {
                 }
                 for l in 0..<L {
                     let a = acts.layers[l]
-                    // A hybrid layer has attention heads or MLP neurons only if it is of that type.
-                    // (Qwen3.5's DeltaNet and attention layers both end in an MLP.)
-                    let block = c.block(l)
-                    let hasHeads = c.hybridLayers.map { $0[l] == .attention } ?? true
-                    let hasNeurons =
-                        block.hasChannelMixer
-                        && (c.hybridLayers.map { $0[l] == .mlp } ?? true || c.family.definition.hybridMixersHaveMLP)
+                    // A layer has attention heads or MLP neurons only where its block has them (a
+                    // Nemotron-H layer is one mixer; Qwen3.5's DeltaNet layers end in an MLP).
+                    let block = blocks[l], hasNeurons = block.hasChannelMixer && !block.isSparse
+                    let hasHeads: Bool
+                    if case .attention = block.mixer { hasHeads = true } else { hasHeads = false }
                     for r in 0..<rows {
                         let sample = start + r
                         for h in 0..<H where hasHeads {

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import Testing
 
 /// Where the committed transformers fixtures live.
 let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
@@ -75,4 +76,19 @@ func heterogeneousConfig(tied: Bool = false, vocab: Int = 23) -> ModelConfig {
                        LayerVariant(keyValueGroups: 1, mlpWidth: nil), LayerVariant(keyValueGroups: nil, mlpWidth: nil),
                        LayerVariant(keyValueGroups: 2, mlpWidth: 256)]
     return c
+}
+
+/// A fixture's config.json with some keys replaced (nil removes one), read as Topiary reads it.
+func configVariant(_ fixture: URL, _ changes: [String: JSON?]) throws -> ModelConfig {
+    var json = try #require(JSON.parse(try Data(contentsOf: fixture))?.object)
+    for (key, value) in changes { json[key] = value ?? nil }
+    return try ModelConfig.decode(JSON.object(json).data())
+}
+
+/// What reading that variant throws ("accepted" when it reads).
+func configRefusal(_ fixture: URL, _ changes: [String: JSON?]) -> String {
+    do {
+        _ = try configVariant(fixture, changes)
+        return "accepted"
+    } catch { return "\(error)" }
 }

@@ -9,18 +9,8 @@ import Testing
         .appendingPathComponent("Fixtures/nemotron_h_hybrid/config.json")
 
     /// The fixture's config.json with some keys replaced (nil removes one).
-    func variant(_ changes: [String: JSON?]) throws -> ModelConfig {
-        var json = try #require(JSON.parse(try Data(contentsOf: Self.fixture))?.object)
-        for (key, value) in changes { json[key] = value ?? nil }
-        return try ModelConfig.decode(JSON.object(json).data())
-    }
-
-    func refusal(_ changes: [String: JSON?]) -> String {
-        do {
-            _ = try variant(changes)
-            return "accepted"
-        } catch { return "\(error)" }
-    }
+    func variant(_ changes: [String: JSON?]) throws -> ModelConfig { try configVariant(Self.fixture, changes) }
+    func refusal(_ changes: [String: JSON?]) -> String { configRefusal(Self.fixture, changes) }
 
     @Test func everySpellingReadsTheSameModel() throws {
         let base = try ModelConfig.load(Self.fixture)

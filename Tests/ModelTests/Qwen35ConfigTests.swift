@@ -5,22 +5,11 @@ import Testing
 /// Issue 26: Qwen3.5 (`qwen3_5_text`) configs read in every spelling transformers accepts, are
 /// written back so that they read the same, and what cannot be run is refused naming the key.
 @Suite struct Qwen35ConfigTests {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
     static let fixture = fixtures.appendingPathComponent("qwen3_5_hybrid/config.json")
 
     /// The fixture's config.json with some keys replaced (nil removes one).
-    func variant(_ changes: [String: JSON?]) throws -> ModelConfig {
-        var json = try #require(JSON.parse(try Data(contentsOf: Self.fixture))?.object)
-        for (key, value) in changes { json[key] = value ?? nil }
-        return try ModelConfig.decode(JSON.object(json).data())
-    }
-
-    func refusal(_ changes: [String: JSON?]) -> String {
-        do {
-            _ = try variant(changes)
-            return "accepted"
-        } catch { return "\(error)" }
-    }
+    func variant(_ changes: [String: JSON?]) throws -> ModelConfig { try configVariant(Self.fixture, changes) }
+    func refusal(_ changes: [String: JSON?]) -> String { configRefusal(Self.fixture, changes) }
 
     @Test func everySpellingReadsTheSameModel() throws {
         let base = try ModelConfig.load(Self.fixture)
@@ -77,13 +66,13 @@ import Testing
         let total = 2 * 61 * 32 + 3 * (deltaNet + mlp + norms) + attention + mlp + norms + 32
         #expect(c.parameterCount == total)
         #expect(ParameterLayout(config: c).count == total)
-        let file = try SafeTensorsFile(url: Self.fixtures.appendingPathComponent("qwen3_5_hybrid/model.safetensors"))
+        let file = try SafeTensorsFile(url: fixtures.appendingPathComponent("qwen3_5_hybrid/model.safetensors"))
         #expect(try file.tensors.keys.reduce(0) { $0 + (try file.info($1).count) } == total)
     }
 
     /// RMSNorm scales by 1 + w: the checkpoint's w is read as 1 + w and written back as w, bit for bit.
     @Test func zeroCenteredNormsRoundTrip() throws {
-        let dir = Self.fixtures.appendingPathComponent("qwen3_5_tied")
+        let dir = fixtures.appendingPathComponent("qwen3_5_tied")
         let model = try Checkpoint.load(dir)
         let name = "model.layers.0.input_layernorm.weight"
         let stored = try SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors")).floats(name)

@@ -25,6 +25,52 @@ struct HybridExportTests {
                           "logits": logits.tolist(), "float64": exact.tolist()}))
         """#
 
+    /// Moves every 1-D tensor of `model` off its initial value (so that none is checked at a
+    /// special case; `adjust` may then set some), saves it, checks that Topiary reads back what it
+    /// wrote, loads it in transformers and checks the class, the layer types and the total,
+    /// non-embedding and active parameter counts. Returns Topiary's logits on `tokens` and
+    /// transformers' in float32 and float64.
+    static func loadedByTransformers(
+        _ model: DecoderModel, tokens: [Int32], python: String, name: String, normSeed: UInt64,
+        architecture: String, layers: [String],
+        adjust: (ParameterEntry, UnsafeMutableBufferPointer<Float>) -> Void = { _, _ in }
+    ) throws -> (ours: [Double], theirs: [Double], float64: [Double]) {
+        let c = model.config
+        var rng = SeededGenerator(seed: normSeed)
+        for e in model.layout.entries where e.shape.count == 1 {
+            let p = model.tensor(e.name)!
+            for i in 0..<p.count { p[i] += Float(0.1 * rng.normal()) }
+            adjust(e, p)
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-\(name)-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Checkpoint.save(model, to: dir)
+        // What Topiary reads back is what it wrote.
+        #expect(try ModelConfig.load(dir.appendingPathComponent("config.json")) == c)
+        let acts = Activations(config: c, batch: 1, sequence: tokens.count)
+        try model.forward(tokens: tokens, acts)
+        let scriptFile = dir.appendingPathComponent("load.py")
+        try Self.script.write(to: scriptFile, atomically: true, encoding: .utf8)
+        let r = try Services.run(
+            python, [scriptFile.path, dir.path, "[" + tokens.map(String.init).joined(separator: ",") + "]"])
+        #expect(r.status == 0, "\(r.out)")
+        let line = try #require(r.out.split(separator: "\n").last { $0.hasPrefix("{") }, "\(r.out)")
+        let out = try #require(JSON.parse(Data(line.utf8)))
+        #expect(out["class"]?.string == architecture)
+        #expect(out["layers"]?.array?.compactMap(\.string) == layers)
+        #expect(out["parameters"]?.int == c.parameterCount, "transformers counts \(out["parameters"]?.int ?? -1)")
+        #expect(out["non_embedding"]?.int == c.nonEmbeddingParameterCount)
+        #expect(c.activeParameterCount == c.parameterCount)
+        func logits(_ key: String) -> [Double] {
+            (out[key]?.array ?? []).flatMap { $0.array ?? [] }.compactMap(\.double)
+        }
+        let ours = acts.logits.map(Double.init), (theirs, exact) = (logits("logits"), logits("float64"))
+        #expect(theirs.count == ours.count && exact.count == ours.count)
+        return (ours, theirs, exact)
+    }
+
+    static func worst(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+
     @Test(arguments: [true, false])
     func transformersLoadsANemotronHCheckpointWithEqualLogits(convBias: Bool) throws {
         guard let python = BackendTests.python("transformersLoadsANemotronHCheckpointWithEqualLogits") else { return }
@@ -38,40 +84,11 @@ struct HybridExportTests {
         try c.validate()
         let model = DecoderModel(config: c)
         model.initialize(seed: 5)
-        // Every 1-D tensor moved off its initial value, so that none is checked at a special case.
-        var rng = SeededGenerator(seed: 9)
-        for e in model.layout.entries where e.shape.count == 1 {
-            let p = model.tensor(e.name)!
-            for i in 0..<p.count { p[i] += Float(0.1 * rng.normal()) }
-        }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "topiary-nemotron-h-\(getpid())-\(convBias)")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try Checkpoint.save(model, to: dir)
-        // What Topiary reads back is what it wrote.
-        #expect(try ModelConfig.load(dir.appendingPathComponent("config.json")) == c)
-        let tokens: [Int32] = (0..<30).map { Int32(($0 * 37 + 5) % 97) }
-        let acts = Activations(config: c, batch: 1, sequence: tokens.count)
-        try model.forward(tokens: tokens, acts)
-        let ours = Array(acts.logits)
-        let scriptFile = dir.appendingPathComponent("load.py")
-        try Self.script.write(to: scriptFile, atomically: true, encoding: .utf8)
-        let r = try Services.run(
-            python, [scriptFile.path, dir.path, "[" + tokens.map(String.init).joined(separator: ",") + "]"])
-        #expect(r.status == 0, "\(r.out)")
-        let line = try #require(r.out.split(separator: "\n").last { $0.hasPrefix("{") }, "\(r.out)")
-        let out = try #require(JSON.parse(Data(line.utf8)))
-        #expect(out["class"]?.string == "NemotronHForCausalLM")
-        #expect(
-            out["layers"]?.array?.compactMap(\.string)
-                == ["linear_attention", "mlp", "full_attention", "linear_attention", "mlp"])
-        #expect(out["parameters"]?.int == c.parameterCount, "transformers counts \(out["parameters"]?.int ?? -1)")
-        #expect(out["non_embedding"]?.int == c.nonEmbeddingParameterCount)
-        #expect(c.activeParameterCount == c.parameterCount)
-        let theirs = (out["logits"]?.array ?? []).flatMap { $0.array ?? [] }.compactMap { $0.double.map(Float.init) }
-        #expect(theirs.count == ours.count)
-        let scale = ours.map { abs($0) }.max() ?? 1
-        let worst = zip(ours, theirs).map { abs($0 - $1) }.max() ?? .infinity
+        let (ours, theirs, _) = try Self.loadedByTransformers(
+            model, tokens: (0..<30).map { Int32(($0 * 37 + 5) % 97) }, python: python, name: "nemotron-h-\(convBias)",
+            normSeed: 9, architecture: "NemotronHForCausalLM",
+            layers: ["linear_attention", "mlp", "full_attention", "linear_attention", "mlp"])
+        let scale = ours.map(abs).max() ?? 1, worst = Self.worst(ours, theirs)
         print(
             "nemotron_h checkpoint (conv bias \(convBias)): transformers vs Topiary, worst logit difference \(worst) "
                 + "(largest logit \(scale))"
@@ -93,10 +110,11 @@ struct HybridExportTests {
         try c.validate()
         let model = DecoderModel(config: c)
         model.initialize(seed: 6)
-        var rng = SeededGenerator(seed: 10)
-        for e in model.layout.entries where e.shape.count == 1 {
-            let p = model.tensor(e.name)!
-            for i in 0..<p.count { p[i] += Float(0.1 * rng.normal()) }
+        let (ours, theirs, exact) = try Self.loadedByTransformers(
+            model, tokens: (0..<70).map { Int32(($0 * 37 + 5) % 97) }, python: python, name: "qwen35-\(tied)",
+            normSeed: 10, architecture: "Qwen3_5ForCausalLM",
+            layers: ["linear_attention", "linear_attention", "full_attention", "linear_attention"]
+        ) { e, p in
             // Decays A of 0.05 to 0.2 rather than transformers' initial U(0.01, 16): with A near 16
             // the state forgets at once and a head's output is β·v·(q̂·k̂), which the gated norm
             // divides by its RMS; where q̂·k̂ is near 0 float32 rounding is amplified (on the
@@ -104,36 +122,10 @@ struct HybridExportTests {
             // ones, Topiary's 8.8e-5).
             if e.role == .deltaALog { for h in 0..<p.count { p[h] = Float(log(0.05 * Double(h + 1))) } }
         }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-qwen35-\(getpid())-\(tied)")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try Checkpoint.save(model, to: dir)
-        #expect(try ModelConfig.load(dir.appendingPathComponent("config.json")) == c)
-        let tokens: [Int32] = (0..<70).map { Int32(($0 * 37 + 5) % 97) }
-        let acts = Activations(config: c, batch: 1, sequence: tokens.count)
-        try model.forward(tokens: tokens, acts)
-        let ours = Array(acts.logits)
-        let scriptFile = dir.appendingPathComponent("load.py")
-        try Self.script.write(to: scriptFile, atomically: true, encoding: .utf8)
-        let r = try Services.run(
-            python, [scriptFile.path, dir.path, "[" + tokens.map(String.init).joined(separator: ",") + "]"])
-        #expect(r.status == 0, "\(r.out)")
-        let line = try #require(r.out.split(separator: "\n").last { $0.hasPrefix("{") }, "\(r.out)")
-        let out = try #require(JSON.parse(Data(line.utf8)))
-        #expect(out["class"]?.string == "Qwen3_5ForCausalLM")
-        #expect(
-            out["layers"]?.array?.compactMap(\.string)
-                == ["linear_attention", "linear_attention", "full_attention", "linear_attention"])
-        #expect(out["parameters"]?.int == c.parameterCount, "transformers counts \(out["parameters"]?.int ?? -1)")
-        #expect(out["non_embedding"]?.int == c.nonEmbeddingParameterCount)
-        #expect(c.activeParameterCount == c.parameterCount)
-        func logits(_ key: String) -> [Double] {
-            (out[key]?.array ?? []).flatMap { $0.array ?? [] }.compactMap(\.double)
-        }
-        let (theirs, exact) = (logits("logits"), logits("float64"))
-        #expect(theirs.count == ours.count && exact.count == ours.count)
-        func worst(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
-        let mine = ours.map(Double.init), scale = mine.map(abs).max() ?? 1
-        let (toFloat32, toFloat64, theirsTo64) = (worst(mine, theirs), worst(mine, exact), worst(theirs, exact))
+        let scale = ours.map(abs).max() ?? 1
+        let (toFloat32, toFloat64, theirsTo64) = (
+            Self.worst(ours, theirs), Self.worst(ours, exact), Self.worst(theirs, exact)
+        )
         print(
             "qwen3_5_text checkpoint (tied \(tied)): worst logit difference Topiary vs transformers \(toFloat32), "
                 + "Topiary vs transformers in float64 \(toFloat64), transformers float32 vs float64 \(theirsTo64) "

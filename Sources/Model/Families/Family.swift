@@ -234,6 +234,13 @@ extension FamilyDefinition {
         LlamaTensors.mlp(mixer, c, gated: isGated)
     }
 
+    /// Refuses the first of `values` (a value and its config key) that is not positive.
+    func requirePositive(_ values: [(Int, String)], file: String) throws {
+        for (value, key) in values where value <= 0 {
+            throw ModelError.invalidConfig(file: file, key: key, reason: "must be positive, got \(value)")
+        }
+    }
+
     /// Mixtral-style expert counts: `num_local_experts` (default 8) and `num_experts_per_tok`
     /// (default 2), then the router-loss keys (``readRouterLoss(_:into:used:)``).
     func readLocalExperts(_ r: ConfigReader, used: inout Set<String>) throws -> MixtureKeys {

@@ -150,12 +150,11 @@ struct NemotronH: FamilyDefinition {
         guard let m = c.mamba else {
             throw ModelError.invalidConfig(file: file, key: "mamba_num_heads", reason: "missing")
         }
-        for (value, key) in [
-            (m.heads, "mamba_num_heads"), (m.headDim, "mamba_head_dim"), (m.groups, "n_groups"),
-            (m.stateSize, "ssm_state_size"), (m.convKernel, "conv_kernel"), (c.mambaChunkSize, "chunk_size")
-        ] where value <= 0 {
-            throw ModelError.invalidConfig(file: file, key: key, reason: "must be positive, got \(value)")
-        }
+        try requirePositive(
+            [
+                (m.heads, "mamba_num_heads"), (m.headDim, "mamba_head_dim"), (m.groups, "n_groups"),
+                (m.stateSize, "ssm_state_size"), (m.convKernel, "conv_kernel"), (c.mambaChunkSize, "chunk_size")
+            ], file: file)
         if m.heads % m.groups != 0 {
             throw ModelError.invalidConfig(
                 file: file, key: "n_groups",

@@ -96,13 +96,12 @@ struct Qwen35: FamilyDefinition {
         guard let d = c.deltaNet else {
             throw ModelError.invalidConfig(file: file, key: "linear_num_key_heads", reason: "missing")
         }
-        for (value, key) in [
-            (d.keyHeads, "linear_num_key_heads"), (d.valueHeads, "linear_num_value_heads"),
-            (d.keyDim, "linear_key_head_dim"), (d.valueDim, "linear_value_head_dim"),
-            (d.convKernel, "linear_conv_kernel_dim")
-        ] where value <= 0 {
-            throw ModelError.invalidConfig(file: file, key: key, reason: "must be positive, got \(value)")
-        }
+        try requirePositive(
+            [
+                (d.keyHeads, "linear_num_key_heads"), (d.valueHeads, "linear_num_value_heads"),
+                (d.keyDim, "linear_key_head_dim"), (d.valueDim, "linear_value_head_dim"),
+                (d.convKernel, "linear_conv_kernel_dim")
+            ], file: file)
         if d.valueHeads % d.keyHeads != 0 {
             throw ModelError.invalidConfig(
                 file: file, key: "linear_num_value_heads",
