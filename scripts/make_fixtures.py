@@ -6,7 +6,7 @@ Run once (the Swift tests never need Python):
     .venv/bin/python scripts/make_fixtures.py [NAME ...]
 With names (e.g. `rope`, `hybrid`), only those are made; `hybrid` makes the Nemotron-H fixtures
 (nemotron_h_hybrid, nemotron_h_untied), `qwen35` the Qwen3.5 ones (qwen3_5_hybrid,
-qwen3_5_tied); `rope` makes the five rope
+qwen3_5_tied), `qwen35moe` the Qwen3.5-MoE ones (qwen3_5_moe_hybrid, qwen3_5_moe_tied); `rope` makes the five rope
 scaling fixtures (llama_rope_linear, llama_rope_dynamic in transformers 4's `rope_scaling` +
 `rope_theta` spelling; llama_rope_llama3, qwen2_yarn, mistral_yarn_mscale in 5's `rope_parameters`).
 
@@ -50,7 +50,7 @@ def checkpoint_names(name, grad, model_type):
     if model_type == "nemotron_h":  # saved under `backbone.` (transformers renames it `model.` in memory)
         yield (name.replace("model.", "backbone.", 1) if name.startswith("model.") else name), grad
         return
-    if model_type == "qwen3_moe" and ".mlp.experts." in name:
+    if model_type in ("qwen3_moe", "qwen3_5_moe_text") and ".mlp.experts." in name:
         prefix = name.split(".mlp.experts.")[0] + ".mlp.experts."
         if name.endswith("gate_up_proj"):
             F = grad.shape[1] // 2
@@ -60,7 +60,7 @@ def checkpoint_names(name, grad, model_type):
         else:
             for e in range(grad.shape[0]):
                 yield f"{prefix}{e}.down_proj.weight", grad[e]
-    elif model_type == "qwen3_moe":
+    elif model_type in ("qwen3_moe", "qwen3_5_moe_text"):
         yield name, grad
     elif ".mlp.experts.gate_up_proj" in name:
         prefix = name.replace(".mlp.experts.gate_up_proj", ".block_sparse_moe.experts.")
@@ -214,12 +214,48 @@ def qwen35_fixtures(wanted):
     make("qwen3_5_tied", q2, 61, batch=1, seq=67, seed=15)
 
 
+def qwen35_moe_fixtures(wanted):
+    """The Qwen3.5-MoE fixtures (`qwen35moe`, or every fixture without names)."""
+    if wanted and "qwen35moe" not in wanted:
+        return
+    from transformers import Qwen3_5MoeForCausalLM, Qwen3_5MoeTextConfig
+    # Qwen3.5-MoE (issue 26): DeltaNet, gated attention, DeltaNet layers, each followed by a
+    # softmax router over 4 experts of 12 (top 2, renormalised) and a shared expert of 20 behind
+    # its sigmoid gate; the load-balancing loss in transformers' loss; 70 tokens cross the chunk
+    # of 64.
+    torch.manual_seed(57)
+    q = Qwen3_5MoeForCausalLM(Qwen3_5MoeTextConfig(
+        vocab_size=61, hidden_size=32, num_hidden_layers=3,
+        layer_types=["linear_attention", "full_attention", "linear_attention"],
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, linear_num_key_heads=2,
+        linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=6, linear_conv_kernel_dim=4,
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=12, shared_expert_intermediate_size=20,
+        output_router_logits=True, router_aux_loss_coef=0.02,
+        max_position_embeddings=128, initializer_range=0.2, attn_implementation="eager",
+        experts_implementation="eager"))
+    make("qwen3_5_moe_hybrid", q, 61, batch=2, seq=70, seed=16)
+    # Tied embeddings, layer types from full_attention_interval 2, one expert per token of 3, the
+    # default load-balancing coefficient.
+    torch.manual_seed(59)
+    q2 = Qwen3_5MoeForCausalLM(Qwen3_5MoeTextConfig(
+        vocab_size=61, hidden_size=24, num_hidden_layers=2, full_attention_interval=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=12, linear_num_key_heads=2, linear_num_value_heads=2,
+        linear_key_head_dim=4, linear_value_head_dim=8, linear_conv_kernel_dim=2, tie_word_embeddings=True,
+        num_experts=3, num_experts_per_tok=1, moe_intermediate_size=10, shared_expert_intermediate_size=14,
+        output_router_logits=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.5},
+        max_position_embeddings=128, initializer_range=0.2, attn_implementation="eager",
+        experts_implementation="eager"))
+    make("qwen3_5_moe_tied", q2, 61, batch=1, seq=67, seed=17)
+
+
 def main():
     import sys
     wanted = set(sys.argv[1:])
     rope_fixtures(wanted)
     hybrid_fixtures(wanted)
     qwen35_fixtures(wanted)
+    qwen35_moe_fixtures(wanted)
     if wanted:
         return
     torch.manual_seed(1234)

@@ -80,8 +80,10 @@ extension ModelConfig {
         switch b.channelMixer {
         case .none: break
         case let .dense(F): total += matrices * n(F)
-        case let .experts(E, k, F):
+        case let .experts(E, k, F, S):
             total += n(active ? k : E) * matrices * n(F) + n(E) * C + (definition.expertsHaveOutputBias ? C : 0)
+            // The shared expert (every token's) and its (1, C) gate.
+            if S > 0 { total += matrices * n(S) + C }
         }
         return total
     }
@@ -103,7 +105,7 @@ extension ModelConfig {
         switch b.channelMixer {
         case .none: break
         case let .dense(F): total += matrices * F
-        case let .experts(E, k, F): total += k * matrices * F + E * C
+        case let .experts(E, k, F, S): total += k * matrices * F + E * C + (S > 0 ? matrices * S + C : 0)
         }
         return total
     }

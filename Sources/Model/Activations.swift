@@ -25,6 +25,9 @@ public final class Activations {
         /// Mixture MLP: its router, gathered inputs (N·k, C) and expert outputs (N·k, C).
         public var mlpRouter: RouterState?
         public internal(set) var mlpGathered, mlpExpertOut: UnsafeMutablePointer<Float>?
+        /// A mixture's shared expert (Qwen3.5-MoE): its pre-activation (N, 2S), activation (N, S),
+        /// output before its gate (N, C) and gate logit (N).
+        public internal(set) var sharedPre, sharedAct, sharedOut, sharedLogit: UnsafeMutablePointer<Float>?
         /// Mixture of attention: its router, gathered inputs (N·k, C), gathered attention
         /// outputs (N·k, G·D) and expert outputs (N·k, C).
         public var attentionRouter: RouterState?
@@ -138,6 +141,7 @@ public final class Activations {
             let sparse =
                 c.family.isMixture ? (pre: rows * 2 * c.expertWidth, act: rows * c.expertWidth) : (pre: 0, act: 0)
             let (preSize, actSize) = (max(dense.pre, sparse.pre), max(dense.act, sparse.act))
+            let S = c.family.definition.hasSharedExpert ? c.intermediateSize : 0
             let qkHeads = c.family.hasQKNorm ? c.numAttentionHeads + c.numKeyValueHeads : 0
             let mamba = c.hybridLayers?.contains(.mamba) == true ? c.mamba : nil
             let chunks = (T + c.mambaChunkSize - 1) / c.mambaChunkSize
@@ -190,6 +194,12 @@ public final class Activations {
                     layer.mlpRouter = c.isSparse(layer: l) ? router : nil
                     layer.mlpGathered = carver.take(rows * C)
                     layer.mlpExpertOut = carver.take(rows * C)
+                    if S > 0, c.isSparse(layer: l) {
+                        layer.sharedPre = carver.take(N * 2 * S)
+                        layer.sharedAct = carver.take(N * S)
+                        layer.sharedOut = carver.take(N * C)
+                        layer.sharedLogit = carver.take(N)
+                    }
                 }
                 if c.family.hasAttentionExperts {
                     layer.attentionRouter = RouterState(
@@ -204,7 +214,8 @@ public final class Activations {
             logits = carver.take(N * c.vocabSize); rowLoss = carver.take(N)
             dResidual = carver.take(N * C); dNorm = carver.take(N * C); dQKV = carver.take(N * qkvW);
             dAttn = carver.take(N * attnW)
-            dMLPPre = carver.take(preSize); dMLPAct = carver.take(actSize);
+            // (The shared expert's backward uses them too.)
+            dMLPPre = carver.take(max(preSize, N * 2 * S)); dMLPAct = carver.take(max(actSize, N * S))
             dScores = carver.take(c.hybridLayers?.contains(.attention) ?? true ? threads * T * T : 0)
             let mixture = c.family.isMixture
             dGates = carver.take(mixture ? N * k : 0)

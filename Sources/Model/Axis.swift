@@ -15,6 +15,8 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     /// qwen3_moe's names for the experts' width and count.
     case moeIntermediateSize = "moe_intermediate_size"
     case numExperts = "num_experts"
+    /// Qwen3.5-MoE's shared expert's width (``ModelConfig/intermediateSize`` of that family).
+    case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
     /// Hybrid decoders (Nemotron-H, Qwen3.5): the Mamba2 heads and their width, and the depth counted per
     /// layer type — the layers of each type a candidate keeps (which ones is pruning's choice,
     /// by block importance among the layers of that type). A type whose axis a space leaves out
@@ -57,7 +59,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .hiddenSize: return c.hiddenSize
         case .numAttentionHeads: return c.numAttentionHeads
         case .numKeyValueHeads: return c.numKeyValueHeads
-        case .intermediateSize: return c.intermediateSize
+        case .intermediateSize, .sharedExpertIntermediateSize: return c.intermediateSize
         case .numLocalExperts, .numExperts: return c.numLocalExperts
         case .numExpertsPerTok: return c.numExpertsPerTok
         case .moeIntermediateSize: return c.moeIntermediateSize
@@ -75,7 +77,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .hiddenSize: c.hiddenSize = v
         case .numAttentionHeads: c.numAttentionHeads = v
         case .numKeyValueHeads: c.numKeyValueHeads = v
-        case .intermediateSize: c.intermediateSize = v
+        case .intermediateSize, .sharedExpertIntermediateSize: c.intermediateSize = v
         case .numLocalExperts, .numExperts: c.numLocalExperts = v
         case .numExpertsPerTok: c.numExpertsPerTok = v
         case .moeIntermediateSize: c.moeIntermediateSize = v

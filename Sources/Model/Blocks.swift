@@ -24,8 +24,10 @@ public struct Block: Sendable, Equatable {
     public enum ChannelMixer: Sendable, Equatable {
         /// One MLP of `width` neurons.
         case dense(width: Int)
-        /// `count` experts of `width` neurons each, `topK` chosen per token by a router.
-        case experts(count: Int, topK: Int, width: Int)
+        /// `count` experts of `width` neurons each, `topK` chosen per token by a router; `shared` > 0:
+        /// beside them a shared expert of `shared` neurons that every token passes through, scaled
+        /// by σ(w·x) (Qwen3.5-MoE's `shared_expert` and `shared_expert_gate`).
+        case experts(count: Int, topK: Int, width: Int, shared: Int = 0)
         /// No channel mixer and no norm before it (Puzzle's `no_op` FFN).
         case none
     }
@@ -194,7 +196,8 @@ extension ModelConfig {
             // without its channel mixer), or an MLP (a block without its mixer). A Qwen3.5 layer
             // is Gated DeltaNet or attention, then an MLP.
             let mlp: Block.ChannelMixer =
-                family.definition.hybridMixersHaveMLP ? .dense(width: intermediateSize) : .none
+                !family.definition.hybridMixersHaveMLP
+                ? .none : family.isMixture ? sparseChannelMixer : .dense(width: intermediateSize)
             switch types[l] {
             case .mamba: return Block(mixer: .mamba(mamba!), channelMixer: .none)
             case .deltaNet: return Block(mixer: .deltaNet(deltaNet!), channelMixer: mlp)
@@ -210,10 +213,15 @@ extension ModelConfig {
         let mixer = Block.Mixer.attention(
             heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim,
             window: window(layer: l), experts: attentionExperts)
-        let channel: Block.ChannelMixer =
-            isSparse(layer: l)
-            ? .experts(count: numLocalExperts, topK: numExpertsPerTok, width: expertWidth)
-            : .dense(width: intermediateSize)
+        let channel: Block.ChannelMixer = isSparse(layer: l) ? sparseChannelMixer : .dense(width: intermediateSize)
         return Block(mixer: mixer, channelMixer: channel)
+    }
+
+    /// A mixture layer's channel mixer (with its shared expert, of `intermediate_size` neurons,
+    /// where the family has one).
+    var sparseChannelMixer: Block.ChannelMixer {
+        .experts(
+            count: numLocalExperts, topK: numExpertsPerTok, width: expertWidth,
+            shared: family.definition.hasSharedExpert ? intermediateSize : 0)
     }
 }

@@ -51,7 +51,7 @@ extension ModelConfig {
             "model_type": .string(family.rawValue),
             "vocab_size": JSON(vocabSize),
             "hidden_size": JSON(hiddenSize),
-            "intermediate_size": JSON(intermediateSize),
+            family.definition.intermediateSizeKey: JSON(intermediateSize),
             "num_hidden_layers": JSON(numHiddenLayers),
             "num_attention_heads": JSON(numAttentionHeads),
             "num_key_value_heads": JSON(numKeyValueHeads),
@@ -216,7 +216,7 @@ public struct ConfigReader {
             self, expertsPerToken: mixture.perToken, used: &used)
         guard let heads else { throw fail("num_attention_heads", "missing") }
         for key in [
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "vocab_size", "hidden_size", definition.intermediateSizeKey, "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "head_dim", epsKey, "tie_word_embeddings", "max_position_embeddings",
             "initializer_range", "bos_token_id", "pad_token_id", "eos_token_id"
         ] { used.insert(key) }
@@ -234,7 +234,7 @@ public struct ConfigReader {
             family: family,
             vocabSize: try requiredInt("vocab_size"),
             hiddenSize: try requiredInt("hidden_size"),
-            intermediateSize: try requiredInt("intermediate_size"),
+            intermediateSize: try requiredInt(definition.intermediateSizeKey),
             numHiddenLayers: layerCount,
             numAttentionHeads: heads,
             numKeyValueHeads: kvHeads,

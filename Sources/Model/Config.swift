@@ -16,7 +16,7 @@ public struct ModelConfig: Sendable, Equatable {
     public var vocabSize: Int
     /// C
     public var hiddenSize: Int
-    /// F
+    /// F: the dense MLP's width (Qwen3.5-MoE: its shared expert's, `shared_expert_intermediate_size`)
     public var intermediateSize: Int
     /// L
     public var numHiddenLayers: Int
@@ -176,7 +176,7 @@ public struct ModelConfig: Sendable, Equatable {
         }
         try positive(vocabSize, "vocab_size")
         try positive(hiddenSize, "hidden_size")
-        try positive(intermediateSize, "intermediate_size")
+        try positive(intermediateSize, family.definition.intermediateSizeKey)
         try positive(numHiddenLayers, "num_hidden_layers")
         try positive(numAttentionHeads, "num_attention_heads")
         try positive(numKeyValueHeads, "num_key_value_heads")

@@ -42,6 +42,61 @@ extension DecoderModel {
         }
         expertsForward(y, a.mlpAct, m: C, kk: F, weights: { P + ex.output($0) }, router: r)
         combineExperts(acts.residual[l + 1], y, bias: ex.bias.map { UnsafePointer(P + $0) }, C: C, router: r)
+        if let sh = ex.shared { sharedExpertForward(l, sh, a, out: acts.residual[l + 1], rows: r.N, experts: ex.count) }
+    }
+
+    /// A mixture's shared expert: pre (N, 2S) = norm2 · W_inᵀ, act = silu(gate) · up (masked
+    /// neurons, ids E·F + i, zeroed), y (N, C) = act · W_downᵀ, logit (N) = norm2 · w_g, and
+    /// out += σ(logit) · y.
+    func sharedExpertForward(
+        _ l: Int, _ sh: SharedExpertOffsets, _ a: Activations.Layer, out: UnsafeMutablePointer<Float>, rows N: Int,
+        experts E: Int
+    ) {
+        let P = parameters.pointer, C = config.hiddenSize, S = sh.width
+        let pre = a.sharedPre!, act = a.sharedAct!, y = a.sharedOut!, logit = a.sharedLogit!
+        gemm(transB: true, m: N, n: 2 * S, k: C, a: a.norm2, lda: C, b: P + sh.input, ldb: C, c: pre, ldc: 2 * S)
+        swigluForward(act, pre, N: N, F: S)
+        let first = E * config.expertWidth
+        for id in masks.neurons[l] ?? [] where id >= first { for n in 0..<N { act[n * S + id - first] = 0 } }
+        gemm(transB: true, m: N, n: C, k: S, a: act, lda: S, b: P + sh.down, ldb: S, c: y, ldc: C)
+        gemm(transB: true, m: N, n: 1, k: C, a: a.norm2, lda: C, b: P + sh.gate, ldb: C, c: logit, ldc: 1)
+        for n in 0..<N {
+            let g = sigmoid(logit[n])
+            for c in 0..<C { out[n * C + c] += g * y[n * C + c] }
+        }
+    }
+
+    /// Backward of ``sharedExpertForward(_:_:_:out:rows:experts:)`` given dLoss/d(out) in
+    /// `acts.dResidual`: adds dLoss/d(norm2) to `acts.dNorm` (the mixture's scratch rows and gates
+    /// are free by then).
+    func sharedExpertBackward(_ l: Int, _ sh: SharedExpertOffsets, _ acts: Activations, experts E: Int) {
+        let a = acts.layers[l], P = parameters.pointer, Gr = gradients.pointer
+        let (N, C, S) = (acts.N, config.hiddenSize, sh.width)
+        let dres = acts.dResidual, y = a.sharedOut!, logit = a.sharedLogit!
+        let dy = acts.dExpertRows, dLogit = acts.dGates
+        for n in 0..<N {
+            let g = sigmoid(logit[n])
+            var dot: Float = 0
+            for c in 0..<C {
+                dot += dres[n * C + c] * y[n * C + c]
+                dy[n * C + c] = g * dres[n * C + c]
+            }
+            dLogit[n] = dot * g * (1 - g)
+        }
+        // The gate: dw_g (1, C) += dLogitᵀ · norm2; dNorm += dLogit (N, 1) · w_g (1, C).
+        gemm(transA: true, m: 1, n: C, k: N, a: dLogit, lda: 1, b: a.norm2, ldb: C, beta: 1, c: Gr + sh.gate, ldc: C)
+        gemm(m: N, n: C, k: 1, a: dLogit, lda: 1, b: P + sh.gate, ldb: C, beta: 1, c: acts.dNorm, ldc: C)
+        // The expert: dW_down (C, S) += dyᵀ · act; dAct (N, S) = dy · W_down, masked neurons 0.
+        gemm(transA: true, m: C, n: S, k: N, a: dy, lda: C, b: a.sharedAct!, ldb: S, beta: 1, c: Gr + sh.down, ldc: S)
+        gemm(m: N, n: S, k: C, a: dy, lda: C, b: P + sh.down, ldb: S, c: acts.dMLPAct, ldc: S)
+        let first = E * config.expertWidth
+        for id in masks.neurons[l] ?? [] where id >= first { for n in 0..<N { acts.dMLPAct[n * S + id - first] = 0 } }
+        swigluBackward(acts.dMLPPre, acts.dMLPAct, a.sharedPre!, N: N, F: S)
+        gemm(
+            transA: true, m: 2 * S, n: C, k: N, a: acts.dMLPPre, lda: 2 * S, b: a.norm2, ldb: C, beta: 1,
+            c: Gr + sh.input, ldc: C)
+        gemm(
+            m: N, n: C, k: 2 * S, a: acts.dMLPPre, lda: 2 * S, b: P + sh.input, ldb: C, beta: 1, c: acts.dNorm, ldc: C)
     }
 
     /// JetMoE's mixture of attention: each token's k chosen experts each project it to G query
@@ -161,6 +216,7 @@ extension DecoderModel {
         acts.dNorm.update(repeating: 0, count: r.N * C)
         scatterAddRows(acts.dNorm, dRows, width: C, router: r)
         routerBackward(r, a.norm2, dx: acts.dNorm, weight: ex.router, acts, routing)
+        if let sh = ex.shared { sharedExpertBackward(l, sh, acts, experts: ex.count) }
     }
 
     /// Backward of ``mixtureOfAttentionForward``: leaves dLoss/d(norm1) in `acts.dNorm`.

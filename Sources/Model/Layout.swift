@@ -12,6 +12,9 @@ public enum TensorRole: String, Sendable, Equatable {
     /// A mixture MLP: the router; one expert's projections (Mixtral-style, one tensor each);
     /// or stacks over every expert (JetMoE: `in` holds gate then up), and the output bias.
     case mlpRouter, expertGate, expertUp, expertDown, expertsIn, expertsOut, mlpBias
+    /// A mixture's shared expert (Qwen3.5-MoE): its SwiGLU projections and the (1, C) gate
+    /// whose sigmoid scales its output.
+    case sharedGate, sharedUp, sharedDown, sharedExpertGate
     /// A Mamba2 mixer: the in-projection (z, x, B, C, dt), the depthwise convolution's weight
     /// (convDim, 1, K) and bias, the time-step bias, A_log and D (one per head), the gated
     /// norm's weight (I) and the out-projection.
@@ -32,6 +35,8 @@ public enum TensorRole: String, Sendable, Equatable {
 /// The units of the teacher a pruning plan keeps, by what they index.
 public enum PrunedUnit: Sendable, Equatable {
     case channels, heads, groups, neurons, experts, attentionExperts
+    /// A mixture's shared expert's neurons.
+    case sharedNeurons
     /// A Mamba2 mixer's axes: its heads (H), its inner width (heads × head channels, I), the
     /// rows its convolution mixes (x, then B and C kept whole) and its in-projection's rows (z,
     /// then the convolution's rows, then one time step per head).
@@ -59,6 +64,7 @@ public struct AxisRole: Sendable, Equatable {
     public static let channels = AxisRole(.channels)
     public static let neurons = AxisRole(.neurons)
     public static let experts = AxisRole(.experts)
+    public static let sharedNeurons = AxisRole(.sharedNeurons)
     public static let attentionExperts = AxisRole(.attentionExperts)
     public static func heads(_ D: Int) -> AxisRole { AxisRole(.heads, width: D) }
     public static func groups(_ D: Int, copies: Int = 1) -> AxisRole { AxisRole(.groups, width: D, copies: copies) }
@@ -277,7 +283,7 @@ struct LayerOffsets {
         case .dense:
             mlpIn = maybe(.gate) ?? at(.up)
             down = at(.down)
-        case let .experts(E, _, _):
+        case let .experts(E, _, _, shared):
             let bias = maybe(.mlpBias)
             if layout.entry(.expertsIn, layer: l) != nil {
                 let (input, inputStride) = stack(.expertsIn), (output, outputStride) = stack(.expertsOut)
@@ -293,8 +299,20 @@ struct LayerOffsets {
                     output: output, outputStride: stride, bias: bias, count: E)
             }
             mlpRouterName = layout.entry(.mlpRouter, layer: l)?.name
+            if shared > 0 {
+                mlpExperts?.shared = SharedExpertOffsets(
+                    width: shared, input: at(.sharedGate), down: at(.sharedDown), gate: at(.sharedExpertGate))
+                precondition(at(.sharedUp) == at(.sharedGate) + shared * layout.entry(.sharedGate, layer: l)!.shape[1])
+            }
         }
     }
+}
+
+/// Where a mixture's shared expert sits: its fused (2S, C) gate and up projection, its down
+/// projection (C, S) and its (1, C) gate.
+struct SharedExpertOffsets {
+    var width: Int
+    var input: Int, down: Int, gate: Int
 }
 
 /// Where one Mamba2 mixer's tensors sit (``TensorRole/mambaIn`` …).
@@ -318,6 +336,7 @@ struct ExpertOffsets {
     var output: Int, outputStride: Int
     var bias: Int?
     var count: Int
+    var shared: SharedExpertOffsets? = nil
     func input(_ e: Int) -> Int { input + e * inputStride }
     func output(_ e: Int) -> Int { output + e * outputStride }
 }

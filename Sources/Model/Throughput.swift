@@ -107,7 +107,7 @@ public enum Throughput {
         switch b.channelMixer {
         case .none: s += " mlp-"
         case let .dense(F): s += " F\(F)"
-        case let .experts(E, k, F): s += " experts\(E)x\(k) F\(F)"
+        case let .experts(E, k, F, S): s += " experts\(E)x\(k) F\(F)" + (S > 0 ? " shared\(S)" : "")
         }
         if b.channelMixer != .none { s += c.family.isGated ? " swiglu" : " relu2" }
         if c.family.hasNormBias { s += " LN1P" }

@@ -199,6 +199,9 @@ public enum Importance {
         // Per-sample sequence aggregates: [layer][unit][sample].
         var headSeq = [[Double]](repeating: [Double](repeating: 0, count: H * S), count: L)
         var neuronSeq = [[Double]](repeating: [Double](repeating: 0, count: mixture ? 0 : F * S), count: L)
+        // A mixture's shared expert (Qwen3.5-MoE): its neurons are scored as a dense MLP's.
+        let sharedWidth = mixture && c.family.definition.hasSharedExpert ? c.intermediateSize : 0
+        var sharedSeq = [[Double]](repeating: [Double](repeating: 0, count: sharedWidth * S), count: L)
         let mambaWidth = c.mamba?.innerWidth ?? 0
         let mambaLayers = (0..<L).map { c.hybridLayers?[$0] == .mamba }
         var mambaSeq = mambaLayers.map { [Double](repeating: 0, count: $0 ? mambaWidth * S : 0) }
@@ -249,6 +252,13 @@ public enum Importance {
                         if !mixture && hasNeurons {
                             for i in 0..<F {
                                 neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) }
+                            }
+                        }
+                        if let act = a.sharedAct {
+                            for i in 0..<sharedWidth {
+                                sharedSeq[l][i * S + sample] = aggregate { t in
+                                    Double(act[(r * T + t) * sharedWidth + i])
+                                }
                             }
                         }
                         if deltaLayers[l], let m = a.deltaNet {
@@ -322,10 +332,14 @@ public enum Importance {
             }
         }
         let heads = headSeq.map { reduceSamples($0, units: H) }
-        // Mixture neurons: mean |activation| over the rows routed to their expert.
+        // Mixture neurons: mean |activation| over the rows routed to their expert; then the shared
+        // expert's (ids E·F + i).
         let neurons =
             mixture
-            ? (0..<L).map { l in (0..<(E * F)).map { expertNeuronSum[l][$0] / max(mlpExperts.count[l][$0 / F], 1) } }
+            ? (0..<L).map { l in
+                (0..<(E * F)).map { expertNeuronSum[l][$0] / max(mlpExperts.count[l][$0 / F], 1) }
+                    + (sharedWidth > 0 ? reduceSamples(sharedSeq[l], units: sharedWidth) : [])
+            }
             : neuronSeq.map { reduceSamples($0, units: F) }
         var channels = [Double](repeating: 0, count: C)
         for norm in channelSeq { for (i, v) in reduceSamples(norm, units: C).enumerated() { channels[i] += v } }

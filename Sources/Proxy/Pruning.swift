@@ -32,6 +32,8 @@ public struct PrunePlan: Sendable, Equatable {
     public var experts: [[Int]] = []
     /// Mixtures, per kept layer and kept expert: that expert's kept neurons.
     public var expertNeurons: [[[Int]]] = []
+    /// Qwen3.5-MoE, per kept layer: the shared expert's kept neurons.
+    public var sharedNeurons: [[Int]] = []
     /// JetMoE, per kept layer: kept attention experts.
     public var attentionExperts: [[Int]] = []
     /// Hybrid decoders, per kept layer: the Mamba2 heads kept (the same number from every
@@ -159,7 +161,7 @@ public enum Pruning {
             try notLarger(t.numAttentionHeads, teacher.numAttentionHeads, "num_attention_heads")
         } // JetMoE: G × k
         try notLarger(t.numKeyValueHeads, teacher.numKeyValueHeads, "num_key_value_heads")
-        try notLarger(t.intermediateSize, teacher.intermediateSize, "intermediate_size")
+        try notLarger(t.intermediateSize, teacher.intermediateSize, teacher.family.definition.intermediateSizeKey)
         try notLarger(t.moeIntermediateSize, teacher.moeIntermediateSize, "moe_intermediate_size")
         if teacher.family.isMixture {
             try notLarger(t.numLocalExperts, teacher.numLocalExperts, "num_local_experts")
@@ -372,6 +374,18 @@ public enum Pruning {
                                 t.expertWidth)
                         ).sorted()
                     })
+                if teacher.family.definition.hasSharedExpert {
+                    // The shared expert's neurons follow the routed experts' (ids E·F + i).
+                    let first = teacher.numLocalExperts * F
+                    guard scores.neurons[l].count == first + teacher.intermediateSize else {
+                        throw ProxyError.invalidTarget(
+                            field: "shared_expert_intermediate_size",
+                            reason: "the importance scores hold no shared-expert statistics; recompute them")
+                    }
+                    plan.sharedNeurons.append(
+                        Array(ImportanceScores.ranking(Array(scores.neurons[l][first...])).prefix(t.intermediateSize))
+                            .sorted())
+                }
             }
             if teacher.family.hasAttentionExperts {
                 guard let attention = scores.attentionExperts else {
@@ -424,6 +438,7 @@ public enum Pruning {
         case .groups: units = plan.groups[0]
         case .neurons: units = e.map { plan.expertNeurons[layer!][$0] } ?? plan.neurons[layer!]
         case .experts: units = plan.experts[layer!]
+        case .sharedNeurons: units = plan.sharedNeurons[layer!]
         case .attentionExperts: units = plan.attentionExperts[layer!]
         }
         let w = d.width, copy = size / d.copies

@@ -112,6 +112,13 @@ public protocol FamilyDefinition: Sendable {
     /// holds 1 + w in memory, adding 1 when a checkpoint is read and subtracting it when one
     /// is written, so that the engine's norms are the same for every family.
     var hasZeroCenteredNorms: Bool { get }
+    /// Every mixture layer has a shared expert beside its routed ones: a SwiGLU MLP of
+    /// ``ModelConfig/intermediateSize`` neurons scaled per token by σ(w·x) (Qwen3.5-MoE's
+    /// `shared_expert` and `shared_expert_gate`).
+    var hasSharedExpert: Bool { get }
+    /// The config key of ``ModelConfig/intermediateSize`` (Qwen3.5-MoE has no dense MLP: its
+    /// `shared_expert_intermediate_size`).
+    var intermediateSizeKey: String { get }
     /// Keys of `rope_parameters` the family's config may carry that change nothing for text
     /// (Qwen3.5's multimodal `mrope_section`, `mrope_interleaved`).
     var ignoredRopeKeys: Set<String> { get }
@@ -196,6 +203,8 @@ extension FamilyDefinition {
     public var hybridMixersHaveMLP: Bool { false }
     public var hasGatedAttention: Bool { false }
     public var hasZeroCenteredNorms: Bool { false }
+    public var hasSharedExpert: Bool { false }
+    public var intermediateSizeKey: String { "intermediate_size" }
     public var ignoredRopeKeys: Set<String> { [] }
     public var embeddingName: String { ParameterLayout.embeddingName }
     public var finalNormName: String { "model.norm" }
@@ -271,7 +280,8 @@ public struct Family: Sendable, Hashable, CaseIterable, Codable, RawRepresentabl
     /// The registry: every family the engine implements, by `model_type`. A new family is one
     /// file under `Sources/Model/Families/` and its line here.
     public static let allCases: [Family] = [
-        .llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe, .nemotronNAS, .nemotronH, .qwen35
+        .llama, .nemotron, .mixtral, .jetmoe, .qwen2, .qwen3, .mistral, .qwen3Moe, .nemotronNAS, .nemotronH, .qwen35,
+        .qwen35Moe
     ]
 
     private static let byModelType: [String: Family] = Dictionary(

@@ -79,7 +79,7 @@ struct JetMoE: FamilyDefinition {
     }
 
     func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec] {
-        guard case let .experts(E, _, F) = mixer else { return LlamaTensors.mlp(mixer, c, gated: true) }
+        guard case let .experts(E, _, F, _) = mixer else { return LlamaTensors.mlp(mixer, c, gated: true) }
         let C = c.hiddenSize
         return [
             TensorSpec("mlp.router.layer.weight", .mlpRouter, [E, C], [.experts, .channels]),

@@ -67,7 +67,7 @@ enum LlamaTensors {
         _ mixer: Block.ChannelMixer, _ c: ModelConfig, router: String, prefix: String,
         gate: String, up: String, down: String
     ) -> [TensorSpec] {
-        guard case let .experts(E, _, F) = mixer else { return [] }
+        guard case let .experts(E, _, F, _) = mixer else { return [] }
         let C = c.hiddenSize
         var t = [TensorSpec(router + ".weight", .mlpRouter, [E, C], [.experts, .channels])]
         for e in 0..<E {

@@ -4,10 +4,22 @@
 /// (default 4). Attention has per-head q/k norms, partial rotary (default a quarter of each
 /// head) and an output gate σ(gate) that `q_proj` projects beside each head's queries. Every
 /// RMSNorm but the DeltaNet's gated one scales by 1 + w (``FamilyDefinition/hasZeroCenteredNorms``).
+///
+/// `Qwen3_5MoeForCausalLM` (`qwen3_5_moe_text`, `mixture`): the same mixers, each followed by a
+/// mixture instead of the MLP — a softmax router (`mlp.gate`) choosing the top k of
+/// `num_experts` SwiGLU experts of width `moe_intermediate_size`, their gates always
+/// renormalised, plus a shared SwiGLU expert of `shared_expert_intermediate_size` neurons that
+/// every token passes through, scaled by σ(`mlp.shared_expert_gate` · x).
 struct Qwen35: FamilyDefinition {
-    var modelType: String { "qwen3_5_text" }
-    var architecture: String { "Qwen3_5ForCausalLM" }
-    var displayName: String { "Qwen3.5" }
+    var mixture = false
+    var modelType: String { mixture ? "qwen3_5_moe_text" : "qwen3_5_text" }
+    var architecture: String { mixture ? "Qwen3_5MoeForCausalLM" : "Qwen3_5ForCausalLM" }
+    var displayName: String { mixture ? "Qwen3.5-MoE" : "Qwen3.5" }
+    var isMixture: Bool { mixture }
+    var hasSeparateExpertWidth: Bool { mixture }
+    var hasSharedExpert: Bool { mixture }
+    var intermediateSizeKey: String { mixture ? "shared_expert_intermediate_size" : "intermediate_size" }
+    var defaultNormTopKProb: Bool { true }
     var hasQKNorm: Bool { true }
     var hybridMixersHaveMLP: Bool { true }
     var hasGatedAttention: Bool { true }
@@ -18,10 +30,28 @@ struct Qwen35: FamilyDefinition {
     var ignoredRopeKeys: Set<String> { ["mrope_section", "mrope_interleaved"] }
     var biasKeys: [(key: String, refused: Bool)] { [("attention_bias", true)] }
     var axes: [Axis] {
-        [
-            .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize, .linearNumValueHeads,
-            .numDeltaNetLayers, .numAttentionLayers
+        let channel: [Axis] =
+            mixture
+            ? [.moeIntermediateSize, .numExperts, .numExpertsPerTok, .sharedExpertIntermediateSize]
+            : [.intermediateSize]
+        return [.hiddenSize, .numAttentionHeads, .numKeyValueHeads] + channel + [
+            .linearNumValueHeads, .numDeltaNetLayers, .numAttentionLayers
         ]
+    }
+
+    /// Qwen3.5-MoE: `num_experts` (default 256), `num_experts_per_tok` (8) and
+    /// `moe_intermediate_size` (512); every layer is sparse and its k gates are always
+    /// renormalised (transformers' router has no `norm_topk_prob`).
+    func readMixture(_ r: ConfigReader, layers: Int, used: inout Set<String>) throws -> MixtureKeys {
+        var keys = MixtureKeys()
+        guard mixture else { return keys }
+        for key in ["num_experts", "num_experts_per_tok", "moe_intermediate_size"] { used.insert(key) }
+        keys.experts = try r.int("num_experts") ?? 256
+        keys.perToken = try r.int("num_experts_per_tok") ?? 8
+        keys.expertWidth = try r.int("moe_intermediate_size") ?? 512
+        keys.normTopK = true
+        try readRouterLoss(r, into: &keys, used: &used)
+        return keys
     }
 
     func readAttentionShape(_ r: ConfigReader, expertsPerToken: Int, used: inout Set<String>) throws
@@ -75,6 +105,13 @@ struct Qwen35: FamilyDefinition {
         json["layer_types"] = .array(
             (c.hybridLayers ?? []).map { .string($0 == .deltaNet ? "linear_attention" : "full_attention") })
         json["partial_rotary_factor"] = .float(c.partialRotaryFactor)
+        if mixture {
+            json["num_experts"] = JSON(c.numLocalExperts)
+            json["num_experts_per_tok"] = JSON(c.numExpertsPerTok)
+            json["moe_intermediate_size"] = JSON(c.moeIntermediateSize)
+            json["router_aux_loss_coef"] = .float(c.routerAuxLossCoef)
+            json["output_router_logits"] = .bool(c.outputRouterLogits)
+        }
         rope["partial_rotary_factor"] = .float(c.partialRotaryFactor)
         if let d = c.deltaNet {
             json["linear_num_key_heads"] = JSON(d.keyHeads)
@@ -102,6 +139,7 @@ struct Qwen35: FamilyDefinition {
                 (d.keyDim, "linear_key_head_dim"), (d.valueDim, "linear_value_head_dim"),
                 (d.convKernel, "linear_conv_kernel_dim")
             ], file: file)
+        if mixture { try requirePositive([(c.moeIntermediateSize, "moe_intermediate_size")], file: file) }
         if d.valueHeads % d.keyHeads != 0 {
             throw ModelError.invalidConfig(
                 file: file, key: "linear_num_value_heads",
@@ -133,8 +171,22 @@ struct Qwen35: FamilyDefinition {
             TensorSpec("linear_attn.out_proj.weight", .deltaOut, [C, d.valueWidth], [.channels, .deltaValues])
         ]
     }
+
+    func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec] {
+        guard case let .experts(_, _, _, S) = mixer else { return LlamaTensors.mlp(mixer, c, gated: true) }
+        let C = c.hiddenSize
+        return LlamaTensors.experts(
+            mixer, c, router: "mlp.gate", prefix: "mlp.experts.", gate: "gate_proj", up: "up_proj", down: "down_proj")
+            + [
+                TensorSpec("mlp.shared_expert.gate_proj.weight", .sharedGate, [S, C], [.sharedNeurons, .channels]),
+                TensorSpec("mlp.shared_expert.up_proj.weight", .sharedUp, [S, C], [.sharedNeurons, .channels]),
+                TensorSpec("mlp.shared_expert.down_proj.weight", .sharedDown, [C, S], [.channels, .sharedNeurons]),
+                TensorSpec("mlp.shared_expert_gate.weight", .sharedExpertGate, [1, C], [.whole, .channels])
+            ]
+    }
 }
 
 extension Family {
     public static let qwen35 = Family(Qwen35())
+    public static let qwen35Moe = Family(Qwen35(mixture: true))
 }

@@ -80,7 +80,7 @@ public struct TrialPlan: Sendable, Equatable {
             switch b.channelMixer {
             case .none: break
             case let .dense(F): n += 4 * F
-            case let .experts(E, k, F): n += 2 * E + 4 * k * F
+            case let .experts(E, k, F, S): n += 2 * E + 4 * k * F + (S > 0 ? 4 * S + C + 1 : 0)
             }
             return n
         }
