@@ -4,12 +4,14 @@
 For each family (llama untied, llama tied, nemotron, mixtral, jetmoe, qwen2 with a sliding layer, qwen2 tied,
 qwen3, mistral with a sliding window, qwen3_moe with a dense layer, nemotron_h with Mamba2, MLP and attention
 layers, with and without the convolution's bias, qwen3_5_text with Gated DeltaNet and gated attention, tied and
-untied) it trains a tiny model for a few steps with
+untied, qwen3_5_moe_text with routed and shared experts) it trains a tiny model for a few steps with
 `topiary teacher train` (so the weights are Topiary's own), loads the output directory with
 AutoModelForCausalLM.from_pretrained, and compares transformers' logits with
 `topiary model logits`. Needs a prepared corpus (data/fortunes) and a built topiary.
 
-    .venv/bin/python scripts/check_transformers_load.py [--topiary .build/release/topiary]
+    .venv/bin/python scripts/check_transformers_load.py [--topiary .build/release/topiary] [NAME ...]
+
+With names (keys of CONFIGS, e.g. qwen3_5_moe), only those are checked.
 """
 import argparse
 import json
@@ -66,26 +68,40 @@ CONFIGS = {
                      "linear_key_head_dim": 8, "linear_value_head_dim": 8, "linear_conv_kernel_dim": 2,
                      "tie_word_embeddings": True,
                      "rope_parameters": {"rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.5}},
+    "qwen3_5_moe": {"model_type": "qwen3_5_moe_text", "vocab_size": 257, "hidden_size": 32,
+                    "num_hidden_layers": 3, "layer_types": ["linear_attention", "full_attention", "linear_attention"],
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "linear_num_key_heads": 2,
+                    "linear_num_value_heads": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8,
+                    "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 12,
+                    "shared_expert_intermediate_size": 24, "output_router_logits": True},
 }
 
 # The pruning target of each family's second check (a hybrid decoder's depth is counted per layer type).
 PRUNE_TARGETS = {"nemotron_h": {"num_mamba_layers": 1, "mamba_num_heads": 2},
                  "nemotron_h_nobias": {"num_mlp_layers": 0, "mamba_head_dim": 8},
                  "qwen3_5": {"num_deltanet_layers": 2, "num_attention_heads": 2},
-                 "qwen3_5_tied": {"hidden_size": 24, "intermediate_size": 24}}
+                 "qwen3_5_tied": {"hidden_size": 24, "intermediate_size": 24},
+                 "qwen3_5_moe": {"num_experts": 3, "moe_intermediate_size": 8, "shared_expert_intermediate_size": 16,
+                                 "num_deltanet_layers": 1}}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--topiary", default=".build/release/topiary")
     ap.add_argument("--data", default="data/fortunes")
+    ap.add_argument("names", nargs="*", help="configs to check (default: all)")
     a = ap.parse_args()
+    unknown = [n for n in a.names if n not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown config {unknown}; known: {', '.join(CONFIGS)}")
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         ids = torch.randint(0, 257, (2, 16), generator=torch.Generator().manual_seed(0))
         ids_path = os.path.join(tmp, "ids.json")
         json.dump({"input_ids": ids.tolist()}, open(ids_path, "w"))
         for name, cfg in CONFIGS.items():
+            if a.names and name not in a.names:
+                continue
             cfg_path = os.path.join(tmp, name + ".json")
             json.dump(cfg, open(cfg_path, "w"))
             out = os.path.join(tmp, name)
@@ -107,7 +123,8 @@ def main():
                                 if "embed_tokens" not in n and n != "model.embeddings.weight" and not n.startswith("lm_head"))
             inactive = 0
             if "num_experts_per_tok" in cfg:
-                E, k = model.config.num_local_experts, model.config.num_experts_per_tok
+                E = getattr(model.config, "num_local_experts", None) or model.config.num_experts
+                k = model.config.num_experts_per_tok
                 inactive = sum(v * (E - k) // E for n, v in sizes.items() if ".mlp.experts." in n or ".block_sparse_moe.experts." in n
                                or (".mlp." in n and ("input_linear" in n or "output_linear" in n))
                                or ".experts.input_linear" in n or ".experts.output_linear" in n)

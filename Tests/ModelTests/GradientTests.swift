@@ -49,9 +49,12 @@ import Testing
     /// projections and convolutions copied; each is still perturbed on its own) and the decays
     /// weak (A 0.05, 0.1, …), so that the state carries every position. The transformers
     /// fixtures (qwen3_5_hybrid, qwen3_5_tied) check the unconditioned case.
-    @Test(arguments: [(5, false, 4, 8, 8), (13, true, 4, 8, 8), (9, false, 2, 8, 6), (13, true, 4, 4, 3)])
-    func finiteDifferencesQwen35(_ T: Int, _ tied: Bool, _ valueHeads: Int, _ keyDim: Int, _ valueDim: Int) throws {
-        let c = qwen35Config(tied: tied, valueHeads: valueHeads, keyDim: keyDim, valueDim: valueDim)
+    /// `mixture`: Qwen3.5-MoE's router, experts and the shared expert behind its sigmoid gate.
+    @Test(arguments: [(5, false, 4, 8, 8, false), (13, true, 4, 8, 8, false), (9, false, 2, 8, 6, false),
+                      (13, true, 4, 4, 3, false), (5, false, 4, 8, 8, true), (9, true, 2, 8, 6, true)])
+    func finiteDifferencesQwen35(_ T: Int, _ tied: Bool, _ valueHeads: Int, _ keyDim: Int, _ valueDim: Int,
+                                 _ mixture: Bool) throws {
+        let c = qwen35Config(tied: tied, valueHeads: valueHeads, keyDim: keyDim, valueDim: valueDim, mixture: mixture)
         try Self.checkFiniteDifferences(c, T: T, step: 3e-3) { model in
             let d = c.deltaNet!, Kw = d.keyWidth, C = c.hiddenSize
             for l in 0..<c.numHiddenLayers where c.hybridLayers![l] == .deltaNet {
@@ -134,7 +137,8 @@ import Testing
 
     /// The gradient really flows everywhere: no tensor's gradient is identically zero.
     @Test func everyTensorGetsGradient() throws {
-        for config in Self.cases.map({ tinyConfig($0.0, tied: $0.1) }) + [heterogeneousConfig(), hybridConfig(), qwen35Config()] {
+        for config in Self.cases.map({ tinyConfig($0.0, tied: $0.1) }) + [heterogeneousConfig(), hybridConfig(), qwen35Config(),
+                                                                    qwen35Config(mixture: true)] {
             let family = config.family
             let model = DecoderModel(config: config)
             model.initialize(seed: 3)

@@ -55,11 +55,15 @@ func hybridConfig(vocab: Int = 23, layers: [HybridLayer] = [.mamba, .mlp, .atten
 
 /// A Qwen3.5 decoder: Gated DeltaNet (2 key heads of `keyDim`, `valueHeads` value heads of `valueDim`, a
 /// convolution of 3 taps, chunks of 4), gated attention with half of each head rotating, SwiGLU.
+/// `mixture`: Qwen3.5-MoE, 3 experts of 6 (top 2) and a shared expert of 10 per layer.
 func qwen35Config(vocab: Int = 23, layers: [HybridLayer] = [.deltaNet, .attention, .deltaNet], tied: Bool = false,
-                  valueHeads: Int = 4, keyDim: Int = 4, valueDim: Int = 3) -> ModelConfig {
-    var c = ModelConfig(family: .qwen35, vocabSize: vocab, hiddenSize: 16, intermediateSize: 20, numHiddenLayers: layers.count,
+                  valueHeads: Int = 4, keyDim: Int = 4, valueDim: Int = 3, mixture: Bool = false) -> ModelConfig {
+    var c = ModelConfig(family: mixture ? .qwen35Moe : .qwen35, vocabSize: vocab, hiddenSize: 16,
+                        intermediateSize: mixture ? 10 : 20, numHiddenLayers: layers.count,
                         numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, ropeTheta: 100, partialRotaryFactor: 0.5,
-                        tieWordEmbeddings: tied, maxPositionEmbeddings: 64, initializerRange: 0.3)
+                        tieWordEmbeddings: tied, maxPositionEmbeddings: 64, initializerRange: 0.3,
+                        numLocalExperts: mixture ? 3 : 0, numExpertsPerTok: mixture ? 2 : 0,
+                        moeIntermediateSize: mixture ? 6 : nil, normTopKProb: mixture ? true : nil)
     c.hybridLayers = layers
     c.deltaNet = DeltaNetShape(keyHeads: 2, valueHeads: valueHeads, keyDim: keyDim, valueDim: valueDim, convKernel: 3)
     c.deltaNetChunkSize = 4
