@@ -113,6 +113,64 @@ import Testing
         #expect(field(["linear_num_value_heads": 6]) == "linear_num_value_heads")
     }
 
+    /// Qwen3.5-MoE: DeltaNet, attention, DeltaNet, each followed by 5 experts of 8 (top 2) and a
+    /// shared expert of 14. Removing experts, neurons inside the kept experts, shared-expert
+    /// neurons and DeltaNet value heads equals the teacher with those experts' router logits at
+    /// −∞ and the rest masked.
+    @Test func expertsSharedExpertAndValueHeadsEqualMasking() throws {
+        var c = ModelConfig(
+            family: .qwen35Moe, vocabSize: 31, hiddenSize: 24, intermediateSize: 14, numHiddenLayers: 3,
+            numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, partialRotaryFactor: 0.5,
+            maxPositionEmbeddings: 64, initializerRange: 0.3, numLocalExperts: 5, numExpertsPerTok: 2,
+            moeIntermediateSize: 8, normTopKProb: true)
+        c.hybridLayers = [.deltaNet, .attention, .deltaNet]
+        c.deltaNet = DeltaNetShape(keyHeads: 2, valueHeads: 4, keyDim: 4, valueDim: 3, convKernel: 3)
+        c.deltaNetChunkSize = 4
+        let t = initializedWithRandomNorms(c, seed: 8)
+        var scores = randomScores(c)
+        var rng = SeededGenerator(seed: 13)
+        func r(_ n: Int) -> [Double] { (0..<n).map { _ in rng.uniform() } }
+        // Neuron ids: expert e's neuron i is e·8 + i, then the shared expert's (40 + i).
+        scores.neurons = (0..<3).map { _ in r(5 * 8 + 14) }
+        scores.mlpExperts = ExpertScores(
+            frequency: (0..<3).map { _ in r(5) }, gatedOutputNorm: (0..<3).map { _ in r(5) }, frequencyByLanguage: [:])
+        scores.deltaNetHeads = c.hybridLayers!.map { $0 == .deltaNet ? r(4) : [] }
+        let target = try Pruning.targetConfig(
+            teacher: c,
+            target: [
+                "num_experts": 3, "moe_intermediate_size": 5, "shared_expert_intermediate_size": 9,
+                "linear_num_value_heads": 2
+            ])
+        let plan = try Pruning.plan(teacher: c, target: target, scores: scores, options: PruneOptions())
+        var masks = ForwardMasks()
+        for l in 0..<3 {
+            #expect(plan.experts[l] == Array(ImportanceScores.ranking(scores.mlpExperts!.gatedOutputNorm[l]).prefix(3)).sorted())
+            #expect(plan.sharedNeurons[l] == Array(ImportanceScores.ranking(Array(scores.neurons[l][40...])).prefix(9)).sorted())
+            masks.experts[l] = (0..<5).filter { !plan.experts[l].contains($0) }
+            masks.neurons[l] = plan.experts[l].enumerated().flatMap { ne, e in
+                (0..<8).filter { !plan.expertNeurons[l][ne].contains($0) }.map { e * 8 + $0 }
+            } + (0..<14).filter { !plan.sharedNeurons[l].contains($0) }.map { 40 + $0 }
+            if c.hybridLayers![l] == .deltaNet { masks.deltaNetHeads[l] = (0..<4).filter { !plan.deltaNetHeads[l].contains($0) } }
+        }
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        #expect(student.config.parameterCount == student.layout.count)
+        #expect(student.layout.entry("model.layers.0.mlp.shared_expert.down_proj.weight")?.shape == [24, 9])
+        #expect(student.layout.entry("model.layers.2.mlp.experts.2.gate_proj.weight")?.shape == [5, 24])
+        let gap = try pruningGap(teacher: t, masks: masks, student: student)
+        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
+        #expect(gap.unmasked > 1e-3, "the pruning changed nothing (\(gap.unmasked))")
+        // The shared expert's masks matter on their own.
+        var withoutShared = masks
+        withoutShared.neurons = masks.neurons.mapValues { $0.filter { $0 < 40 } }
+        #expect(try pruningGap(teacher: t, masks: withoutShared, student: student).masked > 1e-4)
+        // Scores without the shared expert's neurons are refused by name.
+        scores.neurons = (0..<3).map { _ in r(5 * 8) }
+        let error = #expect(throws: ProxyError.self) {
+            try Pruning.plan(teacher: c, target: target, scores: scores, options: PruneOptions())
+        }
+        #expect("\(String(describing: error))".contains("shared_expert_intermediate_size"))
+    }
+
     /// The teacher's fingerprint streamed from its files equals the loaded model's, whose norms
     /// hold 1 + w (a search records one and export checks the other).
     @Test func streamedFingerprintEqualsTheLoadedModels() throws {

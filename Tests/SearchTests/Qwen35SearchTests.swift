@@ -55,4 +55,47 @@ struct Qwen35SearchTests {
             #expect(try Checkpoint.load(dir.appendingPathComponent("proxy")).config == model.config)
         }
     }
+
+    /// Qwen3.5-MoE: importance scores every expert, every expert's neurons and the shared
+    /// expert's; a search over the expert axes and the shared expert's width counts total and
+    /// active parameters exactly and exports loadable winners.
+    @Test func aQwen35MoESearchScoresExpertsAndExports() throws {
+        let f = try Fixture(family: .qwen35Moe)
+        defer { f.cleanup() }
+        let (teacher, corpus) = (try Checkpoint.load(f.teacher), try TokenShards(directory: f.corpus))
+        var settings = ImportanceSettings()
+        (settings.samples, settings.sequence, settings.lossTokensPerLanguage) = (4, 8, 0)
+        let calibration = try Importance.key(teacher: teacher, corpus: corpus, settings: settings).1
+        let s = try Importance.compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings)
+        let experts = try #require(s.mlpExperts)
+        for l in 0..<3 {
+            #expect(s.neurons[l].count == 4 * 16 + 32, "layer \(l)")
+            // The shared expert sees every token: each of its neurons scores.
+            #expect(s.neurons[l][64...].allSatisfy { $0 > 0 }, "layer \(l)")
+            #expect(abs(experts.frequency[l].reduce(0, +) - 2) < 1e-9 && experts.gatedOutputNorm[l].contains { $0 > 0 })
+        }
+        let spec = try f.parse(
+            f.spec([
+                "space": [
+                    "num_experts": [2, 4], "moe_intermediate_size": [8, 16], "shared_expert_intermediate_size": [16, 32],
+                    "hidden_size": [16, 24]
+                ],
+                "budget": ["min": 1, "max": JSON(f.config.activeParameterCount), "count": "active"]
+            ]))
+        let e = Enumeration.of(spec, teacher: f.config)
+        #expect(e.combinations == 16)
+        #expect(!e.candidates.isEmpty)
+        for c in e.candidates {
+            #expect(c.parameters == ParameterLayout(config: c.config).count)
+            #expect(c.config.activeParameterCount <= f.config.activeParameterCount)
+        }
+        let (store, _) = try f.run(spec)
+        let ranked = try store.top(study: try #require(try store.study(named: "tiny")).id, limit: 2)
+        #expect(!ranked.isEmpty)
+        for (dir, winner) in zip(try f.exportTop(store, 2), ranked) {
+            let model = try Checkpoint.load(dir)
+            #expect(model.config.family == .qwen35Moe)
+            #expect(model.layout.count == winner.trial.parameters)
+        }
+    }
 }

@@ -41,11 +41,14 @@ struct Fixture {
             c.mamba = MambaShape(heads: 4, headDim: 6, groups: 2, stateSize: 8, convKernel: 4)
             c.mambaChunkSize = 4
             config = c
-        case .qwen35:
-            // DeltaNet, attention, DeltaNet: 2 key heads of 4 serving 4 value heads of 4, chunks of 4.
-            var c = ModelConfig(family: .qwen35, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
+        case .qwen35, .qwen35Moe:
+            // DeltaNet, attention, DeltaNet: 2 key heads of 4 serving 4 value heads of 4, chunks of 4;
+            // Qwen3.5-MoE: 4 experts of 16 (top 2) and a shared expert of 32 after each.
+            let moe = family == .qwen35Moe
+            var c = ModelConfig(family: family, vocabSize: 257, hiddenSize: 24, intermediateSize: 32, numHiddenLayers: 3,
                                 numAttentionHeads: 6, numKeyValueHeads: 3, headDim: 4, partialRotaryFactor: 0.5,
-                                maxPositionEmbeddings: 64, initializerRange: 0.1)
+                                maxPositionEmbeddings: 64, initializerRange: 0.1, numLocalExperts: moe ? 4 : 0,
+                                numExpertsPerTok: moe ? 2 : 0, moeIntermediateSize: moe ? 16 : nil, normTopKProb: moe ? true : nil)
             c.hybridLayers = [.deltaNet, .attention, .deltaNet]
             c.deltaNet = DeltaNetShape(keyHeads: 2, valueHeads: 4, keyDim: 4, valueDim: 4, convKernel: 4)
             c.deltaNetChunkSize = 4
