@@ -70,6 +70,37 @@ import Testing
         #expect(try file.tensors.keys.reduce(0) { $0 + (try file.info($1).count) } == total)
     }
 
+    /// Qwen3.5-MoE (`qwen3_5_moe_text`): every layer's MLP is a mixture with a shared expert, whose
+    /// width is `shared_expert_intermediate_size` (there is no intermediate_size); the router
+    /// always renormalises its k gates. Read, written back, counted by hand and refused by key.
+    @Test func theMixtureConfigReadsCountsAndRefuses() throws {
+        let file = fixtures.appendingPathComponent("qwen3_5_moe_hybrid/config.json")
+        let c = try ModelConfig.load(file)
+        #expect(c.family == .qwen35Moe && c.passthrough.unknown.isEmpty, "\(c.passthrough.unknown)")
+        #expect(c.numLocalExperts == 4 && c.numExpertsPerTok == 2 && c.expertWidth == 12 && c.intermediateSize == 20)
+        #expect(c.normTopKProb && c.outputRouterLogits && c.routerAuxLossCoef == 0.02)
+        #expect(c.blocks.allSatisfy { $0.channelMixer == .experts(count: 4, topK: 2, width: 12, shared: 20) })
+        #expect(try ModelConfig.decode(c.json.data()) == c)
+        let written = try #require(c.json.object)
+        #expect(written["intermediate_size"] == nil && written["shared_expert_intermediate_size"]?.int == 20)
+        // By hand (C 32, V 61; DeltaNet 2 key heads of 8, 4 value heads of 6, K 4; attention 4 heads
+        // of 8 with gates, 2 groups): each mixture is a router (4, C), 4 experts of 3·12·C, a shared
+        // expert of 3·20·C and its (1, C) gate; k = 2 experts are active.
+        let convDim = 2 * 2 * 8 + 4 * 6, W = convDim + 24 + 2 * 4
+        let deltaNet = 32 * W + convDim * 4 + 2 * 4 + 6 + 24 * 32
+        let attention = 32 * (2 * 4 + 2 * 2) * 8 + 4 * 8 * 32 + 2 * 8
+        let shared = 4 * 32 + 3 * 32 * 20 + 32, experts = 3 * 32 * 12, norms = 2 * 32
+        let total = 2 * 61 * 32 + 2 * deltaNet + attention + 3 * (shared + 4 * experts + norms) + 32
+        #expect(c.parameterCount == total && ParameterLayout(config: c).count == total)
+        #expect(c.activeParameterCount == total - 3 * 2 * experts)
+        let weights = try SafeTensorsFile(url: fixtures.appendingPathComponent("qwen3_5_moe_hybrid/model.safetensors"))
+        #expect(try weights.tensors.keys.reduce(0) { $0 + (try weights.info($1).count) } == total)
+        func refusal(_ changes: [String: JSON?]) -> String { configRefusal(file, changes) }
+        #expect(refusal(["shared_expert_intermediate_size": nil]).contains("shared_expert_intermediate_size"))
+        #expect(refusal(["moe_intermediate_size": 0]).contains("moe_intermediate_size"))
+        #expect(refusal(["num_experts_per_tok": 5]).contains("num_experts_per_tok"))
+    }
+
     /// RMSNorm scales by 1 + w: the checkpoint's w is read as 1 + w and written back as w, bit for bit.
     @Test func zeroCenteredNormsRoundTrip() throws {
         let dir = fixtures.appendingPathComponent("qwen3_5_tied")
