@@ -502,8 +502,9 @@ def distill(job):
         moe = bool(getattr(cfg, "num_local_experts", 0) or getattr(cfg, "num_experts", 0))
         if cfg.model_type == "nemotron_h":  # its config always names experts; only `moe` layers have them
             moe = "moe" in cfg.layers_block_type
-        if moe and cfg.model_type not in ("mixtral", "qwen3_moe"):
-            raise ValueError(f"{cfg.model_type} students are not distilled by the torch backend yet (mixtral and qwen3_moe are)")
+        if moe and cfg.model_type not in ("mixtral", "qwen3_moe", "qwen3_5_moe_text"):
+            raise ValueError(f"{cfg.model_type} students are not distilled by the torch backend yet "
+                             "(mixtral, qwen3_moe and qwen3_5_moe_text are)")
         students.append({"name": s["name"], "model": model, "opt": opt, "out": s["out"], "alive": True,
                          "moe": moe, "aux_coef": float(getattr(cfg, "router_aux_loss_coef", 0.0) or 0.0)})
     emit("start", protocol=PROTOCOL, backend="torch", torch=torch.__version__, device=str(device), dtype=str(dtype).replace("torch.", ""),
