@@ -222,6 +222,17 @@ public enum Throughput {
 
     /// A hybrid model of `layers` copies of `b`, which is one mixer (Mamba2 or attention) or one
     /// MLP, with `c`'s numerics.
+    /// A Qwen3.5 layer's MLP, or a Qwen3.5-MoE layer's mixture and shared expert.
+    static func setChannelMixer(_ c: inout ModelConfig, _ channel: Block.ChannelMixer) {
+        switch channel {
+        case let .dense(F): c.intermediateSize = F
+        case let .experts(E, k, F, S):
+            (c.numLocalExperts, c.numExpertsPerTok, c.moeIntermediateSize) = (E, k, F)
+            if S > 0 { c.intermediateSize = S }
+        case .none: break
+        }
+    }
+
     static func hybridLayers(_ b: Block, like c: ModelConfig, layers: Int) throws -> DecoderModel {
         var one = c
         let type: HybridLayer
@@ -236,16 +247,16 @@ public enum Throughput {
         case let (.none, .dense(F)):
             type = .mlp
             one.intermediateSize = F
-        case let (.deltaNet(d), .dense(F)) where c.family.definition.hybridMixersHaveMLP:
+        case let (.deltaNet(d), channel) where c.family.definition.hybridMixersHaveMLP && channel != .none:
             type = .deltaNet
             one.deltaNet = d
-            one.intermediateSize = F
-        case let (.attention(H, G, _, window, E), .dense(F))
-        where E == 0 && window == nil && c.family.definition.hybridMixersHaveMLP:
+            setChannelMixer(&one, channel)
+        case let (.attention(H, G, _, window, E), channel)
+        where E == 0 && window == nil && c.family.definition.hybridMixersHaveMLP && channel != .none:
             type = .attention
             one.numAttentionHeads = H
             one.numKeyValueHeads = G
-            one.intermediateSize = F
+            setChannelMixer(&one, channel)
         default:
             throw ModelError.invalidInput(
                 "a hybrid layer is one Mamba2 mixer, one attention mixer or one MLP (Nemotron-H), or a DeltaNet or "

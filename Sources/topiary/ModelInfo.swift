@@ -55,6 +55,8 @@ struct ModelInfo: ParsableCommand {
             ? "\(c.numLocalExperts) experts of \(c.expertWidth) (\(mlpKind)), top \(c.numExpertsPerTok) per token"
                 + (c.family.definition.hasNormTopKProbKey
                     ? (c.normTopKProb ? ", gates renormalised" : ", gates not renormalised") : "")
+                + (c.family.definition.hasSharedExpert
+                    ? ", gates renormalised; a shared expert of \(c.intermediateSize) behind a sigmoid gate" : "")
                 + (c.denseMLPLayers.isEmpty
                     ? ""
                     : "; dense \(c.intermediateSize) on layers \(c.denseMLPLayers.map(String.init).joined(separator: ","))")
@@ -96,7 +98,8 @@ struct ModelInfo: ParsableCommand {
             if let d = c.deltaNet {
                 layers +=
                     "\ndeltanet          \(d.keyHeads) key heads × \(d.keyDim), \(d.valueHeads) value heads × "
-                    + "\(d.valueDim), conv \(d.convKernel); each layer then a SwiGLU MLP"
+                    + "\(d.valueDim), conv \(d.convKernel); each layer then "
+                    + (c.family.isMixture ? "a mixture of experts" : "a SwiGLU MLP")
             }
         }
         print(
