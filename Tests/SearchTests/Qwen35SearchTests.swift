@@ -8,14 +8,33 @@ import Testing
 /// neurons of DeltaNet and attention layers, the DeltaNet value heads), and a search over its
 /// axes enumerates exact counts, runs successive halving and exports loadable winners.
 struct Qwen35SearchTests {
-    @Test func importanceScoresEveryPrunableUnit() throws {
-        let f = try Fixture(family: .qwen35)
-        defer { f.cleanup() }
+    /// The fixture teacher's importance scores (4 calibration samples of 8 tokens, no loss rise).
+    static func importance(_ f: Fixture) throws -> ImportanceScores {
         let (teacher, corpus) = (try Checkpoint.load(f.teacher), try TokenShards(directory: f.corpus))
         var settings = ImportanceSettings()
         (settings.samples, settings.sequence, settings.lossTokensPerLanguage) = (4, 8, 0)
         let calibration = try Importance.key(teacher: teacher, corpus: corpus, settings: settings).1
-        let s = try Importance.compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings)
+        return try Importance.compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings)
+    }
+
+    /// Runs `spec` and exports its top two: each loads with the teacher's family and the trial's
+    /// parameter count, its proxy checkpoint with the same config.
+    static func runAndExportTop2(_ f: Fixture, _ spec: SearchSpec) throws {
+        let (store, _) = try f.run(spec)
+        let ranked = try store.top(study: try #require(try store.study(named: "tiny")).id, limit: 2)
+        #expect(!ranked.isEmpty)
+        for (dir, winner) in zip(try f.exportTop(store, 2), ranked) {
+            let model = try Checkpoint.load(dir)
+            #expect(model.config.family == f.config.family)
+            #expect(model.layout.count == winner.trial.parameters)
+            #expect(try Checkpoint.load(dir.appendingPathComponent("proxy")).config == model.config)
+        }
+    }
+
+    @Test func importanceScoresEveryPrunableUnit() throws {
+        let f = try Fixture(family: .qwen35)
+        defer { f.cleanup() }
+        let s = try Self.importance(f)
         // Every layer's MLP neurons (DeltaNet layers end in an MLP as attention ones do).
         for l in 0..<3 { #expect(s.neurons[l].count == 32 && s.neurons[l].contains { $0 != 0 }, "layer \(l)") }
         #expect(s.heads[1].contains { $0 != 0 } && s.heads[0].allSatisfy { $0 == 0 })
@@ -45,15 +64,7 @@ struct Qwen35SearchTests {
             #expect(c.parameters == ParameterLayout(config: c.config).count)
             #expect(c.config.hybridLayers?.filter { $0 == .attention }.count == 1)
         }
-        let (store, _) = try f.run(spec)
-        let ranked = try store.top(study: try #require(try store.study(named: "tiny")).id, limit: 2)
-        #expect(!ranked.isEmpty)
-        for (dir, winner) in zip(try f.exportTop(store, 2), ranked) {
-            let model = try Checkpoint.load(dir)
-            #expect(model.config.family == .qwen35)
-            #expect(model.layout.count == winner.trial.parameters)
-            #expect(try Checkpoint.load(dir.appendingPathComponent("proxy")).config == model.config)
-        }
+        try Self.runAndExportTop2(f, spec)
     }
 
     /// Qwen3.5-MoE: importance scores every expert, every expert's neurons and the shared
@@ -62,11 +73,7 @@ struct Qwen35SearchTests {
     @Test func aQwen35MoESearchScoresExpertsAndExports() throws {
         let f = try Fixture(family: .qwen35Moe)
         defer { f.cleanup() }
-        let (teacher, corpus) = (try Checkpoint.load(f.teacher), try TokenShards(directory: f.corpus))
-        var settings = ImportanceSettings()
-        (settings.samples, settings.sequence, settings.lossTokensPerLanguage) = (4, 8, 0)
-        let calibration = try Importance.key(teacher: teacher, corpus: corpus, settings: settings).1
-        let s = try Importance.compute(teacher: teacher, corpus: corpus, calibration: calibration, settings: settings)
+        let s = try Self.importance(f)
         let experts = try #require(s.mlpExperts)
         for l in 0..<3 {
             #expect(s.neurons[l].count == 4 * 16 + 32, "layer \(l)")
@@ -89,13 +96,6 @@ struct Qwen35SearchTests {
             #expect(c.parameters == ParameterLayout(config: c.config).count)
             #expect(c.config.activeParameterCount <= f.config.activeParameterCount)
         }
-        let (store, _) = try f.run(spec)
-        let ranked = try store.top(study: try #require(try store.study(named: "tiny")).id, limit: 2)
-        #expect(!ranked.isEmpty)
-        for (dir, winner) in zip(try f.exportTop(store, 2), ranked) {
-            let model = try Checkpoint.load(dir)
-            #expect(model.config.family == .qwen35Moe)
-            #expect(model.layout.count == winner.trial.parameters)
-        }
+        try Self.runAndExportTop2(f, spec)
     }
 }
