@@ -5,7 +5,8 @@ Run once (the Swift tests never need Python):
     python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors
     .venv/bin/python scripts/make_fixtures.py [NAME ...]
 With names (e.g. `rope`, `hybrid`), only those are made; `hybrid` makes the Nemotron-H fixtures
-(nemotron_h_hybrid, nemotron_h_untied), `qwen35` the Qwen3.5 ones (qwen3_5_hybrid,
+(nemotron_h_hybrid, nemotron_h_untied), `nemotronhmoe` its mixture ones (nemotron_h_moe,
+nemotron_h_latent), `qwen35` the Qwen3.5 ones (qwen3_5_hybrid,
 qwen3_5_tied), `qwen35moe` the Qwen3.5-MoE ones (qwen3_5_moe_hybrid, qwen3_5_moe_tied); `rope` makes the five rope
 scaling fixtures (llama_rope_linear, llama_rope_dynamic in transformers 4's `rope_scaling` +
 `rope_theta` spelling; llama_rope_llama3, qwen2_yarn, mistral_yarn_mscale in 5's `rope_parameters`).
@@ -48,7 +49,14 @@ def perturb_norms(model, generator):
 def checkpoint_names(name, grad, model_type):
     """The saved checkpoint's tensor names for one in-memory parameter (fused experts split)."""
     if model_type == "nemotron_h":  # saved under `backbone.` (transformers renames it `model.` in memory)
-        yield (name.replace("model.", "backbone.", 1) if name.startswith("model.") else name), grad
+        name = name.replace("model.", "backbone.", 1) if name.startswith("model.") else name
+        if name.endswith(".mixer.experts.up_proj") or name.endswith(".mixer.experts.down_proj"):
+            # Fused (E, out, in) in memory, one tensor per expert in the checkpoint.
+            prefix, proj = name.rsplit(".", 1)
+            for e in range(grad.shape[0]):
+                yield f"{prefix}.{e}.{proj}.weight", grad[e]
+            return
+        yield name, grad
         return
     if model_type in ("qwen3_moe", "qwen3_5_moe_text") and ".mlp.experts." in name:
         prefix = name.split(".mlp.experts.")[0] + ".mlp.experts."
@@ -186,6 +194,47 @@ def hybrid_fixtures(wanted):
     make("nemotron_h_untied", nh2, 61, batch=1, seq=19, seed=13)
 
 
+def nemotron_h_moe_fixtures(wanted):
+    """The Nemotron-H mixture fixtures (`nemotronhmoe`, or every fixture without names)."""
+    if wanted and "nemotronhmoe" not in wanted:
+        return
+    # Nemotron-H mixture blocks (issue 26): Mamba2, MoE, attention, MoE layers; a sigmoid router
+    # over 6 squared-ReLU experts of 12 in 2 groups (the best group kept, top 2 in it), gates
+    # renormalised and scaled by 2.5, a random e_score_correction_bias (a buffer) so that the
+    # choice differs from the scores' own, and a shared expert of 20.
+    torch.manual_seed(61)
+    nh = NemotronHForCausalLM(NemotronHConfig(
+        vocab_size=61, hidden_size=32, layers_block_type=["mamba", "moe", "attention", "moe"],
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40, mamba_num_heads=4,
+        mamba_head_dim=6, n_groups=2, ssm_state_size=5, conv_kernel=4, chunk_size=4, time_step_min=0.01,
+        n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=12, moe_shared_expert_intermediate_size=20,
+        n_group=2, topk_group=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+        max_position_embeddings=64, initializer_range=0.2, attn_implementation="eager",
+        experts_implementation="eager"))
+    g = torch.Generator().manual_seed(62)
+    with torch.no_grad():
+        for layer in nh.model.layers:
+            if layer.block_type == "moe":
+                layer.mixer.gate.e_score_correction_bias.copy_(0.05 * torch.randn(6, generator=g))
+    make("nemotron_h_moe", nh, 61, batch=2, seq=11, seed=18)
+    # The latent mixture: experts in a latent width of 16 between fc1_latent_proj and
+    # fc2_latent_proj, one group, top 3 of 4 without renormalising, an MLP layer beside them.
+    torch.manual_seed(63)
+    nh2 = NemotronHForCausalLM(NemotronHConfig(
+        vocab_size=61, hidden_size=32, layers_block_type=["moe", "mamba", "mlp", "moe"], num_attention_heads=4,
+        num_key_value_heads=4, head_dim=8, intermediate_size=24, mamba_num_heads=2, mamba_head_dim=8, n_groups=1,
+        ssm_state_size=4, conv_kernel=2, chunk_size=8, n_routed_experts=4, num_experts_per_tok=3,
+        moe_intermediate_size=10, moe_shared_expert_intermediate_size=8, moe_latent_size=16, norm_topk_prob=False,
+        use_cache=False,  # transformers 5.24 asks a cache without attention layers for its length
+        max_position_embeddings=64, initializer_range=0.2, attn_implementation="eager",
+        experts_implementation="eager"))
+    with torch.no_grad():
+        for layer in nh2.model.layers:
+            if layer.block_type == "moe":
+                layer.mixer.gate.e_score_correction_bias.copy_(0.05 * torch.randn(4, generator=g))
+    make("nemotron_h_latent", nh2, 61, batch=1, seq=19, seed=19)
+
+
 def qwen35_fixtures(wanted):
     """The Qwen3.5 fixtures (`qwen35`, or every fixture without names)."""
     if wanted and "qwen35" not in wanted:
@@ -254,6 +303,7 @@ def main():
     wanted = set(sys.argv[1:])
     rope_fixtures(wanted)
     hybrid_fixtures(wanted)
+    nemotron_h_moe_fixtures(wanted)
     qwen35_fixtures(wanted)
     qwen35_moe_fixtures(wanted)
     if wanted:

@@ -81,9 +81,14 @@ extension ModelConfig {
         case .none: break
         case let .dense(F): total += matrices * n(F)
         case let .experts(E, k, F, S):
-            total += n(active ? k : E) * matrices * n(F) + n(E) * C + (definition.expertsHaveOutputBias ? C : 0)
+            // The routed experts work in the latent width where a latent projection (L, C) and
+            // (C, L) surrounds them; the router reads the hidden state. (Nemotron-H's choice bias
+            // is a buffer, not a parameter.)
+            let expertMatrices = n(definition.isGated ? 3 : 2) * n(expertInputWidth)
+            total += n(active ? k : E) * expertMatrices * n(F) + n(E) * C + (definition.expertsHaveOutputBias ? C : 0)
+            if let L = moeLatentSize { total += 2 * n(L) * C }
             // The shared expert (every token's) and its (1, C) gate.
-            if S > 0 { total += matrices * n(S) + C }
+            if S > 0 { total += matrices * n(S) + (definition.hasSharedExpertGate ? C : 0) }
         }
         return total
     }
@@ -105,7 +110,9 @@ extension ModelConfig {
         switch b.channelMixer {
         case .none: break
         case let .dense(F): total += matrices * F
-        case let .experts(E, k, F, S): total += k * matrices * F + E * C + (S > 0 ? matrices * S + C : 0)
+        case let .experts(E, k, F, S):
+            total += k * (family.isGated ? 3 : 2) * expertInputWidth * F + E * C + 2 * (moeLatentSize ?? 0) * C
+            if S > 0 { total += matrices * S + (family.definition.hasSharedExpertGate ? C : 0) }
         }
         return total
     }

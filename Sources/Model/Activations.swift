@@ -25,9 +25,12 @@ public final class Activations {
         /// Mixture MLP: its router, gathered inputs (N·k, C) and expert outputs (N·k, C).
         public var mlpRouter: RouterState?
         public internal(set) var mlpGathered, mlpExpertOut: UnsafeMutablePointer<Float>?
-        /// A mixture's shared expert (Qwen3.5-MoE): its pre-activation (N, 2S), activation (N, S),
-        /// output before its gate (N, C) and gate logit (N).
+        /// A mixture's shared expert (Qwen3.5-MoE, Nemotron-H): its pre-activation (N, 2S or S),
+        /// activation (N, S), output before its gate (N, C) and gate logit (N) (Qwen3.5-MoE's).
         public internal(set) var sharedPre, sharedAct, sharedOut, sharedLogit: UnsafeMutablePointer<Float>?
+        /// Nemotron-H's latent mixture: the routed experts' input (N, L) = norm2 · W_fc1ᵀ and
+        /// their combined output (N, L) before W_fc2.
+        public internal(set) var latentIn, latentOut: UnsafeMutablePointer<Float>?
         /// Mixture of attention: its router, gathered inputs (N·k, C), gathered attention
         /// outputs (N·k, G·D) and expert outputs (N·k, C).
         public var attentionRouter: RouterState?
@@ -69,8 +72,9 @@ public final class Activations {
     // Gradient scratch, shared by all layers.
     public internal(set) var dResidual: UnsafeMutablePointer<Float>
     var dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores: UnsafeMutablePointer<Float>
-    /// Mixture scratch: dGates (N·k), dLogits (N·E), per-row expert gradients (N·k, max(C, G·D)).
-    var dGates, dRouterLogits, dExpertRows: UnsafeMutablePointer<Float>
+    /// Mixture scratch: dGates (N·k), dLogits (N·E), per-row expert gradients (N·k, max(C, G·D, L)),
+    /// and the latent mixture's (N, L).
+    var dGates, dRouterLogits, dExpertRows, dLatent: UnsafeMutablePointer<Float>
     /// Mamba2 scratch: d(projection) (N, W), d(x, B, C) (N, convDim), dy and d(normed) (N, I),
     /// dΔ (N, H), and per-sequence dA and dD (B, 2H).
     var dMambaProjection, dMambaXBC, dMambaY, dMambaNormed, dMambaDt, dMambaAD: UnsafeMutablePointer<Float>
@@ -119,7 +123,7 @@ public final class Activations {
         var layers: [Layer] = []
         var finalNorm, finalMean, finalRstd, logits, rowLoss: UnsafeMutablePointer<Float>
         var dResidual, dNorm, dQKV, dAttn, dMLPPre, dMLPAct, dScores, dGates, dRouterLogits,
-            dExpertRows: UnsafeMutablePointer<Float>
+            dExpertRows, dLatent: UnsafeMutablePointer<Float>
         var dMambaProjection, dMambaXBC, dMambaY, dMambaNormed, dMambaDt, dMambaAD: UnsafeMutablePointer<Float>
         var gatedProjection, dDeltaProjection, dDeltaXBC, dDeltaO, dDeltaNormed, dDeltaQK,
             dDeltaGB: UnsafeMutablePointer<Float>
@@ -128,20 +132,23 @@ public final class Activations {
             let N = B * T, C = c.hiddenSize
             let qkvW = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim
             let attnW = c.numAttentionHeads * c.headDim
-            let k = c.family.isMixture ? c.numExpertsPerTok : 1, E = c.numLocalExperts
-            let rows = c.family.isMixture ? N * k : N
+            let k = c.isMixture ? c.numExpertsPerTok : 1, E = c.numLocalExperts
+            let rows = c.isMixture ? N * k : N
             let GD = c.attentionExpertWidth
             // MLP buffers hold a dense layer's (N rows of F = intermediate_size) or a mixture's
             // (N·k rows of the expert width), whichever is larger: every layer carves the same.
-            let hasDense = !c.family.isMixture || !c.denseMLPLayers.isEmpty
+            let hasDense = !c.isMixture || !c.denseMLPLayers.isEmpty || c.hybridLayers?.contains(.mlp) == true
             let dense =
                 hasDense
                 ? (pre: N * (c.family.isGated ? 2 : 1) * c.intermediateSize, act: N * c.intermediateSize)
                 : (pre: 0, act: 0)
+            let gatedMLP = c.family.isGated ? 2 : 1
             let sparse =
-                c.family.isMixture ? (pre: rows * 2 * c.expertWidth, act: rows * c.expertWidth) : (pre: 0, act: 0)
+                c.isMixture ? (pre: rows * gatedMLP * c.expertWidth, act: rows * c.expertWidth) : (pre: 0, act: 0)
             let (preSize, actSize) = (max(dense.pre, sparse.pre), max(dense.act, sparse.act))
-            let S = c.family.definition.hasSharedExpert ? c.intermediateSize : 0
+            let S = c.isMixture ? c.sharedExpertWidth : 0
+            // The routed experts' rows are as wide as their input (the latent width, if any).
+            let XW = max(C, c.expertInputWidth), latent = c.isMixture ? c.moeLatentSize ?? 0 : 0
             let qkHeads = c.family.hasQKNorm ? c.numAttentionHeads + c.numKeyValueHeads : 0
             let mamba = c.hybridLayers?.contains(.mamba) == true ? c.mamba : nil
             let chunks = (T + c.mambaChunkSize - 1) / c.mambaChunkSize
@@ -153,7 +160,7 @@ public final class Activations {
                 // A hybrid layer holds one mixer: attention's and the MLP's buffers only where it is one.
                 let type = c.hybridLayers?[l]
                 let attention = type == nil || type == .attention
-                let mlp = type == nil || type == .mlp || c.family.definition.hybridMixersHaveMLP
+                let mlp = type == nil || type == .mlp || type == .moe || c.family.definition.hybridMixersHaveMLP
                 var layer = Layer(
                     mid: carver.take(N * C), norm1: carver.take(N * C), mean1: carver.take(N), rstd1: carver.take(N),
                     qkv: carver.take(attention ? N * qkvW : 0),
@@ -188,17 +195,21 @@ public final class Activations {
                     layer.attnGate = carver.take(N * attnW)
                     layer.attnUngated = carver.take(N * attnW)
                 }
-                if c.family.isMixture {
+                if c.isMixture, c.family.isMixture || c.isSparse(layer: l) {
                     let router = RouterState(
                         N: N, E: E, k: k, allocate: carver.base != nil, carver: { carver.take($0) })
                     layer.mlpRouter = c.isSparse(layer: l) ? router : nil
-                    layer.mlpGathered = carver.take(rows * C)
-                    layer.mlpExpertOut = carver.take(rows * C)
+                    layer.mlpGathered = carver.take(rows * XW)
+                    layer.mlpExpertOut = carver.take(rows * XW)
                     if S > 0, c.isSparse(layer: l) {
-                        layer.sharedPre = carver.take(N * 2 * S)
+                        layer.sharedPre = carver.take(N * gatedMLP * S)
                         layer.sharedAct = carver.take(N * S)
                         layer.sharedOut = carver.take(N * C)
-                        layer.sharedLogit = carver.take(N)
+                        if c.family.definition.hasSharedExpertGate { layer.sharedLogit = carver.take(N) }
+                    }
+                    if latent > 0, c.isSparse(layer: l) {
+                        layer.latentIn = carver.take(N * latent)
+                        layer.latentOut = carver.take(N * latent)
                     }
                 }
                 if c.family.hasAttentionExperts {
@@ -215,12 +226,13 @@ public final class Activations {
             dResidual = carver.take(N * C); dNorm = carver.take(N * C); dQKV = carver.take(N * qkvW);
             dAttn = carver.take(N * attnW)
             // (The shared expert's backward uses them too.)
-            dMLPPre = carver.take(max(preSize, N * 2 * S)); dMLPAct = carver.take(max(actSize, N * S))
+            dMLPPre = carver.take(max(preSize, N * gatedMLP * S)); dMLPAct = carver.take(max(actSize, N * S))
             dScores = carver.take(c.hybridLayers?.contains(.attention) ?? true ? threads * T * T : 0)
-            let mixture = c.family.isMixture
+            let mixture = c.isMixture
             dGates = carver.take(mixture ? N * k : 0)
             dRouterLogits = carver.take(mixture ? N * E : 0)
-            dExpertRows = carver.take(mixture ? 2 * rows * max(C, GD) : 0)
+            dExpertRows = carver.take(mixture ? 2 * rows * max(XW, GD) : 0)
+            dLatent = carver.take(N * latent)
             dMambaProjection = carver.take(N * (mamba?.projectionWidth ?? 0))
             dMambaXBC = carver.take(N * (mamba?.convWidth ?? 0))
             dMambaY = carver.take(N * (mamba?.innerWidth ?? 0))
@@ -257,6 +269,7 @@ public final class Activations {
         dResidual = plan.dResidual; dNorm = plan.dNorm; dQKV = plan.dQKV; dAttn = plan.dAttn
         dMLPPre = plan.dMLPPre; dMLPAct = plan.dMLPAct; dScores = plan.dScores
         dGates = plan.dGates; dRouterLogits = plan.dRouterLogits; dExpertRows = plan.dExpertRows
+        dLatent = plan.dLatent
         dMambaProjection = plan.dMambaProjection; dMambaXBC = plan.dMambaXBC; dMambaY = plan.dMambaY
         dMambaNormed = plan.dMambaNormed; dMambaDt = plan.dMambaDt; dMambaAD = plan.dMambaAD
         gatedProjection = plan.gatedProjection; dDeltaProjection = plan.dDeltaProjection; dDeltaXBC = plan.dDeltaXBC

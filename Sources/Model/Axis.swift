@@ -17,6 +17,10 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     case numExperts = "num_experts"
     /// Qwen3.5-MoE's shared expert's width (``ModelConfig/intermediateSize`` of that family).
     case sharedExpertIntermediateSize = "shared_expert_intermediate_size"
+    /// Nemotron-H's names for the expert count and the shared expert's width
+    /// (``ModelConfig/moeSharedExpertIntermediateSize``).
+    case nRoutedExperts = "n_routed_experts"
+    case moeSharedExpertIntermediateSize = "moe_shared_expert_intermediate_size"
     /// Hybrid decoders (Nemotron-H, Qwen3.5): the Mamba2 heads and their width, and the depth counted per
     /// layer type — the layers of each type a candidate keeps (which ones is pruning's choice,
     /// by block importance among the layers of that type). A type whose axis a space leaves out
@@ -26,6 +30,8 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     case numMambaLayers = "num_mamba_layers"
     case numAttentionLayers = "num_attention_layers"
     case numMLPLayers = "num_mlp_layers"
+    /// Nemotron-H's mixture-of-experts layers.
+    case numMoELayers = "num_moe_layers"
     /// Qwen3.5's Gated DeltaNet layers (its attention layers are `num_attention_layers`).
     case numDeltaNetLayers = "num_deltanet_layers"
     /// Qwen3.5's Gated DeltaNet value heads, pruned within their key heads (the same number from
@@ -38,6 +44,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numMambaLayers: .mamba
         case .numAttentionLayers: .attention
         case .numMLPLayers: .mlp
+        case .numMoELayers: .moe
         case .numDeltaNetLayers: .deltaNet
         default: nil
         }
@@ -60,13 +67,14 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numAttentionHeads: return c.numAttentionHeads
         case .numKeyValueHeads: return c.numKeyValueHeads
         case .intermediateSize, .sharedExpertIntermediateSize: return c.intermediateSize
-        case .numLocalExperts, .numExperts: return c.numLocalExperts
+        case .numLocalExperts, .numExperts, .nRoutedExperts: return c.numLocalExperts
+        case .moeSharedExpertIntermediateSize: return c.moeSharedExpertIntermediateSize
         case .numExpertsPerTok: return c.numExpertsPerTok
         case .moeIntermediateSize: return c.moeIntermediateSize
         case .mambaNumHeads: return c.mamba?.heads ?? 0
         case .mambaHeadDim: return c.mamba?.headDim ?? 0
         case .linearNumValueHeads: return c.deltaNet?.valueHeads ?? 0
-        case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers:
+        case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numMoELayers, .numDeltaNetLayers:
             return c.hybridLayers?.filter { $0 == layerType }.count ?? 0
         }
     }
@@ -78,13 +86,14 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .numAttentionHeads: c.numAttentionHeads = v
         case .numKeyValueHeads: c.numKeyValueHeads = v
         case .intermediateSize, .sharedExpertIntermediateSize: c.intermediateSize = v
-        case .numLocalExperts, .numExperts: c.numLocalExperts = v
+        case .numLocalExperts, .numExperts, .nRoutedExperts: c.numLocalExperts = v
+        case .moeSharedExpertIntermediateSize: c.moeSharedExpertIntermediateSize = v
         case .numExpertsPerTok: c.numExpertsPerTok = v
         case .moeIntermediateSize: c.moeIntermediateSize = v
         case .mambaNumHeads: c.mamba?.heads = v
         case .mambaHeadDim: c.mamba?.headDim = v
         case .linearNumValueHeads: c.deltaNet?.valueHeads = v
-        case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers:
+        case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numMoELayers, .numDeltaNetLayers:
             // Which layers of the type go is pruning's choice: until then the last ones do (the
             // counts, and so every cost, do not depend on which).
             guard var layers = c.hybridLayers, let type = layerType else { return }

@@ -25,8 +25,9 @@ public struct Block: Sendable, Equatable {
         /// One MLP of `width` neurons.
         case dense(width: Int)
         /// `count` experts of `width` neurons each, `topK` chosen per token by a router; `shared` > 0:
-        /// beside them a shared expert of `shared` neurons that every token passes through, scaled
-        /// by σ(w·x) (Qwen3.5-MoE's `shared_expert` and `shared_expert_gate`).
+        /// beside them a shared expert of `shared` neurons that every token passes through (scaled
+        /// by σ(w·x) in Qwen3.5-MoE, its `shared_expert` and `shared_expert_gate`; as it is in
+        /// Nemotron-H, its `shared_experts`).
         case experts(count: Int, topK: Int, width: Int, shared: Int = 0)
         /// No channel mixer and no norm before it (Puzzle's `no_op` FFN).
         case none
@@ -193,8 +194,8 @@ extension ModelConfig {
         if let v = layerVariants?[l] { return block(v, window: window(layer: l)) }
         if let types = hybridLayers {
             // A Nemotron-H layer is one mixer behind one norm: Mamba2 or attention (a block
-            // without its channel mixer), or an MLP (a block without its mixer). A Qwen3.5 layer
-            // is Gated DeltaNet or attention, then an MLP.
+            // without its channel mixer), or an MLP or a mixture of experts (a block without its
+            // mixer). A Qwen3.5 layer is Gated DeltaNet or attention, then an MLP.
             let mlp: Block.ChannelMixer =
                 !family.definition.hybridMixersHaveMLP
                 ? .none : family.isMixture ? sparseChannelMixer : .dense(width: intermediateSize)
@@ -206,7 +207,7 @@ extension ModelConfig {
                     heads: numAttentionHeads, groups: numKeyValueHeads, headDim: headDim, window: nil, experts: 0)
                 return Block(mixer: a, channelMixer: mlp)
             case .mlp: return Block(mixer: .none, channelMixer: .dense(width: intermediateSize))
-            case .moe: preconditionFailure("mixture-of-experts hybrid layers are refused when the config is read")
+            case .moe: return Block(mixer: .none, channelMixer: sparseChannelMixer)
             }
         }
         let attentionExperts = family.hasAttentionExperts ? numLocalExperts : 0
@@ -217,11 +218,9 @@ extension ModelConfig {
         return Block(mixer: mixer, channelMixer: channel)
     }
 
-    /// A mixture layer's channel mixer (with its shared expert, of `intermediate_size` neurons,
+    /// A mixture layer's channel mixer (with its shared expert of ``sharedExpertWidth`` neurons,
     /// where the family has one).
     var sparseChannelMixer: Block.ChannelMixer {
-        .experts(
-            count: numLocalExperts, topK: numExpertsPerTok, width: expertWidth,
-            shared: family.definition.hasSharedExpert ? intermediateSize : 0)
+        .experts(count: numLocalExperts, topK: numExpertsPerTok, width: expertWidth, shared: sharedExpertWidth)
     }
 }

@@ -166,7 +166,7 @@ public struct ConfigReader {
         if let v = value(actKey), v.string != expectedAct {
             throw unsupported(actKey, "\(v); \(family.rawValue) is implemented with '\(expectedAct)'")
         }
-        let mixture = try definition.readMixture(self, layers: layerCount, used: &used)
+        let mixture = try hybrid?.mixture ?? definition.readMixture(self, layers: layerCount, used: &used)
 
         // Rotary: transformers v5 writes `rope_parameters`, v4 `rope_theta` / `rope_scaling` /
         // `partial_rotary_factor` at the top level. As transformers 5 reads them: a non-null
@@ -263,6 +263,11 @@ public struct ConfigReader {
             config.mambaChunkSize = hybrid.chunkSize
             config.deltaNet = hybrid.deltaNet
         }
+        config.moeSharedExpertIntermediateSize = mixture.sharedWidth
+        config.moeLatentSize = mixture.latent
+        config.routedScalingFactor = mixture.scaling
+        config.routerGroups = mixture.groups
+        config.routerTopKGroups = mixture.topKGroups
         // A heterogeneous family's layers; the config's key/value heads and MLP width become the
         // largest any layer has (what buffers are sized by).
         if let variants = try definition.readLayerVariants(

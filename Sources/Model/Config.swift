@@ -81,6 +81,16 @@ public struct ModelConfig: Sendable, Equatable {
     /// How often the DeltaNet scan's backward pass checkpoints the state (transformers' chunked
     /// form uses chunks of 64; not a config key).
     public var deltaNetChunkSize = 64
+    /// Nemotron-H's mixture blocks: the shared expert's width
+    /// (`moe_shared_expert_intermediate_size`), the latent width the routed experts work in
+    /// (`moe_latent_size`; nil: the hidden size), and the sigmoid router's settings — the factor
+    /// its k gates are scaled by (`routed_scaling_factor`), the expert groups (`n_group`) and
+    /// how many of them a token's experts may come from (`topk_group`).
+    public var moeSharedExpertIntermediateSize = 0
+    public var moeLatentSize: Int? = nil
+    public var routedScalingFactor = 1.0
+    public var routerGroups = 1
+    public var routerTopKGroups = 1
     /// Keys of the `config.json` read that change no arithmetic and that Topiary does not write
     /// anew (token ids beyond bos/eos/pad, generation defaults, keys transformers does not
     /// define for the family): written back as they were.
@@ -98,11 +108,30 @@ public struct ModelConfig: Sendable, Equatable {
     /// the other mixtures.
     public var expertWidth: Int { family.definition.hasSeparateExpertWidth ? moeIntermediateSize : intermediateSize }
 
+    /// Whether the model has mixture-of-experts layers: every layer of a mixture family (but
+    /// its ``denseMLPLayers``), or a hybrid decoder's `moe` layers (Nemotron-H).
+    public var isMixture: Bool { family.isMixture || hybridLayers?.contains(.moe) == true }
+
     /// Whether layer l's MLP is a mixture of experts.
-    public func isSparse(layer l: Int) -> Bool { family.isMixture && !denseMLPLayers.contains(l) }
+    public func isSparse(layer l: Int) -> Bool {
+        if let types = hybridLayers, !family.isMixture { return types[l] == .moe }
+        return family.isMixture && !denseMLPLayers.contains(l)
+    }
 
     /// Layers with a mixture MLP.
-    public var sparseLayerCount: Int { family.isMixture ? numHiddenLayers - denseMLPLayers.count : 0 }
+    public var sparseLayerCount: Int {
+        if let types = hybridLayers, !family.isMixture { return types.filter { $0 == .moe }.count }
+        return family.isMixture ? numHiddenLayers - denseMLPLayers.count : 0
+    }
+
+    /// The width of each mixture layer's shared expert (0: none): Qwen3.5-MoE's
+    /// `shared_expert_intermediate_size` (its ``intermediateSize``), Nemotron-H's
+    /// `moe_shared_expert_intermediate_size`.
+    public var sharedExpertWidth: Int { family.definition.sharedExpertWidth(self) }
+
+    /// The width the routed experts read and write: the latent width where a latent projection
+    /// surrounds them (Nemotron-H `moe_latent_size`), else the hidden size.
+    public var expertInputWidth: Int { moeLatentSize ?? hiddenSize }
 
     /// The attention window of layer l (nil: full causal attention).
     public func window(layer l: Int) -> Int? {
@@ -188,18 +217,18 @@ public struct ModelConfig: Sendable, Equatable {
                     "num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)"
             )
         }
-        if family.isMixture {
-            try positive(numLocalExperts, "num_local_experts")
+        if isMixture {
+            let expertsKey = family.definition.expertCountKey
+            try positive(numLocalExperts, expertsKey)
             if numLocalExperts > 1 << 16 {
                 throw ModelError.invalidConfig(
-                    file: file, key: "num_local_experts",
-                    reason: "\(numLocalExperts) experts; at most 65,536 are supported")
+                    file: file, key: expertsKey, reason: "\(numLocalExperts) experts; at most 65,536 are supported")
             }
             try positive(numExpertsPerTok, "num_experts_per_tok")
             if numExpertsPerTok > numLocalExperts {
                 throw ModelError.invalidConfig(
                     file: file, key: "num_experts_per_tok",
-                    reason: "top-k \(numExpertsPerTok) is larger than num_local_experts \(numLocalExperts)")
+                    reason: "top-k \(numExpertsPerTok) is larger than \(expertsKey) \(numLocalExperts)")
             }
             if !(routerAuxLossCoef >= 0) {
                 throw ModelError.invalidConfig(
@@ -240,7 +269,7 @@ public struct ModelConfig: Sendable, Equatable {
                 reason: String(format: "the config describes %.3g parameters", size.parameters)
                     + " (num_hidden_layers \(numHiddenLayers) × hidden_size \(hiddenSize), intermediate_size "
                     + "\(intermediateSize), vocab_size \(vocabSize)"
-                    + (family.isMixture ? ", \(numLocalExperts) experts" : "")
+                    + (isMixture ? ", \(numLocalExperts) experts" : "")
                     + "): too large to count exactly (at most 2^53); is a value mistyped?")
         }
     }

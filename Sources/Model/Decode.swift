@@ -59,7 +59,7 @@ public final class DecodeSession {
 
     public init(model: DecoderModel, batch B: Int, capacity: Int) throws {
         let c = model.config
-        guard !c.family.isMixture, !c.family.hasAttentionExperts else {
+        guard !c.isMixture, !c.family.hasAttentionExperts else {
             throw ModelError.invalidInput(
                 "decoding with a cache covers dense blocks; \(c.family.rawValue) routes experts")
         }

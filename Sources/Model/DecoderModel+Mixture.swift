@@ -6,33 +6,52 @@ import Foundation
 // key/value width; "rows" of an expert are (token, choice) pairs grouped by expert.
 
 extension DecoderModel {
-    /// Router logits (N, E) = x (N, C) · W_r (E, C)ᵀ, then the routing decisions.
+    /// Router logits (N, E) = x (N, C) · W_r (E, C)ᵀ, then the routing decisions (`correction`:
+    /// the sigmoid router's choice bias).
     func routerForward(
-        _ r: RouterState, _ x: UnsafePointer<Float>, weight: Int, masked: [Int], layer l: Int, name: String?
+        _ r: RouterState, _ x: UnsafePointer<Float>, weight: Int, correction: Int? = nil, masked: [Int], layer l: Int,
+        name: String?
     ) throws {
         gemm(
             transB: true, m: r.N, n: r.E, k: config.hiddenSize, a: x, lda: config.hiddenSize,
             b: parameters.pointer + weight,
             ldb: config.hiddenSize, c: r.logits, ldc: r.E)
-        guard r.route(style: routingStyle, masked: masked) else {
+        guard
+            r.route(
+                style: routingStyle, masked: masked,
+                correction: correction.map { UnsafePointer(parameters.pointer + $0) })
+        else {
             throw ModelError.router(
                 layer: l, tensor: name ?? "router of layer \(l)",
                 reason: "router logits are not finite (NaN or infinity); the router weights or its input hold NaN")
         }
     }
 
-    /// Mixture MLP: out (already = mid) += Σ_j gate_j · expert_j(norm2) (+ JetMoE's bias).
-    /// Expert e: pre = x · W_in,eᵀ (2F), act = silu(gate) · up, y = act · W_out,eᵀ (C).
+    /// Mixture MLP: out (already = mid) += Σ_j gate_j · expert_j(x) (+ JetMoE's bias, + the
+    /// shared expert). x is norm2, or its latent projection x_L (N, L) = norm2 · W_fc1ᵀ, whose
+    /// combined output y_L goes back through W_fc2 (Nemotron-H). Expert e: SwiGLU, pre = x ·
+    /// W_in,eᵀ (2F), act = silu(gate) · up; or squared ReLU, pre (F), act = relu(pre)²; then
+    /// y = act · W_out,eᵀ.
     func mixtureMLPForward(_ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState) throws {
         let a = acts.layers[l], P = parameters.pointer
-        let (C, F) = (config.hiddenSize, config.expertWidth)
+        let (C, F, X) = (config.hiddenSize, config.expertWidth, config.expertInputWidth)
+        let gated = config.family.isGated, preWidth = gated ? 2 * F : F
         try routerForward(
-            r, a.norm2, weight: ex.router, masked: masks.experts[l] ?? [], layer: l,
+            r, a.norm2, weight: ex.router, correction: ex.correctionBias, masked: masks.experts[l] ?? [], layer: l,
             name: layerOffsets[l].mlpRouterName)
+        var x = UnsafePointer(a.norm2)
+        if let fc1 = ex.latentIn, let xl = a.latentIn {
+            gemm(transB: true, m: r.N, n: X, k: C, a: a.norm2, lda: C, b: P + fc1, ldb: C, c: xl, ldc: X)
+            x = UnsafePointer(xl)
+        }
         let xg = a.mlpGathered!, y = a.mlpExpertOut!, rows = r.N * r.k
-        gatherRows(xg, a.norm2, width: C, router: r)
-        expertsForward(a.mlpPre, xg, m: 2 * F, kk: C, weights: { P + ex.input($0) }, router: r)
-        swigluForward(a.mlpAct, a.mlpPre, N: rows, F: F)
+        gatherRows(xg, x, width: X, router: r)
+        expertsForward(a.mlpPre, xg, m: preWidth, kk: X, weights: { P + ex.input($0) }, router: r)
+        if gated {
+            swigluForward(a.mlpAct, a.mlpPre, N: rows, F: F)
+        } else {
+            relu2Forward(a.mlpAct, a.mlpPre, count: rows * F)
+        }
         if let masked = masks.neurons[l], !masked.isEmpty {
             // Neuron ids of a mixture are e·F + i.
             for row in 0..<rows {
@@ -40,26 +59,39 @@ extension DecoderModel {
                 for id in masked where id / F == e { a.mlpAct[row * F + id % F] = 0 }
             }
         }
-        expertsForward(y, a.mlpAct, m: C, kk: F, weights: { P + ex.output($0) }, router: r)
-        combineExperts(acts.residual[l + 1], y, bias: ex.bias.map { UnsafePointer(P + $0) }, C: C, router: r)
+        expertsForward(y, a.mlpAct, m: X, kk: F, weights: { P + ex.output($0) }, router: r)
+        if let fc2 = ex.latentOut, let yl = a.latentOut {
+            yl.update(repeating: 0, count: r.N * X)
+            combineExperts(yl, y, bias: nil, C: X, router: r)
+            gemm(
+                transB: true, m: r.N, n: C, k: X, a: yl, lda: X, b: P + fc2, ldb: X, beta: 1, c: acts.residual[l + 1],
+                ldc: C)
+        } else {
+            combineExperts(acts.residual[l + 1], y, bias: ex.bias.map { UnsafePointer(P + $0) }, C: C, router: r)
+        }
         if let sh = ex.shared { sharedExpertForward(l, sh, a, out: acts.residual[l + 1], rows: r.N, experts: ex.count) }
     }
 
-    /// A mixture's shared expert: pre (N, 2S) = norm2 · W_inᵀ, act = silu(gate) · up (masked
-    /// neurons, ids E·F + i, zeroed), y (N, C) = act · W_downᵀ, logit (N) = norm2 · w_g, and
-    /// out += σ(logit) · y.
+    /// A mixture's shared expert: pre (N, 2S or S) = norm2 · W_inᵀ, act = silu(gate) · up or
+    /// relu(pre)² (masked neurons, ids E·F + i, zeroed), y (N, C) = act · W_downᵀ, and out +=
+    /// σ(logit) · y with logit (N) = norm2 · w_g where it has a gate (Qwen3.5-MoE), else out += y.
     func sharedExpertForward(
         _ l: Int, _ sh: SharedExpertOffsets, _ a: Activations.Layer, out: UnsafeMutablePointer<Float>, rows N: Int,
         experts E: Int
     ) {
         let P = parameters.pointer, C = config.hiddenSize, S = sh.width
-        let pre = a.sharedPre!, act = a.sharedAct!, y = a.sharedOut!, logit = a.sharedLogit!
-        gemm(transB: true, m: N, n: 2 * S, k: C, a: a.norm2, lda: C, b: P + sh.input, ldb: C, c: pre, ldc: 2 * S)
-        swigluForward(act, pre, N: N, F: S)
+        let gated = config.family.isGated, preWidth = gated ? 2 * S : S
+        let pre = a.sharedPre!, act = a.sharedAct!, y = a.sharedOut!
+        gemm(transB: true, m: N, n: preWidth, k: C, a: a.norm2, lda: C, b: P + sh.input, ldb: C, c: pre, ldc: preWidth)
+        if gated { swigluForward(act, pre, N: N, F: S) } else { relu2Forward(act, pre, count: N * S) }
         let first = E * config.expertWidth
         for id in masks.neurons[l] ?? [] where id >= first { for n in 0..<N { act[n * S + id - first] = 0 } }
+        guard let gate = sh.gate, let logit = a.sharedLogit else {
+            gemm(transB: true, m: N, n: C, k: S, a: act, lda: S, b: P + sh.down, ldb: S, beta: 1, c: out, ldc: C)
+            return
+        }
         gemm(transB: true, m: N, n: C, k: S, a: act, lda: S, b: P + sh.down, ldb: S, c: y, ldc: C)
-        gemm(transB: true, m: N, n: 1, k: C, a: a.norm2, lda: C, b: P + sh.gate, ldb: C, c: logit, ldc: 1)
+        gemm(transB: true, m: N, n: 1, k: C, a: a.norm2, lda: C, b: P + gate, ldb: C, c: logit, ldc: 1)
         for n in 0..<N {
             let g = sigmoid(logit[n])
             for c in 0..<C { out[n * C + c] += g * y[n * C + c] }
@@ -72,31 +104,41 @@ extension DecoderModel {
     func sharedExpertBackward(_ l: Int, _ sh: SharedExpertOffsets, _ acts: Activations, experts E: Int) {
         let a = acts.layers[l], P = parameters.pointer, Gr = gradients.pointer
         let (N, C, S) = (acts.N, config.hiddenSize, sh.width)
-        let dres = acts.dResidual, y = a.sharedOut!, logit = a.sharedLogit!
-        let dy = acts.dExpertRows, dLogit = acts.dGates
-        for n in 0..<N {
-            let g = sigmoid(logit[n])
-            var dot: Float = 0
-            for c in 0..<C {
-                dot += dres[n * C + c] * y[n * C + c]
-                dy[n * C + c] = g * dres[n * C + c]
+        let gated = config.family.isGated, preWidth = gated ? 2 * S : S
+        let dres = acts.dResidual
+        var dy = UnsafePointer(dres)
+        if let gate = sh.gate, let logit = a.sharedLogit {
+            let y = a.sharedOut!, dGated = acts.dExpertRows, dLogit = acts.dGates
+            for n in 0..<N {
+                let g = sigmoid(logit[n])
+                var dot: Float = 0
+                for c in 0..<C {
+                    dot += dres[n * C + c] * y[n * C + c]
+                    dGated[n * C + c] = g * dres[n * C + c]
+                }
+                dLogit[n] = dot * g * (1 - g)
             }
-            dLogit[n] = dot * g * (1 - g)
+            // The gate: dw_g (1, C) += dLogitᵀ · norm2; dNorm += dLogit (N, 1) · w_g (1, C).
+            gemm(transA: true, m: 1, n: C, k: N, a: dLogit, lda: 1, b: a.norm2, ldb: C, beta: 1, c: Gr + gate, ldc: C)
+            gemm(m: N, n: C, k: 1, a: dLogit, lda: 1, b: P + gate, ldb: C, beta: 1, c: acts.dNorm, ldc: C)
+            dy = UnsafePointer(dGated)
         }
-        // The gate: dw_g (1, C) += dLogitᵀ · norm2; dNorm += dLogit (N, 1) · w_g (1, C).
-        gemm(transA: true, m: 1, n: C, k: N, a: dLogit, lda: 1, b: a.norm2, ldb: C, beta: 1, c: Gr + sh.gate, ldc: C)
-        gemm(m: N, n: C, k: 1, a: dLogit, lda: 1, b: P + sh.gate, ldb: C, beta: 1, c: acts.dNorm, ldc: C)
         // The expert: dW_down (C, S) += dyᵀ · act; dAct (N, S) = dy · W_down, masked neurons 0.
         gemm(transA: true, m: C, n: S, k: N, a: dy, lda: C, b: a.sharedAct!, ldb: S, beta: 1, c: Gr + sh.down, ldc: S)
         gemm(m: N, n: S, k: C, a: dy, lda: C, b: P + sh.down, ldb: S, c: acts.dMLPAct, ldc: S)
         let first = E * config.expertWidth
         for id in masks.neurons[l] ?? [] where id >= first { for n in 0..<N { acts.dMLPAct[n * S + id - first] = 0 } }
-        swigluBackward(acts.dMLPPre, acts.dMLPAct, a.sharedPre!, N: N, F: S)
+        if gated {
+            swigluBackward(acts.dMLPPre, acts.dMLPAct, a.sharedPre!, N: N, F: S)
+        } else {
+            relu2Backward(acts.dMLPPre, acts.dMLPAct, a.sharedPre!, count: N * S)
+        }
         gemm(
-            transA: true, m: 2 * S, n: C, k: N, a: acts.dMLPPre, lda: 2 * S, b: a.norm2, ldb: C, beta: 1,
+            transA: true, m: preWidth, n: C, k: N, a: acts.dMLPPre, lda: preWidth, b: a.norm2, ldb: C, beta: 1,
             c: Gr + sh.input, ldc: C)
         gemm(
-            m: N, n: C, k: 2 * S, a: acts.dMLPPre, lda: 2 * S, b: P + sh.input, ldb: C, beta: 1, c: acts.dNorm, ldc: C)
+            m: N, n: C, k: preWidth, a: acts.dMLPPre, lda: preWidth, b: P + sh.input, ldb: C, beta: 1, c: acts.dNorm,
+            ldc: C)
     }
 
     /// JetMoE's mixture of attention: each token's k chosen experts each project it to G query
@@ -201,20 +243,41 @@ extension DecoderModel {
         _ l: Int, _ acts: Activations, _ ex: ExpertOffsets, _ r: RouterState, _ routing: RouterGradientTerms
     ) {
         let a = acts.layers[l], P = parameters.pointer, Gr = gradients.pointer
-        let (C, F) = (config.hiddenSize, config.expertWidth)
+        let (N, C, F, X) = (r.N, config.hiddenSize, config.expertWidth, config.expertInputWidth)
+        let gated = config.family.isGated, preWidth = gated ? 2 * F : F
         let rows = r.N * r.k, dRows = acts.dExpertRows
+        var dCombined = UnsafePointer(acts.dResidual)
+        if let fc2 = ex.latentOut, let yl = a.latentOut {
+            // dW_fc2 (C, L) += dresᵀ · y_L; dy_L (N, L) = dres · W_fc2.
+            gemm(transA: true, m: C, n: X, k: N, a: acts.dResidual, lda: C, b: yl, ldb: X, beta: 1, c: Gr + fc2, ldc: X)
+            gemm(m: N, n: X, k: C, a: acts.dResidual, lda: C, b: P + fc2, ldb: X, c: acts.dLatent, ldc: X)
+            dCombined = UnsafePointer(acts.dLatent)
+        }
         combineExpertsBackward(
-            dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, acts.dResidual, a.mlpExpertOut!, C: C,
-            router: r)
+            dy: dRows, dGates: acts.dGates, dBias: ex.bias.map { Gr + $0 }, dCombined, a.mlpExpertOut!, C: X, router: r)
         expertsBackward(
-            dInput: acts.dMLPAct, dWeights: { Gr + ex.output($0) }, dRows, a.mlpAct, m: C, kk: F,
+            dInput: acts.dMLPAct, dWeights: { Gr + ex.output($0) }, dRows, a.mlpAct, m: X, kk: F,
             weights: { P + ex.output($0) }, router: r)
-        swigluBackward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, N: rows, F: F)
+        if gated {
+            swigluBackward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, N: rows, F: F)
+        } else {
+            relu2Backward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, count: rows * F)
+        }
         expertsBackward(
-            dInput: dRows, dWeights: { Gr + ex.input($0) }, acts.dMLPPre, a.mlpGathered!, m: 2 * F, kk: C,
+            dInput: dRows, dWeights: { Gr + ex.input($0) }, acts.dMLPPre, a.mlpGathered!, m: preWidth, kk: X,
             weights: { P + ex.input($0) }, router: r)
-        acts.dNorm.update(repeating: 0, count: r.N * C)
-        scatterAddRows(acts.dNorm, dRows, width: C, router: r)
+        acts.dNorm.update(repeating: 0, count: N * C)
+        if let fc1 = ex.latentIn {
+            // dx_L (N, L) = Σ rows; dW_fc1 (L, C) += dx_Lᵀ · norm2; dNorm = dx_L · W_fc1.
+            acts.dLatent.update(repeating: 0, count: N * X)
+            scatterAddRows(acts.dLatent, dRows, width: X, router: r)
+            gemm(
+                transA: true, m: X, n: C, k: N, a: acts.dLatent, lda: X, b: a.norm2, ldb: C, beta: 1, c: Gr + fc1,
+                ldc: C)
+            gemm(m: N, n: C, k: X, a: acts.dLatent, lda: X, b: P + fc1, ldb: C, c: acts.dNorm, ldc: C)
+        } else {
+            scatterAddRows(acts.dNorm, dRows, width: C, router: r)
+        }
         routerBackward(r, a.norm2, dx: acts.dNorm, weight: ex.router, acts, routing)
         if let sh = ex.shared { sharedExpertBackward(l, sh, acts, experts: ex.count) }
     }

@@ -33,7 +33,12 @@ public final class DecoderModel {
     public var routerLossWeights: RouterLossWeights
 
     var routingStyle: RoutingStyle {
-        config.family.definition.routesTopKThenSoftmax
+        if config.family.definition.routesBySigmoid {
+            return .sigmoid(
+                groups: config.routerGroups, topKGroups: config.routerTopKGroups, normalize: config.normTopKProb,
+                scale: Float(config.routedScalingFactor))
+        }
+        return config.family.definition.routesTopKThenSoftmax
             ? .topKThenSoftmax : (config.normTopKProb ? .softmaxThenTopK : .softmaxTopKUnnormalized)
     }
 

@@ -15,6 +15,11 @@ public enum TensorRole: String, Sendable, Equatable {
     /// A mixture's shared expert (Qwen3.5-MoE): its SwiGLU projections and the (1, C) gate
     /// whose sigmoid scales its output.
     case sharedGate, sharedUp, sharedDown, sharedExpertGate
+    /// Nemotron-H's mixture: the sigmoid router's per-expert choice bias
+    /// (`e_score_correction_bias`, a buffer: in the checkpoint, not a parameter, never trained),
+    /// and the latent projections around the routed experts (`fc1_latent_proj` (L, C),
+    /// `fc2_latent_proj` (C, L)).
+    case routerCorrectionBias, latentIn, latentOut
     /// A Mamba2 mixer: the in-projection (z, x, B, C, dt), the depthwise convolution's weight
     /// (convDim, 1, K) and bias, the time-step bias, A_log and D (one per head), the gated
     /// norm's weight (I) and the out-projection.
@@ -28,6 +33,9 @@ public enum TensorRole: String, Sendable, Equatable {
     public var isNormWeight: Bool {
         [.inputNorm, .postNorm, .finalNorm, .qNorm, .kNorm, .mambaNorm, .deltaNorm].contains(self)
     }
+    /// A buffer: a tensor of the checkpoint that transformers does not count as a parameter and
+    /// that training leaves as it is (its gradient is always zero).
+    public var isBuffer: Bool { self == .routerCorrectionBias }
     /// The RMSNorm weights a zero-centred family (Qwen3.5) stores as w for a scale of 1 + w.
     public var isZeroCenteredNorm: Bool { [.inputNorm, .postNorm, .finalNorm, .qNorm, .kNorm].contains(self) }
 }
@@ -203,6 +211,12 @@ public struct ParameterLayout: Sendable, Equatable {
         if !c.tieWordEmbeddings { add(Self.lmHeadName, [V, C], role: .lmHead, dims: [.whole, .channels]) }
     }
 
+    /// Floats of buffers (``TensorRole/isBuffer``), which the layout holds and transformers'
+    /// `num_parameters()` does not count.
+    public var bufferCount: Int { entries.filter { $0.role?.isBuffer == true }.reduce(0) { $0 + $1.count } }
+    /// Parameters, as transformers counts them: every float of the layout but its buffers.
+    public var parameterCount: Int { count - bufferCount }
+
     /// Parameters of the token embedding and the LM head.
     public var embeddingCount: Int {
         entries.filter { $0.role == .embedding || $0.role == .lmHead }.reduce(0) { $0 + $1.count }
@@ -291,28 +305,37 @@ struct LayerOffsets {
                     router: at(.mlpRouter), input: input, inputStride: inputStride,
                     output: output, outputStride: outputStride, bias: bias, count: E)
             } else {
-                // One tensor per expert projection, laid out expert after expert.
-                let input = at(.expertGate, 0), output = at(.expertDown, 0)
-                let stride = E > 1 ? at(.expertGate, 1) - input : 0
+                // One tensor per expert projection, laid out expert after expert (gate and up
+                // adjacent; squared-ReLU experts have up alone).
+                let inputRole: TensorRole =
+                    layout.entry(.expertGate, layer: l, expert: 0) != nil ? .expertGate : .expertUp
+                let input = at(inputRole, 0), output = at(.expertDown, 0)
+                let stride = E > 1 ? at(inputRole, 1) - input : 0
                 mlpExperts = ExpertOffsets(
                     router: at(.mlpRouter), input: input, inputStride: stride,
                     output: output, outputStride: stride, bias: bias, count: E)
             }
             mlpRouterName = layout.entry(.mlpRouter, layer: l)?.name
+            mlpExperts?.correctionBias = maybe(.routerCorrectionBias)
+            mlpExperts?.latentIn = maybe(.latentIn)
+            mlpExperts?.latentOut = maybe(.latentOut)
             if shared > 0 {
+                let gate = maybe(.sharedGate)
                 mlpExperts?.shared = SharedExpertOffsets(
-                    width: shared, input: at(.sharedGate), down: at(.sharedDown), gate: at(.sharedExpertGate))
-                precondition(at(.sharedUp) == at(.sharedGate) + shared * layout.entry(.sharedGate, layer: l)!.shape[1])
+                    width: shared, input: gate ?? at(.sharedUp), down: at(.sharedDown), gate: maybe(.sharedExpertGate))
+                if let gate {
+                    precondition(at(.sharedUp) == gate + shared * layout.entry(.sharedGate, layer: l)!.shape[1])
+                }
             }
         }
     }
 }
 
-/// Where a mixture's shared expert sits: its fused (2S, C) gate and up projection, its down
-/// projection (C, S) and its (1, C) gate.
+/// Where a mixture's shared expert sits: its fused (2S, C) gate and up projection (squared
+/// ReLU: its (S, C) up projection), its down projection (C, S) and its (1, C) gate, if it has one.
 struct SharedExpertOffsets {
     var width: Int
-    var input: Int, down: Int, gate: Int
+    var input: Int, down: Int, gate: Int?
 }
 
 /// Where one Mamba2 mixer's tensors sit (``TensorRole/mambaIn`` …).
@@ -337,6 +360,8 @@ struct ExpertOffsets {
     var bias: Int?
     var count: Int
     var shared: SharedExpertOffsets? = nil
+    /// The sigmoid router's choice bias (E), and the latent projections (L, C) and (C, L).
+    var correctionBias: Int? = nil, latentIn: Int? = nil, latentOut: Int? = nil
     func input(_ e: Int) -> Int { input + e * inputStride }
     func output(_ e: Int) -> Int { output + e * outputStride }
 }

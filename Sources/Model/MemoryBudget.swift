@@ -44,7 +44,7 @@ public enum MemoryBudget {
     public static func drivers(_ c: ModelConfig) -> String {
         "num_hidden_layers \(c.numHiddenLayers), hidden_size \(c.hiddenSize), intermediate_size "
             + "\(c.intermediateSize), vocab_size \(c.vocabSize)"
-            + (c.family.isMixture ? ", num_local_experts \(c.numLocalExperts)" : "")
+            + (c.isMixture ? ", num_local_experts \(c.numLocalExperts)" : "")
             + ": \(c.parameterCount) parameters"
     }
 }

@@ -29,7 +29,10 @@ public struct LogitsReport {
         batch = B; sequence = T; vocabulary = V
         let targets = DecoderModel.shiftedTargets(tokens, batch: B, sequence: T)
         loss = Float(try model.loss(acts, targets: targets, gradient: wantGradients))
-        if model.config.family.isMixture { auxLoss = Float(model.routerLosses(acts).loadBalancing) }
+        // transformers' sigmoid-routed Nemotron-H has no load-balancing loss.
+        if model.config.isMixture, !model.config.family.definition.routesBySigmoid {
+            auxLoss = Float(model.routerLosses(acts).loadBalancing)
+        }
         gradients = []
         if wantGradients {
             let saved = model.routerLossWeights
@@ -38,7 +41,8 @@ public struct LogitsReport {
                 loadBalancing: model.config.outputRouterLogits ? model.config.routerAuxLossCoef : 0, zLoss: 0)
             model.zeroGradients()
             model.backward(acts)
-            gradients = model.layout.entries.map {
+            // Buffers (Nemotron-H's router correction bias) are not parameters: no gradient.
+            gradients = model.layout.entries.filter { $0.role?.isBuffer != true }.map {
                 (
                     $0.name, $0.shape,
                     Array(UnsafeBufferPointer(start: model.gradients.pointer + $0.offset, count: $0.count))

@@ -13,7 +13,7 @@ public enum HeterogeneousPruning {
     /// The variants a Llama-numerics teacher's layers can take, checked: groups dividing the
     /// teacher's, widths at most its own.
     public static func check(_ variants: [LayerVariant], teacher t: ModelConfig) throws {
-        guard t.layerVariants == nil, !t.family.isMixture, t.family.isGated, !t.family.hasNormBias,
+        guard t.layerVariants == nil, !t.isMixture, t.family.isGated, !t.family.hasNormBias,
             !t.family.hasQKVBias, !t.family.hasQKNorm, t.slidingWindow == nil
         else {
             throw ProxyError.invalidTarget(

@@ -182,7 +182,7 @@ public enum Importance {
     ) throws -> ImportanceScores {
         let c = teacher.config
         try Pruning.requireUniformLayers(c)
-        let mixture = c.family.isMixture
+        let mixture = c.isMixture
         let (L, H, D, F, C) = (
             c.numHiddenLayers, c.numAttentionHeads, c.headDim, mixture ? c.expertWidth : c.intermediateSize,
             c.hiddenSize

@@ -163,7 +163,7 @@ public enum Pruning {
         try notLarger(t.numKeyValueHeads, teacher.numKeyValueHeads, "num_key_value_heads")
         try notLarger(t.intermediateSize, teacher.intermediateSize, teacher.family.definition.intermediateSizeKey)
         try notLarger(t.moeIntermediateSize, teacher.moeIntermediateSize, "moe_intermediate_size")
-        if teacher.family.isMixture {
+        if teacher.isMixture {
             try notLarger(t.numLocalExperts, teacher.numLocalExperts, "num_local_experts")
             try notLarger(t.numExpertsPerTok, teacher.numExpertsPerTok, "num_experts_per_tok")
             if t.numLocalExperts < t.numExpertsPerTok {
@@ -357,7 +357,7 @@ public enum Pruning {
                 plan.deltaNetHeads.append(kept.sorted())
             }
         }
-        if teacher.family.isMixture {
+        if teacher.isMixture {
             guard let mlp = scores.mlpExperts, mlp.frequency.count == L else {
                 throw ProxyError.invalidTarget(
                     field: "num_local_experts",

@@ -102,7 +102,7 @@ public struct Enumeration: Sendable {
     static func violation(_ c: ModelConfig, spec: SearchSpec, teacherPerGroup: Int) -> String? {
         let (H, G) = (c.numAttentionHeads, c.numKeyValueHeads)
         let derived = c.family.derivesQueryHeads
-        if c.family.isMixture && c.numLocalExperts < c.numExpertsPerTok { return rules[6] }
+        if c.isMixture && c.numLocalExperts < c.numExpertsPerTok { return rules[6] }
         if let m = c.mamba, m.heads % m.groups != 0 { return rules[7] }
         if let d = c.deltaNet, d.valueHeads % d.keyHeads != 0 { return rules[9] }
         if c.numHiddenLayers == 0 { return rules[8] }

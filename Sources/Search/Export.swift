@@ -111,7 +111,7 @@ public enum Exporter {
                 "num_query_groups": JSON(target.numKeyValueHeads),
                 "num_layers": JSON(target.numHiddenLayers), "kv_channels": JSON(target.headDim)
             ]
-            if target.family.isMixture {
+            if target.isMixture {
                 nemo["num_moe_experts"] = JSON(target.numLocalExperts)
                 nemo["moe_router_topk"] = JSON(target.numExpertsPerTok)
                 nemo["moe_ffn_hidden_size"] = JSON(target.expertWidth)

@@ -285,14 +285,14 @@ public final class SearchRunner {
         // settings) is the same, so the store and cache hold one set whichever engine made it.
         // (Not yet for mixtures: their expert scores come from the built-in engine.)
         let config = teacherWeights.config
-        if !spec.backend.isBuiltin && config.family.isMixture {
+        if !spec.backend.isBuiltin && config.isMixture {
             log(
                 "importance: a mixture-of-experts teacher — computed by the built-in engine (the "
                     + "\(spec.backend.name) backend does not score experts yet)"
             )
         }
         let external: ((CalibrationSet) throws -> ImportanceScores)? =
-            spec.backend.isBuiltin || config.family.isMixture
+            spec.backend.isBuiltin || config.isMixture
             ? nil
             : { [self] calibration in
                 log("importance: computed by the \(spec.backend.name) backend")

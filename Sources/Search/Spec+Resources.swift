@@ -53,7 +53,7 @@ extension SearchSpec {
         let activations = saturating(Activations.floatCount(config: t, B: proxy.batch, T: proxy.sequence), times: 4)
         let teacherBytes = saturating(saturating(t.parameterCount, times: 8), plus: activations)
         let studentParameters = budget.count == .total ? min(budget.maximum, t.parameterCount) : t.parameterCount
-        let hostHoldsTeacher = t.family.isMixture || prefilter != nil
+        let hostHoldsTeacher = t.isMixture || prefilter != nil
         let step =
             backend.isBuiltin
             ? saturating(
@@ -74,7 +74,7 @@ extension SearchSpec {
         // The importance pass: the teacher's activations for a batch of calibration windows, the
         // windows themselves and one score per unit and sample (here only when the built-in
         // engine computes it: an external backend scores a dense teacher on its own device).
-        guard backend.isBuiltin || t.family.isMixture else { return }
+        guard backend.isBuiltin || t.isMixture else { return }
         let units =
             t.numHiddenLayers
             * (t.intermediateSize * max(1, t.numLocalExperts) + t.numAttentionHeads + t.hiddenSize + 2)

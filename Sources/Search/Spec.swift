@@ -324,7 +324,7 @@ public struct SearchSpec: Sendable {
                         ? "a hybrid teacher's depth is counted per layer type: vary "
                             + axes.filter { $0.layerType != nil }.map(\.rawValue).joined(separator: ", ")
                         : [.numLocalExperts, .numExpertsPerTok, .numExperts, .moeIntermediateSize].contains(axis)
-                            && !t.family.isMixture
+                            && !t.isMixture
                             ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
                                 + "teacher (mixtral, jetmoe, qwen3_moe)"
                             : "not an axis of a \(t.family.rawValue) teacher; its axes are "

@@ -51,7 +51,7 @@ struct ModelInfo: ParsableCommand {
         }
         let mlpKind = c.family.isGated ? "SwiGLU" : "squared ReLU"
         let mlp =
-            c.family.isMixture
+            c.isMixture
             ? "\(c.numLocalExperts) experts of \(c.expertWidth) (\(mlpKind)), top \(c.numExpertsPerTok) per token"
                 + (c.family.definition.hasNormTopKProbKey
                     ? (c.normTopKProb ? ", gates renormalised" : ", gates not renormalised") : "")
@@ -74,7 +74,7 @@ struct ModelInfo: ParsableCommand {
         }
         let extras = attentionExtras.isEmpty ? "" : "; " + attentionExtras.joined(separator: ", ")
         let active =
-            c.family.isMixture
+            c.isMixture
             ? "\nactive/token      \(c.activeParameterCount) (\(formatCount(c.activeParameterCount))), "
                 + "non-embedding \(c.activeNonEmbeddingParameterCount) (\(formatCount(c.activeNonEmbeddingParameterCount)))"
             : ""
@@ -99,7 +99,7 @@ struct ModelInfo: ParsableCommand {
                 layers +=
                     "\ndeltanet          \(d.keyHeads) key heads × \(d.keyDim), \(d.valueHeads) value heads × "
                     + "\(d.valueDim), conv \(d.convKernel); each layer then "
-                    + (c.family.isMixture ? "a mixture of experts" : "a SwiGLU MLP")
+                    + (c.isMixture ? "a mixture of experts" : "a SwiGLU MLP")
             }
         }
         print(

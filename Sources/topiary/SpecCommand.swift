@@ -130,7 +130,7 @@ struct SpecCheck: ParsableCommand {
         }
         printThroughput(s)
         let tp = s.budget.throughput
-        let moe = teacher.family.isMixture, hybrid = teacher.hybridLayers != nil
+        let moe = teacher.isMixture, hybrid = teacher.hybridLayers != nil
         print(
             "candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "")
                 + (hybrid ? "pattern      mixer     " : "")

@@ -7,7 +7,7 @@ import Testing
     @Test(arguments: ["llama_gqa", "llama_tied", "nemotron_partial", "llama_long", "mixtral_moe", "jetmoe_moa",
                       "qwen2_sliding", "qwen2_tied", "qwen3_qknorm", "mistral_sliding", "qwen3_moe_dense_layer", "qwen3_moe_norm_topk",
                       "llama_rope_linear", "llama_rope_dynamic", "llama_rope_llama3", "qwen2_yarn", "mistral_yarn_mscale",
-                      "nemotron_h_hybrid", "nemotron_h_untied",
+                      "nemotron_h_hybrid", "nemotron_h_untied", "nemotron_h_moe", "nemotron_h_latent",
                       "qwen3_5_hybrid", "qwen3_5_tied", "qwen3_5_moe_hybrid", "qwen3_5_moe_tied"])
     func matchesTransformers(_ name: String) throws {
         let dir = fixtures.appendingPathComponent(name)
@@ -51,6 +51,30 @@ import Testing
         let expected = try SafeTensorsFile(url: dir.appendingPathComponent("expected.safetensors")).floats("logits")
         let error = relativeError(try LogitsReport(model: unscaled, inputIDs: ids, gradients: false).logits, expected)
         #expect(error > 1e-3, "without its rope scaling \(name) is within \(error) of transformers: the fixture does not test it")
+    }
+
+    /// The Nemotron-H mixture fixtures test the sigmoid router's choice: without the correction
+    /// bias, or with one group of experts instead of two, the logits move well past the tolerance
+    /// (so a bias or grouping read but not applied would fail the conformance test above).
+    @Test func nemotronHRouterChoiceMatters() throws {
+        for (name, change) in [("nemotron_h_moe", "bias"), ("nemotron_h_moe", "groups"), ("nemotron_h_latent", "bias")] {
+            let dir = fixtures.appendingPathComponent(name)
+            let model = try Checkpoint.load(dir)
+            var config = model.config
+            if change == "groups" { config.routerGroups = 1 }
+            let changed = DecoderModel(config: config)
+            changed.parameters.pointer.update(from: model.parameters.pointer, count: model.parameters.count)
+            if change == "bias" {
+                for e in changed.layout.entries where e.role == .routerCorrectionBias {
+                    (changed.parameters.pointer + e.offset).update(repeating: 0, count: e.count)
+                }
+            }
+            let ids = try JSONDecoder().decode([String: [[Int]]].self,
+                                               from: Data(contentsOf: dir.appendingPathComponent("input_ids.json")))["input_ids"]!
+            let expected = try SafeTensorsFile(url: dir.appendingPathComponent("expected.safetensors")).floats("logits")
+            let error = relativeError(try LogitsReport(model: changed, inputIDs: ids, gradients: false).logits, expected)
+            #expect(error > 1e-3, "\(name) without its router's \(change) is within \(error) of transformers")
+        }
     }
 
     /// Both spellings of a rope scaling (transformers 4's rope_scaling + rope_theta, 5's

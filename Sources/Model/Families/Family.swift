@@ -116,6 +116,18 @@ public protocol FamilyDefinition: Sendable {
     /// ``ModelConfig/intermediateSize`` neurons scaled per token by σ(w·x) (Qwen3.5-MoE's
     /// `shared_expert` and `shared_expert_gate`).
     var hasSharedExpert: Bool { get }
+    /// The shared expert's width in a config (0: none); by default ``ModelConfig/intermediateSize``
+    /// where the family has one.
+    func sharedExpertWidth(_ c: ModelConfig) -> Int
+    /// The shared expert's output is scaled by σ(w·x) (Qwen3.5-MoE's `shared_expert_gate`);
+    /// Nemotron-H's is added as it is.
+    var hasSharedExpertGate: Bool { get }
+    /// Routers score experts by a sigmoid and choose by score plus a per-expert correction bias
+    /// (`e_score_correction_bias`), within the best `topk_group` of `n_group` groups, the k gates
+    /// optionally renormalised and scaled by `routed_scaling_factor` (Nemotron-H, as DeepSeek-V3).
+    var routesBySigmoid: Bool { get }
+    /// The config key of the expert count (``ModelConfig/numLocalExperts``).
+    var expertCountKey: String { get }
     /// The config key of ``ModelConfig/intermediateSize`` (Qwen3.5-MoE has no dense MLP: its
     /// `shared_expert_intermediate_size`).
     var intermediateSizeKey: String { get }
@@ -149,6 +161,8 @@ public struct HybridKeys: Sendable {
     public var convBias = true
     public var timeStepMin = 0.001
     public var chunkSize = 128
+    /// The mixture keys of a hybrid decoder with mixture-of-experts layers (Nemotron-H's `moe`).
+    public var mixture: MixtureKeys? = nil
     public init(layers: [HybridLayer], mamba: MambaShape?) {
         self.layers = layers
         self.mamba = mamba
@@ -163,6 +177,12 @@ public struct MixtureKeys: Sendable {
     public var expertWidth: Int? = nil
     public var normTopK: Bool? = nil
     public var denseLayers: [Int] = []
+    /// Nemotron-H: the shared expert's width, the latent width, and the sigmoid router's scale,
+    /// groups and groups kept per token (``ModelConfig/moeSharedExpertIntermediateSize`` …).
+    public var sharedWidth = 0
+    public var latent: Int? = nil
+    public var scaling = 1.0
+    public var groups = 1, topKGroups = 1
     public init() {}
 }
 
@@ -204,6 +224,10 @@ extension FamilyDefinition {
     public var hasGatedAttention: Bool { false }
     public var hasZeroCenteredNorms: Bool { false }
     public var hasSharedExpert: Bool { false }
+    public func sharedExpertWidth(_ c: ModelConfig) -> Int { hasSharedExpert ? c.intermediateSize : 0 }
+    public var hasSharedExpertGate: Bool { hasSharedExpert }
+    public var routesBySigmoid: Bool { false }
+    public var expertCountKey: String { "num_local_experts" }
     public var intermediateSizeKey: String { "intermediate_size" }
     public var ignoredRopeKeys: Set<String> { [] }
     public var embeddingName: String { ParameterLayout.embeddingName }

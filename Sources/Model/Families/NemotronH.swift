@@ -3,7 +3,14 @@
 /// attention without positional embeddings (`full_attention`, `*`), or a squared-ReLU MLP
 /// (`mlp`, `-`) — given by `layers_block_type` (transformers 5's names or the older `mamba` /
 /// `attention`) or the older `hybrid_override_pattern` string. Tensors live under `backbone.`.
-/// Mixture-of-experts layers (`moe`, `E`) are refused when the config is read.
+///
+/// A mixture-of-experts layer (`moe`, `E`; `NemotronHMoE`) routes each token by a sigmoid router
+/// (``RoutingStyle/sigmoid(groups:topKGroups:normalize:scale:)``: scores σ(W_r·x), chosen with
+/// `e_score_correction_bias` within the best `topk_group` of `n_group` groups, the k gates
+/// renormalised when `norm_topk_prob` and scaled by `routed_scaling_factor`) to k of
+/// `n_routed_experts` squared-ReLU experts of `moe_intermediate_size` neurons — in a latent
+/// width between `fc1_latent_proj` and `fc2_latent_proj` where `moe_latent_size` is set — and
+/// adds a squared-ReLU shared expert of `moe_shared_expert_intermediate_size` neurons.
 struct NemotronH: FamilyDefinition {
     var modelType: String { "nemotron_h" }
     var architecture: String { "NemotronHForCausalLM" }
@@ -15,11 +22,21 @@ struct NemotronH: FamilyDefinition {
     var activationKey: String { "mlp_hidden_act" }
     var activation: String { "relu2" }
     var defaultNormEps: Double { 1e-5 }
+    var hasSeparateExpertWidth: Bool { true }
+    var defaultNormTopKProb: Bool { true }
+    /// transformers' Nemotron-H adds no load-balancing loss to its loss (its router balances by
+    /// the correction bias).
+    var defaultRouterAuxLossCoef: Double { 0 }
+    var routesBySigmoid: Bool { true }
+    var expertCountKey: String { "n_routed_experts" }
+    func sharedExpertWidth(_ c: ModelConfig) -> Int { c.moeSharedExpertIntermediateSize }
     var biasKeys: [(key: String, refused: Bool)] {
         [("attention_bias", true), ("mlp_bias", true), ("use_bias", true)]
     }
     /// Keys NemotronHConfig defines that change no forward pass here: initialisation, kernels and
-    /// cache dtypes, the mixture and multi-token-prediction keys of blocks the config has none of.
+    /// cache dtypes, the mixture keys of a config without mixture layers (with them they are
+    /// read), the shared-expert count and overlap and the router-loss keys transformers' mixture
+    /// does not use, and the multi-token-prediction keys.
     var metadataKeys: Set<String> {
         [
             "expand", "mamba_expand", "time_step_max", "mamba_dt_max", "time_step_floor", "mamba_dt_init_floor",
@@ -34,7 +51,8 @@ struct NemotronH: FamilyDefinition {
     var axes: [Axis] {
         [
             .hiddenSize, .numAttentionHeads, .numKeyValueHeads, .intermediateSize, .mambaNumHeads, .mambaHeadDim,
-            .numMambaLayers, .numAttentionLayers, .numMLPLayers
+            .numMambaLayers, .numAttentionLayers, .numMLPLayers, .nRoutedExperts, .numExpertsPerTok,
+            .moeIntermediateSize, .moeSharedExpertIntermediateSize, .numMoELayers
         ]
     }
 
@@ -77,12 +95,6 @@ struct NemotronH: FamilyDefinition {
             layers = [.mamba, .moe, .attention, .mlp]
         }
         guard !layers.isEmpty else { throw r.fail(listKey, "the model has no layers") }
-        if let l = layers.firstIndex(of: .moe) {
-            throw r.unsupported(
-                r.value("hybrid_override_pattern") != nil && r.value(listKey) == nil
-                    ? "hybrid_override_pattern" : listKey,
-                "layer \(l) is a mixture-of-experts block (moe, E); Nemotron-H's MoE blocks are not implemented yet")
-        }
         /// A key, or its older spelling, which transformers prefers when both are given.
         func int(_ key: String, legacy: String? = nil, _ fallback: Int) throws -> Int {
             used.insert(key)
@@ -106,6 +118,29 @@ struct NemotronH: FamilyDefinition {
         if let v = r.value("mamba_hidden_act"), v.string != "silu" {
             throw r.unsupported("mamba_hidden_act", "\(v); Nemotron-H's Mamba2 mixer is implemented with 'silu'")
         }
+        if layers.contains(.moe) { keys.mixture = try readMixture(r, used: &used) }
+        return keys
+    }
+
+    /// The mixture keys, with NemotronHConfig's defaults (read only when the config has `moe`
+    /// layers; otherwise they are metadata). `num_local_experts` is transformers' alias of
+    /// `n_routed_experts`.
+    func readMixture(_ r: ConfigReader, used: inout Set<String>) throws -> MixtureKeys {
+        for key in [
+            "n_routed_experts", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size",
+            "moe_shared_expert_intermediate_size", "moe_latent_size", "routed_scaling_factor", "n_group", "topk_group",
+            "norm_topk_prob"
+        ] { used.insert(key) }
+        var keys = MixtureKeys()
+        keys.experts = try r.int("n_routed_experts") ?? r.int("num_local_experts") ?? 8
+        keys.perToken = try r.int("num_experts_per_tok") ?? 2
+        keys.expertWidth = try r.int("moe_intermediate_size") ?? 7688
+        keys.sharedWidth = try r.int("moe_shared_expert_intermediate_size") ?? 7688
+        keys.latent = try r.int("moe_latent_size")
+        keys.scaling = try r.double("routed_scaling_factor") ?? 1
+        keys.groups = try r.int("n_group") ?? 1
+        keys.topKGroups = try r.int("topk_group") ?? 1
+        keys.normTopK = try r.bool("norm_topk_prob") ?? true
         return keys
     }
 
@@ -127,6 +162,17 @@ struct NemotronH: FamilyDefinition {
             json["ssm_state_size"] = JSON(m.stateSize)
             json["conv_kernel"] = JSON(m.convKernel)
         }
+        if c.isMixture {
+            json["n_routed_experts"] = JSON(c.numLocalExperts)
+            json["num_experts_per_tok"] = JSON(c.numExpertsPerTok)
+            json["moe_intermediate_size"] = JSON(c.moeIntermediateSize)
+            json["moe_shared_expert_intermediate_size"] = JSON(c.moeSharedExpertIntermediateSize)
+            json["moe_latent_size"] = c.moeLatentSize.map { JSON($0) } ?? .null
+            json["routed_scaling_factor"] = .float(c.routedScalingFactor)
+            json["n_group"] = JSON(c.routerGroups)
+            json["topk_group"] = JSON(c.routerTopKGroups)
+            json["norm_topk_prob"] = .bool(c.normTopKProb)
+        }
         json["use_conv_bias"] = .bool(c.mambaConvBias)
         json["chunk_size"] = JSON(c.mambaChunkSize)
         json["time_step_min"] = .float(c.mambaTimeStepMin)
@@ -142,11 +188,7 @@ struct NemotronH: FamilyDefinition {
             throw ModelError.invalidConfig(
                 file: file, key: "layers_block_type", reason: "must name one type for each of the model's layers")
         }
-        if let l = layers.firstIndex(of: .moe) {
-            throw ModelError.unsupportedConfig(
-                file: file, key: "layers_block_type",
-                reason: "layer \(l) is a mixture-of-experts block; Nemotron-H's MoE blocks are not implemented yet")
-        }
+        if c.isMixture { try validateMixture(c, file: file) }
         guard let m = c.mamba else {
             throw ModelError.invalidConfig(file: file, key: "mamba_num_heads", reason: "missing")
         }
@@ -163,6 +205,38 @@ struct NemotronH: FamilyDefinition {
         if !(c.mambaTimeStepMin >= 0) {
             throw ModelError.invalidConfig(
                 file: file, key: "time_step_min", reason: "must be non-negative, got \(c.mambaTimeStepMin)")
+        }
+    }
+
+    /// The mixture's shape rules: positive widths, and groups as transformers' router needs them
+    /// (equal groups of at least two experts, since a group's worth is its two best scores;
+    /// k experts among the kept groups).
+    func validateMixture(_ c: ModelConfig, file: String) throws {
+        try requirePositive(
+            [
+                (c.moeIntermediateSize, "moe_intermediate_size"),
+                (c.moeSharedExpertIntermediateSize, "moe_shared_expert_intermediate_size"),
+                (c.moeLatentSize ?? 1, "moe_latent_size"), (c.routerGroups, "n_group"),
+                (c.routerTopKGroups, "topk_group")
+            ], file: file)
+        let (E, G) = (c.numLocalExperts, c.routerGroups)
+        if E % G != 0 || E / G < 2 {
+            throw ModelError.invalidConfig(
+                file: file, key: "n_group",
+                reason: "n_routed_experts \(E) must split into n_group \(G) equal groups of at least 2 experts")
+        }
+        if c.routerTopKGroups > G {
+            throw ModelError.invalidConfig(
+                file: file, key: "topk_group", reason: "\(c.routerTopKGroups) is more than n_group \(G)")
+        }
+        if c.numExpertsPerTok > c.routerTopKGroups * (E / G) {
+            throw ModelError.invalidConfig(
+                file: file, key: "num_experts_per_tok",
+                reason: "top-k \(c.numExpertsPerTok) is more than the \(c.routerTopKGroups * (E / G)) experts of "
+                    + "topk_group \(c.routerTopKGroups) groups of \(E / G)")
+        }
+        if !c.routedScalingFactor.isFinite {
+            throw ModelError.invalidConfig(file: file, key: "routed_scaling_factor", reason: "must be finite")
         }
     }
 
@@ -190,7 +264,33 @@ struct NemotronH: FamilyDefinition {
     }
 
     func channelMixerTensors(_ mixer: Block.ChannelMixer, _ c: ModelConfig) -> [TensorSpec] {
-        LlamaTensors.mlp(mixer, c, gated: false).map(Self.inMixer)
+        guard case let .experts(E, _, F, S) = mixer else {
+            return LlamaTensors.mlp(mixer, c, gated: false).map(Self.inMixer)
+        }
+        // The routed experts read and write the latent width where there is one.
+        let (C, X) = (c.hiddenSize, c.expertInputWidth)
+        let io: AxisRole = c.moeLatentSize == nil ? .channels : .whole
+        var t = [
+            TensorSpec("mixer.gate.weight", .mlpRouter, [E, C], [.experts, .channels]),
+            TensorSpec("mixer.gate.e_score_correction_bias", .routerCorrectionBias, [E], [.experts])
+        ]
+        for e in 0..<E {
+            t += [
+                TensorSpec("mixer.experts.\(e).up_proj.weight", .expertUp, [F, X], [.neurons, io], expert: e),
+                TensorSpec("mixer.experts.\(e).down_proj.weight", .expertDown, [X, F], [io, .neurons], expert: e)
+            ]
+        }
+        t += [
+            TensorSpec("mixer.shared_experts.up_proj.weight", .sharedUp, [S, C], [.sharedNeurons, .channels]),
+            TensorSpec("mixer.shared_experts.down_proj.weight", .sharedDown, [C, S], [.channels, .sharedNeurons])
+        ]
+        if let L = c.moeLatentSize {
+            t += [
+                TensorSpec("mixer.fc1_latent_proj.weight", .latentIn, [L, C], [.whole, .channels]),
+                TensorSpec("mixer.fc2_latent_proj.weight", .latentOut, [C, L], [.channels, .whole])
+            ]
+        }
+        return t
     }
 
     /// Every layer's one module is its `mixer` (`self_attn.q_proj` → `mixer.q_proj`).

@@ -5,7 +5,7 @@ import Foundation
 // grouped by expert (rows expertStart[e] ..< expertStart[e+1] belong to expert e).
 
 /// How a router turns its logits into k expert choices and gate weights.
-public enum RoutingStyle: Sendable {
+public enum RoutingStyle: Sendable, Equatable {
     /// Mixtral (and qwen3_moe with `norm_topk_prob`): softmax over all E experts, keep the
     /// top k, divide by their sum.
     case softmaxThenTopK
@@ -13,12 +13,17 @@ public enum RoutingStyle: Sendable {
     case softmaxTopKUnnormalized
     /// JetMoE: keep the top k logits, softmax over those k.
     case topKThenSoftmax
+    /// Nemotron-H (DeepSeek-V3's router): scores s = σ(logits); experts are chosen by s plus a
+    /// per-expert correction bias, among the experts of the best `topKGroups` of `groups` equal
+    /// groups (a group's worth: the sum of its two best biased scores); the k gates are the
+    /// chosen scores, divided by their sum (+1e-20) when `normalize`, times `scale`.
+    case sigmoid(groups: Int, topKGroups: Int, normalize: Bool, scale: Float)
 }
 
 /// One router's decisions in the last forward pass, for N tokens.
 public final class RouterState {
     public let N: Int, E: Int, k: Int
-    /// (N, E) router logits and softmax over all experts.
+    /// (N, E) router logits and softmax over all experts (the sigmoid router: the scores σ(logits)).
     public let logits, probs: UnsafeMutablePointer<Float>
     /// (N, k) gate weight of each chosen expert.
     public let gates: UnsafeMutablePointer<Float>
@@ -62,10 +67,18 @@ public final class RouterState {
 
     /// Chooses experts from `logits` (already computed), fills probs, gates and the dispatch order.
     /// Experts in `masked` are never chosen (their logit is −∞). Ties go to the lower index.
+    /// `correction`: the sigmoid router's per-expert choice bias (E).
     /// - Returns: false when a logit is not finite (the caller reports where).
-    func route(style: RoutingStyle, masked: [Int]) -> Bool {
+    func route(style: RoutingStyle, masked: [Int], correction: UnsafePointer<Float>? = nil) -> Bool {
         let (N, E, k) = (N, E, k)
         var finite = true
+        if case let .sigmoid(groups, topKGroups, normalize, scale) = style {
+            finite = routeBySigmoid(
+                masked: masked, correction: correction, groups: groups, topKGroups: topKGroups, normalize: normalize,
+                scale: scale)
+            dispatch()
+            return finite
+        }
         chosen.withUnsafeMutableBufferPointer { chosen in
             for n in 0..<N {
                 let z = logits + n * E, p = probs + n * E
@@ -99,10 +112,74 @@ public final class RouterState {
                     var s: Float = 0
                     for j in 0..<k { g[j] = expf(z[Int(c[j])] - top); s += g[j] }
                     for j in 0..<k { g[j] /= s }
+                case .sigmoid: break
                 }
             }
         }
-        // Dispatch: counting sort of (token, slot) pairs by expert.
+        dispatch()
+        return finite
+    }
+
+    /// The sigmoid router's choice (``RoutingStyle/sigmoid(groups:topKGroups:normalize:scale:)``),
+    /// as transformers' `NemotronHTopkRouter` makes it.
+    private func routeBySigmoid(
+        masked: [Int], correction: UnsafePointer<Float>?, groups: Int, topKGroups: Int, normalize: Bool, scale: Float
+    ) -> Bool {
+        let (N, E, k) = (N, E, k), per = E / groups
+        var finite = true
+        var choice = [Float](repeating: 0, count: E), worth = [Float](repeating: 0, count: groups)
+        var keep = [Bool](repeating: false, count: groups)
+        /// The best index of `values` not yet taken (ties to the lower index); −1 when all are −∞.
+        func best(_ values: [Float], _ taken: (Int) -> Bool) -> Int {
+            var b = -1
+            for i in values.indices where !taken(i) && values[i] > -.infinity && (b < 0 || values[i] > values[b]) {
+                b = i
+            }
+            return b
+        }
+        chosen.withUnsafeMutableBufferPointer { chosen in
+            for n in 0..<N {
+                let z = logits + n * E, p = probs + n * E
+                for m in masked { z[m] = -.infinity }
+                for e in 0..<E {
+                    if z[e].isNaN || z[e] == .infinity { finite = false }
+                    p[e] = z[e] == -.infinity ? 0 : 1 / (1 + expf(-z[e]))
+                    choice[e] = z[e] == -.infinity ? -.infinity : p[e] + (correction?[e] ?? 0)
+                }
+                if groups > 1 {
+                    // A group's worth is the sum of its two best biased scores.
+                    for g in 0..<groups {
+                        var (a, b) = (-Float.infinity, -Float.infinity)
+                        for e in (g * per)..<((g + 1) * per) {
+                            if choice[e] > a { (a, b) = (choice[e], a) } else if choice[e] > b { b = choice[e] }
+                        }
+                        worth[g] = a + b
+                    }
+                    for g in 0..<groups { keep[g] = false }
+                    for _ in 0..<topKGroups {
+                        var b = -1
+                        for g in 0..<groups where !keep[g] && (b < 0 || worth[g] > worth[b]) { b = g }
+                        keep[b] = true
+                    }
+                    for e in 0..<E where !keep[e / per] { choice[e] = -.infinity }
+                }
+                let c = chosen.baseAddress! + n * k, g = gates + n * k
+                for j in 0..<k {
+                    let e = best(choice) { i in (0..<j).contains { c[$0] == Int32(i) } }
+                    // Fewer than k experts left (masking): the first free one, with gate 0.
+                    c[j] = Int32(e >= 0 ? e : (0..<E).first { i in !(0..<j).contains { c[$0] == Int32(i) } }!)
+                }
+                var sum: Float = 1e-20
+                for j in 0..<k { sum += p[Int(c[j])] }
+                for j in 0..<k { g[j] = (normalize ? p[Int(c[j])] / sum : p[Int(c[j])]) * scale }
+            }
+        }
+        return finite
+    }
+
+    /// Dispatch: counting sort of (token, slot) pairs by expert.
+    private func dispatch() {
+        let (N, E, k) = (N, E, k)
         for e in 0...E { expertStart[e] = 0 }
         for i in 0..<(N * k) { expertStart[Int(chosen[i]) + 1] += 1 }
         for e in 0..<E { expertStart[e + 1] += expertStart[e] }
@@ -114,7 +191,6 @@ public final class RouterState {
                 rowToken[r] = Int32(n); rowSlot[r] = Int32(j); slotRow[n * k + j] = Int32(r)
             }
         }
-        return finite
     }
 
     /// Backward of the routing: from dGates (N, k) (and the load-balancing and z-loss terms) to
@@ -126,6 +202,11 @@ public final class RouterState {
         balance: [Float]?, zScale: Float
     ) {
         let (E, k) = (E, k)
+        if case let .sigmoid(_, _, normalize, scale) = style {
+            sigmoidBackward(
+                normalize: normalize, scale: scale, dGates: dGates, dLogits: dLogits, balance: balance, zScale: zScale)
+            return
+        }
         chosen.withUnsafeBufferPointer { chosen in
             for n in 0..<N {
                 let p = probs + n * E, dz = dLogits + n * E, g = gates + n * k, dg = dGates + n * k
@@ -141,7 +222,7 @@ public final class RouterState {
                     for j in 0..<k { dz[Int(c[j])] = (dg[j] - dot) / s }
                 case .softmaxTopKUnnormalized:
                     for j in 0..<k { dz[Int(c[j])] = dg[j] }
-                case .topKThenSoftmax:
+                case .topKThenSoftmax, .sigmoid:
                     break
                 }
                 if let balance { for e in 0..<E { dz[e] += balance[e] } }
@@ -156,6 +237,39 @@ public final class RouterState {
                     // d/dz (logsumexp z)² = 2 · lse · softmax(z).
                     let lse = logSumExp(n)
                     for e in 0..<E { dz[e] += zScale * 2 * lse * p[e] }
+                }
+            }
+        }
+    }
+}
+
+extension RouterState {
+    /// The sigmoid router's backward: gates g_j = scale · s_j / S (S = Σ s + 1e-20) or
+    /// scale · s_j give ds; the load-balancing term adds to ds (its P_e is the mean score);
+    /// dz = ds · s(1 − s), plus the z-loss's 2 · lse · softmax(z). The choice (and so the
+    /// correction bias) is not differentiable.
+    fileprivate func sigmoidBackward(
+        normalize: Bool, scale: Float, dGates: UnsafePointer<Float>, dLogits: UnsafeMutablePointer<Float>,
+        balance: [Float]?, zScale: Float
+    ) {
+        let (E, k) = (E, k)
+        chosen.withUnsafeBufferPointer { chosen in
+            for n in 0..<N {
+                let p = probs + n * E, z = logits + n * E, dz = dLogits + n * E
+                let g = gates + n * k, dg = dGates + n * k, c = chosen.baseAddress! + n * k
+                for e in 0..<E { dz[e] = 0 }
+                if normalize {
+                    var sum: Float = 1e-20, dot: Float = 0
+                    for j in 0..<k { sum += p[Int(c[j])]; dot += dg[j] * g[j] }
+                    for j in 0..<k { dz[Int(c[j])] += (scale * dg[j] - dot) / sum }
+                } else {
+                    for j in 0..<k { dz[Int(c[j])] += scale * dg[j] }
+                }
+                if let balance { for e in 0..<E { dz[e] += balance[e] } }
+                for e in 0..<E { dz[e] *= p[e] * (1 - p[e]) }
+                if zScale != 0 {
+                    let lse = logSumExp(n)
+                    for e in 0..<E where z[e] > -.infinity { dz[e] += zScale * 2 * lse * expf(z[e] - lse) }
                 }
             }
         }

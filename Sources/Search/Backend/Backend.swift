@@ -464,7 +464,7 @@ struct ExternalBackend {
         settings: ImportanceSettings,
         batch: Int = 16, jobDirectory: URL
     ) throws -> ImportanceScores {
-        guard !c.family.isMixture else {
+        guard !c.isMixture else {
             throw SearchError.backend(
                 "the \(spec.name) backend does not compute importance of mixtures of experts yet; use the built-in engine"
             )

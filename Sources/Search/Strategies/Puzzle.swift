@@ -50,7 +50,7 @@ public struct Puzzle: SearchStrategy {
         var rows: [([Double], Double)] = []
         var parameterRow: Int?, parameterMinimum = 0.0
         if b.maximum < Int.max || b.minimum > 0 {
-            guard b.count != .active || !t.family.isMixture else {
+            guard b.count != .active || !t.isMixture else {
                 throw SearchError.spec(
                     file: spec.file, path: "budget.count", reason: "puzzle counts dense teachers only")
             }
