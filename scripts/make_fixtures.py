@@ -164,6 +164,13 @@ def rope_fixtures(wanted):
             v4_rope_spelling(name)
 
 
+# The shape of the first Nemotron-H fixture (layer types aside), shared by its mixture fixture.
+NEMOTRON_H_SMALL = dict(
+    vocab_size=61, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40,
+    mamba_num_heads=4, mamba_head_dim=6, n_groups=2, ssm_state_size=5, conv_kernel=4, chunk_size=4,
+    time_step_min=0.01, max_position_embeddings=64, initializer_range=0.2, attn_implementation="eager")
+
+
 def hybrid_fixtures(wanted):
     """The Nemotron-H fixtures (`hybrid`, or every fixture without names)."""
     if wanted and "hybrid" not in wanted:
@@ -174,10 +181,7 @@ def hybrid_fixtures(wanted):
     # spread so that some time steps sit at the time_step_min clamp.
     torch.manual_seed(41)
     nh = NemotronHForCausalLM(NemotronHConfig(
-        vocab_size=61, hidden_size=32, layers_block_type=["mamba", "mlp", "attention", "mamba"],
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40, mamba_num_heads=4,
-        mamba_head_dim=6, n_groups=2, ssm_state_size=5, conv_kernel=4, chunk_size=4, time_step_min=0.01,
-        max_position_embeddings=64, initializer_range=0.2, attn_implementation="eager"))
+        layers_block_type=["mamba", "mlp", "attention", "mamba"], **NEMOTRON_H_SMALL))
     with torch.no_grad():
         for layer in nh.model.layers:
             if layer.block_type == "linear_attention":
@@ -204,13 +208,9 @@ def nemotron_h_moe_fixtures(wanted):
     # choice differs from the scores' own, and a shared expert of 20.
     torch.manual_seed(61)
     nh = NemotronHForCausalLM(NemotronHConfig(
-        vocab_size=61, hidden_size=32, layers_block_type=["mamba", "moe", "attention", "moe"],
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40, mamba_num_heads=4,
-        mamba_head_dim=6, n_groups=2, ssm_state_size=5, conv_kernel=4, chunk_size=4, time_step_min=0.01,
-        n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=12, moe_shared_expert_intermediate_size=20,
-        n_group=2, topk_group=1, routed_scaling_factor=2.5, norm_topk_prob=True,
-        max_position_embeddings=64, initializer_range=0.2, attn_implementation="eager",
-        experts_implementation="eager"))
+        layers_block_type=["mamba", "moe", "attention", "moe"], n_routed_experts=6, num_experts_per_tok=2,
+        moe_intermediate_size=12, moe_shared_expert_intermediate_size=20, n_group=2, topk_group=1,
+        routed_scaling_factor=2.5, norm_topk_prob=True, experts_implementation="eager", **NEMOTRON_H_SMALL))
     g = torch.Generator().manual_seed(62)
     with torch.no_grad():
         for layer in nh.model.layers:
