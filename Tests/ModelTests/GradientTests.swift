@@ -31,11 +31,14 @@ import Testing
     func finiteDifferencesHybrid(_ T: Int, _ convBias: Bool) throws {
         // Time steps Δ near 1 rather than transformers' initial 0.001…0.1, so that A_log's
         // gradients (∝ Δ) stand above the float32 loss's rounding; one head's Δ at the clamp.
-        try Self.checkFiniteDifferences(hybridConfig(convBias: convBias), T: T) { model in
-            for e in model.layout.entries where e.role == .mambaDtBias {
-                let p = model.tensor(e.name)!
-                for h in 0..<p.count { p[h] = h == 0 ? -9 : 0.5 * Float(h) }
-            }
+        try Self.checkFiniteDifferences(hybridConfig(convBias: convBias), T: T, prepare: Self.largeTimeSteps)
+    }
+
+    /// Mamba2's Δ biases: one head's at the clamp, the others' near 1.
+    static func largeTimeSteps(_ model: DecoderModel) {
+        for e in model.layout.entries where e.role == .mambaDtBias {
+            let p = model.tensor(e.name)!
+            for h in 0..<p.count { p[h] = h == 0 ? -9 : 0.5 * Float(h) }
         }
     }
 
@@ -66,6 +69,15 @@ import Testing
                 for h in 0..<a.count { a[h] = Float(log(0.05 * Double(h + 1))) }
             }
         }
+    }
+
+    /// Issue 26: Nemotron-H's mixture blocks — the sigmoid router (its groups, renormalisation and
+    /// scale; both router losses on), squared-ReLU experts, the shared expert, and the latent
+    /// projections. (T, groups, normalize, latent.)
+    @Test(arguments: [(5, 2, true, nil as Int?), (9, 1, false, 6), (5, 3, true, 10)])
+    func finiteDifferencesNemotronHMoE(_ T: Int, _ groups: Int, _ normalize: Bool, _ latent: Int?) throws {
+        try Self.checkFiniteDifferences(
+            nemotronHMoEConfig(groups: groups, normalize: normalize, latent: latent), T: T, prepare: Self.largeTimeSteps)
     }
 
     static func checkFiniteDifferences(
@@ -99,7 +111,7 @@ import Testing
             if acts.routers.map(\.chosen) != baseRouting { routingChanged = true }
             let aux = model.routerLosses(acts), w = model.routerLossWeights
             return try model.loss(acts, targets: targets, gradient: false)
-                + (family.isMixture ? w.loadBalancing * aux.loadBalancing + w.zLoss * aux.zLoss : 0)
+                + (config.isMixture ? w.loadBalancing * aux.loadBalancing + w.zLoss * aux.zLoss : 0)
         }
         model.zeroGradients()
         try model.forward(tokens: tokens, acts)
@@ -138,7 +150,7 @@ import Testing
     /// The gradient really flows everywhere: no tensor's gradient is identically zero.
     @Test func everyTensorGetsGradient() throws {
         for config in Self.cases.map({ tinyConfig($0.0, tied: $0.1) }) + [heterogeneousConfig(), hybridConfig(), qwen35Config(),
-                                                                    qwen35Config(mixture: true)] {
+                                                                    qwen35Config(mixture: true), nemotronHMoEConfig(latent: 6)] {
             let family = config.family
             let model = DecoderModel(config: config)
             model.initialize(seed: 3)
@@ -152,7 +164,8 @@ import Testing
             model.backward(acts)
             for e in model.layout.entries {
                 let g = UnsafeBufferPointer(start: model.gradients.pointer + e.offset, count: e.count)
-                #expect(g.contains { $0 != 0 }, "\(family) \(e.name) has an all-zero gradient")
+                // A buffer (the router's correction bias) is never trained.
+                #expect(g.contains { $0 != 0 } != (e.role?.isBuffer ?? false), "\(family) \(e.name): its gradient is \(g.contains { $0 != 0 } ? "not " : "")all zero")
             }
         }
     }

@@ -53,6 +53,25 @@ func hybridConfig(vocab: Int = 23, layers: [HybridLayer] = [.mamba, .mlp, .atten
     return c
 }
 
+/// A Nemotron-H decoder with mixture-of-experts layers: 6 squared-ReLU experts of 5 (top 2) in
+/// `groups` groups (the best `groups / 2` kept, at least 1), gates renormalised and scaled by 1.5
+/// unless `normalize` is off, a shared expert of 7, and a latent width of `latent` where given.
+func nemotronHMoEConfig(vocab: Int = 23, layers: [HybridLayer] = [.mamba, .moe, .attention, .moe],
+                        groups: Int = 2, normalize: Bool = true, latent: Int? = nil) -> ModelConfig {
+    var c = hybridConfig(vocab: vocab, layers: layers)
+    c.numLocalExperts = 6
+    c.numExpertsPerTok = 2
+    c.moeIntermediateSize = 5
+    c.moeSharedExpertIntermediateSize = 7
+    c.moeLatentSize = latent
+    c.routerGroups = groups
+    c.routerTopKGroups = max(1, groups / 2)
+    c.normTopKProb = normalize
+    c.routedScalingFactor = normalize ? 1.5 : 1
+    c.routerAuxLossCoef = 0
+    return c
+}
+
 /// A Qwen3.5 decoder: Gated DeltaNet (2 key heads of `keyDim`, `valueHeads` value heads of `valueDim`, a
 /// convolution of 3 taps, chunks of 4), gated attention with half of each head rotating, SwiGLU.
 /// `mixture`: Qwen3.5-MoE, 3 experts of 6 (top 2) and a shared expert of 10 per layer.
