@@ -118,6 +118,7 @@ public struct ExpertScores: Sendable, Equatable, Codable {
         let E: Int
         var count: [[Double]], normSum: [[Double]], tokens = 0
         var byLanguage: [String: [[Double]]] = [:], tokensByLanguage: [String: Int] = [:]
+        var firstLayer: Int? = nil
         init(layers: Int, experts: Int) {
             E = experts
             count = [[Double]](repeating: [Double](repeating: 0, count: experts), count: layers)
@@ -146,7 +147,9 @@ public struct ExpertScores: Sendable, Equatable, Codable {
                     byLanguage[lang]![l][e] += 1
                 }
             }
-            if l == 0 {
+            // Tokens are counted once per pass, at the first layer with this router.
+            if firstLayer == nil { firstLayer = l }
+            if l == firstLayer {
                 tokens += limit
                 for r in 0..<rows { tokensByLanguage[languages[r], default: 0] += T }
             }
@@ -193,14 +196,17 @@ public enum Importance {
         // Mixture neurons (id e·F + i): summed |activation| (the routed rows per expert are
         // `mlpExperts.count`).
         var expertNeuronSum = [[Double]](repeating: [Double](repeating: 0, count: mixture ? E * F : 0), count: L)
+        // Dense MLP neurons, in the layers whose MLP is dense (a Nemotron-H mixture teacher has both).
+        let denseF = c.intermediateSize
+        let blocks = c.blocks
         let T = calibration.sequence, S = calibration.samples
         let B = min(batch, S)
         let acts = Activations(config: c, batch: B, sequence: T)
         // Per-sample sequence aggregates: [layer][unit][sample].
         var headSeq = [[Double]](repeating: [Double](repeating: 0, count: H * S), count: L)
-        var neuronSeq = [[Double]](repeating: [Double](repeating: 0, count: mixture ? 0 : F * S), count: L)
-        // A mixture's shared expert (Qwen3.5-MoE): its neurons are scored as a dense MLP's.
-        let sharedWidth = mixture && c.family.definition.hasSharedExpert ? c.intermediateSize : 0
+        var neuronSeq = blocks.map { [Double](repeating: 0, count: $0.isSparse ? 0 : denseF * S) }
+        // A mixture's shared expert (Qwen3.5-MoE, Nemotron-H): its neurons are scored as a dense MLP's.
+        let sharedWidth = mixture ? c.sharedExpertWidth : 0
         var sharedSeq = [[Double]](repeating: [Double](repeating: 0, count: sharedWidth * S), count: L)
         let mambaWidth = c.mamba?.innerWidth ?? 0
         let mambaLayers = (0..<L).map { c.hybridLayers?[$0] == .mamba }
@@ -211,7 +217,6 @@ public enum Importance {
         var channelSeq = [[Double]](repeating: [Double](repeating: 0, count: C * S), count: 2 * L + 1)
         var cosineSum = [Double](repeating: 0, count: L)
         var tokensSeen = 0
-        let blocks = c.blocks
         let saved = teacher.masks
         teacher.masks = ForwardMasks()
         defer { teacher.masks = saved }
@@ -249,9 +254,11 @@ public enum Importance {
                                 return Double(s.squareRoot())
                             }
                         }
-                        if !mixture && hasNeurons {
-                            for i in 0..<F {
-                                neuronSeq[l][i * S + sample] = aggregate { t in Double(a.mlpAct[(r * T + t) * F + i]) }
+                        if hasNeurons {
+                            for i in 0..<denseF {
+                                neuronSeq[l][i * S + sample] = aggregate { t in
+                                    Double(a.mlpAct[(r * T + t) * denseF + i])
+                                }
                             }
                         }
                         if let act = a.sharedAct {
@@ -306,8 +313,10 @@ public enum Importance {
                 for l in 0..<L where mixture {
                     let a = acts.layers[l]
                     if let router = a.mlpRouter, let y = a.mlpExpertOut {
+                        // (Expert outputs are as wide as their input: a latent mixture's in the latent width.)
                         mlpExperts.add(
-                            layer: l, router: router, expertOutput: y, C: C, T: T, rows: rows, languages: languages)
+                            layer: l, router: router, expertOutput: y, C: c.expertInputWidth, T: T, rows: rows,
+                            languages: languages)
                         for row in 0..<(router.N * router.k) where router.token(ofRow: row) < rows * T {
                             let e = router.expert(ofRow: row), act = a.mlpAct + row * F
                             for i in 0..<F { expertNeuronSum[l][e * F + i] += Double(abs(act[i])) }
@@ -334,13 +343,12 @@ public enum Importance {
         let heads = headSeq.map { reduceSamples($0, units: H) }
         // Mixture neurons: mean |activation| over the rows routed to their expert; then the shared
         // expert's (ids E·F + i).
-        let neurons =
-            mixture
-            ? (0..<L).map { l in
-                (0..<(E * F)).map { expertNeuronSum[l][$0] / max(mlpExperts.count[l][$0 / F], 1) }
+        let neurons = (0..<L).map { l in
+            blocks[l].isSparse
+                ? (0..<(E * F)).map { expertNeuronSum[l][$0] / max(mlpExperts.count[l][$0 / F], 1) }
                     + (sharedWidth > 0 ? reduceSamples(sharedSeq[l], units: sharedWidth) : [])
-            }
-            : neuronSeq.map { reduceSamples($0, units: F) }
+                : reduceSamples(neuronSeq[l], units: denseF)
+        }
         var channels = [Double](repeating: 0, count: C)
         for norm in channelSeq { for (i, v) in reduceSamples(norm, units: C).enumerated() { channels[i] += v } }
         let blockImportance = cosineSum.map { 1 - $0 / Double(tokensSeen) }

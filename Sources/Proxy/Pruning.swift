@@ -164,11 +164,18 @@ public enum Pruning {
         try notLarger(t.intermediateSize, teacher.intermediateSize, teacher.family.definition.intermediateSizeKey)
         try notLarger(t.moeIntermediateSize, teacher.moeIntermediateSize, "moe_intermediate_size")
         if teacher.isMixture {
-            try notLarger(t.numLocalExperts, teacher.numLocalExperts, "num_local_experts")
+            let expertsKey = teacher.family.definition.expertCountKey
+            try notLarger(t.numLocalExperts, teacher.numLocalExperts, expertsKey)
             try notLarger(t.numExpertsPerTok, teacher.numExpertsPerTok, "num_experts_per_tok")
+            try notLarger(t.moeSharedExpertIntermediateSize, teacher.moeSharedExpertIntermediateSize,
+                "moe_shared_expert_intermediate_size")
+            try unchanged([
+                ("moe_latent_size", t.moeLatentSize ?? 0, teacher.moeLatentSize ?? 0),
+                ("n_group", t.routerGroups, teacher.routerGroups), ("topk_group", t.routerTopKGroups, teacher.routerTopKGroups)
+            ])
             if t.numLocalExperts < t.numExpertsPerTok {
                 throw ProxyError.invalidTarget(
-                    field: "num_local_experts",
+                    field: expertsKey,
                     reason:
                         "\(t.numLocalExperts) experts is fewer than num_experts_per_tok "
                         + "\(t.numExpertsPerTok): every token must reach top-k experts"
@@ -222,7 +229,7 @@ public enum Pruning {
                 ("conv_kernel", sm.convKernel, tm.convKernel)
             ])
         }
-        for axis in [Axis.numMambaLayers, .numAttentionLayers, .numMLPLayers, .numDeltaNetLayers]
+        for axis in [Axis.numMambaLayers, .numAttentionLayers, .numMLPLayers, .numMoELayers, .numDeltaNetLayers]
         where teacher.hybridLayers != nil {
             try notLarger(axis.value(t), axis.value(teacher), axis.rawValue)
         }
@@ -358,14 +365,30 @@ public enum Pruning {
             }
         }
         if teacher.isMixture {
+            let expertsKey = teacher.family.definition.expertCountKey
             guard let mlp = scores.mlpExperts, mlp.frequency.count == L else {
                 throw ProxyError.invalidTarget(
-                    field: "num_local_experts",
+                    field: expertsKey,
                     reason: "the importance scores hold no expert statistics for this mixture teacher; recompute them")
             }
             let F = teacher.expertWidth, byExpert = mlp.scores(options.expertMetric)
+            // Experts are kept group by group, the same number from each (Nemotron-H's router
+            // chooses within groups; one group elsewhere).
+            let groups = teacher.routerGroups, per = teacher.numLocalExperts / groups
+            let keepPer = t.numLocalExperts / groups
             for l in layers {
-                let kept = Array(ImportanceScores.ranking(byExpert[l]).prefix(t.numLocalExperts)).sorted()
+                guard teacher.isSparse(layer: l) else {
+                    // A hybrid decoder's other layers have no experts.
+                    plan.experts.append([])
+                    plan.expertNeurons.append([])
+                    plan.sharedNeurons.append([])
+                    continue
+                }
+                let kept = (0..<groups).flatMap { g in
+                    ImportanceScores.ranking(Array(byExpert[l][(g * per)..<((g + 1) * per)])).prefix(keepPer).map {
+                        g * per + $0
+                    }
+                }.sorted()
                 plan.experts.append(kept)
                 plan.expertNeurons.append(
                     kept.map { e in
@@ -374,16 +397,16 @@ public enum Pruning {
                                 t.expertWidth)
                         ).sorted()
                     })
-                if teacher.family.definition.hasSharedExpert {
+                if teacher.sharedExpertWidth > 0 {
                     // The shared expert's neurons follow the routed experts' (ids E·F + i).
                     let first = teacher.numLocalExperts * F
-                    guard scores.neurons[l].count == first + teacher.intermediateSize else {
+                    guard scores.neurons[l].count == first + teacher.sharedExpertWidth else {
                         throw ProxyError.invalidTarget(
-                            field: "shared_expert_intermediate_size",
+                            field: teacher.family.definition.sharedExpertWidthKey,
                             reason: "the importance scores hold no shared-expert statistics; recompute them")
                     }
                     plan.sharedNeurons.append(
-                        Array(ImportanceScores.ranking(Array(scores.neurons[l][first...])).prefix(t.intermediateSize))
+                        Array(ImportanceScores.ranking(Array(scores.neurons[l][first...])).prefix(t.sharedExpertWidth))
                             .sorted())
                 }
             }

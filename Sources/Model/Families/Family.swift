@@ -119,6 +119,8 @@ public protocol FamilyDefinition: Sendable {
     /// The shared expert's width in a config (0: none); by default ``ModelConfig/intermediateSize``
     /// where the family has one.
     func sharedExpertWidth(_ c: ModelConfig) -> Int
+    /// The config key of the shared expert's width.
+    var sharedExpertWidthKey: String { get }
     /// The shared expert's output is scaled by σ(w·x) (Qwen3.5-MoE's `shared_expert_gate`);
     /// Nemotron-H's is added as it is.
     var hasSharedExpertGate: Bool { get }
@@ -226,6 +228,7 @@ extension FamilyDefinition {
     public var hasSharedExpert: Bool { false }
     public func sharedExpertWidth(_ c: ModelConfig) -> Int { hasSharedExpert ? c.intermediateSize : 0 }
     public var hasSharedExpertGate: Bool { hasSharedExpert }
+    public var sharedExpertWidthKey: String { intermediateSizeKey }
     public var routesBySigmoid: Bool { false }
     public var expertCountKey: String { "num_local_experts" }
     public var intermediateSizeKey: String { "intermediate_size" }

@@ -30,6 +30,7 @@ struct NemotronH: FamilyDefinition {
     var routesBySigmoid: Bool { true }
     var expertCountKey: String { "n_routed_experts" }
     func sharedExpertWidth(_ c: ModelConfig) -> Int { c.moeSharedExpertIntermediateSize }
+    var sharedExpertWidthKey: String { "moe_shared_expert_intermediate_size" }
     var biasKeys: [(key: String, refused: Bool)] {
         [("attention_bias", true), ("mlp_bias", true), ("use_bias", true)]
     }
