@@ -3,7 +3,8 @@
 
 For each family (llama untied, llama tied, nemotron, mixtral, jetmoe, qwen2 with a sliding layer, qwen2 tied,
 qwen3, mistral with a sliding window, qwen3_moe with a dense layer, nemotron_h with Mamba2, MLP and attention
-layers, with and without the convolution's bias, qwen3_5_text with Gated DeltaNet and gated attention, tied and
+layers, with and without the convolution's bias, nemotron_h with mixture-of-experts layers (grouped sigmoid router,
+shared expert; and a latent mixture), qwen3_5_text with Gated DeltaNet and gated attention, tied and
 untied, qwen3_5_moe_text with routed and shared experts) it trains a tiny model for a few steps with
 `topiary teacher train` (so the weights are Topiary's own), loads the output directory with
 AutoModelForCausalLM.from_pretrained, and compares transformers' logits with
@@ -57,6 +58,16 @@ CONFIGS = {
                           "hybrid_override_pattern": "*M-M", "num_attention_heads": 4, "num_key_value_heads": 4,
                           "head_dim": 8, "mamba_num_heads": 2, "mamba_head_dim": 16, "n_groups": 1, "ssm_state_size": 4,
                           "conv_kernel": 2, "chunk_size": 4, "use_conv_bias": False},
+    "nemotron_h_moe": {"model_type": "nemotron_h", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48,
+                       "layers_block_type": ["mamba", "moe", "attention", "moe"], "num_attention_heads": 4,
+                       "num_key_value_heads": 2, "head_dim": 8, "mamba_num_heads": 4, "mamba_head_dim": 8, "n_groups": 2,
+                       "ssm_state_size": 8, "conv_kernel": 4, "chunk_size": 8, "n_routed_experts": 8,
+                       "num_experts_per_tok": 2, "moe_intermediate_size": 12, "moe_shared_expert_intermediate_size": 16,
+                       "n_group": 2, "topk_group": 1, "routed_scaling_factor": 2.0},
+    "nemotron_h_latent": {"model_type": "nemotron_h", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48,
+                          "hybrid_override_pattern": "E-*E", "num_attention_heads": 4, "num_key_value_heads": 4,
+                          "head_dim": 8, "n_routed_experts": 4, "num_experts_per_tok": 3, "moe_intermediate_size": 10,
+                          "moe_shared_expert_intermediate_size": 8, "moe_latent_size": 16, "norm_topk_prob": False},
     "qwen3_5": {"model_type": "qwen3_5_text", "vocab_size": 257, "hidden_size": 32, "intermediate_size": 48,
                 "num_hidden_layers": 4, "layer_types": ["linear_attention", "linear_attention", "full_attention",
                                                         "linear_attention"],
@@ -79,6 +90,9 @@ CONFIGS = {
 # The pruning target of each family's second check (a hybrid decoder's depth is counted per layer type).
 PRUNE_TARGETS = {"nemotron_h": {"num_mamba_layers": 1, "mamba_num_heads": 2},
                  "nemotron_h_nobias": {"num_mlp_layers": 0, "mamba_head_dim": 8},
+                 "nemotron_h_moe": {"n_routed_experts": 4, "moe_intermediate_size": 8,
+                                    "moe_shared_expert_intermediate_size": 8, "num_moe_layers": 1},
+                 "nemotron_h_latent": {"hidden_size": 24, "n_routed_experts": 3, "moe_intermediate_size": 6},
                  "qwen3_5": {"num_deltanet_layers": 2, "num_attention_heads": 2},
                  "qwen3_5_tied": {"hidden_size": 24, "intermediate_size": 24},
                  "qwen3_5_moe": {"num_experts": 3, "moe_intermediate_size": 8, "shared_expert_intermediate_size": 16,
@@ -108,7 +122,7 @@ def main():
             subprocess.run([a.topiary, "teacher", "train", "--config", cfg_path, "--data", a.data, "--out", out, "--steps", "5",
                             "--batch", "2", "--seq", "16", "--warmup", "1", "--eval-every", "5", "--eval-tokens", "64"],
                            check=True, stdout=subprocess.DEVNULL)
-            model = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
+            model = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager", experts_implementation="eager")
             model.eval()
             with torch.no_grad():
                 ref = model(input_ids=ids, labels=ids)
@@ -125,7 +139,8 @@ def main():
             if "num_experts_per_tok" in cfg:
                 E = getattr(model.config, "num_local_experts", None) or model.config.num_experts
                 k = model.config.num_experts_per_tok
-                inactive = sum(v * (E - k) // E for n, v in sizes.items() if ".mlp.experts." in n or ".block_sparse_moe.experts." in n
+                inactive = sum(v * (E - k) // E for n, v in sizes.items()
+                               if ".mlp.experts." in n or ".block_sparse_moe.experts." in n or ".mixer.experts." in n
                                or (".mlp." in n and ("input_linear" in n or "output_linear" in n))
                                or ".experts.input_linear" in n or ".experts.output_linear" in n)
             counts = (total, non_embedding, non_embedding - inactive)
@@ -148,7 +163,7 @@ def main():
             subprocess.run([a.topiary, "prune", "--teacher", out, "--to", target, "--out", half, "--data", a.data, "--dtype", "bfloat16",
                             "--samples", "4", "--calibration-seq", "16", "--importance-cache", os.path.join(tmp, "cache")],
                            check=True, stdout=subprocess.DEVNULL)
-            hf_half = AutoModelForCausalLM.from_pretrained(half, attn_implementation="eager")
+            hf_half = AutoModelForCausalLM.from_pretrained(half, attn_implementation="eager", experts_implementation="eager")
             assert hf_half.dtype == torch.bfloat16, hf_half.dtype
             hf_half = hf_half.float().eval()
             with torch.no_grad():
