@@ -22,8 +22,10 @@ struct HybridExportTests {
         embeddings = ("model.embeddings.weight", "model.embed_tokens.weight", "lm_head.weight")
         non_embedding = sum(v for n, v in sizes.items() if n not in embeddings)
         # A mixture's routed experts count k of E per token (the shared expert and routers all).
-        E, k = getattr(model.config, "num_experts", 0), getattr(model.config, "num_experts_per_tok", 0)
-        inactive = sum(v * (E - k) // E for n, v in sizes.items() if ".mlp.experts." in n) if E else 0
+        E = getattr(model.config, "num_experts", 0) or getattr(model.config, "num_local_experts", 0)
+        k = getattr(model.config, "num_experts_per_tok", 0)
+        inactive = sum(v * (E - k) // E for n, v in sizes.items()
+                       if ".mlp.experts." in n or ".mixer.experts." in n) if E else 0
         layers = getattr(model.config, "layers_block_type", None) or model.config.layer_types
         print(json.dumps({"parameters": model.num_parameters(), "non_embedding": non_embedding,
                           "active": model.num_parameters() - inactive,
@@ -99,6 +101,40 @@ struct HybridExportTests {
             "nemotron_h checkpoint (conv bias \(convBias)): transformers vs Topiary, worst logit difference \(worst) "
                 + "(largest logit \(scale))"
         )
+        #expect(worst <= 1e-5, "worst logit difference \(worst)")
+    }
+
+    /// Nemotron-H with mixture-of-experts layers: a grouped sigmoid router (its correction bias
+    /// moved off zero with the other 1-D tensors), squared-ReLU experts and the shared expert;
+    /// `latent`: the experts in a latent width. Logits within 1e-5, counts equal (the correction
+    /// bias is a buffer to transformers too).
+    @Test(arguments: [nil, 16] as [Int?])
+    func transformersLoadsANemotronHMixtureCheckpointWithEqualLogits(latent: Int?) throws {
+        guard let python = BackendTests.python("transformersLoadsANemotronHMixtureCheckpointWithEqualLogits") else {
+            return
+        }
+        var c = ModelConfig(
+            family: .nemotronH, vocabSize: 97, hiddenSize: 32, intermediateSize: 48, numHiddenLayers: 5,
+            numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 8, maxPositionEmbeddings: 64, initializerRange: 0.2,
+            numLocalExperts: 8, numExpertsPerTok: 2, moeIntermediateSize: 12, normTopKProb: latent == nil)
+        c.hybridLayers = [.mamba, .moe, .attention, .moe, .mlp]
+        c.mamba = MambaShape(heads: 4, headDim: 6, groups: 2, stateSize: 8, convKernel: 4)
+        c.mambaChunkSize = 8
+        c.moeSharedExpertIntermediateSize = 16
+        c.moeLatentSize = latent
+        c.routerGroups = latent == nil ? 2 : 1
+        c.routedScalingFactor = 2.5
+        try c.validate()
+        let model = DecoderModel(config: c)
+        model.initialize(seed: 7)
+        let (ours, theirs, _) = try Self.loadedByTransformers(
+            model, tokens: (0..<30).map { Int32(($0 * 37 + 5) % 97) }, python: python,
+            name: "nemotron-h-moe-\(latent ?? 0)", normSeed: 13, architecture: "NemotronHForCausalLM",
+            layers: ["linear_attention", "moe", "full_attention", "moe", "mlp"])
+        let scale = ours.map(abs).max() ?? 1, worst = Self.worst(ours, theirs)
+        print(
+            "nemotron_h mixture checkpoint (latent \(latent.map(String.init) ?? "none")): transformers vs Topiary, "
+                + "worst logit difference \(worst) (largest logit \(scale))")
         #expect(worst <= 1e-5, "worst logit difference \(worst)")
     }
 
