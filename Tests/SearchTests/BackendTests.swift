@@ -113,6 +113,17 @@ import Testing
             label: "nemotron_h")
     }
 
+    /// Nemotron-H students with mixture layers (experts, their width and the shared expert's cut;
+    /// the sigmoid router, squared-ReLU experts): 20 steps by torch and by the built-in engine.
+    @Test func torchDistillsNemotronHMixtureStudentsAsTheBuiltinEngine() throws {
+        guard let python = Self.python("torchDistillsNemotronHMixtureStudentsAsTheBuiltinEngine") else { return }
+        let f = try Fixture(family: .nemotronH, hybridMixture: true)
+        defer { f.cleanup() }
+        try Self.twoStudentsSideBySide(
+            f, space: ["n_routed_experts": [2, 4], "moe_intermediate_size": [8, 16], "moe_shared_expert_intermediate_size": [8]],
+            python: python, label: "nemotron_h (mixture)")
+    }
+
     /// Qwen3.5 students (Gated DeltaNet, gated attention; value heads and MLP width pruned): the
     /// torch backend runs transformers' own Qwen3_5ForCausalLM (its chunked form) and the
     /// built-in engine the recurrence.

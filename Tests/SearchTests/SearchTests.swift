@@ -16,8 +16,12 @@ struct Fixture {
     /// `mixture`: a JetMoE teacher (4 experts of 16, top 2, 2 kv heads) instead of a dense llama.
     /// `family`: a teacher of another family shaped like the llama one (qwen2 with a window of 4
     /// on layer 1, mistral with a window of 5, qwen3 with head_dim 6, qwen3_moe with 4 experts of
-    /// 16, top 2); `storage`: the type its weights are saved in.
-    init(_ name: String = #function, mixture: Bool = false, family: Family? = nil, storage: StorageType = .float32) throws {
+    /// 16, top 2); `storage`: the type its weights are saved in. `hybridMixture`: Nemotron-H with
+    /// mixture layers in place of its MLP and last Mamba2 layers.
+    init(
+        _ name: String = #function, mixture: Bool = false, family: Family? = nil, storage: StorageType = .float32,
+        hybridMixture: Bool = false
+    ) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-search-\(getpid())-\(name.filter(\.isLetter))-\(UInt32.random(in: 0...UInt32.max))")
         let family = family ?? (mixture ? .jetmoe : .llama)
         switch family {
@@ -40,6 +44,18 @@ struct Fixture {
             c.hybridLayers = [.mamba, .mlp, .attention, .mamba]
             c.mamba = MambaShape(heads: 4, headDim: 6, groups: 2, stateSize: 8, convKernel: 4)
             c.mambaChunkSize = 4
+            if hybridMixture {
+                // Mamba2, MoE, attention, MoE: 4 squared-ReLU experts of 16 (top 2, sigmoid router,
+                // gates renormalised and scaled by 1.5) and a shared expert of 16.
+                c.hybridLayers = [.mamba, .moe, .attention, .moe]
+                c.numLocalExperts = 4
+                c.numExpertsPerTok = 2
+                c.moeIntermediateSize = 16
+                c.moeSharedExpertIntermediateSize = 16
+                c.normTopKProb = true
+                c.routedScalingFactor = 1.5
+                c.routerAuxLossCoef = 0
+            }
             config = c
         case .qwen35, .qwen35Moe:
             // DeltaNet, attention, DeltaNet: 2 key heads of 4 serving 4 value heads of 4, chunks of 4;

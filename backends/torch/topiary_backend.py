@@ -170,7 +170,14 @@ def teacher_for(path, device, dtype, attention):
 def load_model(path, device, dtype=torch.float32, attention="eager"):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype, attn_implementation=attention)
+    from transformers import AutoConfig
+
+    # On the CPU, torch's grouped matrix product of the experts needs 16-byte-aligned strides (not
+    # every expert width has them): the experts run one by one there.
+    cfg = AutoConfig.from_pretrained(path)
+    experts = getattr(cfg, "num_local_experts", 0) or getattr(cfg, "num_experts", 0)
+    extra = {"experts_implementation": "eager"} if experts and torch.device(device).type == "cpu" else {}
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype, attn_implementation=attention, **extra)
     return model.to(device)
 
 
@@ -500,11 +507,13 @@ def distill(job):
                 raise ValueError(f"{s['resume']} is at step {opt.step}, the job starts after step {first}")
         cfg = model.config
         moe = bool(getattr(cfg, "num_local_experts", 0) or getattr(cfg, "num_experts", 0))
-        if cfg.model_type == "nemotron_h":  # its config always names experts; only `moe` layers have them
-            moe = "moe" in cfg.layers_block_type
+        if cfg.model_type == "nemotron_h":
+            # Its config always names experts; only `moe` layers have them, and its sigmoid router
+            # has no load-balancing loss (transformers' Nemotron-H adds none; neither does Topiary).
+            moe = False
         if moe and cfg.model_type not in ("mixtral", "qwen3_moe", "qwen3_5_moe_text"):
             raise ValueError(f"{cfg.model_type} students are not distilled by the torch backend yet "
-                             "(mixtral, qwen3_moe and qwen3_5_moe_text are)")
+                             "(mixtral, qwen3_moe, qwen3_5_moe_text and nemotron_h are)")
         students.append({"name": s["name"], "model": model, "opt": opt, "out": s["out"], "alive": True,
                          "moe": moe, "aux_coef": float(getattr(cfg, "router_aux_loss_coef", 0.0) or 0.0)})
     emit("start", protocol=PROTOCOL, backend="torch", torch=torch.__version__, device=str(device), dtype=str(dtype).replace("torch.", ""),
