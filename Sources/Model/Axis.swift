@@ -59,6 +59,9 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     /// num_key_value_heads × num_experts_per_tok; qwen3_moe names the expert width and count as
     /// its config does.
     public static func axes(for family: Family) -> [Axis] { family.axes }
+    /// The axes of one config (``FamilyDefinition/axes(for:)``): a Nemotron-H teacher without
+    /// mixture layers has no expert axes.
+    public static func axes(for c: ModelConfig) -> [Axis] { c.family.definition.axes(for: c) }
 
     public func value(_ c: ModelConfig) -> Int {
         switch self {

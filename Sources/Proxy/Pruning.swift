@@ -80,7 +80,7 @@ public enum Pruning {
                 }
             default:
                 // The family's search axes, the same map a search space uses.
-                if let axis = Axis(rawValue: key), Axis.axes(for: teacher.family).contains(axis) {
+                if let axis = Axis(rawValue: key), Axis.axes(for: teacher).contains(axis) {
                     let n = try int()
                     axis.set(&c, n)
                     // A layer-type count can only shrink.
@@ -94,7 +94,8 @@ public enum Pruning {
                 } else {
                     throw ProxyError.invalidTarget(
                         field: key,
-                        reason: "not a prunable axis (\(prunableAxes(teacher.family).joined(separator: ", ")))")
+                        reason:
+                            "not a prunable axis (\(Axis.axes(for: teacher).map(\.rawValue).joined(separator: ", ")))")
                 }
             }
         }
@@ -167,11 +168,13 @@ public enum Pruning {
             let expertsKey = teacher.family.definition.expertCountKey
             try notLarger(t.numLocalExperts, teacher.numLocalExperts, expertsKey)
             try notLarger(t.numExpertsPerTok, teacher.numExpertsPerTok, "num_experts_per_tok")
-            try notLarger(t.moeSharedExpertIntermediateSize, teacher.moeSharedExpertIntermediateSize,
+            try notLarger(
+                t.moeSharedExpertIntermediateSize, teacher.moeSharedExpertIntermediateSize,
                 "moe_shared_expert_intermediate_size")
             try unchanged([
                 ("moe_latent_size", t.moeLatentSize ?? 0, teacher.moeLatentSize ?? 0),
-                ("n_group", t.routerGroups, teacher.routerGroups), ("topk_group", t.routerTopKGroups, teacher.routerTopKGroups)
+                ("n_group", t.routerGroups, teacher.routerGroups),
+                ("topk_group", t.routerTopKGroups, teacher.routerTopKGroups)
             ])
             if t.numLocalExperts < t.numExpertsPerTok {
                 throw ProxyError.invalidTarget(

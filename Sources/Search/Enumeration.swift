@@ -16,7 +16,7 @@ public struct Candidate: Sendable, Hashable {
     public init(config: ModelConfig, sequence: Int) {
         self.config = config
         var f = Fingerprint()
-        f.add(Axis.axes(for: config.family).map { "\($0.rawValue)=\($0.value(config))" }.joined(separator: ","))
+        f.add(Axis.axes(for: config).map { "\($0.rawValue)=\($0.value(config))" }.joined(separator: ","))
         if let layers = config.layerVariants {
             f.add(layers.map { "\($0.keyValueGroups ?? 0)/\($0.mlpWidth ?? 0)" }.joined(separator: ","))
         }
@@ -29,7 +29,7 @@ public struct Candidate: Sendable, Hashable {
 
     /// The HF config keys a search varies, with this candidate's values.
     public var architecture: JSON {
-        var keys = Axis.axes(for: config.family)
+        var keys = Axis.axes(for: config)
         if config.family.derivesQueryHeads { keys.append(.numAttentionHeads) } // derived, shown for reading
         var o = Dictionary(uniqueKeysWithValues: keys.map { ($0.rawValue, JSON($0.value(config))) })
         // A heterogeneous candidate: each layer's key/value groups and MLP width (null: removed).
@@ -130,7 +130,7 @@ public struct Enumeration: Sendable {
     /// Same candidates as ``exhaustive(_:teacher:)`` (tested).
     public static func of(_ spec: SearchSpec, teacher: ModelConfig, limit: Int? = nil) -> Enumeration {
         let limit = limit ?? spec.maxCandidates ?? defaultLimit
-        let axes = Axis.axes(for: teacher.family)
+        let axes = Axis.axes(for: teacher)
         let values = axes.map { Array(Set(spec.space[$0] ?? [$0.value(teacher)])).sorted() }
         let teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
         // Combinations from axis k on, for whole branches cut at axis k.
@@ -187,7 +187,7 @@ public struct Enumeration: Sendable {
 
     /// Every combination, one by one: the reference ``of(_:teacher:limit:)`` is tested against.
     public static func exhaustive(_ spec: SearchSpec, teacher: ModelConfig) -> [Candidate] {
-        let axes = Axis.axes(for: teacher.family)
+        let axes = Axis.axes(for: teacher)
         let values = axes.map { spec.space[$0] ?? [$0.value(teacher)] }
         let teacherPerGroup = teacher.numAttentionHeads / teacher.numKeyValueHeads
         var candidates: [Candidate] = []

@@ -313,7 +313,7 @@ public struct SearchSpec: Sendable {
     private mutating func readSpace(_ o: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
         // space
         guard let sp = try rd.object(o["space"], "space") else { throw rd.fail("space", "missing") }
-        let axes = Axis.axes(for: t.family)
+        let axes = Axis.axes(for: t)
         for axis in Axis.allCases where !axes.contains(axis) && sp[axis.rawValue] != nil {
             throw rd.fail(
                 "space.\(axis.rawValue)",
@@ -323,10 +323,12 @@ public struct SearchSpec: Sendable {
                     : t.hybridLayers != nil && axis == .numHiddenLayers
                         ? "a hybrid teacher's depth is counted per layer type: vary "
                             + axes.filter { $0.layerType != nil }.map(\.rawValue).joined(separator: ", ")
-                        : [.numLocalExperts, .numExpertsPerTok, .numExperts, .moeIntermediateSize].contains(axis)
-                            && !t.isMixture
+                        : [
+                            .numLocalExperts, .numExpertsPerTok, .numExperts, .moeIntermediateSize, .nRoutedExperts,
+                            .moeSharedExpertIntermediateSize, .sharedExpertIntermediateSize, .numMoELayers
+                        ].contains(axis) && !t.isMixture
                             ? "the teacher is a dense \(t.family.rawValue) model; expert axes need a mixture "
-                                + "teacher (mixtral, jetmoe, qwen3_moe)"
+                                + "teacher (mixtral, jetmoe, qwen3_moe, qwen3_5_moe_text, or nemotron_h with moe layers)"
                             : "not an axis of a \(t.family.rawValue) teacher; its axes are "
                                 + axes.map(\.rawValue).joined(separator: ", ") + " (\(axis.rawValue) is an axis of "
                                 + Family.allCases.filter { $0.axes.contains(axis) }.map(\.rawValue).joined(

@@ -55,8 +55,15 @@ struct ModelInfo: ParsableCommand {
             ? "\(c.numLocalExperts) experts of \(c.expertWidth) (\(mlpKind)), top \(c.numExpertsPerTok) per token"
                 + (c.family.definition.hasNormTopKProbKey
                     ? (c.normTopKProb ? ", gates renormalised" : ", gates not renormalised") : "")
-                + (c.family.definition.hasSharedExpert
-                    ? ", gates renormalised; a shared expert of \(c.intermediateSize) behind a sigmoid gate" : "")
+                + (c.family.definition.hasSharedExpertGate
+                    ? ", gates renormalised; a shared expert of \(c.sharedExpertWidth) behind a sigmoid gate" : "")
+                + (c.family.definition.routesBySigmoid
+                    ? "; sigmoid router, \(c.routerTopKGroups) of \(c.routerGroups) expert groups, gates "
+                        + (c.normTopKProb ? "renormalised" : "not renormalised")
+                        + " × \(c.routedScalingFactor)"
+                        + (c.moeLatentSize.map { "; experts in a latent width of \($0)" } ?? "")
+                        + "; a shared expert of \(c.sharedExpertWidth)"
+                    : "")
                 + (c.denseMLPLayers.isEmpty
                     ? ""
                     : "; dense \(c.intermediateSize) on layers \(c.denseMLPLayers.map(String.init).joined(separator: ","))")
@@ -81,7 +88,8 @@ struct ModelInfo: ParsableCommand {
         var layers = "\(c.numHiddenLayers)"
         if let types = c.hybridLayers {
             let kinds = [
-                (HybridLayer.mamba, "Mamba2"), (.deltaNet, "Gated DeltaNet"), (.attention, "attention"), (.mlp, "MLP")
+                (HybridLayer.mamba, "Mamba2"), (.deltaNet, "Gated DeltaNet"), (.attention, "attention"), (.mlp, "MLP"),
+                (.moe, "mixture of experts")
             ]
             let counts = kinds.compactMap {
                 t, name in

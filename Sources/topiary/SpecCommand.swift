@@ -130,9 +130,10 @@ struct SpecCheck: ParsableCommand {
         }
         printThroughput(s)
         let tp = s.budget.throughput
-        let moe = teacher.isMixture, hybrid = teacher.hybridLayers != nil
+        let moe = teacher.isMixture, hybrid = teacher.hybridLayers != nil, shared = teacher.sharedExpertWidth > 0
         print(
-            "candidate      layers hidden heads kv  mlp " + (moe ? "experts top-k      active " : "")
+            "candidate      layers hidden heads kv  mlp "
+                + (moe ? "experts top-k " + (shared ? "shared " : "") + "     active " : "")
                 + (hybrid ? "pattern      mixer     " : "")
                 + "  parameters  non-embedding  FLOPs/token"
                 + (workload != nil ? "   weight bytes  KV-cache bytes    memory bytes  decode FLOPs" : "")
@@ -140,7 +141,10 @@ struct SpecCheck: ParsableCommand {
         for c in shown {
             let k = c.config
             let experts =
-                moe ? String(format: "%7d %5d %12d ", k.numLocalExperts, k.numExpertsPerTok, c.activeParameters) : ""
+                moe
+                ? String(format: "%7d %5d ", k.numLocalExperts, k.numExpertsPerTok)
+                    + (shared ? String(format: "%6d ", k.sharedExpertWidth) : "")
+                    + String(format: "%12d ", c.activeParameters) : ""
             print(
                 String(
                     format: "%@ %6d %6d %5d %2d %5d ", c.hash as NSString, k.numHiddenLayers, k.hiddenSize,

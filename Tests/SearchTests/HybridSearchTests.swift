@@ -57,6 +57,40 @@ struct HybridSearchTests {
         }
     }
 
+    /// Nemotron-H with mixture layers: importance scores every routed expert (frequency summing to
+    /// k per layer), its neurons and the shared expert's; a successive-halving search over the
+    /// expert count, the experts' and the shared expert's widths and the mixture layers kept,
+    /// under a budget on active parameters, counts exactly and exports loadable winners.
+    @Test func aNemotronHMixtureSearchScoresExpertsAndExports() throws {
+        let f = try Fixture(family: .nemotronH, hybridMixture: true)
+        defer { f.cleanup() }
+        let s = try Qwen35SearchTests.importance(f)
+        let experts = try #require(s.mlpExperts)
+        for l in [1, 3] {
+            #expect(s.neurons[l].count == 4 * 16 + 16, "layer \(l)")
+            #expect(s.neurons[l][64...].allSatisfy { $0 > 0 }, "layer \(l): the shared expert sees every token")
+            #expect(abs(experts.frequency[l].reduce(0, +) - 2) < 1e-9 && experts.gatedOutputNorm[l].contains { $0 > 0 })
+        }
+        #expect(experts.frequency[0].allSatisfy { $0 == 0 } && experts.frequency[2].allSatisfy { $0 == 0 })
+        let spec = try f.parse(
+            f.spec([
+                "space": [
+                    "n_routed_experts": [2, 4], "moe_intermediate_size": [8, 16],
+                    "moe_shared_expert_intermediate_size": [8, 16], "num_moe_layers": [1, 2]
+                ],
+                "budget": ["min": 1, "max": JSON(f.config.activeParameterCount * 95 / 100), "count": "active"]
+            ]))
+        let e = Enumeration.of(spec, teacher: f.config)
+        #expect(e.combinations == 16)
+        #expect(!e.candidates.isEmpty && e.candidates.count < 16)
+        for c in e.candidates {
+            #expect(c.parameters == ParameterLayout(config: c.config).parameterCount)
+            #expect(c.config.activeParameterCount <= f.config.activeParameterCount * 95 / 100)
+            #expect(c.config.hybridLayers?.filter { $0 == .moe }.count == c.config.sparseLayerCount)
+        }
+        try Qwen35SearchTests.runAndExportTop2(f, spec)
+    }
+
     /// Spaces a hybrid teacher cannot take are refused naming the axis and what to vary instead.
     @Test func badHybridSpacesNameTheAxis() throws {
         let f = try Fixture(family: .nemotronH)

@@ -26,7 +26,7 @@ struct Qwen35SearchTests {
         for (dir, winner) in zip(try f.exportTop(store, 2), ranked) {
             let model = try Checkpoint.load(dir)
             #expect(model.config.family == f.config.family)
-            #expect(model.layout.count == winner.trial.parameters)
+            #expect(model.layout.parameterCount == winner.trial.parameters)
             #expect(try Checkpoint.load(dir.appendingPathComponent("proxy")).config == model.config)
         }
     }

@@ -91,6 +91,9 @@ public protocol FamilyDefinition: Sendable {
     // MARK: search
     /// The config keys a search space may vary and a pruning target may set.
     var axes: [Axis] { get }
+    /// The axes of one config of the family (by default ``axes``; Nemotron-H without mixture
+    /// layers has no expert axes).
+    func axes(for c: ModelConfig) -> [Axis]
     /// Query heads the family derives from other axes (JetMoE: G × k); nil when they are free.
     func derivedQueryHeads(_ c: ModelConfig) -> Int?
 
@@ -261,6 +264,7 @@ extension FamilyDefinition {
     public func validate(_ c: ModelConfig, file: String) throws {}
 
     public var axes: [Axis] { Axis.dense }
+    public func axes(for c: ModelConfig) -> [Axis] { axes }
     public func derivedQueryHeads(_ c: ModelConfig) -> Int? { nil }
 
     public func mixerTensors(_ mixer: Block.Mixer, _ c: ModelConfig) -> [TensorSpec] {

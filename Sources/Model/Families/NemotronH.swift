@@ -57,6 +57,18 @@ struct NemotronH: FamilyDefinition {
         ]
     }
 
+    /// Without mixture layers, no expert axes (they would name experts the model does not have).
+    func axes(for c: ModelConfig) -> [Axis] {
+        c.isMixture
+            ? axes
+            : axes.filter {
+                ![
+                    .nRoutedExperts, .numExpertsPerTok, .moeIntermediateSize, .moeSharedExpertIntermediateSize,
+                    .numMoELayers
+                ].contains($0)
+            }
+    }
+
     var embeddingName: String { "backbone.embeddings.weight" }
     var finalNormName: String { "backbone.norm_f" }
     func layerPrefix(_ l: Int) -> String { "backbone.layers.\(l)." }
