@@ -16,7 +16,7 @@ import tempfile
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 
 def main():
@@ -33,7 +33,11 @@ def main():
             ids = torch.randint(0, vocab, (2, a.seq), generator=torch.Generator().manual_seed(0))
             ids_path = os.path.join(tmp, "ids.json")
             json.dump({"input_ids": ids.tolist()}, open(ids_path, "w"))
-            model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager")
+            # Eager experts: on the CPU torch's grouped product needs 16-byte-aligned strides.
+            cfg = AutoConfig.from_pretrained(d)
+            experts = getattr(cfg, "num_local_experts", 0) or getattr(cfg, "num_experts", 0)
+            extra = {"experts_implementation": "eager"} if experts else {}
+            model = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", **extra)
             dtype = model.dtype
             model = model.float().eval()
             with torch.no_grad():

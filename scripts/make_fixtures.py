@@ -7,7 +7,8 @@ Run once (the Swift tests never need Python):
 With names (e.g. `rope`, `hybrid`), only those are made; `hybrid` makes the Nemotron-H fixtures
 (nemotron_h_hybrid, nemotron_h_untied), `nemotronhmoe` its mixture ones (nemotron_h_moe,
 nemotron_h_latent), `qwen35` the Qwen3.5 ones (qwen3_5_hybrid,
-qwen3_5_tied), `qwen35moe` the Qwen3.5-MoE ones (qwen3_5_moe_hybrid, qwen3_5_moe_tied); `rope` makes the five rope
+qwen3_5_tied), `qwen35moe` the Qwen3.5-MoE ones (qwen3_5_moe_hybrid, qwen3_5_moe_tied), `qwen35vl` the
+vision-language Qwen3.5 checkpoint as it ships (qwen3_5_vl); `rope` makes the five rope
 scaling fixtures (llama_rope_linear, llama_rope_dynamic in transformers 4's `rope_scaling` +
 `rope_theta` spelling; llama_rope_llama3, qwen2_yarn, mistral_yarn_mscale in 5's `rope_parameters`).
 
@@ -263,6 +264,47 @@ def qwen35_fixtures(wanted):
     make("qwen3_5_tied", q2, 61, batch=1, seq=67, seed=15)
 
 
+def qwen35_vl_fixtures(wanted):
+    """The Qwen3.5 vision-language fixture (`qwen35vl`, or every fixture without names)."""
+    if wanted and "qwen35vl" not in wanted:
+        return
+    from transformers import AutoModelForCausalLM, Qwen3_5Config, Qwen3_5ForConditionalGeneration
+    # Qwen3.5 as it ships (issue 26): `qwen3_5` with a `text_config` and a vision tower (a tiny one
+    # here), the language model's tensors under `model.language_model.`, the vision tower's under
+    # `model.visual.`, tied embeddings at both levels. The reference is what
+    # AutoModelForCausalLM makes of it: Qwen3_5ForCausalLM on the text config, the vision tower
+    # left out; gradients under that model's names.
+    torch.manual_seed(71)
+    text = dict(vocab_size=61, hidden_size=32, num_hidden_layers=2, full_attention_interval=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=8, intermediate_size=40, linear_num_key_heads=2,
+                linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=6, linear_conv_kernel_dim=4,
+                max_position_embeddings=128, initializer_range=0.2, tie_word_embeddings=True)
+    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=2, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=16)
+    vl = Qwen3_5ForConditionalGeneration(Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=True))
+    out = os.path.join(ROOT, "qwen3_5_vl")
+    shutil.rmtree(out, ignore_errors=True)
+    g = torch.Generator().manual_seed(72)
+    perturb_norms(vl, g)
+    vl.save_pretrained(out, safe_serialization=True)
+    lm = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
+    assert type(lm).__name__ == "Qwen3_5ForCausalLM", type(lm).__name__
+    shutil.rmtree(out)
+    vl.save_pretrained(out, safe_serialization=True)
+    ids = torch.randint(0, 61, (1, 70), generator=g)
+    with open(os.path.join(out, "input_ids.json"), "w") as f:
+        json.dump({"input_ids": ids.tolist()}, f)
+    lm.eval()
+    result = lm(input_ids=ids, labels=ids)
+    result.loss.backward()
+    tensors = {"logits": result.logits.detach().contiguous(), "loss": result.loss.detach().reshape(1)}
+    for name, p in lm.named_parameters():
+        if p.grad is not None:
+            tensors["grad:" + name] = p.grad.detach().contiguous()
+    save_file(tensors, os.path.join(out, "expected.safetensors"), metadata={"transformers": transformers.__version__})
+    print("qwen3_5_vl loss", result.loss.item(), "tensors", len(tensors))
+
+
 def qwen35_moe_fixtures(wanted):
     """The Qwen3.5-MoE fixtures (`qwen35moe`, or every fixture without names)."""
     if wanted and "qwen35moe" not in wanted:
@@ -305,6 +347,7 @@ def main():
     hybrid_fixtures(wanted)
     nemotron_h_moe_fixtures(wanted)
     qwen35_fixtures(wanted)
+    qwen35_vl_fixtures(wanted)
     qwen35_moe_fixtures(wanted)
     if wanted:
         return
