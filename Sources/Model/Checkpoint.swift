@@ -107,7 +107,26 @@ public enum Checkpoint {
         } else {
             throw ModelError.io(path: directory.path, reason: "no model.safetensors or model.safetensors.index.json")
         }
-        return byTensor
+        return languageModelTensors(byTensor)
+    }
+
+    /// A vision-language checkpoint's language model (Qwen3.5 as it ships): `model.language_model.X`
+    /// read as `model.X`, and the vision tower (`model.visual.*`) and multi-token-prediction head
+    /// (`mtp.*`) left out, as transformers' AutoModelForCausalLM does. Other checkpoints as they are.
+    static func languageModelTensors(_ byTensor: [String: SafeTensorsFile]) -> [String: SafeTensorsFile] {
+        let prefix = "model.language_model."
+        guard byTensor.keys.contains(where: { $0.hasPrefix(prefix) }) else { return byTensor }
+        func rename(_ name: String) -> String? {
+            if name.hasPrefix(prefix) { return "model." + name.dropFirst(prefix.count) }
+            return name.hasPrefix("model.visual.") || name.hasPrefix("mtp.") ? nil : name
+        }
+        var renamed: [String: SafeTensorsFile] = [:], out: [String: SafeTensorsFile] = [:]
+        for (name, file) in byTensor {
+            guard let new = rename(name) else { continue }
+            if renamed[file.path] == nil { renamed[file.path] = file.renamed(rename) }
+            out[new] = renamed[file.path]
+        }
+        return out
     }
 
     /// Reads the weights of `directory` into `model`'s parameters.

@@ -32,6 +32,13 @@ extension ModelConfig {
         data = try FileIO.read(url, what: "config.json")
         let config = try decode(data, file: url.path)
         if !config.passthrough.unknown.isEmpty { ConfigWarnings.once(file: url.path, config: config) }
+        if let type = JSON.parse(data)?["model_type"]?.string, type != config.family.rawValue {
+            ConfigWarnings.once(
+                file: url.path,
+                line: "note: \(url.path) is a \(type) vision-language config: its language model is read "
+                    + "(text_config, the model.language_model.* tensors), the vision tower left out; a model "
+                    + "written from it is \(config.family.rawValue)\n")
+        }
         return config
     }
 
@@ -100,12 +107,14 @@ extension ModelConfig {
 public struct ConfigReader {
     let json: [String: JSON]
     let file: String
+    /// Where the keys sit in the file (`text_config.` for a vision-language config's language model).
+    var keyPrefix = ""
 
     public func fail(_ key: String, _ reason: String) -> ModelError {
-        .invalidConfig(file: file, key: key, reason: reason)
+        .invalidConfig(file: file, key: keyPrefix + key, reason: reason)
     }
     public func unsupported(_ key: String, _ reason: String) -> ModelError {
-        .unsupportedConfig(file: file, key: key, reason: reason)
+        .unsupportedConfig(file: file, key: keyPrefix + key, reason: reason)
     }
 
     public func value(_ key: String, in dict: [String: JSON]? = nil) -> JSON? {
@@ -134,6 +143,9 @@ public struct ConfigReader {
 
     func modelConfig() throws -> ModelConfig {
         guard let type = json["model_type"]?.string else { throw fail("model_type", "missing") }
+        if let family = Family.allCases.first(where: { $0.definition.visionLanguageModelType == type }) {
+            return try languageModel(of: family, type: type)
+        }
         guard let family = Family(rawValue: type) else {
             throw unsupported(
                 "model_type", "'\(type)'; supported: \(Family.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -291,6 +303,25 @@ public struct ConfigReader {
         return config
     }
 
+    /// A vision-language config (Qwen3.5 as it ships, `qwen3_5` with a `text_config`): its
+    /// language model, as transformers' AutoModelForCausalLM reads it — the text config alone
+    /// (`tie_word_embeddings` its own, default false), the vision tower and its token ids left
+    /// out. The checkpoint's `model.language_model.` tensors are read as the text model's
+    /// (``Checkpoint``); a model written back is the text model.
+    func languageModel(of family: Family, type: String) throws -> ModelConfig {
+        guard let text = value("text_config")?.object else {
+            throw fail(
+                "text_config",
+                "missing: a \(type) config holds its language model's keys (a \(family.rawValue) config) there")
+        }
+        if let inner = text["model_type"], inner.string != family.rawValue {
+            throw fail("text_config.model_type", "\(inner); the language model of \(type) is \(family.rawValue)")
+        }
+        var keys = text
+        keys["model_type"] = .string(family.rawValue)
+        return try ConfigReader(json: keys, file: file, keyPrefix: keyPrefix + "text_config.").modelConfig()
+    }
+
     /// Reads a `rope_parameters` / `rope_scaling` object: its `rope_type` (or v4 `type`) and the
     /// parameters that type reads. Another type, or a key the type does not read, is refused.
     func ropeScaling(
@@ -351,5 +382,13 @@ enum ConfigWarnings {
             "warning: \(file): keys transformers' \(config) does not define, "
             + "kept as they are and written back on export (they change nothing): \(keys)\n"
         FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    /// `line` on standard error, once per file and line.
+    static func once(file: String, line: String) {
+        lock.lock()
+        let first = warned.insert(file + "\u{0}" + line).inserted
+        lock.unlock()
+        if first { FileHandle.standardError.write(Data(line.utf8)) }
     }
 }

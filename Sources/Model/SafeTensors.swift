@@ -145,6 +145,26 @@ public struct SafeTensorsFile: @unchecked Sendable {
         self.metadata = metadata
     }
 
+    /// The same file with its tensors renamed by `rename` (nil: left out), reading the same bytes.
+    public func renamed(_ rename: (String) -> String?) -> SafeTensorsFile {
+        var tensors: [String: TensorInfo] = [:]
+        for (name, info) in self.tensors {
+            guard let new = rename(name) else { continue }
+            var info = info
+            info.name = new
+            tensors[new] = info
+        }
+        return SafeTensorsFile(path: path, tensors: tensors, metadata: metadata, data: data, dataStart: dataStart)
+    }
+
+    private init(path: String, tensors: [String: TensorInfo], metadata: [String: String], data: Data, dataStart: Int) {
+        self.path = path
+        self.tensors = tensors
+        self.metadata = metadata
+        self.data = data
+        self.dataStart = dataStart
+    }
+
     /// The tensor's info, or an error naming it.
     public func info(_ name: String) throws -> TensorInfo {
         guard let info = tensors[name] else {

@@ -115,4 +115,43 @@ import Testing
         #expect(zip(again, stored).allSatisfy { abs($0 - $1) <= 1e-7 })
         #expect(Array(try Checkpoint.load(out).tensor(name)!) == Array(model.tensor(name)!))
     }
+
+    /// Qwen3.5 as it ships: a `qwen3_5` vision-language config. Its language model is read from
+    /// `text_config` (errors name the key there), its `model.language_model.*` tensors as the text
+    /// model's with the vision tower left out, and a model written from it is `qwen3_5_text`, which
+    /// reads back the same.
+    @Test func theVisionLanguageCheckpointReadsAsItsLanguageModel() throws {
+        let dir = fixtures.appendingPathComponent("qwen3_5_vl")
+        let file = dir.appendingPathComponent("config.json")
+        let c = try ModelConfig.load(file)
+        #expect(c.family == .qwen35 && c.tieWordEmbeddings && c.hybridLayers == [.deltaNet, .attention])
+        #expect(c.passthrough.unknown.isEmpty, "keys warned about: \(c.passthrough.unknown)")
+        #expect(configRefusal(file, ["text_config": nil]).contains("text_config"))
+        var text = try #require(JSON.parse(try Data(contentsOf: file))?["text_config"]?.object)
+        text["hidden_act"] = "gelu"
+        #expect(configRefusal(file, ["text_config": .object(text)]).contains("text_config.hidden_act"))
+        text["hidden_act"] = "silu"
+        text["model_type"] = "qwen3_5_moe_text"
+        #expect(configRefusal(file, ["text_config": .object(text)]).contains("text_config.model_type"))
+        // The text config's own tie_word_embeddings, as transformers reads it (default false).
+        text["model_type"] = "qwen3_5_text"
+        text["tie_word_embeddings"] = nil
+        #expect(try !configVariant(file, ["text_config": .object(text), "tie_word_embeddings": true]).tieWordEmbeddings)
+        // The weights: the stored tensors under model.language_model., the vision tower's ignored.
+        let stored = try SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors"))
+        #expect(stored.tensors.keys.contains { $0.hasPrefix("model.visual.") })
+        let model = try Checkpoint.load(dir)
+        let name = "layers.1.self_attn.q_proj.weight"
+        #expect(Array(model.tensor("model." + name)!) == (try stored.floats("model.language_model." + name)))
+        // Streamed from the files (as a search reads a teacher), the same weights.
+        var streamed: [Float] = []
+        try CheckpointWeights(dir).streamFloat32 { raw in streamed += raw.bindMemory(to: Float.self) }
+        #expect(streamed == model.parameters.array)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("qwen35-vl-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        try Checkpoint.save(model, to: out)
+        let written = try ModelConfig.load(out.appendingPathComponent("config.json"))
+        #expect(written == c && written.json["model_type"]?.string == "qwen3_5_text")
+        #expect(try Checkpoint.load(out).parameters.array == model.parameters.array)
+    }
 }

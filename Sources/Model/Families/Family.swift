@@ -122,6 +122,9 @@ public protocol FamilyDefinition: Sendable {
     /// The shared expert's width in a config (0: none); by default ``ModelConfig/intermediateSize``
     /// where the family has one.
     func sharedExpertWidth(_ c: ModelConfig) -> Int
+    /// The `model_type` of the vision-language model whose `text_config` is this family's (Qwen3.5's
+    /// `qwen3_5`); nil for a family that ships as text alone.
+    var visionLanguageModelType: String? { get }
     /// The config key of the shared expert's width.
     var sharedExpertWidthKey: String { get }
     /// The shared expert's output is scaled by σ(w·x) (Qwen3.5-MoE's `shared_expert_gate`);
@@ -232,6 +235,7 @@ extension FamilyDefinition {
     public func sharedExpertWidth(_ c: ModelConfig) -> Int { hasSharedExpert ? c.intermediateSize : 0 }
     public var hasSharedExpertGate: Bool { hasSharedExpert }
     public var sharedExpertWidthKey: String { intermediateSizeKey }
+    public var visionLanguageModelType: String? { nil }
     public var routesBySigmoid: Bool { false }
     public var expertCountKey: String { "num_local_experts" }
     public var intermediateSizeKey: String { "intermediate_size" }

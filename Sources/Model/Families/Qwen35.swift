@@ -16,6 +16,9 @@ struct Qwen35: FamilyDefinition {
     var architecture: String { mixture ? "Qwen3_5MoeForCausalLM" : "Qwen3_5ForCausalLM" }
     var displayName: String { mixture ? "Qwen3.5-MoE" : "Qwen3.5" }
     var isMixture: Bool { mixture }
+    /// Qwen3.5 ships as a vision-language checkpoint (`Qwen3_5ForConditionalGeneration`): its
+    /// language model is read from `text_config` and `model.language_model.*`.
+    var visionLanguageModelType: String? { mixture ? "qwen3_5_moe" : "qwen3_5" }
     var hasSeparateExpertWidth: Bool { mixture }
     var hasSharedExpert: Bool { mixture }
     var intermediateSizeKey: String { mixture ? "shared_expert_intermediate_size" : "intermediate_size" }
