@@ -265,44 +265,59 @@ def qwen35_fixtures(wanted):
 
 
 def qwen35_vl_fixtures(wanted):
-    """The Qwen3.5 vision-language fixture (`qwen35vl`, or every fixture without names)."""
+    """The Qwen3.5 vision-language fixtures (`qwen35vl`, or every fixture without names)."""
     if wanted and "qwen35vl" not in wanted:
         return
-    from transformers import AutoModelForCausalLM, Qwen3_5Config, Qwen3_5ForConditionalGeneration
+    from transformers import (AutoModelForCausalLM, Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3_5MoeConfig,
+                              Qwen3_5MoeForConditionalGeneration)
     # Qwen3.5 as it ships (issue 26): `qwen3_5` with a `text_config` and a vision tower (a tiny one
     # here), the language model's tensors under `model.language_model.`, the vision tower's under
     # `model.visual.`, tied embeddings at both levels. The reference is what
     # AutoModelForCausalLM makes of it: Qwen3_5ForCausalLM on the text config, the vision tower
-    # left out; gradients under that model's names.
-    torch.manual_seed(71)
+    # left out; gradients under that model's names. `qwen3_5_moe_vl`: the same for Qwen3.5-MoE
+    # (3 experts of 10, top 2, a shared expert of 14, the load-balancing loss in the loss; untied).
     text = dict(vocab_size=61, hidden_size=32, num_hidden_layers=2, full_attention_interval=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=8, intermediate_size=40, linear_num_key_heads=2,
+                num_key_value_heads=2, head_dim=8, linear_num_key_heads=2,
                 linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=6, linear_conv_kernel_dim=4,
-                max_position_embeddings=128, initializer_range=0.2, tie_word_embeddings=True)
+                max_position_embeddings=128, initializer_range=0.2)
     vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=2, spatial_merge_size=2,
                   temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=16)
-    vl = Qwen3_5ForConditionalGeneration(Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=True))
-    out = os.path.join(ROOT, "qwen3_5_vl")
-    shutil.rmtree(out, ignore_errors=True)
-    g = torch.Generator().manual_seed(72)
-    perturb_norms(vl, g)
-    vl.save_pretrained(out, safe_serialization=True)
-    lm = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
-    assert type(lm).__name__ == "Qwen3_5ForCausalLM", type(lm).__name__
-    shutil.rmtree(out)
-    vl.save_pretrained(out, safe_serialization=True)
-    ids = torch.randint(0, 61, (1, 70), generator=g)
-    with open(os.path.join(out, "input_ids.json"), "w") as f:
-        json.dump({"input_ids": ids.tolist()}, f)
-    lm.eval()
-    result = lm(input_ids=ids, labels=ids)
-    result.loss.backward()
-    tensors = {"logits": result.logits.detach().contiguous(), "loss": result.loss.detach().reshape(1)}
-    for name, p in lm.named_parameters():
-        if p.grad is not None:
-            tensors["grad:" + name] = p.grad.detach().contiguous()
-    save_file(tensors, os.path.join(out, "expected.safetensors"), metadata={"transformers": transformers.__version__})
-    print("qwen3_5_vl loss", result.loss.item(), "tensors", len(tensors))
+    moe = dict(num_experts=3, num_experts_per_tok=2, moe_intermediate_size=10, shared_expert_intermediate_size=14,
+               output_router_logits=True, router_aux_loss_coef=0.02)
+    for name, seed, vl in [
+        ("qwen3_5_vl", 71, lambda: Qwen3_5ForConditionalGeneration(Qwen3_5Config(
+            text_config=dict(text, intermediate_size=40, tie_word_embeddings=True), vision_config=vision,
+            tie_word_embeddings=True))),
+        ("qwen3_5_moe_vl", 73, lambda: Qwen3_5MoeForConditionalGeneration(Qwen3_5MoeConfig(
+            text_config=dict(text, **moe), vision_config=vision))),
+    ]:
+        torch.manual_seed(seed)
+        model = vl()
+        out = os.path.join(ROOT, name)
+        shutil.rmtree(out, ignore_errors=True)
+        g = torch.Generator().manual_seed(seed + 1)
+        perturb_norms(model, g)
+        model.save_pretrained(out, safe_serialization=True)
+        lm = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager", experts_implementation="eager")
+        assert type(lm).__name__ in ("Qwen3_5ForCausalLM", "Qwen3_5MoeForCausalLM"), type(lm).__name__
+        ids = torch.randint(0, 61, (1, 70), generator=g)
+        with open(os.path.join(out, "input_ids.json"), "w") as f:
+            json.dump({"input_ids": ids.tolist()}, f)
+        lm.eval()
+        result = lm(input_ids=ids, labels=ids)
+        result.loss.backward()
+        loss = result.loss.detach()
+        tensors = {"logits": result.logits.detach().contiguous()}
+        if getattr(result, "aux_loss", None) is not None:  # as make(): the cross-entropy alone in `loss`
+            tensors["aux_loss"] = result.aux_loss.detach().reshape(1).float()
+            loss = loss - lm.config.router_aux_loss_coef * result.aux_loss.detach()
+        tensors["loss"] = loss.reshape(1)
+        for pname, p in lm.named_parameters():
+            if p.grad is not None:
+                for saved, grad in checkpoint_names(pname, p.grad.detach(), lm.config.model_type):
+                    tensors["grad:" + saved] = grad.contiguous()
+        save_file(tensors, os.path.join(out, "expected.safetensors"), metadata={"transformers": transformers.__version__})
+        print(name, "loss", result.loss.item(), "tensors", len(tensors))
 
 
 def qwen35_moe_fixtures(wanted):

@@ -8,7 +8,7 @@ import Testing
                       "qwen2_sliding", "qwen2_tied", "qwen3_qknorm", "mistral_sliding", "qwen3_moe_dense_layer", "qwen3_moe_norm_topk",
                       "llama_rope_linear", "llama_rope_dynamic", "llama_rope_llama3", "qwen2_yarn", "mistral_yarn_mscale",
                       "nemotron_h_hybrid", "nemotron_h_untied", "nemotron_h_moe", "nemotron_h_latent",
-                      "qwen3_5_hybrid", "qwen3_5_tied", "qwen3_5_vl", "qwen3_5_moe_hybrid", "qwen3_5_moe_tied"])
+                      "qwen3_5_hybrid", "qwen3_5_tied", "qwen3_5_vl", "qwen3_5_moe_vl", "qwen3_5_moe_hybrid", "qwen3_5_moe_tied"])
     func matchesTransformers(_ name: String) throws {
         let dir = fixtures.appendingPathComponent(name)
         let model = try Checkpoint.load(dir)
