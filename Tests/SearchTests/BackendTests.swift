@@ -157,10 +157,12 @@ import Testing
 
     /// Importance by the torch backend against the built-in engine on the same calibration set:
     /// every head, neuron and channel score and the block importance within 1e-4 relative, the
-    /// layer-skip loss rises within 1e-4 of the base loss, for two aggregation settings.
-    @Test func torchImportanceEqualsTheBuiltinEngine() throws {
+    /// layer-skip loss rises within 1e-4 of the base loss, for two aggregation settings; for the
+    /// hybrid teachers (Nemotron-H, Qwen3.5) the Mamba2 channel and DeltaNet value-head scores too.
+    @Test(arguments: [Family.llama, .nemotronH, .qwen35])
+    func torchImportanceEqualsTheBuiltinEngine(family: Family) throws {
         guard let python = Self.python("torchImportanceEqualsTheBuiltinEngine") else { return }
-        let f = try Fixture()
+        let f = try Fixture(family: family)
         defer { f.cleanup() }
         let teacher = try Checkpoint.load(f.teacher)
         let corpus = try TokenShards(directory: f.corpus)
@@ -191,13 +193,23 @@ import Testing
             check("neurons", other.neurons.flatMap { $0 }, builtin.neurons.flatMap { $0 })
             check("channels", other.channels, builtin.channels)
             check("block importance", other.blockImportance, builtin.blockImportance)
+            #expect((other.mambaChannels == nil) == (builtin.mambaChannels == nil || family != .nemotronH))
+            #expect((other.deltaNetHeads == nil) == (builtin.deltaNetHeads == nil || family != .qwen35))
+            if family == .nemotronH {
+                check("mamba channels", other.mambaChannels?.flatMap { $0 } ?? [], builtin.mambaChannels!.flatMap { $0 })
+                #expect(other.mambaChannels?.map(\.count) == builtin.mambaChannels?.map(\.count))
+            }
+            if family == .qwen35 {
+                check("deltanet heads", other.deltaNetHeads?.flatMap { $0 } ?? [], builtin.deltaNetHeads!.flatMap { $0 })
+                #expect(other.deltaNetHeads?.map(\.count) == builtin.deltaNetHeads?.map(\.count))
+            }
             #expect(Self.relative(other.baseValidationLoss, builtin.baseValidationLoss) <= 1e-4)
             for (x, y) in zip(other.layerLossRise, builtin.layerLossRise) {
                 #expect(abs(x - y) <= 1e-4 * builtin.baseValidationLoss, "loss rise \(x) vs \(y)")
             }
             #expect(other.calibrationFingerprint == builtin.calibrationFingerprint && other.teacherFingerprint == builtin.teacherFingerprint)
         }
-        print(String(format: "torch vs built-in importance: worst relative difference %.2e", worst))
+        print(String(format: "torch vs built-in importance (%@): worst relative difference %.2e", family.rawValue, worst))
     }
 
     /// The quick start's strategy on the fixture with `"backend": {"name": "torch", "device": "cpu"}`

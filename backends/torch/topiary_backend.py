@@ -624,22 +624,45 @@ def aggregate(values, how, dim):
 
 def decoder_layers(model):
     inner = getattr(model, "model", model)
-    return inner.layers, inner.norm
+    return inner.layers, getattr(inner, "norm", None) or inner.norm_f  # (Nemotron-H's is norm_f)
+
+
+def layer_parts(layer):
+    """What a decoder layer holds, as the built-in engine's blocks: its attention's output
+    projection, its dense MLP's down projection, its Mamba2 or Gated DeltaNet mixer's output
+    projection (each None where it has none), and the norms before its mixer and its channel
+    mixer. A Nemotron-H layer is one mixer behind one norm (`block_type`); a Qwen3.5 layer a
+    DeltaNet or attention mixer then an MLP."""
+    kind = getattr(layer, "block_type", None)
+    if hasattr(layer, "mixer"):  # Nemotron-H
+        mixer = layer.mixer
+        return {"o": mixer.o_proj if kind == "full_attention" else None,
+                "down": mixer.down_proj if kind == "mlp" else None,
+                "mamba": mixer.out_proj if kind == "linear_attention" else None, "deltanet": None,
+                "norm1": layer.norm if kind in ("full_attention", "linear_attention") else None,
+                "norm2": layer.norm if kind in ("mlp", "moe") else None}
+    linear = getattr(layer, "linear_attn", None)
+    return {"o": layer.self_attn.o_proj if getattr(layer, "self_attn", None) is not None else None,
+            "down": layer.mlp.down_proj, "mamba": None, "deltanet": linear.out_proj if linear is not None else None,
+            "norm1": layer.input_layernorm, "norm2": layer.post_attention_layernorm}
 
 
 def importance(job):
-    """Importance.compute of Sources/Proxy/Importance.swift for dense teachers: heads (L2 norm of
-    each head's attention output before o_proj), neurons (the input of down_proj), channels (the
-    outputs of every input/post-attention norm and the final norm, summed), each aggregated over
-    the sequence then over the samples; block importance (1 − mean cosine between a layer's input
-    and output); and the validation loss with each layer skipped."""
+    """Importance.compute of Sources/Proxy/Importance.swift for dense and hybrid teachers: heads
+    (L2 norm of each head's attention output before o_proj), neurons (the input of down_proj),
+    channels (the outputs of every norm before a mixer or a channel mixer, and of the final norm,
+    summed), Mamba2 channels (the gated norm's output, the input of out_proj) and Gated DeltaNet
+    value heads (the L2 norm of each head's share of that input), each aggregated over the
+    sequence then over the samples (zeros, or nothing for the hybrid scores, where a layer has no
+    such unit); block importance (1 − mean cosine between a layer's input and output); and the
+    validation loss with each layer skipped."""
     device, dtype = device_and_dtype(job)
     teacher = load_model(job["teacher"], device).eval()
     config = teacher.config
-    if config.model_type in ("nemotron_h", "qwen3_5_text"):
-        raise ValueError(f"importance of {config.model_type} (hybrid) teachers is not implemented by the torch backend "
-                         "yet; the built-in engine scores them (leave backend.importance unset)")
-    if getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None):
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    if config.model_type == "nemotron_h":  # its config always names experts; only `moe` layers have them
+        experts = "moe" in config.layers_block_type
+    if experts:
         raise ValueError("importance of mixtures of experts is not implemented by the torch backend yet")
     layers, final_norm = decoder_layers(teacher)
     L = len(layers)
@@ -657,17 +680,24 @@ def importance(job):
             captured[name] = value.detach().float()
         return hook
 
-    for l, layer in enumerate(layers):
-        hooks.append(layer.self_attn.o_proj.register_forward_pre_hook(keep(f"attn{l}")))
-        hooks.append(layer.mlp.down_proj.register_forward_pre_hook(keep(f"mlp{l}")))
-        hooks.append(layer.input_layernorm.register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(f"norm1_{l}", o.detach().float())))
-        hooks.append(layer.post_attention_layernorm.register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(f"norm2_{l}", o.detach().float())))
+    parts = [layer_parts(layer) for layer in layers]
+    for l, (layer, part) in enumerate(zip(layers, parts)):
+        for key, name in (("o", "attn"), ("down", "mlp"), ("mamba", "mamba"), ("deltanet", "deltanet")):
+            if part[key] is not None:
+                hooks.append(part[key].register_forward_pre_hook(keep(f"{name}{l}")))
+        for key in ("norm1", "norm2"):
+            if part[key] is not None:
+                hooks.append(part[key].register_forward_hook(
+                    lambda m, i, o, l=l, key=key: captured.__setitem__(f"{key}_{l}", o.detach().float())))
         hooks.append(layer.register_forward_pre_hook(keep(f"in{l}")))
         hooks.append(layer.register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(f"out{l}", (o[0] if isinstance(o, tuple) else o).detach().float())))
     hooks.append(final_norm.register_forward_hook(lambda m, i, o: captured.__setitem__("final", o.detach().float())))
-    H = config.num_attention_heads
+    H, F = config.num_attention_heads, config.intermediate_size
+    Hv = getattr(config, "linear_num_value_heads", 0)
     head_seq = [[] for _ in range(L)]
     neuron_seq = [[] for _ in range(L)]
+    mamba_seq = [[] for _ in range(L)]
+    delta_seq = [[] for _ in range(L)]
     channel_seq = [[] for _ in range(2 * L + 1)]
     cosine = [0.0] * L
     seen = 0
@@ -676,14 +706,25 @@ def importance(job):
             x = cal[start:start + B].to(device)
             teacher(input_ids=x)
             rows = x.shape[0]
+            zeros = torch.zeros(rows, T, 1, dtype=torch.float64, device=device)
             for l in range(L):
-                a = captured[f"attn{l}"].double()                        # [rows, T, H*D]
-                D = a.shape[-1] // H
-                norms = a.reshape(rows, T, H, D).pow(2).sum(-1).sqrt()   # [rows, T, H]
-                head_seq[l].append(aggregate(norms, seq_how, 1))          # [rows, H]
-                neuron_seq[l].append(aggregate(captured[f"mlp{l}"].double(), seq_how, 1))
-                channel_seq[2 * l].append(aggregate(captured[f"norm1_{l}"].double(), seq_how, 1))
-                channel_seq[2 * l + 1].append(aggregate(captured[f"norm2_{l}"].double(), seq_how, 1))
+                if f"attn{l}" in captured:
+                    a = captured[f"attn{l}"].double()                        # [rows, T, H*D]
+                    D = a.shape[-1] // H
+                    norms = a.reshape(rows, T, H, D).pow(2).sum(-1).sqrt()   # [rows, T, H]
+                else:
+                    norms = zeros.expand(rows, T, H)                         # no attention: zeros, as the engine's
+                head_seq[l].append(aggregate(norms, seq_how, 1))              # [rows, H]
+                m = captured[f"mlp{l}"].double() if f"mlp{l}" in captured else zeros.expand(rows, T, F)
+                neuron_seq[l].append(aggregate(m, seq_how, 1))
+                if f"mamba{l}" in captured:
+                    mamba_seq[l].append(aggregate(captured[f"mamba{l}"].double(), seq_how, 1))
+                if f"deltanet{l}" in captured:
+                    o = captured[f"deltanet{l}"].double()
+                    delta_seq[l].append(aggregate(o.reshape(rows, T, Hv, -1).pow(2).sum(-1).sqrt(), seq_how, 1))
+                for k, key in enumerate(("norm1", "norm2")):
+                    if f"{key}_{l}" in captured:
+                        channel_seq[2 * l + k].append(aggregate(captured[f"{key}_{l}"].double(), seq_how, 1))
                 xi, yo = captured[f"in{l}"], captured[f"out{l}"]
                 dot = (xi * yo).sum(-1)
                 nn = ((xi * xi).sum(-1) * (yo * yo).sum(-1)).sqrt().clamp_min(1e-12)
@@ -697,7 +738,12 @@ def importance(job):
 
     heads = [over_samples(p) for p in head_seq]
     neurons = [over_samples(p) for p in neuron_seq]
-    channels = [sum(v) for v in zip(*[over_samples(p) for p in channel_seq])]
+    channels = [sum(v) for v in zip(*[over_samples(p) for p in channel_seq if p])]
+    hybrid = {}
+    if any(mamba_seq):
+        hybrid["mamba_channels"] = [over_samples(p) if p else [] for p in mamba_seq]
+    if any(delta_seq):
+        hybrid["deltanet_heads"] = [over_samples(p) if p else [] for p in delta_seq]
     block = [1 - c / seen for c in cosine]
     for h in hooks:
         h.remove()
@@ -727,7 +773,7 @@ def importance(job):
         skipped.append(loss_sum()[0])
         h.remove()
     emit("importance", heads=heads, neurons=neurons, channels=channels, block_importance=block,
-         loss_sum=base, loss_tokens=tokens, skipped_loss_sums=skipped)
+         loss_sum=base, loss_tokens=tokens, skipped_loss_sums=skipped, **hybrid)
     emit("done", failed=[])
     return 0
 

@@ -522,7 +522,15 @@ struct ExternalBackend {
             }
             let base = sum / Double(tokens)
             let rise = try vector("skipped_loss_sums", r.skippedLossSums, L).map { $0 / Double(tokens) - base }
-            return ImportanceScores(
+            /// A hybrid score: per layer, `width` numbers where the layer is of `type`, none elsewhere.
+            func perLayer(_ key: String, _ m: [[Double]]?, _ type: HybridLayer, _ width: Int) throws -> [[Double]]? {
+                guard let types = c.hybridLayers, types.contains(type) else { return nil }
+                guard let m, m.count == L else {
+                    throw SearchError.backend("backend \(spec.name): '\(key)' is missing or not one list per layer")
+                }
+                return try (0..<L).map { l in try vector("\(key)[\(l)]", m[l], types[l] == type ? width : 0) }
+            }
+            var scores = ImportanceScores(
                 teacherFingerprint: teacherFingerprint, calibrationFingerprint: calibration.fingerprint,
                 settings: settings,
                 heads: try matrix("heads", r.heads, L, c.numAttentionHeads),
@@ -531,6 +539,10 @@ struct ExternalBackend {
                 blockImportance: try vector("block_importance", r.blockImportance, L),
                 layerLossRise: settings.lossTokensPerLanguage == 0 ? [] : rise,
                 baseValidationLoss: settings.lossTokensPerLanguage == 0 ? 0 : base)
+            scores.mambaChannels = try perLayer("mamba_channels", r.mambaChannels, .mamba, c.mamba?.innerWidth ?? 0)
+            scores.deltaNetHeads = try perLayer(
+                "deltanet_heads", r.deltaNetHeads, .deltaNet, c.deltaNet?.valueHeads ?? 0)
+            return scores
         }
     }
 

@@ -91,10 +91,15 @@ enum BackendEvent {
         var lossSum: Double
         var lossTokens: Int
         var skippedLossSums: [Double]
+        /// Hybrid teachers: (layers, Mamba2 channels h·P + p; empty for a layer without a Mamba2
+        /// mixer) and (layers, Gated DeltaNet value heads; empty without a DeltaNet mixer).
+        var mambaChannels: [[Double]]? = nil
+        var deltaNetHeads: [[Double]]? = nil
 
         enum CodingKeys: String, CodingKey {
             case heads, neurons, channels, blockImportance = "block_importance", lossSum = "loss_sum"
             case lossTokens = "loss_tokens", skippedLossSums = "skipped_loss_sums"
+            case mambaChannels = "mamba_channels", deltaNetHeads = "deltanet_heads"
         }
     }
 
@@ -117,7 +122,8 @@ enum BackendEvent {
             "importance",
             Importance(
                 heads: [[0.5, 0.25]], neurons: [[1, 2, 3]], channels: [0.5, 1.5], blockImportance: [0.125],
-                lossSum: 20.5, lossTokens: 8, skippedLossSums: [24.25])
+                lossSum: 20.5, lossTokens: 8, skippedLossSums: [24.25], mambaChannels: [[0.5, 0.75]],
+                deltaNetHeads: [[1.25]])
         )
     ]
 
