@@ -72,25 +72,29 @@ extension DecoderModel {
         if let sh = ex.shared { sharedExpertForward(l, sh, a, out: acts.residual[l + 1], rows: r.N, experts: ex.count) }
     }
 
-    /// A mixture's shared expert: pre (N, 2S or S) = norm2 · W_inᵀ, act = silu(gate) · up or
-    /// relu(pre)² (masked neurons, ids E·F + i, zeroed), y (N, C) = act · W_downᵀ, and out +=
-    /// σ(logit) · y with logit (N) = norm2 · w_g where it has a gate (Qwen3.5-MoE), else out += y.
+    /// The shared expert as an MLP: its weights, and its masked neurons (mixture ids E·F + i).
+    func sharedExpertWeights(_ l: Int, _ sh: SharedExpertOffsets, experts E: Int) -> MLPWeights {
+        let first = E * config.expertWidth
+        return MLPWeights(
+            input: sh.input, down: sh.down, width: sh.width,
+            masked: (masks.neurons[l] ?? []).filter { $0 >= first }.map { $0 - first })
+    }
+
+    /// A mixture's shared expert (``mlpForward(_:norm:pre:act:out:rows:accumulate:)`` on norm2),
+    /// added to out as it is (Nemotron-H), or as σ(logit) · y with logit (N) = norm2 · w_g where it
+    /// has a gate (Qwen3.5-MoE).
     func sharedExpertForward(
         _ l: Int, _ sh: SharedExpertOffsets, _ a: Activations.Layer, out: UnsafeMutablePointer<Float>, rows N: Int,
         experts E: Int
     ) {
-        let P = parameters.pointer, C = config.hiddenSize, S = sh.width
-        let gated = config.family.isGated, preWidth = gated ? 2 * S : S
-        let pre = a.sharedPre!, act = a.sharedAct!, y = a.sharedOut!
-        gemm(transB: true, m: N, n: preWidth, k: C, a: a.norm2, lda: C, b: P + sh.input, ldb: C, c: pre, ldc: preWidth)
-        if gated { swigluForward(act, pre, N: N, F: S) } else { relu2Forward(act, pre, count: N * S) }
-        let first = E * config.expertWidth
-        for id in masks.neurons[l] ?? [] where id >= first { for n in 0..<N { act[n * S + id - first] = 0 } }
+        let P = parameters.pointer, C = config.hiddenSize
+        let w = sharedExpertWeights(l, sh, experts: E)
         guard let gate = sh.gate, let logit = a.sharedLogit else {
-            gemm(transB: true, m: N, n: C, k: S, a: act, lda: S, b: P + sh.down, ldb: S, beta: 1, c: out, ldc: C)
+            mlpForward(w, norm: a.norm2, pre: a.sharedPre!, act: a.sharedAct!, out: out, rows: N)
             return
         }
-        gemm(transB: true, m: N, n: C, k: S, a: act, lda: S, b: P + sh.down, ldb: S, c: y, ldc: C)
+        let y = a.sharedOut!
+        mlpForward(w, norm: a.norm2, pre: a.sharedPre!, act: a.sharedAct!, out: y, rows: N, accumulate: false)
         gemm(transB: true, m: N, n: 1, k: C, a: a.norm2, lda: C, b: P + gate, ldb: C, c: logit, ldc: 1)
         for n in 0..<N {
             let g = sigmoid(logit[n])
@@ -103,8 +107,7 @@ extension DecoderModel {
     /// are free by then).
     func sharedExpertBackward(_ l: Int, _ sh: SharedExpertOffsets, _ acts: Activations, experts E: Int) {
         let a = acts.layers[l], P = parameters.pointer, Gr = gradients.pointer
-        let (N, C, S) = (acts.N, config.hiddenSize, sh.width)
-        let gated = config.family.isGated, preWidth = gated ? 2 * S : S
+        let (N, C) = (acts.N, config.hiddenSize)
         let dres = acts.dResidual
         var dy = UnsafePointer(dres)
         if let gate = sh.gate, let logit = a.sharedLogit {
@@ -123,22 +126,9 @@ extension DecoderModel {
             gemm(m: N, n: C, k: 1, a: dLogit, lda: 1, b: P + gate, ldb: C, beta: 1, c: acts.dNorm, ldc: C)
             dy = UnsafePointer(dGated)
         }
-        // The expert: dW_down (C, S) += dyᵀ · act; dAct (N, S) = dy · W_down, masked neurons 0.
-        gemm(transA: true, m: C, n: S, k: N, a: dy, lda: C, b: a.sharedAct!, ldb: S, beta: 1, c: Gr + sh.down, ldc: S)
-        gemm(m: N, n: S, k: C, a: dy, lda: C, b: P + sh.down, ldb: S, c: acts.dMLPAct, ldc: S)
-        let first = E * config.expertWidth
-        for id in masks.neurons[l] ?? [] where id >= first { for n in 0..<N { acts.dMLPAct[n * S + id - first] = 0 } }
-        if gated {
-            swigluBackward(acts.dMLPPre, acts.dMLPAct, a.sharedPre!, N: N, F: S)
-        } else {
-            relu2Backward(acts.dMLPPre, acts.dMLPAct, a.sharedPre!, count: N * S)
-        }
-        gemm(
-            transA: true, m: preWidth, n: C, k: N, a: acts.dMLPPre, lda: preWidth, b: a.norm2, ldb: C, beta: 1,
-            c: Gr + sh.input, ldc: C)
-        gemm(
-            m: N, n: C, k: preWidth, a: acts.dMLPPre, lda: preWidth, b: P + sh.input, ldb: C, beta: 1, c: acts.dNorm,
-            ldc: C)
+        mlpBackward(
+            sharedExpertWeights(l, sh, experts: E), dOut: dy, norm: a.norm2, pre: a.sharedPre!, act: a.sharedAct!, acts,
+            rows: N, accumulate: true)
     }
 
     /// JetMoE's mixture of attention: each token's k chosen experts each project it to G query

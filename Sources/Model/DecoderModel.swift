@@ -25,7 +25,8 @@ public final class DecoderModel {
     let finalNormBias: Int?
 
     /// Units to switch off in the forward pass, for importance analysis and for checking pruning
-    /// against masking. Forward only: `backward` ignores masks.
+    /// against masking. Forward only: `backward` ignores masks (but a masked MLP neuron, whose
+    /// activation is zero, passes no gradient).
     public var masks = ForwardMasks()
 
     /// Coefficients of the auxiliary router losses that ``backward(_:residualGradients:)`` adds
@@ -294,16 +295,66 @@ public final class DecoderModel {
         _ l: Int, norm: UnsafePointer<Float>, pre: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>,
         out: UnsafeMutablePointer<Float>, rows N: Int
     ) {
-        let o = layerOffsets[l], P = parameters.pointer, C = config.hiddenSize, F = mlpWidth(l)
+        let o = layerOffsets[l]
+        mlpForward(
+            MLPWeights(input: o.mlpIn, down: o.down, width: mlpWidth(l), masked: masks.neurons[l] ?? []), norm: norm,
+            pre: pre, act: act, out: out, rows: N)
+    }
+
+    /// One MLP's weights in the flat buffer: the fused gate and up projection (or up alone for
+    /// squared ReLU) at `input`, the down projection at `down`, `width` neurons, of which
+    /// `masked` are switched off (a dense MLP, or a mixture's shared expert).
+    struct MLPWeights {
+        var input: Int, down: Int, width: Int
+        var masked: [Int]
+    }
+
+    /// An MLP on `rows` normed rows (rows, C): pre (rows, 2F | F) = norm · W_inᵀ, the activation
+    /// (SwiGLU or squared ReLU) into act (rows, F) with masked neurons zeroed, and
+    /// out (+)= act · W_downᵀ (`accumulate` false: out is overwritten).
+    func mlpForward(
+        _ w: MLPWeights, norm: UnsafePointer<Float>, pre: UnsafeMutablePointer<Float>, act: UnsafeMutablePointer<Float>,
+        out: UnsafeMutablePointer<Float>, rows N: Int, accumulate: Bool = true
+    ) {
+        let P = parameters.pointer, C = config.hiddenSize, F = w.width
         let preWidth = config.family.isGated ? 2 * F : F
-        gemm(transB: true, m: N, n: preWidth, k: C, a: norm, lda: C, b: P + o.mlpIn, ldb: C, c: pre, ldc: preWidth)
+        gemm(transB: true, m: N, n: preWidth, k: C, a: norm, lda: C, b: P + w.input, ldb: C, c: pre, ldc: preWidth)
         if config.family.isGated {
             swigluForward(act, pre, N: N, F: F)
         } else {
             relu2Forward(act, pre, count: N * F)
         }
-        for i in masks.neurons[l] ?? [] { for n in 0..<N { act[n * F + i] = 0 } }
-        gemm(transB: true, m: N, n: C, k: F, a: act, lda: F, b: P + o.down, ldb: F, beta: 1, c: out, ldc: C)
+        for i in w.masked { for n in 0..<N { act[n * F + i] = 0 } }
+        gemm(
+            transB: true, m: N, n: C, k: F, a: act, lda: F, b: P + w.down, ldb: F, beta: accumulate ? 1 : 0, c: out,
+            ldc: C)
+    }
+
+    /// Backward of ``mlpForward(_:norm:pre:act:out:rows:accumulate:)`` given dLoss/d(out) `dOut`
+    /// (rows, C): the weights' gradients are added, and dLoss/d(norm) is written to `acts.dNorm`
+    /// (`accumulate`: added). Masked neurons pass no gradient. Uses `acts.dMLPAct` and `dMLPPre`.
+    func mlpBackward(
+        _ w: MLPWeights, dOut: UnsafePointer<Float>, norm: UnsafePointer<Float>, pre: UnsafePointer<Float>,
+        act: UnsafePointer<Float>, _ acts: Activations, rows N: Int, accumulate: Bool = false
+    ) {
+        let P = parameters.pointer, Gr = gradients.pointer, C = config.hiddenSize, F = w.width
+        let preWidth = config.family.isGated ? 2 * F : F
+        // dW_down (C, F) += dOutᵀ · act; dAct (N, F) = dOut · W_down.
+        gemm(transA: true, m: C, n: F, k: N, a: dOut, lda: C, b: act, ldb: F, beta: 1, c: Gr + w.down, ldc: F)
+        gemm(m: N, n: F, k: C, a: dOut, lda: C, b: P + w.down, ldb: F, c: acts.dMLPAct, ldc: F)
+        for i in w.masked { for n in 0..<N { acts.dMLPAct[n * F + i] = 0 } }
+        if config.family.isGated {
+            swigluBackward(acts.dMLPPre, acts.dMLPAct, pre, N: N, F: F)
+        } else {
+            relu2Backward(acts.dMLPPre, acts.dMLPAct, pre, count: N * F)
+        }
+        // dW_in (2F|F, C) += dPreᵀ · norm; dNorm (N, C) (+)= dPre · W_in.
+        gemm(
+            transA: true, m: preWidth, n: C, k: N, a: acts.dMLPPre, lda: preWidth, b: norm, ldb: C, beta: 1,
+            c: Gr + w.input, ldc: C)
+        gemm(
+            m: N, n: C, k: preWidth, a: acts.dMLPPre, lda: preWidth, b: P + w.input, ldb: C, beta: accumulate ? 1 : 0,
+            c: acts.dNorm, ldc: C)
     }
 
     /// Gated attention's projection rows (N, (2H + 2G)·D: each head's queries then its gate, then
@@ -432,30 +483,19 @@ public final class DecoderModel {
 
     /// On entry `acts.dResidual` holds dLoss/d(residual[l+1]); on exit dLoss/d(residual[l]).
     func layerBackward(_ l: Int, _ acts: Activations, _ routing: RouterGradientTerms) {
-        let c = config, o = layerOffsets[l], a = acts.layers[l]
+        let o = layerOffsets[l], a = acts.layers[l]
         let P = parameters.pointer, Gr = gradients.pointer
-        let (N, C, F) = (acts.N, c.hiddenSize, mlpWidth(l))
+        let (N, C) = (acts.N, config.hiddenSize)
         let s = attentionShape(acts.B, acts.T, layer: l)
-        let preWidth = c.family.isGated ? 2 * F : F
         let dres = acts.dResidual
         // A missing sub-block passes the residual's gradient through unchanged.
         if !o.hasChannelMixer {
         } else if let ex = o.mlpExperts, let r = a.mlpRouter {
             mixtureMLPBackward(l, acts, ex, r, routing)
         } else {
-            // MLP. dW_down (C, F) += dresᵀ (C, N) · mlpAct (N, F); dAct (N, F) = dres (N, C) · W_down (C, F)
-            gemm(transA: true, m: C, n: F, k: N, a: dres, lda: C, b: a.mlpAct, ldb: F, beta: 1, c: Gr + o.down, ldc: F)
-            gemm(m: N, n: F, k: C, a: dres, lda: C, b: P + o.down, ldb: F, c: acts.dMLPAct, ldc: F)
-            if c.family.isGated {
-                swigluBackward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, N: N, F: F)
-            } else {
-                relu2Backward(acts.dMLPPre, acts.dMLPAct, a.mlpPre, count: N * F)
-            }
-            // dW_in (2F|F, C) += dPreᵀ · norm2; dNorm (N, C) = dPre (N, 2F|F) · W_in (2F|F, C)
-            gemm(
-                transA: true, m: preWidth, n: C, k: N, a: acts.dMLPPre, lda: preWidth, b: a.norm2, ldb: C, beta: 1,
-                c: Gr + o.mlpIn, ldc: C)
-            gemm(m: N, n: C, k: preWidth, a: acts.dMLPPre, lda: preWidth, b: P + o.mlpIn, ldb: C, c: acts.dNorm, ldc: C)
+            mlpBackward(
+                MLPWeights(input: o.mlpIn, down: o.down, width: mlpWidth(l), masked: masks.neurons[l] ?? []),
+                dOut: dres, norm: a.norm2, pre: a.mlpPre, act: a.mlpAct, acts, rows: N)
         }
         if o.hasChannelMixer {
             normBackward(dres, acts.dNorm, a.mid, a.mean2, a.rstd2, weight: o.norm2, bias: o.norm2Bias, N: N)
