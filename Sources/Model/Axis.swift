@@ -37,6 +37,9 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     /// Qwen3.5's Gated DeltaNet value heads, pruned within their key heads (the same number from
     /// each, so that it stays a multiple of `linear_num_key_heads`).
     case linearNumValueHeads = "linear_num_value_heads"
+    /// Qwen3.5's Gated DeltaNet key heads, each pruned with its value heads (a candidate keeps at
+    /// most the teacher's value heads per key head).
+    case linearNumKeyHeads = "linear_num_key_heads"
 
     /// The layer type a depth axis of a hybrid decoder counts.
     public var layerType: HybridLayer? {
@@ -77,6 +80,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .mambaNumHeads: return c.mamba?.heads ?? 0
         case .mambaHeadDim: return c.mamba?.headDim ?? 0
         case .linearNumValueHeads: return c.deltaNet?.valueHeads ?? 0
+        case .linearNumKeyHeads: return c.deltaNet?.keyHeads ?? 0
         case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numMoELayers, .numDeltaNetLayers:
             return c.hybridLayers?.filter { $0 == layerType }.count ?? 0
         }
@@ -96,6 +100,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .mambaNumHeads: c.mamba?.heads = v
         case .mambaHeadDim: c.mamba?.headDim = v
         case .linearNumValueHeads: c.deltaNet?.valueHeads = v
+        case .linearNumKeyHeads: c.deltaNet?.keyHeads = v
         case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numMoELayers, .numDeltaNetLayers:
             // Which layers of the type go is pruning's choice: until then the last ones do (the
             // counts, and so every cost, do not depend on which).

@@ -45,6 +45,9 @@ public struct PrunePlan: Sendable, Equatable {
     /// Qwen3.5, per kept layer: the Gated DeltaNet value heads kept (the same number under every
     /// key head); empty for a layer without one. `deltaNet` is the teacher's shape.
     public var deltaNetHeads: [[Int]] = []
+    /// Qwen3.5, per kept layer: the key heads kept (with their queries and keys); every kept value
+    /// head sits under one of them.
+    public var deltaNetKeyHeads: [[Int]] = []
     public var deltaNet: DeltaNetShape? = nil
 }
 
@@ -204,15 +207,17 @@ public enum Pruning {
         }
         if let td = teacher.deltaNet, let sd = t.deltaNet {
             try notLarger(sd.valueHeads, td.valueHeads, "linear_num_value_heads")
-            if sd.valueHeads % td.keyHeads != 0 || sd.valueHeads == 0 {
+            try notLarger(sd.keyHeads, td.keyHeads, "linear_num_key_heads")
+            if sd.valueHeads % sd.keyHeads != 0 || sd.valueHeads == 0 || sd.valuesPerKey > td.valuesPerKey {
                 throw ProxyError.invalidTarget(
                     field: "linear_num_value_heads",
                     reason:
-                        "\(sd.valueHeads) is not a positive multiple of linear_num_key_heads \(td.keyHeads): value heads "
-                        + "are pruned under their key heads, the same number from each")
+                        "\(sd.valueHeads) is not a positive multiple of linear_num_key_heads \(sd.keyHeads) of at most "
+                        + "\(td.valuesPerKey) per key head: value heads are pruned under their key heads, the same "
+                        + "number from each")
             }
             try unchanged([
-                ("linear_num_key_heads", sd.keyHeads, td.keyHeads), ("linear_key_head_dim", sd.keyDim, td.keyDim),
+                ("linear_key_head_dim", sd.keyDim, td.keyDim),
                 ("linear_value_head_dim", sd.valueDim, td.valueDim),
                 ("linear_conv_kernel_dim", sd.convKernel, td.convKernel)
             ])
@@ -344,27 +349,36 @@ public enum Pruning {
         }
         if let td = teacher.deltaNet, let sd = t.deltaNet, let types = teacher.hybridLayers {
             plan.deltaNet = td
-            let keep = sd.valueHeads / td.keyHeads
+            let keep = sd.valueHeads / sd.keyHeads
             for l in layers {
                 guard types[l] == .deltaNet else {
                     plan.deltaNetHeads.append([])
+                    plan.deltaNetKeyHeads.append([])
                     continue
                 }
                 guard sd.valueHeads < td.valueHeads else {
                     plan.deltaNetHeads.append(Array(0..<td.valueHeads))
+                    plan.deltaNetKeyHeads.append(Array(0..<td.keyHeads))
                     continue
                 }
                 guard let byHead = scores.deltaNetHeads, byHead.count == L, byHead[l].count == td.valueHeads else {
                     throw ProxyError.invalidTarget(
-                        field: "linear_num_value_heads",
+                        field: sd.keyHeads < td.keyHeads ? "linear_num_key_heads" : "linear_num_value_heads",
                         reason: "the importance scores hold no DeltaNet statistics for this teacher; recompute them")
                 }
+                // Key heads by the summed scores of their value heads; then, under each kept key
+                // head, its best value heads.
+                let members = { (k: Int) in (0..<td.valuesPerKey).map { k * td.valuesPerKey + $0 } }
+                let keyScore = (0..<td.keyHeads).map { k in members(k).reduce(0) { $0 + byHead[l][$1] } }
+                let keys = Array(ImportanceScores.ranking(keyScore).prefix(sd.keyHeads)).sorted()
                 var kept: [Int] = []
-                for k in 0..<td.keyHeads {
-                    let members = (0..<td.valuesPerKey).map { k * td.valuesPerKey + $0 }
-                    kept += ImportanceScores.ranking(members.map { byHead[l][$0] }).prefix(keep).map { members[$0] }
+                for k in keys {
+                    kept += ImportanceScores.ranking(members(k).map { byHead[l][$0] }).prefix(keep).map {
+                        members(k)[$0]
+                    }
                 }
                 plan.deltaNetHeads.append(kept.sorted())
+                plan.deltaNetKeyHeads.append(keys)
             }
         }
         if teacher.isMixture {
@@ -489,15 +503,17 @@ public enum Pruning {
     }
 
     /// The teacher's indices a Gated DeltaNet axis keeps in student layer `l`: the kept value
-    /// heads; their channels h·Dv + j; the convolution's rows (q and k whole, then the kept value
-    /// channels after them).
+    /// heads; their channels h·Dv + j; the convolution's rows (the kept key heads' queries, then
+    /// their keys, then the kept value channels).
     static func deltaNetRows(_ plan: PrunePlan, _ unit: PrunedUnit, layer l: Int) -> [Int] {
         let d = plan.deltaNet!, heads = plan.deltaNetHeads[l]
+        let keys = plan.deltaNetKeyHeads.isEmpty ? Array(0..<d.keyHeads) : plan.deltaNetKeyHeads[l]
         let values = heads.flatMap { h in (0..<d.valueDim).map { h * d.valueDim + $0 } }
+        let queries = keys.flatMap { k in (0..<d.keyDim).map { k * d.keyDim + $0 } }
         switch unit {
         case .deltaHeads: return heads
         case .deltaValues: return values
-        default: return Array(0..<(2 * d.keyWidth)) + values.map { 2 * d.keyWidth + $0 }
+        default: return queries + queries.map { d.keyWidth + $0 } + values.map { 2 * d.keyWidth + $0 }
         }
     }
 

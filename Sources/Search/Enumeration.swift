@@ -95,16 +95,20 @@ public struct Enumeration: Sendable {
         "have fewer experts than num_experts_per_tok",
         "break Mamba2 groups (mamba_num_heads not a multiple of n_groups)",
         "have no layers left",
-        "break DeltaNet key heads (linear_num_value_heads not a multiple of linear_num_key_heads)"
+        "break DeltaNet key heads (linear_num_value_heads not a multiple of linear_num_key_heads)",
+        "put more DeltaNet value heads under a key head than the teacher's key heads hold"
     ]
 
     /// The first rule a complete shape breaks, or nil when it is a candidate.
-    static func violation(_ c: ModelConfig, spec: SearchSpec, teacherPerGroup: Int) -> String? {
+    static func violation(
+        _ c: ModelConfig, spec: SearchSpec, teacherPerGroup: Int, teacherValuesPerKey: Int = .max
+    ) -> String? {
         let (H, G) = (c.numAttentionHeads, c.numKeyValueHeads)
         let derived = c.family.derivesQueryHeads
         if c.isMixture && c.numLocalExperts < c.numExpertsPerTok { return rules[6] }
         if let m = c.mamba, m.heads % m.groups != 0 { return rules[7] }
         if let d = c.deltaNet, d.valueHeads % d.keyHeads != 0 { return rules[9] }
+        if let d = c.deltaNet, d.valuesPerKey > teacherValuesPerKey { return rules[10] }
         if c.numHiddenLayers == 0 { return rules[8] }
         if !derived && H % G != 0 { return rules[0] }
         if !derived && H / G > teacherPerGroup { return rules[1] }
@@ -152,7 +156,10 @@ public struct Enumeration: Sendable {
         var admitted = 0
         func walk(_ k: Int, _ c: ModelConfig) -> Bool { // false: stop, the limit is reached
             if k == axes.count {
-                if let rule = violation(c, spec: spec, teacherPerGroup: teacherPerGroup) {
+                if let rule = violation(
+                    c, spec: spec, teacherPerGroup: teacherPerGroup,
+                    teacherValuesPerKey: teacher.deltaNet?.valuesPerKey ?? .max)
+                {
                     counts[rule, default: 0] += 1; return true
                 }
                 admitted += 1
@@ -195,7 +202,10 @@ public struct Enumeration: Sendable {
         outer: while true {
             var c = teacher
             for (k, axis) in axes.enumerated() { axis.set(&c, values[k][index[k]]) }
-            if violation(c, spec: spec, teacherPerGroup: teacherPerGroup) == nil {
+            if violation(
+                c, spec: spec, teacherPerGroup: teacherPerGroup,
+                teacherValuesPerKey: teacher.deltaNet?.valuesPerKey ?? .max) == nil
+            {
                 candidates.append(Candidate(config: c, sequence: spec.proxy.sequence))
             }
             var k = axes.count - 1

@@ -117,6 +117,37 @@ import Testing
     /// shared expert of 14. Removing experts, neurons inside the kept experts, shared-expert
     /// neurons and DeltaNet value heads equals the teacher with those experts' router logits at
     /// −∞ and the rest masked.
+    /// DeltaNet key heads: one of the two kept (by the summed scores of its value heads) with its
+    /// queries, keys and value heads; pruned = the teacher with the other key head's value heads
+    /// masked. Value heads per key head may not grow.
+    @Test func deltaNetKeyHeadsEqualMasking() throws {
+        let t = Self.teacher()
+        var scores = randomScores(t.config)
+        var rng = SeededGenerator(seed: 14)
+        scores.deltaNetHeads = t.config.hybridLayers!.map { $0 == .deltaNet ? (0..<4).map { _ in rng.uniform() } : [] }
+        let target = try Pruning.targetConfig(
+            teacher: t.config, target: ["linear_num_key_heads": 1, "linear_num_value_heads": 2])
+        let plan = try Pruning.plan(teacher: t.config, target: target, scores: scores, options: PruneOptions())
+        var masks = ForwardMasks()
+        for l in [0, 2, 3] {
+            let s = scores.deltaNetHeads![l], best = s[0] + s[1] >= s[2] + s[3] ? 0 : 1
+            #expect(plan.deltaNetKeyHeads[l] == [best] && plan.deltaNetHeads[l] == [2 * best, 2 * best + 1])
+            masks.deltaNetHeads[l] = [2 * (1 - best), 2 * (1 - best) + 1]
+        }
+        let student = Pruning.apply(plan, teacher: t, target: target)
+        let d = try #require(student.config.deltaNet)
+        #expect(d.keyHeads == 1 && d.valueHeads == 2 && student.layout.count == student.config.parameterCount)
+        #expect(student.layout.entry("model.layers.0.linear_attn.in_proj_qkv.weight")?.shape == [2 * 4 + 2 * 3, 24])
+        let gap = try pruningGap(teacher: t, masks: masks, student: student)
+        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
+        #expect(gap.unmasked > 1e-3, "the pruning changed nothing (\(gap.unmasked))")
+        // One key head cannot hold three value heads: the teacher's hold two.
+        let wide = try Pruning.targetConfig(teacher: t.config, target: ["linear_num_key_heads": 1, "linear_num_value_heads": 3])
+        #expect(throws: ProxyError.self) {
+            try Pruning.plan(teacher: t.config, target: wide, scores: scores, options: PruneOptions())
+        }
+    }
+
     @Test func expertsSharedExpertAndValueHeadsEqualMasking() throws {
         var c = ModelConfig(
             family: .qwen35Moe, vocabSize: 31, hiddenSize: 24, intermediateSize: 14, numHiddenLayers: 3,

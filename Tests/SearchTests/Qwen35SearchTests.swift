@@ -43,6 +43,22 @@ struct Qwen35SearchTests {
         #expect(delta[0].allSatisfy { $0 > 0 } && delta[2].allSatisfy { $0 > 0 })
     }
 
+    /// Key heads as an axis: a candidate with fewer key heads must drop their value heads too.
+    @Test func keyHeadsKeepAtMostTheTeachersValueHeadsEach() throws {
+        let f = try Fixture(family: .qwen35)
+        defer { f.cleanup() }
+        let spec = try f.parse(
+            f.spec([
+                "space": ["linear_num_key_heads": [1, 2], "linear_num_value_heads": [2, 4]],
+                "budget": ["min": 1, "max": JSON(f.config.parameterCount)]
+            ]))
+        let e = Enumeration.of(spec, teacher: f.config)
+        #expect(e.combinations == 4)
+        #expect(Set(e.candidates.map { [$0.config.deltaNet!.keyHeads, $0.config.deltaNet!.valueHeads] }) == [[1, 2], [2, 2], [2, 4]])
+        #expect(e.explanation.contains("more DeltaNet value heads under a key head"))
+        #expect(Set(e.candidates) == Set(Enumeration.exhaustive(spec, teacher: f.config)))
+    }
+
     @Test func aQwen35SearchRunsAndItsWinnersExport() throws {
         let f = try Fixture(family: .qwen35)
         defer { f.cleanup() }

@@ -38,7 +38,7 @@ struct Qwen35: FamilyDefinition {
             ? [.moeIntermediateSize, .numExperts, .numExpertsPerTok, .sharedExpertIntermediateSize]
             : [.intermediateSize]
         return [.hiddenSize, .numAttentionHeads, .numKeyValueHeads] + channel + [
-            .linearNumValueHeads, .numDeltaNetLayers, .numAttentionLayers
+            .linearNumKeyHeads, .linearNumValueHeads, .numDeltaNetLayers, .numAttentionLayers
         ]
     }
 
