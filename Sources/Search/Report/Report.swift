@@ -364,13 +364,18 @@ public struct StudyReport {
                 + "\(attention)" + (groups.isEmpty ? "" : " kv\(groups.map(String.init).joined(separator: ","))")
                 + " mlp \(mlp)"
         }
-        // A hybrid candidate: its layers per type, the Mamba2 heads × head width, attention, MLP.
+        // A hybrid candidate: its layers per type, the Mamba2 heads × head width, attention, MLP,
+        // and mixture layers × experts, top-k, expert width + shared expert width.
         if let mamba = o["num_mamba_layers"]?.int {
             func v(_ key: String) -> Int { o[key]?.int ?? 0 }
+            let moe = o["num_moe_layers"]?.int ?? 0
             return
                 "C\(v("hidden_size")) M\(mamba)×\(v("mamba_num_heads"))x\(v("mamba_head_dim")) "
-                + "A\(v("num_attention_layers"))×H\(v("num_attention_heads"))/\(v("num_key_value_heads")) "
-                + "F\(v("num_mlp_layers"))×\(v("intermediate_size"))"
+                + "A\(v("num_attention_layers"))×H\(v("num_attention_heads"))/\(v("num_key_value_heads"))"
+                + (moe == 0 || v("num_mlp_layers") > 0 ? " F\(v("num_mlp_layers"))×\(v("intermediate_size"))" : "")
+                + (moe > 0
+                    ? " E\(moe)×\(v("n_routed_experts"))k\(v("num_experts_per_tok"))x\(v("moe_intermediate_size"))"
+                        + "+\(v("moe_shared_expert_intermediate_size"))" : "")
         }
         // Qwen3.5: its Gated DeltaNet layers × value heads, attention layers × heads, MLP width.
         if let delta = o["num_deltanet_layers"]?.int {
