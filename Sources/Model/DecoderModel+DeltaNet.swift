@@ -9,7 +9,8 @@ import Foundation
 ///     q̂ = q/‖q‖/√Dk, k̂ = k/‖k‖ per key head (‖x‖ = √(Σx² + 1e-6));  β = σ(b)
 ///     g = −exp(A_log) · softplus(a + dt_bias)
 ///     o = the gated delta rule of q̂, k̂, v, g, β, value head h reading key head h/(Hv/Hk)
-///                                                                     (``tp_gdn_scan_forward``)
+///         (in its chunked form, ``deltaRuleChunkedForward``; the backward pass recomputes each
+///         chunk by the recurrence, ``tp_gdn_scan_backward``)
 ///     mid = residual + (w · RMSNorm(o) · SiLU(z)) · W_outᵀ, the norm over each head's Dv
 extension DecoderModel {
     func deltaNetForward(_ l: Int, _ o: DeltaNetOffsets, _ m: Activations.DeltaNetActivations, _ acts: Activations) {
@@ -47,10 +48,9 @@ extension DecoderModel {
         }
         // Each (sequence, value head) task writes its own head's output and states.
         forEachSequenceAndValueHead(s, m, B: B, T: T) { row, h, i in
-            tp_gdn_scan_forward(
-                T, Dk, Dv, config.deltaNetChunkSize, i.q, i.k, Kw, i.v, Wc, i.g, i.beta, Hv, m.o + row * Vw + h * Dv,
-                Vw,
-                i.states)
+            deltaRuleChunkedForward(
+                T: T, Dk: Dk, Dv: Dv, chunk: config.deltaNetChunkSize, q: i.q, k: i.k, qks: Kw, v: i.v, vs: Wc, g: i.g,
+                beta: i.beta, gs: Hv, o: m.o + row * Vw + h * Dv, os: Vw, states: i.states)
         }
         deltaNetGatedNorm(o, z: m.projection + Wc, zStride: W, o: m.o, out: m.normed, rstd: m.rstd, rows: N)
         for h in masks.deltaNetHeads[l] ?? [] {

@@ -89,4 +89,51 @@ extension KernelTests {
                     "\(Self.name(path)) n=\(n)")
         }
     }
+
+    /// The gated delta rule's chunked form (the forward pass of training) against the recurrence
+    /// (the reference, and what decoding runs): outputs and every chunk-start state within 1e-5
+    /// relative, over sequences that end inside a chunk, heads interleaved in their rows, decays
+    /// from none to strong. (T, chunk, Dk, Dv.)
+    @Test(arguments: [(70, 64, 8, 6), (37, 8, 16, 16), (5, 64, 4, 3), (128, 64, 32, 32)])
+    func chunkedDeltaRuleEqualsTheRecurrence(_ T: Int, _ chunk: Int, _ Dk: Int, _ Dv: Int) {
+        var rng = SeededGenerator(seed: UInt64(T * 131 + Dk))
+        // Two heads per row, this one second: strides are those of the engine's buffers.
+        let (qks, vs, gs) = (2 * Dk, 2 * Dv + 3, 2)
+        func random(_ n: Int, _ scale: Double = 1) -> [Float] { (0..<n).map { _ in Float(rng.normal() * scale) } }
+        func unit(_ x: [Float], stride: Int) -> [Float] {
+            var y = x
+            for t in 0..<T {
+                let r = t * stride + Dk
+                let norm = (0..<Dk).map { y[r + $0] * y[r + $0] }.reduce(0, +).squareRoot()
+                for d in 0..<Dk { y[r + d] /= norm }
+            }
+            return y
+        }
+        let q = unit(random(T * qks), stride: qks).map { $0 / Float(Dk).squareRoot() }, k = unit(random(T * qks), stride: qks)
+        let v = random(T * vs)
+        let g = (0..<(T * gs)).map { i in Float(-rng.uniform() * (i % 7 == 0 ? 4 : 0.2)) }
+        let beta = (0..<(T * gs)).map { _ in Float(rng.uniform()) }
+        let chunks = (T + chunk - 1) / chunk
+        var (o1, o2) = ([Float](repeating: 0, count: T * Dv), [Float](repeating: 0, count: T * Dv))
+        var (s1, s2) = ([Float](repeating: 0, count: chunks * Dk * Dv), [Float](repeating: 0, count: chunks * Dk * Dv))
+        q.withUnsafeBufferPointer { q in
+            k.withUnsafeBufferPointer { k in
+                v.withUnsafeBufferPointer { v in
+                    g.withUnsafeBufferPointer { g in
+                        beta.withUnsafeBufferPointer { b in
+                            let (qp, kp, vp) = (q.baseAddress! + Dk, k.baseAddress! + Dk, v.baseAddress! + Dv)
+                            let (gp, bp) = (g.baseAddress! + 1, b.baseAddress! + 1)
+                            tp_gdn_scan_forward(T, Dk, Dv, chunk, qp, kp, qks, vp, vs, gp, bp, gs, &o1, Dv, &s1)
+                            deltaRuleChunkedForward(
+                                T: T, Dk: Dk, Dv: Dv, chunk: chunk, q: qp, k: kp, qks: qks, v: vp, vs: vs, g: gp, beta: bp,
+                                gs: gs, o: &o2, os: Dv, states: &s2)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(relativeError(o2, o1) < 1e-5, "outputs: \(relativeError(o2, o1))")
+        #expect(relativeError(s2, s1) < 1e-5, "chunk-start states: \(relativeError(s2, s1))")
+        #expect(o1.contains { $0 != 0 } && (chunks == 1 || s1.contains { $0 != 0 }))
+    }
 }

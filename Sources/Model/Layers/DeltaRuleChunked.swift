@@ -1,0 +1,97 @@
+import Foundation
+
+/// The gated delta rule of one sequence and one value head in transformers' chunked form
+/// (`torch_chunk_gated_delta_rule`: the UT transform over chunks of Q positions), as matrix
+/// products. With a chunk's state S₀ (Dk × Dv) at its start, Γᵢ = exp(Gᵢ) for the cumulative log
+/// decay Gᵢ = Σ_{j≤i} g_j inside the chunk, K, Q (n × Dk), V (n × Dv) and β (n):
+///
+///     L[i][j] = −βᵢ (kᵢ·kⱼ) exp(Gᵢ − Gⱼ)  for j < i (else 0),   T = (I − L)⁻¹ (forward substitution)
+///     Δ = T·(β ⊙ V) − T·(βΓ ⊙ K)·S₀                               every position's δᵢ at once
+///     O = (Γ ⊙ Q)·S₀ + P·Δ,   P[i][j] = (qᵢ·kⱼ) exp(Gᵢ − Gⱼ) for j ≤ i (else 0)
+///     S = Γ_last·S₀ + (exp(G_last − G) ⊙ K)ᵀ·Δ
+///
+/// which is the recurrence S' = aₜS, δₜ = βₜ(vₜ − S'ᵀkₜ), Sₜ = S' + kₜ ⊗ δₜ, oₜ = Sₜᵀqₜ
+/// (``tp_gdn_scan_forward``) summed in another order: its cost is linear in T and most of it is
+/// products of Q-row blocks. Every chunk's start state is written to `states` (chunk c at
+/// c·Dk·Dv), which the backward pass (``tp_gdn_scan_backward``) recomputes each chunk from.
+/// Strides: rows of q and k every `qks` floats, of v every `vs`, of g and β every `gs`, of o every
+/// `os`. Runs on the calling thread (inside a worker).
+public func deltaRuleChunkedForward(
+    T: Int, Dk: Int, Dv: Int, chunk Q: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, qks: Int,
+    v: UnsafePointer<Float>, vs: Int, g: UnsafePointer<Float>, beta: UnsafePointer<Float>, gs: Int,
+    o: UnsafeMutablePointer<Float>, os: Int, states: UnsafeMutablePointer<Float>
+) {
+    let size = Dk * Dv
+    // Scratch: the state, the chunk's triangles (Q × Q) and its row blocks.
+    let floats = size + 3 * Q * Q + 4 * Q * Dk + 2 * Q * Dv + Q
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+    defer { scratch.deallocate() }
+    scratch.initialize(repeating: 0, count: floats)
+    var p = scratch
+    func take(_ n: Int) -> UnsafeMutablePointer<Float> {
+        defer { p += n }
+        return p
+    }
+    let S = take(size), L = take(Q * Q), Tm = take(Q * Q), P = take(Q * Q)
+    let kb = take(Q * Dk), kbe = take(Q * Dk), qe = take(Q * Dk), W = take(Q * Dk)
+    let vb = take(Q * Dv), D = take(Q * Dv), G = take(Q)
+    var t0 = 0
+    while t0 < T {
+        let n = min(Q, T - t0)
+        (states + (t0 / Q) * size).update(from: S, count: size)
+        var acc: Float = 0
+        for i in 0..<n {
+            acc += g[(t0 + i) * gs]
+            G[i] = acc
+        }
+        for i in 0..<n {
+            let b = beta[(t0 + i) * gs], e = expf(G[i])
+            let kr = k + (t0 + i) * qks, qr = q + (t0 + i) * qks, vr = v + (t0 + i) * vs
+            for d in 0..<Dk {
+                kb[i * Dk + d] = b * kr[d]
+                kbe[i * Dk + d] = b * e * kr[d]
+                qe[i * Dk + d] = e * qr[d]
+            }
+            for d in 0..<Dv { vb[i * Dv + d] = b * vr[d] }
+        }
+        // L = −(βK)·Kᵀ ⊙ exp(Gᵢ − Gⱼ), strictly lower; P = Q·Kᵀ ⊙ exp(Gᵢ − Gⱼ), lower with the diagonal.
+        gemm(transB: true, m: n, n: n, k: Dk, a: kb, lda: Dk, b: k + t0 * qks, ldb: qks, c: L, ldc: Q)
+        gemm(transB: true, m: n, n: n, k: Dk, a: q + t0 * qks, lda: qks, b: k + t0 * qks, ldb: qks, c: P, ldc: Q)
+        for i in 0..<n {
+            for j in 0..<n {
+                let decay = j <= i ? expf(G[i] - G[j]) : 0
+                L[i * Q + j] = j < i ? -L[i * Q + j] * decay : 0
+                P[i * Q + j] *= decay
+            }
+        }
+        // T = (I − L)⁻¹, unit lower triangular: row i is eᵢ + Σ_{m<i} L[i][m]·T[m].
+        for i in 0..<n {
+            let row = Tm + i * Q
+            for j in 0..<n { row[j] = j == i ? 1 : 0 }
+            for m in 0..<i {
+                let l = L[i * Q + m]
+                if l == 0 { continue }
+                let other = Tm + m * Q
+                for j in 0...m { row[j] += l * other[j] }
+            }
+        }
+        // Δ = T·(βV) − (T·(βΓK))·S₀.
+        gemm(m: n, n: Dv, k: n, a: Tm, lda: Q, b: vb, ldb: Dv, c: D, ldc: Dv)
+        gemm(m: n, n: Dk, k: n, a: Tm, lda: Q, b: kbe, ldb: Dk, c: W, ldc: Dk)
+        gemm(m: n, n: Dv, k: Dk, alpha: -1, a: W, lda: Dk, b: S, ldb: Dv, beta: 1, c: D, ldc: Dv)
+        // O = (ΓQ)·S₀ + P·Δ.
+        let out = o + t0 * os
+        gemm(m: n, n: Dv, k: Dk, a: qe, lda: Dk, b: S, ldb: Dv, c: out, ldc: os)
+        gemm(m: n, n: Dv, k: n, a: P, lda: Q, b: D, ldb: Dv, beta: 1, c: out, ldc: os)
+        // S = Γ_last·S₀ + (exp(G_last − G) ⊙ K)ᵀ·Δ.
+        let last = G[n - 1]
+        for i in 0..<n {
+            let e = expf(last - G[i]), kr = k + (t0 + i) * qks
+            for d in 0..<Dk { kb[i * Dk + d] = e * kr[d] }
+        }
+        let decay = expf(last)
+        for i in 0..<size { S[i] *= decay }
+        gemm(transA: true, m: Dk, n: Dv, k: n, a: kb, lda: Dk, b: D, ldb: Dv, beta: 1, c: S, ldc: Dv)
+        t0 += n
+    }
+}
