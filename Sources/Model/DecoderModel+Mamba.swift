@@ -7,7 +7,9 @@ import Foundation
 ///     z, xBC, dt = split(u · W_inᵀ, [I, convDim, H])
 ///     x, B, C    = split(SiLU(causal depthwise conv(xBC) + bias), [I, G·N, G·N])
 ///     Δ          = max(softplus(dt + dt_bias), time_step_min),  A = −exp(A_log)
-///     y          = the selective scan of x, Δ, A, B, C, plus D·x      (``tp_mamba_scan_forward``)
+///     y          = the selective scan of x, Δ, A, B, C, plus D·x      (in its chunked form,
+///                  ``mambaScanChunkedForward``; the backward pass recomputes each chunk by the
+///                  recurrence, ``tp_mamba_scan_backward``)
 ///     mid        = residual + RMSNorm_grouped(y · SiLU(z)) · W_outᵀ
 ///
 /// The grouped RMSNorm normalises each of the G groups of I/G channels on its own.
@@ -29,9 +31,10 @@ extension DecoderModel {
         let Q = config.mambaChunkSize, stateFloats = scanStateFloats(s, T: T)
         // Each (sequence, group) task writes its own heads' y and states.
         forEachSequenceAndGroup(o, B: B) { b, g, A, D in
-            tp_mamba_scan_forward(
-                T, H, s.headDim, s.groups, s.stateSize, Q, g, m.xbc + b * T * Wc, Wc, I, m.dt + b * T * H, H, A, D,
-                m.y + b * T * I, I, m.states + b * stateFloats)
+            mambaScanChunkedForward(
+                T: T, H: H, P: s.headDim, G: s.groups, N: s.stateSize, chunk: Q, group: g, xbc: m.xbc + b * T * Wc,
+                xs: Wc, I: I, dt: m.dt + b * T * H, dts: H, A: A, D: D, y: m.y + b * T * I, ys: I,
+                states: m.states + b * stateFloats)
         }
         // normed = w · h / rms(h) per group, h = y · SiLU(z); masked channels leave the mean.
         var kept = [Bool](repeating: true, count: I)

@@ -136,4 +136,27 @@ extension KernelTests {
         #expect(relativeError(s2, s1) < 1e-5, "chunk-start states: \(relativeError(s2, s1))")
         #expect(o1.contains { $0 != 0 } && (chunks == 1 || s1.contains { $0 != 0 }))
     }
+
+    /// Mamba2's chunked (SSD) scan against the recurrence: outputs and chunk-start states within
+    /// 1e-5 relative, for a group of two heads among four in two groups, sequences ending inside a
+    /// chunk, time steps small to large. (T, chunk, P, N.)
+    @Test(arguments: [(11, 4, 6, 5), (70, 64, 8, 16), (9, 64, 4, 3), (130, 64, 16, 32)])
+    func chunkedMambaScanEqualsTheRecurrence(_ T: Int, _ chunk: Int, _ P: Int, _ N: Int) {
+        var rng = SeededGenerator(seed: UInt64(T * 17 + P))
+        let (H, G, g) = (4, 2, 1), I = H * P, xs = I + 2 * G * N + 3
+        let xbc = (0..<(T * xs)).map { _ in Float(rng.normal()) }
+        let dt = (0..<(T * H)).map { i in Float(rng.uniform() * (i % 5 == 0 ? 2 : 0.1)) }
+        let A = (0..<H).map { -Float($0 + 1) * 0.5 }, D = (0..<H).map { Float($0) * 0.3 - 0.2 }
+        let chunks = (T + chunk - 1) / chunk
+        var (y1, y2) = ([Float](repeating: 0, count: T * I), [Float](repeating: 0, count: T * I))
+        var (s1, s2) = ([Float](repeating: 0, count: chunks * H * P * N), [Float](repeating: 0, count: chunks * H * P * N))
+        tp_mamba_scan_forward(T, H, P, G, N, chunk, g, xbc, xs, I, dt, H, A, D, &y1, I, &s1)
+        mambaScanChunkedForward(
+            T: T, H: H, P: P, G: G, N: N, chunk: chunk, group: g, xbc: xbc, xs: xs, I: I, dt: dt, dts: H, A: A, D: D,
+            y: &y2, ys: I, states: &s2)
+        // Only this group's heads (2 and 3) are written.
+        #expect(y1[..<(2 * P)].allSatisfy { $0 == 0 } && y1.contains { $0 != 0 })
+        #expect(relativeError(y2, y1) < 1e-5, "outputs: \(relativeError(y2, y1))")
+        #expect(relativeError(s2, s1) < 1e-5 || chunks == 1, "chunk-start states: \(relativeError(s2, s1))")
+    }
 }

@@ -95,3 +95,69 @@ public func deltaRuleChunkedForward(
         t0 += n
     }
 }
+
+/// Mamba2's selective scan of one sequence and one group g of B and C in its chunked (SSD) form,
+/// as matrix products: per chunk of Q positions with the start state S₀ (P × N) of head h, the
+/// cumulative log decay cᵢ = Σ_{j≤i} Δⱼ·A_h inside the chunk, X (n × P), B, C (n × N):
+///
+///     Y = diag(exp(c))·C·S₀ᵀ + ((C·Bᵀ) ⊙ exp(cᵢ − cⱼ)[j ≤ i])·(Δ ⊙ X) + D_h·X
+///     S = exp(c_last)·S₀ + (exp(c_last − c) ⊙ Δ ⊙ X)ᵀ·B
+///
+/// which is the recurrence Sₜ = exp(ΔₜA)·Sₜ₋₁ + Δₜ·xₜ ⊗ Bₜ, yₜ = Sₜ·Cₜ + D·xₜ
+/// (``tp_mamba_scan_forward``, whose arguments and state layout it takes) summed in another
+/// order; C·Bᵀ is shared by the group's heads. Runs on the calling thread (inside a worker).
+public func mambaScanChunkedForward(
+    T: Int, H: Int, P: Int, G: Int, N: Int, chunk Q: Int, group g: Int, xbc: UnsafePointer<Float>, xs: Int, I: Int,
+    dt: UnsafePointer<Float>, dts: Int, A: UnsafePointer<Float>, D: UnsafePointer<Float>,
+    y: UnsafeMutablePointer<Float>, ys: Int, states: UnsafeMutablePointer<Float>
+) {
+    let per = H / G, size = P * N
+    let floats = per * size + 2 * Q * Q + 2 * Q * P + Q
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+    defer { scratch.deallocate() }
+    scratch.initialize(repeating: 0, count: floats)
+    let S = scratch, CB = S + per * size, M = CB + Q * Q, xd = M + Q * Q, xe = xd + Q * P, c = xe + Q * P
+    let bOffset = I + g * N, cOffset = I + G * N + g * N
+    var t0 = 0
+    while t0 < T {
+        let n = min(Q, T - t0)
+        // C·Bᵀ (n × n) of the group.
+        gemm(
+            transB: true, m: n, n: n, k: N, a: xbc + t0 * xs + cOffset, lda: xs, b: xbc + t0 * xs + bOffset, ldb: xs,
+            c: CB, ldc: Q)
+        for hh in 0..<per {
+            let h = g * per + hh, Sh = S + hh * size
+            (states + ((t0 / Q) * H + h) * size).update(from: Sh, count: size)
+            var acc: Float = 0
+            for i in 0..<n {
+                acc += dt[(t0 + i) * dts + h] * A[h]
+                c[i] = acc
+            }
+            for i in 0..<n {
+                let d = dt[(t0 + i) * dts + h], x = xbc + (t0 + i) * xs + h * P
+                for p in 0..<P { xd[i * P + p] = d * x[p] }
+                for j in 0..<n { M[i * Q + j] = j <= i ? CB[i * Q + j] * expf(c[i] - c[j]) : 0 }
+            }
+            // Y = exp(c) ⊙ (C·S₀ᵀ) + M·(Δ ⊙ X) + D·X.
+            let out = y + t0 * ys + h * P
+            gemm(transB: true, m: n, n: P, k: N, a: xbc + t0 * xs + cOffset, lda: xs, b: Sh, ldb: N, c: out, ldc: ys)
+            for i in 0..<n {
+                let e = expf(c[i]), x = xbc + (t0 + i) * xs + h * P, row = out + i * ys
+                for p in 0..<P { row[p] = e * row[p] + D[h] * x[p] }
+            }
+            gemm(m: n, n: P, k: n, a: M, lda: Q, b: xd, ldb: P, beta: 1, c: out, ldc: ys)
+            // S = exp(c_last)·S₀ + (exp(c_last − c) ⊙ Δ ⊙ X)ᵀ·B.
+            let last = c[n - 1]
+            for i in 0..<n {
+                let e = expf(last - c[i])
+                for p in 0..<P { xe[i * P + p] = e * xd[i * P + p] }
+            }
+            let decay = expf(last)
+            for i in 0..<size { Sh[i] *= decay }
+            gemm(
+                transA: true, m: P, n: N, k: n, a: xe, lda: P, b: xbc + t0 * xs + bOffset, ldb: xs, beta: 1, c: Sh,
+                ldc: N)
+        }
+        t0 += n
+    }
+}
