@@ -23,7 +23,7 @@ public func deltaRuleChunkedForward(
 ) {
     let size = Dk * Dv
     // Scratch: the state, the chunk's triangles (Q × Q) and its row blocks.
-    let floats = size + 3 * Q * Q + 4 * Q * Dk + 2 * Q * Dv + Q
+    let floats = size + 3 * Q * Q + 4 * Q * Dk + 2 * Q * Dv + 2 * Q
     let scratch = UnsafeMutablePointer<Float>.allocate(capacity: floats)
     defer { scratch.deallocate() }
     scratch.initialize(repeating: 0, count: floats)
@@ -34,7 +34,7 @@ public func deltaRuleChunkedForward(
     }
     let S = take(size), L = take(Q * Q), Tm = take(Q * Q), P = take(Q * Q)
     let kb = take(Q * Dk), kbe = take(Q * Dk), qe = take(Q * Dk), W = take(Q * Dk)
-    let vb = take(Q * Dv), D = take(Q * Dv), G = take(Q)
+    let vb = take(Q * Dv), D = take(Q * Dv), G = take(Q), E = take(Q)
     var t0 = 0
     while t0 < T {
         let n = min(Q, T - t0)
@@ -43,6 +43,7 @@ public func deltaRuleChunkedForward(
         for i in 0..<n {
             acc += g[(t0 + i) * gs]
             G[i] = acc
+            E[i] = expf(g[(t0 + i) * gs])
         }
         for i in 0..<n {
             let b = beta[(t0 + i) * gs], e = expf(G[i])
@@ -58,10 +59,22 @@ public func deltaRuleChunkedForward(
         gemm(transB: true, m: n, n: n, k: Dk, a: kb, lda: Dk, b: k + t0 * qks, ldb: qks, c: L, ldc: Q)
         gemm(transB: true, m: n, n: n, k: Dk, a: q + t0 * qks, lda: qks, b: k + t0 * qks, ldb: qks, c: P, ldc: Q)
         for i in 0..<n {
-            for j in 0..<n {
-                let decay = j <= i ? expf(G[i] - G[j]) : 0
-                L[i * Q + j] = j < i ? -L[i * Q + j] * decay : 0
-                P[i * Q + j] *= decay
+            // exp(Gᵢ − Gⱼ) for j = i, i−1, …: one factor exp(g_{j+1}) at a time (n exponentials a
+            // chunk, not n²; the product rounds as the recurrence's decays do).
+            var decay: Float = 1
+            let L = L + i * Q, P = P + i * Q
+            for j in stride(from: i, through: 0, by: -1) {
+                if j < i {
+                    decay *= E[j + 1]
+                    L[j] = -L[j] * decay
+                } else {
+                    L[j] = 0
+                }
+                P[j] *= decay
+            }
+            for j in (i + 1)..<max(n, i + 1) {
+                L[j] = 0
+                P[j] = 0
             }
         }
         // T = (I − L)⁻¹, unit lower triangular: row i is eᵢ + Σ_{m<i} L[i][m]·T[m].
@@ -112,11 +125,12 @@ public func mambaScanChunkedForward(
     y: UnsafeMutablePointer<Float>, ys: Int, states: UnsafeMutablePointer<Float>
 ) {
     let per = H / G, size = P * N
-    let floats = per * size + 2 * Q * Q + 2 * Q * P + Q
+    let floats = per * size + 2 * Q * Q + 2 * Q * P + 2 * Q
     let scratch = UnsafeMutablePointer<Float>.allocate(capacity: floats)
     defer { scratch.deallocate() }
     scratch.initialize(repeating: 0, count: floats)
     let S = scratch, CB = S + per * size, M = CB + Q * Q, xd = M + Q * Q, xe = xd + Q * P, c = xe + Q * P
+    let e = c + Q
     let bOffset = I + g * N, cOffset = I + G * N + g * N
     var t0 = 0
     while t0 < T {
@@ -132,11 +146,18 @@ public func mambaScanChunkedForward(
             for i in 0..<n {
                 acc += dt[(t0 + i) * dts + h] * A[h]
                 c[i] = acc
+                e[i] = expf(dt[(t0 + i) * dts + h] * A[h])
             }
             for i in 0..<n {
                 let d = dt[(t0 + i) * dts + h], x = xbc + (t0 + i) * xs + h * P
                 for p in 0..<P { xd[i * P + p] = d * x[p] }
-                for j in 0..<n { M[i * Q + j] = j <= i ? CB[i * Q + j] * expf(c[i] - c[j]) : 0 }
+                // exp(cᵢ − cⱼ) for j = i, i−1, …: one factor exp(Δ_{j+1}·A) at a time.
+                var decay: Float = 1
+                for j in stride(from: i, through: 0, by: -1) {
+                    if j < i { decay *= e[j + 1] }
+                    M[i * Q + j] = CB[i * Q + j] * decay
+                }
+                for j in (i + 1)..<max(n, i + 1) { M[i * Q + j] = 0 }
             }
             // Y = exp(c) ⊙ (C·S₀ᵀ) + M·(Δ ⊙ X) + D·X.
             let out = y + t0 * ys + h * P
