@@ -115,6 +115,9 @@ public enum Exporter {
                 nemo["num_moe_experts"] = JSON(target.numLocalExperts)
                 nemo["moe_router_topk"] = JSON(target.numExpertsPerTok)
                 nemo["moe_ffn_hidden_size"] = JSON(target.expertWidth)
+                if target.sharedExpertWidth > 0 {
+                    nemo["moe_shared_expert_intermediate_size"] = JSON(target.sharedExpertWidth)
+                }
             }
             let recipe = DistillFile(spec.proxy, proxySteps: w.trial.fidelity, fullSteps: spec.predictionSteps)
             var distill: [String: JSON] = [

@@ -28,6 +28,12 @@ struct Qwen35SearchTests {
             #expect(model.config.family == f.config.family)
             #expect(model.layout.parameterCount == winner.trial.parameters)
             #expect(try Checkpoint.load(dir.appendingPathComponent("proxy")).config == model.config)
+            // The recipe's NeMo/ModelOpt keys name a mixture's shared expert too.
+            if model.config.sharedExpertWidth > 0 {
+                let distill = try #require(JSON.parse(try Data(contentsOf: dir.appendingPathComponent("distill.json"))))
+                #expect(
+                    distill["nemo_modelopt"]?["moe_shared_expert_intermediate_size"]?.int == model.config.sharedExpertWidth)
+            }
         }
     }
 
