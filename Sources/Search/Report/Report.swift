@@ -377,13 +377,18 @@ public struct StudyReport {
                     ? " E\(moe)×\(v("n_routed_experts"))k\(v("num_experts_per_tok"))x\(v("moe_intermediate_size"))"
                         + "+\(v("moe_shared_expert_intermediate_size"))" : "")
         }
-        // Qwen3.5: its Gated DeltaNet layers × value heads, attention layers × heads, MLP width.
+        // Qwen3.5: its Gated DeltaNet layers × value heads, attention layers × heads, MLP width
+        // (Qwen3.5-MoE: experts, top-k, expert width + shared expert width).
         if let delta = o["num_deltanet_layers"]?.int {
             func v(_ key: String) -> Int { o[key]?.int ?? 0 }
+            let mlp =
+                o["num_experts"] != nil
+                ? "E\(v("num_experts"))k\(v("num_experts_per_tok"))x\(v("moe_intermediate_size"))"
+                    + "+\(v("shared_expert_intermediate_size"))"
+                : "F\(v("intermediate_size"))"
             return
                 "C\(v("hidden_size")) G\(delta)×V\(v("linear_num_value_heads")) "
-                + "A\(v("num_attention_layers"))×H\(v("num_attention_heads"))/"
-                + "\(v("num_key_value_heads")) F\(v("intermediate_size"))"
+                + "A\(v("num_attention_layers"))×H\(v("num_attention_heads"))/\(v("num_key_value_heads")) \(mlp)"
         }
         let experts =
             (o["num_local_experts"] ?? o["num_experts"])?.int.map { " E\($0)k\(o["num_experts_per_tok"]?.int ?? 0)" }
