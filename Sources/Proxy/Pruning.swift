@@ -395,10 +395,10 @@ public enum Pruning {
             let keepPer = t.numLocalExperts / groups
             for l in layers {
                 guard teacher.isSparse(layer: l) else {
-                    // A hybrid decoder's other layers have no experts.
+                    // A hybrid decoder's other layers have no experts (the lists stay one per kept layer).
                     plan.experts.append([])
                     plan.expertNeurons.append([])
-                    plan.sharedNeurons.append([])
+                    if teacher.sharedExpertWidth > 0 { plan.sharedNeurons.append([]) }
                     continue
                 }
                 let kept = (0..<groups).flatMap { g in
