@@ -95,7 +95,7 @@ PRUNE_TARGETS = {"nemotron_h": {"num_mamba_layers": 1, "mamba_num_heads": 2},
                  "nemotron_h_latent": {"hidden_size": 24, "n_routed_experts": 3, "moe_intermediate_size": 6},
                  "qwen3_5": {"num_deltanet_layers": 2, "num_attention_heads": 2, "linear_num_key_heads": 1,
                              "linear_num_value_heads": 2},
-                 "qwen3_5_tied": {"hidden_size": 24, "intermediate_size": 24},
+                 "qwen3_5_tied": {"hidden_size": 24, "intermediate_size": 24, "linear_value_head_dim": 6},
                  "qwen3_5_moe": {"num_experts": 3, "moe_intermediate_size": 8, "shared_expert_intermediate_size": 16,
                                  "num_deltanet_layers": 1}}
 

@@ -40,6 +40,9 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
     /// Qwen3.5's Gated DeltaNet key heads, each pruned with its value heads (a candidate keeps at
     /// most the teacher's value heads per key head).
     case linearNumKeyHeads = "linear_num_key_heads"
+    /// Qwen3.5's Gated DeltaNet value head width: the same channels kept in every value head of a
+    /// layer (after Minitron-SSM's head channels).
+    case linearValueHeadDim = "linear_value_head_dim"
 
     /// The layer type a depth axis of a hybrid decoder counts.
     public var layerType: HybridLayer? {
@@ -81,6 +84,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .mambaHeadDim: return c.mamba?.headDim ?? 0
         case .linearNumValueHeads: return c.deltaNet?.valueHeads ?? 0
         case .linearNumKeyHeads: return c.deltaNet?.keyHeads ?? 0
+        case .linearValueHeadDim: return c.deltaNet?.valueDim ?? 0
         case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numMoELayers, .numDeltaNetLayers:
             return c.hybridLayers?.filter { $0 == layerType }.count ?? 0
         }
@@ -101,6 +105,7 @@ public enum Axis: String, CaseIterable, Sendable, Codable {
         case .mambaHeadDim: c.mamba?.headDim = v
         case .linearNumValueHeads: c.deltaNet?.valueHeads = v
         case .linearNumKeyHeads: c.deltaNet?.keyHeads = v
+        case .linearValueHeadDim: c.deltaNet?.valueDim = v
         case .numMambaLayers, .numAttentionLayers, .numMLPLayers, .numMoELayers, .numDeltaNetLayers:
             // Which layers of the type go is pruning's choice: until then the last ones do (the
             // counts, and so every cost, do not depend on which).

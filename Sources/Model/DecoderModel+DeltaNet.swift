@@ -52,7 +52,11 @@ extension DecoderModel {
                 T: T, Dk: Dk, Dv: Dv, chunk: config.deltaNetChunkSize, q: i.q, k: i.k, qks: Kw, v: i.v, vs: Wc, g: i.g,
                 beta: i.beta, gs: Hv, o: m.o + row * Vw + h * Dv, os: Vw, states: i.states)
         }
-        deltaNetGatedNorm(o, z: m.projection + Wc, zStride: W, o: m.o, out: m.normed, rstd: m.rstd, rows: N)
+        var kept = [Bool](repeating: true, count: Dv)
+        for j in masks.deltaNetChannels[l] ?? [] { kept[j] = false }
+        deltaNetGatedNorm(
+            o, z: m.projection + Wc, zStride: W, o: m.o, out: m.normed, rstd: m.rstd, rows: N,
+            kept: kept.allSatisfy { $0 } ? nil : kept)
         for h in masks.deltaNetHeads[l] ?? [] {
             for n in 0..<N { (m.normed + n * Vw + h * Dv).update(repeating: 0, count: Dv) }
         }
@@ -159,18 +163,20 @@ extension DecoderModel {
     /// channels (z read with row stride `zStride`); the reciprocal RMS per row and head into `rstd`.
     func deltaNetGatedNorm(
         _ o: DeltaNetOffsets, z: UnsafePointer<Float>, zStride: Int, o y: UnsafePointer<Float>,
-        out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, rows N: Int
+        out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, rows N: Int, kept: [Bool]? = nil
     ) {
         let P = parameters.pointer, s = o.shape, Dv = s.valueDim, eps = Float(config.normEps)
+        // Masked channels (`kept` false) leave the mean and output zero, as if pruned.
+        let count = Float(kept?.filter { $0 }.count ?? Dv)
         for n in 0..<N {
             for h in 0..<s.valueHeads {
                 let base = h * Dv, yr = y + n * s.valueWidth + base, zr = z + n * zStride + base
                 let outr = out + n * s.valueWidth + base
                 var ms: Float = 0
-                for j in 0..<Dv { ms += yr[j] * yr[j] }
-                let r = 1 / (ms / Float(Dv) + eps).squareRoot()
+                for j in 0..<Dv where kept?[j] ?? true { ms += yr[j] * yr[j] }
+                let r = 1 / (ms / count + eps).squareRoot()
                 rstd[n * s.valueHeads + h] = r
-                for j in 0..<Dv { outr[j] = P[o.norm + j] * (yr[j] * r) * silu(zr[j]) }
+                for j in 0..<Dv { outr[j] = kept?[j] ?? true ? P[o.norm + j] * (yr[j] * r) * silu(zr[j]) : 0 }
             }
         }
     }

@@ -567,6 +567,9 @@ public struct ForwardMasks: Sendable, Equatable {
     public var mambaChannels: [Int: [Int]] = [:]
     /// layer → Gated DeltaNet value heads removed: their output is zero, as if pruned
     public var deltaNetHeads: [Int: [Int]] = [:]
+    /// layer → Gated DeltaNet value channels (of every value head) removed: their output is zero
+    /// and they leave the gated norm's mean, as if pruned
+    public var deltaNetChannels: [Int: [Int]] = [:]
     public init(
         skipLayers: Set<Int> = [], heads: [Int: [Int]] = [:], neurons: [Int: [Int]] = [:],
         experts: [Int: [Int]] = [:], attentionExperts: [Int: [Int]] = [:]

@@ -52,6 +52,8 @@ public enum PrunedUnit: Sendable, Equatable {
     /// A Gated DeltaNet mixer's axes: its value heads, their channels (h·Dv + j), and the rows its
     /// convolution mixes (q and k kept whole, then the kept value heads' channels).
     case deltaHeads, deltaValues, deltaConv
+    /// A Gated DeltaNet value head's channels (the same kept in every head: the gated norm's weight).
+    case deltaChannels
 }
 
 /// What one axis of a tensor indexes: the unit whose kept subset pruning selects along it (nil:
@@ -83,6 +85,7 @@ public struct AxisRole: Sendable, Equatable {
     public static let deltaHeads = AxisRole(.deltaHeads)
     public static let deltaValues = AxisRole(.deltaValues)
     public static let deltaConv = AxisRole(.deltaConv)
+    public static let deltaChannels = AxisRole(.deltaChannels)
 }
 
 /// A tensor a family declares for a block: its HF name inside the layer, its role, shape and

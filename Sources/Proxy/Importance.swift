@@ -73,6 +73,10 @@ public struct ImportanceScores: Sendable, Equatable, Codable {
     /// gated, normed output feeding the out-projection, as attention heads are scored (empty for
     /// a layer without DeltaNet).
     public var deltaNetHeads: [[Double]]? = nil
+    /// Qwen3.5, [layer][channel h·Dv + j]: the aggregated gated, normed output feeding the
+    /// out-projection per value channel (empty without DeltaNet); a channel j's score is the sum
+    /// over the value heads kept, as Mamba2's head channels are scored.
+    public var deltaNetChannels: [[Double]]? = nil
 
     public init(
         teacherFingerprint: String, calibrationFingerprint: String, settings: ImportanceSettings, heads: [[Double]],
@@ -214,6 +218,7 @@ public enum Importance {
         let (deltaHeads, deltaDim) = (c.deltaNet?.valueHeads ?? 0, c.deltaNet?.valueDim ?? 0)
         let deltaLayers = (0..<L).map { c.hybridLayers?[$0] == .deltaNet }
         var deltaSeq = deltaLayers.map { [Double](repeating: 0, count: $0 ? deltaHeads * S : 0) }
+        var deltaChannelSeq = deltaLayers.map { [Double](repeating: 0, count: $0 ? deltaHeads * deltaDim * S : 0) }
         var channelSeq = [[Double]](repeating: [Double](repeating: 0, count: C * S), count: 2 * L + 1)
         var cosineSum = [Double](repeating: 0, count: L)
         var tokensSeen = 0
@@ -275,6 +280,11 @@ public enum Importance {
                                     var s: Float = 0
                                     for j in 0..<deltaDim { s += p[j] * p[j] }
                                     return Double(s.squareRoot())
+                                }
+                            }
+                            for i in 0..<(deltaHeads * deltaDim) {
+                                deltaChannelSeq[l][i * S + sample] = aggregate { t in
+                                    Double(m.normed[(r * T + t) * deltaHeads * deltaDim + i])
                                 }
                             }
                         }
@@ -375,6 +385,9 @@ public enum Importance {
         if c.hybridLayers != nil {
             scores.mambaChannels = zip(mambaSeq, mambaLayers).map { $1 ? reduceSamples($0, units: mambaWidth) : [] }
             scores.deltaNetHeads = zip(deltaSeq, deltaLayers).map { $1 ? reduceSamples($0, units: deltaHeads) : [] }
+            scores.deltaNetChannels = zip(deltaChannelSeq, deltaLayers).map {
+                $1 ? reduceSamples($0, units: deltaHeads * deltaDim) : []
+            }
         }
         return scores
     }

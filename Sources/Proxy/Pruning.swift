@@ -48,6 +48,8 @@ public struct PrunePlan: Sendable, Equatable {
     /// Qwen3.5, per kept layer: the key heads kept (with their queries and keys); every kept value
     /// head sits under one of them.
     public var deltaNetKeyHeads: [[Int]] = []
+    /// Qwen3.5, per kept layer: the value channels kept (the same in every value head).
+    public var deltaNetChannels: [[Int]] = []
     public var deltaNet: DeltaNetShape? = nil
 }
 
@@ -216,9 +218,9 @@ public enum Pruning {
                         + "\(td.valuesPerKey) per key head: value heads are pruned under their key heads, the same "
                         + "number from each")
             }
+            try notLarger(sd.valueDim, td.valueDim, "linear_value_head_dim")
             try unchanged([
                 ("linear_key_head_dim", sd.keyDim, td.keyDim),
-                ("linear_value_head_dim", sd.valueDim, td.valueDim),
                 ("linear_conv_kernel_dim", sd.convKernel, td.convKernel)
             ])
         }
@@ -349,12 +351,36 @@ public enum Pruning {
         }
         if let td = teacher.deltaNet, let sd = t.deltaNet, let types = teacher.hybridLayers {
             plan.deltaNet = td
+            if sd.valueDim < td.valueDim {
+                guard let byChannel = scores.deltaNetChannels, byChannel.count == L else {
+                    throw ProxyError.invalidTarget(
+                        field: "linear_value_head_dim",
+                        reason:
+                            "the importance scores hold no DeltaNet channel statistics for this teacher; recompute them"
+                    )
+                }
+            }
             let keep = sd.valueHeads / sd.keyHeads
             for l in layers {
                 guard types[l] == .deltaNet else {
                     plan.deltaNetHeads.append([])
                     plan.deltaNetKeyHeads.append([])
+                    plan.deltaNetChannels.append([])
                     continue
+                }
+                // Value channels: the same in every head, by their scores summed over the kept heads
+                // (chosen after the heads, below).
+                defer {
+                    var channels = Array(0..<td.valueDim)
+                    if sd.valueDim < td.valueDim, let byChannel = scores.deltaNetChannels, byChannel.count == L,
+                        byChannel[l].count == td.valueHeads * td.valueDim, let heads = plan.deltaNetHeads.last
+                    {
+                        let score = (0..<td.valueDim).map { j in
+                            heads.reduce(0) { $0 + byChannel[l][$1 * td.valueDim + j] }
+                        }
+                        channels = Array(ImportanceScores.ranking(score).prefix(sd.valueDim)).sorted()
+                    }
+                    plan.deltaNetChannels.append(channels)
                 }
                 guard sd.valueHeads < td.valueHeads else {
                     plan.deltaNetHeads.append(Array(0..<td.valueHeads))
@@ -472,7 +498,7 @@ public enum Pruning {
         let units: [Int]
         switch unit {
         case .mambaHeads, .mambaInner, .mambaConv, .mambaProjection: return mambaRows(plan, unit, layer: layer!)
-        case .deltaHeads, .deltaValues, .deltaConv: return deltaNetRows(plan, unit, layer: layer!)
+        case .deltaHeads, .deltaValues, .deltaConv, .deltaChannels: return deltaNetRows(plan, unit, layer: layer!)
         case .channels: units = plan.channels
         case .heads: units = plan.heads[layer!]
         case .groups: units = plan.groups[0]
@@ -508,10 +534,12 @@ public enum Pruning {
     static func deltaNetRows(_ plan: PrunePlan, _ unit: PrunedUnit, layer l: Int) -> [Int] {
         let d = plan.deltaNet!, heads = plan.deltaNetHeads[l]
         let keys = plan.deltaNetKeyHeads.isEmpty ? Array(0..<d.keyHeads) : plan.deltaNetKeyHeads[l]
-        let values = heads.flatMap { h in (0..<d.valueDim).map { h * d.valueDim + $0 } }
+        let channels = plan.deltaNetChannels.isEmpty ? Array(0..<d.valueDim) : plan.deltaNetChannels[l]
+        let values = heads.flatMap { h in channels.map { h * d.valueDim + $0 } }
         let queries = keys.flatMap { k in (0..<d.keyDim).map { k * d.keyDim + $0 } }
         switch unit {
         case .deltaHeads: return heads
+        case .deltaChannels: return channels
         case .deltaValues: return values
         default: return queries + queries.map { d.keyWidth + $0 } + values.map { 2 * d.keyWidth + $0 }
         }

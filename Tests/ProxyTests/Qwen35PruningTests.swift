@@ -148,6 +148,43 @@ import Testing
         }
     }
 
+    /// DeltaNet value channels (`linear_value_head_dim`): the same 2 of 3 kept in every value head,
+    /// by their scores summed over the heads; pruned = the teacher with the third masked (it leaves
+    /// the gated norm's mean, as a pruned channel does). With value heads pruned too.
+    @Test func deltaNetValueChannelsEqualMasking() throws {
+        let t = Self.teacher()
+        var scores = randomScores(t.config)
+        var rng = SeededGenerator(seed: 15)
+        let types = t.config.hybridLayers!
+        scores.deltaNetHeads = types.map { $0 == .deltaNet ? (0..<4).map { _ in rng.uniform() } : [] }
+        scores.deltaNetChannels = types.map { $0 == .deltaNet ? (0..<12).map { _ in rng.uniform() } : [] }
+        for target: [String: JSON] in [["linear_value_head_dim": 2], ["linear_value_head_dim": 2, "linear_num_value_heads": 2]] {
+            let c = try Pruning.targetConfig(teacher: t.config, target: target)
+            let plan = try Pruning.plan(teacher: t.config, target: c, scores: scores, options: PruneOptions())
+            var masks = ForwardMasks()
+            for l in [0, 2, 3] {
+                let heads = plan.deltaNetHeads[l], byChannel = scores.deltaNetChannels![l]
+                let score = (0..<3).map { j in heads.reduce(0) { $0 + byChannel[$1 * 3 + j] } }
+                #expect(plan.deltaNetChannels[l] == Array(ImportanceScores.ranking(score).prefix(2)).sorted())
+                masks.deltaNetChannels[l] = (0..<3).filter { !plan.deltaNetChannels[l].contains($0) }
+                masks.deltaNetHeads[l] = (0..<4).filter { !heads.contains($0) }
+            }
+            let student = Pruning.apply(plan, teacher: t, target: c)
+            #expect(student.config.deltaNet?.valueDim == 2 && student.layout.count == student.config.parameterCount)
+            #expect(student.layout.entry("model.layers.0.linear_attn.norm.weight")?.shape == [2])
+            let gap = try pruningGap(teacher: t, masks: masks, student: student)
+            #expect(gap.masked < 1e-5, "\(target): max |Δlogit| \(gap.masked)")
+            #expect(gap.unmasked > 1e-3, "the pruning changed nothing (\(gap.unmasked))")
+        }
+        // Without the channel scores the plan is refused, naming the axis.
+        scores.deltaNetChannels = nil
+        let c = try Pruning.targetConfig(teacher: t.config, target: ["linear_value_head_dim": 2])
+        let error = #expect(throws: ProxyError.self) {
+            try Pruning.plan(teacher: t.config, target: c, scores: scores, options: PruneOptions())
+        }
+        #expect("\(String(describing: error))".contains("linear_value_head_dim"))
+    }
+
     @Test func expertsSharedExpertAndValueHeadsEqualMasking() throws {
         var c = ModelConfig(
             family: .qwen35Moe, vocabSize: 31, hiddenSize: 24, intermediateSize: 14, numHiddenLayers: 3,

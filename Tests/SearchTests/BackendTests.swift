@@ -201,6 +201,7 @@ import Testing
             }
             if family == .qwen35 {
                 check("deltanet heads", other.deltaNetHeads?.flatMap { $0 } ?? [], builtin.deltaNetHeads!.flatMap { $0 })
+                check("deltanet channels", other.deltaNetChannels?.flatMap { $0 } ?? [], builtin.deltaNetChannels!.flatMap { $0 })
                 #expect(other.deltaNetHeads?.map(\.count) == builtin.deltaNetHeads?.map(\.count))
             }
             #expect(Self.relative(other.baseValidationLoss, builtin.baseValidationLoss) <= 1e-4)

@@ -46,6 +46,8 @@ struct Qwen35SearchTests {
         #expect(s.heads[1].contains { $0 != 0 } && s.heads[0].allSatisfy { $0 == 0 })
         let delta = try #require(s.deltaNetHeads)
         #expect(delta.map(\.count) == [4, 0, 4])
+        // And every value channel of every value head (4 × 4).
+        #expect(try #require(s.deltaNetChannels).map(\.count) == [16, 0, 16])
         #expect(delta[0].allSatisfy { $0 > 0 } && delta[2].allSatisfy { $0 > 0 })
     }
 

@@ -651,8 +651,9 @@ def importance(job):
     """Importance.compute of Sources/Proxy/Importance.swift for dense and hybrid teachers: heads
     (L2 norm of each head's attention output before o_proj), neurons (the input of down_proj),
     channels (the outputs of every norm before a mixer or a channel mixer, and of the final norm,
-    summed), Mamba2 channels (the gated norm's output, the input of out_proj) and Gated DeltaNet
-    value heads (the L2 norm of each head's share of that input), each aggregated over the
+    summed), Mamba2 channels (the gated norm's output, the input of out_proj), Gated DeltaNet
+    value heads (the L2 norm of each head's share of that input) and value channels (that input
+    channel by channel), each aggregated over the
     sequence then over the samples (zeros, or nothing for the hybrid scores, where a layer has no
     such unit); block importance (1 − mean cosine between a layer's input and output); and the
     validation loss with each layer skipped."""
@@ -698,6 +699,7 @@ def importance(job):
     neuron_seq = [[] for _ in range(L)]
     mamba_seq = [[] for _ in range(L)]
     delta_seq = [[] for _ in range(L)]
+    delta_channel_seq = [[] for _ in range(L)]
     channel_seq = [[] for _ in range(2 * L + 1)]
     cosine = [0.0] * L
     seen = 0
@@ -722,6 +724,7 @@ def importance(job):
                 if f"deltanet{l}" in captured:
                     o = captured[f"deltanet{l}"].double()
                     delta_seq[l].append(aggregate(o.reshape(rows, T, Hv, -1).pow(2).sum(-1).sqrt(), seq_how, 1))
+                    delta_channel_seq[l].append(aggregate(o, seq_how, 1))
                 for k, key in enumerate(("norm1", "norm2")):
                     if f"{key}_{l}" in captured:
                         channel_seq[2 * l + k].append(aggregate(captured[f"{key}_{l}"].double(), seq_how, 1))
@@ -744,6 +747,7 @@ def importance(job):
         hybrid["mamba_channels"] = [over_samples(p) if p else [] for p in mamba_seq]
     if any(delta_seq):
         hybrid["deltanet_heads"] = [over_samples(p) if p else [] for p in delta_seq]
+        hybrid["deltanet_channels"] = [over_samples(p) if p else [] for p in delta_channel_seq]
     block = [1 - c / seen for c in cosine]
     for h in hooks:
         h.remove()

@@ -38,7 +38,7 @@ struct Qwen35: FamilyDefinition {
             ? [.moeIntermediateSize, .numExperts, .numExpertsPerTok, .sharedExpertIntermediateSize]
             : [.intermediateSize]
         return [.hiddenSize, .numAttentionHeads, .numKeyValueHeads] + channel + [
-            .linearNumKeyHeads, .linearNumValueHeads, .numDeltaNetLayers, .numAttentionLayers
+            .linearNumKeyHeads, .linearNumValueHeads, .linearValueHeadDim, .numDeltaNetLayers, .numAttentionLayers
         ]
     }
 
@@ -170,7 +170,7 @@ struct Qwen35: FamilyDefinition {
                 "linear_attn.conv1d.weight", .deltaConv, [d.convWidth, 1, d.convKernel], [.deltaConv, .whole, .whole]),
             TensorSpec("linear_attn.dt_bias", .deltaDtBias, [d.valueHeads], [.deltaHeads]),
             TensorSpec("linear_attn.A_log", .deltaALog, [d.valueHeads], [.deltaHeads]),
-            TensorSpec("linear_attn.norm.weight", .deltaNorm, [d.valueDim], [.whole]),
+            TensorSpec("linear_attn.norm.weight", .deltaNorm, [d.valueDim], [.deltaChannels]),
             TensorSpec("linear_attn.out_proj.weight", .deltaOut, [C, d.valueWidth], [.channels, .deltaValues])
         ]
     }

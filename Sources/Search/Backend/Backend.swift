@@ -542,6 +542,8 @@ struct ExternalBackend {
             scores.mambaChannels = try perLayer("mamba_channels", r.mambaChannels, .mamba, c.mamba?.innerWidth ?? 0)
             scores.deltaNetHeads = try perLayer(
                 "deltanet_heads", r.deltaNetHeads, .deltaNet, c.deltaNet?.valueHeads ?? 0)
+            scores.deltaNetChannels = try perLayer(
+                "deltanet_channels", r.deltaNetChannels, .deltaNet, c.deltaNet?.valueWidth ?? 0)
             return scores
         }
     }

@@ -95,11 +95,14 @@ enum BackendEvent {
         /// mixer) and (layers, Gated DeltaNet value heads; empty without a DeltaNet mixer).
         var mambaChannels: [[Double]]? = nil
         var deltaNetHeads: [[Double]]? = nil
+        /// (layers, DeltaNet value channels h·Dv + j; empty without a DeltaNet mixer).
+        var deltaNetChannels: [[Double]]? = nil
 
         enum CodingKeys: String, CodingKey {
             case heads, neurons, channels, blockImportance = "block_importance", lossSum = "loss_sum"
             case lossTokens = "loss_tokens", skippedLossSums = "skipped_loss_sums"
             case mambaChannels = "mamba_channels", deltaNetHeads = "deltanet_heads"
+            case deltaNetChannels = "deltanet_channels"
         }
     }
 
@@ -123,7 +126,7 @@ enum BackendEvent {
             Importance(
                 heads: [[0.5, 0.25]], neurons: [[1, 2, 3]], channels: [0.5, 1.5], blockImportance: [0.125],
                 lossSum: 20.5, lossTokens: 8, skippedLossSums: [24.25], mambaChannels: [[0.5, 0.75]],
-                deltaNetHeads: [[1.25]])
+                deltaNetHeads: [[1.25]], deltaNetChannels: [[0.25, 0.5]])
         )
     ]
 
