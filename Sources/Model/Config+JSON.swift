@@ -28,11 +28,10 @@ extension ModelConfig {
     /// - Throws: ``ModelError`` naming the file and key for unreadable JSON, an unknown
     ///   `model_type`, an unknown key, or an option the engine does not implement.
     public static func load(_ url: URL) throws -> ModelConfig {
-        let data: Data
-        data = try FileIO.read(url, what: "config.json")
-        let config = try decode(data, file: url.path)
+        let object = try jsonObject(try FileIO.read(url, what: "config.json"), file: url.path)
+        let config = try ConfigReader(json: object, file: url.path).modelConfig()
         if !config.passthrough.unknown.isEmpty { ConfigWarnings.once(file: url.path, config: config) }
-        if let type = JSON.parse(data)?["model_type"]?.string, type != config.family.rawValue {
+        if let type = object["model_type"]?.string, type != config.family.rawValue {
             ConfigWarnings.once(
                 file: url.path,
                 line: "note: \(url.path) is a \(type) vision-language config: its language model is read "
@@ -44,10 +43,15 @@ extension ModelConfig {
 
     /// Decodes `config.json` bytes; see ``load(_:)``.
     public static func decode(_ data: Data, file: String = "config.json") throws -> ModelConfig {
+        try ConfigReader(json: try jsonObject(data, file: file), file: file).modelConfig()
+    }
+
+    /// The top-level object of `config.json` bytes, or an error naming the file.
+    static func jsonObject(_ data: Data, file: String) throws -> [String: JSON] {
         guard let json = JSON.parse(data)?.object else {
             throw ModelError.invalidConfig(file: file, key: "(root)", reason: "not a JSON object")
         }
-        return try ConfigReader(json: json, file: file).modelConfig()
+        return json
     }
 
     /// The `config.json` object that transformers (v4 and v5) loads into the same model.

@@ -351,49 +351,16 @@ public enum Pruning {
         }
         if let td = teacher.deltaNet, let sd = t.deltaNet, let types = teacher.hybridLayers {
             plan.deltaNet = td
-            if sd.valueDim < td.valueDim {
-                guard let byChannel = scores.deltaNetChannels, byChannel.count == L else {
-                    throw ProxyError.invalidTarget(
-                        field: "linear_value_head_dim",
-                        reason:
-                            "the importance scores hold no DeltaNet channel statistics for this teacher; recompute them"
-                    )
-                }
-            }
             let keep = sd.valueHeads / sd.keyHeads
-            for l in layers {
-                guard types[l] == .deltaNet else {
-                    plan.deltaNetHeads.append([])
-                    plan.deltaNetKeyHeads.append([])
-                    plan.deltaNetChannels.append([])
-                    continue
-                }
-                // Value channels: the same in every head, by their scores summed over the kept heads
-                // (chosen after the heads, below).
-                defer {
-                    var channels = Array(0..<td.valueDim)
-                    if sd.valueDim < td.valueDim, let byChannel = scores.deltaNetChannels, byChannel.count == L,
-                        byChannel[l].count == td.valueHeads * td.valueDim, let heads = plan.deltaNetHeads.last
-                    {
-                        let score = (0..<td.valueDim).map { j in
-                            heads.reduce(0) { $0 + byChannel[l][$1 * td.valueDim + j] }
-                        }
-                        channels = Array(ImportanceScores.ranking(score).prefix(sd.valueDim)).sorted()
-                    }
-                    plan.deltaNetChannels.append(channels)
-                }
-                guard sd.valueHeads < td.valueHeads else {
-                    plan.deltaNetHeads.append(Array(0..<td.valueHeads))
-                    plan.deltaNetKeyHeads.append(Array(0..<td.keyHeads))
-                    continue
-                }
+            /// Layer l's key heads and value heads: key heads by the summed scores of their value
+            /// heads, then under each kept key head its best value heads.
+            func heads(_ l: Int) throws -> (keys: [Int], values: [Int]) {
+                guard sd.valueHeads < td.valueHeads else { return (Array(0..<td.keyHeads), Array(0..<td.valueHeads)) }
                 guard let byHead = scores.deltaNetHeads, byHead.count == L, byHead[l].count == td.valueHeads else {
                     throw ProxyError.invalidTarget(
                         field: sd.keyHeads < td.keyHeads ? "linear_num_key_heads" : "linear_num_value_heads",
                         reason: "the importance scores hold no DeltaNet statistics for this teacher; recompute them")
                 }
-                // Key heads by the summed scores of their value heads; then, under each kept key
-                // head, its best value heads.
                 let members = { (k: Int) in (0..<td.valuesPerKey).map { k * td.valuesPerKey + $0 } }
                 let keyScore = (0..<td.keyHeads).map { k in members(k).reduce(0) { $0 + byHead[l][$1] } }
                 let keys = Array(ImportanceScores.ranking(keyScore).prefix(sd.keyHeads)).sorted()
@@ -403,8 +370,34 @@ public enum Pruning {
                         members(k)[$0]
                     }
                 }
-                plan.deltaNetHeads.append(kept.sorted())
+                return (keys, kept.sorted())
+            }
+            /// Layer l's value channels, the same in every head: by their scores summed over the kept heads.
+            func channels(_ l: Int, heads: [Int]) throws -> [Int] {
+                guard sd.valueDim < td.valueDim else { return Array(0..<td.valueDim) }
+                guard let byChannel = scores.deltaNetChannels, byChannel.count == L,
+                    byChannel[l].count == td.valueHeads * td.valueDim
+                else {
+                    throw ProxyError.invalidTarget(
+                        field: "linear_value_head_dim",
+                        reason:
+                            "the importance scores hold no DeltaNet channel statistics for this teacher; recompute them"
+                    )
+                }
+                let score = (0..<td.valueDim).map { j in heads.reduce(0) { $0 + byChannel[l][$1 * td.valueDim + j] } }
+                return Array(ImportanceScores.ranking(score).prefix(sd.valueDim)).sorted()
+            }
+            for l in layers {
+                guard types[l] == .deltaNet else {
+                    plan.deltaNetHeads.append([])
+                    plan.deltaNetKeyHeads.append([])
+                    plan.deltaNetChannels.append([])
+                    continue
+                }
+                let (keys, values) = try heads(l)
                 plan.deltaNetKeyHeads.append(keys)
+                plan.deltaNetHeads.append(values)
+                plan.deltaNetChannels.append(try channels(l, heads: values))
             }
         }
         if teacher.isMixture {

@@ -94,12 +94,7 @@ import Testing
     @Test func impossibleTargetsNameTheField() throws {
         let t = Self.teacher()
         func field(_ target: [String: JSON]) -> String {
-            do {
-                let c = try Pruning.targetConfig(teacher: t.config, target: target)
-                _ = try Pruning.plan(
-                    teacher: t.config, target: c, scores: Self.scores(t.config), options: PruneOptions())
-                return "accepted"
-            } catch let ProxyError.invalidTarget(field, _) { return field } catch { return "\(error)" }
+            refusedField(target, teacher: t.config, scores: Self.scores(t.config))
         }
         #expect(field(["mamba_num_heads": 3]) == "mamba_num_heads") // not a multiple of the 2 groups
         #expect(field(["mamba_num_heads": 8]) == "mamba_num_heads")

@@ -76,13 +76,7 @@ import Testing
         // The kept experts' correction biases travel with them.
         let bias = t.tensor("backbone.layers.1.mixer.gate.e_score_correction_bias")!
         #expect(Array(student.tensor("backbone.layers.1.mixer.gate.e_score_correction_bias")!) == plan.experts[1].map { bias[$0] })
-        let gap = try pruningGap(teacher: t, masks: masks, student: student)
-        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
-        #expect(gap.unmasked > 1e-3, "the pruning changed nothing (\(gap.unmasked))")
-        // The shared expert's masks matter on their own.
-        var withoutShared = masks
-        withoutShared.neurons = masks.neurons.mapValues { $0.filter { $0 < 30 } }
-        #expect(try pruningGap(teacher: t, masks: withoutShared, student: student).masked > 1e-4)
+        try expectPrunedEqualsMaskedWithSharedExpert(teacher: t, masks: masks, student: student, firstShared: 30)
     }
 
     /// Mixture layers are a depth type: one of the two kept, by block importance, equal to skipping.
@@ -101,13 +95,7 @@ import Testing
 
     @Test func impossibleTargetsNameTheField() throws {
         let c = Self.teacher(latent: 10).config
-        func field(_ target: [String: JSON]) -> String {
-            do {
-                let t = try Pruning.targetConfig(teacher: c, target: target)
-                _ = try Pruning.plan(teacher: c, target: t, scores: Self.scores(c), options: PruneOptions())
-                return "accepted"
-            } catch let ProxyError.invalidTarget(field, _) { return field } catch { return "\(error)" }
-        }
+        func field(_ target: [String: JSON]) -> String { refusedField(target, teacher: c, scores: Self.scores(c)) }
         #expect(field(["n_routed_experts": 8]) == "n_routed_experts")
         #expect(field(["n_routed_experts": 5]) == "n_group")  // not the same number from each group
         #expect(field(["n_routed_experts": 2, "num_experts_per_tok": 2]) == "n_group")  // groups of 1

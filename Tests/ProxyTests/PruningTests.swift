@@ -44,6 +44,29 @@ func logits(_ m: DecoderModel, _ tokens: [Int32], B: Int, T: Int) throws -> [Flo
 
 let sampleTokens: [Int32] = [3, 17, 5, 29, 0, 11, 8, 2, 30, 14, 6, 1, 21, 9, 12, 4]
 
+/// The field an impossible prune target is refused by ("accepted" when it plans).
+func refusedField(_ target: [String: JSON], teacher c: ModelConfig, scores: ImportanceScores) -> String {
+    do {
+        let t = try Pruning.targetConfig(teacher: c, target: target)
+        _ = try Pruning.plan(teacher: c, target: t, scores: scores, options: PruneOptions())
+        return "accepted"
+    } catch let ProxyError.invalidTarget(field, _) { return field } catch { return "\(error)" }
+}
+
+/// A mixture student with a shared expert against its masked teacher: pruned = masked (< 1e-5),
+/// the masks change the logits, and the shared expert's masks (neuron ids from `firstShared`)
+/// matter on their own.
+func expectPrunedEqualsMaskedWithSharedExpert(
+    teacher t: DecoderModel, masks: ForwardMasks, student: DecoderModel, firstShared: Int
+) throws {
+    let gap = try pruningGap(teacher: t, masks: masks, student: student)
+    #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
+    #expect(gap.unmasked > 1e-3, "the pruning changed nothing (\(gap.unmasked))")
+    var withoutShared = masks
+    withoutShared.neurons = masks.neurons.mapValues { $0.filter { $0 < firstShared } }
+    #expect(try pruningGap(teacher: t, masks: withoutShared, student: student).masked > 1e-4)
+}
+
 /// Largest |Δlogit| on `sampleTokens` between `student` and the teacher run with `masks`
 /// (`masked`), and with no masks (`unmasked`: shows whether masking changed anything). The
 /// teacher's masks are cleared afterwards.

@@ -99,11 +99,7 @@ import Testing
     @Test func impossibleTargetsNameTheField() throws {
         let t = Self.teacher()
         func field(_ target: [String: JSON]) -> String {
-            do {
-                let c = try Pruning.targetConfig(teacher: t.config, target: target)
-                _ = try Pruning.plan(teacher: t.config, target: c, scores: randomScores(t.config), options: PruneOptions())
-                return "accepted"
-            } catch let ProxyError.invalidTarget(field, _) { return field } catch { return "\(error)" }
+            refusedField(target, teacher: t.config, scores: randomScores(t.config))
         }
         #expect(field(["num_deltanet_layers": 4]) == "num_deltanet_layers")
         #expect(field(["num_attention_layers": 2]) == "num_attention_layers")
@@ -224,13 +220,7 @@ import Testing
         #expect(student.config.parameterCount == student.layout.count)
         #expect(student.layout.entry("model.layers.0.mlp.shared_expert.down_proj.weight")?.shape == [24, 9])
         #expect(student.layout.entry("model.layers.2.mlp.experts.2.gate_proj.weight")?.shape == [5, 24])
-        let gap = try pruningGap(teacher: t, masks: masks, student: student)
-        #expect(gap.masked < 1e-5, "max |Δlogit| \(gap.masked)")
-        #expect(gap.unmasked > 1e-3, "the pruning changed nothing (\(gap.unmasked))")
-        // The shared expert's masks matter on their own.
-        var withoutShared = masks
-        withoutShared.neurons = masks.neurons.mapValues { $0.filter { $0 < 40 } }
-        #expect(try pruningGap(teacher: t, masks: withoutShared, student: student).masked > 1e-4)
+        try expectPrunedEqualsMaskedWithSharedExpert(teacher: t, masks: masks, student: student, firstShared: 40)
         // Scores without the shared expert's neurons are refused by name.
         scores.neurons = (0..<3).map { _ in r(5 * 8) }
         let error = #expect(throws: ProxyError.self) {
