@@ -352,7 +352,7 @@ public enum StorageType: String, Sendable, CaseIterable, Codable {
     }
 
     /// Appends `values` in this type, little-endian.
-    func append(_ values: UnsafeBufferPointer<Float>, to data: inout Data) {
+    public func append(_ values: UnsafeBufferPointer<Float>, to data: inout Data) {
         switch self {
         case .float32:
             data.append(Data(buffer: values))

@@ -64,8 +64,10 @@ public enum Exporter {
         let previous = try previousExport(in: out, force: force)
         var staged: [(tmp: URL, dir: URL)] = []
         defer { for s in staged { try? fm.removeItem(at: s.tmp) } }
-        // A heterogeneous winner (the puzzle strategy) is cut from the float32 teacher, loaded once.
-        var loadedTeacher: DecoderModel?
+        // A heterogeneous winner (the puzzle strategy) is cut from the teacher's files too
+        // (``HeterogeneousPruning/write(teacher:variants:scores:trained:type:to:shardBytes:)``),
+        // its locally distilled blocks (if any) read once.
+        var blockWeights: BlockWeights??
         for w in winners {
             let dir = out.appendingPathComponent("\(w.rank)-\(w.trial.hash)")
             let tmp = out.appendingPathComponent(".\(w.rank)-\(w.trial.hash).tmp-\(getpid())")
@@ -73,14 +75,14 @@ public enum Exporter {
             staged.append((tmp, dir))
             let target: ModelConfig
             if let variants = Candidate.layerVariants(w.trial.architecture) {
-                let full = try loadedTeacher ?? Checkpoint.load(teacherURL)
-                loadedTeacher = full
-                let trained = try puzzleBlockWeights(
-                    spec: spec, teacher: full.config, study: study, corpus: corpus, cache: importanceCache)
-                let student = try HeterogeneousPruning.prune(
-                    teacher: full, variants: variants, scores: scores, trained: trained)
-                try Checkpoint.save(student, to: tmp, type: type ?? teacher.storageType)
-                target = student.config
+                let trained =
+                    try blockWeights
+                    ?? puzzleBlockWeights(
+                        spec: spec, teacher: teacher.config, study: study, corpus: corpus, cache: importanceCache)
+                blockWeights = .some(trained)
+                try HeterogeneousPruning.write(
+                    teacher: teacher, variants: variants, scores: scores, trained: trained, type: type, to: tmp)
+                target = HeterogeneousPruning.studentConfig(teacher: teacher.config, variants: variants)
             } else {
                 target = try Pruning.targetConfig(teacher: teacher.config, target: w.trial.architecture.object ?? [:])
                 let plan = try Pruning.plan(

@@ -532,7 +532,11 @@ public final class SearchRunner {
             // these trials, not the study.
             let job = jobDirectory(trials)
             let inits = try candidates.map { c in
-                StudentInit.pruned(
+                if let variants = c.config.layerVariants {
+                    let trained = try (strategy as? Puzzle).flatMap { try puzzleBlockWeights($0) }
+                    return StudentInit.heterogeneous(variants, teacher: teacherWeights, scores: s, trained: trained)
+                }
+                return StudentInit.pruned(
                     try Pruning.plan(teacher: teacherWeights.config, target: c.config, scores: s, options: spec.prune),
                     teacher: teacherWeights, target: c.config)
             }

@@ -740,9 +740,6 @@ public struct SearchSpec: Sendable {
                 "name", "solutions", "min_hamming", "num_key_value_heads", "intermediate_size", "no_op", "min_steps",
                 "eta", "tie_slack", "local_distillation"
             ])
-        guard backend.isBuiltin else {
-            throw rd.fail("strategy.name", "puzzle runs on the built-in engine for now (backend \(backend.name))")
-        }
         let whole = LayerVariant(keyValueGroups: t.numKeyValueHeads, mlpWidth: t.intermediateSize)
         do {
             try HeterogeneousPruning.check(Array(repeating: whole, count: t.numHiddenLayers), teacher: t)

@@ -85,4 +85,63 @@ struct HeterogeneousPruningTests {
             #expect(s[l][1] > 0 && s[l][2] > s[l][1], "layer \(l): \(s[l])")
         }
     }
+
+    /// The streamed cut (``HeterogeneousPruning/write(teacher:variants:scores:trained:type:to:shardBytes:)``)
+    /// from a float32 and a bfloat16 teacher, in its own dtype and converted, with and without
+    /// locally distilled blocks: the same tensors, names, shapes and bytes as pruning the loaded
+    /// teacher in memory and saving it; the config and the modeling files beside it.
+    @Test func streamedWriteEqualsPruningInMemory() throws {
+        let t = Self.teacher(), scores = Self.scores(t.config)
+        let variants = [LayerVariant(keyValueGroups: 1, mlpWidth: 256), LayerVariant(keyValueGroups: nil, mlpWidth: 512),
+                        LayerVariant(keyValueGroups: 2, mlpWidth: nil)]
+        // Trained blocks for layers 0 and 2 (random values: only where they land is checked).
+        var trained = BlockWeights(teacher: t.config)
+        var rng = SeededGenerator(seed: 11)
+        for l in [0, 2] {
+            let n = ParameterLayout(config: LocalDistillation.blockConfig(teacher: t.config, variant: variants[l])).count
+            trained.blocks[l, default: [:]][variants[l]] = (0..<n).map { _ in Float(rng.next() % 1000) / 1000 - 0.5 }
+        }
+        let root = try StreamingPruneTests.folder("heterogeneous")
+        defer { try? FileManager.default.removeItem(at: root) }
+        for stored in [StorageType.float32, .bfloat16] {
+            let teacherDir = root.appendingPathComponent("teacher-\(stored.rawValue)")
+            try Checkpoint.save(t, to: teacherDir, type: stored)
+            let loaded = try Checkpoint.load(teacherDir), weights = try CheckpointWeights(teacherDir)
+            for blocks in [nil, trained] {
+                let student = try HeterogeneousPruning.prune(teacher: loaded, variants: variants, scores: scores, trained: blocks)
+                for type in [nil, StorageType.bfloat16] {
+                    let label = "\(stored.rawValue)-\(type?.rawValue ?? "own")-\(blocks == nil ? "pruned" : "trained")"
+                    let streamed = root.appendingPathComponent("streamed-\(label)")
+                    try HeterogeneousPruning.write(teacher: weights, variants: variants, scores: scores, trained: blocks,
+                                                   type: type, to: streamed)
+                    let inMemory = root.appendingPathComponent("memory-\(label)")
+                    try Checkpoint.save(student, to: inMemory, type: type ?? stored)
+                    let a = try StreamingPruneTests.tensors(streamed), b = try StreamingPruneTests.tensors(inMemory)
+                    #expect(a.keys.sorted() == b.keys.sorted() && !a.isEmpty)
+                    for (name, x) in a {
+                        let y = b[name]!
+                        #expect(x.0 == y.0 && x.1 == y.1 && x.2 == y.2, "\(label): \(name)")
+                    }
+                    #expect(try ModelConfig.load(streamed.appendingPathComponent("config.json")) == student.config)
+                    for file in ["configuration_decilm.py", "modeling_decilm.py"] {
+                        #expect(FileManager.default.fileExists(atPath: streamed.appendingPathComponent(file).path))
+                    }
+                }
+            }
+            // The trained blocks are what lands in their layers: the streamed student differs from
+            // the pruned one in layers 0 and 2 only.
+            let pruned = try Checkpoint.load(root.appendingPathComponent("streamed-\(stored.rawValue)-own-pruned"))
+            let withBlocks = try Checkpoint.load(root.appendingPathComponent("streamed-\(stored.rawValue)-own-trained"))
+            for e in pruned.layout.entries {
+                let same = Array(pruned.tensor(e.name)!) == Array(withBlocks.tensor(e.name)!)
+                #expect(same == (e.layer == nil || e.layer == 1), "\(e.name)")
+            }
+        }
+        // A variant the teacher cannot take is refused before anything is written.
+        let bad = root.appendingPathComponent("bad")
+        #expect { try HeterogeneousPruning.write(teacher: try CheckpointWeights(root.appendingPathComponent("teacher-float32")),
+                                                 variants: [LayerVariant(keyValueGroups: 3, mlpWidth: 512)] + variants.dropFirst(),
+                                                 scores: scores, to: bad) } throws: { "\($0)".contains("block_configs[0].attention") }
+        #expect(!FileManager.default.fileExists(atPath: bad.path))
+    }
 }

@@ -286,9 +286,8 @@ import Testing
     @Test func badPuzzleSpecsNameTheirKey() throws {
         let (f, teacher) = try Self.fixture()
         defer { f.cleanup() }
-        func fails(_ strategy: JSON, _ path: String, backend: JSON? = nil) {
-            var extra: [String: JSON] = ["strategy": strategy, "space": [:], "teacher": .string(teacher.path)]
-            if let backend { extra["backend"] = backend }
+        func fails(_ strategy: JSON, _ path: String) {
+            let extra: [String: JSON] = ["strategy": strategy, "space": [:], "teacher": .string(teacher.path)]
             #expect { _ = try f.parse(f.spec(extra)) } throws: { error in
                 guard case let SearchError.spec(_, p, _) = error else { return false }
                 return p == path
@@ -304,7 +303,6 @@ import Testing
         fails(["name": "puzzle", "local_distillation": ["steps": 0]], "strategy.local_distillation.steps")
         fails(["name": "puzzle", "local_distillation": ["sequence_length": 4096]], "strategy.local_distillation.sequence_length")
         fails(["name": "puzzle", "local_distillation": ["learning_rate": -1]], "strategy.local_distillation.learning_rate")
-        fails(["name": "puzzle"], "strategy.name", backend: ["name": "torch"])
         // The fixture's own teacher (MLP 32) cannot be written as nemotron-nas.
         #expect { _ = try f.parse(f.spec(["strategy": ["name": "puzzle"], "space": [:]])) } throws: {
             "\($0)".contains("intermediate_size")

@@ -167,6 +167,30 @@ def teacher_for(path, device, dtype, attention):
     return model, True
 
 
+TOPIARY_REMOTE_CODE = "# Written by Topiary"
+
+
+def remote_code_by_topiary(path):
+    """Whether the checkpoint needs its own modeling code (its config has an `auto_map`: a
+    heterogeneous nemotron-nas model, DeciLMForCausalLM) and every Python file it names is one
+    Topiary wrote. Code from anywhere else is never run: such a folder is refused, naming the file."""
+    with open(os.path.join(path, "config.json")) as f:
+        auto_map = json.load(f).get("auto_map") or {}
+    if not auto_map:
+        return False
+    for ref in sorted(set(auto_map.values())):
+        module = str(ref).split(".")[0] + ".py"
+        try:
+            with open(os.path.join(path, module)) as f:
+                first = f.readline()
+        except OSError as e:
+            raise ValueError(f"{path}: config.json's auto_map names {module}, which cannot be read ({e})")
+        if not first.startswith(TOPIARY_REMOTE_CODE):
+            raise ValueError(f"{os.path.join(path, module)} was not written by Topiary; the torch backend runs "
+                             "no modeling code from elsewhere (trust_remote_code)")
+    return True
+
+
 def load_model(path, device, dtype=torch.float32, attention="eager"):
     from transformers import AutoModelForCausalLM
 
@@ -174,9 +198,13 @@ def load_model(path, device, dtype=torch.float32, attention="eager"):
 
     # On the CPU, torch's grouped matrix product of the experts needs 16-byte-aligned strides (not
     # every expert width has them): the experts run one by one there.
-    cfg = AutoConfig.from_pretrained(path)
+    extra = {}
+    if remote_code_by_topiary(path):
+        extra["trust_remote_code"] = True
+    cfg = AutoConfig.from_pretrained(path, **extra)
     experts = getattr(cfg, "num_local_experts", 0) or getattr(cfg, "num_experts", 0)
-    extra = {"experts_implementation": "eager"} if experts and torch.device(device).type == "cpu" else {}
+    if experts and torch.device(device).type == "cpu":
+        extra["experts_implementation"] = "eager"
     model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype, attn_implementation=attention, **extra)
     return model.to(device)
 

@@ -3,8 +3,9 @@
 /// weights. It implements the format as its public description states it (see ``NemotronNAS``):
 /// Llama's numerics — RMSNorm, rotary embeddings of any rope type transformers knows (its Llama
 /// rotary module reads them from the config), SwiGLU — with each layer's attention and MLP
-/// present or not and sized by its `block_configs` entry. Forward passes only: no KV cache
-/// (generation recomputes the prefix).
+/// present or not and sized by its `block_configs` entry. No KV cache (generation recomputes the
+/// prefix); trainable (the torch backend distils such students): eager or SDPA attention
+/// (`attn_implementation`), and gradient checkpointing per layer where transformers has it.
 extension NemotronNAS {
     var remoteCode: [String: String] {
         ["configuration_decilm.py": Self.configuration, "modeling_decilm.py": Self.modeling]
@@ -37,6 +38,11 @@ extension NemotronNAS {
 
         from .configuration_decilm import DeciLMConfig
 
+        try:  # transformers ≥ 4.52: gradient checkpointing per layer
+            from transformers.modeling_layers import GradientCheckpointingLayer
+        except ImportError:
+            GradientCheckpointingLayer = nn.Module
+
 
         def ffn_width(ffn_mult, hidden_size):
             n = int(2 * ffn_mult * hidden_size / 3)
@@ -64,6 +70,7 @@ extension NemotronNAS {
         class DeciLMAttention(nn.Module):
             def __init__(self, config, groups):
                 super().__init__()
+                self.config = config
                 self.heads = config.num_attention_heads
                 self.groups = groups
                 self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -83,10 +90,13 @@ extension NemotronNAS {
                 repeat = self.heads // self.groups
                 k = k.repeat_interleave(repeat, dim=1)
                 v = v.repeat_interleave(repeat, dim=1)
-                scores = torch.matmul(q, k.transpose(2, 3)) / d**0.5 + mask
-                probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-                out = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, self.heads * d)
-                return self.o_proj(out)
+                if getattr(self.config, "_attn_implementation", "eager") == "sdpa":
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=d**-0.5)
+                else:
+                    scores = torch.matmul(q, k.transpose(2, 3)) / d**0.5 + mask
+                    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+                    out = torch.matmul(probs, v)
+                return self.o_proj(out.transpose(1, 2).reshape(b, t, self.heads * d))
 
 
         class DeciLMMLP(nn.Module):
@@ -100,7 +110,7 @@ extension NemotronNAS {
                 return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-        class DeciLMDecoderLayer(nn.Module):
+        class DeciLMDecoderLayer(GradientCheckpointingLayer):
             def __init__(self, config, block):
                 super().__init__()
                 attention, ffn = entry(block, "attention"), entry(block, "ffn")
@@ -127,6 +137,8 @@ extension NemotronNAS {
             config_class = DeciLMConfig
             base_model_prefix = "model"
             _no_split_modules = ["DeciLMDecoderLayer"]
+            _supports_sdpa = True
+            supports_gradient_checkpointing = True
 
             def _init_weights(self, module):
                 std = self.config.initializer_range

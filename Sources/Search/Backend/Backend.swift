@@ -290,6 +290,20 @@ struct StudentInit {
             return $0
         }
     }
+
+    /// The teacher cut into heterogeneous layer `variants` (the puzzle strategy's candidates, a
+    /// nemotron-nas checkpoint with its modeling files), streamed from its files in its own dtype
+    /// (``HeterogeneousPruning/write(teacher:variants:scores:trained:type:to:shardBytes:)``),
+    /// locally distilled blocks taking their layers' place where `trained` has them.
+    static func heterogeneous(
+        _ variants: [LayerVariant], teacher: CheckpointWeights, scores: ImportanceScores, trained: BlockWeights?
+    ) -> StudentInit {
+        StudentInit(config: HeterogeneousPruning.studentConfig(teacher: teacher.config, variants: variants)) {
+            try HeterogeneousPruning.write(
+                teacher: teacher, variants: variants, scores: scores, trained: trained, to: $0)
+            return $0
+        }
+    }
 }
 
 /// Runs a claim's students through an external backend.

@@ -1,0 +1,85 @@
+import Foundation
+import Model
+
+extension HeterogeneousPruning {
+    /// The teacher cut into `variants` as ``prune(teacher:variants:scores:trained:)`` cuts it, but
+    /// from its files a tensor at a time (``CheckpointWeights``): memory holds one teacher tensor
+    /// and the student tensor cut from it (in float32), and one layer's trained block, never the
+    /// model. The checkpoint is written in `type` (default: the teacher's storage type).
+    ///
+    /// Equal, tensor for tensor and bit for bit, to pruning the float32-loaded teacher and saving
+    /// the student in `type` (`HeterogeneousPruningTests.streamedWriteEqualsPruningInMemory`).
+    /// - Throws: ``ProxyError/invalidTarget(field:reason:)`` for variants the teacher cannot take;
+    ///   ``ModelError/checkpoint(path:tensor:reason:)`` for a value that is not finite (or does not
+    ///   fit float16), naming the tensor; nothing is left in `directory` then.
+    public static func write(
+        teacher: CheckpointWeights, variants: [LayerVariant], scores: ImportanceScores, trained: BlockWeights? = nil,
+        type: StorageType? = nil, to directory: URL, shardBytes: Int? = nil
+    ) throws {
+        let t = teacher.config
+        try check(variants, teacher: t)
+        let config = studentConfig(teacher: t, variants: variants)
+        try config.validate(file: "block_configs")
+        let type = type ?? teacher.storageType
+        let layout = ParameterLayout(config: config)
+        for e in layout.entries where teacher.layout.entries.first(where: { $0.name == e.name }) == nil {
+            throw ProxyError.invalidTarget(field: e.name, reason: "the teacher has no tensor \(e.name)")
+        }
+        let tensors = layout.entries.map { StreamedTensor(name: $0.name, shape: $0.shape, dtype: type.dtype) }
+        // The trained block of the layer being written (entries come layer by layer).
+        var block: (layer: Int, model: DecoderModel?)?
+        try Checkpoint.write(tensors, config: config, type: type, to: directory, shardBytes: shardBytes) { i, emit in
+            let e = layout.entries[i]
+            var values = [Float](repeating: 0, count: e.count)
+            try values.withUnsafeMutableBufferPointer { dst in
+                if let l = e.layer, let role = e.role, let trained {
+                    if block?.layer != l { block = (l, try trained.block(layer: l, variant: variants[l], teacher: t)) }
+                    if let m = block?.model {
+                        guard let src = m.layout.entry(role, layer: 0).flatMap({ m.tensor($0.name) }) else {
+                            throw ProxyError.invalidTarget(field: e.name, reason: "the trained block has no \(role) tensor")
+                        }
+                        _ = dst.update(fromContentsOf: src)
+                        return
+                    }
+                }
+                let src = try teacherFloats(teacher, e.name)
+                src.withUnsafeBufferPointer { src in
+                    if let l = e.layer, let role = e.role {
+                        fill(dst, role: role, from: src, teacher: t, variant: variants[l], neurons: scores.neurons[l])
+                    } else {
+                        _ = dst.update(fromContentsOf: src)
+                    }
+                }
+            }
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw ModelError.checkpoint(
+                    path: directory.path, tensor: e.name,
+                    reason: "holds a NaN or infinite value at index \(bad); refusing to write it")
+            }
+            if type == .float16, let big = values.first(where: { abs($0) > Float(Float16.greatestFiniteMagnitude) }) {
+                throw ModelError.checkpoint(
+                    path: directory.path, tensor: e.name,
+                    reason: "value \(big) does not fit float16 (at most 65504); write float32 or bfloat16")
+            }
+            var data = Data()
+            values.withUnsafeBufferPointer { type.append($0, to: &data) }
+            try data.withUnsafeBytes { try emit($0) }
+        }
+    }
+
+    /// One teacher tensor as float32, read from its file in its own dtype.
+    static func teacherFloats(_ teacher: CheckpointWeights, _ name: String) throws -> [Float] {
+        try teacher.withTensor(name) { raw, info in
+            var out = [Float](repeating: 0, count: info.count)
+            let ok = out.withUnsafeMutableBufferPointer {
+                SafeTensorsFile.floats(raw.baseAddress!, info.dtype, info.count, into: $0.baseAddress!)
+            }
+            guard ok else {
+                throw ModelError.safetensors(
+                    file: teacher.directory.path, tensor: name,
+                    reason: "dtype \(info.dtype.rawValue) cannot be read as floating point (F32, F16, BF16 are)")
+            }
+            return out
+        }
+    }
+}
