@@ -135,6 +135,48 @@ import Testing
             f, space: ["linear_num_value_heads": [2, 4], "intermediate_size": [16, 32]], python: python, label: "qwen3_5_text")
     }
 
+    /// Issue 27: Puzzle's heterogeneous students — nemotron-nas checkpoints that transformers
+    /// loads through the modeling file Topiary writes beside them (trust_remote_code) — with a
+    /// layer without attention, merged key/value groups, narrower MLPs and a layer without an MLP:
+    /// 20 steps by torch and by the built-in engine on the same batches, every step's loss within
+    /// 1e-3 relative; then the same through SDPA attention and gradient checkpointing.
+    @Test func torchDistillsHeterogeneousStudentsAsTheBuiltinEngine() throws {
+        guard let python = Self.python("torchDistillsHeterogeneousStudentsAsTheBuiltinEngine") else { return }
+        let (f, teacher) = try PuzzleTests.fixture()
+        defer { f.cleanup() }
+        let choices: [[LayerVariant]] = [
+            [LayerVariant(keyValueGroups: nil, mlpWidth: 512), LayerVariant(keyValueGroups: 1, mlpWidth: 256),
+             LayerVariant(keyValueGroups: 2, mlpWidth: nil)],
+            [LayerVariant(keyValueGroups: 1, mlpWidth: 256), LayerVariant(keyValueGroups: 2, mlpWidth: 512),
+             LayerVariant(keyValueGroups: nil, mlpWidth: 256)],
+        ]
+        var worst = 0.0
+        for sdpa in [false, true] {
+            var json = f.spec(["strategy": ["name": "puzzle", "intermediate_size": [512, 256], "num_key_value_heads": [2, 1]],
+                               "space": [:], "budget": ["max": 1_000_000],
+                               "proxy": ["steps": 20, "batch_size": 4, "sequence_length": 16, "eval_tokens": 64,
+                                         "learning_rate": 2e-3, "warmup": 3]])
+            json = .object(json.object!.merging(["teacher": .string(teacher.path)]) { $1 })
+            var run = try SideBySide(f, spec: try f.parse(json), python: python) { runner, scores in
+                try choices.enumerated().map { i, variants in
+                    ("hetero-\(i)", try HeterogeneousPruning.prune(teacher: runner.teacher, variants: variants, scores: scores))
+                }
+            }
+            var torch = run.backend.spec
+            torch.execution.attention = sdpa ? "sdpa" : "eager"
+            torch.execution.activationCheckpointing = sdpa
+            run.backend = ExternalBackend(spec: torch, log: { print($0) })
+            let (builtin, _, _, result) = try run.twentySteps()
+            for i in 0..<2 {
+                let r = try result[i]!.get()
+                #expect(r.steps.count == 20)
+                worst = max(worst, SideBySide.worstStepDifference(r, builtin[i]!, "heterogeneous student \(i) (sdpa \(sdpa))"))
+            }
+        }
+        print(String(format: "torch vs built-in, 20 steps of 2 heterogeneous (nemotron-nas) students, eager and SDPA with "
+                     + "checkpointing: worst relative step-loss difference %.2e", worst))
+    }
+
     /// The first and last candidates of `space` (below 95% of the teacher), pruned and distilled
     /// 20 steps by torch and by the built-in engine on the same batches: 20 steps each, every
     /// step's loss within 1e-3 relative (``SideBySide/worstStepDifference(_:_:_:)``).
@@ -532,18 +574,25 @@ import Testing
 struct SideBySide {
     let runner: SearchRunner
     let recipe: DistillationRecipe
-    let backend: ExternalBackend
+    var backend: ExternalBackend
     let students: () throws -> [(String, DecoderModel)]
     let f: Fixture
 
-    init(_ f: Fixture, spec: SearchSpec, python: String) throws {
+    /// `make`: the students from the runner and its importance scores (default: the first and last
+    /// candidates of the space, pruned).
+    init(_ f: Fixture, spec: SearchSpec, python: String,
+         make: ((SearchRunner, ImportanceScores) throws -> [(String, DecoderModel)])? = nil) throws {
         self.f = f
         let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("artifacts"),
                                       importanceCache: f.root.appendingPathComponent("importance"))
         runner.log = { _ in }
         let scores = try runner.importance()
-        let chosen = [runner.enumeration.candidates.first!, runner.enumeration.candidates.last!]
-        students = { try chosen.map { ($0.hash, try Pruning.prune(teacher: runner.teacher, to: $0.config, scores: scores, options: spec.prune)) } }
+        if let make {
+            students = { try make(runner, scores) }
+        } else {
+            let chosen = [runner.enumeration.candidates.first!, runner.enumeration.candidates.last!]
+            students = { try chosen.map { ($0.hash, try Pruning.prune(teacher: runner.teacher, to: $0.config, scores: scores, options: spec.prune)) } }
+        }
         var recipe = spec.proxy
         recipe.evalEvery = Int.max / 2
         var torch = BackendSpec()
@@ -559,7 +608,7 @@ struct SideBySide {
                                                            endStep: 20, progressLabel: "builtin") { step, losses in
             for (i, l) in losses { builtin[i, default: [:]][step] = l }
         }
-        let result = try backend.distill(teacherPath: f.teacher.path,
+        let result = try backend.distill(teacherPath: runner.spec.teacher,
                                          students: try students().enumerated().map { ($1.0, $1.1, nil, f.root.appendingPathComponent("torch-\($0)")) },
                                          corpus: runner.corpus, recipe: recipe, startStep: 0, endStep: 20,
                                          jobDirectory: f.root.appendingPathComponent("job"), run: [:])

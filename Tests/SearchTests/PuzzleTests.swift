@@ -22,7 +22,7 @@ import Testing
     }
 
     static func spec(_ f: Fixture, teacher: URL, memory: Int, solutions: Int = 3, hamming: Int = 2,
-                     localDistillation: JSON? = nil) throws -> SearchSpec {
+                     localDistillation: JSON? = nil, backend: JSON? = nil) throws -> SearchSpec {
         var strategy: [String: JSON] = ["name": "puzzle", "solutions": JSON(solutions), "min_hamming": JSON(hamming),
                                         "num_key_value_heads": [2, 1], "intermediate_size": [512, 256], "min_steps": 2, "eta": 3]
         if let localDistillation { strategy["local_distillation"] = localDistillation }
@@ -31,7 +31,55 @@ import Testing
                            "budget": ["max": 1_000_000, "workload": ["batch": 4, "context": 64, "dtype": "bfloat16"],
                                       "memory": JSON(memory)]])
         json = .object(json.object!.merging(["teacher": .string(teacher.path)]) { $1 })
+        if let backend { json = .object(json.object!.merging(["backend": backend]) { $1 }) }
         return try f.parse(json)
+    }
+
+    /// The same puzzle study (locally distilled blocks) with its trials on the torch backend and on
+    /// the built-in engine, sharing one importance cache: the library, its scores and so the
+    /// candidates are the same; every trial's inits are streamed from the teacher's files with
+    /// the trained blocks in place, transformers runs them through the nemotron-nas modeling
+    /// file, and every trial's score is within 1e-3 relative of the built-in engine's; the torch
+    /// study's winner exports.
+    @Test func aPuzzleStudyOnTheTorchBackendScoresAsTheBuiltinEngine() throws {
+        guard let python = BackendTests.python("aPuzzleStudyOnTheTorchBackendScoresAsTheBuiltinEngine") else { return }
+        let (f, teacher) = try Self.fixture()
+        defer { f.cleanup() }
+        let t = try ModelConfig.load(teacher.appendingPathComponent("config.json"))
+        let cap = t.inferenceCost(Workload(batch: 4, context: 64, weights: .bfloat16)).memoryBytes * 2 / 3
+        let cache = f.root.appendingPathComponent("importance")
+        let bld: JSON = ["steps": 4, "batch_size": 4, "sequence_length": 16]
+        func run(_ backend: JSON?, _ name: String) throws -> (StudyStore, [StudyStore.CandidateRow], [StudyStore.TrialRow]) {
+            let store = try StudyStore(path: f.root.appendingPathComponent("\(name).sqlite").path)
+            let spec = try Self.spec(f, teacher: teacher, memory: cap, solutions: 2, localDistillation: bld, backend: backend)
+            let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results-\(name)"),
+                                          importanceCache: cache)
+            runner.log = { _ in }
+            let id = try runner.run(worker: name, extend: false)
+            let trials = try store.trials(study: id)
+            #expect(trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(name): \(trials.map { $0.error ?? "" })")
+            return (store, try store.candidates(study: id), trials)
+        }
+        let (_, builtinCandidates, builtinTrials) = try run(nil, "builtin")
+        let (torchStore, torchCandidates, torchTrials) = try run(["name": "torch", "python": .string(python), "device": "cpu"], "torch")
+        #expect(torchCandidates.map(\.hash) == builtinCandidates.map(\.hash))
+        #expect(torchCandidates.allSatisfy { Candidate.layerVariants($0.architecture) != nil })
+        let builtinScores = Dictionary(uniqueKeysWithValues: builtinTrials.compactMap { t in t.score.map { ("\(t.hash)/\(t.rung)", $0) } })
+        var compared = 0, worst = 0.0
+        for trial in torchTrials {
+            guard let value = trial.score, let other = builtinScores["\(trial.hash)/\(trial.rung)"] else { continue }
+            #expect(BackendTests.relative(value, other) <= 1e-3, "\(trial.hash) rung \(trial.rung): torch \(value) vs built-in \(other)")
+            compared += 1
+            worst = max(worst, BackendTests.relative(value, other))
+        }
+        #expect(compared >= torchCandidates.count, "\(compared) trials compared")
+        print(String(format: "puzzle study, torch vs built-in: %d candidates, %d trials compared, worst relative score difference %.2e",
+                     torchCandidates.count, compared, worst))
+        let out = f.root.appendingPathComponent("export")
+        let dirs = try Exporter.export(store: torchStore, study: "tiny", top: 1, out: out, importanceCache: cache,
+                                       artifacts: f.root.appendingPathComponent("results-torch"), log: { _ in }, warn: { _ in })
+        #expect(try Checkpoint.load(dirs[0]).config.layerVariants != nil)
+        #expect(try Checkpoint.load(dirs[0].appendingPathComponent("proxy")).config.layerVariants != nil)
     }
 
     @Test func aPuzzleStudyRunsAndItsWinnerExports() throws {
