@@ -10,7 +10,7 @@ struct BenchThroughput: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "throughput",
         abstract:
-            "Measures each block shape of a spec's candidates at its budget.throughput workload (built-in engine).",
+            "Measures each block shape of a spec's candidates at its budget.throughput workload (built-in engine or torch).",
         discussion: """
             For every distinct block of the spec's candidates (a puzzle spec: of its block library) and what lies \
             outside the blocks, times the prefill of one prompt of `input` tokens (× batch) and a decode step of the \
@@ -21,6 +21,11 @@ struct BenchThroughput: ParsableCommand {
             this engine on this machine at this workload and thread count, are kept, not measured again. \
             --check K then times the teacher and K candidates as whole models (every layer and the head in one \
             pass) and prints each one's measured tokens/s beside the sum of its blocks' times from the table.
+
+            --backend torch times the same shapes with PyTorch on --device (a GPU: cuda), in the workload's dtype: \
+            each block a stack of the model's depth of Llama-numerics layers with their own key/value caches, SDPA \
+            attention, and a check that each decode step reproduces the prefill; the table records the device and \
+            the torch version. The spec's backend (torch, its python and device) is the default.
             """)
 
     @Argument(help: "The search spec (JSON) with budget.throughput.") var spec: String
@@ -30,11 +35,30 @@ struct BenchThroughput: ParsableCommand {
         parsing: .unconditional,
         help: "Also time the teacher and this many candidates whole, against the sum of their blocks (0: none).")
     var check = 0
+    @Option(help: "Who times the blocks: builtin (this CPU) or torch (default: the spec's backend).") var backend:
+        String?
+    @Option(help: "With --backend torch: the Python with torch (default: the spec's, or scripts/torch-venv.sh's).")
+    var python: String?
+    @Option(help: "With --backend torch: cpu, cuda, cuda:N (default: the spec's backend.device).") var device: String?
     @OptionGroup var engine: EngineOptions
 
     func validate() throws {
         try requireRange("--repeats", repeats, 1...1000)
         try requireRange("--check", check, 0...1000)
+        if let backend, !["builtin", "torch"].contains(backend) { throw ValidationError("--backend takes builtin or torch") }
+    }
+
+    /// The external backend to time with, or nil for the built-in engine: --backend torch (its
+    /// python and device from the options, else the spec's), else the spec's own external backend.
+    func externalBackend(_ s: SearchSpec) throws -> BackendSpec? {
+        if backend == "builtin" || (backend == nil && s.backend.isBuiltin) { return nil }
+        let own = !s.backend.isBuiltin && (backend == nil || s.backend.name == "torch")
+        if own && python == nil && device == nil { return s.backend }
+        // torch, with the options' python and device (each checked as a spec's would be).
+        var b = s.backend.name == "torch" ? s.backend : try SearchSpec.backend(["name": "torch"])
+        if let device { b.device = try SearchSpec.backend(["name": "torch", "device": .string(device)]).device }
+        if let python, case let .torch(_, script) = b.kind { b.kind = .torch(python: python, script: script) }
+        return b
     }
 
     func run() throws {
@@ -100,6 +124,15 @@ struct BenchThroughput: ParsableCommand {
                 models.append((c.hash, c.config))
             }
         }
+        let w = tp.workload
+        if let external = try externalBackend(s) {
+            let table = try measureOnBackend(external, blocks: blocks, outside: outside, models: models, at: w, spec: s)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try AtomicFile.write(try encoder.encode(table), to: fileURL(path))
+            print("wrote \(path): \(table.blocks.count) blocks, \(table.outside.count) outside")
+            return
+        }
         let machine = RuntimePlatform.current.summary
         var table = ThroughputTable(
             machine: machine, engine: Throughput.engineDescription, threads: Parallel.threads, workload: tp.workload,
@@ -111,7 +144,6 @@ struct BenchThroughput: ParsableCommand {
         {
             table = old
         }
-        let w = tp.workload
         print(
             "platform: \(machine); \(Parallel.threads) threads; batch \(w.batch) × (\(w.input) prompt + \(w.output) "
                 + "generated) tokens")
@@ -171,5 +203,53 @@ struct BenchThroughput: ParsableCommand {
                     format: "measured/sum over %d models: %.3f to %.3f, mean %.3f", ratios.count, lo, hi,
                     ratios.reduce(0, +) / Double(ratios.count)))
         }
+    }
+
+    /// Every shape timed by an external backend (and, with --check, the teacher and `check` models
+    /// whole, against the sum of their blocks), as a table of its device.
+    func measureOnBackend(
+        _ torch: BackendSpec, blocks: [(String, Block, ModelConfig)], outside: [(String, ModelConfig)],
+        models: [(String, ModelConfig)], at w: ServingWorkload, spec s: SearchSpec
+    ) throws -> ThroughputTable {
+        let teacher = try ModelConfig.load(directoryURL(s.teacher).appendingPathComponent("config.json"))
+        let whole = check > 0 ? [("teacher", teacher)] + Self.spread(models, count: check) : []
+        print(
+            "\(torch.name) on \(torch.device): \(blocks.count) block shapes, batch \(w.batch) × (\(w.input) prompt + \(w.output) "
+                + "generated) tokens in \(w.dtype.rawValue)")
+        fflush(nil)
+        let (table, times) = try BackendTiming.table(
+            backend: torch, blocks: blocks.map { ($0.0, $0.1, $0.2) }, outside: outside.map { ($0.0, $0.1) },
+            models: whole.map { ($0.0, $0.1) }, at: w, repeats: repeats,
+            jobDirectory: FileManager.default.temporaryDirectory.appendingPathComponent("topiary-throughput-\(getpid())")
+        ) {
+            print($0)
+            fflush(nil)
+        }
+        print(
+            String(
+                format: "device: %@; roofline: %.3g FLOP/s, %.3g bytes/s", table.machine as NSString,
+                table.roofline?.flopsPerSecond ?? .nan, table.roofline?.bytesPerSecond ?? .nan))
+        if !whole.isEmpty {
+            print("whole-model check: \(whole.count) models, measured in one pass against the sum of their blocks")
+            var ratios: [Double] = []
+            for (name, config) in whole {
+                guard let sum = Throughput.estimate(config, at: w, table: table, roofline: nil), let t = times[name] else {
+                    continue
+                }
+                let measured = Double(w.batch * w.output) / t.seconds(output: w.output)
+                ratios.append(measured / sum.tokensPerSecond)
+                print(
+                    String(
+                        format: "  %@: measured %.0f tokens/s, sum of blocks %.0f tokens/s, measured/sum %.3f",
+                        name as NSString, measured, sum.tokensPerSecond, measured / sum.tokensPerSecond))
+            }
+            if let lo = ratios.min(), let hi = ratios.max() {
+                print(
+                    String(
+                        format: "measured/sum over %d models: %.3f to %.3f, mean %.3f", ratios.count, lo, hi,
+                        ratios.reduce(0, +) / Double(ratios.count)))
+            }
+        }
+        return table
     }
 }

@@ -32,6 +32,12 @@ import Testing
         let distill = try JSONSchema.of(DistillJob.example, title: "Topiary distill job")
         try Self.expectCommitted("distill-job.schema.json", distill)
         try Self.expectCommitted("importance-job.schema.json", try JSONSchema.of(ImportanceJob.example, title: "Topiary importance job"))
+        let throughput = try JSONSchema.of(ThroughputJob.example, title: "Topiary throughput job")
+        try Self.expectCommitted("throughput-job.schema.json", throughput)
+        // A layer without attention or without an MLP says so with null.
+        let layer = throughput.object?["properties"]?.object?["blocks"]?.object?["items"]?.object?["properties"]?.object?["layer"]?.object
+        #expect(layer?["properties"]?.object?["groups"] == ["type": ["integer", "null"]])
+        #expect(layer?["properties"]?.object?["mlp"] == ["type": ["integer", "null"]])
         try Self.expectCommitted("distill-job.example.json", try JSON.parse(Self.encoded(DistillJob.example))!)
         // The recipe part of an exported distill.json, written and read by one type.
         let recipe = try JSONSchema.of(DistillFile.example, title: "Topiary distill.json recipe")
@@ -137,7 +143,7 @@ import Testing
         guard let python = BackendTests.python("theTorchBackendChecksWhatItPrints") else { return }
         let script = JobSchemaTests.root.appendingPathComponent("backends/torch/topiary_backend.py").path
         let ok = try Services.run(python, [script, "--check-events", Self.example.path])
-        #expect(ok.status == 0 && ok.out.contains("9 lines fit the event schema"), "\(ok.out)")
+        #expect(ok.status == 0 && ok.out.contains("11 lines fit the event schema"), "\(ok.out)")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-events-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -199,4 +199,96 @@ struct ThroughputBudgetTests {
             #expect(rate >= teacherRate * 1.3 * (1 - 1e-9), "\(c.config.layerVariants ?? []) at \(rate)")
         }
     }
+
+    /// A puzzle spec with a throughput floor whose table is `table`, and the spec's file.
+    static func puzzleThroughputSpec(_ f: Fixture, teacher: URL, table: URL, backend: JSON? = nil) throws -> URL {
+        var json = f.spec(["strategy": ["name": "puzzle", "solutions": 2, "num_key_value_heads": [2, 1], "intermediate_size": [512, 256]],
+                           "space": [:], "budget": ["max": 1_000_000, "throughput": Self.floor(1, table: table.path, roofline: nil)]])
+        json = .object(json.object!.merging(["teacher": .string(teacher.path)]) { $1 })
+        if let backend { json = .object(json.object!.merging(["backend": backend]) { $1 }) }
+        let file = f.root.appendingPathComponent("puzzle-throughput.json")
+        try json.data().write(to: file)
+        return file
+    }
+
+    /// Issue 27, item 1: `bench throughput --backend torch` times the same block shapes as the
+    /// built-in engine (the puzzle library's, and what lies outside the blocks) with PyTorch — each
+    /// block's decode step checked against its prefill — and writes a table that names the device
+    /// and torch and that `spec check` reads; `--check` times the teacher and candidates whole.
+    @Test func benchThroughputOnTheTorchBackendTimesTheSameShapes() throws {
+        guard let python = BackendTests.python("benchThroughputOnTheTorchBackendTimesTheSameShapes") else { return }
+        let (f, teacher) = try PuzzleTests.fixture()
+        defer { f.cleanup() }
+        let table = f.root.appendingPathComponent("torch-table.json"), builtinTable = f.root.appendingPathComponent("builtin.json")
+        let file = try Self.puzzleThroughputSpec(f, teacher: teacher, table: table)
+        let torch = try topiary(["bench", "throughput", file.path, "--backend", "torch", "--python", python, "--repeats", "1",
+                                 "--check", "2"])
+        #expect(torch.status == 0, "\(torch.err)")
+        let builtin = try topiary(["bench", "throughput", file.path, "--out", builtinTable.path, "--repeats", "1", "--threads", "1"])
+        #expect(builtin.status == 0, "\(builtin.err)")
+        let t = try JSONDecoder().decode(ThroughputTable.self, from: Data(contentsOf: table))
+        let b = try JSONDecoder().decode(ThroughputTable.self, from: Data(contentsOf: builtinTable))
+        #expect(Set(t.blocks.keys) == Set(b.blocks.keys) && t.blocks.count == 9, "\(t.blocks.keys.sorted())")
+        #expect(Set(t.outside.keys) == Set(b.outside.keys))
+        #expect(t.engine.hasPrefix("torch ") && t.engine.contains("cpu") && t.workload == Self.workload && t.roofline != nil)
+        for (key, p) in t.blocks {
+            #expect([p.prefill, p.decodeFirst, p.decodeLast].allSatisfy { $0 > 0 && $0.isFinite }, "\(key)")
+        }
+        let checked = torch.out.split(separator: "\n").filter { $0.contains("sum of blocks") }
+        #expect(torch.out.contains("whole-model check: 3 models") && checked.count == 3, "\(torch.out)")
+        #expect(torch.out.contains("backend torch: timed block 'C16 H4 G1 D4 F256 swiglu'"), "\(torch.out)")
+        let check = try topiary(["spec", "check", file.path])
+        #expect(check.status == 0 && check.out.contains("measured: \(table.path)"), "\(check.err)")
+    }
+
+    /// A backend's timings are checked before they are kept: a decode step that does not reproduce
+    /// its prefill, a shape left untimed, a time that is not positive — each refused, naming the
+    /// part, and no table written; a shape the torch timer does not build (a mixture of experts)
+    /// is refused before the backend starts.
+    @Test(arguments: [("diverge", "does not compute what it times"), ("missing", "no timing of"),
+                      ("negative", "not positive and finite")])
+    func aBackendsTimingsAreCheckedBeforeTheyAreKept(mode: String, message: String) throws {
+        let (f, teacher) = try PuzzleTests.fixture()
+        defer { f.cleanup() }
+        let script = f.root.appendingPathComponent("timer.py")
+        try #"""
+            import json, sys
+            mode, job = sys.argv[1], json.load(open(sys.argv[2]))
+            out = lambda **f: print(json.dumps(f), flush=True)
+            out(event="machine", machine="liar", engine="liar", threads=1, flops_per_second=1e9, bytes_per_second=1e9)
+            parts = [("block", p["key"]) for p in job["blocks"]] + [("outside", o["key"]) for o in job["outside"]]
+            for i, (part, key) in enumerate(parts):
+                if mode == "missing" and i == 0:
+                    continue
+                out(event="timed", part=part, key=key, prefill=-1.0 if mode == "negative" else 1e-3, decode_first=1e-4,
+                    decode_last=1e-4, decode_error=0.5 if mode == "diverge" else 0.0)
+            out(event="done", failed=[])
+            """#.write(to: script, atomically: true, encoding: .utf8)
+        let table = f.root.appendingPathComponent("table.json")
+        let file = try Self.puzzleThroughputSpec(
+            f, teacher: teacher, table: table, backend: ["command": ["/usr/bin/env", "python3", .string(script.path), .string(mode)]])
+        let r = try topiary(["bench", "throughput", file.path, "--repeats", "1"])
+        #expect(r.status != 0 && r.err.contains(message), "\(r.err)")
+        #expect(!FileManager.default.fileExists(atPath: table.path))
+        // The same liar, honest: its table is written as it said.
+        if mode == "diverge" {
+            try String(contentsOf: script, encoding: .utf8).replacingOccurrences(of: "0.5 if mode", with: "0.0 if mode")
+                .write(to: script, atomically: true, encoding: .utf8)
+            let ok = try topiary(["bench", "throughput", file.path, "--repeats", "1"])
+            #expect(ok.status == 0, "\(ok.err)")
+            let t = try JSONDecoder().decode(ThroughputTable.self, from: Data(contentsOf: table))
+            #expect(t.machine == "liar" && t.blocks.count == 9 && t.blocks.values.allSatisfy { $0.prefill == 1e-3 })
+        }
+        // A mixture's blocks: refused by the torch timer before it runs (no Python is started).
+        guard mode == "missing" else { return }
+        let m = try Fixture(family: .mixtral)
+        defer { m.cleanup() }
+        let mixture = m.root.appendingPathComponent("spec.json")
+        try m.spec(["space": ["num_local_experts": [2, 3], "intermediate_size": [8, 16]],
+                    "budget": ["min": 1, "max": JSON(m.config.parameterCount),
+                               "throughput": Self.floor(1, table: m.root.appendingPathComponent("t.json").path, roofline: nil)]])
+            .data().write(to: mixture)
+        let refused = try topiary(["bench", "throughput", mixture.path, "--backend", "torch", "--python", "/nonexistent/python"])
+        #expect(refused.status != 0 && refused.err.contains("Llama's numerics") && refused.err.contains("experts"), "\(refused.err)")
+    }
 }

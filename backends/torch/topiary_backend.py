@@ -75,8 +75,9 @@ def check_value(value, s, where, source):
 
 def check_job(job):
     """Raises ValueError naming the first key of `job` that its kind's schema does not allow."""
-    if not isinstance(job, dict) or job.get("kind") not in ("distill", "importance"):
-        raise ValueError(f"job kind {job.get('kind') if isinstance(job, dict) else job!r} is not distill or importance")
+    if not isinstance(job, dict) or job.get("kind") not in ("distill", "importance", "throughput"):
+        raise ValueError(f"job kind {job.get('kind') if isinstance(job, dict) else job!r} is not distill, importance "
+                         "or throughput")
     name = f"{job['kind']}-job.schema.json"
     check_value(job, load_schema(name), "job", name)
 
@@ -810,6 +811,189 @@ def importance(job):
     return 0
 
 
+# ---------------------------------------------------------------- throughput
+
+class TimedLayer(torch.nn.Module):
+    """One layer of Llama's numerics as a serving engine runs it, with its own key/value cache of
+    `capacity` positions for `batch` sequences: RMSNorm, q/k/v projections (biases, per-head q/k
+    RMSNorms where the job says), rotary embeddings, SDPA over the cache (grouped queries read
+    their group's keys without copies), o_proj; RMSNorm, SwiGLU MLP. `groups` None: no attention;
+    `mlp` None: no MLP (and no norm before the missing part)."""
+
+    def __init__(self, spec, batch, capacity, device, dtype):
+        super().__init__()
+        lin = lambda i, o, bias=False: torch.nn.Linear(i, o, bias=bias, device=device, dtype=dtype)  # noqa: E731
+        c, h, d = spec["hidden"], spec["heads"], spec["head_dim"]
+        self.h, self.g, self.d, self.eps = h, spec["groups"], d, spec["rms_norm_eps"]
+        if self.g is not None:
+            self.norm1 = torch.nn.RMSNorm(c, eps=self.eps, device=device, dtype=dtype)
+            self.q, self.k, self.v = lin(c, h * d, spec["qkv_bias"]), lin(c, self.g * d, spec["qkv_bias"]), lin(c, self.g * d, spec["qkv_bias"])
+            self.o = lin(h * d, c)
+            self.qn = torch.nn.RMSNorm(d, eps=self.eps, device=device, dtype=dtype) if spec["qk_norm"] else None
+            self.kn = torch.nn.RMSNorm(d, eps=self.eps, device=device, dtype=dtype) if spec["qk_norm"] else None
+            self.kc = torch.zeros(batch, self.g, capacity, d, device=device, dtype=dtype)
+            self.vc = torch.zeros_like(self.kc)
+            inv = 1.0 / (spec["rope_theta"] ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d))
+            angles = torch.outer(torch.arange(capacity, device=device, dtype=torch.float32), inv)
+            self.cos = torch.cat([angles.cos()] * 2, -1).to(dtype)
+            self.sin = torch.cat([angles.sin()] * 2, -1).to(dtype)
+        if spec["mlp"] is not None:
+            self.norm2 = torch.nn.RMSNorm(c, eps=self.eps, device=device, dtype=dtype)
+            self.gate, self.up, self.down = lin(c, spec["mlp"]), lin(c, spec["mlp"]), lin(spec["mlp"], c)
+        self.has_mlp = spec["mlp"] is not None
+        for p in self.parameters():
+            if p.ndim > 1:
+                torch.nn.init.normal_(p, std=0.02)
+
+    def rotate(self, x, start):
+        t = x.shape[2]
+        cos, sin = self.cos[start:start + t], self.sin[start:start + t]
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
+        return x * cos + rotated * sin
+
+    def forward(self, x, start):
+        """x (B, T, C) at positions start … start + T − 1, the cache holding the `start` before."""
+        if self.g is not None:
+            b, t, _ = x.shape
+            y = self.norm1(x)
+            q = self.q(y).view(b, t, self.h, self.d).transpose(1, 2)
+            k = self.k(y).view(b, t, self.g, self.d).transpose(1, 2)
+            v = self.v(y).view(b, t, self.g, self.d).transpose(1, 2)
+            if self.qn is not None:
+                q, k = self.qn(q), self.kn(k)
+            q, k = self.rotate(q, start), self.rotate(k, start)
+            self.kc[:b, :, start:start + t] = k
+            self.vc[:b, :, start:start + t] = v
+            keys, values = self.kc[:b, :, :start + t], self.vc[:b, :, :start + t]
+            # Causal within the new positions; every cached one is visible.
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, keys, values, is_causal=(t > 1 and start == 0), enable_gqa=self.h != self.g)
+            x = x + self.o(out.transpose(1, 2).reshape(b, t, self.h * self.d))
+        if self.has_mlp:
+            y = self.norm2(x)
+            x = x + self.down(torch.nn.functional.silu(self.gate(y)) * self.up(y))
+        return x
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(repeats, body, device):
+    """The median of `repeats` timings of `body` after one unmeasured run (the device synchronised)."""
+    body()
+    sync(device)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        body()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def time_stack(layer_specs, job, device, dtype, head=None, beat=None):
+    """Every layer of the stack (each its own weights and cache) timed in one pass: the prefill of
+    the batch's prompts, a batch decode step at input + 1 and input + output − 1 cached positions;
+    with `head` (final norm and LM head), it on one row per sequence added to each. Also the
+    largest relative difference between a decode step's output and the prefill's at that position."""
+    w = job["workload"]
+    B, I, O = w["batch"], w["input"], w["output"]
+    capacity = I + max(1, O - 1) + 1
+    gen = torch.Generator(device="cpu").manual_seed(2)
+    with torch.inference_mode():
+        layers = [TimedLayer(s, B, capacity, device, dtype) for s in layer_specs]
+        c = layer_specs[0]["hidden"] if layer_specs else head[0].normalized_shape[0]
+        prompt = (torch.randn(B, I + 1, c, generator=gen) * 0.5).to(device=device, dtype=dtype)
+        step = (torch.randn(B, 1, c, generator=gen) * 0.5).to(device=device, dtype=dtype)
+
+        def run(x, start):
+            for layer in layers:
+                x = layer(x, start)
+            if head is not None:
+                x = head[1](head[0](x[:, -1:]))
+            return x
+
+        # The check: the prefill of I + 1 positions against the prefill of I, then one decode step.
+        whole = run(prompt, 0)[:, -1].float()
+        run(prompt[:, :I], 0)
+        last = run(prompt[:, I:I + 1], I)[:, -1].float()
+        error = float((whole - last).norm() / whole.norm().clamp_min(1e-30))
+        prefill = median_seconds(job["repeats"], lambda: run(prompt[:, :I], 0), device)
+        if beat:
+            beat.beat()
+        first = median_seconds(job["repeats"], lambda: run(step, I), device)
+        at_last = I + max(1, O - 1) - 1
+        last_step = median_seconds(job["repeats"], lambda: run(step, at_last), device)
+    del layers
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return prefill, first, last_step, error
+
+
+def roofline(device, dtype):
+    """The device's FLOP/s on a large product and bytes/s on a large copy (read and write), in `dtype`."""
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    product = median_seconds(5, lambda: a @ b, device)
+    count = 64 << 20
+    src = torch.zeros(count // torch.tensor([], dtype=dtype).element_size() * 4, device=device, dtype=dtype)
+    dst = torch.empty_like(src)
+    copy = median_seconds(5, lambda: dst.copy_(src), device)
+    return 2 * n ** 3 / product, 2 * src.numel() * src.element_size() / copy
+
+
+def machine_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} CPUs)"
+    except OSError:
+        pass
+    return "cpu"
+
+
+def throughput(job):
+    """The block shapes of a spec's candidates timed as Topiary's built-in engine times them
+    (Sources/Model/Throughput.swift): each in a stack of `depth` copies, each with its own weights
+    and key/value cache, divided by the depth; what lies outside the blocks; whole models."""
+    device = torch.device(job["device"])
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[job["dtype"]]
+    memory = PeakMemory(device)
+    beat = Heartbeat(job["heartbeat_seconds"])
+    torch.manual_seed(0)
+    flops, bandwidth = roofline(device, dtype)
+    emit("machine", machine=machine_name(device),
+         engine=f"torch {torch.__version__} ({device.type}, {job['dtype']}, SDPA; each block timed in a stack of the model's depth)",
+         threads=torch.get_num_threads(), flops_per_second=flops, bytes_per_second=bandwidth)
+    for part in job["blocks"]:
+        depth = part["depth"]
+        p, f, l, err = time_stack([part["layer"]] * depth, job, device, dtype, beat=beat)
+        emit("timed", part="block", key=part["key"], prefill=p / depth, decode_first=f / depth, decode_last=l / depth,
+             decode_error=err)
+    for o in job["outside"]:
+        head = (torch.nn.RMSNorm(o["hidden"], eps=o["rms_norm_eps"], device=device, dtype=dtype),
+                torch.nn.Linear(o["hidden"], o["vocab"], bias=False, device=device, dtype=dtype))
+        torch.nn.init.normal_(head[1].weight, std=0.02)
+        p, f, l, err = time_stack([], job, device, dtype, head=head)
+        emit("timed", part="outside", key=o["key"], prefill=p, decode_first=f, decode_last=l, decode_error=err)
+    for m in job["models"]:
+        c = m["layers"][0]["hidden"]
+        head = (torch.nn.RMSNorm(c, eps=m["layers"][0]["rms_norm_eps"], device=device, dtype=dtype),
+                torch.nn.Linear(c, m["vocab"], bias=False, device=device, dtype=dtype))
+        torch.nn.init.normal_(head[1].weight, std=0.02)
+        p, f, l, err = time_stack(m["layers"], job, device, dtype, head=head, beat=beat)
+        emit("timed", part="model", key=m["name"], prefill=p, decode_first=f, decode_last=l, decode_error=err)
+    emit("done", failed=[], **memory.fields())
+    return 0
+
+
 def run_job(path):
     """Runs one job file; returns the exit status protocol 1 would give."""
     job = json.load(open(path))
@@ -821,6 +1005,8 @@ def run_job(path):
         return distill(job)
     if kind == "importance":
         return importance(job)
+    if kind == "throughput":
+        return throughput(job)
     raise ValueError(f"unknown job kind '{kind}'")
 
 

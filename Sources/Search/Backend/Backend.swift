@@ -740,6 +740,16 @@ struct ExternalBackend {
                         + "(its last step \(highest.values.max() ?? 0)); killed"
                     break
                 }
+                // A throughput job's parts are its progress.
+                if event == "timed" {
+                    linesSinceProgress = 0
+                    lastProgress = Date()
+                    log(
+                        "backend \(spec.name): timed \(object["part"]?.string ?? "?") '\(object["key"]?.string ?? "?")'"
+                            + String(
+                                format: " (prefill %.3g s, decode step %.3g → %.3g s)", object["prefill"]?.double ?? .nan,
+                                object["decode_first"]?.double ?? .nan, object["decode_last"]?.double ?? .nan))
+                }
                 // Heartbeats only keep the clock going (done above); they are not kept.
                 if event == "heartbeat" { continue }
                 if event == "done" { sawDone = true; doneAt = Date() }

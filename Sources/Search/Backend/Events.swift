@@ -106,6 +106,36 @@ enum BackendEvent {
         }
     }
 
+    /// A throughput job's device (`torch.cuda.get_device_name`, or the CPU's model), how it timed
+    /// (engine, threads) and its roofline: a large product's FLOP/s and a large copy's bytes/s in
+    /// the job's dtype.
+    struct Machine: Codable, Equatable {
+        var machine: String
+        var engine: String
+        var threads: Int
+        var flopsPerSecond: Double
+        var bytesPerSecond: Double
+        enum CodingKeys: String, CodingKey {
+            case machine, engine, threads, flopsPerSecond = "flops_per_second", bytesPerSecond = "bytes_per_second"
+        }
+    }
+
+    /// One part of a throughput job timed (`part`: block, outside or model; `key`: its table key
+    /// or the model's name): seconds per phase (a block's per copy of its stack), and the largest
+    /// relative difference between the decode step's output and the prefill's at that position.
+    struct Timed: Codable, Equatable {
+        var part: String
+        var key: String
+        var prefill: Double
+        var decodeFirst: Double
+        var decodeLast: Double
+        var decodeError: Double
+        enum CodingKeys: String, CodingKey {
+            case part, key, prefill, decodeFirst = "decode_first", decodeLast = "decode_last"
+            case decodeError = "decode_error"
+        }
+    }
+
     /// The events by name, each with an example that fills every field (for the schema).
     static let examples: [(event: String, example: any Encodable & Sendable)] = [
         ("ready", Ready(protocol: 2, backend: "torch")),
@@ -127,6 +157,18 @@ enum BackendEvent {
                 heads: [[0.5, 0.25]], neurons: [[1, 2, 3]], channels: [0.5, 1.5], blockImportance: [0.125],
                 lossSum: 20.5, lossTokens: 8, skippedLossSums: [24.25], mambaChannels: [[0.5, 0.75]],
                 deltaNetHeads: [[1.25]], deltaNetChannels: [[0.25, 0.5]])
+        ),
+        (
+            "machine",
+            Machine(
+                machine: "NVIDIA H100 80GB HBM3", engine: "torch 2.13.0 (cuda, bfloat16, SDPA)", threads: 16,
+                flopsPerSecond: 6.5e14, bytesPerSecond: 2.5e12)
+        ),
+        (
+            "timed",
+            Timed(
+                part: "block", key: "C576 H9 G3 D64 F1536 swiglu", prefill: 0.00125, decodeFirst: 0.0000625,
+                decodeLast: 0.000075, decodeError: 0.0039)
         )
     ]
 
