@@ -411,7 +411,7 @@ public enum SafeTensorsWriter {
 
     /// The layout every file shares: an 8-byte little-endian header length, the JSON header
     /// (padded with spaces to 8 bytes), then each tensor's bytes in order, written by `body`.
-    static func write(
+    public static func write(
         _ entries: [(name: String, dtype: String, shape: [Int], bytes: Int)], metadata: [String: String], to url: URL,
         body: (Int, FileHandle) throws -> Void
     ) throws {

@@ -83,3 +83,71 @@ extension HeterogeneousPruning {
         }
     }
 }
+
+extension BlockLibrary {
+    /// Every variant block of the library other than the teacher's own (and other than a block
+    /// with nothing in it), as an external backend replaces it for one-block scoring: one float32
+    /// safetensors file, tensor `layers.L.kvG.mlpF/<name in the layer>` (``BlockWeights``'s block
+    /// names; `self_attn.k_proj.weight`, `input_layernorm.weight`, …), each cut from the teacher's
+    /// files a tensor at a time as ``HeterogeneousPruning/write(teacher:variants:scores:trained:type:to:shardBytes:)``
+    /// cuts it, or the locally distilled block where `trained` has it.
+    /// - Returns: the blocks written, in order: layer, variant, and that variant's block name.
+    @discardableResult
+    public static func writeVariants(
+        teacher: CheckpointWeights, variants: [[LayerVariant]], importance: ImportanceScores,
+        trained: BlockWeights? = nil, to url: URL
+    ) throws -> [(layer: Int, variant: LayerVariant, name: String)] {
+        let t = teacher.config, L = t.numHiddenLayers
+        let full = LayerVariant(keyValueGroups: t.numKeyValueHeads, mlpWidth: t.intermediateSize)
+        guard variants.count == L else {
+            throw ProxyError.invalidTarget(field: "block_configs", reason: "variants for \(variants.count) of \(L) layers")
+        }
+        var blocks: [(layer: Int, variant: LayerVariant, name: String)] = []
+        var entries: [(layer: Int, variant: LayerVariant, entry: ParameterEntry, name: String)] = []
+        for (l, layerVariants) in variants.enumerated() {
+            for v in layerVariants where v != full && (v.keyValueGroups != nil || v.mlpWidth != nil) {
+                var choice = Array(repeating: full, count: L)
+                choice[l] = v
+                try HeterogeneousPruning.check(choice, teacher: t)
+                let name = BlockWeights.name(l, v)
+                blocks.append((l, v, name))
+                let prefix = "model.layers.\(l)."
+                for e in ParameterLayout(config: HeterogeneousPruning.studentConfig(teacher: t, variants: choice)).entries
+                where e.layer == l {
+                    let inLayer = e.name.hasPrefix(prefix) ? String(e.name.dropFirst(prefix.count)) : e.name
+                    entries.append((l, v, e, "\(name)/\(inLayer)"))
+                }
+            }
+        }
+        var block: (layer: Int, variant: LayerVariant, model: DecoderModel?)?
+        try SafeTensorsWriter.write(
+            entries.map { ($0.name, DType.F32.rawValue, $0.entry.shape, 4 * $0.entry.count) }, metadata: [:], to: url
+        ) { i, handle in
+            let (l, v, e, _) = entries[i]
+            var values = [Float](repeating: 0, count: e.count)
+            try values.withUnsafeMutableBufferPointer { dst in
+                if block?.layer != l || block?.variant != v {
+                    block = (l, v, try trained?.block(layer: l, variant: v, teacher: t))
+                }
+                if let m = block?.model, let role = e.role {
+                    guard let src = m.layout.entry(role, layer: 0).flatMap({ m.tensor($0.name) }) else {
+                        throw ProxyError.invalidTarget(field: e.name, reason: "the trained block has no \(role) tensor")
+                    }
+                    _ = dst.update(fromContentsOf: src)
+                    return
+                }
+                let src = try HeterogeneousPruning.teacherFloats(teacher, e.name)
+                src.withUnsafeBufferPointer { src in
+                    if let role = e.role {
+                        HeterogeneousPruning.fill(
+                            dst, role: role, from: src, teacher: t, variant: v, neurons: importance.neurons[l])
+                    } else {
+                        _ = dst.update(fromContentsOf: src)
+                    }
+                }
+            }
+            try values.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+        }
+        return blocks
+    }
+}

@@ -13,7 +13,8 @@ public enum HeterogeneousPruning {
     /// The variants a Llama-numerics teacher's layers can take, checked: groups dividing the
     /// teacher's, widths at most its own.
     public static func check(_ variants: [LayerVariant], teacher t: ModelConfig) throws {
-        guard t.layerVariants == nil, !t.isMixture, t.family.isGated, !t.family.hasNormBias,
+        let whole = LayerVariant(keyValueGroups: t.numKeyValueHeads, mlpWidth: t.intermediateSize)
+        guard t.layerVariants?.allSatisfy({ $0 == whole }) ?? true, !t.isMixture, t.family.isGated, !t.family.hasNormBias,
             !t.family.hasQKVBias, !t.family.hasQKNorm, t.slidingWindow == nil
         else {
             throw ProxyError.invalidTarget(

@@ -214,7 +214,7 @@ public struct BlockWeights: Sendable {
         return model
     }
 
-    static func name(_ l: Int, _ v: LayerVariant) -> String {
+    public static func name(_ l: Int, _ v: LayerVariant) -> String {
         "layers.\(l).kv\(v.keyValueGroups.map(String.init) ?? "-").mlp\(v.mlpWidth.map(String.init) ?? "-")"
     }
 

@@ -139,16 +139,28 @@ public final class SearchRunner {
                     + "(KL to the teacher on \(calibration.samples) calibration windows of \(calibration.sequence) tokens)"
             )
             let start = Date()
-            scores = try BlockLibrary.replacementScores(
-                teacher: try transientTeacher(), variants: Array(repeating: library, count: t.numHiddenLayers),
-                importance: importance, calibration: calibration, trained: trained
-            ) { [log] done, total in
+            let progress: (Int, Int) -> Void = { [log] done, total in
                 if done % max(1, total / 10) == 0 || done == total {
                     log(
                         String(
                             format: "puzzle: %d/%d variants scored (%.0f s)", done, total,
                             Date().timeIntervalSince(start)))
                 }
+            }
+            let variants = Array(repeating: library, count: t.numHiddenLayers)
+            if spec.backend.isBuiltin {
+                scores = try BlockLibrary.replacementScores(
+                    teacher: try transientTeacher(), variants: variants, importance: importance,
+                    calibration: calibration, trained: trained, progress: progress)
+            } else {
+                // On the backend's device: the variant blocks cut from the teacher's files into the
+                // job folder, the teacher loaded there once.
+                log("puzzle: the block library scored by the \(spec.backend.name) backend")
+                scores = try ExternalBackend(spec: spec.backend, log: log, resident: backendResident).blockScores(
+                    teacherPath: spec.teacher, teacher: teacherWeights, variants: variants, importance: importance,
+                    calibration: calibration, trained: trained,
+                    jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent(
+                        "jobs/puzzle-\(ProcessInfo.processInfo.hostName)-\(getpid())"), progress: progress)
             }
             try FileManager.default.createDirectory(at: importanceCache, withIntermediateDirectories: true)
             try AtomicFile.write(try JSONEncoder().encode(scores), to: file)

@@ -32,6 +32,7 @@ import Testing
         let distill = try JSONSchema.of(DistillJob.example, title: "Topiary distill job")
         try Self.expectCommitted("distill-job.schema.json", distill)
         try Self.expectCommitted("importance-job.schema.json", try JSONSchema.of(ImportanceJob.example, title: "Topiary importance job"))
+        try Self.expectCommitted("block-scores-job.schema.json", try JSONSchema.of(BlockScoresJob.example, title: "Topiary block-scores job"))
         let throughput = try JSONSchema.of(ThroughputJob.example, title: "Topiary throughput job")
         try Self.expectCommitted("throughput-job.schema.json", throughput)
         // A layer without attention or without an MLP says so with null.
@@ -143,7 +144,7 @@ import Testing
         guard let python = BackendTests.python("theTorchBackendChecksWhatItPrints") else { return }
         let script = JobSchemaTests.root.appendingPathComponent("backends/torch/topiary_backend.py").path
         let ok = try Services.run(python, [script, "--check-events", Self.example.path])
-        #expect(ok.status == 0 && ok.out.contains("11 lines fit the event schema"), "\(ok.out)")
+        #expect(ok.status == 0 && ok.out.contains("12 lines fit the event schema"), "\(ok.out)")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("topiary-events-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -35,33 +35,95 @@ import Testing
         return try f.parse(json)
     }
 
-    /// The same puzzle study (locally distilled blocks) with its trials on the torch backend and on
-    /// the built-in engine, sharing one importance cache: the library, its scores and so the
-    /// candidates are the same; every trial's inits are streamed from the teacher's files with
-    /// the trained blocks in place, transformers runs them through the nemotron-nas modeling
-    /// file, and every trial's score is within 1e-3 relative of the built-in engine's; the torch
-    /// study's winner exports.
+    /// The block library scored on the torch backend (the variant blocks cut from the teacher's
+    /// files into the job, swapped into transformers' model one at a time) equals the built-in
+    /// engine's one-block replacement scores — as pruned and locally distilled, from a Llama
+    /// teacher and from the same teacher written as nemotron-nas (its own modeling file).
+    @Test func theTorchBackendScoresTheBlockLibraryAsTheBuiltinEngine() throws {
+        guard let python = BackendTests.python("theTorchBackendScoresTheBlockLibraryAsTheBuiltinEngine") else { return }
+        let (f, teacher) = try Self.fixture()
+        defer { f.cleanup() }
+        let spec = try Self.spec(f, teacher: teacher, memory: 1 << 40)
+        let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        let importance = try runner.importance(), model = try runner.transientTeacher(), t = model.config
+        let (_, calibration) = try Importance.key(teacherFingerprint: try runner.teacherFingerprint(), corpus: runner.corpus,
+                                                   settings: spec.importance)
+        let library = try #require(spec.strategy.value as? Puzzle).library(teacher: t)
+        #expect(library.count == 9)
+        let variants = Array(repeating: library, count: t.numHiddenLayers)
+        let trained = try LocalDistillation.train(
+            teacher: model, variants: variants, importance: importance, corpus: runner.corpus,
+            settings: LocalDistillationSettings(steps: 3, batchSize: 4, sequence: 16, learningRate: 3e-3, seed: 5)).weights
+        // The teacher again as nemotron-nas, every layer whole.
+        let nas = f.root.appendingPathComponent("nas-teacher")
+        let full = LayerVariant(keyValueGroups: t.numKeyValueHeads, mlpWidth: t.intermediateSize)
+        try Checkpoint.save(try HeterogeneousPruning.prune(teacher: model, variants: Array(repeating: full, count: 3),
+                                                           scores: importance), to: nas)
+        var torch = BackendSpec()
+        torch.kind = .torch(python: python, script: nil)
+        let backend = ExternalBackend(spec: torch, log: { _ in })
+        var worst = 0.0
+        for (folder, blocks) in [(teacher, nil), (teacher, trained), (nas, nil)] as [(URL, BlockWeights?)] {
+            let builtin = try BlockLibrary.replacementScores(teacher: model, variants: variants, importance: importance,
+                                                             calibration: calibration, trained: blocks)
+            let scored = try backend.blockScores(
+                teacherPath: folder.path, teacher: try CheckpointWeights(folder), variants: variants, importance: importance,
+                calibration: calibration, trained: blocks, jobDirectory: f.root.appendingPathComponent("job"))
+            for l in 0..<t.numHiddenLayers {
+                #expect(scored[l][0] == 0)
+                for v in 1..<library.count {
+                    let (a, b) = (scored[l][v], builtin[l][v])
+                    #expect(b > 0 && abs(a - b) <= 1e-4 * b + 1e-7,
+                            "\(folder.lastPathComponent) \(blocks == nil ? "pruned" : "trained") layer \(l) \(Puzzle.describe(library[v])): torch \(a) vs built-in \(b)")
+                    worst = max(worst, abs(a - b) / b)
+                }
+            }
+        }
+        print(String(format: "block library, torch vs built-in: 3 × %d variants × 3 layers, worst relative difference %.2e",
+                     library.count - 1, worst))
+    }
+
+    /// The same puzzle study (locally distilled blocks) on the torch backend and on the built-in
+    /// engine, the torch study starting from the built-in one's importance scores and trained
+    /// blocks: torch scores the block library itself and finds the same candidates; every trial's
+    /// inits are streamed from the teacher's files with the trained blocks in place, transformers
+    /// runs them through the nemotron-nas modeling file, and every trial's score is within 1e-3
+    /// relative of the built-in engine's; the torch study's winner exports.
     @Test func aPuzzleStudyOnTheTorchBackendScoresAsTheBuiltinEngine() throws {
         guard let python = BackendTests.python("aPuzzleStudyOnTheTorchBackendScoresAsTheBuiltinEngine") else { return }
         let (f, teacher) = try Self.fixture()
         defer { f.cleanup() }
         let t = try ModelConfig.load(teacher.appendingPathComponent("config.json"))
         let cap = t.inferenceCost(Workload(batch: 4, context: 64, weights: .bfloat16)).memoryBytes * 2 / 3
-        let cache = f.root.appendingPathComponent("importance")
         let bld: JSON = ["steps": 4, "batch_size": 4, "sequence_length": 16]
+        var lines: [String] = []
         func run(_ backend: JSON?, _ name: String) throws -> (StudyStore, [StudyStore.CandidateRow], [StudyStore.TrialRow]) {
             let store = try StudyStore(path: f.root.appendingPathComponent("\(name).sqlite").path)
             let spec = try Self.spec(f, teacher: teacher, memory: cap, solutions: 2, localDistillation: bld, backend: backend)
             let runner = try SearchRunner(spec: spec, store: store, results: f.root.appendingPathComponent("results-\(name)"),
-                                          importanceCache: cache)
-            runner.log = { _ in }
+                                          importanceCache: f.root.appendingPathComponent("importance-\(name)"))
+            runner.log = { lines.append($0) }
             let id = try runner.run(worker: name, extend: false)
             let trials = try store.trials(study: id)
             #expect(trials.allSatisfy { $0.state == "complete" || $0.state == "pruned" }, "\(name): \(trials.map { $0.error ?? "" })")
             return (store, try store.candidates(study: id), trials)
         }
         let (_, builtinCandidates, builtinTrials) = try run(nil, "builtin")
+        // The torch study finds the built-in study's importance scores and trained blocks (so both
+        // start from the same blocks), and scores the library itself.
+        let fm = FileManager.default, cache = f.root.appendingPathComponent("importance-torch")
+        try fm.createDirectory(at: cache, withIntermediateDirectories: true)
+        for name in try fm.contentsOfDirectory(atPath: f.root.appendingPathComponent("importance-builtin").path)
+        where !(name.hasPrefix("puzzle-") && name.hasSuffix(".json")) {
+            try fm.copyItem(at: f.root.appendingPathComponent("importance-builtin").appendingPathComponent(name),
+                            to: cache.appendingPathComponent(name))
+        }
+        lines = []
         let (torchStore, torchCandidates, torchTrials) = try run(["name": "torch", "python": .string(python), "device": "cpu"], "torch")
+        #expect(lines.contains { $0.contains("the block library scored by the torch backend") }, "\(lines)")
+        #expect(lines.contains { $0.contains("reusing the locally distilled blocks") }, "\(lines)")
         #expect(torchCandidates.map(\.hash) == builtinCandidates.map(\.hash))
         #expect(torchCandidates.allSatisfy { Candidate.layerVariants($0.architecture) != nil })
         let builtinScores = Dictionary(uniqueKeysWithValues: builtinTrials.compactMap { t in t.score.map { ("\(t.hash)/\(t.rung)", $0) } })

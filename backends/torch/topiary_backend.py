@@ -75,10 +75,10 @@ def check_value(value, s, where, source):
 
 def check_job(job):
     """Raises ValueError naming the first key of `job` that its kind's schema does not allow."""
-    if not isinstance(job, dict) or job.get("kind") not in ("distill", "importance", "throughput"):
-        raise ValueError(f"job kind {job.get('kind') if isinstance(job, dict) else job!r} is not distill, importance "
-                         "or throughput")
-    name = f"{job['kind']}-job.schema.json"
+    kinds = ("distill", "importance", "throughput", "block_scores")
+    if not isinstance(job, dict) or job.get("kind") not in kinds:
+        raise ValueError(f"job kind {job.get('kind') if isinstance(job, dict) else job!r} is not one of {', '.join(kinds)}")
+    name = f"{job['kind'].replace('_', '-')}-job.schema.json"
     check_value(job, load_schema(name), "job", name)
 
 
@@ -811,6 +811,129 @@ def importance(job):
     return 0
 
 
+# ---------------------------------------------------------------- Puzzle's block library
+
+class VariantAttention(torch.nn.Module):
+    """A layer's attention replaced by a variant's: all query heads over `groups` key/value groups,
+    rotary embeddings, causal SDPA (the calibration windows have no padding). `hf`: called as
+    transformers' Llama attention (keyword arguments, returns (output, None)); else as the
+    nemotron-nas modeling file's (x, cos, sin, mask), returning the output."""
+
+    def __init__(self, tensors, heads, groups, head_dim, hf):
+        super().__init__()
+        self.w = {k: tensors[f"self_attn.{k}_proj.weight"] for k in "qkvo"}
+        self.heads, self.groups, self.d, self.hf = heads, groups, head_dim, hf
+
+    def forward(self, *args, **kwargs):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+        if self.hf:
+            x = kwargs.get("hidden_states", args[0] if args else None)
+            cos, sin = kwargs["position_embeddings"]
+        else:
+            x, cos, sin = args[0], args[1], args[2]
+        b, t, _ = x.shape
+        q = (x @ self.w["q"].T).view(b, t, self.heads, self.d).transpose(1, 2)
+        k = (x @ self.w["k"].T).view(b, t, self.groups, self.d).transpose(1, 2)
+        v = (x @ self.w["v"].T).view(b, t, self.groups, self.d).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=self.d ** -0.5, enable_gqa=self.heads != self.groups)
+        out = out.transpose(1, 2).reshape(b, t, self.heads * self.d) @ self.w["o"].T
+        return (out, None) if self.hf else out
+
+
+class VariantMLP(torch.nn.Module):
+    def __init__(self, tensors):
+        super().__init__()
+        self.w = {k: tensors[f"mlp.{k}_proj.weight"] for k in ("gate", "up", "down")}
+
+    def forward(self, x):
+        return (torch.nn.functional.silu(x @ self.w["gate"].T) * (x @ self.w["up"].T)) @ self.w["down"].T
+
+
+class Nothing(torch.nn.Module):
+    """A removed attention or MLP: adds nothing to the residual stream."""
+
+    def __init__(self, hf_attention=False):
+        super().__init__()
+        self.hf_attention = hf_attention
+
+    def forward(self, *args, **kwargs):
+        x = kwargs.get("hidden_states", args[0] if args else None)
+        zero = torch.zeros_like(x)
+        return (zero, None) if self.hf_attention else zero
+
+
+def replaced(layer, block, tensors, config):
+    """Swaps `layer`'s attention, MLP and norms for the variant's; returns the undo."""
+    saved = {n: getattr(layer, n) for n in ("self_attn", "mlp") if hasattr(layer, n)}
+    norms = {n: getattr(layer, n).weight.detach().clone() for n in ("input_layernorm", "post_attention_layernorm")
+             if hasattr(layer, n)}
+    flags = {n: getattr(layer, n) for n in ("has_attention", "has_mlp") if hasattr(layer, n)}
+    hf = not hasattr(layer, "has_attention")  # transformers' Llama/Mistral layer, else nemotron-nas
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if block["groups"] is None:
+        if hf:
+            layer.self_attn = Nothing(hf_attention=True)
+        else:
+            layer.has_attention = False
+    else:
+        layer.self_attn = VariantAttention(tensors, config.num_attention_heads, block["groups"], head_dim, hf)
+        layer.input_layernorm.weight.data.copy_(tensors["input_layernorm.weight"])
+    if block["mlp"] is None:
+        if hf:
+            layer.mlp = Nothing()
+        else:
+            layer.has_mlp = False
+    else:
+        layer.mlp = VariantMLP(tensors)
+        layer.post_attention_layernorm.weight.data.copy_(tensors["post_attention_layernorm.weight"])
+
+    def undo():
+        for n, m in saved.items():
+            setattr(layer, n, m)
+        for n, w in norms.items():
+            getattr(layer, n).weight.data.copy_(w)
+        for n, f in flags.items():
+            setattr(layer, n, f)
+    return undo
+
+
+def block_scores(job):
+    """BlockLibrary.replacementScores of Sources/Proxy/Heterogeneous.swift: for each block, the
+    teacher with that one layer's attention and MLP (and their norms) replaced by the variant's,
+    scored by the mean over calibration tokens of KL(teacher ‖ replaced) at temperature 1."""
+    device, dtype = device_and_dtype(job)
+    memory = PeakMemory(device)
+    beat = Heartbeat(job["heartbeat_seconds"])
+    teacher = load_model(job["teacher"], device, dtype, "sdpa").eval()
+    teacher.requires_grad_(False)
+    layers, _ = decoder_layers(teacher)
+    tokens = load_tensors(job["calibration"]["file"])["tokens"].long()
+    B = job["batch"]
+    batches = [tokens[i:i + B].to(device) for i in range(0, tokens.shape[0], B)]
+    with torch.inference_mode():
+        reference = [torch.log_softmax(teacher(input_ids=x).logits.float(), dim=-1) for x in batches]
+        with safe_open(job["variants"]["file"], framework="pt", device=str(device)) as f:
+            names = list(f.keys())
+            for block in job["blocks"]:
+                prefix = block["name"] + "/"
+                tensors = {n[len(prefix):]: f.get_tensor(n).to(dtype) for n in names if n.startswith(prefix)}
+                undo = replaced(layers[block["layer"]], block, tensors, teacher.config)
+                try:
+                    total, count = 0.0, 0
+                    for x, lp in zip(batches, reference):
+                        logq = torch.log_softmax(teacher(input_ids=x).logits.float(), dim=-1)
+                        total += float((lp.exp() * (lp - logq)).sum(-1).double().sum())
+                        count += lp.shape[0] * lp.shape[1]
+                        beat.beat()
+                finally:
+                    undo()
+                emit("block_score", layer=block["layer"], name=block["name"], kl=total / max(count, 1))
+    emit("done", failed=[], **memory.fields())
+    return 0
+
+
 # ---------------------------------------------------------------- throughput
 
 class TimedLayer(torch.nn.Module):
@@ -1007,6 +1130,8 @@ def run_job(path):
         return importance(job)
     if kind == "throughput":
         return throughput(job)
+    if kind == "block_scores":
+        return block_scores(job)
     raise ValueError(f"unknown job kind '{kind}'")
 
 

@@ -740,7 +740,11 @@ struct ExternalBackend {
                         + "(its last step \(highest.values.max() ?? 0)); killed"
                     break
                 }
-                // A throughput job's parts are its progress.
+                // A throughput job's parts, a block-scores job's blocks are their progress.
+                if event == "block_score" {
+                    linesSinceProgress = 0
+                    lastProgress = Date()
+                }
                 if event == "timed" {
                     linesSinceProgress = 0
                     lastProgress = Date()

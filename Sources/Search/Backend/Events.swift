@@ -136,6 +136,14 @@ enum BackendEvent {
         }
     }
 
+    /// One block of a block-scores job scored: the mean KL divergence (nats per token) of the
+    /// teacher with that block in place from the teacher, over the calibration windows.
+    struct BlockScore: Codable, Equatable {
+        var layer: Int
+        var name: String
+        var kl: Double
+    }
+
     /// The events by name, each with an example that fills every field (for the schema).
     static let examples: [(event: String, example: any Encodable & Sendable)] = [
         ("ready", Ready(protocol: 2, backend: "torch")),
@@ -169,7 +177,8 @@ enum BackendEvent {
             Timed(
                 part: "block", key: "C576 H9 G3 D64 F1536 swiglu", prefill: 0.00125, decodeFirst: 0.0000625,
                 decodeLast: 0.000075, decodeError: 0.0039)
-        )
+        ),
+        ("block_score", BlockScore(layer: 3, name: "layers.3.kv1.mlp256", kl: 0.0625))
     ]
 
     /// The schema of every line: one of the events, told apart by `event`; a field is required
