@@ -59,6 +59,30 @@ public enum LocalDistillation {
         return block
     }
 
+    /// The batches local distillation trains on: the corpus's training split, language-balanced,
+    /// step k's batch is `batch(step: k − 1)` (so an external backend is sent the same tokens).
+    public static func sampler(corpus: TokenShards, settings s: LocalDistillationSettings) throws -> BatchSampler {
+        do {
+            return try BatchSampler(
+                shards: corpus, batch: s.batchSize, sequence: s.sequence, sampling: .temperature(0), seed: s.seed)
+        } catch let error as ModelError {
+            throw ProxyError.calibration("local distillation: \(error)")
+        }
+    }
+
+    /// The schedule of its rate: linear warmup over the first tenth of the steps (at least one),
+    /// then cosine decay to a tenth of the peak.
+    public static func schedule(steps: Int) -> LearningRateSchedule {
+        .cosine(warmup: max(1, steps / 10), minRatio: 0.1)
+    }
+
+    /// Its AdamW settings: the engine's, without weight decay.
+    public static var optimizer: AdamW.Settings {
+        var opt = AdamW.Settings()
+        opt.weightDecay = 0
+        return opt
+    }
+
     /// The normalised MSE (see the type) of `output` against the teacher's `target`, both from
     /// `input` (N·C each); with `gradient`, dLoss/d(output) into it.
     static func loss(
@@ -104,19 +128,14 @@ public enum LocalDistillation {
         for (l, vs) in variants.enumerated() {
             for v in vs where v != full && (v.keyValueGroups != nil || v.mlpWidth != nil) {
                 let model = try prunedBlock(teacher: teacher, layer: l, variant: v, importance: importance)
-                var opt = AdamW.Settings()
-                opt.weightDecay = 0
                 blocks.append(
-                    Trained(layer: l, variant: v, model: model, optimizer: AdamW(layout: model.layout, settings: opt)))
+                    Trained(
+                        layer: l, variant: v, model: model,
+                        optimizer: AdamW(layout: model.layout, settings: Self.optimizer)))
             }
         }
         let (B, T) = (s.batchSize, s.sequence), N = B * T
-        let sampler: BatchSampler
-        do {
-            sampler = try BatchSampler(shards: corpus, batch: B, sequence: T, sampling: .temperature(0), seed: s.seed)
-        } catch let error as ModelError {
-            throw ProxyError.calibration("local distillation: \(error)")
-        }
+        let sampler = try Self.sampler(corpus: corpus, settings: s)
         // The teacher's residual stream, layer by layer (its head is not needed).
         let teacherActs = Activations(config: t, batch: B, sequence: T)
         // One set of activations per block shape: blocks train one after another.
@@ -124,7 +143,7 @@ public enum LocalDistillation {
         let gradient = UnsafeMutablePointer<Float>.allocate(capacity: N * C)
         defer { gradient.deallocate() }
         let embedding = teacher.tensor(teacher.layout.entry(.embedding)!.name)!
-        let schedule = LearningRateSchedule.cosine(warmup: max(1, s.steps / 10), minRatio: 0.1)
+        let schedule = Self.schedule(steps: s.steps)
         let tailStart = s.steps - max(1, s.steps / 10)
         for step in 1...s.steps {
             // Asked to stop (SIGINT, SIGTERM): between steps, nothing written.
@@ -237,6 +256,32 @@ public struct BlockWeights: Sendable {
             try withSlices(
                 Array(rest.dropFirst()), done + [TensorSlice(name: name, shape: [values.count], values: $0)], body)
         }
+    }
+
+    /// Blocks trained elsewhere (an external backend), one tensor per block and layer tensor,
+    /// named `BLOCK/<name in the layer>` (``BlockLibrary/writeVariants(teacher:variants:importance:trained:to:)``'s
+    /// names): each block's one-layer model with its layer's tensors from the file. A tensor
+    /// missing, of the wrong size or not finite is an error naming it.
+    public static func readBlocks(from url: URL, teacher t: ModelConfig, blocks: [(layer: Int, variant: LayerVariant)])
+        throws -> BlockWeights
+    {
+        let file = try SafeTensorsFile(url: url)
+        var w = BlockWeights(teacher: t)
+        for (l, v) in blocks {
+            let model = DecoderModel(config: LocalDistillation.blockConfig(teacher: t, variant: v))
+            for e in model.layout.entries where e.layer == 0 {
+                let inLayer = e.name.hasPrefix("model.layers.0.") ? String(e.name.dropFirst("model.layers.0.".count)) : e.name
+                let key = "\(name(l, v))/\(inLayer)"
+                let values = try file.floats(key)
+                guard values.count == e.count, values.allSatisfy(\.isFinite) else {
+                    throw ProxyError.invalidTarget(
+                        field: "\(url.path): \(key)", reason: "\(values.count) values (finite?) for a tensor of \(e.count)")
+                }
+                _ = model.tensor(e.name)!.update(fromContentsOf: values)
+            }
+            w.blocks[l, default: [:]][v] = Array(UnsafeBufferPointer(start: model.parameters.pointer, count: model.parameters.count))
+        }
+        return w
     }
 
     /// Reads what ``write(to:)`` wrote for `variants` (per layer); a block missing from the file

@@ -207,17 +207,28 @@ public final class SearchRunner {
                 + "rate \(bld.learningRate), every block on the same teacher pass")
         let start = Date()
         let every = max(1, bld.steps / 10)
-        let (weights, losses) = try LocalDistillation.train(
-            teacher: try transientTeacher(), variants: variants, importance: importance, corpus: corpus, settings: bld
-        ) { [log] step, l in
-            guard step % every == 0 || step == 1 || step == bld.steps else { return }
-            let elapsed = Date().timeIntervalSince(start)
-            let tokens = Double(step * bld.batchSize * bld.sequence)
-            log(
-                String(
-                    format: "puzzle: local distillation step %d/%d, mean block loss %.4f, %.0f teacher tok/s, ETA %@",
-                    step, bld.steps, l.reduce(0, +) / Double(max(1, l.count)), tokens / max(elapsed, 1e-9),
-                    ProgressReporter.duration(elapsed / Double(step) * Double(bld.steps - step))))
+        let weights: BlockWeights, losses: [[Double?]]
+        if spec.backend.isBuiltin {
+            (weights, losses) = try LocalDistillation.train(
+                teacher: try transientTeacher(), variants: variants, importance: importance, corpus: corpus, settings: bld
+            ) { [log] step, l in
+                guard step % every == 0 || step == 1 || step == bld.steps else { return }
+                let elapsed = Date().timeIntervalSince(start)
+                let tokens = Double(step * bld.batchSize * bld.sequence)
+                log(
+                    String(
+                        format: "puzzle: local distillation step %d/%d, mean block loss %.4f, %.0f teacher tok/s, ETA %@",
+                        step, bld.steps, l.reduce(0, +) / Double(max(1, l.count)), tokens / max(elapsed, 1e-9),
+                        ProgressReporter.duration(elapsed / Double(step) * Double(bld.steps - step))))
+            }
+        } else {
+            log("puzzle: local distillation on the \(spec.backend.name) backend")
+            (weights, losses) = try ExternalBackend(spec: spec.backend, log: log, resident: backendResident)
+                .localDistillation(
+                    teacherPath: spec.teacher, teacher: teacherWeights, variants: variants, importance: importance,
+                    corpus: corpus, settings: bld,
+                    jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent(
+                        "jobs/puzzle-bld-\(ProcessInfo.processInfo.hostName)-\(getpid())"))
         }
         let final = losses.joined().compactMap { $0 }.filter { $0 > 0 }
         log(

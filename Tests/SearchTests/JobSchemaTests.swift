@@ -33,6 +33,8 @@ import Testing
         try Self.expectCommitted("distill-job.schema.json", distill)
         try Self.expectCommitted("importance-job.schema.json", try JSONSchema.of(ImportanceJob.example, title: "Topiary importance job"))
         try Self.expectCommitted("block-scores-job.schema.json", try JSONSchema.of(BlockScoresJob.example, title: "Topiary block-scores job"))
+        try Self.expectCommitted("local-distillation-job.schema.json",
+                                 try JSONSchema.of(LocalDistillationJob.example, title: "Topiary local-distillation job"))
         let throughput = try JSONSchema.of(ThroughputJob.example, title: "Topiary throughput job")
         try Self.expectCommitted("throughput-job.schema.json", throughput)
         // A layer without attention or without an MLP says so with null.

@@ -85,9 +85,51 @@ import Testing
                      library.count - 1, worst))
     }
 
+    /// Blockwise local distillation on the torch backend (the pruned blocks cut from the teacher's
+    /// files, the built-in engine's batches, schedule and AdamW) trains every block as the built-in
+    /// engine does: each block's loss over the last steps and its trained tensors agree.
+    @Test func theTorchBackendDistilsTheBlocksLocallyAsTheBuiltinEngine() throws {
+        guard let python = BackendTests.python("theTorchBackendDistilsTheBlocksLocallyAsTheBuiltinEngine") else { return }
+        let (f, teacher) = try Self.fixture()
+        defer { f.cleanup() }
+        let spec = try Self.spec(f, teacher: teacher, memory: 1 << 40)
+        let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+        runner.log = { _ in }
+        let importance = try runner.importance(), model = try runner.transientTeacher(), t = model.config
+        let library = try #require(spec.strategy.value as? Puzzle).library(teacher: t)
+        let variants = Array(repeating: library, count: t.numHiddenLayers)
+        let settings = LocalDistillationSettings(steps: 10, batchSize: 4, sequence: 16, learningRate: 3e-3, seed: 5)
+        let (builtin, builtinLosses) = try LocalDistillation.train(
+            teacher: model, variants: variants, importance: importance, corpus: runner.corpus, settings: settings)
+        var torch = BackendSpec()
+        torch.kind = .torch(python: python, script: nil)
+        let (trained, losses) = try ExternalBackend(spec: torch, log: { _ in }).localDistillation(
+            teacherPath: teacher.path, teacher: try CheckpointWeights(teacher), variants: variants, importance: importance,
+            corpus: runner.corpus, settings: settings, jobDirectory: f.root.appendingPathComponent("job"))
+        var worstLoss = 0.0, worstWeights = 0.0, blocks = 0
+        for l in 0..<t.numHiddenLayers {
+            for (j, v) in library.enumerated() {
+                #expect((losses[l][j] == nil) == (builtinLosses[l][j] == nil), "layer \(l) \(Puzzle.describe(v))")
+                guard let a = losses[l][j], let b = builtinLosses[l][j], b > 0 else { continue }
+                #expect(abs(a - b) <= 1e-3 * b, "layer \(l) \(Puzzle.describe(v)): loss torch \(a) vs built-in \(b)")
+                worstLoss = max(worstLoss, abs(a - b) / b)
+                let x = try #require(trained.blocks[l]?[v]), y = try #require(builtin.blocks[l]?[v])
+                let diff = zip(x, y).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }.squareRoot()
+                let norm = y.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                #expect(x.count == y.count && diff <= 1e-3 * norm, "layer \(l) \(Puzzle.describe(v)): weights differ by \(diff / norm)")
+                worstWeights = max(worstWeights, diff / norm)
+                blocks += 1
+            }
+        }
+        #expect(blocks == 7 * t.numHiddenLayers)
+        print(String(format: "local distillation, torch vs built-in: %d blocks × 10 steps, worst relative loss difference %.2e, "
+                     + "weights %.2e", blocks, worstLoss, worstWeights))
+    }
+
     /// The same puzzle study (locally distilled blocks) on the torch backend and on the built-in
-    /// engine, the torch study starting from the built-in one's importance scores and trained
-    /// blocks: torch scores the block library itself and finds the same candidates; every trial's
+    /// engine, the torch study starting from the built-in one's importance scores: torch distils
+    /// and scores the block library itself and finds the same candidates; every trial's
     /// inits are streamed from the teacher's files with the trained blocks in place, transformers
     /// runs them through the nemotron-nas modeling file, and every trial's score is within 1e-3
     /// relative of the built-in engine's; the torch study's winner exports.
@@ -111,19 +153,19 @@ import Testing
             return (store, try store.candidates(study: id), trials)
         }
         let (_, builtinCandidates, builtinTrials) = try run(nil, "builtin")
-        // The torch study finds the built-in study's importance scores and trained blocks (so both
-        // start from the same blocks), and scores the library itself.
+        // The torch study finds the built-in study's importance scores, and distils and scores
+        // the block library itself.
         let fm = FileManager.default, cache = f.root.appendingPathComponent("importance-torch")
         try fm.createDirectory(at: cache, withIntermediateDirectories: true)
         for name in try fm.contentsOfDirectory(atPath: f.root.appendingPathComponent("importance-builtin").path)
-        where !(name.hasPrefix("puzzle-") && name.hasSuffix(".json")) {
+        where !name.hasPrefix("puzzle-") {
             try fm.copyItem(at: f.root.appendingPathComponent("importance-builtin").appendingPathComponent(name),
                             to: cache.appendingPathComponent(name))
         }
         lines = []
         let (torchStore, torchCandidates, torchTrials) = try run(["name": "torch", "python": .string(python), "device": "cpu"], "torch")
         #expect(lines.contains { $0.contains("the block library scored by the torch backend") }, "\(lines)")
-        #expect(lines.contains { $0.contains("reusing the locally distilled blocks") }, "\(lines)")
+        #expect(lines.contains { $0.contains("local distillation on the torch backend") }, "\(lines)")
         #expect(torchCandidates.map(\.hash) == builtinCandidates.map(\.hash))
         #expect(torchCandidates.allSatisfy { Candidate.layerVariants($0.architecture) != nil })
         let builtinScores = Dictionary(uniqueKeysWithValues: builtinTrials.compactMap { t in t.score.map { ("\(t.hash)/\(t.rung)", $0) } })

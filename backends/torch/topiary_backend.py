@@ -75,7 +75,7 @@ def check_value(value, s, where, source):
 
 def check_job(job):
     """Raises ValueError naming the first key of `job` that its kind's schema does not allow."""
-    kinds = ("distill", "importance", "throughput", "block_scores")
+    kinds = ("distill", "importance", "throughput", "block_scores", "local_distillation")
     if not isinstance(job, dict) or job.get("kind") not in kinds:
         raise ValueError(f"job kind {job.get('kind') if isinstance(job, dict) else job!r} is not one of {', '.join(kinds)}")
     name = f"{job['kind'].replace('_', '-')}-job.schema.json"
@@ -934,6 +934,117 @@ def block_scores(job):
     return 0
 
 
+class TrainedBlock(torch.nn.Module):
+    """One variant of a teacher layer as local distillation trains it: x + attention(norm(x)) with
+    all query heads over `groups` groups (none when null), then + SwiGLU MLP(norm(·)) (none when
+    null), Llama's numerics in float32; its parameters are the variant's tensors, by their names
+    in the layer."""
+
+    def __init__(self, tensors, block, config):
+        super().__init__()
+        self.names = sorted(tensors)
+        self.params = torch.nn.ParameterList(torch.nn.Parameter(tensors[n].float().clone()) for n in self.names)
+        self.groups, self.has_mlp = block["groups"], block["mlp"] is not None
+        self.heads = config.num_attention_heads
+        self.d = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+
+    def w(self, name):
+        return self.params[self.names.index(name)]
+
+    def norm(self, x, name):
+        return self.w(name) * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+    def forward(self, x, cos, sin):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+        if self.groups is not None:
+            b, t, _ = x.shape
+            y = self.norm(x, "input_layernorm.weight")
+            q = (y @ self.w("self_attn.q_proj.weight").T).view(b, t, self.heads, self.d).transpose(1, 2)
+            k = (y @ self.w("self_attn.k_proj.weight").T).view(b, t, self.groups, self.d).transpose(1, 2)
+            v = (y @ self.w("self_attn.v_proj.weight").T).view(b, t, self.groups, self.d).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.d ** -0.5, enable_gqa=self.heads != self.groups)
+            x = x + out.transpose(1, 2).reshape(b, t, self.heads * self.d) @ self.w("self_attn.o_proj.weight").T
+        if self.has_mlp:
+            y = self.norm(x, "post_attention_layernorm.weight")
+            g = torch.nn.functional.silu(y @ self.w("mlp.gate_proj.weight").T) * (y @ self.w("mlp.up_proj.weight").T)
+            x = x + g @ self.w("mlp.down_proj.weight").T
+        return x
+
+
+def local_distillation(job):
+    """LocalDistillation.train of Sources/Proxy/LocalDistillation.swift: one teacher pass per
+    batch records every layer's input and output (and the rotary cos/sin); every block then takes
+    one AdamW step (no weight decay) on ‖(y − x) − (y_teacher − x)‖² / ‖y_teacher − x‖² summed over
+    the batch's tokens, at the cosine schedule's rate. A `step` line per block and step
+    (student = the block's name); the trained tensors are written to `out`."""
+    device, dtype = device_and_dtype(job)
+    memory = PeakMemory(device)
+    beat = Heartbeat(job["heartbeat_seconds"])
+    teacher = load_model(job["teacher"], device, dtype, "sdpa").eval()
+    teacher.requires_grad_(False)
+    layers, _ = decoder_layers(teacher)
+    config = teacher.config
+    seen = {}
+
+    def keep(l):
+        def hook(module, args, kwargs, output):
+            x = kwargs.get("hidden_states", args[0] if args else None)
+            if "position_embeddings" in kwargs:
+                cos, sin = kwargs["position_embeddings"]
+            else:  # the nemotron-nas modeling file: layer(x, cos, sin, mask)
+                cos, sin = args[1], args[2]
+            y = output[0] if isinstance(output, tuple) else output
+            seen[l] = (x.detach().float(), y.detach().float(), cos.detach(), sin.detach())
+        return hook
+
+    hooks = [layer.register_forward_hook(keep(l), with_kwargs=True) for l, layer in enumerate(layers)]
+    blocks = []
+    with safe_open(job["variants"]["file"], framework="pt", device=str(device)) as f:
+        names = list(f.keys())
+        for b in job["blocks"]:
+            prefix = b["name"] + "/"
+            tensors = {n[len(prefix):]: f.get_tensor(n) for n in names if n.startswith(prefix)}
+            module = TrainedBlock(tensors, b, config).to(device)
+            named = [(n, p) for n, p in zip(module.names, module.params)]
+            blocks.append({"spec": b, "module": module, "opt": AdamW(named, job["adamw"])})
+    tokens = load_tensors(job["batches"]["file"])["tokens"].long()
+    steps = tokens.shape[0]
+    emit("start", protocol=PROTOCOL, backend="torch", torch=torch.__version__, device=str(device), dtype="float32",
+         students=[b["spec"]["name"] for b in blocks], first=1, last=steps, teacher_loaded=True)
+    for k in range(steps):
+        seen.clear()
+        with torch.no_grad():
+            teacher.model(input_ids=tokens[k].to(device))
+        lr = learning_rate(job["schedule"], k + 1, steps, job["learning_rate"])
+        for b in blocks:
+            x, y_teacher, cos, sin = seen[b["spec"]["layer"]]
+            b["module"].zero_grad(set_to_none=False)
+            for p in b["module"].params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            y = b["module"](x, cos, sin)
+            loss = ((y - y_teacher) ** 2).sum() / ((y_teacher - x) ** 2).sum().clamp_min(1e-30)
+            value = float(loss)
+            if not math.isfinite(value):
+                raise FloatingPointError(f"local distillation of {b['spec']['name']} diverged at step {k + 1}")
+            loss.backward()
+            norm = b["opt"].update(lr)
+            emit("step", student=b["spec"]["name"], step=k + 1, train_loss=value, lr=lr, grad_norm=norm)
+            beat.beat(step=k + 1)
+    for h in hooks:
+        h.remove()
+    out = {f"{b['spec']['name']}/{n}": p.detach().float().cpu().contiguous()
+           for b in blocks for n, p in zip(b["module"].names, b["module"].params)}
+    tmp = job["out"] + ".tmp"
+    save_file(out, tmp, metadata={"format": "pt"})
+    os.replace(tmp, job["out"])
+    emit("done", failed=[], **memory.fields())
+    return 0
+
+
 # ---------------------------------------------------------------- throughput
 
 class TimedLayer(torch.nn.Module):
@@ -1132,6 +1243,8 @@ def run_job(path):
         return throughput(job)
     if kind == "block_scores":
         return block_scores(job)
+    if kind == "local_distillation":
+        return local_distillation(job)
     raise ValueError(f"unknown job kind '{kind}'")
 
 
