@@ -11,12 +11,24 @@ public struct LocalDistillationSettings: Sendable, Equatable, Codable {
     public var learningRate: Double
     /// The batches' seed (the corpus's training split, language-balanced).
     public var seed: UInt64
-    public init(steps: Int, batchSize: Int, sequence: Int, learningRate: Double, seed: UInt64) {
+    /// How many layers' blocks train at once (nil: all): memory holds the blocks of that many
+    /// layers with their gradients and AdamW moments, and the teacher runs once per pass over the
+    /// batches. The trained blocks are the same whatever it is (each block sees the same batches).
+    public var layersPerPass: Int? = nil
+    public init(
+        steps: Int, batchSize: Int, sequence: Int, learningRate: Double, seed: UInt64, layersPerPass: Int? = nil
+    ) {
         self.steps = steps; self.batchSize = batchSize; self.sequence = sequence
-        self.learningRate = learningRate; self.seed = seed
+        self.learningRate = learningRate; self.seed = seed; self.layersPerPass = layersPerPass
     }
-    /// What it changes in a cache key.
+    /// What it changes in a cache key (not `layersPerPass`: it changes no block).
     public var description: String { "bld:\(steps)x\(batchSize)x\(sequence)@\(learningRate)#\(seed)" }
+
+    /// The passes over the batches for `layers` layers: each a range of layers whose blocks train together.
+    public func passes(layers L: Int) -> [Range<Int>] {
+        let n = max(1, min(layersPerPass ?? L, L))
+        return stride(from: 0, to: L, by: n).map { $0..<min($0 + n, L) }
+    }
 }
 
 /// Puzzle's blockwise local distillation (arXiv 2411.19146, §3.2): every variant of every layer,
@@ -106,10 +118,33 @@ public enum LocalDistillation {
     /// Trains every variant of `variants[l]` (other than the teacher's own block and blocks
     /// without parameters) and returns their weights and each one's mean loss over the last
     /// tenth of the steps (`losses[l][v]`, 0 for the teacher's block, nil where not trained).
-    /// `progress(step, losses of this step)` after every step.
+    /// The blocks of `s.passes(layers:)`'s layer ranges train one range at a time, each over all
+    /// the batches. `progress(step, losses of this step)` after every step of every pass (step
+    /// counts on across passes, to `steps × passes`).
     public static func train(
         teacher: DecoderModel, variants: [[LayerVariant]], importance: ImportanceScores, corpus: TokenShards,
         settings s: LocalDistillationSettings, progress: (Int, [Double]) -> Void = { _, _ in }
+    ) throws -> (weights: BlockWeights, losses: [[Double?]]) {
+        let L = teacher.config.numHiddenLayers
+        let full = LayerVariant(keyValueGroups: teacher.config.numKeyValueHeads, mlpWidth: teacher.config.intermediateSize)
+        var weights = BlockWeights(teacher: teacher.config)
+        var losses: [[Double?]] = variants.map { $0.map { $0 == full ? 0 : nil } }
+        for (p, layers) in s.passes(layers: L).enumerated() {
+            let only = variants.enumerated().map { l, vs in layers.contains(l) ? vs : [] }
+            let (w, lo) = try trainPass(teacher: teacher, variants: only, importance: importance, corpus: corpus, settings: s)
+            { step, l in progress(p * s.steps + step, l) }
+            for l in layers {
+                weights.blocks[l] = w.blocks[l]
+                for j in variants[l].indices where lo[l].indices.contains(j) { losses[l][j] = lo[l][j] }
+            }
+        }
+        return (weights, losses)
+    }
+
+    /// One pass: every block of `variants` (layers with no variants train nothing) over all the batches.
+    static func trainPass(
+        teacher: DecoderModel, variants: [[LayerVariant]], importance: ImportanceScores, corpus: TokenShards,
+        settings s: LocalDistillationSettings, progress: (Int, [Double]) -> Void
     ) throws -> (weights: BlockWeights, losses: [[Double?]]) {
         let t = teacher.config, L = t.numHiddenLayers, C = t.hiddenSize
         guard variants.count == L else {
@@ -136,6 +171,7 @@ public enum LocalDistillation {
         }
         let (B, T) = (s.batchSize, s.sequence), N = B * T
         let sampler = try Self.sampler(corpus: corpus, settings: s)
+        let deepest = (blocks.map(\.layer).max() ?? -1) + 1
         // The teacher's residual stream, layer by layer (its head is not needed).
         let teacherActs = Activations(config: t, batch: B, sequence: T)
         // One set of activations per block shape: blocks train one after another.
@@ -158,7 +194,8 @@ public enum LocalDistillation {
             for n in 0..<N {
                 (x0 + n * C).update(from: embedding.baseAddress! + Int(tokens[n]) * C, count: C)
             }
-            for l in 0..<L { try teacher.forward(layer: l, teacherActs) }
+            // Up to the last layer with blocks to train (a pass over early layers stops early).
+            for l in 0..<deepest { try teacher.forward(layer: l, teacherActs) }
             let lr = schedule.rate(step: step, total: s.steps, peak: s.learningRate)
             var losses: [Double] = []
             for i in blocks.indices {

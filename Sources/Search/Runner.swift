@@ -206,29 +206,50 @@ public final class SearchRunner {
                 + "layers, less the no-ops): \(bld.steps) steps of \(bld.batchSize) × \(bld.sequence) tokens, "
                 + "rate \(bld.learningRate), every block on the same teacher pass")
         let start = Date()
-        let every = max(1, bld.steps / 10)
-        let weights: BlockWeights, losses: [[Double?]]
+        let passes = bld.passes(layers: t.numHiddenLayers)
+        let total = bld.steps * passes.count
+        if passes.count > 1 {
+            log("puzzle: \(passes.count) passes over the batches, \(bld.layersPerPass ?? 0) layers' blocks at a time")
+        }
+        let every = max(1, total / 10)
+        var weights: BlockWeights, losses: [[Double?]]
         if spec.backend.isBuiltin {
             (weights, losses) = try LocalDistillation.train(
                 teacher: try transientTeacher(), variants: variants, importance: importance, corpus: corpus, settings: bld
             ) { [log] step, l in
-                guard step % every == 0 || step == 1 || step == bld.steps else { return }
+                guard step % every == 0 || step == 1 || step == total else { return }
                 let elapsed = Date().timeIntervalSince(start)
                 let tokens = Double(step * bld.batchSize * bld.sequence)
                 log(
                     String(
                         format: "puzzle: local distillation step %d/%d, mean block loss %.4f, %.0f teacher tok/s, ETA %@",
-                        step, bld.steps, l.reduce(0, +) / Double(max(1, l.count)), tokens / max(elapsed, 1e-9),
-                        ProgressReporter.duration(elapsed / Double(step) * Double(bld.steps - step))))
+                        step, total, l.reduce(0, +) / Double(max(1, l.count)), tokens / max(elapsed, 1e-9),
+                        ProgressReporter.duration(elapsed / Double(step) * Double(total - step))))
             }
         } else {
+            // One job per pass, each with its layers' blocks (a resident backend keeps the teacher).
             log("puzzle: local distillation on the \(spec.backend.name) backend")
-            (weights, losses) = try ExternalBackend(spec: spec.backend, log: log, resident: backendResident)
-                .localDistillation(
-                    teacherPath: spec.teacher, teacher: teacherWeights, variants: variants, importance: importance,
-                    corpus: corpus, settings: bld,
-                    jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent(
-                        "jobs/puzzle-bld-\(ProcessInfo.processInfo.hostName)-\(getpid())"))
+            weights = BlockWeights(teacher: t)
+            losses = variants.map { $0.map { $0 == library[0] ? 0 : nil } }
+            for (p, layers) in passes.enumerated() {
+                let only = variants.enumerated().map { l, vs in layers.contains(l) ? vs : [] }
+                let (w, lo) = try ExternalBackend(spec: spec.backend, log: log, resident: backendResident)
+                    .localDistillation(
+                        teacherPath: spec.teacher, teacher: teacherWeights, variants: only, importance: importance,
+                        corpus: corpus, settings: bld,
+                        jobDirectory: results.appendingPathComponent(spec.study).appendingPathComponent(
+                            "jobs/puzzle-bld-\(ProcessInfo.processInfo.hostName)-\(getpid())"))
+                for l in layers {
+                    weights.blocks[l] = w.blocks[l]
+                    losses[l] = lo[l]
+                }
+                if passes.count > 1 {
+                    log(
+                        String(
+                            format: "puzzle: local distillation pass %d/%d (layers %d–%d) done (%.0f s)", p + 1,
+                            passes.count, layers.lowerBound, layers.upperBound - 1, Date().timeIntervalSince(start)))
+                }
+            }
         }
         let final = losses.joined().compactMap { $0 }.filter { $0 > 0 }
         log(

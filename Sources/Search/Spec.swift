@@ -788,8 +788,9 @@ public struct SearchSpec: Sendable {
     }
 
     /// `strategy.local_distillation`: `true` (defaults), `false`/absent (blocks scored as
-    /// pruned), or `{"steps", "batch_size", "sequence_length", "learning_rate", "seed"}` —
-    /// by default 64 steps at the proxy's batch, sequence and rate, seed proxy.seed + 1.
+    /// pruned), or `{"steps", "batch_size", "sequence_length", "learning_rate", "seed",
+    /// "layers_per_pass"}` — by default 64 steps at the proxy's batch, sequence and rate, seed
+    /// proxy.seed + 1, every layer's blocks at once.
     private func readLocalDistillation(_ v: JSON?, _ rd: SpecReader, teacher t: ModelConfig) throws
         -> LocalDistillationSettings?
     {
@@ -800,7 +801,8 @@ public struct SearchSpec: Sendable {
             seed: proxy.seed &+ 1)
         if let b = v.bool { return b ? d : nil }
         guard let o = try rd.object(v, key) else { return nil }
-        try rd.check(o, key, ["steps", "batch_size", "sequence_length", "learning_rate", "seed"])
+        try rd.check(o, key, ["steps", "batch_size", "sequence_length", "learning_rate", "seed", "layers_per_pass"])
+        if let x = o["layers_per_pass"] { d.layersPerPass = try rd.int(x, key + ".layers_per_pass") }
         if let x = o["steps"] { d.steps = try rd.int(x, key + ".steps") }
         if let x = o["batch_size"] { d.batchSize = try rd.int(x, key + ".batch_size") }
         if let x = o["sequence_length"] {

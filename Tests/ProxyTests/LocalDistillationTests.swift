@@ -98,6 +98,32 @@ struct LocalDistillationTests {
         #expect(pruned > 1e-4 && pruned < 1, "\(pruned)")
     }
 
+    /// `layers_per_pass`: the blocks trained a few layers at a time (the teacher run once per pass
+    /// over the same batches) are the blocks trained all at once, bit for bit, with the same losses.
+    @Test func passesOfAFewLayersTrainTheSameBlocks() throws {
+        let (dir, corpus) = try Self.corpus()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let t = Self.teacher(vocab: ByteTokenizer().vocabularySize), scores = HeterogeneousPruningTests.scores(t.config)
+        let full = LayerVariant(keyValueGroups: 2, mlpWidth: 512)
+        let variants = Array(repeating: [full] + Self.variants, count: 3)
+        var settings = LocalDistillationSettings(steps: 6, batchSize: 4, sequence: 16, learningRate: 3e-3, seed: 7)
+        let (all, allLosses) = try LocalDistillation.train(
+            teacher: t, variants: variants, importance: scores, corpus: corpus, settings: settings)
+        settings.layersPerPass = 2
+        #expect(settings.passes(layers: 3) == [0..<2, 2..<3])
+        var steps: [Int] = []
+        let (passes, passLosses) = try LocalDistillation.train(
+            teacher: t, variants: variants, importance: scores, corpus: corpus, settings: settings
+        ) { step, _ in steps.append(step) }
+        #expect(steps == Array(1...12))
+        for l in 0..<3 {
+            #expect(passLosses[l] == allLosses[l], "layer \(l)")
+            for v in Self.variants { #expect(passes.blocks[l]?[v] == all.blocks[l]?[v] && all.blocks[l]?[v] != nil, "layer \(l) \(v)") }
+        }
+        #expect(settings.description == LocalDistillationSettings(steps: 6, batchSize: 4, sequence: 16, learningRate: 3e-3,
+                                                                  seed: 7).description)
+    }
+
     /// Training lowers every trained block's measure on a batch it never saw; the trained
     /// weights survive a round trip through their file; a student built with them carries them
     /// (its layer computes what the trained block computes), and one-block replacement scores

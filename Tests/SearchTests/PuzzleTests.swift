@@ -139,7 +139,8 @@ import Testing
         defer { f.cleanup() }
         let t = try ModelConfig.load(teacher.appendingPathComponent("config.json"))
         let cap = t.inferenceCost(Workload(batch: 4, context: 64, weights: .bfloat16)).memoryBytes * 2 / 3
-        let bld: JSON = ["steps": 4, "batch_size": 4, "sequence_length": 16]
+        // Two passes over the batches (layers 0–1, then 2): the same blocks as one pass.
+        let bld: JSON = ["steps": 4, "batch_size": 4, "sequence_length": 16, "layers_per_pass": 2]
         var lines: [String] = []
         func run(_ backend: JSON?, _ name: String) throws -> (StudyStore, [StudyStore.CandidateRow], [StudyStore.TrialRow]) {
             let store = try StudyStore(path: f.root.appendingPathComponent("\(name).sqlite").path)
@@ -166,6 +167,7 @@ import Testing
         let (torchStore, torchCandidates, torchTrials) = try run(["name": "torch", "python": .string(python), "device": "cpu"], "torch")
         #expect(lines.contains { $0.contains("the block library scored by the torch backend") }, "\(lines)")
         #expect(lines.contains { $0.contains("local distillation on the torch backend") }, "\(lines)")
+        #expect(lines.contains { $0.contains("local distillation pass 2/2 (layers 2–2) done") }, "\(lines)")
         #expect(torchCandidates.map(\.hash) == builtinCandidates.map(\.hash))
         #expect(torchCandidates.allSatisfy { Candidate.layerVariants($0.architecture) != nil })
         let builtinScores = Dictionary(uniqueKeysWithValues: builtinTrials.compactMap { t in t.score.map { ("\(t.hash)/\(t.rung)", $0) } })
@@ -455,6 +457,7 @@ import Testing
         fails(["name": "puzzle", "local_distillation": ["steps": 0]], "strategy.local_distillation.steps")
         fails(["name": "puzzle", "local_distillation": ["sequence_length": 4096]], "strategy.local_distillation.sequence_length")
         fails(["name": "puzzle", "local_distillation": ["learning_rate": -1]], "strategy.local_distillation.learning_rate")
+        fails(["name": "puzzle", "local_distillation": ["layers_per_pass": 0]], "strategy.local_distillation.layers_per_pass")
         // The fixture's own teacher (MLP 32) cannot be written as nemotron-nas.
         #expect { _ = try f.parse(f.spec(["strategy": ["name": "puzzle"], "space": [:]])) } throws: {
             "\($0)".contains("intermediate_size")

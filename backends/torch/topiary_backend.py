@@ -906,8 +906,7 @@ def block_scores(job):
     device, dtype = device_and_dtype(job)
     memory = PeakMemory(device)
     beat = Heartbeat(job["heartbeat_seconds"])
-    teacher = load_model(job["teacher"], device, dtype, "sdpa").eval()
-    teacher.requires_grad_(False)
+    teacher, _ = teacher_for(job["teacher"], device, dtype, "sdpa")
     layers, _ = decoder_layers(teacher)
     tokens = load_tensors(job["calibration"]["file"])["tokens"].long()
     B = job["batch"]
@@ -932,6 +931,10 @@ def block_scores(job):
                 emit("block_score", layer=block["layer"], name=block["name"], kl=total / max(count, 1))
     emit("done", failed=[], **memory.fields())
     return 0
+
+
+class StopForward(Exception):
+    """Ends a teacher's forward pass once the layers a job needs have run."""
 
 
 class TrainedBlock(torch.nn.Module):
@@ -983,11 +986,11 @@ def local_distillation(job):
     device, dtype = device_and_dtype(job)
     memory = PeakMemory(device)
     beat = Heartbeat(job["heartbeat_seconds"])
-    teacher = load_model(job["teacher"], device, dtype, "sdpa").eval()
-    teacher.requires_grad_(False)
+    teacher, _ = teacher_for(job["teacher"], device, dtype, "sdpa")
     layers, _ = decoder_layers(teacher)
     config = teacher.config
     seen = {}
+    wanted = sorted({b["layer"] for b in job["blocks"]})
 
     def keep(l):
         def hook(module, args, kwargs, output):
@@ -998,9 +1001,12 @@ def local_distillation(job):
                 cos, sin = args[1], args[2]
             y = output[0] if isinstance(output, tuple) else output
             seen[l] = (x.detach().float(), y.detach().float(), cos.detach(), sin.detach())
+            if l == wanted[-1]:
+                raise StopForward  # the layers after the deepest block's are not needed
         return hook
 
-    hooks = [layer.register_forward_hook(keep(l), with_kwargs=True) for l, layer in enumerate(layers)]
+    # Only the layers this job trains blocks of are kept (a pass of a few layers holds a few).
+    hooks = [layers[l].register_forward_hook(keep(l), with_kwargs=True) for l in wanted]
     blocks = []
     with safe_open(job["variants"]["file"], framework="pt", device=str(device)) as f:
         names = list(f.keys())
@@ -1011,13 +1017,16 @@ def local_distillation(job):
             named = [(n, p) for n, p in zip(module.names, module.params)]
             blocks.append({"spec": b, "module": module, "opt": AdamW(named, job["adamw"])})
     tokens = load_tensors(job["batches"]["file"])["tokens"].long()
-    steps = tokens.shape[0]
+    steps = tokens.shape[0] if blocks else 0
     emit("start", protocol=PROTOCOL, backend="torch", torch=torch.__version__, device=str(device), dtype="float32",
          students=[b["spec"]["name"] for b in blocks], first=1, last=steps, teacher_loaded=True)
     for k in range(steps):
         seen.clear()
-        with torch.no_grad():
-            teacher.model(input_ids=tokens[k].to(device))
+        try:
+            with torch.no_grad():
+                teacher.model(input_ids=tokens[k].to(device))
+        except StopForward:
+            pass
         lr = learning_rate(job["schedule"], k + 1, steps, job["learning_rate"])
         for b in blocks:
             x, y_teacher, cos, sin = seen[b["spec"]["layer"]]
@@ -1036,6 +1045,7 @@ def local_distillation(job):
             beat.beat(step=k + 1)
     for h in hooks:
         h.remove()
+    beat.beat()
     out = {f"{b['spec']['name']}/{n}": p.detach().float().cpu().contiguous()
            for b in blocks for n, p in zip(b["module"].names, b["module"].params)}
     tmp = job["out"] + ".tmp"
