@@ -12,9 +12,15 @@ Qwen2 shape; speed, memory and equivalence need no trained weights.
   2. Speed and memory: one proxy trial per shape (bf16, bf16 teacher, micro-batches): tokens/s,
      MFU against the GPU's peak, and the backend's peak memory against `topiary plan`'s.
   3. A 4-candidate successive-halving study of the SmolLM2-shaped teacher on the GPU.
+  4. Puzzle on the GPU (issue 27): `bench throughput --backend torch` times the SmolLM2-shaped
+     teacher's block library at a serving workload in bfloat16 (each block in a stack of the
+     model's depth, decode checked against prefill) with a whole-model check; then a puzzle study
+     under a memory budget runs local distillation, the block library's scores and the trials on
+     the GPU, and its winner exports as nemotron-nas and loads in transformers (trust_remote_code)
+     with Topiary's parameter count.
 
 Prints one JSON summary (also written to WORK/summary.json). TOPIARY_CHECK_DEVICE=cpu rehearses
-it on a CPU with small shapes (no bfloat16 step)."""
+it on a CPU with small shapes (no bfloat16 step); TOPIARY_CHECK_ONLY=puzzle runs step 4 alone."""
 import json
 import math
 import os
@@ -119,6 +125,59 @@ def run_study(path, name, extra=()):
     return db, out, wall
 
 
+def puzzle(teacher, python):
+    """Step 4: the block library's throughput table on the device, and a puzzle study there."""
+    c = SHAPES["smollm2"]
+    F, G = c["intermediate_size"], c["num_key_value_heads"]
+    workload = {"batch": 4, "input": 256, "output": 32} if SMALL else {"batch": 16, "input": 2048, "output": 128}
+    backend = {"name": "torch", "python": python, "device": DEVICE, "dtype": "float32" if SMALL else "bfloat16"}
+    strategy = {"name": "puzzle", "solutions": 3, "min_hamming": 2, "num_key_value_heads": [G, 1],
+                "intermediate_size": [F, F // 2], "no_op": True, "min_steps": 4, "eta": 3,
+                "local_distillation": {"steps": 16, "batch_size": 4, "sequence_length": 128, "layers_per_pass": 10}}
+    table = os.path.join(WORK, "throughput-table.json")
+    budget = {"min": 1, "max": 10 ** 12,
+              "throughput": dict(workload, min=1, dtype="float32" if SMALL else "bfloat16", table=table)}
+    path = spec("puzzle-throughput", teacher, {}, {"steps": 12, "batch_size": 4, "sequence_length": 128}, backend,
+                strategy=strategy, budget=budget)
+    out, wall = topiary(["bench", "throughput", path, "--repeats", "5", "--check", "4"])
+    with open(table) as f:
+        t = json.load(f)
+    ratios = [float(x) for x in re.findall(r"measured/sum ([0-9.]+)", out)]
+    result = {"throughput": {"wall_seconds": wall, "machine": t["machine"], "engine": t["engine"],
+                             "roofline": t["roofline"], "blocks": t["blocks"], "outside": t["outside"],
+                             "whole_over_sum": ratios}}
+    log(f"puzzle throughput: {len(t['blocks'])} blocks in {wall:.0f} s, measured/sum {ratios}")
+    # The study: memory at a long context, where Puzzle gains most (two thirds of the teacher's).
+    kv = 2 * c["num_hidden_layers"] * G * c["head_dim"] * 2 * 8192 * 4
+    weights = 2 * (c["vocab_size"] * c["hidden_size"] + c["num_hidden_layers"] * (
+        c["hidden_size"] * (c["num_attention_heads"] + 2 * G) * c["head_dim"] + c["num_attention_heads"] * c["head_dim"]
+        * c["hidden_size"] + 3 * c["hidden_size"] * F))
+    budget = {"max": 10 ** 12, "workload": {"batch": 4, "context": 8192, "dtype": "bfloat16"},
+              "memory": int((kv + weights) * 2 / 3)}
+    path = spec("puzzle-memory", teacher, {}, {"steps": 12, "batch_size": 4, "sequence_length": 128}, backend,
+                strategy=strategy, budget=budget)
+    db, out, wall = run_study(path, "puzzle-memory")
+    export = os.path.join(WORK, "puzzle-export")
+    shutil.rmtree(export, ignore_errors=True)
+    topiary(["export", "puzzle-memory", "--db", db, "--top", "1", "--out", export,
+             "--importance-cache", os.path.join(WORK, "importance"), "--artifacts", os.path.join(WORK, "artifacts")])
+    winner = os.path.join(export, sorted(os.listdir(export))[0])
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(winner, trust_remote_code=True, torch_dtype=torch.float32)
+    info, _ = topiary(["model", "info", winner, "--json"])
+    counted = json.loads(info)["parameters"]
+    params = sum(p.numel() for p in model.parameters())
+    on_gpu = all(s in out for s in ("local distillation on the torch backend", "scored by the torch backend"))
+    result["study"] = {"wall_seconds": wall, "scores": scores(db, "puzzle-memory"), "winner": os.path.basename(winner),
+                       "winner_parameters_transformers": params, "winner_parameters_topiary": counted,
+                       "library_and_distillation_on_the_backend": on_gpu,
+                       "log_tail": out.strip().split("\n")[-12:]}
+    result["passed"] = bool(on_gpu and t["blocks"] and result["study"]["scores"] and params == counted)
+    log(f"puzzle study: {result['study']['scores']} in {wall:.0f} s; winner {params} parameters in transformers")
+    return result
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     if DEVICE == "cpu":
@@ -134,6 +193,13 @@ def main():
     python = sys.executable
     teachers = {n: build(n) for n in SHAPES}
     L = SHAPES["smollm2"]["num_hidden_layers"]
+    if os.environ.get("TOPIARY_CHECK_ONLY") == "puzzle":
+        summary["puzzle"] = puzzle(teachers["smollm2"], python)
+        summary["passed"] = summary["puzzle"]["passed"]
+        with open(os.path.join(WORK, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        print(json.dumps(summary, indent=1))
+        return 0 if summary["passed"] else 1
 
     # 1. Equivalence.
     space = {"num_hidden_layers": [L - 2, L - 4]}
@@ -196,8 +262,11 @@ def main():
     summary["halving"] = {"wall_seconds": wall, "scores": scores(db, "halving"),
                           "teacher_loads": out.count(": teacher loaded"), "top": top.strip().split("\n")[:6]}
 
+    # 4. Puzzle on the GPU: throughput of the block library, then a study with local distillation.
+    summary["puzzle"] = puzzle(teachers["smollm2"], python)
+
     ok = summary["equivalence"]["torch_fp32_vs_builtin_worst_relative"] <= 1e-4 and (
-        summary["equivalence"].get("bf16_vs_fp32_worst_relative", 0) <= 1e-2)
+        summary["equivalence"].get("bf16_vs_fp32_worst_relative", 0) <= 1e-2) and summary["puzzle"]["passed"]
     summary["passed"] = bool(ok)
     with open(os.path.join(WORK, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)

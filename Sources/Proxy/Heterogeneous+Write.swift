@@ -36,7 +36,8 @@ extension HeterogeneousPruning {
                     if block?.layer != l { block = (l, try trained.block(layer: l, variant: variants[l], teacher: t)) }
                     if let m = block?.model {
                         guard let src = m.layout.entry(role, layer: 0).flatMap({ m.tensor($0.name) }) else {
-                            throw ProxyError.invalidTarget(field: e.name, reason: "the trained block has no \(role) tensor")
+                            throw ProxyError.invalidTarget(
+                                field: e.name, reason: "the trained block has no \(role) tensor")
                         }
                         _ = dst.update(fromContentsOf: src)
                         return
@@ -100,7 +101,8 @@ extension BlockLibrary {
         let t = teacher.config, L = t.numHiddenLayers
         let full = LayerVariant(keyValueGroups: t.numKeyValueHeads, mlpWidth: t.intermediateSize)
         guard variants.count == L else {
-            throw ProxyError.invalidTarget(field: "block_configs", reason: "variants for \(variants.count) of \(L) layers")
+            throw ProxyError.invalidTarget(
+                field: "block_configs", reason: "variants for \(variants.count) of \(L) layers")
         }
         var blocks: [(layer: Int, variant: LayerVariant, name: String)] = []
         var entries: [(layer: Int, variant: LayerVariant, entry: ParameterEntry, name: String)] = []
@@ -112,7 +114,8 @@ extension BlockLibrary {
                 let name = BlockWeights.name(l, v)
                 blocks.append((l, v, name))
                 let prefix = "model.layers.\(l)."
-                for e in ParameterLayout(config: HeterogeneousPruning.studentConfig(teacher: t, variants: choice)).entries
+                for e in ParameterLayout(config: HeterogeneousPruning.studentConfig(teacher: t, variants: choice))
+                    .entries
                 where e.layer == l {
                     let inLayer = e.name.hasPrefix(prefix) ? String(e.name.dropFirst(prefix.count)) : e.name
                     entries.append((l, v, e, "\(name)/\(inLayer)"))

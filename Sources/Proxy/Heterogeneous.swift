@@ -14,7 +14,8 @@ public enum HeterogeneousPruning {
     /// teacher's, widths at most its own.
     public static func check(_ variants: [LayerVariant], teacher t: ModelConfig) throws {
         let whole = LayerVariant(keyValueGroups: t.numKeyValueHeads, mlpWidth: t.intermediateSize)
-        guard t.layerVariants?.allSatisfy({ $0 == whole }) ?? true, !t.isMixture, t.family.isGated, !t.family.hasNormBias,
+        guard t.layerVariants?.allSatisfy({ $0 == whole }) ?? true, !t.isMixture, t.family.isGated,
+            !t.family.hasNormBias,
             !t.family.hasQKVBias, !t.family.hasQKNorm, t.slidingWindow == nil
         else {
             throw ProxyError.invalidTarget(

@@ -126,13 +126,15 @@ public enum LocalDistillation {
         settings s: LocalDistillationSettings, progress: (Int, [Double]) -> Void = { _, _ in }
     ) throws -> (weights: BlockWeights, losses: [[Double?]]) {
         let L = teacher.config.numHiddenLayers
-        let full = LayerVariant(keyValueGroups: teacher.config.numKeyValueHeads, mlpWidth: teacher.config.intermediateSize)
+        let full = LayerVariant(
+            keyValueGroups: teacher.config.numKeyValueHeads, mlpWidth: teacher.config.intermediateSize)
         var weights = BlockWeights(teacher: teacher.config)
         var losses: [[Double?]] = variants.map { $0.map { $0 == full ? 0 : nil } }
         for (p, layers) in s.passes(layers: L).enumerated() {
             let only = variants.enumerated().map { l, vs in layers.contains(l) ? vs : [] }
-            let (w, lo) = try trainPass(teacher: teacher, variants: only, importance: importance, corpus: corpus, settings: s)
-            { step, l in progress(p * s.steps + step, l) }
+            let (w, lo) = try trainPass(
+                teacher: teacher, variants: only, importance: importance, corpus: corpus, settings: s
+            ) { step, l in progress(p * s.steps + step, l) }
             for l in layers {
                 weights.blocks[l] = w.blocks[l]
                 for j in variants[l].indices where lo[l].indices.contains(j) { losses[l][j] = lo[l][j] }
@@ -307,16 +309,19 @@ public struct BlockWeights: Sendable {
         for (l, v) in blocks {
             let model = DecoderModel(config: LocalDistillation.blockConfig(teacher: t, variant: v))
             for e in model.layout.entries where e.layer == 0 {
-                let inLayer = e.name.hasPrefix("model.layers.0.") ? String(e.name.dropFirst("model.layers.0.".count)) : e.name
+                let inLayer =
+                    e.name.hasPrefix("model.layers.0.") ? String(e.name.dropFirst("model.layers.0.".count)) : e.name
                 let key = "\(name(l, v))/\(inLayer)"
                 let values = try file.floats(key)
                 guard values.count == e.count, values.allSatisfy(\.isFinite) else {
                     throw ProxyError.invalidTarget(
-                        field: "\(url.path): \(key)", reason: "\(values.count) values (finite?) for a tensor of \(e.count)")
+                        field: "\(url.path): \(key)",
+                        reason: "\(values.count) values (finite?) for a tensor of \(e.count)")
                 }
                 _ = model.tensor(e.name)!.update(fromContentsOf: values)
             }
-            w.blocks[l, default: [:]][v] = Array(UnsafeBufferPointer(start: model.parameters.pointer, count: model.parameters.count))
+            w.blocks[l, default: [:]][v] = Array(
+                UnsafeBufferPointer(start: model.parameters.pointer, count: model.parameters.count))
         }
         return w
     }

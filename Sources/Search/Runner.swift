@@ -215,14 +215,16 @@ public final class SearchRunner {
         var weights: BlockWeights, losses: [[Double?]]
         if spec.backend.isBuiltin {
             (weights, losses) = try LocalDistillation.train(
-                teacher: try transientTeacher(), variants: variants, importance: importance, corpus: corpus, settings: bld
+                teacher: try transientTeacher(), variants: variants, importance: importance, corpus: corpus,
+                settings: bld
             ) { [log] step, l in
                 guard step % every == 0 || step == 1 || step == total else { return }
                 let elapsed = Date().timeIntervalSince(start)
                 let tokens = Double(step * bld.batchSize * bld.sequence)
                 log(
                     String(
-                        format: "puzzle: local distillation step %d/%d, mean block loss %.4f, %.0f teacher tok/s, ETA %@",
+                        format:
+                            "puzzle: local distillation step %d/%d, mean block loss %.4f, %.0f teacher tok/s, ETA %@",
                         step, total, l.reduce(0, +) / Double(max(1, l.count)), tokens / max(elapsed, 1e-9),
                         ProgressReporter.duration(elapsed / Double(step) * Double(total - step))))
             }

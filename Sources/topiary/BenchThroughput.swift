@@ -45,7 +45,9 @@ struct BenchThroughput: ParsableCommand {
     func validate() throws {
         try requireRange("--repeats", repeats, 1...1000)
         try requireRange("--check", check, 0...1000)
-        if let backend, !["builtin", "torch"].contains(backend) { throw ValidationError("--backend takes builtin or torch") }
+        if let backend, !["builtin", "torch"].contains(backend) {
+            throw ValidationError("--backend takes builtin or torch")
+        }
     }
 
     /// The external backend to time with, or nil for the built-in engine: --backend torch (its
@@ -220,7 +222,8 @@ struct BenchThroughput: ParsableCommand {
         let (table, times) = try BackendTiming.table(
             backend: torch, blocks: blocks.map { ($0.0, $0.1, $0.2) }, outside: outside.map { ($0.0, $0.1) },
             models: whole.map { ($0.0, $0.1) }, at: w, repeats: repeats,
-            jobDirectory: FileManager.default.temporaryDirectory.appendingPathComponent("topiary-throughput-\(getpid())")
+            jobDirectory: FileManager.default.temporaryDirectory.appendingPathComponent(
+                "topiary-throughput-\(getpid())")
         ) {
             print($0)
             fflush(nil)
@@ -233,7 +236,8 @@ struct BenchThroughput: ParsableCommand {
             print("whole-model check: \(whole.count) models, measured in one pass against the sum of their blocks")
             var ratios: [Double] = []
             for (name, config) in whole {
-                guard let sum = Throughput.estimate(config, at: w, table: table, roofline: nil), let t = times[name] else {
+                guard let sum = Throughput.estimate(config, at: w, table: table, roofline: nil), let t = times[name]
+                else {
                     continue
                 }
                 let measured = Double(w.batch * w.output) / t.seconds(output: w.output)

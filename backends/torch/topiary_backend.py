@@ -1073,8 +1073,8 @@ class TimedLayer(torch.nn.Module):
             self.norm1 = torch.nn.RMSNorm(c, eps=self.eps, device=device, dtype=dtype)
             self.q, self.k, self.v = lin(c, h * d, spec["qkv_bias"]), lin(c, self.g * d, spec["qkv_bias"]), lin(c, self.g * d, spec["qkv_bias"])
             self.o = lin(h * d, c)
-            self.qn = torch.nn.RMSNorm(d, eps=self.eps, device=device, dtype=dtype) if spec["qk_norm"] else None
-            self.kn = torch.nn.RMSNorm(d, eps=self.eps, device=device, dtype=dtype) if spec["qk_norm"] else None
+            self.qn = torch.nn.RMSNorm(d, eps=self.eps, device=device, dtype=dtype) if spec["query_key_norm"] else None
+            self.kn = torch.nn.RMSNorm(d, eps=self.eps, device=device, dtype=dtype) if spec["query_key_norm"] else None
             self.kc = torch.zeros(batch, self.g, capacity, d, device=device, dtype=dtype)
             self.vc = torch.zeros_like(self.kc)
             inv = 1.0 / (spec["rope_theta"] ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d))

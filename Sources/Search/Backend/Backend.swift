@@ -751,7 +751,8 @@ struct ExternalBackend {
                     log(
                         "backend \(spec.name): timed \(object["part"]?.string ?? "?") '\(object["key"]?.string ?? "?")'"
                             + String(
-                                format: " (prefill %.3g s, decode step %.3g → %.3g s)", object["prefill"]?.double ?? .nan,
+                                format: " (prefill %.3g s, decode step %.3g → %.3g s)",
+                                object["prefill"]?.double ?? .nan,
                                 object["decode_first"]?.double ?? .nan, object["decode_last"]?.double ?? .nan))
                 }
                 // Heartbeats only keep the clock going (done above); they are not kept.

@@ -6,7 +6,9 @@ import Proxy
 /// (`docs/schema/block-scores-job.schema.json`): the teacher with one layer's attention and MLP
 /// replaced by a variant's (its tensors in `variants.file`, named `BLOCK/<name in the layer>`),
 /// every other layer kept, scored by the mean KL divergence of its next-token distribution from
-/// the teacher's over the calibration windows (``BlockLibrary/replacementScores(teacher:variants:importance:calibration:trained:batch:progress:)``).
+/// the teacher's over the calibration windows, as
+/// ``BlockLibrary/replacementScores(teacher:variants:importance:calibration:trained:batch:progress:)``
+/// scores them.
 struct BlockScoresJob: Codable, Equatable {
     var `protocol` = 1
     var kind = "block_scores"
@@ -39,7 +41,7 @@ struct BlockScoresJob: Codable, Equatable {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(layer, forKey: .layer)
             try c.encode(name, forKey: .name)
-            try c.encode(groups, forKey: .groups)  // null, not absent
+            try c.encode(groups, forKey: .groups) // null, not absent
             try c.encode(mlp, forKey: .mlp)
         }
     }

@@ -3,8 +3,9 @@ import Model
 import Proxy
 
 /// The job file of Puzzle's blockwise local distillation run by an external backend
-/// (`docs/schema/local-distillation-job.schema.json`), as ``LocalDistillation/train(teacher:variants:importance:corpus:settings:progress:)``
-/// runs it: every block of `blocks`, initialised from its tensors in `variants.file` (named
+/// (`docs/schema/local-distillation-job.schema.json`), as
+/// ``LocalDistillation/train(teacher:variants:importance:corpus:settings:progress:)`` runs it:
+/// every block of `blocks`, initialised from its tensors in `variants.file` (named
 /// `BLOCK/<name in the layer>`), takes one AdamW step per batch of `batches.file` on the
 /// normalised MSE of its contribution to the residual stream against the teacher's layer, from
 /// the teacher layer's input; the trained tensors go to `out`, named as in `variants.file`.
@@ -64,7 +65,8 @@ extension ExternalBackend {
             let batch = sampler.batch(step: k).tokens
             if let bad = batch.first(where: { $0 < 0 || Int($0) >= t.vocabSize }) {
                 throw SearchError.backend(
-                    "local distillation: token id \(bad) of the corpus is outside the teacher's vocabulary 0..<\(t.vocabSize)")
+                    "local distillation: token id \(bad) of the corpus is outside the teacher's vocabulary 0..<\(t.vocabSize)"
+                )
             }
             tokens += batch
         }
@@ -83,7 +85,8 @@ extension ExternalBackend {
             },
             learningRate: s.learningRate,
             schedule: .init(
-                name: "cosine", warmup: warmup, minRatio: minRatio, decayFraction: LearningRateSchedule.defaultDecayFraction),
+                name: "cosine", warmup: warmup, minRatio: minRatio,
+                decayFraction: LearningRateSchedule.defaultDecayFraction),
             adamw: .init(
                 beta1: opt.beta1, beta2: opt.beta2, epsilon: opt.epsilon, weightDecay: opt.weightDecay,
                 gradientClip: opt.gradientClip ?? .greatestFiniteMagnitude),
@@ -104,7 +107,8 @@ extension ExternalBackend {
             switch BackendEvent.decode(BackendEvent.Step.self, line) {
             case let .success(step):
                 guard step.trainLoss.isFinite else {
-                    throw SearchError.backend("backend \(spec.name): block \(step.student) diverged at step \(step.step)")
+                    throw SearchError.backend(
+                        "backend \(spec.name): block \(step.student) diverged at step \(step.step)")
                 }
                 if step.step > tailStart { tails[step.student, default: []].append(step.trainLoss) }
             case let .failure(problem):

@@ -44,7 +44,7 @@ struct ThroughputJob: Codable, Equatable {
         var ropeTheta: Double
 
         enum CodingKeys: String, CodingKey {
-            case hidden, heads, groups, headDim = "head_dim", mlp, qkvBias = "qkv_bias", qkNorm = "qk_norm"
+            case hidden, heads, groups, headDim = "head_dim", mlp, qkvBias = "qkv_bias", qkNorm = "query_key_norm"
             case rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta"
         }
 
@@ -52,7 +52,7 @@ struct ThroughputJob: Codable, Equatable {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(hidden, forKey: .hidden)
             try c.encode(heads, forKey: .heads)
-            try c.encode(groups, forKey: .groups)  // null, not absent
+            try c.encode(groups, forKey: .groups) // null, not absent
             try c.encode(headDim, forKey: .headDim)
             try c.encode(mlp, forKey: .mlp)
             try c.encode(qkvBias, forKey: .qkvBias)
@@ -173,7 +173,8 @@ extension ExternalBackend {
         let machine: BackendEvent.Machine
         switch BackendEvent.decode(BackendEvent.Machine.self, m) {
         case let .success(decoded): machine = decoded
-        case let .failure(problem): throw SearchError.backend("backend \(spec.name): a malformed machine line (\(problem))")
+        case let .failure(problem):
+            throw SearchError.backend("backend \(spec.name): a malformed machine line (\(problem))")
         }
         guard machine.flopsPerSecond > 0, machine.bytesPerSecond > 0, machine.flopsPerSecond.isFinite,
             machine.bytesPerSecond.isFinite
@@ -186,11 +187,13 @@ extension ExternalBackend {
             let t: BackendEvent.Timed
             switch BackendEvent.decode(BackendEvent.Timed.self, line) {
             case let .success(decoded): t = decoded
-            case let .failure(problem): throw SearchError.backend("backend \(spec.name): a malformed timed line (\(problem))")
+            case let .failure(problem):
+                throw SearchError.backend("backend \(spec.name): a malformed timed line (\(problem))")
             }
             let times = PhaseTimes(prefill: t.prefill, decodeFirst: t.decodeFirst, decodeLast: t.decodeLast)
             guard [t.prefill, t.decodeFirst, t.decodeLast].allSatisfy({ $0.isFinite && $0 > 0 }) else {
-                throw SearchError.backend("backend \(spec.name): \(t.part) '\(t.key)': times are not positive and finite")
+                throw SearchError.backend(
+                    "backend \(spec.name): \(t.part) '\(t.key)': times are not positive and finite")
             }
             guard t.decodeError <= tolerance else {
                 throw SearchError.backend(
@@ -206,7 +209,8 @@ extension ExternalBackend {
             }
         }
         let missing =
-            job.blocks.map(\.key).filter { out.blocks[$0] == nil } + job.outside.map(\.key).filter { out.outside[$0] == nil }
+            job.blocks.map(\.key).filter { out.blocks[$0] == nil }
+            + job.outside.map(\.key).filter { out.outside[$0] == nil }
             + job.models.map(\.name).filter { out.models[$0] == nil }
         guard missing.isEmpty else {
             throw SearchError.backend("backend \(spec.name): no timing of \(missing.joined(separator: ", "))")
@@ -233,14 +237,17 @@ public enum BackendTiming {
             blocks: try blocks.map { key, b, c in
                 .init(key: key, layer: try ThroughputJob.layer(b, in: c), depth: max(1, c.numHiddenLayers))
             },
-            outside: outside.map { key, c in .init(key: key, hidden: c.hiddenSize, vocab: c.vocabSize, rmsNormEps: c.normEps) },
+            outside: outside.map { key, c in
+                .init(key: key, hidden: c.hiddenSize, vocab: c.vocabSize, rmsNormEps: c.normEps)
+            },
             models: try models.map { name, c in
                 .init(name: name, layers: try c.blocks.map { try ThroughputJob.layer($0, in: c) }, vocab: c.vocabSize)
             },
             heartbeatSeconds: 30)
         let r = try ExternalBackend(spec: backend, log: log).throughput(job, jobDirectory: jobDirectory)
         let table = ThroughputTable(
-            machine: r.machine, engine: r.engine, threads: r.threads, workload: w, roofline: r.roofline, blocks: r.blocks,
+            machine: r.machine, engine: r.engine, threads: r.threads, workload: w, roofline: r.roofline,
+            blocks: r.blocks,
             outside: r.outside)
         return (table, r.models)
     }
