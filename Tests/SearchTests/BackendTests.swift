@@ -144,24 +144,9 @@ import Testing
         guard let python = Self.python("torchDistillsHeterogeneousStudentsAsTheBuiltinEngine") else { return }
         let (f, teacher) = try PuzzleTests.fixture()
         defer { f.cleanup() }
-        let choices: [[LayerVariant]] = [
-            [LayerVariant(keyValueGroups: nil, mlpWidth: 512), LayerVariant(keyValueGroups: 1, mlpWidth: 256),
-             LayerVariant(keyValueGroups: 2, mlpWidth: nil)],
-            [LayerVariant(keyValueGroups: 1, mlpWidth: 256), LayerVariant(keyValueGroups: 2, mlpWidth: 512),
-             LayerVariant(keyValueGroups: nil, mlpWidth: 256)],
-        ]
         var worst = 0.0
         for sdpa in [false, true] {
-            var json = f.spec(["strategy": ["name": "puzzle", "intermediate_size": [512, 256], "num_key_value_heads": [2, 1]],
-                               "space": [:], "budget": ["max": 1_000_000],
-                               "proxy": ["steps": 20, "batch_size": 4, "sequence_length": 16, "eval_tokens": 64,
-                                         "learning_rate": 2e-3, "warmup": 3]])
-            json = .object(json.object!.merging(["teacher": .string(teacher.path)]) { $1 })
-            var run = try SideBySide(f, spec: try f.parse(json), python: python) { runner, scores in
-                try choices.enumerated().map { i, variants in
-                    ("hetero-\(i)", try HeterogeneousPruning.prune(teacher: runner.teacher, variants: variants, scores: scores))
-                }
-            }
+            var run = try Self.heterogeneousSideBySide(f, teacher: teacher, python: python)
             var torch = run.backend.spec
             torch.execution.attention = sdpa ? "sdpa" : "eager"
             torch.execution.activationCheckpointing = sdpa
@@ -175,6 +160,27 @@ import Testing
         }
         print(String(format: "torch vs built-in, 20 steps of 2 heterogeneous (nemotron-nas) students, eager and SDPA with "
                      + "checkpointing: worst relative step-loss difference %.2e", worst))
+    }
+
+    /// Two heterogeneous students of ``PuzzleTests/fixture()``'s teacher (a layer without
+    /// attention, merged groups, narrower MLPs, a layer without an MLP), side by side.
+    static func heterogeneousSideBySide(_ f: Fixture, teacher: URL, python: String) throws -> SideBySide {
+        let choices: [[LayerVariant]] = [
+            [LayerVariant(keyValueGroups: nil, mlpWidth: 512), LayerVariant(keyValueGroups: 1, mlpWidth: 256),
+             LayerVariant(keyValueGroups: 2, mlpWidth: nil)],
+            [LayerVariant(keyValueGroups: 1, mlpWidth: 256), LayerVariant(keyValueGroups: 2, mlpWidth: 512),
+             LayerVariant(keyValueGroups: nil, mlpWidth: 256)],
+        ]
+        var json = f.spec(["strategy": ["name": "puzzle", "intermediate_size": [512, 256], "num_key_value_heads": [2, 1]],
+                           "space": [:], "budget": ["max": 1_000_000],
+                           "proxy": ["steps": 20, "batch_size": 4, "sequence_length": 16, "eval_tokens": 64,
+                                     "learning_rate": 2e-3, "warmup": 3]])
+        json = .object(json.object!.merging(["teacher": .string(teacher.path)]) { $1 })
+        return try SideBySide(f, spec: try f.parse(json), python: python) { runner, scores in
+            try choices.enumerated().map { i, variants in
+                ("hetero-\(i)", try HeterogeneousPruning.prune(teacher: runner.teacher, variants: variants, scores: scores))
+            }
+        }
     }
 
     /// The first and last candidates of `space` (below 95% of the teacher), pruned and distilled
