@@ -204,7 +204,7 @@ public final class SearchRunner {
         log(
             "puzzle: local distillation of \(trainedCount) blocks (\(library.count - 1) variants × \(t.numHiddenLayers) "
                 + "layers, less the no-ops): \(bld.steps) steps of \(bld.batchSize) × \(bld.sequence) tokens, "
-                + "rate \(bld.learningRate), every block on the same teacher pass")
+                + "rate \(bld.learningRate), every block of a pass on the same teacher forward")
         let start = Date()
         let passes = bld.passes(layers: t.numHiddenLayers)
         let total = bld.steps * passes.count
