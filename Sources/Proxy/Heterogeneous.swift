@@ -22,7 +22,10 @@ public enum HeterogeneousPruning {
                 field: "teacher",
                 reason:
                     "heterogeneous candidates are cut from a homogeneous teacher with Llama's numerics (llama, "
-                    + "mistral without a window, nemotron-nas with equal layers); this one is \(t.family.rawValue)")
+                    + "mistral without a window, nemotron-nas with equal layers); this one is \(t.family.rawValue)"
+                    + (t.isMixture || t.hybridLayers != nil
+                        ? " — the nemotron-nas format they are written in has no per-layer experts, Mamba2 or "
+                            + "DeltaNet shapes, so its mixture or hybrid layers cannot be varied" : ""))
         }
         guard variants.count == t.numHiddenLayers else {
             throw ProxyError.invalidTarget(

@@ -734,6 +734,19 @@ public struct SearchSpec: Sendable {
     /// heads, widths the nemotron-nas format can write, at most the teacher's), the solutions,
     /// and the halving.
     private mutating func readPuzzle(_ s: [String: JSON], _ rd: SpecReader, teacher t: ModelConfig) throws {
+        // Variants the nemotron-nas format cannot write are refused here, by name, not at export.
+        let unwritable = [
+            "num_attention_heads":
+                "nemotron-nas keeps every layer's query heads (num_attention_heads is one number for the model); "
+                + "a layer may drop key/value groups (num_key_value_heads) or its attention (no_op)",
+            "num_experts": "nemotron-nas has no experts per layer: mixture variants cannot be written",
+            "num_local_experts": "nemotron-nas has no experts per layer: mixture variants cannot be written",
+            "mamba_num_heads": "nemotron-nas has no Mamba2 layers: hybrid variants cannot be written",
+            "linear_num_value_heads": "nemotron-nas has no Gated DeltaNet layers: hybrid variants cannot be written"
+        ]
+        if let (key, reason) = unwritable.sorted(by: { $0.key < $1.key }).first(where: { s[$0.key] != nil }) {
+            throw rd.fail("strategy.\(key)", reason)
+        }
         try rd.check(
             s, "strategy",
             [

@@ -458,6 +458,16 @@ import Testing
         fails(["name": "puzzle", "local_distillation": ["sequence_length": 4096]], "strategy.local_distillation.sequence_length")
         fails(["name": "puzzle", "local_distillation": ["learning_rate": -1]], "strategy.local_distillation.learning_rate")
         fails(["name": "puzzle", "local_distillation": ["layers_per_pass": 0]], "strategy.local_distillation.layers_per_pass")
+        // Variants the nemotron-nas format cannot write are refused by name.
+        fails(["name": "puzzle", "num_attention_heads": [2]], "strategy.num_attention_heads")
+        fails(["name": "puzzle", "num_experts": [2]], "strategy.num_experts")
+        fails(["name": "puzzle", "mamba_num_heads": [2]], "strategy.mamba_num_heads")
+        // A mixture teacher: its experts cannot vary per layer in the format.
+        let m = try Fixture(family: .mixtral)
+        defer { m.cleanup() }
+        #expect { _ = try m.parse(m.spec(["strategy": ["name": "puzzle"], "space": [:]])) } throws: {
+            "\($0)".contains("mixtral") && "\($0)".contains("per-layer experts")
+        }
         // The fixture's own teacher (MLP 32) cannot be written as nemotron-nas.
         #expect { _ = try f.parse(f.spec(["strategy": ["name": "puzzle"], "space": [:]])) } throws: {
             "\($0)".contains("intermediate_size")
