@@ -977,36 +977,9 @@ class TrainedBlock(torch.nn.Module):
         return x
 
 
-def local_distillation(job):
-    """LocalDistillation.train of Sources/Proxy/LocalDistillation.swift: one teacher pass per
-    batch records every layer's input and output (and the rotary cos/sin); every block then takes
-    one AdamW step (no weight decay) on ‖(y − x) − (y_teacher − x)‖² / ‖y_teacher − x‖² summed over
-    the batch's tokens, at the cosine schedule's rate. A `step` line per block and step
-    (student = the block's name); the trained tensors are written to `out`."""
-    device, dtype = device_and_dtype(job)
-    memory = PeakMemory(device)
-    beat = Heartbeat(job["heartbeat_seconds"])
-    teacher, _ = teacher_for(job["teacher"], device, dtype, "sdpa")
-    layers, _ = decoder_layers(teacher)
-    config = teacher.config
-    seen = {}
-    wanted = sorted({b["layer"] for b in job["blocks"]})
-
-    def keep(l):
-        def hook(module, args, kwargs, output):
-            x = kwargs.get("hidden_states", args[0] if args else None)
-            if "position_embeddings" in kwargs:
-                cos, sin = kwargs["position_embeddings"]
-            else:  # the nemotron-nas modeling file: layer(x, cos, sin, mask)
-                cos, sin = args[1], args[2]
-            y = output[0] if isinstance(output, tuple) else output
-            seen[l] = (x.detach().float(), y.detach().float(), cos.detach(), sin.detach())
-            if l == wanted[-1]:
-                raise StopForward  # the layers after the deepest block's are not needed
-        return hook
-
-    # Only the layers this job trains blocks of are kept (a pass of a few layers holds a few).
-    hooks = [layers[l].register_forward_hook(keep(l), with_kwargs=True) for l in wanted]
+def train_blocks(job, teacher, config, seen, device, beat):
+    """The training loop of `local_distillation`: every block one AdamW step per batch, on the
+    layer input and output the teacher's hooks put in `seen`. Returns the blocks."""
     blocks = []
     with safe_open(job["variants"]["file"], framework="pt", device=str(device)) as f:
         names = list(f.keys())
@@ -1043,9 +1016,46 @@ def local_distillation(job):
             norm = b["opt"].update(lr)
             emit("step", student=b["spec"]["name"], step=k + 1, train_loss=value, lr=lr, grad_norm=norm)
             beat.beat(step=k + 1)
-    for h in hooks:
-        h.remove()
-    beat.beat()
+    return blocks
+
+
+def local_distillation(job):
+    """LocalDistillation.train of Sources/Proxy/LocalDistillation.swift: one teacher pass per
+    batch records the input and output (and the rotary cos/sin) of each layer it trains blocks
+    of, stopping after the deepest; every block then takes
+    one AdamW step (no weight decay) on ‖(y − x) − (y_teacher − x)‖² / ‖y_teacher − x‖² summed over
+    the batch's tokens, at the cosine schedule's rate. A `step` line per block and step
+    (student = the block's name); the trained tensors are written to `out`."""
+    device, dtype = device_and_dtype(job)
+    memory = PeakMemory(device)
+    beat = Heartbeat(job["heartbeat_seconds"])
+    teacher, _ = teacher_for(job["teacher"], device, dtype, "sdpa")
+    layers, _ = decoder_layers(teacher)
+    config = teacher.config
+    seen = {}
+    wanted = sorted({b["layer"] for b in job["blocks"]})
+
+    def keep(l):
+        def hook(module, args, kwargs, output):
+            x = kwargs.get("hidden_states", args[0] if args else None)
+            if "position_embeddings" in kwargs:
+                cos, sin = kwargs["position_embeddings"]
+            else:  # the nemotron-nas modeling file: layer(x, cos, sin, mask)
+                cos, sin = args[1], args[2]
+            y = output[0] if isinstance(output, tuple) else output
+            seen[l] = (x.detach().float(), y.detach().float(), cos.detach(), sin.detach())
+            if l == wanted[-1]:
+                raise StopForward  # the layers after the deepest block's are not needed
+        return hook
+
+    # Only the layers this job trains blocks of are kept (a pass of a few layers holds a few).
+    # The hooks come off whatever happens: a resident backend keeps this teacher for later jobs.
+    hooks = [layers[l].register_forward_hook(keep(l), with_kwargs=True) for l in wanted]
+    try:
+        blocks = train_blocks(job, teacher, config, seen, device, beat)
+    finally:
+        for h in hooks:
+            h.remove()
     out = {f"{b['spec']['name']}/{n}": p.detach().float().cpu().contiguous()
            for b in blocks for n, p in zip(b["module"].names, b["module"].params)}
     tmp = job["out"] + ".tmp"
