@@ -169,7 +169,8 @@ def rope_fixtures(wanted):
 NEMOTRON_H_SMALL = dict(
     vocab_size=61, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=40,
     mamba_num_heads=4, mamba_head_dim=6, n_groups=2, ssm_state_size=5, conv_kernel=4, chunk_size=4,
-    time_step_min=0.01, max_position_embeddings=64, initializer_range=0.2, attn_implementation="eager")
+    time_step_min=0.01, time_step_limit=(0.01, 1.0), max_position_embeddings=64, initializer_range=0.2,
+    attn_implementation="eager")
 
 
 def hybrid_fixtures(wanted):
@@ -179,7 +180,8 @@ def hybrid_fixtures(wanted):
     # Nemotron-H (issue 26): Mamba2, MLP, attention and Mamba2 layers; 4 Mamba heads of 6 channels
     # in 2 groups, a state of 5, a convolution of 4 taps with its bias, chunks of 4 positions so
     # that the 11-token sequences cross chunk boundaries (transformers' chunked scan), Δ biases
-    # spread so that some time steps sit at the time_step_min clamp.
+    # spread so that some time steps sit at each end of the time_step_limit clamp (0.01, 1.0):
+    # transformers ≥ 5.25 clamps Δ with time_step_limit (5.24 clamped at time_step_min).
     torch.manual_seed(41)
     nh = NemotronHForCausalLM(NemotronHConfig(
         layers_block_type=["mamba", "mlp", "attention", "mamba"], **NEMOTRON_H_SMALL))

@@ -276,6 +276,7 @@ public struct ConfigReader {
             config.mamba = hybrid.mamba
             config.mambaConvBias = hybrid.convBias
             config.mambaTimeStepMin = hybrid.timeStepMin
+            config.mambaTimeStepLimit = hybrid.timeStepLimit
             config.mambaChunkSize = hybrid.chunkSize
             config.deltaNet = hybrid.deltaNet
         }

@@ -70,11 +70,14 @@ public struct ModelConfig: Sendable, Equatable {
     public var hybridLayers: [HybridLayer]? = nil
     /// The Mamba2 mixers' shape (Nemotron-H; nil without Mamba layers).
     public var mamba: MambaShape? = nil
-    /// Mamba2's other settings: whether the convolution has a bias (`use_conv_bias`), the floor
-    /// of the time step (`time_step_min`, which transformers' mixer clamps Δ to) and the scan's
-    /// chunk (`chunk_size`: how often the backward pass checkpoints the state).
+    /// Mamba2's other settings: whether the convolution has a bias (`use_conv_bias`), the
+    /// smallest time step its initialisation draws (`time_step_min`), the range Δ is clamped to
+    /// (`time_step_limit`, default [0, ∞): transformers ≥ 5.25 clamps with it; 5.24 clamped at
+    /// `time_step_min` instead) and the scan's chunk (`chunk_size`: how often the backward pass
+    /// checkpoints the state).
     public var mambaConvBias = true
     public var mambaTimeStepMin = 0.001
+    public var mambaTimeStepLimit = MambaTimeStepLimit()
     public var mambaChunkSize = 128
     /// The Gated DeltaNet mixers' shape (Qwen3.5; nil without DeltaNet layers).
     public var deltaNet: DeltaNetShape? = nil
@@ -273,4 +276,50 @@ public struct ModelConfig: Sendable, Equatable {
                     + "): too large to count exactly (at most 2^53); is a value mistyped?")
         }
     }
+}
+
+/// The range Mamba2's time step Δ is clamped to after the softplus (`time_step_limit` in
+/// transformers' Nemotron-H config, `mamba_dt_limit` in its legacy spelling; the Mamba2 kernels'
+/// `dt_limit`): Δ = min(max(softplus(dt + dt_bias), lower), upper), by default [0, ∞), where it
+/// changes nothing. The gradient passes where the clamp does not bind.
+public struct MambaTimeStepLimit: Sendable, Equatable {
+    public var lower = 0.0
+    public var upper = Double.infinity
+
+    public init(lower: Double = 0, upper: Double = .infinity) {
+        self.lower = lower
+        self.upper = upper
+    }
+
+    /// `[lower, upper]` as config.json holds it: each a number, or a non-finite one as transformers
+    /// writes it (`{"__float__": "Infinity"}`) or as a string (`"inf"`, `"Infinity"`).
+    /// - Throws: ``ModelError/invalidConfig(file:key:reason:)`` naming `key` for anything else.
+    public init(json v: JSON, key: String, reader r: ConfigReader) throws {
+        func number(_ x: JSON) -> Double? {
+            if let d = x.double { return d }
+            let text = x.object?["__float__"]?.string ?? x.string
+            switch text?.lowercased() {
+            case "infinity", "inf", "+inf", "+infinity": return .infinity
+            case "-infinity", "-inf": return -.infinity
+            default: return nil
+            }
+        }
+        guard let a = v.array, a.count == 2, let lower = number(a[0]), let upper = number(a[1]) else {
+            throw r.fail(key, "expected [lower, upper] (numbers; Infinity as {\"__float__\": \"Infinity\"}), got \(v)")
+        }
+        self.init(lower: lower, upper: upper)
+    }
+
+    /// As transformers writes it.
+    public var json: JSON {
+        func value(_ x: Double) -> JSON {
+            x.isFinite ? .float(x) : ["__float__": .string(x > 0 ? "Infinity" : "-Infinity")]
+        }
+        return [value(lower), value(upper)]
+    }
+
+    /// Δ from the softplus's value.
+    @inline(__always) public func clamp(_ x: Float) -> Float { min(max(x, Float(lower)), Float(upper)) }
+    /// Whether the clamp leaves `x` as it is (the gradient passes).
+    @inline(__always) public func passes(_ x: Float) -> Bool { x >= Float(lower) && x <= Float(upper) }
 }

@@ -6,7 +6,7 @@ import Foundation
 ///
 ///     z, xBC, dt = split(u · W_inᵀ, [I, convDim, H])
 ///     x, B, C    = split(SiLU(causal depthwise conv(xBC) + bias), [I, G·N, G·N])
-///     Δ          = max(softplus(dt + dt_bias), time_step_min),  A = −exp(A_log)
+///     Δ          = clamp(softplus(dt + dt_bias), time_step_limit),  A = −exp(A_log)
 ///     y          = the selective scan of x, Δ, A, B, C, plus D·x      (in its chunked form,
 ///                  ``mambaScanChunkedForward``; the backward pass recomputes each chunk by the
 ///                  recurrence, ``tp_mamba_scan_backward``)
@@ -101,12 +101,12 @@ extension DecoderModel {
             Gr[o.aLog + h] += dA * -expf(P[o.aLog + h]) // dA/dA_log = A = −exp(A_log)
             Gr[o.d + h] += dD
         }
-        // Δ = max(softplus(dt + bias), floor): the clamp passes the gradient where it does not bind.
-        let floor = Float(config.mambaTimeStepMin)
+        // Δ = clamp(softplus(dt + bias), time_step_limit): the gradient passes where it does not bind.
+        let limit = config.mambaTimeStepLimit
         for n in 0..<N {
             for h in 0..<H {
                 let raw = m.projection[n * W + I + Wc + h] + P[o.dtBias + h]
-                let g = softplus(raw) >= floor ? dDt[n * H + h] * softplusDerivative(raw) : 0
+                let g = limit.passes(softplus(raw)) ? dDt[n * H + h] * softplusDerivative(raw) : 0
                 dProj[n * W + I + Wc + h] = g
                 Gr[o.dtBias + h] += g
             }
@@ -151,10 +151,10 @@ extension DecoderModel {
         }
     }
 
-    /// Head h's time step from its in-projection value: Δ = max(softplus(raw + dt_bias),
-    /// time_step_min) — the training scan and decoding both take it.
+    /// Head h's time step from its in-projection value: Δ = clamp(softplus(raw + dt_bias),
+    /// time_step_limit) — the training scan and decoding both take it.
     @inline(__always) func mambaTimeStep(_ raw: Float, _ o: MambaOffsets, head h: Int) -> Float {
-        max(softplus(raw + parameters.pointer[o.dtBias + h]), Float(config.mambaTimeStepMin))
+        config.mambaTimeStepLimit.clamp(softplus(raw + parameters.pointer[o.dtBias + h]))
     }
 
     /// Floats of one sequence's chunk-start states.

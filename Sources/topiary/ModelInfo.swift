@@ -100,7 +100,8 @@ struct ModelInfo: ParsableCommand {
             if let m = c.mamba {
                 layers +=
                     "\nmamba2            \(m.heads) heads × \(m.headDim) in \(m.groups) groups, state \(m.stateSize), "
-                    + "conv \(m.convKernel)\(c.mambaConvBias ? "" : " (no bias)"), Δ ≥ \(c.mambaTimeStepMin), "
+                    + "conv \(m.convKernel)\(c.mambaConvBias ? "" : " (no bias)"), Δ in [\(c.mambaTimeStepLimit.lower), "
+                    + "\(c.mambaTimeStepLimit.upper.isFinite ? "\(c.mambaTimeStepLimit.upper)]" : "∞)"), "
                     + "chunk \(c.mambaChunkSize)"
             }
             if let d = c.deltaNet {

@@ -17,6 +17,17 @@ import Testing
         #expect(base.hybridLayers == [.mamba, .mlp, .attention, .mamba])
         #expect(base.mamba == MambaShape(heads: 4, headDim: 6, groups: 2, stateSize: 5, convKernel: 4))
         #expect(base.mambaChunkSize == 4 && base.mambaTimeStepMin == 0.01 && base.mambaConvBias)
+        #expect(base.mambaTimeStepLimit == MambaTimeStepLimit(lower: 0.01, upper: 1))
+        // time_step_limit as transformers writes an infinite end, as a string, and in its legacy
+        // spelling (which wins); absent, [0, ∞).
+        let infinite = MambaTimeStepLimit(lower: 0, upper: .infinity)
+        #expect(try variant(["time_step_limit": [0, ["__float__": "Infinity"]]]).mambaTimeStepLimit == infinite)
+        #expect(try variant(["time_step_limit": [0, "inf"]]).mambaTimeStepLimit == infinite)
+        #expect(try variant(["time_step_limit": nil]).mambaTimeStepLimit == infinite)
+        #expect(try variant(["mamba_dt_limit": [0.5, 2]]).mambaTimeStepLimit == MambaTimeStepLimit(lower: 0.5, upper: 2))
+        let unbounded = try variant(["time_step_limit": [0, ["__float__": "Infinity"]]])
+        #expect(try ModelConfig.decode(unbounded.json.data()) == unbounded)
+        #expect(unbounded.json.object?["time_step_limit"] == [0.0, ["__float__": "Infinity"]])
         #expect(base.passthrough.unknown.isEmpty, "keys warned about: \(base.passthrough.unknown)")
         // The older names of the layer types, and the pattern string.
         let older = try variant(["layers_block_type": ["mamba", "mlp", "attention", "mamba"]])
@@ -47,6 +58,9 @@ import Testing
         #expect(refusal(["use_bias": true]).contains("use_bias"))
         #expect(refusal(["ssm_state_size": 0]).contains("ssm_state_size"))
         #expect(refusal(["mlp_hidden_act": "silu"]).contains("mlp_hidden_act"))
+        #expect(refusal(["time_step_limit": [1]]).contains("time_step_limit"))
+        #expect(refusal(["time_step_limit": [2, 1]]).contains("time_step_limit"))
+        #expect(refusal(["mamba_dt_limit": ["x", 1]]).contains("mamba_dt_limit"))
     }
 
     static let moeFixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

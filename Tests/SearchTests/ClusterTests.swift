@@ -233,11 +233,16 @@ func expectSameScores(_ got: [String: Double], _ expected: [String: Double], _ w
         try run.run()
         var argvs: [String] = []
         let deadline = Date().addingTimeInterval(120)
+        func cmdline(_ pid: Int32) -> String? {
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !data.isEmpty else { return nil }
+            return String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+        }
+        let parent = cmdline(run.processIdentifier)
         while run.isRunning && Date() < deadline {
             for child in ChaosTests.children(of: run.processIdentifier) {
-                if let data = FileManager.default.contents(atPath: "/proc/\(child)/cmdline"), !data.isEmpty {
-                    argvs.append(String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self))
-                }
+                // A child caught between fork and exec still shows the parent's own command line
+                // (which holds the URL the user gave); what the worker runs with is its exec'd argv.
+                if let argv = cmdline(child), argv != parent { argvs.append(argv) }
             }
             Thread.sleep(forTimeInterval: 0.05)
         }

@@ -168,6 +168,7 @@ public struct HybridKeys: Sendable {
     public var deltaNet: DeltaNetShape? = nil
     public var convBias = true
     public var timeStepMin = 0.001
+    public var timeStepLimit = MambaTimeStepLimit()
     public var chunkSize = 128
     /// The mixture keys of a hybrid decoder with mixture-of-experts layers (Nemotron-H's `moe`).
     public var mixture: MixtureKeys? = nil

@@ -41,7 +41,7 @@ struct NemotronH: FamilyDefinition {
     var metadataKeys: Set<String> {
         [
             "expand", "mamba_expand", "time_step_max", "mamba_dt_max", "time_step_floor", "mamba_dt_init_floor",
-            "time_step_limit", "mamba_dt_limit", "mamba_ssm_cache_dtype", "use_mamba_kernels", "residual_in_fp32",
+            "mamba_ssm_cache_dtype", "use_mamba_kernels", "residual_in_fp32",
             "rescale_prenorm_residual", "hidden_dropout", "num_logits_to_keep", "mamba_proj_bias", "sliding_window",
             "n_routed_experts", "n_shared_experts", "moe_intermediate_size", "moe_shared_expert_intermediate_size",
             "moe_latent_size", "moe_shared_expert_overlap", "num_experts_per_tok", "routed_scaling_factor", "n_group",
@@ -123,8 +123,15 @@ struct NemotronH: FamilyDefinition {
             convKernel: try int("conv_kernel", legacy: "mamba_d_conv", 4))
         var keys = HybridKeys(layers: layers, mamba: shape)
         keys.chunkSize = try int("chunk_size", legacy: "mamba_chunk_size", 128)
-        for key in ["use_conv_bias", "mamba_conv_bias", "time_step_min", "mamba_dt_min", "mamba_hidden_act"] {
+        for key in [
+            "use_conv_bias", "mamba_conv_bias", "time_step_min", "mamba_dt_min", "mamba_hidden_act", "time_step_limit",
+            "mamba_dt_limit"
+        ] {
             used.insert(key)
+        }
+        // The legacy spelling wins, as in transformers.
+        for key in ["time_step_limit", "mamba_dt_limit"] {
+            if let v = r.value(key) { keys.timeStepLimit = try MambaTimeStepLimit(json: v, key: key, reader: r) }
         }
         keys.convBias = try r.bool("mamba_conv_bias") ?? r.bool("use_conv_bias") ?? true
         keys.timeStepMin = try r.double("mamba_dt_min") ?? r.double("time_step_min") ?? 0.001
@@ -189,6 +196,7 @@ struct NemotronH: FamilyDefinition {
         json["use_conv_bias"] = .bool(c.mambaConvBias)
         json["chunk_size"] = JSON(c.mambaChunkSize)
         json["time_step_min"] = .float(c.mambaTimeStepMin)
+        json["time_step_limit"] = c.mambaTimeStepLimit.json
     }
 
     func validate(_ c: ModelConfig, file: String) throws {
@@ -218,6 +226,12 @@ struct NemotronH: FamilyDefinition {
         if !(c.mambaTimeStepMin >= 0) {
             throw ModelError.invalidConfig(
                 file: file, key: "time_step_min", reason: "must be non-negative, got \(c.mambaTimeStepMin)")
+        }
+        let limit = c.mambaTimeStepLimit
+        if !(limit.lower >= 0 && limit.lower <= limit.upper) {
+            throw ModelError.invalidConfig(
+                file: file, key: "time_step_limit",
+                reason: "must be [lower, upper] with 0 ≤ lower ≤ upper, got [\(limit.lower), \(limit.upper)]")
         }
     }
 
