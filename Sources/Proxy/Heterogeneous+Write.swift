@@ -30,28 +30,12 @@ extension HeterogeneousPruning {
         var block: (layer: Int, model: DecoderModel?)?
         try Checkpoint.write(tensors, config: config, type: type, to: directory, shardBytes: shardBytes) { i, emit in
             let e = layout.entries[i]
-            var values = [Float](repeating: 0, count: e.count)
-            try values.withUnsafeMutableBufferPointer { dst in
-                if let l = e.layer, let role = e.role, let trained {
-                    if block?.layer != l { block = (l, try trained.block(layer: l, variant: variants[l], teacher: t)) }
-                    if let m = block?.model {
-                        guard let src = m.layout.entry(role, layer: 0).flatMap({ m.tensor($0.name) }) else {
-                            throw ProxyError.invalidTarget(
-                                field: e.name, reason: "the trained block has no \(role) tensor")
-                        }
-                        _ = dst.update(fromContentsOf: src)
-                        return
-                    }
-                }
-                let src = try teacherFloats(teacher, e.name)
-                src.withUnsafeBufferPointer { src in
-                    if let l = e.layer, let role = e.role {
-                        fill(dst, role: role, from: src, teacher: t, variant: variants[l], neurons: scores.neurons[l])
-                    } else {
-                        _ = dst.update(fromContentsOf: src)
-                    }
-                }
+            if let l = e.layer, let trained, block?.layer != l {
+                block = (l, try trained.block(layer: l, variant: variants[l], teacher: t))
             }
+            let values = try cut(
+                e, variant: e.layer.map { variants[$0] }, teacher: teacher, neurons: e.layer.map { scores.neurons[$0] },
+                trained: e.layer == nil ? nil : block?.model)
             if let bad = values.firstIndex(where: { !$0.isFinite }) {
                 throw ModelError.checkpoint(
                     path: directory.path, tensor: e.name,
@@ -66,6 +50,35 @@ extension HeterogeneousPruning {
             values.withUnsafeBufferPointer { type.append($0, to: &data) }
             try data.withUnsafeBytes { try emit($0) }
         }
+    }
+
+    /// Student tensor `e` (of a layer taking `variant`, or outside the layers when nil) in float32:
+    /// the tensor of its role in `trained` (a locally distilled one-layer block) when given, else
+    /// cut from the teacher's tensor of the same name as ``fill(_:role:from:teacher:variant:neurons:)``
+    /// cuts it (copied whole outside the layers).
+    static func cut(
+        _ e: ParameterEntry, variant: LayerVariant?, teacher: CheckpointWeights, neurons: [Double]?,
+        trained: DecoderModel?
+    ) throws -> [Float] {
+        var values = [Float](repeating: 0, count: e.count)
+        try values.withUnsafeMutableBufferPointer { dst in
+            if let m = trained, let role = e.role {
+                guard let src = m.layout.entry(role, layer: 0).flatMap({ m.tensor($0.name) }) else {
+                    throw ProxyError.invalidTarget(field: e.name, reason: "the trained block has no \(role) tensor")
+                }
+                _ = dst.update(fromContentsOf: src)
+                return
+            }
+            let src = try teacherFloats(teacher, e.name)
+            src.withUnsafeBufferPointer { src in
+                if let variant, let neurons, let role = e.role {
+                    fill(dst, role: role, from: src, teacher: teacher.config, variant: variant, neurons: neurons)
+                } else {
+                    _ = dst.update(fromContentsOf: src)
+                }
+            }
+        }
+        return values
     }
 
     /// One teacher tensor as float32, read from its file in its own dtype.
@@ -127,28 +140,11 @@ extension BlockLibrary {
             entries.map { ($0.name, DType.F32.rawValue, $0.entry.shape, 4 * $0.entry.count) }, metadata: [:], to: url
         ) { i, handle in
             let (l, v, e, _) = entries[i]
-            var values = [Float](repeating: 0, count: e.count)
-            try values.withUnsafeMutableBufferPointer { dst in
-                if block?.layer != l || block?.variant != v {
-                    block = (l, v, try trained?.block(layer: l, variant: v, teacher: t))
-                }
-                if let m = block?.model, let role = e.role {
-                    guard let src = m.layout.entry(role, layer: 0).flatMap({ m.tensor($0.name) }) else {
-                        throw ProxyError.invalidTarget(field: e.name, reason: "the trained block has no \(role) tensor")
-                    }
-                    _ = dst.update(fromContentsOf: src)
-                    return
-                }
-                let src = try HeterogeneousPruning.teacherFloats(teacher, e.name)
-                src.withUnsafeBufferPointer { src in
-                    if let role = e.role {
-                        HeterogeneousPruning.fill(
-                            dst, role: role, from: src, teacher: t, variant: v, neurons: importance.neurons[l])
-                    } else {
-                        _ = dst.update(fromContentsOf: src)
-                    }
-                }
+            if block?.layer != l || block?.variant != v {
+                block = (l, v, try trained?.block(layer: l, variant: v, teacher: t))
             }
+            let values = try HeterogeneousPruning.cut(
+                e, variant: v, teacher: teacher, neurons: importance.neurons[l], trained: block?.model)
             try values.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
         }
         return blocks

@@ -127,8 +127,10 @@ struct BenchThroughput: ParsableCommand {
             }
         }
         let w = tp.workload
+        // --check: the teacher and `check` models of the list, timed whole.
+        let whole = check > 0 ? [("teacher", teacher)] + Self.spread(models, count: check) : []
         if let external = try externalBackend(s) {
-            let table = try measureOnBackend(external, blocks: blocks, outside: outside, models: models, at: w, spec: s)
+            let table = try measureOnBackend(external, blocks: blocks, outside: outside, whole: whole, at: w)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try AtomicFile.write(try encoder.encode(table), to: fileURL(path))
@@ -174,7 +176,7 @@ struct BenchThroughput: ParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(table), to: fileURL(path))
         print("wrote \(path): \(table.blocks.count) blocks, \(table.outside.count) outside")
-        if check > 0 { try checkWhole([("teacher", teacher)] + Self.spread(models, count: check), table: table, at: w) }
+        try checkWhole(whole, table: table, at: w) { try Throughput.measureWhole($1, at: w, repeats: repeats) }
     }
 
     /// `count` of `models`, evenly spread over the list (first and last included).
@@ -184,13 +186,19 @@ struct BenchThroughput: ParsableCommand {
         return (0..<count).map { models[$0 * (models.count - 1) / (count - 1)] }
     }
 
-    /// Each model timed whole against the sum of its blocks' times in `table`.
-    func checkWhole(_ models: [(String, ModelConfig)], table: ThroughputTable, at w: ServingWorkload) throws {
+    /// Each model timed whole (`measure(name, config)`; nil: not timed) against the sum of its
+    /// blocks' times in `table`; nothing without models.
+    func checkWhole(
+        _ models: [(String, ModelConfig)], table: ThroughputTable, at w: ServingWorkload,
+        measure: (String, ModelConfig) throws -> PhaseTimes?
+    ) throws {
+        guard !models.isEmpty else { return }
         print("whole-model check: \(models.count) models, measured in one pass against the sum of their blocks")
         var ratios: [Double] = []
         for (name, config) in models {
-            guard let sum = Throughput.estimate(config, at: w, table: table, roofline: nil) else { continue }
-            let whole = try Throughput.measureWhole(config, at: w, repeats: repeats)
+            guard let sum = Throughput.estimate(config, at: w, table: table, roofline: nil),
+                let whole = try measure(name, config)
+            else { continue }
             let measured = Double(w.batch * w.output) / whole.seconds(output: w.output)
             ratios.append(measured / sum.tokensPerSecond)
             print(
@@ -207,17 +215,15 @@ struct BenchThroughput: ParsableCommand {
         }
     }
 
-    /// Every shape timed by an external backend (and, with --check, the teacher and `check` models
-    /// whole, against the sum of their blocks), as a table of its device.
+    /// Every shape timed by an external backend (and the `whole` models, for --check, against the
+    /// sum of their blocks), as a table of its device.
     func measureOnBackend(
         _ torch: BackendSpec, blocks: [(String, Block, ModelConfig)], outside: [(String, ModelConfig)],
-        models: [(String, ModelConfig)], at w: ServingWorkload, spec s: SearchSpec
+        whole: [(String, ModelConfig)], at w: ServingWorkload
     ) throws -> ThroughputTable {
-        let teacher = try ModelConfig.load(directoryURL(s.teacher).appendingPathComponent("config.json"))
-        let whole = check > 0 ? [("teacher", teacher)] + Self.spread(models, count: check) : []
         print(
-            "\(torch.name) on \(torch.device): \(blocks.count) block shapes, batch \(w.batch) × (\(w.input) prompt + \(w.output) "
-                + "generated) tokens in \(w.dtype.rawValue)")
+            "\(torch.name) on \(torch.device): \(blocks.count) block shapes, batch \(w.batch) × (\(w.input) prompt + "
+                + "\(w.output) generated) tokens in \(w.dtype.rawValue)")
         fflush(nil)
         let (table, times) = try BackendTiming.table(
             backend: torch, blocks: blocks.map { ($0.0, $0.1, $0.2) }, outside: outside.map { ($0.0, $0.1) },
@@ -232,28 +238,7 @@ struct BenchThroughput: ParsableCommand {
             String(
                 format: "device: %@; roofline: %.3g FLOP/s, %.3g bytes/s", table.machine as NSString,
                 table.roofline?.flopsPerSecond ?? .nan, table.roofline?.bytesPerSecond ?? .nan))
-        if !whole.isEmpty {
-            print("whole-model check: \(whole.count) models, measured in one pass against the sum of their blocks")
-            var ratios: [Double] = []
-            for (name, config) in whole {
-                guard let sum = Throughput.estimate(config, at: w, table: table, roofline: nil), let t = times[name]
-                else {
-                    continue
-                }
-                let measured = Double(w.batch * w.output) / t.seconds(output: w.output)
-                ratios.append(measured / sum.tokensPerSecond)
-                print(
-                    String(
-                        format: "  %@: measured %.0f tokens/s, sum of blocks %.0f tokens/s, measured/sum %.3f",
-                        name as NSString, measured, sum.tokensPerSecond, measured / sum.tokensPerSecond))
-            }
-            if let lo = ratios.min(), let hi = ratios.max() {
-                print(
-                    String(
-                        format: "measured/sum over %d models: %.3f to %.3f, mean %.3f", ratios.count, lo, hi,
-                        ratios.reduce(0, +) / Double(ratios.count)))
-            }
-        }
+        try checkWhole(whole, table: table, at: w) { name, _ in times[name] }
         return table
     }
 }

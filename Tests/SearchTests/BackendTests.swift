@@ -597,7 +597,9 @@ struct SideBySide {
             students = { try make(runner, scores) }
         } else {
             let chosen = [runner.enumeration.candidates.first!, runner.enumeration.candidates.last!]
-            students = { try chosen.map { ($0.hash, try Pruning.prune(teacher: runner.teacher, to: $0.config, scores: scores, options: spec.prune)) } }
+            students = {
+                try chosen.map { ($0.hash, try Pruning.prune(teacher: runner.teacher, to: $0.config, scores: scores, options: spec.prune)) }
+            }
         }
         var recipe = spec.proxy
         recipe.evalEvery = Int.max / 2

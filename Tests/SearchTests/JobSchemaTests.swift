@@ -32,7 +32,8 @@ import Testing
         let distill = try JSONSchema.of(DistillJob.example, title: "Topiary distill job")
         try Self.expectCommitted("distill-job.schema.json", distill)
         try Self.expectCommitted("importance-job.schema.json", try JSONSchema.of(ImportanceJob.example, title: "Topiary importance job"))
-        try Self.expectCommitted("block-scores-job.schema.json", try JSONSchema.of(BlockScoresJob.example, title: "Topiary block-scores job"))
+        try Self.expectCommitted("block-scores-job.schema.json",
+                                 try JSONSchema.of(BlockScoresJob.example, title: "Topiary block-scores job"))
         try Self.expectCommitted("local-distillation-job.schema.json",
                                  try JSONSchema.of(LocalDistillationJob.example, title: "Topiary local-distillation job"))
         let throughput = try JSONSchema.of(ThroughputJob.example, title: "Topiary throughput job")

@@ -35,6 +35,23 @@ import Testing
         return try f.parse(json)
     }
 
+    /// The fixture's teacher with a puzzle spec's runner: its importance scores, the float32
+    /// teacher, the library and every layer's variants.
+    struct Library {
+        let spec: SearchSpec, runner: SearchRunner, importance: ImportanceScores, model: DecoderModel
+        let library: [LayerVariant], variants: [[LayerVariant]]
+
+        init(_ f: Fixture, teacher: URL) throws {
+            spec = try PuzzleTests.spec(f, teacher: teacher, memory: 1 << 40)
+            runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("results"),
+                                      importanceCache: f.root.appendingPathComponent("importance"))
+            runner.log = { _ in }
+            (importance, model) = (try runner.importance(), try runner.transientTeacher())
+            library = try #require(spec.strategy.value as? Puzzle).library(teacher: model.config)
+            variants = Array(repeating: library, count: model.config.numHiddenLayers)
+        }
+    }
+
     /// The block library scored on the torch backend (the variant blocks cut from the teacher's
     /// files into the job, swapped into transformers' model one at a time) equals the built-in
     /// engine's one-block replacement scores — as pruned and locally distilled, from a Llama
@@ -43,16 +60,12 @@ import Testing
         guard let python = BackendTests.python("theTorchBackendScoresTheBlockLibraryAsTheBuiltinEngine") else { return }
         let (f, teacher) = try Self.fixture()
         defer { f.cleanup() }
-        let spec = try Self.spec(f, teacher: teacher, memory: 1 << 40)
-        let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("results"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        let importance = try runner.importance(), model = try runner.transientTeacher(), t = model.config
+        let setUp = try Library(f, teacher: teacher)
+        let (runner, importance, model, library, variants) = (setUp.runner, setUp.importance, setUp.model, setUp.library, setUp.variants)
+        let t = model.config
         let (_, calibration) = try Importance.key(teacherFingerprint: try runner.teacherFingerprint(), corpus: runner.corpus,
-                                                   settings: spec.importance)
-        let library = try #require(spec.strategy.value as? Puzzle).library(teacher: t)
+                                                   settings: setUp.spec.importance)
         #expect(library.count == 9)
-        let variants = Array(repeating: library, count: t.numHiddenLayers)
         let trained = try LocalDistillation.train(
             teacher: model, variants: variants, importance: importance, corpus: runner.corpus,
             settings: LocalDistillationSettings(steps: 3, batchSize: 4, sequence: 16, learningRate: 3e-3, seed: 5)).weights
@@ -75,8 +88,9 @@ import Testing
                 #expect(scored[l][0] == 0)
                 for v in 1..<library.count {
                     let (a, b) = (scored[l][v], builtin[l][v])
+                    let label = "\(folder.lastPathComponent) \(blocks == nil ? "pruned" : "trained") layer \(l)"
                     #expect(b > 0 && abs(a - b) <= 1e-4 * b + 1e-7,
-                            "\(folder.lastPathComponent) \(blocks == nil ? "pruned" : "trained") layer \(l) \(Puzzle.describe(library[v])): torch \(a) vs built-in \(b)")
+                            "\(label) \(Puzzle.describe(library[v])): torch \(a) vs built-in \(b)")
                     worst = max(worst, abs(a - b) / b)
                 }
             }
@@ -92,13 +106,9 @@ import Testing
         guard let python = BackendTests.python("theTorchBackendDistilsTheBlocksLocallyAsTheBuiltinEngine") else { return }
         let (f, teacher) = try Self.fixture()
         defer { f.cleanup() }
-        let spec = try Self.spec(f, teacher: teacher, memory: 1 << 40)
-        let runner = try SearchRunner(spec: spec, store: try StudyStore(path: f.db), results: f.root.appendingPathComponent("results"),
-                                      importanceCache: f.root.appendingPathComponent("importance"))
-        runner.log = { _ in }
-        let importance = try runner.importance(), model = try runner.transientTeacher(), t = model.config
-        let library = try #require(spec.strategy.value as? Puzzle).library(teacher: t)
-        let variants = Array(repeating: library, count: t.numHiddenLayers)
+        let setUp = try Library(f, teacher: teacher)
+        let (runner, importance, model, library, variants) = (setUp.runner, setUp.importance, setUp.model, setUp.library, setUp.variants)
+        let t = model.config
         let settings = LocalDistillationSettings(steps: 10, batchSize: 4, sequence: 16, learningRate: 3e-3, seed: 5)
         let (builtin, builtinLosses) = try LocalDistillation.train(
             teacher: model, variants: variants, importance: importance, corpus: runner.corpus, settings: settings)

@@ -173,35 +173,38 @@ import Testing
         func latest(_ tag: String) throws -> [URL?] {
             try (0..<2).map { try TrainingCheckpoint.latest(in: f.root.appendingPathComponent("\(tag)-\($0)")) }
         }
-        func worst(_ a: [BackendTrialResult], _ b: [BackendTrialResult], _ what: String) -> Double {
-            var w = 0.0
-            for (x, y) in zip(a, b) {
-                let reference = Dictionary(uniqueKeysWithValues: y.steps)
-                for (step, loss) in x.steps {
-                    let d = BackendTests.relative(loss, reference[step] ?? .nan)
-                    w = max(w, d)
-                    #expect(d <= 1e-4, "\(what) step \(step): \(loss) vs \(reference[step] ?? .nan)")
-                }
-                let v = BackendTests.relative(x.point.validation.overall, y.point.validation.overall)
-                w = max(w, v)
-                #expect(v <= 1e-4, "\(what) validation: \(x.point.validation.overall) vs \(y.point.validation.overall)")
-            }
-            return w
-        }
         let one = try torch(1, from: 0, to: 20, "one")
         let two = try torch(2, from: 0, to: 20, "two")
         #expect(two.allSatisfy { $0.steps.map(\.0) == Array(1...20) })
-        let same = worst(two, one, "2 ranks vs 1")
+        let same = Self.worst(two, one, "2 ranks vs 1")
         _ = try torch(1, from: 0, to: 10, "one-half")
-        let up = worst(try torch(2, from: 10, to: 20, resume: try latest("one-half"), "up"), one, "1 → 2 ranks")
+        let up = Self.worst(try torch(2, from: 10, to: 20, resume: try latest("one-half"), "up"), one, "1 → 2 ranks")
         _ = try torch(2, from: 0, to: 10, "two-half")
-        let down = worst(try torch(1, from: 10, to: 20, resume: try latest("two-half"), "down"), one, "2 → 1 rank")
+        let down = Self.worst(try torch(1, from: 10, to: 20, resume: try latest("two-half"), "down"), one, "2 → 1 rank")
         // The two-rank checkpoint is a whole model that the built-in engine loads.
         let ck = try #require(try TrainingCheckpoint.latest(in: f.root.appendingPathComponent("two-0")))
         #expect(try Checkpoint.load(ck).config == (try run.students())[0].1.config)
         print(String(format: "torch on 2 gloo ranks vs 1, 20 steps × 2 students: worst relative difference %.1e; "
                      + "resumed 1 → 2 ranks %.1e, 2 → 1 %.1e",
                      same, up, down))
+    }
+
+    /// The largest relative difference between `a`'s and `b`'s step losses and validation losses,
+    /// student by student, each expected within 1e-4.
+    static func worst(_ a: [BackendTrialResult], _ b: [BackendTrialResult], _ what: String) -> Double {
+        var w = 0.0
+        for (x, y) in zip(a, b) {
+            let reference = Dictionary(uniqueKeysWithValues: y.steps)
+            for (step, loss) in x.steps {
+                let d = BackendTests.relative(loss, reference[step] ?? .nan)
+                w = max(w, d)
+                #expect(d <= 1e-4, "\(what) step \(step): \(loss) vs \(reference[step] ?? .nan)")
+            }
+            let v = BackendTests.relative(x.point.validation.overall, y.point.validation.overall)
+            w = max(w, v)
+            #expect(v <= 1e-4, "\(what) validation: \(x.point.validation.overall) vs \(y.point.validation.overall)")
+        }
+        return w
     }
 
     /// Issue 27: heterogeneous (nemotron-nas) students on two processes (FSDP2 over gloo, each
@@ -225,19 +228,8 @@ import Testing
             return try (0..<2).map { try result[$0]!.get() }
         }
         let (one, two) = (try torch(1), try torch(2))
-        var worst = 0.0
-        for (x, y) in zip(two, one) {
-            #expect(x.steps.map(\.0) == Array(1...20))
-            let reference = Dictionary(uniqueKeysWithValues: y.steps)
-            for (step, loss) in x.steps {
-                let d = BackendTests.relative(loss, reference[step] ?? .nan)
-                worst = max(worst, d)
-                #expect(d <= 1e-4, "step \(step): 2 ranks \(loss) vs 1 rank \(reference[step] ?? .nan)")
-            }
-            let v = BackendTests.relative(x.point.validation.overall, y.point.validation.overall)
-            worst = max(worst, v)
-            #expect(v <= 1e-4, "validation: \(x.point.validation.overall) vs \(y.point.validation.overall)")
-        }
+        #expect(two.allSatisfy { $0.steps.map(\.0) == Array(1...20) })
+        let worst = Self.worst(two, one, "2 ranks vs 1")
         let ck = try #require(try TrainingCheckpoint.latest(in: f.root.appendingPathComponent("r2-0")))
         #expect(try Checkpoint.load(ck).config.layerVariants == (try run.students())[0].1.config.layerVariants)
         print(String(format: "torch on 2 gloo ranks vs 1, 20 steps × 2 heterogeneous students: worst relative difference %.1e", worst))

@@ -813,6 +813,25 @@ def importance(job):
 
 # ---------------------------------------------------------------- Puzzle's block library
 
+def grouped_attention(x, w, heads, groups, d, cos, sin):
+    """Llama's attention on x (B, T, C) with weights w["q"|"k"|"v"|"o"]: `heads` query heads over
+    `groups` key/value groups of width d, rotary embeddings (cos, sin), causal SDPA (no padding)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+    b, t, _ = x.shape
+    q = (x @ w["q"].T).view(b, t, heads, d).transpose(1, 2)
+    k = (x @ w["k"].T).view(b, t, groups, d).transpose(1, 2)
+    v = (x @ w["v"].T).view(b, t, groups, d).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=d ** -0.5,
+                                                           enable_gqa=heads != groups)
+    return out.transpose(1, 2).reshape(b, t, heads * d) @ w["o"].T
+
+
+def swiglu(x, w):
+    """A SwiGLU MLP with weights w["gate"|"up"|"down"]."""
+    return (torch.nn.functional.silu(x @ w["gate"].T) * (x @ w["up"].T)) @ w["down"].T
+
+
 class VariantAttention(torch.nn.Module):
     """A layer's attention replaced by a variant's: all query heads over `groups` key/value groups,
     rotary embeddings, causal SDPA (the calibration windows have no padding). `hf`: called as
@@ -825,20 +844,12 @@ class VariantAttention(torch.nn.Module):
         self.heads, self.groups, self.d, self.hf = heads, groups, head_dim, hf
 
     def forward(self, *args, **kwargs):
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
         if self.hf:
             x = kwargs.get("hidden_states", args[0] if args else None)
             cos, sin = kwargs["position_embeddings"]
         else:
             x, cos, sin = args[0], args[1], args[2]
-        b, t, _ = x.shape
-        q = (x @ self.w["q"].T).view(b, t, self.heads, self.d).transpose(1, 2)
-        k = (x @ self.w["k"].T).view(b, t, self.groups, self.d).transpose(1, 2)
-        v = (x @ self.w["v"].T).view(b, t, self.groups, self.d).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        out = torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=self.d ** -0.5, enable_gqa=self.heads != self.groups)
-        out = out.transpose(1, 2).reshape(b, t, self.heads * self.d) @ self.w["o"].T
+        out = grouped_attention(x, self.w, self.heads, self.groups, self.d, cos, sin)
         return (out, None) if self.hf else out
 
 
@@ -848,7 +859,7 @@ class VariantMLP(torch.nn.Module):
         self.w = {k: tensors[f"mlp.{k}_proj.weight"] for k in ("gate", "up", "down")}
 
     def forward(self, x):
-        return (torch.nn.functional.silu(x @ self.w["gate"].T) * (x @ self.w["up"].T)) @ self.w["down"].T
+        return swiglu(x, self.w)
 
 
 class Nothing(torch.nn.Module):
@@ -959,21 +970,12 @@ class TrainedBlock(torch.nn.Module):
         return self.w(name) * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
     def forward(self, x, cos, sin):
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
         if self.groups is not None:
-            b, t, _ = x.shape
-            y = self.norm(x, "input_layernorm.weight")
-            q = (y @ self.w("self_attn.q_proj.weight").T).view(b, t, self.heads, self.d).transpose(1, 2)
-            k = (y @ self.w("self_attn.k_proj.weight").T).view(b, t, self.groups, self.d).transpose(1, 2)
-            v = (y @ self.w("self_attn.v_proj.weight").T).view(b, t, self.groups, self.d).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            out = torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=self.d ** -0.5, enable_gqa=self.heads != self.groups)
-            x = x + out.transpose(1, 2).reshape(b, t, self.heads * self.d) @ self.w("self_attn.o_proj.weight").T
+            w = {k: self.w(f"self_attn.{k}_proj.weight") for k in "qkvo"}
+            x = x + grouped_attention(self.norm(x, "input_layernorm.weight"), w, self.heads, self.groups, self.d, cos, sin)
         if self.has_mlp:
-            y = self.norm(x, "post_attention_layernorm.weight")
-            g = torch.nn.functional.silu(y @ self.w("mlp.gate_proj.weight").T) * (y @ self.w("mlp.up_proj.weight").T)
-            x = x + g @ self.w("mlp.down_proj.weight").T
+            w = {k: self.w(f"mlp.{k}_proj.weight") for k in ("gate", "up", "down")}
+            x = x + swiglu(self.norm(x, "post_attention_layernorm.weight"), w)
         return x
 
 

@@ -500,66 +500,52 @@ struct ExternalBackend {
             aggregation: .init(
                 sequence: settings.sequenceAggregation.rawValue, batch: settings.batchAggregation.rawValue),
             heartbeatSeconds: heartbeatSeconds)
-        let jobFile = try Self.write(job, in: jobDirectory)
-        switch try runProcess(jobFile: jobFile) {
-        case let .failed(message): throw SearchError.backend(message)
-        case let .lines(lines):
-            if let e = lines.first(where: { $0["event"]?.string == "error" }) {
-                throw SearchError.backend(
-                    "backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
-            }
-            guard let line = lines.last(where: { $0["event"]?.string == "importance" }) else {
-                throw SearchError.backend("backend \(spec.name): no importance line")
-            }
-            let r: BackendEvent.Importance
-            switch BackendEvent.decode(BackendEvent.Importance.self, line) {
-            case let .success(decoded): r = decoded
-            case let .failure(problem):
-                throw SearchError.backend("backend \(spec.name): a malformed importance line (\(problem))")
-            }
-            func matrix(_ key: String, _ m: [[Double]], _ rows: Int, _ cols: Int) throws -> [[Double]] {
-                guard m.count == rows, m.allSatisfy({ $0.count == cols && $0.allSatisfy(\.isFinite) }) else {
-                    throw SearchError.backend("backend \(spec.name): '\(key)' is not \(rows)×\(cols) finite numbers")
-                }
-                return m
-            }
-            func vector(_ key: String, _ v: [Double], _ n: Int) throws -> [Double] {
-                guard v.count == n, v.allSatisfy(\.isFinite) else {
-                    throw SearchError.backend("backend \(spec.name): '\(key)' is not \(n) finite numbers")
-                }
-                return v
-            }
-            let L = c.numHiddenLayers
-            let sum = r.lossSum, tokens = r.lossTokens
-            guard sum.isFinite, tokens > 0 else {
-                throw SearchError.backend("backend \(spec.name): no finite loss_sum over loss_tokens > 0")
-            }
-            let base = sum / Double(tokens)
-            let rise = try vector("skipped_loss_sums", r.skippedLossSums, L).map { $0 / Double(tokens) - base }
-            /// A hybrid score: per layer, `width` numbers where the layer is of `type`, none elsewhere.
-            func perLayer(_ key: String, _ m: [[Double]]?, _ type: HybridLayer, _ width: Int) throws -> [[Double]]? {
-                guard let types = c.hybridLayers, types.contains(type) else { return nil }
-                guard let m, m.count == L else {
-                    throw SearchError.backend("backend \(spec.name): '\(key)' is missing or not one list per layer")
-                }
-                return try (0..<L).map { l in try vector("\(key)[\(l)]", m[l], types[l] == type ? width : 0) }
-            }
-            var scores = ImportanceScores(
-                teacherFingerprint: teacherFingerprint, calibrationFingerprint: calibration.fingerprint,
-                settings: settings,
-                heads: try matrix("heads", r.heads, L, c.numAttentionHeads),
-                neurons: try matrix("neurons", r.neurons, L, c.intermediateSize),
-                channels: try vector("channels", r.channels, c.hiddenSize),
-                blockImportance: try vector("block_importance", r.blockImportance, L),
-                layerLossRise: settings.lossTokensPerLanguage == 0 ? [] : rise,
-                baseValidationLoss: settings.lossTokensPerLanguage == 0 ? 0 : base)
-            scores.mambaChannels = try perLayer("mamba_channels", r.mambaChannels, .mamba, c.mamba?.innerWidth ?? 0)
-            scores.deltaNetHeads = try perLayer(
-                "deltanet_heads", r.deltaNetHeads, .deltaNet, c.deltaNet?.valueHeads ?? 0)
-            scores.deltaNetChannels = try perLayer(
-                "deltanet_channels", r.deltaNetChannels, .deltaNet, c.deltaNet?.valueWidth ?? 0)
-            return scores
+        let lines = try runJob(job, in: jobDirectory)
+        guard let r = try events(BackendEvent.Importance.self, "importance", in: lines).last else {
+            throw SearchError.backend("backend \(spec.name): no importance line")
         }
+        func matrix(_ key: String, _ m: [[Double]], _ rows: Int, _ cols: Int) throws -> [[Double]] {
+            guard m.count == rows, m.allSatisfy({ $0.count == cols && $0.allSatisfy(\.isFinite) }) else {
+                throw SearchError.backend("backend \(spec.name): '\(key)' is not \(rows)×\(cols) finite numbers")
+            }
+            return m
+        }
+        func vector(_ key: String, _ v: [Double], _ n: Int) throws -> [Double] {
+            guard v.count == n, v.allSatisfy(\.isFinite) else {
+                throw SearchError.backend("backend \(spec.name): '\(key)' is not \(n) finite numbers")
+            }
+            return v
+        }
+        let L = c.numHiddenLayers
+        let sum = r.lossSum, tokens = r.lossTokens
+        guard sum.isFinite, tokens > 0 else {
+            throw SearchError.backend("backend \(spec.name): no finite loss_sum over loss_tokens > 0")
+        }
+        let base = sum / Double(tokens)
+        let rise = try vector("skipped_loss_sums", r.skippedLossSums, L).map { $0 / Double(tokens) - base }
+        /// A hybrid score: per layer, `width` numbers where the layer is of `type`, none elsewhere.
+        func perLayer(_ key: String, _ m: [[Double]]?, _ type: HybridLayer, _ width: Int) throws -> [[Double]]? {
+            guard let types = c.hybridLayers, types.contains(type) else { return nil }
+            guard let m, m.count == L else {
+                throw SearchError.backend("backend \(spec.name): '\(key)' is missing or not one list per layer")
+            }
+            return try (0..<L).map { l in try vector("\(key)[\(l)]", m[l], types[l] == type ? width : 0) }
+        }
+        var scores = ImportanceScores(
+            teacherFingerprint: teacherFingerprint, calibrationFingerprint: calibration.fingerprint,
+            settings: settings,
+            heads: try matrix("heads", r.heads, L, c.numAttentionHeads),
+            neurons: try matrix("neurons", r.neurons, L, c.intermediateSize),
+            channels: try vector("channels", r.channels, c.hiddenSize),
+            blockImportance: try vector("block_importance", r.blockImportance, L),
+            layerLossRise: settings.lossTokensPerLanguage == 0 ? [] : rise,
+            baseValidationLoss: settings.lossTokensPerLanguage == 0 ? 0 : base)
+        scores.mambaChannels = try perLayer("mamba_channels", r.mambaChannels, .mamba, c.mamba?.innerWidth ?? 0)
+        scores.deltaNetHeads = try perLayer(
+            "deltanet_heads", r.deltaNetHeads, .deltaNet, c.deltaNet?.valueHeads ?? 0)
+        scores.deltaNetChannels = try perLayer(
+            "deltanet_channels", r.deltaNetChannels, .deltaNet, c.deltaNet?.valueWidth ?? 0)
+        return scores
     }
 
     /// How often the backend is asked to say it is alive: a quarter of the timeout, 1–30 s.

@@ -90,26 +90,13 @@ extension ExternalBackend {
             variants: .init(file: variantsFile.path),
             blocks: blocks,
             heartbeatSeconds: heartbeatSeconds)
-        let jobFile = try Self.write(job, in: jobDirectory)
-        let lines: [[String: JSON]]
-        switch try runProcess(jobFile: jobFile, students: blocks.count) {
-        case let .failed(message): throw SearchError.backend(message)
-        case let .lines(l): lines = l
-        }
-        if let e = lines.first(where: { $0["event"]?.string == "error" }) {
-            throw SearchError.backend("backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
-        }
+        let lines = try runJob(job, in: jobDirectory, students: blocks.count)
         var byName: [String: Double] = [:]
-        for line in lines where line["event"]?.string == "block_score" {
-            switch BackendEvent.decode(BackendEvent.BlockScore.self, line) {
-            case let .success(s):
-                guard s.kl.isFinite, s.kl >= -1e-6 else {
-                    throw SearchError.backend("backend \(spec.name): block \(s.name): KL \(s.kl) is not finite and ≥ 0")
-                }
-                byName[s.name] = max(0, s.kl)
-            case let .failure(problem):
-                throw SearchError.backend("backend \(spec.name): a malformed block_score line (\(problem))")
+        for s in try events(BackendEvent.BlockScore.self, "block_score", in: lines) {
+            guard s.kl.isFinite, s.kl >= -1e-6 else {
+                throw SearchError.backend("backend \(spec.name): block \(s.name): KL \(s.kl) is not finite and ≥ 0")
             }
+            byName[s.name] = max(0, s.kl)
         }
         let empty = LayerVariant(keyValueGroups: nil, mlpWidth: nil)
         var done = 0

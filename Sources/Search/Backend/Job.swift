@@ -158,6 +158,34 @@ extension ExternalBackend {
         try AtomicFile.write(try encoder.encode(job), to: url)
         return url
     }
+
+    /// Writes `job` into `directory`, runs it and returns the backend's lines. A backend that
+    /// fails, or says `error`, is an error carrying its message.
+    func runJob<J: Encodable>(
+        _ job: J, in directory: URL, students: Int = 1, steps: (first: Int, last: Int, tokens: Int)? = nil
+    ) throws -> [[String: JSON]] {
+        switch try runProcess(jobFile: try Self.write(job, in: directory), students: students, steps: steps) {
+        case let .failed(message): throw SearchError.backend(message)
+        case let .lines(lines):
+            if let e = lines.first(where: { $0["event"]?.string == "error" }) {
+                throw SearchError.backend(
+                    "backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
+            }
+            return lines
+        }
+    }
+
+    /// Every `event` line of `lines` as its type `T`; the first that does not decode is an error
+    /// naming the field it gets wrong.
+    func events<T: Decodable>(_ type: T.Type, _ event: String, in lines: [[String: JSON]]) throws -> [T] {
+        try lines.filter { $0["event"]?.string == event }.map { line in
+            switch BackendEvent.decode(type, line) {
+            case let .success(decoded): return decoded
+            case let .failure(problem):
+                throw SearchError.backend("backend \(spec.name): a malformed \(event) line (\(problem))")
+            }
+        }
+    }
 }
 
 extension DistillJob {

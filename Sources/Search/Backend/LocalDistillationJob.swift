@@ -91,29 +91,16 @@ extension ExternalBackend {
                 beta1: opt.beta1, beta2: opt.beta2, epsilon: opt.epsilon, weightDecay: opt.weightDecay,
                 gradientClip: opt.gradientClip ?? .greatestFiniteMagnitude),
             out: out.path, heartbeatSeconds: heartbeatSeconds)
-        let jobFile = try Self.write(job, in: jobDirectory)
-        let lines: [[String: JSON]]
-        switch try runProcess(jobFile: jobFile, students: blocks.count, steps: (0, s.steps, s.batchSize * s.sequence)) {
-        case let .failed(message): throw SearchError.backend(message)
-        case let .lines(l): lines = l
-        }
-        if let e = lines.first(where: { $0["event"]?.string == "error" }) {
-            throw SearchError.backend("backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
-        }
+        let lines = try runJob(
+            job, in: jobDirectory, students: blocks.count, steps: (0, s.steps, s.batchSize * s.sequence))
         // Each block's mean loss over the last tenth of the steps, as the built-in engine reports it.
         let tailStart = s.steps - max(1, s.steps / 10)
         var tails: [String: [Double]] = [:]
-        for line in lines where line["event"]?.string == "step" {
-            switch BackendEvent.decode(BackendEvent.Step.self, line) {
-            case let .success(step):
-                guard step.trainLoss.isFinite else {
-                    throw SearchError.backend(
-                        "backend \(spec.name): block \(step.student) diverged at step \(step.step)")
-                }
-                if step.step > tailStart { tails[step.student, default: []].append(step.trainLoss) }
-            case let .failure(problem):
-                throw SearchError.backend("backend \(spec.name): a malformed step line (\(problem))")
+        for step in try events(BackendEvent.Step.self, "step", in: lines) {
+            guard step.trainLoss.isFinite else {
+                throw SearchError.backend("backend \(spec.name): block \(step.student) diverged at step \(step.step)")
             }
+            if step.step > tailStart { tails[step.student, default: []].append(step.trainLoss) }
         }
         let weights: BlockWeights
         do {

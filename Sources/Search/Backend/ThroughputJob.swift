@@ -158,23 +158,10 @@ extension ExternalBackend {
     func throughput(_ job: ThroughputJob, jobDirectory: URL) throws -> BackendThroughput {
         try Self.freshDirectory(jobDirectory)
         defer { try? FileManager.default.removeItem(at: jobDirectory) }
-        let jobFile = try Self.write(job, in: jobDirectory)
-        let lines: [[String: JSON]]
-        switch try runProcess(jobFile: jobFile, students: job.blocks.count + job.outside.count + job.models.count) {
-        case let .failed(message): throw SearchError.backend(message)
-        case let .lines(l): lines = l
-        }
-        if let e = lines.first(where: { $0["event"]?.string == "error" }) {
-            throw SearchError.backend("backend \(spec.name): " + (e["message"]?.string ?? "an error without a message"))
-        }
-        guard let m = lines.first(where: { $0["event"]?.string == "machine" }) else {
+        let lines = try runJob(
+            job, in: jobDirectory, students: job.blocks.count + job.outside.count + job.models.count)
+        guard let machine = try events(BackendEvent.Machine.self, "machine", in: lines).first else {
             throw SearchError.backend("backend \(spec.name): no machine line")
-        }
-        let machine: BackendEvent.Machine
-        switch BackendEvent.decode(BackendEvent.Machine.self, m) {
-        case let .success(decoded): machine = decoded
-        case let .failure(problem):
-            throw SearchError.backend("backend \(spec.name): a malformed machine line (\(problem))")
         }
         guard machine.flopsPerSecond > 0, machine.bytesPerSecond > 0, machine.flopsPerSecond.isFinite,
             machine.bytesPerSecond.isFinite
@@ -183,13 +170,7 @@ extension ExternalBackend {
             machine: machine.machine, engine: machine.engine, threads: machine.threads,
             roofline: Roofline(flopsPerSecond: machine.flopsPerSecond, bytesPerSecond: machine.bytesPerSecond))
         let tolerance = job.dtype == "float32" ? 1e-3 : 5e-2
-        for line in lines where line["event"]?.string == "timed" {
-            let t: BackendEvent.Timed
-            switch BackendEvent.decode(BackendEvent.Timed.self, line) {
-            case let .success(decoded): t = decoded
-            case let .failure(problem):
-                throw SearchError.backend("backend \(spec.name): a malformed timed line (\(problem))")
-            }
+        for t in try events(BackendEvent.Timed.self, "timed", in: lines) {
             let times = PhaseTimes(prefill: t.prefill, decodeFirst: t.decodeFirst, decodeLast: t.decodeLast)
             guard [t.prefill, t.decodeFirst, t.decodeLast].allSatisfy({ $0.isFinite && $0 > 0 }) else {
                 throw SearchError.backend(
